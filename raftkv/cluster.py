@@ -1,0 +1,194 @@
+"""The cluster file: every address of every process, in one TOML file.
+
+The same format describes the local default (``deploy/local.toml``, every process
+on 127.0.0.1) and a cluster spread over several hosts: each process names the
+``host`` it runs on, and ``raftcloud up --host NAME`` starts only that host's
+share.  ``deploy/README.md`` documents every key.
+
+The cluster secret never lives in a committed file: it comes from the
+environment (``RAFTCLOUD_SECRET`` or ``RAFTCLOUD_SECRET_FILE``) or from a
+``secret_file`` key; the launcher generates one per data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .keys import DEFAULT_SHARDS
+
+SECRET_ENV = "RAFTCLOUD_SECRET"
+SECRET_FILE_ENV = "RAFTCLOUD_SECRET_FILE"
+CONFIG_ENV = "RAFTCLOUD_CONFIG"
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)``; raises ConfigError on anything else."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address must be host:port, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    name: str          # unique process name, also its data sub-directory
+    group: int         # the Raft group it belongs to
+    raft: str          # host:port its Raft peers dial
+    client: str        # host:port of its client port (requests, status, blobs)
+    host: str = "local"  # which machine runs it (the launcher's --host)
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    id: int                              # group id; the config group is a separate section
+    replicas: tuple[ReplicaConfig, ...]  # its voters, normally three
+
+    @property
+    def client_addrs(self) -> tuple[str, ...]:
+        return tuple(r.client for r in self.replicas)
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    name: str            # process name, shown in /admin
+    listen: str          # host:port gunicorn binds
+    workers: int = 2     # gunicorn worker processes
+    threads: int = 8     # gthread threads per worker
+    host: str = "local"
+
+
+@dataclass(frozen=True)
+class SmtpdConfig:
+    name: str = "smtpd"
+    inbound: str = "127.0.0.1:2525"     # MX-facing port for the cluster's domains
+    submission: str = "127.0.0.1:2587"  # AUTH submission port
+    host: str = "local"
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    name: str = "balancer"
+    listen: str = "127.0.0.1:8000"
+    host: str = "local"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str                            # a label, shown in the admin console
+    groups: tuple[GroupConfig, ...]      # storage groups
+    secret: bytes                        # the shared cluster secret (never empty)
+    domains: tuple[str, ...] = ("raftcloud.test",)  # mail domains we accept mail for
+    shards: int = DEFAULT_SHARDS         # fixed number of shards
+    admin_user: str = "admin"            # the account created as the first admin
+    control: dict[str, str] = field(default_factory=dict)  # host -> supervisor API host:port
+    frontends: tuple[FrontendConfig, ...] = ()
+    smtpd: SmtpdConfig | None = None
+    balancer: BalancerConfig | None = None
+    path: Path | None = None             # where it was read from
+
+    def validate(self) -> None:
+        if len(self.secret) < 16:
+            raise ConfigError("the cluster secret must be at least 16 bytes")
+        if not self.groups:
+            raise ConfigError("a cluster needs at least one storage group")
+        if self.shards < 1:
+            raise ConfigError("shards must be positive")
+        names: set[str] = set()
+        for proc in self.all_process_names():
+            if proc in names:
+                raise ConfigError(f"process name {proc!r} is used twice")
+            names.add(proc)
+        for group in self.groups:
+            if not group.replicas:
+                raise ConfigError(f"group {group.id} has no replicas")
+            for replica in group.replicas:
+                split_addr(replica.raft)
+                split_addr(replica.client)
+
+    def all_process_names(self) -> list[str]:
+        names = [r.name for g in self.groups for r in g.replicas]
+        names += [f.name for f in self.frontends]
+        names += [p.name for p in (self.smtpd, self.balancer) if p is not None]
+        return names
+
+    def group(self, group_id: int) -> GroupConfig:
+        for group in self.groups:
+            if group.id == group_id:
+                return group
+        raise ConfigError(f"no group {group_id} in the cluster file")
+
+    def replica(self, name: str) -> ReplicaConfig:
+        for group in self.groups:
+            for replica in group.replicas:
+                if replica.name == name:
+                    return replica
+        raise ConfigError(f"no replica named {name!r} in the cluster file")
+
+
+def load_cluster(path: str | os.PathLike[str] | None = None, *,
+                 secret: bytes | None = None) -> ClusterConfig:
+    """Read and validate a cluster file.
+
+    :param path: the TOML file; defaults to ``$RAFTCLOUD_CONFIG``.
+    :param secret: overrides every other source of the secret (tests use it).
+    :raises ConfigError: unreadable file, unknown or malformed keys, no secret.
+    """
+    if path is None:
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise ConfigError(f"no cluster file given (--config or ${CONFIG_ENV})")
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read cluster file {path}: {exc}") from exc
+    try:
+        config = _parse(raw, path, secret)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: malformed cluster file: {exc!r}") from exc
+    config.validate()
+    return config
+
+
+def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConfig:
+    cluster = raw.get("cluster", {})
+    groups = tuple(
+        GroupConfig(
+            id=int(g["id"]),
+            replicas=tuple(ReplicaConfig(group=int(g["id"]), **r) for r in g["replica"]),
+        )
+        for g in raw.get("group", [])
+    )
+    control = raw.get("control", {})
+    return ClusterConfig(
+        name=str(cluster.get("name", "raftcloud")),
+        groups=groups,
+        secret=secret if secret is not None else _find_secret(cluster, path),
+        domains=tuple(cluster.get("domains", ("raftcloud.test",))),
+        shards=int(cluster.get("shards", DEFAULT_SHARDS)),
+        admin_user=str(cluster.get("admin_user", "admin")),
+        control={str(k): str(v) for k, v in control.items()},
+        frontends=tuple(FrontendConfig(**f) for f in raw.get("frontend", [])),
+        smtpd=SmtpdConfig(**raw["smtpd"]) if "smtpd" in raw else None,
+        balancer=BalancerConfig(**raw["balancer"]) if "balancer" in raw else None,
+        path=path,
+    )
+
+
+def _find_secret(cluster: dict[str, Any], path: Path) -> bytes:
+    if os.environ.get(SECRET_ENV):
+        return os.environ[SECRET_ENV].encode("utf-8")
+    secret_file = os.environ.get(SECRET_FILE_ENV) or cluster.get("secret_file")
+    if not secret_file:
+        raise ConfigError(
+            f"no cluster secret: set ${SECRET_ENV}, ${SECRET_FILE_ENV} or cluster.secret_file")
+    secret_path = path.parent / secret_file  # an absolute secret_file wins the join
+    try:
+        return secret_path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cluster secret {secret_path}: {exc}") from exc
