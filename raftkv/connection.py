@@ -1,0 +1,98 @@
+"""One pipelined, authenticated connection from a client to one replica.
+
+Any number of threads may send on it at once: each request gets a connection-
+local id, and a reader thread hands each answer to the waiting caller.  When the
+connection breaks, every waiting caller learns it at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from . import protocol
+from .cluster import split_addr
+from .errors import ProtocolError, UnavailableError
+
+CONNECT_TIMEOUT = 2.0
+
+
+class Connection:
+    """A socket to one replica's client port, shared by threads."""
+
+    def __init__(self, addr: str, secret: bytes) -> None:
+        self.addr = addr
+        host, port = split_addr(addr)
+        try:
+            sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            protocol.client_handshake(sock, secret)
+        except (OSError, ProtocolError) as exc:
+            raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc
+        sock.settimeout(None)
+        self._sock = sock
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self.closed = False
+        self._reader = threading.Thread(target=self._read_loop, name=f"raftkv-{addr}", daemon=True)
+        self._reader.start()
+
+    def send(self, request: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Send a request; the future resolves to the whole answer frame."""
+        future: Future[dict[str, Any]] = Future()
+        frame_id = next(self._ids)
+        frame = protocol.encode({**request, "id": frame_id})
+        with self._lock:
+            if self.closed:
+                raise UnavailableError(f"connection to {self.addr} is closed")
+            self._waiting[frame_id] = future
+        try:
+            with self._send_lock:
+                self._sock.sendall(frame)
+        except OSError as exc:
+            self._fail_all(exc)
+        return future
+
+    def forget(self, future: Future[dict[str, Any]]) -> None:
+        """Stop waiting for a request that timed out (its answer will be dropped)."""
+        with self._lock:
+            for frame_id, waiting in list(self._waiting.items()):
+                if waiting is future:
+                    del self._waiting[frame_id]
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                answer = protocol.read_frame(self._sock)
+                with self._lock:
+                    future = self._waiting.pop(answer.get("id"), None)  # type: ignore[arg-type]
+                if future is not None:
+                    future.set_result(answer)
+                elif answer.get("id") is None and "error" in answer:
+                    raise ProtocolError(str(answer.get("message")))
+        except (OSError, ProtocolError, ValueError) as exc:
+            self._fail_all(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            self.closed = True
+            waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(UnavailableError(f"connection to {self.addr} lost: {exc}"))
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._fail_all(ConnectionError("closed"))

@@ -1,0 +1,352 @@
+"""The one module that imports pysyncobj: a Raft replica of a :class:`~raftkv.store.Store`.
+
+pysyncobj 0.3.17 is pinned and hardened here from the outside (shared/PYSYNCOBJ.md
+maps each defect to its place in the library):
+
+* the cluster secret is mandatory, so no stranger's bytes reach ``pickle.loads``;
+* the pickle protocol is 5 (smaller entries), entries stay under :data:`ENTRY_CAP`;
+* the journal is fsynced before the leader counts itself and before a follower
+  acknowledges, and term/vote metadata is fsynced before it is used;
+* snapshots are our own format, written and fsynced without fork, and the
+  journal is always paired with one;
+* a follower never truncates entries that match the leader's (Raft section 5.3),
+  and the leader never moves a follower's next index backwards on a late reply;
+* a leader cut off from its majority steps down after :data:`LEADER_FALLBACK`.
+
+Everything above this module sees :class:`Replica` and our own errors only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle as std_pickle
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pysyncobj
+import pysyncobj.journal
+import pysyncobj.pickle
+import pysyncobj.syncobj
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import FAIL_REASON
+
+from .errors import ConfigError, NoLeader, NotLeader, OutcomeUnknown, RaftKVError, Timeout, UnavailableError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+ENTRY_CAP = 32 * 1024     # hard cap on one serialized Raft entry (PYSYNCOBJ.md section 5)
+LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps down (section 4)
+
+# The private names we hook; fail loudly at import if the pinned engine changes.
+_REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_SyncObj__raftNextIndex")
+if pysyncobj.syncobj.VERSION != "0.3.17" or not hasattr(SyncObj, "_SyncObj__onMessageReceived"):
+    raise ImportError("raftkv.node is written for pysyncobj 0.3.17 exactly")
+
+# pysyncobj.pickle ignores its protocol argument and reads a module global named
+# literally "__protocol" (section 5); protocol 5 stores bytes without inflation.
+setattr(pysyncobj.pickle, "__protocol", 5)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """What one replica needs to join its group."""
+
+    raft_addr: str                       # host:port its peers dial
+    peers: tuple[str, ...]               # the other voters' raft addresses
+    data_dir: Path                       # journal, metadata and snapshot live here
+    secret: bytes                        # cluster secret: pysyncobj's ``password``
+    shards: int = 64                     # shard count, for the store
+    election_timeout: tuple[float, float] = (0.4, 1.4)
+    log_compaction_entries: int = 5000   # take a snapshot after this many entries
+
+    def validate(self) -> None:
+        if not self.secret:
+            raise ConfigError("the cluster secret is mandatory: without it a Raft port runs pickles")
+        if self.raft_addr in self.peers:
+            raise ConfigError("raft_addr must not be listed in peers")
+
+
+# -- durable journal and metadata ---------------------------------------------
+
+class _DurableMetaStorer(pysyncobj.journal.MetaStorer):
+    """Term and vote: written to a temp file, fsynced, renamed, directory fsynced."""
+
+    def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
+        path = self.getPath()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(pysyncobj.pickle.dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+
+
+class _DurableJournal(pysyncobj.journal.FileJournal):
+    """FileJournal that knows when it has unsynced appends, and can sync them."""
+
+    def __init__(self, journal_file: str) -> None:
+        self._dirty = False
+        super().__init__(journal_file)
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        self._dirty = True
+
+    def deleteEntriesFrom(self, pos: int) -> None:  # noqa: N802
+        super().deleteEntriesFrom(pos)
+        self._dirty = True
+
+    def sync(self) -> None:
+        if not self._dirty:
+            return
+        resizable = self._FileJournal__journalFile
+        resizable.flush()  # msync of the mmap
+        os.fsync(resizable._ResizableFile__f.fileno())
+        self._dirty = False
+
+
+def _create_journal(journal_file: str | None = None) -> Any:
+    if journal_file is None:
+        raise ConfigError("a replica always keeps a journal on disk")
+    return _DurableJournal(journal_file)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# pysyncobj looks both names up at construction time (sections 1 and 2).
+pysyncobj.syncobj.createJournal = _create_journal
+pysyncobj.journal.MetaStorer = _DurableMetaStorer
+
+
+class _SyncingTransport(pysyncobj.syncobj.TCPTransport):
+    """Syncs the journal before a follower acknowledges entries (next_node_idx)."""
+
+    journal: _DurableJournal | None = None
+
+    def send(self, node: Any, message: dict[str, Any]) -> bool:
+        if message.get("type") == "next_node_idx" and self.journal is not None:
+            self.journal.sync()
+        return super().send(node, message)
+
+
+# -- snapshots ------------------------------------------------------------------
+
+_LEN = struct.Struct(">Q")
+
+
+def _snapshot_codec(store: Store) -> tuple[Callable[..., None], Callable[[str], Any]]:
+    """Our own snapshot format: [len][pysyncobj's raft bookkeeping][msgpack of the store].
+
+    pysyncobj hands the serializer its own bookkeeping (last applied entries and
+    the node set) and keeps the state to us; it runs on the tick thread, so the
+    store is exactly at the snapshot's index.
+    """
+
+    def serialize(file_name: str, data: Any) -> None:
+        raft_part = pysyncobj.pickle.dumps(data)
+        with open(file_name, "wb") as f:
+            f.write(_LEN.pack(len(raft_part)))
+            f.write(raft_part)
+            msgpack.pack(store.snapshot(), f, use_bin_type=True)
+            f.flush()
+            os.fsync(f.fileno())
+        # pysyncobj renames the file into place next; fsync the directory on
+        # the following snapshot at the latest -- the journal still holds the entries.
+
+    def deserialize(file_name: str) -> Any:
+        with open(file_name, "rb") as f:
+            (size,) = _LEN.unpack(f.read(_LEN.size))
+            raft_part = f.read(size)
+            # The file is ours (written above, or sent by an authenticated peer).
+            data = std_pickle.loads(raft_part)
+            store.restore(msgpack.unpackb(f.read(), raw=False, strict_map_key=False))
+        return data
+
+    return serialize, deserialize
+
+
+# -- the replica ----------------------------------------------------------------
+
+class _Engine(SyncObj):
+    """pysyncobj with our fixes; see the module docstring."""
+
+    def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
+        # Everything assigned before super().__init__ stays out of pysyncobj's dump.
+        self._store = store
+        super().__init__(config.raft_addr, list(config.peers), conf,
+                         transportClass=_SyncingTransport)
+        transport = self._SyncObj__transport
+        self._journal = self._SyncObj__raftLog
+        transport.journal = self._journal
+
+    @replicated
+    def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:
+        """Apply a msgpack-encoded list of commands; the results, in order."""
+        commands = msgpack.unpackb(packed, raw=False)
+        return [self._store.apply(command) for command in commands]
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
+        # The leader counts itself in the commit rule at the start of the tick:
+        # its own entries must be on disk first (PYSYNCOBJ.md section 1).
+        self._journal.sync()
+        super()._onTick(timeToWait)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        kind = message.get("type")
+        if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+            # A late success reply must not move nextIndex backwards (section 3).
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            if before is not None and next_index.get(node, 0) < before:
+                next_index[node] = before
+            return
+        if kind == "append_entries" and "prevLogIdx" in message and "transmission" not in message:
+            message = self._skip_matching_entries(node, message)
+            if message is None:
+                return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _skip_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Drop entries we already hold with the same term, so none is truncated (section 3).
+
+        pysyncobj deletes everything after ``prevLogIdx`` before appending,
+        whether or not it conflicts; Raft (section 5.3) deletes only on conflict.
+        """
+        if message["term"] < self._SyncObj__raftCurrentTerm:
+            return message
+        entries = message.get("entries") or []
+        log_entries = self._SyncObj__raftLog
+        first_index = log_entries[0][1]
+        last_index = log_entries[-1][1]
+        prev = message["prevLogIdx"]
+        if prev < first_index or prev > last_index:
+            return message
+        if log_entries[prev - first_index][2] != message["prevLogTerm"]:
+            return message  # a real conflict: let pysyncobj reset the follower
+        skipped = 0
+        for entry in entries:
+            idx = entry[1]
+            if idx > last_index or log_entries[idx - first_index][2] != entry[2]:
+                break
+            skipped += 1
+        if skipped < len(entries):
+            if skipped == 0:
+                return message  # the first new entry conflicts or extends: pysyncobj is right
+            last = entries[skipped - 1]
+            return {**message, "entries": entries[skipped:], "prevLogIdx": last[1],
+                    "prevLogTerm": last[2]}
+        matched = entries[-1][1] if entries else prev
+        if matched == last_index and not entries:
+            return message  # a plain heartbeat at our log's end truncates nothing
+        # Everything is already here (and maybe more).  Let pysyncobj see a
+        # heartbeat (leader, term, commit index) without a log position, then
+        # acknowledge what matched ourselves.
+        heartbeat = {k: v for k, v in message.items()
+                     if k not in ("prevLogIdx", "prevLogTerm", "entries")}
+        heartbeat["commit_index"] = min(message["commit_index"], matched)
+        SyncObj._SyncObj__onMessageReceived(self, node, heartbeat)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=matched + 1, success=True)
+        return None
+
+
+class Replica:
+    """One replica of a group: submit command batches, learn roles and status."""
+
+    def __init__(self, config: ReplicaConfig, on_ready: Callable[[], None] | None = None) -> None:
+        config.validate()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.store = Store(config.shards)
+        serialize, deserialize = _snapshot_codec(self.store)
+        conf = SyncObjConf(
+            password=config.secret.decode("latin-1"),
+            appendEntriesUseBatch=False,         # otherwise every write waits for a heartbeat
+            appendEntriesBatchSizeBytes=4 * ENTRY_CAP,  # above the cap: no chunking bug
+            journalFile=str(config.data_dir / "raft.journal"),
+            fullDumpFile=str(config.data_dir / "raft.snapshot"),
+            serializer=serialize,
+            deserializer=deserialize,
+            useFork=False,
+            raftMinTimeout=config.election_timeout[0],
+            raftMaxTimeout=config.election_timeout[1],
+            connectionTimeout=max(3.5, config.election_timeout[1]),
+            leaderFallbackTimeout=LEADER_FALLBACK,
+            logCompactionMinEntries=config.log_compaction_entries,
+            dynamicMembershipChange=False,
+            onReady=on_ready,
+        )
+        self._engine = _Engine(config, self.store, conf)
+
+    def submit(self, packed_commands: bytes,
+               callback: Callable[[list[dict[str, Any]] | None, RaftKVError | None], None]) -> None:
+        """Append a msgpack list of commands to the log; ``callback`` runs on the Raft thread."""
+        if len(packed_commands) > ENTRY_CAP:
+            raise ValueError("batch above the entry cap")
+
+        def done(result: Any, reason: int) -> None:
+            if reason == FAIL_REASON.SUCCESS:
+                callback(result, None)
+            else:
+                callback(None, _translate_failure(reason, self.leader_hint()))
+
+        self._engine.apply_batch(packed_commands, callback=done)
+
+    def is_leader(self) -> bool:
+        return bool(self._engine._isLeader())
+
+    def leader_hint(self) -> str | None:
+        """The raft address of the last known leader (possibly stale), or None."""
+        leader = self._engine._getLeader()
+        return None if leader is None else leader.address
+
+    def status(self) -> dict[str, Any]:
+        raw = self._engine.getStatus()
+        snapshot = Path(self._engine.conf.fullDumpFile)
+        return {
+            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(raw["state"], "unknown"),
+            "term": raw["raft_term"],
+            "leader": None if raw["leader"] is None else raw["leader"].address,
+            "commit_index": raw["commit_idx"],
+            "applied_index": raw["last_applied"],
+            "log_entries": raw["log_len"],
+            "snapshot_bytes": snapshot.stat().st_size if snapshot.exists() else 0,
+            "has_quorum": raw["has_quorum"],
+            **self.store.stats(),
+        }
+
+    def destroy(self) -> None:
+        self._engine.destroy()
+
+
+def _translate_failure(reason: int, leader: str | None) -> RaftKVError:
+    if reason in (FAIL_REASON.NOT_LEADER, FAIL_REASON.LEADER_CHANGED):
+        return NotLeader("leadership changed", leader=leader)
+    if reason == FAIL_REASON.MISSING_LEADER:
+        return NoLeader("no leader")
+    if reason == FAIL_REASON.DISCARDED:
+        # The entry was overwritten by a new leader's log: it was not applied.
+        return NotLeader("entry discarded by a new leader", leader=leader)
+    if reason == FAIL_REASON.UNKNOWN_OUTCOME:
+        return OutcomeUnknown("the engine lost track of the entry")
+    if reason == FAIL_REASON.QUEUE_FULL:
+        return UnavailableError("replica overloaded")
+    return Timeout(f"raft failure {reason}")
+
+
+def check_hooks() -> Sequence[str]:
+    """The private pysyncobj names this module relies on (for a test)."""
+    return _REQUIRED

@@ -1,0 +1,263 @@
+"""``raftkv-node``: one replica's process -- the client port in front of a :class:`Replica`.
+
+Requests arrive pipelined over authenticated connections (:mod:`raftkv.protocol`).
+Reads and writes alike go through the Raft log, so every answer is
+linearizable; a replica that is not the leader answers ``NotLeader`` with a hint.
+Requests that arrive together are packed into one Raft entry up to the entry cap
+(group commit): while batches are in flight, new requests queue up and leave
+together.  Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import msgpack
+
+from . import protocol
+from .blobs import BlobStore, check_name
+from .cluster import ClusterConfig, load_cluster, split_addr
+from .errors import (
+    ConfigError,
+    NotLeader,
+    ProtocolError,
+    RaftKVError,
+    TooLarge,
+    UnavailableError,
+)
+from .node import ENTRY_CAP, Replica, ReplicaConfig
+from .store import READ_OPS, WRITE_OPS
+
+log = logging.getLogger("raftkv.server")
+
+MAX_IN_FLIGHT_BATCHES = 4        # Raft entries a leader has appended but not yet seen applied
+MAX_REQUESTS_PER_CONNECTION = 2048
+_ARRAY_OVERHEAD = 5              # msgpack array header of the batch
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+class NodeServer:
+    """Serves one replica's client port."""
+
+    def __init__(self, cluster: ClusterConfig, name: str, data_dir: Path) -> None:
+        me = cluster.replica(name)
+        group = cluster.group(me.group)
+        self.name = name
+        self.group_id = me.group
+        self.client_addr = me.client
+        self.secret = cluster.secret
+        # Leader hints must name the client port clients can dial, not the Raft port.
+        self._client_addr_of = {r.raft: r.client for r in group.replicas}
+        self.replica = Replica(ReplicaConfig(
+            raft_addr=me.raft,
+            peers=tuple(r.raft for r in group.replicas if r.name != name),
+            data_dir=data_dir / "raft",
+            secret=cluster.secret,
+            shards=cluster.shards,
+        ))
+        self.blobs = BlobStore(data_dir / "blobs")
+        self._pending: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- group commit -----------------------------------------------------
+
+    def _submit(self, command: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        assert self._loop is not None
+        packed = msgpack.packb(command, use_bin_type=True)
+        if len(packed) + _ARRAY_OVERHEAD > ENTRY_CAP:
+            raise TooLarge(f"request of {len(packed)} bytes is above the {ENTRY_CAP}-byte entry cap")
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._pending.append((packed, future))
+        self._flush()
+        return future
+
+    def _flush(self) -> None:
+        while self._pending and self._in_flight < MAX_IN_FLIGHT_BATCHES:
+            size, count = _ARRAY_OVERHEAD, 0
+            for packed, _ in self._pending:
+                if size + len(packed) > ENTRY_CAP:
+                    break
+                size += len(packed)
+                count += 1
+            batch, self._pending = self._pending[:count], self._pending[count:]
+            entry = _array_header(count) + b"".join(p for p, _ in batch)
+            futures = [f for _, f in batch]
+            self._in_flight += 1
+            loop = self._loop
+            assert loop is not None
+
+            def done(results: list[dict[str, Any]] | None, err: RaftKVError | None,
+                     futures: list[asyncio.Future[dict[str, Any]]] = futures) -> None:
+                loop.call_soon_threadsafe(self._batch_done, futures, results, err)
+
+            self.replica.submit(entry, done)
+
+    def _batch_done(self, futures: list[asyncio.Future[dict[str, Any]]],
+                    results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:
+        self._in_flight -= 1
+        for i, future in enumerate(futures):
+            if future.done():
+                continue
+            if err is not None:
+                future.set_exception(self._with_client_hint(err))
+            else:
+                assert results is not None
+                future.set_result(results[i])
+        self._flush()
+
+    def _with_client_hint(self, err: RaftKVError) -> RaftKVError:
+        if isinstance(err, NotLeader) and err.leader is not None:
+            return NotLeader(str(err), leader=self._client_addr_of.get(err.leader))
+        return err
+
+    def _not_leader(self) -> NotLeader:
+        hint = self.replica.leader_hint()
+        return NotLeader("not the leader", leader=self._client_addr_of.get(hint) if hint else None)
+
+    # -- requests ---------------------------------------------------------
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request (without its id); raises RaftKVError for error answers."""
+        op = request.get("op")
+        if op == "status":
+            return self.status()
+        if op == "blob_put":
+            await asyncio.to_thread(self.blobs.put, check_name(request.get("name")),
+                                    _bytes(request.get("data")))
+            return {}
+        if op == "blob_get":
+            data = await asyncio.to_thread(self.blobs.get, check_name(request.get("name")))
+            return {"found": data is not None, "data": data or b""}
+        if op not in READ_OPS and op not in WRITE_OPS:
+            raise ProtocolError(f"unknown operation {op!r}")
+        if op in READ_OPS and request.get("consistency") == "stale":
+            return {**self._stale_read(request), "stale": True}
+        if not self.replica.is_leader():
+            raise self._not_leader()
+        command = {k: v for k, v in request.items() if k not in ("id", "consistency")}
+        return await self._submit(command)
+
+    def _stale_read(self, request: dict[str, Any]) -> dict[str, Any]:
+        # The store is mutated on the Raft thread; a concurrent change can
+        # upset an iteration, so try again (each try is short).
+        for _ in range(10):
+            try:
+                return self.replica.store.apply(request)
+            except RuntimeError:
+                continue
+        raise UnavailableError("the replica is too busy for a stale read")
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "group": self.group_id, "addr": self.client_addr,
+                **self.replica.status(), "pending_requests": len(self._pending)}
+
+    # -- connections ------------------------------------------------------
+
+    async def serve_connection(self, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            await protocol.server_handshake(reader, writer, self.secret)
+        except (ProtocolError, OSError) as exc:
+            log.warning("refused connection from %s: %s", peer, exc)
+            writer.close()
+            return
+        slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    request = await protocol.read_frame_async(reader)
+                except ProtocolError as exc:
+                    log.warning("malformed frame from %s: %s", peer, exc)
+                    writer.write(protocol.encode({"id": None, **exc.to_wire()}))
+                    break
+                if request is None:
+                    break
+                await slots.acquire()
+                task = asyncio.create_task(self._answer(request, writer, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            writer.close()
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter,
+                      slots: asyncio.Semaphore) -> None:
+        request_id = request.get("id")
+        try:
+            answer = {"id": request_id, "ok": await self.handle(request)}
+        except RaftKVError as exc:
+            answer = {"id": request_id, **exc.to_wire()}
+        except Exception:
+            log.exception("internal error on %r", request.get("op"))
+            answer = {"id": request_id, "error": "RaftKVError", "message": "internal error"}
+        finally:
+            slots.release()
+        try:
+            writer.write(protocol.encode(answer))
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        host, port = split_addr(self.client_addr)
+        server = await asyncio.start_server(self.serve_connection, host, port,
+                                            reuse_address=True, limit=protocol.MAX_FRAME + 1024)
+        print(f"raftkv-node {self.name} ready on {self.client_addr}", file=sys.stderr, flush=True)
+        async with server:
+            await stop.wait()
+        self.replica.destroy()
+
+
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise ProtocolError("expected bytes")
+    return value
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="RAFTCLOUD_CONFIG", required=True, help="The cluster file.")
+@click.option("--name", required=True, help="This replica's name in the cluster file.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where this replica keeps its journal, snapshot and chunks.")
+def main(config_path: str, name: str, data_dir: Path) -> None:
+    """Run one storage replica until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    try:
+        server = NodeServer(load_cluster(config_path), name, data_dir)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.run(stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
