@@ -97,14 +97,16 @@ class NodeServer:
             entry = _array_header(count) + b"".join(p for p, _ in batch)
             futures = [f for _, f in batch]
             self._in_flight += 1
-            loop = self._loop
-            assert loop is not None
+            self.replica.submit(entry, self._on_raft_thread(futures))
 
-            def done(results: list[dict[str, Any]] | None, err: RaftKVError | None,
-                     futures: list[asyncio.Future[dict[str, Any]]] = futures) -> None:
-                loop.call_soon_threadsafe(self._batch_done, futures, results, err)
+    def _on_raft_thread(self, futures: list[asyncio.Future[dict[str, Any]]]) -> Any:
+        """The callback pysyncobj runs on its tick thread: hand the results to our loop."""
+        loop = self._loop
+        assert loop is not None
 
-            self.replica.submit(entry, done)
+        def done(results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:
+            loop.call_soon_threadsafe(self._batch_done, futures, results, err)
+        return done
 
     def _batch_done(self, futures: list[asyncio.Future[dict[str, Any]]],
                     results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:

@@ -1,0 +1,268 @@
+"""``raftcloud``: launch a host's share of the cluster and supervise it.
+
+``raftcloud up`` starts every process the cluster file places on this host,
+waits until each answers, prints the URLs and one ready line, and stops them all
+on Ctrl-C or SIGTERM.  It restarts nothing by itself.  While it runs it serves
+a small control API (for the admin console and for ``raftcloud status|down``)::
+
+    GET  /processes                  -> [{"name", "kind", "alive", "pid", "addr"}, ...]
+    POST /processes/<name>/stop      -> kill -9: a real crash
+    POST /processes/<name>/start     -> spawn it again; it recovers from its data dir
+    POST /shutdown                   -> stop everything, like Ctrl-C
+
+Every call needs ``Authorization: Bearer <token>``, the token being derived from
+the cluster secret (:func:`control_token`).  The launcher imports none of the
+apps: it reads the cluster file and spawns processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+
+from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, load_cluster, split_addr
+from raftkv.errors import ConfigError
+
+from .procs import ProcessSpec, Supervisor, wait_ready
+
+DEFAULT_CONFIG = Path(__file__).with_name("local.toml")
+
+
+def control_token(secret: bytes) -> str:
+    return hmac.new(secret, b"raftcloud-control", hashlib.sha256).hexdigest()
+
+
+def _secret_file(data_dir: Path) -> Path:
+    """The cluster secret for this data dir, made on first use (never committed anywhere)."""
+    path = data_dir / "cluster.secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path
+
+
+def _admin_password(data_dir: Path) -> tuple[Path, str | None]:
+    """The first admin's password file; the password is returned only when just made."""
+    path = data_dir / "admin.password"
+    if path.exists():
+        return path, None
+    password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password)
+    return path, password
+
+
+def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
+                  host: str | None) -> list[ProcessSpec]:
+    """What runs on ``host`` (every host when None), in start order: store first."""
+    py = sys.executable
+    cfg = str(config_path)
+    specs: list[ProcessSpec] = []
+    for group in cluster.groups:
+        for r in group.replicas:
+            specs.append(ProcessSpec(r.name, "storage", r.host, r.client, [
+                py, "-m", "raftkv.server", "--config", cfg, "--name", r.name,
+                "--data-dir", str(data_dir / r.name)]))
+    for f in cluster.frontends:
+        specs.append(ProcessSpec(f.name, "frontend", f.host, f.listen, [
+            py, "-m", "gunicorn", "-c", str(Path(__file__).with_name("gunicorn.conf.py")),
+            "--bind", f.listen, "--workers", str(f.workers), "--threads", str(f.threads),
+            "--name", f.name, "portal:create_app()"], {"RAFTCLOUD_FRONTEND": f.name},
+            health_path="/healthz"))
+    if cluster.smtpd is not None:
+        s = cluster.smtpd
+        specs.append(ProcessSpec(s.name, "smtpd", s.host, s.inbound,
+                                 [py, "-m", "smtpd.server", "--config", cfg]))
+    if cluster.balancer is not None:
+        b = cluster.balancer
+        specs.append(ProcessSpec(b.name, "balancer", b.host, b.listen,
+                                 [py, "-m", "balancer.server", "--config", cfg]))
+    return [s for s in specs if host is None or s.host == host]
+
+
+class _ControlHandler(BaseHTTPRequestHandler):
+    supervisor: Supervisor
+    token: str
+    on_shutdown: threading.Event
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        pass
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            return True
+        self._reply(401, {"error": "unauthorized"})
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        if self.path == "/processes":
+            self._reply(200, self.supervisor.describe())
+        else:
+            self._reply(404, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        parts = self.path.strip("/").split("/")
+        if parts == ["shutdown"]:
+            self._reply(202, {"ok": True})
+            self.on_shutdown.set()
+        elif len(parts) == 3 and parts[0] == "processes" and parts[2] in ("stop", "start"):
+            name, verb = parts[1], parts[2]
+            if name not in self.supervisor.names():
+                self._reply(404, {"error": f"no process {name!r} on this host"})
+                return
+            if verb == "stop":
+                self.supervisor.crash(name)
+            else:
+                self.supervisor.start(name)
+            self._reply(200, {"ok": True, "process": name, "did": verb})
+        else:
+            self._reply(404, {"error": "not found"})
+
+
+def _serve_control(addr: str, supervisor: Supervisor, token: str,
+                   on_shutdown: threading.Event) -> ThreadingHTTPServer:
+    handler = type("Handler", (_ControlHandler,), {
+        "supervisor": supervisor, "token": token, "on_shutdown": on_shutdown})
+    server = ThreadingHTTPServer(split_addr(addr), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="control").start()
+    return server
+
+
+@click.group()
+def main() -> None:
+    """Run a raftcloud cluster, or one host's share of it."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True, help="The cluster file.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("var"), show_default=True, help="Where every process keeps its data.")
+@click.option("--host", default=None, help="Start only this host's processes (default: all).")
+def up(config_path: Path, data_dir: Path, host: str | None) -> None:
+    """Start the cloud in the foreground; Ctrl-C stops it."""
+    data_dir = data_dir.resolve()
+    config_path = config_path.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {"RAFTCLOUD_CONFIG": str(config_path)}
+    try:
+        cluster = load_cluster(config_path)
+    except ConfigError:  # no secret given: make one for this data dir
+        env[SECRET_FILE_ENV] = str(_secret_file(data_dir))
+        os.environ[SECRET_FILE_ENV] = env[SECRET_FILE_ENV]
+        cluster = load_cluster(config_path)
+    password_file, new_password = _admin_password(data_dir)
+    env["RAFTCLOUD_ADMIN_PASSWORD_FILE"] = str(password_file)
+
+    supervisor = Supervisor(process_specs(cluster, config_path, data_dir, host),
+                            data_dir / "logs", env)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    control_addr = cluster.control.get(host or "local")
+    control = None
+    try:
+        if control_addr:
+            control = _serve_control(control_addr, supervisor, control_token(cluster.secret), stop)
+        # Start everything at once: replicas elect a leader together, and the
+        # apps wait for the store by themselves.
+        for spec in supervisor.specs:
+            supervisor.start(spec.name)
+        wait_ready(supervisor.specs, stop, timeout=90)
+        if stop.is_set():
+            return
+        _print_ready(cluster, control_addr, new_password, data_dir)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        click.echo("raftcloud: stopping", err=True)
+        supervisor.stop_all()
+        if control is not None:
+            control.shutdown()
+
+
+def _print_ready(cluster: ClusterConfig, control_addr: str | None, new_password: str | None,
+                 data_dir: Path) -> None:
+    if cluster.balancer:
+        click.echo(f"  web:        http://{cluster.balancer.listen}/")
+    for f in cluster.frontends:
+        click.echo(f"  frontend:   http://{f.listen}/  ({f.name})")
+    if cluster.smtpd:
+        click.echo(f"  smtp:       {cluster.smtpd.inbound} (inbound)")
+    if control_addr:
+        click.echo(f"  control:    http://{control_addr}/processes")
+    if new_password:
+        click.echo(f"  admin login: {cluster.admin_user} / {new_password}  (shown once)")
+    else:
+        click.echo(f"  admin login: {cluster.admin_user} / see {data_dir / 'admin.password'}")
+    click.echo("raftcloud is ready", err=False)
+    sys.stdout.flush()
+
+
+def _control_call(config_path: Path, data_dir: Path, method: str, path: str) -> Any:
+    os.environ.setdefault(SECRET_FILE_ENV, str(data_dir.resolve() / "cluster.secret"))
+    cluster = load_cluster(config_path)
+    addr = cluster.control.get("local")
+    if not addr:
+        raise click.ClickException("the cluster file names no control address")
+    request = urllib.request.Request(f"http://{addr}{path}", method=method, headers={
+        "Authorization": f"Bearer {control_token(cluster.secret)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+    except OSError as exc:
+        raise click.ClickException(f"no raftcloud supervisor at {addr}: {exc}") from exc
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
+def status(config_path: Path, data_dir: Path) -> None:
+    """Show the processes of a running `raftcloud up`."""
+    for proc in _control_call(config_path, data_dir, "GET", "/processes"):
+        state = "up" if proc["alive"] else "DOWN"
+        click.echo(f"{proc['name']:12} {proc['kind']:9} {state:5} {proc['addr']}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
+def down(config_path: Path, data_dir: Path) -> None:
+    """Stop a running `raftcloud up`."""
+    _control_call(config_path, data_dir, "POST", "/shutdown")
+    click.echo("raftcloud: stopping")
+
+
+if __name__ == "__main__":
+    main()

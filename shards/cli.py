@@ -1,0 +1,145 @@
+"""``raftkv-ctl``: look at and change the store from a shell.
+
+Human output by default, ``--json`` for scripts.  Any store error becomes one
+line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from raftkv.cluster import load_cluster
+from raftkv.errors import RaftKVError
+
+from .client import Client
+
+
+def _show_value(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + value.hex()
+
+
+def _emit(ctx: click.Context, data: Any, human: str) -> None:
+    if ctx.obj["json"]:
+        click.echo(json.dumps(data, sort_keys=True, default=str))
+    else:
+        click.echo(human)
+
+
+def _store_command[F: Callable[..., Any]](func: F) -> F:
+    """Give the command a connected client and turn store errors into one line."""
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            with Client(load_cluster(ctx.obj["config"]), timeout=ctx.obj["timeout"]) as client:
+                return func(client, *args, **kwargs)
+        except RaftKVError as exc:
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("--config", envvar="RAFTCLOUD_CONFIG", required=True,
+              type=click.Path(dir_okay=False), help="The cluster file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+@click.pass_context
+def main(ctx: click.Context, config: str, as_json: bool, timeout: float) -> None:
+    """Operate a raftcloud store."""
+    ctx.obj = {"config": config, "json": as_json, "timeout": timeout}
+
+
+@main.command()
+@click.pass_context
+@_store_command
+def status(client: Client, ctx: click.Context) -> None:
+    """Every storage replica: alive, role, term, commit index."""
+    replicas = client.status()
+    lines = [f"{'name':12} {'group':>5} {'addr':22} {'state':9} {'term':>5} {'commit':>8}"]
+    for r in replicas:
+        state = r.get("role", "?") if r["alive"] else "DOWN"
+        lines.append(f"{r['name']:12} {r['group']:>5} {r['addr']:22} {state:9} "
+                     f"{r.get('term', '-'):>5} {r.get('commit_index', '-'):>8}")
+    _emit(ctx, replicas, "\n".join(lines))
+
+
+@main.command()
+@click.argument("row")
+@click.argument("col")
+@click.option("--stale", is_flag=True, help="Read any replica's possibly stale copy.")
+@click.pass_context
+@_store_command
+def get(client: Client, ctx: click.Context, row: str, col: str, stale: bool) -> None:
+    """Print one cell."""
+    cell = client.get(row, col, consistency="stale" if stale else "linearizable")
+    if cell is None:
+        _emit(ctx, {"found": False}, "(not found)")
+        sys.exit(1)
+    _emit(ctx, {"found": True, "value": _show_value(cell.value), "version": cell.version},
+          f"{_show_value(cell.value)}\t(version {cell.version})")
+
+
+@main.command()
+@click.argument("row")
+@click.argument("col")
+@click.argument("value")
+@click.pass_context
+@_store_command
+def put(client: Client, ctx: click.Context, row: str, col: str, value: str) -> None:
+    """Store VALUE (UTF-8 text; '-' reads bytes from stdin)."""
+    data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8")
+    version = client.put(row, col, data)
+    _emit(ctx, {"version": version}, f"version {version}")
+
+
+@main.command()
+@click.argument("row")
+@click.argument("col")
+@click.argument("new")
+@click.option("--old", help="Store only if the cell holds this value.")
+@click.option("--if-version", type=int, help="Store only if the cell has this version (0: absent).")
+@click.pass_context
+@_store_command
+def cput(client: Client, ctx: click.Context, row: str, col: str, new: str,
+         old: str | None, if_version: int | None) -> None:
+    """Compare-and-set: store NEW if the cell holds --old (or is absent) or has --if-version."""
+    version = client.cput(row, col, new.encode("utf-8"),
+                          old=None if old is None else old.encode("utf-8"),
+                          if_version=if_version)
+    _emit(ctx, {"version": version}, f"version {version}")
+
+
+@main.command()
+@click.argument("row")
+@click.argument("col")
+@click.pass_context
+@_store_command
+def delete(client: Client, ctx: click.Context, row: str, col: str) -> None:
+    """Delete one cell."""
+    existed = client.delete(row, col)
+    _emit(ctx, {"deleted": existed}, "deleted" if existed else "(was not there)")
+
+
+@main.command()
+@click.argument("shard", type=int)
+@click.option("--after", default="", help="Start after this row.")
+@click.option("--limit", default=10, show_default=True)
+@click.pass_context
+@_store_command
+def scan(client: Client, ctx: click.Context, shard: int, after: str, limit: int) -> None:
+    """List rows of one shard, in order."""
+    rows = client.scan(shard, after, limit)
+    data = [{"row": row, "cells": {c: {"value": _show_value(cell.value), "version": cell.version}
+                                   for c, cell in cells.items()}} for row, cells in rows]
+    human = "\n".join(f"{row}\t{', '.join(sorted(cells))}" for row, cells in rows)
+    _emit(ctx, data, human or "(no rows)")
