@@ -107,6 +107,8 @@ class Store:
                 del session.results[seq]
 
     def _dispatch(self, op: str, command: dict[str, Any]) -> Result:
+        if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
+            return error("ProtocolError", "row and column must be strings")
         try:
             return getattr(self, f"_op_{op}")(command)
         except (KeyError, TypeError, ValueError) as exc:
