@@ -1,0 +1,292 @@
+"""Per-user mailboxes in the store: deliver, list, read, mark read, delete.
+
+Layout (the ``{user}`` hash tag keeps one user's rows on one shard)::
+
+    row {user}/mail           column m:<msg_id>   msgpack metadata (sender, subject, ...)
+                              column mid:<hash>   msg_id already delivered with that Message-ID
+    row {user}/msg:<msg_id>   column raw          the message exactly as received (any size)
+
+The metadata row is what a mailbox listing reads (one ``get_row``); raw bytes
+live in their own row so a listing never drags message bodies along, and large
+messages become blobs inside raftkv without this module knowing.
+
+Message ids are ``<arrival time in ns, 20 digits>-<16 hex>``: they sort by
+arrival, so "newest first" is a string sort, and they are unguessable enough
+that one id never collides with another even across smtpd instances.
+
+Delivery is at least once upstream (SMTP retries, our own outbound queue), so
+``deliver`` is idempotent per (folder, Message-ID): the ``mid:`` column and the
+message's metadata are written in one ``mutate_row`` conditioned on the
+``mid:`` column being absent.  Two racing deliveries of one message store one
+copy; the loser deletes its raw bytes and returns the winner's id.
+
+These functions do not check that the user has an account: callers (smtpd,
+portal) do that before delivering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from raftkv.errors import ConditionFailed
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from shards import Client
+
+__all__ = ["MessageSummary", "ParsedHeaders", "delete_message", "deliver", "get_message",
+           "get_summary", "list_messages", "mark_read", "new_message_id", "parse_headers"]
+
+log = logging.getLogger(__name__)
+
+META_PREFIX = "m:"
+DEDUP_PREFIX = "mid:"
+RAW_COLUMN = "raw"
+_CAS_ATTEMPTS = 10  # read-modify-write retries before giving up under contention
+# Metadata is a small Raft cell (DESIGN.md §3: entries stay under ~32 KiB), so header
+# values are cut; the full headers stay in the raw message.
+_MAX_HEADER_CHARS = {"sender": 320, "subject": 512, "message_id": 512}
+_MSG_ID = re.compile(r"\d{20}-[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    """One line of a mailbox listing."""
+
+    id: str               # our message id (sorts by arrival)
+    sender: str           # the From header as displayed, "" if none
+    subject: str          # decoded Subject, "" if none
+    date: float           # arrival time, unix seconds
+    unread: bool
+    size: int             # bytes of the raw message
+    folder: str           # "inbox", "sent", ...
+    message_id: str = ""  # the Message-ID header, for replies (In-Reply-To)
+
+
+@dataclass(frozen=True)
+class ParsedHeaders:
+    """The few headers a listing needs, decoded and flattened to one line each."""
+
+    sender: str
+    subject: str
+    message_id: str
+
+
+def mailbox_row(user: str) -> str:
+    return f"{{{_check_user(user)}}}/mail"
+
+
+def message_row(user: str, msg_id: str) -> str:
+    return f"{{{_check_user(user)}}}/msg:{msg_id}"
+
+
+def _check_user(user: str) -> str:
+    # Braces would change the row's hash tag (and so its shard), "/" its row family.
+    if not user or any(ch in user for ch in "{}/"):
+        raise ValueError(f"bad user name {user!r}")
+    return user
+
+
+def new_message_id(now_ns: int | None = None) -> str:
+    """A fresh message id that sorts by arrival time."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return f"{now_ns:020d}-{secrets.token_hex(8)}"
+
+
+def is_message_id(msg_id: str) -> bool:
+    """Whether ``msg_id`` has our id's shape (ids arrive in URLs: check before use)."""
+    return _MSG_ID.fullmatch(msg_id) is not None
+
+
+def dedup_column(folder: str, message_id: str) -> str:
+    """The ``mid:`` column for a Message-ID in a folder.
+
+    The folder is part of the key so that mail a user sends to themselves keeps
+    both its "sent" copy and its "inbox" copy.
+    """
+    digest = hashlib.sha256(f"{folder}\0{message_id}".encode("utf-8", "surrogateescape"))
+    return DEDUP_PREFIX + digest.hexdigest()
+
+
+def parse_headers(raw: bytes) -> ParsedHeaders:
+    """Sender, subject and Message-ID of a raw message; never raises on malformed mail."""
+    msg = BytesParser(policy=default_policy).parsebytes(raw, headersonly=True)
+    sender = _header(msg, "From") or _header(msg, "Return-Path") or _header(msg, "Sender")
+    return ParsedHeaders(
+        sender=_cut(sender, "sender"),
+        subject=_cut(_header(msg, "Subject"), "subject"),
+        message_id=_cut(_header(msg, "Message-ID"), "message_id"),
+    )
+
+
+def _header(msg: EmailMessage, name: str) -> str:
+    try:
+        value = msg.get(name)
+        text = "" if value is None else str(value)
+    except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
+        # Fall back to the undecoded value rather than losing the header.
+        raw = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+        text = str(raw[0]) if raw else ""
+    return " ".join(text.split())  # unfold, and no control characters reach a listing
+
+
+def _cut(text: str, field: str) -> str:
+    limit = _MAX_HEADER_CHARS[field]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def deliver(client: Client, user: str, raw: bytes, *, folder: str = "inbox",
+            unread: bool = True) -> str:
+    """Store a message in ``user``'s ``folder``; returns its message id.
+
+    Delivering a message whose Message-ID is already in that folder stores
+    nothing and returns the existing id.  Messages without a Message-ID are
+    always stored.
+
+    :raises UnavailableError: the store is unavailable; nothing visible was
+        stored, and delivering again later is safe.
+    """
+    headers = parse_headers(raw)
+    row = mailbox_row(user)
+    column = dedup_column(folder, headers.message_id) if headers.message_id else None
+    if column is not None:
+        # Cheap check first, so that a retried 25 MiB message is not written again.
+        existing = client.get(row, column)
+        if existing is not None:
+            return existing.value.decode("ascii")
+    msg_id = new_message_id()
+    meta = {"sender": headers.sender, "subject": headers.subject, "date": time.time(),
+            "unread": unread, "size": len(raw), "folder": folder,
+            "message_id": headers.message_id}
+    # Raw bytes first: once the metadata is visible, the message must be readable.
+    # If we fail between the two writes, the raw cell is an orphan nobody lists.
+    client.put(message_row(user, msg_id), RAW_COLUMN, raw)
+    conditions: list[tuple[Any, ...]] = []
+    mutations: list[tuple[Any, ...]] = [("put", META_PREFIX + msg_id, _pack(meta))]
+    if column is not None:
+        conditions.append(("absent", column))
+        mutations.append(("put", column, msg_id.encode("ascii")))
+    try:
+        client.mutate_row(row, conditions, mutations)
+    except ConditionFailed:
+        # A concurrent delivery of the same message won the race: keep its copy only.
+        client.delete(message_row(user, msg_id), RAW_COLUMN)
+        existing = client.get(row, column) if column is not None else None
+        if existing is None:
+            raise
+        return existing.value.decode("ascii")
+    return msg_id
+
+
+def list_messages(client: Client, user: str, folder: str = "inbox") -> list[MessageSummary]:
+    """The messages in one folder, newest first."""
+    cells = client.get_row(mailbox_row(user), prefix=META_PREFIX)
+    summaries = []
+    for column, cell in cells.items():
+        summary = _summary(column[len(META_PREFIX):], cell.value)
+        if summary is not None and summary.folder == folder:
+            summaries.append(summary)
+    summaries.sort(key=lambda s: s.id, reverse=True)
+    return summaries
+
+
+def get_summary(client: Client, user: str, msg_id: str) -> MessageSummary | None:
+    """One message's metadata, or None if there is no such message."""
+    if not is_message_id(msg_id):
+        return None
+    cell = client.get(mailbox_row(user), META_PREFIX + msg_id)
+    return None if cell is None else _summary(msg_id, cell.value)
+
+
+def get_message(client: Client, user: str, msg_id: str) -> bytes | None:
+    """The raw message as received, or None if there is no such message."""
+    if not is_message_id(msg_id):
+        return None
+    cell = client.get(message_row(user, msg_id), RAW_COLUMN)
+    return None if cell is None else cell.value
+
+
+def mark_read(client: Client, user: str, msg_id: str, *, read: bool = True) -> bool:
+    """Set a message's unread flag; returns False if there is no such message."""
+    return _update_meta(client, user, msg_id, lambda meta: {**meta, "unread": not read})
+
+
+def delete_message(client: Client, user: str, msg_id: str) -> bool:
+    """Delete a message; returns whether it existed.
+
+    The ``mid:`` column stays behind on purpose: a late SMTP retry of a message
+    the user already deleted must not bring it back.
+    """
+    if not is_message_id(msg_id):
+        return False
+    existed = client.delete(mailbox_row(user), META_PREFIX + msg_id)
+    # Also when the metadata is gone: this cleans up after a half-finished deliver.
+    client.delete(message_row(user, msg_id), RAW_COLUMN)
+    return existed
+
+
+def _update_meta(client: Client, user: str, msg_id: str,
+                 change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """Read-modify-write of one message's metadata, as a CPUT on its version.
+
+    A concurrent change (another frontend marking the same message) makes the
+    CPUT fail; we re-read and re-apply ours on top, so neither change is lost.
+    """
+    if not is_message_id(msg_id):
+        return False
+    row, column = mailbox_row(user), META_PREFIX + msg_id
+    for _ in range(_CAS_ATTEMPTS):
+        cell = client.get(row, column)
+        if cell is None:
+            return False
+        meta = _unpack(cell.value)
+        if meta is None:
+            return False
+        new = change(meta)
+        if new == meta:
+            return True
+        try:
+            client.cput(row, column, _pack(new), if_version=cell.version)
+            return True
+        except ConditionFailed:
+            continue
+    raise ConditionFailed(f"message {msg_id} of {user} keeps changing")
+
+
+def _pack(meta: dict[str, Any]) -> bytes:
+    return msgpack.packb(meta, use_bin_type=True)
+
+
+def _unpack(value: bytes) -> dict[str, Any] | None:
+    try:
+        meta = msgpack.unpackb(value, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        meta = None
+    return meta if isinstance(meta, dict) else None
+
+
+def _summary(msg_id: str, value: bytes) -> MessageSummary | None:
+    meta = _unpack(value)
+    try:
+        if meta is None:
+            raise ValueError("not a msgpack map")
+        return MessageSummary(
+            id=msg_id, sender=str(meta.get("sender", "")), subject=str(meta.get("subject", "")),
+            date=float(meta["date"]), unread=bool(meta.get("unread", True)),
+            size=int(meta.get("size", 0)), folder=str(meta.get("folder", "inbox")),
+            message_id=str(meta.get("message_id", "")))
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("skipping malformed mailbox entry %s: %s", msg_id, exc)
+        return None

@@ -1,0 +1,81 @@
+"""Mailbox logic that needs no store: ids, header parsing, dedup keys, tolerant decoding."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from shards.model import mailbox
+
+
+def test_message_ids_sort_by_arrival_time():
+    ids = [mailbox.new_message_id(now_ns=t) for t in (5, 1_700_000_000_000_000_000, 42)]
+    assert sorted(ids) == [ids[0], ids[2], ids[1]]
+    assert all(mailbox.is_message_id(i) for i in ids)
+
+
+def test_message_ids_at_the_same_instant_differ():
+    assert mailbox.new_message_id(now_ns=7) != mailbox.new_message_id(now_ns=7)
+
+
+@pytest.mark.parametrize("bad", ["", "1", "../etc", "00000000000000000001-xyz", "a" * 37,
+                                 "00000000000000000001-0123456789abcdef\n"])
+def test_foreign_ids_are_refused_before_the_store(bad):
+    assert not mailbox.is_message_id(bad)
+    assert mailbox.get_message(None, "alice", bad) is None  # type: ignore[arg-type]
+    assert mailbox.delete_message(None, "alice", bad) is False  # type: ignore[arg-type]
+
+
+def test_parse_headers_decodes_encoded_words_and_unfolds():
+    raw = (b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.test>\r\n"
+           b"Subject: a long\r\n subject line\r\n"
+           b"Message-ID: <abc@example.test>\r\n\r\nbody\r\n")
+    headers = mailbox.parse_headers(raw)
+    assert headers.sender == "Jürgen <j@example.test>"
+    assert headers.subject == "a long subject line"
+    assert headers.message_id == "<abc@example.test>"
+
+
+@pytest.mark.parametrize("raw", [
+    b"",
+    b"no headers at all, just text",
+    b"\xff\xfe\x00garbage\r\n\r\n",
+    b"From: <<<@@@>>>\r\nSubject: =?bogus?x?zzz?=\r\nMessage-ID: \r\n\r\n",
+    b"Subject: " + b"x" * 100_000 + b"\r\n\r\n",
+])
+def test_parse_headers_never_raises_on_malformed_mail(raw):
+    headers = mailbox.parse_headers(raw)
+    assert len(headers.subject) <= 512 and len(headers.sender) <= 320
+
+
+def test_missing_from_falls_back_to_return_path():
+    raw = b"Return-Path: <bounce@example.test>\r\nSubject: hi\r\n\r\n"
+    assert mailbox.parse_headers(raw).sender == "<bounce@example.test>"
+
+
+def test_dedup_key_depends_on_folder_and_message_id():
+    inbox = mailbox.dedup_column("inbox", "<m@x>")
+    assert inbox == mailbox.dedup_column("inbox", "<m@x>")
+    assert inbox != mailbox.dedup_column("sent", "<m@x>")
+    assert inbox != mailbox.dedup_column("inbox", "<n@x>")
+    assert inbox.startswith("mid:")
+
+
+@pytest.mark.parametrize("user", ["", "a{b", "a}b", "a/b"])
+def test_user_names_that_would_change_the_row_layout_are_refused(user):
+    with pytest.raises(ValueError):
+        mailbox.mailbox_row(user)
+
+
+def test_rows_share_the_users_hash_tag():
+    assert mailbox.mailbox_row("bob") == "{bob}/mail"
+    assert mailbox.message_row("bob", "1-2").startswith("{bob}/")
+
+
+def test_malformed_metadata_is_skipped_not_fatal():
+    assert mailbox._summary("x", b"\xc1") is None
+    assert mailbox._summary("x", msgpack.packb({"subject": "no date"})) is None
+    good = msgpack.packb({"sender": "a", "subject": "s", "date": 1.5, "unread": False,
+                          "size": 3, "folder": "inbox"})
+    assert mailbox._summary("x", good) == mailbox.MessageSummary(
+        id="x", sender="a", subject="s", date=1.5, unread=False, size=3, folder="inbox")
