@@ -1,0 +1,190 @@
+"""``raftcloud-balancer``: redirect each new client to a live, least-loaded frontend.
+
+Every request, whatever its method or path, gets a ``307 Temporary Redirect``
+to the same path and query on a frontend (307, not 302, so a POST stays a
+POST), with ``Cache-Control: no-store`` so the browser asks us again next time
+instead of remembering a frontend that may since have died.  With no live
+frontend the answer is 503 with ``Retry-After``.  Only the first request of a
+client passes through here; the frontends serve the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+import click
+
+from raftkv.cluster import CONFIG_ENV, load_cluster, split_addr
+from raftkv.errors import ConfigError, RaftKVError
+from shards import Client
+from shards.model.registry import Heartbeat
+
+from .choice import redirect_location
+from .pool import Discover, FrontendPool, registry_frontends
+
+if TYPE_CHECKING:
+    from raftkv.cluster import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 2  # seconds; a frontend that restarts is back in about this time
+_UNAVAILABLE_PAGE = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Service unavailable</title></head>
+<body><h1>Service unavailable</h1>
+<p>No web frontend is available right now. Please try again in a few seconds.</p>
+</body></html>
+"""
+
+
+class RedirectHandler(BaseHTTPRequestHandler):
+    """Answers every request with a redirect (or a 503); never reads a request body."""
+
+    server: _BalancerHTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive: a load generator need not reconnect each time
+    timeout = 30                   # an idle keep-alive connection must not hold a thread forever
+    server_version = "raftcloud-balancer"
+    sys_version = ""
+
+    def _answer(self) -> None:
+        if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
+            # We do not read bodies, so the connection cannot carry another request.
+            self.close_connection = True
+        frontend = self.server.pool.pick()
+        if frontend is None:
+            self._unavailable()
+            return
+        self.send_response(307)
+        self.send_header("Location", redirect_location(frontend.addr, self.path))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", "0")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+
+    def _unavailable(self) -> None:
+        self.send_response(503)
+        self.send_header("Retry-After", str(RETRY_AFTER))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(_UNAVAILABLE_PAGE)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(_UNAVAILABLE_PAGE)
+
+    # http.server dispatches on these names; every method gets the same answer.
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        # http.server writes every request to stderr; we keep access logs at debug level.
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def log_error(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        log.info("%s %s", self.address_string(), format % args)
+
+
+class _BalancerHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many browsers arriving at once queue instead of being refused
+
+    def __init__(self, addr: tuple[str, int], pool: FrontendPool) -> None:
+        self.pool = pool
+        super().__init__(addr, RedirectHandler)
+
+
+class Balancer:
+    """The balancer's listener, frontend pool and heartbeat.
+
+    :param client: the store client (owned by the caller, not closed by :meth:`stop`).
+    :param discover: where frontend addresses come from; the registry by default.
+    :raises ConfigError: the cluster file has no ``[balancer]`` section.
+    :raises OSError: the listen address cannot be bound.
+    """
+
+    def __init__(self, cluster: ClusterConfig, client: Client, *,
+                 discover: Discover | None = None) -> None:
+        if cluster.balancer is None:
+            raise ConfigError("the cluster file has no [balancer] section")
+        self.settings = cluster.balancer
+        self.pool = FrontendPool(discover or registry_frontends(client))
+        self._httpd = _BalancerHTTPServer(split_addr(self.settings.listen), self.pool)
+        self._serving = threading.Thread(target=self._httpd.serve_forever, name="balancer-http",
+                                         daemon=True)
+        self._heartbeat = Heartbeat(client, kind="balancer", name=self.settings.name,
+                                    addr=self.address, info=self._info)
+
+    @property
+    def address(self) -> str:
+        """The host:port actually bound (differs from the config when it asks for port 0)."""
+        host, port = self._httpd.server_address[:2]
+        return f"{host}:{port}"
+
+    def _info(self) -> dict[str, object]:
+        live = sum(1 for f in self.pool.snapshot() if f.live)
+        return {"pid": os.getpid(), "host": socket.gethostname(), "live_frontends": live}
+
+    def start(self) -> None:
+        self.pool.start()
+        self._serving.start()
+        self._heartbeat.start()
+        log.info("balancer %s listening on %s", self.settings.name, self.address)
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self.pool.stop()
+        self._heartbeat.stop()
+        log.info("balancer %s stopped", self.settings.name)
+
+
+def wait_for_signal() -> int:
+    """Block the main thread until SIGTERM or SIGINT; returns the signal number."""
+    received: list[int] = []
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        done.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    done.wait()
+    return received[0]
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              default=lambda: os.environ.get(CONFIG_ENV), show_default=f"${CONFIG_ENV}",
+              help="The cluster file.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(config_path: str | None, log_level: str) -> None:
+    """Run the cluster's HTTP balancer: redirect new clients to a live frontend."""
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cluster = load_cluster(config_path)
+        client = Client(cluster)
+        balancer = Balancer(cluster, client)
+        balancer.start()
+    except (RaftKVError, OSError) as exc:
+        click.echo(f"raftcloud-balancer: {exc}", err=True)
+        sys.exit(1)
+    try:
+        signum = wait_for_signal()
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+    finally:
+        balancer.stop()
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
