@@ -1,0 +1,184 @@
+"""User accounts: names, argon2id password hashes, the admin flag.
+
+Used by the portal (signup, login, password change) and by smtpd (SMTP AUTH),
+so it depends on nothing web-specific.  One account is one cell: row
+``user/<name>``, column ``account``, a msgpack map::
+
+    {"v": 1, "name": str, "hash": argon2id str, "admin": bool, "created": float}
+
+Creating an account is a CPUT with ``if_version=0`` ("must be absent"), so two
+frontends racing to create the same name end with exactly one winner; every
+later update is a CPUT on the version that was read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from raftkv.errors import ConditionFailed
+
+if TYPE_CHECKING:
+    from shards import Cell, Client
+
+ACCOUNT_COL = "account"
+MIN_PASSWORD = 8
+# argon2 happily hashes megabytes; bound the work one request can ask for.
+MAX_PASSWORD = 1024
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+# argon2-cffi's defaults are RFC 9106's low-memory profile (argon2id, t=3, 64 MiB).
+_hasher = PasswordHasher()
+# Verifying against this when the user does not exist keeps "no such user" and
+# "wrong password" equally slow, so timing does not reveal which names exist.
+_DUMMY_HASH = _hasher.hash("no such user, no such password")
+
+
+class AccountError(ValueError):
+    """Base class of the account errors a user can cause; the message is a user-facing sentence."""
+
+
+class InvalidUsername(AccountError):
+    """The name breaks the rules of :func:`valid_username`."""
+
+
+class InvalidPassword(AccountError):
+    """The new password is too short or too long."""
+
+
+class UserExists(AccountError):
+    """Someone already has this name (possibly by winning a race a moment ago)."""
+
+
+class WrongPassword(AccountError):
+    """The current password given for a change is wrong (or the user is gone)."""
+
+
+def account_row(name: str) -> str:
+    """The row holding ``name``'s account cell."""
+    return f"user/{name}"
+
+
+def valid_username(name: str) -> bool:
+    """1-32 characters of ``[a-z0-9._-]``, starting with a letter or digit.
+
+    Lowercase only, so "Alice" and "alice" can never be two accounts; the
+    same name is the local part of the user's mail address.
+    """
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+
+
+def check_password_rules(password: str) -> None:
+    """Raise :class:`InvalidPassword` unless ``password`` is acceptable as a new password."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise InvalidPassword(f"A password needs at least {MIN_PASSWORD} characters.")
+    if len(password) > MAX_PASSWORD:
+        raise InvalidPassword(f"A password may have at most {MAX_PASSWORD} characters.")
+
+
+def create_user(client: Client, name: str, password: str, *, admin: bool = False) -> None:
+    """Create an account atomically.
+
+    :raises InvalidUsername: the name breaks the rules.
+    :raises InvalidPassword: the password is too short or too long.
+    :raises UserExists: the name is taken.
+    :raises raftkv.errors.UnavailableError: the store could not be reached.
+    """
+    if not valid_username(name):
+        raise InvalidUsername(
+            "A user name is 1-32 characters of a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit.")
+    check_password_rules(password)
+    record = {"v": 1, "name": name, "hash": _hasher.hash(password),
+              "admin": bool(admin), "created": time.time()}
+    try:
+        client.cput(account_row(name), ACCOUNT_COL, _pack(record), if_version=0)
+    except ConditionFailed:
+        raise UserExists(f"The name {name!r} is taken.") from None
+
+
+def user_exists(client: Client, name: str) -> bool:
+    """True if ``name`` has an account."""
+    return valid_username(name) and client.get(account_row(name), ACCOUNT_COL) is not None
+
+
+def is_admin(client: Client, name: str) -> bool:
+    """True if ``name`` exists and is an administrator."""
+    record = _load(client, name)
+    return record is not None and bool(record[0].get("admin"))
+
+
+def verify_password(client: Client, name: str, password: str) -> bool:
+    """True if ``name`` exists and ``password`` is its password.
+
+    Unknown names cost as much time as wrong passwords.  A hash made with
+    older parameters is upgraded in passing (best effort, on the version read).
+    """
+    if not isinstance(password, str) or len(password) > MAX_PASSWORD:
+        return False
+    loaded = _load(client, name)
+    if loaded is None:
+        _verify(_DUMMY_HASH, password)
+        return False
+    record, cell = loaded
+    if not _verify(record.get("hash", ""), password):
+        return False
+    if _hasher.check_needs_rehash(record["hash"]):
+        record["hash"] = _hasher.hash(password)
+        try:
+            client.cput(account_row(name), ACCOUNT_COL, _pack(record), if_version=cell.version)
+        except ConditionFailed:
+            pass  # someone changed the account meanwhile; their write wins
+    return True
+
+
+def change_password(client: Client, name: str, old: str, new: str) -> None:
+    """Replace ``name``'s password, given the current one.
+
+    The update is a CPUT on the version whose hash was checked, so a
+    concurrent change cannot be silently overwritten; on a conflict the check
+    is simply redone against the newer record.
+
+    :raises WrongPassword: ``old`` is not the current password.
+    :raises InvalidPassword: ``new`` breaks the rules.
+    """
+    check_password_rules(new)
+    for _ in range(5):
+        loaded = _load(client, name)
+        if loaded is None or not _verify(loaded[0].get("hash", ""), old):
+            raise WrongPassword("The current password is not correct.")
+        record, cell = loaded
+        record["hash"] = _hasher.hash(new)
+        try:
+            client.cput(account_row(name), ACCOUNT_COL, _pack(record), if_version=cell.version)
+            return
+        except ConditionFailed:
+            continue
+    raise ConditionFailed("The account kept changing; try again.")
+
+
+def _load(client: Client, name: str) -> tuple[dict[str, Any], Cell] | None:
+    if not valid_username(name):
+        return None
+    cell = client.get(account_row(name), ACCOUNT_COL)
+    if cell is None:
+        return None
+    record = msgpack.unpackb(cell.value, raw=False)
+    if not isinstance(record, dict):
+        return None
+    return record, cell
+
+
+def _verify(hashed: str, password: str) -> bool:
+    try:
+        return _hasher.verify(hashed, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _pack(record: dict[str, Any]) -> bytes:
+    return msgpack.packb(record, use_bin_type=True)
