@@ -1,0 +1,120 @@
+"""The inbox: list of messages, one message, delete.
+
+Messages are stored raw (RFC 5322) by :mod:`shards.model.mailbox`; this
+module only parses them for display.  A plain-text part is shown escaped.  A
+message with only HTML is cleaned with nh3 (no scripts, no styles, no images,
+so nothing remote loads and nothing tracks the reader) and served under a
+Content-Security-Policy that would block any of that even if cleaning failed.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+import nh3
+from markupsafe import Markup
+from werkzeug.exceptions import NotFound
+from werkzeug.utils import redirect
+
+from shards.model import mailbox
+
+from .auth import current_user, login_required
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Response
+
+    from .app import Portal, Request
+
+# The message page's policy: our stylesheet only; no scripts, frames, fonts or
+# remote images; forms may only post back here (the delete button).
+MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'")
+# nh3's defaults minus everything that can fetch a URL by itself.
+_HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
+                                 "map", "area"}
+_URL_SCHEMES = {"http", "https", "mailto"}
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    """Parse a stored message; the ``default`` policy decodes RFC 2047 headers."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    if not isinstance(message, EmailMessage):  # for mypy: the default policy makes one
+        raise TypeError("unexpected message class")
+    return message
+
+
+def _part_text(part: EmailMessage) -> str:
+    try:
+        text = part.get_content()
+    except (LookupError, ValueError):  # an unknown charset or a broken encoding
+        payload = part.get_payload(decode=True)
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    return text if isinstance(text, str) else ""
+
+
+def message_body(message: EmailMessage) -> tuple[str, str | Markup]:
+    """``("text", str)`` to show escaped, or ``("html", Markup)`` already sanitized."""
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return "text", ""
+    if not isinstance(part, EmailMessage):
+        return "text", ""
+    text = _part_text(part)
+    if part.get_content_subtype() == "html":
+        return "html", Markup(sanitize_html(text))
+    return "text", text
+
+
+def sanitize_html(html: str) -> str:
+    """Mail HTML reduced to harmless markup: no scripts, styles, images or remote loads."""
+    return nh3.clean(html, tags=_HTML_TAGS, url_schemes=_URL_SCHEMES,
+                     link_rel="noopener noreferrer nofollow")
+
+
+def attachments(message: EmailMessage) -> list[dict[str, Any]]:
+    """Name and size of each attachment (listed; downloading them comes later)."""
+    found = []
+    for part in message.iter_attachments():
+        payload = part.get_payload(decode=True)
+        found.append({"name": part.get_filename() or "(unnamed)",
+                      "size": len(payload) if isinstance(payload, bytes) else 0})
+    return found
+
+
+class MailViews:
+    """Mixin of :class:`portal.app.Portal`: the webmail pages."""
+
+    @login_required
+    def on_mail(self: Portal, request: Request) -> Response:
+        user = current_user(request)
+        messages = mailbox.list_messages(self.client(), user)
+        return self.render(request, "mail.html", messages=messages,
+                           address=f"{user}@{self.config.cluster.domains[0]}")
+
+    @login_required
+    def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:
+        user = current_user(request)
+        client = self.client()
+        raw = mailbox.get_message(client, user, msg_id)
+        if raw is None:
+            raise NotFound("There is no such message in your mailbox.")
+        if request.method == "GET":  # a HEAD request should not mark mail as read
+            mailbox.mark_read(client, user, msg_id)
+        message = parse_message(raw)
+        kind, body = message_body(message)
+        response = self.render(
+            request, "message.html", msg_id=msg_id, kind=kind, body=body,
+            attachments=attachments(message),
+            headers={name: str(message.get(name, "")) for name in ("From", "To", "Cc",
+                                                                   "Subject", "Date")})
+        response.headers["Content-Security-Policy"] = MAIL_CSP
+        return response
+
+    @login_required
+    def on_mail_delete(self: Portal, request: Request, msg_id: str) -> Response:
+        if not mailbox.delete_message(self.client(), current_user(request), msg_id):
+            raise NotFound("There is no such message in your mailbox.")
+        return redirect("/mail", 303)
