@@ -28,9 +28,13 @@ class Connection:
         host, port = split_addr(addr)
         try:
             sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             protocol.client_handshake(sock, secret)
         except (OSError, ProtocolError) as exc:
+            sock.close()
             raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc
         sock.settimeout(None)
         self._sock = sock

@@ -1,0 +1,151 @@
+"""One real 3-replica group: operations, crashes, restarts and hostile bytes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from raftkv import errors
+from raftkv.cluster import split_addr
+
+from .._procs import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def test_operations_on_a_real_group(kv_cluster) -> None:
+    with kv_cluster.client() as client:
+        v1 = client.put("r1", "c", b"one")
+        assert client.get("r1", "c") == (b"one", v1)
+        with pytest.raises(errors.ConditionFailed) as failed:
+            client.cput("r1", "c", b"two", old=b"not-one")
+        assert failed.value.version == v1
+        v2 = client.cput("r1", "c", b"two", if_version=v1)
+        assert v2 > v1
+        assert client.mutate_row("r1", [("version", "c", v2)], [("put", "d", b"x"), ("delete", "c")])
+        assert set(client.get_row("r1")) == {"d"}
+        assert client.delete("r1", "d") and client.get("r1", "d") is None
+        stale = client.get("r1", "missing", consistency="stale")
+        assert stale is None
+
+
+def test_large_values_round_trip_through_blobs(kv_cluster) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    with kv_cluster.client() as client:
+        version = client.put("{big}/file", "data", data)
+        assert client.get("{big}/file", "data") == (data, version)
+        size, chunks = client.get_stream("{big}/file", "data")
+        assert size == len(data) and b"".join(chunks) == data
+        with pytest.raises(errors.ConditionFailed):
+            client.cput("{big}/file", "data", b"small", old=data[:-1] + b"?")
+        client.cput("{big}/file", "data", b"small", old=data)
+        assert client.get("{big}/file", "data").value == b"small"
+
+
+def _writer(client, prefix: str, acked: dict, stop: threading.Event, deadline: float) -> None:
+    i = 0
+    while not stop.is_set() and time.monotonic() < deadline and i < 5000:
+        key = f"{prefix}{i}"
+        try:
+            acked[key] = (client.put(key, "v", key.encode()), key.encode())
+        except errors.UnavailableError:
+            pass  # unknown outcome or no leader: not acknowledged, so not checked
+        i += 1
+
+
+def test_no_acknowledged_write_is_lost_when_the_leader_is_killed(fresh_cluster) -> None:
+    acked: dict[str, tuple[int, bytes]] = {}
+    stop = threading.Event()
+    with fresh_cluster.client(timeout=5) as client:
+        threads = [threading.Thread(target=_writer, args=(client, f"w{t}-", acked, stop,
+                                                          time.monotonic() + 30))
+                   for t in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        leader = fresh_cluster.leader()
+        fresh_cluster.kill(leader)
+        time.sleep(3.0)
+        fresh_cluster.start(leader)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert len(acked) > 50
+        for key, (_version, value) in acked.items():
+            assert client.get(key, "v").value == value, key
+
+
+def test_whole_group_restarts_with_its_data(fresh_cluster) -> None:
+    with fresh_cluster.client() as client:
+        versions = {f"k{i}": client.put(f"k{i}", "c", b"%d" % i) for i in range(200)}
+    for name in list(fresh_cluster.procs):
+        fresh_cluster.kill(name)
+    fresh_cluster.start()
+    with fresh_cluster.client() as client:
+        for key, version in versions.items():
+            assert client.get(key, "c") == (key[1:].encode(), version)
+
+
+def test_a_follower_that_missed_writes_catches_up(fresh_cluster) -> None:
+    leader = fresh_cluster.leader()
+    follower = next(n for n in fresh_cluster.procs if n != leader)
+    fresh_cluster.kill(follower)
+    with fresh_cluster.client() as client:
+        for i in range(300):
+            client.put(f"m{i}", "c", b"x")
+        fresh_cluster.start(follower)
+        target = max(s.get("applied_index", 0) for s in client.status())
+
+        def caught_up() -> bool:
+            status = {s["name"]: s for s in client.status()}
+            return status[follower].get("applied_index", 0) >= target
+        wait_for(caught_up, 30, "the follower to catch up")
+        assert client.get("m299", "c", consistency="stale") is not None
+
+
+def _raw(addr: str) -> socket.socket:
+    sock = socket.create_connection(split_addr(addr), timeout=5)
+    return sock
+
+
+@pytest.mark.parametrize("port_kind", ["client", "raft"])
+def test_hostile_bytes_are_refused_and_the_group_keeps_serving(kv_cluster, port_kind) -> None:
+    replica = kv_cluster.cluster.groups[0].replicas[0]
+    addr = getattr(replica, port_kind)
+    payloads = [
+        os.urandom(4096),
+        b"\x80\x04\x95" + b"cos\nsystem\n(S'touch /tmp/pwned'\ntR." * 10,  # a crafted pickle
+        struct.pack(">I", 2**31 - 1) + b"A" * 65536,  # a header claiming 2 GiB
+    ]
+    for payload in payloads:
+        sock = _raw(addr)
+        try:
+            sock.sendall(payload)
+            sock.settimeout(3)
+            try:
+                while sock.recv(65536):
+                    pass
+            except (TimeoutError, ConnectionError):
+                pass
+        finally:
+            sock.close()
+    assert not os.path.exists("/tmp/pwned")
+    with kv_cluster.client() as client:
+        client.put("after-attack", "c", b"fine")
+        assert client.get("after-attack", "c").value == b"fine"
+        statuses = client.status()
+        assert all(s["alive"] for s in statuses)
+
+
+def test_a_client_without_the_secret_gets_nothing(kv_cluster) -> None:
+    from raftkv import Client
+    addrs = kv_cluster.cluster.groups[0].client_addrs
+    with Client(addrs, b"wrong-secret-wrong-secret", timeout=2) as stranger:
+        with pytest.raises(errors.UnavailableError):
+            stranger.get("after-attack", "c")
