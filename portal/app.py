@@ -226,11 +226,14 @@ class Portal(AuthViews, DriveViews, MailViews, AdminViews):
                  start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         request.max_content_length = self.config.max_upload
-        request.max_form_memory_size = 64 * 1024  # ordinary fields; files spool to disk
+        # Ordinary form fields are small; files spool to disk instead.  werkzeug
+        # also applies this limit to its 64 KiB read buffer, so it must be larger.
+        request.max_form_memory_size = 1024 * 1024
         self.start()  # a no-op unless this is the first request after a fork
         self.load.enter()
         try:
-            response = self.dispatch_request(request)
+            with request:  # closes the spooled upload files when the view is done
+                response = self.dispatch_request(request)
             response.headers.setdefault("Content-Security-Policy", CSP)
             response.headers["X-Content-Type-Options"] = "nosniff"
             response.headers["X-Frame-Options"] = "DENY"

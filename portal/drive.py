@@ -128,17 +128,16 @@ class DriveViews:
         meta = self._file_meta(user, file_id)
         headers = {"Content-Disposition": content_disposition(meta["name"]),
                    "Cache-Control": "private, no-cache"}
-        if request.method == "HEAD":
-            return Response(b"", mimetype=meta["ctype"],
-                            headers={**headers, "Content-Length": str(meta["size"])})
+        # Always "attachment": a user's HTML file must never render on our origin.
+        response = Response(mimetype=meta["ctype"], headers=headers, direct_passthrough=True)
+        if request.method == "HEAD":  # the listing knows the size: no need to open the data
+            response.content_length = meta["size"]
+            return response
         found = self.client().get_stream(file_row(user, file_id), DATA_COL)
         if found is None:
             raise NotFound("The file's contents are missing; it may have just been deleted.")
-        size, chunks = found
-        response = Response(_closing(chunks), mimetype=meta["ctype"], headers=headers,
-                            direct_passthrough=True)
-        # Always "attachment": a user's HTML file must never render on our origin.
-        response.content_length = size
+        response.content_length, chunks = found
+        response.response = _closing(chunks)
         return response
 
     @login_required

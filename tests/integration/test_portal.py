@@ -1,0 +1,245 @@
+"""The portal against a real 3-replica store, driven in-process by werkzeug's test client."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import threading
+
+import pytest
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import Client as HTTPClient
+from werkzeug.test import encode_multipart
+
+from portal import PortalConfig, create_app
+from portal.mail import MAIL_CSP
+from shards.model import accounts, mailbox
+
+from .._procs import wait_for
+
+pytestmark = pytest.mark.cluster
+
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def app(kv_cluster):
+    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-test", addr="127.0.0.1:9",
+                          admin_password=ADMIN_PASSWORD, heartbeat_interval=0.5)
+    portal = create_app(config, client_factory=kv_cluster.client)
+    yield portal
+    portal.close()
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+def csrf_of(http: HTTPClient, path: str = "/") -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(path).text)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def post(http: HTTPClient, path: str, data: dict, form_page: str = "/"):
+    return http.post(path, data={"csrf": csrf_of(http, form_page), **data})
+
+
+def signed_up(app, name: str | None = None) -> tuple[HTTPClient, str]:
+    http, name = HTTPClient(app), name or unique()
+    response = post(http, "/signup", {"username": name, "password": PASSWORD,
+                                      "password2": PASSWORD}, "/signup")
+    assert response.status_code == 303, response.text
+    return http, name
+
+
+def upload(http: HTTPClient, name: str, content: bytes, ctype: str = "application/octet-stream",
+           csrf: bool = True):
+    fields = {"file": FileStorage(io.BytesIO(content), filename=name, content_type=ctype)}
+    if csrf:
+        fields["csrf"] = csrf_of(http, "/drive")
+    # Encoded here, in memory: the test client's own encoding spools big bodies
+    # to a temporary file it never closes (a ResourceWarning, an error here).
+    boundary, body = encode_multipart(fields)
+    return http.post("/drive/upload", data=body,
+                     content_type=f"multipart/form-data; boundary={boundary}")
+
+
+def file_ids(http: HTTPClient) -> list[str]:
+    return re.findall(r'href="/drive/([0-9a-f]{24})"', http.get("/drive").text)
+
+
+def test_signup_login_logout(app):
+    http, name = signed_up(app)
+    assert f"Hello, {name}" in http.get("/").text
+    assert post(http, "/logout", {}).status_code == 303
+    assert "Hello" not in http.get("/").text
+
+    wrong = post(http, "/login", {"username": name, "password": "not the password"})
+    assert wrong.status_code == 403
+    assert "Wrong user name or password" in wrong.text and "Traceback" not in wrong.text
+    assert "Hello" not in http.get("/").text
+
+    right = post(http, "/login", {"username": name.upper(), "password": PASSWORD,
+                                  "next": "/drive"})
+    assert (right.status_code, right.headers["Location"]) == (303, "/drive")
+    assert f"Hello, {name}" in http.get("/").text
+
+
+def test_signup_rejects_taken_reserved_and_invalid_names(app):
+    _, name = signed_up(app)
+    for taken in (name, "admin", "postmaster", "-bad", "x" * 33):
+        response = post(HTTPClient(app), "/signup",
+                        {"username": taken, "password": PASSWORD, "password2": PASSWORD},
+                        "/signup")
+        assert response.status_code == 400, taken
+        assert 'class="error"' in response.text
+
+
+def test_racing_signups_have_one_winner(kv_cluster):
+    name, results = unique("race"), []
+    with kv_cluster.client() as client:
+        def attempt(password: str) -> None:
+            try:
+                accounts.create_user(client, name, password)
+                results.append(password)
+            except accounts.UserExists:
+                results.append(None)
+        threads = [threading.Thread(target=attempt, args=(f"password-{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        winners = [p for p in results if p is not None]
+        assert len(results) == 4 and len(winners) == 1
+        assert accounts.verify_password(client, name, winners[0])
+
+
+def test_session_fixation_is_prevented(app):
+    _, name = signed_up(app)
+    planted = secrets.token_urlsafe(32)
+    victim = HTTPClient(app)
+    victim.set_cookie("sid", planted)
+    response = post(victim, "/login", {"username": name, "password": PASSWORD})
+    assert response.status_code == 303
+    assert victim.get_cookie("sid").value != planted
+    attacker = HTTPClient(app)
+    attacker.set_cookie("sid", planted)
+    assert attacker.get("/drive").status_code == 303  # still anonymous: sent to /login
+
+
+def test_post_without_csrf_is_refused_when_logged_in(app):
+    http, _ = signed_up(app)
+    response = upload(http, "x.txt", b"x", csrf=False)
+    assert response.status_code == 403
+    assert "Hello" in http.get("/").text  # a forged POST does not log the victim out
+
+
+def test_upload_download_round_trip(app):
+    http, _ = signed_up(app)
+    content = os.urandom(3 * 1024 * 1024 + 17)
+    assert upload(http, "data.bin", content).status_code == 303
+    [file_id] = file_ids(http)
+    response = http.get(f"/drive/{file_id}")
+    assert response.status_code == 200
+    assert response.data == content
+    assert response.headers["Content-Length"] == str(len(content))
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="data.bin"')
+    head = http.head(f"/drive/{file_id}")
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(content))
+
+    assert post(http, f"/drive/{file_id}/delete", {}, "/drive").status_code == 303
+    assert file_ids(http) == []
+    assert http.get(f"/drive/{file_id}").status_code == 404
+
+
+def test_file_names_are_escaped_or_refused(app):
+    http, _ = signed_up(app)
+    name = "<img src=x onerror=alert(1)>.txt"
+    assert upload(http, name, b"hello", "text/plain").status_code == 303
+    page = http.get("/drive").text
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.txt" in page
+    for bad in ("../etc/passwd", "..", "a\x00b", "a\x07b"):
+        response = upload(http, bad, b"x")
+        assert response.status_code == 400, repr(bad)
+        assert "cannot" in response.text
+    assert len(file_ids(http)) == 1
+
+
+def test_another_user_cannot_fetch_my_file(app):
+    alice, _ = signed_up(app)
+    upload(alice, "secret.txt", b"alice's secret", "text/plain")
+    [file_id] = file_ids(alice)
+    mallory, _ = signed_up(app)
+    assert mallory.get(f"/drive/{file_id}").status_code == 404
+    assert post(mallory, f"/drive/{file_id}/delete", {}, "/drive").status_code == 404
+    assert HTTPClient(app).get(f"/drive/{file_id}").status_code == 303  # anonymous: to /login
+    assert alice.get(f"/drive/{file_id}").data == b"alice's secret"
+
+
+def test_password_change_ends_other_sessions(app):
+    first, name = signed_up(app)
+    second = HTTPClient(app)
+    post(second, "/login", {"username": name, "password": PASSWORD})
+    assert "Hello" in second.get("/").text
+    new = "a brand new password"
+    response = post(first, "/password", {"old": PASSWORD, "new": new, "new2": new}, "/password")
+    assert response.status_code == 200 and "has been changed" in response.text
+    assert "Hello" in first.get("/").text
+    assert "Hello" not in second.get("/").text
+    wrong = post(first, "/password", {"old": PASSWORD, "new": new, "new2": new}, "/password")
+    assert wrong.status_code == 400
+
+
+def test_inbox_lists_and_shows_mail_escaped(app, kv_cluster):
+    http, name = signed_up(app)
+    raw = (f"From: Eve <eve@x.test>\r\nTo: {name}@raftcloud.test\r\n"
+           "Subject: <b>hi</b>\r\n\r\n<script>alert(1)</script>\r\n").encode()
+    html_only = (b"From: h@x.test\r\nSubject: html\r\nContent-Type: text/html\r\n\r\n"
+                 b'<p>ok<img src="http://tracker.test/p.gif"><script>x()</script></p>\r\n')
+    with kv_cluster.client() as client:
+        plain_id = mailbox.deliver(client, name, raw)
+        html_id = mailbox.deliver(client, name, html_only)
+    inbox = http.get("/mail").text
+    assert "&lt;b&gt;hi&lt;/b&gt;" in inbox and 'class="unread"' in inbox
+
+    shown = http.get(f"/mail/{plain_id}")
+    assert shown.status_code == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown.text and "<script>" not in shown.text
+    html = http.get(f"/mail/{html_id}")
+    assert html.headers["Content-Security-Policy"] == MAIL_CSP
+    assert "<p>ok</p>" in html.text and "tracker" not in html.text and "<script>" not in html.text
+    assert 'class="unread"' not in http.get("/mail").text
+
+    assert post(http, f"/mail/{plain_id}/delete", {}, "/mail").status_code == 303
+    assert http.get(f"/mail/{plain_id}").status_code == 404
+
+
+def test_healthz(app):
+    response = HTTPClient(app).get("/healthz")
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "ok" and body["frontend"] == "fe-test"
+    assert body["load"] >= 1  # this very request is in flight
+    assert "Set-Cookie" not in response.headers
+
+
+def test_admin_console(app):
+    http, _ = signed_up(app)
+    assert http.get("/admin").status_code == 403
+    admin = HTTPClient(app)
+    wait_for(lambda: post(admin, "/login", {"username": "admin", "password": ADMIN_PASSWORD})
+             .status_code == 303, 20, "the admin account to be created")
+
+    def registered() -> str | None:
+        page = admin.get("/admin").text
+        return page if "fe-test" in page else None
+
+    page = wait_for(registered, 20, "the frontend to register", interval=0.5)
+    assert "g1a" in page and "leader" in page
