@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from raftkv.errors import RaftKVError, TooLarge, UnavailableError
+from raftkv.errors import ConfigError, RaftKVError, TooLarge, UnavailableError
 from shards.model import accounts, mailbox
 
 if TYPE_CHECKING:
@@ -54,7 +54,18 @@ class InboundConfig:
 
     @classmethod
     def from_cluster(cls, cluster: ClusterConfig, hostname: str) -> InboundConfig:
-        return cls(domains=tuple(d.lower() for d in cluster.domains), hostname=hostname)
+        config = cls(domains=tuple(d.lower().rstrip(".") for d in cluster.domains),
+                     hostname=hostname)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not self.domains:
+            raise ConfigError("smtpd needs at least one mail domain (cluster.domains)")
+        if any(d != d.lower() for d in self.domains):
+            raise ConfigError("mail domains must be given in lowercase")
+        if self.max_message_size < 1 or self.max_recipients < 1:
+            raise ConfigError("smtpd size and recipient limits must be positive")
 
 
 class Rejected(Exception):

@@ -35,7 +35,7 @@ from .handler import InboundConfig, InboundHandler
 if TYPE_CHECKING:
     from raftkv.cluster import ClusterConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("smtpd.server")  # also under "python -m"
 
 STORE_THREADS = 8  # concurrent store calls; each SMTP session needs one only briefly
 
@@ -111,6 +111,9 @@ def main(config_path: str | None, hostname: str | None, log_level: str) -> None:
     """Run the cluster's SMTP server: inbound mail for local accounts."""
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        # aiosmtpd logs every command, addresses included, at INFO: keep that for debugging.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         cluster = load_cluster(config_path)
         client = Client(cluster)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiosmtpd.smtp import Envelope, Session
 
-from raftkv.errors import NoLeader, OutcomeUnknown, ProtocolError, TooLarge
+from raftkv.errors import ConfigError, NoLeader, OutcomeUnknown, ProtocolError, TooLarge
 from smtpd import handler
 from smtpd.handler import InboundConfig, InboundHandler, Rejected, local_user
 
@@ -133,3 +133,11 @@ def test_recipient_count_is_limited():
     envelope = Envelope()
     envelope.rcpt_tos = [f"u{i}@raftcloud.test" for i in range(100)]
     assert _rcpt(_BrokenStore(NoLeader()), envelope=envelope) == handler.TOO_MANY_RECIPIENTS
+
+
+def test_inbound_config_is_validated():
+    for bad in (InboundConfig(()), InboundConfig(("Upper.test",)),
+                InboundConfig(DOMAINS, max_message_size=0)):
+        with pytest.raises(ConfigError):
+            bad.validate()
+    InboundConfig(DOMAINS).validate()
