@@ -122,8 +122,8 @@ class FrontendPool:
         with self._lock:
             for addr, state in states.items():
                 old = self._states.get(addr)
-                if old is not None and old.live != state.live:
-                    log.info("frontend %s is now %s", addr, "live" if state.live else "dead")
+                if old is None or old.live != state.live:
+                    log.info("frontend %s is %s", addr, "live" if state.live else "dead")
             self._states = states
 
     def _run(self) -> None:

@@ -32,7 +32,7 @@ from .pool import Discover, FrontendPool, registry_frontends
 if TYPE_CHECKING:
     from raftkv.cluster import ClusterConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("balancer.server")  # also under "python -m"
 
 RETRY_AFTER = 2  # seconds; a frontend that restarts is back in about this time
 _UNAVAILABLE_PAGE = b"""<!doctype html>
@@ -50,7 +50,6 @@ class RedirectHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a load generator need not reconnect each time
     timeout = 30                   # an idle keep-alive connection must not hold a thread forever
     server_version = "raftcloud-balancer"
-    sys_version = ""
 
     def _answer(self) -> None:
         if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
@@ -82,6 +81,9 @@ class RedirectHandler(BaseHTTPRequestHandler):
 
     # http.server dispatches on these names; every method gets the same answer.
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _answer  # noqa: N815
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
         # http.server writes every request to stderr; we keep access logs at debug level.
@@ -123,7 +125,7 @@ class Balancer:
 
     @property
     def address(self) -> str:
-        """The host:port actually bound (differs from the config when it asks for port 0)."""
+        """The host:port actually bound."""
         host, port = self._httpd.server_address[:2]
         return f"{host}:{port}"
 
