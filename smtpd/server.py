@@ -84,21 +84,6 @@ class SmtpServer:
         log.info("smtpd %s stopped", self.settings.name)
 
 
-def wait_for_signal() -> int:
-    """Block the main thread until SIGTERM or SIGINT; returns the signal number."""
-    received: list[int] = []
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        received.append(signum)
-        done.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-    done.wait()
-    return received[0]
-
-
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               default=lambda: os.environ.get(CONFIG_ENV), show_default=f"${CONFIG_ENV}",
@@ -123,8 +108,11 @@ def main(config_path: str | None, hostname: str | None, log_level: str) -> None:
         click.echo(f"raftcloud-smtpd: {exc}", err=True)
         sys.exit(1)
     try:
-        signum = wait_for_signal()
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda sig, frame: stop.set())
+        stop.wait()
+        log.info("shutting down")
     finally:
         server.stop()
         client.close()
