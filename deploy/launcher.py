@@ -197,7 +197,10 @@ def up(config_path: Path, data_dir: Path, host: str | None) -> None:
         # apps wait for the store by themselves.
         for spec in supervisor.specs:
             supervisor.start(spec.name)
-        wait_ready(supervisor.specs, stop, timeout=90)
+        try:
+            wait_ready(supervisor, stop, timeout=90)
+        except RuntimeError as exc:
+            raise click.ClickException(f"{exc}: {data_dir / 'logs'}") from None
         if stop.is_set():
             return
         _print_ready(cluster, control_addr, new_password, data_dir)

@@ -113,11 +113,14 @@ def is_ready(spec: ProcessSpec) -> bool:
         return False
 
 
-def wait_ready(specs: list[ProcessSpec], stop: threading.Event, timeout: float) -> None:
-    """Block until every process answers (or ``stop`` is set); raise on timeout."""
+def wait_ready(supervisor: Supervisor, stop: threading.Event, timeout: float) -> None:
+    """Block until every process answers (or ``stop`` is set); raise on timeout or death."""
     deadline = time.monotonic() + timeout
-    waiting = list(specs)
+    waiting = list(supervisor.specs)
     while waiting and not stop.is_set():
+        dead = [s.name for s in waiting if not supervisor.alive(s.name)]
+        if dead:
+            raise RuntimeError(f"exited during start-up: {', '.join(dead)} (see the logs dir)")
         waiting = [s for s in waiting if not is_ready(s)]
         if waiting and time.monotonic() > deadline:
             names = ", ".join(s.name for s in waiting)

@@ -1,0 +1,113 @@
+"""The walking skeleton end to end: `raftcloud up`, then a user's day through HTTP and SMTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from .._http import Browser
+from .._procs import Proc, free_port, python_cmd, wait_for
+from ..cluster import write_cluster_file
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cloud(tmp_path: Path):
+    smtp_port = free_port()
+    extra = f"""
+[control]
+local = "127.0.0.1:{free_port()}"
+
+[[frontend]]
+name = "web1"
+listen = "127.0.0.1:{free_port()}"
+workers = 1
+threads = 4
+
+[[frontend]]
+name = "web2"
+listen = "127.0.0.1:{free_port()}"
+workers = 1
+threads = 4
+
+[smtpd]
+name = "smtpd"
+inbound = "127.0.0.1:{smtp_port}"
+submission = "127.0.0.1:{free_port()}"
+
+[balancer]
+name = "balancer"
+listen = "127.0.0.1:{free_port()}"
+"""
+    config = write_cluster_file(tmp_path / "cfg", groups=1, extra=extra)
+    data = tmp_path / "data"
+    launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
+                                           "--data-dir", str(data)), tmp_path).start()
+    try:
+        wait_for(lambda: "raftcloud is ready" in launcher.log() or not launcher.alive, 120,
+                 "the cloud to start")
+        assert launcher.alive, launcher.log()
+        yield launcher, config, data, smtp_port
+    except BaseException:
+        for log in sorted((data / "logs").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        print(launcher.log())
+        raise
+    finally:
+        launcher.stop(timeout=30)
+
+
+def test_a_users_day_through_the_whole_cloud(cloud) -> None:
+    launcher, config, data, smtp_port = cloud
+    balancer = re.search(r"web:\s+(http://\S+)", launcher.log()).group(1)
+
+    # The balancer learns the frontends from the registry within a heartbeat or two.
+    wait_for(lambda: Browser(balancer).get("/healthz").status == 200, 30, "a live frontend")
+    alice = Browser(balancer)
+    page = alice.get("/signup")
+    assert page.status == 200 and alice.base != balancer.rstrip("/"), "the balancer redirects"
+    page = alice.post("/signup", {"csrf": page.csrf(), "username": "alice",
+                                  "password": "correct horse battery", "password2": "correct horse battery"})
+    assert page.status == 200, page.text
+    page = alice.get("/login")
+    page = alice.post("/login", {"csrf": page.csrf(), "username": "alice",
+                                 "password": "correct horse battery"})
+    assert page.status == 200 and "/drive" in page.text and "/mail" in page.text
+
+    content = os.urandom(2 * 1024 * 1024 + 123)
+    page = alice.get("/drive")
+    page = alice.upload("/drive/upload", {"csrf": page.csrf()}, "file", "photo.bin", content)
+    assert page.status == 200 and "photo.bin" in page.text, page.text
+    file_link = re.search(r'href="(/drive/[^"/]+)">photo.bin<', page.text).group(1)
+    download = alice.get(file_link)
+    assert download.status == 200 and download.body == content
+
+    message = EmailMessage()
+    message["From"] = "bob@example.test"
+    message["To"] = "alice@raftcloud.test"
+    message["Subject"] = "Lunch on Friday?"
+    message["Message-ID"] = "<lunch-1@example.test>"
+    message.set_content("Shall we?")
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as smtp:
+        smtp.send_message(message)
+    inbox = alice.get("/mail")
+    assert "Lunch on Friday?" in inbox.text and "bob@example.test" in inbox.text
+    message_link = re.search(r'href="(/mail/[^"/]+)"', inbox.text).group(1)
+    assert "Shall we?" in alice.get(message_link).text
+
+    admin = Browser(balancer)
+    page = admin.get("/login")
+    page = admin.post("/login", {"csrf": page.csrf(), "username": "admin",
+                                 "password": (data / "admin.password").read_text().strip()})
+    assert page.status == 200
+    console = admin.get("/admin")
+    assert console.status == 200
+    for name in ("web1", "web2", "g1a", "g1b", "g1c"):
+        assert name in console.text, f"{name} missing from /admin"
+    assert alice.get("/admin").status == 403
