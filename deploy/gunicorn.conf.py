@@ -1,3 +1,4 @@
+# ruff: noqa: N999 - gunicorn finds its config by this file name, dots and all
 """gunicorn settings for the portal frontends (`raftcloud up` passes --bind, --workers, --threads).
 
 gthread workers: keep-alive connections are held by threads, and a long upload
