@@ -13,11 +13,14 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import Client as HTTPClient
 from werkzeug.test import encode_multipart
 
+import shards
 from portal import PortalConfig, create_app
 from portal.mail import MAIL_CSP
+from raftkv.cluster import load_cluster
 from shards.model import accounts, mailbox
 
 from .._procs import wait_for
+from ..cluster import write_cluster_file
 
 pytestmark = pytest.mark.cluster
 
@@ -243,3 +246,21 @@ def test_admin_console(app):
 
     page = wait_for(registered, 20, "the frontend to register", interval=0.5)
     assert "g1a" in page and "leader" in page
+
+
+def test_store_down_gives_503_pages_with_retry_after(tmp_path):
+    # A cluster file whose replicas are not running: the real client, a real refusal.
+    config_file = write_cluster_file(tmp_path, groups=1)
+    cluster = load_cluster(config_file)
+    config = PortalConfig(cluster=cluster, frontend="fe-down", background=False)
+    portal = create_app(config, client_factory=lambda: shards.Client(cluster, timeout=1.0))
+    try:
+        http = HTTPClient(portal)
+        assert http.get("/").status_code == 200  # a first visit needs no store
+        page = http.get("/")  # now with a sid cookie: the session lookup fails
+        assert page.status_code == 503 and page.headers["Retry-After"] == "2"
+        assert "<html" in page.text and "try again" in page.text
+        health = http.get("/healthz")
+        assert health.status_code == 503 and health.json["status"] == "unavailable"
+    finally:
+        portal.close()

@@ -160,3 +160,11 @@ def test_pages_need_login(app):
         response = http.get(path)
         assert response.status_code == 303
         assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_too_large_body_is_a_413_page():
+    config = PortalConfig(cluster=_cluster(), frontend="fe-unit", background=False,
+                          max_upload=2048)
+    http = HTTPClient(create_app(config, client_factory=_no_store))
+    response = http.post("/login", data={"username": "a", "password": "x" * 5000})
+    assert response.status_code == 413 and "<html" in response.text
