@@ -46,6 +46,16 @@ def parse_message(raw: bytes) -> EmailMessage:
     return message
 
 
+def header_text(message: EmailMessage, name: str) -> str:
+    """A header decoded for display, or its raw text if it will not decode."""
+    try:
+        value = message.get(name)
+        return "" if value is None else str(value)
+    except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
+        raw = [v for k, v in message.raw_items() if k.lower() == name.lower()]
+        return str(raw[0]) if raw else ""
+
+
 def _part_text(part: EmailMessage) -> str:
     try:
         text = part.get_content()
@@ -108,8 +118,8 @@ class MailViews:
         response = self.render(
             request, "message.html", msg_id=msg_id, kind=kind, body=body,
             attachments=attachments(message),
-            headers={name: str(message.get(name, "")) for name in ("From", "To", "Cc",
-                                                                   "Subject", "Date")})
+            headers={name: header_text(message, name) for name in ("From", "To", "Cc",
+                                                                    "Subject", "Date")})
         response.headers["Content-Security-Policy"] = MAIL_CSP
         return response
 
