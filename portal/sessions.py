@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -70,7 +71,11 @@ def _key(sid: str) -> str:
 
 
 def session_row(sid: str) -> str:
-    return f"session/{_key(sid)}"
+    return _row_of_key(_key(sid))
+
+
+def _row_of_key(key: str) -> str:
+    return f"session/{key}"
 
 
 def index_row(user: str) -> str:
@@ -130,6 +135,7 @@ class SessionStore:
         expires = now + self.ttl
         record = {"user": user, "admin": admin, "created": now, "expires": expires}
         client = self._client()
+        self._prune(user, now)
         # Index first: a session missing from the index could outlive a
         # password change; an index entry without a session is harmless.
         client.put(index_row(user), f"s:{_key(session.sid)}", msgpack.packb(expires))
@@ -146,16 +152,25 @@ class SessionStore:
         """End every session of ``user`` (after a password change)."""
         client = self._client()
         for column in client.get_row(index_row(user), prefix="s:"):
-            client.delete(f"session/{column[2:]}", SESSION_COL)
+            client.delete(_row_of_key(column[2:]), SESSION_COL)
             client.delete(index_row(user), column)
+
+    def _prune(self, user: str, now: float) -> None:
+        # Browsers that never log out leave expired entries behind; without
+        # this the index would grow by one per login forever.
+        client = self._client()
+        for column, cell in client.get_row(index_row(user), prefix="s:").items():
+            if msgpack.unpackb(cell.value) < now:
+                client.delete(_row_of_key(column[2:]), SESSION_COL)
+                client.delete(index_row(user), column)
 
     def set_cookie(self, response: Response, session: Session) -> None:
         """Send the sid cookie if this response must carry it."""
         if session.send_cookie:
-            # No max_age: the cookie outlives logins (it only names the
-            # browser); the store decides when a login expires.
-            response.set_cookie(COOKIE, session.sid, httponly=True, samesite="Lax",
-                                secure=self.secure, path="/")
+            # The cookie lives as long as a login may; the store, not the
+            # browser, decides when a login really ends.
+            response.set_cookie(COOKIE, session.sid, max_age=math.ceil(self.ttl), httponly=True,
+                                samesite="Lax", secure=self.secure, path="/")
 
     def _forget(self, sid: str, user: str | None) -> None:
         client = self._client()

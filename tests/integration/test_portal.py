@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import threading
+import time
 
 import pytest
 from werkzeug.datastructures import FileStorage
@@ -16,6 +17,7 @@ from werkzeug.test import encode_multipart
 import shards
 from portal import PortalConfig, create_app
 from portal.mail import MAIL_CSP
+from portal.sessions import index_row
 from raftkv.cluster import load_cluster
 from shards.model import accounts, mailbox
 
@@ -262,5 +264,24 @@ def test_store_down_gives_503_pages_with_retry_after(tmp_path):
         assert "<html" in page.text and "try again" in page.text
         health = http.get("/healthz")
         assert health.status_code == 503 and health.json["status"] == "unavailable"
+    finally:
+        portal.close()
+
+
+def test_sessions_expire_and_are_pruned(kv_cluster):
+    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-ttl", session_ttl=0.5,
+                          background=False)
+    portal = create_app(config, client_factory=kv_cluster.client)
+    try:
+        http, name = signed_up(portal)
+        sid = http.get_cookie("sid").value
+        time.sleep(0.6)
+        # The browser's copy of the cookie expires too; keep sending it, to
+        # see the store refuse the expired session.
+        http.set_cookie("sid", sid)
+        assert "Hello" not in http.get("/").text
+        assert post(http, "/login", {"username": name, "password": PASSWORD}).status_code == 303
+        with kv_cluster.client() as client:
+            assert len(client.get_row(index_row(name), prefix="s:")) == 1
     finally:
         portal.close()
