@@ -17,11 +17,15 @@ $(VENV)/installed: setup.cfg pyproject.toml
 up: $(VENV)/installed
 	$(VENV)/bin/raftcloud up
 
+# tox looks for python3.12/python3.13 on PATH and queries them in a clean
+# environment, where pyenv's shims cannot resolve: put the real bin dirs first.
+PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; print(os.path.dirname(sys.executable), end=":")' 2>/dev/null; done)
+
 test: $(VENV)/installed
-	$(VENV)/bin/tox
+	PATH="$(PYTHON_DIRS)$$PATH" $(VENV)/bin/tox
 
 lint: $(VENV)/installed
-	$(VENV)/bin/tox -e lint
+	PATH="$(PYTHON_DIRS)$$PATH" $(VENV)/bin/tox -e lint
 
 clean:
 	rm -rf $(VENV) .tox var

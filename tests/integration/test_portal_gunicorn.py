@@ -18,7 +18,7 @@ from .._procs import Proc, free_port, port_open, python_cmd, wait_for
 pytestmark = pytest.mark.cluster
 
 CONF = Path(__file__).parents[2] / "deploy" / "gunicorn.conf.py"
-ADMIN_PASSWORD = "gunicorn-admin-pw"
+ADMIN_PASSWORD = "admin-password-1"  # the shared kv_cluster has one admin: test_portal.py makes it first
 
 
 class Browser:
