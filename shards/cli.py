@@ -143,3 +143,7 @@ def scan(client: Client, ctx: click.Context, shard: int, after: str, limit: int)
                                    for c, cell in cells.items()}} for row, cells in rows]
     human = "\n".join(f"{row}\t{', '.join(sorted(cells))}" for row, cells in rows)
     _emit(ctx, data, human or "(no rows)")
+
+
+if __name__ == "__main__":
+    main()
