@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -25,6 +24,7 @@ from raftkv.cluster import CONFIG_ENV, load_cluster, split_addr
 from raftkv.errors import ConfigError, RaftKVError
 from shards import Client
 from shards.model.registry import Heartbeat
+from shards.service import wait_for_shutdown
 
 from .choice import redirect_location
 from .pool import Discover, FrontendPool, registry_frontends
@@ -166,10 +166,7 @@ def main(config_path: str | None, log_level: str) -> None:
         click.echo(f"raftcloud-balancer: {exc}", err=True)
         sys.exit(1)
     try:
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda sig, frame: stop.set())
-        stop.wait()
+        wait_for_shutdown()
         log.info("shutting down")
     finally:
         balancer.stop()

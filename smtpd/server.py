@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -29,6 +27,7 @@ from raftkv.cluster import CONFIG_ENV, load_cluster, split_addr
 from raftkv.errors import ConfigError, RaftKVError
 from shards import Client
 from shards.model.registry import Heartbeat
+from shards.service import wait_for_shutdown
 
 from .handler import InboundConfig, InboundHandler
 
@@ -108,10 +107,7 @@ def main(config_path: str | None, hostname: str | None, log_level: str) -> None:
         click.echo(f"raftcloud-smtpd: {exc}", err=True)
         sys.exit(1)
     try:
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda sig, frame: stop.set())
-        stop.wait()
+        wait_for_shutdown()
         log.info("shutting down")
     finally:
         server.stop()
