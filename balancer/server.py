@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from raftkv.cluster import CONFIG_ENV, load_cluster, split_addr
-from raftkv.errors import ConfigError, RaftKVError
+from raftkv.cluster import CONFIG_ENV, split_addr
+from raftkv.errors import ConfigError
 from shards import Client
 from shards.model.registry import Heartbeat
-from shards.service import wait_for_shutdown
+from shards.service import run_service
 
 from .choice import redirect_location
 from .pool import Discover, FrontendPool, registry_frontends
@@ -157,20 +157,7 @@ def main(config_path: str | None, log_level: str) -> None:
     """Run the cluster's HTTP balancer: redirect new clients to a live frontend."""
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cluster = load_cluster(config_path)
-        client = Client(cluster)
-        balancer = Balancer(cluster, client)
-        balancer.start()
-    except (RaftKVError, OSError) as exc:
-        click.echo(f"raftcloud-balancer: {exc}", err=True)
-        sys.exit(1)
-    try:
-        wait_for_shutdown()
-        log.info("shutting down")
-    finally:
-        balancer.stop()
-        client.close()
+    run_service("raftcloud-balancer", config_path, Balancer)
 
 
 if __name__ == "__main__":

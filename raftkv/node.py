@@ -22,7 +22,7 @@ import logging
 import os
 import pickle as std_pickle
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 ENTRY_CAP = 32 * 1024     # hard cap on one serialized Raft entry (PYSYNCOBJ.md section 5)
 LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps down (section 4)
 
-# The private names we hook; fail loudly at import if the pinned engine changes.
-_REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_SyncObj__raftNextIndex")
-if pysyncobj.syncobj.VERSION != "0.3.17" or not hasattr(SyncObj, "_SyncObj__onMessageReceived"):
+# The private methods we hook; fail loudly at import if the pinned engine changes.
+_REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick")
+if pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED):
     raise ImportError("raftkv.node is written for pysyncobj 0.3.17 exactly")
 
 # pysyncobj.pickle ignores its protocol argument and reads a module global named
@@ -346,7 +346,3 @@ def _translate_failure(reason: int, leader: str | None) -> RaftKVError:
         return UnavailableError("replica overloaded")
     return Timeout(f"raft failure {reason}")
 
-
-def check_hooks() -> Sequence[str]:
-    """The private pysyncobj names this module relies on (for a test)."""
-    return _REQUIRED

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 import click
 from aiosmtpd.controller import Controller
 
-from raftkv.cluster import CONFIG_ENV, load_cluster, split_addr
-from raftkv.errors import ConfigError, RaftKVError
+from raftkv.cluster import CONFIG_ENV, split_addr
+from raftkv.errors import ConfigError
 from shards import Client
 from shards.model.registry import Heartbeat
-from shards.service import wait_for_shutdown
+from shards.service import run_service
 
 from .handler import InboundConfig, InboundHandler
 
@@ -98,20 +98,8 @@ def main(config_path: str | None, hostname: str | None, log_level: str) -> None:
     if logging.getLogger().level > logging.DEBUG:
         # aiosmtpd logs every command, addresses included, at INFO: keep that for debugging.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-    try:
-        cluster = load_cluster(config_path)
-        client = Client(cluster)
-        server = SmtpServer(cluster, client, hostname=hostname)
-        server.start()
-    except (RaftKVError, OSError) as exc:
-        click.echo(f"raftcloud-smtpd: {exc}", err=True)
-        sys.exit(1)
-    try:
-        wait_for_shutdown()
-        log.info("shutting down")
-    finally:
-        server.stop()
-        client.close()
+    run_service("raftcloud-smtpd", config_path,
+                lambda cluster, client: SmtpServer(cluster, client, hostname=hostname))
 
 
 if __name__ == "__main__":
