@@ -32,6 +32,9 @@ import pysyncobj
 import pysyncobj.journal
 import pysyncobj.pickle
 import pysyncobj.syncobj
+import pysyncobj.tcp_connection
+import pysyncobj.tcp_server
+import pysyncobj.transport
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 
@@ -42,10 +45,16 @@ log = logging.getLogger(__name__)
 
 ENTRY_CAP = 32 * 1024     # hard cap on one serialized Raft entry (PYSYNCOBJ.md section 5)
 LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps down (section 4)
+# Largest frame a Raft port reads.  Legitimate frames carry at most
+# appendEntriesBatchSizeBytes (4 x ENTRY_CAP) of entries or a 64 KiB snapshot
+# chunk, pickled, compressed and Fernet-encrypted (base64: x 4/3).
+MAX_RAFT_FRAME = 1 << 20
 
 # The private methods we hook; fail loudly at import if the pinned engine changes.
 _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick")
-if pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED):
+_Connection = pysyncobj.tcp_connection.TcpConnection
+if (pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED)
+        or not hasattr(_Connection, "_TcpConnection__processRead")):
     raise ImportError("raftkv.node is written for pysyncobj 0.3.17 exactly")
 
 # pysyncobj.pickle ignores its protocol argument and reads a module global named
@@ -142,6 +151,38 @@ class _SyncingTransport(pysyncobj.syncobj.TCPTransport):
         return super().send(node, message)
 
 
+class _BoundedConnection(_Connection):
+    """A Raft-port connection that never buffers more than one frame's worth.
+
+    pysyncobj reads until the socket is drained and only then looks at the
+    4-byte length header, so a stranger claiming gigabytes fills memory before
+    authentication ever runs, and the quadratic buffer append stalls the tick
+    thread until the leader loses its role (PYSYNCOBJ.md section 7).  Here an
+    impossible length closes the connection at once, and reading pauses while
+    a whole frame is already buffered.
+    """
+
+    def _TcpConnection__processRead(self) -> bool:  # noqa: N802 - pysyncobj's name
+        buffered = self._TcpConnection__readBuffer
+        if len(buffered) > MAX_RAFT_FRAME + 4:
+            return False  # let the parser consume what is there first
+        if not _Connection._TcpConnection__processRead(self):
+            return False
+        buffered = self._TcpConnection__readBuffer
+        if len(buffered) >= 4:
+            (length,) = struct.unpack("i", buffered[:4])  # pysyncobj's native signed header
+            if not 0 < length <= MAX_RAFT_FRAME:
+                log.warning("closing a Raft connection that announced a %d-byte frame", length)
+                self.disconnect()
+                return False
+        return True
+
+
+# Both the listening side and the dialling side construct connections by this name.
+pysyncobj.tcp_server.TcpConnection = _BoundedConnection
+pysyncobj.transport.TcpConnection = _BoundedConnection
+
+
 # -- snapshots ------------------------------------------------------------------
 
 _LEN = struct.Struct(">Q")
@@ -180,17 +221,18 @@ def _snapshot_codec(store: Store) -> tuple[Callable[..., None], Callable[[str], 
 
 # -- the replica ----------------------------------------------------------------
 
-class _Engine(SyncObj):
-    """pysyncobj with our fixes; see the module docstring."""
+class _EngineBase(SyncObj):
+    """pysyncobj carrying our store; the fixes below are mixed into :class:`_Engine`."""
+
+    transport_class: type = _SyncingTransport
 
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         # Everything assigned before super().__init__ stays out of pysyncobj's dump.
         self._store = store
         super().__init__(config.raft_addr, list(config.peers), conf,
-                         transportClass=_SyncingTransport)
-        transport = self._SyncObj__transport
+                         transportClass=self.transport_class)
         self._journal = self._SyncObj__raftLog
-        transport.journal = self._journal
+        self._SyncObj__transport.journal = self._journal
 
     @replicated
     def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:
@@ -198,34 +240,48 @@ class _Engine(SyncObj):
         commands = msgpack.unpackb(packed, raw=False)
         return [self._store.apply(command) for command in commands]
 
-    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
-        # The leader counts itself in the commit rule at the start of the tick:
-        # its own entries must be on disk first (PYSYNCOBJ.md section 1).
-        self._journal.sync()
+
+class _LeaderSyncsBeforeCounting(_EngineBase):
+    """The leader counts itself in the commit rule at the start of a tick (section 1)."""
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        self._journal.sync()  # its own entries must be on disk before they count
         super()._onTick(timeToWait)
 
+
+class _LeaderKeepsNextIndex(_EngineBase):
+    """A late success reply must not move a follower's nextIndex backwards (section 3)."""
+
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
-        kind = message.get("type")
-        if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
-            # A late success reply must not move nextIndex backwards (section 3).
+        if message.get("type") == "next_node_idx" and message.get("success") \
+                and not message.get("reset"):
             next_index = self._SyncObj__raftNextIndex
             before = next_index.get(node)
-            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            super()._SyncObj__onMessageReceived(node, message)
             if before is not None and next_index.get(node, 0) < before:
                 next_index[node] = before
             return
-        if kind == "append_entries" and "prevLogIdx" in message and "transmission" not in message:
+        super()._SyncObj__onMessageReceived(node, message)
+
+
+class _FollowerKeepsMatchingEntries(_EngineBase):
+    """A follower never truncates entries that match the leader's (Raft section 5.3).
+
+    pysyncobj deletes everything after ``prevLogIdx`` before appending,
+    whether or not it conflicts, so a late or short append_entries cuts off
+    entries the follower has already acknowledged (PYSYNCOBJ.md section 3).
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if message.get("type") == "append_entries" and "prevLogIdx" in message \
+                and "transmission" not in message:
             message = self._skip_matching_entries(node, message)
             if message is None:
                 return
-        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        super()._SyncObj__onMessageReceived(node, message)
 
     def _skip_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
-        """Drop entries we already hold with the same term, so none is truncated (section 3).
-
-        pysyncobj deletes everything after ``prevLogIdx`` before appending,
-        whether or not it conflicts; Raft (section 5.3) deletes only on conflict.
-        """
+        """The part of ``message`` still to apply, or None when it was all here already."""
         if message["term"] < self._SyncObj__raftCurrentTerm:
             return message
         entries = message.get("entries") or []
@@ -258,9 +314,35 @@ class _Engine(SyncObj):
         heartbeat = {k: v for k, v in message.items()
                      if k not in ("prevLogIdx", "prevLogTerm", "entries")}
         heartbeat["commit_index"] = min(message["commit_index"], matched)
-        SyncObj._SyncObj__onMessageReceived(self, node, heartbeat)
+        super()._SyncObj__onMessageReceived(node, heartbeat)
         self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=matched + 1, success=True)
         return None
+
+
+class _Engine(_LeaderSyncsBeforeCounting, _LeaderKeepsNextIndex, _FollowerKeepsMatchingEntries):
+    """pysyncobj with every fix; see the module docstring."""
+
+
+def _engine_conf(config: ReplicaConfig, store: Store,
+                 on_ready: Callable[[], None] | None = None) -> SyncObjConf:
+    serialize, deserialize = _snapshot_codec(store)
+    return SyncObjConf(
+        password=config.secret.decode("latin-1"),
+        appendEntriesUseBatch=False,         # otherwise every write waits for a heartbeat
+        appendEntriesBatchSizeBytes=4 * ENTRY_CAP,  # above the cap: no chunking bug
+        journalFile=str(config.data_dir / "raft.journal"),
+        fullDumpFile=str(config.data_dir / "raft.snapshot"),
+        serializer=serialize,
+        deserializer=deserialize,
+        useFork=False,
+        raftMinTimeout=config.election_timeout[0],
+        raftMaxTimeout=config.election_timeout[1],
+        connectionTimeout=max(3.5, config.election_timeout[1]),
+        leaderFallbackTimeout=LEADER_FALLBACK,
+        logCompactionMinEntries=config.log_compaction_entries,
+        dynamicMembershipChange=False,
+        onReady=on_ready,
+    )
 
 
 class Replica:
@@ -271,24 +353,7 @@ class Replica:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.store = Store(config.shards)
-        serialize, deserialize = _snapshot_codec(self.store)
-        conf = SyncObjConf(
-            password=config.secret.decode("latin-1"),
-            appendEntriesUseBatch=False,         # otherwise every write waits for a heartbeat
-            appendEntriesBatchSizeBytes=4 * ENTRY_CAP,  # above the cap: no chunking bug
-            journalFile=str(config.data_dir / "raft.journal"),
-            fullDumpFile=str(config.data_dir / "raft.snapshot"),
-            serializer=serialize,
-            deserializer=deserialize,
-            useFork=False,
-            raftMinTimeout=config.election_timeout[0],
-            raftMaxTimeout=config.election_timeout[1],
-            connectionTimeout=max(3.5, config.election_timeout[1]),
-            leaderFallbackTimeout=LEADER_FALLBACK,
-            logCompactionMinEntries=config.log_compaction_entries,
-            dynamicMembershipChange=False,
-            onReady=on_ready,
-        )
+        conf = _engine_conf(config, self.store, on_ready)
         self._engine = _Engine(config, self.store, conf)
 
     def submit(self, packed_commands: bytes,

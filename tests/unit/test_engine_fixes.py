@@ -1,0 +1,230 @@
+"""Each hardening of pysyncobj in raftkv.node, shown on the engine itself.
+
+Every test drives one in-process engine by hand (no tick thread, messages
+injected as a peer would send them) and runs twice: on the engine with the
+fix, where the defect must be absent, and on the engine without that one fix,
+where the same check must see the defect -- so each test demonstrably fails
+without its fix.  PYSYNCOBJ.md names the sections.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pysyncobj.journal
+import pysyncobj.syncobj
+import pysyncobj.transport
+import pytest
+
+from raftkv import node
+from raftkv.store import Store
+
+from .._procs import SECRET, free_port
+
+
+def _variant(without: type | None) -> type:
+    """The hardened engine, or the same engine with one fix taken out."""
+    if without is None:
+        return node._Engine
+    bases = tuple(b for b in node._Engine.__bases__ if b is not without)
+    return type(f"EngineWithout{without.__name__}", bases or (node._EngineBase,), {})
+
+
+class Harness:
+    """One engine, ticked by hand, with every message it sends recorded."""
+
+    def __init__(self, root: Path, engine_class: type, transport: type | None = None) -> None:
+        peers = tuple(f"127.0.0.1:{free_port()}" for _ in range(2))
+        self.config = node.ReplicaConfig(raft_addr=f"127.0.0.1:{free_port()}", peers=peers,
+                                         data_dir=root, secret=SECRET, shards=4)
+        conf = node._engine_conf(self.config, Store(4))
+        conf.autoTick = False
+        if transport is not None:
+            engine_class = type("WithTransport", (engine_class,), {"transport_class": transport})
+        self.engine = engine_class(self.config, Store(4), conf)
+        self.log = self.engine._SyncObj__raftLog
+        self.peer = next(n for n in self.engine._SyncObj__otherNodes
+                         if n.address == peers[0])
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        self.engine._SyncObj__onMessageReceived(self.peer, message)
+
+    def last_index(self) -> int:
+        return self.log[-1][1]
+
+    def close(self) -> None:
+        self.engine.destroy()
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """fsyncs (by file name) and messages leaving the engine, in order."""
+    seen: list[tuple[str, Any]] = []
+    real_fsync, real_send = os.fsync, pysyncobj.transport.TCPTransport.send
+
+    def fsync(fd: int) -> None:
+        seen.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def send(self: Any, target: Any, message: dict[str, Any]) -> bool:
+        seen.append(("send", message.get("type")))
+        return real_send(self, target, message)
+
+    monkeypatch.setattr(node.os, "fsync", fsync)
+    monkeypatch.setattr(pysyncobj.transport.TCPTransport, "send", send)
+    return seen
+
+
+def _entries(first: int, last: int, term: int) -> list[tuple[bytes, int, int]]:
+    return [(b"\x00", i, term) for i in range(first, last + 1)]
+
+
+def _fsynced_before(events: list[tuple[str, Any]], file_name: str, message: str) -> bool:
+    """Whether every ``message`` that left was preceded by an fsync of the file."""
+    synced = False
+    checked = 0
+    for kind, what in events:
+        if kind == "fsync" and what in (file_name, file_name + ".tmp"):
+            synced = True
+        elif kind == "send" and what == message:
+            if not synced:
+                return False
+            checked += 1
+    assert checked, f"no {message} was sent: the scenario did not run"
+    return True
+
+
+# -- section 3: a follower keeps matching entries ------------------------------
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_a_late_append_does_not_truncate_acknowledged_entries(tmp_path, fixed) -> None:
+    engine = _variant(None if fixed else node._FollowerKeepsMatchingEntries)
+    h = Harness(tmp_path, engine)
+    try:
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 10, 1)})
+        assert h.last_index() == 10  # appended, and acknowledged to the leader
+        # The leader's earlier, shorter message for the same entries arrives late.
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 2, "prevLogTerm": 1, "entries": _entries(3, 5, 1)})
+        kept = h.last_index() == 10
+        assert kept is fixed, f"log ends at {h.last_index()}"
+    finally:
+        h.close()
+
+
+def test_a_real_conflict_still_replaces_the_followers_entries(tmp_path) -> None:
+    h = Harness(tmp_path, node._Engine)
+    try:
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 10, 1)})
+        h.deliver({"type": "append_entries", "term": 2, "commit_index": 1,
+                   "prevLogIdx": 4, "prevLogTerm": 1, "entries": _entries(5, 6, 2)})
+        assert h.last_index() == 6
+        assert [e[2] for e in h.log[-2:]] == [2, 2]
+    finally:
+        h.close()
+
+
+# -- section 3: the leader keeps nextIndex -------------------------------------
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
+    engine = _variant(None if fixed else node._LeaderKeepsNextIndex)
+    h = Harness(tmp_path, engine)
+    try:
+        h.engine._SyncObj__raftCurrentTerm = 1
+        h.engine._SyncObj__onBecomeLeader()
+        # The leader has sent entries up to 19 optimistically; only 10 are confirmed.
+        h.engine._SyncObj__raftNextIndex[h.peer] = 20
+        h.engine._SyncObj__raftMatchIndex[h.peer] = 10
+        h.deliver({"type": "next_node_idx", "next_node_idx": 15, "reset": False,
+                   "success": True})
+        assert h.engine._SyncObj__raftMatchIndex[h.peer] == 14
+        kept = h.engine._SyncObj__raftNextIndex[h.peer] == 20
+        assert kept is fixed
+    finally:
+        h.close()
+
+
+# -- section 1: the journal is on disk before anyone counts it -----------------
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_a_follower_fsyncs_its_journal_before_acknowledging(tmp_path, events, fixed) -> None:
+    transport = None if fixed else pysyncobj.syncobj.TCPTransport
+    h = Harness(tmp_path, node._Engine, transport=transport)
+    try:
+        events.clear()
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 4, 1)})
+        assert _fsynced_before(events, "raft.journal", "next_node_idx") is fixed
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -> None:
+    engine = _variant(None if fixed else node._LeaderSyncsBeforeCounting)
+    h = Harness(tmp_path, engine)
+    try:
+        h.engine._SyncObj__raftCurrentTerm = 1
+        h.engine._SyncObj__onBecomeLeader()   # appends its no-op entry
+        noop = h.last_index()
+        # A follower confirms the entry: the next tick may commit it (2 of 3).
+        h.deliver({"type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
+                   "success": True})
+        h.engine.doTick(0.0)
+        assert h.engine._SyncObj__raftCommitIndex == noop
+        assert (not h.engine._journal._dirty) is fixed
+    finally:
+        h.close()
+
+
+# -- section 2: term and vote are on disk before the vote leaves ---------------
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_a_vote_is_fsynced_before_it_is_granted(tmp_path, events, monkeypatch, fixed) -> None:
+    if not fixed:  # the journal looks the class up when it is built
+        monkeypatch.setattr(pysyncobj.journal, "MetaStorer", node._DurableMetaStorer.__bases__[0])
+    h = Harness(tmp_path, node._Engine)
+    try:
+        events.clear()
+        h.deliver({"type": "request_vote", "term": 5, "last_log_index": 1,
+                   "last_log_term": 0})
+        assert h.engine._SyncObj__votedForNodeId is not None
+        assert _fsynced_before(events, "raft.journal.meta", "response_vote") is fixed
+    finally:
+        h.close()
+
+
+# -- section 5: the pickle protocol ---------------------------------------------
+
+def test_journal_entries_use_pickle_protocol_5(tmp_path) -> None:
+    h = Harness(tmp_path, node._Engine)
+    try:
+        h.engine._SyncObj__raftCurrentTerm = 1
+        h.engine._SyncObj__onBecomeLeader()
+        h.engine.apply_batch(b"\x90", callback=lambda *_: None)
+        h.engine.doTick(0.0)
+        command = h.log[-1][0]
+        assert command[1:3] == b"\x80\x05", command[:8]
+    finally:
+        h.close()
+
+
+# -- section 7: the secret, and frames a stranger announces ---------------------
+
+def test_a_replica_refuses_to_run_without_the_secret(tmp_path) -> None:
+    config = node.ReplicaConfig(raft_addr="127.0.0.1:1", peers=(), data_dir=tmp_path,
+                                secret=b"")
+    with pytest.raises(node.ConfigError, match="secret"):
+        node.Replica(config)
+
+
+def test_raft_frame_limit_is_above_every_legitimate_frame() -> None:
+    # appendEntriesBatchSizeBytes of entries, Fernet's base64 (4/3) and headers.
+    assert 4 * node.ENTRY_CAP * 4 // 3 + 4096 < node.MAX_RAFT_FRAME
+    assert struct.calcsize("i") == 4
