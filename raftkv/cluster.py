@@ -78,6 +78,21 @@ class BalancerConfig:
 
 
 @dataclass(frozen=True)
+class RaftSettings:
+    """Tuning shared by every Raft group (the ``[raft]`` table)."""
+
+    snapshot_entries: int = 5000         # log entries between two snapshots
+    election_timeout_min: float = 0.4    # seconds; a follower waits a random time
+    election_timeout_max: float = 1.4    # in [min, max] before standing for election
+
+    def validate(self) -> None:
+        if self.snapshot_entries < 10:
+            raise ConfigError("raft.snapshot_entries must be at least 10")
+        if not 0.05 <= self.election_timeout_min < self.election_timeout_max:
+            raise ConfigError("raft election timeouts must satisfy 0.05 <= min < max")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str                            # a label, shown in the admin console
     groups: tuple[GroupConfig, ...]      # storage groups
@@ -89,6 +104,7 @@ class ClusterConfig:
     frontends: tuple[FrontendConfig, ...] = ()
     smtpd: SmtpdConfig | None = None
     balancer: BalancerConfig | None = None
+    raft: RaftSettings = field(default_factory=RaftSettings)
     path: Path | None = None             # where it was read from
 
     def validate(self) -> None:
@@ -98,6 +114,7 @@ class ClusterConfig:
             raise ConfigError("a cluster needs at least one storage group")
         if self.shards < 1:
             raise ConfigError("shards must be positive")
+        self.raft.validate()
         names: set[str] = set()
         for proc in self.all_process_names():
             if proc in names:
@@ -176,6 +193,7 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         frontends=tuple(FrontendConfig(**f) for f in raw.get("frontend", [])),
         smtpd=SmtpdConfig(**raw["smtpd"]) if "smtpd" in raw else None,
         balancer=BalancerConfig(**raw["balancer"]) if "balancer" in raw else None,
+        raft=RaftSettings(**raw.get("raft", {})),
         path=path,
     )
 

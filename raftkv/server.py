@@ -26,6 +26,7 @@ from .cluster import ClusterConfig, load_cluster, split_addr
 from .errors import (
     ConfigError,
     NotLeader,
+    OutcomeUnknown,
     ProtocolError,
     RaftKVError,
     TooLarge,
@@ -38,6 +39,10 @@ log = logging.getLogger("raftkv.server")
 
 MAX_IN_FLIGHT_BATCHES = 4        # Raft entries a leader has appended but not yet seen applied
 MAX_REQUESTS_PER_CONNECTION = 2048
+# pysyncobj never fails an entry appended by a leader that was then cut off
+# until that index is applied or overwritten (PYSYNCOBJ.md section 4): give up
+# on it after this long, answer "outcome unknown", and free its slot.
+BATCH_TIMEOUT = 10.0
 _ARRAY_OVERHEAD = 5              # msgpack array header of the batch
 
 
@@ -67,6 +72,8 @@ class NodeServer:
             data_dir=data_dir / "raft",
             secret=cluster.secret,
             shards=cluster.shards,
+            election_timeout=(cluster.raft.election_timeout_min, cluster.raft.election_timeout_max),
+            log_compaction_entries=cluster.raft.snapshot_entries,
         ))
         self.blobs = BlobStore(data_dir / "blobs")
         self._pending: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
@@ -95,23 +102,29 @@ class NodeServer:
                 count += 1
             batch, self._pending = self._pending[:count], self._pending[count:]
             entry = _array_header(count) + b"".join(p for p, _ in batch)
-            futures = [f for _, f in batch]
             self._in_flight += 1
-            self.replica.submit(entry, self._on_raft_thread(futures))
+            self.replica.submit(entry, self._on_raft_thread(_Batch([f for _, f in batch])))
 
-    def _on_raft_thread(self, futures: list[asyncio.Future[dict[str, Any]]]) -> Any:
+    def _on_raft_thread(self, batch: _Batch) -> Any:
         """The callback pysyncobj runs on its tick thread: hand the results to our loop."""
         loop = self._loop
         assert loop is not None
+        expiry = loop.call_later(
+            BATCH_TIMEOUT, self._batch_done, batch, None,
+            OutcomeUnknown("the entry was appended but not committed in time"))
 
         def done(results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:
-            loop.call_soon_threadsafe(self._batch_done, futures, results, err)
+            loop.call_soon_threadsafe(expiry.cancel)
+            loop.call_soon_threadsafe(self._batch_done, batch, results, err)
         return done
 
-    def _batch_done(self, futures: list[asyncio.Future[dict[str, Any]]],
-                    results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:
+    def _batch_done(self, batch: _Batch, results: list[dict[str, Any]] | None,
+                    err: RaftKVError | None) -> None:
+        if batch.settled:
+            return  # expired earlier; the engine's late answer changes nothing
+        batch.settled = True
         self._in_flight -= 1
-        for i, future in enumerate(futures):
+        for i, future in enumerate(batch.futures):
             if future.done():
                 continue
             if err is not None:
@@ -228,6 +241,16 @@ class NodeServer:
         async with server:
             await stop.wait()
         self.replica.destroy()
+
+
+class _Batch:
+    """The requests of one Raft entry, settled once: by the engine or by expiry."""
+
+    __slots__ = ("futures", "settled")
+
+    def __init__(self, futures: list[asyncio.Future[dict[str, Any]]]) -> None:
+        self.futures = futures
+        self.settled = False
 
 
 def _bytes(value: object) -> bytes:

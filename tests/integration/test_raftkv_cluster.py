@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from raftkv import errors
+from raftkv import errors, protocol
 from raftkv.cluster import split_addr
 
 from .._procs import wait_for
@@ -110,37 +110,88 @@ def test_a_follower_that_missed_writes_catches_up(fresh_cluster) -> None:
 
 
 def _raw(addr: str) -> socket.socket:
-    sock = socket.create_connection(split_addr(addr), timeout=5)
-    return sock
+    return socket.create_connection(split_addr(addr), timeout=5)
+
+
+def _drain(sock: socket.socket, wait: float = 3.0) -> bytes:
+    """What the node answers before it closes (or goes quiet for ``wait`` s)."""
+    sock.settimeout(wait)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    return received
+
+
+def _stream_until_closed(sock: socket.socket, limit: int) -> tuple[int, bool]:
+    """Send junk until the peer closes: (bytes sent, whether it closed), bounded."""
+    sent, block = 0, b"A" * 65536
+    sock.settimeout(5)
+    try:
+        while sent < limit:
+            sock.sendall(block)
+            sent += len(block)
+    except ConnectionError:
+        return sent, True
+    except TimeoutError:
+        pass  # the peer stopped reading without closing: it is stuck buffering
+    return sent, False
+
+
+def _leader_replica(kv_cluster):
+    name = kv_cluster.leader()
+    return next(r for r in kv_cluster.cluster.groups[0].replicas if r.name == name)
+
+
+def _term_of(kv_cluster, name: str) -> tuple[str, int]:
+    with kv_cluster.client() as client:
+        status = {s["name"]: s for s in client.status()}
+    return status[name]["role"], status[name]["term"]
 
 
 @pytest.mark.parametrize("port_kind", ["client", "raft"])
-def test_hostile_bytes_are_refused_and_the_group_keeps_serving(kv_cluster, port_kind) -> None:
-    replica = kv_cluster.cluster.groups[0].replicas[0]
-    addr = getattr(replica, port_kind)
+def test_hostile_bytes_are_refused_and_the_leader_keeps_serving(kv_cluster, port_kind,
+                                                                tmp_path) -> None:
+    leader = _leader_replica(kv_cluster)
+    before = _term_of(kv_cluster, leader.name)
+    canary = tmp_path / "pwned"
     payloads = [
         os.urandom(4096),
-        b"\x80\x04\x95" + b"cos\nsystem\n(S'touch /tmp/pwned'\ntR." * 10,  # a crafted pickle
-        struct.pack(">I", 2**31 - 1) + b"A" * 65536,  # a header claiming 2 GiB
+        # a crafted pickle that would create the canary if anything unpickled it
+        b"\x80\x04\x95" + f"cos\nmkdir\n(S'{canary}'\ntR.".encode() * 10,
+        struct.pack("i", 2**16) + b"cos\nmkdir\n(S'" + str(canary).encode() + b"'\ntR.",
     ]
     for payload in payloads:
-        sock = _raw(addr)
+        sock = _raw(getattr(leader, port_kind))
         try:
             sock.sendall(payload)
-            sock.settimeout(3)
-            try:
-                while sock.recv(65536):
-                    pass
-            except (TimeoutError, ConnectionError):
-                pass
+            _drain(sock)
         finally:
             sock.close()
-    assert not os.path.exists("/tmp/pwned")
+    assert not canary.exists()
+
+    # A header claiming a gigabyte, in the port's own byte order, then a flood:
+    # the node closes the connection long before it could buffer it all.
+    sock = _raw(getattr(leader, port_kind))
+    try:
+        if port_kind == "client":
+            protocol.client_handshake(sock, kv_cluster.cluster.secret)
+            sock.sendall(struct.pack(">I", 2**30))
+            assert b"ProtocolError" in _drain(sock)  # answered in its own protocol
+        else:
+            sock.sendall(struct.pack("i", 2**30))
+            sent, closed = _stream_until_closed(sock, limit=256 * 2**20)
+            assert closed and sent < 16 * 2**20, f"the Raft port buffered {sent} bytes"
+    finally:
+        sock.close()
+
+    assert _term_of(kv_cluster, leader.name) == before  # the leader kept its role and term
     with kv_cluster.client() as client:
         client.put("after-attack", "c", b"fine")
         assert client.get("after-attack", "c").value == b"fine"
-        statuses = client.status()
-        assert all(s["alive"] for s in statuses)
+        assert all(s["alive"] for s in client.status())
 
 
 def test_a_client_without_the_secret_gets_nothing(kv_cluster) -> None:
