@@ -1,74 +1,255 @@
-"""Store throughput and latency on this machine: a 3-replica group on loopback.
+"""raftkv against etcd on this machine: 3 replicas each, on loopback, same workload.
 
-    python -m bench.kv [--ops 2000] [--clients 1,16,64]
+    python -m bench.kv [--ops 2000] [--repeat 1] [--time-limit 30] [--json]
 
-Reports median (p50) and p99 latency and operations per second for 100-byte
-puts and linearizable gets.  (The side-by-side run against etcd is still to come:
-see the README's benchmark section.)
+Runs each workload against raftkv, then etcd (Debian's ``etcd-server``; the bench
+runs raftkv alone if ``etcd`` is not on PATH), and prints a markdown table of
+operations per second and p50/p99 latency, with the raftkv/etcd throughput
+ratio.  Concurrent clients are threads of this process: for raftkv they share
+one pipelined client, for etcd each holds its own HTTP connection to the
+leader's JSON gateway.  Every workload stops after ``--ops`` operations or
+``--time-limit`` seconds, whichever comes first; with ``--repeat N`` the table
+shows medians of N runs.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import signal
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tests.cluster import KVCluster
 
+from .etcd import EtcdClient, EtcdCluster, etcd_binary
 
-def _run(client, op: str, clients: int, ops: int) -> tuple[float, float, float]:
+
+@dataclass(frozen=True)
+class Workload:
+    name: str          # the table's row label
+    op: str            # "put" or "get"
+    clients: int       # concurrent client threads
+    size: int = 100    # value bytes
+
+
+WORKLOADS = (
+    Workload("put 100 B, 1 client (sequential)", "put", 1),
+    Workload("put 100 B, 16 clients", "put", 16),
+    Workload("put 100 B, 64 clients", "put", 64),
+    Workload("linearizable get, 16 clients", "get", 16),
+    Workload("linearizable get, 64 clients", "get", 64),
+    Workload("put 8 KiB, 16 clients", "put", 16, 8192),
+)
+READ_KEYS = 256    # gets read these, written before the first get workload
+KEYS_PER_CLIENT = 512
+NO_ETCD = "etcd not found on PATH (apt-get install etcd-server etcd-client)"
+
+
+@dataclass(frozen=True)
+class Result:
+    ops: int           # operations that succeeded
+    errors: int        # operations that raised, or gets that found nothing
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    client_cpu: float  # CPU seconds of this (client) process per second of the run
+
+
+@dataclass(frozen=True)
+class Target:
+    """One system under test."""
+
+    name: str
+    put: Callable[[str, bytes], Any]
+    get: Callable[[str], bytes | None]  # None when the key is missing
+
+
+def measure(target: Target, work: Workload, ops: int, time_limit: float) -> Result:
+    """Run ``work`` with ``work.clients`` threads until ``ops`` operations or ``time_limit``."""
+    value = b"x" * work.size
     latencies: list[float] = []
+    errors = 0
     lock = threading.Lock()
-    per_thread = max(1, ops // clients)
-    value = b"x" * 100
+    go = threading.Event()
+    ready = threading.Semaphore(0)
+    deadline = [math.inf]
+
+    def op(t: int, i: int) -> bool:
+        if work.op == "put":
+            target.put(f"bench-{t}-{i % KEYS_PER_CLIENT}", value)
+            return True
+        return target.get(f"read-{(t * 31 + i) % READ_KEYS}") is not None
 
     def worker(t: int) -> None:
-        mine = []
-        for i in range(per_thread):
-            key = f"bench-{t}-{i % 512}"
+        nonlocal errors
+        mine, failed = [], 0
+        try:
+            op(t, -1)  # untimed: opens this client's connection before the clock starts
+        except Exception:  # noqa: BLE001 - counted like any failed operation
+            failed += 1
+        ready.release()
+        go.wait()
+        for i in range(ops // work.clients + (t < ops % work.clients)):
+            if time.perf_counter() >= deadline[0]:
+                break
             start = time.perf_counter()
-            if op == "put":
-                client.put(key, "v", value)
+            try:
+                ok = op(t, i)
+            except Exception:  # noqa: BLE001 - a benchmark counts failures, it does not stop
+                ok = False
+            if ok:
+                mine.append(time.perf_counter() - start)
             else:
-                client.get(key, "v")
-            mine.append(time.perf_counter() - start)
+                failed += 1
         with lock:
             latencies.extend(mine)
+            errors += failed
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(clients)]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(work.clients)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        ready.acquire(timeout=time_limit)
+    began, cpu = time.perf_counter(), time.process_time()
+    deadline[0] = began + time_limit
+    go.set()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - began
+    return _summary(latencies, errors, elapsed, (time.process_time() - cpu) / elapsed)
+
+
+def _summary(latencies: list[float], errors: int, elapsed: float, client_cpu: float) -> Result:
+    if not latencies:
+        return Result(0, errors, 0.0, math.nan, math.nan, client_cpu)
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000
+    return Result(len(latencies), errors, len(latencies) / elapsed,
+                  statistics.median(latencies) * 1000, p99 * 1000, client_cpu)
+
+
+def preload(target: Target) -> None:
+    """Write the keys that the get workloads read."""
+    for k in range(READ_KEYS):
+        target.put(f"read-{k}", b"r" * 100)
+
+
+def start_raftkv(stack: ExitStack, root: Path) -> Target:
+    cluster = KVCluster(root)
+    stack.callback(cluster.stop)
+    cluster.start()
+    cluster.leader()
+    client = stack.enter_context(cluster.client())
+    return Target("raftkv", lambda k, v: client.put(k, "v", v),
+                  lambda k: (cell.value if (cell := client.get(k, "v")) else None))
+
+
+def start_etcd(stack: ExitStack, root: Path, binary: str) -> Target:
+    cluster = EtcdCluster(root, binary)
+    stack.callback(cluster.stop)
+    cluster.start()
+    client = EtcdClient(cluster.leader_port())
+    return Target("etcd", client.put, client.get)
+
+
+def _cells(r: Result | None) -> list[str]:
+    if r is None:
+        return ["–", "–", "–"]
+    return [f"{r.ops_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}"]
+
+
+def table(summary: dict[str, dict[str, Result]]) -> str:
+    """The markdown table: one row per workload, raftkv and etcd side by side."""
+    lines = ["| workload | raftkv ops/s | raftkv p50 ms | raftkv p99 ms "
+             "| etcd ops/s | etcd p50 ms | etcd p99 ms | ratio (raftkv/etcd ops/s) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for work in WORKLOADS:
+        ours, theirs = summary["raftkv"].get(work.name), summary.get("etcd", {}).get(work.name)
+        ratio = (f"{ours.ops_per_s / theirs.ops_per_s:.2f}"
+                 if ours and theirs and theirs.ops_per_s else "–")
+        lines.append(f"| {work.name} | " + " | ".join(_cells(ours) + _cells(theirs) + [ratio]) + " |")
+    return "\n".join(lines)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the finally blocks that stop the clusters
+
+
+def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> list[dict[str, Any]]:
+    """Every workload against every target, ``repeat`` times; one dict per measurement."""
+    runs = []
+    for run in range(repeat):
+        for work in WORKLOADS:
+            # Alternate who goes first, so drift on a shared machine hits both alike.
+            for target in targets if run % 2 == 0 else targets[::-1]:
+                result = measure(target, work, ops, time_limit)
+                runs.append({"run": run, "system": target.name, "workload": work.name,
+                             "op": work.op, "clients": work.clients, "size": work.size,
+                             **asdict(result)})
+                click.echo(f"run {run + 1}/{repeat} {target.name:6} {work.name}: "
+                           f"{result.ops_per_s:,.0f} ops/s, client CPU {result.client_cpu:.0%}",
+                           err=True)
+    return runs
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, Result]]:
+    """Per system and workload, the median of each number over the runs."""
+    out: dict[str, dict[str, Result]] = {}
+    for system, name in dict.fromkeys((r["system"], r["workload"]) for r in runs):
+        mine = [r for r in runs if r["system"] == system and r["workload"] == name]
+        out.setdefault(system, {})[name] = Result(*(statistics.median(r[f.name] for r in mine)
+                                                    for f in fields(Result)))
+    return out
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the finally blocks that stop the clusters
 
 
 @click.command()
-@click.option("--ops", default=2000, show_default=True, help="Operations per measurement.")
-@click.option("--clients", default="1,16,64", show_default=True, help="Concurrent client threads.")
-def main(ops: int, clients: str) -> None:
-    """Measure raftkv puts and gets."""
-    with tempfile.TemporaryDirectory() as root:
-        cluster = KVCluster(Path(root))
-        cluster.start()
-        try:
-            cluster.leader()
-            with cluster.client() as client:
-                click.echo(f"{'operation':10} {'clients':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-                for op in ("put", "get"):
-                    for n in (int(c) for c in clients.split(",")):
-                        rate, p50, p99 = _run(client, op, n, ops)
-                        click.echo(f"{op:10} {n:>7} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f}")
-        finally:
-            cluster.stop()
+@click.option("--ops", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Operations per workload and run.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs; the table shows medians.")
+@click.option("--time-limit", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds per workload and run, whatever --ops says.")
+@click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
+def main(ops: int, repeat: int, time_limit: float, as_json: bool) -> None:
+    """Measure raftkv against etcd, 3 replicas each on loopback."""
+    signal.signal(signal.SIGTERM, _raise_exit)
+    binary = etcd_binary()
+    if binary is None:
+        click.echo(f"{NO_ETCD}: measuring raftkv alone.", err=True)
+    with tempfile.TemporaryDirectory(prefix="bench-kv-") as tmp, ExitStack() as stack:
+        targets = [start_raftkv(stack, Path(tmp) / "raftkv")]
+        if binary is not None:
+            targets.append(start_etcd(stack, Path(tmp) / "etcd", binary))
+        for target in targets:
+            preload(target)
+        runs = run_all(targets, ops, repeat, time_limit)
+    summary = medians(runs)
+    if as_json:
+        click.echo(json.dumps({"ops": ops, "repeat": repeat, "time_limit": time_limit,
+                               "etcd": binary, "runs": runs,
+                               "median": {s: {w: asdict(r) for w, r in m.items()}
+                                          for s, m in summary.items()}}, indent=2))
+        return
+    click.echo(table(summary))
+    errors = sum(r["errors"] for r in runs)
+    click.echo(f"\n{ops} ops per workload (or {time_limit:g} s), median of {repeat} run(s); "
+               f"{errors} failed operations.  All clients are threads of one Python process.\n"
+               "etcd pays JSON/HTTP through its gRPC gateway; raftkv pays its Python client "
+               "and Python replicas." + ("" if binary else f"\n{NO_ETCD}."))
 
 
 if __name__ == "__main__":
