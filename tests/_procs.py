@@ -76,6 +76,12 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
 
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group (SIGSTOP/SIGCONT pause and resume it)."""
+        if self.alive:
+            assert self.popen is not None
+            os.killpg(self.popen.pid, sig)
+
     def stop(self, timeout: float = 10.0) -> None:
         if not self.alive:
             return

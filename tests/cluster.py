@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import shards
 from raftkv.cluster import ClusterConfig, load_cluster
 
 from ._procs import SECRET, Proc, free_port, port_open, python_cmd, wait_for
+from .netns import NetnsLab
 
 
-def write_cluster_file(root: Path, groups: int = 1, extra: str = "") -> Path:
-    """A cluster file with fresh loopback ports and a secret file beside it."""
+def write_cluster_file(root: Path, groups: int = 1, extra: str = "",
+                       hosts: Sequence[str] = ()) -> Path:
+    """A cluster file with fresh ports and a secret file beside it.
+
+    Replicas listen on loopback, or, given ``hosts`` (one IP address per
+    replica, in order g1a, g1b, ...), each on its own host's address.
+    """
     root.mkdir(parents=True, exist_ok=True)
     (root / "secret").write_bytes(SECRET)
     lines = ['[cluster]', 'name = "test"', 'secret_file = "secret"',
              'domains = ["raftcloud.test"]', ""]
+    addresses = iter(hosts)
     for g in range(1, groups + 1):
         lines += ["[[group]]", f"id = {g}", "replica = ["]
         for r in "abc":
-            lines.append(f'  {{name = "g{g}{r}", raft = "127.0.0.1:{free_port()}", '
-                         f'client = "127.0.0.1:{free_port()}"}},')
+            ip = next(addresses, "127.0.0.1")
+            lines.append(f'  {{name = "g{g}{r}", raft = "{ip}:{free_port()}", '
+                         f'client = "{ip}:{free_port()}"}},')
         lines += ["]", ""]
     path = root / "cluster.toml"
     path.write_text("\n".join(lines) + extra)
@@ -30,18 +40,27 @@ def write_cluster_file(root: Path, groups: int = 1, extra: str = "") -> Path:
 class KVCluster:
     """Storage replicas as processes; failure is a verb (``kill``, ``start``)."""
 
-    def __init__(self, root: Path, groups: int = 1) -> None:
+    def __init__(self, root: Path, groups: int = 1, extra: str = "",
+                 lab: NetnsLab | None = None) -> None:
+        """``lab``: run replica i on the lab's host i instead of on loopback."""
         self.root = root
-        self.path = write_cluster_file(root, groups)
+        self.lab = lab
+        self.path = write_cluster_file(root, groups, extra,
+                                       hosts=[lab.address(h) for h in lab.hosts] if lab else ())
         self.cluster: ClusterConfig = load_cluster(self.path)
         self.procs: dict[str, Proc] = {}
-        for group in self.cluster.groups:
-            for replica in group.replicas:
-                self.procs[replica.name] = Proc(
-                    replica.name,
-                    python_cmd("raftkv.server", "--config", str(self.path), "--name", replica.name,
-                               "--data-dir", str(root / replica.name)),
-                    root)
+        self.host_of: dict[str, str] = {}
+        replicas = [r for g in self.cluster.groups for r in g.replicas]
+        for i, replica in enumerate(replicas):
+            prefix: list[str] = []
+            if lab is not None:
+                self.host_of[replica.name] = lab.hosts[i]
+                prefix = lab.exec_prefix(lab.hosts[i])
+            self.procs[replica.name] = Proc(
+                replica.name,
+                prefix + python_cmd("raftkv.server", "--config", str(self.path),
+                                    "--name", replica.name, "--data-dir", str(root / replica.name)),
+                root)
 
     def start(self, name: str | None = None) -> None:
         for proc_name, proc in self.procs.items():
@@ -56,8 +75,15 @@ class KVCluster:
     def kill(self, name: str) -> None:
         self.procs[name].kill()
 
+    def pause(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGCONT)
+
     def stop(self) -> None:
         for proc in self.procs.values():
+            proc.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
             proc.stop()
 
     def client(self, timeout: float = 10.0) -> shards.Client:
