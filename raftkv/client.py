@@ -41,8 +41,19 @@ ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request
 
 
 class Cell(NamedTuple):
+    """A cell's value and version, as the group's majority agreed on it."""
+
     value: bytes
     version: int
+
+    stale = False  # a class attribute, not a field: see StaleCell
+
+
+class StaleCell(Cell):
+    """A cell read from one replica without asking the majority: possibly out of date."""
+
+    __slots__ = ()
+    stale = True
 
 
 class _Session:
@@ -245,8 +256,16 @@ class Client:
     # -- the API ----------------------------------------------------------
 
     def get(self, row: str, col: str, *, consistency: str = "linearizable") -> Cell | None:
-        """The cell at (row, col), or None."""
-        return self._cell(self._read({"op": "get", "row": row, "col": col}, consistency))
+        """The cell at (row, col), or None.
+
+        ``consistency="stale"`` reads any one replica that answers (it works
+        with a single replica alive) and returns a :class:`StaleCell`.
+        """
+        result = self._read({"op": "get", "row": row, "col": col}, consistency)
+        cell = self._cell(result)
+        if cell is not None and result.get("stale"):
+            return StaleCell(*cell)
+        return cell
 
     def put(self, row: str, col: str, value: bytes) -> int:
         """Store a value of any size; returns the cell's new version."""

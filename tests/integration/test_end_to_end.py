@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import smtplib
+import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+
+import shards
+from deploy.launcher import control_token
+from raftkv import Client
+from raftkv.cluster import load_cluster
 
 from .._http import Browser
 from .._procs import Proc, free_port, python_cmd, wait_for
@@ -111,3 +118,35 @@ def test_a_users_day_through_the_whole_cloud(cloud) -> None:
     for name in ("web1", "web2", "g1a", "g1b", "g1c"):
         assert name in console.text, f"{name} missing from /admin"
     assert alice.get("/admin").status == 403
+
+
+def _control(config: Path, method: str, path: str):
+    cluster = load_cluster(config)
+    request = urllib.request.Request(f"http://{cluster.control['local']}{path}", method=method,
+                                     headers={"Authorization":
+                                              f"Bearer {control_token(cluster.secret)}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
+
+
+def test_the_supervisor_crashes_and_restarts_a_replica(cloud) -> None:
+    launcher, config, data, smtp_port = cloud
+    cluster = load_cluster(config)
+    with shards.Client(cluster, timeout=15) as client:
+        victim = next(s["name"] for s in client.status() if s.get("role") == "leader")
+        assert _control(config, "POST", f"/processes/{victim}/stop")["did"] == "stop"
+        alive = {p["name"]: p["alive"] for p in _control(config, "GET", "/processes")}
+        assert alive[victim] is False
+        for i in range(50):   # the other two carry on without it
+            client.put(f"sup{i}", "c", b"%d" % i)
+        assert _control(config, "POST", f"/processes/{victim}/start")["did"] == "start"
+        target = max(s.get("applied_index", 0) for s in client.status())
+        addr = cluster.replica(victim).client
+
+        def recovered() -> bool:
+            mine = next(s for s in client.status() if s.get("addr") == addr)
+            return mine.get("applied_index", 0) >= target
+        wait_for(recovered, 30, f"{victim} to recover")
+    with Client([addr], cluster.secret, timeout=5) as only_victim:
+        for i in range(50):
+            assert only_victim.get(f"sup{i}", "c", consistency="stale").value == b"%d" % i

@@ -14,6 +14,7 @@ from raftkv import errors, protocol
 from raftkv.cluster import split_addr
 
 from .._procs import wait_for
+from ..cluster import KVCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -107,6 +108,76 @@ def test_a_follower_that_missed_writes_catches_up(fresh_cluster) -> None:
             return status[follower].get("applied_index", 0) >= target
         wait_for(caught_up, 30, "the follower to catch up")
         assert client.get("m299", "c", consistency="stale") is not None
+
+
+@pytest.fixture
+def compacting_cluster(tmp_path):
+    """A group that takes a snapshot every 50 entries (and trims its journal)."""
+    cluster = KVCluster(tmp_path / "kv", extra="\n[raft]\nsnapshot_entries = 50\n")
+    cluster.start()
+    try:
+        cluster.leader()
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def test_a_follower_behind_the_leaders_snapshot_catches_up_from_it(compacting_cluster) -> None:
+    cluster = compacting_cluster
+    leader = cluster.leader()
+    follower = next(n for n in cluster.procs if n != leader)
+    cluster.kill(follower)
+    with cluster.client() as client:
+        for i in range(400):   # many snapshots' worth: the follower's next entry is gone
+            client.put(f"s{i}", "c", b"%d" % i)
+        status = {s["name"]: s for s in client.status()}
+        assert status[leader]["snapshot_bytes"] > 0
+        assert status[leader]["log_entries"] < 400, "the leader's journal was not trimmed"
+        cluster.start(follower)
+        target = status[leader]["applied_index"]
+
+        def caught_up() -> bool:
+            mine = {s["name"]: s for s in client.status()}[follower]
+            return mine.get("applied_index", 0) >= target and mine["snapshot_bytes"] > 0
+        wait_for(caught_up, 30, "the follower to install the snapshot")
+        # Only the follower is left: it must hold every acknowledged write itself.
+        for name in cluster.procs:
+            if name != follower:
+                cluster.kill(name)
+        for i in range(400):
+            assert client.get(f"s{i}", "c", consistency="stale").value == b"%d" % i
+
+
+def test_restart_after_compaction_keeps_everything(compacting_cluster) -> None:
+    cluster = compacting_cluster
+    with cluster.client() as client:
+        versions = {i: client.put(f"r{i}", "c", b"%d" % i) for i in range(300)}
+    for name in list(cluster.procs):
+        cluster.kill(name)
+    cluster.start()
+    with cluster.client() as client:
+        for i, version in versions.items():
+            assert client.get(f"r{i}", "c") == (b"%d" % i, version)
+
+
+def test_stale_reads_work_with_one_replica_alive(fresh_cluster) -> None:
+    with fresh_cluster.client() as client:
+        client.put("lonely", "c", b"still here")
+        target = max(s.get("applied_index", 0) for s in client.status())
+        wait_for(lambda: all(s.get("applied_index", 0) >= target for s in client.status()), 10,
+                 "every replica to apply the write")
+    survivor = sorted(fresh_cluster.procs)[0]
+    for name in list(fresh_cluster.procs):
+        if name != survivor:
+            fresh_cluster.kill(name)
+    with fresh_cluster.client(timeout=2.0) as client:
+        cell = client.get("lonely", "c", consistency="stale")
+        assert cell.value == b"still here" and cell.stale  # labelled as such
+        with pytest.raises(errors.UnavailableError):  # no majority: no linearizable answer
+            client.get("lonely", "c")
 
 
 def _raw(addr: str) -> socket.socket:
