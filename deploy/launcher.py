@@ -36,6 +36,7 @@ from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, load_cluster, split_a
 from raftkv.errors import ConfigError
 
 from .procs import ProcessSpec, Supervisor, wait_ready
+from .tls import ensure_certificate
 
 DEFAULT_CONFIG = Path(__file__).with_name("local.toml")
 
@@ -86,8 +87,10 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
             health_path="/healthz"))
     if cluster.smtpd is not None:
         s = cluster.smtpd
+        cert, key = ensure_certificate(data_dir / "tls", s.hostname or "localhost")
         specs.append(ProcessSpec(s.name, "smtpd", s.host, s.inbound,
-                                 [py, "-m", "smtpd.server", "--config", cfg]))
+                                 [py, "-m", "smtpd.server", "--config", cfg,
+                                  "--tls-cert", str(cert), "--tls-key", str(key)]))
     if cluster.balancer is not None:
         b = cluster.balancer
         specs.append(ProcessSpec(b.name, "balancer", b.host, b.listen,

@@ -66,8 +66,17 @@ class FrontendConfig:
 class SmtpdConfig:
     name: str = "smtpd"
     inbound: str = "127.0.0.1:2525"     # MX-facing port for the cluster's domains
-    submission: str = "127.0.0.1:2587"  # AUTH submission port
+    submission: str = "127.0.0.1:2587"  # AUTH submission port (STARTTLS first)
     host: str = "local"
+    hostname: str = ""                  # EHLO/greeting name; "" = this machine's FQDN
+    plaintext_auth_on_loopback: bool = False  # allow AUTH without TLS, loopback only
+    resolver: str = ""                  # DNS server "host:port" for MX lookups; "" = system
+    remote_port: int = 25               # port of remote exchangers
+    queue_poll: float = 5.0             # seconds between looks at the outbound queue
+    queue_lease: float = 600.0          # a worker's hold on an entry; then another may retry
+    retry_base: float = 60.0            # first retry after a 4xx; doubles per attempt
+    max_attempts: int = 12              # then the message bounces
+    greeting_timeout: float = 300.0     # patience with a slow remote greeting
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,11 @@ class InboundHandler:
         except Exception as exc:  # noqa: BLE001 - mapped to a reply, never to a dropped session
             raise Rejected(_store_reply(exc)) from exc
 
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug of ours: log it, and tell the client only to try again later."""
+        log.error("internal error in an SMTP session", exc_info=error)
+        return "451 4.3.0 Internal error, try again later"
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
             self, server: SMTP, session: Session, envelope: Envelope,
             address: str, rcpt_options: list[str]) -> str:

@@ -1,14 +1,11 @@
-"""``raftcloud-smtpd``: the SMTP process (inbound delivery now; submission later).
+"""``raftcloud-smtpd``: the SMTP process -- inbound, submission and outbound delivery.
 
 Runs an aiosmtpd :class:`~aiosmtpd.controller.Controller` (its own event loop
-in its own thread) per listening port, registers itself in the node registry
-and heartbeats, and stops cleanly on SIGTERM or SIGINT.
-
-The submission port (``cluster.smtpd.submission``, AUTH against accounts) and
-the outbound delivery worker come in a later issue: each becomes one more
-entry in :meth:`SmtpServer.start` -- a handler in its own module and a second
-Controller, or a worker thread -- sharing this process's store client and
-thread pool.
+in its own thread) per listening port: inbound mail for our domains
+(:mod:`smtpd.handler`) and submission by our users over STARTTLS with AUTH
+(:mod:`smtpd.submission`).  A worker thread delivers the outbound queue
+(:mod:`smtpd.outbound`).  The process registers itself in the node registry,
+heartbeats, and stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -16,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -30,6 +29,8 @@ from shards.model.registry import Heartbeat
 from shards.service import run_service
 
 from .handler import InboundConfig, InboundHandler
+from .outbound import OutboundConfig, OutboundWorker
+from .submission import Authenticator, SubmissionHandler
 
 if TYPE_CHECKING:
     from raftkv.cluster import ClusterConfig
@@ -48,11 +49,11 @@ class SmtpServer:
     """
 
     def __init__(self, cluster: ClusterConfig, client: Client, *,
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         if cluster.smtpd is None:
             raise ConfigError("the cluster file has no [smtpd] section")
         self.settings = cluster.smtpd
-        self.hostname = hostname or socket.getfqdn()
+        self.hostname = hostname or self.settings.hostname or socket.getfqdn()
         self.inbound_config = InboundConfig.from_cluster(cluster, self.hostname)
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
         host, port = split_addr(self.settings.inbound)
@@ -63,14 +64,43 @@ class SmtpServer:
             # 8BITMIME and SMTPUTF8 cost nothing here: we store bytes as received.
             enable_SMTPUTF8=True,
         )
+        self.submission = self._submission_controller(client, tls)
+        s = self.settings
+        self.outbound = OutboundWorker(OutboundConfig(
+            hostname=self.hostname, domains=self.inbound_config.domains, resolver=s.resolver,
+            remote_port=s.remote_port, poll_interval=s.queue_poll, lease=s.queue_lease,
+            retry_base=s.retry_base,
+            max_attempts=s.max_attempts, greeting_timeout=s.greeting_timeout),
+            client, name=s.name)
         self._heartbeat = Heartbeat(client, kind="smtpd", name=self.settings.name,
                                     addr=self.settings.inbound,
-                                    info={"inbound": self.settings.inbound, "pid": os.getpid(),
+                                    info={"inbound": self.settings.inbound,
+                                          "submission": self.settings.submission,
+                                          "pid": os.getpid(),
                                           "host": socket.gethostname()})
+
+    def _submission_controller(self, client: Client,
+                               tls: ssl.SSLContext | None) -> Controller | None:
+        host, port = split_addr(self.settings.submission)
+        plaintext = self.settings.plaintext_auth_on_loopback and _is_loopback(host)
+        if tls is None and not plaintext:
+            log.warning("no TLS certificate: the submission port %s stays closed",
+                        self.settings.submission)
+            return None
+        return _QuietController(
+            SubmissionHandler(self.inbound_config, client, executor=self._executor),
+            hostname=host, port=port, server_hostname=self.hostname,
+            ident="raftcloud-smtpd", data_size_limit=self.inbound_config.max_message_size,
+            enable_SMTPUTF8=True, tls_context=tls, require_starttls=not plaintext,
+            auth_required=True, auth_require_tls=not plaintext,
+            authenticator=Authenticator(client))
 
     def start(self) -> None:
         """Start listening (raises OSError if the port is taken) and heartbeating."""
         self.inbound.start()
+        if self.submission is not None:
+            self.submission.start()
+        self.outbound.start()
         self._heartbeat.start()
         log.info("smtpd %s listening on %s for %s", self.settings.name, self.settings.inbound,
                  ", ".join(self.inbound_config.domains))
@@ -78,9 +108,35 @@ class SmtpServer:
     def stop(self) -> None:
         """Close the listeners, abort open sessions, stop the heartbeat."""
         self.inbound.stop(no_assert=True)
+        if self.submission is not None:
+            self.submission.stop(no_assert=True)
+        self.outbound.stop()
         self._heartbeat.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("smtpd %s stopped", self.settings.name)
+
+
+class _QuietController(Controller):
+    """aiosmtpd warns on every connection when AUTH is allowed without TLS; we
+    allow that only on loopback and only when configured, and said so at start."""
+
+    def factory(self):  # noqa: ANN201 - aiosmtpd's signature
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            return super().factory()
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The submission port's server context, from PEM files (None without a cert)."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key or None)
+    return context
 
 
 @click.command()
@@ -89,17 +145,23 @@ class SmtpServer:
               help="The cluster file.")
 @click.option("--hostname", default=None, help="Our name in greetings and Received headers "
               "(default: this machine's FQDN).")
+@click.option("--tls-cert", envvar="RAFTCLOUD_SMTPD_TLS_CERT", default=None,
+              type=click.Path(dir_okay=False), help="PEM certificate for STARTTLS on submission.")
+@click.option("--tls-key", envvar="RAFTCLOUD_SMTPD_TLS_KEY", default=None,
+              type=click.Path(dir_okay=False), help="PEM private key for --tls-cert.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(config_path: str | None, hostname: str | None, log_level: str) -> None:
-    """Run the cluster's SMTP server: inbound mail for local accounts."""
+def main(config_path: str | None, hostname: str | None, tls_cert: str | None,
+         tls_key: str | None, log_level: str) -> None:
+    """Run the cluster's SMTP server: inbound, submission and outbound delivery."""
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logging.getLogger().level > logging.DEBUG:
         # aiosmtpd logs every command, addresses included, at INFO: keep that for debugging.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     run_service("raftcloud-smtpd", config_path,
-                lambda cluster, client: SmtpServer(cluster, client, hostname=hostname))
+                lambda cluster, client: SmtpServer(cluster, client, hostname=hostname,
+                                                   tls=tls_context(tls_cert, tls_key)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from raftkv import Client
 from raftkv.cluster import load_cluster
 
 from .._http import Browser
-from .._procs import Proc, free_port, python_cmd, wait_for
+from .._procs import NO_DNS, Proc, free_port, python_cmd, wait_for
 from ..cluster import write_cluster_file
 
 pytestmark = pytest.mark.cluster
@@ -47,6 +47,7 @@ threads = 4
 name = "smtpd"
 inbound = "127.0.0.1:{smtp_port}"
 submission = "127.0.0.1:{free_port()}"
+resolver = "{NO_DNS}"
 
 [balancer]
 name = "balancer"

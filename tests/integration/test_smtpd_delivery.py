@@ -17,7 +17,7 @@ from shards.model import accounts, mailbox
 from shards.model.registry import list_nodes
 from smtpd.server import SmtpServer
 
-from .._procs import Proc, free_port, port_open, wait_for
+from .._procs import NO_DNS, Proc, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -39,7 +39,7 @@ def users(client):
 
 @pytest.fixture(scope="module")
 def smtp_addr(kv_cluster, client):
-    settings = SmtpdConfig(name=f"smtpd-{secrets.token_hex(3)}",
+    settings = SmtpdConfig(name=f"smtpd-{secrets.token_hex(3)}", resolver=NO_DNS,
                            inbound=f"127.0.0.1:{free_port()}")
     server = SmtpServer(dataclasses.replace(kv_cluster.cluster, smtpd=settings), client,
                         hostname="mx.raftcloud.test")
@@ -137,7 +137,7 @@ def test_entry_point_serves_and_stops_on_sigterm(kv_cluster, client, users, tmp_
     # Beside the fixture's file, so that its relative secret_file still resolves.
     path = kv_cluster.path.with_name(f"{name}.toml")
     path.write_text(kv_cluster.path.read_text()
-                    + f'\n[smtpd]\nname = "{name}"\ninbound = "{inbound}"\n')
+                    + f'\n[smtpd]\nname = "{name}"\ninbound = "{inbound}"\nresolver = "{NO_DNS}"\n')
     proc = Proc(name, [sys.executable, "-m", "smtpd.server", "--config", str(path),
                        "--hostname", "mx.raftcloud.test"], tmp_path).start()
     try:

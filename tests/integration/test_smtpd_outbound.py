@@ -1,0 +1,303 @@
+"""Mail out: submission over STARTTLS, MX lookups, retries, bounces, a killed smtpd.
+
+Everything stays on loopback: dnsmasq on 127.0.0.1 answers MX and A records
+for ``*.test`` (TESTING.md), and aiosmtpd servers on 127.0.0.25-28 play the
+remote exchangers, all on one port that smtpd is told is "port 25".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import dns.resolver
+import pytest
+from aiosmtpd.controller import Controller
+
+from deploy.tls import ensure_certificate
+from shards.model import accounts, mailbox, outbound
+
+from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+
+pytestmark = pytest.mark.cluster
+
+PASSWORD = "correct horse battery"
+DOWN_MX = "127.0.0.29"   # an exchanger nobody listens on
+
+
+class Remote:
+    """A remote exchanger: records what it accepts; may greylist or refuse."""
+
+    def __init__(self, mode: str = "accept") -> None:
+        self.mode = mode
+        self.received: list[tuple[str, list[str], bytes, str]] = []
+        self.attempts = 0
+        self._greylisted: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        self.attempts += 1
+        if self.mode == "reject":
+            return "550 5.1.1 No such mailbox here"
+        if self.mode == "greylist" and address not in self._greylisted:
+            self._greylisted.add(address)
+            return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.mode == "slow":
+            await asyncio.sleep(1.0)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.original_content, session.host_name))
+        return "250 OK: queued remotely"
+
+    def message_ids(self) -> list[str]:
+        return [mailbox.parse_headers(raw).message_id for _, _, raw, _ in self.received]
+
+
+@pytest.fixture(scope="module")
+def remotes():
+    port = free_port()
+    servers = {"127.0.0.25": Remote(), "127.0.0.26": Remote(), "127.0.0.27": Remote("greylist"),
+               "127.0.0.28": Remote("reject"), "127.0.0.30": Remote("slow")}
+    controllers = [Controller(handler, hostname=ip, port=port) for ip, handler in servers.items()]
+    for controller in controllers:
+        controller.start()
+    try:
+        yield port, servers
+    finally:
+        for controller in controllers:
+            controller.stop()
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory):
+    if shutil.which("dnsmasq") is None:
+        pytest.fail("dnsmasq is missing: `make test` installs dnsmasq-base")
+    port = free_port()
+    records = [
+        "--mx-host=example.test,mx1.example.test,10", "--mx-host=example.test,mx2.example.test,20",
+        "--host-record=mx1.example.test,127.0.0.25", "--host-record=mx2.example.test,127.0.0.26",
+        # the first exchanger is down: the second one must get the mail
+        "--mx-host=fallback.test,mx1.fallback.test,10", "--mx-host=fallback.test,mx2.fallback.test,20",
+        f"--host-record=mx1.fallback.test,{DOWN_MX}", "--host-record=mx2.fallback.test,127.0.0.26",
+        "--mx-host=grey.test,mx.grey.test,10", "--host-record=mx.grey.test,127.0.0.27",
+        "--mx-host=reject.test,mx.reject.test,10", "--host-record=mx.reject.test,127.0.0.28",
+        "--mx-host=slow.test,mx.slow.test,10", "--host-record=mx.slow.test,127.0.0.30",
+        # no MX at all: the A record is the implicit exchanger (RFC 5321 5.1)
+        "--host-record=plain.test,127.0.0.25",
+    ]
+    root = tmp_path_factory.mktemp("dns")
+    proc = Proc("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                            f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                            "--no-resolv", "--no-hosts", "--pid-file=", "--local=/test/",
+                            *records], root).start()
+    try:
+        wait_for(lambda: proc.alive and _udp_answers(port), 10, "dnsmasq")
+        yield f"127.0.0.1:{port}"
+    except BaseException:
+        print(proc.log())
+        raise
+    finally:
+        proc.stop()
+
+
+def _udp_answers(port: int) -> bool:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port, resolver.lifetime = ["127.0.0.1"], port, 1.0
+    return len(resolver.resolve("example.test", "MX")) == 2
+
+
+class Smtpd:
+    """smtpd as a real process, with its own cluster file beside the shared store's."""
+
+    def __init__(self, kv_cluster, root: Path, resolver: str, remote_port: int) -> None:
+        self.inbound = f"127.0.0.1:{free_port()}"
+        self.submission = f"127.0.0.1:{free_port()}"
+        self.cert, key = ensure_certificate(root / "tls", "mx.raftcloud.test")
+        config = root / "cluster.toml"
+        config.write_text(kv_cluster.path.read_text() + f"""
+[smtpd]
+name = "smtpd-out"
+inbound = "{self.inbound}"
+submission = "{self.submission}"
+hostname = "mx.raftcloud.test"
+resolver = "{resolver}"
+remote_port = {remote_port}
+queue_poll = 0.2
+queue_lease = 2.0
+retry_base = 0.3
+max_attempts = 3
+greeting_timeout = 10
+""")
+        (root / "secret").write_bytes((kv_cluster.path.parent / "secret").read_bytes())
+        self.proc = Proc("smtpd", python_cmd("smtpd.server", "--config", str(config),
+                                             "--tls-cert", str(self.cert), "--tls-key", str(key)),
+                         root)
+
+    def start(self) -> None:
+        self.proc.start()
+        wait_for(lambda: port_open(self.submission), 20, "smtpd to listen")
+
+    def connect(self, user: str, password: str = PASSWORD) -> smtplib.SMTP:
+        host, port = self.submission.rsplit(":", 1)
+        smtp = smtplib.SMTP(host, int(port), timeout=30)
+        try:
+            smtp.starttls(context=ssl.create_default_context(cafile=str(self.cert)))
+            smtp.login(user, password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+
+@pytest.fixture(scope="module")
+def client(kv_cluster):
+    with kv_cluster.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def users(client):
+    names = [f"{who}{secrets.token_hex(3)}" for who in ("alice", "bob")]
+    for name in names:
+        accounts.create_user(client, name, PASSWORD)
+    return names
+
+
+@pytest.fixture(scope="module")
+def smtpd(kv_cluster, tmp_path_factory, dns_server, remotes):
+    server = Smtpd(kv_cluster, tmp_path_factory.mktemp("smtpd"), dns_server, remotes[0])
+    server.start()
+    try:
+        yield server
+    except BaseException:
+        print(server.proc.log())
+        raise
+    finally:
+        server.proc.stop()
+
+
+def _message(sender: str, to: list[str], subject: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="raftcloud.test")
+    msg.set_content(f"body of {subject}\n")
+    return msg
+
+
+def _in_folder(client, user: str, subject: str, folder: str = "inbox") -> list:
+    return [m for m in mailbox.list_messages(client, user, folder) if subject in m.subject]
+
+
+def test_submission_over_starttls_reaches_local_and_remote_users(client, users, smtpd, remotes):
+    alice, bob = users
+    subject = f"plans {secrets.token_hex(3)}"
+    msg = _message(f"{alice}@raftcloud.test", [f"{bob}@raftcloud.test", "carol@example.test"],
+                   subject)
+    with smtpd.connect(alice) as smtp:
+        smtp.send_message(msg)
+    assert len(_in_folder(client, bob, subject)) == 1
+    assert len(_in_folder(client, alice, subject, "sent")) == 1
+    mx1 = remotes[1]["127.0.0.25"]
+    wait_for(lambda: msg["Message-ID"] in mx1.message_ids(), 20, "the remote delivery")
+    mail_from, rcpts, raw, ehlo = next(r for r in mx1.received
+                                       if msg["Message-ID"].encode() in r[2])
+    assert (mail_from, rcpts, ehlo) == (f"{alice}@raftcloud.test", ["carol@example.test"],
+                                        "mx.raftcloud.test")
+    assert b"Received: from" in raw and subject.encode() in raw
+
+
+@pytest.mark.parametrize("domain, exchanger", [("fallback.test", "127.0.0.26"),
+                                               ("plain.test", "127.0.0.25")])
+def test_the_right_exchanger_gets_the_mail(client, users, smtpd, remotes, domain, exchanger):
+    alice = users[0]
+    msg = _message(f"{alice}@raftcloud.test", [f"dave@{domain}"], f"via {domain}")
+    with smtpd.connect(alice) as smtp:
+        smtp.send_message(msg)
+    server = remotes[1][exchanger]
+    wait_for(lambda: msg["Message-ID"] in server.message_ids(), 20, f"delivery via {exchanger}")
+
+
+def test_a_greylisting_remote_gets_the_mail_on_a_retry(users, smtpd, remotes):
+    alice = users[0]
+    grey = remotes[1]["127.0.0.27"]
+    msg = _message(f"{alice}@raftcloud.test", ["erin@grey.test"], "greylisted")
+    with smtpd.connect(alice) as smtp:
+        smtp.send_message(msg)
+    wait_for(lambda: msg["Message-ID"] in grey.message_ids(), 20, "the retried delivery")
+    assert grey.attempts >= 2 and grey.message_ids().count(msg["Message-ID"]) == 1
+
+
+@pytest.mark.parametrize("rcpt", ["frank@reject.test", "gina@nonexistent.test"])
+def test_an_undeliverable_message_bounces_to_the_sender(client, users, smtpd, rcpt):
+    alice = users[0]
+    subject = f"doomed {secrets.token_hex(3)}"
+    with smtpd.connect(alice) as smtp:
+        smtp.send_message(_message(f"{alice}@raftcloud.test", [rcpt], subject))
+
+    def bounced():
+        return [m for m in _in_folder(client, alice, "Undelivered Mail")
+                if rcpt.encode() in (mailbox.get_message(client, alice, m.id) or b"")]
+    found = wait_for(bounced, 20, "the bounce")
+    raw = mailbox.get_message(client, alice, found[0].id)
+    assert subject.encode() in raw and b"MAILER-DAEMON" in raw
+
+
+def test_submission_demands_tls_auth_and_the_users_own_address(users, smtpd):
+    alice, bob = users
+    host, port = smtpd.submission.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as plain:
+        plain.ehlo()
+        assert not plain.has_extn("auth"), "AUTH offered before STARTTLS"
+        code, _ = plain.docmd("MAIL FROM:<x@raftcloud.test>")
+        assert code == 530
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        smtpd.connect(alice, "not the password")
+    with smtpd.connect(alice) as smtp:
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            smtp.sendmail(f"{bob}@raftcloud.test", ["carol@example.test"], b"Subject: x\r\n\r\nx")
+        assert refused.value.smtp_code == 553
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            smtp.sendmail(f"{alice}@raftcloud.test", ["nobody-here@raftcloud.test"],
+                          b"Subject: x\r\n\r\nx")
+
+
+def test_a_retried_submission_leaves_one_copy_in_each_of_our_mailboxes(client, users, smtpd,
+                                                                        remotes):
+    alice, bob = users
+    subject = f"twice {secrets.token_hex(3)}"
+    msg = _message(f"{alice}@raftcloud.test", [f"{bob}@raftcloud.test", "hal@example.test"],
+                   subject)
+    for _ in range(2):   # a client that never saw the first 250 sends again
+        with smtpd.connect(alice) as smtp:
+            smtp.send_message(msg)
+    assert len(_in_folder(client, bob, subject)) == 1
+    assert len(_in_folder(client, alice, subject, "sent")) == 1
+    mx1 = remotes[1]["127.0.0.25"]
+    wait_for(lambda: msg["Message-ID"] in mx1.message_ids(), 20, "the remote delivery")
+
+
+def test_killing_smtpd_mid_queue_loses_nothing(client, users, smtpd, remotes):
+    alice = users[0]
+    slow = remotes[1]["127.0.0.30"]
+    ids = []
+    for i in range(4):
+        msg = _message(f"{alice}@raftcloud.test", [f"ivy{i}@slow.test"], f"queued {i}")
+        with smtpd.connect(alice) as smtp:
+            smtp.send_message(msg)
+        ids.append(msg["Message-ID"])
+    wait_for(lambda: slow.received, 20, "the first slow delivery")
+    smtpd.proc.kill()                    # mid-queue: one delivery is likely in flight
+    smtpd.start()                        # a new worker; leases of the dead one expire
+    wait_for(lambda: set(ids) <= set(slow.message_ids()), 60, "every queued message")
+    wait_for(lambda: not [e for e in outbound.pending(client) if "slow.test" in
+                          " ".join(e.recipients)], 20, "the queue to drain")
