@@ -6,7 +6,7 @@ export PYENV_VERSION ?= 3.12.1:3.13.0
 PYTHON ?= python3.12
 VENV := .venv
 
-.PHONY: up test lint clean
+.PHONY: up test lint clean system-deps
 
 $(VENV)/installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,19 @@ up: $(VENV)/installed
 # environment, where pyenv's shims cannot resolve: put the real bin dirs first.
 PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; print(os.path.dirname(sys.executable), end=":")' 2>/dev/null; done)
 
-test: $(VENV)/installed
+# Debian packages the suite drives as real peers: dnsmasq (MX records), swaks
+# (an SMTP client), Chromium (Playwright's browser; never `playwright install`).
+SYSTEM_PACKAGES = dnsmasq-base swaks chromium
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "please install these Debian packages:$$missing"; exit 1; fi; fi
+
+test: $(VENV)/installed system-deps
 	PATH="$(PYTHON_DIRS)$$PATH" $(VENV)/bin/tox
 
 lint: $(VENV)/installed

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import smtplib
 import ssl
+import subprocess
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -301,3 +302,16 @@ def test_killing_smtpd_mid_queue_loses_nothing(client, users, smtpd, remotes):
     wait_for(lambda: set(ids) <= set(slow.message_ids()), 60, "every queued message")
     wait_for(lambda: not [e for e in outbound.pending(client) if "slow.test" in
                           " ".join(e.recipients)], 20, "the queue to drain")
+
+
+def test_swaks_delivers_to_a_local_user(client, users, smtpd):
+    if shutil.which("swaks") is None:
+        pytest.fail("swaks is missing: `make test` installs it")
+    bob = users[1]
+    subject = f"swaks {secrets.token_hex(3)}"
+    host, port = smtpd.inbound.rsplit(":", 1)
+    done = subprocess.run(["swaks", "--server", host, "--port", port, "--from", "x@example.org",
+                           "--to", f"{bob}@raftcloud.test", "--header", f"Subject: {subject}",
+                           "--body", "sent by swaks"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_in_folder(client, bob, subject)) == 1
