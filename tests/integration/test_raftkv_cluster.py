@@ -110,6 +110,21 @@ def test_a_follower_that_missed_writes_catches_up(fresh_cluster) -> None:
         assert client.get("m299", "c", consistency="stale") is not None
 
 
+def test_requests_above_the_entry_cap_are_refused_and_batches_stay_under_it(kv_cluster) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with kv_cluster.client() as client:
+        big_row = [("put", f"c{i}", b"x" * 1024) for i in range(40)]  # 40 KiB in one entry
+        with pytest.raises(errors.TooLarge):
+            client.mutate_row("capped", [], big_row)
+        # Many near-inline values at once: group commit packs them, never above the cap.
+        value = b"v" * (16 * 1024 - 64)
+        with ThreadPoolExecutor(32) as pool:
+            versions = list(pool.map(lambda i: client.put("capped", f"k{i}", value), range(200)))
+        assert len(set(versions)) == 200
+        assert client.get("capped", "k199").value == value
+
+
 @pytest.fixture
 def compacting_cluster(tmp_path):
     """A group that takes a snapshot every 50 entries (and trims its journal)."""
