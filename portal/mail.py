@@ -36,6 +36,18 @@ MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; form-action '
 _HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
                                  "map", "area"}
 _URL_SCHEMES = {"http", "https", "mailto"}
+HEADER_CHARS = 998        # RFC 5322's line limit: longer header values are cut for display
+BODY_CHARS = 1024 * 1024  # a page shows at most this much text; the rest is summarised
+# Control characters other than tab and newline mean nothing on a page (NUL least of all).
+_CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10)) | {127: None}
+
+
+def displayable(text: str, limit: int) -> str:
+    """``text`` without control characters, cut to ``limit`` characters."""
+    text = text.translate(_CONTROL)
+    if len(text) > limit:
+        return text[:limit] + f" … [{len(text) - limit:,} more characters not shown]"
+    return text
 
 
 def parse_message(raw: bytes) -> EmailMessage:
@@ -50,10 +62,11 @@ def header_text(message: EmailMessage, name: str) -> str:
     """A header decoded for display, or its raw text if it will not decode."""
     try:
         value = message.get(name)
-        return "" if value is None else str(value)
+        text = "" if value is None else str(value)
     except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
         raw = [v for k, v in message.raw_items() if k.lower() == name.lower()]
-        return str(raw[0]) if raw else ""
+        text = str(raw[0]) if raw else ""
+    return displayable(text, HEADER_CHARS)
 
 
 def _part_text(part: EmailMessage) -> str:
@@ -72,7 +85,7 @@ def message_body(message: EmailMessage) -> tuple[str, str | Markup]:
         return "text", ""
     if not isinstance(part, EmailMessage):
         return "text", ""
-    text = _part_text(part)
+    text = displayable(_part_text(part), BODY_CHARS)
     if part.get_content_subtype() == "html":
         return "html", Markup(sanitize_html(text))
     return "text", text

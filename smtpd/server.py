@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from raftkv.cluster import CONFIG_ENV, split_addr
 from raftkv.errors import ConfigError
@@ -57,7 +58,7 @@ class SmtpServer:
         self.inbound_config = InboundConfig.from_cluster(cluster, self.hostname)
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
         host, port = split_addr(self.settings.inbound)
-        self.inbound = Controller(
+        self.inbound = _Controller(
             InboundHandler(self.inbound_config, client, executor=self._executor),
             hostname=host, port=port, server_hostname=self.hostname, ident="raftcloud-smtpd",
             data_size_limit=self.inbound_config.max_message_size,
@@ -87,7 +88,7 @@ class SmtpServer:
             log.warning("no TLS certificate: the submission port %s stays closed",
                         self.settings.submission)
             return None
-        return _QuietController(
+        return _Controller(
             SubmissionHandler(self.inbound_config, client, executor=self._executor),
             hostname=host, port=port, server_hostname=self.hostname,
             ident="raftcloud-smtpd", data_size_limit=self.inbound_config.max_message_size,
@@ -116,14 +117,24 @@ class SmtpServer:
         log.info("smtpd %s stopped", self.settings.name)
 
 
-class _QuietController(Controller):
-    """aiosmtpd warns on every connection when AUTH is allowed without TLS; we
-    allow that only on loopback and only when configured, and said so at start."""
+MAX_LINE = 2 * 1024 * 1024  # bytes in one line; RFC 5321 4.5.3.1 asks for no limit at all
 
-    def factory(self):  # noqa: ANN201 - aiosmtpd's signature
+
+class _LenientSMTP(SMTP):
+    """aiosmtpd refuses lines over 1000 bytes; real mail has longer ones (RFC 5321
+    4.5.3.1: "implementation techniques that impose no limits ... should be used")."""
+
+    line_length_limit = MAX_LINE
+
+
+class _Controller(Controller):
+    """Our SMTP class, and quiet about AUTH without TLS: we allow that only on
+    loopback and only when configured, and said so at start."""
+
+    def factory(self) -> SMTP:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            return super().factory()
+            return _LenientSMTP(self.handler, **self.SMTP_kwargs)
 
 
 def _is_loopback(host: str) -> bool:
