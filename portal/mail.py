@@ -1,4 +1,4 @@
-"""The inbox: list of messages, one message, delete.
+"""Reading mail: a folder's messages (inbox, sent), one message, delete.
 
 Messages are stored raw (RFC 5322) by :mod:`shards.model.mailbox`; this
 module only parses them for display.  A plain-text part is shown escaped.  A
@@ -36,6 +36,7 @@ MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; form-action '
 _HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
                                  "map", "area"}
 _URL_SCHEMES = {"http", "https", "mailto"}
+PAGE_SIZE = 25            # messages per page of a folder, newest first
 HEADER_CHARS = 998        # RFC 5322's line limit: longer header values are cut for display
 BODY_CHARS = 1024 * 1024  # a page shows at most this much text; the rest is summarised
 # Control characters other than tab and newline mean nothing on a page (NUL least of all).
@@ -98,7 +99,7 @@ def sanitize_html(html: str) -> str:
 
 
 def attachments(message: EmailMessage) -> list[dict[str, Any]]:
-    """Name and size of each attachment (listed; downloading them comes later)."""
+    """Name and size of each attachment, in order (``/mail/<id>/part/<n>`` downloads one)."""
     found = []
     for part in message.iter_attachments():
         payload = part.get_payload(decode=True)
@@ -113,8 +114,12 @@ class MailViews:
     @login_required
     def on_mail(self: Portal, request: Request) -> Response:
         user = current_user(request)
-        messages = mailbox.list_messages(self.client(), user)
-        return self.render(request, "mail.html", messages=messages,
+        folder = "sent" if request.args.get("folder") == "sent" else "inbox"
+        messages = mailbox.list_messages(self.client(), user, folder)
+        pages = max(1, -(-len(messages) // PAGE_SIZE))
+        page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
+        return self.render(request, "mail.html", folder=folder, page=page, pages=pages,
+                           messages=messages[(page - 1) * PAGE_SIZE:page * PAGE_SIZE],
                            address=f"{user}@{self.config.cluster.domains[0]}")
 
     @login_required

@@ -1,0 +1,180 @@
+"""Writing mail in the browser: compose, reply, reply-all, forward, and attachments.
+
+A message is built with the ``email`` package (which refuses header
+injection), then handed to :func:`shards.model.outbound.submit` -- the same
+path as smtpd's submission port: local recipients at once, the Sent copy,
+remote ones through the outbound queue.  A forward re-attaches the original's
+attachments on the server side, so they never travel through the browser.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Response
+
+from shards.model import accounts, mailbox, outbound
+
+from .auth import current_user, login_required
+from .filenames import content_disposition
+from .mail import HEADER_CHARS, displayable, message_body, parse_message
+
+if TYPE_CHECKING:
+    from .app import Portal, Request
+
+MAX_MESSAGE = 25 * 1024 * 1024   # as smtpd accepts
+MAX_RECIPIENTS = 100
+
+
+def _addresses(text: str) -> list[str]:
+    """The addresses in a To/Cc field; BadRequest for anything that is not one."""
+    found = []
+    for _name, address in email.utils.getaddresses([text]):
+        local, at, domain = address.rpartition("@")
+        if not (local and at and domain) or any(c.isspace() or c in "<>,;" for c in address):
+            raise BadRequest(f"{address or text!r} is not an e-mail address.")
+        found.append(address)
+    return found
+
+
+def _quote(text: str) -> str:
+    return "".join(f"> {line}\n" for line in text.splitlines())
+
+
+def _prefixed(prefix: str, subject: str) -> str:
+    return subject if subject.lower().startswith(prefix.lower()) else f"{prefix} {subject}"
+
+
+class ComposeViews:
+    """Mixin of :class:`portal.app.Portal`: the pages that send mail."""
+
+    def _address(self: Portal, user: str) -> str:
+        return f"{user}@{self.config.cluster.domains[0]}"
+
+    def _original(self: Portal, request: Request, msg_id: str) -> EmailMessage:
+        raw = mailbox.get_message(self.client(), current_user(request), msg_id)
+        if raw is None:
+            raise NotFound("There is no such message in your mailbox.")
+        return parse_message(raw)
+
+    def _form(self: Portal, request: Request, **fields: Any) -> Response:
+        defaults = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
+                    "in_reply_to": "", "forwarded": [], "error": None}
+        return self.render(request, "compose.html", **{**defaults, **fields},
+                           status=400 if fields.get("error") else 200)
+
+    @login_required
+    def on_mail_compose(self: Portal, request: Request) -> Response:
+        if request.method != "POST":
+            return self._form(request, to=request.args.get("to", "")[:HEADER_CHARS])
+        form = request.form
+        try:
+            message = self._build(request)
+            recipients = _addresses(form.get("to", "")) + _addresses(form.get("cc", ""))
+            if not recipients:
+                raise BadRequest("Whom should this go to? Fill in To.")
+            if len(recipients) > MAX_RECIPIENTS:
+                raise BadRequest(f"At most {MAX_RECIPIENTS} recipients, please.")
+            self._check_local(recipients)
+        except BadRequest as exc:
+            return self._form(request, error=exc.description, to=form.get("to", ""),
+                              cc=form.get("cc", ""), subject=form.get("subject", ""),
+                              body=form.get("body", ""), forward_of=form.get("forward_of", ""),
+                              in_reply_to=form.get("in_reply_to", ""))
+        raw = message.as_bytes()
+        if len(raw) > MAX_MESSAGE:
+            raise RequestEntityTooLarge("A message may be 25 MB at most, attachments included.")
+        user = current_user(request)
+        outbound.submit(self.client(), user, self._address(user), recipients, raw,
+                        domains=self.config.cluster.domains)
+        return redirect("/mail?folder=sent", 303)
+
+    def _build(self: Portal, request: Request) -> EmailMessage:
+        form, user = request.form, current_user(request)
+        message = EmailMessage()
+        try:
+            message["From"] = self._address(user)
+            message["To"] = form.get("to", "")
+            if form.get("cc"):
+                message["Cc"] = form["cc"]
+            message["Subject"] = form.get("subject", "")
+            message["Date"] = email.utils.formatdate(localtime=True)
+            message["Message-ID"] = email.utils.make_msgid(domain=self.config.cluster.domains[0])
+            if form.get("in_reply_to"):
+                message["In-Reply-To"] = form["in_reply_to"]
+                message["References"] = form["in_reply_to"]
+        except ValueError as exc:  # a header with a line break in it: injection
+            raise BadRequest(f"That header is not allowed: {exc}") from None
+        message.set_content(form.get("body", ""))
+        for upload in request.files.getlist("attachment"):
+            if upload.filename:
+                data = upload.read(MAX_MESSAGE + 1)
+                maintype, _, subtype = (upload.mimetype or "application/octet-stream").partition("/")
+                message.add_attachment(data, maintype=maintype or "application",
+                                       subtype=subtype or "octet-stream",
+                                       filename=upload.filename[:255])
+        if form.get("forward_of"):
+            for part in self._original(request, form["forward_of"]).iter_attachments():
+                payload = part.get_payload(decode=True)
+                if isinstance(payload, bytes):
+                    message.add_attachment(payload, maintype=part.get_content_maintype(),
+                                           subtype=part.get_content_subtype(),
+                                           filename=part.get_filename() or "attachment")
+        return message
+
+    def _check_local(self: Portal, recipients: list[str]) -> None:
+        domains = self.config.cluster.domains
+        for address in recipients:
+            local, _, domain = address.rpartition("@")
+            if domain.lower() in domains and not accounts.user_exists(self.client(),
+                                                                      local.lower()):
+                raise BadRequest(f"There is no account {address} here.")
+
+    @login_required
+    def on_mail_reply(self: Portal, request: Request, msg_id: str) -> Response:
+        original = self._original(request, msg_id)
+        me = self._address(current_user(request)).lower()
+        sender = str(original.get("Reply-To") or original.get("From") or "")
+        cc = ""
+        if request.args.get("all"):
+            others = [a for _, a in email.utils.getaddresses(
+                [str(original.get("To") or ""), str(original.get("Cc") or "")])
+                if a and a.lower() != me]
+            cc = ", ".join(others)
+        _kind, body = message_body(original)
+        return self._form(
+            request, to=displayable(sender, HEADER_CHARS), cc=cc,
+            subject=_prefixed("Re:", str(original.get("Subject") or "")),
+            in_reply_to=str(original.get("Message-ID") or ""),
+            body=f"\n\nOn {original.get('Date', '')}, {sender} wrote:\n{_quote(str(body))}")
+
+    @login_required
+    def on_mail_forward(self: Portal, request: Request, msg_id: str) -> Response:
+        original = self._original(request, msg_id)
+        _kind, body = message_body(original)
+        header = "".join(f"{name}: {original.get(name, '')}\n"
+                         for name in ("From", "Date", "Subject", "To"))
+        names = [part.get_filename() or "attachment" for part in original.iter_attachments()]
+        return self._form(
+            request, subject=_prefixed("Fwd:", str(original.get("Subject") or "")),
+            forward_of=msg_id, forwarded=names,
+            body=f"\n\n---------- Forwarded message ----------\n{header}\n{body}")
+
+    @login_required
+    def on_mail_part(self: Portal, request: Request, msg_id: str, index: int) -> Response:
+        """One attachment, always as a download: mail content never runs in our origin."""
+        parts = list(self._original(request, msg_id).iter_attachments())
+        if not 0 <= index < len(parts):
+            raise NotFound("This message has no such attachment.")
+        part = parts[index]
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        response = Response(data, mimetype="application/octet-stream")
+        response.headers["Content-Disposition"] = content_disposition(
+            part.get_filename() or f"attachment-{index}")
+        response.headers["Content-Security-Policy"] = "sandbox"
+        return response
