@@ -1,0 +1,110 @@
+"""An in-process stand-in for :class:`shards.Client`: the real state machine, no sockets.
+
+It drives :class:`raftkv.store.Store` (the same code every replica runs) the
+way the client does, so model code meets the real conditions, versions and
+errors; blobs are not split (values stay inline).  ``ops`` records each call
+as ``(method, row)`` for tests that check what a change touched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+from raftkv.client import Cell
+from raftkv.errors import from_wire
+from raftkv.keys import shard_of
+from raftkv.store import Store
+
+
+class MemClient:
+    """The subset of :class:`shards.Client` that the apps' models use."""
+
+    def __init__(self) -> None:
+        self.store = Store(shards=8)
+        self.ops: list[tuple[str, str]] = []
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _apply(self, method: str, command: dict[str, Any], write: bool) -> dict[str, Any]:
+        with self._lock:
+            self.ops.append((method, str(command.get("row", command.get("shard", "")))))
+            if write:
+                seq = next(self._seq)
+                command = {**command, "cid": 1, "seq": seq, "ack": seq - 1}
+            result = self.store.apply(command)
+        if "error" in result:
+            raise from_wire(result)
+        return result
+
+    def get(self, row: str, col: str, *, consistency: str = "linearizable") -> Cell | None:
+        result = self._apply("get", {"op": "get", "row": row, "col": col}, False)
+        return Cell(result["value"], result["version"]) if result["found"] else None
+
+    def put(self, row: str, col: str, value: bytes) -> int:
+        return self._apply("put", {"op": "put", "row": row, "col": col, "value": value},
+                           True)["version"]
+
+    def put_stream(self, row: str, col: str, stream: BinaryIO) -> int:
+        parts = []
+        while chunk := stream.read(64 * 1024):
+            parts.append(chunk)
+        return self._apply("put_stream", {"op": "put", "row": row, "col": col,
+                                          "value": b"".join(parts)}, True)["version"]
+
+    def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
+        result = self._apply("get_stream", {"op": "get", "row": row, "col": col}, False)
+        if not result["found"]:
+            return None
+        value = result["value"]
+        return len(value), iter([value[i:i + 4096] for i in range(0, len(value), 4096)])
+
+    def delete(self, row: str, col: str) -> bool:
+        return self._apply("delete", {"op": "delete", "row": row, "col": col},
+                           True)["deleted"]
+
+    def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
+             if_version: int | None = None) -> int:
+        command: dict[str, Any] = {"op": "cput", "row": row, "col": col, "value": new}
+        if if_version is not None:
+            command["if_version"] = if_version
+        else:
+            command["old"] = old
+        return self._apply("cput", command, True)["version"]
+
+    def mutate_row(self, row: str, conditions: Sequence[tuple[Any, ...]],
+                   mutations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+        return self._apply("mutate_row", {
+            "op": "mutate_row", "row": row, "conditions": [list(c) for c in conditions],
+            "mutations": [list(m) for m in mutations]}, True)["versions"]
+
+    def get_row(self, row: str, prefix: str = "", *,
+                consistency: str = "linearizable") -> dict[str, Cell]:
+        cells: dict[str, Cell] = {}
+        after = ""
+        while True:
+            result = self._apply("get_row", {"op": "get_row", "row": row, "prefix": prefix,
+                                             "after": after}, False)
+            for col, version, value, _blob in result["cells"]:
+                cells[col], after = Cell(value, version), col
+            if not result["more"]:
+                return cells
+
+    def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
+             consistency: str = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
+        result = self._apply("scan", {"op": "scan", "shard": shard, "after": after_row,
+                                      "limit": limit}, False)
+        return [(row, {col: Cell(value, version) for col, version, value, _ in cells})
+                for row, cells in result["rows"]]
+
+    def shard_of(self, row: str) -> int:
+        return shard_of(row, self.store.shard_count)
+
+    def close(self) -> None:
+        pass
+
+    def touched(self, method: str) -> list[str]:
+        """Rows that calls of ``method`` touched, in order."""
+        return [row for m, row in self.ops if m == method]
