@@ -9,8 +9,9 @@ import threading
 import pytest
 
 from raftkv.errors import ConditionFailed
-from shards.model import drive, drive_purge
+from shards.model import drive
 from shards.model.drive import FILE, FOLDER, ROOT
+from shards.model.drive.records import path_conditions
 
 from .._memstore import MemClient
 
@@ -139,7 +140,7 @@ def test_deleting_a_file_frees_its_bytes_and_quota(client):
     assert names(client, ROOT) == []
     assert drive.usage(client, USER) == 0
     assert client.get(drive.content_row(USER, item.id), "data") is None
-    assert drive_purge.pending(client, USER) == []
+    assert drive.pending(client, USER) == []
     with pytest.raises(drive.NoSuchItem):
         drive.delete_file(client, USER, item.id)
 
@@ -164,7 +165,7 @@ def test_deleting_a_tree_is_one_step_then_a_clean_up(client):
     for gone in (top, sub, deeper):  # unreachable at once, subfolders included
         with pytest.raises(drive.NoSuchItem):
             drive.folder_path(client, USER, gone.id)
-    assert drive_purge.purge(client, USER)
+    assert drive.purge(client, USER)
     assert drive.usage(client, USER) == 1
     row = client.get_row(drive.drive_row(USER))
     assert not [c for c in row if top.id in c or sub.id in c or deeper.id in c]
@@ -175,10 +176,10 @@ def test_deleting_a_tree_is_one_step_then_a_clean_up(client):
 def test_an_interrupted_clean_up_is_resumed(client):
     top, _, _, files = _tree(client)
     drive.delete_folder(client, USER, top.id)
-    assert drive_purge.purge(client, USER, deadline=0) is False  # stops at once
-    assert drive_purge.pending(client, USER) == [(top.id, "d")]
-    assert drive_purge.purge(client, USER) is True
-    assert drive_purge.pending(client, USER) == []
+    assert drive.purge(client, USER, deadline=0) is False  # stops at once
+    assert drive.pending(client, USER) == [(top.id, "d")]
+    assert drive.purge(client, USER) is True
+    assert drive.pending(client, USER) == []
     assert drive.usage(client, USER) == 0
 
 
@@ -190,8 +191,8 @@ def test_a_file_landing_in_a_tree_being_cleaned_is_cleaned_too(client):
         put_file(client, sub.id, "late")
     # Even a mutation prepared from the earlier read fails: the path changed.
     with pytest.raises(ConditionFailed):
-        client.mutate_row(drive.drive_row(USER), drive._path_conditions(path), [])
-    drive_purge.purge(client, USER)
+        client.mutate_row(drive.drive_row(USER), path_conditions(path), [])
+    drive.purge(client, USER)
     assert drive.usage(client, USER) == 0
 
 

@@ -1,6 +1,6 @@
 """Clean-up after deletes in the drive: the bytes and the names below a deleted folder.
 
-:func:`shards.model.drive.delete_folder` unlinks a tree in one short step and
+:func:`.changes.delete_folder` unlinks a tree in one short step and
 leaves a ``t:<id>`` marker; this module removes what hangs below it, in
 mutations small enough for one Raft entry (DESIGN.md section 3), and frees the
 quota as bytes go.  Any frontend can run it, and run it again after a crash:
@@ -18,22 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.errors import ConditionFailed
 
-from .drive import (
+from .reads import list_folder, usage_cell
+from .records import (
     ATTEMPTS,
     DATA_COL,
     FILE,
     FOLDER,
     USAGE_COL,
     Item,
-    _pack,
-    _unpack,
-    _usage_cell,
     content_row,
     drive_row,
     entry_col,
     header_col,
     index_col,
-    list_folder,
+    pack,
+    unpack,
 )
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def pending(client: Client, user: str) -> list[tuple[str, str]]:
     """``(id, "f" | "d")`` of every deleted file or folder whose clean-up is unfinished."""
     found = []
     for column, cell in client.get_row(drive_row(user), prefix="t:").items():
-        record = _unpack(cell.value)
+        record = unpack(cell.value)
         kind = record.get("k") if isinstance(record, dict) else None
         found.append((column[2:], kind if kind in ("f", "d") else "f"))
     return found
@@ -120,10 +119,10 @@ def _remove_files(client: Client, user: str, files: Sequence[Item]) -> None:
         mutations += [("delete", entry_col(item.parent, item.name)),
                       ("delete", index_col(FILE, item.id))]
     for _ in range(ATTEMPTS):
-        used, version = _usage_cell(client, user)
+        used, version = usage_cell(client, user)
         try:
             client.mutate_row(drive_row(user), [("version", USAGE_COL, version)],
-                              [*mutations, ("put", USAGE_COL, _pack(max(0, used - freed)))])
+                              [*mutations, ("put", USAGE_COL, pack(max(0, used - freed)))])
             return
         except ConditionFailed:
             continue

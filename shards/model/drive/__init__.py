@@ -1,0 +1,84 @@
+"""Each user's drive: nested folders and files, kept consistent with one-row mutations.
+
+Layout.  Every *name* of a user lives in one row, so that creating, renaming,
+moving or deleting anything -- within a folder or between two folders -- is a
+single ``mutate_row`` on that row, conditioned on the versions it read; the
+bytes of each file live in a row of their own, which a rename or a move never
+touches::
+
+    row {<user>}/drive
+        e:<folder_id>/              folder header; its version changes with every entry
+                                    added, renamed, moved out or removed (caches check it)
+        e:<folder_id>/<name>        entry: msgpack {id, k: "f"|"d", size, ctype, created, modified}
+        i:<file_id>                 file index: {p: parent id, n: name, size, ctype, created, modified}
+        d:<folder_id>               folder index: {p: parent id, n: name, created, modified}
+        q:used                      bytes of file content the user holds (quota)
+        t:<id>                      clean-up marker: a deleted file's bytes or a deleted tree
+    row {<user>}/file:<file_id>
+        data                        the bytes (the store makes big values blobs)
+
+The root folder is :data:`ROOT`; it has a header but no entry and no index.
+Names are column keys, so "a name is free" is the condition ``absent`` on
+``e:<folder>/<name>``: two frontends creating the same name end with one
+winner and a clear :class:`NameTaken` for the other; creates of different
+names in one folder never conflict.  An entry and its index cell are always
+written together, so a condition on the index cell's version covers both.
+
+Creates and moves also condition on the version of every folder on the target's
+path to the root: a folder deleted or moved meanwhile makes the change fail
+and retry instead of landing in a detached subtree.  Deleting a tree is one
+short step (unlink it, leave a ``t:`` marker) followed by clean-up
+(:mod:`.cleanup`) that any frontend can resume.
+
+All of a user's rows carry the ``{user}`` hash tag and share a shard; the
+folder tree row holds only small cells (a few hundred bytes per name), so it
+stays cheap to keep in Raft.
+
+Modules: :mod:`.records` (layout, record formats, errors), :mod:`.reads`,
+:mod:`.changes` (each change one ``mutate_row``) and :mod:`.cleanup`; callers
+use the names exported here (``from shards.model import drive``).
+"""
+
+from .changes import create_folder, delete_file, delete_folder, move, rename, store_file
+from .cleanup import pending, purge
+from .reads import (
+    all_folders,
+    folder_path,
+    folder_version,
+    get_file,
+    get_folder,
+    list_folder,
+    open_file,
+    path_in,
+    usage,
+    walk_files,
+)
+from .records import (
+    DATA_COL,
+    DEFAULT_QUOTA,
+    FILE,
+    FOLDER,
+    MAX_DEPTH,
+    ROOT,
+    BadMove,
+    BadName,
+    DriveError,
+    Item,
+    Listing,
+    NameTaken,
+    NoSuchItem,
+    QuotaExceeded,
+    TooDeep,
+    check_name,
+    content_row,
+    drive_row,
+    is_id,
+    new_id,
+)
+
+__all__ = ["DATA_COL", "DEFAULT_QUOTA", "FILE", "FOLDER", "MAX_DEPTH", "ROOT", "BadMove", "BadName",
+           "DriveError", "Item", "Listing", "NameTaken", "NoSuchItem", "QuotaExceeded", "TooDeep",
+           "all_folders", "check_name", "content_row", "create_folder", "delete_file",
+           "delete_folder", "drive_row", "folder_path", "folder_version", "get_file", "get_folder",
+           "is_id", "list_folder", "move", "new_id", "open_file", "path_in", "pending", "purge",
+           "rename", "store_file", "usage", "walk_files"]

@@ -1,0 +1,154 @@
+"""Reading the drive: items by id, paths to the root, folder listings, usage, file bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .records import (
+    DATA_COL,
+    FILE,
+    FOLDER,
+    MAX_DEPTH,
+    ROOT,
+    USAGE_COL,
+    Item,
+    Listing,
+    NoSuchItem,
+    content_row,
+    drive_row,
+    header_col,
+    index_col,
+    is_id,
+    item_from_entry,
+    item_from_index,
+    root_item,
+    unpack,
+)
+
+if TYPE_CHECKING:
+    from shards import Client
+
+
+def get_file(client: Client, user: str, file_id: str) -> Item | None:
+    """The file ``file_id`` of ``user``, or None (also for ids of other users' files)."""
+    if not is_id(file_id):
+        return None
+    cell = client.get(drive_row(user), index_col(FILE, file_id))
+    return None if cell is None else item_from_index(FILE, file_id, cell)
+
+
+def get_folder(client: Client, user: str, folder_id: str) -> Item | None:
+    """The folder ``folder_id`` of ``user`` (the root for :data:`ROOT`), or None."""
+    if folder_id == ROOT:
+        return root_item()
+    if not is_id(folder_id):
+        return None
+    cell = client.get(drive_row(user), index_col(FOLDER, folder_id))
+    return None if cell is None else item_from_index(FOLDER, folder_id, cell)
+
+
+def folder_path(client: Client, user: str, folder_id: str) -> list[Item]:
+    """The folders from the root down to ``folder_id``, each with its version.
+
+    :raises NoSuchItem: the folder does not exist, or hangs below a deleted one.
+    """
+    path: list[Item] = []
+    current = folder_id
+    while current != ROOT:
+        if len(path) > MAX_DEPTH:
+            raise NoSuchItem("That folder is nested too deeply to be found.")
+        folder = get_folder(client, user, current)
+        if folder is None:
+            raise NoSuchItem("There is no such folder in your drive.")
+        path.append(folder)
+        current = folder.parent
+    path.append(root_item())
+    path.reverse()
+    return path
+
+
+def folder_version(client: Client, user: str, folder_id: str) -> int:
+    """The version of the folder's header: equal versions mean an unchanged listing."""
+    cell = client.get(drive_row(user), header_col(folder_id))
+    return 0 if cell is None else cell.version
+
+
+def list_folder(client: Client, user: str, folder_id: str) -> Listing:
+    """Every entry of one folder, with the header version they were read at.
+
+    One ``get_row`` returns the header and the entries together, so a cache
+    holding this listing is exactly as fresh as its version says.
+    """
+    cells = client.get_row(drive_row(user), prefix=header_col(folder_id))
+    header = cells.pop(header_col(folder_id), None)
+    items = [item for column, cell in cells.items()
+             if (item := item_from_entry(column, cell)) is not None]
+    return Listing(folder_id, header.version if header else 0, tuple(items))
+
+
+def all_folders(client: Client, user: str) -> dict[str, Item]:
+    """Every folder of ``user`` by id, the root included (for move targets)."""
+    folders = {ROOT: root_item()}
+    for column, cell in client.get_row(drive_row(user), prefix="d:").items():
+        folder = item_from_index(FOLDER, column[2:], cell)
+        if folder is not None:
+            folders[folder.id] = folder
+    return folders
+
+
+def path_in(folders: dict[str, Item], folder_id: str) -> list[Item] | None:
+    """Like :func:`folder_path`, from :func:`all_folders`; None if detached."""
+    path: list[Item] = []
+    current = folder_id
+    while current != ROOT:
+        folder = folders.get(current)
+        if folder is None or len(path) > MAX_DEPTH:
+            return None
+        path.append(folder)
+        current = folder.parent
+    path.append(folders[ROOT])
+    path.reverse()
+    return path
+
+
+def usage_cell(client: Client, user: str) -> tuple[int, int]:
+    cell = client.get(drive_row(user), USAGE_COL)
+    if cell is None:
+        return 0, 0
+    used = unpack(cell.value)
+    return (used if isinstance(used, int) else 0), cell.version
+
+
+def usage(client: Client, user: str) -> int:
+    """Bytes of file content ``user`` holds."""
+    return usage_cell(client, user)[0]
+
+
+def open_file(client: Client, user: str, file_id: str) -> tuple[Item, int, Iterator[bytes]]:
+    """A file and its bytes, fetched lazily: ``(item, size, chunks)``.
+
+    :raises NoSuchItem: no such file, or its bytes are gone (deleted meanwhile).
+    """
+    item = get_file(client, user, file_id)
+    if item is None:
+        raise NoSuchItem("There is no such file in your drive.")
+    found = client.get_stream(content_row(user, file_id), DATA_COL)
+    if found is None:
+        raise NoSuchItem("The file's contents are missing; it may have just been deleted.")
+    return item, found[0], found[1]
+
+
+def walk_files(client: Client, user: str, folder_id: str) -> Iterator[tuple[str, Item]]:
+    """``(relative path, file)`` for every file below a folder, depth first, by name."""
+    stack: list[tuple[str, str, int]] = [(folder_id, "", 0)]
+    while stack:
+        current, prefix, depth = stack.pop()
+        listing = list_folder(client, user, current)
+        items = sorted(listing.items, key=lambda i: i.name, reverse=True)
+        for item in items:
+            if item.is_folder and depth < MAX_DEPTH:
+                stack.append((item.id, f"{prefix}{item.name}/", depth + 1))
+        for item in reversed(items):
+            if not item.is_folder:
+                yield f"{prefix}{item.name}", item
