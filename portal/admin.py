@@ -1,7 +1,14 @@
-"""The admin console: every registered process and every storage replica, alive or down.
+"""The admin console: every node and replica, the host supervisors' buttons, a raw-data browser.
 
 The admin flag is re-read from the account on every visit (the one in the
 session is only for drawing the nav bar), so taking it away takes effect at once.
+
+A storage replica's state combines what it says itself (``status``) with
+what its host's supervisor says (:mod:`shards.control`): *alive* (it answers),
+*disabled* (its supervisor reports it stopped), *unreachable* (running, or
+unknown, but silent).  Disable is the supervisor's kill -9; restart is kill -9
+then start, so a node that really crashed can be brought back too.  Either
+asks first when it would leave the replica's group without a majority.
 """
 
 from __future__ import annotations
@@ -9,9 +16,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import Forbidden
+import msgpack
+from werkzeug.exceptions import Forbidden, NotFound, ServiceUnavailable
+from werkzeug.utils import redirect
 
-from raftkv.errors import UnavailableError
+from raftkv.errors import ConfigError, UnavailableError
+from shards.control import ControlError, supervisor_for
 from shards.model import accounts, registry
 
 from .auth import current_user, login_required
@@ -19,28 +29,203 @@ from .auth import current_user, login_required
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
+    from raftkv.cluster import ReplicaConfig
+    from shards import Client
+
     from .app import Portal, Request
+
+PAGE = 10            # rows per page of the data browser
+CELLS_SHOWN = 20     # cells shown per row on a page; the row view shows all
+TEXT_SHOWN = 300     # characters of a value shown before it is cut
+HEX_SHOWN = 64       # bytes of a binary value shown as hex
+PREV_SCANS = 400     # scans spent finding the previous page (400 x 25 rows)
+
+
+def show_value(value: bytes) -> dict[str, Any]:
+    """How the data browser shows one value: never raw markup, never megabytes.
+
+    Returns ``{"kind", "text", "size"}``: printable UTF-8 as text, our own
+    msgpack records decoded (blob manifests named as such), anything else as
+    hex; every form cut to a few hundred characters.
+    """
+    size = len(value)
+    try:
+        text = value.decode("utf-8")
+        if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+            return {"kind": "text", "text": _cut(text, size), "size": size}
+    except UnicodeDecodeError:
+        pass
+    try:
+        decoded = msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException, TypeError):
+        decoded = None
+    if isinstance(decoded, dict) and set(decoded) == {"v", "size", "chunks"}:
+        chunks = decoded["chunks"]
+        return {"kind": "blob", "size": size,
+                "text": f"large value: {decoded['size']:,} bytes in "
+                        f"{len(chunks) if isinstance(chunks, list) else '?'} chunk(s) beside Raft"}
+    if isinstance(decoded, (dict, list, int, float, str)) and size > 1:
+        return {"kind": "msgpack", "text": _cut(repr(decoded), size), "size": size}
+    shown = value[:HEX_SHOWN].hex(" ")
+    return {"kind": "hex", "size": size,
+            "text": shown + (f" … ({size:,} bytes)" if size > HEX_SHOWN else "")}
+
+
+def _cut(text: str, size: int) -> str:
+    if len(text) <= TEXT_SHOWN:
+        return text
+    return f"{text[:TEXT_SHOWN]} … ({size:,} bytes)"
+
+
+def page_before(client: Client, shard: int, first_row: str, size: int = PAGE) -> str | None:
+    """The ``after`` key of the page before the one starting at ``first_row``; None if none.
+
+    The store scans forward only, so this walks the shard from its start
+    (bounded by :data:`PREV_SCANS`; past that, "previous" is the first page).
+    """
+    if not first_row:
+        return None
+    window: list[str] = []
+    after = ""
+    for _ in range(PREV_SCANS):
+        page = client.scan(shard, after, limit=25)
+        for row, _cells in page:
+            if row >= first_row:
+                return window[0] if len(window) > size else ""
+            window = [*window[-size:], row]
+        if len(page) < 25:
+            break
+        after = page[-1][0]
+    return window[0] if len(window) > size else ""
+
+
+def _row_view(row: str, cells: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    shown = sorted(cells.items())[:limit] if limit else sorted(cells.items())
+    return {"row": row, "more": len(cells) - len(shown),
+            "cells": [{"col": col, "version": cell.version, **show_value(cell.value)}
+                      for col, cell in shown]}
 
 
 class AdminViews:
     """Mixin of :class:`portal.app.Portal`: the admin pages."""
 
+    def _require_admin(self: Portal, request: Request) -> None:
+        if not accounts.is_admin(self.client(), current_user(request)):
+            raise Forbidden("The admin console is for administrators only.")
+
+    def _supervised(self: Portal) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Every supervised process by name, and the supervisors that did not answer."""
+        processes: dict[str, dict[str, Any]] = {}
+        silent = []
+        for host in sorted(self.config.cluster.control):
+            try:
+                for proc in supervisor_for(self.config.cluster, host, timeout=2.0).processes():
+                    processes[str(proc.get("name"))] = {**proc, "host": host}
+            except ControlError:
+                silent.append(host)
+        return processes, silent
+
     @login_required
     def on_admin(self: Portal, request: Request) -> Response:
+        self._require_admin(request)
         client = self.client()
-        if not accounts.is_admin(client, current_user(request)):
-            raise Forbidden("The admin console is for administrators only.")
-        # Each half is shown even when the other cannot be had: the registry
-        # lives in the config group, the replicas answer for themselves.
-        nodes: list[Any] | None
+        processes, silent = self._supervised()
+        # Each part is shown even when another cannot be had: the registry
+        # lives in the store, the replicas and supervisors answer for themselves.
+        nodes: list[dict[str, Any]] | None
         try:
-            nodes = sorted(registry.list_nodes(client), key=lambda n: (n.kind, n.name))
+            nodes = [{**vars(n), "state": _node_state(n.alive, processes.get(n.name))}
+                     for n in sorted(registry.list_nodes(client), key=lambda n: (n.kind, n.name))]
         except UnavailableError:
             nodes = None
         try:
-            replicas: list[dict[str, Any]] | None = sorted(
-                client.status(), key=lambda r: (r.get("group", 0), r.get("name", "")))
+            statuses = {s["name"]: s for s in client.status()}
         except UnavailableError:
-            replicas = None
+            statuses = {}
+        replicas = []
+        for group in sorted(self.config.cluster.groups, key=lambda g: g.id):
+            for replica in group.replicas:
+                status = statuses.get(replica.name, {})
+                replicas.append({
+                    **status, "name": replica.name, "group": group.id, "addr": replica.client,
+                    "host": replica.host, "state": _replica_state(status, processes.get(replica.name)),
+                    "controllable": replica.host in self.config.cluster.control})
         return self.render(request, "admin.html", nodes=nodes, replicas=replicas,
-                           now=time.time())
+                           silent=silent, now=time.time())
+
+    @login_required
+    def on_admin_node(self: Portal, request: Request, name: str, action: str) -> Response:
+        """Disable (kill -9) or restart (kill -9, start) one storage replica through its supervisor."""
+        self._require_admin(request)
+        cluster = self.config.cluster
+        try:
+            replica = cluster.replica(name)
+            supervisor = supervisor_for(cluster, replica.host)
+        except ConfigError:
+            raise NotFound(f"No storage replica named {name!r} can be controlled.") from None
+        alive = self._alive_in_group(replica)
+        majority = len(cluster.group(replica.group).replicas) // 2 + 1
+        if (name in alive and len(alive) - 1 < majority
+                and request.form.get("confirm") != "yes"):
+            return self.render(request, "admin_confirm.html", status=409, name=name,
+                               action=action, group=replica.group, alive=sorted(alive),
+                               majority=majority)
+        try:
+            supervisor.stop(name)
+            if action == "restart":
+                supervisor.start(name)
+        except ControlError as exc:
+            raise ServiceUnavailable(f"The supervisor of host {replica.host!r} did not do it: "
+                                     f"{exc}") from None
+        return redirect("/admin", 303)
+
+    def _alive_in_group(self: Portal, replica: ReplicaConfig) -> set[str]:
+        names = {r.name for r in self.config.cluster.group(replica.group).replicas}
+        try:
+            return {s["name"] for s in self.client().status()
+                    if s.get("alive") and s.get("name") in names}
+        except UnavailableError:
+            return set()
+
+    @login_required
+    def on_admin_data(self: Portal, request: Request) -> Response:
+        """The raw-data browser: one shard's rows, :data:`PAGE` at a time, or one row whole."""
+        self._require_admin(request)
+        client = self.client()
+        shards = self.config.cluster.shards
+        row_key = request.args.get("row")
+        if row_key:
+            cells = client.get_row(row_key)
+            return self.render(request, "admin_data.html", shards=shards,
+                               shard=client.shard_of(row_key), row_key=row_key,
+                               rows=[_row_view(row_key, cells, None)] if cells else [],
+                               prev=None, next=None)
+        try:
+            shard = int(request.args.get("shard", "0"))
+        except ValueError:
+            shard = -1
+        if not 0 <= shard < shards:
+            raise NotFound(f"Shards are numbered 0 to {shards - 1}.")
+        after = request.args.get("after", "")
+        page = client.scan(shard, after, limit=PAGE + 1)
+        rows = [_row_view(row, cells, CELLS_SHOWN) for row, cells in page[:PAGE]]
+        return self.render(
+            request, "admin_data.html", shards=shards, shard=shard, row_key="", rows=rows,
+            next=rows[-1]["row"] if len(page) > PAGE else None,
+            prev=page_before(client, shard, rows[0]["row"]) if rows and after else None)
+
+
+def _node_state(alive: bool, proc: dict[str, Any] | None) -> str:
+    if alive:
+        return "alive"
+    if proc is not None and not proc.get("alive"):
+        return "disabled"
+    return "unreachable"
+
+
+def _replica_state(status: dict[str, Any], proc: dict[str, Any] | None) -> str:
+    if status.get("alive"):
+        return "alive"
+    if proc is not None and not proc.get("alive"):
+        return "disabled"
+    return "unreachable"

@@ -2,8 +2,8 @@
 
 Built like werkzeug's shortly example: a class with a ``url_map`` and an
 ``on_<endpoint>`` method per route.  The methods live in per-feature mixins
-(:mod:`.auth`, :mod:`.drive`, :mod:`.mail`, :mod:`.admin`); this module owns
-what every request shares.
+(:mod:`.auth`, :mod:`.drive`, :mod:`.drive_edit`, :mod:`.mail`, :mod:`.admin`);
+this module owns what every request shares.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.exceptions import (
+    BadRequest,
     Conflict,
     Forbidden,
     HTTPException,
@@ -26,6 +27,7 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     ServiceUnavailable,
 )
+from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.shared_data import SharedDataMiddleware
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request as BaseRequest
@@ -36,9 +38,13 @@ from raftkv.errors import ConditionFailed, KeyNotFound, RaftKVError, TooLarge, U
 
 from .admin import AdminViews
 from .auth import AuthViews
+from .cache import ListingCache
+from .compose import ComposeViews
 from .config import PortalConfig
-from .drive import DriveViews
+from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
+from .drive_edit import DriveEditViews
 from .heartbeat import Background
+from .load import LoadCounter
 from .mail import MailViews
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token
 
@@ -59,12 +65,36 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 
 # Endpoints that must not touch sessions: the balancer probes /healthz once a
 # second and should neither read the store for a session nor get cookies.
 _SESSIONLESS = frozenset({"healthz"})
+# Endpoints whose body limit depends on the user (the drive's quota): set
+# before the CSRF check reads the body.
+_BODY_LIMITS = {"drive_upload": "upload_limit"}
 
 
 class Request(BaseRequest):
     """A werkzeug request that carries its session."""
 
     session: Session
+    quota_free: int | None = None  # bytes of quota left, when an upload's body was capped by it
+
+    def make_form_data_parser(self) -> FormDataParser:
+        # Not silent: a malformed multipart body is a 400, not an empty form.
+        return self.form_data_parser_class(
+            stream_factory=self._get_file_stream, max_form_memory_size=self.max_form_memory_size,
+            max_content_length=self.max_content_length, max_form_parts=self.max_form_parts,
+            cls=self.parameter_storage_class, silent=False)
+
+    def form_field(self, name: str) -> str | None:
+        """A field of the (lazily parsed) form; a broken or too large body becomes its HTTP error."""
+        try:
+            return self.form.get(name)
+        except RequestEntityTooLarge:
+            if self.quota_free is not None:
+                raise RequestEntityTooLarge(
+                    f"That upload is larger than what is left of your quota "
+                    f"({self.quota_free:,} bytes).") from None
+            raise
+        except ValueError:
+            raise BadRequest("The form data is malformed.") from None
 
 
 def store_error_to_http(exc: RaftKVError) -> HTTPException:
@@ -91,23 +121,7 @@ def format_time(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
 
 
-class LoadCounter:
-    """Requests in flight in this process, reported by /healthz for the balancer."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            self.value += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self.value -= 1
-
-
-class Portal(AuthViews, DriveViews, MailViews, AdminViews):
+class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, AdminViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -118,28 +132,50 @@ class Portal(AuthViews, DriveViews, MailViews, AdminViews):
         self._client_lock = threading.Lock()
         self.sessions = SessionStore(self.client, ttl=config.session_ttl,
                                      secure=config.cookie_secure)
-        self.load = LoadCounter()
+        self.load = LoadCounter(config.load_dir)
+        self.listings = ListingCache(config.listing_cache)
         self.background = Background(self, interval=config.heartbeat_interval)
         self.jinja = Environment(loader=PackageLoader("portal", "templates"),
                                  autoescape=select_autoescape(default=True))
         self.jinja.filters["datetime"] = format_time
+        self.jinja.globals["folder_url"] = folder_url
         self._wsgi = SharedDataMiddleware(self.wsgi_app, {"/static": STATIC_DIR})
+        post, get_post = ["POST"], ["GET", "POST"]
         self.url_map = Map([
             Rule("/", endpoint="index"),
-            Rule("/signup", endpoint="signup", methods=["GET", "POST"]),
-            Rule("/login", endpoint="login", methods=["GET", "POST"]),
-            Rule("/logout", endpoint="logout", methods=["POST"]),
-            Rule("/password", endpoint="password", methods=["GET", "POST"]),
+            Rule("/signup", endpoint="signup", methods=get_post),
+            Rule("/login", endpoint="login", methods=get_post),
+            Rule("/logout", endpoint="logout", methods=post),
+            Rule("/password", endpoint="password", methods=get_post),
             Rule("/drive", endpoint="drive"),
-            Rule("/drive/upload", endpoint="drive_upload", methods=["POST"]),
-            Rule("/drive/<file_id>", endpoint="drive_download"),
-            Rule("/drive/<file_id>/delete", endpoint="drive_delete", methods=["POST"]),
+            Rule("/drive/upload", endpoint="drive_upload", methods=post),
+            Rule("/drive/mkdir", endpoint="drive_mkdir", methods=post),
+            Rule("/drive/d/<folder:folder_id>", endpoint="drive_folder"),
+            Rule("/drive/d/<folder:folder_id>/zip", endpoint="drive_zip"),
+            Rule("/drive/d/<folder:folder_id>/rename", endpoint="drive_folder_rename",
+                 methods=post),
+            Rule("/drive/d/<folder:folder_id>/move", endpoint="drive_folder_move",
+                 methods=get_post),
+            Rule("/drive/d/<folder:folder_id>/delete", endpoint="drive_folder_delete",
+                 methods=post),
+            Rule("/drive/<file:file_id>", endpoint="drive_download"),
+            Rule("/drive/<file:file_id>/rename", endpoint="drive_file_rename", methods=post),
+            Rule("/drive/<file:file_id>/move", endpoint="drive_file_move", methods=get_post),
+            Rule("/drive/<file:file_id>/delete", endpoint="drive_file_delete", methods=post),
             Rule("/mail", endpoint="mail"),
+            Rule("/mail/compose", endpoint="mail_compose", methods=get_post),
             Rule("/mail/<msg_id>", endpoint="mail_message"),
-            Rule("/mail/<msg_id>/delete", endpoint="mail_delete", methods=["POST"]),
+            Rule("/mail/<msg_id>/reply", endpoint="mail_reply"),
+            Rule("/mail/<msg_id>/forward", endpoint="mail_forward"),
+            Rule("/mail/<msg_id>/part/<int:index>", endpoint="mail_part"),
+            Rule("/mail/<msg_id>/delete", endpoint="mail_delete", methods=post),
             Rule("/admin", endpoint="admin"),
+            Rule("/admin/data", endpoint="admin_data"),
+            Rule("/admin/nodes/<name>/<any(disable, restart):action>", endpoint="admin_node",
+                 methods=post),
             Rule("/healthz", endpoint="healthz"),
-        ], strict_slashes=True)
+        ], strict_slashes=True, converters={"file": FileIdConverter,
+                                            "folder": FolderIdConverter})
 
     def client(self) -> Client:
         """This process's store client, made on first use.
@@ -200,14 +236,18 @@ class Portal(AuthViews, DriveViews, MailViews, AdminViews):
             if endpoint in _SESSIONLESS:
                 return getattr(self, f"on_{endpoint}")(request, **values)
             cookie = request.cookies.get(COOKIE)
+            if request.method == "POST" and endpoint in _BODY_LIMITS:
+                request.session = self.sessions.load(cookie)
+                getattr(self, _BODY_LIMITS[endpoint])(request)
             # CSRF first: it needs only the cookie, so a forged POST costs no store read.
             if request.method == "POST" and not check_csrf(
-                    self.config.secret, cookie or "", request.form.get("csrf")):
+                    self.config.secret, cookie or "", request.form_field("csrf")):
                 # Keep the sid: a forged POST must not log the victim out.
                 request.session = self.sessions.unchecked(cookie)
                 raise Forbidden("This form has expired or did not come from this site. "
                                 "Go back, reload the page and try again.")
-            request.session = self.sessions.load(cookie)
+            if not hasattr(request, "session"):
+                request.session = self.sessions.load(cookie)
             response = getattr(self, f"on_{endpoint}")(request, **values)
         except HTTPException as exc:
             if exc.response is not None or (exc.code or 500) < 400:
@@ -247,7 +287,15 @@ class Portal(AuthViews, DriveViews, MailViews, AdminViews):
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
-        return self._wsgi(environ, start_response)
+        app_iter = self._wsgi(environ, start_response)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            # Our views drop the body of a HEAD answer themselves; the static
+            # files' middleware does not, and a server need not either.
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+            return []
+        return app_iter
 
     # -- pages of no particular feature -------------------------------------------
 
@@ -255,8 +303,10 @@ class Portal(AuthViews, DriveViews, MailViews, AdminViews):
         return self.render(request, "index.html")
 
     def on_healthz(self, request: Request) -> Response:
+        # The load of every worker of this frontend, not just the one answering.
+        workers = self.load.workers()
         body: dict[str, Any] = {"status": "ok", "frontend": self.config.frontend,
-                                "load": self.load.value}
+                                "load": sum(workers.values()), "workers": len(workers)}
         status, headers = 200, {}
         try:
             self.client().get(HEALTH_ROW, HEALTH_COL)

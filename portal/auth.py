@@ -1,8 +1,15 @@
-"""Account pages: signup, login, logout, change password; and the login_required guard."""
+"""Account pages: signup, login, logout, change password; and the login_required guard.
+
+Failed logins are counted in the store (:mod:`shards.model.ratelimit`), per
+account and per client address, so the limits hold however many frontends an
+attacker spreads the guesses over.  The address is the TCP peer: the balancer
+redirects rather than proxies, so no forwarded-for header is ever trusted.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -10,7 +17,7 @@ from urllib.parse import quote
 from werkzeug.exceptions import Forbidden
 from werkzeug.utils import redirect
 
-from shards.model import accounts
+from shards.model import accounts, ratelimit
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -83,10 +90,25 @@ class AuthViews:
             return self.render(request, "login.html", next=next_url)
         name = request.form.get("username", "").strip().lower()
         client = self.client()
+        config = self.config
+        limits = [(ratelimit.address_key(request.remote_addr or "?"), config.login_limit_address)]
+        if accounts.valid_username(name):
+            limits.append((ratelimit.account_key(name), config.login_limit_account))
+        wait = max(ratelimit.blocked_for(client, key, limit=limit, window=config.login_window)
+                   for key, limit in limits)
+        if wait > 0:
+            response = self.render(
+                request, "login.html", status=429, next=next_url, username=name,
+                error=f"Too many failed log-ins. Try again in {math.ceil(wait / 60)} minute(s).")
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
         if not accounts.verify_password(client, name, request.form.get("password", "")):
+            for key, _ in limits:
+                ratelimit.record_failure(client, key, window=config.login_window)
             # One message for unknown names and wrong passwords: no probing for accounts.
             return self.render(request, "login.html", status=403, next=next_url, username=name,
                                error="Wrong user name or password.")
+        ratelimit.reset(client, ratelimit.account_key(name))
         request.session = self.sessions.login(request.session, name,
                                               admin=accounts.is_admin(client, name))
         return redirect(next_url, 303)

@@ -1,54 +1,68 @@
-"""The drive: list, upload (streamed into the store), download (streamed out), delete.
+"""The drive's pages: folder listings, upload (streamed in), download (streamed out), zip.
 
-Layout; the ``{user}`` hash tag keeps all of a user's rows on one shard::
-
-    {<user>}/drive          "f:<file_id>"  msgpack {name, size, ctype, created, parent}
-    {<user>}/file:<file_id> "data"         the bytes (the store turns big values into blobs)
-
-A file's id is random and never reused, so a listing row and its content can
-be written in two steps without a window where a name points at someone
-else's bytes: content first, then the listing cell (CPUT on "absent").
-Renames and moves (later) change only the listing cell.  The URL names the id
-within the logged-in user's rows, so another user's id is simply not found.
+The data model is :mod:`shards.model.drive` (one row of names per user, a row
+per file's bytes); renames, moves and deletes are in :mod:`.drive_edit`.
+Every URL names an id *within the logged-in user's rows*, so another user's
+id is simply not found.  Uploads are spooled to disk by werkzeug and streamed
+into the store in chunks; downloads stream chunk by chunk out of it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import mimetypes
 import re
-import secrets
 import time
+import zipfile
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.routing import BaseConverter
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from raftkv.errors import RaftKVError, Timeout
+from shards.model import drive
+from shards.model.drive import ROOT
 
 from .auth import current_user, login_required
 from .filenames import BadFileName, check_filename, content_disposition
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from werkzeug.datastructures import FileStorage
+
+    from shards import Client
 
     from .app import Portal, Request
 
-DATA_COL = "data"
-_FILE_ID_RE = re.compile(r"[0-9a-f]{24}")
+# The drive page runs one script of ours (the upload progress bar) and sends
+# the upload back to us; nothing else is allowed.
+DRIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+             "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+FORM_OVERHEAD = 64 * 1024  # multipart headers and small fields around an upload's bytes
 # type/subtype tokens only (RFC 9110 §8.3.1); anything fancier is served as bytes.
 _CTYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
+_SORTS = {"name": lambda i: (i.name.casefold(), i.name),
+          "size": lambda i: (i.size, i.name.casefold()),
+          "date": lambda i: (i.modified, i.name.casefold())}
+# What each refusal of the model means in HTTP.
+_STATUS = {drive.NoSuchItem: 404, drive.NameTaken: 409, drive.QuotaExceeded: 413,
+           drive.BadName: 400, drive.BadMove: 400, drive.TooDeep: 400}
 
 
-def drive_row(user: str) -> str:
-    return f"{{{user}}}/drive"
+class FileIdConverter(BaseConverter):
+    """A file id in a URL: 24 hex digits, so nothing else reaches a lookup."""
+
+    regex = "[0-9a-f]{24}"
 
 
-def file_row(user: str, file_id: str) -> str:
-    return f"{{{user}}}/file:{file_id}"
+class FolderIdConverter(BaseConverter):
+    """A folder id in a URL: like a file id, or ``root``."""
+
+    regex = "root|[0-9a-f]{24}"
+
+
+def folder_url(folder_id: str) -> str:
+    return "/drive" if folder_id == ROOT else f"/drive/d/{folder_id}"
 
 
 def safe_ctype(mimetype: str | None) -> str:
@@ -56,6 +70,25 @@ def safe_ctype(mimetype: str | None) -> str:
     if mimetype and _CTYPE_RE.fullmatch(mimetype):
         return mimetype.lower()
     return "application/octet-stream"
+
+
+def download_type(item: drive.Item) -> str:
+    """The type to serve a file as: as uploaded, else guessed from its name."""
+    if item.ctype != "application/octet-stream":
+        return item.ctype
+    guessed, encoding = mimetypes.guess_type(item.name, strict=False)
+    return guessed if guessed and not encoding else "application/octet-stream"
+
+
+def status_of(exc: drive.DriveError) -> int:
+    return _STATUS.get(type(exc), 400)
+
+
+def sorted_items(items: Iterable[drive.Item], sort: str, order: str) -> list[drive.Item]:
+    """Folders first, then files, each group by ``sort`` ("name", "size", "date")."""
+    key = _SORTS.get(sort, _SORTS["name"])
+    ordered = sorted(items, key=key, reverse=order == "desc")
+    return [i for i in ordered if i.is_folder] + [i for i in ordered if not i.is_folder]
 
 
 def _size_of(upload: FileStorage) -> int:
@@ -69,87 +102,185 @@ def _size_of(upload: FileStorage) -> int:
 class DriveViews:
     """Mixin of :class:`portal.app.Portal`: the drive pages."""
 
+    def upload_limit(self: Portal, request: Request) -> None:
+        """Before an upload's body is read: cap it at what the user's quota still allows.
+
+        Called by the dispatcher before the CSRF check parses the form, so a
+        body announced too large is refused without reading it, and a chunked
+        one is cut off as soon as it passes the limit.
+        """
+        if request.session.user is None:
+            return
+        free = max(0, self.config.quota - drive.usage(self.client(), request.session.user))
+        request.quota_free = free
+        request.max_content_length = min(self.config.max_upload, free + FORM_OVERHEAD)
+
+    def folder_page(self: Portal, request: Request, folder_id: str, *, status: int = 200,
+                    error: str | None = None) -> Response:
+        """The listing of one folder, with an error above it when an action failed."""
+        user = current_user(request)
+        client = self.client()
+        try:
+            crumbs = drive.folder_path(client, user, folder_id)
+        except drive.NoSuchItem as exc:
+            raise NotFound(str(exc)) from None
+        listing = self.listings.listing(client, user, folder_id)
+        sort = request.args.get("sort", "name")
+        sort = sort if sort in _SORTS else "name"
+        order = "desc" if request.args.get("order") == "desc" else "asc"
+        used = drive.usage(client, user)
+        response = self.render(
+            request, "drive.html", status=status, error=error, folder=crumbs[-1], crumbs=crumbs,
+            items=sorted_items(listing.items, sort, order), sort=sort, order=order,
+            used=used, quota=self.config.quota, free=max(0, self.config.quota - used))
+        response.headers["Content-Security-Policy"] = DRIVE_CSP
+        return response
+
+    def drive_refusal(self: Portal, request: Request, folder_id: str,
+                      exc: drive.DriveError, note: str = "") -> Response:
+        """Show why a change was refused, on the folder it was asked from."""
+        if isinstance(exc, drive.NoSuchItem) and folder_id != ROOT:
+            try:
+                drive.folder_path(self.client(), current_user(request), folder_id)
+            except drive.NoSuchItem:
+                raise NotFound(str(exc)) from None
+        return self.folder_page(request, folder_id, status=status_of(exc),
+                                error=f"{exc}{note}")
+
     @login_required
     def on_drive(self: Portal, request: Request) -> Response:
+        return self.folder_page(request, ROOT)
+
+    @login_required
+    def on_drive_folder(self: Portal, request: Request, folder_id: str) -> Response:
+        return self.folder_page(request, folder_id)
+
+    @login_required
+    def on_drive_mkdir(self: Portal, request: Request) -> Response:
         user = current_user(request)
-        files = []
-        for column, cell in self.client().get_row(drive_row(user), prefix="f:").items():
-            meta = msgpack.unpackb(cell.value, raw=False)
-            files.append({**meta, "id": column[2:]})
-        files.sort(key=lambda f: (f["name"].casefold(), f["created"]))
-        return self.render(request, "drive.html", files=files)
+        parent = self.form_folder(request)
+        try:
+            name = check_filename(request.form.get("name", ""))
+            drive.create_folder(self.client(), user, parent, name)
+        except BadFileName as exc:
+            return self.drive_refusal(request, parent, drive.BadName(
+                f"That folder name cannot be used: {exc}."))
+        except drive.DriveError as exc:
+            return self.drive_refusal(request, parent, exc)
+        return redirect(folder_url(parent), 303)
+
+    def form_folder(self: Portal, request: Request) -> str:
+        """The folder a form acts in (a hidden field); only the shape is checked here."""
+        folder_id = request.form.get("folder", ROOT)
+        if folder_id != ROOT and not drive.is_id(folder_id):
+            raise NotFound("There is no such folder in your drive.")
+        return folder_id
 
     @login_required
     def on_drive_upload(self: Portal, request: Request) -> Response:
         user = current_user(request)
+        folder_id = self.form_folder(request)
         uploads = [u for u in request.files.getlist("file") if u.filename]
         if not uploads:
             raise BadRequest("Choose a file to upload.")
         try:
             names = [check_filename(u.filename or "") for u in uploads]
         except BadFileName as exc:
-            raise BadRequest(f"That file name cannot be used: {exc}.") from None
+            return self.drive_refusal(request, folder_id, drive.BadName(
+                f"That file name cannot be used: {exc}."))
+        stored = []
         for upload, name in zip(uploads, names, strict=True):
-            self._store_file(user, upload, name)
-        return redirect("/drive", 303)
-
-    def _store_file(self: Portal, user: str, upload: FileStorage, name: str) -> str:
-        client = self.client()
-        file_id = secrets.token_hex(12)
-        size = _size_of(upload)
-        # put_stream reads the spooled upload in chunks: the file is never
-        # held whole in memory, here or in the store client.
-        client.put_stream(file_row(user, file_id), DATA_COL, upload.stream)
-        meta: dict[str, Any] = {"name": name, "size": size, "ctype": safe_ctype(upload.mimetype),
-                                "created": time.time(), "parent": ""}
-        try:
-            client.cput(drive_row(user), f"f:{file_id}", msgpack.packb(meta), if_version=0)
-        except RaftKVError as exc:
-            # After a timeout the listing cell may exist after all: keep the
-            # bytes it would point to.  Otherwise drop the unreachable content.
-            if not isinstance(exc, Timeout):
-                with contextlib.suppress(RaftKVError):
-                    client.delete(file_row(user, file_id), DATA_COL)
-            raise
-        return file_id
-
-    def _file_meta(self: Portal, user: str, file_id: str) -> dict[str, Any]:
-        if not _FILE_ID_RE.fullmatch(file_id):
-            raise NotFound("There is no such file in your drive.")
-        cell = self.client().get(drive_row(user), f"f:{file_id}")
-        if cell is None:
-            raise NotFound("There is no such file in your drive.")
-        meta: dict[str, Any] = msgpack.unpackb(cell.value, raw=False)
-        return meta
+            try:
+                drive.store_file(self.client(), user, folder_id, name, upload.stream,
+                                 size=_size_of(upload), ctype=safe_ctype(upload.mimetype),
+                                 quota=self.config.quota)
+            except drive.DriveError as exc:
+                done = f" ({', '.join(stored)} uploaded.)" if stored else ""
+                return self.drive_refusal(request, folder_id, exc, done)
+            stored.append(name)
+        return redirect(folder_url(folder_id), 303)
 
     @login_required
     def on_drive_download(self: Portal, request: Request, file_id: str) -> Response:
         user = current_user(request)
-        meta = self._file_meta(user, file_id)
-        headers = {"Content-Disposition": content_disposition(meta["name"]),
-                   "Cache-Control": "private, no-cache"}
+        try:
+            if request.method == "HEAD":  # the index knows the size: no need to open the bytes
+                item = drive.get_file(self.client(), user, file_id)
+                if item is None:
+                    raise drive.NoSuchItem("There is no such file in your drive.")
+                size, chunks = item.size, None
+            else:
+                item, size, chunks = drive.open_file(self.client(), user, file_id)
+        except drive.NoSuchItem as exc:
+            raise NotFound(str(exc)) from None
         # Always "attachment": a user's HTML file must never render on our origin.
-        response = Response(mimetype=meta["ctype"], headers=headers, direct_passthrough=True)
-        if request.method == "HEAD":  # the listing knows the size: no need to open the data
-            response.content_length = meta["size"]
-            return response
-        found = self.client().get_stream(file_row(user, file_id), DATA_COL)
-        if found is None:
-            raise NotFound("The file's contents are missing; it may have just been deleted.")
-        response.content_length, chunks = found
-        response.response = _closing(chunks)
+        response = Response(mimetype=download_type(item), direct_passthrough=True, headers={
+            "Content-Disposition": content_disposition(item.name),
+            "Cache-Control": "private, no-cache"})
+        response.content_length = size
+        if chunks is not None:
+            response.response = _closing(chunks)
         return response
 
     @login_required
-    def on_drive_delete(self: Portal, request: Request, file_id: str) -> Response:
+    def on_drive_zip(self: Portal, request: Request, folder_id: str) -> Response:
+        """A folder and everything below it as one .zip, built while it is sent.
+
+        Its length is unknown until the end, so it goes out chunked.
+        """
         user = current_user(request)
-        self._file_meta(user, file_id)
-        client = self.client()
-        # Listing cell first: once it is gone the file is gone for the user,
-        # and a crash before the second delete leaves only unreachable bytes.
-        client.delete(drive_row(user), f"f:{file_id}")
-        client.delete(file_row(user, file_id), DATA_COL)
-        return redirect("/drive", 303)
+        try:
+            crumbs = drive.folder_path(self.client(), user, folder_id)
+        except drive.NoSuchItem as exc:
+            raise NotFound(str(exc)) from None
+        name = f"{crumbs[-1].name or 'drive'}.zip"
+        response = Response(mimetype="application/zip", direct_passthrough=True, headers={
+            "Content-Disposition": content_disposition(name),
+            "Cache-Control": "private, no-cache"})
+        if request.method != "HEAD":
+            response.response = zip_stream(self.client(), user, folder_id)
+        return response
+
+
+class _Sink:
+    """A write-only, unseekable file for zipfile: what was written since the last take()."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def zip_stream(client: Client, user: str, folder_id: str) -> Iterator[bytes]:
+    """The files below a folder as a stored (uncompressed) ZIP64 archive, chunk by chunk."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+        for path, item in drive.walk_files(client, user, folder_id):
+            try:
+                _, _, chunks = drive.open_file(client, user, item.id)
+            except drive.NoSuchItem:
+                continue  # deleted while we walked
+            stamp = time.gmtime(max(item.modified, 315532800))[:6]  # ZIP dates start in 1980
+            info = zipfile.ZipInfo(path, date_time=stamp)
+            with archive.open(info, "w", force_zip64=True) as member:
+                for chunk in _closing(chunks):
+                    member.write(chunk)
+                    if data := sink.take():
+                        yield data
+            if data := sink.take():
+                yield data
+    if data := sink.take():  # the central directory
+        yield data
 
 
 def _closing(chunks: Iterator[bytes]) -> Iterator[bytes]:

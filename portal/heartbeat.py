@@ -1,4 +1,4 @@
-"""The frontend's background work: registry heartbeat and the first admin account.
+"""The frontend's background work: registry heartbeat, the first admin account, drive clean-up.
 
 Each worker process registers the frontend in the node registry every couple
 of seconds (:class:`shards.model.registry.Heartbeat`), so the admin console
@@ -6,7 +6,9 @@ and the balancer see it, and see it go when it dies.  A second short-lived
 thread creates the first admin account from ``RAFTCLOUD_ADMIN_PASSWORD_FILE``:
 in the background, because the store may still be electing leaders when
 gunicorn boots, and a worker blocked on it would miss its own heartbeat to
-the gunicorn arbiter and be killed.
+the gunicorn arbiter and be killed.  A third thread, started when first
+needed, finishes the clean-up of deleted folder trees too big to finish
+within the request that deleted them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from raftkv.errors import RaftKVError
-from shards.model import accounts, registry
+from shards.model import accounts, drive, registry
 
 if TYPE_CHECKING:
     from .app import Portal
@@ -54,6 +56,8 @@ class Background:
         self._pid = 0
         self._stop = threading.Event()
         self._heartbeat: registry.Heartbeat | None = None
+        self._purges: set[str] = set()
+        self._purger: threading.Thread | None = None
 
     def ensure_running(self) -> None:
         """Start the threads unless they already run in this process (cheap; called per request)."""
@@ -76,7 +80,32 @@ class Background:
 
     def info(self) -> dict[str, Any]:
         """What the registry shows about this frontend, refreshed at each beat."""
-        return {"pid": os.getpid(), "load": self.portal.load.value, "started": self.started}
+        return {"pid": os.getpid(), "load": self.portal.load.total(), "started": self.started}
+
+    def purge_later(self, user: str) -> None:
+        """Finish ``user``'s drive clean-up in this process's background thread."""
+        with self._lock:
+            self._purges.add(user)
+            if self._purger is None or not self._purger.is_alive():
+                self._purger = threading.Thread(target=self._purge, name="portal-drive-purge",
+                                                daemon=True)
+                self._purger.start()
+
+    def _purge(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._purges:
+                    self._purger = None
+                    return
+                user = self._purges.pop()
+            try:
+                drive.purge(self.portal.client(), user)
+            except RaftKVError as exc:
+                log.warning("drive clean-up of %s: %s: %s; retrying", user,
+                            type(exc).__name__, exc)
+                with self._lock:
+                    self._purges.add(user)
+                self._stop.wait(self.interval)
 
     def stop(self) -> None:
         """Stop the threads (tests); a worker's daemon threads simply die with it."""

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import secrets
 import threading
 import time
 
 import pytest
-from werkzeug.datastructures import FileStorage
 from werkzeug.test import Client as HTTPClient
-from werkzeug.test import encode_multipart
 
 import shards
 from portal import PortalConfig, create_app
@@ -21,13 +17,11 @@ from portal.sessions import index_row
 from raftkv.cluster import load_cluster
 from shards.model import accounts, mailbox
 
+from .._portal import ADMIN_PASSWORD, PASSWORD, file_ids, post, signed_up, unique, upload
 from .._procs import wait_for
 from ..cluster import write_cluster_file
 
 pytestmark = pytest.mark.cluster
-
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
@@ -37,44 +31,6 @@ def app(kv_cluster):
     portal = create_app(config, client_factory=kv_cluster.client)
     yield portal
     portal.close()
-
-
-def unique(prefix: str = "u") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
-
-
-def csrf_of(http: HTTPClient, path: str = "/") -> str:
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(path).text)
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
-def post(http: HTTPClient, path: str, data: dict, form_page: str = "/"):
-    return http.post(path, data={"csrf": csrf_of(http, form_page), **data})
-
-
-def signed_up(app, name: str | None = None) -> tuple[HTTPClient, str]:
-    http, name = HTTPClient(app), name or unique()
-    response = post(http, "/signup", {"username": name, "password": PASSWORD,
-                                      "password2": PASSWORD}, "/signup")
-    assert response.status_code == 303, response.text
-    return http, name
-
-
-def upload(http: HTTPClient, name: str, content: bytes, ctype: str = "application/octet-stream",
-           csrf: bool = True):
-    fields = {"file": FileStorage(io.BytesIO(content), filename=name, content_type=ctype)}
-    if csrf:
-        fields["csrf"] = csrf_of(http, "/drive")
-    # Encoded here, in memory: the test client's own encoding spools big bodies
-    # to a temporary file it never closes (a ResourceWarning, an error here).
-    boundary, body = encode_multipart(fields)
-    return http.post("/drive/upload", data=body,
-                     content_type=f"multipart/form-data; boundary={boundary}")
-
-
-def file_ids(http: HTTPClient) -> list[str]:
-    return re.findall(r'href="/drive/([0-9a-f]{24})"', http.get("/drive").text)
 
 
 def test_signup_login_logout(app):

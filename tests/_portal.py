@@ -1,0 +1,87 @@
+"""Helpers for portal tests driven by werkzeug's test client: sign up, forms, uploads."""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+
+from markupsafe import escape
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import Client as HTTPClient
+from werkzeug.test import encode_multipart
+
+ADMIN_PASSWORD = "admin-password-1"  # the shared kv_cluster's admin: the first app to start makes it
+PASSWORD = "correct horse battery"
+_ID = r"[0-9a-f]{24}"
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+def csrf_of(http: HTTPClient, path: str = "/") -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(path).text)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def post(http: HTTPClient, path: str, data: dict, form_page: str = "/"):
+    return http.post(path, data={"csrf": csrf_of(http, form_page), **data})
+
+
+def signed_up(app, name: str | None = None, **client_args) -> tuple[HTTPClient, str]:
+    http, name = HTTPClient(app, **client_args), name or unique()
+    response = post(http, "/signup", {"username": name, "password": PASSWORD,
+                                      "password2": PASSWORD}, "/signup")
+    assert response.status_code == 303, response.text
+    return http, name
+
+
+def logged_in(app, name: str, password: str = PASSWORD, **client_args) -> HTTPClient:
+    http = HTTPClient(app, **client_args)
+    response = post(http, "/login", {"username": name, "password": password})
+    assert response.status_code == 303, response.text
+    return http
+
+
+def folder_page(folder: str) -> str:
+    return "/drive" if folder == "root" else f"/drive/d/{folder}"
+
+
+def upload(http: HTTPClient, name: str, content: bytes, ctype: str = "application/octet-stream",
+           csrf: bool = True, folder: str = "root"):
+    # A quoted-string, as browsers send it: backslash and quote escaped.
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    fields: dict = {"file": FileStorage(io.BytesIO(content), filename=quoted, content_type=ctype),
+                    "folder": folder}
+    if csrf:
+        fields["csrf"] = csrf_of(http, folder_page(folder))
+    # Encoded here, in memory: the test client's own encoding spools big bodies
+    # to a temporary file it never closes (a ResourceWarning, an error here).
+    boundary, body = encode_multipart(fields)
+    return http.post("/drive/upload", data=body,
+                     content_type=f"multipart/form-data; boundary={boundary}")
+
+
+def mkdir(http: HTTPClient, name: str, folder: str = "root"):
+    return post(http, "/drive/mkdir", {"name": name, "folder": folder}, folder_page(folder))
+
+
+def entries(http: HTTPClient, folder: str = "root") -> dict[str, str]:
+    """Name (as escaped in the page) -> id of a folder's entries ("d:<id>" for folders)."""
+    page = http.get(folder_page(folder)).text
+    found = {}
+    for href, name in re.findall(rf'<a href="(/drive/(?:d/)?{_ID})"[^>]*>([^<]*)</a>', page):
+        found[name] = ("d:" if "/d/" in href else "") + href.rsplit("/", 1)[1]
+    return found
+
+
+def file_ids(http: HTTPClient, folder: str = "root") -> list[str]:
+    return [v for v in entries(http, folder).values() if not v.startswith("d:")]
+
+
+def new_folder(http: HTTPClient, name: str, folder: str = "root") -> str:
+    """Create a folder and return its id."""
+    assert mkdir(http, name, folder).status_code == 303
+    return entries(http, folder)[str(escape(name))][2:]

@@ -1,0 +1,115 @@
+"""Portal parts that need no cluster: login counters, the shared load, the data browser's
+display of values, the supervisor token, drive sorting and content types."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import msgpack
+import pytest
+
+from deploy.launcher import control_token as launcher_token
+from portal.admin import page_before, show_value
+from portal.drive import download_type, sorted_items
+from portal.load import LoadCounter
+from shards.control import control_token
+from shards.model import ratelimit
+from shards.model.drive import FILE, FOLDER, Item
+
+from .._memstore import MemClient
+
+
+def test_login_failures_block_within_the_window_and_expire():
+    client = MemClient()
+    key = ratelimit.account_key("alice")
+    for i in range(3):
+        assert ratelimit.blocked_for(client, key, limit=3, window=60, now=1000 + i) == 0
+        assert ratelimit.record_failure(client, key, window=60, now=1000 + i) == i + 1
+    assert ratelimit.blocked_for(client, key, limit=3, window=60, now=1010) == 50
+    assert ratelimit.blocked_for(client, key, limit=3, window=60, now=1060) == 0
+    assert ratelimit.record_failure(client, key, window=60, now=1061) == 1  # a new window
+    ratelimit.reset(client, key)
+    assert ratelimit.blocked_for(client, key, limit=1, window=60, now=1062) == 0
+
+
+def test_addresses_are_counted_per_host_or_per_ipv6_slash_64():
+    assert ratelimit.address_key("192.0.2.7")[0] == "login-addr/192.0.2.7"
+    assert ratelimit.address_key("::ffff:192.0.2.7")[0] == "login-addr/192.0.2.7"
+    assert (ratelimit.address_key("2001:db8:1:2::5")[0]
+            == ratelimit.address_key("2001:db8:1:2:ffff::1")[0] == "login-addr/2001:db8:1:2::/64")
+    assert ratelimit.account_key("bob")[0] == "{bob}/login"  # on bob's shard
+
+
+def test_the_supervisor_token_is_the_launchers():
+    assert control_token(b"s" * 32) == launcher_token(b"s" * 32)
+    assert control_token(b"s" * 32) != control_token(b"t" * 32)
+
+
+def test_load_is_summed_over_the_live_workers_of_a_frontend(tmp_path):
+    counter = LoadCounter(str(tmp_path))
+    sibling = os.getppid()  # a live process standing in for another worker
+    (tmp_path / str(sibling)).write_bytes(struct.pack("<q", 3))
+    dead = tmp_path / "999999999"
+    dead.write_bytes(struct.pack("<q", 50))
+    (tmp_path / "junk").write_bytes(b"x")
+    counter.enter()
+    counter.enter()
+    counter.leave()
+    assert counter.workers() == {os.getpid(): 1, sibling: 3}
+    assert counter.total() == 4
+    assert not dead.exists()  # a dead worker's count is dropped
+    assert struct.unpack("<q", (tmp_path / str(os.getpid())).read_bytes()) == (1,)
+
+
+def test_without_a_shared_directory_the_load_is_this_process():
+    counter = LoadCounter(None)
+    counter.enter()
+    assert counter.workers() == {os.getpid(): 1} and counter.total() == 1
+
+
+@pytest.mark.parametrize("value, kind, shown", [
+    (b"hello <b>", "text", "hello <b>"),
+    (b"\x00\x01\xff" * 40, "hex", "00 01 ff 00"),
+    (msgpack.packb({"n": "a.txt", "size": 3}), "msgpack", "{'n': 'a.txt', 'size': 3}"),
+    (msgpack.packb({"v": 1, "size": 5_000_000, "chunks": [b"x" * 32] * 5}), "blob",
+     "large value: 5,000,000 bytes in 5 chunk(s)"),
+    (b"x" * 5000, "text", "… (5,000 bytes)"),
+])
+def test_the_data_browser_shows_values_safely_and_briefly(value, kind, shown):
+    result = show_value(value)
+    assert result["kind"] == kind and shown in result["text"]
+    assert len(result["text"]) < 400 and result["size"] == len(value)
+
+
+def test_the_previous_page_is_found_by_scanning_forward():
+    client = MemClient()
+    rows = [f"{{pager}}/r{i:02}" for i in range(25)]
+    for row in rows:
+        client.put(row, "c", b"v")
+    shard = client.shard_of(rows[0])
+    assert page_before(client, shard, rows[0]) == ""      # the first page
+    assert page_before(client, shard, rows[10]) == ""     # ten before: the first page too
+    assert page_before(client, shard, rows[20]) == rows[9]  # "after r09" shows r10..r19
+    assert page_before(client, shard, "") is None
+
+
+def _item(name: str, kind: str = FILE, size: int = 0, modified: float = 0.0) -> Item:
+    return Item(id=name, kind=kind, name=name, parent="root", size=size, modified=modified)
+
+
+def test_folders_come_first_whatever_the_order():
+    items = [_item("b", size=1, modified=3), _item("A", size=9, modified=1),
+             _item("z", FOLDER, modified=2), _item("c", FOLDER, modified=0)]
+    assert [i.name for i in sorted_items(items, "name", "asc")] == ["c", "z", "A", "b"]
+    assert [i.name for i in sorted_items(items, "name", "desc")] == ["z", "c", "b", "A"]
+    assert [i.name for i in sorted_items(items, "size", "desc")] == ["z", "c", "A", "b"]
+    assert [i.name for i in sorted_items(items, "date", "asc")] == ["c", "z", "A", "b"]
+    assert [i.name for i in sorted_items(items, "bogus", "asc")] == ["c", "z", "A", "b"]
+
+
+def test_download_types_come_from_the_upload_or_the_name():
+    assert download_type(Item("1", FILE, "x.bin", "root", ctype="image/png")) == "image/png"
+    assert download_type(Item("1", FILE, "notes.txt", "root")) == "text/plain"
+    assert download_type(Item("1", FILE, "a.tar.gz", "root")) == "application/octet-stream"
+    assert download_type(Item("1", FILE, "noext", "root")) == "application/octet-stream"
