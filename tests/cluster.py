@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import shards
@@ -100,3 +101,18 @@ class KVCluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()}" for n, p in self.procs.items())
+
+
+@contextmanager
+def running(cluster: KVCluster) -> Iterator[KVCluster]:
+    """Start ``cluster``, wait for its leaders, and stop it at the end; logs on failure."""
+    try:
+        cluster.start()
+        for group in cluster.cluster.groups:
+            cluster.leader(group.id)
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import KVCluster
+from .cluster import KVCluster, running
 
 
 @pytest.fixture(scope="session")
@@ -16,25 +16,12 @@ def kv_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KVCluster]:
 
     Tests that crash replicas must use ``fresh_cluster`` instead.
     """
-    cluster = KVCluster(Path(tmp_path_factory.mktemp("kv")))
-    cluster.start()
-    try:
-        cluster.leader()
+    with running(KVCluster(Path(tmp_path_factory.mktemp("kv")))) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[KVCluster]:
     """A 3-replica group of the test's own, to crash and restart at will."""
-    cluster = KVCluster(tmp_path / "kv")
-    cluster.start()
-    try:
-        cluster.leader()
+    with running(KVCluster(tmp_path / "kv")) as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()

@@ -18,7 +18,7 @@ from raftkv.errors import UnavailableError
 from raftkv.node import LEADER_FALLBACK
 
 from .._procs import wait_for
-from ..cluster import KVCluster
+from ..cluster import KVCluster, running
 from ..faults import Workload
 from ..netns import NetnsLab
 
@@ -75,16 +75,10 @@ def lab_cluster(tmp_path: Path):
         pytest.skip("network namespaces are refused here")
     lab = NetnsLab(3)
     lab.up()
-    cluster = KVCluster(tmp_path / "kv", lab=lab)
     try:
-        cluster.start()
-        cluster.leader()
-        yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
+        with running(KVCluster(tmp_path / "kv", lab=lab)) as cluster:
+            yield cluster
     finally:
-        cluster.stop()
         lab.down()
 
 

@@ -14,7 +14,7 @@ from raftkv import errors, protocol
 from raftkv.cluster import split_addr
 
 from .._procs import wait_for
-from ..cluster import KVCluster
+from ..cluster import KVCluster, running
 
 pytestmark = pytest.mark.cluster
 
@@ -128,16 +128,8 @@ def test_requests_above_the_entry_cap_are_refused_and_batches_stay_under_it(kv_c
 @pytest.fixture
 def compacting_cluster(tmp_path):
     """A group that takes a snapshot every 50 entries (and trims its journal)."""
-    cluster = KVCluster(tmp_path / "kv", extra="\n[raft]\nsnapshot_entries = 50\n")
-    cluster.start()
-    try:
-        cluster.leader()
+    with running(KVCluster(tmp_path / "kv", extra="\n[raft]\nsnapshot_entries = 50\n")) as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()
 
 
 def test_a_follower_behind_the_leaders_snapshot_catches_up_from_it(compacting_cluster) -> None:
