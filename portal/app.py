@@ -95,6 +95,12 @@ class Request(BaseRequest):
             raise
         except ValueError:
             raise BadRequest("The form data is malformed.") from None
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each server has its own errors for this
+            # The server could not read the body: a broken chunk, a client gone.
+            log.warning("unreadable request body: %r", exc)
+            raise BadRequest("The request body could not be read.") from None
 
 
 def store_error_to_http(exc: RaftKVError) -> HTTPException:
