@@ -147,6 +147,7 @@ class AdminViews:
             for replica in group.replicas:
                 status = statuses.get(replica.name, {})
                 replicas.append({
+                    "role": None, "term": None, "commit_index": None, "applied_index": None,
                     **status, "name": replica.name, "group": group.id, "addr": replica.client,
                     "host": replica.host, "state": _replica_state(status, processes.get(replica.name)),
                     "controllable": replica.host in self.config.cluster.control})
