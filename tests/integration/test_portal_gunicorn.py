@@ -7,6 +7,7 @@ werkzeug make of chunked bodies, broken chunks and bodies announced too big.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -206,6 +208,11 @@ def test_a_chunked_upload_on_a_raw_socket(frontend, browser):
     [file_id] = re.findall(r'href="/drive/([0-9a-f]{24})">raw.bin<', browser.page("/drive"))
     download = browser.request("GET", f"/drive/{file_id}")
     assert download.read() == content
+    # A download of unknown length (a folder as a zip, built while sent) goes out chunked.
+    archive = browser.request("GET", "/drive/d/root/zip")
+    assert archive.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in archive.headers
+    assert zipfile.ZipFile(io.BytesIO(archive.read())).read("raw.bin") == content
 
     broken = raw_exchange(frontend, request + b"zz\r\nnot hex\r\n0\r\n\r\n")
     assert broken.startswith(b"HTTP/1.1 400") and b"could not be read" in broken
