@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import struct
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -18,6 +19,9 @@ from .cluster import split_addr
 from .errors import ProtocolError, UnavailableError
 
 CONNECT_TIMEOUT = 2.0
+# A send that makes no progress for this long fails the connection (a paused or
+# wedged replica), instead of blocking its sender forever.
+SEND_STALL_TIMEOUT = 10.0
 
 
 class Connection:
@@ -32,6 +36,9 @@ class Connection:
             raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            seconds = int(SEND_STALL_TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", seconds, int((SEND_STALL_TIMEOUT - seconds) * 1e6)))
             protocol.client_handshake(sock, secret)
         except (OSError, ProtocolError) as exc:
             sock.close()
@@ -46,18 +53,25 @@ class Connection:
         self._reader = threading.Thread(target=self._read_loop, name=f"raftkv-{addr}", daemon=True)
         self._reader.start()
 
-    def send(self, request: dict[str, Any]) -> Future[dict[str, Any]]:
-        """Send a request; the future resolves to the whole answer frame."""
+    def send(self, request: dict[str, Any], payload: bytes | None = None) -> Future[dict[str, Any]]:
+        """Send a request; the future resolves to the whole answer frame.
+
+        :param payload: large bytes sent where ``request`` holds
+            :data:`raftkv.protocol.PAYLOAD`, without being copied.
+        """
         future: Future[dict[str, Any]] = Future()
         frame_id = next(self._ids)
-        frame = protocol.encode({**request, "id": frame_id})
+        request = {**request, "id": frame_id}
+        parts = (protocol.encode(request),) if payload is None else \
+            protocol.encode_parts(request, payload)
         with self._lock:
             if self.closed:
                 raise UnavailableError(f"connection to {self.addr} is closed")
             self._waiting[frame_id] = future
         try:
             with self._send_lock:
-                self._sock.sendall(frame)
+                for part in parts:
+                    self._sock.sendall(part)
         except OSError as exc:
             self._fail_all(exc)
         return future
