@@ -53,6 +53,15 @@ class OutcomeUnknown(Timeout):
     """
 
 
+class UploadExpired(UnavailableError):
+    """A large value's upload intent ran out before its cell was written: upload it again.
+
+    The intent is what keeps the garbage collector away from the chunks of an
+    upload in progress; a client renews it while it works, so this happens only
+    to an uploader that stalled (or was cut off) for longer than its lease.
+    """
+
+
 class WrongShard(RaftKVError):
     """The replica does not own the row's shard in its current configuration."""
 
@@ -99,7 +108,7 @@ class AuthenticationFailed(ProtocolError):
 _BY_NAME: dict[str, type[RaftKVError]] = {
     cls.__name__: cls
     for cls in (RaftKVError, ConfigError, UnavailableError, NoLeader, NotLeader, Timeout,
-                OutcomeUnknown, WrongShard, KeyNotFound, ConditionFailed, TooLarge,
+                OutcomeUnknown, UploadExpired, WrongShard, KeyNotFound, ConditionFailed, TooLarge,
                 ProtocolError, AuthenticationFailed)
 }
 

@@ -11,6 +11,15 @@ blob manifest when ``is_blob`` (the chunks live beside Raft, see
 the cell's version to the counter's next value, so a cell's versions grow
 strictly through deletes, re-creates and (later) shard moves.
 
+Upload intents (DESIGN.md section 3, "Large values"): before a client sends a
+blob's chunks it registers their names under an upload id (``intent``); the
+intent lives until a lease runs out (``expire_intents``, issued by the leader)
+or until the cell that references the chunks is written with ``upload=<id>``,
+which removes the intent in the same step.  The garbage collector treats the
+chunks of cells and of live intents as live.  Times (``now``) are put into
+these commands by the leader's server before they enter the log; the store
+only keeps the largest time it has seen, so leases never run backwards.
+
 Commands and results are plain dicts (they arrive as msgpack maps).  A mutating
 command carries ``cid`` (client id), ``seq`` (its sequence number) and ``ack``
 (every ``seq <= ack`` of that client has been answered): the result of each
@@ -30,10 +39,17 @@ Cell = tuple[int, bytes, bool]  # (version, value or manifest, is_blob)
 Result = dict[str, Any]
 
 READ_OPS = frozenset({"get", "get_row", "scan", "noop"})
-WRITE_OPS = frozenset({"put", "delete", "cput", "mutate_row"})
+WRITE_OPS = frozenset({"put", "delete", "cput", "mutate_row",
+                       "intent", "intent_end", "expire_intents"})
+TIMED_OPS = frozenset({"intent", "expire_intents"})  # the leader's server fills in "now"
+_UPLOAD_OPS = frozenset({"put", "cput", "mutate_row"})
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the oldest idle one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
 MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a frame
+MAX_INTENTS = 10_000        # uploads in progress at once, per group
+MAX_INTENT_CHUNKS = 70_000  # chunks one upload may name: 64 GiB of value plus its index
+MAX_LEASE = 86_400.0        # seconds an intent may live without renewal
+DIGEST_SIZE = 32
 
 
 def error(name: str, message: str, **fields: Any) -> Result:
@@ -60,7 +76,13 @@ class Store:
         self.shards: dict[int, dict[str, dict[str, Cell]]] = {}
         self.counters: dict[int, int] = {}
         self.sessions: OrderedDict[int, _Session] = OrderedDict()
-        self.applied = 0  # commands applied, for status
+        self.applied = 0  # commands applied: the same on every replica at the same log index
+        # upload id -> (expiry time, names of the chunks it protects)
+        self.intents: dict[int, tuple[float, list[bytes]]] = {}
+        self.clock = 0.0  # the largest "now" any command carried
+        # Derived, not snapshotted: (row, col) -> manifest of every cell holding a blob.
+        # Other threads copy it (dict.copy holds the GIL) to find referenced chunks.
+        self.blob_cells: dict[tuple[str, str], bytes] = {}
 
     # -- entry point --------------------------------------------------------
 
@@ -70,6 +92,16 @@ class Store:
         op = command.get("op")
         if op in READ_OPS:
             return self._dispatch(op, command)
+        return self._write_command(op, command)
+
+    def read(self, command: dict[str, Any]) -> Result:
+        """Answer a read from the local state, outside the log (a stale read): counts nothing."""
+        op = command.get("op")
+        if op not in READ_OPS:
+            return error("ProtocolError", f"{op!r} is not a read")
+        return self._dispatch(op, command)
+
+    def _write_command(self, op: object, command: dict[str, Any]) -> Result:
         if op not in WRITE_OPS:
             return error("ProtocolError", f"unknown operation {op!r}")
         cid, seq, ack = command.get("cid"), command.get("seq"), command.get("ack", 0)
@@ -85,8 +117,23 @@ class Store:
         self._forget_acknowledged(session, ack)
         if len(session.results) >= MAX_RESULTS_PER_CLIENT:
             return error("UnavailableError", "too many unacknowledged requests from this client")
-        result = self._dispatch(op, command)
+        result = self._dispatch_write(op, command)
         session.results[seq] = result
+        return result
+
+    def _dispatch_write(self, op: str, command: dict[str, Any]) -> Result:
+        upload = command.get("upload") if op in _UPLOAD_OPS else None
+        if upload is None:
+            return self._dispatch(op, command)
+        if not isinstance(upload, int):
+            return error("ProtocolError", "an upload id is an integer")
+        if upload not in self.intents:
+            return error("UploadExpired", "the upload's intent expired before its cell was "
+                         "written; its chunks may be gone: upload again")
+        # The cell now references the chunks (or the write lost its condition and
+        # nothing will): either way the intent has done its work.
+        result = self._dispatch(op, command)
+        del self.intents[upload]
         return result
 
     def _session(self, cid: int) -> _Session:
@@ -151,6 +198,10 @@ class Store:
             raise TypeError("value must be bytes and column a string")
         version = self._next_version(row)
         self._row(row, create=True)[col] = (version, value, bool(is_blob))  # type: ignore[index]
+        if is_blob:
+            self.blob_cells[(row, col)] = value
+        else:
+            self.blob_cells.pop((row, col), None)
         return version
 
     def _erase(self, row: str, col: str) -> bool:
@@ -158,6 +209,7 @@ class Store:
         if cells is None or col not in cells:
             return False
         del cells[col]
+        self.blob_cells.pop((row, col), None)
         # The counter still moves, so a re-created cell gets a larger version
         # than anything a reader may have cached before the delete.
         self._next_version(row)
@@ -174,7 +226,9 @@ class Store:
     # -- operations ---------------------------------------------------------
 
     def _op_noop(self, command: dict[str, Any]) -> Result:
-        return {}
+        # Through the log, a barrier: once a replica's own count reaches this
+        # number, its state holds everything committed before the noop.
+        return {"applied": self.applied}
 
     def _op_get(self, c: dict[str, Any]) -> Result:
         return self._cell_result(self._cell(c["row"], c["col"]))
@@ -232,6 +286,42 @@ class Store:
                 self._erase(row, mutation[1])
         return {"versions": versions}
 
+    def _tick(self, c: dict[str, Any]) -> float:
+        now = c["now"]
+        if not isinstance(now, (int, float)):
+            raise TypeError("now must be a number")
+        self.clock = max(self.clock, float(now))
+        return self.clock
+
+    def _op_intent(self, c: dict[str, Any]) -> Result:
+        upload, digests = c["upload"], c.get("digests", [])
+        if not isinstance(upload, int) or not isinstance(digests, list) or not all(
+                isinstance(d, bytes) and len(d) == DIGEST_SIZE for d in digests):
+            raise TypeError("an intent needs an integer upload id and 32-byte digests")
+        lease = min(max(float(c["lease"]), 0.1), MAX_LEASE)
+        now = self._tick(c)
+        current = self.intents.get(upload)
+        if current is None and not c.get("new"):
+            return error("UploadExpired", "the upload's intent expired: upload again")
+        if current is None and len(self.intents) >= MAX_INTENTS:
+            return error("UnavailableError", "too many uploads in progress")
+        chunks = current[1] if current else []
+        if len(chunks) + len(digests) > MAX_INTENT_CHUNKS:
+            return error("TooLarge", f"an upload may name at most {MAX_INTENT_CHUNKS} chunks")
+        chunks.extend(digests)
+        self.intents[upload] = (now + lease, chunks)
+        return {"expires": now + lease}
+
+    def _op_intent_end(self, c: dict[str, Any]) -> Result:
+        return {"ended": self.intents.pop(c["upload"], None) is not None}
+
+    def _op_expire_intents(self, c: dict[str, Any]) -> Result:
+        now = self._tick(c)
+        expired = [upload for upload, (expires, _) in self.intents.items() if expires < now]
+        for upload in expired:
+            del self.intents[upload]
+        return {"expired": len(expired)}
+
     def _op_get_row(self, c: dict[str, Any]) -> Result:
         prefix, after = c.get("prefix", ""), c.get("after", "")
         limit = min(int(c.get("limit") or MAX_ROW_CELLS_RETURNED), MAX_ROW_CELLS_RETURNED)
@@ -268,6 +358,9 @@ class Store:
             "counters": self.counters,
             "sessions": [[cid, s.ack, list(s.results.items())] for cid, s in self.sessions.items()],
             "applied": self.applied,
+            "intents": [[upload, expires, list(chunks)]
+                        for upload, (expires, chunks) in self.intents.items()],
+            "clock": self.clock,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -283,6 +376,12 @@ class Store:
             session.ack = ack
             session.results = {seq: result for seq, result in results}
         self.applied = int(state["applied"])
+        self.intents = {upload: (expires, list(chunks))
+                        for upload, expires, chunks in state.get("intents", [])}
+        self.clock = float(state.get("clock", 0.0))
+        self.blob_cells = {(row, col): cell[1] for table in self.shards.values()
+                           for row, cells in table.items() for col, cell in cells.items()
+                           if cell[2]}
 
     # -- status -------------------------------------------------------------
 
@@ -290,4 +389,17 @@ class Store:
         rows = sum(len(t) for t in self.shards.values())
         cells = sum(len(r) for t in self.shards.values() for r in t.values())
         return {"rows": rows, "cells": cells, "sessions": len(self.sessions),
-                "applied_commands": self.applied}
+                "applied_commands": self.applied, "blob_cells": len(self.blob_cells),
+                "upload_intents": len(self.intents)}
+
+    def live_chunks(self) -> tuple[list[bytes], set[bytes]]:
+        """``(manifests of blob cells, chunk digests named by live intents)``.
+
+        Safe to call from another thread while commands apply: it copies with
+        single C-level calls that hold the GIL.
+        """
+        manifests = list(self.blob_cells.copy().values())
+        protected: set[bytes] = set()
+        for _expires, chunks in list(self.intents.copy().values()):
+            protected.update(chunks.copy())
+        return manifests, protected
