@@ -7,7 +7,9 @@
   whose deadline passes raises :class:`~raftkv.errors.OutcomeUnknown`.
 * Values above :data:`INLINE_LIMIT` become content-addressed blobs: chunks go to
   every replica in parallel, and the cell (a manifest) is written once a majority
-  holds each chunk.  Readers get the bytes back, never the manifest.
+  holds each chunk (:mod:`raftkv.transfer`).  Readers get the bytes back, never
+  the manifest; :meth:`Client.put_stream`, :meth:`Client.get_stream` and
+  :meth:`Client.get_into` move values of any size without holding them whole.
 """
 
 from __future__ import annotations
@@ -17,27 +19,33 @@ import io
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, BinaryIO, NamedTuple
 
-from .blobs import CHUNK_SIZE, make_manifest, read_manifest
+from .blobs import data_chunks, manifest_of, parse_manifest
 from .connection import Connection
 from .errors import (
+    ConditionFailed,
     ConfigError,
     NotLeader,
     OutcomeUnknown,
     ProtocolError,
     RaftKVError,
     Timeout,
-    TooLarge,
     UnavailableError,
+    UploadExpired,
     from_wire,
 )
+from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahead, read_full
 
 INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
 ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request id)
+
+
+class ClientClosed(UnavailableError):
+    """The client was closed while (or before) the call ran."""
 
 
 class Cell(NamedTuple):
@@ -88,9 +96,12 @@ class Client:
     :param addrs: the client ports (``host:port``) of the group's replicas.
     :param secret: the cluster secret.
     :param timeout: how long one call may take in all, retries included.
+    :param upload_lease: seconds a large value's upload stays protected from
+        garbage collection without renewal (it is renewed while the upload runs).
     """
 
-    def __init__(self, addrs: Sequence[str], secret: bytes, *, timeout: float = 10.0) -> None:
+    def __init__(self, addrs: Sequence[str], secret: bytes, *, timeout: float = 10.0,
+                 upload_lease: float = UPLOAD_LEASE) -> None:
         if not addrs:
             raise ConfigError("a client needs at least one replica address")
         self.addrs = tuple(addrs)
@@ -100,13 +111,20 @@ class Client:
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._leader = self.addrs[0]
+        self.upload_lease = upload_lease
+        self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=2 * len(self.addrs),
-                                        thread_name_prefix="raftkv-blob")
+                                        thread_name_prefix="raftkv-status")
+        self._fetch_pool = ThreadPoolExecutor(max_workers=2 * READ_AHEAD,
+                                              thread_name_prefix="raftkv-fetch")
+        self._penalty = ReplicaPenalty()
 
     # -- plumbing ---------------------------------------------------------
 
     def _connection(self, addr: str) -> Connection:
         with self._lock:
+            if self._closed:
+                raise ClientClosed("the client is closed")
             conn = self._connections.get(addr)
             if conn is not None and not conn.closed:
                 return conn
@@ -144,7 +162,7 @@ class Client:
             request = {**request, "cid": self._session.client_id, "seq": seq}
         attempt = 0
         try:
-            while True:
+            while not self._closed:
                 addr = self._leader
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -192,58 +210,57 @@ class Client:
 
     # -- values and blobs -------------------------------------------------
 
-    def _store_value(self, value: bytes) -> tuple[bytes, bool]:
-        """What the cell holds for ``value``: the bytes, or a blob manifest."""
-        if len(value) <= INLINE_LIMIT:
-            return value, False
-        return self._upload(io.BytesIO(value)), True
+    def _write_values(self, values: Sequence[bytes | BinaryIO],
+                      build: Callable[[list[tuple[bytes, bool]]], dict[str, Any]]) -> dict[str, Any]:
+        """Store ``values`` (bytes or streams) and send ``build([(stored, is_blob), ...])``.
 
-    def _upload(self, stream: BinaryIO) -> bytes:
-        digests: list[bytes] = []
-        size = 0
-        while chunk := _read_full(stream, CHUNK_SIZE):
-            digest = hashlib.sha256(chunk).digest()
-            self._put_chunk(digest.hex(), chunk)
-            digests.append(digest)
-            size += len(chunk)
-        manifest = make_manifest(size, digests)
-        if len(manifest) > INLINE_LIMIT:
-            raise TooLarge(f"a value of {size} bytes is above the largest blob")
-        return manifest
-
-    def _put_chunk(self, name: str, data: bytes) -> None:
-        """Store a chunk on every replica; return once a majority has it on disk."""
-        futures = [self._pool.submit(self._send_to, addr, {"op": "blob_put", "name": name,
-                                                           "data": data}, self.timeout)
-                   for addr in self.addrs]
-        needed = len(self.addrs) // 2 + 1
-        stored = 0
-        failures: list[BaseException] = []
-        for future in futures:  # the slow minority keeps going in the background
+        Small bytes go inline; anything else becomes a blob under one upload
+        intent, which the write retires.
+        """
+        if all(isinstance(v, bytes) and len(v) <= INLINE_LIMIT for v in values):
+            return self._call(build([(v, False) for v in values]), write=True)  # type: ignore[misc]
+        with Upload(self, self.upload_lease) as upload:
             try:
-                future.result()
-                stored += 1
-            except RaftKVError as exc:
-                failures.append(exc)
-            if stored >= needed:
-                return
-        raise UnavailableError(f"chunk stored on {stored} of {len(self.addrs)} replicas: {failures[0]}")
+                stored = [self._store(upload, v) for v in values]
+                request = build(stored)
+                if upload.registered:  # streams may turn out small: then nothing was uploaded
+                    request["upload"] = upload.id
+                return self._call(request, write=True)
+            except (ConditionFailed, UploadExpired):
+                raise  # the group has already dropped the intent
+            except BaseException:
+                upload.abandon()
+                raise
 
-    def _fetch_chunk(self, name: str) -> bytes:
-        addrs = sorted(self.addrs, key=lambda a: a != self._leader)
-        for addr in addrs:
+    @staticmethod
+    def _store(upload: Upload, value: bytes | BinaryIO) -> tuple[bytes, bool]:
+        if isinstance(value, bytes):
+            if len(value) <= INLINE_LIMIT:
+                return value, False
+            return upload.write(io.BytesIO(value)), True
+        first = read_full(value, INLINE_LIMIT + 1)
+        if len(first) <= INLINE_LIMIT:
+            return first, False
+        return upload.write(_Prefixed(first, value)), True  # type: ignore[arg-type]
+
+    def fetch_chunk(self, name: str, addrs: Sequence[str] | None = None) -> bytes:
+        """One chunk, verified, from the first of ``addrs`` (default: the group) that has it."""
+        for addr in self._penalty.order(tuple(addrs or self.addrs), name):
             try:
                 result = self._send_to(addr, {"op": "blob_get", "name": name}, ATTEMPT_TIMEOUT)
             except UnavailableError:
+                self._penalty.failed(addr)
                 continue
             data = result.get("data", b"")
             if result.get("found") and hashlib.sha256(data).hexdigest() == name:
                 return data
+            self._penalty.failed(addr)
         raise UnavailableError(f"no replica could serve chunk {name[:12]}")
 
     def _chunks(self, manifest: bytes) -> tuple[int, Iterator[bytes]]:
-        size, names = read_manifest(manifest)
-        return size, (self._fetch_chunk(name) for name in names)
+        parsed = parse_manifest(manifest)
+        names = data_chunks(parsed, self.fetch_chunk)
+        return parsed.size, read_ahead(self._fetch_pool, names, self.fetch_chunk)
 
     def _cell(self, result: dict[str, Any]) -> Cell | None:
         if not result.get("found"):
@@ -269,27 +286,41 @@ class Client:
 
     def put(self, row: str, col: str, value: bytes) -> int:
         """Store a value of any size; returns the cell's new version."""
-        stored, blob = self._store_value(value)
-        return self._call({"op": "put", "row": row, "col": col, "value": stored, "blob": blob},
-                          write=True)["version"]
+        return self.put_stream(row, col, value)
 
-    def put_stream(self, row: str, col: str, stream: BinaryIO) -> int:
-        """Store what ``stream.read()`` yields until EOF, never holding it whole."""
-        first = _read_full(stream, INLINE_LIMIT + 1)
-        if len(first) <= INLINE_LIMIT:
-            return self.put(row, col, first)
-        manifest = self._upload(_Prefixed(first, stream))
-        return self._call({"op": "put", "row": row, "col": col, "value": manifest, "blob": True},
-                          write=True)["version"]
+    def put_stream(self, row: str, col: str, stream: BinaryIO | bytes) -> int:
+        """Store what ``stream.read()`` yields until EOF, never holding it whole.
+
+        :raises UploadExpired: the upload stalled for longer than its lease.
+        """
+        return self._write_values([stream], lambda s: {
+            "op": "put", "row": row, "col": col, "value": s[0][0], "blob": s[0][1]})["version"]
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
-        """``(size, chunks)`` of the value at (row, col), fetched lazily; or None."""
+        """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
+
+        A few chunks are fetched ahead of the consumer, each verified against
+        its hash; a chunk that a replica lacks or holds corrupt comes from another.
+        """
+        found = self._stream(row, col)
+        return None if found is None else found[:2]
+
+    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
+        """Write the value at (row, col) into ``out``; its version, or None if absent."""
+        found = self._stream(row, col)
+        if found is None:
+            return None
+        for chunk in found[1]:
+            out.write(chunk)
+        return found[2]
+
+    def _stream(self, row: str, col: str) -> tuple[int, Iterator[bytes], int] | None:
         result = self._read({"op": "get", "row": row, "col": col}, "linearizable")
         if not result.get("found"):
             return None
         if result.get("blob"):
-            return self._chunks(result["value"])
-        return len(result["value"]), iter([result["value"]])
+            return (*self._chunks(result["value"]), result["version"])
+        return len(result["value"]), iter([result["value"]]), result["version"]
 
     def delete(self, row: str, col: str) -> bool:
         """Delete a cell; True if it existed."""
@@ -301,22 +332,16 @@ class Client:
 
         :raises ConditionFailed: with the cell's current version (0 if absent).
         """
-        stored, blob = self._store_value(new)
-        request: dict[str, Any] = {"op": "cput", "row": row, "col": col, "value": stored,
-                                   "blob": blob}
-        if if_version is not None:
-            request["if_version"] = if_version
-        else:
-            request["old"] = None if old is None else self._comparable(old)
-        return self._call(request, write=True)["version"]
+        condition: dict[str, Any] = ({"if_version": if_version} if if_version is not None else
+                                     {"old": None if old is None else self._comparable(old)})
+        return self._write_values([new], lambda s: {
+            "op": "cput", "row": row, "col": col, "value": s[0][0], "blob": s[0][1],
+            **condition})["version"]
 
-    def _comparable(self, value: bytes) -> bytes:
+    @staticmethod
+    def _comparable(value: bytes) -> bytes:
         """What a cell holding ``value`` stores: the bytes, or the (deterministic) manifest."""
-        if len(value) <= INLINE_LIMIT:
-            return value
-        digests = [hashlib.sha256(value[i:i + CHUNK_SIZE]).digest()
-                   for i in range(0, len(value), CHUNK_SIZE)]
-        return make_manifest(len(value), digests)
+        return value if len(value) <= INLINE_LIMIT else manifest_of(value)
 
     def mutate_row(self, row: str, conditions: Sequence[tuple[Any, ...]],
                    mutations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
@@ -327,15 +352,14 @@ class Client:
         """
         conds = [[c[0], c[1], self._comparable(c[2])] if c[0] == "value" else list(c)
                  for c in conditions]
-        muts: list[list[Any]] = []
-        for m in mutations:
-            if m[0] == "put":
-                stored, blob = self._store_value(m[2])
-                muts.append(["put", m[1], stored, blob])
-            else:
-                muts.append(list(m))
-        return self._call({"op": "mutate_row", "row": row, "conditions": conds,
-                           "mutations": muts}, write=True)["versions"]
+        values = [m[2] for m in mutations if m[0] == "put"]
+
+        def build(stored: list[tuple[bytes, bool]]) -> dict[str, Any]:
+            pending = iter(stored)
+            muts = [["put", m[1], *next(pending)] if m[0] == "put" else list(m)
+                    for m in mutations]
+            return {"op": "mutate_row", "row": row, "conditions": conds, "mutations": muts}
+        return self._write_values(values, build)["versions"]
 
     def get_row(self, row: str, prefix: str = "", *,
                 consistency: str = "linearizable") -> dict[str, Cell]:
@@ -376,29 +400,20 @@ class Client:
         return list(self._pool.map(one, self.addrs))
 
     def close(self) -> None:
+        """Close every connection; calls in progress or made later fail at once."""
         with self._lock:
+            self._closed = True
             connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
             conn.close()
         self._pool.shutdown(wait=False)
+        self._fetch_pool.shutdown(wait=False)
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _read_full(stream: BinaryIO, size: int) -> bytes:
-    """Read exactly ``size`` bytes unless EOF comes first (streams may return less)."""
-    parts, missing = [], size
-    while missing:
-        part = stream.read(missing)
-        if not part:
-            break
-        parts.append(part)
-        missing -= len(part)
-    return b"".join(parts)
 
 
 class _Prefixed(io.RawIOBase):
@@ -408,8 +423,10 @@ class _Prefixed(io.RawIOBase):
         self._first = first
         self._stream = stream
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         if self._first:
+            if size is None or size < 0:
+                size = len(self._first)
             out, self._first = self._first[:size], self._first[size:]
             return out
         return self._stream.read(size)

@@ -102,6 +102,27 @@ class RaftSettings:
 
 
 @dataclass(frozen=True)
+class BlobSettings:
+    """Upkeep of each replica's blob store (the ``[blobs]`` table)."""
+
+    repair_interval: float = 30.0   # seconds between passes that look for missing chunks
+    repair_parallel: int = 4        # chunks one replica fetches from its peers at once
+    gc_interval: float = 600.0      # seconds between garbage-collection rounds (and lease expiry)
+    gc_grace: float = 3600.0        # a chunk is deleted once unreferenced for this long, so
+                                    # readers of an overwritten value have this long to finish
+
+    def validate(self) -> None:
+        if not 0.05 <= self.repair_interval <= 86_400:
+            raise ConfigError("blobs.repair_interval must be within [0.05, 86400] seconds")
+        if not 1 <= self.repair_parallel <= 64:
+            raise ConfigError("blobs.repair_parallel must be within [1, 64]")
+        if not 0.05 <= self.gc_interval <= 86_400 * 7:
+            raise ConfigError("blobs.gc_interval must be within [0.05, 604800] seconds")
+        if self.gc_grace < 0:
+            raise ConfigError("blobs.gc_grace must not be negative")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str                            # a label, shown in the admin console
     groups: tuple[GroupConfig, ...]      # storage groups
@@ -114,6 +135,7 @@ class ClusterConfig:
     smtpd: SmtpdConfig | None = None
     balancer: BalancerConfig | None = None
     raft: RaftSettings = field(default_factory=RaftSettings)
+    blobs: BlobSettings = field(default_factory=BlobSettings)
     path: Path | None = None             # where it was read from
 
     def validate(self) -> None:
@@ -124,6 +146,7 @@ class ClusterConfig:
         if self.shards < 1:
             raise ConfigError("shards must be positive")
         self.raft.validate()
+        self.blobs.validate()
         names: set[str] = set()
         for proc in self.all_process_names():
             if proc in names:
@@ -203,6 +226,7 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         smtpd=SmtpdConfig(**raw["smtpd"]) if "smtpd" in raw else None,
         balancer=BalancerConfig(**raw["balancer"]) if "balancer" in raw else None,
         raft=RaftSettings(**raw.get("raft", {})),
+        blobs=BlobSettings(**raw.get("blobs", {})),
         path=path,
     )
 

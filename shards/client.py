@@ -38,11 +38,14 @@ class Client:
     def put(self, row: str, col: str, value: bytes) -> int:
         return self._for_row(row).put(row, col, value)
 
-    def put_stream(self, row: str, col: str, stream: BinaryIO) -> int:
+    def put_stream(self, row: str, col: str, stream: BinaryIO | bytes) -> int:
         return self._for_row(row).put_stream(row, col, stream)
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
         return self._for_row(row).get_stream(row, col)
+
+    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
+        return self._for_row(row).get_into(row, col, out)
 
     def delete(self, row: str, col: str) -> bool:
         return self._for_row(row).delete(row, col)
