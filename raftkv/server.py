@@ -5,7 +5,9 @@ Reads and writes alike go through the Raft log, so every answer is
 linearizable; a replica that is not the leader answers ``NotLeader`` with a hint.
 Requests that arrive together are packed into one Raft entry up to the entry cap
 (group commit): while batches are in flight, new requests queue up and leave
-together.  Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`).
+together.  Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`),
+a few at a time so that a node's memory stays bounded whatever the traffic, and
+kept complete and free of garbage by a :class:`~raftkv.repair.BlobKeeper`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import click
 import msgpack
 
 from . import protocol
-from .blobs import BlobStore, check_name
+from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, check_name
 from .cluster import ClusterConfig, load_cluster, split_addr
 from .errors import (
     ConfigError,
@@ -33,12 +36,18 @@ from .errors import (
     UnavailableError,
 )
 from .node import ENTRY_CAP, Replica, ReplicaConfig
-from .store import READ_OPS, WRITE_OPS
+from .repair import BlobKeeper
+from .store import READ_OPS, TIMED_OPS, WRITE_OPS
 
 log = logging.getLogger("raftkv.server")
 
 MAX_IN_FLIGHT_BATCHES = 4        # Raft entries a leader has appended but not yet seen applied
 MAX_REQUESTS_PER_CONNECTION = 2048
+# Chunk reads and writes in progress on this node at once, over all connections.
+# A connection whose next frame is a chunk op waits here before it reads further,
+# so a node holds a few megabytes of chunks, not whatever its clients send.
+MAX_BLOB_OPS = 8
+BLOB_OPS = frozenset({"blob_put", "blob_get"})
 # pysyncobj never fails an entry appended by a leader that was then cut off
 # until that index is applied or overwritten (PYSYNCOBJ.md section 4): give up
 # on it after this long, answer "outcome unknown", and free its slot.
@@ -76,6 +85,10 @@ class NodeServer:
             log_compaction_entries=cluster.raft.snapshot_entries,
         ))
         self.blobs = BlobStore(data_dir / "blobs")
+        self.keeper = BlobKeeper(self.replica.store, self.blobs, group.client_addrs, me.client,
+                                 cluster.secret, cluster.blobs, self.replica.is_leader)
+        self._blob_slots: asyncio.Semaphore | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
         self._pending: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,12 +164,13 @@ class NodeServer:
         if op == "status":
             return self.status()
         if op == "blob_put":
-            await asyncio.to_thread(self.blobs.put, check_name(request.get("name")),
-                                    _bytes(request.get("data")))
+            data = _bytes(request.get("data"))
+            if len(data) > CHUNK_SIZE:
+                raise TooLarge(f"a chunk holds at most {CHUNK_SIZE} bytes")
+            await asyncio.to_thread(self.blobs.put, check_name(request.get("name")), data)
             return {}
         if op == "blob_get":
-            data = await asyncio.to_thread(self.blobs.get, check_name(request.get("name")))
-            return {"found": data is not None, "data": data or b""}
+            return await self._blob_get(check_name(request.get("name")))
         if op not in READ_OPS and op not in WRITE_OPS:
             raise ProtocolError(f"unknown operation {op!r}")
         if op in READ_OPS and request.get("consistency") == "stale":
@@ -164,21 +178,37 @@ class NodeServer:
         if not self.replica.is_leader():
             raise self._not_leader()
         command = {k: v for k, v in request.items() if k not in ("id", "consistency")}
+        if op in TIMED_OPS:
+            # The leader's clock, decided before the log: apply stays deterministic.
+            command["now"] = time.time()
         return await self._submit(command)
+
+    async def _blob_get(self, name: str) -> dict[str, Any]:
+        try:
+            data = await asyncio.to_thread(self.blobs.get, name)
+        except CorruptChunk:
+            log.warning("chunk %s was corrupt on disk: deleted, to be repaired", name[:12])
+            self.keeper.corrupt()
+            data = None
+        if data is None:
+            self.keeper.wake()  # if a cell references it, repair it now
+            return {"found": False, "data": b""}
+        return {"found": True, "data": data}
 
     def _stale_read(self, request: dict[str, Any]) -> dict[str, Any]:
         # The store is mutated on the Raft thread; a concurrent change can
         # upset an iteration, so try again (each try is short).
         for _ in range(10):
             try:
-                return self.replica.store.apply(request)
+                return self.replica.store.read(request)
             except RuntimeError:
                 continue
         raise UnavailableError("the replica is too busy for a stale read")
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "group": self.group_id, "addr": self.client_addr,
-                **self.replica.status(), "pending_requests": len(self._pending)}
+                **self.replica.status(), "pending_requests": len(self._pending),
+                **self.keeper.status()}
 
     # -- connections ------------------------------------------------------
 
@@ -193,6 +223,7 @@ class NodeServer:
             return
         slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
         tasks: set[asyncio.Task[None]] = set()
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -204,42 +235,63 @@ class NodeServer:
                 if request is None:
                     break
                 await slots.acquire()
-                task = asyncio.create_task(self._answer(request, writer, slots))
+                blob_slots = self._blob_slots if request.get("op") in BLOB_OPS else None
+                if blob_slots is not None:
+                    await blob_slots.acquire()
+                task = asyncio.create_task(self._answer(request, writer, slots, blob_slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except (ConnectionError, OSError):
             pass
         finally:
+            self._writers.discard(writer)
             for task in tasks:
                 task.cancel()
             writer.close()
 
     async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter,
-                      slots: asyncio.Semaphore) -> None:
-        request_id = request.get("id")
+                      slots: asyncio.Semaphore, blob_slots: asyncio.Semaphore | None) -> None:
+        request_id = request.pop("id", None)
+        op = request.get("op")
         try:
-            answer = {"id": request_id, "ok": await self.handle(request)}
-        except RaftKVError as exc:
-            answer = {"id": request_id, **exc.to_wire()}
-        except Exception:
-            log.exception("internal error on %r", request.get("op"))
-            answer = {"id": request_id, "error": "RaftKVError", "message": "internal error"}
-        finally:
-            slots.release()
-        try:
-            writer.write(protocol.encode(answer))
+            try:
+                answer = {"id": request_id, "ok": await self.handle(request)}
+            except RaftKVError as exc:
+                answer = {"id": request_id, **exc.to_wire()}
+            except Exception:
+                log.exception("internal error on %r", op)
+                answer = {"id": request_id, "error": "RaftKVError", "message": "internal error"}
+            finally:
+                slots.release()
+            del request  # a chunk's bytes, for blob_put: free them before waiting to send
+            payload = answer["ok"].get("data") if op == "blob_get" and "ok" in answer else None
+            if isinstance(payload, bytes) and payload:
+                answer["ok"]["data"] = protocol.PAYLOAD
+                writer.writelines(protocol.encode_parts(answer, payload))
+            else:
+                writer.write(protocol.encode(answer))
             await writer.drain()
         except (ConnectionError, OSError):
             pass
+        finally:
+            if blob_slots is not None:
+                blob_slots.release()
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        self._blob_slots = asyncio.Semaphore(MAX_BLOB_OPS)
         host, port = split_addr(self.client_addr)
         server = await asyncio.start_server(self.serve_connection, host, port,
                                             reuse_address=True, limit=protocol.MAX_FRAME + 1024)
         print(f"raftkv-node {self.name} ready on {self.client_addr}", file=sys.stderr, flush=True)
+        self.keeper.start()
         async with server:
             await stop.wait()
+            await asyncio.to_thread(self.keeper.stop)
+            # Since 3.12 the server's exit waits for every connection to end; the
+            # peers' keepers and idle clients would keep theirs open for ever.
+            for writer in list(self._writers):
+                writer.close()
         self.replica.destroy()
 
 

@@ -63,13 +63,17 @@ def main(ctx: click.Context, config: str, as_json: bool, timeout: float) -> None
 @click.pass_context
 @_store_command
 def status(client: Client, ctx: click.Context) -> None:
-    """Every storage replica: alive, role, term, commit index."""
+    """Every storage replica: alive, role, term, commit index, blob chunks (held,
+    missing, being repaired from peers)."""
     replicas = client.status()
-    lines = [f"{'name':12} {'group':>5} {'addr':22} {'state':9} {'term':>5} {'commit':>8}"]
+    lines = [f"{'name':12} {'group':>5} {'addr':22} {'state':9} {'term':>5} {'commit':>8} "
+             f"{'chunks':>7} {'missing':>7} {'repairing':>9}"]
     for r in replicas:
         state = r.get("role", "?") if r["alive"] else "DOWN"
         lines.append(f"{r['name']:12} {r['group']:>5} {r['addr']:22} {state:9} "
-                     f"{r.get('term', '-'):>5} {r.get('commit_index', '-'):>8}")
+                     f"{r.get('term', '-'):>5} {r.get('commit_index', '-'):>8} "
+                     f"{r.get('blob_chunks', '-'):>7} {r.get('chunks_missing', '-'):>7} "
+                     f"{r.get('chunks_repairing', '-'):>9}")
     _emit(ctx, replicas, "\n".join(lines))
 
 
