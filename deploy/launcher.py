@@ -17,7 +17,6 @@ apps: it reads the cluster file and spawns processes.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -32,17 +31,19 @@ from typing import Any
 
 import click
 
-from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, load_cluster, split_addr
+from raftkv.cluster import (
+    SECRET_FILE_ENV,
+    ClusterConfig,
+    control_token,
+    load_cluster,
+    split_addr,
+)
 from raftkv.errors import ConfigError
 
 from .procs import ProcessSpec, Supervisor, wait_ready
 from .tls import ensure_certificate
 
 DEFAULT_CONFIG = Path(__file__).with_name("local.toml")
-
-
-def control_token(secret: bytes) -> str:
-    return hmac.new(secret, b"raftcloud-control", hashlib.sha256).hexdigest()
 
 
 def _secret_file(data_dir: Path) -> Path:

@@ -12,6 +12,8 @@ environment (``RAFTCLOUD_SECRET`` or ``RAFTCLOUD_SECRET_FILE``) or from a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -24,6 +26,11 @@ from .keys import DEFAULT_SHARDS
 SECRET_ENV = "RAFTCLOUD_SECRET"
 SECRET_FILE_ENV = "RAFTCLOUD_SECRET_FILE"
 CONFIG_ENV = "RAFTCLOUD_CONFIG"
+
+
+def control_token(secret: bytes) -> str:
+    """The bearer token of a host supervisor's control API, derived from the secret."""
+    return hmac.new(secret, b"raftcloud-control", hashlib.sha256).hexdigest()
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -2,22 +2,19 @@
 
 Each host's supervisor serves ``GET /processes`` and ``POST /processes/<name>/stop|start``
 at the address the cluster file's ``[control]`` table gives for that host,
-behind ``Authorization: Bearer <token>``.  The token is derived from the
-cluster secret; :func:`control_token` must compute exactly what the launcher
-does (``deploy`` may import only raftkv, and the apps may not import ``deploy``,
-so the one line lives twice and a test checks that the two agree).
+behind ``Authorization: Bearer <token>``, the token being
+:func:`raftkv.cluster.control_token` of the cluster secret (the launcher and
+this client share that one definition).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 from typing import Any
 from urllib.parse import quote
 
-from raftkv.cluster import ClusterConfig, split_addr
+from raftkv.cluster import ClusterConfig, control_token, split_addr
 from raftkv.errors import ConfigError, UnavailableError
 
 __all__ = ["ControlError", "SupervisorClient", "control_token", "supervisor_for"]
@@ -25,11 +22,6 @@ __all__ = ["ControlError", "SupervisorClient", "control_token", "supervisor_for"
 
 class ControlError(UnavailableError):
     """The supervisor could not be reached, or refused the call."""
-
-
-def control_token(secret: bytes) -> str:
-    """The bearer token of the control API (the same as ``deploy.launcher.control_token``)."""
-    return hmac.new(secret, b"raftcloud-control", hashlib.sha256).hexdigest()
 
 
 class SupervisorClient:

@@ -106,7 +106,7 @@ def test_a_users_day_through_the_whole_cloud(cloud) -> None:
         smtp.send_message(message)
     inbox = alice.get("/mail")
     assert "Lunch on Friday?" in inbox.text and "bob@example.test" in inbox.text
-    message_link = re.search(r'href="(/mail/[^"/]+)"', inbox.text).group(1)
+    message_link = re.search(r'href="(/mail/[^"/]+)">Lunch on Friday\?<', inbox.text).group(1)
     assert "Shall we?" in alice.get(message_link).text
 
     admin = Browser(balancer)
