@@ -22,13 +22,22 @@ BLOCK = 1024 * 1024  # = raftkv.blobs.CHUNK_SIZE: blocks line up with chunks
 _POOL_SIZE = 4 * BLOCK
 
 
+_pool: list[bytes] = []
+
+
+def _random_pool() -> bytes:
+    if not _pool:
+        _pool.append(random.Random(20240611).randbytes(_POOL_SIZE))
+    return _pool[0]
+
+
 class RandomStream(io.RawIOBase):
     """``size`` deterministic random bytes (a file-like object, read once)."""
 
     def __init__(self, size: int, seed: int) -> None:
         self.size = size
         self._seed = seed
-        self._pool = random.Random(seed).randbytes(_POOL_SIZE)
+        self._pool = _random_pool()
         self._pos = 0
         self._block_no = -1
         self._block = b""
@@ -38,7 +47,7 @@ class RandomStream(io.RawIOBase):
 
     def _block_at(self, number: int) -> bytes:
         if number != self._block_no:
-            start = (number * 7919 * 64) % (_POOL_SIZE - BLOCK)
+            start = ((self._seed * 1_000_003 + number) * 7919 * 64) % (_POOL_SIZE - BLOCK)
             tag = b"%d:%d|" % (self._seed, number)
             self._block = tag + self._pool[start + len(tag):start + BLOCK]
             self._block_no = number
@@ -117,7 +126,8 @@ def cpu_seconds(pid: int | str = "self") -> float:
 @click.option("--size", type=int, required=True, help="Value size in bytes.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--repeat", type=int, default=1, show_default=True,
-              help="Write (and read) this many values (seeds seed, seed+1, ...).")
+              help="Write (and read) this many values: seeds seed, seed+1, ... in columns "
+                   "COL, COL-1, COL-2, ...")
 @click.option("--op", type=click.Choice(["put", "get", "both"]), default="both")
 @click.option("--lease", type=float, default=None, help="Upload lease in seconds.")
 @click.option("--stall-after", type=int, default=None,
@@ -138,17 +148,18 @@ def main(config_path: str, row: str, col: str, size: int, seed: int, repeat: int
     report: dict[str, object] = {"rss_start": peak_rss(), "put_s": [], "get_s": [],
                                  "cpu_put_s": 0.0, "cpu_get_s": 0.0, "ok": True}
     for i in range(repeat):
+        column = col if i == 0 else f"{col}-{i}"
         if op in ("put", "both"):
             cpu, start = time.process_time(), time.perf_counter()
             stream = RandomStream(size, seed + i) if stall_after is None else \
                 _Stalling(size, seed + i, stall_after)
-            report["version"] = client.put_stream(row, col, stream)
+            report["version"] = client.put_stream(row, column, stream)
             report["put_s"].append(time.perf_counter() - start)  # type: ignore[attr-defined]
             report["cpu_put_s"] += time.process_time() - cpu  # type: ignore[operator]
         if op in ("get", "both"):
             sink = Checker(size, seed + i)
             cpu, start = time.process_time(), time.perf_counter()
-            client.get_into(row, col, sink)
+            client.get_into(row, column, sink)
             report["get_s"].append(time.perf_counter() - start)  # type: ignore[attr-defined]
             report["cpu_get_s"] += time.process_time() - cpu  # type: ignore[operator]
             report["ok"] = report["ok"] and sink.ok
