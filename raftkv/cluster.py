@@ -114,6 +114,8 @@ class BlobSettings:
 
     repair_interval: float = 30.0   # seconds between passes that look for missing chunks
     repair_parallel: int = 4        # chunks one replica fetches from its peers at once
+    scrub_rate: float = 4.0         # MB/s of referenced chunks re-read and verified in the
+                                    # background, so that bit rot is found even if never read
     gc_interval: float = 600.0      # seconds between garbage-collection rounds (and lease expiry)
     gc_grace: float = 3600.0        # a chunk is deleted once unreferenced for this long, so
                                     # readers of an overwritten value have this long to finish
@@ -127,6 +129,8 @@ class BlobSettings:
             raise ConfigError("blobs.gc_interval must be within [0.05, 604800] seconds")
         if self.gc_grace < 0:
             raise ConfigError("blobs.gc_grace must not be negative")
+        if self.scrub_rate < 0:
+            raise ConfigError("blobs.scrub_rate must not be negative")
 
 
 @dataclass(frozen=True)

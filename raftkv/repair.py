@@ -10,7 +10,9 @@ one its index chunks and every chunk they list.
 **Repair** (every ``repair_interval``, and soon after a read found a chunk
 missing or corrupt): every referenced chunk that is not on disk is fetched from
 a peer, verified against its name and stored.  A corrupt file is deleted when a
-read notices it, so it is repaired like a missing one.
+read notices it, so it is repaired like a missing one; and each pass also
+re-reads a slice of the referenced chunks (``scrub_rate`` MB/s, in name order,
+round and round), so a copy that rots unread is found too.
 
 **Garbage collection** (every ``gc_interval``):
 
@@ -44,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .blobs import BlobStore, parse_manifest, read_index
+from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, parse_manifest, read_index
 from .client import Client
 from .cluster import BlobSettings
 from .errors import ProtocolError, RaftKVError
@@ -69,10 +71,11 @@ class BlobKeeper:
         self._client = Client(group_addrs, secret, timeout=10.0)
         self._peers = tuple(a for a in group_addrs if a != self_addr)
         self._candidates: dict[str, float] = {}  # garbage chunk -> when first seen unreferenced
+        self._scrubbed_up_to = ""                # the scrub's position in name order
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(
             ("chunks_referenced", "chunks_missing", "chunks_repairing", "chunks_repaired",
-             "chunks_corrupt", "repair_failures", "repair_passes", "gc_rounds",
+             "chunks_corrupt", "chunks_scrubbed", "repair_failures", "repair_passes", "gc_rounds",
              "gc_chunks_deleted", "gc_bytes_freed", "gc_candidates", "blob_chunks",
              "blob_bytes", "intents_expired"), 0)
         self._wake = threading.Event()
@@ -164,7 +167,8 @@ class BlobKeeper:
     def _index_chunk(self, name: str) -> bytes | None:
         try:
             data = self._blobs.get(name)
-        except Exception:  # noqa: BLE001 - a corrupt copy is gone now; fetch it below
+        except CorruptChunk:  # deleted now; fetched below
+            self._add(chunks_corrupt=1)
             data = None
         if data is None:
             data = self._fetch(name)
@@ -188,6 +192,7 @@ class BlobKeeper:
         """Fetch every referenced chunk this replica lacks."""
         referenced, _protected, unreadable = self._referenced()
         missing = [name for name in referenced if not self._blobs.has(name)]
+        missing += self._scrub(referenced)
         self._set(chunks_referenced=len(referenced), chunks_missing=len(missing) + unreadable,
                   chunks_repairing=len(missing))
         if missing:
@@ -198,6 +203,29 @@ class BlobKeeper:
                     self._add(chunks_repairing=-1, chunks_missing=-1 if repaired else 0)
         self._add(repair_passes=1)
         self._set(**self._blobs.stats())
+
+    def _scrub(self, referenced: set[str]) -> list[str]:
+        """Verify the next slice of referenced chunks; the ones found corrupt (now deleted)."""
+        budget = self._settings.scrub_rate * 1e6 * self._settings.repair_interval
+        order = sorted(referenced)
+        start = next((i for i, name in enumerate(order) if name > self._scrubbed_up_to), 0)
+        corrupt: list[str] = []
+        done = 0.0
+        for name in order[start:] + order[:start]:
+            if done >= budget or self._stop.is_set():
+                break
+            try:
+                data = self._blobs.get(name)
+            except CorruptChunk:
+                log.warning("scrub: chunk %s was corrupt on disk: deleted, to be repaired",
+                            name[:12])
+                self._add(chunks_corrupt=1)
+                corrupt.append(name)
+                data = None
+            done += len(data) if data else CHUNK_SIZE
+            self._scrubbed_up_to = name
+            self._add(chunks_scrubbed=1)
+        return corrupt
 
     def _repair_one(self, name: str) -> bool:
         if self._stop.is_set():

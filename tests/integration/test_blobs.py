@@ -290,18 +290,28 @@ def test_a_corrupt_chunk_is_read_correctly_elsewhere_and_repaired(upkeep_cluster
         torn = name_of[ReplicaPenalty().order(addrs, names[1])[0]]
         path = chunk_files(upkeep_cluster, torn)[names[1]]
         path.write_bytes(path.read_bytes()[:4096])
+        # A copy no reader asks for (the last in every order): only the scrub finds it.
+        unread = name_of[ReplicaPenalty().order(addrs, names[2])[-1]]
+        path = chunk_files(upkeep_cluster, unread)[names[2]]
+        rotten = bytearray(path.read_bytes())
+        rotten[-1] ^= 0x01
+        path.write_bytes(bytes(rotten))
     with upkeep_cluster.client() as client:
         assert client.get("{rot}/x", "v").value == data
     corrupt = {n: s["chunks_corrupt"] for n, s in statuses(upkeep_cluster).items()}
     assert corrupt[first] >= 1 and corrupt[second] >= 1 and corrupt[torn] >= 1, corrupt
 
     def healed() -> bool:
-        for victim, name in ((first, names[0]), (second, names[0]), (torn, names[1])):
+        for victim, name in ((first, names[0]), (second, names[0]), (torn, names[1]),
+                             (unread, names[2])):
             path = chunk_files(upkeep_cluster, victim).get(name)
             if path is None or hashlib.sha256(path.read_bytes()).hexdigest() != name:
                 return False
         return True
-    wait_for(healed, 20, "the spoiled copies to be repaired")
+    wait_for(healed, 30, "the spoiled copies to be repaired")
+    # Each spoiled copy was found once: by a read, or (the unread one) by the scrub.
+    spoiled = {n: [first, second, torn, unread].count(n) for n in name_of.values()}
+    assert {n: s["chunks_corrupt"] for n, s in statuses(upkeep_cluster).items()} == spoiled
 
 
 # -- garbage collection --------------------------------------------------------------
