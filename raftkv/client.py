@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, NamedTuple
 from .blobs import data_chunks, manifest_of, parse_manifest
 from .connection import Connection
 from .errors import (
+    ClientClosed,
     ConditionFailed,
     ConfigError,
     NotLeader,
@@ -42,10 +43,6 @@ from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahe
 
 INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
 ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request id)
-
-
-class ClientClosed(UnavailableError):
-    """The client was closed while (or before) the call ran."""
 
 
 class Cell(NamedTuple):

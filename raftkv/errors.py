@@ -53,6 +53,10 @@ class OutcomeUnknown(Timeout):
     """
 
 
+class ClientClosed(UnavailableError):
+    """The client was closed while (or before) the call ran."""
+
+
 class UploadExpired(UnavailableError):
     """A large value's upload intent ran out before its cell was written: upload it again.
 
@@ -108,8 +112,8 @@ class AuthenticationFailed(ProtocolError):
 _BY_NAME: dict[str, type[RaftKVError]] = {
     cls.__name__: cls
     for cls in (RaftKVError, ConfigError, UnavailableError, NoLeader, NotLeader, Timeout,
-                OutcomeUnknown, UploadExpired, WrongShard, KeyNotFound, ConditionFailed, TooLarge,
-                ProtocolError, AuthenticationFailed)
+                OutcomeUnknown, ClientClosed, UploadExpired, WrongShard, KeyNotFound,
+                ConditionFailed, TooLarge, ProtocolError, AuthenticationFailed)
 }
 
 

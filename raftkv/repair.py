@@ -138,6 +138,8 @@ class BlobKeeper:
                 if now >= next_gc:
                     self.gc_round()
                     next_gc = time.monotonic() + self._settings.gc_interval
+            except RaftKVError as exc:  # no leader, no majority: try again next time
+                log.info("blob upkeep pass stopped: %s", exc)
             except Exception:  # noqa: BLE001 - the keeper must outlive any one bad pass
                 log.exception("blob upkeep pass failed")
 
