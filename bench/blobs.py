@@ -140,7 +140,8 @@ def report_table(disk: float, rows: list[dict[str, Any]], rss: dict[str, int]) -
             cpu = [f"{r['client_cpu_s']:.2f}", f"{sum(r['node_cpu_s'].values()):.2f}",
                    f"{wall:.2f}"]
         else:
-            name = f"etcd {r['op']} 1 MiB (×{r['count']}, {r['threads']} client threads)"
+            threads = f"{r['threads']} client thread" + ("s" if r["threads"] > 1 else "")
+            name = f"etcd {r['op']} 1 MiB (×{r['count']}, {threads})"
             cpu = ["–", "–", "–"]
         vs_etcd = f"{r['mb_per_s'] / best_etcd:.2f}" if best_etcd else "–"
         lines.append(f"| {name} | {r['mb_per_s']:.0f} | {vs_etcd} | {r['mb_per_s'] / disk:.2f} | "
