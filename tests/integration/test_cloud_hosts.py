@@ -5,8 +5,8 @@ hosts (a replica of each group on each), two frontend hosts, and an edge host
 with smtpd and the balancer.  An HTTP client follows the balancer, signs up,
 uploads and sends mail while, one at a time, a storage host is cut off and
 healed, a frontend host dies (the client goes back to the balancer and lands
-on the live frontend), and a storage node is disabled and restarted through
-its host's supervisor.  Afterwards every acknowledged upload and mail is
+on the live frontend), and a storage node is disabled and restarted from the
+admin console (which goes through its host's supervisor).  Afterwards every acknowledged upload and mail is
 there, byte for byte.  Where namespaces are refused, the hosts are loopback
 addresses and the cut-off host is paused instead.
 """
@@ -161,8 +161,8 @@ def cloud(tmp_path):
 class User:
     """A person with an HTTP client, who enters through the balancer."""
 
-    def __init__(self, cloud: Cloud, name: str) -> None:
-        self.cloud, self.name = cloud, name
+    def __init__(self, cloud: Cloud, name: str, password: str = PASSWORD) -> None:
+        self.cloud, self.name, self.password = cloud, name, password
         self.balancer = f"http://{cloud.ip['edge']}:8000"
         self.browser: Browser | None = None
 
@@ -177,11 +177,12 @@ class User:
         if signup:
             page = self.browser.get("/signup")
             page = self.browser.post("/signup", {"csrf": page.csrf(), "username": self.name,
-                                                 "password": PASSWORD, "password2": PASSWORD})
+                                                 "password": self.password,
+                                                 "password2": self.password})
             assert page.status == 200, page.text
         page = self.browser.get("/login")
         page = self.browser.post("/login", {"csrf": page.csrf(), "username": self.name,
-                                            "password": PASSWORD})
+                                            "password": self.password})
         assert page.status == 200 and "/drive" in page.text, page.text
         return self.browser.base
 
@@ -201,9 +202,21 @@ class User:
         assert page.status == 200
         return page.body
 
+    def admin_action(self, replica: str, action: str) -> None:
+        """Press a replica's Disable or Restart button in /admin."""
+        assert self.browser is not None
+        console = self.browser.get("/admin")
+        assert console.status == 200 and replica in console.text
+        page = self.browser.post(f"/admin/nodes/{replica}/{action}", {"csrf": console.csrf()})
+        assert page.status == 200, page.text  # back on /admin after the redirect
+
     def inbox(self) -> str:
         assert self.browser is not None
         return self.browser.get("/mail").text
+
+
+def _alive(cloud: Cloud, host: str, name: str) -> bool:
+    return any(p["name"] == name and p["alive"] for p in cloud.control(host, "GET", "/processes"))
 
 
 def _mail(cloud: Cloud, to: str, subject: str) -> None:
@@ -246,10 +259,15 @@ def test_a_users_work_survives_one_fault_after_another(cloud) -> None:
     assert cloud.ip[dead] not in landed, "the balancer sent us to the dead frontend"
     work("frontend-dead")
 
-    # A storage node disabled (kill -9) and restarted by its host's supervisor.
-    cloud.control("store2", "POST", "/processes/g1b/stop")
+    # A storage node disabled (kill -9) and restarted from the admin console,
+    # which asks the node's host supervisor.
+    admin = User(cloud, "admin", password="admin-password-1")
+    admin.enter()
+    admin.admin_action("g1b", "disable")
+    assert not _alive(cloud, "store2", "g1b")
     work("g1b-disabled")
-    cloud.control("store2", "POST", "/processes/g1b/start")
+    admin.admin_action("g1b", "restart")
+    wait_for(lambda: _alive(cloud, "store2", "g1b"), 30, "g1b to run again")
     work("g1b-restarted")
 
     for filename, content in acked.items():

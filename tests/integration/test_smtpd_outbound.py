@@ -8,6 +8,7 @@ remote exchangers, all on one port that smtpd is told is "port 25".
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import shutil
 import smtplib
@@ -22,9 +23,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from deploy.tls import ensure_certificate
+from raftkv.cluster import SmtpdConfig
 from shards.model import accounts, mailbox, outbound
+from smtpd.server import SmtpServer
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._procs import NO_DNS, Proc, free_port, port_open, python_cmd, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -315,3 +318,27 @@ def test_swaks_delivers_to_a_local_user(client, users, smtpd):
                            "--body", "sent by swaks"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(_in_folder(client, bob, subject)) == 1
+
+
+def test_plaintext_auth_only_on_loopback_and_only_when_configured(kv_cluster, client, users):
+    alice, bob = users
+    settings = SmtpdConfig(name=f"smtpd-plain-{secrets.token_hex(2)}", resolver=NO_DNS,
+                           inbound=f"127.0.0.1:{free_port()}",
+                           submission=f"127.0.0.1:{free_port()}", plaintext_auth_on_loopback=True)
+    cluster = dataclasses.replace(kv_cluster.cluster, smtpd=settings)
+    # Not on a loopback address, and no certificate: the port stays closed.
+    public = dataclasses.replace(settings, submission=f"0.0.0.0:{free_port()}")
+    unstarted = SmtpServer(dataclasses.replace(cluster, smtpd=public), client)
+    assert unstarted.submission is None
+    unstarted.inbound.loop.close()  # aiosmtpd makes its loop up front; this one never ran
+    server = SmtpServer(cluster, client, hostname="mx.raftcloud.test")
+    server.start()
+    try:
+        host, port = settings.submission.rsplit(":", 1)
+        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+            smtp.login(alice, PASSWORD)  # no STARTTLS: allowed here only
+            smtp.send_message(_message(f"{alice}@raftcloud.test", [f"{bob}@raftcloud.test"],
+                                       "over loopback"))
+    finally:
+        server.stop()
+    assert _in_folder(client, bob, "over loopback")
