@@ -32,6 +32,7 @@ from typing import Any
 import click
 
 from raftkv.cluster import (
+    CONFIG_GROUP_ID,
     SECRET_FILE_ENV,
     ClusterConfig,
     control_token,
@@ -75,9 +76,10 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
     py = sys.executable
     cfg = str(config_path)
     specs: list[ProcessSpec] = []
-    for group in cluster.groups:
+    for group in cluster.all_groups():
+        kind = "storage" if group.id != CONFIG_GROUP_ID else "config"
         for r in group.replicas:
-            specs.append(ProcessSpec(r.name, "storage", r.host, r.client, [
+            specs.append(ProcessSpec(r.name, kind, r.host, r.client, [
                 py, "-m", "raftkv.server", "--config", cfg, "--name", r.name,
                 "--data-dir", str(data_dir / r.name)]))
     for f in cluster.frontends:

@@ -143,7 +143,7 @@ class AdminViews:
         except UnavailableError:
             statuses = {}
         replicas = []
-        for group in sorted(self.config.cluster.groups, key=lambda g: g.id):
+        for group in self.config.cluster.all_groups():  # the config group (0) first
             for replica in group.replicas:
                 status = statuses.get(replica.name, {})
                 replicas.append({

@@ -28,6 +28,9 @@ SECRET_FILE_ENV = "RAFTCLOUD_SECRET_FILE"
 CONFIG_ENV = "RAFTCLOUD_CONFIG"
 
 
+CONFIG_GROUP_ID = 0  # the config group's id; storage groups are numbered from 1
+
+
 def control_token(secret: bytes) -> str:
     """The bearer token of a host supervisor's control API, derived from the secret."""
     return hmac.new(secret, b"raftcloud-control", hashlib.sha256).hexdigest()
@@ -147,6 +150,7 @@ class ClusterConfig:
     balancer: BalancerConfig | None = None
     raft: RaftSettings = field(default_factory=RaftSettings)
     blobs: BlobSettings = field(default_factory=BlobSettings)
+    config_group: GroupConfig | None = None  # id 0: configurations and the node registry
     path: Path | None = None             # where it was read from
 
     def validate(self) -> None:
@@ -163,27 +167,33 @@ class ClusterConfig:
             if proc in names:
                 raise ConfigError(f"process name {proc!r} is used twice")
             names.add(proc)
-        for group in self.groups:
+        if any(g.id == CONFIG_GROUP_ID for g in self.groups):
+            raise ConfigError(f"group id {CONFIG_GROUP_ID} is the config group's")
+        for group in self.all_groups():
             if not group.replicas:
                 raise ConfigError(f"group {group.id} has no replicas")
             for replica in group.replicas:
                 split_addr(replica.raft)
                 split_addr(replica.client)
 
+    def all_groups(self) -> tuple[GroupConfig, ...]:
+        """The config group (when there is one) and the storage groups."""
+        return ((self.config_group,) if self.config_group else ()) + self.groups
+
     def all_process_names(self) -> list[str]:
-        names = [r.name for g in self.groups for r in g.replicas]
+        names = [r.name for g in self.all_groups() for r in g.replicas]
         names += [f.name for f in self.frontends]
         names += [p.name for p in (self.smtpd, self.balancer) if p is not None]
         return names
 
     def group(self, group_id: int) -> GroupConfig:
-        for group in self.groups:
+        for group in self.all_groups():
             if group.id == group_id:
                 return group
         raise ConfigError(f"no group {group_id} in the cluster file")
 
     def replica(self, name: str) -> ReplicaConfig:
-        for group in self.groups:
+        for group in self.all_groups():
             for replica in group.replicas:
                 if replica.name == name:
                     return replica
@@ -225,6 +235,10 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         for g in raw.get("group", [])
     )
     control = raw.get("control", {})
+    config_group = None
+    if "config_group" in raw:
+        config_group = GroupConfig(id=CONFIG_GROUP_ID, replicas=tuple(
+            ReplicaConfig(group=CONFIG_GROUP_ID, **r) for r in raw["config_group"]["replica"]))
     return ClusterConfig(
         name=str(cluster.get("name", "raftcloud")),
         groups=groups,
@@ -238,6 +252,7 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         balancer=BalancerConfig(**raw["balancer"]) if "balancer" in raw else None,
         raft=RaftSettings(**raw.get("raft", {})),
         blobs=BlobSettings(**raw.get("blobs", {})),
+        config_group=config_group,
         path=path,
     )
 

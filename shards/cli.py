@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -18,6 +19,7 @@ from raftkv.cluster import load_cluster
 from raftkv.errors import RaftKVError
 
 from .client import Client
+from .model import registry
 
 
 def _show_value(value: bytes) -> str:
@@ -147,6 +149,48 @@ def scan(client: Client, ctx: click.Context, shard: int, after: str, limit: int)
                                    for c, cell in cells.items()}} for row, cells in rows]
     human = "\n".join(f"{row}\t{', '.join(sorted(cells))}" for row, cells in rows)
     _emit(ctx, data, human or "(no rows)")
+
+
+@main.command()
+@click.pass_context
+@_store_command
+def nodes(client: Client, ctx: click.Context) -> None:
+    """Every registered process (frontends, smtpd, balancer): address, alive, last beat."""
+    now = time.time()
+    found = registry.list_nodes(client)
+    data = [{"kind": n.kind, "name": n.name, "addr": n.addr, "alive": n.alive,
+             "heartbeat_age": round(now - n.heartbeat, 1), "info": n.info} for n in found]
+    lines = [f"{'kind':10} {'name':16} {'addr':22} {'state':6} {'beat':>7}"]
+    lines += [f"{n['kind']:10} {n['name']:16} {n['addr']:22} "
+              f"{'alive' if n['alive'] else 'DOWN':6} {n['heartbeat_age']:>6}s" for n in data]
+    _emit(ctx, data, "\n".join(lines))
+
+
+@main.command()
+@click.option("--rows-up-to", default=10_000, show_default=True,
+              help="Stop counting a shard's rows here (a bound on the work).")
+@click.pass_context
+@_store_command
+def shards(client: Client, ctx: click.Context, rows_up_to: int) -> None:
+    """Each shard: the group that serves it, its rows and their bytes (large values as stored)."""
+    data = []
+    with click.progressbar(range(client.cluster.shards), label="counting", file=sys.stderr,
+                           hidden=ctx.obj["json"]) as bar:
+        for shard in bar:
+            rows = size = 0
+            after = ""
+            while rows < rows_up_to:
+                page = client.scan(shard, after, 100, consistency="stale")
+                rows += len(page)
+                size += sum(len(c.value) for _row, cells in page for c in cells.values())
+                if len(page) < 100:
+                    break
+                after = page[-1][0]
+            data.append({"shard": shard, "group": client.shard_map.group_of(shard),
+                         "rows": rows, "bytes": size})
+    lines = [f"{'shard':>5} {'group':>5} {'rows':>8} {'bytes':>12}"]
+    lines += [f"{d['shard']:>5} {d['group']:>5} {d['rows']:>8} {d['bytes']:>12}" for d in data]
+    _emit(ctx, data, "\n".join(lines))
 
 
 if __name__ == "__main__":

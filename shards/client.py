@@ -24,7 +24,7 @@ class Client:
         self.cluster = cluster
         self.shard_map = ShardMap.static(cluster)
         self._groups = {g.id: raftkv.Client(g.client_addrs, cluster.secret, timeout=timeout)
-                        for g in cluster.groups}
+                        for g in cluster.all_groups()}
 
     def shard_of(self, row: str) -> int:
         return shard_of(row, self.cluster.shards)
@@ -67,10 +67,16 @@ class Client:
         group = self._groups[self.shard_map.group_of(shard)]
         return group.scan(shard, after_row, limit, consistency=consistency)
 
+    def config_group(self) -> raftkv.Client | None:
+        """The config group's client (configurations, node registry), if there is one."""
+        if self.cluster.config_group is None:
+            return None
+        return self._groups[self.cluster.config_group.id]
+
     def status(self) -> list[dict[str, Any]]:
-        """Every storage replica's status, with its group and name from the cluster file."""
+        """Every replica's status (the config group's as group 0), named as in the cluster file."""
         out = []
-        for group in self.cluster.groups:
+        for group in self.cluster.all_groups():
             for replica, status in zip(group.replicas, self._groups[group.id].status(), strict=True):
                 out.append({**status, "name": replica.name, "group": group.id,
                             "addr": replica.client})

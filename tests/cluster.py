@@ -15,17 +15,25 @@ from .netns import NetnsLab
 
 
 def write_cluster_file(root: Path, groups: int = 1, extra: str = "",
-                       hosts: Sequence[str] = ()) -> Path:
+                       hosts: Sequence[str] = (), config_group: bool = False) -> Path:
     """A cluster file with fresh ports and a secret file beside it.
 
     Replicas listen on loopback, or, given ``hosts`` (one IP address per
-    replica, in order g1a, g1b, ...), each on its own host's address.
+    replica, in order g1a, g1b, ...), each on its own host's address.  With
+    ``config_group``, three config replicas ca, cb, cc come first.
     """
     root.mkdir(parents=True, exist_ok=True)
     (root / "secret").write_bytes(SECRET)
     lines = ['[cluster]', 'name = "test"', 'secret_file = "secret"',
              'domains = ["raftcloud.test"]', ""]
     addresses = iter(hosts)
+    if config_group:
+        lines += ["[config_group]", "replica = ["]
+        for r in "abc":
+            ip = next(addresses, "127.0.0.1")
+            lines.append(f'  {{name = "c{r}", raft = "{ip}:{free_port()}", '
+                         f'client = "{ip}:{free_port()}"}},')
+        lines += ["]", ""]
     for g in range(1, groups + 1):
         lines += ["[[group]]", f"id = {g}", "replica = ["]
         for r in "abc":

@@ -7,9 +7,9 @@ its last heartbeat is younger than :data:`ALIVE_WINDOW`, so a process that
 crashes (kill -9) turns "down" by itself without anyone cleaning up after it.
 
 Layout: row :data:`REGISTRY_ROW`, one column ``<kind>/<name>`` per process,
-holding msgpack ``{"addr", "info", "heartbeat"}``.  The registry is meant to
-move into the config group (DESIGN.md §1); callers only use the functions
-below, so that move changes this module and nothing else.
+holding msgpack ``{"addr", "info", "heartbeat"}``.  The row lives in the config
+group when the cluster has one (DESIGN.md §1), else in the storage group that
+owns its shard.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class NodeInfo:
     alive: bool = False        # heartbeat within ALIVE_WINDOW of the reader's clock
 
 
+def _store(client: Client) -> Any:
+    """Where the registry row lives: the config group, or the storage groups."""
+    return client.config_group() or client
+
+
 def _column(kind: str, name: str) -> str:
     # The kind is a column prefix that list_nodes filters on, so it may not contain "/".
     if not kind or "/" in kind or not name:
@@ -68,7 +73,7 @@ def register(client: Client, *, kind: str, name: str, addr: str,
     """
     column = _column(kind, name)
     payload = {"addr": addr, "info": info or {}, "heartbeat": time.time()}
-    client.put(REGISTRY_ROW, column, msgpack.packb(payload, use_bin_type=True))
+    _store(client).put(REGISTRY_ROW, column, msgpack.packb(payload, use_bin_type=True))
 
 
 def unregister(client: Client, *, kind: str, name: str) -> bool:
@@ -76,7 +81,7 @@ def unregister(client: Client, *, kind: str, name: str) -> bool:
 
     A process that merely stops should *not* unregister: showing it as down is the point.
     """
-    return client.delete(REGISTRY_ROW, _column(kind, name))
+    return _store(client).delete(REGISTRY_ROW, _column(kind, name))
 
 
 def list_nodes(client: Client, kind: str | None = None, *,
@@ -89,7 +94,7 @@ def list_nodes(client: Client, kind: str | None = None, *,
     :raises UnavailableError: the store cannot answer right now.
     """
     prefix = f"{kind}/" if kind else ""
-    cells = client.get_row(REGISTRY_ROW, prefix=prefix)
+    cells = _store(client).get_row(REGISTRY_ROW, prefix=prefix)
     now = time.time() if now is None else now
     nodes = []
     for column, cell in cells.items():

@@ -6,7 +6,8 @@ with smtpd and the balancer.  An HTTP client follows the balancer, signs up,
 uploads and sends mail while, one at a time, a storage host is cut off and
 healed, a frontend host dies (the client goes back to the balancer and lands
 on the live frontend), and a storage node is disabled and restarted from the
-admin console (which goes through its host's supervisor).  Afterwards every acknowledged upload and mail is
+admin console (which goes through its host's supervisor), and the leader of
+the config group (which keeps the node registry) is killed.  Afterwards every acknowledged upload and mail is
 there, byte for byte.  Where namespaces are refused, the hosts are loopback
 addresses and the cut-off host is paused instead.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+import shards
 from deploy.launcher import control_token
 from raftkv.cluster import load_cluster
 
@@ -42,6 +44,11 @@ def _cluster_file(ip: dict[str, str]) -> str:
     lines = ['[cluster]', 'name = "hosts"', 'secret_file = "secret"',
              'domains = ["raftcloud.test"]', "", "[control]"]
     lines += [f'{h} = "{ip[h]}:7000"' for h in HOSTS]
+    lines += ["", "[config_group]", "replica = ["]
+    for r, host in zip("abc", HOSTS[:3], strict=True):
+        lines.append(f'  {{name = "c{r}", raft = "{ip[host]}:7101", '
+                     f'client = "{ip[host]}:7201", host = "{host}"}},')
+    lines.append("]")
     for g, (raft, client) in enumerate([(7111, 7211), (7121, 7221)], start=1):
         lines += ["", "[[group]]", f"id = {g}", "replica = ["]
         for r, host in zip("abc", HOSTS[:3], strict=True):
@@ -269,6 +276,17 @@ def test_a_users_work_survives_one_fault_after_another(cloud) -> None:
     admin.admin_action("g1b", "restart")
     wait_for(lambda: _alive(cloud, "store2", "g1b"), 30, "g1b to run again")
     work("g1b-restarted")
+
+    # The config group's leader (it keeps the node registry) dies and comes back.
+    with shards.Client(cloud.cluster) as client:
+        leader = next(s["name"] for s in client.status()
+                      if s["group"] == 0 and s.get("role") == "leader")
+    host = cloud.cluster.replica(leader).host
+    cloud.control(host, "POST", f"/processes/{leader}/stop")
+    work("config-leader-dead")
+    alice.enter()  # the balancer still finds the frontends in the registry
+    work("config-leader-dead-again")
+    cloud.control(host, "POST", f"/processes/{leader}/start")
 
     for filename, content in acked.items():
         assert alice.download(filename) == content, filename

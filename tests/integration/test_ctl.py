@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from shards.model import registry
+
 pytestmark = pytest.mark.cluster
 
 
@@ -40,3 +42,17 @@ def test_a_store_error_is_one_line_on_stderr(kv_cluster, tmp_path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "secret" in result.stderr
+
+
+def test_nodes_and_shards(kv_cluster) -> None:
+    with kv_cluster.client() as client:
+        registry.register(client, kind="frontend", name="ctl-web", addr="127.0.0.1:9")
+        client.put("{ctl-shard}/a", "c", b"12345")
+        shard = client.shard_of("{ctl-shard}/a")
+    nodes = json.loads(ctl(kv_cluster, "nodes").stdout)
+    mine = next(n for n in nodes if n["name"] == "ctl-web")
+    assert mine["kind"] == "frontend" and mine["alive"]
+    table = json.loads(ctl(kv_cluster, "shards").stdout)
+    assert len(table) == kv_cluster.cluster.shards
+    row = table[shard]
+    assert row["shard"] == shard and row["group"] == 1 and row["rows"] >= 1 and row["bytes"] >= 5

@@ -53,7 +53,7 @@ resolver = "{NO_DNS}"
 name = "balancer"
 listen = "127.0.0.1:{free_port()}"
 """
-    config = write_cluster_file(tmp_path / "cfg", groups=1, extra=extra)
+    config = write_cluster_file(tmp_path / "cfg", groups=1, extra=extra, config_group=True)
     data = tmp_path / "data"
     launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
                                            "--data-dir", str(data)), tmp_path).start()
@@ -116,7 +116,7 @@ def test_a_users_day_through_the_whole_cloud(cloud) -> None:
     assert page.status == 200
     console = admin.get("/admin")
     assert console.status == 200
-    for name in ("web1", "web2", "g1a", "g1b", "g1c"):
+    for name in ("web1", "web2", "g1a", "g1b", "g1c", "ca", "cb", "cc"):
         assert name in console.text, f"{name} missing from /admin"
     assert alice.get("/admin").status == 403
 

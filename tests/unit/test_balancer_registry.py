@@ -43,6 +43,9 @@ class _FlakyStore:
         self.failures = failures
         self.puts: list[tuple[str, str, bytes]] = []
 
+    def config_group(self) -> None:
+        return None  # no config group: the registry row is in the storage groups
+
     def put(self, row: str, col: str, value: bytes) -> int:
         if self.failures:
             self.failures -= 1
