@@ -50,16 +50,17 @@ class KVCluster:
     """Storage replicas as processes; failure is a verb (``kill``, ``start``)."""
 
     def __init__(self, root: Path, groups: int = 1, extra: str = "",
-                 lab: NetnsLab | None = None) -> None:
+                 lab: NetnsLab | None = None, config_group: bool = False) -> None:
         """``lab``: run replica i on the lab's host i instead of on loopback."""
         self.root = root
         self.lab = lab
         self.path = write_cluster_file(root, groups, extra,
-                                       hosts=[lab.address(h) for h in lab.hosts] if lab else ())
+                                       hosts=[lab.address(h) for h in lab.hosts] if lab else (),
+                                       config_group=config_group)
         self.cluster: ClusterConfig = load_cluster(self.path)
         self.procs: dict[str, Proc] = {}
         self.host_of: dict[str, str] = {}
-        replicas = [r for g in self.cluster.groups for r in g.replicas]
+        replicas = [r for g in self.cluster.all_groups() for r in g.replicas]
         for i, replica in enumerate(replicas):
             prefix: list[str] = []
             if lab is not None:
@@ -79,7 +80,8 @@ class KVCluster:
             wait_for(lambda r=replica: port_open(r.client), 20, f"{replica.name} to listen")
 
     def _replicas(self, name: str | None):
-        return [r for g in self.cluster.groups for r in g.replicas if name in (None, r.name)]
+        return [r for g in self.cluster.all_groups() for r in g.replicas
+                if name in (None, r.name)]
 
     def kill(self, name: str) -> None:
         self.procs[name].kill()

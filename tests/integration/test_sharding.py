@@ -1,0 +1,65 @@
+"""Shards over several groups (ShardKV's static tests): a group down takes exactly its
+shards with it, and the config group is not on the data path."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from raftkv.errors import UnavailableError
+
+from ..cluster import KVCluster, running
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def two_groups(tmp_path):
+    with running(KVCluster(tmp_path / "kv", groups=2, config_group=True)) as cluster:
+        yield cluster
+
+
+def _row_per_shard(client) -> dict[int, str]:
+    """One row name that lands on each shard (hash tags make rows easy to place)."""
+    rows: dict[int, str] = {}
+    i = 0
+    while len(rows) < client.cluster.shards and i < 100_000:
+        row = f"{{k{i}}}/row"
+        rows.setdefault(client.shard_of(row), row)
+        i += 1
+    assert len(rows) == client.cluster.shards
+    return rows
+
+
+def test_with_one_group_down_exactly_its_shards_fail(two_groups) -> None:
+    with two_groups.client(timeout=2.0) as client:
+        rows = _row_per_shard(client)
+        for shard, row in rows.items():
+            client.put(row, "c", b"%d" % shard)
+        owner = {shard: client.shard_map.group_of(shard) for shard in rows}
+        assert set(owner.values()) == {1, 2}
+        for name in ("g2a", "g2b", "g2c"):
+            two_groups.kill(name)
+
+        def probe(shard: int) -> bool:
+            try:
+                assert client.get(rows[shard], "c").value == b"%d" % shard
+                client.put(rows[shard], "c2", b"after")
+                return True
+            except UnavailableError:
+                return False
+        with ThreadPoolExecutor(16) as pool:
+            works = dict(zip(rows, pool.map(probe, rows), strict=True))
+    assert {s for s, ok in works.items() if ok} == {s for s, g in owner.items() if g == 1}
+
+
+def test_the_config_group_is_not_on_the_data_path(two_groups) -> None:
+    for name in ("ca", "cb", "cc"):
+        two_groups.kill(name)
+    with two_groups.client(timeout=5.0) as client:
+        rows = _row_per_shard(client)
+        for shard, row in rows.items():
+            client.put(row, "c", b"%d" % shard)
+        for shard, row in rows.items():
+            assert client.get(row, "c").value == b"%d" % shard
