@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,12 +19,30 @@ SECRET = b"test-secret-0123456789abcdef"
 NO_DNS = "127.0.0.1:9"
 
 
+_handed_out: set[int] = set()
+_ports = random.Random()
+
+
 def free_port() -> int:
-    """A port the kernel just handed out (SO_REUSEADDR lets the test bind it again)."""
-    with closing(socket.socket()) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, below the kernel's ephemeral range (32768-60999).
+
+    A port from the ephemeral range may be taken as the source port of some
+    outgoing connection between this check and the test process binding it;
+    below the range only listeners compete, and each port is handed out once.
+    """
+    for _ in range(1000):
+        port = _ports.randrange(20_000, 32_768)
+        if port in _handed_out:
+            continue
+        with closing(socket.socket()) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
