@@ -10,7 +10,7 @@ from pathlib import Path
 import shards
 from raftkv.cluster import ClusterConfig, load_cluster
 
-from ._procs import SECRET, Proc, free_port, port_open, python_cmd, wait_for
+from ._procs import NO_DNS, SECRET, Proc, free_port, port_open, python_cmd, wait_for
 from .netns import NetnsLab
 
 
@@ -126,3 +126,38 @@ def running(cluster: KVCluster) -> Iterator[KVCluster]:
         raise
     finally:
         cluster.stop()
+
+
+def whole_cloud_extra(*, frontends: int = 2, workers: int = 1, threads: int = 4) -> str:
+    """Cluster-file tables for everything above the store, on fresh loopback ports."""
+    tables = [f'[control]\nlocal = "127.0.0.1:{free_port()}"\n']
+    for i in range(1, frontends + 1):
+        tables.append(f'[[frontend]]\nname = "web{i}"\nlisten = "127.0.0.1:{free_port()}"\n'
+                      f"workers = {workers}\nthreads = {threads}\n")
+    tables.append(f'[smtpd]\nname = "smtpd"\ninbound = "127.0.0.1:{free_port()}"\n'
+                  f'submission = "127.0.0.1:{free_port()}"\nresolver = "{NO_DNS}"\n')
+    tables.append(f'[balancer]\nname = "balancer"\nlisten = "127.0.0.1:{free_port()}"\n')
+    return "\n" + "\n".join(tables)
+
+
+@contextmanager
+def launched(root: Path, extra: str, *,
+             config_group: bool = False) -> Iterator[tuple[Proc, Path, Path]]:
+    """``raftcloud up`` on a cluster file of one storage group plus ``extra``:
+    (the launcher, the cluster file, the data directory).  Logs on failure."""
+    config = write_cluster_file(root / "cfg", groups=1, extra=extra, config_group=config_group)
+    data = root / "data"
+    launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
+                                           "--data-dir", str(data)), root).start()
+    try:
+        wait_for(lambda: "raftcloud is ready" in launcher.log() or not launcher.alive, 120,
+                 "the cloud to start")
+        assert launcher.alive, launcher.log()
+        yield launcher, config, data
+    except BaseException:
+        for log in sorted((data / "logs").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        print(launcher.log())
+        raise
+    finally:
+        launcher.stop(timeout=30)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from .._procs import NO_DNS, Proc, free_port, python_cmd, wait_for
-from ..cluster import write_cluster_file
+from raftkv.cluster import load_cluster
+
+from .._procs import wait_for
+from ..cluster import launched, whole_cloud_extra
 from .test_portal_browser import CHROMIUM, CHROMIUM_ARGS, Shots, submit
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -31,48 +33,8 @@ def cloud(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("cloud-browser")
-    balancer = f"127.0.0.1:{free_port()}"
-    extra = f"""
-[control]
-local = "127.0.0.1:{free_port()}"
-
-[[frontend]]
-name = "web1"
-listen = "127.0.0.1:{free_port()}"
-workers = 1
-threads = 4
-
-[[frontend]]
-name = "web2"
-listen = "127.0.0.1:{free_port()}"
-workers = 1
-threads = 4
-
-[smtpd]
-name = "smtpd"
-inbound = "127.0.0.1:{free_port()}"
-submission = "127.0.0.1:{free_port()}"
-resolver = "{NO_DNS}"
-
-[balancer]
-name = "balancer"
-listen = "{balancer}"
-"""
-    config = write_cluster_file(tmp / "cfg", groups=1, extra=extra)
-    data = tmp / "data"
-    launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
-                                           "--data-dir", str(data)), tmp).start()
-    try:
-        wait_for(lambda: "raftcloud is ready" in launcher.log() or not launcher.alive, 120,
-                 "the cloud to start")
-        assert launcher.alive, launcher.log()
-        yield f"http://{balancer}", data
-    except BaseException:
-        for log in sorted((data / "logs").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        launcher.stop(timeout=30)
+    with launched(tmp, whole_cloud_extra()) as (_launcher, config, data):
+        yield f"http://{load_cluster(config).balancer.listen}", data
 
 
 def _enter(browser, balancer: str, name: str, shot, *, signup: bool):

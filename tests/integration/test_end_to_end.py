@@ -18,57 +18,18 @@ from raftkv import Client
 from raftkv.cluster import load_cluster
 
 from .._http import Browser
-from .._procs import NO_DNS, Proc, free_port, python_cmd, wait_for
-from ..cluster import write_cluster_file
+from .._procs import wait_for
+from ..cluster import launched, whole_cloud_extra
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
 def cloud(tmp_path: Path):
-    smtp_port = free_port()
-    extra = f"""
-[control]
-local = "127.0.0.1:{free_port()}"
-
-[[frontend]]
-name = "web1"
-listen = "127.0.0.1:{free_port()}"
-workers = 1
-threads = 4
-
-[[frontend]]
-name = "web2"
-listen = "127.0.0.1:{free_port()}"
-workers = 1
-threads = 4
-
-[smtpd]
-name = "smtpd"
-inbound = "127.0.0.1:{smtp_port}"
-submission = "127.0.0.1:{free_port()}"
-resolver = "{NO_DNS}"
-
-[balancer]
-name = "balancer"
-listen = "127.0.0.1:{free_port()}"
-"""
-    config = write_cluster_file(tmp_path / "cfg", groups=1, extra=extra, config_group=True)
-    data = tmp_path / "data"
-    launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
-                                           "--data-dir", str(data)), tmp_path).start()
-    try:
-        wait_for(lambda: "raftcloud is ready" in launcher.log() or not launcher.alive, 120,
-                 "the cloud to start")
-        assert launcher.alive, launcher.log()
+    extra = whole_cloud_extra()
+    with launched(tmp_path, extra, config_group=True) as (launcher, config, data):
+        smtp_port = int(load_cluster(config).smtpd.inbound.rsplit(":", 1)[1])
         yield launcher, config, data, smtp_port
-    except BaseException:
-        for log in sorted((data / "logs").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        print(launcher.log())
-        raise
-    finally:
-        launcher.stop(timeout=30)
 
 
 def test_a_users_day_through_the_whole_cloud(cloud) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .._procs import Proc, free_port, python_cmd, wait_for
-from ..cluster import write_cluster_file
+from .._procs import free_port, wait_for
+from ..cluster import launched
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -48,7 +48,7 @@ def cloud(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("browser")
     frontend = f"127.0.0.1:{free_port()}"
-    config = write_cluster_file(tmp / "cfg", groups=1, extra=f"""
+    extra = f"""
 [control]
 local = "127.0.0.1:{free_port()}"
 
@@ -57,21 +57,9 @@ name = "web1"
 listen = "{frontend}"
 workers = 2
 threads = 8
-""")
-    data = tmp / "data"
-    launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
-                                           "--data-dir", str(data)), tmp).start()
-    try:
-        wait_for(lambda: "raftcloud is ready" in launcher.log() or not launcher.alive, 120,
-                 "the cloud to start")
-        assert launcher.alive, launcher.log()
+"""
+    with launched(tmp, extra) as (_launcher, _config, data):
         yield f"http://{frontend}", data
-    except BaseException:
-        for log in sorted((data / "logs").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        launcher.stop(timeout=30)
 
 
 @pytest.fixture(scope="module")
