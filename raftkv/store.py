@@ -34,13 +34,14 @@ from collections import OrderedDict
 from typing import Any
 
 from .keys import DEFAULT_SHARDS, shard_of
+from .ownership import SHARD_OPS, ShardOwnership
 
 Cell = tuple[int, bytes, bool]  # (version, value or manifest, is_blob)
 Result = dict[str, Any]
 
-READ_OPS = frozenset({"get", "get_row", "scan", "noop"})
+READ_OPS = frozenset({"get", "get_row", "scan", "noop", "export_shard"})
 WRITE_OPS = frozenset({"put", "delete", "cput", "mutate_row",
-                       "intent", "intent_end", "expire_intents"})
+                       "intent", "intent_end", "expire_intents"}) | SHARD_OPS
 TIMED_OPS = frozenset({"intent", "expire_intents"})  # the leader's server fills in "now"
 _UPLOAD_OPS = frozenset({"put", "cput", "mutate_row"})
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the oldest idle one goes first
@@ -67,7 +68,7 @@ class _Session:
         self.results: dict[int, Result] = {}
 
 
-class Store:
+class Store(ShardOwnership):
     """The table of one Raft group."""
 
     def __init__(self, shards: int = DEFAULT_SHARDS) -> None:
@@ -83,6 +84,7 @@ class Store:
         # Derived, not snapshotted: (row, col) -> manifest of every cell holding a blob.
         # Other threads copy it (dict.copy holds the GIL) to find referenced chunks.
         self.blob_cells: dict[tuple[str, str], bytes] = {}
+        self._init_ownership()
 
     # -- entry point --------------------------------------------------------
 
@@ -156,6 +158,9 @@ class Store:
     def _dispatch(self, op: str, command: dict[str, Any]) -> Result:
         if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
             return error("ProtocolError", "row and column must be strings")
+        # After a write's exactly-once check (see ownership.py): a stored answer wins.
+        if (refused := self.refusal(op, command)) is not None:
+            return refused
         try:
             return getattr(self, f"_op_{op}")(command)
         except (KeyError, TypeError, ValueError) as exc:
@@ -361,6 +366,7 @@ class Store:
             "intents": [[upload, expires, list(chunks)]
                         for upload, (expires, chunks) in self.intents.items()],
             "clock": self.clock,
+            "ownership": self.ownership_snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -379,6 +385,7 @@ class Store:
         self.intents = {upload: (expires, list(chunks))
                         for upload, expires, chunks in state.get("intents", [])}
         self.clock = float(state.get("clock", 0.0))
+        self.restore_ownership(state.get("ownership"))
         self.blob_cells = {(row, col): cell[1] for table in self.shards.values()
                            for row, cells in table.items() for col, cell in cells.items()
                            if cell[2]}

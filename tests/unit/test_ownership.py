@@ -1,0 +1,113 @@
+"""Shard ownership in the state machine, and the five steps that move a shard."""
+
+from __future__ import annotations
+
+from raftkv.keys import shard_of
+from raftkv.store import Store
+
+SHARDS = 8
+
+
+class Writer:
+    """One client's session: every write carries (cid, seq, ack)."""
+
+    def __init__(self, cid: int) -> None:
+        self.cid, self.seq = cid, 0
+
+    def __call__(self, store: Store, **command) -> dict:
+        self.seq += 1
+        return store.apply({**command, "cid": self.cid, "seq": self.seq, "ack": self.seq - 1})
+
+    def retry(self, store: Store, **command) -> dict:
+        """The last request again, with the same sequence number."""
+        return store.apply({**command, "cid": self.cid, "seq": self.seq, "ack": self.seq - 1})
+
+
+def _row_in(shard: int, n: int = 0) -> str:
+    i, found = 0, -1
+    while True:
+        row = f"{{r{i}}}/x"
+        if shard_of(row, SHARDS) == shard:
+            found += 1
+            if found == n:
+                return row
+        i += 1
+
+
+def _move(source: Store, dest: Store, admin: Writer, shard: int, config: int) -> None:
+    assert "error" not in admin(source, op="freeze_shard", config=config, shard=shard)
+    after, counter = "", 0
+    while True:
+        page = source.apply({"op": "export_shard", "shard": shard, "after": after, "limit": 2})
+        assert "error" not in page, page
+        counter = page["counter"]
+        if page["rows"]:
+            done = admin(dest, op="import_shard", config=config, shard=shard,
+                         rows=page["rows"], counter=counter)
+            assert "error" not in done, done
+            after = page["rows"][-1][0]
+        if not page["more"]:
+            break
+    assert "error" not in admin(dest, op="adopt_shard", config=config, shard=shard)
+    assert "error" not in admin(source, op="drop_shard", config=config, shard=shard)
+
+
+def test_an_unmanaged_group_serves_every_shard_and_a_managed_one_only_its_own() -> None:
+    store, admin = Store(SHARDS), Writer(1)
+    row0, row1 = _row_in(0), _row_in(1)
+    assert "error" not in admin(store, op="put", row=row1, col="c", value=b"v")
+    assert admin(store, op="set_owned", config=1, shards=[0])["config_num"] == 1
+    assert "error" not in admin(store, op="put", row=row0, col="c", value=b"v")
+    refused = store.apply({"op": "get", "row": row1, "col": "c"})
+    assert refused["error"] == "WrongShard" and refused["shard"] == 1
+    assert refused["config_num"] == 1
+    assert store.read({"op": "get", "row": row1, "col": "c"})["error"] == "WrongShard"
+    assert store.apply({"op": "scan", "shard": 1})["error"] == "WrongShard"
+
+
+def test_moving_a_shard_keeps_cells_versions_and_exactly_once() -> None:
+    source, dest, admin, user = Store(SHARDS), Store(SHARDS), Writer(1), Writer(2)
+    admin(dest, op="set_owned", config=1, shards=[])
+    shard = 3
+    rows = [_row_in(shard, n) for n in range(5)]
+    versions = {row: user(source, op="put", row=row, col="c", value=row.encode())["version"]
+                for row in rows}
+    user(source, op="put", row=rows[0], col="big", value=b"manifest", blob=True)
+    last = user(source, op="put", row=rows[1], col="c", value=b"last")  # its answer may be lost
+
+    _move(source, dest, admin, shard, config=2)
+
+    # The retried write that the source applied before the freeze gets its stored answer...
+    assert user.retry(source, op="put", row=rows[1], col="c", value=b"last") == last
+    # ...while a new write there is refused, and lands at the destination instead.
+    assert user(source, op="put", row=rows[2], col="c", value=b"new")["error"] == "WrongShard"
+    moved = dest.apply({"op": "get", "row": rows[0], "col": "c"})
+    assert moved["value"] == rows[0].encode() and moved["version"] == versions[rows[0]]
+    assert dest.apply({"op": "get", "row": rows[1], "col": "c"})["value"] == b"last"
+    assert dest.blob_cells[(rows[0], "big")] == b"manifest"
+    newer = user(dest, op="put", row=rows[2], col="c", value=b"new")["version"]
+    assert newer > max(versions.values())  # versions keep growing across the move
+    # The source holds nothing of the shard any more, blobs included.
+    assert shard not in source.shards and (rows[0], "big") not in source.blob_cells
+
+
+def test_steps_are_refused_out_of_order_or_with_an_old_configuration() -> None:
+    store, admin = Store(SHARDS), Writer(1)
+    assert store.apply({"op": "export_shard", "shard": 2})["error"] == "ConfigError"
+    assert admin(store, op="drop_shard", config=1, shard=2)["error"] == "ConfigError"
+    admin(store, op="freeze_shard", config=5, shard=2)
+    assert admin(store, op="freeze_shard", config=4, shard=3)["error"] == "ConfigError"
+    assert admin(store, op="import_shard", config=5, shard=4, rows=[],
+                 counter=0)["error"] == "ConfigError"  # shard 4 is served here
+    wrong_row = [[_row_in(5), [["c", 1, b"v", False]]]]
+    assert admin(store, op="import_shard", config=5, shard=2, rows=wrong_row,
+                 counter=1)["error"] == "ProtocolError"
+
+
+def test_ownership_survives_a_snapshot() -> None:
+    store, admin = Store(SHARDS), Writer(1)
+    admin(store, op="set_owned", config=3, shards=[0, 1, 2])
+    admin(store, op="freeze_shard", config=4, shard=1)
+    copy = Store(SHARDS)
+    copy.restore(store.snapshot())
+    assert (copy.config_num, copy.owned, copy.frozen) == (4, {0, 2}, {1})
