@@ -59,6 +59,8 @@ class ShardOwnership:
             return None
         if op == "scan":
             shard = command.get("shard")
+            if not isinstance(shard, int):
+                return None  # the operation itself answers ProtocolError
         elif op in ("get", "put", "delete", "cput", "mutate_row", "get_row"):
             row = command.get("row")
             shard = shard_of(row, self.shard_count) if isinstance(row, str) else None
@@ -126,7 +128,7 @@ class ShardOwnership:
             return _error("ConfigError", f"shard {shard} is served here: nothing to import")
         table = self.shards.setdefault(shard, {})
         for row, cells in c["rows"]:
-            if shard_of(row, self.shard_count) != shard:
+            if not isinstance(row, str) or shard_of(row, self.shard_count) != shard:
                 raise ValueError(f"row {row!r} is not in shard {shard}")
             target = table.setdefault(row, {})
             for col, version, value, is_blob in cells:

@@ -29,6 +29,7 @@ of being applied twice.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections import OrderedDict
 from typing import Any
@@ -89,19 +90,31 @@ class Store(ShardOwnership):
     # -- entry point --------------------------------------------------------
 
     def apply(self, command: dict[str, Any]) -> Result:
-        """Apply one command; never raises for bad input, answers an error result instead."""
+        """Apply one command; never raises for bad input, answers an error result instead.
+
+        An exception escaping here would stop the Raft engine at this log entry
+        on every replica, for good (it retries the entry forever); every
+        replica fails the same way on the same command, so turning any
+        exception into an error result keeps them identical.
+        """
         self.applied += 1
         op = command.get("op")
-        if op in READ_OPS:
-            return self._dispatch(op, command)
-        return self._write_command(op, command)
+        try:
+            if op in READ_OPS:
+                return self._dispatch(op, command)
+            return self._write_command(op, command)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
     def read(self, command: dict[str, Any]) -> Result:
         """Answer a read from the local state, outside the log (a stale read): counts nothing."""
         op = command.get("op")
         if op not in READ_OPS:
             return error("ProtocolError", f"{op!r} is not a read")
-        return self._dispatch(op, command)
+        try:
+            return self._dispatch(op, command)
+        except Exception as exc:  # noqa: BLE001 - as in apply
+            return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
     def _write_command(self, op: object, command: dict[str, Any]) -> Result:
         if op not in WRITE_OPS:
@@ -127,6 +140,8 @@ class Store(ShardOwnership):
         upload = command.get("upload") if op in _UPLOAD_OPS else None
         if upload is None:
             return self._dispatch(op, command)
+        if (refused := self.refusal(op, command)) is not None:
+            return refused  # not applied here: the intent keeps protecting the chunks
         if not isinstance(upload, int):
             return error("ProtocolError", "an upload id is an integer")
         if upload not in self.intents:
@@ -158,10 +173,10 @@ class Store(ShardOwnership):
     def _dispatch(self, op: str, command: dict[str, Any]) -> Result:
         if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
             return error("ProtocolError", "row and column must be strings")
-        # After a write's exactly-once check (see ownership.py): a stored answer wins.
-        if (refused := self.refusal(op, command)) is not None:
-            return refused
         try:
+            # After a write's exactly-once check (see ownership.py): a stored answer wins.
+            if (refused := self.refusal(op, command)) is not None:
+                return refused
             return getattr(self, f"_op_{op}")(command)
         except (KeyError, TypeError, ValueError) as exc:
             return error("ProtocolError", f"malformed {op} request: {exc!r}")
@@ -293,8 +308,8 @@ class Store(ShardOwnership):
 
     def _tick(self, c: dict[str, Any]) -> float:
         now = c["now"]
-        if not isinstance(now, (int, float)):
-            raise TypeError("now must be a number")
+        if not isinstance(now, (int, float)) or not math.isfinite(now):
+            raise TypeError("now must be a finite number")
         self.clock = max(self.clock, float(now))
         return self.clock
 
@@ -303,7 +318,10 @@ class Store(ShardOwnership):
         if not isinstance(upload, int) or not isinstance(digests, list) or not all(
                 isinstance(d, bytes) and len(d) == DIGEST_SIZE for d in digests):
             raise TypeError("an intent needs an integer upload id and 32-byte digests")
-        lease = min(max(float(c["lease"]), 0.1), MAX_LEASE)
+        lease = float(c["lease"])
+        if not math.isfinite(lease):
+            raise ValueError("a lease is a finite number of seconds")
+        lease = min(max(lease, 0.1), MAX_LEASE)
         now = self._tick(c)
         current = self.intents.get(upload)
         if current is None and not c.get("new"):

@@ -100,6 +100,8 @@ def exchangers(resolver: dns.resolver.Resolver, domain: str) -> list[str]:
         raise PermanentFailure(f"domain {domain} does not exist") from None
     except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
         raise TemporaryFailure(f"DNS lookup for {domain} failed: {exc}") from None
+    except (dns.exception.DNSException, UnicodeError) as exc:  # "a..b", a 64-byte label
+        raise PermanentFailure(f"{domain!r} is not a valid domain: {exc}") from None
 
 
 def send_to_domain(config: OutboundConfig, addresses: list[str], sender: str,
@@ -188,6 +190,9 @@ class OutboundWorker:
                 self.run_once()
             except RaftKVError as exc:
                 log.warning("outbound queue unavailable: %s", exc)
+            except Exception:
+                # A bug must not end outbound mail for good: log it and go on.
+                log.exception("outbound worker error; carrying on")
             self._stop.wait(self.config.poll_interval)
 
     def run_once(self) -> int:
@@ -214,6 +219,13 @@ class OutboundWorker:
         for rcpt in entry.recipients:
             by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
         for domain, rcpts in by_domain.items():
+            # Renew the lease before each domain: one attempt may outlast a lease
+            # (slow greetings), and a second worker must not deliver it again.
+            renewed = outbound.claim(self._client, entry, self._owner, self.config.lease)
+            if renewed is None:
+                log.warning("entry %s: lost its lease mid-attempt; leaving it", entry.id)
+                return
+            entry = renewed
             try:
                 addresses = exchangers(self._resolver, domain)
                 refused = send_to_domain(self.config, addresses, entry.sender, rcpts, raw)

@@ -111,3 +111,31 @@ def test_ownership_survives_a_snapshot() -> None:
     copy = Store(SHARDS)
     copy.restore(store.snapshot())
     assert (copy.config_num, copy.owned, copy.frozen) == (4, {0, 2}, {1})
+
+
+def test_malformed_commands_get_error_results_never_exceptions() -> None:
+    # An exception out of apply would stop the Raft engine at that entry on every replica.
+    store, admin = Store(SHARDS), Writer(1)
+    admin(store, op="set_owned", config=1, shards=[0])
+    for command in ({"op": "scan", "shard": [1]}, {"op": "scan", "shard": "x"},
+                    {"op": "get", "row": 5, "col": "c"}, {"op": "export_shard", "shard": None}):
+        assert "error" in store.apply(command), command
+        assert "error" in store.read(command), command
+    admin(store, op="freeze_shard", config=2, shard=0)
+    for rows in ([[5, []]], [["{r0}/x", [[1, 2, 3, 4]]]], "not rows", [[None]]):
+        result = admin(store, op="import_shard", config=2, shard=3, rows=rows, counter=0)
+        assert result["error"] in ("ProtocolError", "ConfigError"), result
+    nan_lease = admin(store, op="intent", upload=1, digests=[], lease=float("nan"), now=1.0,
+                      new=True)
+    assert nan_lease["error"] == "ProtocolError" and not store.intents
+
+
+def test_a_refused_write_keeps_its_upload_intent() -> None:
+    store, admin, user = Store(SHARDS), Writer(1), Writer(2)
+    admin(store, op="set_owned", config=1, shards=[0])
+    assert "error" not in user(store, op="intent", upload=7, digests=[b"d" * 32], lease=60.0,
+                               now=1.0, new=True)
+    refused = user(store, op="put", row=_row_in(1), col="c", value=b"manifest", blob=True,
+                   upload=7)
+    assert refused["error"] == "WrongShard"
+    assert 7 in store.intents  # the chunks stay protected while the client goes elsewhere

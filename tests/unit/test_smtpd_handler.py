@@ -141,3 +141,14 @@ def test_inbound_config_is_validated():
         with pytest.raises(ConfigError):
             bad.validate()
     InboundConfig(DOMAINS).validate()
+
+
+@pytest.mark.parametrize("domain", ["a..b.test", "x" * 64 + ".test", "-\udcff.test"])
+def test_an_invalid_domain_is_a_permanent_failure_before_any_query(domain) -> None:
+    import dns.resolver
+
+    from smtpd.outbound import PermanentFailure, exchangers
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port, resolver.lifetime = ["127.0.0.1"], 9, 0.5
+    with pytest.raises(PermanentFailure):
+        exchangers(resolver, domain)
