@@ -51,12 +51,6 @@ class FakeFrontend:
         self.httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def client(kv_cluster):
-    with kv_cluster.client() as client:
-        yield client
-
-
 @pytest.fixture
 def frontends(client):
     """Fake frontends, registered in the real registry; removed from it afterwards."""

@@ -7,7 +7,6 @@ normal page: no script, no event handler, no remote content, no crash.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import smtplib
 
@@ -15,21 +14,13 @@ import pytest
 from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
-from raftkv.cluster import SmtpdConfig
 from shards.model import accounts, mailbox
-from smtpd.server import SmtpServer
 
-from .._procs import NO_DNS, free_port
+from .._mail import inprocess_smtpd
 
 pytestmark = pytest.mark.cluster
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def client(kv_cluster):
-    with kv_cluster.client() as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +32,8 @@ def victim(client):
 
 @pytest.fixture(scope="module")
 def smtp_port(kv_cluster, client):
-    settings = SmtpdConfig(name=f"smtpd-{secrets.token_hex(3)}", resolver=NO_DNS,
-                           inbound=f"127.0.0.1:{free_port()}")
-    server = SmtpServer(dataclasses.replace(kv_cluster.cluster, smtpd=settings), client,
-                        hostname="mx.raftcloud.test")
-    server.start()
-    try:
+    with inprocess_smtpd(kv_cluster.cluster, client) as settings:
         yield int(settings.inbound.rsplit(":", 1)[1])
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

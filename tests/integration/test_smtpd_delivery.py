@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import signal
 import smtplib
@@ -15,17 +14,11 @@ import pytest
 from raftkv.cluster import SmtpdConfig
 from shards.model import accounts, mailbox
 from shards.model.registry import list_nodes
-from smtpd.server import SmtpServer
 
+from .._mail import inprocess_smtpd
 from .._procs import NO_DNS, Proc, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def client(kv_cluster):
-    with kv_cluster.client() as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +32,8 @@ def users(client):
 
 @pytest.fixture(scope="module")
 def smtp_addr(kv_cluster, client):
-    settings = SmtpdConfig(name=f"smtpd-{secrets.token_hex(3)}", resolver=NO_DNS,
-                           inbound=f"127.0.0.1:{free_port()}")
-    server = SmtpServer(dataclasses.replace(kv_cluster.cluster, smtpd=settings), client,
-                        hostname="mx.raftcloud.test")
-    server.start()
-    try:
+    with inprocess_smtpd(kv_cluster.cluster, client) as settings:
         yield settings
-    finally:
-        server.stop()
 
 
 def _message(to: str, subject: str, message_id: str | None = None) -> EmailMessage:

@@ -13,12 +13,6 @@ from shards.model.registry import list_nodes, register, unregister
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def client(kv_cluster):
-    with kv_cluster.client() as client:
-        yield client
-
-
 @pytest.fixture
 def user():
     return f"u{secrets.token_hex(4)}"  # mailbox functions need no account

@@ -162,12 +162,6 @@ greeting_timeout = 10
 
 
 @pytest.fixture(scope="module")
-def client(kv_cluster):
-    with kv_cluster.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def users(client):
     names = [f"{who}{secrets.token_hex(3)}" for who in ("alice", "bob")]
     for name in names:

@@ -29,12 +29,6 @@ def app(kv_cluster):
     portal.close()
 
 
-@pytest.fixture(scope="module")
-def client(kv_cluster):
-    with kv_cluster.client() as client:
-        yield client
-
-
 def _csrf(http: HTTPClient, path: str) -> str:
     return re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(path).text).group(1)
 
