@@ -240,6 +240,24 @@ class Client:
             return first, False
         return upload.write(_Prefixed(first, value)), True  # type: ignore[arg-type]
 
+    def execute(self, request: dict[str, Any], *, write: bool) -> dict[str, Any]:
+        """One administrative command through the log (the shard-moving steps of
+        :mod:`raftkv.ownership`); raises the answer's error."""
+        return self._call(dict(request), write=write)
+
+    def put_chunk(self, name: str, data: bytes) -> None:
+        """Store one chunk on every replica; return once a majority has it on disk."""
+        stored, last = 0, "no replica tried"
+        for addr in self.addrs:
+            try:
+                self._send_to(addr, {"op": "blob_put", "name": name, "data": data},
+                              self.timeout)
+                stored += 1
+            except UnavailableError as exc:
+                last = str(exc)
+        if stored < len(self.addrs) // 2 + 1:
+            raise UnavailableError(f"chunk {name[:12]} stored on {stored} replicas: {last}")
+
     def fetch_chunk(self, name: str, addrs: Sequence[str] | None = None) -> bytes:
         """One chunk, verified, from the first of ``addrs`` (default: the group) that has it."""
         for addr in self._penalty.order(tuple(addrs or self.addrs), name):

@@ -31,7 +31,8 @@ from .keys import shard_of
 Result = dict[str, Any]
 
 SHARD_OPS = frozenset({"set_owned", "freeze_shard", "import_shard", "adopt_shard", "drop_shard"})
-EXPORT_PAGE = 200  # rows per export page at most (the caller also bounds it by bytes)
+EXPORT_PAGE = 200          # rows per export page at most
+EXPORT_BYTES = 1024 * 1024  # and about this many bytes of values (an answer is one frame)
 
 
 def _error(name: str, message: str, **fields: Any) -> Result:
@@ -115,10 +116,14 @@ class ShardOwnership:
         after, limit = c.get("after", ""), max(1, min(int(c.get("limit") or 1), EXPORT_PAGE))
         table = self.shards.get(shard, {})
         rows = sorted(r for r in table if r > after)
-        page = rows[:limit]
-        return {"rows": [[row, [[col, *cell] for col, cell in sorted(table[row].items())]]
-                         for row in page],
-                "more": len(rows) > limit, "counter": self.counters.get(shard, 0)}
+        page, size = [], 0
+        for row in rows[:limit]:
+            if page and size > EXPORT_BYTES:
+                break
+            cells = [[col, *cell] for col, cell in sorted(table[row].items())]
+            size += sum(len(cell[2]) + len(cell[0]) for cell in cells) + len(row)
+            page.append([row, cells])
+        return {"rows": page, "more": len(rows) > len(page), "counter": self.counters.get(shard, 0)}
 
     def _op_import_shard(self, c: dict[str, Any]) -> Result:
         if (refused := self._stale(c)) is not None:

@@ -18,7 +18,9 @@ import click
 from raftkv.cluster import load_cluster
 from raftkv.errors import RaftKVError
 
+from . import config as shard_config
 from .client import Client
+from .migrate import Migrator
 from .model import registry
 
 
@@ -173,6 +175,7 @@ def nodes(client: Client, ctx: click.Context) -> None:
 @_store_command
 def shards(client: Client, ctx: click.Context, rows_up_to: int) -> None:
     """Each shard: the group that serves it, its rows and their bytes (large values as stored)."""
+    client.refresh()
     data = []
     with click.progressbar(range(client.cluster.shards), label="counting", file=sys.stderr,
                            hidden=ctx.obj["json"]) as bar:
@@ -191,6 +194,46 @@ def shards(client: Client, ctx: click.Context, rows_up_to: int) -> None:
     lines = [f"{'shard':>5} {'group':>5} {'rows':>8} {'bytes':>12}"]
     lines += [f"{d['shard']:>5} {d['group']:>5} {d['rows']:>8} {d['bytes']:>12}" for d in data]
     _emit(ctx, data, "\n".join(lines))
+
+
+def _reconfigure(client: Client, ctx: click.Context, step) -> None:
+    def progress(message: str) -> None:
+        if not ctx.obj["json"]:
+            click.echo(message, err=True)
+    config = Migrator(client, progress).reconfigure(step)
+    counts = {gid: len(config.shards_of(gid)) for gid in sorted(config.groups)}
+    _emit(ctx, {"num": config.num, "owners": list(config.owners), "shards_per_group": counts},
+          f"configuration {config.num}: " + ", ".join(f"group {g}: {n} shards"
+                                                     for g, n in counts.items()))
+
+
+@main.command()
+@click.argument("group", type=int)
+@click.pass_context
+@_store_command
+def join(client: Client, ctx: click.Context, group: int) -> None:
+    """Add a storage group of the cluster file and move shards to it."""
+    addrs = client.cluster.group(group).client_addrs
+    _reconfigure(client, ctx, lambda c: shard_config.join(c, {group: addrs}))
+
+
+@main.command()
+@click.argument("groups", type=int, nargs=-1, required=True)
+@click.pass_context
+@_store_command
+def leave(client: Client, ctx: click.Context, groups: tuple[int, ...]) -> None:
+    """Move every shard off these groups, then forget them."""
+    _reconfigure(client, ctx, lambda c: shard_config.leave(c, list(groups)))
+
+
+@main.command()
+@click.argument("shard", type=int)
+@click.argument("group", type=int)
+@click.pass_context
+@_store_command
+def move(client: Client, ctx: click.Context, shard: int, group: int) -> None:
+    """Move one shard to one group."""
+    _reconfigure(client, ctx, lambda c: shard_config.move(c, shard, group))
 
 
 if __name__ == "__main__":

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO, TypeVar
 
 import raftkv
 from raftkv.client import Cell
 from raftkv.cluster import ClusterConfig
+from raftkv.errors import RaftKVError, WrongShard
 from raftkv.keys import shard_of
 
+from .config import Config, ConfigStore
 from .shardmap import ShardMap
+
+T = TypeVar("T")
 
 
 class Client:
@@ -22,50 +28,104 @@ class Client:
 
     def __init__(self, cluster: ClusterConfig, *, timeout: float = 10.0) -> None:
         self.cluster = cluster
+        self.timeout = timeout
         self.shard_map = ShardMap.static(cluster)
         self._groups = {g.id: raftkv.Client(g.client_addrs, cluster.secret, timeout=timeout)
                         for g in cluster.all_groups()}
+        self._lock = threading.Lock()
 
     def shard_of(self, row: str) -> int:
         return shard_of(row, self.cluster.shards)
 
-    def _for_row(self, row: str) -> raftkv.Client:
-        return self._groups[self.shard_map.group_of(self.shard_of(row))]
+    def group_client(self, gid: int) -> raftkv.Client:
+        return self._groups[gid]
+
+    def use_config(self, config: Config) -> None:
+        """Route by ``config`` from now on (if it is newer than what we use)."""
+        with self._lock:
+            if config.num <= self.shard_map.num or config.num == 0:
+                return
+            for gid, addrs in config.groups.items():
+                if gid not in self._groups:
+                    self._groups[gid] = raftkv.Client(addrs, self.cluster.secret,
+                                                      timeout=self.timeout)
+            self.shard_map = ShardMap(config.num, config.owners)
+
+    def refresh(self) -> None:
+        """Learn the latest configuration; without a config group the map is static."""
+        config_group = self.config_group()
+        if config_group is None:
+            return
+        try:
+            self.use_config(ConfigStore(config_group, self.cluster.shards).query())
+        except RaftKVError:
+            pass  # the config group is down: keep routing as we did, and retry later
+
+    def _on_row(self, row: str, call: Callable[[raftkv.Client], T], *, retry: bool = True) -> T:
+        return self._routed(self.shard_of(row), call, retry=retry)
+
+    def _routed(self, shard: int, call: Callable[[raftkv.Client], T], *,
+                retry: bool = True) -> T:
+        """``call`` on the owning group; on WrongShard learn the new owner and go there.
+
+        A WrongShard answer means the request did not apply (raftkv.ownership), so
+        sending it again elsewhere is safe.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while True:
+            try:
+                return call(self._groups[self.shard_map.group_of(shard)])
+            except WrongShard:
+                self.refresh()
+                if not retry or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def get(self, row: str, col: str, *, consistency: str = "linearizable") -> Cell | None:
-        return self._for_row(row).get(row, col, consistency=consistency)
+        return self._on_row(row, lambda g: g.get(row, col, consistency=consistency))
 
     def put(self, row: str, col: str, value: bytes) -> int:
-        return self._for_row(row).put(row, col, value)
+        return self._on_row(row, lambda g: g.put(row, col, value))
 
     def put_stream(self, row: str, col: str, stream: BinaryIO | bytes) -> int:
-        return self._for_row(row).put_stream(row, col, stream)
+        if isinstance(stream, bytes) or not stream.seekable():
+            if not isinstance(stream, bytes):  # a second try could not read it again
+                return self._on_row(row, lambda g: g.put_stream(row, col, stream), retry=False)
+            return self._on_row(row, lambda g: g.put_stream(row, col, stream))
+        start = stream.tell()
+
+        def attempt(group: raftkv.Client) -> int:
+            stream.seek(start)
+            return group.put_stream(row, col, stream)
+        return self._on_row(row, attempt)
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
-        return self._for_row(row).get_stream(row, col)
+        return self._on_row(row, lambda g: g.get_stream(row, col))
 
     def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
-        return self._for_row(row).get_into(row, col, out)
+        return self._on_row(row, lambda g: g.get_into(row, col, out))
 
     def delete(self, row: str, col: str) -> bool:
-        return self._for_row(row).delete(row, col)
+        return self._on_row(row, lambda g: g.delete(row, col))
 
     def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
              if_version: int | None = None) -> int:
-        return self._for_row(row).cput(row, col, new, old=old, if_version=if_version)
+        return self._on_row(row, lambda g: g.cput(row, col, new, old=old, if_version=if_version))
 
     def mutate_row(self, row: str, conditions: Sequence[tuple[Any, ...]],
                    mutations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
-        return self._for_row(row).mutate_row(row, conditions, mutations)
+        return self._on_row(row, lambda g: g.mutate_row(row, conditions, mutations))
 
     def get_row(self, row: str, prefix: str = "", *,
                 consistency: str = "linearizable") -> dict[str, Cell]:
-        return self._for_row(row).get_row(row, prefix, consistency=consistency)
+        return self._on_row(row, lambda g: g.get_row(row, prefix, consistency=consistency))
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
              consistency: str = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
-        group = self._groups[self.shard_map.group_of(shard)]
-        return group.scan(shard, after_row, limit, consistency=consistency)
+        return self._routed(shard, lambda g: g.scan(shard, after_row, limit,
+                                                    consistency=consistency))
 
     def config_group(self) -> raftkv.Client | None:
         """The config group's client (configurations, node registry), if there is one."""
