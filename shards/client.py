@@ -40,6 +40,10 @@ class Client:
     def group_client(self, gid: int) -> raftkv.Client:
         return self._groups[gid]
 
+    def group_for(self, row: str) -> raftkv.Client:
+        """The client of the group that serves ``row``'s shard, as far as we know."""
+        return self._groups[self.shard_map.group_of(self.shard_of(row))]
+
     def use_config(self, config: Config) -> None:
         """Route by ``config`` from now on (if it is newer than what we use)."""
         with self._lock:
@@ -90,10 +94,12 @@ class Client:
         return self._on_row(row, lambda g: g.put(row, col, value))
 
     def put_stream(self, row: str, col: str, stream: BinaryIO | bytes) -> int:
-        if isinstance(stream, bytes) or not stream.seekable():
-            if not isinstance(stream, bytes):  # a second try could not read it again
-                return self._on_row(row, lambda g: g.put_stream(row, col, stream), retry=False)
+        if isinstance(stream, bytes):
             return self._on_row(row, lambda g: g.put_stream(row, col, stream))
+        seekable = getattr(stream, "seekable", None)  # a stream may offer read() only
+        if not (callable(seekable) and seekable()):
+            # A second try could not read it again: learn the new owner, but raise.
+            return self._on_row(row, lambda g: g.put_stream(row, col, stream), retry=False)
         start = stream.tell()
 
         def attempt(group: raftkv.Client) -> int:

@@ -47,6 +47,7 @@ class NetnsLab:
         return ["ip", "netns", "exec", host]
 
     def up(self) -> None:
+        self.down()  # what a killed run with the same names may have left behind
         # The bridge's own address first: from then on the subnet is routed here.
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)

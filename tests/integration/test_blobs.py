@@ -78,7 +78,7 @@ def chunk_files(cluster: KVCluster, name: str) -> dict[str, Path]:
 
 def chunks_of(client, row: str, col: str) -> list[str]:
     """Every chunk a blob cell references: index chunks first, then data chunks in order."""
-    group = client._for_row(row)
+    group = client.group_for(row)
     result = group._read({"op": "get", "row": row, "col": col}, "linearizable")
     assert result["found"] and result["blob"]
     manifest = parse_manifest(result["value"])
@@ -247,7 +247,7 @@ def test_a_wiped_blob_store_repairs_itself_while_reads_keep_working(
         monkeypatch.setattr(raftkv.blobs, "MAX_DIRECT_CHUNKS", 4)
         values["b"] = os.urandom(9 * MiB)
         client.put("{wipe}/x", "b", values["b"])
-        assert parse_manifest(client._for_row("{wipe}/x")._read(
+        assert parse_manifest(client.group_for("{wipe}/x")._read(
             {"op": "get", "row": "{wipe}/x", "col": "b"}, "linearizable")["value"]).index
         needed = set(chunks_of(client, "{wipe}/x", "a")) | set(chunks_of(client, "{wipe}/x", "b"))
         victim = upkeep_cluster.leader()  # clients read its chunks first for a third of them
