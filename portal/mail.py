@@ -61,13 +61,7 @@ def parse_message(raw: bytes) -> EmailMessage:
 
 def header_text(message: EmailMessage, name: str) -> str:
     """A header decoded for display, or its raw text if it will not decode."""
-    try:
-        value = message.get(name)
-        text = "" if value is None else str(value)
-    except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
-        raw = [v for k, v in message.raw_items() if k.lower() == name.lower()]
-        text = str(raw[0]) if raw else ""
-    return displayable(text, HEADER_CHARS)
+    return displayable(mailbox.header_value(message, name), HEADER_CHARS)
 
 
 def _part_text(part: EmailMessage) -> str:

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from shards import Client
 
 __all__ = ["MessageSummary", "ParsedHeaders", "delete_message", "deliver", "get_message",
-           "get_summary", "list_messages", "mark_read", "new_message_id", "parse_headers"]
+           "get_summary", "header_value", "list_messages", "mark_read", "new_message_id",
+           "parse_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +132,20 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
     )
 
 
-def _header(msg: EmailMessage, name: str) -> str:
+def header_value(msg: EmailMessage, name: str) -> str:
+    """A header decoded (RFC 2047), or its undecoded text if it will not decode."""
     try:
         value = msg.get(name)
-        text = "" if value is None else str(value)
+        return "" if value is None else str(value)
     except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
         # Fall back to the undecoded value rather than losing the header.
         raw = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
-        text = str(raw[0]) if raw else ""
-    return " ".join(text.split())  # unfold, and no control characters reach a listing
+        return str(raw[0]) if raw else ""
+
+
+def _header(msg: EmailMessage, name: str) -> str:
+    # Unfold, and no control characters reach a listing.
+    return " ".join(header_value(msg, name).split())
 
 
 def _cut(text: str, field: str) -> str:

@@ -31,7 +31,7 @@ from raftkv.transfer import ReplicaPenalty
 
 from .._procs import wait_for
 from ..blobwork import Checker, RandomStream, peak_rss
-from ..cluster import KVCluster
+from ..cluster import KVCluster, running
 
 pytestmark = pytest.mark.cluster
 
@@ -46,24 +46,11 @@ FAST_UPKEEP = "\n[blobs]\nrepair_interval = 0.3\ngc_interval = 0.5\ngc_grace = 1
 MEMORY_BOUND = 100 * MiB
 
 
-def _start(root: Path, extra: str = "") -> KVCluster:
-    cluster = KVCluster(root, extra=extra)
-    cluster.start()
-    cluster.leader()
-    return cluster
-
-
 @pytest.fixture
 def upkeep_cluster(tmp_path: Path) -> Iterator[KVCluster]:
     """A 3-replica group of the test's own with fast repair and garbage collection."""
-    cluster = _start(tmp_path / "kv", FAST_UPKEEP)
-    try:
+    with running(KVCluster(tmp_path / "kv", extra=FAST_UPKEEP)) as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()
 
 
 def statuses(cluster: KVCluster) -> dict[str, dict]:
@@ -139,8 +126,7 @@ def test_200mb_value_moves_with_bounded_memory_in_client_and_nodes(fresh_cluster
 
 @pytest.mark.slow
 def test_a_gibibyte_value_round_trips_and_the_snapshot_stays_small(tmp_path: Path) -> None:
-    cluster = _start(tmp_path / "kv", "\n[raft]\nsnapshot_entries = 20\n")
-    try:
+    with running(KVCluster(tmp_path / "kv", extra="\n[raft]\nsnapshot_entries = 20\n")) as cluster:
         size = 1024 * MiB + 1  # 1025 chunks: a manifest with an index chunk
         proc = worker(cluster, "--row", "{big}/gib", "--size", str(size), "--seed", "1024")
         out, _ = proc.communicate(timeout=240)
@@ -155,8 +141,6 @@ def test_a_gibibyte_value_round_trips_and_the_snapshot_stays_small(tmp_path: Pat
         print(f"1 GiB: put {report['put_s'][0]:.1f}s, get {report['get_s'][0]:.1f}s; "
               f"snapshots {snapshots} bytes")
         assert max(snapshots) < 1 * MiB
-    finally:
-        cluster.stop()
 
 
 # -- failures during and after uploads ---------------------------------------------
