@@ -80,7 +80,7 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
         kind = "storage" if group.id != CONFIG_GROUP_ID else "config"
         for r in group.replicas:
             specs.append(ProcessSpec(r.name, kind, r.host, r.client, [
-                py, "-m", "raftkv.server", "--config", cfg, "--name", r.name,
+                py, "-m", "shards.node", "--config", cfg, "--name", r.name,
                 "--data-dir", str(data_dir / r.name)]))
     for f in cluster.frontends:
         specs.append(ProcessSpec(f.name, "frontend", f.host, f.listen, [

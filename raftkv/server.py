@@ -17,8 +17,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 import msgpack
@@ -206,9 +207,12 @@ class NodeServer:
         raise UnavailableError("the replica is too busy for a stale read")
 
     def status(self) -> dict[str, Any]:
+        store = self.replica.store  # read without the log: a replica's own view, for operators
         return {"name": self.name, "group": self.group_id, "addr": self.client_addr,
                 **self.replica.status(), "pending_requests": len(self._pending),
-                **self.keeper.status()}
+                **self.keeper.status(), "config_num": store.config_num,
+                "shards_served": None if store.owned is None else len(store.owned),
+                "shards_incoming": len(store.incoming), "shards_frozen": len(store.frozen)}
 
     # -- connections ------------------------------------------------------
 
@@ -311,29 +315,61 @@ def _bytes(value: object) -> bytes:
     return value
 
 
-@click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              envvar="RAFTCLOUD_CONFIG", required=True, help="The cluster file.")
-@click.option("--name", required=True, help="This replica's name in the cluster file.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Where this replica keeps its journal, snapshot and chunks.")
-def main(config_path: str, name: str, data_dir: Path) -> None:
-    """Run one storage replica until SIGTERM or SIGINT."""
+class Companion(Protocol):
+    """A thread that runs beside a replica (a higher layer's, e.g. shards' reconfigurer)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def run_node(config_path: str, name: str, data_dir: Path,
+             companions: Callable[[ClusterConfig, NodeServer], list[Companion]] | None = None,
+             ) -> None:
+    """Run one storage replica, and what ``companions`` adds, until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     try:
-        server = NodeServer(load_cluster(config_path), name, data_dir)
+        cluster = load_cluster(config_path)
+        server = NodeServer(cluster, name, data_dir)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    beside = companions(cluster, server) if companions else []
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await server.run(stop)
+        for companion in beside:
+            companion.start()
+        try:
+            await server.run(stop)
+        finally:
+            for companion in beside:
+                await asyncio.to_thread(companion.stop)
 
     asyncio.run(serve())
+
+
+def node_options[F: Callable[..., Any]](func: F) -> F:
+    """The command line of a storage replica."""
+    for option in reversed((
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     envvar="RAFTCLOUD_CONFIG", required=True, help="The cluster file."),
+        click.option("--name", required=True, help="This replica's name in the cluster file."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     required=True,
+                     help="Where this replica keeps its journal, snapshot and chunks."),
+    )):
+        func = option(func)
+    return func
+
+
+@click.command()
+@node_options
+def main(config_path: str, name: str, data_dir: Path) -> None:
+    """Run one storage replica (without shard moves: see ``shards.node``)."""
+    run_node(config_path, name, data_dir)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ from collections import OrderedDict
 from typing import Any
 
 from .keys import DEFAULT_SHARDS, shard_of
-from .ownership import SHARD_OPS, ShardOwnership
+from .ownership import SHARD_OPS, SHARD_READS, ShardOwnership
 
 Cell = tuple[int, bytes, bool]  # (version, value or manifest, is_blob)
 Result = dict[str, Any]
 
-READ_OPS = frozenset({"get", "get_row", "scan", "noop", "export_shard"})
+READ_OPS = frozenset({"get", "get_row", "scan", "noop"}) | SHARD_READS
 WRITE_OPS = frozenset({"put", "delete", "cput", "mutate_row",
                        "intent", "intent_end", "expire_intents"}) | SHARD_OPS
 TIMED_OPS = frozenset({"intent", "expire_intents"})  # the leader's server fills in "now"

@@ -57,25 +57,31 @@ def _store_command[F: Callable[..., Any]](func: F) -> F:
               type=click.Path(dir_okay=False), help="The cluster file.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
+@click.option("--wait", default=600.0, show_default=True,
+              help="Seconds join, leave and move wait for their shards to move (they go on).")
 @click.pass_context
-def main(ctx: click.Context, config: str, as_json: bool, timeout: float) -> None:
+def main(ctx: click.Context, config: str, as_json: bool, timeout: float, wait: float) -> None:
     """Operate a raftcloud store."""
-    ctx.obj = {"config": config, "json": as_json, "timeout": timeout}
+    ctx.obj = {"config": config, "json": as_json, "timeout": timeout, "wait": wait}
 
 
 @main.command()
 @click.pass_context
 @_store_command
 def status(client: Client, ctx: click.Context) -> None:
-    """Every storage replica: alive, role, term, commit index, blob chunks (held,
-    missing, being repaired from peers)."""
+    """Every replica of every group: alive, role, term, commit index, configuration
+    (shards served, incoming, frozen), blob chunks (held, missing, being repaired)."""
     replicas = client.status()
     lines = [f"{'name':12} {'group':>5} {'addr':22} {'state':9} {'term':>5} {'commit':>8} "
+             f"{'config':>6} {'served':>6} {'in':>3} {'out':>3} "
              f"{'chunks':>7} {'missing':>7} {'repairing':>9}"]
     for r in replicas:
         state = r.get("role", "?") if r["alive"] else "DOWN"
+        served = r.get("shards_served", "-")
         lines.append(f"{r['name']:12} {r['group']:>5} {r['addr']:22} {state:9} "
                      f"{r.get('term', '-'):>5} {r.get('commit_index', '-'):>8} "
+                     f"{r.get('config_num', '-'):>6} {'all' if served is None else served:>6} "
+                     f"{r.get('shards_incoming', '-'):>3} {r.get('shards_frozen', '-'):>3} "
                      f"{r.get('blob_chunks', '-'):>7} {r.get('chunks_missing', '-'):>7} "
                      f"{r.get('chunks_repairing', '-'):>9}")
     _emit(ctx, replicas, "\n".join(lines))
@@ -197,10 +203,15 @@ def shards(client: Client, ctx: click.Context, rows_up_to: int) -> None:
 
 
 def _reconfigure(client: Client, ctx: click.Context, step) -> None:
-    def progress(message: str) -> None:
-        if not ctx.obj["json"]:
-            click.echo(message, err=True)
-    config = Migrator(client, progress).reconfigure(step)
+    """Store the next configuration, and show a progress bar until its shards have moved."""
+    bar = click.progressbar(length=0, label="moving shards", file=sys.stderr,
+                            hidden=ctx.obj["json"], show_pos=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.length = total
+        bar.update(done - bar.pos)
+    with bar:
+        config = Migrator(client, progress, wait=ctx.obj["wait"]).reconfigure(step)
     counts = {gid: len(config.shards_of(gid)) for gid in sorted(config.groups)}
     _emit(ctx, {"num": config.num, "owners": list(config.owners), "shards_per_group": counts},
           f"configuration {config.num}: " + ", ".join(f"group {g}: {n} shards"

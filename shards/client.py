@@ -37,8 +37,13 @@ class Client:
     def shard_of(self, row: str) -> int:
         return shard_of(row, self.cluster.shards)
 
-    def group_client(self, gid: int) -> raftkv.Client:
-        return self._groups[gid]
+    def group_client(self, gid: int, addrs: Sequence[str] = ()) -> raftkv.Client:
+        """Group ``gid``'s client; ``addrs`` introduce a group this client has not met."""
+        with self._lock:
+            if gid not in self._groups and addrs:
+                self._groups[gid] = raftkv.Client(addrs, self.cluster.secret,
+                                                  timeout=self.timeout)
+            return self._groups[gid]
 
     def group_for(self, row: str) -> raftkv.Client:
         """The client of the group that serves ``row``'s shard, as far as we know."""

@@ -97,6 +97,8 @@ def leave(config: Config, gids: Sequence[int]) -> Config:
     if unknown:
         raise ConfigError(f"no such group: {sorted(unknown)}")
     groups = {g: a for g, a in config.groups.items() if g not in gids}
+    if not groups and any(owner != UNASSIGNED for owner in config.owners):
+        raise ConfigError("the last groups cannot leave: their shards would have nowhere to go")
     return Config(config.num + 1, rebalance(config.owners, list(groups)), groups)
 
 
@@ -125,6 +127,22 @@ class ConfigStore:
     @staticmethod
     def _column(num: int) -> str:
         return f"n:{num:012d}"
+
+    def latest_num(self) -> int:
+        """The latest configuration's number (one read through the log); 0 when there is none."""
+        latest = self._client.get(self.ROW, self.LATEST)
+        return 0 if latest is None else int(latest.value)
+
+    def bootstrap(self, first: Config) -> Config:
+        """Store ``first`` as configuration 1 unless there is one already; the one stored."""
+        assert first.num == 1
+        column = self._column(1)
+        try:
+            self._client.mutate_row(self.ROW, [("absent", column)], [
+                ("put", column, first.pack()), ("put", self.LATEST, b"1")])
+        except ConditionFailed:
+            return self.query(1)  # someone else's, made from the same cluster file
+        return first
 
     def query(self, num: int = -1) -> Config:
         """Configuration ``num``, or the latest for -1 (read through the log)."""

@@ -68,7 +68,7 @@ class KVCluster:
                 prefix = lab.exec_prefix(lab.hosts[i])
             self.procs[replica.name] = Proc(
                 replica.name,
-                prefix + python_cmd("raftkv.server", "--config", str(self.path),
+                prefix + python_cmd("shards.node", "--config", str(self.path),
                                     "--name", replica.name, "--data-dir", str(root / replica.name)),
                 root)
 

@@ -1,4 +1,4 @@
-"""Shard ownership in the state machine, and the five steps that move a shard."""
+"""Shard ownership in the state machine, and the steps by which a group changes configuration."""
 
 from __future__ import annotations
 
@@ -34,11 +34,20 @@ def _row_in(shard: int, n: int = 0) -> str:
         i += 1
 
 
+def _begin(store: Store, admin: Writer, config: int, shards, incoming=(), outgoing=()) -> dict:
+    return admin(store, op="begin_config", config=config, shards=list(shards),
+                 incoming=[list(pair) for pair in incoming], outgoing=list(outgoing))
+
+
 def _move(source: Store, dest: Store, admin: Writer, shard: int, config: int) -> None:
-    assert "error" not in admin(source, op="freeze_shard", config=config, shard=shard)
+    """``shard`` from ``source`` (holding shards 0..SHARDS-1) to ``dest`` (holding none)."""
+    keep = [s for s in range(SHARDS) if s != shard]
+    assert "error" not in _begin(source, admin, config, keep, outgoing=[shard])
+    assert "error" not in _begin(dest, admin, config, [shard], incoming=[(shard, 1)])
     after, counter = "", 0
     while True:
-        page = source.apply({"op": "export_shard", "shard": shard, "after": after, "limit": 2})
+        page = source.apply({"op": "export_shard", "config": config, "shard": shard,
+                             "after": after, "limit": 2})
         assert "error" not in page, page
         counter = page["counter"]
         if page["rows"]:
@@ -49,14 +58,19 @@ def _move(source: Store, dest: Store, admin: Writer, shard: int, config: int) ->
         if not page["more"]:
             break
     assert "error" not in admin(dest, op="adopt_shard", config=config, shard=shard)
+    assert "error" not in admin(dest, op="adopt_shard", config=config, shard=shard)  # a retry
     assert "error" not in admin(source, op="drop_shard", config=config, shard=shard)
+    assert "error" not in admin(source, op="drop_shard", config=config, shard=shard)
+    for store in (source, dest):
+        state = store.apply({"op": "shard_state"})
+        assert state["config_num"] == config and not state["incoming"] and not state["frozen"]
 
 
 def test_an_unmanaged_group_serves_every_shard_and_a_managed_one_only_its_own() -> None:
     store, admin = Store(SHARDS), Writer(1)
     row0, row1 = _row_in(0), _row_in(1)
     assert "error" not in admin(store, op="put", row=row1, col="c", value=b"v")
-    assert admin(store, op="set_owned", config=1, shards=[0])["config_num"] == 1
+    assert _begin(store, admin, 1, [0])["config_num"] == 1
     assert "error" not in admin(store, op="put", row=row0, col="c", value=b"v")
     refused = store.apply({"op": "get", "row": row1, "col": "c"})
     assert refused["error"] == "WrongShard" and refused["shard"] == 1
@@ -67,7 +81,8 @@ def test_an_unmanaged_group_serves_every_shard_and_a_managed_one_only_its_own() 
 
 def test_moving_a_shard_keeps_cells_versions_and_exactly_once() -> None:
     source, dest, admin, user = Store(SHARDS), Store(SHARDS), Writer(1), Writer(2)
-    admin(dest, op="set_owned", config=1, shards=[])
+    _begin(source, admin, 1, range(SHARDS))
+    _begin(dest, admin, 1, [])
     shard = 3
     rows = [_row_in(shard, n) for n in range(5)]
     versions = {row: user(source, op="put", row=row, col="c", value=row.encode())["version"]
@@ -91,37 +106,54 @@ def test_moving_a_shard_keeps_cells_versions_and_exactly_once() -> None:
     assert shard not in source.shards and (rows[0], "big") not in source.blob_cells
 
 
-def test_steps_are_refused_out_of_order_or_with_an_old_configuration() -> None:
+def test_steps_are_refused_out_of_order_or_with_another_configuration() -> None:
     store, admin = Store(SHARDS), Writer(1)
-    assert store.apply({"op": "export_shard", "shard": 2})["error"] == "ConfigError"
+    assert store.apply({"op": "export_shard", "config": 1, "shard": 2})["error"] == "ConfigError"
     assert admin(store, op="drop_shard", config=1, shard=2)["error"] == "ConfigError"
-    admin(store, op="freeze_shard", config=5, shard=2)
-    assert admin(store, op="freeze_shard", config=4, shard=3)["error"] == "ConfigError"
-    assert admin(store, op="import_shard", config=5, shard=4, rows=[],
+    assert _begin(store, admin, 2, [0])["error"] == "ConfigError"  # configurations go in order
+    _begin(store, admin, 1, [0, 1, 4])
+    _begin(store, admin, 2, [0, 1, 4, 5], incoming=[(5, 7)], outgoing=[2])
+    # Not settled yet: configuration 3 must wait; a stale or future step is refused.
+    assert _begin(store, admin, 3, [0])["error"] == "ConfigError"
+    for config in (1, 3):
+        for command in ({"op": "import_shard", "shard": 5, "rows": [], "counter": 0},
+                        {"op": "adopt_shard", "shard": 5}, {"op": "drop_shard", "shard": 2}):
+            assert admin(store, config=config, **command)["error"] == "ConfigError"
+    assert store.apply({"op": "export_shard", "config": 1, "shard": 2})["error"] == "ConfigError"
+    assert store.apply({"op": "export_shard", "config": 3, "shard": 2})["error"] == "ConfigError"
+    assert "error" not in store.apply({"op": "export_shard", "config": 2, "shard": 2})
+    assert admin(store, op="import_shard", config=2, shard=4, rows=[],
                  counter=0)["error"] == "ConfigError"  # shard 4 is served here
-    wrong_row = [[_row_in(5), [["c", 1, b"v", False]]]]
-    assert admin(store, op="import_shard", config=5, shard=2, rows=wrong_row,
+    wrong_row = [[_row_in(6), [["c", 1, b"v", False]]]]
+    assert admin(store, op="import_shard", config=2, shard=5, rows=wrong_row,
                  counter=1)["error"] == "ProtocolError"
+    assert store.apply({"op": "get", "row": _row_in(5), "col": "c"})["error"] == "WrongShard"
 
 
 def test_ownership_survives_a_snapshot() -> None:
     store, admin = Store(SHARDS), Writer(1)
-    admin(store, op="set_owned", config=3, shards=[0, 1, 2])
-    admin(store, op="freeze_shard", config=4, shard=1)
+    _begin(store, admin, 1, [0, 1, 2])
+    _begin(store, admin, 2, [0, 2, 3], incoming=[(3, 9)], outgoing=[1])
     copy = Store(SHARDS)
     copy.restore(store.snapshot())
-    assert (copy.config_num, copy.owned, copy.frozen) == (4, {0, 2}, {1})
+    assert (copy.config_num, copy.owned, copy.incoming, copy.frozen) == (2, {0, 2}, {3: 9}, {1})
 
 
 def test_malformed_commands_get_error_results_never_exceptions() -> None:
     # An exception out of apply would stop the Raft engine at that entry on every replica.
     store, admin = Store(SHARDS), Writer(1)
-    admin(store, op="set_owned", config=1, shards=[0])
+    _begin(store, admin, 1, [0])
     for command in ({"op": "scan", "shard": [1]}, {"op": "scan", "shard": "x"},
-                    {"op": "get", "row": 5, "col": "c"}, {"op": "export_shard", "shard": None}):
+                    {"op": "get", "row": 5, "col": "c"}, {"op": "export_shard", "shard": None},
+                    {"op": "export_shard", "shard": 0}):
         assert "error" in store.apply(command), command
         assert "error" in store.read(command), command
-    admin(store, op="freeze_shard", config=2, shard=0)
+    _begin(store, admin, 2, [3], incoming=[(3, 2)], outgoing=[0])
+    for bad in ({"shards": "x", "incoming": [], "outgoing": []},
+                {"shards": [99], "incoming": [], "outgoing": []},
+                {"shards": [1], "incoming": [[2, 1]], "outgoing": []},
+                {"shards": [1], "incoming": [], "outgoing": [1]}, {"shards": [1]}):
+        assert "error" in admin(Store(SHARDS), op="begin_config", config=1, **bad), bad
     for rows in ([[5, []]], [["{r0}/x", [[1, 2, 3, 4]]]], "not rows", [[None]]):
         result = admin(store, op="import_shard", config=2, shard=3, rows=rows, counter=0)
         assert result["error"] in ("ProtocolError", "ConfigError"), result
@@ -132,7 +164,7 @@ def test_malformed_commands_get_error_results_never_exceptions() -> None:
 
 def test_a_refused_write_keeps_its_upload_intent() -> None:
     store, admin, user = Store(SHARDS), Writer(1), Writer(2)
-    admin(store, op="set_owned", config=1, shards=[0])
+    _begin(store, admin, 1, [0])
     assert "error" not in user(store, op="intent", upload=7, digests=[b"d" * 32], lease=60.0,
                                now=1.0, new=True)
     refused = user(store, op="put", row=_row_in(1), col="c", value=b"manifest", blob=True,

@@ -66,6 +66,7 @@ def test_join_leave_move_number_the_configurations() -> None:
     lambda c: join(c, {0: ["zero:1"]}),
     lambda c: join(c, {7: []}),
     lambda c: leave(c, [42]),
+    lambda c: leave(c, [1]),
     lambda c: move(c, 5, 42),
     lambda c: move(c, SHARDS, 1),
 ])
