@@ -31,9 +31,13 @@ class Workload:
     """
 
     def __init__(self, make_client, *, clients: int = 6, readers: int = 2, keys: int = 4,
-                 ops: int = 400, seconds: float = 20.0, seed: int = 0) -> None:
+                 ops: int = 400, seconds: float = 20.0, seed: int = 0,
+                 rows: tuple[str, ...] = (ROW,)) -> None:
+        """Key ``i`` is a column of ``rows[i % len(rows)]``: rows in several shards spread
+        the cells over several groups."""
         self.recorder = Recorder()
         self.keys = [f"k{i}" for i in range(keys)]
+        self._row_of = {key: rows[i % len(rows)] for i, key in enumerate(self.keys)}
         self._make_client = make_client
         self._clients = clients
         self._readers = readers
@@ -91,19 +95,19 @@ class Workload:
                 else:
                     seen[key] = None
 
-    @staticmethod
-    def _do(client, kind: str, key: str, arg):
+    def _do(self, client, kind: str, key: str, arg):
+        row = self._row_of[key]
         if kind == "put":
-            client.put(ROW, key, arg)
+            client.put(row, key, arg)
             return True
         if kind == "get":
-            cell = client.get(ROW, key)
+            cell = client.get(row, key)
             return None if cell is None else cell.value
         if kind == "cput":
             old, new = arg
-            client.cput(ROW, key, new, old=old)
+            client.cput(row, key, new, old=old)
             return True
-        return client.delete(ROW, key)
+        return client.delete(row, key)
 
     def check(self, keep: Path) -> None:
         """Assert the history is linearizable; keep it in ``keep`` when it is not."""

@@ -1,0 +1,119 @@
+"""Groups that learn configurations themselves, through crashes (ShardKV's harder tests):
+a group down across several changes, every process restarted cold at once, and
+join and leave under concurrent load with the history checked."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shards.config import join, leave, move
+from shards.migrate import Migrator
+
+from .._procs import wait_for
+from ..cluster import KVCluster, running
+from ..faults import Workload
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with running(KVCluster(tmp_path / "kv", groups=2, config_group=True)) as c:
+        yield c
+
+
+def _row_per_shard(client) -> dict[int, str]:
+    rows: dict[int, str] = {}
+    i = 0
+    while len(rows) < client.cluster.shards and i < 100_000:
+        rows.setdefault(client.shard_of(f"{{r{i}}}/row"), f"{{r{i}}}/row")
+        i += 1
+    return rows
+
+
+def _config_of(client, name: str) -> int | None:
+    replica = next(s for s in client.status() if s["name"] == name)
+    return replica.get("config_num") if replica["alive"] else None
+
+
+def test_a_group_down_across_several_changes_catches_up(cluster) -> None:
+    with cluster.client(timeout=3.0) as client:
+        migrator = Migrator(client, wait=90)
+        first = migrator.current()
+        migrator.wait_for(first)
+        rows = _row_per_shard(client)
+        for shard, row in rows.items():
+            client.put(row, "c", b"%d" % shard)
+        ones, twos = first.shards_of(1), first.shards_of(2)
+        for name in ("g2a", "g2b", "g2c"):
+            cluster.kill(name)
+        # Three changes while group 2 is down: it gains a shard, gives one, gains another.
+        migrator.store.change(lambda c: move(c, ones[0], 2))
+        migrator.store.change(lambda c: move(c, twos[0], 1))
+        last = migrator.store.change(lambda c: move(c, ones[1], 2))
+        assert last.num == first.num + 3
+        # Group 1 begins the first change on its own and freezes what it gives away;
+        # a shard that is not moving is served all along.
+        leader = cluster.leader(1)
+        wait_for(lambda: _config_of(client, leader) == first.num + 1, 20,
+                 "group 1 to begin the next configuration")
+        client.put(rows[ones[2]], "during", b"still served")
+        for name in ("g2a", "g2b", "g2c"):
+            cluster.start(name)
+        migrator.wait_for(last)  # both groups went through every configuration, in order
+        client.refresh()
+        assert client.shard_map.num == last.num
+        assert [client.shard_map.group_of(s) for s in (ones[0], twos[0], ones[1])] == [2, 1, 2]
+        for shard, row in rows.items():
+            assert client.get(row, "c").value == b"%d" % shard
+        assert client.get(rows[ones[2]], "during").value == b"still served"
+
+
+def test_every_process_restarted_cold_at_once(cluster) -> None:
+    with cluster.client() as client:
+        migrator = Migrator(client, wait=60)
+        first = migrator.current()
+        rows = _row_per_shard(client)
+        for shard, row in rows.items():
+            client.put(row, "c", b"%d" % shard)
+        moved = migrator.reconfigure(lambda c: move(c, first.shards_of(1)[0], 2))
+    for name in cluster.procs:  # config group too: every process dies with SIGKILL
+        cluster.kill(name)
+    cluster.start()
+    with cluster.client() as client:
+        migrator = Migrator(client, wait=60)
+        assert migrator.current() == moved
+        for shard, row in rows.items():
+            assert client.get(row, "c").value == b"%d" % shard
+        # And the groups go on changing configuration after the restart.
+        back = migrator.reconfigure(lambda c: move(c, first.shards_of(1)[0], 1))
+        assert back.num == moved.num + 1
+        for shard, row in rows.items():
+            client.put(row, "c2", b"after %d" % shard)
+            assert client.get(row, "c").value == b"%d" % shard
+
+
+def test_join_and_leave_under_load_keep_every_history_linearizable(cluster, tmp_path) -> None:
+    with cluster.client() as admin:
+        migrator = Migrator(admin, wait=60)
+        first = migrator.current()
+        rows = _row_per_shard(admin)
+        # Cells on both groups' shards: some move on leave, the others stay put.
+        picked = tuple(rows[s] for s in (*first.shards_of(1)[:2], *first.shards_of(2)[:2]))
+        workload = Workload(lambda: cluster.client(timeout=8.0), clients=6, keys=8, ops=300,
+                            seconds=30.0, seed=11, rows=picked)
+        workload.start()
+        try:
+            time.sleep(1.0)
+            alone = migrator.reconfigure(lambda c: leave(c, [2]))
+            time.sleep(1.0)
+            addrs = cluster.cluster.group(2).client_addrs
+            both = migrator.reconfigure(lambda c: join(c, {2: addrs}))
+            time.sleep(1.0)
+        finally:
+            workload.stop()
+    assert set(alone.owners) == {1}
+    assert sorted(both.owners.count(g) for g in (1, 2)) == [len(both.owners) // 2] * 2
+    workload.check(tmp_path)
