@@ -27,7 +27,9 @@ data already is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 POLL = 0.1                  # seconds between passes of an idle leader
 EXPORT_ROWS = 200           # rows asked for per export page
 IMPORT_BYTES = 16 * 1024    # one import command's cells: half of a Raft entry's cap
+INTENT_NAMES = 500          # chunk names per intent command (32 bytes each: under the cap)
+PULL_LEASE = 3600.0         # seconds a batch's intent protects its chunks (one batch's copy)
 
 
 def first_config(cluster: ClusterConfig) -> Config:
@@ -153,29 +157,53 @@ class Reconfigurer:
                                 "after": after, "limit": EXPORT_ROWS}, write=False)
             counter = page["counter"]
             for batch in _batches(page["rows"]):
-                for _row, cells in batch:
-                    for _col, _version, value, is_blob in cells:
-                        if is_blob:
-                            self._copy_chunks(src, value)
-                self._own.execute({"op": "import_shard", "config": num, "shard": shard,
-                                   "rows": batch, "counter": counter}, write=True)
+                self._import(src, num, shard, batch, counter)
             if not page["more"] or not page["rows"] or self._stop.is_set():
                 break
             after = page["rows"][-1][0]
         if self._stop.is_set():
             return
         # An empty shard still carries its version counter over.
-        self._own.execute({"op": "import_shard", "config": num, "shard": shard, "rows": [],
-                           "counter": counter}, write=True)
+        self._import(src, num, shard, [], counter)
         self._own.execute({"op": "adopt_shard", "config": num, "shard": shard}, write=True)
         log.info("group %d: adopted shard %d from group %d (configuration %d)",
                  self.group_id, shard, source, num)
 
-    def _copy_chunks(self, src: raftkv.Client, manifest: bytes) -> None:
-        """The value's chunks, from the old owner onto a majority of this group."""
-        parsed = parse_manifest(manifest)
-        for name in [*parsed.index, *data_chunks(parsed, src.fetch_chunk)]:
-            self._own.put_chunk(name, src.fetch_chunk(name))
+    def _import(self, src: raftkv.Client, num: int, shard: int, batch: list,
+                counter: int) -> None:
+        """One import command, after the chunks its blob cells name.
+
+        The chunks arrive before the cells that name them, so, like any upload,
+        they are first named in an intent (raftkv.repair's rule): no garbage
+        collector here can take them in between.  The intent ends once the
+        imported cells protect them.
+        """
+        names = self._chunks_of(src, batch)
+        upload = secrets.randbits(63)
+        for i in range(0, len(names), INTENT_NAMES):
+            self._own.execute({"op": "intent", "upload": upload, "lease": PULL_LEASE,
+                               "digests": [bytes.fromhex(n) for n in names[i:i + INTENT_NAMES]],
+                               "new": i == 0}, write=True)
+        try:
+            for name in names:
+                self._own.put_chunk(name, src.fetch_chunk(name))
+            self._own.execute({"op": "import_shard", "config": num, "shard": shard,
+                               "rows": batch, "counter": counter}, write=True)
+        finally:
+            if names:
+                with contextlib.suppress(RaftKVError):  # else it expires with its lease
+                    self._own.execute({"op": "intent_end", "upload": upload}, write=True)
+
+    @staticmethod
+    def _chunks_of(src: raftkv.Client, batch: list) -> list[str]:
+        """The names of every chunk (index and data) of the batch's blob cells."""
+        names: list[str] = []
+        for _row, cells in batch:
+            for _col, _version, value, is_blob in cells:
+                if is_blob:
+                    parsed = parse_manifest(value)
+                    names += [*parsed.index, *data_chunks(parsed, src.fetch_chunk)]
+        return names
 
     def _config(self, num: int) -> Config:
         if num not in self._known:
