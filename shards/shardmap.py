@@ -1,9 +1,9 @@
 """Which group serves which shard.
 
-For now the map is static: it is derived from the cluster file, the same way on
-every process, spreading the shards evenly over the groups.  The config group
-(numbered configurations, Join/Leave/Move) replaces where the map comes from,
-not what it is.
+Without a config group the map is static: it is derived from the cluster file,
+the same way on every process, spreading the shards evenly over the groups.
+With one, this static map is configuration 1, and later maps come from the
+stored configurations (:mod:`shards.config`).
 """
 
 from __future__ import annotations
