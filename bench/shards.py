@@ -285,12 +285,8 @@ def _stored_digest(reader: raftkv.Client | shards.Client, row: str) -> str | Non
     return digest.hexdigest()
 
 
-def _progress(*report: object) -> None:
-    """Migrator progress: ``(done, total)`` shards moved, or (older API) one message."""
-    if len(report) == 2:
-        click.echo(f"migration: {report[0]}/{report[1]} shards moved", err=True)
-    else:
-        click.echo("migration: " + " ".join(map(str, report)), err=True)
+def _progress(done: int, total: int) -> None:
+    click.echo(f"migration: {done}/{total} shards moved", err=True)
 
 
 def _timed_reconfigure(migrator: Migrator, shard: int, dest: int,

@@ -202,6 +202,24 @@ def shards(client: Client, ctx: click.Context, rows_up_to: int) -> None:
     _emit(ctx, data, "\n".join(lines))
 
 
+@main.command("config")
+@click.argument("num", type=int, default=-1)
+@click.pass_context
+@_store_command
+def show_config(client: Client, ctx: click.Context, num: int) -> None:
+    """Show configuration NUM (default: the latest): each group's replicas and shards."""
+    config_group = client.config_group()
+    if config_group is None:
+        raise click.ClickException("the cluster file has no [config_group]")
+    config = shard_config.ConfigStore(config_group, client.cluster.shards).query(num)
+    data = {"num": config.num, "owners": list(config.owners),
+            "groups": {str(g): list(a) for g, a in sorted(config.groups.items())}}
+    lines = [f"configuration {config.num}"]
+    lines += [f"group {g}: {len(config.shards_of(g))} shards {config.shards_of(g)} "
+              f"on {', '.join(a)}" for g, a in sorted(config.groups.items())]
+    _emit(ctx, data, "\n".join(lines))
+
+
 def _reconfigure(client: Client, ctx: click.Context, step) -> None:
     """Store the next configuration, and show a progress bar until its shards have moved."""
     bar = click.progressbar(length=0, label="moving shards", file=sys.stderr,

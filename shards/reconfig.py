@@ -46,7 +46,7 @@ from .shardmap import ShardMap
 
 log = logging.getLogger(__name__)
 
-POLL = 0.1                  # seconds between passes of an idle leader
+POLL = 0.25                 # seconds between passes of a settled leader (a read in each log)
 EXPORT_ROWS = 200           # rows asked for per export page
 IMPORT_BYTES = 16 * 1024    # one import command's cells: half of a Raft entry's cap
 INTENT_NAMES = 500          # chunk names per intent command (32 bytes each: under the cap)
@@ -100,42 +100,57 @@ class Reconfigurer:
             client.close()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll):
+        busy = False
+        while not self._stop.wait(self.poll / 5 if busy else self.poll):
             if not self._is_leader():
+                busy = False
                 continue
             try:
-                self.step()
+                busy = self.step()
             except RaftKVError as exc:
                 # A peer or the config group is down or not there yet: the next pass retries.
                 log.debug("group %d: reconfiguration waits: %s", self.group_id, exc)
+                busy = False
             except Exception:  # noqa: BLE001 - the thread must outlive any one bad pass
                 log.exception("group %d: reconfiguration pass failed", self.group_id)
+                busy = False
 
     # -- one pass -----------------------------------------------------------------
 
-    def step(self) -> None:
+    def step(self) -> bool:
+        """One pass; whether the group is moving (so the next pass comes sooner)."""
         state = self._own.execute({"op": "shard_state"}, write=False)
         num = state["config_num"]
+        # One unreachable peer holds up only the shards it gives or takes.
         if state["incoming"]:
             for shard, source in state["incoming"]:
                 if self._stop.is_set():
-                    return
-                self._pull(num, shard, source)
-        elif state["frozen"]:
-            current = self._config(num)
+                    break
+                self._each(shard, self._pull, num, shard, source)
+            return True
+        if state["frozen"]:
             for shard in state["frozen"]:
-                owner = self._group(current.groups[current.owners[shard]])
-                if adopted(owner.execute({"op": "shard_state"}, write=False), num, shard):
-                    self._own.execute({"op": "drop_shard", "config": num, "shard": shard},
-                                      write=True)
-                    log.info("group %d: dropped shard %d (configuration %d)",
-                             self.group_id, shard, num)
-        else:
-            latest = self._configs.latest_num()
-            if latest == 0:
-                self._configs.bootstrap(first_config(self.cluster))
-            elif latest > num:
-                self._begin(self._config(num), self._config(num + 1))
+                self._each(shard, self._drop_if_adopted, num, shard)
+            return True
+        latest = self._configs.latest_num()
+        if latest == 0:
+            self._configs.bootstrap(first_config(self.cluster))
+        elif latest > num:
+            self._begin(self._config(num), self._config(num + 1))
+        return latest != num
+
+    def _each(self, shard: int, step: Callable[..., None], *args: Any) -> None:
+        try:
+            step(*args)
+        except RaftKVError as exc:
+            log.debug("group %d: shard %d waits: %s", self.group_id, shard, exc)
+
+    def _drop_if_adopted(self, num: int, shard: int) -> None:
+        current = self._config(num)
+        owner = self._group(current.groups[current.owners[shard]])
+        if adopted(owner.execute({"op": "shard_state"}, write=False), num, shard):
+            self._own.execute({"op": "drop_shard", "config": num, "shard": shard}, write=True)
+            log.info("group %d: dropped shard %d (configuration %d)", self.group_id, shard, num)
 
     def _begin(self, previous: Config, config: Config) -> None:
         gid = self.group_id

@@ -80,6 +80,8 @@ def test_leave_and_join_move_everything_blobs_included(cluster) -> None:
             client.put(row, "c", b"%d" % shard)
         leaving = [s for s, g in enumerate(Migrator(client).current().owners) if g == 2]
         client.put(rows[leaving[0]], "big", big)
+        wait_for(lambda: all(s.get("blob_bytes", 0) >= len(big) for s in client.status()
+                             if s["group"] == 2), 20, "group 2 to count the blob's bytes")
         config = Migrator(client).reconfigure(lambda c: _leave(c))
         assert set(config.owners) == {1}
     with cluster.client() as fresh:  # starts from the static map: learns by WrongShard
@@ -92,7 +94,8 @@ def test_leave_and_join_move_everything_blobs_included(cluster) -> None:
             old.get(rows[leaving[0]], "c")
 
         def forgotten() -> bool:  # the source dropped the shards, and GC took the chunks
-            return all(s.get("blob_chunks", 1) == 0 for s in old.status() if s["alive"])
+            return all(s.get("blob_chunks", 1) == 0 and s.get("blob_bytes", 1) == 0
+                       for s in old.status() if s["alive"])
         wait_for(forgotten, 30, "group 2 to collect the moved chunks")
     with cluster.client() as client:
         config = Migrator(client).reconfigure(lambda c: _join(c, cluster))
@@ -161,5 +164,15 @@ def test_raftkv_ctl_moves_a_shard_and_shows_where_it_went(cluster) -> None:
     assert json.loads(moved.stdout)["owners"][5] == target
     table = json.loads(ctl("shards").stdout)
     assert table[5]["group"] == target
+    latest = json.loads(ctl("config").stdout)
+    assert latest["num"] == json.loads(moved.stdout)["num"] and latest["owners"][5] == target
+    first = json.loads(ctl("config", "1").stdout)
+    assert first["num"] == 1 and first["owners"][5] != target  # old ones stay queryable
+    missing = ctl("config", "99")
+    assert missing.returncode == 1 and "no configuration 99" in missing.stderr
     refused = ctl("move", "5", "9")
     assert refused.returncode == 1 and "no such group" in refused.stderr
+    human = subprocess.run([sys.executable, "-m", "shards.cli", "--config", str(cluster.path),
+                            "move", "5", str(3 - target)], capture_output=True, text=True,
+                           timeout=120)
+    assert human.returncode == 0 and "moving shards" in human.stderr  # the progress bar
