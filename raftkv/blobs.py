@@ -165,21 +165,36 @@ class BlobStore:
             has been deleted, so the chunk now counts as missing.
         """
         path = self._path(check_name(name))
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        if chunk_name(data) != name:
-            self._discard(path)
-            raise CorruptChunk(name)
-        return data
+        for _ in range(2):
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                return None
+            with f:
+                data = f.read()
+                if chunk_name(data) == name:
+                    return data
+                # Several readers (client reads, peers' repairs, the scrub) can read
+                # one bad copy at once.  Only the one that deletes it reports it, or
+                # one corruption would be counted once per reader, and a late reader
+                # would delete the good copy a repair had meanwhile put in its place.
+                # The file stays open so that its inode cannot be reused meanwhile.
+                if self._discard(path, os.fstat(f.fileno())):
+                    raise CorruptChunk(name)
+            # Another reader already deleted (and reported) this copy: look again.
+        return None
 
-    def _discard(self, path: Path) -> None:
+    def _discard(self, path: Path, read: os.stat_result) -> bool:
+        """Delete ``path`` if it is still the file that was read; True if it was."""
         with self._lock:
             try:
+                now = path.stat()
+                if (now.st_dev, now.st_ino) != (read.st_dev, read.st_ino):
+                    return False
                 path.unlink()
             except FileNotFoundError:
-                pass
+                return False
+            return True
 
     def delete_if_older(self, name: str, cutoff: float) -> int:
         """Delete a file last written or refreshed before ``cutoff``; the bytes freed."""
