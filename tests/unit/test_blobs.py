@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +111,55 @@ def test_a_corrupt_chunk_is_reported_and_dropped(tmp_path: Path) -> None:
     with pytest.raises(CorruptChunk):
         store.get(name)
     assert not store.has(name) and store.get(name) is None
+
+
+def test_readers_racing_on_a_corrupt_copy_report_it_once_and_keep_its_repair(
+        tmp_path: Path, monkeypatch) -> None:
+    store = BlobStore(tmp_path)
+    data = os.urandom(5000)
+    name = hashlib.sha256(data).hexdigest()
+    store.put(name, data)
+    (tmp_path / name[:2] / name).write_bytes(b"x" + data[1:])
+    real, both_read = blobs.chunk_name, threading.Barrier(2)
+
+    def slow_hash(chunk: bytes) -> str:  # both readers hold the bad bytes before either checks
+        if chunk[:1] == b"x":
+            both_read.wait(timeout=5)
+        return real(chunk)
+    monkeypatch.setattr(blobs, "chunk_name", slow_hash)
+    reported: list[bool] = []
+
+    def reader() -> None:
+        try:
+            store.get(name)
+        except CorruptChunk:
+            reported.append(True)
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert reported == [True]  # one corruption, one report (and one repair to count)
+
+    # A late reader of the bad copy must not delete the good one a repair put back.
+    (tmp_path / name[:2] / name).write_bytes(b"x" + data[1:])
+    read_bad, repaired = threading.Event(), threading.Event()
+
+    def late_hash(chunk: bytes) -> str:
+        if chunk[:1] == b"x" and threading.current_thread().name == "late":
+            read_bad.set()
+            repaired.wait(timeout=5)
+        return real(chunk)
+    monkeypatch.setattr(blobs, "chunk_name", late_hash)
+    late = threading.Thread(target=reader, name="late")
+    late.start()
+    read_bad.wait(timeout=5)
+    with pytest.raises(CorruptChunk):
+        store.get(name)           # the first reader reports and deletes the bad copy
+    store.put(name, data)         # a repair puts the good copy back
+    repaired.set()
+    late.join(10)
+    assert store.get(name) == data
 
 
 def test_storing_an_existing_chunk_refreshes_it_for_the_collector(tmp_path: Path) -> None:
