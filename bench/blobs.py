@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import click
 from tests.blobwork import cpu_seconds, peak_rss
 from tests.cluster import KVCluster
 
+from .common import stop_cleanly_on_sigterm
 from .etcd import EtcdClient, EtcdCluster, etcd_binary
 
 MB = 1_000_000
@@ -123,9 +123,6 @@ def _rss(procs: dict[str, int]) -> dict[str, int]:
     return {name: peak_rss(pid) for name, pid in procs.items()}
 
 
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # runs the finally blocks that stop the clusters
-
 
 def report_table(disk: float, rows: list[dict[str, Any]], rss: dict[str, int]) -> str:
     etcd_puts = [r["mb_per_s"] for r in rows if r["system"] == "etcd" and r["op"] == "put"]
@@ -164,7 +161,7 @@ def report_table(disk: float, rows: list[dict[str, Any]], rss: dict[str, int]) -
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
 def main(sizes: str, volume: int, etcd_puts: int, as_json: bool) -> None:
     """Measure raftkv's large values against etcd and the disk, in one run."""
-    signal.signal(signal.SIGTERM, _raise_exit)
+    stop_cleanly_on_sigterm()
     size_list = [int(s) for s in sizes.split(",") if s]
     binary = etcd_binary()
     rows: list[dict[str, Any]] = []

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import click
 
 from tests.cluster import KVCluster
 
+from .common import medians, stop_cleanly_on_sigterm
 from .etcd import EtcdClient, EtcdCluster, etcd_binary
 
 
@@ -181,9 +181,6 @@ def table(summary: dict[str, dict[str, Result]]) -> str:
     return "\n".join(lines)
 
 
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # runs the finally blocks that stop the clusters
-
 
 def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> list[dict[str, Any]]:
     """Every workload against every target, ``repeat`` times; one dict per measurement."""
@@ -202,18 +199,6 @@ def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> 
     return runs
 
 
-def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, Result]]:
-    """Per system and workload, the median of each number over the runs."""
-    out: dict[str, dict[str, Result]] = {}
-    for system, name in dict.fromkeys((r["system"], r["workload"]) for r in runs):
-        mine = [r for r in runs if r["system"] == system and r["workload"] == name]
-        out.setdefault(system, {})[name] = Result(*(statistics.median(r[f.name] for r in mine)
-                                                    for f in fields(Result)))
-    return out
-
-
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # runs the finally blocks that stop the clusters
 
 
 @click.command()
@@ -226,7 +211,7 @@ def _raise_exit(signum: int, frame: object) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
 def main(ops: int, repeat: int, time_limit: float, as_json: bool) -> None:
     """Measure raftkv against etcd, 3 replicas each on loopback."""
-    signal.signal(signal.SIGTERM, _raise_exit)
+    stop_cleanly_on_sigterm()
     binary = etcd_binary()
     if binary is None:
         click.echo(f"{NO_ETCD}: measuring raftkv alone.", err=True)
@@ -237,7 +222,7 @@ def main(ops: int, repeat: int, time_limit: float, as_json: bool) -> None:
         for target in targets:
             preload(target)
         runs = run_all(targets, ops, repeat, time_limit)
-    summary = medians(runs)
+    summary = medians(runs, "system", Result)
     if as_json:
         click.echo(json.dumps({"ops": ops, "repeat": repeat, "time_limit": time_limit,
                                "etcd": binary, "runs": runs,

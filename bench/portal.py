@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import click
 
 from tests._procs import Proc, free_port, port_open, python_cmd, wait_for
 from tests.cluster import KVCluster
+
+from .common import stop_cleanly_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -166,9 +167,6 @@ def table(pages: dict[str, dict[str, float]], moved: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # runs the finally blocks that stop the servers
-
 
 @click.command()
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(1, 120),
@@ -185,7 +183,7 @@ def main(duration: float, connections: int, workers: int, threads: int, count: i
     """Measure the portal's pages and transfers next to a werkzeug hello-world."""
     if shutil.which("wrk") is None:
         raise click.ClickException("wrk not found (apt-get install wrk)")
-    signal.signal(signal.SIGTERM, _raise_exit)
+    stop_cleanly_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as tmp, ExitStack() as stack:
         root = Path(tmp)
         cluster = KVCluster(root / "kv")

@@ -41,13 +41,12 @@ import hashlib
 import json
 import math
 import os
-import signal
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,8 @@ from shards.config import move
 from shards.migrate import Migrator
 from tests.blobwork import BLOCK, RandomStream, cpu_seconds
 from tests.cluster import KVCluster, running
+
+from .common import medians, stop_cleanly_on_sigterm
 
 MB = 1_000_000
 ROWS_PER_SHARD = 4
@@ -231,15 +232,6 @@ def throughput(root: Path, group_counts: list[int], clients: int, ops: int, repe
                                f"{result.ops_per_cpu_s:,.0f} ops per replica CPU-s", err=True)
     return runs, idle
 
-
-def medians(runs: list[dict[str, Any]]) -> dict[int, dict[str, Result]]:
-    """Per group count and workload, the median of each number over the runs."""
-    out: dict[int, dict[str, Result]] = {}
-    for groups, name in dict.fromkeys((r["groups"], r["workload"]) for r in runs):
-        mine = [r for r in runs if r["groups"] == groups and r["workload"] == name]
-        out.setdefault(groups, {})[name] = Result(*(statistics.median(r[f.name] for r in mine)
-                                                    for f in fields(Result)))
-    return out
 
 
 def _ratio(value: float, base: float | None) -> str:
@@ -424,9 +416,6 @@ def _group_counts(text: str) -> list[int]:
     return list(dict.fromkeys(counts))
 
 
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # runs the finally blocks that stop the clusters
-
 
 @click.command()
 @click.option("--part", type=click.Choice(["throughput", "migration", "all"]), default="all",
@@ -451,7 +440,7 @@ def _raise_exit(signum: int, frame: object) -> None:
 def main(part: str, groups_text: str, clients: int, ops: int, repeat: int, time_limit: float,
          migrate_mb: int, value_mb: int, migration_timeout: float, as_json: bool) -> None:
     """Measure what sharding buys: throughput per group count, and moving a shard."""
-    signal.signal(signal.SIGTERM, _raise_exit)
+    stop_cleanly_on_sigterm()
     group_counts = _group_counts(groups_text)
     runs: list[dict[str, Any]] = []
     idle: list[dict[str, Any]] = []
@@ -462,7 +451,7 @@ def main(part: str, groups_text: str, clients: int, ops: int, repeat: int, time_
             runs, idle = throughput(Path(tmp), group_counts, clients, ops, repeat, time_limit)
         if part in ("migration", "all"):
             moved = migration(Path(tmp), migrate_mb, value_mb, migration_timeout)
-    summary = medians(runs)
+    summary = medians(runs, "groups", Result)
     failures = [f"{r['wrong']} gets with {r['groups']} group(s) (run {r['run'] + 1}) found "
                 "nothing or other bytes than were written" for r in runs if r["wrong"]]
     failures += moved["failures"] if moved else []
