@@ -46,6 +46,17 @@ def write_cluster_file(root: Path, groups: int = 1, extra: str = "",
     return path
 
 
+def row_per_shard(client: shards.Client, prefix: str = "r") -> dict[int, str]:
+    """One row name that lands on each shard (hash tags make rows easy to place)."""
+    rows: dict[int, str] = {}
+    for i in range(100_000):
+        if len(rows) == client.cluster.shards:
+            return rows
+        row = f"{{{prefix}{i}}}/row"
+        rows.setdefault(client.shard_of(row), row)
+    raise AssertionError("no row found for some shard")
+
+
 class KVCluster:
     """Storage replicas as processes; failure is a verb (``kill``, ``start``)."""
 

@@ -16,7 +16,7 @@ from shards.config import Config, join, leave
 from shards.migrate import Migrator
 
 from .._procs import wait_for
-from ..cluster import KVCluster, running
+from ..cluster import KVCluster, row_per_shard, running
 from ..faults import ROW, Workload
 
 pytestmark = pytest.mark.cluster
@@ -29,14 +29,6 @@ def cluster(tmp_path):
     with running(KVCluster(tmp_path / "kv", groups=2, config_group=True, extra=FAST_GC)) as c:
         yield c
 
-
-def _row_per_shard(client) -> dict[int, str]:
-    rows: dict[int, str] = {}
-    i = 0
-    while len(rows) < client.cluster.shards:
-        rows.setdefault(client.shard_of(f"{{m{i}}}/row"), f"{{m{i}}}/row")
-        i += 1
-    return rows
 
 
 def test_moving_shards_under_load_keeps_every_history_linearizable(cluster, tmp_path) -> None:
@@ -75,7 +67,7 @@ def _moved(config: Config, shard: int, gid: int) -> Config:
 def test_leave_and_join_move_everything_blobs_included(cluster) -> None:
     big = os.urandom(40_000)  # above the inline limit: a blob
     with cluster.client() as client:
-        rows = _row_per_shard(client)
+        rows = row_per_shard(client, "m")
         for shard, row in rows.items():
             client.put(row, "c", b"%d" % shard)
         leaving = [s for s, g in enumerate(Migrator(client).current().owners) if g == 2]

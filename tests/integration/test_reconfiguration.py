@@ -12,7 +12,7 @@ from shards.config import join, leave, move
 from shards.migrate import Migrator
 
 from .._procs import wait_for
-from ..cluster import KVCluster, running
+from ..cluster import KVCluster, row_per_shard, running
 from ..faults import Workload
 
 pytestmark = pytest.mark.cluster
@@ -23,14 +23,6 @@ def cluster(tmp_path):
     with running(KVCluster(tmp_path / "kv", groups=2, config_group=True)) as c:
         yield c
 
-
-def _row_per_shard(client) -> dict[int, str]:
-    rows: dict[int, str] = {}
-    i = 0
-    while len(rows) < client.cluster.shards and i < 100_000:
-        rows.setdefault(client.shard_of(f"{{r{i}}}/row"), f"{{r{i}}}/row")
-        i += 1
-    return rows
 
 
 def _config_of(client, name: str) -> int | None:
@@ -43,7 +35,7 @@ def test_a_group_down_across_several_changes_catches_up(cluster) -> None:
         migrator = Migrator(client, wait=90)
         first = migrator.current()
         migrator.wait_for(first)
-        rows = _row_per_shard(client)
+        rows = row_per_shard(client, "r")
         for shard, row in rows.items():
             client.put(row, "c", b"%d" % shard)
         ones, twos = first.shards_of(1), first.shards_of(2)
@@ -75,7 +67,7 @@ def test_every_process_restarted_cold_at_once(cluster) -> None:
     with cluster.client() as client:
         migrator = Migrator(client, wait=60)
         first = migrator.current()
-        rows = _row_per_shard(client)
+        rows = row_per_shard(client, "r")
         for shard, row in rows.items():
             client.put(row, "c", b"%d" % shard)
         moved = migrator.reconfigure(lambda c: move(c, first.shards_of(1)[0], 2))
@@ -99,7 +91,7 @@ def test_join_and_leave_under_load_keep_every_history_linearizable(cluster, tmp_
     with cluster.client() as admin:
         migrator = Migrator(admin, wait=60)
         first = migrator.current()
-        rows = _row_per_shard(admin)
+        rows = row_per_shard(admin, "r")
         # Cells on both groups' shards: some move on leave, the others stay put.
         picked = tuple(rows[s] for s in (*first.shards_of(1)[:2], *first.shards_of(2)[:2]))
         workload = Workload(lambda: cluster.client(timeout=8.0), clients=6, keys=8, ops=300,

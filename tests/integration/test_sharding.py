@@ -10,7 +10,7 @@ import pytest
 from raftkv.errors import UnavailableError
 from shards.migrate import Migrator
 
-from ..cluster import KVCluster, running
+from ..cluster import KVCluster, row_per_shard, running
 
 pytestmark = pytest.mark.cluster
 
@@ -21,21 +21,10 @@ def two_groups(tmp_path):
         yield cluster
 
 
-def _row_per_shard(client) -> dict[int, str]:
-    """One row name that lands on each shard (hash tags make rows easy to place)."""
-    rows: dict[int, str] = {}
-    i = 0
-    while len(rows) < client.cluster.shards and i < 100_000:
-        row = f"{{k{i}}}/row"
-        rows.setdefault(client.shard_of(row), row)
-        i += 1
-    assert len(rows) == client.cluster.shards
-    return rows
-
 
 def test_with_one_group_down_exactly_its_shards_fail(two_groups) -> None:
     with two_groups.client(timeout=2.0) as client:
-        rows = _row_per_shard(client)
+        rows = row_per_shard(client, "k")
         for shard, row in rows.items():
             client.put(row, "c", b"%d" % shard)
         owner = {shard: client.shard_map.group_of(shard) for shard in rows}
@@ -62,7 +51,7 @@ def test_the_config_group_is_not_on_the_data_path(two_groups) -> None:
     for name in ("ca", "cb", "cc"):
         two_groups.kill(name)
     with two_groups.client(timeout=5.0) as client:
-        rows = _row_per_shard(client)
+        rows = row_per_shard(client, "k")
         for shard, row in rows.items():
             client.put(row, "c", b"%d" % shard)
         for shard, row in rows.items():
