@@ -39,6 +39,10 @@ CELLS_SHOWN = 20     # cells shown per row on a page; the row view shows all
 TEXT_SHOWN = 300     # characters of a value shown before it is cut
 HEX_SHOWN = 64       # bytes of a binary value shown as hex
 PREV_SCANS = 400     # scans spent finding the previous page (400 x 25 rows)
+# Fields of our own records that are never shown, even to an admin: a password
+# hash on a page is one screenshot away from an offline guessing attack.
+SECRET_FIELDS = frozenset({"hash", "password", "secret", "token"})
+REDACTED = "(hidden)"
 
 
 def show_value(value: bytes) -> dict[str, Any]:
@@ -64,6 +68,8 @@ def show_value(value: bytes) -> dict[str, Any]:
         return {"kind": "blob", "size": size,
                 "text": f"large value: {decoded['size']:,} bytes in "
                         f"{len(chunks) if isinstance(chunks, list) else '?'} chunk(s) beside Raft"}
+    if isinstance(decoded, dict):
+        decoded = {k: REDACTED if k in SECRET_FIELDS else v for k, v in decoded.items()}
     if isinstance(decoded, (dict, list, int, float, str)) and size > 1:
         return {"kind": "msgpack", "text": _cut(repr(decoded), size), "size": size}
     shown = value[:HEX_SHOWN].hex(" ")

@@ -163,6 +163,8 @@ def test_the_data_browser_pages_ten_rows_and_shows_values_safely(admin, store):
     assert shown(admin.get(back).text) == rows[:10]
     one = admin.get("/admin/data?row={pager}/r01").text
     assert shown(one) == [rows[1]] and "&lt;script&gt;" in one
+    account = admin.get(f"/admin/data?row={accounts.account_row(ADMIN)}").text
+    assert "(hidden)" in account and "argon2" not in account  # no password hash on a page
     assert admin.get("/admin/data?shard=9999").status_code == 404
     assert admin.get("/admin/data?shard=abc").status_code == 404
 

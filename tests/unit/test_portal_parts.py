@@ -75,10 +75,13 @@ def test_without_a_shared_directory_the_load_is_this_process():
     (msgpack.packb({"v": 1, "size": 5_000_000, "chunks": [b"x" * 32] * 5}), "blob",
      "large value: 5,000,000 bytes in 5 chunk(s)"),
     (b"x" * 5000, "text", "… (5,000 bytes)"),
+    (msgpack.packb({"v": 1, "name": "ann", "hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"}),
+     "msgpack", "'hash': '(hidden)'"),
 ])
 def test_the_data_browser_shows_values_safely_and_briefly(value, kind, shown):
     result = show_value(value)
     assert result["kind"] == kind and shown in result["text"]
+    assert "argon2" not in result["text"]  # a password hash is never on a page
     assert len(result["text"]) < 400 and result["size"] == len(value)
 
 
