@@ -9,7 +9,9 @@ Layout (one hash tag, so the queue row and the messages share a shard)::
 
     row {outbound}/queue     column e:<id>   msgpack entry: sender, recipients, attempts,
                                              next try, lease, last error
-    row {outbound}/msg:<id>  column raw      the message as submitted (any size)
+    row {outbound}/msg:<id>  column raw:<n>  the message as submitted (any size); <n> is
+                                             fresh per enqueue, so finishing one delivery
+                                             never deletes the bytes of a resubmission
 
 A worker *claims* an entry by a CPUT on its version that sets a lease; a
 worker that dies mid-delivery loses its lease and the next one delivers again
@@ -21,6 +23,7 @@ message twice (a client retrying after a lost 250) queues it once.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -56,6 +59,7 @@ class Entry:
     lease_until: float = 0.0       # claimed by ``owner`` until this time
     owner: str = ""
     last_error: str = ""
+    raw_column: str = RAW_COLUMN   # where in message_row(id) the bytes are
     version: int = field(default=0, compare=False)  # the cell's version when read
 
 
@@ -86,12 +90,15 @@ def enqueue(client: Client, sender: str, recipients: list[str], raw: bytes, *,
     if client.get(QUEUE_ROW, column) is not None:
         return ident
     # The bytes first: an entry is only ever visible with its message readable.
-    client.put(message_row(ident), RAW_COLUMN, raw)
-    entry = Entry(id=ident, sender=sender, recipients=tuple(recipients), created=now)
+    raw_column = f"{RAW_COLUMN}:{secrets.token_hex(8)}"
+    client.put(message_row(ident), raw_column, raw)
+    entry = Entry(id=ident, sender=sender, recipients=tuple(recipients), created=now,
+                  raw_column=raw_column)
     try:
         client.mutate_row(QUEUE_ROW, [("absent", column)], [("put", column, _pack(entry))])
     except ConditionFailed:
-        pass  # a concurrent submission of the same message queued it
+        # A concurrent submission of the same message queued it, with its own copy.
+        client.delete(message_row(ident), raw_column)
     return ident
 
 
@@ -122,7 +129,7 @@ def claim(client: Client, entry: Entry, owner: str, lease: float,
 
 
 def raw_message(client: Client, entry: Entry) -> bytes | None:
-    cell = client.get(message_row(entry.id), RAW_COLUMN)
+    cell = client.get(message_row(entry.id), entry.raw_column)
     return None if cell is None else cell.value
 
 
@@ -133,7 +140,7 @@ def finish(client: Client, entry: Entry) -> bool:
                           [("delete", ENTRY_PREFIX + entry.id)])
     except ConditionFailed:
         return False
-    client.delete(message_row(entry.id), RAW_COLUMN)
+    client.delete(message_row(entry.id), entry.raw_column)
     return True
 
 
