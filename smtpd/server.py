@@ -10,6 +10,7 @@ heartbeats, and stops cleanly on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -17,11 +18,11 @@ import ssl
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from raftkv.cluster import CONFIG_ENV, split_addr
 from raftkv.errors import ConfigError
@@ -120,11 +121,39 @@ class SmtpServer:
 MAX_LINE = 2 * 1024 * 1024  # bytes in one line; RFC 5321 4.5.3.1 asks for no limit at all
 
 
+class _PendingAuth(NamedTuple):
+    mechanism: str
+    auth_data: Any
+
+
 class _LenientSMTP(SMTP):
-    """aiosmtpd refuses lines over 1000 bytes; real mail has longer ones (RFC 5321
-    4.5.3.1: "implementation techniques that impose no limits ... should be used")."""
+    """aiosmtpd's SMTP, with two changes.
+
+    Lines may be longer than 1000 bytes: real mail has longer ones (RFC 5321
+    4.5.3.1: "implementation techniques that impose no limits ... should be used").
+
+    The authenticator runs in a thread.  aiosmtpd calls it synchronously on its
+    event loop, and ours reads the store and verifies an argon2 hash (tens of
+    milliseconds), which would stall every other session of this process -- a
+    few clients guessing passwords would hold up all mail.  aiosmtpd's PLAIN and
+    LOGIN exchanges stay as they are; only the check moves off the loop.
+    """
 
     line_length_limit = MAX_LINE
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> Any:
+        return _PendingAuth(mechanism, auth_data)  # settled by _settle, off the loop
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self._settle(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self._settle(await super().auth_LOGIN(server, args))
+
+    async def _settle(self, result: Any) -> AuthResult:
+        if isinstance(result, _PendingAuth):
+            return await asyncio.to_thread(SMTP._authenticate, self, *result)
+        return result
 
 
 class _Controller(Controller):

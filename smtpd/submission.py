@@ -44,8 +44,9 @@ _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+|[^@\s<>]+@[^@\s<>.]+")
 class Authenticator:
     """aiosmtpd's authenticator: PLAIN and LOGIN against portal accounts.
 
-    aiosmtpd calls it synchronously on its loop; a check costs one store read
-    and one argon2 verification (tens of milliseconds).
+    A check costs one store read and one argon2 verification (tens of
+    milliseconds), so the server runs it in a thread, off the event loop
+    (``smtpd.server._LenientSMTP``).
     """
 
     def __init__(self, client: Any) -> None:
