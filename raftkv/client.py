@@ -240,10 +240,23 @@ class Client:
             return first, False
         return upload.write(_Prefixed(first, value)), True  # type: ignore[arg-type]
 
-    def execute(self, request: dict[str, Any], *, write: bool) -> dict[str, Any]:
-        """One administrative command through the log (the shard-moving steps of
-        :mod:`raftkv.ownership`); raises the answer's error."""
-        return self._call(dict(request), write=write)
+    def execute(self, request: dict[str, Any], *, write: bool,
+                stale: bool = False) -> dict[str, Any]:
+        """One administrative command (the shard-moving steps of :mod:`raftkv.ownership`)
+        through the log; raises the answer's error.
+
+        ``stale``: a read answered by the first replica that can, outside the
+        log (a replica that errs is passed over for the next).
+        """
+        if not stale:
+            return self._call(dict(request), write=write)
+        last: RaftKVError = UnavailableError("no replica answered")
+        for addr in dict.fromkeys([self._leader, *self.addrs]):
+            try:
+                return self._send_to(addr, {**request, "consistency": "stale"}, ATTEMPT_TIMEOUT)
+            except RaftKVError as exc:
+                last = exc
+        raise last
 
     def put_chunk(self, name: str, data: bytes) -> None:
         """Store one chunk on every replica; return once a majority has it on disk."""

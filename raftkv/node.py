@@ -71,6 +71,7 @@ class ReplicaConfig:
     data_dir: Path                       # journal, metadata and snapshot live here
     secret: bytes                        # cluster secret: pysyncobj's ``password``
     shards: int = 64                     # shard count, for the store
+    managed: bool = False                # a config group assigns its shards (ownership.py)
     election_timeout: tuple[float, float] = (0.4, 1.4)
     log_compaction_entries: int = 5000   # take a snapshot after this many entries
 
@@ -352,7 +353,7 @@ class Replica:
         config.validate()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
-        self.store = Store(config.shards)
+        self.store = Store(config.shards, managed=config.managed)
         conf = _engine_conf(config, self.store, on_ready)
         self._engine = _Engine(config, self.store, conf)
 

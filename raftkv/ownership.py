@@ -1,21 +1,26 @@
 """Which shards a group serves, and the steps by which a group changes configuration.
 
-A group starts *unmanaged*: it serves every shard (the static map decides
-which ones clients send it).  Once it applies a configuration (DESIGN.md
-section 4) it serves exactly its owned shards and answers ``WrongShard`` for
-the rest.  The group's own reconfigurer (:mod:`shards.reconfig`) learns
+A group of a cluster without a config group is *unmanaged*: it serves every
+shard (the static map decides which ones clients send it).  With a config
+group, a group serves exactly the shards its configuration gives it and
+answers ``WrongShard`` for the rest -- before its first configuration, none:
+a group that comes up late must not accept writes for shards that others
+serve meanwhile.  The group's own reconfigurer (:mod:`shards.reconfig`) learns
 configurations from the config group and drives these commands, each an entry
 in the group's log; configurations are applied one at a time, in order:
 
 1. ``begin_config(n, shards, incoming, outgoing)``, only when the group has
    settled configuration ``n - 1``: ``outgoing`` shards are frozen (no longer
-   served, kept for their new owners to pull), ``incoming`` shards (shard ->
-   the group that held it in ``n - 1``) are awaited, the rest of ``shards``
-   is served from now on.
+   served, kept for their new owners to pull), ``incoming`` shards are
+   awaited, the rest of ``shards`` is served from now on.  Each incoming and
+   outgoing shard names the other group and its replicas' addresses, so a
+   move in progress never needs the config group again.
 2. For each incoming shard, ``import_shard(n, s, rows, counter)`` page by page
    (each under the entry cap) with what the old owner's
-   ``export_shard(n, s, after, limit)`` returns -- only once the old owner has
-   frozen ``s`` for configuration ``n`` -- then ``adopt_shard(n, s)``: served.
+   ``export_shard(n, s, after)`` returns -- only once the old owner has frozen
+   ``s`` for configuration ``n``; a frozen shard never changes, so any of its
+   replicas that has frozen it can answer, outside the log -- then
+   ``adopt_shard(n, s)``: served.
 3. For each outgoing shard, once its new owner has adopted it,
    ``drop_shard(n, s)``: the copy is deleted (its chunks then fall to GC).
 
@@ -29,22 +34,25 @@ The ownership check runs *after* a write's exactly-once check (see
 :meth:`raftkv.store.Store.apply`): a retried write that the old owner applied
 before the freeze gets its stored answer, so ``WrongShard`` proves the write
 never applied there and the client may send it to the new owner.  That is why
-the dedup table does not travel with a shard.  Commands carrying a
+the dedup table does not travel with a shard; it relies on ``shards.Client``
+never using one client id with two groups (it keeps one raftkv.Client each).  Commands carrying a
 configuration other than the one the group is in are refused.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from .keys import shard_of
 
 Result = dict[str, Any]
+Peer = tuple[int, tuple[str, ...]]  # the other group of a move: id, replicas' client addresses
 
 SHARD_OPS = frozenset({"begin_config", "import_shard", "adopt_shard", "drop_shard"})
 SHARD_READS = frozenset({"export_shard", "shard_state"})
-EXPORT_PAGE = 200          # rows per export page at most
-EXPORT_BYTES = 1024 * 1024  # and about this many bytes of values (an answer is one frame)
+EXPORT_CELLS = 2000          # cells per export page at most
+EXPORT_BYTES = 1024 * 1024   # and about this many bytes (an answer is one frame of 4 MiB)
 DATA_OPS = frozenset({"get", "put", "delete", "cput", "mutate_row", "get_row"})
 
 
@@ -59,12 +67,16 @@ class ShardOwnership:
     shards: dict[int, dict[str, dict[str, tuple[int, bytes, bool]]]]
     counters: dict[int, int]
     blob_cells: dict[tuple[str, str], bytes]
+    intents: dict[int, tuple[float, list[bytes]]]
 
-    def _init_ownership(self) -> None:
-        self.config_num = 0                  # 0: unmanaged, every shard is served
-        self.owned: set[int] | None = None  # None: every shard
-        self.incoming: dict[int, int] = {}  # shard -> group that held it: awaited, not served
-        self.frozen: set[int] = set()       # held here, no longer served (moving out)
+    def _init_ownership(self, managed: bool) -> None:
+        self.managed = managed              # a config group decides what we serve
+        self.config_num = 0
+        self.owned: set[int] | None = set() if managed else None  # None: every shard
+        self.incoming: dict[int, Peer] = {}  # awaited, not served: shard -> old owner
+        self.frozen: dict[int, Peer] = {}    # held, not served (moving out): shard -> new owner
+        # Derived, not snapshotted: a frozen shard's rows in order, for export pages.
+        self._export_order: dict[int, list[str]] = {}
 
     # -- the check --------------------------------------------------------------
 
@@ -100,6 +112,18 @@ class ShardOwnership:
             raise ValueError(f"no shard {value!r}")
         return value
 
+    def _peers(self, entries: object) -> dict[int, Peer]:
+        """``[[shard, group, [addr, ...]], ...]`` checked, as shard -> (group, addrs)."""
+        if not isinstance(entries, list):
+            raise TypeError("a list of [shard, group, addresses]")
+        peers: dict[int, Peer] = {}
+        for shard, gid, addrs in entries:
+            if not isinstance(gid, int) or not isinstance(addrs, list) or not addrs or not all(
+                    isinstance(a, str) for a in addrs):
+                raise TypeError("a peer is a group id and its replicas' addresses")
+            peers[self._shard(shard)] = (gid, tuple(addrs))
+        return peers
+
     # -- the steps ----------------------------------------------------------------
 
     def _op_begin_config(self, c: dict[str, Any]) -> Result:
@@ -115,21 +139,26 @@ class ShardOwnership:
             return _error("ConfigError", f"configuration {self.config_num} is still settling",
                           config_num=self.config_num)
         shards = {self._shard(s) for s in c["shards"]}
-        incoming = {self._shard(s): int(gid) for s, gid in c["incoming"]}
-        outgoing = {self._shard(s) for s in c["outgoing"]}
-        if not incoming.keys() <= shards or outgoing & shards:
+        incoming, outgoing = self._peers(c["incoming"]), self._peers(c["outgoing"])
+        if not incoming.keys() <= shards or outgoing.keys() & shards:
             raise ValueError("incoming shards are ours, outgoing ones are not")
         self.owned = shards - incoming.keys()
         self.incoming, self.frozen, self.config_num = incoming, outgoing, num
         return self._op_shard_state(c)
 
     def _op_shard_state(self, c: dict[str, Any]) -> Result:
+        def listed(peers: dict[int, Peer]) -> list[list[Any]]:
+            return [[s, gid, list(addrs)] for s, (gid, addrs) in sorted(peers.items())]
         return {"config_num": self.config_num,
                 "owned": None if self.owned is None else sorted(self.owned),
-                "incoming": sorted([s, g] for s, g in self.incoming.items()),
-                "frozen": sorted(self.frozen)}
+                "incoming": listed(self.incoming), "frozen": listed(self.frozen)}
 
     def _op_export_shard(self, c: dict[str, Any]) -> Result:
+        """A page of a frozen shard's cells, from the cursor ``after`` = [row, column].
+
+        Pages end within a row if need be (a row may hold thousands of cells);
+        the answer's ``after`` is where the next page starts, None at the end.
+        """
         num, shard = c["config"], self._shard(c["shard"])
         if not isinstance(num, int):
             raise TypeError("config is a number")
@@ -139,17 +168,36 @@ class ShardOwnership:
         if num < self.config_num or shard not in self.frozen:
             return _error("ConfigError", f"shard {shard} is not moving out of here in "
                           f"configuration {num}", config_num=self.config_num)
-        after, limit = c.get("after", ""), max(1, min(int(c.get("limit") or 1), EXPORT_PAGE))
         table = self.shards.get(shard, {})
-        rows = sorted(r for r in table if r > after)
-        page, size = [], 0
-        for row in rows[:limit]:
-            if page and size > EXPORT_BYTES:
-                break
-            cells = [[col, *cell] for col, cell in sorted(table[row].items())]
-            size += sum(len(cell[2]) + len(cell[0]) for cell in cells) + len(row)
-            page.append([row, cells])
-        return {"rows": page, "more": len(rows) > len(page), "counter": self.counters.get(shard, 0)}
+        order = self._export_order.get(shard)
+        if order is None:  # the shard is frozen: its rows stay as they are until dropped
+            order = self._export_order[shard] = sorted(table)
+        after_row, after_col, start = None, "", 0
+        if c.get("after") is not None:
+            after_row, after_col = c["after"]
+            if not isinstance(after_row, str) or not isinstance(after_col, str):
+                raise TypeError("after is [row, column]")
+            start = bisect_left(order, after_row)  # that row again, from after its column
+        page: list[list[Any]] = []
+        cells = size = 0
+        for row in order[start:]:
+            columns = sorted(table[row].items())
+            if row == after_row:
+                columns = [(col, cell) for col, cell in columns if col > after_col]
+            taken: list[list[Any]] = []
+            for col, cell in columns:
+                cost = len(col) + len(cell[1]) + len(row) + 16
+                if (taken or page) and (cells >= EXPORT_CELLS or size + cost > EXPORT_BYTES):
+                    if taken:
+                        page.append([row, taken])
+                    last_row, last_col = page[-1][0], page[-1][1][-1][0]
+                    return {"rows": page, "after": [last_row, last_col],
+                            "counter": self.counters.get(shard, 0)}
+                taken.append([col, *cell])
+                cells, size = cells + 1, size + cost
+            if taken:
+                page.append([row, taken])
+        return {"rows": page, "after": None, "counter": self.counters.get(shard, 0)}
 
     def _op_import_shard(self, c: dict[str, Any]) -> Result:
         if isinstance(num := self._current(c), dict):
@@ -157,19 +205,35 @@ class ShardOwnership:
         shard = self._shard(c["shard"])
         if shard not in self.incoming:
             return _error("ConfigError", f"shard {shard} is not awaited here")
-        table = self.shards.setdefault(shard, {})
+        upload = c.get("upload")
+        if upload is not None and upload not in self.intents:
+            # The chunks these cells name were protected by that intent; with it
+            # gone a collector may have taken them: copy them again.
+            return _error("UploadExpired", "the pull's intent expired: pull the chunks again")
+        rows = []  # every row checked before any is written: all or nothing
         for row, cells in c["rows"]:
             if not isinstance(row, str) or shard_of(row, self.shard_count) != shard:
                 raise ValueError(f"row {row!r} is not in shard {shard}")
-            target = table.setdefault(row, {})
+            checked = []
             for col, version, value, is_blob in cells:
                 if not isinstance(value, bytes) or not isinstance(col, str):
                     raise TypeError("cells hold bytes under string columns")
-                target[col] = (int(version), value, bool(is_blob))
-                if is_blob:
-                    self.blob_cells[(row, col)] = value
-        self.counters[shard] = max(self.counters.get(shard, 0), int(c["counter"]))
-        return {"imported": len(c["rows"])}
+                checked.append((col, (int(version), value, bool(is_blob))))
+            rows.append((row, checked))
+        counter = int(c["counter"])
+        table = self.shards.setdefault(shard, {})
+        for row, checked in rows:
+            target = table.setdefault(row, {})
+            for col, cell in checked:
+                target[col] = cell
+                if cell[2]:
+                    self.blob_cells[(row, col)] = cell[1]
+                else:
+                    self.blob_cells.pop((row, col), None)
+        self.counters[shard] = max(self.counters.get(shard, 0), counter)
+        if upload is not None:
+            del self.intents[upload]  # the cells protect their chunks from now on
+        return {"imported": len(rows)}
 
     def _op_adopt_shard(self, c: dict[str, Any]) -> Result:
         if isinstance(num := self._current(c), dict):
@@ -192,21 +256,22 @@ class ShardOwnership:
             for row, cells in self.shards.pop(shard, {}).items():
                 for col in cells:
                     self.blob_cells.pop((row, col), None)
-            self.frozen.discard(shard)
+            del self.frozen[shard]
+            self._export_order.pop(shard, None)
         return {"dropped": shard}
 
     # -- snapshots ----------------------------------------------------------------
 
     def ownership_snapshot(self) -> dict[str, Any]:
-        return {"config_num": self.config_num,
-                "owned": None if self.owned is None else sorted(self.owned),
-                "incoming": sorted([s, g] for s, g in self.incoming.items()),
-                "frozen": sorted(self.frozen)}
+        return {"config_num": self.config_num, **self._op_shard_state({})}
 
     def restore_ownership(self, state: dict[str, Any] | None) -> None:
-        self._init_ownership()
+        self._init_ownership(self.managed)
         if state:
             self.config_num = int(state["config_num"])
-            self.owned = None if state["owned"] is None else set(state["owned"])
-            self.incoming = {int(s): int(g) for s, g in state.get("incoming", [])}
-            self.frozen = set(state["frozen"])
+            if state["owned"] is not None:
+                self.owned = set(state["owned"])
+            elif self.config_num > 0 or not self.managed:
+                self.owned = None
+            self.incoming = self._peers(state.get("incoming", []))
+            self.frozen = self._peers(state.get("frozen", []))

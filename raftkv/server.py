@@ -26,7 +26,7 @@ import msgpack
 
 from . import protocol
 from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, check_name
-from .cluster import ClusterConfig, load_cluster, split_addr
+from .cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster, split_addr
 from .errors import (
     ConfigError,
     NotLeader,
@@ -82,6 +82,7 @@ class NodeServer:
             data_dir=data_dir / "raft",
             secret=cluster.secret,
             shards=cluster.shards,
+            managed=cluster.config_group is not None and me.group != CONFIG_GROUP_ID,
             election_timeout=(cluster.raft.election_timeout_min, cluster.raft.election_timeout_max),
             log_compaction_entries=cluster.raft.snapshot_entries,
         ))

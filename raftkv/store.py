@@ -72,7 +72,9 @@ class _Session:
 class Store(ShardOwnership):
     """The table of one Raft group."""
 
-    def __init__(self, shards: int = DEFAULT_SHARDS) -> None:
+    def __init__(self, shards: int = DEFAULT_SHARDS, *, managed: bool = False) -> None:
+        """``managed``: a config group decides which shards this group serves
+        (:mod:`raftkv.ownership`); otherwise it serves every shard."""
         self.shard_count = shards
         # shard -> row -> column -> cell
         self.shards: dict[int, dict[str, dict[str, Cell]]] = {}
@@ -85,7 +87,7 @@ class Store(ShardOwnership):
         # Derived, not snapshotted: (row, col) -> manifest of every cell holding a blob.
         # Other threads copy it (dict.copy holds the GIL) to find referenced chunks.
         self.blob_cells: dict[tuple[str, str], bytes] = {}
-        self._init_ownership()
+        self._init_ownership(managed)
 
     # -- entry point --------------------------------------------------------
 

@@ -7,7 +7,8 @@ where the old one stopped.  Each pass looks at the group's state and takes the
 next step:
 
 - shards *incoming* in the group's configuration ``n``: pull each from the
-  group that held it in ``n - 1`` -- export pages there, the blob chunks its
+  group that held it in ``n - 1`` -- export pages there (any of its replicas
+  that has frozen the shard answers, outside its log), the blob chunks its
   cells name, import pages here -- then adopt it (serve it);
 - shards *frozen* (moving out in ``n``): drop each once its new owner has
   adopted it, so the old copy is kept exactly as long as someone may need it;
@@ -17,8 +18,9 @@ Configurations are applied one at a time, in order.  Two groups swapping shards
 do not wait for each other: each only needs the other to have *begun* the
 configuration (frozen what it gives away), never to have finished it.  A group
 that was down through several changes catches up one configuration at a time.
-The config group is only asked when a group is settled, so it stays off the
-data path.
+The config group is only asked when a group is settled (the moves of a begun
+configuration carry the other groups' addresses), so it stays off the data
+path, and a move in progress goes on without it.
 
 When the config group holds no configuration yet, the first reconfigurer to
 look stores configuration 1: the cluster file's static map, which is where the
@@ -27,11 +29,11 @@ data already is.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -39,7 +41,7 @@ import msgpack
 import raftkv
 from raftkv.blobs import data_chunks, parse_manifest
 from raftkv.cluster import ClusterConfig
-from raftkv.errors import RaftKVError
+from raftkv.errors import ProtocolError, RaftKVError
 
 from .config import UNASSIGNED, Config, ConfigStore
 from .shardmap import ShardMap
@@ -47,10 +49,12 @@ from .shardmap import ShardMap
 log = logging.getLogger(__name__)
 
 POLL = 0.25                 # seconds between passes of a settled leader (a read in each log)
-EXPORT_ROWS = 200           # rows asked for per export page
 IMPORT_BYTES = 16 * 1024    # one import command's cells: half of a Raft entry's cap
 INTENT_NAMES = 500          # chunk names per intent command (32 bytes each: under the cap)
-PULL_LEASE = 3600.0         # seconds a batch's intent protects its chunks (one batch's copy)
+PULL_LEASE = 600.0          # seconds a pull's intent protects its chunks ...
+RENEW_EVERY = 120.0         # ... renewed this often while the chunks are being copied
+PULL_CHUNKS = 60_000        # chunks under one intent at most (the store allows 70,000)
+WARN_AFTER = 20             # failed passes at one shard before it is worth a warning
 
 
 def first_config(cluster: ClusterConfig) -> Config:
@@ -69,7 +73,7 @@ def adopted(state: dict[str, Any], num: int, shard: int) -> bool:
     """Whether the group with ``state`` has taken ``shard`` over in configuration ``num``."""
     if state["config_num"] != num:
         return state["config_num"] > num  # it cannot leave ``num`` with the shard awaited
-    return shard not in {s for s, _ in state["incoming"]}
+    return shard not in {entry[0] for entry in state["incoming"]}
 
 
 class Reconfigurer:
@@ -87,6 +91,7 @@ class Reconfigurer:
         self._configs = ConfigStore(self._config_client, cluster.shards)
         self._known: dict[int, Config] = {}                # configurations never change
         self._groups: dict[tuple[str, ...], raftkv.Client] = {}
+        self._failures: dict[int, int] = {}                # shard -> failed passes in a row
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shards-reconfig", daemon=True)
 
@@ -95,9 +100,12 @@ class Reconfigurer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=15)
         for client in (self._own, self._config_client, *self._groups.values()):
             client.close()
+
+    def _leading(self) -> bool:
+        return self._is_leader() and not self._stop.is_set()
 
     def _run(self) -> None:
         busy = False
@@ -108,11 +116,12 @@ class Reconfigurer:
             try:
                 busy = self.step()
             except RaftKVError as exc:
-                # A peer or the config group is down or not there yet: the next pass retries.
+                # The group or the config group is down or not there yet: the next pass retries.
                 log.debug("group %d: reconfiguration waits: %s", self.group_id, exc)
                 busy = False
             except Exception:  # noqa: BLE001 - the thread must outlive any one bad pass
-                log.exception("group %d: reconfiguration pass failed", self.group_id)
+                if not self._stop.is_set():  # (stopping closes the clients under our feet)
+                    log.exception("group %d: reconfiguration pass failed", self.group_id)
                 busy = False
 
     # -- one pass -----------------------------------------------------------------
@@ -121,16 +130,15 @@ class Reconfigurer:
         """One pass; whether the group is moving (so the next pass comes sooner)."""
         state = self._own.execute({"op": "shard_state"}, write=False)
         num = state["config_num"]
-        # One unreachable peer holds up only the shards it gives or takes.
+        # One unreachable or broken peer holds up only the shards it gives or takes.
         if state["incoming"]:
-            for shard, source in state["incoming"]:
-                if self._stop.is_set():
-                    break
-                self._each(shard, self._pull, num, shard, source)
+            for shard, _gid, addrs in state["incoming"]:
+                if self._leading():
+                    self._each(shard, self._pull, num, shard, tuple(addrs))
             return True
         if state["frozen"]:
-            for shard in state["frozen"]:
-                self._each(shard, self._drop_if_adopted, num, shard)
+            for shard, _gid, addrs in state["frozen"]:
+                self._each(shard, self._drop_if_adopted, num, shard, tuple(addrs))
             return True
         latest = self._configs.latest_num()
         if latest == 0:
@@ -143,82 +151,107 @@ class Reconfigurer:
         try:
             step(*args)
         except RaftKVError as exc:
-            log.debug("group %d: shard %d waits: %s", self.group_id, shard, exc)
+            failures = self._failures[shard] = self._failures.get(shard, 0) + 1
+            if failures % WARN_AFTER == 0:  # a peer down for long, or data it cannot serve
+                log.warning("group %d: shard %d has not moved after %d tries: %s",
+                            self.group_id, shard, failures, exc)
+            else:
+                log.debug("group %d: shard %d waits: %s", self.group_id, shard, exc)
+        else:
+            self._failures.pop(shard, None)
 
-    def _drop_if_adopted(self, num: int, shard: int) -> None:
-        current = self._config(num)
-        owner = self._group(current.groups[current.owners[shard]])
-        if adopted(owner.execute({"op": "shard_state"}, write=False), num, shard):
+    def _drop_if_adopted(self, num: int, shard: int, dest: tuple[str, ...]) -> None:
+        if adopted(self._group(dest).execute({"op": "shard_state"}, write=False), num, shard):
             self._own.execute({"op": "drop_shard", "config": num, "shard": shard}, write=True)
             log.info("group %d: dropped shard %d (configuration %d)", self.group_id, shard, num)
 
     def _begin(self, previous: Config, config: Config) -> None:
         gid = self.group_id
         mine = config.shards_of(gid)
-        incoming = [[s, previous.owners[s]] for s in mine
-                    if previous.owners[s] not in (gid, UNASSIGNED)]
-        outgoing = [s for s in previous.shards_of(gid) if config.owners[s] != gid]
+        incoming = [[s, owner, list(previous.groups[owner])] for s in mine
+                    if (owner := previous.owners[s]) not in (gid, UNASSIGNED)]
+        outgoing = [[s, owner, list(config.groups[owner])] for s in previous.shards_of(gid)
+                    if (owner := config.owners[s]) != gid]
         self._own.execute({"op": "begin_config", "config": config.num, "shards": mine,
                            "incoming": incoming, "outgoing": outgoing}, write=True)
         log.info("group %d: began configuration %d (%d shards in, %d out)",
                  gid, config.num, len(incoming), len(outgoing))
 
-    def _pull(self, num: int, shard: int, source: int) -> None:
-        """Copy ``shard`` from the group that held it in ``num - 1``, then serve it."""
-        src = self._group(self._config(num - 1).groups[source])
-        after, counter = "", 0
-        for _ in range(1_000_000):  # pages; a shard of a million pages is not a shard
+    # -- pulling a shard --------------------------------------------------------
+
+    def _pull(self, num: int, shard: int, source: tuple[str, ...]) -> None:
+        """Copy ``shard`` from its old owner (replicas ``source``), then serve it."""
+        src = self._group(source)
+        after: list[str] | None = None
+        counter = 0
+        for _ in range(10_000_000):  # pages; bounded by the shard's cells
+            if not self._leading():
+                return  # a deposed leader leaves the rest to its successor
             page = src.execute({"op": "export_shard", "config": num, "shard": shard,
-                                "after": after, "limit": EXPORT_ROWS}, write=False)
+                                "after": after}, write=False, stale=True)
             counter = page["counter"]
             for batch in _batches(page["rows"]):
                 self._import(src, num, shard, batch, counter)
-            if not page["more"] or not page["rows"] or self._stop.is_set():
+            after = page["after"]
+            if after is None:
                 break
-            after = page["rows"][-1][0]
-        if self._stop.is_set():
-            return
         # An empty shard still carries its version counter over.
         self._import(src, num, shard, [], counter)
         self._own.execute({"op": "adopt_shard", "config": num, "shard": shard}, write=True)
-        log.info("group %d: adopted shard %d from group %d (configuration %d)",
-                 self.group_id, shard, source, num)
+        log.info("group %d: adopted shard %d (configuration %d)", self.group_id, shard, num)
 
     def _import(self, src: raftkv.Client, num: int, shard: int, batch: list,
                 counter: int) -> None:
         """One import command, after the chunks its blob cells name.
 
         The chunks arrive before the cells that name them, so, like any upload,
-        they are first named in an intent (raftkv.repair's rule): no garbage
-        collector here can take them in between.  The intent ends once the
-        imported cells protect them.
+        they are first named in an intent (raftkv.repair's rule), renewed while
+        they are copied, and the import carries it: if it lapsed meanwhile (a
+        collector may have taken them), the import is refused and the next pass
+        copies again.  The intent ends with the import, in the same command.
         """
-        names = self._chunks_of(src, batch)
-        upload = secrets.randbits(63)
-        for i in range(0, len(names), INTENT_NAMES):
-            self._own.execute({"op": "intent", "upload": upload, "lease": PULL_LEASE,
-                               "digests": [bytes.fromhex(n) for n in names[i:i + INTENT_NAMES]],
-                               "new": i == 0}, write=True)
-        try:
+        names = list(self._chunks_of(src, batch))
+        if len(names) > PULL_CHUNKS and sum(len(cells) for _row, cells in batch) > 1:
+            for row, cells in batch:  # one intent per value: each fits an upload's bound
+                for cell in cells:
+                    self._import(src, num, shard, [[row, [cell]]], counter)
+            return
+        command = {"op": "import_shard", "config": num, "shard": shard, "rows": batch,
+                   "counter": counter}
+        if names:
+            upload = command["upload"] = secrets.randbits(63)
+            for i in range(0, len(names), INTENT_NAMES):
+                self._intent(upload, names[i:i + INTENT_NAMES], new=i == 0)
+            renewed = time.monotonic()
             for name in names:
+                if time.monotonic() - renewed > RENEW_EVERY:
+                    self._intent(upload, [], new=False)
+                    renewed = time.monotonic()
                 self._own.put_chunk(name, src.fetch_chunk(name))
-            self._own.execute({"op": "import_shard", "config": num, "shard": shard,
-                               "rows": batch, "counter": counter}, write=True)
-        finally:
-            if names:
-                with contextlib.suppress(RaftKVError):  # else it expires with its lease
-                    self._own.execute({"op": "intent_end", "upload": upload}, write=True)
+        self._own.execute(command, write=True)
 
-    @staticmethod
-    def _chunks_of(src: raftkv.Client, batch: list) -> list[str]:
+    def _intent(self, upload: int, names: list[str], *, new: bool) -> None:
+        self._own.execute({"op": "intent", "upload": upload, "lease": PULL_LEASE, "new": new,
+                           "digests": [bytes.fromhex(n) for n in names]}, write=True)
+
+    def _chunks_of(self, src: raftkv.Client, batch: list) -> Iterator[str]:
         """The names of every chunk (index and data) of the batch's blob cells."""
-        names: list[str] = []
-        for _row, cells in batch:
-            for _col, _version, value, is_blob in cells:
-                if is_blob:
+        for row, cells in batch:
+            for col, _version, value, is_blob in cells:
+                if not is_blob:
+                    continue
+                try:
                     parsed = parse_manifest(value)
-                    names += [*parsed.index, *data_chunks(parsed, src.fetch_chunk)]
-        return names
+                except ProtocolError:
+                    # Not a manifest at all: the old owner holds the same bytes and no
+                    # chunks for them; moving the cell as it is loses nothing.
+                    log.warning("group %d: cell %r/%r is marked large but holds no manifest",
+                                self.group_id, row, col)
+                    continue
+                yield from parsed.index
+                yield from data_chunks(parsed, src.fetch_chunk)
+
+    # -- helpers ------------------------------------------------------------------
 
     def _config(self, num: int) -> Config:
         if num not in self._known:

@@ -25,7 +25,9 @@ class ShardMap:
         group_ids = sorted(g.id for g in cluster.groups)
         if not group_ids:
             raise ConfigError("no storage groups")
-        return cls(num=1, owners=tuple(group_ids[s % len(group_ids)]
+        # Number 0: any stored configuration, even the first (this map again, or
+        # one from before a group was added to the file), is newer.
+        return cls(num=0, owners=tuple(group_ids[s % len(group_ids)]
                                        for s in range(cluster.shards)))
 
     def group_of(self, shard: int) -> int:

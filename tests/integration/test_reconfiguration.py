@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shards.config import join, leave, move
+from shards.config import Config, join, leave, move
 from shards.migrate import Migrator
 
 from .._procs import wait_for
@@ -84,6 +84,42 @@ def test_every_process_restarted_cold_at_once(cluster) -> None:
         assert back.num == moved.num + 1
         for shard, row in rows.items():
             client.put(row, "c2", b"after %d" % shard)
+            assert client.get(row, "c").value == b"%d" % shard
+
+
+def test_every_process_restarted_cold_in_the_middle_of_a_move(cluster) -> None:
+    with cluster.client(timeout=3.0) as client:
+        migrator = Migrator(client, wait=90)
+        first = migrator.current()
+        migrator.wait_for(first)
+        rows = row_per_shard(client, "r")
+        for shard, row in rows.items():
+            client.put(row, "c", b"%d" % shard)
+        a, b = first.shards_of(1)[0], first.shards_of(2)[0]
+        for name in ("g2a", "g2b", "g2c"):
+            cluster.kill(name)
+
+        def swap(config: Config) -> Config:
+            owners = list(config.owners)
+            owners[a], owners[b] = 2, 1
+            return Config(config.num + 1, tuple(owners), dict(config.groups))
+        target = migrator.store.change(swap)
+        # Group 1 begins the swap: it freezes a and awaits b, which group 2 cannot send.
+        leader = cluster.leader(1)
+
+        def half_way() -> bool:
+            status = next(s for s in client.status() if s["name"] == leader)
+            return (status.get("config_num"), status.get("shards_incoming"),
+                    status.get("shards_frozen")) == (target.num, 1, 1)
+        wait_for(half_way, 20, "group 1 to be half-way through the swap")
+    for name in cluster.procs:  # now every process dies, with the move half done
+        cluster.kill(name)
+    cluster.start()
+    with cluster.client() as client:
+        Migrator(client, wait=90).wait_for(target)
+        client.refresh()
+        assert (client.shard_map.group_of(a), client.shard_map.group_of(b)) == (2, 1)
+        for shard, row in rows.items():
             assert client.get(row, "c").value == b"%d" % shard
 
 
