@@ -115,6 +115,10 @@ class Store(ShardOwnership):
             return error("ProtocolError", f"{op!r} is not a read")
         try:
             return self._dispatch(op, command)
+        except RuntimeError:
+            # Not bad input: the Raft thread changed a dict this read was walking.
+            # The caller (raftkv.server) reads again.
+            raise
         except Exception as exc:  # noqa: BLE001 - as in apply
             return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
