@@ -34,6 +34,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import msgpack
@@ -52,6 +53,7 @@ POLL = 0.25                 # seconds between passes of a settled leader (a read
 IMPORT_BYTES = 16 * 1024    # one import command's cells: half of a Raft entry's cap
 INTENT_NAMES = 500          # chunk names per intent command (32 bytes each: under the cap)
 PULL_LEASE = 600.0          # seconds a pull's intent protects its chunks ...
+PULL_PARALLEL = 4           # chunks copied at once
 RENEW_EVERY = 120.0         # ... renewed this often while the chunks are being copied
 PULL_CHUNKS = 60_000        # chunks under one intent at most (the store allows 70,000)
 WARN_AFTER = 20             # failed passes at one shard before it is worth a warning
@@ -222,13 +224,28 @@ class Reconfigurer:
             upload = command["upload"] = secrets.randbits(63)
             for i in range(0, len(names), INTENT_NAMES):
                 self._intent(upload, names[i:i + INTENT_NAMES], new=i == 0)
-            renewed = time.monotonic()
+            self._copy_chunks(src, upload, names)
+        self._own.execute(command, write=True)
+
+    def _copy_chunks(self, src: raftkv.Client, upload: int, names: list[str]) -> None:
+        """Each chunk from the old owner onto a majority here, a few at a time."""
+        renewed = time.monotonic()
+        with ThreadPoolExecutor(PULL_PARALLEL, thread_name_prefix="shards-pull") as pool:
+            in_flight: set[Future[None]] = set()
             for name in names:
+                if len(in_flight) >= 2 * PULL_PARALLEL:  # at most this many chunks in memory
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()  # a failed copy fails the import, retried next pass
                 if time.monotonic() - renewed > RENEW_EVERY:
                     self._intent(upload, [], new=False)
                     renewed = time.monotonic()
-                self._own.put_chunk(name, src.fetch_chunk(name))
-        self._own.execute(command, write=True)
+                in_flight.add(pool.submit(self._copy_chunk, src, name))
+            for future in in_flight:
+                future.result()
+
+    def _copy_chunk(self, src: raftkv.Client, name: str) -> None:
+        self._own.put_chunk(name, src.fetch_chunk(name))
 
     def _intent(self, upload: int, names: list[str], *, new: bool) -> None:
         self._own.execute({"op": "intent", "upload": upload, "lease": PULL_LEASE, "new": new,

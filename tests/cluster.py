@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import shards
-from raftkv.cluster import ClusterConfig, load_cluster
+from raftkv.cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster
 
 from ._procs import NO_DNS, SECRET, Proc, free_port, port_open, python_cmd, wait_for
 from .netns import NetnsLab
@@ -131,6 +131,16 @@ def running(cluster: KVCluster) -> Iterator[KVCluster]:
         cluster.start()
         for group in cluster.cluster.groups:
             cluster.leader(group.id)
+        if cluster.cluster.config_group is not None:
+            # Managed groups serve nothing before their first configuration.
+            cluster.leader(CONFIG_GROUP_ID)
+            with cluster.client() as client:
+                def configured() -> bool:
+                    leaders = [s for s in client.status()
+                               if s["group"] != CONFIG_GROUP_ID and s.get("role") == "leader"]
+                    return len(leaders) == len(cluster.cluster.groups) and all(
+                        s.get("config_num", 0) >= 1 for s in leaders)
+                wait_for(configured, 20, "every group to take configuration 1")
         yield cluster
     except BaseException:
         print(cluster.logs())
