@@ -129,19 +129,16 @@ class Reconfigurer:
     # -- one pass -----------------------------------------------------------------
 
     def step(self) -> bool:
-        """One pass; whether the group is moving (so the next pass comes sooner)."""
+        """One pass; whether it got anywhere (then the next pass comes sooner)."""
         state = self._own.execute({"op": "shard_state"}, write=False)
         num = state["config_num"]
         # One unreachable or broken peer holds up only the shards it gives or takes.
         if state["incoming"]:
-            for shard, _gid, addrs in state["incoming"]:
-                if self._leading():
-                    self._each(shard, self._pull, num, shard, tuple(addrs))
-            return True
+            return all([self._each(shard, self._pull, num, shard, tuple(addrs))
+                        for shard, _gid, addrs in state["incoming"] if self._leading()])
         if state["frozen"]:
-            for shard, _gid, addrs in state["frozen"]:
-                self._each(shard, self._drop_if_adopted, num, shard, tuple(addrs))
-            return True
+            return all([self._each(shard, self._drop_if_adopted, num, shard, tuple(addrs))
+                        for shard, _gid, addrs in state["frozen"]])
         latest = self._configs.latest_num()
         if latest == 0:
             self._configs.bootstrap(first_config(self.cluster))
@@ -149,7 +146,8 @@ class Reconfigurer:
             self._begin(self._config(num), self._config(num + 1))
         return latest != num
 
-    def _each(self, shard: int, step: Callable[..., None], *args: Any) -> None:
+    def _each(self, shard: int, step: Callable[..., None], *args: Any) -> bool:
+        """``step(*args)`` for one shard; False if it failed (it is retried next pass)."""
         try:
             step(*args)
         except RaftKVError as exc:
@@ -159,8 +157,9 @@ class Reconfigurer:
                             self.group_id, shard, failures, exc)
             else:
                 log.debug("group %d: shard %d waits: %s", self.group_id, shard, exc)
-        else:
-            self._failures.pop(shard, None)
+            return False
+        self._failures.pop(shard, None)
+        return True
 
     def _drop_if_adopted(self, num: int, shard: int, dest: tuple[str, ...]) -> None:
         if adopted(self._group(dest).execute({"op": "shard_state"}, write=False), num, shard):
