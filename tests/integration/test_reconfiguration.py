@@ -145,3 +145,37 @@ def test_join_and_leave_under_load_keep_every_history_linearizable(cluster, tmp_
     assert set(alone.owners) == {1}
     assert sorted(both.owners.count(g) for g in (1, 2)) == [len(both.owners) // 2] * 2
     workload.check(tmp_path)
+
+
+def test_a_group_that_joins_fresh_takes_its_share(tmp_path) -> None:
+    """Configuration 1 names group 1 alone, before any storage replica starts: group 2
+    comes up empty, serves nothing, then joins -- and clients, whose static map would
+    send half the shards to group 2, follow the stored configurations instead."""
+    cluster = KVCluster(tmp_path / "kv", groups=2, config_group=True)
+    try:
+        for name in ("ca", "cb", "cc"):
+            cluster.start(name)
+        cluster.leader(0)
+        with cluster.client() as client:
+            migrator = Migrator(client, wait=60)
+            addrs = {1: cluster.cluster.group(1).client_addrs}
+            alone = migrator.store.bootstrap(Config(1, (1,) * cluster.cluster.shards, addrs))
+            assert set(alone.owners) == {1}
+            cluster.start()  # both storage groups
+            migrator.wait_for(alone)
+            rows = row_per_shard(client, "f")
+            for shard, row in rows.items():
+                client.put(row, "c", b"%d" % shard)
+            assert client.shard_map.num == 1
+            both = migrator.reconfigure(
+                lambda c: join(c, {2: cluster.cluster.group(2).client_addrs}))
+            assert sorted(both.owners.count(g) for g in (1, 2)) == [len(both.owners) // 2] * 2
+        with cluster.client() as fresh:
+            for shard, row in rows.items():
+                assert fresh.get(row, "c").value == b"%d" % shard
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
