@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -30,7 +28,7 @@ import click
 
 from tests.cluster import KVCluster
 
-from .common import medians, stop_cleanly_on_sigterm
+from .common import closed_loop, medians, stop_cleanly_on_sigterm
 from .etcd import EtcdClient, EtcdCluster, etcd_binary
 
 
@@ -77,12 +75,6 @@ class Target:
 def measure(target: Target, work: Workload, ops: int, time_limit: float) -> Result:
     """Run ``work`` with ``work.clients`` threads until ``ops`` operations or ``time_limit``."""
     value = b"x" * work.size
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    go = threading.Event()
-    ready = threading.Semaphore(0)
-    deadline = [math.inf]
 
     def op(t: int, i: int) -> bool:
         if work.op == "put":
@@ -90,52 +82,14 @@ def measure(target: Target, work: Workload, ops: int, time_limit: float) -> Resu
             return True
         return target.get(f"read-{(t * 31 + i) % READ_KEYS}") is not None
 
-    def worker(t: int) -> None:
-        nonlocal errors
-        mine, failed = [], 0
-        try:
-            op(t, -1)  # untimed: opens this client's connection before the clock starts
-        except Exception:  # noqa: BLE001 - counted like any failed operation
-            failed += 1
-        ready.release()
-        go.wait()
-        for i in range(ops // work.clients + (t < ops % work.clients)):
-            if time.perf_counter() >= deadline[0]:
-                break
-            start = time.perf_counter()
-            try:
-                ok = op(t, i)
-            except Exception:  # noqa: BLE001 - a benchmark counts failures, it does not stop
-                ok = False
-            if ok:
-                mine.append(time.perf_counter() - start)
-            else:
-                failed += 1
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(work.clients)]
-    for thread in threads:
-        thread.start()
-    for _ in threads:
-        ready.acquire(timeout=time_limit)
-    began, cpu = time.perf_counter(), time.process_time()
-    deadline[0] = began + time_limit
-    go.set()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    return _summary(latencies, errors, elapsed, (time.process_time() - cpu) / elapsed)
-
-
-def _summary(latencies: list[float], errors: int, elapsed: float, client_cpu: float) -> Result:
-    if not latencies:
-        return Result(0, errors, 0.0, math.nan, math.nan, client_cpu)
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return Result(len(latencies), errors, len(latencies) / elapsed,
-                  statistics.median(latencies) * 1000, p99 * 1000, client_cpu)
+    cpu = [0.0]
+    run = closed_loop(op, work.clients, ops, time_limit,
+                      on_start=lambda: cpu.__setitem__(0, time.process_time()))
+    client_cpu = (time.process_time() - cpu[0]) / run.elapsed
+    if not run.latencies:
+        return Result(0, run.errors + run.wrong, 0.0, math.nan, math.nan, client_cpu)
+    return Result(len(run.latencies), run.errors + run.wrong, run.ops_per_s,
+                  run.percentile_ms(0.5), run.percentile_ms(0.99), client_cpu)
 
 
 def preload(target: Target) -> None:

@@ -61,7 +61,7 @@ from shards.migrate import Migrator
 from tests.blobwork import BLOCK, RandomStream, cpu_seconds
 from tests.cluster import KVCluster, running
 
-from .common import medians, stop_cleanly_on_sigterm
+from .common import closed_loop, medians, stop_cleanly_on_sigterm
 
 MB = 1_000_000
 ROWS_PER_SHARD = 4
@@ -122,12 +122,6 @@ def measure(client: shards.Client, rows: list[str], work: Workload, clients: int
             time_limit: float, pids: Sequence[int]) -> Result:
     """Run ``work`` with ``clients`` threads until ``ops`` operations or ``time_limit``."""
     value = b"x" * work.size
-    latencies: list[float] = []
-    errors = wrong = 0
-    lock = threading.Lock()
-    go = threading.Event()
-    ready = threading.Semaphore(0)
-    deadline = [math.inf]
 
     def op(t: int, i: int) -> bool:
         row = rows[(t + i * clients) % len(rows)]  # at any moment the threads hit many shards
@@ -137,60 +131,16 @@ def measure(client: shards.Client, rows: list[str], work: Workload, clients: int
         cell = client.get(row, READ_COL)
         return cell is not None and cell.value == READ_VALUE
 
-    def worker(t: int) -> None:
-        nonlocal errors, wrong
-        mine, failed, bad = [], 0, 0
-        try:
-            op(t, -1)  # untimed: the first request of this thread, before the clock starts
-        except Exception:  # noqa: BLE001 - counted like any failed operation
-            failed += 1
-        ready.release()
-        go.wait()
-        for i in range(ops // clients + (t < ops % clients)):
-            if time.perf_counter() >= deadline[0]:
-                break
-            start = time.perf_counter()
-            try:
-                ok = op(t, i)
-            except Exception:  # noqa: BLE001 - a benchmark counts failures, it does not stop
-                failed += 1
-                continue
-            if ok:
-                mine.append(time.perf_counter() - start)
-            else:
-                bad += 1
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-            wrong += bad
-
-    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(clients)]
-    for thread in threads:
-        thread.start()
-    for _ in threads:
-        ready.acquire(timeout=time_limit)
-    cpu_before, client_before = replica_cpu(pids), time.process_time()
-    began = time.perf_counter()
-    deadline[0] = began + time_limit
-    go.set()
-    for thread in threads:
-        # One last operation may run past the deadline, up to the client's timeout.
-        thread.join(max(0.0, deadline[0] - time.perf_counter()) + client.timeout + 5)
-    elapsed = time.perf_counter() - began
-    cpu = replica_cpu(pids) - cpu_before
-    with lock:
-        return _summary(sorted(latencies), errors, wrong, elapsed, cpu,
-                        time.process_time() - client_before)
-
-
-def _summary(latencies: list[float], errors: int, wrong: int, elapsed: float, cpu: float,
-             client_cpu: float) -> Result:
-    if not latencies:
-        return Result(0, errors, wrong, elapsed, 0.0, math.nan, math.nan, cpu, 0.0, client_cpu)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return Result(len(latencies), errors, wrong, elapsed, len(latencies) / elapsed,
-                  statistics.median(latencies) * 1000, p99 * 1000, cpu,
-                  len(latencies) / cpu if cpu > 0 else math.nan, client_cpu)
+    before: dict[str, float] = {}
+    run = closed_loop(op, clients, ops, time_limit, straggler=client.timeout + 5,
+                      on_start=lambda: before.update(cpu=replica_cpu(pids),
+                                                     client=time.process_time()))
+    cpu = replica_cpu(pids) - before["cpu"]
+    client_cpu = time.process_time() - before["client"]
+    n = len(run.latencies)
+    return Result(n, run.errors, run.wrong, run.elapsed, run.ops_per_s,
+                  run.percentile_ms(0.5), run.percentile_ms(0.99), cpu,
+                  n / cpu if n and cpu > 0 else (0.0 if not n else math.nan), client_cpu)
 
 
 def preload(client: shards.Client, rows: list[str], time_limit: float) -> None:
