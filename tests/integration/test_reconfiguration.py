@@ -25,6 +25,21 @@ def cluster(tmp_path):
 
 
 
+def _filled(client) -> tuple[Migrator, Config, dict[int, str]]:
+    """A migrator, the first configuration, and one row per shard holding its number."""
+    migrator = Migrator(client, wait=90)
+    first = migrator.current()
+    rows = row_per_shard(client, "r")
+    for shard, row in rows.items():
+        client.put(row, "c", b"%d" % shard)
+    return migrator, first, rows
+
+
+def _kill_group(cluster: KVCluster, gid: int) -> None:
+    for replica in cluster.cluster.group(gid).replicas:
+        cluster.kill(replica.name)
+
+
 def _config_of(client, name: str) -> int | None:
     replica = next(s for s in client.status() if s["name"] == name)
     return replica.get("config_num") if replica["alive"] else None
@@ -32,15 +47,9 @@ def _config_of(client, name: str) -> int | None:
 
 def test_a_group_down_across_several_changes_catches_up(cluster) -> None:
     with cluster.client(timeout=3.0) as client:
-        migrator = Migrator(client, wait=90)
-        first = migrator.current()
-        migrator.wait_for(first)
-        rows = row_per_shard(client, "r")
-        for shard, row in rows.items():
-            client.put(row, "c", b"%d" % shard)
+        migrator, first, rows = _filled(client)
         ones, twos = first.shards_of(1), first.shards_of(2)
-        for name in ("g2a", "g2b", "g2c"):
-            cluster.kill(name)
+        _kill_group(cluster, 2)
         # Three changes while group 2 is down: it gains a shard, gives one, gains another.
         migrator.store.change(lambda c: move(c, ones[0], 2))
         migrator.store.change(lambda c: move(c, twos[0], 1))
@@ -65,11 +74,7 @@ def test_a_group_down_across_several_changes_catches_up(cluster) -> None:
 
 def test_every_process_restarted_cold_at_once(cluster) -> None:
     with cluster.client() as client:
-        migrator = Migrator(client, wait=60)
-        first = migrator.current()
-        rows = row_per_shard(client, "r")
-        for shard, row in rows.items():
-            client.put(row, "c", b"%d" % shard)
+        migrator, first, rows = _filled(client)
         moved = migrator.reconfigure(lambda c: move(c, first.shards_of(1)[0], 2))
     for name in cluster.procs:  # config group too: every process dies with SIGKILL
         cluster.kill(name)
@@ -89,15 +94,9 @@ def test_every_process_restarted_cold_at_once(cluster) -> None:
 
 def test_every_process_restarted_cold_in_the_middle_of_a_move(cluster) -> None:
     with cluster.client(timeout=3.0) as client:
-        migrator = Migrator(client, wait=90)
-        first = migrator.current()
-        migrator.wait_for(first)
-        rows = row_per_shard(client, "r")
-        for shard, row in rows.items():
-            client.put(row, "c", b"%d" % shard)
+        migrator, first, rows = _filled(client)
         a, b = first.shards_of(1)[0], first.shards_of(2)[0]
-        for name in ("g2a", "g2b", "g2c"):
-            cluster.kill(name)
+        _kill_group(cluster, 2)
 
         def swap(config: Config) -> Config:
             owners = list(config.owners)
