@@ -78,6 +78,18 @@ def adopted(state: dict[str, Any], num: int, shard: int) -> bool:
     return shard not in {entry[0] for entry in state["incoming"]}
 
 
+def begin_command(gid: int, previous: Config, config: Config) -> dict[str, Any]:
+    """Group ``gid``'s ``begin_config`` for ``config``: its shards, and each move with the
+    other group and its replicas' addresses."""
+    mine = config.shards_of(gid)
+    incoming = [[s, owner, list(previous.groups[owner])] for s in mine
+                if (owner := previous.owners[s]) not in (gid, UNASSIGNED)]
+    outgoing = [[s, owner, list(config.groups[owner])] for s in previous.shards_of(gid)
+                if (owner := config.owners[s]) != gid]
+    return {"op": "begin_config", "config": config.num, "shards": mine,
+            "incoming": incoming, "outgoing": outgoing}
+
+
 class Reconfigurer:
     """Drive one storage group through the configurations while this replica leads."""
 
@@ -167,16 +179,10 @@ class Reconfigurer:
             log.info("group %d: dropped shard %d (configuration %d)", self.group_id, shard, num)
 
     def _begin(self, previous: Config, config: Config) -> None:
-        gid = self.group_id
-        mine = config.shards_of(gid)
-        incoming = [[s, owner, list(previous.groups[owner])] for s in mine
-                    if (owner := previous.owners[s]) not in (gid, UNASSIGNED)]
-        outgoing = [[s, owner, list(config.groups[owner])] for s in previous.shards_of(gid)
-                    if (owner := config.owners[s]) != gid]
-        self._own.execute({"op": "begin_config", "config": config.num, "shards": mine,
-                           "incoming": incoming, "outgoing": outgoing}, write=True)
-        log.info("group %d: began configuration %d (%d shards in, %d out)",
-                 gid, config.num, len(incoming), len(outgoing))
+        command = begin_command(self.group_id, previous, config)
+        self._own.execute(command, write=True)
+        log.info("group %d: began configuration %d (%d shards in, %d out)", self.group_id,
+                 config.num, len(command["incoming"]), len(command["outgoing"]))
 
     # -- pulling a shard --------------------------------------------------------
 
