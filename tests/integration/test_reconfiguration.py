@@ -134,15 +134,22 @@ def test_join_and_leave_under_load_keep_every_history_linearizable(cluster, tmp_
         workload.start()
         try:
             time.sleep(1.0)
+            began = time.monotonic_ns()
             alone = migrator.reconfigure(lambda c: leave(c, [2]))
             time.sleep(1.0)
             addrs = cluster.cluster.group(2).client_addrs
             both = migrator.reconfigure(lambda c: join(c, {2: addrs}))
+            ended = time.monotonic_ns()
             time.sleep(1.0)
         finally:
             workload.stop()
     assert set(alone.owners) == {1}
     assert sorted(both.owners.count(g) for g in (1, 2)) == [len(both.owners) // 2] * 2
+    # Clients kept working between the two changes, on the cells that moved too
+    # (keys 2, 3, 6 and 7 live in rows of group 2's shards).
+    done = {op.key for op in workload.recorder.history
+            if op.ret is not None and began <= op.call and op.ret <= ended}
+    assert done >= {"k2", "k3", "k6", "k7"}, done
     workload.check(tmp_path)
 
 
