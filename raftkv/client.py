@@ -196,13 +196,20 @@ class Client:
             return self._call(request, write=False)
         if consistency != "stale":
             raise ValueError("consistency is 'linearizable' or 'stale'")
-        # A stale read takes any replica that answers, labelled as such.
+        # A stale read takes any replica that answers, labelled as such.  A
+        # replica's refusal (say, one that is behind) passes on to the next; the
+        # last one is raised.
         last: RaftKVError = UnavailableError("no replica answered")
         for addr in self.addrs:
             try:
-                return self._send_to(addr, {**request, "consistency": "stale"}, ATTEMPT_TIMEOUT)
+                result = self._send_to(addr, {**request, "consistency": "stale"},
+                                       ATTEMPT_TIMEOUT)
             except UnavailableError as exc:
                 last = exc
+                continue
+            if "error" not in result:
+                return result
+            last = from_wire(result)
         raise last
 
     # -- values and blobs -------------------------------------------------
@@ -248,15 +255,9 @@ class Client:
         ``stale``: a read answered by the first replica that can, outside the
         log (a replica that errs is passed over for the next).
         """
-        if not stale:
-            return self._call(dict(request), write=write)
-        last: RaftKVError = UnavailableError("no replica answered")
-        for addr in dict.fromkeys([self._leader, *self.addrs]):
-            try:
-                return self._send_to(addr, {**request, "consistency": "stale"}, ATTEMPT_TIMEOUT)
-            except RaftKVError as exc:
-                last = exc
-        raise last
+        if write:
+            return self._call(dict(request), write=True)
+        return self._read(dict(request), "stale" if stale else "linearizable")
 
     def put_chunk(self, name: str, data: bytes) -> None:
         """Store one chunk on every replica; return once a majority has it on disk."""

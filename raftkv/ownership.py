@@ -76,7 +76,7 @@ class ShardOwnership:
         self.incoming: dict[int, Peer] = {}  # awaited, not served: shard -> old owner
         self.frozen: dict[int, Peer] = {}    # held, not served (moving out): shard -> new owner
         # Derived, not snapshotted: a frozen shard's rows in order, for export pages.
-        self._export_order: dict[int, list[str]] = {}
+        self._export_order: dict[tuple[int, int], list[str]] = {}
 
     # -- the check --------------------------------------------------------------
 
@@ -169,9 +169,12 @@ class ShardOwnership:
             return _error("ConfigError", f"shard {shard} is not moving out of here in "
                           f"configuration {num}", config_num=self.config_num)
         table = self.shards.get(shard, {})
-        order = self._export_order.get(shard)
-        if order is None:  # the shard is frozen: its rows stay as they are until dropped
-            order = self._export_order[shard] = sorted(table)
+        # The shard is frozen: its rows stay as they are until dropped.  Keyed by
+        # the configuration too, so an order that a concurrent stale read stores
+        # after a drop can never serve a later freeze of the same shard.
+        order = self._export_order.get((num, shard))
+        if order is None:
+            order = self._export_order[(num, shard)] = sorted(table)
         after_row, after_col, start = None, "", 0
         if c.get("after") is not None:
             after_row, after_col = c["after"]
@@ -257,7 +260,7 @@ class ShardOwnership:
                 for col in cells:
                     self.blob_cells.pop((row, col), None)
             del self.frozen[shard]
-            self._export_order.pop(shard, None)
+            self._export_order.pop((num, shard), None)
         return {"dropped": shard}
 
     # -- snapshots ----------------------------------------------------------------

@@ -29,6 +29,7 @@ data already is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -42,7 +43,7 @@ import msgpack
 import raftkv
 from raftkv.blobs import data_chunks, parse_manifest
 from raftkv.cluster import ClusterConfig
-from raftkv.errors import ProtocolError, RaftKVError
+from raftkv.errors import NotLeader, ProtocolError, RaftKVError
 
 from .config import UNASSIGNED, Config, ConfigStore
 from .shardmap import ShardMap
@@ -223,14 +224,25 @@ class Reconfigurer:
                 for cell in cells:
                     self._import(src, num, shard, [[row, [cell]]], counter)
             return
+        if not self._leading():
+            raise NotLeader("no longer the leader: the successor pulls")  # before any copying
         command = {"op": "import_shard", "config": num, "shard": shard, "rows": batch,
                    "counter": counter}
-        if names:
-            upload = command["upload"] = secrets.randbits(63)
+        if not names:
+            self._own.execute(command, write=True)
+            return
+        upload = command["upload"] = secrets.randbits(63)
+        try:
             for i in range(0, len(names), INTENT_NAMES):
                 self._intent(upload, names[i:i + INTENT_NAMES], new=i == 0)
             self._copy_chunks(src, upload, names)
-        self._own.execute(command, write=True)
+            self._own.execute(command, write=True)  # retires the intent
+        except BaseException:
+            # A failed pull must not leave its intent to pile up until the lease
+            # ends (the next pass starts a new one): end it, if we still can.
+            with contextlib.suppress(RaftKVError):
+                self._own.execute({"op": "intent_end", "upload": upload}, write=True)
+            raise
 
     def _copy_chunks(self, src: raftkv.Client, upload: int, names: list[str]) -> None:
         """Each chunk from the old owner onto a majority here, a few at a time."""

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from raftkv.errors import UnavailableError
+from raftkv.errors import UnavailableError, WrongShard
 from shards.migrate import Migrator
 
 from ..cluster import KVCluster, row_per_shard, running
@@ -56,3 +56,15 @@ def test_the_config_group_is_not_on_the_data_path(two_groups) -> None:
             client.put(row, "c", b"%d" % shard)
         for shard, row in rows.items():
             assert client.get(row, "c").value == b"%d" % shard
+
+
+def test_a_stale_read_at_the_wrong_group_is_refused_not_empty(two_groups) -> None:
+    with two_groups.client() as client:
+        rows = row_per_shard(client, "s")
+        shard = next(s for s in rows if client.shard_map.group_of(s) == 1)
+        client.put(rows[shard], "c", b"here")
+        assert client.get(rows[shard], "c", consistency="stale").value == b"here"
+        wrong = client.group_client(2)
+        with pytest.raises(WrongShard):  # not "no such cell": group 2 never had it
+            wrong.get(rows[shard], "c", consistency="stale")
+
