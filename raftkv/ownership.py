@@ -266,7 +266,7 @@ class ShardOwnership:
     # -- snapshots ----------------------------------------------------------------
 
     def ownership_snapshot(self) -> dict[str, Any]:
-        return {"config_num": self.config_num, **self._op_shard_state({})}
+        return self._op_shard_state({})
 
     def restore_ownership(self, state: dict[str, Any] | None) -> None:
         self._init_ownership(self.managed)

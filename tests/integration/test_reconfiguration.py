@@ -40,9 +40,10 @@ def _kill_group(cluster: KVCluster, gid: int) -> None:
         cluster.kill(replica.name)
 
 
-def _config_of(client, name: str) -> int | None:
-    replica = next(s for s in client.status() if s["name"] == name)
-    return replica.get("config_num") if replica["alive"] else None
+def _moving_state(client, name: str) -> tuple[int | None, int | None, int | None]:
+    """Replica ``name``'s (configuration, shards incoming, shards frozen), as it reports them."""
+    status = next(s for s in client.status() if s["name"] == name)
+    return status.get("config_num"), status.get("shards_incoming"), status.get("shards_frozen")
 
 
 def test_a_group_down_across_several_changes_catches_up(cluster) -> None:
@@ -58,7 +59,7 @@ def test_a_group_down_across_several_changes_catches_up(cluster) -> None:
         # Group 1 begins the first change on its own and freezes what it gives away;
         # a shard that is not moving is served all along.
         leader = cluster.leader(1)
-        wait_for(lambda: _config_of(client, leader) == first.num + 1, 20,
+        wait_for(lambda: _moving_state(client, leader)[0] == first.num + 1, 20,
                  "group 1 to begin the next configuration")
         client.put(rows[ones[2]], "during", b"still served")
         for name in ("g2a", "g2b", "g2c"):
@@ -106,11 +107,8 @@ def test_every_process_restarted_cold_in_the_middle_of_a_move(cluster) -> None:
         # Group 1 begins the swap: it freezes a and awaits b, which group 2 cannot send.
         leader = cluster.leader(1)
 
-        def half_way() -> bool:
-            status = next(s for s in client.status() if s["name"] == leader)
-            return (status.get("config_num"), status.get("shards_incoming"),
-                    status.get("shards_frozen")) == (target.num, 1, 1)
-        wait_for(half_way, 20, "group 1 to be half-way through the swap")
+        wait_for(lambda: _moving_state(client, leader) == (target.num, 1, 1), 20,
+                 "group 1 to be half-way through the swap")
     for name in cluster.procs:  # now every process dies, with the move half done
         cluster.kill(name)
     cluster.start()

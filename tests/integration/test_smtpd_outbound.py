@@ -196,6 +196,15 @@ def _in_folder(client, user: str, subject: str, folder: str = "inbox") -> list:
     return [m for m in mailbox.list_messages(client, user, folder) if subject in m.subject]
 
 
+def _one_copy_here_and_delivered(client, sender: str, local: str, msg: EmailMessage,
+                                 remote) -> None:
+    """One copy in the local recipient's inbox and the sender's Sent; the remote got it."""
+    subject = msg["Subject"]
+    assert len(_in_folder(client, local, subject)) == 1
+    assert len(_in_folder(client, sender, subject, "sent")) == 1
+    wait_for(lambda: msg["Message-ID"] in remote.message_ids(), 20, "the remote delivery")
+
+
 def test_submission_over_starttls_reaches_local_and_remote_users(client, users, smtpd, remotes):
     alice, bob = users
     subject = f"plans {secrets.token_hex(3)}"
@@ -203,10 +212,8 @@ def test_submission_over_starttls_reaches_local_and_remote_users(client, users, 
                    subject)
     with smtpd.connect(alice) as smtp:
         smtp.send_message(msg)
-    assert len(_in_folder(client, bob, subject)) == 1
-    assert len(_in_folder(client, alice, subject, "sent")) == 1
     mx1 = remotes[1]["127.0.0.25"]
-    wait_for(lambda: msg["Message-ID"] in mx1.message_ids(), 20, "the remote delivery")
+    _one_copy_here_and_delivered(client, alice, bob, msg, mx1)
     mail_from, rcpts, raw, ehlo = next(r for r in mx1.received
                                        if msg["Message-ID"].encode() in r[2])
     assert (mail_from, rcpts, ehlo) == (f"{alice}@raftcloud.test", ["carol@example.test"],
@@ -278,10 +285,8 @@ def test_a_retried_submission_leaves_one_copy_in_each_of_our_mailboxes(client, u
     for _ in range(2):   # a client that never saw the first 250 sends again
         with smtpd.connect(alice) as smtp:
             smtp.send_message(msg)
-    assert len(_in_folder(client, bob, subject)) == 1
-    assert len(_in_folder(client, alice, subject, "sent")) == 1
     mx1 = remotes[1]["127.0.0.25"]
-    wait_for(lambda: msg["Message-ID"] in mx1.message_ids(), 20, "the remote delivery")
+    _one_copy_here_and_delivered(client, alice, bob, msg, mx1)
 
 
 def test_killing_smtpd_mid_queue_loses_nothing(client, users, smtpd, remotes):
