@@ -218,7 +218,7 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
         html = self.jinja.get_template(template).render(
             user=session.user if session else None,
             is_admin=session.admin if session else False,
-            csrf=csrf_token(self.config.secret, session.sid) if session else "",
+            csrf=csrf_token(self.config.csrf_key, session.sid) if session else "",
             cluster=self.config.cluster.name, frontend=self.config.frontend,
             path=request.path, **context)
         return Response(html, status=status, mimetype="text/html")
@@ -247,7 +247,7 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
                 getattr(self, _BODY_LIMITS[endpoint])(request)
             # CSRF first: it needs only the cookie, so a forged POST costs no store read.
             if request.method == "POST" and not check_csrf(
-                    self.config.secret, cookie or "", request.form_field("csrf")):
+                    self.config.csrf_key, cookie or "", request.form_field("csrf")):
                 # Keep the sid: a forged POST must not log the victim out.
                 request.session = self.sessions.unchecked(cookie)
                 raise Forbidden("This form has expired or did not come from this site. "

@@ -50,9 +50,9 @@ class PortalConfig:
     load_dir: str | None = None          # shared by one frontend's workers, for /healthz
 
     @property
-    def secret(self) -> bytes:
-        """The cluster secret; CSRF tokens are derived from it."""
-        return self.cluster.secret
+    def csrf_key(self) -> bytes:
+        """The key CSRF tokens are made with: derived from the cluster secret, used for nothing else."""
+        return self.cluster.derive_key("csrf")
 
     def validate(self) -> None:
         """:raises ConfigError: a value that cannot work."""

@@ -16,8 +16,10 @@ import hashlib
 import hmac
 import os
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
@@ -31,9 +33,19 @@ CONFIG_ENV = "RAFTCLOUD_CONFIG"
 CONFIG_GROUP_ID = 0  # the config group's id; storage groups are numbered from 1
 
 
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A key for one ``purpose`` (CSRF tokens, the control API, ...) derived from the secret.
+
+    Each use gets its own key, so a value made for one (a CSRF token shown in
+    every page) can never be replayed as another (a control API token).
+    """
+    return hmac.new(secret, b"raftcloud-key\0" + purpose.encode("utf-8"), hashlib.sha256).digest()
+
+
 def control_token(secret: bytes) -> str:
     """The bearer token of a host supervisor's control API, derived from the secret."""
-    return hmac.new(secret, b"raftcloud-control", hashlib.sha256).hexdigest()
+    return hmac.new(derive_key(secret, "control"), b"raftcloud-control",
+                    hashlib.sha256).hexdigest()
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -152,6 +164,21 @@ class ClusterConfig:
     blobs: BlobSettings = field(default_factory=BlobSettings)
     config_group: GroupConfig | None = None  # id 0: configurations and the node registry
     path: Path | None = None             # where it was read from
+    # Every table of the file as read.  A package that adds settings parses its
+    # own table (``[web]``, ``[mail]``, ``[auth]``, extra keys of ``[smtpd]``...)
+    # from here, so the store's module never learns the apps' settings.
+    tables: Mapping[str, Any] = field(default_factory=dict)
+
+    def table(self, name: str) -> Mapping[str, Any]:
+        """The cluster file's ``[name]`` table (empty when absent)."""
+        value = self.tables.get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        return value
+
+    def derive_key(self, purpose: str) -> bytes:
+        """:func:`derive_key` of this cluster's secret."""
+        return derive_key(self.secret, purpose)
 
     def validate(self) -> None:
         if len(self.secret) < 16:
@@ -247,14 +274,23 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         shards=int(cluster.get("shards", DEFAULT_SHARDS)),
         admin_user=str(cluster.get("admin_user", "admin")),
         control={str(k): str(v) for k, v in control.items()},
-        frontends=tuple(FrontendConfig(**f) for f in raw.get("frontend", [])),
-        smtpd=SmtpdConfig(**raw["smtpd"]) if "smtpd" in raw else None,
-        balancer=BalancerConfig(**raw["balancer"]) if "balancer" in raw else None,
+        frontends=tuple(FrontendConfig(**_known(FrontendConfig, f))
+                        for f in raw.get("frontend", [])),
+        smtpd=SmtpdConfig(**_known(SmtpdConfig, raw["smtpd"])) if "smtpd" in raw else None,
+        balancer=(BalancerConfig(**_known(BalancerConfig, raw["balancer"]))
+                  if "balancer" in raw else None),
         raft=RaftSettings(**raw.get("raft", {})),
         blobs=BlobSettings(**raw.get("blobs", {})),
         config_group=config_group,
         path=path,
+        tables=MappingProxyType(raw),
     )
+
+
+def _known(cls: type, table: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a process's table that ``cls`` holds; the app parses the rest itself."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in table.items() if k in names}
 
 
 def _find_secret(cluster: dict[str, Any], path: Path) -> bytes:
