@@ -109,9 +109,7 @@ class AuthViews:
             return self.render(request, "login.html", status=403, next=next_url, username=name,
                                error="Wrong user name or password.")
         ratelimit.reset(client, ratelimit.account_key(name))
-        request.session = self.sessions.login(request.session, name,
-                                              admin=accounts.is_admin(client, name))
-        return redirect(next_url, 303)
+        return self.complete_login(request, name, next_url)
 
     def on_logout(self: Portal, request: Request) -> Response:
         request.session = self.sessions.logout(request.session)
@@ -136,3 +134,9 @@ class AuthViews:
         self.sessions.revoke_all(user)
         request.session = self.sessions.login(request.session, user, admin=request.session.admin)
         return self.render(request, "password.html", done=True)
+
+    def complete_login(self: Portal, request: Request, name: str, next_url: str) -> Response:
+        """The password was right: start the session (and any further sign-in step)."""
+        request.session = self.sessions.login(request.session, name,
+                                              admin=accounts.is_admin(self.client(), name))
+        return redirect(next_url, 303)
