@@ -10,15 +10,20 @@ gunicorn runs ``portal:create_app()`` with
 - ``RAFTCLOUD_LOAD_DIR`` (set by ``deploy/gunicorn.conf.py``): where the
   workers of one frontend publish their load (:mod:`portal.load`).
 
+The cluster file's ``[web]`` table holds the settings every frontend of a
+cluster shares (:func:`web_settings`).
+
 Tests build :class:`PortalConfig` directly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from raftkv.cluster import ClusterConfig, load_cluster
 from raftkv.errors import ConfigError
@@ -39,7 +44,9 @@ class PortalConfig:
     admin_password: str | None = None    # create cluster.admin_user with it if absent
     session_ttl: float = 7 * 24 * 3600   # seconds a login lasts
     max_upload: int = 256 * 1024 * 1024  # largest request body; above it a 413 page
-    cookie_secure: bool = False          # mark cookies Secure (only behind HTTPS)
+    scheme: str = "http"                 # how browsers reach us: "https" makes cookies Secure
+    cookie_domain: str | None = None     # Domain of the session cookie (frontends on several hosts)
+    trusted_proxies: tuple[str, ...] = ()  # addresses/CIDRs whose X-Forwarded-* we believe
     heartbeat_interval: float = 2.0      # seconds between node-registry heartbeats
     background: bool = True              # run the heartbeat thread (tests may turn it off)
     quota: int = DEFAULT_QUOTA           # bytes of files each user may keep in the drive
@@ -48,6 +55,11 @@ class PortalConfig:
     login_window: float = 300.0          # seconds over which failed logins are counted
     listing_cache: int = 512             # folder listings each worker keeps (validated by version)
     load_dir: str | None = None          # shared by one frontend's workers, for /healthz
+
+    @property
+    def cookie_secure(self) -> bool:
+        """Mark every cookie Secure (requests that arrive over HTTPS get it regardless)."""
+        return self.scheme == "https"
 
     @property
     def csrf_key(self) -> bytes:
@@ -68,6 +80,16 @@ class PortalConfig:
             raise ConfigError("quota and listing_cache cannot be negative")
         if min(self.login_limit_account, self.login_limit_address) < 1 or self.login_window <= 0:
             raise ConfigError("login limits and login_window must be positive")
+        if self.scheme not in ("http", "https"):
+            raise ConfigError(f'web.scheme must be "http" or "https", got {self.scheme!r}')
+        if self.cookie_domain is not None and not _valid_cookie_domain(self.cookie_domain):
+            raise ConfigError(f"web.cookie_domain is not a host name: {self.cookie_domain!r}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an address "
+                                  "or network") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> PortalConfig:
@@ -93,9 +115,49 @@ class PortalConfig:
             raise ConfigError(f"${QUOTA_ENV} must be a number of bytes") from None
         config = cls(cluster=cluster, frontend=name, addr=addr,
                      admin_password=_read_password(environ.get(ADMIN_PASSWORD_FILE_ENV)),
-                     quota=quota, load_dir=environ.get(LOAD_DIR_ENV) or None)
+                     quota=quota, load_dir=environ.get(LOAD_DIR_ENV) or None,
+                     **web_settings(cluster.table("web")))
         config.validate()
         return config
+
+
+def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`PortalConfig` fields set by the cluster file's ``[web]`` table.
+
+    An unknown key is an error, so a typo (``schem = "https"``) stops the
+    launch instead of silently leaving cookies without ``Secure``.  A setting
+    added to ``[web]`` gets a line here.
+
+    :raises ConfigError: an unknown key or a value of the wrong type.
+    """
+    settings: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "scheme":
+            settings["scheme"] = _string(key, value).lower()
+        elif key == "cookie_domain":
+            settings["cookie_domain"] = _string(key, value).lower() or None
+        elif key == "trusted_proxies":
+            if not isinstance(value, list):
+                raise ConfigError("web.trusted_proxies must be a list of addresses or networks")
+            settings["trusted_proxies"] = tuple(_string(key, item) for item in value)
+        else:
+            raise ConfigError(f"unknown key {key!r} in [web]")
+    return settings
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"web.{key} must be a string, got {value!r}")
+    return value.strip()
+
+
+def _valid_cookie_domain(domain: str) -> bool:
+    # A cookie's Domain attribute is a host name (a leading dot is obsolete but
+    # harmless); anything else would be sent to the browser as a broken header.
+    labels = domain.removeprefix(".").split(".")
+    return len(domain) <= 253 and all(
+        label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+        for label in labels)
 
 
 def _read_password(path: str | None) -> str | None:
