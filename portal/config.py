@@ -43,6 +43,7 @@ class PortalConfig:
     addr: str = ""                       # host:port browsers reach us at ("" = not registered)
     admin_password: str | None = None    # create cluster.admin_user with it if absent
     session_ttl: float = 7 * 24 * 3600   # seconds a login lasts
+    session_idle: float = 2 * 24 * 3600  # seconds without a request after which a login ends
     max_upload: int = 256 * 1024 * 1024  # largest request body; above it a 413 page
     scheme: str = "http"                 # how browsers reach us: "https" makes cookies Secure
     cookie_domain: str | None = None     # Domain of the session cookie (frontends on several hosts)
@@ -70,8 +71,8 @@ class PortalConfig:
         """:raises ConfigError: a value that cannot work."""
         if not self.frontend:
             raise ConfigError("the frontend needs a name")
-        if self.session_ttl <= 0 or self.heartbeat_interval <= 0:
-            raise ConfigError("session_ttl and heartbeat_interval must be positive")
+        if min(self.session_ttl, self.session_idle, self.heartbeat_interval) <= 0:
+            raise ConfigError("session_ttl, session_idle and heartbeat_interval must be positive")
         if self.max_upload < 1024:
             raise ConfigError("max_upload is too small to be useful")
         if self.admin_password is not None and len(self.admin_password) < 8:
@@ -140,6 +141,10 @@ def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list):
                 raise ConfigError("web.trusted_proxies must be a list of addresses or networks")
             settings["trusted_proxies"] = tuple(_string(key, item) for item in value)
+        elif key in ("session_ttl", "session_idle"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"web.{key} must be a positive number of seconds")
+            settings[key] = float(value)
         else:
             raise ConfigError(f"unknown key {key!r} in [web]")
     return settings
