@@ -29,6 +29,7 @@ from raftkv.cluster import ClusterConfig, load_cluster
 from raftkv.errors import ConfigError
 from shards.model.drive import DEFAULT_QUOTA
 
+from .listener import LISTENER_KEYS
 from .load import LOAD_DIR_ENV
 
 FRONTEND_ENV = "RAFTCLOUD_FRONTEND"
@@ -145,7 +146,7 @@ def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"web.{key} must be a positive number of seconds")
             settings[key] = float(value)
-        else:
+        elif key not in LISTENER_KEYS:  # those are the gunicorn worker's (portal/listener.py)
             raise ConfigError(f"unknown key {key!r} in [web]")
     return settings
 
