@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.exceptions import (
@@ -29,7 +30,8 @@ from werkzeug.exceptions import (
 )
 from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.shared_data import SharedDataMiddleware
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, MapAdapter, Rule
+from werkzeug.utils import redirect
 from werkzeug.wrappers import Request as BaseRequest
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
@@ -62,12 +64,23 @@ HEALTH_ROW, HEALTH_COL = "portal/health", "probe"
 # escaping still could not run code or load a tracking pixel.
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
+FORM_EXPIRED = ("This form has expired or did not come from this site. "
+                "Go back, reload the page and try again.")
 # Endpoints that must not touch sessions: the balancer probes /healthz once a
 # second and should neither read the store for a session nor get cookies.
 _SESSIONLESS = frozenset({"healthz"})
-# Endpoints whose body limit depends on the user (the drive's quota): set
-# before the CSRF check reads the body.
-_BODY_LIMITS = {"drive_upload": "upload_limit"}
+# Headers every answer carries, pages and static files alike.
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                    ("Referrer-Policy", "same-origin"))
+_REPLACED = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
+# The forms a visitor may post before logging in.  Every other POST needs a
+# login, and one from a session that is not logged in is refused before a
+# byte of its body is read; these get a body limit that fits their few fields.
+_ANONYMOUS_POSTS = frozenset({"signup", "login", "logout"})
+ANONYMOUS_FORM_LIMIT = 64 * 1024
+# Endpoints whose body limit depends on the user (the drive's quota, a
+# message's size): set before the CSRF check reads the body.
+_BODY_LIMITS = {"drive_upload": "upload_limit", "mail_compose": "compose_limit"}
 
 
 class Request(BaseRequest):
@@ -236,22 +249,16 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
 
     def dispatch_request(self, request: Request) -> Response:
         """Route, load the session, check CSRF, call the view, map every failure to a page."""
-        adapter = self.url_map.bind_to_environ(request.environ)
         try:
+            adapter = self.url_map.bind_to_environ(request.environ)
             endpoint, values = adapter.match()
             if endpoint in _SESSIONLESS:
                 return getattr(self, f"on_{endpoint}")(request, **values)
             cookie = request.cookies.get(COOKIE)
-            if request.method == "POST" and endpoint in _BODY_LIMITS:
-                request.session = self.sessions.load(cookie)
-                getattr(self, _BODY_LIMITS[endpoint])(request)
-            # CSRF first: it needs only the cookie, so a forged POST costs no store read.
-            if request.method == "POST" and not check_csrf(
-                    self.config.csrf_key, cookie or "", request.form_field("csrf")):
-                # Keep the sid: a forged POST must not log the victim out.
-                request.session = self.sessions.unchecked(cookie)
-                raise Forbidden("This form has expired or did not come from this site. "
-                                "Go back, reload the page and try again.")
+            if request.method == "POST":
+                refusal = self.admit_post(request, adapter, endpoint, cookie)
+                if refusal is not None:
+                    return refusal
             if not hasattr(request, "session"):
                 request.session = self.sessions.load(cookie)
             response = getattr(self, f"on_{endpoint}")(request, **values)
@@ -265,8 +272,40 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = self.error_page(request, InternalServerError())
         if hasattr(request, "session"):
-            self.sessions.set_cookie(response, request.session)
+            self.sessions.set_cookie(response, request.session, https=request.scheme == "https",
+                                     domain=self.config.cookie_domain)
         return response
+
+    def admit_post(self, request: Request, adapter: MapAdapter, endpoint: str,
+                   cookie: str | None) -> Response | None:
+        """Decide on a POST before its body is read; the refusal, or None once CSRF holds.
+
+        A stranger's POST costs at most a small, bounded read: without a
+        well-formed session cookie there can be no valid CSRF token; a form
+        that needs a login is refused unread unless the session is logged in;
+        the forms of anonymous visitors are small.  Only then is the body
+        parsed for the CSRF token, within the endpoint's limit.
+        """
+        if self.sessions.unchecked(cookie).send_cookie:  # no cookie, or not one of ours
+            request.session = self.sessions.unchecked(None)
+            raise Forbidden(FORM_EXPIRED)
+        if endpoint in _ANONYMOUS_POSTS:
+            request.max_content_length = min(ANONYMOUS_FORM_LIMIT, self.config.max_upload)
+        else:
+            request.session = self.sessions.load(cookie)
+            if not request.session.logged_in:
+                # The body is never read; come back to the page (if it has one) after login.
+                target = "/login"
+                if adapter.test(request.path, "GET"):
+                    target += "?next=" + quote(request.full_path.rstrip("?"))
+                return redirect(target, 303)
+            if endpoint in _BODY_LIMITS:
+                getattr(self, _BODY_LIMITS[endpoint])(request)
+        if not check_csrf(self.config.csrf_key, cookie or "", request.form_field("csrf")):
+            # Keep the sid: a forged POST must not log the victim out.
+            request.session = self.sessions.unchecked(cookie)
+            raise Forbidden(FORM_EXPIRED)
+        return None
 
     def wsgi_app(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -280,10 +319,6 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
         try:
             with request:  # closes the spooled upload files when the view is done
                 response = self.dispatch_request(request)
-            response.headers.setdefault("Content-Security-Policy", CSP)
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["X-Frame-Options"] = "DENY"
-            response.headers["Referrer-Policy"] = "same-origin"
             app_iter = response(environ, start_response)
         except BaseException:
             self.load.leave()
@@ -293,7 +328,17 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
-        app_iter = self._wsgi(environ, start_response)
+        def with_security_headers(status: str, headers: list[tuple[str, str]],
+                                  exc_info: Any = None) -> Any:
+            # Here, outside the static files' middleware, so its answers get them too.
+            names = {name.lower() for name, _ in headers}
+            headers = [(n, v) for n, v in headers if n.lower() not in _REPLACED] + [
+                *SECURITY_HEADERS]
+            if "content-security-policy" not in names:  # the mail view sets its own
+                headers.append(("Content-Security-Policy", CSP))
+            return start_response(status, headers, exc_info)
+
+        app_iter = self._wsgi(environ, with_security_headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             # Our views drop the body of a HEAD answer themselves; the static
             # files' middleware does not, and a server need not either.

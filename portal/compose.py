@@ -13,6 +13,7 @@ import email.utils
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
+from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE = 25 * 1024 * 1024   # as smtpd accepts
 MAX_RECIPIENTS = 100
+# The multipart framing and the small fields around a message's text and files.
+FORM_OVERHEAD = 256 * 1024
+TOO_BIG = "A message may be 25 MB at most, attachments included."
 
 
 def _addresses(text: str) -> list[str]:
@@ -39,6 +43,23 @@ def _addresses(text: str) -> list[str]:
             raise BadRequest(f"{address or text!r} is not an e-mail address.")
         found.append(address)
     return found
+
+
+def encoded_size(length: int) -> int:
+    """Bytes ``length`` bytes of attachment take in a message: base64, 76-character lines."""
+    chars = 4 * -(-length // 3)
+    return chars + 2 * -(-chars // 76)
+
+
+def _upload_size(upload: FileStorage) -> int | None:
+    """An upload's size without reading it (werkzeug spooled it to a file), if it can tell."""
+    try:
+        stream = upload.stream
+        size = stream.seek(0, 2)
+        stream.seek(0)
+        return size
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _quote(text: str) -> str:
@@ -54,6 +75,14 @@ class ComposeViews:
 
     def _address(self: Portal, user: str) -> str:
         return f"{user}@{self.config.cluster.domains[0]}"
+
+    def compose_limit(self: Portal, request: Request) -> None:
+        """Before a message's body is read: no more than a message may hold.
+
+        Called by the dispatcher, so a body announced larger is refused
+        without reading it and a chunked one is cut off at the limit.
+        """
+        request.max_content_length = min(self.config.max_upload, MAX_MESSAGE + FORM_OVERHEAD)
 
     def _original(self: Portal, request: Request, msg_id: str) -> EmailMessage:
         raw = mailbox.get_message(self.client(), current_user(request), msg_id)
@@ -87,7 +116,7 @@ class ComposeViews:
                               in_reply_to=form.get("in_reply_to", ""))
         raw = message.as_bytes()
         if len(raw) > MAX_MESSAGE:
-            raise RequestEntityTooLarge("A message may be 25 MB at most, attachments included.")
+            raise RequestEntityTooLarge(TOO_BIG)
         user = current_user(request)
         outbound.submit(self.client(), user, self._address(user), recipients, raw,
                         domains=self.config.cluster.domains)
@@ -110,17 +139,30 @@ class ComposeViews:
         except ValueError as exc:  # a header with a line break in it: injection
             raise BadRequest(f"That header is not allowed: {exc}") from None
         message.set_content(form.get("body", ""))
-        for upload in request.files.getlist("attachment"):
-            if upload.filename:
-                data = upload.read(MAX_MESSAGE + 1)
-                maintype, _, subtype = (upload.mimetype or "application/octet-stream").partition("/")
-                message.add_attachment(data, maintype=maintype or "application",
-                                       subtype=subtype or "octet-stream",
-                                       filename=upload.filename[:255])
+        # What is left of the message's size for attachments, as they will be encoded.
+        budget = MAX_MESSAGE - len(form.get("body", "").encode("utf-8", "replace"))
+        uploads = [u for u in request.files.getlist("attachment") if u.filename]
+        # The files wait on disk: refuse too many bytes before reading any of them.
+        sizes = [_upload_size(u) for u in uploads]
+        if sum(encoded_size(size or 0) for size in sizes) > budget:
+            raise RequestEntityTooLarge(TOO_BIG)
+        for upload in uploads:
+            # Counted while read, too: never more than what is left in memory.
+            data = upload.stream.read(max(0, budget) + 1)
+            budget -= encoded_size(len(data))
+            if budget < 0:
+                raise RequestEntityTooLarge(TOO_BIG)
+            maintype, _, subtype = (upload.mimetype or "application/octet-stream").partition("/")
+            message.add_attachment(data, maintype=maintype or "application",
+                                   subtype=subtype or "octet-stream",
+                                   filename=upload.filename[:255])
         if form.get("forward_of"):
             for part in self._original(request, form["forward_of"]).iter_attachments():
                 payload = part.get_payload(decode=True)
                 if isinstance(payload, bytes):
+                    budget -= encoded_size(len(payload))
+                    if budget < 0:
+                        raise RequestEntityTooLarge(TOO_BIG)
                     message.add_attachment(payload, maintype=part.get_content_maintype(),
                                            subtype=part.get_content_subtype(),
                                            filename=part.get_filename() or "attachment")

@@ -60,10 +60,16 @@ def csrf_token(secret: bytes, sid: str) -> str:
 
 
 def check_csrf(secret: bytes, sid: str, token: str | None) -> bool:
-    """True if ``token`` is the CSRF token of ``sid`` (compared in constant time)."""
-    if not sid or not token:
+    """True if ``token`` is the CSRF token of ``sid`` (compared in constant time).
+
+    Never raises: the sid and token come straight from the request, and
+    anything that is not ASCII (which :func:`hmac.compare_digest` refuses
+    with a TypeError) simply is not the token.
+    """
+    if not sid or not token or not _SID_RE.fullmatch(sid):
         return False
-    return hmac.compare_digest(csrf_token(secret, sid), str(token))
+    return hmac.compare_digest(csrf_token(secret, sid).encode("ascii"),
+                               str(token).encode("utf-8", "surrogatepass"))
 
 
 def _key(sid: str) -> str:
@@ -164,13 +170,19 @@ class SessionStore:
                 client.delete(_row_of_key(column[2:]), SESSION_COL)
                 client.delete(index_row(user), column)
 
-    def set_cookie(self, response: Response, session: Session) -> None:
-        """Send the sid cookie if this response must carry it."""
+    def set_cookie(self, response: Response, session: Session, *, https: bool = False,
+                   domain: str | None = None) -> None:
+        """Send the sid cookie if this response must carry it.
+
+        Secure when the cluster's scheme is https or this request came over
+        https; ``domain`` shares it among frontends on several hosts.
+        """
         if session.send_cookie:
             # The cookie lives as long as a login may; the store, not the
             # browser, decides when a login really ends.
             response.set_cookie(COOKIE, session.sid, max_age=math.ceil(self.ttl), httponly=True,
-                                samesite="Lax", secure=self.secure, path="/")
+                                samesite="Lax", secure=self.secure or https, domain=domain,
+                                path="/")
 
     def _forget(self, sid: str, user: str | None) -> None:
         client = self._client()

@@ -22,10 +22,13 @@ message twice (a client retrying after a lost 250) queues it once.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -166,14 +169,77 @@ class Submission:
     queued: str | None             # outbound entry id, if any recipient is remote
 
 
+_NAMED_SENDER = (b"from", b"sender")  # the header fields that say who wrote a message
+_DISPLAY_NAME_CHARS = 78
+
+
+def own_addresses(user: str, domains: tuple[str, ...]) -> set[str]:
+    """Every address of ``user``: their name at each of our domains (lowercase)."""
+    return {f"{user}@{domain}".lower() for domain in domains}
+
+
+def with_own_from(raw: bytes, address: str, own: set[str]) -> bytes:
+    """``raw`` with a From that names ``address``, unless it names only one of ``own`` already.
+
+    Nobody sends as someone else: a From (or Sender) with any other address
+    is replaced by one From with ``address`` and the display name the user
+    chose, re-encoded (RFC 2047 when not ASCII) so that it cannot carry a
+    line break.  A message that already names its user is left byte for byte.
+    """
+    end = _header_end(raw)
+    head = raw[:end]
+    fields = _fields(head)
+    named = [value for name, value in fields if name in _NAMED_SENDER]
+    display = ""
+    try:
+        parsed = BytesHeaderParser(policy=default_policy).parsebytes(head + b"\r\n")
+        addresses = [a for value in parsed.get_all("From") or [] for a in value.addresses]
+        if (len(named) == 1 and len(addresses) == 1 and parsed.get("Sender") is None
+                and addresses[0].addr_spec.lower() in own):
+            return raw
+        display = addresses[0].display_name if addresses else ""
+    except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad headers
+        pass
+    display = "".join(c for c in display if c.isprintable())[:_DISPLAY_NAME_CHARS].strip()
+    eol = b"\r\n" if b"\r\n" in raw[:end + 2] or not head else b"\n"
+    line = b"From: " + email.utils.formataddr((display, address), charset="utf-8").encode(
+        "ascii") + eol
+    kept = b"".join(text for name, text in fields if name not in _NAMED_SENDER)
+    return line + kept + raw[end:]
+
+
+def _header_end(raw: bytes) -> int:
+    """Where the header section of ``raw`` ends (the blank line is not part of it)."""
+    ends = [i + len(sep) // 2 for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
+    if raw.startswith((b"\r\n", b"\n")):
+        return 0
+    return min(ends) if ends else len(raw)
+
+
+def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of ``head`` as (lowercase name, text with its folded lines)."""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in head.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            name, text = fields[-1]
+            fields[-1] = (name, text + line)
+        else:
+            fields.append((line.split(b":", 1)[0].strip().lower(), line))
+    return fields
+
+
 def submit(client: Client, user: str, sender: str, recipients: list[str], raw: bytes, *,
            domains: tuple[str, ...]) -> Submission:
     """Deliver ``raw`` from ``user`` (envelope ``sender``) to ``recipients``.
 
-    Every step is idempotent by Message-ID, so a caller that dies half-way and
-    submits again leaves exactly one copy in each of our mailboxes.  The caller
-    has checked that local recipients have accounts.
+    The message's From is the user's own address (:func:`with_own_from`),
+    whatever the client wrote.  Every step is idempotent by Message-ID, so a
+    caller that dies half-way and submits again leaves exactly one copy in
+    each of our mailboxes.  The caller has checked that local recipients
+    have accounts.
     """
+    own = own_addresses(user, domains)
+    raw = with_own_from(raw, sender if sender.lower() in own else f"{user}@{domains[0]}", own)
     local: dict[str, str] = {}
     remote: list[str] = []
     for address in recipients:

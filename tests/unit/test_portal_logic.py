@@ -166,5 +166,6 @@ def test_too_large_body_is_a_413_page():
     config = PortalConfig(cluster=_cluster(), frontend="fe-unit", background=False,
                           max_upload=2048)
     http = HTTPClient(create_app(config, client_factory=_no_store))
+    http.get("/")  # a session cookie: a POST without one is refused before its body is read
     response = http.post("/login", data={"username": "a", "password": "x" * 5000})
     assert response.status_code == 413 and "<html" in response.text
