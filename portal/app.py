@@ -76,7 +76,7 @@ _REPLACED = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
 # The forms a visitor may post before logging in.  Every other POST needs a
 # login, and one from a session that is not logged in is refused before a
 # byte of its body is read; these get a body limit that fits their few fields.
-_ANONYMOUS_POSTS = frozenset({"signup", "login", "logout"})
+_ANONYMOUS_POSTS = frozenset({"signup", "login", "login_code", "logout"})
 ANONYMOUS_FORM_LIMIT = 64 * 1024
 # Endpoints whose body limit depends on the user (the drive's quota, a
 # message's size): set before the CSRF check reads the body.
