@@ -50,8 +50,10 @@ def _effective_load(frontend: FrontendState) -> float:
     return frontend.load + frontend.redirects
 
 
-def redirect_location(addr: str, target: str) -> str:
+def redirect_location(addr: str, target: str, scheme: str = "http") -> str:
     """The Location for a request target sent to ``addr``, keeping path and query.
+
+    ``scheme`` is how browsers reach the frontends (the cluster file's ``[web] scheme``).
 
     Only the path and query of ``target`` survive: an absolute-form target
     (``GET http://evil.example/ HTTP/1.1``) cannot steer the redirect elsewhere.
@@ -63,7 +65,7 @@ def redirect_location(addr: str, target: str) -> str:
         parts = urlsplit(target)
         path, query = parts.path, parts.query
     path = quote(path, safe=_SAFE_PATH)
-    location = f"http://{addr}{path if path.startswith('/') else '/' + path}"
+    location = f"{scheme}://{addr}{path if path.startswith('/') else '/' + path}"
     if query:
         location += "?" + quote(query, safe=_SAFE_QUERY)
     return location

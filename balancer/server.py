@@ -6,6 +6,11 @@ POST), with ``Cache-Control: no-store`` so the browser asks us again next time
 instead of remembering a frontend that may since have died.  With no live
 frontend the answer is 503 with ``Retry-After``.  Only the first request of a
 client passes through here; the frontends serve the rest.
+
+The listener is a :class:`raftkv.boundedhttp.BoundedHTTPServer`: a request
+head must arrive within ``[balancer] head_timeout`` seconds and at most
+``[balancer] max_connections`` connections are held, so slow clients cannot
+take the entry point offline.  Redirects use the scheme of ``[web] scheme``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import os
 import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import CONFIG_ENV, split_addr
 from raftkv.errors import ConfigError
 from shards import Client
@@ -43,12 +50,37 @@ _UNAVAILABLE_PAGE = b"""<!doctype html>
 """
 
 
-class RedirectHandler(BaseHTTPRequestHandler):
+@dataclass(frozen=True)
+class ListenerSettings:
+    """The balancer's own keys of the cluster file (beside ``[balancer]``'s name/listen/host)."""
+
+    scheme: str = "http"          # [web] scheme: how browsers reach the frontends
+    head_timeout: float = 10.0    # [balancer] seconds to receive a whole request head
+    max_connections: int = 512    # [balancer] connections held at once
+
+    @classmethod
+    def from_tables(cls, balancer: Mapping[str, Any], web: Mapping[str, Any]) -> ListenerSettings:
+        """:raises ConfigError: a value that cannot work."""
+        settings = cls()
+        scheme = web.get("scheme", settings.scheme)
+        if not isinstance(scheme, str) or scheme.strip().lower() not in ("http", "https"):
+            raise ConfigError(f'web.scheme must be "http" or "https", got {scheme!r}')
+        head_timeout = balancer.get("head_timeout", settings.head_timeout)
+        if isinstance(head_timeout, bool) or not isinstance(head_timeout, int | float) \
+                or not 0 < head_timeout <= 3600:
+            raise ConfigError("balancer.head_timeout must be in (0, 3600] seconds")
+        max_connections = balancer.get("max_connections", settings.max_connections)
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
+                or max_connections < 2:
+            raise ConfigError("balancer.max_connections must be a number of at least 2")
+        return cls(scheme.strip().lower(), float(head_timeout), max_connections)
+
+
+class RedirectHandler(BoundedRequestHandler):
     """Answers every request with a redirect (or a 503); never reads a request body."""
 
     server: _BalancerHTTPServer
     protocol_version = "HTTP/1.1"  # keep-alive: a load generator need not reconnect each time
-    timeout = 30                   # an idle keep-alive connection must not hold a thread forever
     server_version = "raftcloud-balancer"
 
     def _answer(self) -> None:
@@ -60,7 +92,8 @@ class RedirectHandler(BaseHTTPRequestHandler):
             self._unavailable()
             return
         self.send_response(307)
-        self.send_header("Location", redirect_location(frontend.addr, self.path))
+        self.send_header("Location", redirect_location(frontend.addr, self.path,
+                                                         self.server.scheme))
         self.send_header("Cache-Control", "no-store")
         self.send_header("Content-Length", "0")
         if self.close_connection:
@@ -93,13 +126,15 @@ class RedirectHandler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
 
-class _BalancerHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _BalancerHTTPServer(BoundedHTTPServer):
     request_queue_size = 128  # many browsers arriving at once queue instead of being refused
 
-    def __init__(self, addr: tuple[str, int], pool: FrontendPool) -> None:
+    def __init__(self, addr: tuple[str, int], pool: FrontendPool,
+                 settings: ListenerSettings) -> None:
         self.pool = pool
-        super().__init__(addr, RedirectHandler)
+        self.scheme = settings.scheme
+        super().__init__(addr, RedirectHandler, head_timeout=settings.head_timeout,
+                         io_timeout=30.0, max_connections=settings.max_connections)
 
 
 class Balancer:
@@ -116,8 +151,11 @@ class Balancer:
         if cluster.balancer is None:
             raise ConfigError("the cluster file has no [balancer] section")
         self.settings = cluster.balancer
+        self.listener = ListenerSettings.from_tables(cluster.table("balancer"),
+                                                     cluster.table("web"))
         self.pool = FrontendPool(discover or registry_frontends(client))
-        self._httpd = _BalancerHTTPServer(split_addr(self.settings.listen), self.pool)
+        self._httpd = _BalancerHTTPServer(split_addr(self.settings.listen), self.pool,
+                                          self.listener)
         self._serving = threading.Thread(target=self._httpd.serve_forever, name="balancer-http",
                                          daemon=True)
         self._heartbeat = Heartbeat(client, kind="balancer", name=self.settings.name,

@@ -25,12 +25,12 @@ import signal
 import sys
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import click
 
+from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import (
     CONFIG_GROUP_ID,
     SECRET_FILE_ENV,
@@ -101,7 +101,13 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
     return [s for s in specs if host is None or s.host == host]
 
 
-class _ControlHandler(BaseHTTPRequestHandler):
+# The control API serves a few operators: a request head must arrive within
+# this many seconds, and few connections are held (raftkv/boundedhttp.py).
+CONTROL_HEAD_TIMEOUT = 10.0
+CONTROL_MAX_CONNECTIONS = 32
+
+
+class _ControlHandler(BoundedRequestHandler):
     supervisor: Supervisor
     token: str
     on_shutdown: threading.Event
@@ -153,12 +159,13 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(404, {"error": "not found"})
 
 
-def _serve_control(addr: str, supervisor: Supervisor, token: str,
-                   on_shutdown: threading.Event) -> ThreadingHTTPServer:
+def _serve_control(addr: str, supervisor: Supervisor, token: str, on_shutdown: threading.Event,
+                   *, head_timeout: float = CONTROL_HEAD_TIMEOUT,
+                   max_connections: int = CONTROL_MAX_CONNECTIONS) -> BoundedHTTPServer:
     handler = type("Handler", (_ControlHandler,), {
         "supervisor": supervisor, "token": token, "on_shutdown": on_shutdown})
-    server = ThreadingHTTPServer(split_addr(addr), handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer(split_addr(addr), handler, head_timeout=head_timeout,
+                               io_timeout=head_timeout, max_connections=max_connections)
     threading.Thread(target=server.serve_forever, daemon=True, name="control").start()
     return server
 

@@ -1,0 +1,169 @@
+"""An ``http.server`` that slow or numerous clients cannot take offline.
+
+For the cluster's small HTTP listeners (the balancer, the launcher's control
+API); it lives here, in the lowest layer, because both use it.  A plain
+``ThreadingHTTPServer`` gives each connection a thread that waits as long as
+the client likes: 40 sockets sending half a request head hold 40 threads
+forever, and nothing limits how many.  This server keeps a thread per
+connection (http.server parses the bytes) and adds three bounds:
+
+- a **head deadline**: from the moment a connection waits for a request (just
+  accepted, or idle between keep-alive requests) its whole head must arrive
+  within ``head_timeout`` seconds, however it trickles in; a watchdog thread
+  answers 408 and shuts the socket down, which wakes the blocked thread;
+- a **per-read timeout** (``io_timeout``) on every read and write after that;
+- a **connection cap** (``max_connections``): at the cap the connection that
+  has waited longest for its head is closed (503) to make room, so a flood of
+  slow sockets cannot starve a quick client; only when every held connection
+  is busy with a request is the newcomer refused (503).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 0.2  # seconds between the watchdog's looks: how late a deadline may be enforced
+
+
+def plain_answer(status: str, text: str) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 answer with a short text body."""
+    body = text.encode() + b"\n"
+    return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+REQUEST_TIMEOUT = plain_answer("408 Request Timeout", "The request was not received in time.")
+BUSY = plain_answer("503 Service Unavailable", "Too many connections; please try again.")
+
+
+def _abort(sock: socket.socket, answer: bytes) -> None:
+    """Answer without blocking (best effort) and shut the socket down, waking its reader."""
+    try:
+        sock.send(answer, socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` with a head deadline, a per-read timeout and a connection cap.
+
+    Its handler must derive from :class:`BoundedRequestHandler`.
+    """
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], handler: type[BoundedRequestHandler], *,
+                 head_timeout: float = 10.0, io_timeout: float = 30.0,
+                 max_connections: int = 256) -> None:
+        if head_timeout <= 0 or io_timeout <= 0 or max_connections < 1:
+            raise ValueError("head_timeout, io_timeout and max_connections must be positive")
+        self.head_timeout = head_timeout
+        self.io_timeout = io_timeout
+        self.max_connections = max_connections
+        self._lock = threading.Lock()
+        # Every connection held: its head deadline while it waits for one, None while busy.
+        self._held: dict[socket.socket, float | None] = {}
+        self._closed = threading.Event()
+        super().__init__(addr, handler)
+        self._watchdog = threading.Thread(target=self._watch, name="http-head-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    def held(self) -> int:
+        """How many connections the server holds now."""
+        with self._lock:
+            return len(self._held)
+
+    # -- socketserver hooks --------------------------------------------------------------
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            if len(self._held) >= self.max_connections and not self._evict_locked():
+                _abort(request, BUSY)
+                self.shutdown_request(request)
+                return
+            self._held[request] = time.monotonic() + self.head_timeout
+        super().process_request(request, client_address)
+
+    def close_request(self, request: Any) -> None:
+        with self._lock:
+            self._held.pop(request, None)
+        super().close_request(request)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A socket we shut down (deadline, eviction) or a peer gone: not worth a traceback.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    # -- the handler's reports -----------------------------------------------------------
+
+    def waiting_for_head(self, sock: socket.socket) -> None:
+        with self._lock:
+            if sock in self._held:
+                self._held[sock] = time.monotonic() + self.head_timeout
+
+    def head_received(self, sock: socket.socket) -> bool:
+        """Mark the connection busy; False when it was already timed out or evicted."""
+        with self._lock:
+            if sock not in self._held:
+                return False
+            self._held[sock] = None
+            return True
+
+    # -- enforcing -----------------------------------------------------------------------
+
+    def _evict_locked(self) -> bool:
+        waiting = [(deadline, sock) for sock, deadline in self._held.items() if deadline]
+        if not waiting:
+            return False
+        _, oldest = min(waiting, key=lambda item: item[0])
+        del self._held[oldest]
+        _abort(oldest, BUSY)
+        return True
+
+    def _watch(self) -> None:
+        while not self._closed.wait(WATCH_INTERVAL):
+            now = time.monotonic()
+            with self._lock:
+                late = [s for s, deadline in self._held.items() if deadline and deadline < now]
+                for sock in late:
+                    del self._held[sock]  # no longer counted: its thread is about to end
+            for sock in late:
+                _abort(sock, REQUEST_TIMEOUT)
+
+
+class BoundedRequestHandler(BaseHTTPRequestHandler):
+    """Reports to :class:`BoundedHTTPServer` when it waits for a head and when it has one."""
+
+    server: BoundedHTTPServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.io_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+
+    def handle_one_request(self) -> None:
+        self.server.waiting_for_head(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if not self.server.head_received(self.connection):
+            self.close_connection = True  # cut off mid-head: what we parsed is not the request
+            return False
+        return True
