@@ -1,9 +1,11 @@
 """Account pages: signup, login, logout, change password; and the login_required guard.
 
-Failed logins are counted in the store (:mod:`shards.model.ratelimit`), per
-account and per client address, so the limits hold however many frontends an
-attacker spreads the guesses over.  The address is the TCP peer: the balancer
-redirects rather than proxies, so no forwarded-for header is ever trusted.
+Password attempts go through :func:`shards.model.ratelimit.check_password`,
+the same limiter SMTP AUTH uses, counted in the store per client address, per
+(account, address) and per account, so the limits hold however many frontends
+and protocols an attacker spreads the guesses over.  Signups are counted per
+address too.  The address is ``request.remote_addr`` (the app believes a
+forwarded-for header only from the proxies it trusts).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from werkzeug.exceptions import Forbidden
 from werkzeug.utils import redirect
@@ -50,15 +52,48 @@ def current_user(request: Request) -> str:
     return request.session.user
 
 
+# RFC 3986's reserved characters and "%": kept as they are; anything else
+# (spaces, non-ASCII, quotes) is percent-encoded, so the Location we emit is
+# plain ASCII that no server or browser rewrites.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%"
+
+
 def safe_next(target: str | None) -> str:
-    """``target`` if it is a path on this site, else ``/`` (no open redirects)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    """Where to go after logging in: ``target`` as a same-site path, else ``/``.
+
+    Judged on what a browser would make of it, not on the raw string: browsers
+    drop tabs and newlines anywhere in a URL and read ``\\`` as ``/``, so
+    ``/<TAB>/evil.example`` is ``//evil.example``, another site.  Any control
+    character or backslash is refused outright (no legitimate path of ours has
+    one), and the value returned is exactly the header the server emits.
+    """
+    if not isinstance(target, str) or not target.startswith("/"):
         return "/"
-    return target
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    location = quote(target, safe=_URL_SAFE)
+    parts = urlsplit(location)
+    if parts.scheme or parts.netloc or location.startswith("//"):
+        return "/"
+    return location
+
+
+def describe_wait(seconds: float) -> str:
+    """A wait as a person reads it: "40 seconds", "3 minutes"."""
+    if seconds < 90:
+        count, unit = max(1, math.ceil(seconds)), "second"
+    else:
+        count, unit = math.ceil(seconds / 60), "minute"
+    return f"{count} {unit}{'s' if count != 1 else ''}"
 
 
 class AuthViews:
     """Mixin of :class:`portal.app.Portal`: the account pages."""
+
+    @functools.cached_property
+    def auth_limits(self: Portal) -> ratelimit.Limits:
+        """The cluster file's ``[auth]`` limits (checked at startup by PortalConfig.validate)."""
+        return ratelimit.Limits.from_table(self.config.cluster.table("auth"))
 
     def on_signup(self: Portal, request: Request) -> Response:
         if request.session.logged_in:
@@ -74,6 +109,13 @@ class AuthViews:
             error = "The two passwords differ."
         else:
             try:
+                accounts.check_new_account(name, password)
+                wait = ratelimit.take_signup_slot(self.client(), request.remote_addr or "?",
+                                                  self.auth_limits)
+                if wait > 0:
+                    return self._limited(request, "signup.html", wait, username=name,
+                                         error="Too many accounts were made from your address. "
+                                         f"Try again in {describe_wait(wait)}.")
                 accounts.create_user(self.client(), name, password)
             except accounts.AccountError as exc:
                 error = str(exc)
@@ -89,27 +131,24 @@ class AuthViews:
         if request.method != "POST":
             return self.render(request, "login.html", next=next_url)
         name = request.form.get("username", "").strip().lower()
-        client = self.client()
-        config = self.config
-        limits = [(ratelimit.address_key(request.remote_addr or "?"), config.login_limit_address)]
-        if accounts.valid_username(name):
-            limits.append((ratelimit.account_key(name), config.login_limit_account))
-        wait = max(ratelimit.blocked_for(client, key, limit=limit, window=config.login_window)
-                   for key, limit in limits)
-        if wait > 0:
-            response = self.render(
-                request, "login.html", status=429, next=next_url, username=name,
-                error=f"Too many failed log-ins. Try again in {math.ceil(wait / 60)} minute(s).")
-            response.headers["Retry-After"] = str(math.ceil(wait))
-            return response
-        if not accounts.verify_password(client, name, request.form.get("password", "")):
-            for key, _ in limits:
-                ratelimit.record_failure(client, key, window=config.login_window)
+        verdict = ratelimit.check_password(self.client(), name, request.form.get("password", ""),
+                                           request.remote_addr or "?", self.auth_limits)
+        if verdict.limited:
+            return self._limited(request, "login.html", verdict.retry_after, next=next_url,
+                                 username=name, error="Too many failed log-ins. "
+                                 f"Try again in {describe_wait(verdict.retry_after)}.")
+        if not verdict.right:
             # One message for unknown names and wrong passwords: no probing for accounts.
             return self.render(request, "login.html", status=403, next=next_url, username=name,
                                error="Wrong user name or password.")
-        ratelimit.reset(client, ratelimit.account_key(name))
         return self.complete_login(request, name, next_url)
+
+    def _limited(self: Portal, request: Request, template: str, wait: float,
+                 **context: Any) -> Response:
+        """The form again with a 429 and a Retry-After: a limit holds, nothing was checked."""
+        response = self.render(request, template, status=429, **context)
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
 
     def on_logout(self: Portal, request: Request) -> Response:
         request.session = self.sessions.logout(request.session)

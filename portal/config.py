@@ -28,6 +28,7 @@ from typing import Any
 from raftkv.cluster import ClusterConfig, load_cluster
 from raftkv.errors import ConfigError
 from shards.model.drive import DEFAULT_QUOTA
+from shards.model.ratelimit import Limits
 
 from .listener import LISTENER_KEYS
 from .load import LOAD_DIR_ENV
@@ -52,9 +53,6 @@ class PortalConfig:
     heartbeat_interval: float = 2.0      # seconds between node-registry heartbeats
     background: bool = True              # run the heartbeat thread (tests may turn it off)
     quota: int = DEFAULT_QUOTA           # bytes of files each user may keep in the drive
-    login_limit_account: int = 5         # failed logins per account per login_window ...
-    login_limit_address: int = 20        # ... and per client address, before refusing tries
-    login_window: float = 300.0          # seconds over which failed logins are counted
     listing_cache: int = 512             # folder listings each worker keeps (validated by version)
     load_dir: str | None = None          # shared by one frontend's workers, for /healthz
 
@@ -80,8 +78,7 @@ class PortalConfig:
             raise ConfigError("the admin password needs at least 8 characters")
         if self.quota < 0 or self.listing_cache < 0:
             raise ConfigError("quota and listing_cache cannot be negative")
-        if min(self.login_limit_account, self.login_limit_address) < 1 or self.login_window <= 0:
-            raise ConfigError("login limits and login_window must be positive")
+        Limits.from_table(self.cluster.table("auth"))  # login and signup limits: [auth]
         if self.scheme not in ("http", "https"):
             raise ConfigError(f'web.scheme must be "http" or "https", got {self.scheme!r}')
         if self.cookie_domain is not None and not _valid_cookie_domain(self.cookie_domain):

@@ -80,6 +80,21 @@ def check_password_rules(password: str) -> None:
         raise InvalidPassword(f"A password may have at most {MAX_PASSWORD} characters.")
 
 
+def check_new_account(name: str, password: str) -> None:
+    """Raise what :func:`create_user` would for a bad name or password, without hashing.
+
+    Signup counts its attempts per address only once this holds, so a typo costs no slot.
+
+    :raises InvalidUsername: the name breaks the rules.
+    :raises InvalidPassword: the password is too short or too long.
+    """
+    if not valid_username(name):
+        raise InvalidUsername(
+            "A user name is 1-32 characters of a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit.")
+    check_password_rules(password)
+
+
 def create_user(client: Client, name: str, password: str, *, admin: bool = False) -> None:
     """Create an account atomically.
 
@@ -88,11 +103,7 @@ def create_user(client: Client, name: str, password: str, *, admin: bool = False
     :raises UserExists: the name is taken.
     :raises raftkv.errors.UnavailableError: the store could not be reached.
     """
-    if not valid_username(name):
-        raise InvalidUsername(
-            "A user name is 1-32 characters of a-z, 0-9, '.', '_' or '-', "
-            "starting with a letter or digit.")
-    check_password_rules(password)
+    check_new_account(name, password)
     record = {"v": 1, "name": name, "hash": _hasher.hash(password),
               "admin": bool(admin), "created": time.time()}
     try:

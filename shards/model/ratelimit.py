@@ -1,95 +1,316 @@
-"""Counters of failed logins, kept in the store so that every frontend sees the same count.
+"""One limiter for every way of proving a password (web login, SMTP AUTH, any later door).
 
-A limit is "at most ``limit`` failures per ``window`` seconds" for one key (an
-account, a client address).  The counter is a fixed window: one cell holding
-``[window start, failures]``, updated by CPUT on the version read, so two
-frontends counting at once both count.  Only failures are counted, so a
-user who types the password right is never slowed down; a key over its
-limit is refused *before* the password is checked, so guessing costs the
-attacker time without costing us an argon2 hash per try.
+Three counters guard each attempt, all kept in the store so every frontend and
+every smtpd sees the same counts:
 
-Layout: an account's counter sits in the user's hash-tagged row
-``{<name>}/login`` (column ``failures``); an address's in ``login-addr/<addr>``
-(IPv6 addresses counted per /64, which is what one customer usually holds).
+- **per client address** (all accounts): a few failures are free, then each
+  further attempt waits ``delay`` seconds, doubling per failure up to
+  ``max_delay``.  Spraying many accounts from one address slows down
+  exponentially; nobody is locked out for good.
+- **per (account, address) pair**: fewer free failures, then the same kind of
+  growing wait.  One address guessing one account is slowed long before the
+  account lock below; a user who mistypes at home slows only themselves, and a
+  right password resets the pair.
+- **per account** (from everywhere): many more failures (50 an hour by default)
+  lock the account for everyone for an hour.  Only a distributed attack gets
+  this far, and it is the one thing that bounds guesses spread over thousands
+  of addresses.  Locking far later than the pair keeps attackers from locking a
+  user out with a handful of guesses.
+
+An attempt *takes its slot* before the password hash is computed: each counter
+is incremented with a CPUT on the version read (two frontends counting at
+once both count), and an attempt whose counter is in its wait is refused
+without hashing.  So N guesses sent at once cost at most the free attempts in
+argon2 time, however they are spread over frontends and threads.  A right
+password gives its slots back (an exact undo when nobody counted meanwhile),
+so users who type their password right are never slowed down.
+
+A counter is one cell, msgpack ``[window start, attempts, wait until]``.  It
+starts afresh (the cell is overwritten, never a new one) once its ``window``
+has passed and no wait is pending; a counter given back to zero is deleted.
+
+Layout: the account counter is ``{<name>}/login`` column ``failures`` and the
+pair ``{<name>}/login`` column ``from:<addr>`` (on the user's shard); the
+address counter is ``login-addr/<addr>`` column ``failures``; signups per
+address ``signup-addr/<addr>`` column ``count``.  IPv6 addresses count per /64,
+which is what one customer usually holds.
+
+Settings: the cluster file's ``[auth]`` table (:meth:`Limits.from_table`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from raftkv.errors import ConditionFailed
+from raftkv.errors import ConditionFailed, ConfigError
+
+from . import accounts
 
 if TYPE_CHECKING:
     from shards import Client
 
-__all__ = ["account_key", "address_key", "blocked_for", "record_failure", "reset"]
+__all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_password",
+           "pair_key", "signup_key", "take_signup_slot"]
 
-COLUMN = "failures"
-_ATTEMPTS = 10
+# CPUT rounds an attempt tries before it gives up; giving up refuses the
+# attempt (it is one of many at the same instant on the same counter).
+_ATTEMPTS = 32
+_CONTENDED_WAIT = 1.0
 
 Key = tuple[str, str]
 
 
-def account_key(name: str) -> Key:
-    """The counter of failed logins to one account."""
-    return f"{{{name}}}/login", COLUMN
+@dataclass(frozen=True)
+class Rule:
+    """``free`` attempts per ``window`` seconds; then each waits ``delay``, doubling up to
+    ``max_delay``."""
+
+    free: int
+    window: float
+    delay: float
+    max_delay: float
+
+    def wait_after(self, attempts: int) -> float:
+        """Seconds the next attempt must wait once ``attempts`` are counted in the window."""
+        if attempts < self.free:
+            return 0.0
+        return min(self.delay * 2.0 ** min(attempts - self.free, 64), self.max_delay)
+
+    def validate(self, name: str) -> None:
+        if self.free < 1 or self.window <= 0 or self.delay <= 0 or self.max_delay < self.delay:
+            raise ConfigError(f"[auth] {name}: free, window and delay must be positive "
+                              "and max_delay at least delay")
 
 
-def address_key(addr: str) -> Key:
-    """The counter of failed logins from one client address (an IPv6 /64 as one)."""
+@dataclass(frozen=True)
+class Limits:
+    """Every limit on proving a password or signing up; see the module docstring."""
+
+    address: Rule = Rule(free=20, window=3600.0, delay=1.0, max_delay=600.0)
+    pair: Rule = Rule(free=5, window=3600.0, delay=30.0, max_delay=900.0)
+    account: Rule = Rule(free=50, window=3600.0, delay=3600.0, max_delay=3600.0)
+    signup: Rule = Rule(free=5, window=3600.0, delay=3600.0, max_delay=3600.0)
+    failures_per_connection: int = 3  # failed AUTH commands before smtpd closes with 421
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> Limits:
+        """Limits from the cluster file's ``[auth]`` table; absent keys keep their defaults.
+
+        ``address``, ``pair``, ``account`` and ``signup`` are tables of ``free``,
+        ``window``, ``delay`` and ``max_delay``; ``failures_per_connection`` a number.
+
+        :raises ConfigError: an unknown key or a value that cannot work.
+        """
+        rules = ("address", "pair", "account", "signup")
+        unknown = set(table) - {*rules, "failures_per_connection"}
+        if unknown:
+            raise ConfigError(f"[auth] has unknown keys: {', '.join(sorted(unknown))}")
+        changes: dict[str, Any] = {}
+        for name in rules:
+            if name in table:
+                changes[name] = _rule(name, getattr(cls, name), table[name])
+        if "failures_per_connection" in table:
+            changes["failures_per_connection"] = _number(
+                "failures_per_connection", table["failures_per_connection"], int)
+        limits = dataclasses.replace(cls(), **changes)
+        limits.validate()
+        return limits
+
+    def validate(self) -> None:
+        """:raises ConfigError: a value that cannot work."""
+        for name in ("address", "pair", "account", "signup"):
+            getattr(self, name).validate(name)
+        if self.failures_per_connection < 1:
+            raise ConfigError("[auth] failures_per_connection must be positive")
+
+
+def _rule(name: str, default: Rule, table: Any) -> Rule:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[auth] {name} must be a table of free, window, delay, max_delay")
+    fields = {f.name: f.type for f in dataclasses.fields(Rule)}
+    unknown = set(table) - set(fields)
+    if unknown:
+        raise ConfigError(f"[auth] {name} has unknown keys: {', '.join(sorted(unknown))}")
+    return dataclasses.replace(default, **{
+        key: _number(f"{name}.{key}", value, int if key == "free" else float)
+        for key, value in table.items()})
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not isinstance(value, int)):
+        raise ConfigError(f"[auth] {name} must be a number")
+    return kind(value)
+
+
+# -- keys ------------------------------------------------------------------------
+
+def _address(addr: str) -> str:
+    """An address as counted: IPv4 as is, IPv6 per /64, anything else cut short."""
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
-        return f"login-addr/{addr[:64]}", COLUMN
+        return addr[:64]
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
-            return f"login-addr/{ip.ipv4_mapped}", COLUMN
-        return f"login-addr/{ipaddress.ip_network(f'{ip}/64', strict=False)}", COLUMN
-    return f"login-addr/{ip}", COLUMN
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
-def _read(client: Client, key: Key) -> tuple[float, int, int]:
-    """``(window start, failures, cell version)``; zeros for no counter."""
-    cell = client.get(*key)
-    if cell is None:
-        return 0.0, 0, 0
+def account_key(name: str) -> Key:
+    """The counter of password attempts on one account, from anywhere."""
+    return f"{{{name}}}/login", "failures"
+
+
+def pair_key(name: str, addr: str) -> Key:
+    """The counter of password attempts on one account from one client address."""
+    return f"{{{name}}}/login", f"from:{_address(addr)}"
+
+
+def address_key(addr: str) -> Key:
+    """The counter of password attempts from one client address (an IPv6 /64 as one)."""
+    return f"login-addr/{_address(addr)}", "failures"
+
+
+def signup_key(addr: str) -> Key:
+    """The counter of signups from one client address."""
+    return f"signup-addr/{_address(addr)}", "count"
+
+
+# -- counters --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Slot:
+    """An attempt counted in one cell: enough to give it back."""
+
+    key: Key
+    version: int          # the version our CPUT wrote
+    before: bytes | None  # the cell's value before it (None: there was no cell)
+
+
+def _state(value: bytes | None) -> tuple[float, int, float]:
+    """``(window start, attempts, wait until)`` of a counter's value; zeros for none or garbage."""
+    if value is None:
+        return 0.0, 0, 0.0
     try:
-        start, count = msgpack.unpackb(cell.value)
-        return float(start), int(count), cell.version
+        start, count, until = msgpack.unpackb(value)
+        return float(start), int(count), float(until)
     except (ValueError, TypeError, msgpack.UnpackException):
-        return 0.0, 0, cell.version
+        return 0.0, 0, 0.0
 
 
-def blocked_for(client: Client, key: Key, *, limit: int, window: float,
-                now: float | None = None) -> float:
-    """Seconds until ``key`` may try again; 0 when it may try now."""
-    now = time.time() if now is None else now
-    start, count, _ = _read(client, key)
-    if count >= limit and now - start < window:
-        return start + window - now
-    return 0.0
-
-
-def record_failure(client: Client, key: Key, *, window: float,
-                   now: float | None = None) -> int:
-    """Count one failure; returns the failures in the current window."""
-    now = time.time() if now is None else now
+def _take(client: Client, key: Key, rule: Rule, now: float) -> _Slot | float:
+    """Count one attempt, or return the seconds it must wait (nothing counted)."""
     for _ in range(_ATTEMPTS):
-        start, count, version = _read(client, key)
-        if now - start >= window:
-            start, count = now, 0
+        cell = client.get(*key)
+        start, count, until = _state(cell.value if cell else None)
+        if now < until:
+            return until - now
+        if now - start >= rule.window:
+            start, count = now, 0  # a new window, in the same cell
+        count += 1
+        wait = rule.wait_after(count)
+        value = msgpack.packb([start, count, now + wait if wait else 0.0])
         try:
-            client.cput(*key, msgpack.packb([start, count + 1]), if_version=version)
-            return count + 1
+            version = client.cput(*key, value, if_version=cell.version if cell else 0)
         except ConditionFailed:
-            continue  # another frontend counted at the same moment: count on top of it
-    raise ConditionFailed("the login counter kept changing")
+            continue  # someone counted at the same moment: count on top of them
+        return _Slot(key, version, cell.value if cell else None)
+    return _CONTENDED_WAIT
 
 
-def reset(client: Client, key: Key) -> None:
-    """Forget the failures of ``key`` (after a successful login to the account)."""
-    client.delete(*key)
+def _give_back(client: Client, slot: _Slot) -> None:
+    """Uncount an attempt: restore the cell if nobody counted since, else decrement."""
+    row, col = slot.key
+    try:
+        if slot.before is None:
+            client.mutate_row(row, [("version", col, slot.version)], [("delete", col)])
+        else:
+            client.cput(row, col, slot.before, if_version=slot.version)
+        return
+    except ConditionFailed:
+        pass
+    for _ in range(_ATTEMPTS):
+        cell = client.get(row, col)
+        if cell is None:
+            return
+        start, count, until = _state(cell.value)
+        if count <= 0:
+            return
+        try:
+            if count == 1 and until == 0:
+                client.mutate_row(row, [("version", col, cell.version)], [("delete", col)])
+            else:
+                client.cput(row, col, msgpack.packb([start, count - 1, until]),
+                            if_version=cell.version)
+            return
+        except ConditionFailed:
+            continue
+
+
+# -- the public checks -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of :func:`check_password`."""
+
+    right: bool               # the password is the account's
+    retry_after: float = 0.0  # > 0: refused without checking; try again after this many seconds
+
+    @property
+    def limited(self) -> bool:
+        return self.retry_after > 0
+
+
+def check_password(client: Client, user: str, password: str, address: str, limits: Limits,
+                   *, now: float | None = None) -> Verdict:
+    """Check ``user``'s password for a client at ``address``, within ``limits``.
+
+    Every door that takes a password calls this, so one count covers them all.
+    The slots are taken before the argon2 hash is computed; a refused attempt
+    costs a few store round trips and no hashing.  The answer says nothing about
+    the password when the attempt is refused.
+
+    :raises raftkv.errors.RaftKVError: the store could not be reached (slots
+        already taken stay counted: failing closed).
+    """
+    now = time.time() if now is None else now
+    counters = [(address_key(address), limits.address)]
+    if accounts.valid_username(user):
+        counters += [(pair_key(user, address), limits.pair), (account_key(user), limits.account)]
+    taken: list[_Slot] = []
+    for key, rule in counters:
+        slot = _take(client, key, rule, now)
+        if not isinstance(slot, _Slot):
+            for earlier in reversed(taken):
+                _give_back(client, earlier)
+            return Verdict(right=False, retry_after=slot)
+        taken.append(slot)
+    if not accounts.verify_password(client, user, password):
+        return Verdict(right=False)  # the slots stay counted: that is the failure
+    for slot in taken:
+        if slot.key == pair_key(user, address):
+            client.delete(*slot.key)  # this address knows the password: forget its misses
+        else:
+            _give_back(client, slot)
+    return Verdict(right=True)
+
+
+def take_signup_slot(client: Client, address: str, limits: Limits, *,
+                     now: float | None = None) -> float:
+    """Count one signup from ``address``: 0 when it may go ahead, else seconds to wait.
+
+    Taken before the account is created (and its password hashed), and kept
+    whether or not the name was free: each try costs an argon2 hash.
+    """
+    now = time.time() if now is None else now
+    slot = _take(client, signup_key(address), limits.signup, now)
+    return 0.0 if isinstance(slot, _Slot) else slot

@@ -20,8 +20,6 @@ from portal import PortalConfig, create_app
 from shards.model import drive
 
 from .._portal import (
-    PASSWORD,
-    csrf_of,
     entries,
     file_ids,
     folder_page,
@@ -401,28 +399,3 @@ def test_only_our_script_runs_on_the_drive_page(app):
     with http.get("/static/drive.js") as script:
         assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
         assert b"upload-progress" in script.data
-
-
-def test_wrong_passwords_are_limited_per_account_and_per_address(kv_cluster, app, other_app):
-    _, name = signed_up(app)
-    limited = make_app(kv_cluster, "fe-limits", login_limit_account=3, login_limit_address=5)
-    try:
-        def attempt(portal, user: str, password: str, addr: str):
-            http = HTTPClient(portal)
-            return http.post("/login", environ_base={"REMOTE_ADDR": addr}, data={
-                "csrf": csrf_of(http), "username": user, "password": password})
-
-        for _ in range(3):
-            wrong = attempt(limited, name, "wrong password!", "127.0.8.1")
-            assert wrong.status_code == 403 and "Wrong user name or password" in wrong.text
-        # The account is locked now: even the right password, even from elsewhere.
-        locked = attempt(limited, name, PASSWORD, "127.0.8.2")
-        assert locked.status_code == 429 and "Too many failed log-ins" in locked.text
-        assert 0 < int(locked.headers["Retry-After"]) <= 300
-        # Per address: spread over many names, the sixth try from one address is refused.
-        for i in range(2):
-            assert attempt(limited, f"nobody{i}", "x" * 8, "127.0.8.1").status_code == 403
-        assert attempt(limited, "nobody9", "x" * 8, "127.0.8.1").status_code == 429
-        assert attempt(limited, "nobody9", "x" * 8, "127.0.8.3").status_code == 403
-    finally:
-        limited.close()

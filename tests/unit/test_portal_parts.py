@@ -1,4 +1,4 @@
-"""Portal parts that need no cluster: login counters, the shared load, the data browser's
+"""Portal parts that need no cluster: the shared load, the data browser's
 display of values, the supervisor token, drive sorting and content types."""
 
 from __future__ import annotations
@@ -14,31 +14,9 @@ from portal.admin import page_before, show_value
 from portal.drive import download_type, sorted_items
 from portal.load import LoadCounter
 from shards.control import control_token
-from shards.model import ratelimit
 from shards.model.drive import FILE, FOLDER, Item
 
 from .._memstore import MemClient
-
-
-def test_login_failures_block_within_the_window_and_expire():
-    client = MemClient()
-    key = ratelimit.account_key("alice")
-    for i in range(3):
-        assert ratelimit.blocked_for(client, key, limit=3, window=60, now=1000 + i) == 0
-        assert ratelimit.record_failure(client, key, window=60, now=1000 + i) == i + 1
-    assert ratelimit.blocked_for(client, key, limit=3, window=60, now=1010) == 50
-    assert ratelimit.blocked_for(client, key, limit=3, window=60, now=1060) == 0
-    assert ratelimit.record_failure(client, key, window=60, now=1061) == 1  # a new window
-    ratelimit.reset(client, key)
-    assert ratelimit.blocked_for(client, key, limit=1, window=60, now=1062) == 0
-
-
-def test_addresses_are_counted_per_host_or_per_ipv6_slash_64():
-    assert ratelimit.address_key("192.0.2.7")[0] == "login-addr/192.0.2.7"
-    assert ratelimit.address_key("::ffff:192.0.2.7")[0] == "login-addr/192.0.2.7"
-    assert (ratelimit.address_key("2001:db8:1:2::5")[0]
-            == ratelimit.address_key("2001:db8:1:2:ffff::1")[0] == "login-addr/2001:db8:1:2::/64")
-    assert ratelimit.account_key("bob")[0] == "{bob}/login"  # on bob's shard
 
 
 def test_the_supervisor_token_is_the_launchers():
