@@ -38,6 +38,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from raftkv.errors import ConditionFailed, KeyNotFound, RaftKVError, TooLarge, UnavailableError
 
+from .account import AccountViews
 from .admin import AdminViews
 from .auth import AuthViews
 from .cache import ListingCache
@@ -140,7 +141,8 @@ def format_time(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
 
 
-class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, AdminViews):
+class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, ComposeViews,
+             AdminViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -150,7 +152,7 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
         self._client_pid = 0
         self._client_lock = threading.Lock()
         self.sessions = SessionStore(self.client, ttl=config.session_ttl,
-                                     secure=config.cookie_secure)
+                                     idle=config.session_idle, secure=config.cookie_secure)
         self.load = LoadCounter(config.load_dir)
         self.listings = ListingCache(config.listing_cache)
         self.background = Background(self, interval=config.heartbeat_interval)
@@ -166,6 +168,14 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
             Rule("/login", endpoint="login", methods=get_post),
             Rule("/logout", endpoint="logout", methods=post),
             Rule("/password", endpoint="password", methods=get_post),
+            Rule("/login/code", endpoint="login_code", methods=post),
+            Rule("/account", endpoint="account"),
+            Rule("/account/sessions/end", endpoint="account_end_session", methods=post),
+            Rule("/account/sessions/end-others", endpoint="account_end_others", methods=post),
+            Rule("/account/2fa/begin", endpoint="account_2fa_begin", methods=post),
+            Rule("/account/2fa/confirm", endpoint="account_2fa_confirm", methods=post),
+            Rule("/account/2fa/disable", endpoint="account_2fa_disable", methods=post),
+            Rule("/account/delete", endpoint="account_delete", methods=get_post),
             Rule("/drive", endpoint="drive"),
             Rule("/drive/upload", endpoint="drive_upload", methods=post),
             Rule("/drive/mkdir", endpoint="drive_mkdir", methods=post),
@@ -218,6 +228,7 @@ class Portal(AuthViews, DriveViews, DriveEditViews, MailViews, ComposeViews, Adm
     def close(self) -> None:
         """Stop background work and close the store client (tests, worker exit)."""
         self.background.stop()
+        self.sessions.close()  # writes the last-seen times still pending
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None

@@ -175,7 +175,9 @@ class AuthViews:
         return self.render(request, "password.html", done=True)
 
     def complete_login(self: Portal, request: Request, name: str, next_url: str) -> Response:
-        """The password was right: start the session (and any further sign-in step)."""
-        request.session = self.sessions.login(request.session, name,
-                                              admin=accounts.is_admin(self.client(), name))
+        """The password was right: start the session, or with two-factor sign-in on, ask
+        for the code first (:mod:`portal.account`: a pending login, not a session)."""
+        if self.needs_second_factor(name):
+            return self.ask_for_code(request, name, next_url)
+        self.start_session(request, name)
         return redirect(next_url, 303)

@@ -7,9 +7,15 @@ planted by an attacker before login (session fixation) is never the one that
 becomes authenticated.  Because the session lives in the store, any frontend
 can serve any client, and a frontend crash logs nobody out.
 
+A login ends ``ttl`` seconds after it began, or earlier once it has been
+unused for ``idle`` seconds.  "Last seen" is its own column, written by a
+:class:`SeenRecorder` thread at most once per ``seen_every`` (a minute), so
+a page costs the one read that loads the session and no write.
+
 Layout (the user's index shares the user's shard through the ``{user}`` tag)::
 
-    session/<sha256(sid)>   "s"        msgpack {user, admin, created, expires}
+    session/<sha256(sid)>   "s"        msgpack {user, admin, created, expires, addr, agent}
+                            "seen"     msgpack time of the last request (absent: never since login)
     {<user>}/sessions       "s:<hash>" msgpack expires   (for "log out my other sessions")
 
 Rows are named by a hash of the sid, not the sid itself, so reading the store
@@ -20,9 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
+import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,15 +39,21 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from raftkv.errors import UnavailableError
+from raftkv.errors import ConditionFailed, RaftKVError, UnavailableError
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
-    from shards import Client
+    from shards import Cell, Client
+
+log = logging.getLogger(__name__)
 
 COOKIE = "sid"
 SESSION_COL = "s"
+SEEN_COL = "seen"
+DEFAULT_IDLE = 2 * 24 * 3600  # seconds without a request after which a login ends
+SEEN_EVERY = 60.0             # record "last seen" at most this often per session
+_AGENT_CHARS = 120            # of the User-Agent kept to describe a session
 # secrets.token_urlsafe(32) is 43 characters of the URL-safe base64 alphabet;
 # anything else in the cookie is garbage and gets replaced.
 _SID_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -88,6 +103,17 @@ def index_row(user: str) -> str:
     return f"{{{user}}}/sessions"
 
 
+def session_key(sid: str) -> str:
+    """The name a session goes by in the store and on the sessions page (not the sid)."""
+    return _key(sid)
+
+
+def agent_summary(agent: str | None) -> str:
+    """What a sessions page shows of a User-Agent: printable, and short."""
+    text = "".join(c for c in (agent or "") if c.isprintable())
+    return text[:_AGENT_CHARS] or "unknown client"
+
+
 @dataclass
 class Session:
     """One request's view of its session; ``user`` is None when not logged in."""
@@ -102,13 +128,30 @@ class Session:
         return self.user is not None
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """One of a user's sessions, as the sessions page lists it."""
+
+    key: str        # session_key(sid): names it in forms without revealing the sid
+    created: float
+    seen: float     # last request (the login itself until the first recorded one)
+    addr: str
+    agent: str
+    current: bool   # the session of the browser asking
+
+
 class SessionStore:
     """Loads, creates and ends sessions; one per app, shared by all its threads."""
 
-    def __init__(self, client: Callable[[], Client], *, ttl: float, secure: bool) -> None:
+    def __init__(self, client: Callable[[], Client], *, ttl: float, secure: bool,
+                 idle: float = DEFAULT_IDLE) -> None:
         self._client = client  # a getter: the store client is made lazily, after fork
         self.ttl = ttl
+        self.idle = idle
         self.secure = secure
+        # An active session must be recorded well before it could look idle.
+        self.seen_every = min(SEEN_EVERY, idle / 10)
+        self.recorder = SeenRecorder(client)
 
     def unchecked(self, cookie: str | None) -> Session:
         """An anonymous session keeping the cookie's sid, without a store read (error pages)."""
@@ -117,29 +160,46 @@ class SessionStore:
         return Session(cookie)
 
     def load(self, cookie: str | None) -> Session:
-        """The session named by the request's cookie, or a fresh anonymous one."""
+        """The session named by the request's cookie, or a fresh anonymous one.
+
+        One store read (the session's row: record and last-seen together).  A
+        login past its expiry or idle for longer than ``idle`` is ended here.
+        """
         if cookie is None or not _SID_RE.fullmatch(cookie):
             return self.unchecked(None)
-        cell = self._client().get(session_row(cookie), SESSION_COL)
+        row = session_row(cookie)
+        cells = self._client().get_row(row)
+        cell = cells.get(SESSION_COL)
         if cell is None:
             return Session(cookie)
         data = msgpack.unpackb(cell.value, raw=False)
-        if data.get("expires", 0) < time.time():
+        seen_cell = cells.get(SEEN_COL)
+        seen = _seen_time(seen_cell, data)
+        now = time.time()
+        if data.get("expires", 0) < now or now - seen > self.idle:
             try:
                 self._forget(cookie, data.get("user"))
             except UnavailableError:
                 pass  # expiry holds whether or not the clean-up happens now
             return Session(cookie)
+        if now - seen >= self.seen_every:
+            self.recorder.note(row, cell.version, seen_cell.version if seen_cell else 0)
         return Session(cookie, user=data["user"], admin=bool(data.get("admin")))
 
-    def login(self, old: Session, user: str, *, admin: bool) -> Session:
-        """Write a new session for ``user`` under a new sid; the old sid is dropped."""
+    def login(self, old: Session, user: str, *, admin: bool, addr: str | None = None,
+              agent: str | None = None) -> Session:
+        """Write a new session for ``user`` under a new sid; the old sid is dropped.
+
+        ``addr`` and ``agent`` (the client address and User-Agent) are kept only
+        to let the user recognise the session on the sessions page.
+        """
         if old.logged_in:
             self._forget(old.sid, old.user)
         session = Session(new_sid(), user=user, admin=admin, send_cookie=True)
         now = time.time()
         expires = now + self.ttl
-        record = {"user": user, "admin": admin, "created": now, "expires": expires}
+        record = {"user": user, "admin": admin, "created": now, "expires": expires,
+                  "addr": (addr or "")[:64], "agent": agent_summary(agent)}
         client = self._client()
         self._prune(user, now)
         # Index first: a session missing from the index could outlive a
@@ -156,10 +216,48 @@ class SessionStore:
 
     def revoke_all(self, user: str) -> None:
         """End every session of ``user`` (after a password change)."""
+        self.revoke_others(user, keep=None)
+
+    def revoke_others(self, user: str, keep: Session | None) -> int:
+        """End every session of ``user`` except ``keep``; returns how many ended."""
         client = self._client()
+        kept = _key(keep.sid) if keep is not None else None
+        ended = 0
         for column in client.get_row(index_row(user), prefix="s:"):
-            client.delete(_row_of_key(column[2:]), SESSION_COL)
-            client.delete(index_row(user), column)
+            if column[2:] != kept:
+                self._end_key(user, column[2:])
+                ended += 1
+        return ended
+
+    def end(self, user: str, key: str) -> bool:
+        """End the session ``key`` (a :func:`session_key`) if it is one of ``user``'s."""
+        client = self._client()
+        if client.get(index_row(user), f"s:{key}") is None:
+            return False  # not this user's: the key came from a form, and forms lie
+        self._end_key(user, key)
+        return True
+
+    def of_user(self, user: str, current: Session) -> list[SessionInfo]:
+        """``user``'s live sessions, most recently seen first (expired ones are cleaned up)."""
+        client = self._client()
+        now, mine = time.time(), _key(current.sid)
+        found = []
+        for column in client.get_row(index_row(user), prefix="s:"):
+            key = column[2:]
+            cells = client.get_row(_row_of_key(key))
+            cell = cells.get(SESSION_COL)
+            data = msgpack.unpackb(cell.value, raw=False) if cell is not None else {}
+            seen = _seen_time(cells.get(SEEN_COL), data)
+            if (data.get("user") != user or data.get("expires", 0) < now
+                    or now - seen > self.idle):
+                self._end_key(user, key)
+                continue
+            if key == mine:
+                seen = now  # this very request
+            found.append(SessionInfo(key=key, created=float(data.get("created", 0)), seen=seen,
+                                     addr=str(data.get("addr", "")),
+                                     agent=str(data.get("agent", "")), current=key == mine))
+        return sorted(found, key=lambda info: (not info.current, -info.seen))
 
     def _prune(self, user: str, now: float) -> None:
         # Browsers that never log out leave expired entries behind; without
@@ -167,8 +265,7 @@ class SessionStore:
         client = self._client()
         for column, cell in client.get_row(index_row(user), prefix="s:").items():
             if msgpack.unpackb(cell.value) < now:
-                client.delete(_row_of_key(column[2:]), SESSION_COL)
-                client.delete(index_row(user), column)
+                self._end_key(user, column[2:])
 
     def set_cookie(self, response: Response, session: Session, *, https: bool = False,
                    domain: str | None = None) -> None:
@@ -184,8 +281,106 @@ class SessionStore:
                                 samesite="Lax", secure=self.secure or https, domain=domain,
                                 path="/")
 
+    def close(self) -> None:
+        """Write the last-seen times still pending and stop the recorder (worker exit, tests)."""
+        self.recorder.close()
+
     def _forget(self, sid: str, user: str | None) -> None:
+        self._end_key(user, _key(sid))
+
+    def _end_key(self, user: str | None, key: str) -> None:
         client = self._client()
-        client.delete(session_row(sid), SESSION_COL)
+        # Both columns in one step: a "seen" left behind would keep the row alive.
+        client.mutate_row(_row_of_key(key), [], [("delete", SESSION_COL), ("delete", SEEN_COL)])
         if user:
-            client.delete(index_row(user), f"s:{_key(sid)}")
+            client.delete(index_row(user), f"s:{key}")
+
+
+def _seen_time(cell: Cell | None, record: dict) -> float:
+    if cell is not None:
+        try:
+            return float(msgpack.unpackb(cell.value))
+        except (ValueError, TypeError, msgpack.UnpackException):
+            pass
+    return float(record.get("created", 0))
+
+
+class SeenRecorder:
+    """Writes sessions' "last seen" times from a background thread of this process.
+
+    Why a thread and not a write after the response (werkzeug's
+    ``ClosingIterator`` callback): that write would still run on the worker
+    thread that served the page, holding it (and a keep-alive connection's
+    next request) for a store round trip; a thread writes outside every
+    request, and many notes of one session in one second collapse into one
+    write.  The write is a ``mutate_row`` conditioned on the versions the
+    request read, so it never brings back an ended session, and of several
+    frontends noting the same session at once only the first lands: "last
+    seen" changes at most once per ``seen_every``.  Losing a pending note (a
+    worker killed) only makes a session look a minute older.
+    """
+
+    FLUSH_EVERY = 1.0  # seconds between flushes
+    MAX_PENDING = 10_000  # notes held at most; beyond it new ones wait for the next request
+
+    def __init__(self, client: Callable[[], Client]) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[int, int, float]] = {}  # row -> (s version, seen version, t)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
+        self.writes = 0  # last-seen writes that landed (tests, diagnostics)
+
+    def note(self, row: str, session_version: int, seen_version: int) -> None:
+        """Remember that the session in ``row`` was used now (no I/O)."""
+        with self._lock:
+            if self._closed:
+                return
+            if os.getpid() != self._pid:  # a forked worker: the parent's thread is not here
+                self._pid, self._thread, self._pending = os.getpid(), None, {}
+            if row in self._pending or len(self._pending) < self.MAX_PENDING:
+                self._pending[row] = (session_version, seen_version, time.time())
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="session-seen",
+                                                daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Write every pending note now; returns how many writes landed."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        client = self._client()
+        landed = 0
+        for row, (session_version, seen_version, when) in pending.items():
+            try:
+                client.mutate_row(row, [("version", SESSION_COL, session_version),
+                                        ("version", SEEN_COL, seen_version)],
+                                  [("put", SEEN_COL, msgpack.packb(when))])
+                landed += 1
+            except ConditionFailed:
+                pass  # ended meanwhile, or another frontend recorded it first
+            except RaftKVError as exc:
+                log.debug("last-seen of %s not recorded: %r", row, exc)
+        with self._lock:
+            self.writes += landed
+        return landed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread if self._pid == os.getpid() else None
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.FLUSH_EVERY):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a broken flush must not end the thread
+                log.exception("recording last-seen times failed")
+        self.flush()

@@ -1,0 +1,119 @@
+"""Sessions: the idle timeout, and "last seen" recorded off the request path (on the in-process store)."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+
+from portal.sessions import (
+    SEEN_COL,
+    SESSION_COL,
+    Session,
+    SessionStore,
+    index_row,
+    session_key,
+    session_row,
+)
+
+from .._memstore import MemClient
+
+
+def _store(client: MemClient, *, idle: float = 3600.0, ttl: float = 7 * 86400) -> SessionStore:
+    return SessionStore(lambda: client, ttl=ttl, idle=idle, secure=False)
+
+
+def _logged_in(store: SessionStore, user: str = "alice") -> Session:
+    return store.login(Session(sid="x" * 43), user, admin=False, addr="127.0.0.1",
+                       agent="TestBrowser/1.0 <script>")
+
+
+def test_loading_a_session_is_one_read_and_no_write():
+    client = MemClient()
+    store = _store(client)
+    session = _logged_in(store)
+    client.ops.clear()
+    for _ in range(5):
+        assert store.load(session.sid).user == "alice"
+    # One get_row per request; the last-seen write waits for the recorder's thread.
+    assert [m for m, _ in client.ops] == ["get_row"] * 5
+    store.close()
+
+
+def test_last_seen_is_written_once_however_many_requests():
+    client = MemClient()
+    store = _store(client)
+    store.seen_every = 0.0  # every request would like to record: the recorder must collapse them
+    session = _logged_in(store)
+    for _ in range(10):
+        store.load(session.sid)
+    assert store.recorder.flush() == 1
+    seen = client.get(session_row(session.sid), SEEN_COL)
+    assert seen is not None and abs(msgpack.unpackb(seen.value) - time.time()) < 5
+    # Loads that read the old "seen" before the write landed cannot write again.
+    store.recorder.note(session_row(session.sid), 1, 0)
+    assert store.recorder.flush() == 0
+    store.close()
+
+
+def test_last_seen_is_not_recorded_again_within_the_interval():
+    client = MemClient()
+    store = _store(client)  # seen_every = min(60, idle/10) = 60 s
+    session = _logged_in(store)
+    client.put(session_row(session.sid), SEEN_COL, msgpack.packb(time.time() - 61))
+    store.load(session.sid)
+    assert store.recorder.flush() == 1
+    version = client.get(session_row(session.sid), SEEN_COL).version
+    for _ in range(10):
+        store.load(session.sid)
+    assert store.recorder.flush() == 0
+    assert client.get(session_row(session.sid), SEEN_COL).version == version
+    store.close()
+
+
+def test_an_idle_session_is_refused_and_removed():
+    client = MemClient()
+    store = _store(client, idle=100.0)
+    session = _logged_in(store)
+    row = session_row(session.sid)
+    client.put(row, SEEN_COL, msgpack.packb(time.time() - 101))
+    assert store.load(session.sid).user is None
+    assert client.get_row(row) == {}
+    assert client.get_row(index_row("alice")) == {}
+
+
+def test_a_session_never_seen_since_login_idles_from_its_creation():
+    client = MemClient()
+    store = _store(client, idle=100.0)
+    session = _logged_in(store)
+    cell = client.get(session_row(session.sid), SESSION_COL)
+    record = msgpack.unpackb(cell.value)
+    record["created"] -= 101
+    client.put(session_row(session.sid), SESSION_COL, msgpack.packb(record))
+    assert store.load(session.sid).user is None
+
+
+def test_a_recorded_write_never_brings_back_an_ended_session():
+    client = MemClient()
+    store = _store(client)
+    store.seen_every = 0.0
+    session = _logged_in(store)
+    store.load(session.sid)  # noted
+    store.logout(session)
+    assert store.recorder.flush() == 0
+    assert client.get_row(session_row(session.sid)) == {}
+
+
+def test_the_sessions_list_marks_this_device_and_ends_others():
+    client = MemClient()
+    store = _store(client)
+    first, second = _logged_in(store), _logged_in(store)
+    listed = store.of_user("alice", second)
+    assert [s.current for s in listed] == [True, False]
+    assert listed[0].agent == "TestBrowser/1.0 <script>"  # escaped by the template, kept here
+    assert not store.end("bob", session_key(first.sid))  # not bob's to end
+    assert store.end("alice", session_key(first.sid))
+    assert store.load(first.sid).user is None and store.load(second.sid).user == "alice"
+    third = _logged_in(store)
+    assert store.revoke_others("alice", keep=third) == 1
+    assert store.load(second.sid).user is None and store.load(third.sid).user == "alice"
