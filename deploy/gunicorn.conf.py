@@ -1,9 +1,11 @@
 # ruff: noqa: N999 - gunicorn finds its config by this file name, dots and all
 """gunicorn settings for the portal frontends (`raftcloud up` passes --bind, --workers, --threads).
 
-gthread workers: keep-alive connections are held by threads, and a long upload
-or download does not block the worker's heartbeat, so `timeout` only catches a
-wedged worker.
+gthread workers, with request heads read by the event loop under a deadline
+(portal/worker.py says why): a slow client holds a thread only once its head
+is in, and a long upload or download does not block the worker's heartbeat, so
+`timeout` only catches a wedged worker.  The worker's limits and the trusted
+proxies come from the cluster file's [web] table.
 """
 
 import contextlib
@@ -11,7 +13,9 @@ import os
 import shutil
 import tempfile
 
-worker_class = "gthread"
+from raftkv.cluster import CONFIG_ENV, load_cluster
+
+worker_class = "portal.worker.HeadReadingWorker"
 threads = 8
 keepalive = 5                # seconds an idle keep-alive connection stays open
 timeout = 120                # a worker silent this long is restarted
@@ -21,7 +25,19 @@ limit_request_fields = 100
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
-forwarded_allow_ips = "127.0.0.1"
+
+
+def _trusted_proxies() -> str:
+    # Only the proxies the cluster file names may set X-Forwarded-Proto (which
+    # gunicorn turns into wsgi.url_scheme); by default nobody, loopback included.
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        return ""
+    proxies = load_cluster(path).table("web").get("trusted_proxies", [])
+    return ",".join(str(p) for p in proxies) if isinstance(proxies, list) else ""
+
+
+forwarded_allow_ips = _trusted_proxies()
 
 
 # The frontend's load is every worker's requests in flight (portal/load.py):

@@ -14,6 +14,7 @@ from shards import Client
 
 from .app import Portal as Portal
 from .config import PortalConfig as PortalConfig
+from .proxies import TrustedProxies
 
 
 def create_app(config: PortalConfig | None = None, *,
@@ -31,5 +32,7 @@ def create_app(config: PortalConfig | None = None, *,
     config.validate()
     cluster = config.cluster
     app = Portal(config, client_factory or (lambda: Client(cluster)))
+    # Outermost, so every part of the app (static files too) sees the real client.
+    app._wsgi = TrustedProxies(app._wsgi, config.trusted_proxies)  # noqa: SLF001
     app.start()
     return app
