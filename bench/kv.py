@@ -1,6 +1,6 @@
 """raftkv against etcd on this machine: 3 replicas each, on loopback, same workload.
 
-    python -m bench.kv [--ops 2000] [--repeat 1] [--time-limit 30] [--json]
+    python -m bench.kv [--ops 2000] [--repeat 1] [--time-limit 30] [--encryption auto] [--json]
 
 Runs each workload against raftkv, then etcd (Debian's ``etcd-server``; the bench
 runs raftkv alone if ``etcd`` is not on PATH), and prints a markdown table of
@@ -9,7 +9,8 @@ ratio.  Concurrent clients are threads of this process: for raftkv they share
 one pipelined client, for etcd each holds its own HTTP connection to the
 leader's JSON gateway.  Every workload stops after ``--ops`` operations or
 ``--time-limit`` seconds, whichever comes first; with ``--repeat N`` the table
-shows medians of N runs.
+shows medians of N runs.  ``--encryption always`` seals raftkv's frames on
+loopback too (``[store] encryption``), as they are between hosts.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def preload(target: Target) -> None:
         target.put(f"read-{k}", b"r" * 100)
 
 
-def start_raftkv(stack: ExitStack, root: Path) -> Target:
-    cluster = KVCluster(root)
+def start_raftkv(stack: ExitStack, root: Path, encryption: str = "auto") -> Target:
+    cluster = KVCluster(root, extra=f'\n[store]\nencryption = "{encryption}"\n')
     stack.callback(cluster.stop)
     cluster.start()
     cluster.leader()
@@ -162,15 +163,18 @@ def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> 
               help="Runs; the table shows medians.")
 @click.option("--time-limit", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds per workload and run, whatever --ops says.")
+@click.option("--encryption", type=click.Choice(["auto", "always"]), default="auto",
+              show_default=True,
+              help="raftkv's [store] encryption: always seals frames on loopback too.")
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
-def main(ops: int, repeat: int, time_limit: float, as_json: bool) -> None:
+def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: bool) -> None:
     """Measure raftkv against etcd, 3 replicas each on loopback."""
     stop_cleanly_on_sigterm()
     binary = etcd_binary()
     if binary is None:
         click.echo(f"{NO_ETCD}: measuring raftkv alone.", err=True)
     with tempfile.TemporaryDirectory(prefix="bench-kv-") as tmp, ExitStack() as stack:
-        targets = [start_raftkv(stack, Path(tmp) / "raftkv")]
+        targets = [start_raftkv(stack, Path(tmp) / "raftkv", encryption)]
         if binary is not None:
             targets.append(start_etcd(stack, Path(tmp) / "etcd", binary))
         for target in targets:
@@ -179,7 +183,7 @@ def main(ops: int, repeat: int, time_limit: float, as_json: bool) -> None:
     summary = medians(runs, "system", Result)
     if as_json:
         click.echo(json.dumps({"ops": ops, "repeat": repeat, "time_limit": time_limit,
-                               "etcd": binary, "runs": runs,
+                               "encryption": encryption, "etcd": binary, "runs": runs,
                                "median": {s: {w: asdict(r) for w, r in m.items()}
                                           for s, m in summary.items()}}, indent=2))
         return

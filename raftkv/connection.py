@@ -2,7 +2,8 @@
 
 Any number of threads may send on it at once: each request gets a connection-
 local id, and a reader thread hands each answer to the waiting caller.  When the
-connection breaks, every waiting caller learns it at once.
+connection breaks, every waiting caller learns it at once.  Frames are sealed
+when the handshake says so (always, unless both ends are on loopback).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Connection:
             seconds = int(SEND_STALL_TIMEOUT)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                             struct.pack("ll", seconds, int((SEND_STALL_TIMEOUT - seconds) * 1e6)))
-            protocol.client_handshake(sock, secret)
+            self._channel = protocol.client_handshake(sock, secret)
         except (OSError, ProtocolError) as exc:
             sock.close()
             raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc
@@ -62,7 +63,7 @@ class Connection:
         future: Future[dict[str, Any]] = Future()
         frame_id = next(self._ids)
         request = {**request, "id": frame_id}
-        parts = (protocol.encode(request),) if payload is None else \
+        frame = (protocol.encode(request),) if payload is None else \
             protocol.encode_parts(request, payload)
         with self._lock:
             if self.closed:
@@ -70,7 +71,8 @@ class Connection:
             self._waiting[frame_id] = future
         try:
             with self._send_lock:
-                for part in parts:
+                # Sealed under the lock: a frame's nonce is its place in the stream.
+                for part in self._channel.seal(frame):
                     self._sock.sendall(part)
         except OSError as exc:
             self._fail_all(exc)
@@ -86,7 +88,7 @@ class Connection:
     def _read_loop(self) -> None:
         try:
             while True:
-                answer = protocol.read_frame(self._sock)
+                answer = protocol.read_frame(self._sock, self._channel)
                 with self._lock:
                     future = self._waiting.pop(answer.get("id"), None)  # type: ignore[arg-type]
                 if future is not None:

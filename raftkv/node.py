@@ -3,7 +3,11 @@
 pysyncobj 0.3.17 is pinned and hardened here from the outside (shared/PYSYNCOBJ.md
 maps each defect to its place in the library):
 
-* the cluster secret is mandatory, so no stranger's bytes reach ``pickle.loads``;
+* the cluster secret is mandatory, so no stranger's bytes reach ``pickle.loads``
+  (the engine's password is a key derived from it for the Raft port alone);
+* a connection that has not authenticated within :data:`RAFT_AUTH_DEADLINE` is
+  closed, and at most :data:`MAX_RAFT_UNAUTHENTICATED` wait at once;
+* the journal, metadata and snapshots are 0600 whatever the umask;
 * the pickle protocol is 5 (smaller entries), entries stay under :data:`ENTRY_CAP`;
 * the journal is fsynced before the leader counts itself and before a follower
   acknowledges, and term/vote metadata is fsynced before it is used;
@@ -22,6 +26,7 @@ import logging
 import os
 import pickle as std_pickle
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,7 @@ import pysyncobj.transport
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 
+from .cluster import derive_key
 from .errors import ConfigError, NoLeader, NotLeader, OutcomeUnknown, RaftKVError, Timeout, UnavailableError
 from .store import Store
 
@@ -49,6 +55,15 @@ LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps dow
 # appendEntriesBatchSizeBytes (4 x ENTRY_CAP) of entries or a 64 KiB snapshot
 # chunk, pickled, compressed and Fernet-encrypted (base64: x 4/3).
 MAX_RAFT_FRAME = 1 << 20
+# A connection to the Raft port must prove the password (its first frames) this
+# soon after it was accepted; peers take a round trip.  The engine's own timeout
+# runs only when a socket has an event, so a silent stranger was never closed.
+RAFT_AUTH_DEADLINE = 5.0
+# Connections not yet authenticated at once; a new one pushes out the oldest, so
+# strangers cannot keep a peer that reconnects from getting in.
+MAX_RAFT_UNAUTHENTICATED = 64
+RAFT_PASSWORD_PURPOSE = "raft"  # derive_key purpose of the engine's password
+PRIVATE_FILE = 0o600
 
 # The private methods we hook; fail loudly at import if the pinned engine changes.
 _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick")
@@ -90,7 +105,7 @@ class _DurableMetaStorer(pysyncobj.journal.MetaStorer):
     def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
         path = self.getPath()
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        with _create_private(tmp) as f:
             f.write(pysyncobj.pickle.dumps(meta))
             f.flush()
             os.fsync(f.fileno())
@@ -104,6 +119,7 @@ class _DurableJournal(pysyncobj.journal.FileJournal):
     def __init__(self, journal_file: str) -> None:
         self._dirty = False
         super().__init__(journal_file)
+        os.chmod(journal_file, PRIVATE_FILE)  # the engine creates it with the process umask
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         super().add(command, idx, term)
@@ -128,6 +144,11 @@ def _create_journal(journal_file: str | None = None) -> Any:
     return _DurableJournal(journal_file)
 
 
+def _create_private(path: str) -> Any:
+    """Open ``path`` for writing, truncated, readable by this user only."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb")
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path or ".", os.O_RDONLY)
     try:
@@ -141,7 +162,48 @@ pysyncobj.syncobj.createJournal = _create_journal
 pysyncobj.journal.MetaStorer = _DurableMetaStorer
 
 
-class _SyncingTransport(pysyncobj.syncobj.TCPTransport):
+class _GuardedTransport(pysyncobj.syncobj.TCPTransport):
+    """Strangers' connections to the Raft port cost little and do not last.
+
+    pysyncobj keeps every accepted connection until it authenticates, with no
+    bound on how many, and its inactivity timeout runs only when a socket has
+    an event: a silent connection stayed for ever.  Here a connection has
+    :data:`RAFT_AUTH_DEADLINE` to authenticate (the tick closes late ones), and
+    at most :data:`MAX_RAFT_UNAUTHENTICATED` wait at once.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Unauthenticated connections, oldest first -> when they were accepted.
+        self._accepted_at: dict[Any, float] = {}
+        self._next_report = 0.0
+        super().__init__(*args, **kwargs)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 - pysyncobj's name
+        waiting = [c for c in self._accepted_at if c in self._unknownConnections]
+        if len(waiting) >= MAX_RAFT_UNAUTHENTICATED:
+            now = time.monotonic()
+            if now >= self._next_report:  # a flood must not flood the log too
+                self._next_report = now + 10.0
+                log.warning("the Raft port holds %d connections not yet authenticated: "
+                            "closing the oldest for each new one", len(waiting))
+            waiting[0].disconnect()
+        self._accepted_at[conn] = time.monotonic()
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self) -> None:  # noqa: N802
+        super()._onTick()
+        if not self._accepted_at:
+            return
+        now = time.monotonic()
+        for conn, accepted in list(self._accepted_at.items()):
+            if conn not in self._unknownConnections:
+                del self._accepted_at[conn]  # authenticated, or gone
+            elif now - accepted > RAFT_AUTH_DEADLINE:
+                del self._accepted_at[conn]
+                conn.disconnect()
+
+
+class _SyncingTransport(_GuardedTransport):
     """Syncs the journal before a follower acknowledges entries (next_node_idx)."""
 
     journal: _DurableJournal | None = None
@@ -199,7 +261,7 @@ def _snapshot_codec(store: Store) -> tuple[Callable[..., None], Callable[[str], 
 
     def serialize(file_name: str, data: Any) -> None:
         raft_part = pysyncobj.pickle.dumps(data)
-        with open(file_name, "wb") as f:
+        with _create_private(file_name) as f:
             f.write(_LEN.pack(len(raft_part)))
             f.write(raft_part)
             msgpack.pack(store.snapshot(), f, use_bin_type=True)
@@ -328,7 +390,7 @@ def _engine_conf(config: ReplicaConfig, store: Store,
                  on_ready: Callable[[], None] | None = None) -> SyncObjConf:
     serialize, deserialize = _snapshot_codec(store)
     return SyncObjConf(
-        password=config.secret.decode("latin-1"),
+        password=derive_key(config.secret, RAFT_PASSWORD_PURPOSE).hex(),
         appendEntriesUseBatch=False,         # otherwise every write waits for a heartbeat
         appendEntriesBatchSizeBytes=4 * ENTRY_CAP,  # above the cap: no chunking bug
         journalFile=str(config.data_dir / "raft.journal"),

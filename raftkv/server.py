@@ -8,16 +8,26 @@ Requests that arrive together are packed into one Raft entry up to the entry cap
 together.  Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`),
 a few at a time so that a node's memory stays bounded whatever the traffic, and
 kept complete and free of garbage by a :class:`~raftkv.repair.BlobKeeper`.
+
+The port stays open to everyone who knows the secret, and costs a stranger's
+connections little: at most :data:`MAX_HANDSHAKING` connections may be in their
+handshake at once (a new one pushes out the oldest), each for at most
+:data:`~raftkv.protocol.HANDSHAKE_TIMEOUT`; a begun frame must be whole within
+:data:`~raftkv.protocol.FRAME_TIMEOUT`; beyond ``[store] max_connections`` a new
+connection is closed at once.  Idle client connections stay: clients keep theirs.
+What a replica writes to disk is readable by its own user only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +64,34 @@ BLOB_OPS = frozenset({"blob_put", "blob_get"})
 # on it after this long, answer "outcome unknown", and free its slot.
 BATCH_TIMEOUT = 10.0
 _ARRAY_OVERHEAD = 5              # msgpack array header of the batch
+# Connections in their handshake at once; a new one pushes the oldest out, so
+# a flood of strangers cannot keep a client or peer with the secret from joining.
+MAX_HANDSHAKING = 128
+# A connection's read buffer before reading pauses (frames above it are still
+# read whole): what a stranger's bytes can cost before the handshake refuses them.
+READ_BUFFER = 64 * 1024
+REPORT_INTERVAL = 10.0           # seconds between two warnings about refused connections
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The cluster file's optional ``[store]`` table: the client port of every replica."""
+
+    encryption: str = "auto"      # "auto": frames are sealed unless both ends are on
+                                  # loopback; "always": sealed on loopback too
+    max_connections: int = 2048   # open connections per replica; beyond, closed at once
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> StoreSettings:
+        unknown = sorted(set(table) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown key(s) in [store]: {', '.join(unknown)}")
+        settings = cls(**table)
+        if settings.encryption not in ("auto", "always"):
+            raise ConfigError('store.encryption must be "auto" or "always"')
+        if not isinstance(settings.max_connections, int) or settings.max_connections < 1:
+            raise ConfigError("store.max_connections must be a positive integer")
+        return settings
 
 
 def _array_header(n: int) -> bytes:
@@ -74,6 +112,7 @@ class NodeServer:
         self.group_id = me.group
         self.client_addr = me.client
         self.secret = cluster.secret
+        self.settings = StoreSettings.from_table(cluster.table("store"))
         # Leader hints must name the client port clients can dial, not the Raft port.
         self._client_addr_of = {r.raft: r.client for r in group.replicas}
         self.replica = Replica(ReplicaConfig(
@@ -90,7 +129,10 @@ class NodeServer:
         self.keeper = BlobKeeper(self.replica.store, self.blobs, group.client_addrs, me.client,
                                  cluster.secret, cluster.blobs, self.replica.is_leader)
         self._blob_slots: asyncio.Semaphore | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._open: set[asyncio.StreamWriter] = set()
+        self._handshaking: dict[asyncio.StreamWriter, None] = {}  # oldest first
+        self._over_cap = _Report("closed connections at the connection cap")
+        self._refused = _Report("refused connections that did not complete the handshake")
         self._pending: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -220,22 +262,50 @@ class NodeServer:
     async def serve_connection(self, reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        try:
-            await protocol.server_handshake(reader, writer, self.secret)
-        except (ProtocolError, OSError) as exc:
-            log.warning("refused connection from %s: %s", peer, exc)
-            writer.close()
+        if len(self._open) >= self.settings.max_connections:
+            self._over_cap.note(peer)
+            writer.transport.abort()
             return
+        self._open.add(writer)
+        try:
+            channel = await self._authenticate(reader, writer, peer)
+            if channel is not None:
+                await self._serve_requests(reader, writer, channel, peer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._open.discard(writer)
+            writer.close()
+
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            peer: Any) -> protocol.Channel | None:
+        """The handshake, within its deadline and under the handshake cap; None when refused."""
+        self._handshaking[writer] = None
+        if len(self._handshaking) > MAX_HANDSHAKING:
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            oldest.transport.abort()  # its handshake fails at once and ends its task
+        sealed = self.settings.encryption == "always" or not (
+            isinstance(peer, tuple) and protocol.is_loopback(peer[0]))
+        try:
+            return await protocol.server_handshake(reader, writer, self.secret, sealed=sealed)
+        except (ProtocolError, OSError) as exc:
+            self._refused.note(f"{peer}: {exc}")
+            return None
+        finally:
+            self._handshaking.pop(writer, None)
+
+    async def _serve_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              channel: protocol.Channel, peer: Any) -> None:
         slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
         tasks: set[asyncio.Task[None]] = set()
-        self._writers.add(writer)
         try:
             while True:
                 try:
-                    request = await protocol.read_frame_async(reader)
+                    request = await protocol.read_frame_async(reader, channel)
                 except ProtocolError as exc:
                     log.warning("malformed frame from %s: %s", peer, exc)
-                    writer.write(protocol.encode({"id": None, **exc.to_wire()}))
+                    _send(writer, channel, (protocol.encode({"id": None, **exc.to_wire()}),))
                     break
                 if request is None:
                     break
@@ -243,19 +313,17 @@ class NodeServer:
                 blob_slots = self._blob_slots if request.get("op") in BLOB_OPS else None
                 if blob_slots is not None:
                     await blob_slots.acquire()
-                task = asyncio.create_task(self._answer(request, writer, slots, blob_slots))
+                task = asyncio.create_task(
+                    self._answer(request, writer, channel, slots, blob_slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-        except (ConnectionError, OSError):
-            pass
         finally:
-            self._writers.discard(writer)
             for task in tasks:
                 task.cancel()
-            writer.close()
 
     async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter,
-                      slots: asyncio.Semaphore, blob_slots: asyncio.Semaphore | None) -> None:
+                      channel: protocol.Channel, slots: asyncio.Semaphore,
+                      blob_slots: asyncio.Semaphore | None) -> None:
         request_id = request.pop("id", None)
         op = request.get("op")
         try:
@@ -272,9 +340,9 @@ class NodeServer:
             payload = answer["ok"].get("data") if op == "blob_get" and "ok" in answer else None
             if isinstance(payload, bytes) and payload:
                 answer["ok"]["data"] = protocol.PAYLOAD
-                writer.writelines(protocol.encode_parts(answer, payload))
+                _send(writer, channel, protocol.encode_parts(answer, payload))
             else:
-                writer.write(protocol.encode(answer))
+                _send(writer, channel, (protocol.encode(answer),))
             await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -287,7 +355,7 @@ class NodeServer:
         self._blob_slots = asyncio.Semaphore(MAX_BLOB_OPS)
         host, port = split_addr(self.client_addr)
         server = await asyncio.start_server(self.serve_connection, host, port,
-                                            reuse_address=True, limit=protocol.MAX_FRAME + 1024)
+                                            reuse_address=True, limit=READ_BUFFER)
         print(f"raftkv-node {self.name} ready on {self.client_addr}", file=sys.stderr, flush=True)
         self.keeper.start()
         async with server:
@@ -295,9 +363,37 @@ class NodeServer:
             await asyncio.to_thread(self.keeper.stop)
             # Since 3.12 the server's exit waits for every connection to end; the
             # peers' keepers and idle clients would keep theirs open for ever.
-            for writer in list(self._writers):
+            for writer in list(self._open):
                 writer.close()
         self.replica.destroy()
+
+
+def _send(writer: asyncio.StreamWriter, channel: protocol.Channel, frame: Sequence[bytes]) -> None:
+    """Put one frame on the wire, sealed if the channel is: no await in between,
+    so frames are sealed in the order they are sent."""
+    parts = channel.seal(frame)
+    if len(parts) == 1:
+        writer.write(parts[0])
+    else:
+        writer.writelines(parts)
+
+
+class _Report:
+    """A warning that a flood would repeat for every connection: logged at most once
+    per :data:`REPORT_INTERVAL`, with how many it stands for."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._count = 0
+        self._next = 0.0
+
+    def note(self, detail: object) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now >= self._next:
+            log.warning("%s: %d since the last report (latest: %s)", self.what, self._count, detail)
+            self._count = 0
+            self._next = now + REPORT_INTERVAL
 
 
 class _Batch:
@@ -323,12 +419,21 @@ class Companion(Protocol):
     def stop(self) -> None: ...
 
 
+def keep_private(data_dir: Path) -> None:
+    """Whatever this process writes -- journal, snapshots, chunks -- only its user may
+    read: files 0600 and directories 0700, whoever started it and with what umask."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # one made before, by an older version, is closed too
+
+
 def run_node(config_path: str, name: str, data_dir: Path,
              companions: Callable[[ClusterConfig, NodeServer], list[Companion]] | None = None,
              ) -> None:
     """Run one storage replica, and what ``companions`` adds, until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    keep_private(data_dir)
     try:
         cluster = load_cluster(config_path)
         server = NodeServer(cluster, name, data_dir)
