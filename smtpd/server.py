@@ -27,12 +27,13 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from raftkv.cluster import CONFIG_ENV, split_addr
 from raftkv.errors import ConfigError
 from shards import Client
+from shards.model.ratelimit import Limits
 from shards.model.registry import Heartbeat
 from shards.service import run_service
 
 from .handler import InboundConfig, InboundHandler
 from .outbound import OutboundConfig, OutboundWorker
-from .submission import Authenticator, SubmissionHandler
+from .submission import Authenticator, AuthFailureCap, SubmissionHandler
 
 if TYPE_CHECKING:
     from raftkv.cluster import ClusterConfig
@@ -57,6 +58,7 @@ class SmtpServer:
         self.settings = cluster.smtpd
         self.hostname = hostname or self.settings.hostname or socket.getfqdn()
         self.inbound_config = InboundConfig.from_cluster(cluster, self.hostname)
+        self.auth_limits = Limits.from_table(cluster.table("auth"))  # shared with the web login
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
         host, port = split_addr(self.settings.inbound)
         self.inbound = _Controller(
@@ -95,7 +97,8 @@ class SmtpServer:
             ident="raftcloud-smtpd", data_size_limit=self.inbound_config.max_message_size,
             enable_SMTPUTF8=True, tls_context=tls, require_starttls=not plaintext,
             auth_required=True, auth_require_tls=not plaintext,
-            authenticator=Authenticator(client))
+            auth_failures_allowed=self.auth_limits.failures_per_connection,
+            authenticator=Authenticator(client, self.auth_limits))
 
     def start(self) -> None:
         """Start listening (raises OSError if the port is taken) and heartbeating."""
@@ -126,7 +129,7 @@ class _PendingAuth(NamedTuple):
     auth_data: Any
 
 
-class _LenientSMTP(SMTP):
+class _LenientSMTP(AuthFailureCap, SMTP):
     """aiosmtpd's SMTP, with two changes.
 
     Lines may be longer than 1000 bytes: real mail has longer ones (RFC 5321

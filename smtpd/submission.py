@@ -16,9 +16,9 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import AuthResult, LoginPassword, syntax
 
-from shards.model import accounts, outbound
+from shards.model import accounts, outbound, ratelimit
 
 from .handler import (
     BAD_ADDRESS,
@@ -38,19 +38,27 @@ log = logging.getLogger(__name__)
 
 NOT_YOURS = "553 5.7.1 Sender address not owned by the authenticated user"
 AUTH_FIRST = "530 5.7.0 Authentication required"
+# Says that a limit holds, nothing about the password: it was not checked.
+AUTH_LIMITED = "454 4.7.0 Too many failed authentication attempts, try again later"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
+AUTH_CLOSING = "421 4.7.0 Too many failed authentication attempts, closing connection"
 _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+|[^@\s<>]+@[^@\s<>.]+")
 
 
 class Authenticator:
     """aiosmtpd's authenticator: PLAIN and LOGIN against portal accounts.
 
-    A check costs one store read and one argon2 verification (tens of
-    milliseconds), so the server runs it in a thread, off the event loop
-    (``smtpd.server._LenientSMTP``).
+    Every check goes through :func:`shards.model.ratelimit.check_password`, the
+    limiter the web login uses, so guesses count against the same account and
+    address however they are split between the protocols, and a locked account
+    is locked here too.  A check costs a few store round trips and one argon2
+    verification (tens of milliseconds), so the server runs it in a thread, off
+    the event loop (``smtpd.server._LenientSMTP``).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, limits: ratelimit.Limits | None = None) -> None:
         self._client = client
+        self.limits = limits or ratelimit.Limits()
 
     def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
                  auth_data: Any) -> AuthResult:
@@ -59,17 +67,53 @@ class Authenticator:
         user = auth_data.login.decode("utf-8", "replace").strip().lower()
         user = user.partition("@")[0]  # "alice" or "alice@raftcloud.test"
         password = auth_data.password.decode("utf-8", "replace")
+        peer = session.peer
+        address = str(peer[0] if isinstance(peer, tuple) and peer else peer)
         try:
-            ok = accounts.valid_username(user) and accounts.verify_password(
-                self._client, user, password)
+            verdict = ratelimit.check_password(self._client, user, password, address,
+                                               self.limits)
         except Exception:  # noqa: BLE001 - the store is down: a temporary failure
             log.warning("AUTH for %r: store unavailable", user, exc_info=True)
-            return AuthResult(success=False, handled=True,
-                              message="454 4.7.0 Temporary authentication failure")
-        if not ok:
-            log.info("AUTH %s failed for %r from %s", mechanism, user, session.peer)
+            # handled=False: aiosmtpd sends the message only for an unhandled failure.
+            return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
+        if verdict.limited:
+            log.info("AUTH %s for %r from %s refused: limited for %.0f s", mechanism, user,
+                     address, verdict.retry_after)
+            return AuthResult(success=False, handled=False, message=AUTH_LIMITED)
+        if not verdict.right:
+            log.info("AUTH %s failed for %r from %s", mechanism, user, address)
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=user)
+
+
+class AuthFailureCap:
+    """Mixin for aiosmtpd's ``SMTP`` class (before it in the bases): after
+    ``auth_failures_allowed`` failed AUTH commands, one connection gets ``421`` and is closed.
+
+    The store-wide limits bound guesses per account and address over time;
+    this bounds what one connection may try before it must reconnect (and pass
+    the connection limits again), as Postfix's ``smtpd_hard_error_limit`` does.
+    """
+
+    def __init__(self, *args: Any, auth_failures_allowed: int = 3, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._auth_failures_allowed = auth_failures_allowed
+        self._auth_failures = 0
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
+        await super().smtp_AUTH(arg)  # type: ignore[misc]
+        session = self.session  # type: ignore[attr-defined]
+        if session is None or session.authenticated:
+            return
+        self._auth_failures += 1
+        if self._auth_failures >= self._auth_failures_allowed:
+            log.info("closing the connection of %s after %d failed AUTH commands",
+                     session.peer, self._auth_failures)
+            await self.push(AUTH_CLOSING)  # type: ignore[attr-defined]
+            # As aiosmtpd's own QUIT ends a session.
+            self._handler_coroutine.cancel()  # type: ignore[attr-defined]
+            self.transport.close()  # type: ignore[attr-defined]
 
 
 class SubmissionHandler(InboundHandler):
