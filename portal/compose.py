@@ -18,7 +18,7 @@ from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from shards.model import accounts, mailbox, outbound
+from shards.model import accounts, mailbox, outbound, sendlimit
 
 from .auth import current_user, login_required
 from .filenames import content_disposition
@@ -92,7 +92,8 @@ class ComposeViews:
 
     def _form(self: Portal, request: Request, **fields: Any) -> Response:
         defaults = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
-                    "in_reply_to": "", "forwarded": [], "error": None}
+                    "in_reply_to": "", "forwarded": [], "error": None,
+                    "send_note": self._send_limits().note()}
         return self.render(request, "compose.html", **{**defaults, **fields},
                            status=400 if fields.get("error") else 200)
 
@@ -118,9 +119,28 @@ class ComposeViews:
         if len(raw) > MAX_MESSAGE:
             raise RequestEntityTooLarge(TOO_BIG)
         user = current_user(request)
-        outbound.submit(self.client(), user, self._address(user), recipients, raw,
-                        domains=self.config.cluster.domains)
+        try:
+            self._submit(user, recipients, raw)
+        except BadRequest as exc:
+            return self._form(request, error=exc.description, **{
+                name: form.get(name, "") for name in ("to", "cc", "subject", "body",
+                                                      "forward_of", "in_reply_to")})
         return redirect("/mail?folder=sent", 303)
+
+    def _send_limits(self: Portal) -> sendlimit.SendLimits:
+        return sendlimit.SendLimits.from_table(self.config.cluster.table("mail"))
+
+    def _submit(self: Portal, user: str, recipients: list[str], raw: bytes) -> None:
+        """Send within the account's hourly caps and the local recipients' quotas."""
+        try:
+            sendlimit.charge(self.client(), user, len(recipients), self._send_limits())
+            outbound.submit(self.client(), user, self._address(user), recipients, raw,
+                            domains=self.config.cluster.domains,
+                            quota=mailbox.quota_setting(self.config.cluster.table("mail")))
+        except sendlimit.SendLimitExceeded as exc:
+            raise BadRequest(f"Not sent: {exc}") from None
+        except mailbox.MailboxFull as exc:
+            raise BadRequest(f"Not sent: the mailbox of {self._address(exc.user)} is full.") from None
 
     def _build(self: Portal, request: Request) -> EmailMessage:
         form, user = request.form, current_user(request)

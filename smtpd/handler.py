@@ -8,6 +8,22 @@ own 550 (and bounces) instead of us having to generate a bounce later.
 Store calls block, so they run in a thread pool; the event loop only ever
 waits on them.  Every store failure becomes a reply in :func:`_store_reply`,
 the one place that maps our error hierarchy onto SMTP codes.
+
+**Our domains as senders.**  Mail from our own users leaves through the
+submission port, with AUTH.  So mail arriving here whose envelope sender or
+From header is in one of our domains is a forgery -- unless it comes from one
+of the cluster's own hosts, whose local tools (cron, monitoring, scripts)
+deliver through this port without logging in.  Such mail is refused with a
+reply naming the submission port.  "Our own hosts" are the addresses of the
+cluster file's ``[smtpd] trusted_relays`` (addresses or networks) when given;
+otherwise 127.0.0.1, ::1 and the addresses of every host the cluster file
+names (replicas, frontends, smtpd, balancer, control), resolved at start.
+Other loopback addresses (127.0.0.2 ...) are not trusted by default, so a test
+on one machine can play a stranger by binding its client socket to one.
+
+**Quota.**  A recipient whose mailbox is full (``[mail] mailbox_quota``) is
+refused with 552 at RCPT when the client announced the size (``SIZE=``) or
+the mailbox is already full, else at DATA.
 """
 
 from __future__ import annotations
@@ -15,15 +31,19 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import ipaddress
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from raftkv.cluster import split_addr
 from raftkv.errors import ConfigError, RaftKVError, TooLarge, UnavailableError
 from shards.model import accounts, mailbox
+from shards.model.sendlimit import SendLimitExceeded, SendLimits
 
 if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -41,6 +61,9 @@ BAD_ADDRESS = "553 5.1.3 Bad recipient address syntax"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_BIG = "552 5.3.4 Message too big for system"
 TRY_LATER = "451 4.3.0 Try again later"
+MAILBOX_FULL = "552 5.2.2 Mailbox full"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -51,13 +74,36 @@ class InboundConfig:
     hostname: str = "localhost"           # our name in the greeting and Received headers
     max_message_size: int = 25 * 1024 * 1024  # bytes of DATA; above it, 552
     max_recipients: int = 100             # RFC 5321 §4.5.3.1.8: accept at least 100
+    # Clients that may send as our domains without AUTH (see the module docstring).
+    trusted_relays: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.1/32"),
+                                           ipaddress.ip_network("::1/128"))
+    submission_port: int = 2587           # named in the reply to a forged sender
+    mailbox_quota: int = mailbox.DEFAULT_QUOTA
+    send_limits: SendLimits = field(default_factory=SendLimits)
 
     @classmethod
     def from_cluster(cls, cluster: ClusterConfig, hostname: str) -> InboundConfig:
+        smtpd_table = cluster.table("smtpd")
+        submission = cluster.smtpd.submission if cluster.smtpd is not None else ""
         config = cls(domains=tuple(d.lower().rstrip(".") for d in cluster.domains),
-                     hostname=hostname)
+                     hostname=hostname,
+                     trusted_relays=trusted_relays(cluster, smtpd_table),
+                     submission_port=split_addr(submission)[1] if submission else 587,
+                     mailbox_quota=mailbox.quota_setting(cluster.table("mail")),
+                     send_limits=SendLimits.from_table(cluster.table("mail")))
         config.validate()
         return config
+
+    def trusted(self, peer: Any) -> bool:
+        """Whether the client at ``peer`` (aiosmtpd's ``session.peer``) is one of our hosts."""
+        host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        try:
+            ip = ipaddress.ip_address(str(host).partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.trusted_relays)
 
     def validate(self) -> None:
         if not self.domains:
@@ -66,6 +112,43 @@ class InboundConfig:
             raise ConfigError("mail domains must be given in lowercase")
         if self.max_message_size < 1 or self.max_recipients < 1:
             raise ConfigError("smtpd size and recipient limits must be positive")
+
+
+def trusted_relays(cluster: ClusterConfig, smtpd_table: Any) -> tuple[Network, ...]:
+    """``[smtpd] trusted_relays``, or loopback plus every host the cluster file names."""
+    configured = smtpd_table.get("trusted_relays")
+    if configured is not None:
+        if not isinstance(configured, list) or not all(isinstance(a, str) for a in configured):
+            raise ConfigError("smtpd.trusted_relays must be a list of addresses or networks")
+        try:
+            return tuple(ipaddress.ip_network(a, strict=False) for a in configured)
+        except ValueError as exc:
+            raise ConfigError(f"smtpd.trusted_relays: {exc}") from None
+    hosts = {"127.0.0.1", "::1"}
+    addrs = [r.raft for g in cluster.all_groups() for r in g.replicas]
+    addrs += [r.client for g in cluster.all_groups() for r in g.replicas]
+    addrs += [f.listen for f in cluster.frontends] + list(cluster.control.values())
+    if cluster.smtpd is not None:
+        addrs += [cluster.smtpd.inbound, cluster.smtpd.submission]
+    if cluster.balancer is not None:
+        addrs.append(cluster.balancer.listen)
+    for addr in addrs:
+        try:
+            hosts.add(split_addr(addr)[0])
+        except ConfigError:
+            continue
+    networks: set[Network] = set()
+    for host in hosts:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            log.warning("cluster host %r does not resolve; not trusted as a relay", host)
+            continue
+        for info in infos:
+            ip = ipaddress.ip_address(str(info[4][0]).partition("%")[0])
+            if not ip.is_unspecified:  # 0.0.0.0 is a bind address, not a host
+                networks.add(ipaddress.ip_network(ip))
+    return tuple(sorted(networks, key=str))
 
 
 class Rejected(Exception):
@@ -114,13 +197,53 @@ def received_header(session: Session, config: InboundConfig, recipient: str) -> 
     ).encode("utf-8", "replace")
 
 
+def _from_addresses(content: bytes) -> list[str]:
+    """The addresses of the message's From header(s); never raises on malformed mail."""
+    head = content.partition(b"\r\n\r\n")[0][:64 * 1024]
+    try:
+        message = email.message_from_bytes(head + b"\r\n\r\n")
+        values = [str(v) for v in message.get_all("From", [])]
+        return [address for _, address in email.utils.getaddresses(values) if address]
+    except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
+        return []
+
+
 def _printable(text: str, limit: int = 255) -> str:
     # Client-supplied names go into a header: no control characters, no endless lines.
     return "".join(ch for ch in text if ch.isprintable())[:limit]
 
 
+def send_limit_reply(exc: SendLimitExceeded) -> str:
+    """550/451 with the limit's own sentence: 550 when waiting cannot help."""
+    return f"{'550 5.7.1' if exc.permanent else '451 4.7.1'} {exc}"
+
+
+def forged_sender_reply(domain: str, config: InboundConfig) -> str:
+    return (f"550 5.7.1 Mail from {domain} must be sent through submission on port "
+            f"{config.submission_port} with AUTH")
+
+
+def _our_domain(address: str, domains: tuple[str, ...]) -> str | None:
+    """The domain of ``address`` if it is one of ours."""
+    domain = address.rpartition("@")[2].strip().lower().rstrip(".")
+    return domain if "@" in address and domain in domains else None
+
+
+def size_option(options: list[str]) -> int:
+    """The SIZE= a client announced in MAIL FROM (RFC 1870), 0 when none."""
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
 def _store_reply(exc: BaseException) -> str:
     """The SMTP reply for a failed store call (the one mapping of errors to SMTP)."""
+    if isinstance(exc, mailbox.MailboxFull):
+        return MAILBOX_FULL
+    if isinstance(exc, SendLimitExceeded):
+        return send_limit_reply(exc)
     if isinstance(exc, TooLarge):
         return TOO_BIG
     if isinstance(exc, UnavailableError):
@@ -158,6 +281,32 @@ class InboundHandler:
         log.error("internal error in an SMTP session", exc_info=error)
         return "451 4.3.0 Internal error, try again later"
 
+    def _forged(self, session: Session, address: str) -> str | None:
+        """The refusal for a sender address in our domains from a stranger, else None."""
+        domain = _our_domain(address, self.config.domains)
+        if domain is None or session.authenticated or self.config.trusted(session.peer):
+            return None
+        log.info("sender %r from %s refused: our domain, not a trusted host",
+                 address, session.peer)
+        return forged_sender_reply(domain, self.config)
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+            self, server: SMTP, session: Session, envelope: Envelope,
+            address: str, mail_options: list[str]) -> str:
+        refusal = self._forged(session, address)
+        if refusal is not None:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def _check_room(self, user: str, size: int) -> None:
+        """Rejected(552) when ``size`` more bytes do not fit in ``user``'s mailbox."""
+        # size 0 (not announced): refuse only a mailbox that is full already.
+        if not await self._run(mailbox.has_room, self._client, user, max(size, 1),
+                               self.config.mailbox_quota):
+            raise Rejected(MAILBOX_FULL)
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
             self, server: SMTP, session: Session, envelope: Envelope,
             address: str, rcpt_options: list[str]) -> str:
@@ -167,6 +316,7 @@ class InboundHandler:
             user = local_user(address, self.config.domains)
             if not await self._run(accounts.user_exists, self._client, user):
                 raise Rejected(NO_SUCH_USER)
+            await self._check_room(user, size_option(envelope.mail_options))
         except Rejected as exc:
             log.info("RCPT %r from %s refused: %s", address, session.peer, exc.reply)
             return exc.reply
@@ -178,16 +328,23 @@ class InboundHandler:
         content = envelope.original_content or b""
         if len(content) > self.config.max_message_size:
             return TOO_BIG  # aiosmtpd enforces its own limit too; this guards a misconfiguration
+        for author in _from_addresses(content):
+            refusal = self._forged(session, author)
+            if refusal is not None:
+                return refusal
         # Several addresses may name one account (Bob@ and bob@): deliver once per account.
         recipients = {}
         for address in envelope.rcpt_tos:
             recipients.setdefault(local_user(address, self.config.domains), address)
         return_path = f"Return-Path: <{_printable(envelope.mail_from or '')}>\r\n".encode()
         ids = []
+        deliver = functools.partial(mailbox.deliver, quota=self.config.mailbox_quota)
         try:
+            for user in recipients:  # all or none: a full mailbox refuses the whole message
+                await self._check_room(user, len(content))
             for user, address in recipients.items():
                 raw = return_path + received_header(session, self.config, address) + content
-                ids.append(await self._run(mailbox.deliver, self._client, user, raw))
+                ids.append(await self._run(deliver, self._client, user, raw))
         except Rejected as exc:
             # Copies already stored stay; the sender's retry is deduplicated by Message-ID.
             log.info("DATA from %s for %d recipient(s) refused after %d: %s",

@@ -9,25 +9,36 @@ or a DNS timeout means "later", with exponential backoff; a 5xx answer, a
 domain that does not exist, a null MX (RFC 7505) or too many attempts means
 a bounce: a delivery status notification, from the null sender, in the
 sender's inbox.
+
+The worker connects only to public addresses.  An exchanger on a loopback,
+private, link-local, reserved, multicast or unspecified address would let
+anyone who can send mail make us talk SMTP to our own hosts or network (an
+SSRF to port 25), so such addresses are skipped like unreachable ones, and a
+domain with no other exchanger bounces, saying why.  The cluster file's
+``[smtpd] allow_private_exchangers = true`` lifts this, for a cluster whose
+exchangers really are private (and for tests, whose "remote" servers are on
+127.0.0.25 and up).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import smtplib
 import socket
 import ssl
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dns.exception
 import dns.resolver
 
 from raftkv.cluster import split_addr
-from raftkv.errors import RaftKVError
+from raftkv.errors import ConfigError, RaftKVError
 from shards.model import mailbox, outbound
 
 if TYPE_CHECKING:
@@ -51,6 +62,27 @@ class OutboundConfig:
     max_attempts: int = 12             # then bounce (about a day with the defaults)
     greeting_timeout: float = 300.0    # RFC 5321 §4.5.3.2.1: 5 minutes for the greeting
     command_timeout: float = 300.0
+    allow_private: bool = False        # exchangers on loopback/private addresses (tests)
+
+
+def private_exchangers_allowed(smtpd_table: Mapping[str, Any]) -> bool:
+    """The ``[smtpd] allow_private_exchangers`` setting (default false)."""
+    value = smtpd_table.get("allow_private_exchangers", False)
+    if not isinstance(value, bool):
+        raise ConfigError("smtpd.allow_private_exchangers must be true or false")
+    return value
+
+
+def public_address(address: str) -> bool:
+    """Whether ``address`` is one the worker may connect to without allow_private."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    return not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved
+                or ip.is_multicast or ip.is_unspecified or not ip.is_global)
 
 
 class TemporaryFailure(Exception):
@@ -72,10 +104,13 @@ def _resolver(config: OutboundConfig) -> dns.resolver.Resolver:
     return resolver
 
 
-def exchangers(resolver: dns.resolver.Resolver, domain: str) -> list[str]:
-    """Addresses to try for ``domain``, best first.
+def exchangers(resolver: dns.resolver.Resolver, domain: str, *,
+               allow_private: bool = False) -> list[str]:
+    """Addresses to try for ``domain``, best first (IPv4 before IPv6 per exchanger).
 
-    :raises PermanentFailure: no such domain, or a null MX.
+    Without ``allow_private``, addresses that are not public are left out.
+
+    :raises PermanentFailure: no such domain, a null MX, or only non-public exchangers.
     :raises TemporaryFailure: DNS did not answer.
     """
     try:
@@ -92,10 +127,26 @@ def exchangers(resolver: dns.resolver.Resolver, domain: str) -> list[str]:
             try:
                 addresses += [str(r) for r in resolver.resolve(host, "A")]
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-                continue  # one broken MX record does not sink the others
+                pass  # one broken MX record does not sink the others
+            try:
+                addresses += [str(r) for r in resolver.resolve(host, "AAAA")]
+            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN, dns.exception.Timeout,
+                    dns.resolver.NoNameservers):
+                pass  # IPv6 is a bonus: its failure must not hide the IPv4 addresses
         if not addresses:
             raise PermanentFailure(f"no address for any exchanger of {domain}")
-        return addresses
+        if allow_private:
+            return addresses
+        public = [a for a in addresses if public_address(a)]
+        refused = [a for a in addresses if a not in public]
+        if refused:
+            log.warning("%s: not connecting to non-public exchanger address(es) %s",
+                        domain, ", ".join(refused))
+        if not public:
+            raise PermanentFailure(
+                f"the mail exchangers of {domain} are on non-public addresses "
+                f"({', '.join(refused)}); this server does not connect to those")
+        return public
     except dns.resolver.NXDOMAIN:
         raise PermanentFailure(f"domain {domain} does not exist") from None
     except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
@@ -227,7 +278,8 @@ class OutboundWorker:
                 return
             entry = renewed
             try:
-                addresses = exchangers(self._resolver, domain)
+                addresses = exchangers(self._resolver, domain,
+                                       allow_private=self.config.allow_private)
                 refused = send_to_domain(self.config, addresses, entry.sender, rcpts, raw)
             except TemporaryFailure as exc:
                 later.update(dict.fromkeys(rcpts, str(exc)))

@@ -32,7 +32,8 @@ from shards.model.registry import Heartbeat
 from shards.service import run_service
 
 from .handler import InboundConfig, InboundHandler
-from .outbound import OutboundConfig, OutboundWorker
+from .limits import BoundedSession, ConnectionGate, SessionLimits
+from .outbound import OutboundConfig, OutboundWorker, private_exchangers_allowed
 from .submission import Authenticator, AuthFailureCap, SubmissionHandler
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class SmtpServer:
         self.settings = cluster.smtpd
         self.hostname = hostname or self.settings.hostname or socket.getfqdn()
         self.inbound_config = InboundConfig.from_cluster(cluster, self.hostname)
+        self.limits = SessionLimits.from_table(cluster.table("smtpd"))
         self.auth_limits = Limits.from_table(cluster.table("auth"))  # shared with the web login
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
         host, port = split_addr(self.settings.inbound)
@@ -65,6 +67,7 @@ class SmtpServer:
             InboundHandler(self.inbound_config, client, executor=self._executor),
             hostname=host, port=port, server_hostname=self.hostname, ident="raftcloud-smtpd",
             data_size_limit=self.inbound_config.max_message_size,
+            gate=ConnectionGate(self.limits),  # caps and deadlines: smtpd.limits
             # 8BITMIME and SMTPUTF8 cost nothing here: we store bytes as received.
             enable_SMTPUTF8=True,
         )
@@ -74,7 +77,8 @@ class SmtpServer:
             hostname=self.hostname, domains=self.inbound_config.domains, resolver=s.resolver,
             remote_port=s.remote_port, poll_interval=s.queue_poll, lease=s.queue_lease,
             retry_base=s.retry_base,
-            max_attempts=s.max_attempts, greeting_timeout=s.greeting_timeout),
+            max_attempts=s.max_attempts, greeting_timeout=s.greeting_timeout,
+            allow_private=private_exchangers_allowed(cluster.table("smtpd"))),
             client, name=s.name)
         self._heartbeat = Heartbeat(client, kind="smtpd", name=self.settings.name,
                                     addr=self.settings.inbound,
@@ -96,6 +100,7 @@ class SmtpServer:
             hostname=host, port=port, server_hostname=self.hostname,
             ident="raftcloud-smtpd", data_size_limit=self.inbound_config.max_message_size,
             enable_SMTPUTF8=True, tls_context=tls, require_starttls=not plaintext,
+            gate=ConnectionGate(self.limits),
             auth_required=True, auth_require_tls=not plaintext,
             auth_failures_allowed=self.auth_limits.failures_per_connection,
             authenticator=Authenticator(client, self.auth_limits))
@@ -129,8 +134,9 @@ class _PendingAuth(NamedTuple):
     auth_data: Any
 
 
-class _LenientSMTP(AuthFailureCap, SMTP):
-    """aiosmtpd's SMTP, with two changes.
+class _LenientSMTP(BoundedSession, AuthFailureCap, SMTP):
+    """aiosmtpd's SMTP, with two changes (and the caps and deadlines of
+    :class:`smtpd.limits.BoundedSession`).
 
     Lines may be longer than 1000 bytes: real mail has longer ones (RFC 5321
     4.5.3.1: "implementation techniques that impose no limits ... should be used").

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword, syntax
 
-from shards.model import accounts, outbound, ratelimit
+from shards.model import accounts, outbound, ratelimit, sendlimit
 
 from .handler import (
     BAD_ADDRESS,
@@ -29,6 +29,7 @@ from .handler import (
     Rejected,
     local_user,
     received_header,
+    size_option,
 )
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class SubmissionHandler(InboundHandler):
                 name = local_user(address, self.config.domains)
                 if not await self._run(accounts.user_exists, self._client, name):
                     return NO_SUCH_USER
+                await self._check_room(name, size_option(envelope.mail_options))  # quota: 552
             except Rejected as exc:
                 return exc.reply
         envelope.rcpt_tos.append(address)
@@ -169,9 +171,12 @@ class SubmissionHandler(InboundHandler):
         raw = self._completed(content)
         raw = received_header(session, self.config, envelope.rcpt_tos[0]) + raw
         try:
+            # The hourly caps of shards.model.sendlimit: 451 4.7.1, or 550 5.7.1 if hopeless.
+            await self._run(sendlimit.charge, self._client, user, len(envelope.rcpt_tos),
+                            self.config.send_limits)
             result = await self._run(functools.partial(
-                outbound.submit, domains=self.config.domains), self._client, user,
-                envelope.mail_from or "", list(envelope.rcpt_tos), raw)
+                outbound.submit, domains=self.config.domains, quota=self.config.mailbox_quota),
+                self._client, user, envelope.mail_from or "", list(envelope.rcpt_tos), raw)
         except Rejected as exc:
             return exc.reply
         log.info("submitted by %s: %d local, queued %s", user, len(result.local), result.queued)

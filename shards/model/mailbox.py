@@ -4,6 +4,7 @@ Layout (the ``{user}`` hash tag keeps one user's rows on one shard)::
 
     row {user}/mail           column m:<msg_id>   msgpack metadata (sender, subject, ...)
                               column mid:<hash>   msg_id already delivered with that Message-ID
+                              column usage        bytes of every listed message (the quota's count)
     row {user}/msg:<msg_id>   column raw          the message exactly as received (any size)
 
 The metadata row is what a mailbox listing reads (one ``get_row``); raw bytes
@@ -20,6 +21,17 @@ message's metadata are written in one ``mutate_row`` conditioned on the
 ``mid:`` column being absent.  Two racing deliveries of one message store one
 copy; the loser deletes its raw bytes and returns the winner's id.
 
+**Quota.** ``usage`` counts the raw bytes of every message the mailbox lists,
+in every folder.  It changes in the same ``mutate_row`` that lists or unlists
+a message, conditioned on its version, so concurrent deliveries and deletes
+never lose a count.  :func:`deliver` with a ``quota`` refuses a message that
+would take ``usage`` over it (:class:`MailboxFull`); callers pass none for the
+user's own Sent copies and for bounces, which are counted but never refused.
+A mailbox from before the quota has no ``usage`` cell: the first delivery
+computes it from the metadata (one ``get_row``) and stores it; until then
+:func:`usage` computes it on each call.  The quota itself is the cluster
+file's ``[mail] mailbox_quota`` (:func:`quota_setting`).
+
 These functions do not check that the user has an account: callers (smtpd,
 portal) do that before delivering.
 """
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import re
 import secrets
 import time
@@ -39,23 +52,44 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from raftkv.errors import ConditionFailed
+from raftkv.errors import ConditionFailed, ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from email.message import EmailMessage
 
     from shards import Client
 
-__all__ = ["MessageSummary", "ParsedHeaders", "delete_message", "deliver", "get_message",
-           "get_summary", "header_value", "list_messages", "mark_read", "new_message_id",
-           "parse_headers"]
+__all__ = ["MailboxFull", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
+           "get_message", "get_summary", "has_room", "header_value", "list_messages",
+           "mark_read", "new_message_id", "parse_headers", "quota_setting", "usage"]
 
 log = logging.getLogger(__name__)
 
 META_PREFIX = "m:"
 DEDUP_PREFIX = "mid:"
 RAW_COLUMN = "raw"
+USAGE_COLUMN = "usage"
+DEFAULT_QUOTA = 1024 ** 3  # bytes per mailbox, unless [mail] mailbox_quota says otherwise
 _CAS_ATTEMPTS = 10  # read-modify-write retries before giving up under contention
+# Every delivery to one mailbox updates its usage cell: racing deliveries retry more.
+_USAGE_ATTEMPTS = 50
+
+
+class MailboxFull(Exception):
+    """The message does not fit in the recipient's quota."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"the mailbox of {user} is full")
+        self.user = user
+
+
+def quota_setting(mail_table: Mapping[str, Any]) -> int:
+    """The ``[mail] mailbox_quota`` setting in bytes (default 1 GiB)."""
+    value = mail_table.get("mailbox_quota", DEFAULT_QUOTA)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("mail.mailbox_quota must be a positive number of bytes")
+    return value
 # Metadata is a small Raft cell (DESIGN.md §3: entries stay under ~32 KiB), so header
 # values are cut; the full headers stay in the raw message.
 _MAX_HEADER_CHARS = {"sender": 320, "subject": 512, "message_id": 512}
@@ -154,13 +188,15 @@ def _cut(text: str, field: str) -> str:
 
 
 def deliver(client: Client, user: str, raw: bytes, *, folder: str = "inbox",
-            unread: bool = True) -> str:
+            unread: bool = True, quota: int | None = None) -> str:
     """Store a message in ``user``'s ``folder``; returns its message id.
 
     Delivering a message whose Message-ID is already in that folder stores
     nothing and returns the existing id.  Messages without a Message-ID are
-    always stored.
+    always stored.  The message's size is added to the mailbox's usage.
 
+    :param quota: refuse the message if usage would exceed it (None: never refuse).
+    :raises MailboxFull: it does not fit in ``quota``; nothing was stored.
     :raises UnavailableError: the store is unavailable; nothing visible was
         stored, and delivering again later is safe.
     """
@@ -176,24 +212,61 @@ def deliver(client: Client, user: str, raw: bytes, *, folder: str = "inbox",
     meta = {"sender": headers.sender, "subject": headers.subject, "date": time.time(),
             "unread": unread, "size": len(raw), "folder": folder,
             "message_id": headers.message_id}
+    if quota is not None and not has_room(client, user, len(raw), quota):
+        raise MailboxFull(user)  # before the raw write: a full mailbox costs no upload
     # Raw bytes first: once the metadata is visible, the message must be readable.
     # If we fail between the two writes, the raw cell is an orphan nobody lists.
     client.put(message_row(user, msg_id), RAW_COLUMN, raw)
-    conditions: list[tuple[Any, ...]] = []
-    mutations: list[tuple[Any, ...]] = [("put", META_PREFIX + msg_id, _pack(meta))]
-    if column is not None:
-        conditions.append(("absent", column))
-        mutations.append(("put", column, msg_id.encode("ascii")))
-    try:
-        client.mutate_row(row, conditions, mutations)
-    except ConditionFailed:
-        # A concurrent delivery of the same message won the race: keep its copy only.
-        client.delete(message_row(user, msg_id), RAW_COLUMN)
-        existing = client.get(row, column) if column is not None else None
-        if existing is None:
-            raise
-        return existing.value.decode("ascii")
-    return msg_id
+    for _ in range(_USAGE_ATTEMPTS):
+        used, version = _usage(client, user)
+        if quota is not None and used + len(raw) > quota:
+            client.delete(message_row(user, msg_id), RAW_COLUMN)
+            raise MailboxFull(user)
+        conditions: list[tuple[Any, ...]] = [("version", USAGE_COLUMN, version)]
+        mutations: list[tuple[Any, ...]] = [("put", META_PREFIX + msg_id, _pack(meta)),
+                                            ("put", USAGE_COLUMN, _pack(used + len(raw)))]
+        if column is not None:
+            conditions.append(("absent", column))
+            mutations.append(("put", column, msg_id.encode("ascii")))
+        try:
+            client.mutate_row(row, conditions, mutations)
+            return msg_id
+        except ConditionFailed:
+            existing = client.get(row, column) if column is not None else None
+            if existing is not None:
+                # A concurrent delivery of the same message won the race: keep its copy only.
+                client.delete(message_row(user, msg_id), RAW_COLUMN)
+                return existing.value.decode("ascii")
+            time.sleep(random.uniform(0, 0.01))  # another message changed the usage: recount
+    client.delete(message_row(user, msg_id), RAW_COLUMN)
+    raise ConditionFailed(f"the mailbox of {user} kept changing")
+
+
+def usage(client: Client, user: str) -> int:
+    """Bytes of every message in ``user``'s mailbox, all folders."""
+    return _usage(client, user)[0]
+
+
+def has_room(client: Client, user: str, size: int, quota: int) -> bool:
+    """Whether a message of ``size`` bytes fits in ``user``'s ``quota`` now."""
+    return usage(client, user) + size <= quota
+
+
+def _usage(client: Client, user: str) -> tuple[int, int]:
+    """``(bytes used, version of the usage cell)``; version 0 when there is no cell yet.
+
+    Without a cell (a mailbox from before quotas, or a new one) the count is
+    the sum of the listed sizes: storing it conditioned on version 0 makes it
+    the mailbox's counter from then on.
+    """
+    cell = client.get(mailbox_row(user), USAGE_COLUMN)
+    if cell is not None:
+        value = _unpack_int(cell.value)
+        if value is not None:
+            return value, cell.version
+    cells = client.get_row(mailbox_row(user), prefix=META_PREFIX)
+    total = sum(max(0, int((_unpack(c.value) or {}).get("size", 0) or 0)) for c in cells.values())
+    return total, 0 if cell is None else cell.version
 
 
 def list_messages(client: Client, user: str, folder: str = "inbox") -> list[MessageSummary]:
@@ -230,17 +303,41 @@ def mark_read(client: Client, user: str, msg_id: str, *, read: bool = True) -> b
 
 
 def delete_message(client: Client, user: str, msg_id: str) -> bool:
-    """Delete a message; returns whether it existed.
+    """Delete a message, giving its bytes back to the quota; returns whether it existed.
 
     The ``mid:`` column stays behind on purpose: a late SMTP retry of a message
     the user already deleted must not bring it back.
     """
     if not is_message_id(msg_id):
         return False
-    existed = client.delete(mailbox_row(user), META_PREFIX + msg_id)
+    existed = _unlist(client, user, msg_id)
     # Also when the metadata is gone: this cleans up after a half-finished deliver.
     client.delete(message_row(user, msg_id), RAW_COLUMN)
     return existed
+
+
+def _unlist(client: Client, user: str, msg_id: str) -> bool:
+    """Remove a message's metadata and subtract its size from the usage, in one mutation."""
+    row, column = mailbox_row(user), META_PREFIX + msg_id
+    for _ in range(_USAGE_ATTEMPTS):
+        meta_cell = client.get(row, column)
+        if meta_cell is None:
+            return False
+        usage_cell = client.get(row, USAGE_COLUMN)
+        used = None if usage_cell is None else _unpack_int(usage_cell.value)
+        conditions: list[tuple[Any, ...]] = [("version", column, meta_cell.version)]
+        mutations: list[tuple[Any, ...]] = [("delete", column)]
+        if used is not None and usage_cell is not None:
+            # No counter yet: nothing to subtract; it is computed from what is left.
+            size = max(0, int((_unpack(meta_cell.value) or {}).get("size", 0) or 0))
+            conditions.append(("version", USAGE_COLUMN, usage_cell.version))
+            mutations.append(("put", USAGE_COLUMN, _pack(max(0, used - size))))
+        try:
+            client.mutate_row(row, conditions, mutations)
+            return True
+        except ConditionFailed:
+            time.sleep(random.uniform(0, 0.01))
+    raise ConditionFailed(f"the mailbox of {user} kept changing")
 
 
 def _update_meta(client: Client, user: str, msg_id: str,
@@ -271,8 +368,16 @@ def _update_meta(client: Client, user: str, msg_id: str,
     raise ConditionFailed(f"message {msg_id} of {user} keeps changing")
 
 
-def _pack(meta: dict[str, Any]) -> bytes:
+def _pack(meta: dict[str, Any] | int) -> bytes:
     return msgpack.packb(meta, use_bin_type=True)
+
+
+def _unpack_int(value: bytes) -> int | None:
+    try:
+        number = msgpack.unpackb(value)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def _unpack(value: bytes) -> dict[str, Any] | None:

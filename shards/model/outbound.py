@@ -229,7 +229,7 @@ def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def submit(client: Client, user: str, sender: str, recipients: list[str], raw: bytes, *,
-           domains: tuple[str, ...]) -> Submission:
+           domains: tuple[str, ...], quota: int | None = None) -> Submission:
     """Deliver ``raw`` from ``user`` (envelope ``sender``) to ``recipients``.
 
     The message's From is the user's own address (:func:`with_own_from`),
@@ -237,6 +237,11 @@ def submit(client: Client, user: str, sender: str, recipients: list[str], raw: b
     caller that dies half-way and submits again leaves exactly one copy in
     each of our mailboxes.  The caller has checked that local recipients
     have accounts.
+
+    :param quota: local recipients' mailbox quota; the sender's Sent copy is
+        counted but never refused.
+    :raises mailbox.MailboxFull: a local recipient has no room; checked before
+        anything is stored (a race with another delivery may still end it half-way).
     """
     own = own_addresses(user, domains)
     raw = with_own_from(raw, sender if sender.lower() in own else f"{user}@{domains[0]}", own)
@@ -248,10 +253,14 @@ def submit(client: Client, user: str, sender: str, recipients: list[str], raw: b
             local.setdefault(name.lower(), address)
         else:
             remote.append(address)
+    if quota is not None:
+        for name in local:
+            if not mailbox.has_room(client, name, len(raw), quota):
+                raise mailbox.MailboxFull(name)
     headers = mailbox.parse_headers(raw)
     queued = None
     if remote:
         queued = enqueue(client, sender, remote, raw, message_id=headers.message_id)
-    delivered = {name: mailbox.deliver(client, name, raw) for name in local}
+    delivered = {name: mailbox.deliver(client, name, raw, quota=quota) for name in local}
     sent_id = mailbox.deliver(client, user, raw, folder="sent", unread=False)
     return Submission(local=delivered, sent_id=sent_id, queued=queued)

@@ -1,0 +1,197 @@
+"""What one SMTP client may hold: connections, and time for a line, a command, a session.
+
+aiosmtpd serves every session of a listener as a coroutine on one event loop,
+so a slow client costs a socket and a little memory, never a thread; what is
+left to bound is how many sockets a stranger may hold and for how long.
+
+* **Connections**: at most ``max_connections`` per listener and
+  ``max_connections_per_address`` per client address (an IPv6 /64 counts as one
+  address).  One more gets ``421 4.7.0`` and is closed before any greeting.
+* **A line**: once the first byte of a line (a command, or a line of DATA)
+  has arrived, the whole line must arrive within ``line_timeout``.  A client
+  dripping one byte every few seconds is cut off there, whatever the other
+  timers say.
+* **A command**: aiosmtpd's own ``timeout`` restarts only when a valid command
+  arrives (not on every byte), so it bounds the time from one command to the
+  next: ``command_timeout``.  DATA gets ``data_timeout`` for the whole message.
+* **A session**: ``session_timeout`` from accept to close, however busy.
+
+Every expiry sends ``421 4.4.2`` and closes the connection.  The settings are
+extra keys of the cluster file's ``[smtpd]`` table, parsed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from aiosmtpd.smtp import syntax
+
+from raftkv.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
+LINE_TIMEOUT = b"421 4.4.2 Line not completed in time, closing connection\r\n"
+COMMAND_TIMEOUT = b"421 4.4.2 Timeout, closing connection\r\n"
+SESSION_TIMEOUT = b"421 4.4.2 Session too long, closing connection\r\n"
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """The bounds above; the defaults suit a public MX."""
+
+    line_timeout: float = 10.0          # first byte of a line -> its end
+    command_timeout: float = 120.0      # one valid command -> the next
+    data_timeout: float = 600.0         # DATA -> the final dot (25 MiB at ~45 KB/s)
+    session_timeout: float = 1800.0     # accept -> close
+    max_connections: int = 400          # per listener
+    max_connections_per_address: int = 20
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> SessionLimits:
+        """Our keys of the ``[smtpd]`` table (others belong to other parts of smtpd)."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name not in table:
+                continue
+            value = table[field.name]
+            kind = int if field.type == "int" else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    kind is int and not isinstance(value, int)):
+                raise ConfigError(f"smtpd.{field.name} must be a number")
+            values[field.name] = kind(value)
+        limits = cls(**values)
+        if min(limits.line_timeout, limits.command_timeout, limits.data_timeout,
+               limits.session_timeout) <= 0:
+            raise ConfigError("smtpd timeouts must be positive")
+        if limits.max_connections < 1 or limits.max_connections_per_address < 1:
+            raise ConfigError("smtpd connection limits must be at least 1")
+        return limits
+
+
+def address_key(peer: Any) -> str:
+    """The key a client is counted under: its IP address, an IPv6 /64 as one."""
+    host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class ConnectionGate:
+    """Open connections of one listener, in total and per client address.
+
+    Used only from the listener's event loop thread, so it needs no lock.
+    """
+
+    def __init__(self, limits: SessionLimits) -> None:
+        self.limits = limits
+        self.total = 0
+        self._per_address: Counter[str] = Counter()
+
+    def enter(self, key: str) -> bool:
+        """Count a new connection from ``key``; False (and nothing counted) when over a cap."""
+        if (self.total >= self.limits.max_connections
+                or self._per_address[key] >= self.limits.max_connections_per_address):
+            return False
+        self.total += 1
+        self._per_address[key] += 1
+        return True
+
+    def leave(self, key: str) -> None:
+        self.total -= 1
+        self._per_address[key] -= 1
+        if self._per_address[key] <= 0:
+            del self._per_address[key]
+
+
+class BoundedSession:
+    """Mixin for aiosmtpd's ``SMTP`` protocol class: the caps and deadlines above.
+
+    Put it before ``SMTP`` in the bases and pass the listener's ``gate=`` to
+    the constructor (without one, a session counts against a gate of its own:
+    only the deadlines hold).  It works at the transport's edge
+    (``connection_made``, ``data_received``) so that aiosmtpd's command loop
+    stays as it is.
+    """
+
+    def __init__(self, *args: Any, gate: ConnectionGate | None = None, **kwargs: Any) -> None:
+        gate = gate or ConnectionGate(SessionLimits())
+        kwargs.setdefault("timeout", gate.limits.command_timeout)
+        super().__init__(*args, **kwargs)
+        self._gate = gate
+        self._gate_key: str | None = None   # set while this session is counted
+        self._refused = False
+        self._line_timer: asyncio.TimerHandle | None = None
+        self._session_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if getattr(self, "_original_transport", None) is not None:
+            super().connection_made(transport)  # the same session after STARTTLS
+            return
+        key = address_key(transport.get_extra_info("peername"))
+        if not self._gate.enter(key):
+            log.warning("refusing a connection from %s: too many connections", key)
+            self._refused = True
+            transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._gate_key = key
+        self._session_timer = self.loop.call_later(  # type: ignore[attr-defined]
+            self._gate.limits.session_timeout, self._expire, SESSION_TIMEOUT)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return  # aiosmtpd never saw this connection
+        for timer in (self._line_timer, self._session_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._gate_key is not None:
+            self._gate.leave(self._gate_key)
+            self._gate_key = None
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if data.endswith(b"\n"):
+            self._stop_line_timer()     # no line left half-sent
+        elif b"\n" in data or self._line_timer is None:
+            # A new line has begun (after this chunk's last newline): its clock starts now.
+            self._stop_line_timer()
+            self._line_timer = self.loop.call_later(  # type: ignore[attr-defined]
+                self._gate.limits.line_timeout, self._expire, LINE_TIMEOUT)
+        super().data_received(data)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command method
+        # aiosmtpd restarted its timer for this command; the message gets longer than one.
+        self._reset_timeout(self._gate.limits.data_timeout)  # type: ignore[attr-defined]
+        await super().smtp_DATA(arg)
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd's timer: close as it does, but say why first.
+        self._expire(COMMAND_TIMEOUT)
+
+    def _stop_line_timer(self) -> None:
+        if self._line_timer is not None:
+            self._line_timer.cancel()
+            self._line_timer = None
+
+    def _expire(self, reply: bytes) -> None:
+        transport = getattr(self, "transport", None)
+        if transport is None or transport.is_closing():
+            return
+        log.info("closing the session of %s: %s", self._gate_key, reply.decode().strip())
+        transport.write(reply)
+        transport.close()
