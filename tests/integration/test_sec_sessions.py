@@ -1,0 +1,242 @@
+"""Issue 13: sessions end when idle, a user sees and ends their sessions, two-factor sign-in.
+
+The portal runs in-process against a real 3-replica store (werkzeug's test client).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import msgpack
+import pyotp
+import pytest
+from werkzeug.test import Client as HTTPClient
+
+from portal import PortalConfig, create_app
+from portal.sessions import SEEN_COL, index_row, session_key, session_row
+
+from .._portal import ADMIN_PASSWORD, PASSWORD, csrf_of, logged_in, post, signed_up
+
+pytestmark = pytest.mark.cluster
+
+
+class CountingClient:
+    """A real store client that notes which thread called which method (no behaviour changed)."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args, **kwargs):
+            self.calls.append((threading.current_thread().name, name))
+            return attr(*args, **kwargs)
+        return counted
+
+
+def _app(kv_cluster, **settings):
+    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-sec", addr="127.0.0.1:9",
+                          admin_password=ADMIN_PASSWORD, background=False, **settings)
+    return create_app(config, client_factory=kv_cluster.client)
+
+
+@pytest.fixture(scope="module")
+def app(kv_cluster):
+    portal = _app(kv_cluster)
+    yield portal
+    portal.close()
+
+
+def _logged_in_with(app, name: str, agent: str) -> HTTPClient:
+    http = HTTPClient(app)
+    response = http.post("/login", data={"csrf": csrf_of(http), "username": name,
+                                         "password": PASSWORD}, headers={"User-Agent": agent})
+    assert response.status_code == 303, response.text
+    return http
+
+
+def _hello(http: HTTPClient, name: str) -> bool:
+    return f"Hello, {name}" in http.get("/").text
+
+
+# -- idle timeout -------------------------------------------------------------------------
+
+
+def test_an_idle_session_is_logged_out_and_an_active_one_stays(kv_cluster):
+    portal = _app(kv_cluster, session_idle=4.0)
+    try:
+        active, name = signed_up(portal)
+        idle = logged_in(portal, name)
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline:  # about 14 requests
+            assert _hello(active, name)
+            time.sleep(0.5)
+        assert _hello(active, name), "an active session must stay"
+        assert not _hello(idle, name), "a session unused for longer than session_idle must end"
+    finally:
+        portal.close()
+
+
+def test_last_seen_is_written_off_the_request_path_and_at_most_once_a_minute(kv_cluster, client):
+    counting: list[CountingClient] = []
+
+    def factory():
+        counting.append(CountingClient(kv_cluster.client()))
+        return counting[-1]
+
+    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-sec2", addr="127.0.0.1:9",
+                          admin_password=ADMIN_PASSWORD, background=False)
+    portal = create_app(config, client_factory=factory)
+    try:
+        http, name = signed_up(portal)
+        sid = http.get_cookie("sid").value
+        row = session_row(sid)
+        # As if the last recorded request was two minutes ago.
+        client.put(row, SEEN_COL, msgpack.packb(time.time() - 120))
+        version = client.get(row, SEEN_COL).version
+        store = counting[0]
+        store.calls.clear()
+        for _ in range(20):
+            assert http.get("/").status_code == 200
+        me = threading.current_thread().name
+        on_requests = [method for thread, method in store.calls if thread == me]
+        assert on_requests == ["get_row"] * 20, "a page makes one read and no write"
+        deadline = time.monotonic() + 10
+        while client.get(row, SEEN_COL).version == version and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen = client.get(row, SEEN_COL)
+        assert seen.version != version and abs(msgpack.unpackb(seen.value) - time.time()) < 10
+        writes = [m for t, m in store.calls if t != me and m == "mutate_row"]
+        assert len(writes) == 1, "20 requests in a minute: one last-seen write"
+        for _ in range(10):
+            http.get("/")
+        time.sleep(2.5)  # more than two flushes of the recorder
+        assert client.get(row, SEEN_COL).version == seen.version, "not again within a minute"
+    finally:
+        portal.close()
+
+
+# -- seeing and ending sessions -------------------------------------------------------------
+
+
+def test_a_user_sees_and_ends_their_other_sessions(app, client):
+    laptop, name = signed_up(app)
+    phone = _logged_in_with(app, name, "<script>alert(1)</script> Phone")
+    tablet = _logged_in_with(app, name, "Tablet/2")
+    page = laptop.get("/account").text
+    assert page.count("this device") == 1
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Phone" in page and "<script>" not in page
+    phone_key = session_key(phone.get_cookie("sid").value)
+    assert f'value="{phone_key}"' in page
+
+    # Ending needs the CSRF token, and only one's own sessions can be ended.
+    forged = laptop.post("/account/sessions/end", data={"session": phone_key})
+    assert forged.status_code == 403 and _hello(phone, name)
+    other, _ = signed_up(app)
+    assert post(other, "/account/sessions/end", {"session": phone_key},
+                "/account").status_code == 404
+    assert _hello(phone, name)
+
+    ended = post(laptop, "/account/sessions/end", {"session": phone_key}, "/account")
+    assert ended.status_code == 200 and "The session was ended" in ended.text
+    assert not _hello(phone, name) and _hello(laptop, name) and _hello(tablet, name)
+
+    assert post(laptop, "/account/sessions/end-others", {}, "/account").status_code == 200
+    assert not _hello(tablet, name) and _hello(laptop, name)
+    assert list(client.get_row(index_row(name))) == [
+        f"s:{session_key(laptop.get_cookie('sid').value)}"]
+
+
+# -- two-factor sign-in -----------------------------------------------------------------
+
+
+def _enrol(http: HTTPClient) -> tuple[str, list[str]]:
+    page = post(http, "/account/2fa/begin", {}, "/account")
+    assert page.status_code == 200
+    secret = re.search(r'<code class="secret">([A-Z2-7]{16,})</code>', page.text).group(1)
+    assert "otpauth://totp/" in page.text
+    wrong = post(http, "/account/2fa/confirm", {"code": "000000"}, "/account")
+    assert wrong.status_code == 400
+    done = post(http, "/account/2fa/confirm", {"code": pyotp.TOTP(secret).now()}, "/account")
+    assert done.status_code == 200
+    codes = re.findall(r"<code>([0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4})</code>", done.text)
+    assert len(codes) == 10
+    return secret, codes
+
+
+def _password_step(app, name: str) -> tuple[HTTPClient, dict]:
+    """Log in with the password; returns the browser and the code form's fields."""
+    http = HTTPClient(app)
+    page = post(http, "/login", {"username": name, "password": PASSWORD, "next": "/drive"})
+    assert page.status_code == 200 and 'action="/login/code"' in page.text
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
+    assert not _hello(http, name), "a right password alone is not a login"
+    return http, fields
+
+
+def _code_step(http: HTTPClient, fields: dict, code: str):
+    return http.post("/login/code", data={**fields, "code": code})
+
+
+def test_login_asks_for_the_code_once_two_factor_is_on(app):
+    http, name = signed_up(app)
+    secret, _ = _enrol(http)
+    assert "Recovery codes left: 10" in http.get("/account").text
+
+    browser, fields = _password_step(app, name)
+    wrong = _code_step(browser, fields, "123456" if pyotp.TOTP(secret).now() != "123456"
+                       else "654321")
+    assert wrong.status_code == 403 and "not right" in wrong.text
+    assert not _hello(browser, name)
+    # The confirmation used this time step's code: the next step's is still good (clock drift).
+    code = pyotp.TOTP(secret).at(time.time() + 30)
+    right = _code_step(browser, fields, code)
+    assert (right.status_code, right.headers["Location"]) == (303, "/drive")
+    assert _hello(browser, name)
+
+    # The same code again, in another login: refused (each time step once).
+    again, fields2 = _password_step(app, name)
+    assert _code_step(again, fields2, code).status_code == 403
+    assert not _hello(again, name)
+
+
+def test_a_recovery_code_works_once(app):
+    http, name = signed_up(app)
+    _, codes = _enrol(http)
+    browser, fields = _password_step(app, name)
+    assert _code_step(browser, fields, codes[0]).status_code == 303 and _hello(browser, name)
+    again, fields = _password_step(app, name)
+    assert _code_step(again, fields, codes[0]).status_code == 403
+    assert _code_step(again, fields, codes[1]).status_code == 303 and _hello(again, name)
+    assert "Recovery codes left: 8" in again.get("/account").text
+
+
+def test_a_pending_login_is_bound_to_the_browser_and_ends_after_five_wrong_codes(app):
+    http, name = signed_up(app)
+    _, codes = _enrol(http)
+    browser, fields = _password_step(app, name)
+    # Another browser (another sid) with the same token gets nowhere.
+    thief = HTTPClient(app)
+    stolen = thief.post("/login/code", data={**fields, "csrf": csrf_of(thief), "code": codes[0]})
+    assert stolen.status_code == 403 and not _hello(thief, name)
+    for _ in range(5):
+        assert _code_step(browser, fields, "000000").status_code == 403
+    # The pending login is over: even a right code needs the password again.
+    over = _code_step(browser, fields, codes[0])
+    assert over.status_code == 403 and "log in again" in over.text and not _hello(browser, name)
+
+
+def test_turning_two_factor_off_needs_the_password_or_a_code(app):
+    http, name = signed_up(app)
+    _, codes = _enrol(http)
+    refused = post(http, "/account/2fa/disable", {"password": "not the password"}, "/account")
+    assert refused.status_code == 403
+    assert post(http, "/account/2fa/disable", {"code": codes[0]}, "/account").status_code == 200
+    assert "Off." in http.get("/account").text
+    assert logged_in(app, name) is not None  # one step again
