@@ -185,7 +185,11 @@ def up(config_path: Path, data_dir: Path, host: str | None) -> None:
     """Start the cloud in the foreground; Ctrl-C stops it."""
     data_dir = data_dir.resolve()
     config_path = config_path.resolve()
+    # Journals, chunks, logs, keys: nobody but this user reads them.  Every child
+    # inherits the umask; a data dir made by an older version is closed too.
+    os.umask(0o077)
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     env = {"RAFTCLOUD_CONFIG": str(config_path)}
     try:
         cluster = load_cluster(config_path)

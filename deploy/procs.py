@@ -37,7 +37,7 @@ class Supervisor:
         self._log_dir = log_dir
         self._env = env
         self._lock = threading.Lock()
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def names(self) -> list[str]:
         return list(self._by_name)
@@ -49,7 +49,7 @@ class Supervisor:
             proc = self._procs.get(name)
             if proc is not None and proc.poll() is None:
                 return
-            with open(self._log_dir / f"{name}.log", "ab") as log:
+            with open(self._log_dir / f"{name}.log", "ab", opener=_private) as log:
                 # Its own session: a crash of the launcher's terminal group does
                 # not take the children with it before we stop them ourselves.
                 self._procs[name] = subprocess.Popen(
@@ -94,6 +94,11 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def _private(path: str, flags: int) -> int:
+    """Open a log readable by this user only: logs name users and addresses."""
+    return os.open(path, flags, 0o600)
 
 
 def is_ready(spec: ProcessSpec) -> bool:

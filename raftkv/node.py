@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle as std_pickle
+import select
 import struct
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ RAFT_AUTH_DEADLINE = 5.0
 # Connections not yet authenticated at once; a new one pushes out the oldest, so
 # strangers cannot keep a peer that reconnects from getting in.
 MAX_RAFT_UNAUTHENTICATED = 64
+LISTEN_BACKLOG = 128  # connections the Raft port's listener queues (and accepts per poll)
 RAFT_PASSWORD_PURPOSE = "raft"  # derive_key purpose of the engine's password
 PRIVATE_FILE = 0o600
 
@@ -246,6 +248,29 @@ pysyncobj.tcp_server.TcpConnection = _BoundedConnection
 pysyncobj.transport.TcpConnection = _BoundedConnection
 
 
+class _PromptServer(pysyncobj.tcp_server.TcpServer):
+    """The Raft port's listener: a queue of :data:`LISTEN_BACKLOG` connections, all
+    accepted at each poll.  The engine listens with a queue of 5 and accepts one
+    connection per tick, so a burst of strangers' connects filled the queue and a
+    peer's connect was dropped and retried for seconds."""
+
+    def bind(self) -> None:
+        super().bind()
+        self._TcpServer__socket.listen(LISTEN_BACKLOG)
+
+    def _TcpServer__onNewConnection(self, descr: int, event: int) -> None:  # noqa: N802
+        accept_one = pysyncobj.tcp_server.TcpServer._TcpServer__onNewConnection
+        waiting = select.poll()  # select.select fails on descriptors above 1023
+        waiting.register(descr, select.POLLIN)
+        for _ in range(LISTEN_BACKLOG):
+            accept_one(self, descr, event)
+            if self._TcpServer__fileno is None or not waiting.poll(0):
+                return
+
+
+pysyncobj.transport.TcpServer = _PromptServer
+
+
 # -- snapshots ------------------------------------------------------------------
 
 _LEN = struct.Struct(">Q")
@@ -271,6 +296,7 @@ def _snapshot_codec(store: Store) -> tuple[Callable[..., None], Callable[[str], 
         # the following snapshot at the latest -- the journal still holds the entries.
 
     def deserialize(file_name: str) -> Any:
+        os.chmod(file_name, PRIVATE_FILE)  # one received from the leader, too
         with open(file_name, "rb") as f:
             (size,) = _LEN.unpack(f.read(_LEN.size))
             raft_part = f.read(size)
