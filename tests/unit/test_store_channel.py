@@ -206,21 +206,25 @@ def test_each_purpose_gets_its_own_key() -> None:
     assert protocol.handshake_key(SECRET) == keys[protocol.HANDSHAKE_PURPOSE]
 
 
-def test_the_raft_password_is_a_derived_key_not_the_secret(tmp_path) -> None:
+def _raft_password(tmp_path) -> str:
     config = ReplicaConfig(raft_addr="127.0.0.1:1", peers=("127.0.0.1:2",),
                            data_dir=tmp_path, secret=SECRET)
-    password = _engine_conf(config, Store(4)).password
+    return _engine_conf(config, Store(4)).password
+
+
+def test_the_raft_password_is_a_derived_key_not_the_secret(tmp_path) -> None:
+    password = _raft_password(tmp_path)
     assert password == derive_key(SECRET, RAFT_PASSWORD_PURPOSE).hex()
     assert SECRET.decode() not in password
 
 
-@pytest.mark.parametrize("other", [
-    derive_key(SECRET, RAFT_PASSWORD_PURPOSE),       # the Raft port's password
-    derive_key(SECRET, "csrf"),                      # the key of CSRF tokens
-    control_token(SECRET).encode(),                  # the control API's bearer token
-    derive_key(SECRET, protocol.HANDSHAKE_PURPOSE),  # even the handshake key itself
-])
-def test_a_key_for_another_purpose_does_not_open_the_client_port(other: bytes) -> None:
+@pytest.mark.parametrize("purpose", ["raft password", "csrf key", "control token"])
+def test_a_key_for_another_purpose_does_not_open_the_client_port(purpose: str, tmp_path) -> None:
+    """Whoever learns the key of one use (the Raft engine's password, a CSRF key, the
+    control API's token) cannot use it as the secret of the client port."""
+    other = {"raft password": lambda: _raft_password(tmp_path).encode("latin-1"),
+             "csrf key": lambda: derive_key(SECRET, "csrf"),
+             "control token": lambda: control_token(SECRET).encode()}[purpose]()
     with echo_server(sealed=True) as addr, _connect(addr) as sock:
         with pytest.raises((AuthenticationFailed, ConnectionError)):
             protocol.client_handshake(sock, other)
