@@ -1,0 +1,1 @@
+"""Hostile inputs, one module per door (see README)."""
