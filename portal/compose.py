@@ -10,6 +10,7 @@ attachments on the server side, so they never travel through the browser.
 from __future__ import annotations
 
 import email.utils
+import re
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ MAX_RECIPIENTS = 100
 # The multipart framing and the small fields around a message's text and files.
 FORM_OVERHEAD = 256 * 1024
 TOO_BIG = "A message may be 25 MB at most, attachments included."
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")  # RFC 6838 type and subtype names
 
 
 def _addresses(text: str) -> list[str]:
@@ -60,6 +62,15 @@ def _upload_size(upload: FileStorage) -> int | None:
         return size
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _attachment_type(mimetype: str | None) -> tuple[str, str]:
+    """The type an uploaded file is attached as: the browser's, if it is a plain one."""
+    maintype, _, subtype = (mimetype or "").partition("/")
+    if (not _TOKEN.fullmatch(maintype) or not _TOKEN.fullmatch(subtype)
+            or maintype in ("multipart", "message")):  # these would need parts, not bytes
+        return "application", "octet-stream"
+    return maintype, subtype
 
 
 def _quote(text: str) -> str:
@@ -158,6 +169,8 @@ class ComposeViews:
                 message["References"] = form["in_reply_to"]
         except ValueError as exc:  # a header with a line break in it: injection
             raise BadRequest(f"That header is not allowed: {exc}") from None
+        except Exception:  # noqa: BLE001 - the email package raises assorted errors on odd input
+            raise BadRequest("An address or header of this message could not be read.") from None
         message.set_content(form.get("body", ""))
         # What is left of the message's size for attachments, as they will be encoded.
         budget = MAX_MESSAGE - len(form.get("body", "").encode("utf-8", "replace"))
@@ -172,10 +185,13 @@ class ComposeViews:
             budget -= encoded_size(len(data))
             if budget < 0:
                 raise RequestEntityTooLarge(TOO_BIG)
-            maintype, _, subtype = (upload.mimetype or "application/octet-stream").partition("/")
-            message.add_attachment(data, maintype=maintype or "application",
-                                   subtype=subtype or "octet-stream",
-                                   filename=upload.filename[:255])
+            maintype, subtype = _attachment_type(upload.mimetype)
+            try:
+                message.add_attachment(data, maintype=maintype, subtype=subtype,
+                                       filename=upload.filename[:255])
+            except Exception:  # noqa: BLE001 - as above, for a file name it cannot encode
+                raise BadRequest(f"The attachment name {upload.filename[:255]!r} "
+                                 "cannot be used.") from None
         if form.get("forward_of"):
             for part in self._original(request, form["forward_of"]).iter_attachments():
                 payload = part.get_payload(decode=True)
