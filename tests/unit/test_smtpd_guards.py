@@ -1,0 +1,162 @@
+"""smtpd's issue-13 guards that need no process: settings, caps, address checks, counters."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from aiosmtpd.smtp import Session
+
+from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig, SmtpdConfig
+from raftkv.errors import ConfigError
+from shards.model import accounts, mailbox, sendlimit
+from smtpd import handler
+from smtpd.handler import InboundConfig, trusted_relays
+from smtpd.limits import ConnectionGate, SessionLimits, address_key
+from smtpd.outbound import private_exchangers_allowed, public_address
+
+from .._memstore import MemClient
+
+
+def _cluster(**tables) -> ClusterConfig:
+    replica = ReplicaConfig(name="r1", group=1, raft="127.0.0.1:7101", client="10.9.8.7:7201")
+    return ClusterConfig(name="t", groups=(GroupConfig(1, (replica,)),), secret=b"s" * 16,
+                         smtpd=SmtpdConfig(submission="0.0.0.0:2587"), tables=tables)
+
+
+def test_session_limits_parse_their_keys_and_refuse_nonsense():
+    limits = SessionLimits.from_table({"line_timeout": 2, "max_connections": 7, "other": "x"})
+    assert (limits.line_timeout, limits.max_connections) == (2.0, 7)
+    for bad in ({"line_timeout": 0}, {"max_connections": 1.5}, {"session_timeout": "long"},
+                {"max_connections_per_address": True}):
+        with pytest.raises(ConfigError):
+            SessionLimits.from_table(bad)
+
+
+def test_the_gate_counts_per_listener_and_per_address():
+    gate = ConnectionGate(SessionLimits(max_connections=3, max_connections_per_address=2))
+    assert gate.enter("a") and gate.enter("a") and not gate.enter("a")
+    assert gate.enter("b") and not gate.enter("c")   # the listener is full
+    gate.leave("a")
+    assert gate.enter("c") and gate.total == 3
+
+
+@pytest.mark.parametrize("peer, key", [
+    (("192.0.2.7", 25), "192.0.2.7"),
+    (("::ffff:192.0.2.7", 25, 0, 0), "192.0.2.7"),
+    (("2001:db8:1:2:3:4:5:6", 25, 0, 0), "2001:db8:1:2::/64"),   # a customer's /64 is one
+])
+def test_clients_are_counted_by_address(peer, key):
+    assert address_key(peer) == key
+
+
+@pytest.mark.parametrize("address, public", [
+    ("8.8.8.8", True), ("2a00:1450:4001::1", True),
+    ("127.0.0.25", False), ("10.0.0.1", False), ("192.168.1.1", False), ("172.16.0.1", False),
+    ("169.254.169.254", False), ("0.0.0.0", False), ("224.0.0.1", False), ("240.0.0.1", False),
+    ("100.64.0.1", False), ("::1", False), ("fe80::1", False), ("fc00::1", False),
+    ("::ffff:127.0.0.1", False), ("::", False), ("not an address", False),
+])
+def test_only_public_exchanger_addresses_are_dialled(address, public):
+    assert public_address(address) is public
+
+
+def test_private_exchangers_need_an_explicit_true():
+    assert private_exchangers_allowed({}) is False
+    assert private_exchangers_allowed({"allow_private_exchangers": True}) is True
+    with pytest.raises(ConfigError):
+        private_exchangers_allowed({"allow_private_exchangers": "yes"})
+
+
+def test_trusted_relays_default_to_loopback_and_the_cluster_hosts():
+    networks = {str(n) for n in trusted_relays(_cluster(), {})}
+    assert {"127.0.0.1/32", "::1/128", "10.9.8.7/32"} <= networks
+    assert "0.0.0.0/32" not in networks and "127.0.0.2/32" not in networks
+    assert [str(n) for n in trusted_relays(_cluster(), {"trusted_relays": ["192.0.2.0/24"]})] \
+        == ["192.0.2.0/24"]
+    with pytest.raises(ConfigError):
+        trusted_relays(_cluster(), {"trusted_relays": ["not-a-net"]})
+
+
+def test_inbound_config_reads_the_new_settings():
+    config = InboundConfig.from_cluster(_cluster(mail={"mailbox_quota": 1234,
+                                                       "send_per_hour": 5}), "mx")
+    assert (config.mailbox_quota, config.send_limits.send_per_hour) == (1234, 5)
+    assert config.submission_port == 2587
+    assert config.trusted(("127.0.0.1", 40000)) and config.trusted(("::ffff:10.9.8.7", 1, 0, 0))
+    assert not config.trusted(("127.0.0.2", 40000))
+
+
+def test_a_forged_sender_is_refused_only_from_strangers():
+    config = dataclasses.replace(InboundConfig(("raftcloud.test",)), submission_port=587)
+    inbound = handler.InboundHandler(config, MemClient())
+    stranger, local = Session(loop=None), Session(loop=None)
+    stranger.peer, local.peer = ("198.51.100.1", 1), ("127.0.0.1", 1)
+    refusal = inbound._forged(stranger, "boss@RaftCloud.Test.")
+    assert refusal == ("550 5.7.1 Mail from raftcloud.test must be sent through submission "
+                       "on port 587 with AUTH")
+    assert inbound._forged(local, "boss@raftcloud.test") is None
+    assert inbound._forged(stranger, "someone@example.org") is None
+    stranger.authenticated = True
+    assert inbound._forged(stranger, "boss@raftcloud.test") is None
+
+
+def test_header_from_addresses_never_raise():
+    assert handler._from_addresses(b"From: A <a@x.test>, b@y.test\r\n\r\nbody") == [
+        "a@x.test", "b@y.test"]
+    assert handler._from_addresses(b"\xff\xfe garbage without headers") == []
+    assert handler.size_option(["BODY=8BITMIME", "size=1234"]) == 1234
+    assert handler.size_option(["SIZE=lots"]) == 0
+
+
+def test_quota_setting():
+    assert mailbox.quota_setting({}) == mailbox.DEFAULT_QUOTA
+    assert mailbox.quota_setting({"mailbox_quota": 10}) == 10
+    for bad in (0, -1, "1G", True, 1.5):
+        with pytest.raises(ConfigError):
+            mailbox.quota_setting({"mailbox_quota": bad})
+
+
+def test_send_limits_parse_and_choose_by_age():
+    limits = sendlimit.SendLimits.from_table({"send_per_hour": 4, "new_account_send_per_hour": 1,
+                                              "new_account_age": 60, "mailbox_quota": 1})
+    assert limits.caps(59) == (1, limits.new_account_recipients_per_hour)
+    assert limits.caps(60) == (4, limits.recipients_per_hour)
+    with pytest.raises(ConfigError):
+        sendlimit.SendLimits.from_table({"send_per_hour": "many"})
+
+
+def test_charge_counts_messages_and_recipients_per_hour():
+    client, now = MemClient(), time.time()
+    accounts.create_user(client, "ann", "a password!")
+    limits = sendlimit.SendLimits(new_account_send_per_hour=2, new_account_recipients_per_hour=3)
+    sendlimit.charge(client, "ann", 2, limits, now=now)
+    with pytest.raises(sendlimit.SendLimitExceeded) as over:   # 2 + 2 recipients > 3
+        sendlimit.charge(client, "ann", 2, limits, now=now + 1)
+    assert not over.value.permanent and 0 < over.value.retry_after <= 3600
+    sendlimit.charge(client, "ann", 1, limits, now=now + 2)     # a refusal cost nothing
+    with pytest.raises(sendlimit.SendLimitExceeded):           # the third message
+        sendlimit.charge(client, "ann", 0, limits, now=now + 3)
+    sendlimit.charge(client, "ann", 1, limits, now=now + 3601)  # a new hour
+    with pytest.raises(sendlimit.SendLimitExceeded) as hopeless:
+        sendlimit.charge(client, "ann", 4, limits, now=now + 3602)
+    assert hopeless.value.permanent
+    assert handler.send_limit_reply(hopeless.value).startswith("550 5.7.1 ")
+    assert handler.send_limit_reply(over.value).startswith("451 4.7.1 ")
+
+
+def test_usage_counts_every_delivery_and_delete_even_when_they_race():
+    client = MemClient()
+    raws = [f"Subject: m{i}\r\n\r\n{'x' * i}\r\n".encode() for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda raw: mailbox.deliver(client, "bo", raw), raws))
+    assert mailbox.usage(client, "bo") == sum(map(len, raws))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda msg_id: mailbox.delete_message(client, "bo", msg_id), ids[:30]))
+    assert mailbox.usage(client, "bo") == sum(map(len, raws[30:]))
+    with pytest.raises(mailbox.MailboxFull):
+        mailbox.deliver(client, "bo", b"x" * 100, quota=mailbox.usage(client, "bo") + 99)
+    assert len(mailbox.list_messages(client, "bo")) == 10
+    assert mailbox.usage(client, "bo") == sum(map(len, raws[30:]))
