@@ -68,6 +68,27 @@ def submission(cluster, client):
         yield host, int(port)
 
 
+class _CountingHasher:
+    """accounts' argon2 hasher, counting the verifications it really does."""
+
+    def __init__(self, real) -> None:
+        self.real, self.verified = real, []
+
+    def verify(self, hashed, password) -> bool:
+        self.verified.append(password)
+        return self.real.verify(hashed, password)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def hasher(monkeypatch) -> _CountingHasher:
+    counting = _CountingHasher(accounts._hasher)
+    monkeypatch.setattr(accounts, "_hasher", counting)
+    return counting
+
+
 def user(client) -> str:
     name = unique("pw")
     accounts.create_user(client, name, PASSWORD)
@@ -160,13 +181,15 @@ def _at_once(count: int, attempt) -> list:
     return results
 
 
-def test_twelve_wrong_web_logins_at_once_check_at_most_the_free_five(client, app):
+def test_twelve_wrong_web_logins_at_once_check_at_most_the_free_five(client, app, hasher):
     name, addr = user(client), fresh_address()
     codes = Counter(_at_once(12, lambda i: web_login(app, name, f"guess {i}", addr).status_code))
     assert codes == {403: AUTH["pair"]["free"], 429: 12 - AUTH["pair"]["free"]}
+    assert len(hasher.verified) == AUTH["pair"]["free"]  # the refused were never hashed
 
 
-def test_twelve_wrong_smtp_auths_at_once_check_at_most_the_free_five(client, submission):
+def test_twelve_wrong_smtp_auths_at_once_check_at_most_the_free_five(client, submission,
+                                                                    hasher):
     name, addr = user(client), fresh_address()
 
     def attempt(i: int) -> int:
@@ -174,6 +197,7 @@ def test_twelve_wrong_smtp_auths_at_once_check_at_most_the_free_five(client, sub
             return auth(connection, name, f"guess {i}")
     codes = Counter(_at_once(12, attempt))
     assert codes == {535: AUTH["pair"]["free"], 454: 12 - AUTH["pair"]["free"]}
+    assert len(hasher.verified) == AUTH["pair"]["free"]  # the refused were never hashed
 
 
 # -- weakness: a stranger cannot lock a user out --------------------------------------------
