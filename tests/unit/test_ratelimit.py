@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import tomllib
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -225,3 +228,9 @@ def test_every_verdict_follows_the_rules(steps):
             verdict = ratelimit.check_password(client, user, password, addr, SMALL, now=now)
             assert verdict == model.check(user, password, addr, now)
             assert len(checked) == before + (not verdict.limited)  # refused: never hashed
+
+
+def test_the_documented_auth_table_is_the_default():
+    readme = (Path(__file__).parents[2] / "deploy" / "README.md").read_text()
+    example = tomllib.loads(re.search(r"```toml\n(.*?)```", readme, re.S).group(1))
+    assert Limits.from_table(example["auth"]) == Limits()
