@@ -22,8 +22,9 @@ up: $(VENV)/installed
 PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; print(os.path.dirname(sys.executable), end=":")' 2>/dev/null; done)
 
 # Debian packages the suite drives as real peers: dnsmasq (MX records), swaks
-# (an SMTP client), Chromium (Playwright's browser; never `playwright install`).
-SYSTEM_PACKAGES = dnsmasq-base swaks chromium
+# (an SMTP client), Chromium (Playwright's browser; never `playwright install`),
+# wapiti (the web scanner of tests/hostile/test_scanner.py).
+SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
