@@ -62,6 +62,7 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_BIG = "552 5.3.4 Message too big for system"
 TRY_LATER = "451 4.3.0 Try again later"
 MAILBOX_FULL = "552 5.2.2 Mailbox full"
+BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -293,6 +294,8 @@ class InboundHandler:
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
             self, server: SMTP, session: Session, envelope: Envelope,
             address: str, mail_options: list[str]) -> str:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in address):
+            return BAD_SENDER  # a NUL or line break would end up in Return-Path
         refusal = self._forged(session, address)
         if refusal is not None:
             return refusal

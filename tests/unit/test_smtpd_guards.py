@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from aiosmtpd.smtp import Session
+from aiosmtpd.smtp import Envelope, Session
 
 from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig, SmtpdConfig
 from raftkv.errors import ConfigError
@@ -160,3 +161,15 @@ def test_usage_counts_every_delivery_and_delete_even_when_they_race():
         mailbox.deliver(client, "bo", b"x" * 100, quota=mailbox.usage(client, "bo") + 99)
     assert len(mailbox.list_messages(client, "bo")) == 10
     assert mailbox.usage(client, "bo") == sum(map(len, raws[30:]))
+
+
+def test_a_control_character_in_the_sender_is_refused():
+    inbound = handler.InboundHandler(InboundConfig(("raftcloud.test",)), MemClient())
+    session, envelope = Session(loop=None), Envelope()
+    session.peer = ("198.51.100.1", 1)
+    for sender in ("mal\x00lory@example.org", "a\r\nb@example.org", "x\x7f@example.org"):
+        reply = asyncio.run(inbound.handle_MAIL(None, session, envelope, sender, []))
+        assert reply == handler.BAD_SENDER
+    assert envelope.mail_from is None
+    assert asyncio.run(inbound.handle_MAIL(None, session, envelope, "ok@example.org", [])) \
+        .startswith("250")
