@@ -113,6 +113,13 @@ def test_an_anonymous_oversized_body_is_refused_before_it_is_read(cloud):
     assert time.monotonic() - started < 5
 
 
+def test_a_broken_chunked_body_is_refused(cloud, victim):
+    head = (f"POST /drive/upload HTTP/1.1\r\nHost: {cloud.frontend}\r\nCookie: sid={victim.sid}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    _refused(_raw.http(cloud.frontend, head, b"zz\r\nnot hex\r\n0\r\n\r\n"))
+
+
 def test_a_script_in_a_file_name_is_shown_escaped(cloud):
     browser = signed_in(cloud, new_account(cloud, "escaper"))
     name = "<img src=x onerror=alert(1)>.txt"

@@ -59,6 +59,7 @@ def _plain(user: str, password: str) -> str:
 
 def test_auth_before_starttls_is_refused(cloud, sender):
     with smtp(cloud, tls=False) as client:
+        assert not client.has_extn("auth"), "AUTH offered before STARTTLS"
         code, _ = client.docmd("AUTH", "PLAIN " + _plain(sender, PASSWORD))
     assert code in (530, 538, 503, 502)
 
@@ -85,6 +86,13 @@ def test_malformed_auth_is_refused(cloud, argument):
         if code == 334:  # LOGIN asks for the user name first; a garbage answer
             code, _ = client.docmd("%%%")
     assert code in (501, 535), code
+
+
+def test_a_wrong_password_is_refused(cloud):
+    target = new_account(cloud, "mistyped")
+    with smtp(cloud, source="127.0.0.70") as client:
+        code, _ = client.docmd("AUTH", "PLAIN " + _plain(target, "not the password"))
+    assert code == 535
 
 
 def test_an_unknown_auth_mechanism_is_refused(cloud):

@@ -14,9 +14,11 @@ import struct
 import msgpack
 import pytest
 
-from raftkv import protocol
+import raftkv
+from raftkv import errors, protocol
 
 from . import _raw
+from .conftest import CANARY
 
 pytestmark = pytest.mark.cluster
 
@@ -120,3 +122,10 @@ def test_a_request_it_cannot_serve_gets_an_error_frame(cloud, request_):
     error = answer.get("error") or (answer.get("ok") or {}).get("error")
     assert answer.get("id") == 7 and error, answer
     assert not list(cloud.data.rglob("hostile-blob")), "no file written outside the chunk store"
+
+
+def test_a_client_with_the_wrong_secret_gets_nothing(cloud):
+    with raftkv.Client(cloud.cluster.groups[0].client_addrs, b"wrong-secret-wrong-secret",
+                       timeout=2) as stranger:
+        with pytest.raises(errors.UnavailableError):
+            stranger.get(*CANARY)

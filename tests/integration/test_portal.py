@@ -92,13 +92,6 @@ def test_session_fixation_is_prevented(app):
     assert attacker.get("/drive").status_code == 303  # still anonymous: sent to /login
 
 
-def test_post_without_csrf_is_refused_when_logged_in(app):
-    http, _ = signed_up(app)
-    response = upload(http, "x.txt", b"x", csrf=False)
-    assert response.status_code == 403
-    assert "Hello" in http.get("/").text  # a forged POST does not log the victim out
-
-
 def test_upload_download_round_trip(app):
     http, _ = signed_up(app)
     content = os.urandom(3 * 1024 * 1024 + 17)
@@ -117,20 +110,6 @@ def test_upload_download_round_trip(app):
     assert post(http, f"/drive/{file_id}/delete", {}, "/drive").status_code == 303
     assert file_ids(http) == []
     assert http.get(f"/drive/{file_id}").status_code == 404
-
-
-def test_file_names_are_escaped_or_refused(app):
-    http, _ = signed_up(app)
-    name = "<img src=x onerror=alert(1)>.txt"
-    assert upload(http, name, b"hello", "text/plain").status_code == 303
-    page = http.get("/drive").text
-    assert "<img src=x" not in page
-    assert "&lt;img src=x onerror=alert(1)&gt;.txt" in page
-    for bad in ("../etc/passwd", "..", "a\x00b", "a\x07b"):
-        response = upload(http, bad, b"x")
-        assert response.status_code == 400, repr(bad)
-        assert "cannot" in response.text
-    assert len(file_ids(http)) == 1
 
 
 def test_another_user_cannot_fetch_my_file(app):

@@ -262,25 +262,6 @@ def test_an_undeliverable_message_bounces_to_the_sender(client, users, smtpd, rc
     assert subject.encode() in raw and b"MAILER-DAEMON" in raw
 
 
-def test_submission_demands_tls_auth_and_the_users_own_address(users, smtpd):
-    alice, bob = users
-    host, port = smtpd.submission.rsplit(":", 1)
-    with smtplib.SMTP(host, int(port), timeout=30) as plain:
-        plain.ehlo()
-        assert not plain.has_extn("auth"), "AUTH offered before STARTTLS"
-        code, _ = plain.docmd("MAIL FROM:<x@raftcloud.test>")
-        assert code == 530
-    with pytest.raises(smtplib.SMTPAuthenticationError):
-        smtpd.connect(alice, "not the password")
-    with smtpd.connect(alice) as smtp:
-        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
-            smtp.sendmail(f"{bob}@raftcloud.test", ["carol@example.test"], b"Subject: x\r\n\r\nx")
-        assert refused.value.smtp_code == 553
-        with pytest.raises(smtplib.SMTPRecipientsRefused):
-            smtp.sendmail(f"{alice}@raftcloud.test", ["nobody-here@raftcloud.test"],
-                          b"Subject: x\r\n\r\nx")
-
-
 def test_a_retried_submission_leaves_one_copy_in_each_of_our_mailboxes(client, users, smtpd,
                                                                         remotes):
     alice, bob = users
