@@ -103,9 +103,11 @@ def test_check_csrf_never_raises(sid, token):
     assert check_csrf(SECRET, real, csrf_token(SECRET, real) + (token or "")) is (not token)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(query=st.binary(max_size=60), cookie=st.text(max_size=60), path=st.binary(max_size=30))
-def test_malformed_query_cookie_and_path_are_never_a_500(store_app, query, cookie, path):
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.binary(max_size=60), cookie=st.text(max_size=60), path=st.binary(max_size=30),
+       host=st.binary(max_size=30), language=st.binary(max_size=30))
+def test_malformed_query_cookie_path_and_headers_are_never_a_500(store_app, query, cookie, path,
+                                                                 host, language):
     # Bad percent-encoding, invalid UTF-8, control characters: werkzeug decodes
     # leniently; nothing here may crash a view.
     # WSGI hands the app each of these as the request's bytes decoded as latin-1.
@@ -113,6 +115,8 @@ def test_malformed_query_cookie_and_path_are_never_a_500(store_app, query, cooki
     environ["QUERY_STRING"] = query.decode("latin-1")
     environ["HTTP_COOKIE"] = cookie.encode("utf-8", "surrogatepass").decode("latin-1")
     environ["PATH_INFO"] = "/" + path.decode("latin-1")
+    environ["HTTP_HOST"] = host.decode("latin-1")
+    environ["HTTP_ACCEPT_LANGUAGE"] = environ["HTTP_IF_MODIFIED_SINCE"] = language.decode("latin-1")
     _iter, status, _headers = run_wsgi_app(store_app, environ, buffered=True)
     assert not status.startswith("5"), status
 
@@ -209,6 +213,17 @@ def test_the_cookie_is_secure_when_the_cluster_says_https():
 
 def test_the_cookie_is_secure_when_the_request_came_over_https():
     assert "; Secure" in _cookie(_app(), "https://localhost/")
+
+
+def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_only():
+    app = _app(trusted_proxies=("127.0.0.1",))
+
+    def cookie(peer: str) -> str:
+        return HTTPClient(app).get("/", headers={"X-Forwarded-Proto": "https"},
+                                   environ_base={"REMOTE_ADDR": peer}).headers["Set-Cookie"]
+
+    assert "; Secure" in cookie("127.0.0.1")
+    assert "Secure" not in cookie("10.9.9.9")  # anyone else's header is not believed
 
 
 def test_the_cookie_takes_the_configured_domain():
