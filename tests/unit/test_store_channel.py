@@ -14,8 +14,9 @@ import pytest
 
 from raftkv import protocol
 from raftkv.cluster import control_token, derive_key
-from raftkv.errors import AuthenticationFailed, ProtocolError
+from raftkv.errors import AuthenticationFailed, ConfigError, ProtocolError
 from raftkv.node import RAFT_PASSWORD_PURPOSE, ReplicaConfig, _engine_conf
+from raftkv.server import StoreSettings
 from raftkv.store import Store
 
 SECRET = b"unit-secret-0123456789abcdef"
@@ -228,3 +229,15 @@ def test_a_key_for_another_purpose_does_not_open_the_client_port(purpose: str, t
     with echo_server(sealed=True) as addr, _connect(addr) as sock:
         with pytest.raises((AuthenticationFailed, ConnectionError)):
             protocol.client_handshake(sock, other)
+
+
+# -- the [store] table ------------------------------------------------------------
+
+def test_the_store_table_is_checked() -> None:
+    assert StoreSettings.from_table({}) == StoreSettings("auto", 2048)
+    assert StoreSettings.from_table({"encryption": "always", "max_connections": 10}) == \
+        StoreSettings("always", 10)
+    for bad in ({"encryption": "never"}, {"max_connections": 0}, {"max_connections": "9"},
+                {"encrypt": "always"}):
+        with pytest.raises(ConfigError):
+            StoreSettings.from_table(bad)
