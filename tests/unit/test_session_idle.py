@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import msgpack
+import pytest
 
+from portal.config import web_settings
 from portal.sessions import (
     SEEN_COL,
     SESSION_COL,
@@ -15,6 +17,7 @@ from portal.sessions import (
     session_key,
     session_row,
 )
+from raftkv.errors import ConfigError
 
 from .._memstore import MemClient
 
@@ -117,3 +120,11 @@ def test_the_sessions_list_marks_this_device_and_ends_others():
     third = _logged_in(store)
     assert store.revoke_others("alice", keep=third) == 1
     assert store.load(second.sid).user is None and store.load(third.sid).user == "alice"
+
+
+def test_the_web_table_sets_session_ttl_and_idle():
+    assert web_settings({"session_ttl": 3600, "session_idle": 600.5}) == {
+        "session_ttl": 3600.0, "session_idle": 600.5}
+    for bad in (0, -1, "600", True):
+        with pytest.raises(ConfigError):
+            web_settings({"session_idle": bad})
