@@ -36,8 +36,9 @@ The doors, one module each:
 * ``test_smtp_submission.py``: AUTH and MAIL before STARTTLS, MAIL before
   AUTH, malformed AUTH (bad base64, truncated, no separators, LOGIN garbage),
   unknown mechanisms, a wrong password, someone else's MAIL FROM, unknown
-  recipients, many wrong passwords on one connection (421), and the right
-  password refused while an account is being guessed.
+  recipients, many wrong passwords on one connection (421), the right
+  password refused at an address that has been guessing (but not elsewhere),
+  and web login guesses that count against SMTP AUTH (one shared limiter).
 * ``test_mime.py``: scripts and event handlers in HTML mail, scripts in
   subjects (plain and encoded words), malformed MIME, a 1 MB header line,
   bare LF, NUL, an attachment named ``../``: stored as received, shown inert.
