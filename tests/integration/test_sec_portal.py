@@ -15,6 +15,7 @@ import http.client
 import io
 import re
 import secrets
+import smtplib
 import socket
 import threading
 import time
@@ -30,6 +31,7 @@ from portal import PortalConfig, create_app
 from portal.app import CSP
 from shards.model import accounts, mailbox, outbound
 
+from .._mail import inprocess_smtpd
 from .._procs import Proc, free_port, port_open, python_cmd, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -167,6 +169,20 @@ def test_a_forged_from_through_submission_is_replaced_by_the_users_own(client):
     own = f"Administrator <{sender}@raftcloud.test>"
     assert _stored_from(client, recipient, "inbox") == [own]
     assert _stored_from(client, sender, "sent") == [own]
+
+
+def test_a_forged_from_on_the_submission_port_is_replaced_by_the_users_own(kv_cluster, client):
+    sender, recipient = _user(client), _user(client)
+    raw = (f"From: Administrator <admin@raftcloud.test>\r\nTo: {recipient}@raftcloud.test\r\n"
+           "Subject: from the port\r\n\r\nhello\r\n")
+    with inprocess_smtpd(kv_cluster.cluster, client, submission=f"127.0.0.1:{free_port()}",
+                         plaintext_auth_on_loopback=True) as settings:
+        host, port = settings.submission.rsplit(":", 1)
+        with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+            smtp.login(sender, PASSWORD)
+            smtp.sendmail(f"{sender}@raftcloud.test", [f"{recipient}@raftcloud.test"], raw)
+    assert _stored_from(client, recipient, "inbox") == [
+        f"Administrator <{sender}@raftcloud.test>"]
 
 
 # -- on a real gunicorn frontend ------------------------------------------------------------
