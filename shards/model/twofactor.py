@@ -75,7 +75,7 @@ def _pack(record: dict[str, Any]) -> bytes:
 
 
 def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _normalise(code: str) -> str:
@@ -195,7 +195,7 @@ def use_code(client: Client, user: str, code: str, now: float | None = None) -> 
 
 def _matching_step(record: dict[str, Any], code: str, now: float) -> int | None:
     code = "".join(code.split())
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):  # not "١٢٣٤٥٦"
         return None
     totp = pyotp.TOTP(record["secret"], interval=STEP)
     current = int(now // STEP)

@@ -66,3 +66,10 @@ def test_a_pending_login_expires():
     token = twofactor.start_pending(client, "alice", "sid-a", "/", now=NOW)
     assert twofactor.take_try(client, "alice", token, "sid-a",
                               now=NOW + twofactor.PENDING_TTL + 1) is None
+
+
+def test_codes_that_are_not_ascii_digits_are_simply_wrong():
+    client = MemClient()
+    _enrolled(client)
+    for code in ("\u0661\u0662\u0663\u0664\u0665\u0666", "12345\u00bd", "x" * 64, "", "\udcff"):
+        assert not twofactor.use_code(client, "alice", code, now=NOW + 60)
