@@ -18,9 +18,10 @@ Also bounded: heads larger than :data:`MAX_HEAD` (431), the connections one
 worker holds (``[web] max_connections``; at the cap the oldest connection
 still waiting for a head, else the oldest idle keep-alive one, is closed to
 make room, and only when every connection is busy is a newcomer refused with
-503), and the lingering close after a ``Connection: close`` answer, which
-stock gthread runs on its event loop (up to 2 s for a peer that never closes)
-and this worker runs in the request's thread.
+503), and the lingering close after a ``Connection: close`` answer: stock
+gthread waits for the peer's FIN on its event loop (up to 2 s, for one peer at
+a time, while nobody else is served); this worker waits for it in the loop's
+selector, blocking nothing.
 
 TLS and cleartext HTTP/2 need bytes we cannot read raw; with either configured
 the worker behaves like stock gthread (our frontends serve plain HTTP/1.1
@@ -48,6 +49,10 @@ from .listener import ListenerLimits, listener_limits
 # The largest request head we wait for.  Browsers send a few KiB (cookies
 # included); gunicorn's own limits would let one connection buffer ~800 KiB.
 MAX_HEAD = 64 * 1024
+# After a "Connection: close" answer: how long, and how many bytes, we read for
+# the peer's FIN before closing anyway (gunicorn's util.close_graceful's bounds).
+LINGER_TIME = 2.0
+LINGER_BYTES = 64 * 1024
 
 
 def _answer(status: str, text: str) -> bytes:
@@ -78,7 +83,8 @@ class _Conn(TConn):
         self.head = bytearray()
         self.head_deadline = 0.0
         self.head_ready = False   # the head is in self.head: the next enqueue goes to a thread
-        self.closed = False       # closed by its thread (lingering close done there)
+        self.linger_deadline = 0.0
+        self.drained = 0
 
     def init(self) -> None:
         # Runs in the thread, before the parser reads: hand it the head we read.
@@ -105,8 +111,10 @@ class HeadReadingWorker(ThreadWorker):
         # Accepting stays on: the cap is ours (evict or refuse), not a full backlog.
         self.worker_connections = self.limits.max_connections + 1
         self.reads_heads = not self.cfg.is_ssl and "h2" not in (self.cfg.http_protocols or ())
-        # Connections waiting for their head, oldest (= earliest deadline) first.
+        # Connections waiting for their head, oldest (= earliest deadline) first,
+        # and answered ones waiting for the peer's FIN.
         self.heads: OrderedDict[_Conn, None] = OrderedDict()
+        self.lingering: OrderedDict[_Conn, None] = OrderedDict()
 
     def init_process(self) -> None:
         if not self.reads_heads:
@@ -131,7 +139,11 @@ class HeadReadingWorker(ThreadWorker):
                                self.limits.io_timeout))
 
     def _evict_one(self) -> bool:
-        """Close the oldest connection that waits for a head, else the oldest idle one."""
+        """Close a lingering connection, else the oldest that waits for a head, else the
+        oldest idle one."""
+        if self.lingering:
+            self._close_lingering(next(iter(self.lingering)))
+            return True
         if self.heads:
             self._drop(next(iter(self.heads)), BUSY)
             return True
@@ -201,7 +213,7 @@ class HeadReadingWorker(ThreadWorker):
             pass  # not registered (any more)
 
     def murder_pending(self) -> None:
-        """Runs every turn of the event loop: close heads past their deadline."""
+        """Runs every turn of the event loop: close heads and lingering past their deadline."""
         super().murder_pending()
         now = time.monotonic()
         while self.heads:
@@ -209,20 +221,48 @@ class HeadReadingWorker(ThreadWorker):
             if self.alive and conn.head_deadline > now:
                 break
             self._drop(conn, REQUEST_TIMEOUT)
+        while self.lingering:
+            conn = next(iter(self.lingering))
+            if self.alive and conn.linger_deadline > now:
+                break
+            self._close_lingering(conn)
 
-    # -- closing in the thread ---------------------------------------------------------------
-
-    def handle(self, conn: _Conn) -> Any:
-        keep = super().handle(conn)
-        if keep is False:
-            # gthread would linger in close_graceful on the event loop (up to 2 s
-            # for a peer that never closes); here it costs only this thread.
-            util.close_graceful(conn.sock)
-            conn.closed = True
-        return keep
+    # -- closing without blocking the loop ---------------------------------------------------
 
     def finish_request(self, conn: _Conn, fs: Any) -> None:
-        if conn.closed:
-            self.nr_conns -= 1
+        try:
+            keep = fs.result() if not fs.cancelled() else False
+        except Exception:  # noqa: BLE001 - gthread closes such a connection too
+            keep = False
+        if keep:  # kept alive (or deferred): gthread's own handling
+            super().finish_request(conn, fs)
             return
-        super().finish_request(conn, fs)
+        # Half-close, then read until the peer's FIN (RFC 9112 section 9.6), so
+        # unread bytes do not turn our close into a reset that truncates the answer.
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+        except OSError:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.linger_deadline = time.monotonic() + LINGER_TIME
+        self.lingering[conn] = None
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_bytes, conn))
+
+    def _on_linger_bytes(self, conn: _Conn, _sock: object) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.drained += len(data)
+        if not data or conn.drained > LINGER_BYTES:
+            self._close_lingering(conn)
+
+    def _close_lingering(self, conn: _Conn) -> None:
+        del self.lingering[conn]
+        self._unregister(conn)
+        self.nr_conns -= 1
+        conn.close()

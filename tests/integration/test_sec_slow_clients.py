@@ -197,6 +197,24 @@ def test_frontend_cuts_a_dripped_body_after_the_read_timeout(frontend):
 
 
 
+def test_frontend_answers_while_answered_clients_never_hang_up(frontend):
+    # After a "Connection: close" answer the server lingers for the peer's FIN
+    # (up to 2 s); stock gthread does that on its event loop, one peer at a time.
+    host, port = frontend.rsplit(":", 1)
+    socks = []
+    try:
+        for _ in range(12):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {frontend}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            socks.append(sock)
+        time.sleep(0.5)
+        for _ in range(3):
+            assert answers_quickly(frontend, "/healthz").status == 200
+    finally:
+        close_all(socks)
+
+
 # -- trusted proxies ---------------------------------------------------------------------
 
 class Visitor:
