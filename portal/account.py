@@ -146,6 +146,11 @@ class AccountViews:
         user = current_user(request)
         code = _field(request, "code", CODE_FIELD_MAX).strip()
         if code:
+            if not twofactor.take_code_slot(self.client(), user):
+                response = self.on_account(request, status=429,
+                                           error="Too many codes tried. Try again later.")
+                response.headers["Retry-After"] = str(int(twofactor.PENDING_TTL))
+                return response
             proved = twofactor.use_code(self.client(), user, code)
         else:
             refused = self._check_password(request, user)

@@ -6,6 +6,8 @@ Layout::
     row {<name>}/login  column p:<sha256(token)>
                                            msgpack {sid, next, expires, tries}: a password
                                            that was right, waiting for the second step
+                        column code-tries  msgpack [window start, codes tried] to turn
+                                           two-factor sign-in off (limited like a login)
 
 The TOTP cell sits beside the account cell (same row) but is its own cell, so
 using a code never races a password change.  Each update is a CPUT on the
@@ -45,6 +47,7 @@ RECOVERY_CODES = 10
 STEP = 30             # seconds per TOTP code (RFC 6238's default, what every app uses)
 _ATTEMPTS = 10        # CPUT retries under contention
 _PENDING_PREFIX = "p:"
+_CODE_TRIES_COL = "code-tries"
 
 
 class TwoFactorError(ValueError):
@@ -190,6 +193,33 @@ def use_code(client: Client, user: str, code: str, now: float | None = None) -> 
             return True
         except ConditionFailed:
             continue  # used at the same moment elsewhere: check again against what won
+    return False
+
+
+def take_code_slot(client: Client, user: str, now: float | None = None) -> bool:
+    """Count one code tried outside a login (to turn two-factor sign-in off).
+
+    False once :data:`MAX_TRIES` were tried in :data:`PENDING_TTL` seconds: a
+    stolen session must not be able to run through the million codes.
+    """
+    now = time.time() if now is None else now
+    row = _login_row(user)
+    for _ in range(_ATTEMPTS):
+        cell = client.get(row, _CODE_TRIES_COL)
+        try:
+            start, count = msgpack.unpackb(cell.value) if cell is not None else (0.0, 0)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            start, count = 0.0, 0
+        if now - start >= PENDING_TTL:
+            start, count = now, 0
+        if count >= MAX_TRIES:
+            return False
+        try:
+            client.cput(row, _CODE_TRIES_COL, msgpack.packb([start, count + 1]),
+                        if_version=cell.version if cell is not None else 0)
+            return True
+        except ConditionFailed:
+            continue
     return False
 
 

@@ -240,3 +240,14 @@ def test_turning_two_factor_off_needs_the_password_or_a_code(app):
     assert post(http, "/account/2fa/disable", {"code": codes[0]}, "/account").status_code == 200
     assert "Off." in http.get("/account").text
     assert logged_in(app, name) is not None  # one step again
+
+
+def test_codes_to_turn_two_factor_off_are_limited(app):
+    http, name = signed_up(app)
+    _, codes = _enrol(http)
+    for _ in range(5):
+        assert post(http, "/account/2fa/disable", {"code": "000000"},
+                    "/account").status_code == 403
+    limited = post(http, "/account/2fa/disable", {"code": codes[0]}, "/account")
+    assert limited.status_code == 429 and "Retry-After" in limited.headers
+    assert "Recovery codes left: 10" in http.get("/account").text  # still on, code unused

@@ -73,3 +73,10 @@ def test_codes_that_are_not_ascii_digits_are_simply_wrong():
     _enrolled(client)
     for code in ("\u0661\u0662\u0663\u0664\u0665\u0666", "12345\u00bd", "x" * 64, "", "\udcff"):
         assert not twofactor.use_code(client, "alice", code, now=NOW + 60)
+
+
+def test_codes_tried_outside_a_login_are_limited():
+    client = MemClient()
+    assert all(twofactor.take_code_slot(client, "alice", now=NOW) for _ in range(5))
+    assert not twofactor.take_code_slot(client, "alice", now=NOW + 1)
+    assert twofactor.take_code_slot(client, "alice", now=NOW + twofactor.PENDING_TTL + 1)
