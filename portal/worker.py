@@ -53,6 +53,7 @@ MAX_HEAD = 64 * 1024
 # the peer's FIN before closing anyway (gunicorn's util.close_graceful's bounds).
 LINGER_TIME = 2.0
 LINGER_BYTES = 64 * 1024
+SEND_SLICE = 64 * 1024  # each slice of an answer gets io_timeout to leave (_PacedSocket)
 
 
 def _answer(status: str, text: str) -> bytes:
@@ -73,12 +74,33 @@ def limits_from_environment() -> ListenerLimits:
     return listener_limits(load_cluster(path).table("web")) if path else ListenerLimits()
 
 
+class _PacedSocket:
+    """A connection's socket whose ``sendall`` gives every :data:`SEND_SLICE` its own timeout.
+
+    Python's ``sendall`` applies the socket timeout to the whole call, so one
+    1 MiB piece of a download would have to go out within ``io_timeout``:
+    slow but steady readers would be cut off.  Sent in slices, the timeout
+    bounds a stall, not a transfer.  Everything else goes to the socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), SEND_SLICE):
+            self._sock.sendall(view[start:start + SEND_SLICE])
+
+
 class _Conn(TConn):
     """A connection and the head bytes read for it by the event loop."""
 
     def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any,
                  io_timeout: float) -> None:
-        super().__init__(cfg, sock, client, server)
+        super().__init__(cfg, _PacedSocket(sock), client, server)
         self.io_timeout = io_timeout
         self.head = bytearray()
         self.head_deadline = 0.0
