@@ -73,6 +73,7 @@ _SESSIONLESS = frozenset({"healthz"})
 # Headers every answer carries, pages and static files alike.
 SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                     ("Referrer-Policy", "same-origin"))
+_QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))  # every visible ASCII character
 _REPLACED = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
 # The forms a visitor may post before logging in.  Every other POST needs a
 # login, and one from a session that is not logged in is refused before a
@@ -339,6 +340,13 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        query = environ.get("QUERY_STRING", "")
+        if not query.isascii():
+            # Raw bytes a client did not percent-encode: werkzeug decodes the query
+            # string strictly as ASCII/UTF-8 and would fail.  Encoded, they read as
+            # any browser's %XX would (invalid UTF-8 becomes U+FFFD).
+            environ["QUERY_STRING"] = quote(query.encode("latin-1", "replace"),
+                                            safe=_QUERY_SAFE)
         def with_security_headers(status: str, headers: list[tuple[str, str]],
                                   exc_info: Any = None) -> Any:
             # Here, outside the static files' middleware, so its answers get them too.

@@ -139,6 +139,22 @@ def test_compose_fields_are_never_a_500(app, client, fields, filename, ctype):
     assert "Traceback" not in answer.text
 
 
+PAGES = ["/", "/mail", "/mail/compose", "/drive", "/drive/d/root", "/password", "/login",
+         "/signup", "/account", "/mail/" + "0" * 24, "/mail/x/reply", "/drive/d/root/zip"]
+QUERY = st.binary(max_size=60) | st.lists(st.sampled_from(
+    [b"folder=", b"page=", b"sort=", b"order=", b"to=", b"next=", b"all=", b"%zz", b"%ff",
+     b"-1", b"99999999999999999999", b"\x00", b"&", b"=", b"sent", b"name"]), max_size=12).map(
+    b"".join)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=SLOW_EXAMPLES)
+@given(path=st.sampled_from(PAGES), query=QUERY)
+def test_any_query_string_on_a_page_is_never_a_500(app, client, path, query):
+    http = _shared_browser(app, client)
+    answer = http.get(path, environ_overrides={"QUERY_STRING": query.decode("latin-1")})
+    assert answer.status_code < 500, (path, query, answer.status_code)
+
+
 # -- the From of mail a user sends is the user's ------------------------------------------
 
 def _stored_from(client, user: str, folder: str) -> list[str]:
@@ -386,6 +402,7 @@ def test_static_files_on_gunicorn_carry_the_security_headers(frontend):
 @pytest.mark.parametrize("request_head", [
     b"GET /%zz%ff%00 HTTP/1.1\r\n",
     b"GET /login?next=%ff%fe%0d%0a&x=%zz HTTP/1.1\r\n",
+    b"GET /login?next=\x80\xff&\xc3\x28 HTTP/1.1\r\n",
     b"GET /\xff\xfe/x HTTP/1.1\r\n",
     b"GET /mail/%0a%0d HTTP/1.1\r\n",
     b"GET / HTTP/1.1\r\nCookie: sid=\xff\xfe\"; ;;=; sid=%zz\r\n",
