@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import secrets
 import smtplib
 import urllib.request
@@ -121,11 +122,12 @@ def sid_of(browser: Browser) -> str:
 
 @dataclass
 class Victim:
-    """A signed-in user with one file and one mail: what no probe may change."""
+    """A signed-in user with one file, one folder and one mail: what no probe may change."""
 
     name: str
     browser: Browser
     file_id: str
+    folder_id: str
 
     @property
     def sid(self) -> str:
@@ -140,13 +142,17 @@ def victim(cloud: Cloud) -> Victim:
                                             "folder": "root"},
                           "file", "keep.txt", b"the victim's file")
     assert page.status == 200, page.text[:500]
-    file_id = page.text.split('href="/drive/', 1)[1].split('"', 1)[0]
+    page = browser.post("/drive/mkdir", {"csrf": browser.get("/drive").csrf(),
+                                         "folder": "root", "name": "keep-folder"})
+    file_id = re.search(r'href="/drive/([0-9a-f]{24})"[^>]*>keep.txt<', page.text).group(1)
+    folder_id = re.search(r'href="/drive/d/([0-9a-f]{24})"[^>]*>keep-folder<',
+                          page.text).group(1)
     host, port = cloud.inbound.rsplit(":", 1)
     with smtplib.SMTP(host, int(port), timeout=30) as smtp:
         smtp.sendmail("friend@example.org", [f"{name}@raftcloud.test"],
                       b"Subject: keep me\r\n\r\nthe victim's mail\r\n")
     assert len(mailbox.list_messages(cloud.store, name)) == 1
-    return Victim(name, browser, file_id)
+    return Victim(name, browser, file_id, folder_id)
 
 
 def _witness(cloud: Cloud, victim: Victim) -> tuple:

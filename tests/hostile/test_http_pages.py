@@ -8,6 +8,7 @@ their session, file and mail.
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 
@@ -17,7 +18,7 @@ from shards.model import accounts
 
 from .._http import Browser
 from . import _raw
-from .conftest import PASSWORD, new_account
+from .conftest import PASSWORD, new_account, signed_in
 
 pytestmark = pytest.mark.cluster
 
@@ -188,3 +189,51 @@ def test_forty_slow_heads_leave_the_frontend_answering(cloud):
     finally:
         for sock in sockets:
             sock.close()
+
+
+BAD_NAMES = ["..", ".", "../../etc/passwd", "a/b", "a\\b", "..\\x", "a\x00b", "tab\there", "",
+             "x" * 256, "evil\u202etxt.exe"]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES, ids=[
+    "dot-dot", "dot", "traversal", "slash", "backslash", "dot-dot-backslash", "nul", "tab",
+    "empty", "too-long", "right-to-left-override"])
+def test_a_bad_name_is_refused_by_every_form_that_names_things(cloud, victim, bad):
+    csrf = victim.browser.get("/drive").csrf()
+    for path in ("/drive/mkdir", f"/drive/{victim.file_id}/rename",
+                 f"/drive/d/{victim.folder_id}/rename"):
+        body = urllib.parse.urlencode({"csrf": csrf, "folder": "root", "name": bad})
+        answer = _post(cloud, path, body, victim.sid)
+        _refused(answer, 400)
+        assert b"cannot" in answer, path
+
+
+def test_forms_without_their_csrf_token_change_nothing(cloud, victim):
+    forged = [("/drive/mkdir", {"name": "x", "folder": "root"}),
+              (f"/drive/{victim.file_id}/rename", {"name": "x"}),
+              (f"/drive/{victim.file_id}/move", {"target": victim.folder_id}),
+              (f"/drive/{victim.file_id}/delete", {}),
+              (f"/drive/d/{victim.folder_id}/delete", {"confirm": "yes"}),
+              (f"/drive/d/{victim.folder_id}/rename", {"name": "x", "csrf": "0" * 64})]
+    for path, fields in forged:
+        _refused(_post(cloud, path, urllib.parse.urlencode(fields), victim.sid), 403)
+
+
+def test_a_script_in_names_is_shown_escaped_everywhere(cloud):
+    browser = signed_in(cloud, new_account(cloud, "escaper"))
+    evil = """<img src=x onerror="alert('x')">"""  # no "/": that is refused anyway
+    page = browser.post("/drive/mkdir", {"csrf": browser.get("/drive").csrf(), "folder": "root",
+                                         "name": evil})
+    folder = re.search(r'href="/drive/d/([0-9a-f]{24})"', page.text).group(1)
+    page = browser.upload("/drive/upload", {"csrf": page.csrf(), "folder": folder},
+                          "file", evil + ".txt", b"x", "text/plain")
+    file_id = re.search(r'href="/drive/([0-9a-f]{24})"', page.text).group(1)
+    pages = [browser.get("/drive").text, browser.get(f"/drive/d/{folder}").text,
+             browser.get(f"/drive/{file_id}/move").text,
+             browser.get(f"/drive/d/{folder}/move").text]
+    for text in pages:
+        assert "<img src=x" not in text
+        assert "&lt;img src=x onerror=&#34;alert(&#39;x&#39;)&#34;&gt;" in text
+        assert re.findall(r"<script[^>]*>", text) in ([], ['<script src="/static/drive.js" defer>'])
+    disposition = browser.get(f"/drive/{file_id}").headers["Content-Disposition"]
+    assert '"' not in disposition.split('filename="', 1)[1].split('";')[0]

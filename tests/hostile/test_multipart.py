@@ -89,6 +89,11 @@ def _bodies(csrf: str) -> dict[str, tuple[bytes, str | None]]:
         "folder-traversal": (_part("csrf", csrf.encode()) + _part("folder", b"../../root")
                              + file_part + _end(), None),
         "no-csrf": (_part("folder", b"root") + file_part + _end(), None),
+        "part-cut-in-its-value": (f'--{BOUNDARY}\r\nContent-Disposition: form-data; '
+                                  'name="csrf"\r\n\r\nabc'.encode(), None),
+        "garbage-without-boundary": (b"garbage without any boundary at all", None),
+        "part-head-never-ends": (f"--{BOUNDARY}\r\nno headers end here\r\n--{BOUNDARY}--\r\n"
+                                 .encode(), None),
     }
 
 
