@@ -155,6 +155,22 @@ def test_any_query_string_on_a_page_is_never_a_500(app, client, path, query):
     assert answer.status_code < 500, (path, query, answer.status_code)
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=SLOW_EXAMPLES)
+@given(path=st.sampled_from(["/drive/mkdir", "/mail/compose", "/logout"]),
+       ctype=st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data",
+                              "multipart/form-data; boundary=b", "text/plain", "",
+                              "application/x-www-form-urlencoded; charset=bogus"]),
+       body=st.binary(max_size=300))
+def test_any_body_bytes_are_never_a_500(app, client, path, ctype, body):
+    http = _shared_browser(app, client)
+    token = _csrf(http, "/drive").encode()
+    data = b"csrf=" + token + b"&" + body if "urlencoded" in ctype else body
+    answer = http.post(path, data=data, content_type=ctype or None)
+    assert answer.status_code < 500, (path, ctype, body, answer.status_code)
+    if path == "/logout":
+        _SHARED.clear()  # that browser is signed out now
+
+
 # -- the From of mail a user sends is the user's ------------------------------------------
 
 def _stored_from(client, user: str, folder: str) -> list[str]:
