@@ -27,6 +27,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from raftkv.cluster import CONFIG_ENV, split_addr
 from raftkv.errors import ConfigError
 from shards import Client
+from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
 from shards.model.ratelimit import Limits
 from shards.model.registry import Heartbeat
 from shards.service import run_service
@@ -61,6 +62,7 @@ class SmtpServer:
         self.inbound_config = InboundConfig.from_cluster(cluster, self.hostname)
         self.limits = SessionLimits.from_table(cluster.table("smtpd"))
         self.auth_limits = Limits.from_table(cluster.table("auth"))  # shared with the web login
+        self._app_password_key = cluster.derive_key(APP_PASSWORD_KEY)  # as the portal's
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
         host, port = split_addr(self.settings.inbound)
         self.inbound = _Controller(
@@ -103,7 +105,8 @@ class SmtpServer:
             gate=ConnectionGate(self.limits),
             auth_required=True, auth_require_tls=not plaintext,
             auth_failures_allowed=self.auth_limits.failures_per_connection,
-            authenticator=Authenticator(client, self.auth_limits))
+            authenticator=Authenticator(client, self.auth_limits,
+                                        app_key=self._app_password_key))
 
     def start(self) -> None:
         """Start listening (raises OSError if the port is taken) and heartbeating."""

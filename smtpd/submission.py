@@ -14,11 +14,12 @@ import email.utils
 import functools
 import logging
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword, syntax
 
-from shards.model import accounts, outbound, ratelimit, sendlimit
+from shards.model import accounts, apppasswords, outbound, ratelimit, sendlimit
 
 from .handler import (
     BAD_ADDRESS,
@@ -43,23 +44,37 @@ AUTH_FIRST = "530 5.7.0 Authentication required"
 AUTH_LIMITED = "454 4.7.0 Too many failed authentication attempts, try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
 AUTH_CLOSING = "421 4.7.0 Too many failed authentication attempts, closing connection"
+# The account password was right, but with two-factor sign-in on it must not be
+# enough: a mail client cannot type a code, so it needs an app password.
+AUTH_NEEDS_APP_PASSWORD = ("535 5.7.8 Two-factor sign-in is on: use an app password "
+                           "from the Security page")
 _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+|[^@\s<>]+@[^@\s<>.]+")
 
 
 class Authenticator:
-    """aiosmtpd's authenticator: PLAIN and LOGIN against portal accounts.
+    """aiosmtpd's authenticator: PLAIN and LOGIN against portal accounts and app passwords.
 
-    Every check goes through :func:`shards.model.ratelimit.check_password`, the
-    limiter the web login uses, so guesses count against the same account and
-    address however they are split between the protocols, and a locked account
-    is locked here too.  A check costs a few store round trips and one argon2
-    verification (tens of milliseconds), so the server runs it in a thread, off
-    the event loop (``smtpd.server._LenientSMTP``).
+    Every check goes through :func:`shards.model.apppasswords.check_credential`,
+    which takes the slots of the limiter the web login uses
+    (:func:`shards.model.ratelimit.check_password`), so guesses count against
+    the same account and address however they are split between the protocols,
+    and a locked account is locked here too.  An app password is always
+    accepted; the account password only while the user has two-factor sign-in
+    off (else it would skip the second factor).  A check costs a few store round
+    trips and at most one argon2 verification (tens of milliseconds), so the
+    server runs it in a thread, off the event loop (``smtpd.server._LenientSMTP``).
+
+    :param app_key: the HMAC key of app passwords
+        (``cluster.derive_key(apppasswords.KEY_PURPOSE)``); without it no app
+        password is accepted (and still no bare password with two-factor on).
     """
 
-    def __init__(self, client: Any, limits: ratelimit.Limits | None = None) -> None:
+    def __init__(self, client: Any, limits: ratelimit.Limits | None = None, *,
+                 app_key: bytes | None = None) -> None:
         self._client = client
         self.limits = limits or ratelimit.Limits()
+        # A random key when none is given: no stored app password can match it.
+        self._app_key = app_key or secrets.token_bytes(32)
 
     def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
                  auth_data: Any) -> AuthResult:
@@ -71,19 +86,26 @@ class Authenticator:
         peer = session.peer
         address = str(peer[0] if isinstance(peer, tuple) and peer else peer)
         try:
-            verdict = ratelimit.check_password(self._client, user, password, address,
-                                               self.limits)
+            checked = apppasswords.check_credential(self._client, user, password, address,
+                                                    self.limits, self._app_key)
         except Exception:  # noqa: BLE001 - the store is down: a temporary failure
             log.warning("AUTH for %r: store unavailable", user, exc_info=True)
             # handled=False: aiosmtpd sends the message only for an unhandled failure.
             return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
-        if verdict.limited:
+        if checked.limited:
             log.info("AUTH %s for %r from %s refused: limited for %.0f s", mechanism, user,
-                     address, verdict.retry_after)
+                     address, checked.retry_after)
             return AuthResult(success=False, handled=False, message=AUTH_LIMITED)
-        if not verdict.right:
+        if checked.needs_app_password:
+            log.info("AUTH %s for %r from %s refused: account password with two-factor on",
+                     mechanism, user, address)
+            return AuthResult(success=False, handled=False, message=AUTH_NEEDS_APP_PASSWORD)
+        if not checked.right:
             log.info("AUTH %s failed for %r from %s", mechanism, user, address)
             return AuthResult(success=False, handled=False)
+        if checked.app_password is not None:
+            log.info("AUTH %s for %r from %s with app password %r", mechanism, user, address,
+                     checked.app_password)
         return AuthResult(success=True, auth_data=user)
 
 

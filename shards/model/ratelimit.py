@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +271,8 @@ class Verdict:
 
 
 def check_password(client: Client, user: str, password: str, address: str, limits: Limits,
-                   *, now: float | None = None) -> Verdict:
+                   *, now: float | None = None,
+                   verify: Callable[[Client, str, str], bool] | None = None) -> Verdict:
     """Check ``user``'s password for a client at ``address``, within ``limits``.
 
     Every door that takes a password calls this, so one count covers them all.
@@ -279,10 +280,15 @@ def check_password(client: Client, user: str, password: str, address: str, limit
     costs a few store round trips and no hashing.  The answer says nothing about
     the password when the attempt is refused.
 
+    ``verify(client, user, password)`` replaces the argon2 check for a door that
+    takes other secrets too (app passwords: :mod:`.apppasswords`), so those are
+    counted in the same slots.
+
     :raises raftkv.errors.RaftKVError: the store could not be reached (slots
         already taken stay counted: failing closed).
     """
     now = time.time() if now is None else now
+    verify = verify or accounts.verify_password
     counters = [(address_key(address), limits.address)]
     if accounts.valid_username(user):
         counters += [(pair_key(user, address), limits.pair), (account_key(user), limits.account)]
@@ -294,7 +300,7 @@ def check_password(client: Client, user: str, password: str, address: str, limit
                 _give_back(client, earlier)
             return Verdict(right=False, retry_after=slot)
         taken.append(slot)
-    if not accounts.verify_password(client, user, password):
+    if not verify(client, user, password):
         return Verdict(right=False)  # the slots stay counted: that is the failure
     for slot in taken:
         if slot.key == pair_key(user, address):
