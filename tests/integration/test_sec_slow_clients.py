@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -213,6 +214,37 @@ def test_frontend_answers_while_answered_clients_never_hang_up(frontend):
             assert answers_quickly(frontend, "/healthz").status == 200
     finally:
         close_all(socks)
+
+
+def test_a_slow_but_steady_download_is_not_cut_by_the_io_timeout(kv_cluster, tmp_path):
+    # io_timeout bounds a stall; a reader at ~300 KB/s takes longer than it for
+    # each 1 MiB piece of an answer, and must still get every byte.
+    addr = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "cluster.toml"
+    config.write_text(kv_cluster.path.read_text() + "\n[web]\nio_timeout = 2\n")
+    proc = Proc("fe-download", python_cmd(
+        "gunicorn", "-c", str(CONF), "--bind", addr, "--workers", "1", "--threads", "2",
+        "--chdir", str(Path(__file__).parent), "_download_app:app"), tmp_path, env={
+        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
+    proc.start()
+    try:
+        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+        host, port = addr.rsplit(":", 1)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.settimeout(10)
+            sock.connect((host, int(port)))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = 0
+            while part := sock.recv(16384):
+                received += len(part)
+                time.sleep(0.05)
+        assert received > 3 * 1024 * 1024, f"cut off after {received} bytes"
+    except BaseException:
+        print(proc.log())
+        raise
+    finally:
+        proc.stop()
 
 
 # -- trusted proxies ---------------------------------------------------------------------

@@ -1,0 +1,11 @@
+"""A WSGI app for the worker's tests: GET answers 3 MiB in 1 MiB pieces, as the drive's
+downloads come out of the store."""
+
+PIECE = 1024 * 1024
+PIECES = 3
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", str(PIECE * PIECES)),
+                              ("Content-Type", "application/octet-stream")])
+    return [b"x" * PIECE] * PIECES
