@@ -1,8 +1,8 @@
-"""A WSGI app for the worker's tests: GET answers 3 MiB in 1 MiB pieces, as the drive's
+"""A WSGI app for the worker's tests: GET answers 6 MiB in 1 MiB pieces, as the drive's
 downloads come out of the store."""
 
 PIECE = 1024 * 1024
-PIECES = 3
+PIECES = 6
 
 
 def app(environ, start_response):
