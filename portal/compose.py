@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 from shards.model import accounts, mailbox, outbound, sendlimit
 
 from .auth import current_user, login_required
-from .filenames import content_disposition
+from .filenames import content_disposition, plain_filename
 from .mail import HEADER_CHARS, displayable, message_body, parse_message
 
 if TYPE_CHECKING:
@@ -253,6 +253,6 @@ class ComposeViews:
         data = payload if isinstance(payload, bytes) else b""
         response = Response(data, mimetype="application/octet-stream")
         response.headers["Content-Disposition"] = content_disposition(
-            part.get_filename() or f"attachment-{index}")
+            plain_filename(part.get_filename(), f"attachment-{index}"))
         response.headers["Content-Security-Policy"] = "sandbox"
         return response

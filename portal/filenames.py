@@ -45,6 +45,23 @@ def check_filename(name: str) -> str:
     return name
 
 
+def plain_filename(name: str | None, default: str) -> str:
+    """A name someone else chose (a mail attachment's) made safe to offer for download.
+
+    Unlike :func:`check_filename`, which refuses, this repairs: only the last
+    path component is kept, control and text-direction characters are dropped,
+    and what cannot be a name (empty, ``.``, ``..``) becomes ``default``.
+    """
+    if not name:
+        return default
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name
+                   if unicodedata.category(c) != "Cc" and c not in _BIDI_CONTROLS).strip()
+    if name in ("", ".", "..") or len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return default
+    return name
+
+
 def content_disposition(name: str, disposition: str = "attachment") -> str:
     """A ``Content-Disposition`` value that names the file safely in any browser.
 

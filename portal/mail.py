@@ -22,6 +22,7 @@ from werkzeug.utils import redirect
 from shards.model import mailbox
 
 from .auth import current_user, login_required
+from .filenames import plain_filename
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -97,7 +98,7 @@ def attachments(message: EmailMessage) -> list[dict[str, Any]]:
     found = []
     for part in message.iter_attachments():
         payload = part.get_payload(decode=True)
-        found.append({"name": part.get_filename() or "(unnamed)",
+        found.append({"name": plain_filename(part.get_filename(), "(unnamed)"),
                       "size": len(payload) if isinstance(payload, bytes) else 0})
     return found
 

@@ -12,6 +12,7 @@ import pytest
 from deploy.launcher import control_token as launcher_token
 from portal.admin import page_before, show_value
 from portal.drive import download_type, sorted_items
+from portal.filenames import plain_filename
 from portal.load import LoadCounter
 from shards.control import control_token
 from shards.model.drive import FILE, FOLDER, Item
@@ -94,3 +95,16 @@ def test_download_types_come_from_the_upload_or_the_name():
     assert download_type(Item("1", FILE, "notes.txt", "root")) == "text/plain"
     assert download_type(Item("1", FILE, "a.tar.gz", "root")) == "application/octet-stream"
     assert download_type(Item("1", FILE, "noext", "root")) == "application/octet-stream"
+
+
+@pytest.mark.parametrize(("given", "offered"), [
+    ("../../\r\n x.html", "x.html"),
+    ("..\\..\\evil.exe", "evil.exe"),
+    ("report.pdf", "report.pdf"),
+    ("a/..", "(unnamed)"),
+    ("\u202etxt.exe", "txt.exe"),
+    (None, "(unnamed)"),
+    ("", "(unnamed)"),
+])
+def test_an_attachment_name_is_offered_as_a_plain_name(given, offered):
+    assert plain_filename(given, "(unnamed)") == offered
