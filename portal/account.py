@@ -1,5 +1,5 @@
-"""The Security page: your sessions, two-factor sign-in, deleting your account; and the
-second step of a login with two-factor sign-in.
+"""The Security page: your sessions, two-factor sign-in, app passwords, deleting your
+account; and the second step of a login with two-factor sign-in.
 
 Every change here is a POST with the CSRF token (checked by the app before a
 view runs).  What proves the user -- the password, a code -- goes through the
@@ -9,13 +9,14 @@ the password here instead.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import BadRequest
 from werkzeug.utils import redirect
 
-from shards.model import accounts, erase, ratelimit, twofactor
+from shards.model import accounts, apppasswords, erase, ratelimit, twofactor
 
 from .auth import current_user, login_required, safe_next
 from .sessions import index_row, session_key
@@ -98,6 +99,8 @@ class AccountViews:
             sessions=self.sessions.of_user(user, request.session),
             two_factor=twofactor.is_enabled(client, user),
             recovery_left=twofactor.recovery_left(client, user),
+            app_passwords=apppasswords.list_for(client, user),
+            app_passwords_max=apppasswords.MAX_PER_USER,
             is_admin_account=self._is_admin_account(user), **context)
 
     @login_required
@@ -169,6 +172,43 @@ class AccountViews:
                                          f"raftcloud {self.config.cluster.name}")
         return self.render(request, "account_2fa.html", status=status, secret=secret, uri=uri,
                            error=error)
+
+    # -- app passwords (mail clients, later WebDAV: doors that cannot ask for a code) ------
+
+    @functools.cached_property
+    def app_password_key(self: Portal) -> bytes:
+        """The HMAC key of app passwords; smtpd derives the same one."""
+        return self.config.cluster.derive_key(apppasswords.KEY_PURPOSE)
+
+    @login_required
+    def on_account_app_password_new(self: Portal, request: Request) -> Response:
+        """Make an app password, shown once on the answer (never stored, never cached).
+
+        It needs the account password: a stolen session must not be able to
+        mint a lasting credential that outlives the session.
+        """
+        user = current_user(request)
+        name = _field(request, "name", apppasswords.NAME_MAX * 4)
+        refused = self._check_password(request, user)
+        if refused is not None:
+            return refused
+        try:
+            secret = apppasswords.create(self.client(), user, name, self.app_password_key)
+        except apppasswords.AppPasswordError as exc:
+            return self.on_account(request, status=400, error=str(exc))
+        response = self.on_account(request, new_app_password=secret,
+                                   new_app_password_name=" ".join(name.split()))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @login_required
+    def on_account_app_password_revoke(self: Portal, request: Request) -> Response:
+        user = current_user(request)
+        try:
+            name = apppasswords.revoke(self.client(), user, _field(request, "id", 64))
+        except apppasswords.AppPasswordError as exc:
+            return self.on_account(request, status=404, error=str(exc))
+        return self.on_account(request, message=f'The app password "{name}" was revoked.')
 
     # -- deleting the account --------------------------------------------------------
 
