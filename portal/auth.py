@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 from werkzeug.exceptions import Forbidden
 from werkzeug.utils import redirect
 
-from shards.model import accounts, ratelimit
+from shards.model import accounts, apppasswords, ratelimit
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -171,6 +171,7 @@ class AuthViews:
         # A new password ends every session, including ones a thief may hold;
         # this browser gets a fresh one so the user stays logged in here.
         self.sessions.revoke_all(user)
+        apppasswords.revoke_all(self.client(), user)
         request.session = self.sessions.login(request.session, user, admin=request.session.admin)
         return self.render(request, "password.html", done=True)
 

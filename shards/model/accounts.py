@@ -78,6 +78,8 @@ def check_password_rules(password: str) -> None:
         raise InvalidPassword(f"A password needs at least {MIN_PASSWORD} characters.")
     if len(password) > MAX_PASSWORD:
         raise InvalidPassword(f"A password may have at most {MAX_PASSWORD} characters.")
+    if not _encodable(password):
+        raise InvalidPassword("A password cannot contain unpaired surrogate characters.")
 
 
 def check_new_account(name: str, password: str) -> None:
@@ -184,7 +186,19 @@ def _load(client: Client, name: str) -> tuple[dict[str, Any], Cell] | None:
     return record, cell
 
 
+def _encodable(text: str) -> bool:
+    # argon2 hashes the UTF-8 bytes; a lone surrogate (possible in a str decoded
+    # with "surrogateescape", or built by a later door) has none.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _verify(hashed: str, password: str) -> bool:
+    if not _encodable(password):
+        return False
     try:
         return _hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):

@@ -181,6 +181,12 @@ def revoke(client: Client, user: str, password_id: str) -> str:
     raise ConditionFailed("the app passwords kept changing")
 
 
+def revoke_all(client: Client, user: str) -> None:
+    """Remove every app password of ``user`` (a new account password ends them, as it ends
+    sessions: a thief who read the old one may have made an app password with it)."""
+    client.delete(_row(user), _COL)
+
+
 def matching(client: Client, user: str, text: str, key: bytes, *,
              now: float | None = None) -> str | None:
     """The name of ``user``'s app password ``text`` is, or None; notes when it was used.

@@ -160,3 +160,14 @@ def test_wrong_app_passwords_count_toward_the_shared_limiter(app, submission):
     assert codes == [535] * AUTH["pair"]["free"] + [454] * 2
     assert auth(submission, name, secret, addr)[0] == 454  # refused unchecked from there
     assert auth(submission, name, secret)[0] == 235        # but not from elsewhere
+
+
+def test_a_new_account_password_revokes_every_app_password(app, submission):
+    """A thief who read the old password may have made an app password with it."""
+    http, name = signed_up(app)
+    secret = make_app_password(http, "Phone")
+    assert auth(submission, name, secret)[0] == 235
+    changed = post(http, "/password", {"old": PASSWORD, "new": "another horse battery",
+                                       "new2": "another horse battery"}, "/password")
+    assert changed.status_code == 200 and "app password revoked" in changed.text
+    assert auth(submission, name, secret)[0] == 535
