@@ -1,7 +1,7 @@
 """The one module that imports pysyncobj: a Raft replica of a :class:`~raftkv.store.Store`.
 
-pysyncobj 0.3.17 is pinned and hardened here from the outside (shared/PYSYNCOBJ.md
-maps each defect to its place in the library):
+pysyncobj 0.3.17 is pinned and hardened here from the outside (docs/engine-fixes.md
+explains each defect and its test):
 
 * the cluster secret is mandatory, so no stranger's bytes reach ``pickle.loads``
   (the engine's password is a key derived from it for the Raft port alone);
@@ -50,8 +50,9 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-ENTRY_CAP = 32 * 1024     # hard cap on one serialized Raft entry (PYSYNCOBJ.md section 5)
-LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps down (section 4)
+ENTRY_CAP = 32 * 1024     # hard cap on one serialized Raft entry (docs/engine-fixes.md, "Entry size")
+# docs/engine-fixes.md, "A cut-off leader":
+LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps down
 # Largest frame a Raft port reads.  Legitimate frames carry at most
 # appendEntriesBatchSizeBytes (4 x ENTRY_CAP) of entries or a 64 KiB snapshot
 # chunk, pickled, compressed and Fernet-encrypted (base64: x 4/3).
@@ -75,7 +76,8 @@ if (pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n i
     raise ImportError("raftkv.node is written for pysyncobj 0.3.17 exactly")
 
 # pysyncobj.pickle ignores its protocol argument and reads a module global named
-# literally "__protocol" (section 5); protocol 5 stores bytes without inflation.
+# literally "__protocol" (docs/engine-fixes.md, "The pickle protocol"); protocol 5
+# stores bytes without inflation.
 setattr(pysyncobj.pickle, "__protocol", 5)
 
 
@@ -159,7 +161,8 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-# pysyncobj looks both names up at construction time (sections 1 and 2).
+# pysyncobj looks both names up at construction time (docs/engine-fixes.md,
+# "The journal" and "Term and vote").
 pysyncobj.syncobj.createJournal = _create_journal
 pysyncobj.journal.MetaStorer = _DurableMetaStorer
 
@@ -222,7 +225,7 @@ class _BoundedConnection(_Connection):
     pysyncobj reads until the socket is drained and only then looks at the
     4-byte length header, so a stranger claiming gigabytes fills memory before
     authentication ever runs, and the quadratic buffer append stalls the tick
-    thread until the leader loses its role (PYSYNCOBJ.md section 7).  Here an
+    thread until the leader loses its role (docs/engine-fixes.md, "Huge frame headers").  Here an
     impossible length closes the connection at once, and reading pauses while
     a whole frame is already buffered.
     """
@@ -331,7 +334,10 @@ class _EngineBase(SyncObj):
 
 
 class _LeaderSyncsBeforeCounting(_EngineBase):
-    """The leader counts itself in the commit rule at the start of a tick (section 1)."""
+    """The leader counts itself in the commit rule at the start of a tick.
+
+    docs/engine-fixes.md, "The journal".
+    """
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
         self._journal.sync()  # its own entries must be on disk before they count
@@ -339,7 +345,10 @@ class _LeaderSyncsBeforeCounting(_EngineBase):
 
 
 class _LeaderKeepsNextIndex(_EngineBase):
-    """A late success reply must not move a follower's nextIndex backwards (section 3)."""
+    """A late success reply must not move a follower's nextIndex backwards.
+
+    docs/engine-fixes.md, "A late reply moves nextIndex back".
+    """
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         if message.get("type") == "next_node_idx" and message.get("success") \
@@ -358,7 +367,7 @@ class _FollowerKeepsMatchingEntries(_EngineBase):
 
     pysyncobj deletes everything after ``prevLogIdx`` before appending,
     whether or not it conflicts, so a late or short append_entries cuts off
-    entries the follower has already acknowledged (PYSYNCOBJ.md section 3).
+    entries the follower has already acknowledged (docs/engine-fixes.md, "Follower truncation").
     """
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802

@@ -60,8 +60,9 @@ MAX_REQUESTS_PER_CONNECTION = 2048
 MAX_BLOB_OPS = 8
 BLOB_OPS = frozenset({"blob_put", "blob_get"})
 # pysyncobj never fails an entry appended by a leader that was then cut off
-# until that index is applied or overwritten (PYSYNCOBJ.md section 4): give up
-# on it after this long, answer "outcome unknown", and free its slot.
+# until that index is applied or overwritten (docs/engine-fixes.md, "Commands that
+# never get an answer"): give up on it after this long, answer "outcome unknown", and
+# free its slot.
 BATCH_TIMEOUT = 10.0
 _ARRAY_OVERHEAD = 5              # msgpack array header of the batch
 # Connections in their handshake at once; a new one pushes the oldest out, so

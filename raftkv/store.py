@@ -4,14 +4,14 @@
 every replica (by :mod:`raftkv.node`), so everything here is deterministic: no
 clocks, no randomness, no iteration over unordered sets.
 
-Data model (DESIGN.md section 3): row -> column -> cell, grouped by shard.  A
+Data model (docs/data-model.md): row -> column -> cell, grouped by shard.  A
 cell is ``(version, value, is_blob)``; ``value`` is the bytes themselves, or a
 blob manifest when ``is_blob`` (the chunks live beside Raft, see
 :mod:`raftkv.blobs`).  Each shard keeps its own version counter; every write sets
 the cell's version to the counter's next value, so a cell's versions grow
 strictly through deletes, re-creates and (later) shard moves.
 
-Upload intents (DESIGN.md section 3, "Large values"): before a client sends a
+Upload intents (docs/store-promises.md, "Blobs"): before a client sends a
 blob's chunks it registers their names under an upload id (``intent``); the
 intent lives until a lease runs out (``expire_intents``, issued by the leader)
 or until the cell that references the chunks is written with ``upload=<id>``,

@@ -1,6 +1,6 @@
 """Moving large values between a client and a group: uploads and streamed reads.
 
-An upload (DESIGN.md section 3, "Large values") goes in this order:
+An upload (docs/store-promises.md, "Blobs") goes in this order:
 
 1. it reads a few chunks from the stream and registers their names under its
    upload id through Raft (an *intent*), so that no replica's garbage collector

@@ -15,7 +15,7 @@ from pathlib import Path
 
 SECRET = b"test-secret-0123456789abcdef"
 # smtpd's outbound worker asks DNS only for queued remote mail; tests that do not
-# mean to send any still point it at loopback (TESTING.md: never the system resolver).
+# mean to send any still point it at loopback (docs/testing.md: never the system resolver).
 NO_DNS = "127.0.0.1:9"
 
 

@@ -4,7 +4,7 @@ Clients run PUT/GET/CPUT/DELETE on a few cells while a test injects one fault;
 every call is recorded (:mod:`tests.lincheck`).  Writes carry unique values,
 which keeps the checker fast.  A write that errs in any other way than a
 refused condition is recorded as "outcome unknown": it may still commit
-(TESTING.md) and is never retried with a new id.  A read that errs is dropped,
+(docs/testing.md) and is never retried with a new id.  A read that errs is dropped,
 since a read changes nothing.
 """
 

@@ -1,6 +1,6 @@
 """Several hosts on one machine: one network namespace per host on a private bridge.
 
-Follows shared/TESTING.md: the bridge gets its own address before anything is
+As docs/testing.md says: the bridge gets its own address before anything is
 started, so no packet for the lab's 10.x subnet ever leaves by the default
 route.  A partition is a pair of blackhole routes (no iptables needed): the two
 hosts' packets to each other are dropped at the sender, while the test process

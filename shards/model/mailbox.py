@@ -90,7 +90,7 @@ def quota_setting(mail_table: Mapping[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError("mail.mailbox_quota must be a positive number of bytes")
     return value
-# Metadata is a small Raft cell (DESIGN.md §3: entries stay under ~32 KiB), so header
+# Metadata is a small Raft cell (docs/store-promises.md, "Sizes": entries stay under 32 KiB), so header
 # values are cut; the full headers stay in the raw message.
 _MAX_HEADER_CHARS = {"sender": 320, "subject": 512, "message_id": 512}
 _MSG_ID = re.compile(r"\d{20}-[0-9a-f]{16}")

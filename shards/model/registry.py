@@ -8,8 +8,8 @@ crashes (kill -9) turns "down" by itself without anyone cleaning up after it.
 
 Layout: row :data:`REGISTRY_ROW`, one column ``<kind>/<name>`` per process,
 holding msgpack ``{"addr", "info", "heartbeat"}``.  The row lives in the config
-group when the cluster has one (DESIGN.md §1), else in the storage group that
-owns its shard.
+group when the cluster has one (docs/architecture.md, "Processes and ports"), else
+in the storage group that owns its shard.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Large values as blobs beside Raft (DESIGN.md section 3), on real replica processes.
+"""Large values as blobs beside Raft (docs/store-promises.md, "Blobs"), on real replica processes.
 
 Round trips of 10 MB and 200 MB random values, a kill -9 in the middle of an
 upload, a wiped and a corrupted blob store repairing themselves under reads,

@@ -1,6 +1,6 @@
 """The whole cloud across six hosts, one launcher per host, faults one at a time.
 
-Hosts are network namespaces on a private bridge (TESTING.md): three storage
+Hosts are network namespaces on a private bridge (docs/testing.md): three storage
 hosts (a replica of each group on each), two frontend hosts, and an edge host
 with smtpd and the balancer.  An HTTP client follows the balancer, signs up,
 uploads and sends mail while, one at a time, a storage host is cut off and

@@ -2,7 +2,7 @@
 
 The fault model is etcd's robustness suite: kill -9 of the leader, a paused
 leader, all replicas restarted at once, and the leader cut off from its peers
-(network namespaces, TESTING.md).  On failure the history is kept beside the
+(network namespaces, docs/testing.md).  On failure the history is kept beside the
 replicas' data directories in the test's tmp_path.
 """
 

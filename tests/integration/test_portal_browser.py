@@ -27,7 +27,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 
 CHROMIUM = "/usr/bin/chromium"
-# TESTING.md's recipe: headless, no sandbox (root in CI), nothing phoning home.
+# As in docs/testing.md, "Browsers": headless, no sandbox (root in CI), nothing phoning home.
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]

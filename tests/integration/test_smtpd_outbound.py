@@ -1,7 +1,7 @@
 """Mail out: submission over STARTTLS, MX lookups, retries, bounces, a killed smtpd.
 
 Everything stays on loopback: dnsmasq on 127.0.0.1 answers MX and A records
-for ``*.test`` (TESTING.md), and aiosmtpd servers on 127.0.0.25-28 play the
+for ``*.test`` (docs/testing.md), and aiosmtpd servers on 127.0.0.25-28 play the
 remote exchangers, all on one port that smtpd is told is "port 25".
 """
 

@@ -4,7 +4,7 @@ Every test drives one in-process engine by hand (no tick thread, messages
 injected as a peer would send them) and runs twice: on the engine with the
 fix, where the defect must be absent, and on the engine without that one fix,
 where the same check must see the defect -- so each test demonstrably fails
-without its fix.  PYSYNCOBJ.md names the sections.
+without its fix.  docs/engine-fixes.md explains each defect.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _fsynced_before(events: list[tuple[str, Any]], file_name: str, message: str)
     return True
 
 
-# -- section 3: a follower keeps matching entries ------------------------------
+# -- a follower keeps matching entries (Follower truncation of matching entries)
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_late_append_does_not_truncate_acknowledged_entries(tmp_path, fixed) -> None:
@@ -129,7 +129,7 @@ def test_a_real_conflict_still_replaces_the_followers_entries(tmp_path) -> None:
         h.close()
 
 
-# -- section 3: the leader keeps nextIndex -------------------------------------
+# -- the leader keeps nextIndex (A late reply moves nextIndex back) -----------
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
@@ -150,7 +150,7 @@ def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
         h.close()
 
 
-# -- section 1: the journal is on disk before anyone counts it -----------------
+# -- the journal is on disk before anyone counts it (The journal) -------------
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_follower_fsyncs_its_journal_before_acknowledging(tmp_path, events, fixed) -> None:
@@ -183,7 +183,7 @@ def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -
         h.close()
 
 
-# -- section 2: term and vote are on disk before the vote leaves ---------------
+# -- term and vote are on disk before the vote leaves (Term and vote) ---------
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_vote_is_fsynced_before_it_is_granted(tmp_path, events, monkeypatch, fixed) -> None:
@@ -200,7 +200,7 @@ def test_a_vote_is_fsynced_before_it_is_granted(tmp_path, events, monkeypatch, f
         h.close()
 
 
-# -- section 5: the pickle protocol ---------------------------------------------
+# -- the pickle protocol (The pickle protocol) --------------------------------
 
 def test_journal_entries_use_pickle_protocol_5(tmp_path) -> None:
     h = Harness(tmp_path, node._Engine)
@@ -215,7 +215,8 @@ def test_journal_entries_use_pickle_protocol_5(tmp_path) -> None:
         h.close()
 
 
-# -- section 7: the secret, and frames a stranger announces ---------------------
+# -- the secret, and frames a stranger announces (The password is mandatory,
+# Huge frame headers) ----------------------------------------------------------
 
 def test_a_replica_refuses_to_run_without_the_secret(tmp_path) -> None:
     config = node.ReplicaConfig(raft_addr="127.0.0.1:1", peers=(), data_dir=tmp_path,

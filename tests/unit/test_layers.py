@@ -1,4 +1,4 @@
-"""The one-way package graph of DESIGN.md section 2, checked on the source."""
+"""The one-way package graph (docs/architecture.md, "Layers"), checked on the source."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 :func:`.changes.delete_folder` unlinks a tree in one short step and
 leaves a ``t:<id>`` marker; this module removes what hangs below it, in
-mutations small enough for one Raft entry (DESIGN.md section 3), and frees the
+mutations small enough for one Raft entry (docs/store-promises.md, "Sizes"), and frees the
 quota as bytes go.  Any frontend can run it, and run it again after a crash:
 every step is idempotent, and the marker goes last.
 
