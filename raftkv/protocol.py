@@ -59,7 +59,7 @@ TAG_SIZE = 16                   # AES-GCM's tag, added to every sealed frame
 GREETING_SIZE = len(MAGIC) + 1 + NONCE_SIZE + PUBLIC_SIZE
 ANSWER_SIZE = MAC_SIZE + NONCE_SIZE + PUBLIC_SIZE
 HANDSHAKE_PURPOSE = "store-handshake"  # derive_key purpose of the handshake's MAC key
-MAX_FRAME = 4 * 1024 * 1024 + 64 * 1024  # one 4 MiB blob chunk plus headers
+MAX_FRAME = 4 * 1024 * 1024 + 64 * 1024  # a 4 MiB export page (1 MiB chunks fit) plus headers
 # A server drops a connection that has not completed its handshake this long
 # after connecting, and one whose frame, once begun, is not whole this long
 # after its first byte (4 MiB in 10 s: any link between a store and its clients).
