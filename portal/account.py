@@ -18,7 +18,7 @@ from werkzeug.utils import redirect
 
 from shards.model import accounts, apppasswords, erase, ratelimit, twofactor
 
-from .auth import current_user, login_required, safe_next
+from .auth import current_user, describe_wait, login_required, safe_next
 from .sessions import index_row, session_key
 
 if TYPE_CHECKING:
@@ -73,8 +73,14 @@ class AccountViews:
             return self.render(request, "login.html", status=403, username=user,
                                next=safe_next(request.form.get("next")),
                                error="This sign-in has expired. Please log in again.")
-        if not twofactor.use_code(client, user, code):
-            context: dict[str, Any] = {"username": user, "next": pending.next}
+        # Counted per account, not per pending login: logging in again to get a
+        # fresh pending login gives a guesser who knows the password no more codes.
+        verdict = ratelimit.check_code(client, user, code, self.auth_limits, twofactor.use_code)
+        context: dict[str, Any] = {"username": user, "next": pending.next}
+        if verdict.limited:
+            return self._code_limited(request, "login_code.html", verdict.retry_after,
+                                      token=token, **context)
+        if not verdict.right:
             if pending.tries_left <= 0:
                 twofactor.end_pending(client, user, token)
                 return self.render(request, "login.html", status=403, **context,
@@ -123,7 +129,12 @@ class AccountViews:
 
     @login_required
     def on_account_2fa_begin(self: Portal, request: Request) -> Response:
+        """Start enrolment; it needs the password, so a stolen session cannot put its
+        own authenticator on the account."""
         user = current_user(request)
+        refused = self._check_password(request, user)
+        if refused is not None:
+            return refused
         try:
             secret = twofactor.begin_enrolment(self.client(), user)
         except twofactor.TwoFactorError as exc:
@@ -142,19 +153,22 @@ class AccountViews:
             if secret is None:
                 return self.on_account(request, status=400, error=str(exc))
             return self._enrol_page(request, user, secret, status=400, error=str(exc))
-        return self.render(request, "account_recovery.html", codes=codes)
+        # A second factor now guards the account: sessions opened without one end.
+        self.sessions.revoke_others(user, keep=request.session)
+        response = self.render(request, "account_recovery.html", codes=codes)
+        response.headers["Cache-Control"] = "no-store"  # the codes are shown once
+        return response
 
     @login_required
     def on_account_2fa_disable(self: Portal, request: Request) -> Response:
         user = current_user(request)
         code = _field(request, "code", CODE_FIELD_MAX).strip()
         if code:
-            if not twofactor.take_code_slot(self.client(), user):
-                response = self.on_account(request, status=429,
-                                           error="Too many codes tried. Try again later.")
-                response.headers["Retry-After"] = str(int(twofactor.PENDING_TTL))
-                return response
-            proved = twofactor.use_code(self.client(), user, code)
+            verdict = ratelimit.check_code(self.client(), user, code, self.auth_limits,
+                                           twofactor.use_code)
+            if verdict.limited:
+                return self._code_limited(request, "account.html", verdict.retry_after)
+            proved = verdict.right
         else:
             refused = self._check_password(request, user)
             if refused is not None:
@@ -170,8 +184,21 @@ class AccountViews:
         domain = self.config.cluster.domains[0] if self.config.cluster.domains else "raftcloud"
         uri = twofactor.provisioning_uri(secret, f"{user}@{domain}",
                                          f"raftcloud {self.config.cluster.name}")
-        return self.render(request, "account_2fa.html", status=status, secret=secret, uri=uri,
-                           error=error)
+        response = self.render(request, "account_2fa.html", status=status, secret=secret,
+                               uri=uri, error=error)
+        response.headers["Cache-Control"] = "no-store"  # the secret is the second factor
+        return response
+
+    def _code_limited(self: Portal, request: Request, template: str, wait: float,
+                      **context: Any) -> Response:
+        """A 429 with Retry-After: too many wrong codes for the account, this one unchecked."""
+        error = f"Too many wrong codes. Try again in {describe_wait(wait)}."
+        if template == "account.html":
+            response = self.on_account(request, status=429, error=error)
+        else:
+            response = self.render(request, template, status=429, error=error, **context)
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
 
     # -- app passwords (mail clients, later WebDAV: doors that cannot ask for a code) ------
 

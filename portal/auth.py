@@ -163,8 +163,24 @@ class AuthViews:
         if new != request.form.get("new2", ""):
             return self.render(request, "password.html", status=400,
                                error="The two new passwords differ.")
+        old = request.form.get("old", "")
         try:
-            accounts.change_password(self.client(), user, request.form.get("old", ""), new)
+            accounts.check_password_rules(new)
+        except accounts.AccountError as exc:
+            return self.render(request, "password.html", status=400, error=str(exc))
+        # The old password goes through the login's limiter first: a stolen
+        # session must not be a way to guess it without limit and take over.
+        verdict = ratelimit.check_password(self.client(), user, old,
+                                           request.remote_addr or "?", self.auth_limits)
+        if verdict.limited:
+            return self._limited(request, "password.html", verdict.retry_after,
+                                 error="Too many wrong passwords. "
+                                 f"Try again in {describe_wait(verdict.retry_after)}.")
+        if not verdict.right:
+            return self.render(request, "password.html", status=400,
+                               error="The current password is not correct.")
+        try:
+            accounts.change_password(self.client(), user, old, new)
         except accounts.AccountError as exc:
             return self.render(request, "password.html", status=400,
                                error=str(exc))

@@ -29,9 +29,16 @@ A counter is one cell, msgpack ``[window start, attempts, wait until]``.  It
 starts afresh (the cell is overwritten, never a new one) once its ``window``
 has passed and no wait is pending; a counter given back to zero is deleted.
 
+Two-factor codes have their own counter, **per account** (``code`` rule: 10
+wrong codes per 15 minutes, then a growing wait).  It does not hang on a
+pending login, so logging in again (which a right password allows at once)
+gives no fresh tries; a right code gives back only its own slot
+(:func:`check_code`).
+
 Layout: the account counter is ``{<name>}/login`` column ``failures`` and the
-pair ``{<name>}/login`` column ``from:<addr>`` (on the user's shard); the
-address counter is ``login-addr/<addr>`` column ``failures``; signups per
+pair ``{<name>}/login`` column ``from:<addr>`` (on the user's shard), and the code
+counter ``{<name>}/login`` column ``code-failures``; the address counter is
+``login-addr/<addr>`` column ``failures``; signups per
 address ``signup-addr/<addr>`` column ``count``.  IPv6 addresses count per /64,
 which is what one customer usually holds.
 
@@ -56,8 +63,8 @@ from . import accounts
 if TYPE_CHECKING:
     from shards import Client
 
-__all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_password",
-           "pair_key", "signup_key", "take_signup_slot"]
+__all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_code",
+           "check_password", "code_key", "pair_key", "signup_key", "take_signup_slot"]
 
 # CPUT rounds an attempt tries before it gives up; giving up refuses the
 # attempt (it is one of many at the same instant on the same counter).
@@ -65,6 +72,7 @@ _ATTEMPTS = 32
 _CONTENDED_WAIT = 1.0
 
 Key = tuple[str, str]
+_RULES = ("address", "pair", "account", "signup", "code")
 
 
 @dataclass(frozen=True)
@@ -97,18 +105,19 @@ class Limits:
     pair: Rule = Rule(free=5, window=3600.0, delay=30.0, max_delay=900.0)
     account: Rule = Rule(free=50, window=3600.0, delay=3600.0, max_delay=3600.0)
     signup: Rule = Rule(free=5, window=3600.0, delay=3600.0, max_delay=3600.0)
+    code: Rule = Rule(free=10, window=900.0, delay=60.0, max_delay=3600.0)
     failures_per_connection: int = 3  # failed AUTH commands before smtpd closes with 421
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> Limits:
         """Limits from the cluster file's ``[auth]`` table; absent keys keep their defaults.
 
-        ``address``, ``pair``, ``account`` and ``signup`` are tables of ``free``,
+        ``address``, ``pair``, ``account``, ``signup`` and ``code`` are tables of ``free``,
         ``window``, ``delay`` and ``max_delay``; ``failures_per_connection`` a number.
 
         :raises ConfigError: an unknown key or a value that cannot work.
         """
-        rules = ("address", "pair", "account", "signup")
+        rules = _RULES
         unknown = set(table) - {*rules, "failures_per_connection"}
         if unknown:
             raise ConfigError(f"[auth] has unknown keys: {', '.join(sorted(unknown))}")
@@ -125,7 +134,7 @@ class Limits:
 
     def validate(self) -> None:
         """:raises ConfigError: a value that cannot work."""
-        for name in ("address", "pair", "account", "signup"):
+        for name in _RULES:
             getattr(self, name).validate(name)
         if self.failures_per_connection < 1:
             raise ConfigError("[auth] failures_per_connection must be positive")
@@ -178,6 +187,11 @@ def pair_key(name: str, addr: str) -> Key:
 def address_key(addr: str) -> Key:
     """The counter of password attempts from one client address (an IPv6 /64 as one)."""
     return f"login-addr/{_address(addr)}", "failures"
+
+
+def code_key(name: str) -> Key:
+    """The counter of two-factor codes tried on one account, from any login or page."""
+    return f"{{{name}}}/login", "code-failures"
 
 
 def signup_key(addr: str) -> Key:
@@ -307,6 +321,28 @@ def check_password(client: Client, user: str, password: str, address: str, limit
             client.delete(*slot.key)  # this address knows the password: forget its misses
         else:
             _give_back(client, slot)
+    return Verdict(right=True)
+
+
+def check_code(client: Client, user: str, code: str, limits: Limits,
+               verify: Callable[[Client, str, str], bool], *,
+               now: float | None = None) -> Verdict:
+    """Check a two-factor ``code`` of ``user`` with ``verify``, within ``limits.code``.
+
+    The slot is taken before the code is checked (parallel guesses count), and
+    counted per account whichever pending login or page the code came through.
+    A right code gives back its own slot only: the wrong ones before it stay
+    counted, so a guesser holding the password cannot reset the count.
+    """
+    now = time.time() if now is None else now
+    if not accounts.valid_username(user):
+        return Verdict(right=False)
+    slot = _take(client, code_key(user), limits.code, now)
+    if not isinstance(slot, _Slot):
+        return Verdict(right=False, retry_after=slot)
+    if not verify(client, user, code):
+        return Verdict(right=False)
+    _give_back(client, slot)
     return Verdict(right=True)
 
 

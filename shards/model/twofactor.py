@@ -6,8 +6,7 @@ Layout::
     row {<name>}/login  column p:<sha256(token)>
                                            msgpack {sid, next, expires, tries}: a password
                                            that was right, waiting for the second step
-                        column code-tries  msgpack [window start, codes tried] to turn
-                                           two-factor sign-in off (limited like a login)
+                                           (at most MAX_PENDING per account, the newest)
 
 The TOTP cell sits beside the account cell (same row) but is its own cell, so
 using a code never races a password change.  Each update is a CPUT on the
@@ -19,6 +18,9 @@ A pending login is not a session: it only lets the browser that typed the
 password (``sid`` is the hash of its session cookie) try a code, at most
 :data:`MAX_TRIES` times within :data:`PENDING_TTL` seconds.  Each try takes
 its slot (a CPUT) before the code is checked, so parallel guesses count too.
+Those tries only end one pending login; what bounds guessing is the
+per-account code counter of :func:`shards.model.ratelimit.check_code`, which
+a fresh login does not reset.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ if TYPE_CHECKING:
 TOTP_COL = "totp"     # beside accounts.ACCOUNT_COL in the account's row
 PENDING_TTL = 300.0   # seconds between the password and the code
 MAX_TRIES = 5         # codes one pending login may try
+MAX_PENDING = 5       # pending logins kept per account (older ones end)
 RECOVERY_CODES = 10
 STEP = 30             # seconds per TOTP code (RFC 6238's default, what every app uses)
 _ATTEMPTS = 10        # CPUT retries under contention
 _PENDING_PREFIX = "p:"
-_CODE_TRIES_COL = "code-tries"
 
 
 class TwoFactorError(ValueError):
@@ -196,33 +198,6 @@ def use_code(client: Client, user: str, code: str, now: float | None = None) -> 
     return False
 
 
-def take_code_slot(client: Client, user: str, now: float | None = None) -> bool:
-    """Count one code tried outside a login (to turn two-factor sign-in off).
-
-    False once :data:`MAX_TRIES` were tried in :data:`PENDING_TTL` seconds: a
-    stolen session must not be able to run through the million codes.
-    """
-    now = time.time() if now is None else now
-    row = _login_row(user)
-    for _ in range(_ATTEMPTS):
-        cell = client.get(row, _CODE_TRIES_COL)
-        try:
-            start, count = msgpack.unpackb(cell.value) if cell is not None else (0.0, 0)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            start, count = 0.0, 0
-        if now - start >= PENDING_TTL:
-            start, count = now, 0
-        if count >= MAX_TRIES:
-            return False
-        try:
-            client.cput(row, _CODE_TRIES_COL, msgpack.packb([start, count + 1]),
-                        if_version=cell.version if cell is not None else 0)
-            return True
-        except ConditionFailed:
-            continue
-    return False
-
-
 def _matching_step(record: dict[str, Any], code: str, now: float) -> int | None:
     code = "".join(code.split())
     if len(code) != 6 or not (code.isascii() and code.isdigit()):  # not "١٢٣٤٥٦"
@@ -253,11 +228,18 @@ def start_pending(client: Client, user: str, sid_hash: str, next_url: str,
     """Record that ``user``'s password was right in the browser ``sid_hash``; returns the token."""
     now = time.time() if now is None else now
     row = _login_row(user)
-    # Abandoned pending logins would pile up in the row: drop the stale ones.
+    # Abandoned pending logins would pile up in the row: drop the stale ones,
+    # and keep only the newest few so the row stays small whatever is sent.
+    live: list[tuple[float, str]] = []
     for column, cell in client.get_row(row, prefix=_PENDING_PREFIX).items():
         record = _unpack(cell)
-        if record is None or record.get("expires", 0) < now:
+        expires = record.get("expires", 0) if record else 0
+        if not isinstance(expires, (int, float)) or expires < now:
             client.delete(row, column)
+        else:
+            live.append((float(expires), column))
+    for _, column in sorted(live)[:max(0, len(live) - MAX_PENDING + 1)]:
+        client.delete(row, column)
     token = secrets.token_urlsafe(24)
     record = {"sid": sid_hash, "next": next_url, "expires": now + PENDING_TTL, "tries": 0}
     client.put(row, _PENDING_PREFIX + _hash(token), _pack(record))

@@ -47,7 +47,7 @@ def _filled(app, client) -> tuple[HTTPClient, str]:
     mailbox.deliver(client, name, b"Subject: two\r\nMessage-ID: <a2@x>\r\n\r\n" + BIG)
     assert post(HTTPClient(app), "/login", {"username": name, "password": "wrong one!"}
                 ).status_code == 403  # a failure counter in {name}/login
-    post(http, "/account/2fa/begin", {}, "/account")  # a TOTP cell beside the account
+    post(http, "/account/2fa/begin", {"password": PASSWORD}, "/account")  # a TOTP cell
     return http, name
 
 

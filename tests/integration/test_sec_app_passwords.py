@@ -89,7 +89,7 @@ def make_app_password(http, name: str) -> str:
 
 
 def two_factor_on(http) -> None:
-    page = post(http, "/account/2fa/begin", {}, "/account")
+    page = post(http, "/account/2fa/begin", {"password": PASSWORD}, "/account")
     secret = re.search(r"secret=([A-Z2-7]+)", page.text).group(1)
     done = post(http, "/account/2fa/confirm", {"code": pyotp.TOTP(secret).now()}, "/account")
     assert done.status_code == 200 and "recovery" in done.text.lower()

@@ -297,3 +297,27 @@ def test_the_login_post_redirects_only_on_this_site(app, returning_user, target)
     response = web_login(app, name, PASSWORD, addr, next=target)
     assert response.status_code == 303
     assert_same_site(response.headers["Location"])
+
+
+# -- changing the password: the old one is guessed through the same limiter ----------------
+
+def change_password(http: HTTPClient, old: str, addr: str):
+    new = "a brand new password"
+    return http.post("/password", environ_base={"REMOTE_ADDR": addr}, data={
+        "csrf": csrf_of(http, "/password"), "old": old, "new": new, "new2": new})
+
+
+def test_guessing_the_old_password_on_the_change_form_is_limited(client, app, hasher):
+    """Issue 13: a stolen session must not guess the password on /password without limit."""
+    name, addr = user(client), fresh_address()
+    thief = HTTPClient(app)
+    assert web_login(app, name, PASSWORD, addr, thief).status_code == 303
+    free = AUTH["pair"]["free"]
+    codes = [change_password(thief, f"guess {i}", addr).status_code for i in range(free + 3)]
+    assert codes == [400] * free + [429] * 3
+    assert len(hasher.verified) == 1 + free  # the login, then only the free guesses
+    refused = change_password(thief, PASSWORD, addr)  # as with login: this address waits
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert web_login(app, name, PASSWORD, fresh_address()).status_code == 303  # unchanged
+    # The guesses counted like failed logins from that address.
+    assert web_login(app, name, PASSWORD, addr).status_code == 429

@@ -16,6 +16,8 @@ from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
 from portal.sessions import SEEN_COL, index_row, session_key, session_row
+from shards.model.ratelimit import Limits
+from shards.model.twofactor import TOTP_COL
 
 from .._portal import ADMIN_PASSWORD, PASSWORD, csrf_of, logged_in, post, signed_up
 
@@ -157,14 +159,14 @@ def test_a_user_sees_and_ends_their_other_sessions(app, client):
 
 
 def _enrol(http: HTTPClient) -> tuple[str, list[str]]:
-    page = post(http, "/account/2fa/begin", {}, "/account")
-    assert page.status_code == 200
+    page = post(http, "/account/2fa/begin", {"password": PASSWORD}, "/account")
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
     secret = re.search(r'<code class="secret">([A-Z2-7]{16,})</code>', page.text).group(1)
     assert "otpauth://totp/" in page.text
     wrong = post(http, "/account/2fa/confirm", {"code": "000000"}, "/account")
     assert wrong.status_code == 400
     done = post(http, "/account/2fa/confirm", {"code": pyotp.TOTP(secret).now()}, "/account")
-    assert done.status_code == 200
+    assert done.status_code == 200 and done.headers["Cache-Control"] == "no-store"
     codes = re.findall(r"<code>([0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4})</code>", done.text)
     assert len(codes) == 10
     return secret, codes
@@ -245,9 +247,52 @@ def test_turning_two_factor_off_needs_the_password_or_a_code(app):
 def test_codes_to_turn_two_factor_off_are_limited(app):
     http, name = signed_up(app)
     _, codes = _enrol(http)
-    for _ in range(5):
+    for _ in range(Limits().code.free):
         assert post(http, "/account/2fa/disable", {"code": "000000"},
                     "/account").status_code == 403
     limited = post(http, "/account/2fa/disable", {"code": codes[0]}, "/account")
     assert limited.status_code == 429 and "Retry-After" in limited.headers
     assert "Recovery codes left: 10" in http.get("/account").text  # still on, code unused
+
+
+def _wrong(secret: str) -> str:
+    return "123456" if pyotp.TOTP(secret).now() != "123456" else "654321"
+
+
+def test_logging_in_again_gives_no_fresh_codes_to_guess(app):
+    """Issue 13: wrong codes count per account, over every pending login; a right one after
+    them is refused too (429), so knowing the password does not buy unlimited guesses."""
+    http, name = signed_up(app)
+    secret, codes = _enrol(http)
+    free = Limits().code.free
+    statuses = []
+    while len(statuses) < free + 2:  # a fresh pending login for every two codes
+        browser, fields = _password_step(app, name)
+        statuses += [_code_step(browser, fields, _wrong(secret)).status_code for _ in range(2)]
+    assert statuses == [403] * free + [429] * 2
+    browser, fields = _password_step(app, name)
+    limited = _code_step(browser, fields, codes[0])
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert not _hello(browser, name)
+    assert "Recovery codes left: 10" in http.get("/account").text  # the code was not used
+
+
+def test_an_account_keeps_only_its_newest_pending_logins(app, client):
+    http, name = signed_up(app)
+    _enrol(http)
+    for _ in range(8):
+        _password_step(app, name)
+    assert len(client.get_row(f"{{{name}}}/login", prefix="p:")) == 5
+
+
+def test_setting_up_two_factor_needs_the_password_and_ends_other_sessions(app, client):
+    """Issue 13: a stolen session cannot put the thief's authenticator on the account."""
+    http, name = signed_up(app)
+    other = logged_in(app, name)
+    for data in ({}, {"password": "not the password"}):
+        refused = post(http, "/account/2fa/begin", data, "/account")
+        assert refused.status_code == 403 and "otpauth://" not in refused.text
+    assert client.get(f"user/{name}", TOTP_COL) is None
+    assert _hello(other, name)
+    _enrol(http)
+    assert _hello(http, name) and not _hello(other, name)

@@ -20,6 +20,7 @@ from shards.model.ratelimit import Limits, Rule
 from .._memstore import MemClient
 
 RIGHT = "the right password"
+NOW = 1_800_000_000.0
 SMALL = Limits(address=Rule(free=4, window=100.0, delay=2.0, max_delay=16.0),
                pair=Rule(free=2, window=100.0, delay=5.0, max_delay=20.0),
                account=Rule(free=6, window=100.0, delay=100.0, max_delay=100.0),
@@ -171,7 +172,8 @@ def test_limits_come_from_the_auth_table():
     assert limits.failures_per_connection == 2 and limits.account == Limits().account
     for bad in ({"pairs": {}}, {"pair": 3}, {"pair": {"free": 0}}, {"pair": {"fre": 3}},
                 {"account": {"delay": "1h"}}, {"address": {"free": 2.5}},
-                {"signup": {"delay": 10, "max_delay": 5}}, {"failures_per_connection": 0},
+                {"signup": {"delay": 10, "max_delay": 5}}, {"code": {"free": 0}},
+                {"failures_per_connection": 0},
                 {"failures_per_connection": True}):
         with pytest.raises(ConfigError):
             Limits.from_table(bad)
@@ -234,3 +236,33 @@ def test_the_documented_auth_table_is_the_default():
     readme = (Path(__file__).parents[2] / "deploy" / "README.md").read_text()
     example = tomllib.loads(re.search(r"```toml\n(.*?)```", readme, re.S).group(1))
     assert Limits.from_table(example["auth"]) == Limits()
+
+
+def _code_checker(codes_checked: list[str]):
+    def verify(client, user: str, code: str) -> bool:
+        codes_checked.append(code)
+        return code == "123456"
+    return verify
+
+
+def test_wrong_codes_are_counted_per_account_and_a_right_one_gives_back_only_its_own():
+    """Issue 13: new pending logins must not bring new tries; a right code resets nothing."""
+    client, checked = MemClient(), []
+    verify, rule = _code_checker(checked), Limits().code
+    for i in range(rule.free - 1):
+        assert ratelimit.check_code(client, "ann", f"{i:06}", Limits(), verify,
+                                    now=NOW) == ratelimit.Verdict(right=False)
+    assert ratelimit.check_code(client, "ann", "123456", Limits(), verify, now=NOW).right
+    assert not ratelimit.check_code(client, "ann", "000001", Limits(), verify, now=NOW).limited
+    limited = ratelimit.check_code(client, "ann", "123456", Limits(), verify, now=NOW + 1)
+    assert limited.limited and limited.retry_after == rule.delay - 1
+    assert len(checked) == rule.free + 1  # the limited one was never checked
+    # The wait grows with each miss after it, and other accounts are not touched.
+    assert not ratelimit.check_code(client, "ann", "000002", Limits(), verify,
+                                    now=NOW + rule.delay).right
+    again = ratelimit.check_code(client, "ann", "123456", Limits(), verify, now=NOW + rule.delay)
+    assert again.retry_after == 2 * rule.delay
+    assert ratelimit.check_code(client, "bob", "123456", Limits(), verify, now=NOW).right
+    assert ratelimit.check_code(client, "ann", "123456", Limits(), verify,
+                                now=NOW + 3 * rule.delay).right
+    assert not ratelimit.check_code(client, "no such name!", "123456", Limits(), verify).right

@@ -75,8 +75,11 @@ def test_codes_that_are_not_ascii_digits_are_simply_wrong():
         assert not twofactor.use_code(client, "alice", code, now=NOW + 60)
 
 
-def test_codes_tried_outside_a_login_are_limited():
+def test_an_account_keeps_only_its_newest_pending_logins():
     client = MemClient()
-    assert all(twofactor.take_code_slot(client, "alice", now=NOW) for _ in range(5))
-    assert not twofactor.take_code_slot(client, "alice", now=NOW + 1)
-    assert twofactor.take_code_slot(client, "alice", now=NOW + twofactor.PENDING_TTL + 1)
+    tokens = [twofactor.start_pending(client, "alice", "sid-a", "/", now=NOW + i)
+              for i in range(3 * twofactor.MAX_PENDING)]
+    assert len(client.get_row("{alice}/login", prefix="p:")) == twofactor.MAX_PENDING
+    newest = tokens[-twofactor.MAX_PENDING:]
+    assert all(twofactor.take_try(client, "alice", t, "sid-a", now=NOW + 20) for t in newest)
+    assert twofactor.take_try(client, "alice", tokens[0], "sid-a", now=NOW + 20) is None
