@@ -61,6 +61,15 @@ def inprocess_smtpd(cluster: ClusterConfig, client: Any, *,
 
 
 @contextmanager
+def loopback_submission(cluster: ClusterConfig, client: Any) -> Iterator[tuple[str, int]]:
+    """smtpd's submission port in this process, AUTH allowed without TLS (loopback only)."""
+    with inprocess_smtpd(cluster, client, submission=f"127.0.0.1:{free_port()}",
+                         plaintext_auth_on_loopback=True) as config:
+        host, port = config.submission.rsplit(":", 1)
+        yield host, int(port)
+
+
+@contextmanager
 def local_dns(root: Path, records: list[str]) -> Iterator[str]:
     """dnsmasq on 127.0.0.1 answering ``records`` (dnsmasq options) for ``*.test``; its address."""
     if shutil.which("dnsmasq") is None:

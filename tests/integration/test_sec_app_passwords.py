@@ -21,9 +21,8 @@ import pytest
 
 from portal import PortalConfig, create_app
 
-from .._mail import inprocess_smtpd
+from .._mail import loopback_submission
 from .._portal import PASSWORD, post, signed_up
-from .._procs import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -57,11 +56,8 @@ def app(kv_cluster, cluster):
 
 @pytest.fixture(scope="module")
 def submission(cluster, client):
-    """smtpd's submission port (AUTH without TLS: loopback only), the portal's [auth] limits."""
-    with inprocess_smtpd(cluster, client, submission=f"127.0.0.1:{free_port()}",
-                         plaintext_auth_on_loopback=True) as config:
-        host, port = config.submission.rsplit(":", 1)
-        yield host, int(port)
+    with loopback_submission(cluster, client) as address:
+        yield address
 
 
 def auth(submission, name: str, password: str, addr: str | None = None) -> tuple[int, str]:

@@ -18,7 +18,6 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
-import dns.resolver
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -27,7 +26,7 @@ from raftkv.cluster import SmtpdConfig
 from shards.model import accounts, mailbox, outbound
 from smtpd.server import SmtpServer
 
-from .._mail import with_tables
+from .._mail import local_dns, with_tables
 from .._procs import NO_DNS, Proc, free_port, port_open, python_cmd, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -83,9 +82,6 @@ def remotes():
 
 @pytest.fixture(scope="module")
 def dns_server(tmp_path_factory):
-    if shutil.which("dnsmasq") is None:
-        pytest.fail("dnsmasq is missing: `make test` installs dnsmasq-base")
-    port = free_port()
     records = [
         "--mx-host=example.test,mx1.example.test,10", "--mx-host=example.test,mx2.example.test,20",
         "--host-record=mx1.example.test,127.0.0.25", "--host-record=mx2.example.test,127.0.0.26",
@@ -98,25 +94,8 @@ def dns_server(tmp_path_factory):
         # no MX at all: the A record is the implicit exchanger (RFC 5321 5.1)
         "--host-record=plain.test,127.0.0.25",
     ]
-    root = tmp_path_factory.mktemp("dns")
-    proc = Proc("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-                            f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-                            "--no-resolv", "--no-hosts", "--pid-file=", "--local=/test/",
-                            *records], root).start()
-    try:
-        wait_for(lambda: proc.alive and _udp_answers(port), 10, "dnsmasq")
-        yield f"127.0.0.1:{port}"
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
-
-
-def _udp_answers(port: int) -> bool:
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers, resolver.port, resolver.lifetime = ["127.0.0.1"], port, 1.0
-    return len(resolver.resolve("example.test", "MX")) == 2
+    with local_dns(tmp_path_factory.mktemp("dns"), records) as address:
+        yield address
 
 
 class Smtpd:
