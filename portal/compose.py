@@ -150,6 +150,9 @@ class ComposeViews:
                             quota=mailbox.quota_setting(self.config.cluster.table("mail")))
         except sendlimit.SendLimitExceeded as exc:
             raise BadRequest(f"Not sent: {exc}") from None
+        except outbound.SenderMailboxFull:
+            raise BadRequest("Not sent: your mailbox is over its quota (the Sent copy would not "
+                             "fit). Delete some mail, then send again.") from None
         except mailbox.MailboxFull as exc:
             raise BadRequest(f"Not sent: the mailbox of {self._address(exc.user)} is full.") from None
 

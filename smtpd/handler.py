@@ -29,20 +29,24 @@ the mailbox is already full, else at DATA.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import email.utils
 import functools
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from raftkv.cluster import split_addr
 from raftkv.errors import ConfigError, RaftKVError, TooLarge, UnavailableError
 from shards.model import accounts, mailbox
+from shards.model.outbound import SenderMailboxFull
 from shards.model.sendlimit import SendLimitExceeded, SendLimits
 
 if TYPE_CHECKING:
@@ -62,6 +66,7 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_BIG = "552 5.3.4 Message too big for system"
 TRY_LATER = "451 4.3.0 Try again later"
 MAILBOX_FULL = "552 5.2.2 Mailbox full"
+SENDER_MAILBOX_FULL = "552 5.2.2 Your mailbox is over its quota; delete mail before sending"
 BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -198,15 +203,49 @@ def received_header(session: Session, config: InboundConfig, recipient: str) -> 
     ).encode("utf-8", "replace")
 
 
-def _from_addresses(content: bytes) -> list[str]:
-    """The addresses of the message's From header(s); never raises on malformed mail."""
-    head = content.partition(b"\r\n\r\n")[0][:64 * 1024]
-    try:
-        message = email.message_from_bytes(head + b"\r\n\r\n")
-        values = [str(v) for v in message.get_all("From", [])]
-        return [address for _, address in email.utils.getaddresses(values) if address]
-    except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
-        return []
+# Headers that name a message's author, as the webmail and mailbox listing show it.
+# Reply-To is not among them: a reply goes to the address written there, so naming
+# one of our users does not impersonate anyone, and web forms and mailing lists
+# set it to our users' addresses legitimately.
+AUTHOR_HEADERS = ("From", "Sender")
+# The header section is parsed whole (what the mailbox and webmail read is what we
+# check), so it has a bound of its own, far above real mail (Postfix: 100 KiB).
+MAX_HEADER_SECTION = 1024 * 1024
+HEADERS_TOO_BIG = "552 5.3.4 Header section too big (limit 1 MiB)"
+_DOMAIN_AFTER_AT = re.compile(r"@\s*([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)", re.IGNORECASE)
+
+
+def header_section(content: bytes) -> bytes:
+    """The header section of ``content`` (all of it when there is no blank line)."""
+    ends = [i for sep in (b"\r\n\r\n", b"\n\n") if (i := content.find(sep)) >= 0]
+    if content.startswith((b"\r\n", b"\n")):
+        return b""
+    return content[:min(ends)] if ends else content
+
+
+def claimed_domains(head: bytes) -> set[str]:
+    """Every domain the author headers of ``head`` name or show, lowercase.
+
+    Parsed with ``email.policy.default``, as :func:`shards.model.mailbox.parse_headers`
+    and the webmail do, and read three ways so that no spelling slips through: the
+    parsed addresses, the decoded text (RFC 2047 words, display names), and the
+    raw text (an address the parser drops from a malformed header).  Never raises.
+    """
+    message = BytesParser(policy=email.policy.default).parsebytes(head + b"\r\n\r\n",
+                                                                headersonly=True)
+    texts: list[str] = []
+    wanted = {name.lower() for name in AUTHOR_HEADERS}
+    for name, raw in message.raw_items():
+        if name.lower() not in wanted:
+            continue
+        texts.append(str(raw))
+        try:
+            value = message.policy.header_fetch_parse(name, raw)
+            texts.append(str(value))
+            texts += [f"{a.display_name} @{a.domain}" for a in getattr(value, "addresses", ())]
+        except Exception:  # noqa: BLE001 - the email package raises assorted errors on bad input
+            continue
+    return {match.group(1).lower() for text in texts for match in _DOMAIN_AFTER_AT.finditer(text)}
 
 
 def _printable(text: str, limit: int = 255) -> str:
@@ -241,6 +280,8 @@ def size_option(options: list[str]) -> int:
 
 def _store_reply(exc: BaseException) -> str:
     """The SMTP reply for a failed store call (the one mapping of errors to SMTP)."""
+    if isinstance(exc, SenderMailboxFull):
+        return SENDER_MAILBOX_FULL
     if isinstance(exc, mailbox.MailboxFull):
         return MAILBOX_FULL
     if isinstance(exc, SendLimitExceeded):
@@ -291,6 +332,22 @@ class InboundHandler:
                  address, session.peer)
         return forged_sender_reply(domain, self.config)
 
+    async def _forged_headers(self, session: Session, content: bytes) -> str | None:
+        """The refusal for author headers that claim our domains, or a header section too big."""
+        head = header_section(content)
+        if len(head) > MAX_HEADER_SECTION:
+            log.info("message from %s refused: header section of %d bytes", session.peer, len(head))
+            return HEADERS_TOO_BIG
+        if session.authenticated or self.config.trusted(session.peer):
+            return None
+        loop = asyncio.get_running_loop()  # parsing a MiB of headers takes a while: not here
+        claimed = await loop.run_in_executor(self._executor, claimed_domains, head)
+        ours = sorted(claimed & set(self.config.domains))
+        if not ours:
+            return None
+        log.info("message from %s refused: its author headers claim %s", session.peer, ours[0])
+        return forged_sender_reply(ours[0], self.config)
+
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
             self, server: SMTP, session: Session, envelope: Envelope,
             address: str, mail_options: list[str]) -> str:
@@ -331,10 +388,9 @@ class InboundHandler:
         content = envelope.original_content or b""
         if len(content) > self.config.max_message_size:
             return TOO_BIG  # aiosmtpd enforces its own limit too; this guards a misconfiguration
-        for author in _from_addresses(content):
-            refusal = self._forged(session, author)
-            if refusal is not None:
-                return refusal
+        refusal = await self._forged_headers(session, content)
+        if refusal is not None:
+            return refusal
         # Several addresses may name one account (Bob@ and bob@): deliver once per account.
         recipients = {}
         for address in envelope.rcpt_tos:

@@ -4,9 +4,17 @@ aiosmtpd serves every session of a listener as a coroutine on one event loop,
 so a slow client costs a socket and a little memory, never a thread; what is
 left to bound is how many sockets a stranger may hold and for how long.
 
-* **Connections**: at most ``max_connections`` per listener and
-  ``max_connections_per_address`` per client address (an IPv6 /64 counts as one
-  address).  One more gets ``421 4.7.0`` and is closed before any greeting.
+* **Connections**: at most ``max_connections_per_address`` per client address
+  (an IPv6 /56, a typical end site's allocation, counts as one address: a
+  stranger has 256 /64s to spread over).  One more from that address gets
+  ``421 4.7.0`` and is closed before any greeting.  At ``max_connections`` per
+  listener the oldest *idle* session (not logged in, no MAIL accepted) is told
+  ``421 4.7.0`` and closed to make room, as the web listeners do; a newcomer is
+  refused only when every session is busy.  So strangers holding sessions open
+  cannot lock everyone else out.
+* **Idleness**: a session must complete a message (DATA after accepted
+  recipients) within ``idle_timeout`` of connecting and of its last message;
+  NOOP, RSET, HELP and refused transactions do not restart that clock.
 * **A line**: once the first byte of a line (a command, or a line of DATA)
   has arrived, the whole line must arrive within ``line_timeout``.  A client
   dripping one byte every few seconds is cut off there, whatever the other
@@ -40,6 +48,8 @@ TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 LINE_TIMEOUT = b"421 4.4.2 Line not completed in time, closing connection\r\n"
 COMMAND_TIMEOUT = b"421 4.4.2 Timeout, closing connection\r\n"
 SESSION_TIMEOUT = b"421 4.4.2 Session too long, closing connection\r\n"
+IDLE_TIMEOUT = b"421 4.4.2 No mail sent in time, closing connection\r\n"
+EVICTED = b"421 4.7.0 Too many connections, closing this idle one\r\n"
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class SessionLimits:
     command_timeout: float = 120.0      # one valid command -> the next
     data_timeout: float = 600.0         # DATA -> the final dot (25 MiB at ~45 KB/s)
     session_timeout: float = 1800.0     # accept -> close
+    idle_timeout: float = 240.0         # accept, or the last message -> the next message
     max_connections: int = 400          # per listener
     max_connections_per_address: int = 20
 
@@ -68,24 +79,27 @@ class SessionLimits:
             values[field.name] = kind(value)
         limits = cls(**values)
         if min(limits.line_timeout, limits.command_timeout, limits.data_timeout,
-               limits.session_timeout) <= 0:
+               limits.session_timeout, limits.idle_timeout) <= 0:
             raise ConfigError("smtpd timeouts must be positive")
         if limits.max_connections < 1 or limits.max_connections_per_address < 1:
             raise ConfigError("smtpd connection limits must be at least 1")
         return limits
 
 
+IPV6_PREFIX = 56  # bits of an IPv6 address counted as one client (an end site's allocation)
+
+
 def address_key(peer: Any) -> str:
-    """The key a client is counted under: its IP address, an IPv6 /64 as one."""
+    """The key a client is counted under: its IP address, an IPv6 /56 as one."""
     host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(str(host).partition("%")[0])
     except ValueError:
         return str(host)
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
     return str(ip)
 
 
@@ -93,24 +107,41 @@ class ConnectionGate:
     """Open connections of one listener, in total and per client address.
 
     Used only from the listener's event loop thread, so it needs no lock.
+    Sessions are kept in the order they arrived, so the oldest idle one is
+    the first found.
     """
 
     def __init__(self, limits: SessionLimits) -> None:
         self.limits = limits
-        self.total = 0
         self._per_address: Counter[str] = Counter()
+        self._sessions: dict[Any, str] = {}   # session -> key, oldest first
 
-    def enter(self, key: str) -> bool:
-        """Count a new connection from ``key``; False (and nothing counted) when over a cap."""
-        if (self.total >= self.limits.max_connections
-                or self._per_address[key] >= self.limits.max_connections_per_address):
+    @property
+    def total(self) -> int:
+        return len(self._sessions)
+
+    def enter(self, key: str, session: Any) -> bool:
+        """Count a new connection from ``key``; False (nothing counted) when it may not come in.
+
+        At the listener's cap the oldest session whose ``evictable()`` is true
+        is evicted (its ``evict()`` is called and it is no longer counted).
+        """
+        if self._per_address[key] >= self.limits.max_connections_per_address:
             return False
-        self.total += 1
+        if self.total >= self.limits.max_connections:
+            idle = next((s for s in self._sessions if s.evictable()), None)
+            if idle is None:
+                return False
+            self.leave(idle)
+            idle.evict()
+        self._sessions[session] = key
         self._per_address[key] += 1
         return True
 
-    def leave(self, key: str) -> None:
-        self.total -= 1
+    def leave(self, session: Any) -> None:
+        key = self._sessions.pop(session, None)
+        if key is None:
+            return
         self._per_address[key] -= 1
         if self._per_address[key] <= 0:
             del self._per_address[key]
@@ -131,36 +162,51 @@ class BoundedSession:
         kwargs.setdefault("timeout", gate.limits.command_timeout)
         super().__init__(*args, **kwargs)
         self._gate = gate
-        self._gate_key: str | None = None   # set while this session is counted
+        self._counted = False   # while the gate counts this session
+        self._gate_key: str | None = None
         self._refused = False
         self._line_timer: asyncio.TimerHandle | None = None
         self._session_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if getattr(self, "_original_transport", None) is not None:
             super().connection_made(transport)  # the same session after STARTTLS
             return
         key = address_key(transport.get_extra_info("peername"))
-        if not self._gate.enter(key):
+        if not self._gate.enter(key, self):
             log.warning("refusing a connection from %s: too many connections", key)
             self._refused = True
             transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
             transport.close()
             return
-        self._gate_key = key
+        self._counted, self._gate_key = True, key
         self._session_timer = self.loop.call_later(  # type: ignore[attr-defined]
             self._gate.limits.session_timeout, self._expire, SESSION_TIMEOUT)
+        self._restart_idle_timer()
         super().connection_made(transport)
+
+    def evictable(self) -> bool:
+        """Whether this session may be closed to make room: not logged in, no transaction."""
+        session = getattr(self, "session", None)
+        envelope = getattr(self, "envelope", None)
+        return (session is not None and not session.authenticated
+                and (envelope is None or envelope.mail_from is None))
+
+    def evict(self) -> None:
+        """Closed by the gate for a newcomer; the gate has stopped counting it already."""
+        self._counted = False
+        self._expire(EVICTED)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return  # aiosmtpd never saw this connection
-        for timer in (self._line_timer, self._session_timer):
+        for timer in (self._line_timer, self._session_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
-        if self._gate_key is not None:
-            self._gate.leave(self._gate_key)
-            self._gate_key = None
+        if self._counted:
+            self._gate.leave(self)
+            self._counted = False
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
@@ -177,11 +223,29 @@ class BoundedSession:
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command method
         # aiosmtpd restarted its timer for this command; the message gets longer than one.
         self._reset_timeout(self._gate.limits.data_timeout)  # type: ignore[attr-defined]
-        await super().smtp_DATA(arg)
+        envelope = getattr(self, "envelope", None)
+        if envelope is None or not envelope.rcpt_tos:
+            await super().smtp_DATA(arg)  # refused at once: the idle clock runs on
+            return
+        # A real message: data_timeout bounds it, and once it is over the session
+        # has done its work and gets a fresh idle clock.
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._restart_idle_timer()
 
     def _timeout_cb(self) -> None:
         # aiosmtpd's timer: close as it does, but say why first.
         self._expire(COMMAND_TIMEOUT)
+
+    def _restart_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.loop.call_later(  # type: ignore[attr-defined]
+            self._gate.limits.idle_timeout, self._expire, IDLE_TIMEOUT)
 
     def _stop_line_timer(self) -> None:
         if self._line_timer is not None:

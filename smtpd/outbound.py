@@ -79,8 +79,15 @@ def public_address(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside (::ffff:127.0.0.1, 6to4 2002:7f00:1::, Teredo's client)
+        # is where the packets end up: it must be public itself.
+        teredo = ip.teredo[1] if ip.teredo is not None else None
+        embedded = ip.ipv4_mapped or ip.sixtofour or teredo
+        if embedded is not None and not public_address(str(embedded)):
+            return False
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
     return not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved
                 or ip.is_multicast or ip.is_unspecified or not ip.is_global)
 

@@ -228,6 +228,10 @@ def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
+class SenderMailboxFull(mailbox.MailboxFull):
+    """The sender's own mailbox has no room for the Sent copy: nothing is sent."""
+
+
 def submit(client: Client, user: str, sender: str, recipients: list[str], raw: bytes, *,
            domains: tuple[str, ...], quota: int | None = None) -> Submission:
     """Deliver ``raw`` from ``user`` (envelope ``sender``) to ``recipients``.
@@ -238,8 +242,11 @@ def submit(client: Client, user: str, sender: str, recipients: list[str], raw: b
     each of our mailboxes.  The caller has checked that local recipients
     have accounts.
 
-    :param quota: local recipients' mailbox quota; the sender's Sent copy is
-        counted but never refused.
+    :param quota: the mailbox quota, of local recipients and of the sender,
+        whose Sent copy must fit too (else an account over its quota could
+        go on filling the store through its Sent folder).
+    :raises SenderMailboxFull: the sender's own mailbox has no room for the
+        Sent copy; nothing was sent.
     :raises mailbox.MailboxFull: a local recipient has no room; checked before
         anything is stored (a race with another delivery may still end it half-way).
     """
@@ -254,6 +261,8 @@ def submit(client: Client, user: str, sender: str, recipients: list[str], raw: b
         else:
             remote.append(address)
     if quota is not None:
+        if not mailbox.has_room(client, user, len(raw), quota):
+            raise SenderMailboxFull(user)
         for name in local:
             if not mailbox.has_room(client, name, len(raw), quota):
                 raise mailbox.MailboxFull(name)

@@ -8,6 +8,7 @@ and the cluster file's hosts count as our own.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import re
@@ -152,12 +153,14 @@ def test_a_dripping_client_is_cut_off_at_the_line_deadline(kv_cluster, client, l
     ("command_timeout", "idle"),        # connects, then says nothing
     ("session_timeout", "chatty"),      # NOOP after NOOP, every line complete
     ("data_timeout", "slow-data"),      # a message that never ends
+    ("idle_timeout", "chatty"),         # NOOPs restart the command clock, not this one
+    ("idle_timeout", "refused-mail"),   # transactions that never deliver
 ])
 def test_idle_chatty_and_endless_sessions_end_at_their_deadline(kv_cluster, client, setting,
                                                                 behaviour):
     bob = _user(client, "bob")
     limits = {"command_timeout": 30.0, "session_timeout": 30.0, "data_timeout": 30.0,
-              setting: 1.5}
+              "idle_timeout": 30.0, setting: 1.5}
     with _smtpd(kv_cluster, client, smtpd=limits) as config:
         sock = _connect(_port(config.inbound), "127.0.0.3")
         with sock:
@@ -172,6 +175,9 @@ def test_idle_chatty_and_endless_sessions_end_at_their_deadline(kv_cluster, clie
                 try:
                     if behaviour == "chatty":
                         sock.sendall(b"NOOP\r\n")
+                    elif behaviour == "refused-mail":
+                        sock.sendall(b"HELO me\r\nMAIL FROM:<x@example.org>\r\nRCPT TO:<nobody@"
+                                     + DOMAIN.encode() + b">\r\nDATA\r\nRSET\r\n")
                     elif behaviour == "slow-data":
                         sock.sendall(b"another line of an endless message\r\n")
                     sock.settimeout(0.3)
@@ -190,22 +196,66 @@ def test_idle_chatty_and_endless_sessions_end_at_their_deadline(kv_cluster, clie
             assert _closed(sock)
 
 
+def _busy(sock: socket.socket, listener: str, user: str) -> None:
+    """Make a greeted session one that may not be evicted: a transaction, or logged in."""
+    sock.sendall(b"EHLO client.example\r\n")
+    assert _reply(sock).startswith(b"250")
+    if listener == "inbound":
+        sock.sendall(b"MAIL FROM:<x@example.org>\r\n")
+    else:
+        token = base64.b64encode(f"\0{user}\0{PASSWORD}".encode())
+        sock.sendall(b"AUTH PLAIN " + token + b"\r\n")
+    assert _reply(sock)[:1] == b"2"
+
+
 @pytest.mark.parametrize("listener", ["inbound", "submission"])
 def test_connections_beyond_the_caps_get_421(kv_cluster, client, listener):
+    user = _user(client, "busy")
     caps = {"max_connections_per_address": 3, "max_connections": 5}
     with _smtpd(kv_cluster, client, smtpd=caps) as config, ExitStack() as stack:
         port = _listeners(config)[listener]
 
-        def greeting(source: str) -> bytes:
-            sock = stack.enter_context(_connect(port, source))
-            return _reply(sock)
-        assert [greeting("127.0.0.3")[:3] for _ in range(3)] == [b"220"] * 3
-        assert greeting("127.0.0.3").startswith(b"421 4.7.0")      # per address
-        assert [greeting("127.0.0.4")[:3] for _ in range(2)] == [b"220"] * 2
-        assert greeting("127.0.0.5").startswith(b"421 4.7.0")      # per listener
-        # A refused connection was never counted; a closed one gives its place back.
+        def connect(source: str) -> socket.socket:
+            return stack.enter_context(_connect(port, source))
+        busy = [connect("127.0.0.3") for _ in range(3)]
+        for sock in busy:
+            assert _reply(sock).startswith(b"220")
+            _busy(sock, listener, user)
+        assert _reply(connect("127.0.0.3")).startswith(b"421 4.7.0")      # per address
+        idle = [connect("127.0.0.4") for _ in range(2)]
+        assert [_reply(sock)[:3] for sock in idle] == [b"220"] * 2
+        # The listener is full: the oldest idle session makes room for a newcomer.
+        newcomer = connect("127.0.0.5")
+        assert _reply(newcomer).startswith(b"220")
+        assert _reply(idle[0]).startswith(b"421 4.7.0") and _closed(idle[0])
+        idle[1].sendall(b"NOOP\r\n")
+        assert _reply(idle[1]).startswith(b"250")
+        for sock in busy:                                                   # never evicted
+            sock.sendall(b"NOOP\r\n")
+            assert _reply(sock).startswith(b"250")
+        _busy(idle[1], listener, user)
+        _busy(newcomer, listener, user)
+        # Only when every session is busy is a newcomer refused.
+        assert _reply(connect("127.0.0.6")).startswith(b"421 4.7.0")
         stack.close()
-        wait_for(lambda: greeting("127.0.0.5").startswith(b"220"), 5, "a free place")
+        wait_for(lambda: _reply(connect("127.0.0.5")).startswith(b"220"), 5, "a free place")
+
+
+def test_strangers_holding_every_place_do_not_lock_out_a_sender(kv_cluster, client):
+    """The review's attack, scaled down: addresses x sessions fill the listener, NOOPing."""
+    bob = _user(client, "bob")
+    caps = {"max_connections_per_address": 4, "max_connections": 16}
+    with _smtpd(kv_cluster, client, smtpd=caps) as config, ExitStack() as stack:
+        port = _port(config.inbound)
+        held = [stack.enter_context(_connect(port, f"127.0.0.{10 + i // 4}")) for i in range(16)]
+        for sock in held:
+            assert _reply(sock).startswith(b"220")
+            sock.sendall(b"NOOP\r\n")
+            assert _reply(sock).startswith(b"250")
+        subject = f"through the siege {secrets.token_hex(3)}"
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.send_message(_message("someone@example.org", f"{bob}@{DOMAIN}", subject))
+    assert subject in [m.subject for m in mailbox.list_messages(client, bob)]
 
 
 # -- our domains as senders --------------------------------------------------------------------
@@ -243,6 +293,40 @@ def test_mail_claiming_our_domain_from_a_stranger_is_refused_naming_submission(k
             == 250
     stored = [m.sender for m in mailbox.list_messages(client, bob)]
     assert f"cron@{DOMAIN}" in stored and not any("ceo@" in s.lower() for s in stored)
+
+
+@pytest.mark.parametrize("head", [
+    b"X-Pad: p\r\n" * 1000 + f"From: Administrator <admin@{DOMAIN}>\r\n".encode(),
+    b"From: =?utf-8?b?YWRtaW5AcmFmdGNsb3VkLnRlc3Q=?=\r\n",   # admin@raftcloud.test
+    f'From: "admin@{DOMAIN}" <x@example.org>\r\n'.encode(),
+    f"From: x@example.org\r\nSender: admin@{DOMAIN}\r\n".encode(),
+])
+def test_author_headers_claiming_our_domain_are_refused_however_hidden(kv_cluster, client, head):
+    bob = _user(client, "bob")
+    subject = f"forged {secrets.token_hex(3)}"
+    with _smtpd(kv_cluster, client) as config:
+        with smtplib.SMTP("127.0.0.1", _port(config.inbound), timeout=10,
+                          source_address=("127.0.0.2", 0)) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.mail("x@example.org")[0] == 250
+            assert smtp.rcpt(f"{bob}@{DOMAIN}")[0] == 250
+            code, text = smtp.data(head + f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+    assert code == 550 and b"submission" in text
+    assert mailbox.list_messages(client, bob) == []
+
+
+def test_a_header_section_over_a_mebibyte_is_refused_not_cut(kv_cluster, client):
+    bob = _user(client, "bob")
+    head = b"X-Pad: " + b"p" * 70 + b"\r\n"
+    with _smtpd(kv_cluster, client) as config:
+        with smtplib.SMTP("127.0.0.1", _port(config.inbound), timeout=30,
+                          source_address=("127.0.0.2", 0)) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.mail("x@example.org")[0] == 250
+            assert smtp.rcpt(f"{bob}@{DOMAIN}")[0] == 250
+            code, text = smtp.data(head * (1024 * 1024 // len(head) + 1) + b"\r\nbody\r\n")
+    assert (code, text) == (552, b"5.3.4 Header section too big (limit 1 MiB)")
+    assert mailbox.list_messages(client, bob) == []
 
 
 def test_trusted_relays_names_the_hosts_that_may_send_as_our_domains(kv_cluster, client):
@@ -332,6 +416,23 @@ def test_compose_to_a_full_local_mailbox_shows_an_error(client, portal_with_limi
     assert page.status_code == 400
     assert f"the mailbox of {full}@{DOMAIN} is full" in page.text
     assert not [m for m in mailbox.list_messages(client, full) if m.subject == "will not fit"]
+
+
+def test_a_sender_over_quota_may_not_send_anywhere(kv_cluster, client, portal_with_limits):
+    fay = _user(client, "fay", age=2 * 86400)
+    mailbox.deliver(client, fay, b"Subject: big\r\n\r\n" + b"b" * QUOTA)
+    with _smtpd(kv_cluster, client, mail={"mailbox_quota": QUOTA}) as config:
+        with smtplib.SMTP("127.0.0.1", _port(config.submission), timeout=10) as smtp:
+            smtp.login(fay, PASSWORD)
+            assert smtp.mail(f"{fay}@{DOMAIN}")[0] == 250
+            assert smtp.rcpt("someone@example.org")[0] == 250
+            code, text = smtp.data(_message(f"{fay}@{DOMAIN}", "someone@example.org",
+                                            "from a full mailbox").as_bytes())
+    assert code == 552 and text.startswith(b"5.2.2 Your mailbox is over its quota")
+    page = _compose(logged_in(portal_with_limits, fay), "someone@example.org", "web, full")
+    assert page.status_code == 400 and "your mailbox is over its quota" in page.text
+    assert mailbox.list_messages(client, fay, "sent") == []
+    assert not [e for e in outbound.pending(client) if e.sender.startswith(fay)]
 
 
 # -- sending caps ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig, SmtpdConfig
 from raftkv.errors import ConfigError
-from shards.model import accounts, mailbox, sendlimit
+from shards.model import accounts, mailbox, outbound, sendlimit
 from smtpd import handler
 from smtpd.handler import InboundConfig, trusted_relays
 from smtpd.limits import ConnectionGate, SessionLimits, address_key
@@ -36,18 +36,56 @@ def test_session_limits_parse_their_keys_and_refuse_nonsense():
             SessionLimits.from_table(bad)
 
 
+class _Session:
+    """What the gate asks of a session: may it be evicted, and evict it."""
+
+    def __init__(self, busy: bool = False) -> None:
+        self.busy, self.evicted = busy, False
+
+    def evictable(self) -> bool:
+        return not self.busy
+
+    def evict(self) -> None:
+        self.evicted = True
+
+
 def test_the_gate_counts_per_listener_and_per_address():
     gate = ConnectionGate(SessionLimits(max_connections=3, max_connections_per_address=2))
-    assert gate.enter("a") and gate.enter("a") and not gate.enter("a")
-    assert gate.enter("b") and not gate.enter("c")   # the listener is full
-    gate.leave("a")
-    assert gate.enter("c") and gate.total == 3
+    a1, a2, b, c = _Session(True), _Session(True), _Session(True), _Session()
+    assert gate.enter("a", a1) and gate.enter("a", a2) and not gate.enter("a", _Session())
+    assert gate.enter("b", b) and not gate.enter("c", c)   # the listener is full, all busy
+    gate.leave(a1)
+    gate.leave(a1)                                          # leaving twice counts once
+    assert gate.enter("c", c) and gate.total == 3
+
+
+def test_at_the_listener_cap_the_oldest_idle_session_makes_room():
+    gate = ConnectionGate(SessionLimits(max_connections=3, max_connections_per_address=3))
+    busy, idle_old, idle_new = _Session(True), _Session(), _Session()
+    for session in (busy, idle_old, idle_new):
+        assert gate.enter("x", session)
+    newcomer = _Session()
+    assert gate.enter("y", newcomer) and idle_old.evicted and not idle_new.evicted
+    assert gate.total == 3 and not busy.evicted
+    gate.leave(idle_old)                                    # its close comes later: no-op
+    assert gate.total == 3
+    # When every session is busy, a newcomer is refused.
+    newcomer.busy = idle_new.busy = True
+    assert not gate.enter("z", _Session()) and gate.total == 3
+
+
+def test_idle_timeout_is_a_setting():
+    assert SessionLimits.from_table({"idle_timeout": 5}).idle_timeout == 5.0
+    assert SessionLimits().idle_timeout == 2 * SessionLimits().command_timeout
+    with pytest.raises(ConfigError):
+        SessionLimits.from_table({"idle_timeout": 0})
 
 
 @pytest.mark.parametrize("peer, key", [
     (("192.0.2.7", 25), "192.0.2.7"),
     (("::ffff:192.0.2.7", 25, 0, 0), "192.0.2.7"),
-    (("2001:db8:1:2:3:4:5:6", 25, 0, 0), "2001:db8:1:2::/64"),   # a customer's /64 is one
+    (("2001:db8:1:2:3:4:5:6", 25, 0, 0), "2001:db8:1::/56"),   # an end site's /56 is one
+    (("2001:db8:1:ff::1", 25, 0, 0), "2001:db8:1::/56"),
 ])
 def test_clients_are_counted_by_address(peer, key):
     assert address_key(peer) == key
@@ -59,6 +97,8 @@ def test_clients_are_counted_by_address(peer, key):
     ("169.254.169.254", False), ("0.0.0.0", False), ("224.0.0.1", False), ("240.0.0.1", False),
     ("100.64.0.1", False), ("::1", False), ("fe80::1", False), ("fc00::1", False),
     ("::ffff:127.0.0.1", False), ("::", False), ("not an address", False),
+    ("2002:7f00:1::1", False), ("2002:a00:1::1", False),         # 6to4 of 127.0.0.1, 10.0.0.1
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", False),             # Teredo client 10.0.0.1
 ])
 def test_only_public_exchanger_addresses_are_dialled(address, public):
     assert public_address(address) is public
@@ -104,12 +144,66 @@ def test_a_forged_sender_is_refused_only_from_strangers():
     assert inbound._forged(stranger, "boss@raftcloud.test") is None
 
 
-def test_header_from_addresses_never_raise():
-    assert handler._from_addresses(b"From: A <a@x.test>, b@y.test\r\n\r\nbody") == [
-        "a@x.test", "b@y.test"]
-    assert handler._from_addresses(b"\xff\xfe garbage without headers") == []
+def test_size_option():
     assert handler.size_option(["BODY=8BITMIME", "size=1234"]) == 1234
     assert handler.size_option(["SIZE=lots"]) == 0
+
+
+def _data(inbound, content: bytes, peer=("198.51.100.1", 1)) -> str:
+    session, envelope = Session(loop=None), Envelope()
+    session.peer = peer
+    envelope.mail_from, envelope.rcpt_tos = "x@example.org", ["bob@raftcloud.test"]
+    envelope.original_content = content
+    return asyncio.run(inbound.handle_DATA(None, session, envelope))
+
+
+@pytest.mark.parametrize("head", [
+    b"X-Pad: p\r\n" * 5000 + b"From: Administrator <admin@raftcloud.test>\r\n",
+    b"From: =?utf-8?b?YWRtaW5AcmFmdGNsb3VkLnRlc3Q=?=\r\n",           # one encoded word
+    b"From: =?utf-8?q?admin=40raftcloud=2Etest?= <x@example.org>\r\n",  # encoded display name
+    b'From: "admin@RaftCloud.Test" <x@example.org>\r\n',               # plain display name
+    b"From: Admin <admin@raftcloud.test.>\r\n",                        # parser drops it
+    b"From: x@example.org\r\nSender: admin@(c)raftcloud.test\r\n",
+])
+def test_author_headers_claiming_our_domain_are_refused_however_written(head):
+    client = MemClient()
+    accounts.create_user(client, "bob", "a password!")
+    inbound = handler.InboundHandler(InboundConfig(("raftcloud.test",)), client)
+    reply = _data(inbound, head + b"Subject: hi\r\n\r\nbody\r\n")
+    assert reply.startswith("550 5.7.1 Mail from raftcloud.test must be sent through submission")
+    assert mailbox.list_messages(client, "bob") == []
+    # From one of our hosts the same message is delivered.
+    assert _data(inbound, head + b"\r\nbody\r\n", peer=("127.0.0.1", 1)).startswith("250")
+
+
+def test_other_authors_and_reply_to_pass_and_a_huge_header_section_is_refused():
+    client = MemClient()
+    accounts.create_user(client, "bob", "a password!")
+    inbound = handler.InboundHandler(InboundConfig(("raftcloud.test",)), client)
+    ok = b"From: A <a@x.test>, b@y.test\r\nReply-To: bob@raftcloud.test\r\n\r\nbody"
+    assert _data(inbound, ok).startswith("250")
+    assert _data(inbound, b"\xff\xfe garbage without headers").startswith("250")
+    huge = b"X-Pad: p\r\n" * (handler.MAX_HEADER_SECTION // 9) + b"\r\nbody"
+    assert _data(inbound, huge) == handler.HEADERS_TOO_BIG
+    assert _data(inbound, huge, peer=("127.0.0.1", 1)) == handler.HEADERS_TOO_BIG
+
+
+def test_a_sender_over_quota_cannot_send_even_to_remote_addresses():
+    client = MemClient()
+    accounts.create_user(client, "ann", "a password!")
+    mailbox.deliver(client, "ann", b"Subject: big\r\n\r\n" + b"b" * 5000)
+    raw = b"From: ann@raftcloud.test\r\nSubject: out\r\n\r\nhi\r\n"
+    with pytest.raises(outbound.SenderMailboxFull):
+        outbound.submit(client, "ann", "ann@raftcloud.test", ["x@example.org"], raw,
+                        domains=("raftcloud.test",), quota=5000)
+    assert outbound.pending(client) == []
+    assert [m.subject for m in mailbox.list_messages(client, "ann", "sent")] == []
+    assert handler._store_reply(outbound.SenderMailboxFull("ann")) == handler.SENDER_MAILBOX_FULL
+    assert handler.SENDER_MAILBOX_FULL.startswith("552 5.2.2 ")
+    # With room, it goes.
+    outbound.submit(client, "ann", "ann@raftcloud.test", ["x@example.org"], raw,
+                    domains=("raftcloud.test",), quota=50_000)
+    assert [m.subject for m in mailbox.list_messages(client, "ann", "sent")] == ["out"]
 
 
 def test_quota_setting():
