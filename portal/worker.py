@@ -11,8 +11,10 @@ gthread and changes one thing: the head is read in the worker's selector loop,
 non-blocking, against a total deadline (``[web] head_timeout``), and only a
 connection whose head is complete goes to a thread.  Bodies still stream from
 the socket into the app (uploads are never buffered whole), each read bounded
-by ``[web] io_timeout``, so a dripped body or an unread answer frees its thread
-once the peer goes quiet for that long.
+by ``[web] io_timeout``; and since a body dripped a byte at a time (or an answer
+read as slowly) would never let one read wait that long, each request must
+also move its bytes at an average of ``[web] min_rate`` bytes/s once a grace
+of ``head_timeout`` has passed (:class:`_MeteredSocket`), else it is cut.
 
 Also bounded: heads larger than :data:`MAX_HEAD` (431), the connections one
 worker holds (``[web] max_connections``; at the cap the oldest connection
@@ -31,9 +33,12 @@ behind the balancer or a TLS proxy).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import selectors
 import socket
+import struct
+import termios
 import time
 from collections import OrderedDict
 from functools import partial
@@ -53,7 +58,7 @@ MAX_HEAD = 64 * 1024
 # the peer's FIN before closing anyway (gunicorn's util.close_graceful's bounds).
 LINGER_TIME = 2.0
 LINGER_BYTES = 64 * 1024
-SEND_SLICE = 64 * 1024  # each slice of an answer gets io_timeout to leave (_PacedSocket)
+SEND_PIECE = 64 * 1024  # how much of a file answer is read at a time (_MeteredSocket)
 
 
 def _answer(status: str, text: str) -> bytes:
@@ -74,34 +79,122 @@ def limits_from_environment() -> ListenerLimits:
     return listener_limits(load_cluster(path).table("web")) if path else ListenerLimits()
 
 
-class _PacedSocket:
-    """A connection's socket whose ``sendall`` gives every :data:`SEND_SLICE` its own timeout.
+class _MeteredSocket:
+    """A connection's socket that holds each request to a minimum average transfer rate.
 
-    Python's ``sendall`` applies the socket timeout to the whole call, so one
-    1 MiB piece of a download would have to go out within ``io_timeout``:
-    slow but steady readers would be cut off.  Sent in slices, the timeout
-    bounds a stall, not a transfer.  Everything else goes to the socket.
+    Only the time a thread spends waiting in ``recv``/``send`` counts (the
+    app's own work does not), against a budget of ``grace + moved / min_rate``
+    seconds, where ``moved`` is the request's bytes received plus answer bytes
+    the peer has acknowledged (bytes still in our send buffer do not count, or
+    4 MiB of kernel buffer would buy a slow reader a long wait).  Each call
+    waits at most the rest of that budget (and at most the socket's timeout,
+    ``io_timeout``); once spent, this and every later call of the request
+    raise ``TimeoutError`` and the worker closes the connection.  Answers go out
+    with ``send`` in a loop, so a stall, not a whole piece, is what is timed.
+    Everything else goes to the socket.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, min_rate: float, grace: float) -> None:
         self._sock = sock
+        self._min_rate = min_rate
+        self._grace = grace
+        self.start_request()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
+    def start_request(self) -> None:
+        """Each request gets its own budget: an early fast one buys no slack for later."""
+        self._waited = 0.0
+        self._received = 0
+        self._sent = 0
+        self._cut = False
+
+    def _acknowledged(self) -> int:
+        try:  # bytes sent but not yet acknowledged by the peer (Linux, BSD)
+            unacked = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ,
+                                                     b"\0\0\0\0"))[0]
+        except (OSError, AttributeError):
+            unacked = 0
+        return max(self._sent - unacked, 0)
+
+    def _timed(self, call: Any, *args: Any) -> Any:
+        prior = self._sock.gettimeout()  # io_timeout in a request's thread
+        try:
+            while True:
+                acked = self._acknowledged() if self._sent else 0
+                budget = self._grace + (self._received + acked) / self._min_rate - self._waited
+                if self._cut or budget <= 0:
+                    self._cut_off()
+                    raise TimeoutError("the peer moves its bytes slower than [web] min_rate")
+                bound_by_budget = prior is None or budget < prior
+                self._sock.settimeout(budget if bound_by_budget else prior)
+                started = time.monotonic()
+                try:
+                    return call(*args)
+                except TimeoutError:
+                    # A send waits until a third of the send buffer (up to 4 MiB) is
+                    # free, which a steady reader may take longer than io_timeout to
+                    # make: a wait is a stall only if the peer acknowledged nothing.
+                    progressed = self._sent and self._acknowledged() > acked
+                    if not bound_by_budget and not progressed:
+                        raise
+                finally:
+                    self._waited += time.monotonic() - started
+        finally:
+            self._sock.settimeout(prior)
+
+    def _cut_off(self) -> None:
+        if self._cut:
+            return
+        self._cut = True
+        if not self._sent:  # no answer begun: say why (best effort)
+            _send_nowait(self._sock, REQUEST_TIMEOUT)
+            return
+        # Mid-answer: the close that follows drops what our buffer still holds
+        # (a reset), rather than feeding it to this peer at its pace.
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        data = self._timed(self._sock.recv, size, *flags)
+        self._received += len(data)
+        return data
+
+    def send(self, data: bytes | memoryview, *flags: int) -> int:
+        sent = self._timed(self._sock.send, data, *flags)
+        self._sent += sent
+        return sent
+
     def sendall(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
-        for start in range(0, len(view), SEND_SLICE):
-            self._sock.sendall(view[start:start + SEND_SLICE])
+        while view:
+            view = view[self.send(view):]
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """gunicorn's file answers: read and sent through :meth:`sendall`, metered too."""
+        file.seek(offset)
+        total = 0
+        while count is None or total < count:
+            piece = file.read(SEND_PIECE if count is None else min(SEND_PIECE, count - total))
+            if not piece:
+                break
+            self.sendall(piece)
+            total += len(piece)
+        return total
 
 
 class _Conn(TConn):
     """A connection and the head bytes read for it by the event loop."""
 
     def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any,
-                 io_timeout: float) -> None:
-        super().__init__(cfg, _PacedSocket(sock), client, server)
-        self.io_timeout = io_timeout
+                 limits: ListenerLimits) -> None:
+        super().__init__(cfg, _MeteredSocket(sock, limits.min_rate, limits.head_timeout),
+                         client, server)
+        self.io_timeout = limits.io_timeout
+        self.raw = sock  # for the event loop's non-blocking reads and writes: not metered
         self.head = bytearray()
         self.head_deadline = 0.0
         self.head_ready = False   # the head is in self.head: the next enqueue goes to a thread
@@ -157,8 +250,7 @@ class HeadReadingWorker(ThreadWorker):
             util.close(sock)
             return
         self.nr_conns += 1
-        self.enqueue_req(_Conn(self.cfg, sock, addr, listener.getsockname(),
-                               self.limits.io_timeout))
+        self.enqueue_req(_Conn(self.cfg, sock, addr, listener.getsockname(), self.limits))
 
     def _evict_one(self) -> bool:
         """Close a lingering connection, else the oldest that waits for a head, else the
@@ -176,6 +268,10 @@ class HeadReadingWorker(ThreadWorker):
             conn.close()
             return True
         return False
+
+    def handle(self, conn: _Conn) -> Any:
+        conn.sock.start_request()  # runs in the thread, once per request
+        return super().handle(conn)
 
     # -- reading heads in the event loop ----------------------------------------------------
 
@@ -197,7 +293,7 @@ class HeadReadingWorker(ThreadWorker):
 
     def _on_head_bytes(self, conn: _Conn, _sock: object) -> None:
         try:
-            data = conn.sock.recv(65536)
+            data = conn.raw.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -224,7 +320,7 @@ class HeadReadingWorker(ThreadWorker):
         self.heads.pop(conn, None)
         self._unregister(conn)
         if answer:
-            _send_nowait(conn.sock, answer)
+            _send_nowait(conn.raw, answer)
         self.nr_conns -= 1
         conn.close()
 
@@ -274,7 +370,7 @@ class HeadReadingWorker(ThreadWorker):
 
     def _on_linger_bytes(self, conn: _Conn, _sock: object) -> None:
         try:
-            data = conn.sock.recv(65536)
+            data = conn.raw.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

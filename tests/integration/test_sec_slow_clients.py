@@ -4,12 +4,14 @@ Against a real gunicorn frontend (deploy/gunicorn.conf.py, the portal's worker
 class), a real balancer and the launcher's control API: sockets that send half
 a request head and hang are closed by the server after its head deadline,
 while a quick client is answered meanwhile; beyond the connection cap the
-longest-waiting of them makes room.  X-Forwarded-For counts only from a proxy
-the cluster file trusts.
+longest-waiting of them makes room; a body sent, or an answer read, below the
+minimum transfer rate is cut, while a steady client above it is served whole.
+X-Forwarded-For counts only from a proxy the cluster file trusts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import re
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.cluster
 HEAD_TIMEOUT = 2.5
 IO_TIMEOUT = 3
 MAX_CONNECTIONS = 64
+MIN_RATE = 1000  # bytes/s a body must average once HEAD_TIMEOUT (the grace) has passed
 PROXY = "127.0.0.2"  # the one peer the test cluster trusts to forward
 SIGNUPS_PER_ADDRESS = 3
 
@@ -147,6 +150,7 @@ listen = "{addr}"
 head_timeout = {HEAD_TIMEOUT}
 io_timeout = {IO_TIMEOUT}
 max_connections = {MAX_CONNECTIONS}
+min_rate = {MIN_RATE}
 trusted_proxies = ["{PROXY}"]
 """)
     proc = Proc("fe-slow", python_cmd("gunicorn", "-c", str(CONF), "--bind", addr, "--workers",
@@ -197,6 +201,50 @@ def test_frontend_cuts_a_dripped_body_after_the_read_timeout(frontend):
         close_all(socks)
 
 
+def drip(socks: list[socket.socket], stop: threading.Event, interval: float = 0.5,
+         rounds: int = 40) -> None:
+    """Send each socket one byte every ``interval`` (at most ``rounds`` times), until ``stop``."""
+    open_socks = list(socks)
+    for _ in range(rounds):
+        if stop.wait(interval) or not open_socks:
+            return
+        for sock in list(open_socks):
+            try:
+                sock.send(b"a")
+            except OSError:  # the server cut it
+                open_socks.remove(sock)
+
+
+def test_frontend_cuts_a_body_dripped_below_the_min_rate(frontend):
+    # Any well-formed sid passes the check before an anonymous form's body (up
+    # to 64 KiB).  A byte every 0.5 s never lets one read wait io_timeout, but
+    # is far below min_rate: each such body is cut once the grace has passed.
+    host, port = frontend.rsplit(":", 1)
+    socks: list[socket.socket] = []
+    stop = threading.Event()
+    dripper = threading.Thread(target=drip, args=(socks, stop), daemon=True)
+    try:
+        for _ in range(6):  # more than the worker's 4 threads
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(f"POST /login HTTP/1.1\r\nHost: {frontend}\r\n"
+                         f"Cookie: sid={secrets.token_urlsafe(32)}\r\nContent-Length: 65000\r\n"
+                         "Content-Type: application/x-www-form-urlencoded\r\n\r\ncsrf="
+                         .encode())
+            socks.append(sock)
+        started = time.monotonic()
+        dripper.start()
+        # Queued behind the dripped bodies, it gets a thread once the first are cut.
+        assert answers_quickly(frontend, "/healthz", within=HEAD_TIMEOUT + 4).status == 200
+        deadline = started + 2 * HEAD_TIMEOUT + 6  # the last two waited for a thread
+        endings = [closed_by_server(s, deadline - time.monotonic()) for s in socks]
+        assert all(e is not None for e in endings), "a body dripped below min_rate held its thread"
+        assert answers_quickly(frontend, "/healthz").status == 200
+    finally:
+        stop.set()
+        if dripper.is_alive():
+            dripper.join()
+        close_all(socks)
+
 
 def test_frontend_answers_while_answered_clients_never_hang_up(frontend):
     # After a "Connection: close" answer the server lingers for the peer's FIN
@@ -216,36 +264,76 @@ def test_frontend_answers_while_answered_clients_never_hang_up(frontend):
         close_all(socks)
 
 
-def test_a_slow_but_steady_download_is_not_cut_by_the_io_timeout(kv_cluster, tmp_path):
-    # io_timeout bounds a stall; a reader at ~600 KB/s takes longer than it for
-    # each 1 MiB piece of an answer (once the socket buffers are full), and must
-    # still get every byte.
+@contextlib.contextmanager
+def download_frontend(kv_cluster, root: Path, web: str) -> Iterator[tuple[str, int]]:
+    """A gunicorn frontend of tests/integration/_download_app.py (6 MiB per GET) with
+    the given ``[web]`` lines."""
     addr = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text() + "\n[web]\nio_timeout = 1\n")
+    config = root / "cluster.toml"
+    config.write_text(kv_cluster.path.read_text() + f"\n[web]\n{web}\n")
     proc = Proc("fe-download", python_cmd(
         "gunicorn", "-c", str(CONF), "--bind", addr, "--workers", "1", "--threads", "2",
-        "--chdir", str(Path(__file__).parent), "_download_app:app"), tmp_path, env={
+        "--chdir", str(Path(__file__).parent), "_download_app:app"), root, env={
         "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
     proc.start()
     try:
         wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
         host, port = addr.rsplit(":", 1)
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-            sock.settimeout(10)
-            sock.connect((host, int(port)))
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            received = 0
-            while part := sock.recv(16384):
-                received += len(part)
-                time.sleep(0.025)
-        assert received > 6 * 1024 * 1024, f"cut off after {received} bytes"
+        yield host, int(port)
     except BaseException:
         print(proc.log())
         raise
     finally:
         proc.stop()
+
+
+def read_download(host: str, port: int, pause: float, within: float) -> tuple[int, bool]:
+    """GET the download reading 16 KiB per ``pause`` seconds through a small receive buffer:
+    the bytes received, and whether the server ended the answer within ``within`` seconds."""
+    started = time.monotonic()
+    received = 0
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.settimeout(10)
+        sock.connect((host, port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while time.monotonic() - started < within:
+            try:
+                part = sock.recv(16384)
+            except OSError:  # reset: ended too
+                return received, True
+            if not part:
+                return received, True
+            received += len(part)
+            time.sleep(pause)
+    return received, False
+
+
+def test_a_slow_but_steady_download_is_not_cut_by_the_io_timeout(kv_cluster, tmp_path):
+    # io_timeout bounds a stall; a reader at ~600 KB/s takes longer than it for
+    # each 1 MiB piece of an answer (once the socket buffers are full), and must
+    # still get every byte.
+    with download_frontend(kv_cluster, tmp_path, "io_timeout = 1") as (host, port):
+        received, ended = read_download(host, port, 0.025, 60)
+        assert ended and received > 6 * 1024 * 1024, f"cut off after {received} bytes"
+
+
+def test_an_answer_read_below_the_min_rate_is_cut_and_a_steady_reader_is_served(
+        kv_cluster, tmp_path):
+    # 32 KB/s against a min_rate of 200 KB/s: no single write waits io_timeout
+    # (30 s), yet the answer is cut soon after the 1 s grace.  A reader at about
+    # 4 times the rate, at the same time, gets all 6 MiB.
+    with download_frontend(kv_cluster, tmp_path, "head_timeout = 1\nmin_rate = 200000") as (
+            host, port):
+        steady: list[tuple[int, bool]] = []
+        reader = threading.Thread(target=lambda: steady.append(
+            read_download(host, port, 0.02, 60)), daemon=True)
+        reader.start()
+        received, ended = read_download(host, port, 0.5, 15)
+        reader.join(70)
+        assert ended, f"a reader at 32 KB/s still held its thread after 15 s ({received} bytes)"
+        assert received < 6 * 1024 * 1024
+        assert steady and steady[0][0] > 6 * 1024 * 1024, f"the steady reader got {steady}"
 
 
 # -- trusted proxies ---------------------------------------------------------------------

@@ -65,8 +65,10 @@ def test_listener_limits_from_the_web_table():
     assert listener_limits({"scheme": "https"}) == ListenerLimits()
     assert listener_limits({"head_timeout": 2, "max_connections": 50}) == ListenerLimits(
         head_timeout=2, max_connections=50)
+    assert listener_limits({"min_rate": 1000}).min_rate == 1000
     for bad in ({"head_timeout": 0}, {"io_timeout": "30"}, {"max_connections": 1.5},
-                {"max_connections": True}, {"max_connections": 1}):
+                {"max_connections": True}, {"max_connections": 1}, {"min_rate": 0},
+                {"min_rate": "4k"}):
         with pytest.raises(ConfigError):
             listener_limits(bad)
 
