@@ -1,12 +1,16 @@
 """One limiter for every way of proving a password (web login, SMTP AUTH, any later door).
 
-Three counters guard each attempt, all kept in the store so every frontend and
+Three counters (four for IPv6) guard each attempt, all kept in the store so every frontend and
 every smtpd sees the same counts:
 
 - **per client address** (all accounts): a few failures are free, then each
   further attempt waits ``delay`` seconds, doubling per failure up to
   ``max_delay``.  Spraying many accounts from one address slows down
   exponentially; nobody is locked out for good.
+- **per IPv6 /48** (all accounts): the address counter above takes an IPv6
+  /64 as one address, but a customer often holds a /48, which is 65,536 /64s.
+  So IPv6 failures are also summed over the /48, with a much larger free
+  budget (``network`` rule: 200 an hour) and the same growing wait.
 - **per (account, address) pair**: fewer free failures, then the same kind of
   growing wait.  One address guessing one account is slowed long before the
   account lock below; a user who mistypes at home slows only themselves, and a
@@ -40,7 +44,8 @@ pair ``{<name>}/login`` column ``from:<addr>`` (on the user's shard), and the co
 counter ``{<name>}/login`` column ``code-failures``; the address counter is
 ``login-addr/<addr>`` column ``failures``; signups per
 address ``signup-addr/<addr>`` column ``count``.  IPv6 addresses count per /64,
-which is what one customer usually holds.
+which is what one customer usually holds, and their /48 counter is
+``login-net/<prefix>/48`` column ``failures``.
 
 Settings: the cluster file's ``[auth]`` table (:meth:`Limits.from_table`).
 """
@@ -64,7 +69,7 @@ if TYPE_CHECKING:
     from shards import Client
 
 __all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_code",
-           "check_password", "code_key", "pair_key", "signup_key", "take_signup_slot"]
+           "check_password", "code_key", "network_key", "pair_key", "signup_key", "take_signup_slot"]
 
 # CPUT rounds an attempt tries before it gives up; giving up refuses the
 # attempt (it is one of many at the same instant on the same counter).
@@ -72,7 +77,7 @@ _ATTEMPTS = 32
 _CONTENDED_WAIT = 1.0
 
 Key = tuple[str, str]
-_RULES = ("address", "pair", "account", "signup", "code")
+_RULES = ("address", "network", "pair", "account", "signup", "code")
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class Limits:
     """Every limit on proving a password or signing up; see the module docstring."""
 
     address: Rule = Rule(free=20, window=3600.0, delay=1.0, max_delay=600.0)
+    network: Rule = Rule(free=200, window=3600.0, delay=1.0, max_delay=600.0)
     pair: Rule = Rule(free=5, window=3600.0, delay=30.0, max_delay=900.0)
     account: Rule = Rule(free=50, window=3600.0, delay=3600.0, max_delay=3600.0)
     signup: Rule = Rule(free=5, window=3600.0, delay=3600.0, max_delay=3600.0)
@@ -112,7 +118,7 @@ class Limits:
     def from_table(cls, table: Mapping[str, Any]) -> Limits:
         """Limits from the cluster file's ``[auth]`` table; absent keys keep their defaults.
 
-        ``address``, ``pair``, ``account``, ``signup`` and ``code`` are tables of ``free``,
+        ``address``, ``network``, ``pair``, ``account``, ``signup`` and ``code`` are tables of ``free``,
         ``window``, ``delay`` and ``max_delay``; ``failures_per_connection`` a number.
 
         :raises ConfigError: an unknown key or a value that cannot work.
@@ -172,6 +178,17 @@ def _address(addr: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def network_key(addr: str) -> Key | None:
+    """The counter of password attempts from an IPv6 address's /48; None for other addresses."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if not isinstance(ip, ipaddress.IPv6Address) or ip.ipv4_mapped is not None:
+        return None
+    return f"login-net/{ipaddress.ip_network(f'{ip}/48', strict=False)}", "failures"
 
 
 def account_key(name: str) -> Key:
@@ -304,6 +321,9 @@ def check_password(client: Client, user: str, password: str, address: str, limit
     now = time.time() if now is None else now
     verify = verify or accounts.verify_password
     counters = [(address_key(address), limits.address)]
+    network = network_key(address)
+    if network is not None:
+        counters.append((network, limits.network))
     if accounts.valid_username(user):
         counters += [(pair_key(user, address), limits.pair), (account_key(user), limits.account)]
     taken: list[_Slot] = []

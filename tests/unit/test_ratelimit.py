@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 import time
@@ -172,7 +173,7 @@ def test_limits_come_from_the_auth_table():
     assert limits.failures_per_connection == 2 and limits.account == Limits().account
     for bad in ({"pairs": {}}, {"pair": 3}, {"pair": {"free": 0}}, {"pair": {"fre": 3}},
                 {"account": {"delay": "1h"}}, {"address": {"free": 2.5}},
-                {"signup": {"delay": 10, "max_delay": 5}}, {"code": {"free": 0}},
+                {"signup": {"delay": 10, "max_delay": 5}}, {"code": {"free": 0}}, {"network": 1},
                 {"failures_per_connection": 0},
                 {"failures_per_connection": True}):
         with pytest.raises(ConfigError):
@@ -198,6 +199,9 @@ class _Model:
     def check(self, user: str, password: str, addr: str, now: float) -> ratelimit.Verdict:
         keys = [(("addr", addr), self.limits.address), (("pair", user, addr), self.limits.pair),
                 (("account", user), self.limits.account)]
+        if ":" in addr:
+            keys.insert(1, (("net", ipaddress.ip_network(f"{addr}/48", strict=False)),
+                            self.limits.network))
         before = dict(self.cells)
         for key, rule in keys:
             wait = self.take(key, rule, now)
@@ -266,3 +270,26 @@ def test_wrong_codes_are_counted_per_account_and_a_right_one_gives_back_only_its
     assert ratelimit.check_code(client, "ann", "123456", Limits(), verify,
                                 now=NOW + 3 * rule.delay).right
     assert not ratelimit.check_code(client, "no such name!", "123456", Limits(), verify).right
+
+
+def test_ipv6_failures_are_also_summed_per_slash_48(hashes):
+    """Issue 13: a /48 holds 65,536 /64s, each its own address counter; their sum is limited."""
+    client = MemClient()
+    limits = Limits(network=Rule(free=6, window=100.0, delay=2.0, max_delay=16.0))
+    for i in range(limits.network.free):  # one guess from each of six /64s of one /48
+        verdict = ratelimit.check_password(client, f"u{i}", "guess", f"2001:db8:7:{i:x}::1",
+                                           limits, now=NOW)
+        assert verdict == ratelimit.Verdict(right=False)
+    checked = len(hashes)
+    for addr in ("2001:db8:7:ff::1", "2001:db8:7:ffff::2"):  # fresh /64s, same /48
+        refused = ratelimit.check_password(client, "ann", RIGHT, addr, limits, now=NOW + 1)
+        assert refused.retry_after == limits.network.delay - 1
+    assert len(hashes) == checked  # refused without hashing
+    # Another /48, and IPv4, are not touched; a right password gives its slot back.
+    assert ratelimit.check_password(client, "ann", RIGHT, "2001:db8:8::1", limits, now=NOW).right
+    assert ratelimit.check_password(client, "ann", RIGHT, "192.0.2.9", limits, now=NOW).right
+    assert ratelimit.network_key("192.0.2.9") is None
+    assert ratelimit.network_key("::ffff:192.0.2.9") is None
+    assert ratelimit.network_key("2001:db8:8::1") == ("login-net/2001:db8:8::/48", "failures")
+    assert ratelimit.check_password(client, "ann", RIGHT, "2001:db8:7:ff::1", limits,
+                                    now=NOW + limits.network.delay).right
