@@ -158,7 +158,7 @@ def _data(inbound, content: bytes, peer=("198.51.100.1", 1)) -> str:
 
 
 @pytest.mark.parametrize("head", [
-    b"X-Pad: p\r\n" * 5000 + b"From: Administrator <admin@raftcloud.test>\r\n",
+    (b"X-Pad: " + b"p" * 60 + b"\r\n") * 1000 + b"From: Administrator <admin@raftcloud.test>\r\n",
     b"From: =?utf-8?b?YWRtaW5AcmFmdGNsb3VkLnRlc3Q=?=\r\n",           # one encoded word
     b"From: =?utf-8?q?admin=40raftcloud=2Etest?= <x@example.org>\r\n",  # encoded display name
     b'From: "admin@RaftCloud.Test" <x@example.org>\r\n',               # plain display name
