@@ -25,9 +25,8 @@ from werkzeug.test import Client as HTTPClient
 from portal import PortalConfig, create_app
 from shards.model import accounts
 
-from .._mail import inprocess_smtpd
+from .._mail import loopback_submission
 from .._portal import PASSWORD, csrf_of, unique
-from .._procs import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -61,11 +60,8 @@ def app(kv_cluster, cluster):
 
 @pytest.fixture(scope="module")
 def submission(cluster, client):
-    """smtpd's submission port (AUTH without TLS: loopback only) on the same [auth] limits."""
-    with inprocess_smtpd(cluster, client, submission=f"127.0.0.1:{free_port()}",
-                         plaintext_auth_on_loopback=True) as config:
-        host, port = config.submission.rsplit(":", 1)
-        yield host, int(port)
+    with loopback_submission(cluster, client) as address:
+        yield address
 
 
 class _CountingHasher:
