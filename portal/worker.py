@@ -47,6 +47,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from raftkv.boundedhttp import BUSY, REQUEST_TIMEOUT, plain_answer
 from raftkv.cluster import CONFIG_ENV, load_cluster
 
 from .listener import ListenerLimits, listener_limits
@@ -61,15 +62,8 @@ LINGER_BYTES = 64 * 1024
 SEND_PIECE = 64 * 1024  # how much of a file answer is read at a time (_MeteredSocket)
 
 
-def _answer(status: str, text: str) -> bytes:
-    body = text.encode() + b"\n"
-    return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-REQUEST_TIMEOUT = _answer("408 Request Timeout", "The request was not received in time.")
-HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large", "The request head is too large.")
-BUSY = _answer("503 Service Unavailable", "Too many connections; please try again.")
+HEAD_TOO_LARGE = plain_answer("431 Request Header Fields Too Large",
+                              "The request head is too large.")
 
 
 def limits_from_environment() -> ListenerLimits:
@@ -210,6 +204,16 @@ class _Conn(TConn):
         self.sock.settimeout(self.io_timeout)
 
 
+def _recv_nowait(sock: socket.socket) -> bytes | None:
+    """What a readable socket holds (b"" once the peer is gone); None when it was a false alarm."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def _send_nowait(sock: socket.socket, data: bytes) -> None:
     try:
         sock.send(data, socket.MSG_DONTWAIT)
@@ -292,12 +296,9 @@ class HeadReadingWorker(ThreadWorker):
             self._check_head(conn)
 
     def _on_head_bytes(self, conn: _Conn, _sock: object) -> None:
-        try:
-            data = conn.raw.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_nowait(conn.raw)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away before finishing its head
             self._drop(conn, b"")
             return
@@ -369,12 +370,9 @@ class HeadReadingWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_bytes, conn))
 
     def _on_linger_bytes(self, conn: _Conn, _sock: object) -> None:
-        try:
-            data = conn.raw.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_nowait(conn.raw)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained > LINGER_BYTES:
             self._close_lingering(conn)
