@@ -100,11 +100,11 @@ class AccountViews:
         client = self.client()
         if erase.is_deleting(client, user):
             return self.render(request, "account_delete.html", resume=True)
+        two_factor, recovery_left = twofactor.status(client, user)
         return self.render(
             request, "account.html", status=context.pop("status", 200),
             sessions=self.sessions.of_user(user, request.session),
-            two_factor=twofactor.is_enabled(client, user),
-            recovery_left=twofactor.recovery_left(client, user),
+            two_factor=two_factor, recovery_left=recovery_left,
             app_passwords=apppasswords.list_for(client, user),
             app_passwords_max=apppasswords.MAX_PER_USER,
             is_admin_account=self._is_admin_account(user), **context)

@@ -121,7 +121,7 @@ def user_exists(client: Client, name: str) -> bool:
 
 def is_admin(client: Client, name: str) -> bool:
     """True if ``name`` exists and is an administrator."""
-    record = _load(client, name)
+    record = load(client, name)
     return record is not None and bool(record[0].get("admin"))
 
 
@@ -133,7 +133,7 @@ def verify_password(client: Client, name: str, password: str) -> bool:
     """
     if not isinstance(password, str) or len(password) > MAX_PASSWORD:
         return False
-    loaded = _load(client, name)
+    loaded = load(client, name)
     if loaded is None:
         _verify(_DUMMY_HASH, password)
         return False
@@ -161,7 +161,7 @@ def change_password(client: Client, name: str, old: str, new: str) -> None:
     """
     check_password_rules(new)
     for _ in range(5):
-        loaded = _load(client, name)
+        loaded = load(client, name)
         if loaded is None or not _verify(loaded[0].get("hash", ""), old):
             raise WrongPassword("The current password is not correct.")
         record, cell = loaded
@@ -174,7 +174,8 @@ def change_password(client: Client, name: str, old: str, new: str) -> None:
     raise ConditionFailed("The account kept changing; try again.")
 
 
-def _load(client: Client, name: str) -> tuple[dict[str, Any], Cell] | None:
+def load(client: Client, name: str) -> tuple[dict[str, Any], Cell] | None:
+    """``name``'s account record and its cell, or None (no such account, or unreadable)."""
     if not valid_username(name):
         return None
     cell = client.get(account_row(name), ACCOUNT_COL)

@@ -235,9 +235,6 @@ def check_credential(client: Client, user: str, secret_text: str, address: str,
 
     :raises raftkv.errors.RaftKVError: the store could not be reached.
     """
-    if password_allowed is None:
-        password_allowed = not (accounts.valid_username(user)
-                                and twofactor.is_enabled(client, user))
     found: dict[str, Any] = {}
 
     def verify(client: Client, user: str, text: str) -> bool:
@@ -256,6 +253,8 @@ def check_credential(client: Client, user: str, secret_text: str, address: str,
         return Checked(right=False, retry_after=verdict.retry_after)
     if "app" in found:
         return Checked(right=True, app_password=found["app"])
+    if password_allowed is None:  # asked only of a right account password
+        password_allowed = not twofactor.is_enabled(client, user)
     if password_allowed:
         return Checked(right=True)
     return Checked(right=False, needs_app_password=True)

@@ -39,7 +39,7 @@ import msgpack
 
 from raftkv.errors import ConditionFailed
 
-from . import outbound
+from . import accounts, outbound
 from .accounts import ACCOUNT_COL, AccountError, account_row, valid_username
 
 if TYPE_CHECKING:
@@ -164,10 +164,5 @@ def _delete_all_cells(client: Client, row: str) -> int:
 
 
 def _record(client: Client, user: str) -> tuple[dict[str, Any], int] | None:
-    if not valid_username(user):
-        return None
-    cell = client.get(account_row(user), ACCOUNT_COL)
-    if cell is None:
-        return None
-    record = msgpack.unpackb(cell.value, raw=False)
-    return (record, cell.version) if isinstance(record, dict) else None
+    loaded = accounts.load(client, user)
+    return None if loaded is None else (loaded[0], loaded[1].version)

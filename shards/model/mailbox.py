@@ -212,13 +212,15 @@ def deliver(client: Client, user: str, raw: bytes, *, folder: str = "inbox",
     meta = {"sender": headers.sender, "subject": headers.subject, "date": time.time(),
             "unread": unread, "size": len(raw), "folder": folder,
             "message_id": headers.message_id}
-    if quota is not None and not has_room(client, user, len(raw), quota):
+    used, version = _usage(client, user)
+    if quota is not None and used + len(raw) > quota:
         raise MailboxFull(user)  # before the raw write: a full mailbox costs no upload
     # Raw bytes first: once the metadata is visible, the message must be readable.
     # If we fail between the two writes, the raw cell is an orphan nobody lists.
     client.put(message_row(user, msg_id), RAW_COLUMN, raw)
-    for _ in range(_USAGE_ATTEMPTS):
-        used, version = _usage(client, user)
+    for attempt in range(_USAGE_ATTEMPTS):
+        if attempt:  # the usage read before the raw write is current for the first try
+            used, version = _usage(client, user)
         if quota is not None and used + len(raw) > quota:
             client.delete(message_row(user, msg_id), RAW_COLUMN)
             raise MailboxFull(user)

@@ -101,13 +101,10 @@ def counter_key(user: str) -> tuple[str, str]:
 
 def account_age(client: Client, user: str, now: float) -> float:
     """Seconds since ``user``'s account was made; 0 (new) when unknown."""
-    cell = client.get(accounts.account_row(user), accounts.ACCOUNT_COL)
-    if cell is None:
-        return 0.0
+    loaded = accounts.load(client, user)
     try:
-        record = msgpack.unpackb(cell.value, raw=False)
-        return max(0.0, now - float(record["created"]))
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return 0.0 if loaded is None else max(0.0, now - float(loaded[0]["created"]))
+    except (ValueError, TypeError, KeyError):
         return 0.0
 
 

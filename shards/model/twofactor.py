@@ -98,9 +98,16 @@ def is_enabled(client: Client, user: str) -> bool:
     return bool(record and record.get("enabled"))
 
 
-def recovery_left(client: Client, user: str) -> int:
+def status(client: Client, user: str) -> tuple[bool, int]:
+    """(two-factor on?, recovery codes left), from one read: what the Security page shows."""
     record, _ = _load(client, user)
-    return len(record.get("recovery", ())) if record else 0
+    if not record:
+        return False, 0
+    return bool(record.get("enabled")), len(record.get("recovery", ()))
+
+
+def recovery_left(client: Client, user: str) -> int:
+    return status(client, user)[1]
 
 
 def begin_enrolment(client: Client, user: str) -> str:
