@@ -10,6 +10,7 @@ attachments on the server side, so they never travel through the browser.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,7 @@ class ComposeViews:
     def _form(self: Portal, request: Request, **fields: Any) -> Response:
         defaults = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
                     "in_reply_to": "", "forwarded": [], "error": None,
-                    "send_note": self._send_limits().note()}
+                    "send_note": self.send_limits.note()}
         return self.render(request, "compose.html", **{**defaults, **fields},
                            status=400 if fields.get("error") else 200)
 
@@ -138,16 +139,23 @@ class ComposeViews:
                                                       "forward_of", "in_reply_to")})
         return redirect("/mail?folder=sent", 303)
 
-    def _send_limits(self: Portal) -> sendlimit.SendLimits:
+    @functools.cached_property
+    def send_limits(self: Portal) -> sendlimit.SendLimits:
+        """The cluster file's ``[mail]`` sending caps, parsed once per app."""
         return sendlimit.SendLimits.from_table(self.config.cluster.table("mail"))
+
+    @functools.cached_property
+    def mailbox_quota(self: Portal) -> int:
+        """The cluster file's ``[mail] mailbox_quota``, parsed once per app."""
+        return mailbox.quota_setting(self.config.cluster.table("mail"))
 
     def _submit(self: Portal, user: str, recipients: list[str], raw: bytes) -> None:
         """Send within the account's hourly caps and the local recipients' quotas."""
         try:
-            sendlimit.charge(self.client(), user, len(recipients), self._send_limits())
+            sendlimit.charge(self.client(), user, len(recipients), self.send_limits)
             outbound.submit(self.client(), user, self._address(user), recipients, raw,
                             domains=self.config.cluster.domains,
-                            quota=mailbox.quota_setting(self.config.cluster.table("mail")))
+                            quota=self.mailbox_quota)
         except sendlimit.SendLimitExceeded as exc:
             raise BadRequest(f"Not sent: {exc}") from None
         except outbound.SenderMailboxFull:

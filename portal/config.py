@@ -18,7 +18,6 @@ Tests build :class:`PortalConfig` directly.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from shards.model.ratelimit import Limits
 
 from .listener import LISTENER_KEYS
 from .load import LOAD_DIR_ENV
+from .proxies import parse_networks
 
 FRONTEND_ENV = "RAFTCLOUD_FRONTEND"
 ADMIN_PASSWORD_FILE_ENV = "RAFTCLOUD_ADMIN_PASSWORD_FILE"
@@ -83,12 +83,7 @@ class PortalConfig:
             raise ConfigError(f'web.scheme must be "http" or "https", got {self.scheme!r}')
         if self.cookie_domain is not None and not _valid_cookie_domain(self.cookie_domain):
             raise ConfigError(f"web.cookie_domain is not a host name: {self.cookie_domain!r}")
-        for proxy in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an address "
-                                  "or network") from None
+        parse_networks(self.trusted_proxies)  # raises ConfigError on a bad entry
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> PortalConfig:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import selectors
 import socket
@@ -47,7 +48,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from raftkv.boundedhttp import BUSY, REQUEST_TIMEOUT, plain_answer
+from raftkv.boundedhttp import BUSY, REQUEST_TIMEOUT, plain_answer, send_nowait
 from raftkv.cluster import CONFIG_ENV, load_cluster
 
 from .listener import ListenerLimits, listener_limits
@@ -66,6 +67,7 @@ HEAD_TOO_LARGE = plain_answer("431 Request Header Fields Too Large",
                               "The request head is too large.")
 
 
+@functools.cache
 def limits_from_environment() -> ListenerLimits:
     """The ``[web]`` table's limits of the cluster file gunicorn was started with (defaults
     when there is none, e.g. a benchmark's hello-world app)."""
@@ -143,7 +145,7 @@ class _MeteredSocket:
             return
         self._cut = True
         if not self._sent:  # no answer begun: say why (best effort)
-            _send_nowait(self._sock, REQUEST_TIMEOUT)
+            send_nowait(self._sock, REQUEST_TIMEOUT)
             return
         # Mid-answer: the close that follows drops what our buffer still holds
         # (a reset), rather than feeding it to this peer at its pace.
@@ -214,13 +216,6 @@ def _recv_nowait(sock: socket.socket) -> bytes | None:
         return b""
 
 
-def _send_nowait(sock: socket.socket, data: bytes) -> None:
-    try:
-        sock.send(data, socket.MSG_DONTWAIT)
-    except OSError:
-        pass  # best effort: the peer is closed, or not reading
-
-
 class HeadReadingWorker(ThreadWorker):
     """gthread, with request heads read by the event loop under a deadline (see the module)."""
 
@@ -250,7 +245,7 @@ class HeadReadingWorker(ThreadWorker):
                 return
             raise
         if self.nr_conns >= self.limits.max_connections and not self._evict_one():
-            _send_nowait(sock, BUSY)
+            send_nowait(sock, BUSY)
             util.close(sock)
             return
         self.nr_conns += 1
@@ -321,7 +316,7 @@ class HeadReadingWorker(ThreadWorker):
         self.heads.pop(conn, None)
         self._unregister(conn)
         if answer:
-            _send_nowait(conn.raw, answer)
+            send_nowait(conn.raw, answer)
         self.nr_conns -= 1
         conn.close()
 

@@ -43,12 +43,17 @@ REQUEST_TIMEOUT = plain_answer("408 Request Timeout", "The request was not recei
 BUSY = plain_answer("503 Service Unavailable", "Too many connections; please try again.")
 
 
-def _abort(sock: socket.socket, answer: bytes) -> None:
-    """Answer without blocking (best effort) and shut the socket down, waking its reader."""
+def send_nowait(sock: socket.socket, data: bytes) -> None:
+    """Send what the socket takes without blocking; best effort (the peer may be gone or stuck)."""
     try:
-        sock.send(answer, socket.MSG_DONTWAIT)
+        sock.send(data, socket.MSG_DONTWAIT)
     except OSError:
         pass
+
+
+def _abort(sock: socket.socket, answer: bytes) -> None:
+    """Answer without blocking (best effort) and shut the socket down, waking its reader."""
+    send_nowait(sock, answer)
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
