@@ -124,7 +124,7 @@ def test_readers_racing_on_a_corrupt_copy_report_it_once_and_keep_its_repair(
 
     def slow_hash(chunk: bytes) -> str:  # both readers hold the bad bytes before either checks
         if chunk[:1] == b"x":
-            both_read.wait(timeout=5)
+            both_read.wait(timeout=30)
         return real(chunk)
     monkeypatch.setattr(blobs, "chunk_name", slow_hash)
     reported: list[bool] = []
@@ -138,7 +138,7 @@ def test_readers_racing_on_a_corrupt_copy_report_it_once_and_keep_its_repair(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(60)
     assert reported == [True]  # one corruption, one report (and one repair to count)
 
     # A late reader of the bad copy must not delete the good one a repair put back.
