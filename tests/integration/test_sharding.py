@@ -10,6 +10,7 @@ import pytest
 from raftkv.errors import UnavailableError, WrongShard
 from shards.migrate import Migrator
 
+from .._procs import wait_for
 from ..cluster import KVCluster, row_per_shard, running
 
 pytestmark = pytest.mark.cluster
@@ -63,6 +64,12 @@ def test_a_stale_read_at_the_wrong_group_is_refused_not_empty(two_groups) -> Non
         rows = row_per_shard(client, "s")
         shard = next(s for s in rows if client.shard_map.group_of(s) == 1)
         client.put(rows[shard], "c", b"here")
+        # A stale read may reach a follower that has not applied the write yet:
+        # wait until every replica of group 1 has before reading one.
+        def applied() -> list[int]:
+            return [s.get("applied_index", 0) for s in client.status() if s.get("group") == 1]
+        target = max(applied())
+        wait_for(lambda: min(applied()) >= target, 10, "every replica of group 1 to apply it")
         assert client.get(rows[shard], "c", consistency="stale").value == b"here"
         wrong = client.group_client(2)
         with pytest.raises(WrongShard):  # not "no such cell": group 2 never had it
