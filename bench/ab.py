@@ -8,20 +8,23 @@ then runs ``python -m bench.kv --json`` alternately in the old tree and in this
 one, ``--runs`` times each (old, new, old, new, ...), so that whatever else
 the machine does falls on both sides alike.  Prints, per workload, the median
 ops/s and p50 latency of each side, the ratio new/old of the medians, in how
-many of the interleaved pairs the new run was the slower, and flags every
-workload whose median throughput is more than ``--max-slowdown`` percent below
-the old one; the exit status is 1 if any is.  "New" is this tree as it is on
+many of the interleaved pairs the new run was the slower, the spread of each
+side's ops/s ((max - min) / median: the noise to judge the ratio by), and
+flags every workload whose median throughput is more than ``--max-slowdown``
+percent below the old one; the exit status is 1 if any is.  "New" is this tree as it is on
 disk, uncommitted changes included.
 
 Each side runs with its tree as working directory and first on PYTHONPATH, so
 both the bench and the replicas it starts (``python -m shards.node``, which
-inherit both) import that tree's code, not the editable install's; a probe
-prints where each side's packages come from before the first run and the
-bench stops if any comes from elsewhere.  etcd is left out on both sides, also
-where it is installed: the comparison is raftkv against itself.  Every run
-stops after ``--ops`` operations or ``--time-limit`` seconds per workload
-(bench.kv's own bounds), and is stopped with SIGTERM, which lets it stop its
-cluster, if it outlives a deadline computed from those bounds.
+inherit both) import that tree's code, not the editable install's.  Before the
+first run a probe finds, as such a process would, where each side's packages
+come from (printed on stderr), and the bench stops if any is outside its tree.
+
+etcd is left out on both sides, also where it is installed: the comparison is
+raftkv against itself.  Every run stops after ``--ops`` operations or
+``--time-limit`` seconds per workload (bench.kv's own bounds), and is stopped
+with SIGTERM, which lets it stop its cluster, if it outlives a deadline
+computed from those bounds.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class Comparison:
     before_p50_ms: float
     after_p50_ms: float
     ratio: float          # median after / median before ops/s
+    before_spread: float  # (max - min) / median of the before runs' ops/s: the noise
+    after_spread: float
     slower_pairs: int     # interleaved pairs in which the after run had fewer ops/s
     pairs: int
     errors: int           # failed operations over every run of both sides
@@ -130,10 +135,13 @@ def origins(tree: Path, modules: Sequence[str] = PROBED) -> dict[str, str]:
     return dict(json.loads(done.stdout))
 
 
-def check_origins(side: Side) -> None:
-    for module, path in origins(side.tree).items():
+def check_origins(side: Side) -> dict[str, str]:
+    """Where ``side``'s probed packages come from; ABError if one is outside its tree."""
+    found = origins(side.tree)
+    for module, path in found.items():
         if not Path(path).resolve().is_relative_to(side.tree.resolve()):
             raise ABError(f"{side.name}: {module} comes from {path}, not from {side.tree}")
+    return found
 
 
 def run_deadline(ops_time_limit: float) -> float:
@@ -166,6 +174,11 @@ def run_kv(side: Side, kv_args: Sequence[str], deadline: float, log: Path) -> di
     return dict(json.loads(out))
 
 
+def spread(numbers: list[float]) -> float:
+    middle = statistics.median(numbers)
+    return (max(numbers) - min(numbers)) / middle if middle else float("nan")
+
+
 def compare(runs: dict[str, list[dict[str, Any]]], max_slowdown: float) -> list[Comparison]:
     """Per workload both sides ran, medians and the new/old ratio, from bench.kv's JSON."""
     def numbers(side: str, workload: str, key: str) -> list[float]:
@@ -185,7 +198,8 @@ def compare(runs: dict[str, list[dict[str, Any]]], max_slowdown: float) -> list[
             before_ops_per_s=statistics.median(before), after_ops_per_s=statistics.median(after),
             before_p50_ms=statistics.median(numbers("before", name, "p50_ms")),
             after_p50_ms=statistics.median(numbers("after", name, "p50_ms")),
-            ratio=ratio, slower_pairs=sum(a < b for b, a in zip(before, after, strict=False)),
+            ratio=ratio, before_spread=spread(before), after_spread=spread(after),
+            slower_pairs=sum(a < b for b, a in zip(before, after, strict=False)),
             pairs=min(len(before), len(after)),
             errors=int(sum(numbers("before", name, "errors") + numbers("after", name, "errors"))),
             flagged=not ratio >= 1 - max_slowdown / 100))
@@ -196,16 +210,18 @@ def render(table: list[Comparison], before: Side, after: Side, runs: int,
            max_slowdown: float) -> str:
     lines = [f"old: {before.label}; new: this tree, {after.label}\n",
              "| workload | old ops/s | new ops/s | new/old | new slower in "
-             "| old p50 ms | new p50 ms | |",
-             "|---|--:|--:|--:|--:|--:|--:|---|"]
+             "| old spread | new spread | old p50 ms | new p50 ms | |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for c in table:
         flag = f"**> {max_slowdown:g}% slower**" if c.flagged else ""
         lines.append(f"| {c.workload} | {c.before_ops_per_s:,.0f} | {c.after_ops_per_s:,.0f} "
-                     f"| {c.ratio:.3f} | {c.slower_pairs}/{c.pairs} | {c.before_p50_ms:.2f} "
+                     f"| {c.ratio:.3f} | {c.slower_pairs}/{c.pairs} | {c.before_spread:.0%} "
+                     f"| {c.after_spread:.0%} | {c.before_p50_ms:.2f} "
                      f"| {c.after_p50_ms:.2f} | {flag} |")
     errors = sum(c.errors for c in table)
     lines.append(f"\nMedians of {runs} interleaved run(s) per side of `python -m bench.kv` "
-                 f"(raftkv alone); {errors} failed operations.")
+                 f"(raftkv alone); spread = (max - min) / median of a side's ops/s; "
+                 f"{errors} failed operations.")
     return "\n".join(lines)
 
 
@@ -235,7 +251,8 @@ def main(revision: str, runs: int, ops: int, time_limit: float, encryption: str,
           tempfile.TemporaryDirectory(prefix="bench-ab-log-") as logs):
         before = Side("before", git("rev-parse", "--short", "HEAD", cwd=old_tree), old_tree)
         for side in (before, after):
-            check_origins(side)
+            for module, path in check_origins(side).items():
+                click.echo(f"{side.name}: {module} from {path}", err=True)
         outputs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
         for run in range(runs):
             for side in (before, after):

@@ -28,6 +28,7 @@ def test_medians_ratio_and_the_pairs_in_which_the_new_code_was_slower() -> None:
     assert put.ratio == pytest.approx(1.05)
     assert (put.before_p50_ms, put.after_p50_ms) == (2.0, 1.9)
     assert (put.slower_pairs, put.pairs, put.errors, put.flagged) == (1, 3, 1, False)
+    assert (put.before_spread, put.after_spread) == (pytest.approx(0.2), pytest.approx(0.2 / 1.05))
     assert get.ratio == pytest.approx(480 / 510)  # 5.9% slower
     assert (get.slower_pairs, get.flagged, get.errors) == (3, True, 1)
 
@@ -60,5 +61,5 @@ def test_the_table_names_both_sides_and_marks_the_slower_workloads() -> None:
     assert text.startswith("old: abc1234; new: this tree, def5678 + uncommitted changes")
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
             if line.startswith("| ") and "ops/s" not in line}
-    assert "slower" not in rows["fast"] and "| 1.010 |" in rows["fast"]
+    assert "slower" not in rows["fast"] and "| 1.010 | 0/1 | 0% | 0% |" in rows["fast"]
     assert "**> 5% slower**" in rows["slow"] and "| 0.900 | 1/1 |" in rows["slow"]
