@@ -165,6 +165,7 @@ class Balancer:
     def address(self) -> str:
         """The host:port actually bound."""
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # an IP socket's address, never a Unix path
         return f"{host}:{port}"
 
     def _info(self) -> dict[str, object]:

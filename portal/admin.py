@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
     from raftkv.cluster import ReplicaConfig
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
     from .app import Portal, Request
 
@@ -83,7 +83,7 @@ def _cut(text: str, size: int) -> str:
     return f"{text[:TEXT_SHOWN]} … ({size:,} bytes)"
 
 
-def page_before(client: Client, shard: int, first_row: str, size: int = PAGE) -> str | None:
+def page_before(client: KeyValueStore, shard: int, first_row: str, size: int = PAGE) -> str | None:
     """The ``after`` key of the page before the one starting at ``first_row``; None if none.
 
     The store scans forward only, so this walks the shard from its start

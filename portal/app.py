@@ -52,7 +52,7 @@ from .mail import MailViews
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from shards import Client
 
@@ -161,7 +161,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
                                  autoescape=select_autoescape(default=True))
         self.jinja.filters["datetime"] = format_time
         self.jinja.globals["folder_url"] = folder_url
-        self._wsgi = SharedDataMiddleware(self.wsgi_app, {"/static": STATIC_DIR})
+        self._wsgi: WSGIApplication = SharedDataMiddleware(self.wsgi_app,
+                                                           {"/static": STATIC_DIR})
         get, post, get_post = ["GET"], ["POST"], ["GET", "POST"]
         self.url_map = Map([
             Rule("/", endpoint="index", methods=get),

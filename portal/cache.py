@@ -20,7 +20,7 @@ from shards.model import drive
 ONE_READ = 999  # entries that come with their header in a single get_row answer
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 
 class ListingCache:
@@ -33,7 +33,7 @@ class ListingCache:
         self.hits = 0
         self.misses = 0
 
-    def listing(self, client: Client, user: str, folder_id: str) -> drive.Listing:
+    def listing(self, client: KeyValueStore, user: str, folder_id: str) -> drive.Listing:
         """The folder's entries: from the cache when its version still holds."""
         key = (user, folder_id)
         with self._lock:

@@ -103,7 +103,7 @@ class ComposeViews:
         return parse_message(raw)
 
     def _form(self: Portal, request: Request, **fields: Any) -> Response:
-        defaults = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
+        defaults: dict[str, Any] = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
                     "in_reply_to": "", "forwarded": [], "error": None,
                     "send_note": self.send_limits.note()}
         return self.render(request, "compose.html", **{**defaults, **fields},
@@ -197,11 +197,12 @@ class ComposeViews:
             if budget < 0:
                 raise RequestEntityTooLarge(TOO_BIG)
             maintype, subtype = _attachment_type(upload.mimetype)
+            filename = (upload.filename or "")[:255]  # never empty: see uploads
             try:
                 message.add_attachment(data, maintype=maintype, subtype=subtype,
-                                       filename=upload.filename[:255])
+                                       filename=filename)
             except Exception:  # noqa: BLE001 - as above, for a file name it cannot encode
-                raise BadRequest(f"The attachment name {upload.filename[:255]!r} "
+                raise BadRequest(f"The attachment name {filename!r} "
                                  "cannot be used.") from None
         if form.get("forward_of"):
             for part in self._original(request, form["forward_of"]).iter_attachments():

@@ -30,7 +30,7 @@ from .filenames import BadFileName, check_filename, content_disposition
 if TYPE_CHECKING:
     from werkzeug.datastructures import FileStorage
 
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
     from .app import Portal, Request
 
@@ -188,7 +188,7 @@ class DriveViews:
         except BadFileName as exc:
             return self.drive_refusal(request, folder_id, drive.BadName(
                 f"That file name cannot be used: {exc}."))
-        stored = []
+        stored: list[str] = []
         for upload, name in zip(uploads, names, strict=True):
             try:
                 drive.store_file(self.client(), user, folder_id, name, upload.stream,
@@ -255,16 +255,19 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass  # zipfile closes only files it opened; a file protocol needs it all the same
+
     def take(self) -> bytes:
         data = b"".join(self._parts)
         self._parts.clear()
         return data
 
 
-def zip_stream(client: Client, user: str, folder_id: str) -> Iterator[bytes]:
+def zip_stream(client: KeyValueStore, user: str, folder_id: str) -> Iterator[bytes]:
     """The files below a folder as a stored (uncompressed) ZIP64 archive, chunk by chunk."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
         for path, item in drive.walk_files(client, user, folder_id):
             try:
                 _, _, chunks = drive.open_file(client, user, item.id)

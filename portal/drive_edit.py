@@ -10,7 +10,7 @@ after (in the background when there is a lot of it).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import NotFound
 from werkzeug.utils import redirect
@@ -78,7 +78,7 @@ class DriveEditViews:
                 return self.drive_refusal(request, item.parent, exc)
             return redirect(folder_url(target), 303)
         folders = drive.all_folders(self.client(), user)
-        targets = []
+        targets: list[dict[str, Any]] = []
         for folder in folders.values():
             path = drive.path_in(folders, folder.id)
             if path is None or (kind == FOLDER and any(f.id == item_id for f in path)):

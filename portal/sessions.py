@@ -44,7 +44,7 @@ from raftkv.errors import ConditionFailed, RaftKVError, UnavailableError
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
-    from shards import Cell, Client
+    from raftkv.interface import Cell, KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class SessionInfo:
 class SessionStore:
     """Loads, creates and ends sessions; one per app, shared by all its threads."""
 
-    def __init__(self, client: Callable[[], Client], *, ttl: float, secure: bool,
+    def __init__(self, client: Callable[[], KeyValueStore], *, ttl: float, secure: bool,
                  idle: float = DEFAULT_IDLE) -> None:
         self._client = client  # a getter: the store client is made lazily, after fork
         self.ttl = ttl
@@ -323,7 +323,7 @@ class SeenRecorder:
     FLUSH_EVERY = 1.0  # seconds between flushes
     MAX_PENDING = 10_000  # notes held at most; beyond it new ones wait for the next request
 
-    def __init__(self, client: Callable[[], Client]) -> None:
+    def __init__(self, client: Callable[[], KeyValueStore]) -> None:
         self._client = client
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[int, int, float]] = {}  # row -> (s version, seen version, t)

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -255,7 +256,8 @@ class CorruptChunk(Exception):
 # (the last may be shorter), and a v2 index chunk is the concatenation of up to
 # INDEX_FANOUT consecutive digests, itself stored as a chunk.
 
-class Manifest(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Manifest:
     """A parsed manifest; ``chunks`` is empty when the digests live in ``index`` chunks."""
 
     size: int

@@ -158,8 +158,8 @@ class BoundedRequestHandler(BaseHTTPRequestHandler):
     server: BoundedHTTPServer
 
     def setup(self) -> None:
-        self.timeout = self.server.io_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.connection.settimeout(self.server.io_timeout)
 
     def handle_one_request(self) -> None:
         self.server.waiting_for_head(self.connection)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from .blobs import data_chunks, manifest_of, parse_manifest
 from .connection import Connection
@@ -39,26 +39,11 @@ from .errors import (
     UploadExpired,
     from_wire,
 )
+from .interface import Cell, Condition, Consistency, Mutation, Readable, StaleCell
 from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahead, read_full
 
 INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
 ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request id)
-
-
-class Cell(NamedTuple):
-    """A cell's value and version, as the group's majority agreed on it."""
-
-    value: bytes
-    version: int
-
-    stale = False  # a class attribute, not a field: see StaleCell
-
-
-class StaleCell(Cell):
-    """A cell read from one replica without asking the majority: possibly out of date."""
-
-    __slots__ = ()
-    stale = True
 
 
 class _Session:
@@ -118,7 +103,12 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------
 
-    def _connection(self, addr: str) -> Connection:
+    def connection(self, addr: str) -> Connection:
+        """The open connection to replica ``addr`` (made on first use).
+
+        Low-level: for raftkv's own helpers (:mod:`raftkv.transfer` pipelines
+        chunks on it); everything else goes through the methods below.
+        """
         with self._lock:
             if self._closed:
                 raise ClientClosed("the client is closed")
@@ -136,7 +126,7 @@ class Client:
 
     def _send_to(self, addr: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """One request to one replica; raises the answer's error."""
-        conn = self._connection(addr)
+        conn = self.connection(addr)
         future = conn.send(request)
         try:
             answer = future.result(timeout)
@@ -191,7 +181,7 @@ class Client:
         index = self.addrs.index(addr) if addr in self.addrs else -1
         return self.addrs[(index + 1) % len(self.addrs)]
 
-    def _read(self, request: dict[str, Any], consistency: str) -> dict[str, Any]:
+    def _read(self, request: dict[str, Any], consistency: Consistency) -> dict[str, Any]:
         if consistency == "linearizable":
             return self._call(request, write=False)
         if consistency != "stale":
@@ -214,15 +204,16 @@ class Client:
 
     # -- values and blobs -------------------------------------------------
 
-    def _write_values(self, values: Sequence[bytes | BinaryIO],
+    def _write_values(self, values: Sequence[bytes | Readable],
                       build: Callable[[list[tuple[bytes, bool]]], dict[str, Any]]) -> dict[str, Any]:
         """Store ``values`` (bytes or streams) and send ``build([(stored, is_blob), ...])``.
 
         Small bytes go inline; anything else becomes a blob under one upload
         intent, which the write retires.
         """
-        if all(isinstance(v, bytes) and len(v) <= INLINE_LIMIT for v in values):
-            return self._call(build([(v, False) for v in values]), write=True)  # type: ignore[misc]
+        inline = [(v, False) for v in values if isinstance(v, bytes) and len(v) <= INLINE_LIMIT]
+        if len(inline) == len(values):
+            return self._call(build(inline), write=True)
         with Upload(self, self.upload_lease) as upload:
             try:
                 stored = [self._store(upload, v) for v in values]
@@ -237,7 +228,7 @@ class Client:
                 raise
 
     @staticmethod
-    def _store(upload: Upload, value: bytes | BinaryIO) -> tuple[bytes, bool]:
+    def _store(upload: Upload, value: bytes | Readable) -> tuple[bytes, bool]:
         if isinstance(value, bytes):
             if len(value) <= INLINE_LIMIT:
                 return value, False
@@ -245,12 +236,17 @@ class Client:
         first = read_full(value, INLINE_LIMIT + 1)
         if len(first) <= INLINE_LIMIT:
             return first, False
-        return upload.write(_Prefixed(first, value)), True  # type: ignore[arg-type]
+        return upload.write(_Prefixed(first, value)), True
 
     def execute(self, request: dict[str, Any], *, write: bool,
                 stale: bool = False) -> dict[str, Any]:
-        """One administrative command (the shard-moving steps of :mod:`raftkv.ownership`)
-        through the log; raises the answer's error.
+        """One raw request to the group's leader; its result, or the answer's error raised.
+
+        The low-level interface, for raftkv's own helpers (upload intents in
+        :mod:`raftkv.transfer`, the keeper of :mod:`raftkv.repair`) and the
+        administrative commands (the shard-moving steps of :mod:`raftkv.ownership`);
+        the apps use the store interface above.  A write carries this client's
+        exactly-once id and is retried like any other until the deadline.
 
         ``stale``: a read answered by the first replica that can, outside the
         log (a replica that errs is passed over for the next).
@@ -280,7 +276,7 @@ class Client:
             except UnavailableError:
                 self._penalty.failed(addr)
                 continue
-            data = result.get("data", b"")
+            data: bytes = result.get("data", b"")
             if result.get("found") and hashlib.sha256(data).hexdigest() == name:
                 return data
             self._penalty.failed(addr)
@@ -301,7 +297,8 @@ class Client:
 
     # -- the API ----------------------------------------------------------
 
-    def get(self, row: str, col: str, *, consistency: str = "linearizable") -> Cell | None:
+    def get(self, row: str, col: str, *,
+            consistency: Consistency = "linearizable") -> Cell | None:
         """The cell at (row, col), or None.
 
         ``consistency="stale"`` reads any one replica that answers (it works
@@ -317,13 +314,14 @@ class Client:
         """Store a value of any size; returns the cell's new version."""
         return self.put_stream(row, col, value)
 
-    def put_stream(self, row: str, col: str, stream: BinaryIO | bytes) -> int:
+    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
         """Store what ``stream.read()`` yields until EOF, never holding it whole.
 
         :raises UploadExpired: the upload stalled for longer than its lease.
         """
-        return self._write_values([stream], lambda s: {
+        version: int = self._write_values([stream], lambda s: {
             "op": "put", "row": row, "col": col, "value": s[0][0], "blob": s[0][1]})["version"]
+        return version
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
         """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
@@ -353,7 +351,9 @@ class Client:
 
     def delete(self, row: str, col: str) -> bool:
         """Delete a cell; True if it existed."""
-        return self._call({"op": "delete", "row": row, "col": col}, write=True)["deleted"]
+        deleted: bool = self._call({"op": "delete", "row": row, "col": col},
+                                   write=True)["deleted"]
+        return deleted
 
     def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
              if_version: int | None = None) -> int:
@@ -363,17 +363,18 @@ class Client:
         """
         condition: dict[str, Any] = ({"if_version": if_version} if if_version is not None else
                                      {"old": None if old is None else self._comparable(old)})
-        return self._write_values([new], lambda s: {
+        version: int = self._write_values([new], lambda s: {
             "op": "cput", "row": row, "col": col, "value": s[0][0], "blob": s[0][1],
             **condition})["version"]
+        return version
 
     @staticmethod
     def _comparable(value: bytes) -> bytes:
         """What a cell holding ``value`` stores: the bytes, or the (deterministic) manifest."""
         return value if len(value) <= INLINE_LIMIT else manifest_of(value)
 
-    def mutate_row(self, row: str, conditions: Sequence[tuple[Any, ...]],
-                   mutations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    def mutate_row(self, row: str, conditions: Sequence[Condition],
+                   mutations: Sequence[Mutation]) -> dict[str, int]:
         """Apply ``mutations`` to one row atomically if every condition holds.
 
         Conditions: ``("version", col, n)``, ``("absent", col)``, ``("value", col, bytes)``.
@@ -388,10 +389,11 @@ class Client:
             muts = [["put", m[1], *next(pending)] if m[0] == "put" else list(m)
                     for m in mutations]
             return {"op": "mutate_row", "row": row, "conditions": conds, "mutations": muts}
-        return self._write_values(values, build)["versions"]
+        versions: dict[str, int] = self._write_values(values, build)["versions"]
+        return versions
 
     def get_row(self, row: str, prefix: str = "", *,
-                consistency: str = "linearizable") -> dict[str, Cell]:
+                consistency: Consistency = "linearizable") -> dict[str, Cell]:
         """Every cell of ``row`` whose column starts with ``prefix`` (large values included)."""
         cells: dict[str, Cell] = {}
         after = ""
@@ -408,7 +410,7 @@ class Client:
                 return cells
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
-             consistency: str = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
+             consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
         """Up to ``limit`` rows of ``shard`` after ``after_row``; large values summarised.
 
         A blob's cell holds its manifest here, not its bytes: a browser of raw
@@ -448,7 +450,7 @@ class Client:
 class _Prefixed(io.RawIOBase):
     """``first`` followed by the rest of ``stream``."""
 
-    def __init__(self, first: bytes, stream: BinaryIO) -> None:
+    def __init__(self, first: bytes, stream: Readable) -> None:
         self._first = first
         self._stream = stream
 
@@ -458,4 +460,4 @@ class _Prefixed(io.RawIOBase):
                 size = len(self._first)
             out, self._first = self._first[:size], self._first[size:]
             return out
-        return self._stream.read(size)
+        return self._stream.read(-1 if size is None else size)

@@ -216,10 +216,11 @@ class _SyncingTransport(_GuardedTransport):
     def send(self, node: Any, message: dict[str, Any]) -> bool:
         if message.get("type") == "next_node_idx" and self.journal is not None:
             self.journal.sync()
-        return super().send(node, message)
+        sent: bool = super().send(node, message)
+        return sent
 
 
-class _BoundedConnection(_Connection):
+class _BoundedConnection(pysyncobj.tcp_connection.TcpConnection):
     """A Raft-port connection that never buffers more than one frame's worth.
 
     pysyncobj reads until the socket is drained and only then looks at the
@@ -373,9 +374,10 @@ class _FollowerKeepsMatchingEntries(_EngineBase):
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         if message.get("type") == "append_entries" and "prevLogIdx" in message \
                 and "transmission" not in message:
-            message = self._skip_matching_entries(node, message)
-            if message is None:
+            rest = self._skip_matching_entries(node, message)
+            if rest is None:
                 return
+            message = rest
         super()._SyncObj__onMessageReceived(node, message)
 
     def _skip_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:

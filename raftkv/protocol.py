@@ -180,7 +180,7 @@ class Channel:
 
     def body_length(self, header: bytes | bytearray) -> int:
         """The body size a frame header announces; ProtocolError when out of bounds."""
-        (length,) = _HEADER.unpack(header)
+        length: int = _HEADER.unpack(header)[0]
         extra = TAG_SIZE if self._open is not None else 0
         if length > MAX_FRAME + extra:
             raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte cap")

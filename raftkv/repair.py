@@ -239,10 +239,10 @@ class BlobKeeper:
     def gc_round(self) -> None:
         """Expire lapsed intents (leader only), then sweep unreferenced chunks."""
         if self._is_leader():
-            expired = self._client._call({"op": "expire_intents"}, write=True)["expired"]
+            expired = self._client.execute({"op": "expire_intents"}, write=True)["expired"]
             self._add(intents_expired=expired)
         t0 = time.time()
-        applied = self._client._call({"op": "noop"}, write=False)["applied"]
+        applied = self._client.execute({"op": "noop"}, write=False)["applied"]
         deadline = time.monotonic() + BARRIER_WAIT
         while self._store.applied < applied:
             if time.monotonic() > deadline or self._stop.wait(0.02):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .keys import DEFAULT_SHARDS, shard_of
@@ -126,7 +127,7 @@ class Store(ShardOwnership):
         if op not in WRITE_OPS:
             return error("ProtocolError", f"unknown operation {op!r}")
         cid, seq, ack = command.get("cid"), command.get("seq"), command.get("ack", 0)
-        if not all(isinstance(x, int) for x in (cid, seq, ack)):
+        if not (isinstance(cid, int) and isinstance(seq, int) and isinstance(ack, int)):
             return error("ProtocolError", "a write needs integer cid, seq and ack")
         session = self._session(cid)
         if seq <= session.ack:
@@ -183,7 +184,8 @@ class Store(ShardOwnership):
             # After a write's exactly-once check (see ownership.py): a stored answer wins.
             if (refused := self.refusal(op, command)) is not None:
                 return refused
-            return getattr(self, f"_op_{op}")(command)
+            handler: Callable[[dict[str, Any]], Result] = getattr(self, f"_op_{op}")
+            return handler(command)
         except (KeyError, TypeError, ValueError) as exc:
             return error("ProtocolError", f"malformed {op} request: {exc!r}")
 

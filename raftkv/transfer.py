@@ -32,11 +32,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .blobs import CHUNK_SIZE, make_manifest
 from .errors import RaftKVError, UnavailableError, from_wire
+from .interface import Readable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -106,7 +107,7 @@ class _Lane:
 
     def _send(self, write: _ChunkWrite, data: bytes) -> None:
         try:
-            conn = self._client._connection(self.addr)
+            conn = self._client.connection(self.addr)
             answer = conn.send({"op": "blob_put", "name": write.name, "data": protocol.PAYLOAD},
                                data)
         except RaftKVError as exc:
@@ -149,7 +150,7 @@ class Upload:
         self._renewer: threading.Thread | None = None
         self.renewals = 0
 
-    def write(self, stream: BinaryIO) -> bytes:
+    def write(self, stream: Readable) -> bytes:
         """Store everything ``stream`` yields; the manifest, once a majority has each chunk."""
         digests: list[bytes] = []
         size = 0
@@ -191,8 +192,8 @@ class Upload:
         return write
 
     def _register(self, digests: list[bytes]) -> None:
-        self._client._call({"op": "intent", "upload": self.id, "digests": digests,
-                            "lease": self._lease, "new": not self.registered}, write=True)
+        self._client.execute({"op": "intent", "upload": self.id, "digests": digests,
+                              "lease": self._lease, "new": not self.registered}, write=True)
         if not self.registered:
             self.registered = True
             self._renewer = threading.Thread(target=self._renew, name="raftkv-lease", daemon=True)
@@ -202,8 +203,8 @@ class Upload:
         # Runs until the upload ends (close); one Raft command per quarter lease.
         while not self._stop.wait(self._lease / 4):
             try:
-                self._client._call({"op": "intent", "upload": self.id, "digests": [],
-                                    "lease": self._lease}, write=True)
+                self._client.execute({"op": "intent", "upload": self.id, "digests": [],
+                                      "lease": self._lease}, write=True)
                 self.renewals += 1
             except RaftKVError as exc:
                 log.warning("could not renew upload %d: %s", self.id, exc)
@@ -212,7 +213,7 @@ class Upload:
         """Give the chunks back to the garbage collector now (best effort)."""
         if self.registered:
             try:
-                self._client._call({"op": "intent_end", "upload": self.id}, write=True)
+                self._client.execute({"op": "intent_end", "upload": self.id}, write=True)
             except RaftKVError as exc:
                 log.info("upload %d left to expire: %s", self.id, exc)
 
@@ -265,7 +266,7 @@ class ReplicaPenalty:
         self._until[addr] = time.monotonic() + self._seconds
 
 
-def read_full(stream: BinaryIO, size: int) -> bytes:
+def read_full(stream: Readable, size: int) -> bytes:
     """Read exactly ``size`` bytes unless EOF comes first (streams may return less)."""
     parts, missing = [], size
     while missing:

@@ -2,10 +2,11 @@
 
 Rows map to shards (:func:`raftkv.keys.shard_of`, with ``{hash tags}``), shards
 to groups (:class:`ShardMap`).  Portal, smtpd and the balancer use
-:class:`Client`; it has the same methods as :class:`raftkv.Client`.
+:class:`Client`; like :class:`raftkv.Client` it implements the store interface
+(:mod:`raftkv.interface`).
 """
 
-from raftkv.client import Cell as Cell
+from raftkv.interface import Cell as Cell
 
 from .client import Client as Client
 from .shardmap import ShardMap as ShardMap

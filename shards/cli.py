@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, Concatenate
 
 import click
 
@@ -38,10 +38,10 @@ def _emit(ctx: click.Context, data: Any, human: str) -> None:
         click.echo(human)
 
 
-def _store_command[F: Callable[..., Any]](func: F) -> F:
+def _store_command[**P, R](func: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
     """Give the command a connected client and turn store errors into one line."""
     @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         ctx = click.get_current_context()
         try:
             with Client(load_cluster(ctx.obj["config"]), timeout=ctx.obj["timeout"]) as client:
@@ -49,7 +49,7 @@ def _store_command[F: Callable[..., Any]](func: F) -> F:
         except RaftKVError as exc:
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @click.group()
@@ -220,7 +220,8 @@ def show_config(client: Client, ctx: click.Context, num: int) -> None:
     _emit(ctx, data, "\n".join(lines))
 
 
-def _reconfigure(client: Client, ctx: click.Context, step) -> None:
+def _reconfigure(client: Client, ctx: click.Context,
+                 step: Callable[[shard_config.Config], shard_config.Config]) -> None:
     """Store the next configuration, and show a progress bar until its shards have moved."""
     bar = click.progressbar(length=0, label="moving shards", file=sys.stderr,
                             hidden=ctx.obj["json"], show_pos=True)

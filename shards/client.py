@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import raftkv
-from raftkv.client import Cell
 from raftkv.cluster import ClusterConfig
 from raftkv.errors import RaftKVError, WrongShard
+from raftkv.interface import Cell, Condition, Consistency, Mutation, Readable
 from raftkv.keys import shard_of
 
 from .config import Config, ConfigStore
@@ -23,7 +23,8 @@ class Client:
     """Route each request to the group that owns its row's shard.
 
     Thread-safe.  Create one per process, after any fork (it owns sockets and
-    threads).  Methods and errors are those of :class:`raftkv.Client`.
+    threads).  Methods and errors are those of :class:`raftkv.Client`: the store
+    interface (:class:`raftkv.interface.ShardedStore`), plus the cluster's parts.
     """
 
     def __init__(self, cluster: ClusterConfig, *, timeout: float = 10.0) -> None:
@@ -92,24 +93,26 @@ class Client:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    def get(self, row: str, col: str, *, consistency: str = "linearizable") -> Cell | None:
+    def get(self, row: str, col: str, *,
+            consistency: Consistency = "linearizable") -> Cell | None:
         return self._on_row(row, lambda g: g.get(row, col, consistency=consistency))
 
     def put(self, row: str, col: str, value: bytes) -> int:
         return self._on_row(row, lambda g: g.put(row, col, value))
 
-    def put_stream(self, row: str, col: str, stream: BinaryIO | bytes) -> int:
+    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
         if isinstance(stream, bytes):
             return self._on_row(row, lambda g: g.put_stream(row, col, stream))
         seekable = getattr(stream, "seekable", None)  # a stream may offer read() only
         if not (callable(seekable) and seekable()):
             # A second try could not read it again: learn the new owner, but raise.
             return self._on_row(row, lambda g: g.put_stream(row, col, stream), retry=False)
-        start = stream.tell()
+        rewindable = cast(BinaryIO, stream)  # it said it is seekable
+        start = rewindable.tell()
 
         def attempt(group: raftkv.Client) -> int:
-            stream.seek(start)
-            return group.put_stream(row, col, stream)
+            rewindable.seek(start)
+            return group.put_stream(row, col, rewindable)
         return self._on_row(row, attempt)
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
@@ -125,16 +128,16 @@ class Client:
              if_version: int | None = None) -> int:
         return self._on_row(row, lambda g: g.cput(row, col, new, old=old, if_version=if_version))
 
-    def mutate_row(self, row: str, conditions: Sequence[tuple[Any, ...]],
-                   mutations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    def mutate_row(self, row: str, conditions: Sequence[Condition],
+                   mutations: Sequence[Mutation]) -> dict[str, int]:
         return self._on_row(row, lambda g: g.mutate_row(row, conditions, mutations))
 
     def get_row(self, row: str, prefix: str = "", *,
-                consistency: str = "linearizable") -> dict[str, Cell]:
+                consistency: Consistency = "linearizable") -> dict[str, Cell]:
         return self._on_row(row, lambda g: g.get_row(row, prefix, consistency=consistency))
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
-             consistency: str = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
+             consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
         return self._routed(shard, lambda g: g.scan(shard, after_row, limit,
                                                     consistency=consistency))
 

@@ -16,12 +16,13 @@ administrators changing the configuration at once cannot both win.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
 
 from raftkv.errors import ConditionFailed, ConfigError
+from raftkv.interface import KeyValueStore
 
 UNASSIGNED = 0  # the owner of every shard before the first Join
 
@@ -120,7 +121,7 @@ class ConfigStore:
     LATEST = "latest"
     ATTEMPTS = 20  # concurrent changes each retry on top of the winner
 
-    def __init__(self, client, shards: int) -> None:
+    def __init__(self, client: KeyValueStore, shards: int) -> None:
         self._client = client
         self._shards = shards
 
@@ -158,7 +159,7 @@ class ConfigStore:
             raise ConfigError(f"no configuration {num}")
         return Config.unpack(cell.value)
 
-    def change(self, step) -> Config:
+    def change(self, step: Callable[[Config], Config]) -> Config:
         """Apply ``step(latest) -> next`` atomically; retried when another change won."""
         for _ in range(self.ATTEMPTS):
             current = self.query()

@@ -60,6 +60,11 @@ PULL_CHUNKS = 60_000        # chunks under one intent at most (the store allows 
 WARN_AFTER = 20             # failed passes at one shard before it is worth a warning
 
 
+# One row of an ``export_shard`` page, as the wire carries it:
+# ``[row, [[col, version, value, is_blob], ...]]``.
+ExportedRow = list[Any]
+
+
 def first_config(cluster: ClusterConfig) -> Config:
     """Configuration 1: the cluster file's static map (where an unmanaged cluster's data is)."""
     return Config(1, ShardMap.static(cluster).owners,
@@ -68,14 +73,16 @@ def first_config(cluster: ClusterConfig) -> Config:
 
 def settled(state: dict[str, Any], num: int) -> bool:
     """Whether a group's ``shard_state`` shows configuration ``num`` finished."""
-    return state["config_num"] > num or (
-        state["config_num"] == num and not state["incoming"] and not state["frozen"])
+    config_num: int = state["config_num"]
+    return config_num > num or (
+        config_num == num and not state["incoming"] and not state["frozen"])
 
 
 def adopted(state: dict[str, Any], num: int, shard: int) -> bool:
     """Whether the group with ``state`` has taken ``shard`` over in configuration ``num``."""
-    if state["config_num"] != num:
-        return state["config_num"] > num  # it cannot leave ``num`` with the shard awaited
+    config_num: int = state["config_num"]
+    if config_num != num:
+        return config_num > num  # it cannot leave ``num`` with the shard awaited
     return shard not in {entry[0] for entry in state["incoming"]}
 
 
@@ -144,7 +151,7 @@ class Reconfigurer:
     def step(self) -> bool:
         """One pass; whether it got anywhere (then the next pass comes sooner)."""
         state = self._own.execute({"op": "shard_state"}, write=False)
-        num = state["config_num"]
+        num: int = state["config_num"]
         # One unreachable or broken peer holds up only the shards it gives or takes.
         if state["incoming"]:
             return all([self._each(shard, self._pull, num, shard, tuple(addrs))
@@ -208,7 +215,7 @@ class Reconfigurer:
         self._own.execute({"op": "adopt_shard", "config": num, "shard": shard}, write=True)
         log.info("group %d: adopted shard %d (configuration %d)", self.group_id, shard, num)
 
-    def _import(self, src: raftkv.Client, num: int, shard: int, batch: list,
+    def _import(self, src: raftkv.Client, num: int, shard: int, batch: list[ExportedRow],
                 counter: int) -> None:
         """One import command, after the chunks its blob cells name.
 
@@ -268,7 +275,7 @@ class Reconfigurer:
         self._own.execute({"op": "intent", "upload": upload, "lease": PULL_LEASE, "new": new,
                            "digests": [bytes.fromhex(n) for n in names]}, write=True)
 
-    def _chunks_of(self, src: raftkv.Client, batch: list) -> Iterator[str]:
+    def _chunks_of(self, src: raftkv.Client, batch: list[ExportedRow]) -> Iterator[str]:
         """The names of every chunk (index and data) of the batch's blob cells."""
         for row, cells in batch:
             for col, _version, value, is_blob in cells:
@@ -298,10 +305,10 @@ class Reconfigurer:
         return self._groups[addrs]
 
 
-def _batches(rows: list) -> list[list]:
+def _batches(rows: list[ExportedRow]) -> list[list[ExportedRow]]:
     """Rows split into import commands of at most about IMPORT_BYTES each (cells may split)."""
-    batches: list[list] = []
-    batch: list = []
+    batches: list[list[ExportedRow]] = []
+    batch: list[ExportedRow] = []
     size = 0
     for row, cells in rows:
         for cell in cells:

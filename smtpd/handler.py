@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP, Envelope, Session
 
     from raftkv.cluster import ClusterConfig
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class InboundHandler:
     :param executor: runs the blocking store calls; None means the loop's default.
     """
 
-    def __init__(self, config: InboundConfig, client: Client, *,
+    def __init__(self, config: InboundConfig, client: KeyValueStore, *,
                  executor: Executor | None = None) -> None:
         self.config = config
         self._client = client
@@ -393,7 +393,7 @@ class InboundHandler:
         if refusal is not None:
             return refusal
         # Several addresses may name one account (Bob@ and bob@): deliver once per account.
-        recipients = {}
+        recipients: dict[str, str] = {}
         for address in envelope.rcpt_tos:
             recipients.setdefault(local_user(address, self.config.domains), address)
         return_path = f"Return-Path: <{_printable(envelope.mail_from or '')}>\r\n".encode()

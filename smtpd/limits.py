@@ -36,9 +36,9 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import syntax
+from aiosmtpd.smtp import SMTP, syntax
 
 from raftkv.errors import ConfigError
 
@@ -147,7 +147,14 @@ class ConnectionGate:
             del self._per_address[key]
 
 
-class BoundedSession:
+# The mixin's methods extend SMTP's through super(): mypy checks them against SMTP.
+if TYPE_CHECKING:
+    _SessionBase = SMTP
+else:
+    _SessionBase = object
+
+
+class BoundedSession(_SessionBase):
     """Mixin for aiosmtpd's ``SMTP`` protocol class: the caps and deadlines above.
 
     Put it before ``SMTP`` in the bases and pass the listener's ``gate=`` to
@@ -181,7 +188,7 @@ class BoundedSession:
             transport.close()
             return
         self._counted, self._gate_key = True, key
-        self._session_timer = self.loop.call_later(  # type: ignore[attr-defined]
+        self._session_timer = self.loop.call_later(
             self._gate.limits.session_timeout, self._expire, SESSION_TIMEOUT)
         self._restart_idle_timer()
         super().connection_made(transport)
@@ -215,14 +222,14 @@ class BoundedSession:
         elif b"\n" in data or self._line_timer is None:
             # A new line has begun (after this chunk's last newline): its clock starts now.
             self._stop_line_timer()
-            self._line_timer = self.loop.call_later(  # type: ignore[attr-defined]
+            self._line_timer = self.loop.call_later(
                 self._gate.limits.line_timeout, self._expire, LINE_TIMEOUT)
         super().data_received(data)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command method
         # aiosmtpd restarted its timer for this command; the message gets longer than one.
-        self._reset_timeout(self._gate.limits.data_timeout)  # type: ignore[attr-defined]
+        self._reset_timeout(self._gate.limits.data_timeout)
         envelope = getattr(self, "envelope", None)
         if envelope is None or not envelope.rcpt_tos:
             await super().smtp_DATA(arg)  # refused at once: the idle clock runs on
@@ -244,7 +251,7 @@ class BoundedSession:
     def _restart_idle_timer(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(  # type: ignore[attr-defined]
+        self._idle_timer = self.loop.call_later(
             self._gate.limits.idle_timeout, self._expire, IDLE_TIMEOUT)
 
     def _stop_line_timer(self) -> None:

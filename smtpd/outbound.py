@@ -42,7 +42,7 @@ from raftkv.errors import ConfigError, RaftKVError
 from shards.model import mailbox, outbound
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ def send_to_domain(config: OutboundConfig, addresses: list[str], sender: str,
             with smtplib.SMTP(timeout=config.greeting_timeout,
                               local_hostname=config.hostname) as smtp:
                 smtp.connect(address, config.remote_port)
+                assert smtp.sock is not None  # connect() made it
                 smtp.sock.settimeout(config.command_timeout)
                 smtp.ehlo()
                 if smtp.has_extn("starttls"):
@@ -227,7 +228,7 @@ def bounce_message(config: OutboundConfig, entry: outbound.Entry, failed: dict[s
 class OutboundWorker:
     """A thread that works the queue until stopped."""
 
-    def __init__(self, config: OutboundConfig, client: Client, *, name: str) -> None:
+    def __init__(self, config: OutboundConfig, client: KeyValueStore, *, name: str) -> None:
         self.config = config
         self._client = client
         self._owner = f"{name}@{socket.gethostname()}"

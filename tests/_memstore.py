@@ -1,4 +1,4 @@
-"""An in-process stand-in for :class:`shards.Client`: the real state machine, no sockets.
+"""An in-process :class:`~raftkv.interface.ShardedStore`: the real state machine, no sockets.
 
 It drives :class:`raftkv.store.Store` (the same code every replica runs) the
 way the client does, so model code meets the real conditions, versions and
@@ -13,14 +13,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
-from raftkv.client import Cell
 from raftkv.errors import from_wire
+from raftkv.interface import Cell, Condition, Consistency, Mutation, Readable
 from raftkv.keys import shard_of
 from raftkv.store import Store
 
 
 class MemClient:
-    """The subset of :class:`shards.Client` that the apps' models use."""
+    """The store interface (:class:`~raftkv.interface.ShardedStore`) over one in-memory Store."""
 
     def __init__(self) -> None:
         self.store = Store(shards=8)
@@ -39,7 +39,8 @@ class MemClient:
             raise from_wire(result)
         return result
 
-    def get(self, row: str, col: str, *, consistency: str = "linearizable") -> Cell | None:
+    def get(self, row: str, col: str, *,
+            consistency: Consistency = "linearizable") -> Cell | None:
         result = self._apply("get", {"op": "get", "row": row, "col": col}, False)
         return Cell(result["value"], result["version"]) if result["found"] else None
 
@@ -47,9 +48,9 @@ class MemClient:
         return self._apply("put", {"op": "put", "row": row, "col": col, "value": value},
                            True)["version"]
 
-    def put_stream(self, row: str, col: str, stream: BinaryIO) -> int:
-        parts = []
-        while chunk := stream.read(64 * 1024):
+    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
+        parts = [stream] if isinstance(stream, bytes) else []
+        while not isinstance(stream, bytes) and (chunk := stream.read(64 * 1024)):
             parts.append(chunk)
         return self._apply("put_stream", {"op": "put", "row": row, "col": col,
                                           "value": b"".join(parts)}, True)["version"]
@@ -60,6 +61,13 @@ class MemClient:
             return None
         value = result["value"]
         return len(value), iter([value[i:i + 4096] for i in range(0, len(value), 4096)])
+
+    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
+        result = self._apply("get_into", {"op": "get", "row": row, "col": col}, False)
+        if not result["found"]:
+            return None
+        out.write(result["value"])
+        return result["version"]
 
     def delete(self, row: str, col: str) -> bool:
         return self._apply("delete", {"op": "delete", "row": row, "col": col},
@@ -74,14 +82,14 @@ class MemClient:
             command["old"] = old
         return self._apply("cput", command, True)["version"]
 
-    def mutate_row(self, row: str, conditions: Sequence[tuple[Any, ...]],
-                   mutations: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    def mutate_row(self, row: str, conditions: Sequence[Condition],
+                   mutations: Sequence[Mutation]) -> dict[str, int]:
         return self._apply("mutate_row", {
             "op": "mutate_row", "row": row, "conditions": [list(c) for c in conditions],
             "mutations": [list(m) for m in mutations]}, True)["versions"]
 
     def get_row(self, row: str, prefix: str = "", *,
-                consistency: str = "linearizable") -> dict[str, Cell]:
+                consistency: Consistency = "linearizable") -> dict[str, Cell]:
         cells: dict[str, Cell] = {}
         after = ""
         while True:
@@ -93,7 +101,7 @@ class MemClient:
                 return cells
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
-             consistency: str = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
+             consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
         result = self._apply("scan", {"op": "scan", "shard": shard, "after": after_row,
                                       "limit": limit}, False)
         return [(row, {col: Cell(value, version) for col, version, value, _ in cells})

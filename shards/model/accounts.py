@@ -24,7 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from raftkv.errors import ConditionFailed
 
 if TYPE_CHECKING:
-    from shards import Cell, Client
+    from raftkv.interface import Cell, KeyValueStore
 
 ACCOUNT_COL = "account"
 MIN_PASSWORD = 8
@@ -97,7 +97,7 @@ def check_new_account(name: str, password: str) -> None:
     check_password_rules(password)
 
 
-def create_user(client: Client, name: str, password: str, *, admin: bool = False) -> None:
+def create_user(client: KeyValueStore, name: str, password: str, *, admin: bool = False) -> None:
     """Create an account atomically.
 
     :raises InvalidUsername: the name breaks the rules.
@@ -114,18 +114,18 @@ def create_user(client: Client, name: str, password: str, *, admin: bool = False
         raise UserExists(f"The name {name!r} is taken.") from None
 
 
-def user_exists(client: Client, name: str) -> bool:
+def user_exists(client: KeyValueStore, name: str) -> bool:
     """True if ``name`` has an account."""
     return valid_username(name) and client.get(account_row(name), ACCOUNT_COL) is not None
 
 
-def is_admin(client: Client, name: str) -> bool:
+def is_admin(client: KeyValueStore, name: str) -> bool:
     """True if ``name`` exists and is an administrator."""
     record = load(client, name)
     return record is not None and bool(record[0].get("admin"))
 
 
-def verify_password(client: Client, name: str, password: str) -> bool:
+def verify_password(client: KeyValueStore, name: str, password: str) -> bool:
     """True if ``name`` exists and ``password`` is its password.
 
     Unknown names cost as much time as wrong passwords.  A hash made with
@@ -149,7 +149,7 @@ def verify_password(client: Client, name: str, password: str) -> bool:
     return True
 
 
-def change_password(client: Client, name: str, old: str, new: str) -> None:
+def change_password(client: KeyValueStore, name: str, old: str, new: str) -> None:
     """Replace ``name``'s password, given the current one.
 
     The update is a CPUT on the version whose hash was checked, so a
@@ -174,7 +174,7 @@ def change_password(client: Client, name: str, old: str, new: str) -> None:
     raise ConditionFailed("The account kept changing; try again.")
 
 
-def load(client: Client, name: str) -> tuple[dict[str, Any], Cell] | None:
+def load(client: KeyValueStore, name: str) -> tuple[dict[str, Any], Cell] | None:
     """``name``'s account record and its cell, or None (no such account, or unreadable)."""
     if not valid_username(name):
         return None

@@ -41,7 +41,7 @@ from raftkv.errors import ConditionFailed, RaftKVError
 from . import accounts, ratelimit, twofactor
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 __all__ = ["KEY_PURPOSE", "MAX_PER_USER", "AppPassword", "AppPasswordError", "Checked",
            "check_credential", "create", "list_for", "matching", "revoke"]
@@ -89,7 +89,7 @@ def _row(user: str) -> str:
     return f"{{{user}}}/apppw"
 
 
-def _load(client: Client, user: str) -> tuple[list[dict[str, Any]], int]:
+def _load(client: KeyValueStore, user: str) -> tuple[list[dict[str, Any]], int]:
     cell = client.get(_row(user), _COL)
     if cell is None:
         return [], 0
@@ -102,7 +102,7 @@ def _load(client: Client, user: str) -> tuple[list[dict[str, Any]], int]:
     return [r for r in records if isinstance(r, dict)], cell.version
 
 
-def _store(client: Client, user: str, records: list[dict[str, Any]], version: int) -> None:
+def _store(client: KeyValueStore, user: str, records: list[dict[str, Any]], version: int) -> None:
     client.cput(_row(user), _COL, msgpack.packb(records, use_bin_type=True), if_version=version)
 
 
@@ -130,7 +130,7 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def create(client: Client, user: str, name: str, key: bytes, *,
+def create(client: KeyValueStore, user: str, name: str, key: bytes, *,
            now: float | None = None) -> str:
     """Make an app password named ``name`` for ``user``; returns it (shown once, never stored).
 
@@ -154,7 +154,7 @@ def create(client: Client, user: str, name: str, key: bytes, *,
     raise ConditionFailed("the app passwords kept changing")
 
 
-def list_for(client: Client, user: str) -> list[AppPassword]:
+def list_for(client: KeyValueStore, user: str) -> list[AppPassword]:
     """``user``'s app passwords, oldest first."""
     records, _ = _load(client, user)
     return [AppPassword(id=str(r.get("id", "")), name=str(r.get("name", "")),
@@ -162,7 +162,7 @@ def list_for(client: Client, user: str) -> list[AppPassword]:
             for r in records]
 
 
-def revoke(client: Client, user: str, password_id: str) -> str:
+def revoke(client: KeyValueStore, user: str, password_id: str) -> str:
     """Remove one app password; returns its name.
 
     :raises AppPasswordError: there is no such app password (revoked already?).
@@ -181,13 +181,13 @@ def revoke(client: Client, user: str, password_id: str) -> str:
     raise ConditionFailed("the app passwords kept changing")
 
 
-def revoke_all(client: Client, user: str) -> None:
+def revoke_all(client: KeyValueStore, user: str) -> None:
     """Remove every app password of ``user`` (a new account password ends them, as it ends
     sessions: a thief who read the old one may have made an app password with it)."""
     client.delete(_row(user), _COL)
 
 
-def matching(client: Client, user: str, text: str, key: bytes, *,
+def matching(client: KeyValueStore, user: str, text: str, key: bytes, *,
              now: float | None = None) -> str | None:
     """The name of ``user``'s app password ``text`` is, or None; notes when it was used.
 
@@ -216,7 +216,7 @@ def matching(client: Client, user: str, text: str, key: bytes, *,
     return str(found.get("name", ""))
 
 
-def check_credential(client: Client, user: str, secret_text: str, address: str,
+def check_credential(client: KeyValueStore, user: str, secret_text: str, address: str,
                      limits: ratelimit.Limits, app_key: bytes, *,
                      password_allowed: bool | None = None,
                      now: float | None = None) -> Checked:
@@ -237,7 +237,7 @@ def check_credential(client: Client, user: str, secret_text: str, address: str,
     """
     found: dict[str, Any] = {}
 
-    def verify(client: Client, user: str, text: str) -> bool:
+    def verify(client: KeyValueStore, user: str, text: str) -> bool:
         name = matching(client, user, text, app_key, now=now)
         if name is not None:
             found["app"] = name

@@ -43,7 +43,7 @@ from . import accounts, outbound
 from .accounts import ACCOUNT_COL, AccountError, account_row, valid_username
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore, ShardedStore
 
 _DELETES_PER_WRITE = 200  # column deletes per mutate_row: well under the 32 KiB entry cap
 _SCAN_PAGE = 10           # rows per scan (each page carries up to 1000 cells per row)
@@ -58,13 +58,13 @@ def tagged_prefix(user: str) -> str:
     return f"{{{user}}}/"
 
 
-def is_deleting(client: Client, user: str) -> bool:
+def is_deleting(client: KeyValueStore, user: str) -> bool:
     """True if ``user``'s deletion has begun and not finished."""
     record = _record(client, user)
     return bool(record and record[0].get("deleting"))
 
 
-def erase_account(client: Client, user: str, *, domains: Iterable[str],
+def erase_account(client: ShardedStore, user: str, *, domains: Iterable[str],
                   end_sessions: Callable[[], None], keep_rows: Iterable[str] = (),
                   now: float | None = None) -> None:
     """Delete ``user`` and all their data; safe to call again after an interruption.
@@ -82,7 +82,7 @@ def erase_account(client: Client, user: str, *, domains: Iterable[str],
     sweep_user_rows(client, user)
 
 
-def mark_deleting(client: Client, user: str, *, now: float | None = None) -> None:
+def mark_deleting(client: KeyValueStore, user: str, *, now: float | None = None) -> None:
     """Step one: no more logins, and the name stays taken until the end.
 
     :raises CannotDelete: an administrator (the cluster needs its admin).
@@ -108,7 +108,7 @@ def mark_deleting(client: Client, user: str, *, now: float | None = None) -> Non
     raise ConditionFailed("the account kept changing")
 
 
-def user_rows(client: Client, user: str) -> list[str]:
+def user_rows(client: ShardedStore, user: str) -> list[str]:
     """Every row tagged with ``user`` (one shard; rows sort by name, so they are adjacent)."""
     if not valid_username(user):
         raise ValueError(f"not a user name: {user!r}")
@@ -128,7 +128,7 @@ def user_rows(client: Client, user: str) -> list[str]:
         after = page[-1][0]
 
 
-def sweep_user_rows(client: Client, user: str, keep: frozenset[str] = frozenset()) -> int:
+def sweep_user_rows(client: ShardedStore, user: str, keep: frozenset[str] = frozenset()) -> int:
     """Delete every cell of every row tagged ``user`` except the rows in ``keep``."""
     deleted = 0
     for row in user_rows(client, user):
@@ -137,7 +137,7 @@ def sweep_user_rows(client: Client, user: str, keep: frozenset[str] = frozenset(
     return deleted
 
 
-def drop_outbound(client: Client, senders: list[str], *, now: float | None = None) -> int:
+def drop_outbound(client: KeyValueStore, senders: list[str], *, now: float | None = None) -> int:
     """Remove queued outbound mail sent from ``senders`` that no worker is delivering now."""
     now = time.time() if now is None else now
     wanted = {s.lower() for s in senders}
@@ -150,7 +150,7 @@ def drop_outbound(client: Client, senders: list[str], *, now: float | None = Non
     return dropped
 
 
-def _delete_all_cells(client: Client, row: str) -> int:
+def _delete_all_cells(client: KeyValueStore, row: str) -> int:
     deleted = 0
     for _ in range(_ATTEMPTS):  # again while cells keep arriving (mail), but not forever
         columns = list(client.get_row(row))
@@ -163,6 +163,6 @@ def _delete_all_cells(client: Client, row: str) -> int:
     return deleted
 
 
-def _record(client: Client, user: str) -> tuple[dict[str, Any], int] | None:
+def _record(client: KeyValueStore, user: str) -> tuple[dict[str, Any], int] | None:
     loaded = accounts.load(client, user)
     return None if loaded is None else (loaded[0], loaded[1].version)

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from email.message import EmailMessage
 
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 __all__ = ["MailboxFull", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
            "get_message", "get_summary", "has_room", "header_value", "list_messages",
@@ -187,7 +187,7 @@ def _cut(text: str, field: str) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def deliver(client: Client, user: str, raw: bytes, *, folder: str = "inbox",
+def deliver(client: KeyValueStore, user: str, raw: bytes, *, folder: str = "inbox",
             unread: bool = True, quota: int | None = None) -> str:
     """Store a message in ``user``'s ``folder``; returns its message id.
 
@@ -244,17 +244,17 @@ def deliver(client: Client, user: str, raw: bytes, *, folder: str = "inbox",
     raise ConditionFailed(f"the mailbox of {user} kept changing")
 
 
-def usage(client: Client, user: str) -> int:
+def usage(client: KeyValueStore, user: str) -> int:
     """Bytes of every message in ``user``'s mailbox, all folders."""
     return _usage(client, user)[0]
 
 
-def has_room(client: Client, user: str, size: int, quota: int) -> bool:
+def has_room(client: KeyValueStore, user: str, size: int, quota: int) -> bool:
     """Whether a message of ``size`` bytes fits in ``user``'s ``quota`` now."""
     return usage(client, user) + size <= quota
 
 
-def _usage(client: Client, user: str) -> tuple[int, int]:
+def _usage(client: KeyValueStore, user: str) -> tuple[int, int]:
     """``(bytes used, version of the usage cell)``; version 0 when there is no cell yet.
 
     Without a cell (a mailbox from before quotas, or a new one) the count is
@@ -271,7 +271,7 @@ def _usage(client: Client, user: str) -> tuple[int, int]:
     return total, 0 if cell is None else cell.version
 
 
-def list_messages(client: Client, user: str, folder: str = "inbox") -> list[MessageSummary]:
+def list_messages(client: KeyValueStore, user: str, folder: str = "inbox") -> list[MessageSummary]:
     """The messages in one folder, newest first."""
     cells = client.get_row(mailbox_row(user), prefix=META_PREFIX)
     summaries = []
@@ -283,7 +283,7 @@ def list_messages(client: Client, user: str, folder: str = "inbox") -> list[Mess
     return summaries
 
 
-def get_summary(client: Client, user: str, msg_id: str) -> MessageSummary | None:
+def get_summary(client: KeyValueStore, user: str, msg_id: str) -> MessageSummary | None:
     """One message's metadata, or None if there is no such message."""
     if not is_message_id(msg_id):
         return None
@@ -291,7 +291,7 @@ def get_summary(client: Client, user: str, msg_id: str) -> MessageSummary | None
     return None if cell is None else _summary(msg_id, cell.value)
 
 
-def get_message(client: Client, user: str, msg_id: str) -> bytes | None:
+def get_message(client: KeyValueStore, user: str, msg_id: str) -> bytes | None:
     """The raw message as received, or None if there is no such message."""
     if not is_message_id(msg_id):
         return None
@@ -299,12 +299,12 @@ def get_message(client: Client, user: str, msg_id: str) -> bytes | None:
     return None if cell is None else cell.value
 
 
-def mark_read(client: Client, user: str, msg_id: str, *, read: bool = True) -> bool:
+def mark_read(client: KeyValueStore, user: str, msg_id: str, *, read: bool = True) -> bool:
     """Set a message's unread flag; returns False if there is no such message."""
     return _update_meta(client, user, msg_id, lambda meta: {**meta, "unread": not read})
 
 
-def delete_message(client: Client, user: str, msg_id: str) -> bool:
+def delete_message(client: KeyValueStore, user: str, msg_id: str) -> bool:
     """Delete a message, giving its bytes back to the quota; returns whether it existed.
 
     The ``mid:`` column stays behind on purpose: a late SMTP retry of a message
@@ -318,7 +318,7 @@ def delete_message(client: Client, user: str, msg_id: str) -> bool:
     return existed
 
 
-def _unlist(client: Client, user: str, msg_id: str) -> bool:
+def _unlist(client: KeyValueStore, user: str, msg_id: str) -> bool:
     """Remove a message's metadata and subtract its size from the usage, in one mutation."""
     row, column = mailbox_row(user), META_PREFIX + msg_id
     for _ in range(_USAGE_ATTEMPTS):
@@ -342,7 +342,7 @@ def _unlist(client: Client, user: str, msg_id: str) -> bool:
     raise ConditionFailed(f"the mailbox of {user} kept changing")
 
 
-def _update_meta(client: Client, user: str, msg_id: str,
+def _update_meta(client: KeyValueStore, user: str, msg_id: str,
                  change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
     """Read-modify-write of one message's metadata, as a CPUT on its version.
 

@@ -38,7 +38,7 @@ from raftkv.errors import ConditionFailed
 from . import mailbox
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 QUEUE_ROW = "{outbound}/queue"
 ENTRY_PREFIX = "e:"
@@ -84,7 +84,7 @@ def entry_id(sender: str, message_id: str, recipients: list[str] | tuple[str, ..
     return hashlib.sha256(seed).hexdigest()[:32]
 
 
-def enqueue(client: Client, sender: str, recipients: list[str], raw: bytes, *,
+def enqueue(client: KeyValueStore, sender: str, recipients: list[str], raw: bytes, *,
             message_id: str = "", now: float | None = None) -> str:
     """Queue ``raw`` for remote ``recipients``; idempotent per (sender, Message-ID, recipients)."""
     now = time.time() if now is None else now
@@ -105,20 +105,20 @@ def enqueue(client: Client, sender: str, recipients: list[str], raw: bytes, *,
     return ident
 
 
-def pending(client: Client) -> list[Entry]:
+def pending(client: KeyValueStore) -> list[Entry]:
     """Every queued entry, oldest first."""
     cells = client.get_row(QUEUE_ROW, prefix=ENTRY_PREFIX)
     entries = [_unpack(cell.value, cell.version) for cell in cells.values()]
     return sorted(entries, key=lambda e: (e.created, e.id))
 
 
-def due(client: Client, now: float | None = None) -> list[Entry]:
+def due(client: KeyValueStore, now: float | None = None) -> list[Entry]:
     """Entries whose time has come and that nobody holds a live lease on."""
     now = time.time() if now is None else now
     return [e for e in pending(client) if e.next_try <= now and e.lease_until <= now]
 
 
-def claim(client: Client, entry: Entry, owner: str, lease: float,
+def claim(client: KeyValueStore, entry: Entry, owner: str, lease: float,
           now: float | None = None) -> Entry | None:
     """Take ``entry`` for ``lease`` seconds; None if another worker changed it first."""
     now = time.time() if now is None else now
@@ -131,12 +131,12 @@ def claim(client: Client, entry: Entry, owner: str, lease: float,
     return replace(mine, version=version)
 
 
-def raw_message(client: Client, entry: Entry) -> bytes | None:
+def raw_message(client: KeyValueStore, entry: Entry) -> bytes | None:
     cell = client.get(message_row(entry.id), entry.raw_column)
     return None if cell is None else cell.value
 
 
-def finish(client: Client, entry: Entry) -> bool:
+def finish(client: KeyValueStore, entry: Entry) -> bool:
     """Remove a delivered (or bounced) entry we hold; False if we had lost it."""
     try:
         client.mutate_row(QUEUE_ROW, [("version", ENTRY_PREFIX + entry.id, entry.version)],
@@ -147,7 +147,7 @@ def finish(client: Client, entry: Entry) -> bool:
     return True
 
 
-def postpone(client: Client, entry: Entry, recipients: list[str], error: str,
+def postpone(client: KeyValueStore, entry: Entry, recipients: list[str], error: str,
              delay: float, now: float | None = None) -> bool:
     """Keep ``recipients`` queued for another try after ``delay`` seconds."""
     now = time.time() if now is None else now
@@ -232,7 +232,7 @@ class SenderMailboxFull(mailbox.MailboxFull):
     """The sender's own mailbox has no room for the Sent copy: nothing is sent."""
 
 
-def submit(client: Client, user: str, sender: str, recipients: list[str], raw: bytes, *,
+def submit(client: KeyValueStore, user: str, sender: str, recipients: list[str], raw: bytes, *,
            domains: tuple[str, ...], quota: int | None = None) -> Submission:
     """Deliver ``raw`` from ``user`` (envelope ``sender``) to ``recipients``.
 

@@ -66,7 +66,7 @@ from raftkv.errors import ConditionFailed, ConfigError
 from . import accounts
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 __all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_code",
            "check_password", "code_key", "network_key", "pair_key", "signup_key", "take_signup_slot"]
@@ -238,7 +238,7 @@ def _state(value: bytes | None) -> tuple[float, int, float]:
         return 0.0, 0, 0.0
 
 
-def _take(client: Client, key: Key, rule: Rule, now: float) -> _Slot | float:
+def _take(client: KeyValueStore, key: Key, rule: Rule, now: float) -> _Slot | float:
     """Count one attempt, or return the seconds it must wait (nothing counted)."""
     for _ in range(_ATTEMPTS):
         cell = client.get(*key)
@@ -258,7 +258,7 @@ def _take(client: Client, key: Key, rule: Rule, now: float) -> _Slot | float:
     return _CONTENDED_WAIT
 
 
-def _give_back(client: Client, slot: _Slot) -> None:
+def _give_back(client: KeyValueStore, slot: _Slot) -> None:
     """Uncount an attempt: restore the cell if nobody counted since, else decrement."""
     row, col = slot.key
     try:
@@ -301,9 +301,9 @@ class Verdict:
         return self.retry_after > 0
 
 
-def check_password(client: Client, user: str, password: str, address: str, limits: Limits,
+def check_password(client: KeyValueStore, user: str, password: str, address: str, limits: Limits,
                    *, now: float | None = None,
-                   verify: Callable[[Client, str, str], bool] | None = None) -> Verdict:
+                   verify: Callable[[KeyValueStore, str, str], bool] | None = None) -> Verdict:
     """Check ``user``'s password for a client at ``address``, within ``limits``.
 
     Every door that takes a password calls this, so one count covers them all.
@@ -344,8 +344,8 @@ def check_password(client: Client, user: str, password: str, address: str, limit
     return Verdict(right=True)
 
 
-def check_code(client: Client, user: str, code: str, limits: Limits,
-               verify: Callable[[Client, str, str], bool], *,
+def check_code(client: KeyValueStore, user: str, code: str, limits: Limits,
+               verify: Callable[[KeyValueStore, str, str], bool], *,
                now: float | None = None) -> Verdict:
     """Check a two-factor ``code`` of ``user`` with ``verify``, within ``limits.code``.
 
@@ -366,7 +366,7 @@ def check_code(client: Client, user: str, code: str, limits: Limits,
     return Verdict(right=True)
 
 
-def take_signup_slot(client: Client, address: str, limits: Limits, *,
+def take_signup_slot(client: KeyValueStore, address: str, limits: Limits, *,
                      now: float | None = None) -> float:
     """Count one signup from ``address``: 0 when it may go ahead, else seconds to wait.
 

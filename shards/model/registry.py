@@ -26,6 +26,7 @@ import msgpack
 from raftkv.errors import RaftKVError, UnavailableError
 
 if TYPE_CHECKING:
+    from raftkv.interface import KeyValueStore
     from shards import Client
 
 __all__ = ["ALIVE_WINDOW", "HEARTBEAT_INTERVAL", "REGISTRY_ROW", "Heartbeat", "NodeInfo",
@@ -52,7 +53,7 @@ class NodeInfo:
     alive: bool = False        # heartbeat within ALIVE_WINDOW of the reader's clock
 
 
-def _store(client: Client) -> Any:
+def _store(client: Client) -> KeyValueStore:
     """Where the registry row lives: the config group, or the storage groups."""
     return client.config_group() or client
 

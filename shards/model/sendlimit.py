@@ -33,7 +33,7 @@ from raftkv.errors import ConditionFailed, ConfigError
 from . import accounts
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 __all__ = ["SendLimitExceeded", "SendLimits", "charge"]
 
@@ -99,7 +99,7 @@ def counter_key(user: str) -> tuple[str, str]:
     return f"{{{user}}}/sendlimit", COLUMN
 
 
-def account_age(client: Client, user: str, now: float) -> float:
+def account_age(client: KeyValueStore, user: str, now: float) -> float:
     """Seconds since ``user``'s account was made; 0 (new) when unknown."""
     loaded = accounts.load(client, user)
     try:
@@ -108,7 +108,7 @@ def account_age(client: Client, user: str, now: float) -> float:
         return 0.0
 
 
-def charge(client: Client, user: str, recipients: int, limits: SendLimits, *,
+def charge(client: KeyValueStore, user: str, recipients: int, limits: SendLimits, *,
            now: float | None = None) -> None:
     """Count one message to ``recipients`` recipients against ``user``'s hour.
 

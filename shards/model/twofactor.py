@@ -40,7 +40,7 @@ from raftkv.errors import ConditionFailed
 from .accounts import account_row, valid_username
 
 if TYPE_CHECKING:
-    from shards import Cell, Client
+    from raftkv.interface import Cell, KeyValueStore
 
 TOTP_COL = "totp"     # beside accounts.ACCOUNT_COL in the account's row
 PENDING_TTL = 300.0   # seconds between the password and the code
@@ -87,18 +87,18 @@ def _normalise(code: str) -> str:
     return "".join(code.split()).replace("-", "").lower()[:64]
 
 
-def _load(client: Client, user: str) -> tuple[dict[str, Any] | None, int]:
+def _load(client: KeyValueStore, user: str) -> tuple[dict[str, Any] | None, int]:
     cell = client.get(account_row(user), TOTP_COL) if valid_username(user) else None
     return _unpack(cell), cell.version if cell is not None else 0
 
 
-def is_enabled(client: Client, user: str) -> bool:
+def is_enabled(client: KeyValueStore, user: str) -> bool:
     """True if ``user`` signs in with a second factor."""
     record, _ = _load(client, user)
     return bool(record and record.get("enabled"))
 
 
-def status(client: Client, user: str) -> tuple[bool, int]:
+def status(client: KeyValueStore, user: str) -> tuple[bool, int]:
     """(two-factor on?, recovery codes left), from one read: what the Security page shows."""
     record, _ = _load(client, user)
     if not record:
@@ -106,11 +106,11 @@ def status(client: Client, user: str) -> tuple[bool, int]:
     return bool(record.get("enabled")), len(record.get("recovery", ()))
 
 
-def recovery_left(client: Client, user: str) -> int:
+def recovery_left(client: KeyValueStore, user: str) -> int:
     return status(client, user)[1]
 
 
-def begin_enrolment(client: Client, user: str) -> str:
+def begin_enrolment(client: KeyValueStore, user: str) -> str:
     """A new secret for ``user`` (not yet in force: :func:`confirm_enrolment` turns it on).
 
     :raises TwoFactorError: two-factor sign-in is already on.
@@ -130,7 +130,7 @@ def begin_enrolment(client: Client, user: str) -> str:
     raise ConditionFailed("the account kept changing")
 
 
-def pending_secret(client: Client, user: str) -> str | None:
+def pending_secret(client: KeyValueStore, user: str) -> str | None:
     """The secret of an enrolment begun and not yet confirmed."""
     record, _ = _load(client, user)
     if record and not record.get("enabled"):
@@ -143,7 +143,7 @@ def provisioning_uri(secret: str, account: str, issuer: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name=issuer)
 
 
-def confirm_enrolment(client: Client, user: str, code: str,
+def confirm_enrolment(client: KeyValueStore, user: str, code: str,
                       now: float | None = None) -> list[str]:
     """Turn two-factor sign-in on if ``code`` is right; returns the recovery codes (shown once).
 
@@ -168,12 +168,12 @@ def confirm_enrolment(client: Client, user: str, code: str,
     raise ConditionFailed("the account kept changing")
 
 
-def disable(client: Client, user: str) -> None:
+def disable(client: KeyValueStore, user: str) -> None:
     """Turn two-factor sign-in off (the caller checked the password or a code)."""
     client.delete(account_row(user), TOTP_COL)
 
 
-def use_code(client: Client, user: str, code: str, now: float | None = None) -> bool:
+def use_code(client: KeyValueStore, user: str, code: str, now: float | None = None) -> bool:
     """True if ``code`` is ``user``'s current TOTP code or one of the recovery codes; uses it up.
 
     A TOTP code of the previous, current or next step (clock drift) is
@@ -230,7 +230,7 @@ def _login_row(user: str) -> str:
     return f"{{{user}}}/login"
 
 
-def start_pending(client: Client, user: str, sid_hash: str, next_url: str,
+def start_pending(client: KeyValueStore, user: str, sid_hash: str, next_url: str,
                   now: float | None = None) -> str:
     """Record that ``user``'s password was right in the browser ``sid_hash``; returns the token."""
     now = time.time() if now is None else now
@@ -253,7 +253,7 @@ def start_pending(client: Client, user: str, sid_hash: str, next_url: str,
     return token
 
 
-def take_try(client: Client, user: str, token: str, sid_hash: str,
+def take_try(client: KeyValueStore, user: str, token: str, sid_hash: str,
              now: float | None = None) -> Pending | None:
     """Count one code try of the pending login ``token``; None if it is gone, expired,
     of another browser, or out of tries (then it ends)."""
@@ -282,5 +282,5 @@ def take_try(client: Client, user: str, token: str, sid_hash: str,
     return None
 
 
-def end_pending(client: Client, user: str, token: str) -> None:
+def end_pending(client: KeyValueStore, user: str, token: str) -> None:
     client.delete(_login_row(user), _PENDING_PREFIX + _hash(token))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from raftkv.errors import ConditionFailed, RaftKVError, Timeout
 
@@ -45,10 +45,10 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore, Readable
 
 
-def _name_taken(client: Client, user: str, folder_id: str, name: str, mine: str) -> bool:
+def _name_taken(client: KeyValueStore, user: str, folder_id: str, name: str, mine: str) -> bool:
     """After a failed condition: is ``name`` taken in the folder by another item than ``mine``?"""
     cell = client.get(drive_row(user), entry_col(folder_id, name))
     if cell is None:
@@ -61,7 +61,7 @@ def _taken(name: str) -> NameTaken:
     return NameTaken(f"There is already something named {name!r} in this folder.")
 
 
-def create_folder(client: Client, user: str, parent_id: str, name: str, *,
+def create_folder(client: KeyValueStore, user: str, parent_id: str, name: str, *,
                   now: float | None = None) -> Item:
     """Make a new, empty folder.
 
@@ -91,7 +91,7 @@ def create_folder(client: Client, user: str, parent_id: str, name: str, *,
 class _Counted:
     """A read-only stream that counts bytes and refuses to yield more than ``limit``."""
 
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
+    def __init__(self, stream: Readable, limit: int) -> None:
         self._stream = stream
         self._limit = limit
         self.count = 0
@@ -114,7 +114,7 @@ def _over_quota(used: int, size: int, quota: int) -> QuotaExceeded:
         f"are in use.", used=used, quota=quota)
 
 
-def store_file(client: Client, user: str, parent_id: str, name: str, stream: BinaryIO, *,
+def store_file(client: KeyValueStore, user: str, parent_id: str, name: str, stream: Readable, *,
                quota: int, size: int | None = None, ctype: str = "application/octet-stream",
                now: float | None = None) -> Item:
     """Stream a new file into the store and link it into a folder.
@@ -143,7 +143,7 @@ def store_file(client: Client, user: str, parent_id: str, name: str, stream: Bin
             # Small and of known size: one plain put of the bytes.
             client.put(content_row(user, file_id), DATA_COL, counted.read(size + 1))
         else:
-            client.put_stream(content_row(user, file_id), DATA_COL, counted)  # type: ignore[arg-type]
+            client.put_stream(content_row(user, file_id), DATA_COL, counted)
     except _OverLimit:
         _drop_content(client, user, file_id)
         raise _over_quota(used, counted.count, quota) from None
@@ -160,14 +160,14 @@ def store_file(client: Client, user: str, parent_id: str, name: str, stream: Bin
         raise
 
 
-def _drop_content(client: Client, user: str, file_id: str) -> None:
+def _drop_content(client: KeyValueStore, user: str, file_id: str) -> None:
     try:
         client.delete(content_row(user, file_id), DATA_COL)
     except RaftKVError:
         pass  # unreachable bytes; nothing points at them
 
 
-def _link_file(client: Client, user: str, item: Item, path: list[Item], quota: int,
+def _link_file(client: KeyValueStore, user: str, item: Item, path: list[Item], quota: int,
                now: float) -> Item:
     for _ in range(ATTEMPTS):
         used, used_version = usage_cell(client, user)
@@ -186,14 +186,14 @@ def _link_file(client: Client, user: str, item: Item, path: list[Item], quota: i
     raise ConditionFailed("the folder kept changing; try again")
 
 
-def _get_item(client: Client, user: str, kind: str, item_id: str) -> Item:
+def _get_item(client: KeyValueStore, user: str, kind: str, item_id: str) -> Item:
     item = get_file(client, user, item_id) if kind == FILE else get_folder(client, user, item_id)
     if item is None:
         raise NoSuchItem(f"There is no such {kind} in your drive.")
     return item
 
 
-def rename(client: Client, user: str, kind: str, item_id: str, new_name: str, *,
+def rename(client: KeyValueStore, user: str, kind: str, item_id: str, new_name: str, *,
            now: float | None = None) -> Item:
     """Give a file or folder a new name in the same folder: one ``mutate_row``.
 
@@ -233,7 +233,7 @@ def _height(folders: dict[str, Item], folder_id: str) -> int:
     return height
 
 
-def move(client: Client, user: str, kind: str, item_id: str, target_id: str, *,
+def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: str, *,
          now: float | None = None) -> Item:
     """Move a file or folder (keeping its name) into another folder: one ``mutate_row``.
 
@@ -275,7 +275,7 @@ def move(client: Client, user: str, kind: str, item_id: str, target_id: str, *,
     raise ConditionFailed("the folders kept changing; try again")
 
 
-def delete_file(client: Client, user: str, file_id: str, *, now: float | None = None) -> Item:
+def delete_file(client: KeyValueStore, user: str, file_id: str, *, now: float | None = None) -> Item:
     """Remove a file: its name and quota share at once, then its bytes.
 
     A ``t:`` marker covers the moment between the two steps, so bytes of a
@@ -305,7 +305,7 @@ def delete_file(client: Client, user: str, file_id: str, *, now: float | None = 
     return item
 
 
-def delete_folder(client: Client, user: str, folder_id: str, *,
+def delete_folder(client: KeyValueStore, user: str, folder_id: str, *,
                   now: float | None = None) -> Item:
     """Unlink a folder and everything below it, in one short step.
 

@@ -36,7 +36,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 __all__ = ["pending", "purge"]
 
@@ -44,7 +44,7 @@ BATCH = 25            # names removed per mutation: 2 cells of <300 bytes each, 
 MAX_STEPS = 100_000   # a bound on one purge's loop, whatever happens concurrently
 
 
-def pending(client: Client, user: str) -> list[tuple[str, str]]:
+def pending(client: KeyValueStore, user: str) -> list[tuple[str, str]]:
     """``(id, "f" | "d")`` of every deleted file or folder whose clean-up is unfinished."""
     found = []
     for column, cell in client.get_row(drive_row(user), prefix="t:").items():
@@ -54,7 +54,7 @@ def pending(client: Client, user: str) -> list[tuple[str, str]]:
     return found
 
 
-def purge(client: Client, user: str, *, deadline: float | None = None) -> bool:
+def purge(client: KeyValueStore, user: str, *, deadline: float | None = None) -> bool:
     """Finish every pending clean-up of ``user``; True when nothing is left.
 
     :param deadline: a ``time.monotonic()`` after which to stop (the rest stays
@@ -76,7 +76,7 @@ def _expired(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _purge_tree(client: Client, user: str, top: str, deadline: float | None) -> bool:
+def _purge_tree(client: KeyValueStore, user: str, top: str, deadline: float | None) -> bool:
     """Remove everything below ``top`` and ``top`` itself, deepest folders first."""
     # (folder id, its entry column in its parent; None for the already unlinked top)
     stack: list[tuple[str, str | None]] = [(top, None)]
@@ -109,7 +109,7 @@ def _purge_tree(client: Client, user: str, top: str, deadline: float | None) -> 
     return False
 
 
-def _remove_files(client: Client, user: str, files: Sequence[Item]) -> None:
+def _remove_files(client: KeyValueStore, user: str, files: Sequence[Item]) -> None:
     """Drop the bytes, then the names and the quota share, of up to :data:`BATCH` files."""
     for item in files:
         client.delete(content_row(user, item.id), DATA_COL)

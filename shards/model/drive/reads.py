@@ -27,10 +27,10 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from shards import Client
+    from raftkv.interface import KeyValueStore
 
 
-def get_file(client: Client, user: str, file_id: str) -> Item | None:
+def get_file(client: KeyValueStore, user: str, file_id: str) -> Item | None:
     """The file ``file_id`` of ``user``, or None (also for ids of other users' files)."""
     if not is_id(file_id):
         return None
@@ -38,7 +38,7 @@ def get_file(client: Client, user: str, file_id: str) -> Item | None:
     return None if cell is None else item_from_index(FILE, file_id, cell)
 
 
-def get_folder(client: Client, user: str, folder_id: str) -> Item | None:
+def get_folder(client: KeyValueStore, user: str, folder_id: str) -> Item | None:
     """The folder ``folder_id`` of ``user`` (the root for :data:`ROOT`), or None."""
     if folder_id == ROOT:
         return root_item()
@@ -48,7 +48,7 @@ def get_folder(client: Client, user: str, folder_id: str) -> Item | None:
     return None if cell is None else item_from_index(FOLDER, folder_id, cell)
 
 
-def folder_path(client: Client, user: str, folder_id: str) -> list[Item]:
+def folder_path(client: KeyValueStore, user: str, folder_id: str) -> list[Item]:
     """The folders from the root down to ``folder_id``, each with its version.
 
     :raises NoSuchItem: the folder does not exist, or hangs below a deleted one.
@@ -68,13 +68,13 @@ def folder_path(client: Client, user: str, folder_id: str) -> list[Item]:
     return path
 
 
-def folder_version(client: Client, user: str, folder_id: str) -> int:
+def folder_version(client: KeyValueStore, user: str, folder_id: str) -> int:
     """The version of the folder's header: equal versions mean an unchanged listing."""
     cell = client.get(drive_row(user), header_col(folder_id))
     return 0 if cell is None else cell.version
 
 
-def list_folder(client: Client, user: str, folder_id: str) -> Listing:
+def list_folder(client: KeyValueStore, user: str, folder_id: str) -> Listing:
     """Every entry of one folder, with the header version they were read at.
 
     One ``get_row`` returns the header and the entries together, so a cache
@@ -87,7 +87,7 @@ def list_folder(client: Client, user: str, folder_id: str) -> Listing:
     return Listing(folder_id, header.version if header else 0, tuple(items))
 
 
-def all_folders(client: Client, user: str) -> dict[str, Item]:
+def all_folders(client: KeyValueStore, user: str) -> dict[str, Item]:
     """Every folder of ``user`` by id, the root included (for move targets)."""
     folders = {ROOT: root_item()}
     for column, cell in client.get_row(drive_row(user), prefix="d:").items():
@@ -112,7 +112,7 @@ def path_in(folders: dict[str, Item], folder_id: str) -> list[Item] | None:
     return path
 
 
-def usage_cell(client: Client, user: str) -> tuple[int, int]:
+def usage_cell(client: KeyValueStore, user: str) -> tuple[int, int]:
     cell = client.get(drive_row(user), USAGE_COL)
     if cell is None:
         return 0, 0
@@ -120,12 +120,12 @@ def usage_cell(client: Client, user: str) -> tuple[int, int]:
     return (used if isinstance(used, int) else 0), cell.version
 
 
-def usage(client: Client, user: str) -> int:
+def usage(client: KeyValueStore, user: str) -> int:
     """Bytes of file content ``user`` holds."""
     return usage_cell(client, user)[0]
 
 
-def open_file(client: Client, user: str, file_id: str) -> tuple[Item, int, Iterator[bytes]]:
+def open_file(client: KeyValueStore, user: str, file_id: str) -> tuple[Item, int, Iterator[bytes]]:
     """A file and its bytes, fetched lazily: ``(item, size, chunks)``.
 
     :raises NoSuchItem: no such file, or its bytes are gone (deleted meanwhile).
@@ -139,7 +139,7 @@ def open_file(client: Client, user: str, file_id: str) -> tuple[Item, int, Itera
     return item, found[0], found[1]
 
 
-def walk_files(client: Client, user: str, folder_id: str) -> Iterator[tuple[str, Item]]:
+def walk_files(client: KeyValueStore, user: str, folder_id: str) -> Iterator[tuple[str, Item]]:
     """``(relative path, file)`` for every file below a folder, depth first, by name."""
     stack: list[tuple[str, str, int]] = [(folder_id, "", 0)]
     while stack:

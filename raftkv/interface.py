@@ -1,0 +1,123 @@
+"""The store interface: what the data model and the apps may call on a store.
+
+Three stores implement it: :class:`raftkv.Client` (one group),
+:class:`shards.Client` (every group, routed by shard) and the in-memory store of
+the unit tests (``tests/_memstore.py``).  Code that only reads and writes cells
+takes a :class:`KeyValueStore`; code that must find a row's shard (to scan the
+rows beside it) takes a :class:`ShardedStore`.  mypy checks that each store
+conforms (``tests/unit/test_store_interface.py``), so a method added to one
+and not the others fails the lint, not a page in production.
+
+The promises behind each method (versions, conditions, exactly-once writes,
+blobs) are in ``docs/store-promises.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
+
+Consistency = Literal["linearizable", "stale"]
+
+
+class Readable(Protocol):
+    """What a store reads a streamed value from: ``read(n)`` until it returns ``b""``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+# ``("version", col, n)``, ``("absent", col)`` or ``("value", col, bytes)``.
+Condition = tuple[Any, ...]
+# ``("put", col, value)`` or ``("delete", col)``.
+Mutation = tuple[Any, ...]
+
+
+class Cell(NamedTuple):
+    """A cell's value and version, as the group's majority agreed on it."""
+
+    value: bytes
+    version: int
+
+    @property
+    def stale(self) -> bool:
+        """True for a :class:`StaleCell`: read from one replica, possibly out of date."""
+        return False
+
+
+class StaleCell(Cell):
+    """A cell read from one replica without asking the majority: possibly out of date."""
+
+    __slots__ = ()
+
+    @property
+    def stale(self) -> bool:
+        return True
+
+
+class KeyValueStore(Protocol):
+    """Rows of cells: each cell holds bytes of any size and a version that grows with each write.
+
+    Writes apply exactly once; a write whose outcome is unknown raises
+    :class:`~raftkv.errors.OutcomeUnknown`.  A failed condition raises
+    :class:`~raftkv.errors.ConditionFailed`.
+    """
+
+    def get(self, row: str, col: str, *,
+            consistency: Consistency = "linearizable") -> Cell | None:
+        """The cell at (row, col), or None; ``"stale"`` may answer from one replica."""
+        ...
+
+    def put(self, row: str, col: str, value: bytes) -> int:
+        """Store a value of any size; returns the cell's new version."""
+        ...
+
+    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
+        """Store what ``stream.read(n)`` yields until EOF; returns the cell's new version.
+
+        A seekable stream is rewound if the write must be sent again (a shard moved).
+        """
+        ...
+
+    def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
+        """``(size, chunks)`` of the value at (row, col), fetched lazily; or None."""
+        ...
+
+    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
+        """Write the value at (row, col) into ``out``; its version, or None if absent."""
+        ...
+
+    def delete(self, row: str, col: str) -> bool:
+        """Delete a cell; True if it existed."""
+        ...
+
+    def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
+             if_version: int | None = None) -> int:
+        """Store ``new`` only if the cell holds ``old`` (None: absent) or ``if_version``."""
+        ...
+
+    def mutate_row(self, row: str, conditions: Sequence[Condition],
+                   mutations: Sequence[Mutation]) -> dict[str, int]:
+        """Apply ``mutations`` to one row atomically if every condition holds."""
+        ...
+
+    def get_row(self, row: str, prefix: str = "", *,
+                consistency: Consistency = "linearizable") -> dict[str, Cell]:
+        """Every cell of ``row`` whose column starts with ``prefix``."""
+        ...
+
+    def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
+             consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
+        """Up to ``limit`` rows of ``shard`` after ``after_row`` (a blob's cell holds its manifest)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads; later calls fail."""
+        ...
+
+
+class ShardedStore(KeyValueStore, Protocol):
+    """A store that also knows which shard holds a row (one group does not)."""
+
+    def shard_of(self, row: str) -> int:
+        """The shard of ``row`` (rows sharing a ``{hash tag}`` share a shard)."""
+        ...

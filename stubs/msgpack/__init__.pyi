@@ -1,0 +1,13 @@
+# Type stubs for the part of msgpack (1.x) that raftcloud uses; msgpack ships none.
+# Unpacked data is Any: what arrives over the wire or from disk is checked where it is used.
+from collections.abc import Callable
+from typing import IO, Any
+
+class UnpackException(Exception): ...
+
+def packb(o: Any, *, use_bin_type: bool = ..., default: Callable[[Any], Any] | None = ...,
+          strict_types: bool = ...) -> bytes: ...
+def pack(o: Any, stream: IO[bytes], *, use_bin_type: bool = ...,
+         default: Callable[[Any], Any] | None = ..., strict_types: bool = ...) -> None: ...
+def unpackb(packed: bytes | bytearray | memoryview, *, raw: bool = ..., use_list: bool = ...,
+            strict_map_key: bool = ..., max_buffer_size: int = ...) -> Any: ...
