@@ -19,15 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgpack
 
 from raftkv.errors import RaftKVError, UnavailableError
-
-if TYPE_CHECKING:
-    from raftkv.interface import KeyValueStore
-    from shards import Client
+from raftkv.interface import KeyValueStore
 
 __all__ = ["ALIVE_WINDOW", "HEARTBEAT_INTERVAL", "REGISTRY_ROW", "Heartbeat", "NodeInfo",
            "list_nodes", "register", "unregister"]
@@ -53,7 +50,15 @@ class NodeInfo:
     alive: bool = False        # heartbeat within ALIVE_WINDOW of the reader's clock
 
 
-def _store(client: Client) -> KeyValueStore:
+class ClusterStore(KeyValueStore, Protocol):
+    """The cluster's store (:class:`shards.Client`), whose config group may be apart."""
+
+    def config_group(self) -> KeyValueStore | None:
+        """The config group's store, if the cluster has one."""
+        ...
+
+
+def _store(client: ClusterStore) -> KeyValueStore:
     """Where the registry row lives: the config group, or the storage groups."""
     return client.config_group() or client
 
@@ -65,7 +70,7 @@ def _column(kind: str, name: str) -> str:
     return f"{kind}/{name}"
 
 
-def register(client: Client, *, kind: str, name: str, addr: str,
+def register(client: ClusterStore, *, kind: str, name: str, addr: str,
              info: dict[str, Any] | None = None) -> None:
     """Record (or refresh) a node's address and heartbeat.
 
@@ -77,7 +82,7 @@ def register(client: Client, *, kind: str, name: str, addr: str,
     _store(client).put(REGISTRY_ROW, column, msgpack.packb(payload, use_bin_type=True))
 
 
-def unregister(client: Client, *, kind: str, name: str) -> bool:
+def unregister(client: ClusterStore, *, kind: str, name: str) -> bool:
     """Forget a node (the admin console's "remove"); returns whether it was registered.
 
     A process that merely stops should *not* unregister: showing it as down is the point.
@@ -85,7 +90,7 @@ def unregister(client: Client, *, kind: str, name: str) -> bool:
     return _store(client).delete(REGISTRY_ROW, _column(kind, name))
 
 
-def list_nodes(client: Client, kind: str | None = None, *,
+def list_nodes(client: ClusterStore, kind: str | None = None, *,
                now: float | None = None) -> list[NodeInfo]:
     """Every registered node (of one ``kind`` if given), sorted by kind and name.
 
@@ -133,7 +138,7 @@ class Heartbeat:
     :param info: a dict, or a callable returning one at each beat (e.g. current load).
     """
 
-    def __init__(self, client: Client, *, kind: str, name: str, addr: str,
+    def __init__(self, client: ClusterStore, *, kind: str, name: str, addr: str,
                  info: InfoSource | None = None, interval: float = HEARTBEAT_INTERVAL) -> None:
         _column(kind, name)  # fail in the caller's thread, not silently in ours
         self._client = client

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 if TYPE_CHECKING:
-    from shards import Cell
+    from raftkv.interface import Cell
 
 ROOT = "root"
 FILE, FOLDER = "file", "folder"
