@@ -15,7 +15,7 @@ blobs) are in ``docs/store-promises.md``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
+from typing import BinaryIO, Literal, NamedTuple, Protocol
 
 Consistency = Literal["linearizable", "stale"]
 
@@ -26,10 +26,11 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-# ``("version", col, n)``, ``("absent", col)`` or ``("value", col, bytes)``.
-Condition = tuple[Any, ...]
-# ``("put", col, value)`` or ``("delete", col)``.
-Mutation = tuple[Any, ...]
+# A condition of mutate_row: the cell has version n (0: absent), is absent, or holds bytes.
+Condition = (tuple[Literal["version"], str, int] | tuple[Literal["absent"], str]
+             | tuple[Literal["value"], str, bytes])
+# A mutation of mutate_row: store a value, or delete the cell.
+Mutation = tuple[Literal["put"], str, bytes] | tuple[Literal["delete"], str]
 
 
 class Cell(NamedTuple):

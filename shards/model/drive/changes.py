@@ -45,7 +45,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from raftkv.interface import KeyValueStore, Readable
+    from raftkv.interface import Condition, KeyValueStore, Mutation, Readable
 
 
 def _name_taken(client: KeyValueStore, user: str, folder_id: str, name: str, mine: str) -> bool:
@@ -77,7 +77,7 @@ def create_folder(client: KeyValueStore, user: str, parent_id: str, name: str, *
         path = folder_path(client, user, parent_id)
         if len(path) > MAX_DEPTH:
             raise TooDeep(f"Folders can be nested at most {MAX_DEPTH} deep.")
-        conditions = [("absent", entry_col(parent_id, name)), *path_conditions(path)]
+        conditions: list[Condition] = [("absent", entry_col(parent_id, name)), *path_conditions(path)]
         mutations = [*link(folder, now), ("put", header_col(folder.id), pack({"modified": now}))]
         try:
             versions = client.mutate_row(drive_row(user), conditions, mutations)
@@ -173,7 +173,7 @@ def _link_file(client: KeyValueStore, user: str, item: Item, path: list[Item], q
         used, used_version = usage_cell(client, user)
         if used + item.size > quota:
             raise _over_quota(used, item.size, quota)
-        conditions = [("absent", entry_col(item.parent, item.name)),
+        conditions: list[Condition] = [("absent", entry_col(item.parent, item.name)),
                       ("version", USAGE_COL, used_version), *path_conditions(path)]
         mutations = [*link(item, now), ("put", USAGE_COL, pack(used + item.size))]
         try:
@@ -209,9 +209,9 @@ def rename(client: KeyValueStore, user: str, kind: str, item_id: str, new_name: 
         if item.name == new_name:
             return item
         renamed = replace(item, name=new_name)
-        conditions = [("version", index_col(kind, item_id), item.version),
+        conditions: list[Condition] = [("version", index_col(kind, item_id), item.version),
                       ("absent", entry_col(item.parent, new_name))]
-        mutations = [("delete", entry_col(item.parent, item.name)), *link(renamed, now)]
+        mutations: list[Mutation] = [("delete", entry_col(item.parent, item.name)), *link(renamed, now)]
         try:
             versions = client.mutate_row(drive_row(user), conditions, mutations)
             return replace(renamed, version=versions.get(index_col(kind, item_id), 0))
@@ -261,10 +261,10 @@ def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: s
                 raise TooDeep(f"Folders can be nested at most {MAX_DEPTH} deep.")
         moved = replace(item, parent=target_id)
         seen = {f.id: f for f in (*target_path, *source_path)}
-        conditions = [("version", index_col(kind, item_id), item.version),
+        conditions: list[Condition] = [("version", index_col(kind, item_id), item.version),
                       ("absent", entry_col(target_id, item.name)),
                       *path_conditions(list(seen.values()))]
-        mutations = [("delete", entry_col(item.parent, item.name)),
+        mutations: list[Mutation] = [("delete", entry_col(item.parent, item.name)),
                      ("put", header_col(item.parent), pack({"modified": now})), *link(moved, now)]
         try:
             versions = client.mutate_row(drive_row(user), conditions, mutations)
@@ -286,9 +286,9 @@ def delete_file(client: KeyValueStore, user: str, file_id: str, *, now: float | 
     for _ in range(ATTEMPTS):
         item = _get_item(client, user, FILE, file_id)
         used, used_version = usage_cell(client, user)
-        conditions = [("version", index_col(FILE, file_id), item.version),
+        conditions: list[Condition] = [("version", index_col(FILE, file_id), item.version),
                       ("version", USAGE_COL, used_version)]
-        mutations = [("delete", entry_col(item.parent, item.name)),
+        mutations: list[Mutation] = [("delete", entry_col(item.parent, item.name)),
                      ("delete", index_col(FILE, file_id)),
                      ("put", header_col(item.parent), pack({"modified": now})),
                      ("put", marker_col(file_id), pack({"k": "f", "at": now})),
@@ -318,8 +318,8 @@ def delete_folder(client: KeyValueStore, user: str, folder_id: str, *,
         folder = _get_item(client, user, FOLDER, folder_id)
         if folder.id == ROOT:
             raise BadMove("The top folder of your drive cannot be deleted.")
-        conditions = [("version", index_col(FOLDER, folder_id), folder.version)]
-        mutations = [("delete", entry_col(folder.parent, folder.name)),
+        conditions: list[Condition] = [("version", index_col(FOLDER, folder_id), folder.version)]
+        mutations: list[Mutation] = [("delete", entry_col(folder.parent, folder.name)),
                      ("delete", index_col(FOLDER, folder_id)),
                      ("put", header_col(folder.parent), pack({"modified": now})),
                      ("put", marker_col(folder_id), pack({"k": "d", "at": now}))]
