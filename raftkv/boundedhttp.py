@@ -27,6 +27,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .background import BackgroundLoop
+
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.2  # seconds between the watchdog's looks: how late a deadline may be enforced
@@ -80,10 +82,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         # Every connection held: its head deadline while it waits for one, None while busy.
         self._held: dict[socket.socket, float | None] = {}
-        self._closed = threading.Event()
+        self._watchdog = _HeadWatchdog(self)  # before binding: a failed bind calls server_close
         super().__init__(addr, handler)
-        self._watchdog = threading.Thread(target=self._watch, name="http-head-watchdog",
-                                          daemon=True)
         self._watchdog.start()
 
     def held(self) -> int:
@@ -108,7 +108,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         super().close_request(request)
 
     def server_close(self) -> None:
-        self._closed.set()
+        self._watchdog.stop()
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -141,15 +141,26 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         _abort(oldest, BUSY)
         return True
 
-    def _watch(self) -> None:
-        while not self._closed.wait(WATCH_INTERVAL):
-            now = time.monotonic()
-            with self._lock:
-                late = [s for s, deadline in self._held.items() if deadline and deadline < now]
-                for sock in late:
-                    del self._held[sock]  # no longer counted: its thread is about to end
+    def expire_late_heads(self) -> None:
+        """Answer 408 to every connection past its head deadline, and shut it down."""
+        now = time.monotonic()
+        with self._lock:
+            late = [s for s, deadline in self._held.items() if deadline and deadline < now]
             for sock in late:
-                _abort(sock, REQUEST_TIMEOUT)
+                del self._held[sock]  # no longer counted: its thread is about to end
+        for sock in late:
+            _abort(sock, REQUEST_TIMEOUT)
+
+
+class _HeadWatchdog(BackgroundLoop):
+    """Enforces one server's head deadlines every :data:`WATCH_INTERVAL`, until it closes."""
+
+    def __init__(self, server: BoundedHTTPServer) -> None:
+        super().__init__("http-head-watchdog", WATCH_INTERVAL, first_delay=WATCH_INTERVAL)
+        self._server = server
+
+    def step(self) -> None:
+        self._server.expire_late_heads()
 
 
 class BoundedRequestHandler(BaseHTTPRequestHandler):

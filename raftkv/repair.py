@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from .background import BackgroundLoop
 from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, parse_manifest, read_index
 from .client import Client
 from .cluster import BlobSettings
@@ -59,7 +60,7 @@ WAKE_SPACING = 1.0        # at most one extra repair pass per second when reads 
 TEMP_FILE_AGE = 600.0     # a .tmp file this old belongs to a write that died
 
 
-class BlobKeeper:
+class BlobKeeper(BackgroundLoop):
     """Repairs and garbage-collects one replica's blob store, in a thread of its own."""
 
     def __init__(self, store: Store, blobs: BlobStore, group_addrs: Sequence[str], self_addr: str,
@@ -78,29 +79,27 @@ class BlobKeeper:
              "chunks_corrupt", "chunks_scrubbed", "repair_failures", "repair_passes", "gc_rounds",
              "gc_chunks_deleted", "gc_bytes_freed", "gc_candidates", "blob_chunks",
              "blob_bytes", "intents_expired"), 0)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raftkv-keeper", daemon=True)
+        self._repair_asked = False               # a read asked for a repair pass (wake)
+        self._last_pass = 0.0                    # monotonic time the last repair pass began
+        self._scheduled = False                  # the first step sets the schedule
+        self._next_repair = self._next_gc = 0.0  # monotonic times the next pass, round are due
+        super().__init__("raftkv-keeper", settings.repair_interval)
 
-    # -- control ------------------------------------------------------------
+    # -- control (start and stop: raftkv.background) ------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+    def interrupt(self) -> None:
         self._client.close()  # a call in progress fails now instead of retrying
-        self._thread.join(timeout=5.0)
 
     def wake(self) -> None:
         """A read found a referenced chunk missing: repair soon."""
-        self._wake.set()
+        with self._lock:
+            self._repair_asked = True
+        super().wake()
 
     def corrupt(self) -> None:
         """A read found a corrupt chunk (already deleted): count it and repair soon."""
         self._add(chunks_corrupt=1)
-        self._wake.set()
+        self.wake()
 
     def status(self) -> dict[str, int]:
         with self._lock:
@@ -115,33 +114,33 @@ class BlobKeeper:
         with self._lock:
             self._counts.update(values)
 
-    def _run(self) -> None:
+    def step(self) -> float:
+        """A repair pass when one is due or was asked for (at most one extra a second),
+        a collection round when one is due; the delay until the next is due."""
         now = time.monotonic()
-        next_repair = now + min(self._settings.repair_interval, 1.0)
-        next_gc = now + self._settings.gc_interval
-        last_pass = 0.0
-        while not self._stop.is_set():
-            woke = self._wake.wait(max(0.0, min(next_repair, next_gc) - time.monotonic()))
-            if self._stop.is_set():
-                return
-            now = time.monotonic()
-            if woke:
-                self._wake.clear()
-                if now - last_pass < WAKE_SPACING:
-                    next_repair = min(next_repair, last_pass + WAKE_SPACING)
-                    continue
-            try:
-                if woke or now >= next_repair:
-                    last_pass = now
-                    self.repair_pass()
-                    next_repair = time.monotonic() + self._settings.repair_interval
-                if now >= next_gc:
-                    self.gc_round()
-                    next_gc = time.monotonic() + self._settings.gc_interval
-            except RaftKVError as exc:  # no leader, no majority: try again next time
-                log.info("blob upkeep pass stopped: %s", exc)
-            except Exception:  # noqa: BLE001 - the keeper must outlive any one bad pass
-                log.exception("blob upkeep pass failed")
+        if not self._scheduled:  # the first step, at start
+            self._scheduled = True
+            self._next_repair = now + min(self._settings.repair_interval, 1.0)
+            self._next_gc = now + self._settings.gc_interval
+        with self._lock:
+            asked, self._repair_asked = self._repair_asked, False
+        if asked and now - self._last_pass < WAKE_SPACING:
+            self._next_repair = min(self._next_repair, self._last_pass + WAKE_SPACING)
+            return self._until_due()
+        try:
+            if asked or now >= self._next_repair:
+                self._last_pass = now
+                self.repair_pass()
+                self._next_repair = time.monotonic() + self._settings.repair_interval
+            if now >= self._next_gc:
+                self.gc_round()
+                self._next_gc = time.monotonic() + self._settings.gc_interval
+        except RaftKVError as exc:  # no leader, no majority: try again when next due
+            log.info("blob upkeep pass stopped: %s", exc)
+        return self._until_due()
+
+    def _until_due(self) -> float:
+        return min(self._next_repair, self._next_gc) - time.monotonic()
 
     # -- referenced chunks ----------------------------------------------------
 
@@ -214,7 +213,7 @@ class BlobKeeper:
         corrupt: list[str] = []
         done = 0.0
         for name in order[start:] + order[:start]:
-            if done >= budget or self._stop.is_set():
+            if done >= budget or self.stopping:
                 break
             try:
                 data = self._blobs.get(name)
@@ -230,7 +229,7 @@ class BlobKeeper:
         return corrupt
 
     def _repair_one(self, name: str) -> bool:
-        if self._stop.is_set():
+        if self.stopping:
             return False
         return self._fetch(name) is not None
 
@@ -245,7 +244,7 @@ class BlobKeeper:
         applied = self._client.execute({"op": "noop"}, write=False)["applied"]
         deadline = time.monotonic() + BARRIER_WAIT
         while self._store.applied < applied:
-            if time.monotonic() > deadline or self._stop.wait(0.02):
+            if time.monotonic() > deadline or self.wait_stopping(0.02):
                 log.info("skipping garbage collection: this replica lags behind the log")
                 return
         referenced, protected, unreadable = self._referenced()

@@ -35,6 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
+from .background import BackgroundLoop
 from .blobs import CHUNK_SIZE, make_manifest
 from .errors import RaftKVError, UnavailableError, from_wire
 from .interface import Readable
@@ -133,6 +134,25 @@ class _Lane:
         self._sender.shutdown(wait=False)
 
 
+class _LeaseRenewer(BackgroundLoop):
+    """Renews an upload's intent every quarter lease, from its first registration to its end."""
+
+    def __init__(self, client: Client, upload_id: int, lease: float) -> None:
+        super().__init__("raftkv-lease", lease / 4, first_delay=lease / 4)
+        self._client = client
+        self._upload_id = upload_id
+        self._lease = lease
+        self.renewals = 0
+
+    def step(self) -> None:
+        try:
+            self._client.execute({"op": "intent", "upload": self._upload_id, "digests": [],
+                                  "lease": self._lease}, write=True)
+            self.renewals += 1
+        except RaftKVError as exc:
+            log.warning("could not renew upload %d: %s", self._upload_id, exc)
+
+
 class Upload:
     """One client call's large values on their way to the group, under one intent.
 
@@ -146,9 +166,7 @@ class Upload:
         self._lease = lease
         self._lanes = [_Lane(client, addr) for addr in client.addrs]
         self.registered = False
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
-        self.renewals = 0
+        self._renewer = _LeaseRenewer(client, self.id, lease)
 
     def write(self, stream: Readable) -> bytes:
         """Store everything ``stream`` yields; the manifest, once a majority has each chunk."""
@@ -196,18 +214,12 @@ class Upload:
                               "lease": self._lease, "new": not self.registered}, write=True)
         if not self.registered:
             self.registered = True
-            self._renewer = threading.Thread(target=self._renew, name="raftkv-lease", daemon=True)
             self._renewer.start()
 
-    def _renew(self) -> None:
-        # Runs until the upload ends (close); one Raft command per quarter lease.
-        while not self._stop.wait(self._lease / 4):
-            try:
-                self._client.execute({"op": "intent", "upload": self.id, "digests": [],
-                                      "lease": self._lease}, write=True)
-                self.renewals += 1
-            except RaftKVError as exc:
-                log.warning("could not renew upload %d: %s", self.id, exc)
+    @property
+    def renewals(self) -> int:
+        """How many times the intent's lease was renewed (tests, diagnostics)."""
+        return self._renewer.renewals
 
     def abandon(self) -> None:
         """Give the chunks back to the garbage collector now (best effort)."""
@@ -218,7 +230,8 @@ class Upload:
                 log.info("upload %d left to expire: %s", self.id, exc)
 
     def close(self) -> None:
-        self._stop.set()
+        # On the caller's request path: a renewal in flight is not waited for.
+        self._renewer.stop(timeout=0)
         for lane in self._lanes:
             lane.close()
 
