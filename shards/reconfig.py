@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -41,6 +40,7 @@ from typing import Any
 import msgpack
 
 import raftkv
+from raftkv.background import STOP_TIMEOUT, BackgroundLoop
 from raftkv.blobs import data_chunks, parse_manifest
 from raftkv.cluster import ClusterConfig
 from raftkv.errors import NotLeader, ProtocolError, RaftKVError
@@ -98,7 +98,7 @@ def begin_command(gid: int, previous: Config, config: Config) -> dict[str, Any]:
             "incoming": incoming, "outgoing": outgoing}
 
 
-class Reconfigurer:
+class Reconfigurer(BackgroundLoop):
     """Drive one storage group through the configurations while this replica leads."""
 
     def __init__(self, cluster: ClusterConfig, group_id: int,
@@ -106,7 +106,6 @@ class Reconfigurer:
         assert cluster.config_group is not None
         self.cluster = cluster
         self.group_id = group_id
-        self.poll = poll
         self._is_leader = is_leader
         self._own = raftkv.Client(cluster.group(group_id).client_addrs, cluster.secret)
         self._config_client = raftkv.Client(cluster.config_group.client_addrs, cluster.secret)
@@ -114,41 +113,32 @@ class Reconfigurer:
         self._known: dict[int, Config] = {}                # configurations never change
         self._groups: dict[tuple[str, ...], raftkv.Client] = {}
         self._failures: dict[int, int] = {}                # shard -> failed passes in a row
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shards-reconfig", daemon=True)
+        super().__init__("shards-reconfig", poll, first_delay=poll)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
+    def stop(self, timeout: float | None = STOP_TIMEOUT) -> bool:
+        ended = super().stop(timeout)
         for client in (self._own, self._config_client, *self._groups.values()):
             client.close()
+        return ended
 
     def _leading(self) -> bool:
-        return self._is_leader() and not self._stop.is_set()
+        return self._is_leader() and not self.stopping
 
-    def _run(self) -> None:
-        busy = False
-        while not self._stop.wait(self.poll / 5 if busy else self.poll):
-            if not self._is_leader():
-                busy = False
-                continue
-            try:
-                busy = self.step()
-            except RaftKVError as exc:
-                # The group or the config group is down or not there yet: the next pass retries.
-                log.debug("group %d: reconfiguration waits: %s", self.group_id, exc)
-                busy = False
-            except Exception:  # noqa: BLE001 - the thread must outlive any one bad pass
-                if not self._stop.is_set():  # (stopping closes the clients under our feet)
-                    log.exception("group %d: reconfiguration pass failed", self.group_id)
-                busy = False
+    def step(self) -> float:
+        """A pass while this replica leads; a busy group's next pass comes sooner."""
+        if not self._is_leader():
+            return self.interval
+        try:
+            busy = self.advance()
+        except RaftKVError as exc:
+            # The group or the config group is down or not there yet: the next pass retries.
+            log.debug("group %d: reconfiguration waits: %s", self.group_id, exc)
+            busy = False
+        return self.interval / 5 if busy else self.interval
 
     # -- one pass -----------------------------------------------------------------
 
-    def step(self) -> bool:
+    def advance(self) -> bool:
         """One pass; whether it got anywhere (then the next pass comes sooner)."""
         state = self._own.execute({"op": "shard_state"}, write=False)
         num: int = state["config_num"]

@@ -15,7 +15,6 @@ in the storage group that owns its shard.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from raftkv.background import BackgroundLoop
 from raftkv.errors import RaftKVError, UnavailableError
 from raftkv.interface import KeyValueStore
 
@@ -128,7 +128,7 @@ def decode_node(column: str, value: bytes, now: float) -> NodeInfo | None:
     return NodeInfo(kind=kind, name=name, addr=addr, info=info, heartbeat=heartbeat, alive=alive)
 
 
-class Heartbeat:
+class Heartbeat(BackgroundLoop):
     """A daemon thread that re-registers a node every ``interval`` seconds until stopped.
 
     Store outages are logged (once when they start, once when they end) and
@@ -144,21 +144,11 @@ class Heartbeat:
         self._client = client
         self._key = {"kind": kind, "name": name, "addr": addr}
         self._info = info
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{kind}-{name}",
-                                        daemon=True)
         self._failing = False
+        super().__init__(f"heartbeat-{kind}-{name}", interval)
 
-    def start(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop beating; waits for an in-flight write up to ``timeout`` seconds."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def step(self) -> None:
+        self.beat()
 
     def beat(self) -> None:
         """Register once now, in the calling thread, swallowing (and logging) store errors."""
@@ -184,8 +174,3 @@ class Heartbeat:
         if self._failing:
             log.info("heartbeat of %s/%s recovered", self._key["kind"], self._key["name"])
             self._failing = False
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.beat()
-            self._stop.wait(self._interval)
