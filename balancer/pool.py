@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from raftkv.background import STOP_TIMEOUT, BackgroundLoop
 from raftkv.cluster import split_addr
 from raftkv.errors import ConfigError, RaftKVError
 from shards.model.registry import list_nodes
@@ -58,7 +59,7 @@ def check_health(addr: str, timeout: float = CHECK_TIMEOUT) -> float | None:
     return parse_health(response.status, body)
 
 
-class FrontendPool:
+class FrontendPool(BackgroundLoop):
     """The frontends and their health, refreshed by a background thread.
 
     :param discover: returns the frontend addresses to consider; when it raises
@@ -70,7 +71,6 @@ class FrontendPool:
                  timeout: float = CHECK_TIMEOUT,
                  check: Callable[[str, float], float | None] = check_health) -> None:
         self._discover = discover
-        self._interval = interval
         self._timeout = timeout
         self._check = check
         self._lock = threading.Lock()
@@ -78,18 +78,12 @@ class FrontendPool:
         self._addrs: list[str] = []
         self._discovery_failing = False
         self._checkers = ThreadPoolExecutor(16, thread_name_prefix="balancer-check")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="balancer-pool", daemon=True)
+        super().__init__("balancer-pool", interval)
 
-    def start(self) -> FrontendPool:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(self._interval + self._timeout + 5)
+    def stop(self, timeout: float | None = STOP_TIMEOUT) -> bool:
+        ended = super().stop(timeout)
         self._checkers.shutdown(wait=False, cancel_futures=True)
+        return ended
 
     def snapshot(self) -> list[FrontendState]:
         """The current state of every known frontend."""
@@ -126,10 +120,5 @@ class FrontendPool:
                     log.info("frontend %s is %s", addr, "live" if state.live else "dead")
             self._states = states
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - one bad round must not end health checking
-                log.exception("frontend health round failed")
-            self._stop.wait(self._interval)
+    def step(self) -> None:
+        self.refresh()

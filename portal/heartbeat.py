@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from raftkv.background import UNTIL_WOKEN, BackgroundLoop
 from raftkv.errors import RaftKVError
 from shards.model import accounts, drive, registry
 
@@ -54,10 +55,9 @@ class Background:
         self.started = time.time()
         self._lock = threading.Lock()
         self._pid = 0
-        self._stop = threading.Event()
         self._heartbeat: registry.Heartbeat | None = None
-        self._purges: set[str] = set()
-        self._purger: threading.Thread | None = None
+        self._bootstrap: AdminBootstrap | None = None
+        self._purger = DrivePurger(portal, interval=interval)
 
     def ensure_running(self) -> None:
         """Start the threads unless they already run in this process (cheap; called per request)."""
@@ -68,10 +68,8 @@ class Background:
                 return
             # A forked child inherits this object but not its threads.
             self._pid = os.getpid()
-            self._stop = threading.Event()
             if self.portal.config.admin_password is not None:
-                threading.Thread(target=self._bootstrap, name="portal-admin-bootstrap",
-                                 daemon=True).start()
+                self._bootstrap = AdminBootstrap(self.portal, interval=self.interval).start()
             if self.portal.config.addr:
                 self._heartbeat = registry.Heartbeat(
                     self.portal.client(), kind="frontend", name=self.portal.config.frontend,
@@ -85,41 +83,64 @@ class Background:
     def purge_later(self, user: str) -> None:
         """Finish ``user``'s drive clean-up in this process's background thread."""
         with self._lock:
-            self._purges.add(user)
-            if self._purger is None or not self._purger.is_alive():
-                self._purger = threading.Thread(target=self._purge, name="portal-drive-purge",
-                                                daemon=True)
-                self._purger.start()
-
-    def _purge(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                if not self._purges:
-                    self._purger = None
-                    return
-                user = self._purges.pop()
-            try:
-                drive.purge(self.portal.client(), user)
-            except RaftKVError as exc:
-                log.warning("drive clean-up of %s: %s: %s; retrying", user,
-                            type(exc).__name__, exc)
-                with self._lock:
-                    self._purges.add(user)
-                self._stop.wait(self.interval)
+            purger = self._purger
+        purger.add(user)
 
     def stop(self) -> None:
         """Stop the threads (tests); a worker's daemon threads simply die with it."""
-        self._stop.set()
-        if self._heartbeat is not None and self._pid == os.getpid():
-            self._heartbeat.stop()
-        self._heartbeat, self._pid = None, 0
+        with self._lock:
+            loops = (self._heartbeat, self._bootstrap, self._purger)
+            self._heartbeat = self._bootstrap = None
+            self._purger = DrivePurger(self.portal, interval=self.interval)  # for a later start
+            self._pid = 0
+        for loop in loops:
+            if loop is not None:
+                loop.stop()
 
-    def _bootstrap(self) -> None:
-        while not self._stop.is_set():
-            try:
-                bootstrap_admin(self.portal)
-                return
-            except RaftKVError as exc:
-                log.warning("creating the admin account: %s: %s; retrying",
-                            type(exc).__name__, exc)
-            self._stop.wait(self.interval)
+
+class AdminBootstrap(BackgroundLoop):
+    """Creates the first admin account, retrying every ``interval`` until the store takes it."""
+
+    def __init__(self, portal: Portal, *, interval: float) -> None:
+        super().__init__("portal-admin-bootstrap", interval)
+        self.portal = portal
+
+    def step(self) -> None:
+        try:
+            bootstrap_admin(self.portal)
+        except RaftKVError as exc:  # the store is still electing its leaders, say
+            log.warning("creating the admin account: %s: %s; retrying", type(exc).__name__, exc)
+            return
+        except Exception:  # noqa: BLE001 - a name or password the rules refuse: retrying is no use
+            log.exception("creating the admin account failed")
+        self.stop()  # done, one way or the other
+
+
+class DrivePurger(BackgroundLoop):
+    """Finishes the drive clean-ups handed to it, one user at a time; idle when there are none."""
+
+    def __init__(self, portal: Portal, *, interval: float) -> None:
+        super().__init__("portal-drive-purge", interval)
+        self.portal = portal
+        self._lock = threading.Lock()
+        self._users: set[str] = set()
+
+    def add(self, user: str) -> None:
+        with self._lock:
+            self._users.add(user)
+        self.start()  # once per process
+        self.wake()
+
+    def step(self) -> float | None:
+        with self._lock:
+            if not self._users:
+                return UNTIL_WOKEN
+            user = self._users.pop()
+        try:
+            drive.purge(self.portal.client(), user)
+        except RaftKVError as exc:
+            log.warning("drive clean-up of %s: %s: %s; retrying", user, type(exc).__name__, exc)
+            with self._lock:
+                self._users.add(user)
+            return None  # the next try after the interval
+        return 0.0  # the next user at once

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
+from raftkv.background import BackgroundLoop
 from raftkv.errors import ConditionFailed, RaftKVError, UnavailableError
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def _seen_time(cell: Cell | None, record: dict) -> float:
     return float(record.get("created", 0))
 
 
-class SeenRecorder:
+class SeenRecorder(BackgroundLoop):
     """Writes sessions' "last seen" times from a background thread of this process.
 
     Why a thread and not a write after the response (werkzeug's
@@ -327,25 +328,20 @@ class SeenRecorder:
         self._client = client
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[int, int, float]] = {}  # row -> (s version, seen version, t)
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._closed = False
+        self._pid = os.getpid()  # the process whose notes _pending holds
         self.writes = 0  # last-seen writes that landed (tests, diagnostics)
+        super().__init__("session-seen", self.FLUSH_EVERY, first_delay=self.FLUSH_EVERY)
 
     def note(self, row: str, session_version: int, seen_version: int) -> None:
         """Remember that the session in ``row`` was used now (no I/O)."""
         with self._lock:
-            if self._closed:
+            if self.stopping:
                 return
-            if os.getpid() != self._pid:  # a forked worker: the parent's thread is not here
-                self._pid, self._thread, self._pending = os.getpid(), None, {}
+            if os.getpid() != self._pid:  # a forked worker: the parent's notes are not its own
+                self._pid, self._pending = os.getpid(), {}
             if row in self._pending or len(self._pending) < self.MAX_PENDING:
                 self._pending[row] = (session_version, seen_version, time.time())
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="session-seen",
-                                                daemon=True)
-                self._thread.start()
+        self.start()  # the thread, once per process (a forked worker starts its own)
 
     def flush(self) -> int:
         """Write every pending note now; returns how many writes landed."""
@@ -369,18 +365,12 @@ class SeenRecorder:
             self.writes += landed
         return landed
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            thread = self._thread if self._pid == os.getpid() else None
-        self._wake.set()
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._wake.wait(self.FLUSH_EVERY):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - a broken flush must not end the thread
-                log.exception("recording last-seen times failed")
+    def step(self) -> None:
         self.flush()
+
+    def finish(self) -> None:
+        self.flush()  # the notes taken since the last step
+
+    def close(self) -> None:
+        """Stop the thread, which writes the notes still pending as it ends."""
+        self.stop()

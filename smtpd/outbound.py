@@ -27,7 +27,6 @@ import logging
 import smtplib
 import socket
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import dns.exception
 import dns.resolver
 
+from raftkv.background import BackgroundLoop
 from raftkv.cluster import split_addr
 from raftkv.errors import ConfigError, RaftKVError
 from shards.model import mailbox, outbound
@@ -225,7 +225,7 @@ def bounce_message(config: OutboundConfig, entry: outbound.Entry, failed: dict[s
     return message.as_bytes()
 
 
-class OutboundWorker:
+class OutboundWorker(BackgroundLoop):
     """A thread that works the queue until stopped."""
 
     def __init__(self, config: OutboundConfig, client: KeyValueStore, *, name: str) -> None:
@@ -233,32 +233,19 @@ class OutboundWorker:
         self._client = client
         self._owner = f"{name}@{socket.gethostname()}"
         self._resolver = _resolver(config)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="smtpd-outbound", daemon=True)
+        super().__init__("smtpd-outbound", config.poll_interval)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except RaftKVError as exc:
-                log.warning("outbound queue unavailable: %s", exc)
-            except Exception:
-                # A bug must not end outbound mail for good: log it and go on.
-                log.exception("outbound worker error; carrying on")
-            self._stop.wait(self.config.poll_interval)
+    def step(self) -> None:
+        try:
+            self.run_once()
+        except RaftKVError as exc:
+            log.warning("outbound queue unavailable: %s", exc)
 
     def run_once(self) -> int:
         """Try every due entry once; how many were handled."""
         handled = 0
         for entry in outbound.due(self._client):
-            if self._stop.is_set():
+            if self.stopping:
                 break
             mine = outbound.claim(self._client, entry, self._owner, self.config.lease)
             if mine is not None:
