@@ -414,10 +414,11 @@ def _bytes(value: object) -> bytes:
 
 
 class Companion(Protocol):
-    """A thread that runs beside a replica (a higher layer's, e.g. shards' reconfigurer)."""
+    """A thread that runs beside a replica (a higher layer's, e.g. shards' reconfigurer);
+    a :class:`raftkv.background.BackgroundLoop` is one (what they return is not used)."""
 
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
+    def start(self) -> object: ...
+    def stop(self) -> object: ...
 
 
 def keep_private(data_dir: Path) -> None:
