@@ -28,7 +28,8 @@ def test_medians_ratio_and_the_pairs_in_which_the_new_code_was_slower() -> None:
     assert put.ratio == pytest.approx(1.05)
     assert (put.before_p50_ms, put.after_p50_ms) == (2.0, 1.9)
     assert (put.slower_pairs, put.pairs, put.errors, put.flagged) == (1, 3, 1, False)
-    assert (put.before_spread, put.after_spread) == (pytest.approx(0.2), pytest.approx(0.2 / 1.05))
+    assert put.before_spread == pytest.approx(0.2)
+    assert put.after_spread == pytest.approx(0.2 / 1.05)
     assert get.ratio == pytest.approx(480 / 510)  # 5.9% slower
     assert (get.slower_pairs, get.flagged, get.errors) == (3, True, 1)
 

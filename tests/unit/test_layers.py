@@ -30,15 +30,11 @@ EXCEPTIONS = {
     # node registry of the data model.
     "shards/cli.py": {"shards.model"},
 }
-# What a layer may import for its annotations only (under ``if TYPE_CHECKING:``), never at
-# run time.  None today: the model names its store by the interface in raftkv.interface.
-TYPE_ONLY: dict[str, set[str]] = {}
 
 
 @dataclass(frozen=True)
 class Import:
-    name: str         # absolute dotted name: a module, or a module's attribute
-    type_only: bool   # under ``if TYPE_CHECKING:``
+    name: str  # absolute dotted name: a module, or a module's attribute
     line: int
 
 
@@ -47,25 +43,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    """The ids of every node inside an ``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``) body."""
-    inside: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and (
-                (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
-                or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
-            inside |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-    return inside
-
-
 def imports(path: Path) -> list[Import]:
     """Every import in ``path``, relative ones made absolute.
 
     ``from a import b`` counts as importing ``a.b``: ``b`` may be a sub-package
-    (``from shards import model``), and a layer row names sub-packages.
+    (``from shards import model``), and a layer row names sub-packages.  Imports
+    for annotations only (under ``if TYPE_CHECKING:``) count like any other: a
+    layer names no type it could not import.
     """
     tree = ast.parse(path.read_text(), str(path))
-    typing_only = _type_checking_nodes(tree)
     own = module_name(path).split(".")
     package = own if path.name == "__init__.py" else own[:-1]
     found: list[Import] = []
@@ -78,7 +64,7 @@ def imports(path: Path) -> list[Import]:
             names = [f"{module}.{alias.name}" for alias in node.names]
         else:
             continue
-        found += [Import(name, id(node) in typing_only, node.lineno) for name in names]
+        found += [Import(name, node.lineno) for name in names]
     return found
 
 
@@ -102,9 +88,6 @@ def violations(path: Path) -> list[str]:
     for imp in imports(path):
         if layer_of(imp.name) == layer or any(within(imp.name, ok) for ok in allowed):
             continue
-        if imp.type_only and any(imp.name.rpartition(".")[0] == ok
-                                 for ok in TYPE_ONLY.get(layer, set())):
-            continue  # ``from shards import Client`` for annotations; never ``shards.client``
         if any(within(imp.name, no) for no in FORBIDDEN[layer]):
             bad.append(f"{where}:{imp.line} imports {imp.name}")
     return bad
@@ -129,10 +112,6 @@ def test_every_exception_is_still_needed() -> None:
     for where, names in EXCEPTIONS.items():
         used = {n for imp in imports(ROOT / where) for n in names if within(imp.name, n)}
         assert used == names, f"{where} no longer imports {names - used}: drop the exception"
-    for layer, names in TYPE_ONLY.items():
-        used = {imp.name.rpartition(".")[0] for path in sources(layer)
-                for imp in imports(path) if imp.type_only}
-        assert names <= used, f"{layer} no longer imports {names - used} for types: drop it"
 
 
 def _module(tmp_path: Path, relative: str, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
