@@ -89,11 +89,12 @@ class Connection:
         try:
             while True:
                 answer = protocol.read_frame(self._sock, self._channel)
+                frame_id = answer.get("id")
                 with self._lock:
-                    future = self._waiting.pop(answer.get("id"), None)  # type: ignore[arg-type]
+                    future = None if frame_id is None else self._waiting.pop(frame_id, None)
                 if future is not None:
                     future.set_result(answer)
-                elif answer.get("id") is None and "error" in answer:
+                elif frame_id is None and "error" in answer:
                     raise ProtocolError(str(answer.get("message")))
         except (OSError, ProtocolError, ValueError) as exc:
             self._fail_all(exc)
