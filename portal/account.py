@@ -17,8 +17,10 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.utils import redirect
 
 from shards.model import accounts, apppasswords, erase, ratelimit, twofactor
+from shards.model.errors import AppPasswordError, CannotDelete, TwoFactorError
 
 from .auth import current_user, describe_wait, login_required, safe_next
+from .errors import http_message, http_status
 from .sessions import index_row, session_key
 
 if TYPE_CHECKING:
@@ -137,8 +139,8 @@ class AccountViews:
             return refused
         try:
             secret = twofactor.begin_enrolment(self.client(), user)
-        except twofactor.TwoFactorError as exc:
-            return self.on_account(request, status=400, error=str(exc))
+        except TwoFactorError as exc:
+            return self.on_account(request, status=http_status(exc), error=http_message(exc))
         return self._enrol_page(request, user, secret)
 
     @login_required
@@ -148,11 +150,12 @@ class AccountViews:
         try:
             codes = twofactor.confirm_enrolment(client, user, _field(request, "code",
                                                                       CODE_FIELD_MAX))
-        except twofactor.TwoFactorError as exc:
+        except TwoFactorError as exc:
             secret = twofactor.pending_secret(client, user)
             if secret is None:
-                return self.on_account(request, status=400, error=str(exc))
-            return self._enrol_page(request, user, secret, status=400, error=str(exc))
+                return self.on_account(request, status=http_status(exc), error=http_message(exc))
+            return self._enrol_page(request, user, secret, status=http_status(exc),
+                                    error=http_message(exc))
         # A second factor now guards the account: sessions opened without one end.
         self.sessions.revoke_others(user, keep=request.session)
         response = self.render(request, "account_recovery.html", codes=codes)
@@ -221,8 +224,8 @@ class AccountViews:
             return refused
         try:
             secret = apppasswords.create(self.client(), user, name, self.app_password_key)
-        except apppasswords.AppPasswordError as exc:
-            return self.on_account(request, status=400, error=str(exc))
+        except AppPasswordError as exc:
+            return self.on_account(request, status=http_status(exc), error=http_message(exc))
         response = self.on_account(request, new_app_password=secret,
                                    new_app_password_name=" ".join(name.split()))
         response.headers["Cache-Control"] = "no-store"
@@ -233,8 +236,8 @@ class AccountViews:
         user = current_user(request)
         try:
             name = apppasswords.revoke(self.client(), user, _field(request, "id", 64))
-        except apppasswords.AppPasswordError as exc:
-            return self.on_account(request, status=404, error=str(exc))
+        except AppPasswordError as exc:  # none such: 404
+            return self.on_account(request, status=http_status(exc), error=http_message(exc))
         return self.on_account(request, message=f'The app password "{name}" was revoked.')
 
     # -- deleting the account --------------------------------------------------------
@@ -263,8 +266,9 @@ class AccountViews:
             erase.erase_account(client, user, domains=self.config.cluster.domains,
                                 end_sessions=lambda: self.sessions.revoke_all(user),
                                 keep_rows=[index_row(user)])
-        except erase.CannotDelete as exc:
-            return self.render(request, "account_delete.html", status=403, error=str(exc))
+        except CannotDelete as exc:
+            return self.render(request, "account_delete.html", status=http_status(exc),
+                               error=http_message(exc))
         request.session = self.sessions.logout(request.session)
         return self.render(request, "account_deleted.html", name=user)
 

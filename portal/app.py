@@ -1,4 +1,4 @@
-"""The portal WSGI app: routing, sessions and CSRF, rendering, and the one place errors map to HTTP.
+"""The portal WSGI app: routing, sessions and CSRF, rendering, and every failure as a page.
 
 Built like werkzeug's shortly example: a class with a ``url_map`` and an
 ``on_<endpoint>`` method per route.  The methods live in per-feature mixins
@@ -20,13 +20,10 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.exceptions import (
     BadRequest,
-    Conflict,
     Forbidden,
     HTTPException,
     InternalServerError,
-    NotFound,
     RequestEntityTooLarge,
-    ServiceUnavailable,
 )
 from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.shared_data import SharedDataMiddleware
@@ -36,7 +33,7 @@ from werkzeug.wrappers import Request as BaseRequest
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
-from raftkv.errors import ConditionFailed, KeyNotFound, RaftKVError, TooLarge, UnavailableError
+from raftkv.errors import RaftKVError
 
 from .account import AccountViews
 from .admin import AdminViews
@@ -46,6 +43,7 @@ from .compose import ComposeViews
 from .config import PortalConfig
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
+from .errors import RETRY_AFTER, http_error
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
@@ -59,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("portal")
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
-RETRY_AFTER = 2  # seconds; about one Raft election plus a client retry
 HEALTH_ROW, HEALTH_COL = "portal/health", "probe"
 # No scripts at all, nothing remote: a mail or file name that slipped through
 # escaping still could not run code or load a tracking pixel.
@@ -116,25 +113,6 @@ class Request(BaseRequest):
             # The server could not read the body: a broken chunk, a client gone.
             log.warning("unreadable request body: %r", exc)
             raise BadRequest("The request body could not be read.") from None
-
-
-def store_error_to_http(exc: RaftKVError) -> HTTPException:
-    """Map a store error to the HTTP error shown to the user; the only such mapping."""
-    if isinstance(exc, UnavailableError):
-        return ServiceUnavailable(
-            "The storage cluster is not answering right now (perhaps electing a new "
-            "leader). Please try again in a moment.", retry_after=RETRY_AFTER)
-    if isinstance(exc, KeyNotFound):
-        return NotFound()
-    if isinstance(exc, ConditionFailed):
-        return Conflict("Someone changed this at the same moment. Please reload and try again.")
-    if isinstance(exc, TooLarge):
-        return RequestEntityTooLarge("That is larger than the store accepts.")
-    # WrongShard escaping the shards client means it could not catch up with a
-    # reconfiguration; like the rest it is worth a retry, not a traceback.
-    log.error("store error: %r", exc)
-    return ServiceUnavailable("The storage cluster answered with an error. Please try again.",
-                              retry_after=RETRY_AFTER)
 
 
 def format_time(timestamp: float) -> str:
@@ -283,8 +261,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
             if exc.response is not None or (exc.code or 500) < 400:
                 return exc.get_response(request.environ)  # redirects raised by routing
             response = self.error_page(request, exc)
-        except RaftKVError as exc:
-            response = self.error_page(request, store_error_to_http(exc))
+        except RaftKVError as exc:  # the store's and the data model's: portal.errors's table
+            response = self.error_page(request, http_error(exc))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = self.error_page(request, InternalServerError())

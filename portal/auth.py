@@ -20,6 +20,9 @@ from werkzeug.exceptions import Forbidden
 from werkzeug.utils import redirect
 
 from shards.model import accounts, apppasswords, ratelimit
+from shards.model.errors import AccountError
+
+from .errors import http_message, http_status
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -117,8 +120,9 @@ class AuthViews:
                                          error="Too many accounts were made from your address. "
                                          f"Try again in {describe_wait(wait)}.")
                 accounts.create_user(self.client(), name, password)
-            except accounts.AccountError as exc:
-                error = str(exc)
+            except AccountError as exc:
+                return self.render(request, "signup.html", status=http_status(exc),
+                                   error=http_message(exc), username=name)
         if error:
             return self.render(request, "signup.html", status=400, error=error, username=name)
         request.session = self.sessions.login(request.session, name, admin=False)
@@ -166,8 +170,9 @@ class AuthViews:
         old = request.form.get("old", "")
         try:
             accounts.check_password_rules(new)
-        except accounts.AccountError as exc:
-            return self.render(request, "password.html", status=400, error=str(exc))
+        except AccountError as exc:
+            return self.render(request, "password.html", status=http_status(exc),
+                               error=http_message(exc))
         # The old password goes through the login's limiter first: a stolen
         # session must not be a way to guess it without limit and take over.
         verdict = ratelimit.check_password(self.client(), user, old,
@@ -181,9 +186,9 @@ class AuthViews:
                                error="The current password is not correct.")
         try:
             accounts.change_password(self.client(), user, old, new)
-        except accounts.AccountError as exc:
-            return self.render(request, "password.html", status=400,
-                               error=str(exc))
+        except AccountError as exc:
+            return self.render(request, "password.html", status=http_status(exc),
+                               error=http_message(exc))
         # A new password ends every session, including ones a thief may hold;
         # this browser gets a fresh one so the user stays logged in here.
         self.sessions.revoke_all(user)

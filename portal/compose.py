@@ -20,9 +20,11 @@ from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
+from raftkv.errors import OverLimit
 from shards.model import accounts, mailbox, outbound, sendlimit
 
 from .auth import current_user, login_required
+from .errors import http_message, http_status
 from .filenames import content_disposition, plain_filename
 from .mail import HEADER_CHARS, displayable, message_body, parse_message
 
@@ -102,12 +104,15 @@ class ComposeViews:
             raise NotFound("There is no such message in your mailbox.")
         return parse_message(raw)
 
-    def _form(self: Portal, request: Request, **fields: Any) -> Response:
+    def _form(self: Portal, request: Request, *, status: int | None = None,
+              **fields: Any) -> Response:
+        """The compose form; with an ``error``, a 400 unless ``status`` says otherwise."""
         defaults: dict[str, Any] = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
                     "in_reply_to": "", "forwarded": [], "error": None,
                     "send_note": self.send_limits.note()}
-        return self.render(request, "compose.html", **{**defaults, **fields},
-                           status=400 if fields.get("error") else 200)
+        if status is None:
+            status = 400 if fields.get("error") else 200
+        return self.render(request, "compose.html", **{**defaults, **fields}, status=status)
 
     @login_required
     def on_mail_compose(self: Portal, request: Request) -> Response:
@@ -133,8 +138,9 @@ class ComposeViews:
         user = current_user(request)
         try:
             self._submit(user, recipients, raw)
-        except BadRequest as exc:
-            return self._form(request, error=exc.description, **{
+        except OverLimit as exc:  # a full mailbox, the hourly caps: the form again, with why
+            return self._form(request, status=http_status(exc),
+                              error=f"Not sent: {http_message(exc)}", **{
                 name: form.get(name, "") for name in ("to", "cc", "subject", "body",
                                                       "forward_of", "in_reply_to")})
         return redirect("/mail?folder=sent", 303)
@@ -150,19 +156,14 @@ class ComposeViews:
         return mailbox.quota_setting(self.config.cluster.table("mail"))
 
     def _submit(self: Portal, user: str, recipients: list[str], raw: bytes) -> None:
-        """Send within the account's hourly caps and the local recipients' quotas."""
-        try:
-            sendlimit.charge(self.client(), user, len(recipients), self.send_limits)
-            outbound.submit(self.client(), user, self._address(user), recipients, raw,
-                            domains=self.config.cluster.domains,
-                            quota=self.mailbox_quota)
-        except sendlimit.SendLimitExceeded as exc:
-            raise BadRequest(f"Not sent: {exc}") from None
-        except outbound.SenderMailboxFull:
-            raise BadRequest("Not sent: your mailbox is over its quota (the Sent copy would not "
-                             "fit). Delete some mail, then send again.") from None
-        except mailbox.MailboxFull as exc:
-            raise BadRequest(f"Not sent: the mailbox of {self._address(exc.user)} is full.") from None
+        """Send within the account's hourly caps and the local recipients' quotas.
+
+        :raises raftkv.errors.OverLimit: ``SendLimitExceeded``, ``MailboxFull`` (a
+            recipient's, or ``SenderMailboxFull``); nothing was sent.
+        """
+        sendlimit.charge(self.client(), user, len(recipients), self.send_limits)
+        outbound.submit(self.client(), user, self._address(user), recipients, raw,
+                        domains=self.config.cluster.domains, quota=self.mailbox_quota)
 
     def _build(self: Portal, request: Request) -> EmailMessage:
         form, user = request.form, current_user(request)

@@ -25,6 +25,7 @@ from shards.model import drive
 from shards.model.drive import ROOT
 
 from .auth import current_user, login_required
+from .errors import http_message, http_status
 from .filenames import BadFileName, check_filename, content_disposition
 
 if TYPE_CHECKING:
@@ -44,9 +45,6 @@ _CTYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-
 _SORTS = {"name": lambda i: (i.name.casefold(), i.name),
           "size": lambda i: (i.size, i.name.casefold()),
           "date": lambda i: (i.modified, i.name.casefold())}
-# What each refusal of the model means in HTTP.
-_STATUS = {drive.NoSuchItem: 404, drive.NameTaken: 409, drive.QuotaExceeded: 413,
-           drive.BadName: 400, drive.BadMove: 400, drive.TooDeep: 400}
 
 
 class FileIdConverter(BaseConverter):
@@ -78,10 +76,6 @@ def download_type(item: drive.Item) -> str:
         return item.ctype
     guessed, encoding = mimetypes.guess_type(item.name, strict=False)
     return guessed if guessed and not encoding else "application/octet-stream"
-
-
-def status_of(exc: drive.DriveError) -> int:
-    return _STATUS.get(type(exc), 400)
 
 
 def sorted_items(items: Iterable[drive.Item], sort: str, order: str) -> list[drive.Item]:
@@ -120,10 +114,7 @@ class DriveViews:
         """The listing of one folder, with an error above it when an action failed."""
         user = current_user(request)
         client = self.client()
-        try:
-            crumbs = drive.folder_path(client, user, folder_id)
-        except drive.NoSuchItem as exc:
-            raise NotFound(str(exc)) from None
+        crumbs = drive.folder_path(client, user, folder_id)  # NoSuchItem: a 404 (portal.errors)
         listing = self.listings.listing(client, user, folder_id)
         sort = request.args.get("sort", "name")
         sort = sort if sort in _SORTS else "name"
@@ -138,14 +129,15 @@ class DriveViews:
 
     def drive_refusal(self: Portal, request: Request, folder_id: str,
                       exc: drive.DriveError, note: str = "") -> Response:
-        """Show why a change was refused, on the folder it was asked from."""
+        """Show why a change was refused, on the folder it was asked from, with the
+        status of :mod:`portal.errors`; with that folder gone too, the refusal's own page."""
         if isinstance(exc, drive.NoSuchItem) and folder_id != ROOT:
             try:
                 drive.folder_path(self.client(), current_user(request), folder_id)
             except drive.NoSuchItem:
-                raise NotFound(str(exc)) from None
-        return self.folder_page(request, folder_id, status=status_of(exc),
-                                error=f"{exc}{note}")
+                raise exc from None
+        return self.folder_page(request, folder_id, status=http_status(exc),
+                                error=f"{http_message(exc)}{note}")
 
     @login_required
     def on_drive(self: Portal, request: Request) -> Response:
@@ -203,16 +195,13 @@ class DriveViews:
     @login_required
     def on_drive_download(self: Portal, request: Request, file_id: str) -> Response:
         user = current_user(request)
-        try:
-            if request.method == "HEAD":  # the index knows the size: no need to open the bytes
-                item = drive.get_file(self.client(), user, file_id)
-                if item is None:
-                    raise drive.NoSuchItem("There is no such file in your drive.")
-                size, chunks = item.size, None
-            else:
-                item, size, chunks = drive.open_file(self.client(), user, file_id)
-        except drive.NoSuchItem as exc:
-            raise NotFound(str(exc)) from None
+        if request.method == "HEAD":  # the index knows the size: no need to open the bytes
+            item = drive.get_file(self.client(), user, file_id)
+            if item is None:
+                raise drive.NoSuchItem("There is no such file in your drive.")
+            size, chunks = item.size, None
+        else:
+            item, size, chunks = drive.open_file(self.client(), user, file_id)
         # Always "attachment": a user's HTML file must never render on our origin.
         response = Response(mimetype=download_type(item), direct_passthrough=True, headers={
             "Content-Disposition": content_disposition(item.name),
@@ -229,10 +218,7 @@ class DriveViews:
         Its length is unknown until the end, so it goes out chunked.
         """
         user = current_user(request)
-        try:
-            crumbs = drive.folder_path(self.client(), user, folder_id)
-        except drive.NoSuchItem as exc:
-            raise NotFound(str(exc)) from None
+        crumbs = drive.folder_path(self.client(), user, folder_id)
         name = f"{crumbs[-1].name or 'drive'}.zip"
         response = Response(mimetype="application/zip", direct_passthrough=True, headers={
             "Content-Disposition": content_disposition(name),

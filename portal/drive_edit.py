@@ -100,10 +100,7 @@ class DriveEditViews:
     @login_required
     def on_drive_file_delete(self: Portal, request: Request, file_id: str) -> Response:
         user = current_user(request)
-        try:
-            item = drive.delete_file(self.client(), user, file_id)
-        except drive.NoSuchItem as exc:
-            raise NotFound(str(exc)) from None
+        item = drive.delete_file(self.client(), user, file_id)
         return redirect(folder_url(item.parent), 303)
 
     @login_required
@@ -119,10 +116,7 @@ class DriveEditViews:
             return self.render(request, "drive_delete.html", folder=folder,
                                files=files, folders=len(listing.items) - files,
                                back=folder_url(folder.parent))
-        try:
-            drive.delete_folder(client, user, folder_id)
-        except drive.NoSuchItem as exc:
-            raise NotFound(str(exc)) from None
+        drive.delete_folder(client, user, folder_id)
         # The tree is gone for the user now; its contents go next, any
         # leftovers (a crash, a huge tree) with the next clean-up.
         if not drive.purge(client, user, deadline=time.monotonic() + PURGE_IN_REQUEST):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import quote
 
+from raftkv.errors import Refused
+
 MAX_NAME_BYTES = 255  # what common file systems accept as one name
 # Bidirectional overrides make "evil\u202etxt.exe" display as "evilexe.txt".
 _BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-class BadFileName(ValueError):
+class BadFileName(Refused):
     """The name is not acceptable; the message says why, for the user."""
 
 

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from raftkv.background import UNTIL_WOKEN, BackgroundLoop
-from raftkv.errors import RaftKVError
+from raftkv.errors import RaftKVError, Refused
 from shards.model import accounts, drive, registry
 
 if TYPE_CHECKING:
@@ -108,10 +108,12 @@ class AdminBootstrap(BackgroundLoop):
     def step(self) -> None:
         try:
             bootstrap_admin(self.portal)
+        except Refused as exc:  # a name or password the rules refuse: retrying is no use
+            log.error("the admin account cannot be created: %s: %s", type(exc).__name__, exc)
         except RaftKVError as exc:  # the store is still electing its leaders, say
             log.warning("creating the admin account: %s: %s; retrying", type(exc).__name__, exc)
             return
-        except Exception:  # noqa: BLE001 - a name or password the rules refuse: retrying is no use
+        except Exception:  # noqa: BLE001 - a bug: retrying is no use either
             log.exception("creating the admin account failed")
         self.stop()  # done, one way or the other
 

@@ -1,9 +1,29 @@
-"""One error hierarchy for the whole store, grouped by what the caller should do.
+"""One error hierarchy for the whole cloud, grouped by what the caller should do.
 
-Every layer above raftkv (shards, portal, smtpd, balancer) catches these and maps
-them to its own protocol in one place.  Errors cross the wire by name
-(:func:`to_wire` / :func:`from_wire`), so a server-side failure arrives at the
-client as the same class with the same attributes.
+::
+
+    RaftKVError
+    ├── ConfigError              fix the configuration; at start-up, fail; never retry
+    ├── UnavailableError         retry, after a pause, perhaps at another replica
+    │   ├── NoLeader, NotLeader, ClientClosed, UploadExpired
+    │   ├── Timeout
+    │   │   └── OutcomeUnknown   a write: retry only with the same request id
+    │   └── ConfigurationPending a group is not where a reconfiguration step needs it yet
+    ├── ConditionFailed          re-read, then retry
+    ├── WrongShard               route elsewhere: refresh the shard map
+    ├── Refused                  the request is wrong or not allowed: do not retry it as it is
+    │   └── TooLarge
+    ├── OverLimit                over a limit: retry later (``retry_after`` when known)
+    └── ProtocolError            a malformed message (a bug, or a stranger): do not retry
+        └── AuthenticationFailed
+
+The data model's errors (:mod:`shards.model.errors`) join these groups, so a
+wrong password is a ``Refused`` and a full mailbox an ``OverLimit``.  Each
+protocol maps the tree in one table: HTTP in :mod:`portal.errors`, SMTP in
+:mod:`smtpd.replies` (``docs/architecture.md``, "Errors").  Errors cross the
+store's wire by name (:meth:`RaftKVError.to_wire` / :func:`from_wire`), so a
+server-side failure arrives at the client as the same class with the same
+attributes.
 """
 
 from __future__ import annotations
@@ -12,14 +32,15 @@ from typing import Any
 
 
 class RaftKVError(Exception):
-    """Base class of every error raised by raftkv and shards."""
+    """Base class of every error of the tree; an unknown one is worth a retry, not a traceback."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"error": type(self).__name__, "message": str(self)}
 
 
 class ConfigError(RaftKVError):
-    """The configuration is invalid: fail at start-up, do not retry."""
+    """A configuration cannot work (the cluster file, a setting, a requested shard
+    configuration): fix it; at start-up, fail; never retry."""
 
 
 class UnavailableError(RaftKVError):
@@ -66,6 +87,22 @@ class UploadExpired(UnavailableError):
     """
 
 
+class ConfigurationPending(UnavailableError):
+    """A step of a shard move that the group cannot take in its present state: it is
+    not yet in the step's configuration, is still settling the one before, or has
+    passed that step already.  Read the group's state again and retry; the groups'
+    reconfigurers move on by themselves (``raftkv/ownership.py``).
+    ``config_num`` is the group's configuration, when the refusal names it."""
+
+    def __init__(self, message: str = "configuration pending",
+                 config_num: int | None = None) -> None:
+        super().__init__(message)
+        self.config_num = config_num
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**super().to_wire(), "config_num": self.config_num}
+
+
 class WrongShard(RaftKVError):
     """The replica does not own the row's shard in its current configuration."""
 
@@ -79,13 +116,6 @@ class WrongShard(RaftKVError):
         return {**super().to_wire(), "shard": self.shard, "config_num": self.config_num}
 
 
-class KeyNotFound(RaftKVError, KeyError):
-    """The cell does not exist."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else "key not found"
-
-
 class ConditionFailed(RaftKVError):
     """A CPUT or MUTATE_ROW condition did not hold; ``version`` is the cell's current one."""
 
@@ -97,8 +127,29 @@ class ConditionFailed(RaftKVError):
         return {**super().to_wire(), "version": self.version}
 
 
-class TooLarge(RaftKVError):
+class Refused(RaftKVError):
+    """The request is wrong or not allowed: retrying it as it is cannot help.
+
+    Subclasses say why; a message meant for a person is a sentence they can act on.
+    """
+
+
+class TooLarge(Refused):
     """The request does not fit the size limits (entry cap, frame cap, row limits)."""
+
+
+class OverLimit(RaftKVError):
+    """Over a limit (a quota, a rate): retry later, or once room is made.
+
+    ``retry_after`` is the wait in seconds when it is known, else None.
+    """
+
+    def __init__(self, message: str = "over a limit", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**super().to_wire(), "retry_after": self.retry_after}
 
 
 class ProtocolError(RaftKVError):
@@ -109,12 +160,17 @@ class AuthenticationFailed(ProtocolError):
     """The peer does not know the cluster secret."""
 
 
-_BY_NAME: dict[str, type[RaftKVError]] = {
-    cls.__name__: cls
-    for cls in (RaftKVError, ConfigError, UnavailableError, NoLeader, NotLeader, Timeout,
-                OutcomeUnknown, ClientClosed, UploadExpired, WrongShard, KeyNotFound,
-                ConditionFailed, TooLarge, ProtocolError, AuthenticationFailed)
-}
+WIRE_ERRORS: tuple[type[RaftKVError], ...] = (
+    RaftKVError, ConfigError, UnavailableError, NoLeader, NotLeader, Timeout, OutcomeUnknown,
+    ClientClosed, UploadExpired, ConfigurationPending, WrongShard, ConditionFailed, Refused,
+    TooLarge, OverLimit, ProtocolError, AuthenticationFailed)
+"""Every class of this module: the ones an answer may name."""
+
+_BY_NAME: dict[str, type[RaftKVError]] = {cls.__name__: cls for cls in WIRE_ERRORS}
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def from_wire(payload: dict[str, Any]) -> RaftKVError:
@@ -125,9 +181,17 @@ def from_wire(payload: dict[str, Any]) -> RaftKVError:
     if cls is None:
         return ProtocolError(f"unknown error from server: {name!r}: {message}")
     if cls is NotLeader:
-        return NotLeader(message, leader=payload.get("leader"))
+        leader = payload.get("leader")
+        return NotLeader(message, leader=leader if isinstance(leader, str) else None)
     if cls is WrongShard:
-        return WrongShard(message, shard=payload.get("shard"), config_num=payload.get("config_num"))
+        return WrongShard(message, shard=_optional_int(payload.get("shard")),
+                          config_num=_optional_int(payload.get("config_num")))
+    if cls is ConfigurationPending:
+        return ConfigurationPending(message, config_num=_optional_int(payload.get("config_num")))
     if cls is ConditionFailed:
         return ConditionFailed(message, version=int(payload.get("version") or 0))
+    if cls is OverLimit:
+        wait = payload.get("retry_after")
+        return OverLimit(message, retry_after=float(wait) if isinstance(
+            wait, (int, float)) and not isinstance(wait, bool) else None)
     return cls(message)

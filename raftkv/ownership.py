@@ -103,7 +103,7 @@ class ShardOwnership:
         """The command's configuration number, or the refusal if it is not the group's."""
         num = command["config"]
         if not isinstance(num, int) or num != self.config_num:
-            return _error("ConfigError", f"configuration {num!r} is not this group's "
+            return _error("ConfigurationPending", f"configuration {num!r} is not this group's "
                           f"({self.config_num})", config_num=self.config_num)
         return num
 
@@ -133,10 +133,10 @@ class ShardOwnership:
         if num == self.config_num:
             return self._op_shard_state(c)  # begun already: a retry
         if num != self.config_num + 1:
-            return _error("ConfigError", f"configuration {num} does not follow this group's "
+            return _error("ConfigurationPending", f"configuration {num} does not follow this group's "
                           f"{self.config_num}", config_num=self.config_num)
         if self.incoming or self.frozen:
-            return _error("ConfigError", f"configuration {self.config_num} is still settling",
+            return _error("ConfigurationPending", f"configuration {self.config_num} is still settling",
                           config_num=self.config_num)
         shards = {self._shard(s) for s in c["shards"]}
         incoming, outgoing = self._peers(c["incoming"]), self._peers(c["outgoing"])
@@ -163,10 +163,10 @@ class ShardOwnership:
         if not isinstance(num, int):
             raise TypeError("config is a number")
         if num > self.config_num:
-            return _error("ConfigError", f"not yet in configuration {num} "
+            return _error("ConfigurationPending", f"not yet in configuration {num} "
                           f"(still in {self.config_num})", config_num=self.config_num)
         if num < self.config_num or shard not in self.frozen:
-            return _error("ConfigError", f"shard {shard} is not moving out of here in "
+            return _error("ConfigurationPending", f"shard {shard} is not moving out of here in "
                           f"configuration {num}", config_num=self.config_num)
         table = self.shards.get(shard, {})
         # The shard is frozen: its rows stay as they are until dropped.  Keyed by
@@ -207,7 +207,7 @@ class ShardOwnership:
             return num
         shard = self._shard(c["shard"])
         if shard not in self.incoming:
-            return _error("ConfigError", f"shard {shard} is not awaited here")
+            return _error("ConfigurationPending", f"shard {shard} is not awaited here")
         upload = c.get("upload")
         if upload is not None and upload not in self.intents:
             # The chunks these cells name were protected by that intent; with it
@@ -245,7 +245,7 @@ class ShardOwnership:
         if self.owned is not None and shard in self.owned:
             return {"adopted": shard}  # a retry
         if shard not in self.incoming:
-            return _error("ConfigError", f"shard {shard} is not awaited here")
+            return _error("ConfigurationPending", f"shard {shard} is not awaited here")
         del self.incoming[shard]
         assert self.owned is not None  # begin_config made the group managed
         self.owned.add(shard)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from raftkv.errors import ConditionFailed, ConfigError
+from raftkv.errors import ConditionFailed, ConfigError, UnavailableError
 from raftkv.interface import KeyValueStore
 
 UNASSIGNED = 0  # the owner of every shard before the first Join
@@ -172,7 +172,7 @@ class ConfigStore:
             except ConditionFailed:
                 continue
             return proposed
-        raise ConfigError("the configuration kept changing under us; try again")
+        raise UnavailableError("the configuration kept changing under us; try again")
 
     def join(self, new_groups: Mapping[int, Sequence[str]]) -> Config:
         return self.change(lambda c: join(c, new_groups))

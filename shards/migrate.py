@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from raftkv.errors import ConfigError, RaftKVError, UnavailableError
+from raftkv.errors import ConfigError, UnavailableError
 
 from .config import Config, ConfigStore
 from .reconfig import adopted, first_config, settled
@@ -67,7 +67,7 @@ class Migrator:
                 try:
                     states[gid] = self.client.group_client(gid, addrs).execute(
                         {"op": "shard_state"}, write=False)
-                except RaftKVError:
+                except UnavailableError:
                     pass  # a group that is down is waited for like one that is slow
             done = sum(1 for s in moving if target.owners[s] in states
                        and adopted(states[target.owners[s]], target.num, s))

@@ -43,7 +43,7 @@ import raftkv
 from raftkv.background import STOP_TIMEOUT, BackgroundLoop
 from raftkv.blobs import data_chunks, parse_manifest
 from raftkv.cluster import ClusterConfig
-from raftkv.errors import NotLeader, ProtocolError, RaftKVError
+from raftkv.errors import NotLeader, ProtocolError, RaftKVError, UnavailableError
 
 from .config import UNASSIGNED, Config, ConfigStore
 from .shardmap import ShardMap
@@ -130,9 +130,17 @@ class Reconfigurer(BackgroundLoop):
             return self.interval
         try:
             busy = self.advance()
-        except RaftKVError as exc:
-            # The group or the config group is down or not there yet: the next pass retries.
+        except UnavailableError as exc:
+            # The group or the config group is down or not there yet, or a step's
+            # configuration is pending (ConfigurationPending): the next pass retries.
             log.debug("group %d: reconfiguration waits: %s", self.group_id, exc)
+            busy = False
+        except RaftKVError as exc:
+            # Not transient (a malformed answer, a refused command): worth a look,
+            # and the next pass tries again from the group's state.
+            if not self.stopping:
+                log.warning("group %d: reconfiguration pass refused: %s: %s",
+                            self.group_id, type(exc).__name__, exc)
             busy = False
         return self.interval / 5 if busy else self.interval
 

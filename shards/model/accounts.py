@@ -23,6 +23,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from raftkv.errors import ConditionFailed
 
+from .errors import InvalidPassword, InvalidUsername, UserExists, WrongPassword
+
 if TYPE_CHECKING:
     from raftkv.interface import Cell, KeyValueStore
 
@@ -36,26 +38,6 @@ _hasher = PasswordHasher()
 # Verifying against this when the user does not exist keeps "no such user" and
 # "wrong password" equally slow, so timing does not reveal which names exist.
 _DUMMY_HASH = _hasher.hash("no such user, no such password")
-
-
-class AccountError(ValueError):
-    """Base class of the account errors a user can cause; the message is a user-facing sentence."""
-
-
-class InvalidUsername(AccountError):
-    """The name breaks the rules of :func:`valid_username`."""
-
-
-class InvalidPassword(AccountError):
-    """The new password is too short or too long."""
-
-
-class UserExists(AccountError):
-    """Someone already has this name (possibly by winning a race a moment ago)."""
-
-
-class WrongPassword(AccountError):
-    """The current password given for a change is wrong (or the user is gone)."""
 
 
 def account_row(name: str) -> str:

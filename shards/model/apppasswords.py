@@ -39,6 +39,7 @@ import msgpack
 from raftkv.errors import ConditionFailed, RaftKVError
 
 from . import accounts, ratelimit, twofactor
+from .errors import AppPasswordError, NoSuchAppPassword
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
@@ -55,10 +56,6 @@ ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 LENGTH = 16                    # 16 letters of 32: 80 bits
 _COL = "list"
 _ATTEMPTS = 10
-
-
-class AppPasswordError(ValueError):
-    """A request the user can fix (a bad name, too many app passwords, none such)."""
 
 
 @dataclass(frozen=True)
@@ -165,13 +162,13 @@ def list_for(client: KeyValueStore, user: str) -> list[AppPassword]:
 def revoke(client: KeyValueStore, user: str, password_id: str) -> str:
     """Remove one app password; returns its name.
 
-    :raises AppPasswordError: there is no such app password (revoked already?).
+    :raises NoSuchAppPassword: there is no such app password (revoked already?).
     """
     for _ in range(_ATTEMPTS):
         records, version = _load(client, user)
         kept = [r for r in records if r.get("id") != password_id]
         if len(kept) == len(records):
-            raise AppPasswordError("No such app password (revoked already?).")
+            raise NoSuchAppPassword("No such app password (revoked already?).")
         try:
             _store(client, user, kept, version)
         except ConditionFailed:

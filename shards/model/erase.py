@@ -40,7 +40,8 @@ import msgpack
 from raftkv.errors import ConditionFailed
 
 from . import accounts, outbound
-from .accounts import ACCOUNT_COL, AccountError, account_row, valid_username
+from .accounts import ACCOUNT_COL, account_row, valid_username
+from .errors import CannotDelete
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore, ShardedStore
@@ -48,10 +49,6 @@ if TYPE_CHECKING:
 _DELETES_PER_WRITE = 200  # column deletes per mutate_row: well under the 32 KiB entry cap
 _SCAN_PAGE = 10           # rows per scan (each page carries up to 1000 cells per row)
 _ATTEMPTS = 10
-
-
-class CannotDelete(AccountError):
-    """This account may not be deleted (the administrator)."""
 
 
 def tagged_prefix(user: str) -> str:

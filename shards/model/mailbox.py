@@ -54,6 +54,8 @@ import msgpack
 
 from raftkv.errors import ConditionFailed, ConfigError
 
+from .errors import MailboxFull
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from email.message import EmailMessage
@@ -74,14 +76,6 @@ DEFAULT_QUOTA = 1024 ** 3  # bytes per mailbox, unless [mail] mailbox_quota says
 _CAS_ATTEMPTS = 10  # read-modify-write retries before giving up under contention
 # Every delivery to one mailbox updates its usage cell: racing deliveries retry more.
 _USAGE_ATTEMPTS = 50
-
-
-class MailboxFull(Exception):
-    """The message does not fit in the recipient's quota."""
-
-    def __init__(self, user: str) -> None:
-        super().__init__(f"the mailbox of {user} is full")
-        self.user = user
 
 
 def quota_setting(mail_table: Mapping[str, Any]) -> int:

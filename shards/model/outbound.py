@@ -36,6 +36,7 @@ import msgpack
 from raftkv.errors import ConditionFailed
 
 from . import mailbox
+from .errors import MailboxFull, SenderMailboxFull
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
@@ -228,10 +229,6 @@ def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
-class SenderMailboxFull(mailbox.MailboxFull):
-    """The sender's own mailbox has no room for the Sent copy: nothing is sent."""
-
-
 def submit(client: KeyValueStore, user: str, sender: str, recipients: list[str], raw: bytes, *,
            domains: tuple[str, ...], quota: int | None = None) -> Submission:
     """Deliver ``raw`` from ``user`` (envelope ``sender``) to ``recipients``.
@@ -247,7 +244,7 @@ def submit(client: KeyValueStore, user: str, sender: str, recipients: list[str],
         go on filling the store through its Sent folder).
     :raises SenderMailboxFull: the sender's own mailbox has no room for the
         Sent copy; nothing was sent.
-    :raises mailbox.MailboxFull: a local recipient has no room; checked before
+    :raises MailboxFull: a local recipient has no room; checked before
         anything is stored (a race with another delivery may still end it half-way).
     """
     own = own_addresses(user, domains)
@@ -265,11 +262,16 @@ def submit(client: KeyValueStore, user: str, sender: str, recipients: list[str],
             raise SenderMailboxFull(user)
         for name in local:
             if not mailbox.has_room(client, name, len(raw), quota):
-                raise mailbox.MailboxFull(name)
+                raise MailboxFull(name, f"{name}@{domains[0]}")
     headers = mailbox.parse_headers(raw)
     queued = None
     if remote:
         queued = enqueue(client, sender, remote, raw, message_id=headers.message_id)
-    delivered = {name: mailbox.deliver(client, name, raw, quota=quota) for name in local}
+    delivered = {}
+    for name in local:
+        try:
+            delivered[name] = mailbox.deliver(client, name, raw, quota=quota)
+        except MailboxFull:  # filled by a delivery since the check above
+            raise MailboxFull(name, f"{name}@{domains[0]}") from None
     sent_id = mailbox.deliver(client, user, raw, folder="sent", unread=False)
     return Submission(local=delivered, sent_id=sent_id, queued=queued)

@@ -31,6 +31,7 @@ import msgpack
 from raftkv.errors import ConditionFailed, ConfigError
 
 from . import accounts
+from .errors import SendLimitExceeded
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
@@ -78,20 +79,6 @@ class SendLimits:
         if account_age < self.new_account_age:
             return self.new_account_send_per_hour, self.new_account_recipients_per_hour
         return self.send_per_hour, self.recipients_per_hour
-
-
-class SendLimitExceeded(Exception):
-    """The account may not send this message now.
-
-    ``permanent`` is True when the message could never be sent (more recipients
-    than a whole hour allows); otherwise waiting ``retry_after`` seconds helps.
-    The message is a sentence for the user.
-    """
-
-    def __init__(self, message: str, *, permanent: bool, retry_after: float) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.retry_after = retry_after
 
 
 def counter_key(user: str) -> tuple[str, str]:

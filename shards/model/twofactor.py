@@ -38,6 +38,7 @@ import pyotp
 from raftkv.errors import ConditionFailed
 
 from .accounts import account_row, valid_username
+from .errors import TwoFactorError
 
 if TYPE_CHECKING:
     from raftkv.interface import Cell, KeyValueStore
@@ -50,10 +51,6 @@ RECOVERY_CODES = 10
 STEP = 30             # seconds per TOTP code (RFC 6238's default, what every app uses)
 _ATTEMPTS = 10        # CPUT retries under contention
 _PENDING_PREFIX = "p:"
-
-
-class TwoFactorError(ValueError):
-    """A user-facing refusal (the message is a sentence to show)."""
 
 
 @dataclass(frozen=True)

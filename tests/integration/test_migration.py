@@ -11,7 +11,7 @@ import time
 import pytest
 
 from raftkv import Client as GroupClient
-from raftkv.errors import ConfigError, WrongShard
+from raftkv.errors import ConfigurationPending, WrongShard
 from shards.config import Config, join, leave
 from shards.migrate import Migrator
 
@@ -138,9 +138,9 @@ def test_a_step_with_an_old_configuration_number_is_refused(cluster) -> None:
                        "counter": 0},
                       {"op": "adopt_shard", "config": 1, "shard": shard},
                       {"op": "drop_shard", "config": 1, "shard": shard}):
-            with pytest.raises(ConfigError):
+            with pytest.raises(ConfigurationPending):
                 group.execute(stale, write=True)
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigurationPending):
             group.execute({"op": "export_shard", "config": 1, "shard": shard}, write=False)
         assert group.execute({"op": "shard_state"}, write=False)["config_num"] == 2
 

@@ -121,22 +121,22 @@ def test_moving_a_shard_keeps_cells_versions_and_exactly_once() -> None:
 
 def test_steps_are_refused_out_of_order_or_with_another_configuration() -> None:
     store, admin = Store(SHARDS), Writer(1)
-    assert store.apply({"op": "export_shard", "config": 1, "shard": 2})["error"] == "ConfigError"
-    assert admin(store, op="drop_shard", config=1, shard=2)["error"] == "ConfigError"
-    assert _begin(store, admin, 2, [0])["error"] == "ConfigError"  # configurations go in order
+    assert store.apply({"op": "export_shard", "config": 1, "shard": 2})["error"] == "ConfigurationPending"
+    assert admin(store, op="drop_shard", config=1, shard=2)["error"] == "ConfigurationPending"
+    assert _begin(store, admin, 2, [0])["error"] == "ConfigurationPending"  # configurations go in order
     _begin(store, admin, 1, [0, 1, 4])
     _begin(store, admin, 2, [0, 1, 4, 5], incoming=[(5, 7)], outgoing=[(2, 7)])
     # Not settled yet: configuration 3 must wait; a stale or future step is refused.
-    assert _begin(store, admin, 3, [0])["error"] == "ConfigError"
+    assert _begin(store, admin, 3, [0])["error"] == "ConfigurationPending"
     for config in (1, 3):
         for command in ({"op": "import_shard", "shard": 5, "rows": [], "counter": 0},
                         {"op": "adopt_shard", "shard": 5}, {"op": "drop_shard", "shard": 2}):
-            assert admin(store, config=config, **command)["error"] == "ConfigError"
-    assert store.apply({"op": "export_shard", "config": 1, "shard": 2})["error"] == "ConfigError"
-    assert store.apply({"op": "export_shard", "config": 3, "shard": 2})["error"] == "ConfigError"
+            assert admin(store, config=config, **command)["error"] == "ConfigurationPending"
+    assert store.apply({"op": "export_shard", "config": 1, "shard": 2})["error"] == "ConfigurationPending"
+    assert store.apply({"op": "export_shard", "config": 3, "shard": 2})["error"] == "ConfigurationPending"
     assert "error" not in store.apply({"op": "export_shard", "config": 2, "shard": 2})
     assert admin(store, op="import_shard", config=2, shard=4, rows=[],
-                 counter=0)["error"] == "ConfigError"  # shard 4 is served here
+                 counter=0)["error"] == "ConfigurationPending"  # shard 4 is served here
     wrong_row = [[_row_in(6), [["c", 1, b"v", False]]]]
     assert admin(store, op="import_shard", config=2, shard=5, rows=wrong_row,
                  counter=1)["error"] == "ProtocolError"

@@ -11,8 +11,9 @@ import pytest
 from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
-from portal.app import CSP, store_error_to_http
+from portal.app import CSP
 from portal.auth import safe_next
+from portal.errors import http_error
 from portal.filenames import BadFileName, check_filename, content_disposition
 from portal.mail import message_body, parse_message, sanitize_html
 from portal.sessions import check_csrf, csrf_token, new_sid
@@ -97,7 +98,7 @@ def test_content_disposition_is_ascii_and_exact():
                                        (ConditionFailed(), 409), (TooLarge(), 413),
                                        (ProtocolError(), 503)])
 def test_store_errors_map_to_http(exc, code):
-    http_exc = store_error_to_http(exc)
+    http_exc = http_error(exc)
     assert http_exc.code == code
     if code == 503:
         assert dict(http_exc.get_headers())["Retry-After"] == "2"

@@ -34,11 +34,13 @@ All of a user's rows carry the ``{user}`` hash tag and share a shard; the
 folder tree row holds only small cells (a few hundred bytes per name), so it
 stays cheap to keep in Raft.
 
-Modules: :mod:`.records` (layout, record formats, errors), :mod:`.reads`,
-:mod:`.changes` (each change one ``mutate_row``) and :mod:`.cleanup`; callers
-use the names exported here (``from shards.model import drive``).
+Modules: :mod:`.records` (layout, record formats), :mod:`.reads`, :mod:`.changes`
+(each change one ``mutate_row``) and :mod:`.cleanup`; the errors are in
+:mod:`shards.model.errors`.  Callers use the names exported here
+(``from shards.model import drive``).
 """
 
+from ..errors import BadMove, BadName, DriveError, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
 from .changes import create_folder, delete_file, delete_folder, move, rename, store_file
 from .cleanup import pending, purge
 from .reads import (
@@ -60,15 +62,8 @@ from .records import (
     FOLDER,
     MAX_DEPTH,
     ROOT,
-    BadMove,
-    BadName,
-    DriveError,
     Item,
     Listing,
-    NameTaken,
-    NoSuchItem,
-    QuotaExceeded,
-    TooDeep,
     check_name,
     content_row,
     drive_row,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from raftkv.errors import ConditionFailed, RaftKVError, Timeout
 
+from ..errors import BadMove, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
 from .reads import all_folders, folder_path, get_file, get_folder, path_in, usage_cell
 from .records import (
     ATTEMPTS,
@@ -24,12 +25,7 @@ from .records import (
     ROOT,
     SMALL_FILE,
     USAGE_COL,
-    BadMove,
     Item,
-    NameTaken,
-    NoSuchItem,
-    QuotaExceeded,
-    TooDeep,
     check_name,
     content_row,
     drive_row,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ..errors import NoSuchItem
 from .records import (
     DATA_COL,
     FILE,
@@ -14,7 +15,6 @@ from .records import (
     USAGE_COL,
     Item,
     Listing,
-    NoSuchItem,
     content_row,
     drive_row,
     header_col,

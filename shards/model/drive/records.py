@@ -1,4 +1,6 @@
-"""The drive's layout: rows, columns, record formats, ids, names and errors (see the package)."""
+"""The drive's layout: rows, columns, record formats, ids and names (see the package).
+
+Its errors are in :mod:`shards.model.errors`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+
+from ..errors import BadName
 
 if TYPE_CHECKING:
     from raftkv.interface import Cell
@@ -23,39 +27,6 @@ SMALL_FILE = 64 * 1024    # files up to this size (when known) are read and stor
 ATTEMPTS = 10             # re-read and retry this often when a condition fails under contention
 _KIND_CODE = {FILE: "f", FOLDER: "d"}
 _CODE_KIND = {"f": FILE, "d": FOLDER}
-
-
-class DriveError(Exception):
-    """Something the user asked for cannot be done; the message is a sentence for them."""
-
-
-class NoSuchItem(DriveError):
-    """No such file or folder in this user's drive (or it was just deleted)."""
-
-
-class NameTaken(DriveError):
-    """The folder already holds something with that name."""
-
-
-class BadName(DriveError):
-    """The name cannot be stored (empty, a '/', too long)."""
-
-
-class BadMove(DriveError):
-    """A folder cannot move into itself or below itself; the root cannot move at all."""
-
-
-class TooDeep(DriveError):
-    """The change would nest folders deeper than :data:`MAX_DEPTH`."""
-
-
-class QuotaExceeded(DriveError):
-    """The file would take the user over their quota."""
-
-    def __init__(self, message: str, *, used: int, quota: int) -> None:
-        super().__init__(message)
-        self.used = used
-        self.quota = quota
 
 
 @dataclass(frozen=True)
