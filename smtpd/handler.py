@@ -6,8 +6,8 @@ checked at RCPT time, so a sending MTA learns about an unknown user from its
 own 550 (and bounces) instead of us having to generate a bounce later.
 
 Store calls block, so they run in a thread pool; the event loop only ever
-waits on them.  Every store failure becomes a reply in :func:`_store_reply`,
-the one place that maps our error hierarchy onto SMTP codes.
+waits on them.  Every failure of a command becomes a reply through
+:func:`smtpd.replies.smtp_reply`, the one table from our errors to SMTP codes.
 
 **Our domains as senders.**  Mail from our own users leaves through the
 submission port, with AUTH.  So mail arriving here whose envelope sender or
@@ -44,10 +44,22 @@ from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from raftkv.cluster import split_addr
-from raftkv.errors import ConfigError, RaftKVError, TooLarge, UnavailableError
+from raftkv.errors import ConfigError
 from shards.model import accounts, mailbox
-from shards.model.outbound import SenderMailboxFull
-from shards.model.sendlimit import SendLimitExceeded, SendLimits
+from shards.model.errors import MailboxFull
+from shards.model.sendlimit import SendLimits
+
+from .replies import (
+    BAD_ADDRESS,
+    BAD_SENDER,
+    HEADERS_TOO_BIG,
+    NO_SUCH_USER,
+    RELAY_DENIED,
+    TOO_BIG,
+    TOO_MANY_RECIPIENTS,
+    Rejected,
+    smtp_reply,
+)
 
 if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -58,16 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RELAY_DENIED = "550 5.7.1 Relaying denied"
-NO_SUCH_USER = "550 5.1.1 No such user"
-BAD_ADDRESS = "553 5.1.3 Bad recipient address syntax"
-TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
-TOO_BIG = "552 5.3.4 Message too big for system"
-TRY_LATER = "451 4.3.0 Try again later"
-MAILBOX_FULL = "552 5.2.2 Mailbox full"
-SENDER_MAILBOX_FULL = "552 5.2.2 Your mailbox is over its quota; delete mail before sending"
-BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -157,14 +159,6 @@ def trusted_relays(cluster: ClusterConfig, smtpd_table: Any) -> tuple[Network, .
     return tuple(sorted(networks, key=str))
 
 
-class Rejected(Exception):
-    """A command is refused; ``reply`` is the SMTP reply line to send."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
-
-
 def local_user(address: str, domains: tuple[str, ...]) -> str:
     """The account name that a recipient address delivers to.
 
@@ -212,7 +206,6 @@ AUTHOR_HEADERS = ("From", "Sender")
 # check), so it has a bound of its own, far above real mail (Postfix: 100 KiB) and
 # above a one-MiB header line, which is stored and shown cut (tests/hostile/test_mime.py).
 MAX_HEADER_SECTION = 4 * 1024 * 1024
-HEADERS_TOO_BIG = "552 5.3.4 Header section too big (limit 4 MiB)"
 _DOMAIN_AFTER_AT = re.compile(r"@\s*([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)", re.IGNORECASE)
 
 
@@ -254,11 +247,6 @@ def _printable(text: str, limit: int = 255) -> str:
     return "".join(ch for ch in text if ch.isprintable())[:limit]
 
 
-def send_limit_reply(exc: SendLimitExceeded) -> str:
-    """550/451 with the limit's own sentence: 550 when waiting cannot help."""
-    return f"{'550 5.7.1' if exc.permanent else '451 4.7.1'} {exc}"
-
-
 def forged_sender_reply(domain: str, config: InboundConfig) -> str:
     return (f"550 5.7.1 Mail from {domain} must be sent through submission on port "
             f"{config.submission_port} with AUTH")
@@ -279,27 +267,6 @@ def size_option(options: list[str]) -> int:
     return 0
 
 
-def _store_reply(exc: BaseException) -> str:
-    """The SMTP reply for a failed store call (the one mapping of errors to SMTP)."""
-    if isinstance(exc, SenderMailboxFull):
-        return SENDER_MAILBOX_FULL
-    if isinstance(exc, mailbox.MailboxFull):
-        return MAILBOX_FULL
-    if isinstance(exc, SendLimitExceeded):
-        return send_limit_reply(exc)
-    if isinstance(exc, TooLarge):
-        return TOO_BIG
-    if isinstance(exc, UnavailableError):
-        log.warning("store unavailable, answering 451: %s", exc)
-    elif isinstance(exc, RaftKVError):
-        log.error("store error, answering 451: %r", exc)
-    else:
-        log.error("unexpected error, answering 451", exc_info=exc)
-    # Temporary in every case: the sender keeps the message and retries, which
-    # is the safe outcome for anything that is our fault rather than theirs.
-    return TRY_LATER
-
-
 class InboundHandler:
     """aiosmtpd handler for port 2525: local delivery only, no relaying.
 
@@ -314,10 +281,7 @@ class InboundHandler:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        except Exception as exc:  # noqa: BLE001 - mapped to a reply, never to a dropped session
-            raise Rejected(_store_reply(exc)) from exc
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug of ours: log it, and tell the client only to try again later."""
@@ -362,11 +326,11 @@ class InboundHandler:
         return "250 2.1.0 OK"
 
     async def _check_room(self, user: str, size: int) -> None:
-        """Rejected(552) when ``size`` more bytes do not fit in ``user``'s mailbox."""
+        """MailboxFull (552) when ``size`` more bytes do not fit in ``user``'s mailbox."""
         # size 0 (not announced): refuse only a mailbox that is full already.
         if not await self._run(mailbox.has_room, self._client, user, max(size, 1),
                                self.config.mailbox_quota):
-            raise Rejected(MAILBOX_FULL)
+            raise MailboxFull(user)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
             self, server: SMTP, session: Session, envelope: Envelope,
@@ -378,9 +342,10 @@ class InboundHandler:
             if not await self._run(accounts.user_exists, self._client, user):
                 raise Rejected(NO_SUCH_USER)
             await self._check_room(user, size_option(envelope.mail_options))
-        except Rejected as exc:
-            log.info("RCPT %r from %s refused: %s", address, session.peer, exc.reply)
-            return exc.reply
+        except Exception as exc:  # noqa: BLE001 - every failure is a reply, never a dropped session
+            reply = smtp_reply(exc)
+            log.info("RCPT %r from %s refused: %s", address, session.peer, reply)
+            return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -405,11 +370,12 @@ class InboundHandler:
             for user, address in recipients.items():
                 raw = return_path + received_header(session, self.config, address) + content
                 ids.append(await self._run(deliver, self._client, user, raw))
-        except Rejected as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is a reply, never a dropped session
             # Copies already stored stay; the sender's retry is deduplicated by Message-ID.
+            reply = smtp_reply(exc)
             log.info("DATA from %s for %d recipient(s) refused after %d: %s",
-                     session.peer, len(recipients), len(ids), exc.reply)
-            return exc.reply
+                     session.peer, len(recipients), len(ids), reply)
+            return reply
         log.info("delivered %d bytes from <%s> to %s as %s", len(content),
                  envelope.mail_from, ", ".join(recipients), ", ".join(ids))
         return "250 2.0.0 OK: delivered"

@@ -38,7 +38,7 @@ import dns.resolver
 
 from raftkv.background import BackgroundLoop
 from raftkv.cluster import split_addr
-from raftkv.errors import ConfigError, RaftKVError
+from raftkv.errors import ConfigError, RaftKVError, Refused, UnavailableError
 from shards.model import mailbox, outbound
 
 if TYPE_CHECKING:
@@ -92,12 +92,12 @@ def public_address(address: str) -> bool:
                 or ip.is_multicast or ip.is_unspecified or not ip.is_global)
 
 
-class TemporaryFailure(Exception):
-    """Try again later."""
+class TemporaryFailure(UnavailableError):
+    """The recipients' exchangers cannot take the message now: try again later."""
 
 
-class PermanentFailure(Exception):
-    """Give up on these recipients and bounce."""
+class PermanentFailure(Refused):
+    """The recipients' domain or exchanger refuses the message: give up on them and bounce."""
 
 
 def _resolver(config: OutboundConfig) -> dns.resolver.Resolver:

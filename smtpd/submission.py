@@ -21,16 +21,15 @@ from aiosmtpd.smtp import AuthResult, LoginPassword, syntax
 
 from shards.model import accounts, apppasswords, outbound, ratelimit, sendlimit
 
-from .handler import (
+from .handler import InboundHandler, local_user, received_header, size_option
+from .replies import (
+    AUTH_UNAVAILABLE,
     BAD_ADDRESS,
     NO_SUCH_USER,
     TOO_BIG,
     TOO_MANY_RECIPIENTS,
-    InboundHandler,
     Rejected,
-    local_user,
-    received_header,
-    size_option,
+    smtp_reply,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ NOT_YOURS = "553 5.7.1 Sender address not owned by the authenticated user"
 AUTH_FIRST = "530 5.7.0 Authentication required"
 # Says that a limit holds, nothing about the password: it was not checked.
 AUTH_LIMITED = "454 4.7.0 Too many failed authentication attempts, try again later"
-AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
 AUTH_CLOSING = "421 4.7.0 Too many failed authentication attempts, closing connection"
 # The account password was right, but with two-factor sign-in on it must not be
 # enough: a mail client cannot type a code, so it needs an app password.
@@ -88,7 +86,7 @@ class Authenticator:
         try:
             checked = apppasswords.check_credential(self._client, user, password, address,
                                                     self.limits, self._app_key)
-        except Exception:  # noqa: BLE001 - the store is down: a temporary failure
+        except Exception:  # noqa: BLE001 - RFC 4954's 454 for any failure of the check (smtpd.replies)
             log.warning("AUTH for %r: store unavailable", user, exc_info=True)
             # handled=False: aiosmtpd sends the message only for an unhandled failure.
             return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
@@ -177,8 +175,8 @@ class SubmissionHandler(InboundHandler):
                 if not await self._run(accounts.user_exists, self._client, name):
                     return NO_SUCH_USER
                 await self._check_room(name, size_option(envelope.mail_options))  # quota: 552
-            except Rejected as exc:
-                return exc.reply
+            except Exception as exc:  # noqa: BLE001 - every failure is a reply (smtpd.replies)
+                return smtp_reply(exc)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -199,8 +197,8 @@ class SubmissionHandler(InboundHandler):
             result = await self._run(functools.partial(
                 outbound.submit, domains=self.config.domains, quota=self.config.mailbox_quota),
                 self._client, user, envelope.mail_from or "", list(envelope.rcpt_tos), raw)
-        except Rejected as exc:
-            return exc.reply
+        except Exception as exc:  # noqa: BLE001 - every failure is a reply (smtpd.replies)
+            return smtp_reply(exc)
         log.info("submitted by %s: %d local, queued %s", user, len(result.local), result.queued)
         return "250 2.0.0 OK: queued" if result.queued else "250 2.0.0 OK: delivered"
 

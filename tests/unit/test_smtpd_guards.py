@@ -13,7 +13,7 @@ from aiosmtpd.smtp import Envelope, Session
 from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig, SmtpdConfig
 from raftkv.errors import ConfigError
 from shards.model import accounts, mailbox, outbound, sendlimit
-from smtpd import handler
+from smtpd import handler, replies
 from smtpd.handler import InboundConfig, trusted_relays
 from smtpd.limits import ConnectionGate, SessionLimits, address_key
 from smtpd.outbound import private_exchangers_allowed, public_address
@@ -184,8 +184,8 @@ def test_other_authors_and_reply_to_pass_and_a_huge_header_section_is_refused():
     assert _data(inbound, ok).startswith("250")
     assert _data(inbound, b"\xff\xfe garbage without headers").startswith("250")
     huge = b"X-Pad: p\r\n" * (handler.MAX_HEADER_SECTION // 9) + b"\r\nbody"
-    assert _data(inbound, huge) == handler.HEADERS_TOO_BIG
-    assert _data(inbound, huge, peer=("127.0.0.1", 1)) == handler.HEADERS_TOO_BIG
+    assert _data(inbound, huge) == replies.HEADERS_TOO_BIG
+    assert _data(inbound, huge, peer=("127.0.0.1", 1)) == replies.HEADERS_TOO_BIG
 
 
 def test_a_sender_over_quota_cannot_send_even_to_remote_addresses():
@@ -198,8 +198,8 @@ def test_a_sender_over_quota_cannot_send_even_to_remote_addresses():
                         domains=("raftcloud.test",), quota=5000)
     assert outbound.pending(client) == []
     assert [m.subject for m in mailbox.list_messages(client, "ann", "sent")] == []
-    assert handler._store_reply(outbound.SenderMailboxFull("ann")) == handler.SENDER_MAILBOX_FULL
-    assert handler.SENDER_MAILBOX_FULL.startswith("552 5.2.2 ")
+    assert replies.smtp_reply(outbound.SenderMailboxFull("ann")) == replies.SENDER_MAILBOX_FULL
+    assert replies.SENDER_MAILBOX_FULL.startswith("552 5.2.2 ")
     # With room, it goes.
     outbound.submit(client, "ann", "ann@raftcloud.test", ["x@example.org"], raw,
                     domains=("raftcloud.test",), quota=50_000)
@@ -238,8 +238,8 @@ def test_charge_counts_messages_and_recipients_per_hour():
     with pytest.raises(sendlimit.SendLimitExceeded) as hopeless:
         sendlimit.charge(client, "ann", 4, limits, now=now + 3602)
     assert hopeless.value.permanent
-    assert handler.send_limit_reply(hopeless.value).startswith("550 5.7.1 ")
-    assert handler.send_limit_reply(over.value).startswith("451 4.7.1 ")
+    assert replies.send_limit_reply(hopeless.value).startswith("550 5.7.1 ")
+    assert replies.send_limit_reply(over.value).startswith("451 4.7.1 ")
 
 
 def test_usage_counts_every_delivery_and_delete_even_when_they_race():
@@ -263,7 +263,7 @@ def test_a_control_character_in_the_sender_is_refused():
     session.peer = ("198.51.100.1", 1)
     for sender in ("mal\x00lory@example.org", "a\r\nb@example.org", "x\x7f@example.org"):
         reply = asyncio.run(inbound.handle_MAIL(None, session, envelope, sender, []))
-        assert reply == handler.BAD_SENDER
+        assert reply == replies.BAD_SENDER
     assert envelope.mail_from is None
     assert asyncio.run(inbound.handle_MAIL(None, session, envelope, "ok@example.org", [])) \
         .startswith("250")

@@ -8,8 +8,9 @@ import pytest
 from aiosmtpd.smtp import Envelope, Session
 
 from raftkv.errors import ConfigError, NoLeader, OutcomeUnknown, ProtocolError, TooLarge
-from smtpd import handler
-from smtpd.handler import InboundConfig, InboundHandler, Rejected, local_user
+from smtpd import handler, replies
+from smtpd.handler import InboundConfig, InboundHandler, local_user
+from smtpd.replies import Rejected
 
 DOMAINS = ("raftcloud.test", "example.test")
 
@@ -26,7 +27,7 @@ def test_local_user_maps_our_domains_to_account_names(address, user):
     if user is None:
         with pytest.raises(Rejected) as info:
             local_user(address, DOMAINS)
-        assert info.value.reply == handler.NO_SUCH_USER
+        assert info.value.reply == replies.NO_SUCH_USER
     else:
         assert local_user(address, DOMAINS) == user
 
@@ -36,14 +37,14 @@ def test_local_user_maps_our_domains_to_account_names(address, user):
 def test_other_domains_are_relaying(address):
     with pytest.raises(Rejected) as info:
         local_user(address, DOMAINS)
-    assert info.value.reply == handler.RELAY_DENIED
+    assert info.value.reply == replies.RELAY_DENIED
 
 
 @pytest.mark.parametrize("address", ["alice", "@raftcloud.test", "alice@", ""])
 def test_addresses_without_both_parts_are_bad_syntax(address):
     with pytest.raises(Rejected) as info:
         local_user(address, DOMAINS)
-    assert info.value.reply == handler.BAD_ADDRESS
+    assert info.value.reply == replies.BAD_ADDRESS
 
 
 @pytest.mark.parametrize("address", ["-rf@raftcloud.test", "a b@raftcloud.test",
@@ -51,7 +52,7 @@ def test_addresses_without_both_parts_are_bad_syntax(address):
 def test_local_parts_that_cannot_be_accounts_are_unknown_users(address):
     with pytest.raises(Rejected) as info:
         local_user(address, DOMAINS)
-    assert info.value.reply == handler.NO_SUCH_USER
+    assert info.value.reply == replies.NO_SUCH_USER
 
 
 def _session(helo: str = "client.example") -> Session:
@@ -106,33 +107,33 @@ def _data(store) -> str:
 
 
 @pytest.mark.parametrize("error, reply", [
-    (NoLeader("election"), handler.TRY_LATER),
-    (OutcomeUnknown("timed out"), handler.TRY_LATER),
-    (ProtocolError("bad frame"), handler.TRY_LATER),
-    (RuntimeError("a bug of ours"), handler.TRY_LATER),
+    (NoLeader("election"), replies.TRY_LATER),
+    (OutcomeUnknown("timed out"), replies.TRY_LATER),
+    (ProtocolError("bad frame"), replies.TRY_LATER),
+    (RuntimeError("a bug of ours"), replies.TRY_LATER),
 ])
 def test_store_failures_during_rcpt_are_temporary(error, reply):
     assert _rcpt(_BrokenStore(error)) == reply
 
 
 @pytest.mark.parametrize("error, reply", [
-    (NoLeader("election"), handler.TRY_LATER),
-    (TooLarge("over the cap"), handler.TOO_BIG),
-    (KeyError("a bug of ours"), handler.TRY_LATER),
+    (NoLeader("election"), replies.TRY_LATER),
+    (TooLarge("over the cap"), replies.TOO_BIG),
+    (KeyError("a bug of ours"), replies.TRY_LATER),
 ])
 def test_store_failures_during_data_map_to_one_reply(error, reply):
     assert _data(_BrokenStore(error)) == reply
 
 
 def test_relaying_is_refused_without_asking_the_store():
-    assert _rcpt(_BrokenStore(NoLeader())) == handler.TRY_LATER
-    assert _rcpt(_BrokenStore(NoLeader()), "alice@elsewhere.test") == handler.RELAY_DENIED
+    assert _rcpt(_BrokenStore(NoLeader())) == replies.TRY_LATER
+    assert _rcpt(_BrokenStore(NoLeader()), "alice@elsewhere.test") == replies.RELAY_DENIED
 
 
 def test_recipient_count_is_limited():
     envelope = Envelope()
     envelope.rcpt_tos = [f"u{i}@raftcloud.test" for i in range(100)]
-    assert _rcpt(_BrokenStore(NoLeader()), envelope=envelope) == handler.TOO_MANY_RECIPIENTS
+    assert _rcpt(_BrokenStore(NoLeader()), envelope=envelope) == replies.TOO_MANY_RECIPIENTS
 
 
 def test_inbound_config_is_validated():
