@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from raftkv.background import UNTIL_WOKEN, BackgroundLoop
 from raftkv.errors import RaftKVError, Refused
 from shards.model import accounts, drive, registry
+from shards.model.errors import UserExists
 
 if TYPE_CHECKING:
     from .app import Portal
@@ -33,7 +34,7 @@ def bootstrap_admin(portal: Portal) -> None:
     """Create the cluster's admin account with the configured password, unless it exists.
 
     Safe to run from every frontend at once: creation is a CPUT on an absent
-    cell, so exactly one wins and the others see :class:`accounts.UserExists`.
+    cell, so exactly one wins and the others see :class:`~shards.model.errors.UserExists`.
     """
     password = portal.config.admin_password
     if password is None:
@@ -42,7 +43,7 @@ def bootstrap_admin(portal: Portal) -> None:
         accounts.create_user(portal.client(), portal.config.cluster.admin_user, password,
                              admin=True)
         log.info("created the admin account %r", portal.config.cluster.admin_user)
-    except accounts.UserExists:
+    except UserExists:
         pass
 
 
