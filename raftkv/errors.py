@@ -117,7 +117,12 @@ class WrongShard(RaftKVError):
 
 
 class ConditionFailed(RaftKVError):
-    """A CPUT or MUTATE_ROW condition did not hold; ``version`` is the cell's current one."""
+    """A condition did not hold: re-read, then retry.
+
+    From the store, a CPUT's or a MUTATE_ROW's, and ``version`` is the cell's
+    current one; from the data model, a read-modify-write that kept losing to
+    others' changes (``version`` 0), so the person who asked is to retry.
+    """
 
     def __init__(self, message: str = "condition failed", version: int = 0) -> None:
         super().__init__(message)
