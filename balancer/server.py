@@ -20,21 +20,19 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import CONFIG_ENV, split_addr
-from raftkv.errors import ConfigError
 from shards import Client
 from shards.model.registry import Heartbeat
 from shards.service import run_service
 
 from .choice import redirect_location
 from .pool import Discover, FrontendPool, registry_frontends
+from .settings import BalancerSettings
 
 if TYPE_CHECKING:
     from raftkv.cluster import ClusterConfig
@@ -48,32 +46,6 @@ _UNAVAILABLE_PAGE = b"""<!doctype html>
 <p>No web frontend is available right now. Please try again in a few seconds.</p>
 </body></html>
 """
-
-
-@dataclass(frozen=True)
-class ListenerSettings:
-    """The balancer's own keys of the cluster file (beside ``[balancer]``'s name/listen/host)."""
-
-    scheme: str = "http"          # [web] scheme: how browsers reach the frontends
-    head_timeout: float = 10.0    # [balancer] seconds to receive a whole request head
-    max_connections: int = 512    # [balancer] connections held at once
-
-    @classmethod
-    def from_tables(cls, balancer: Mapping[str, Any], web: Mapping[str, Any]) -> ListenerSettings:
-        """:raises ConfigError: a value that cannot work."""
-        settings = cls()
-        scheme = web.get("scheme", settings.scheme)
-        if not isinstance(scheme, str) or scheme.strip().lower() not in ("http", "https"):
-            raise ConfigError(f'web.scheme must be "http" or "https", got {scheme!r}')
-        head_timeout = balancer.get("head_timeout", settings.head_timeout)
-        if isinstance(head_timeout, bool) or not isinstance(head_timeout, int | float) \
-                or not 0 < head_timeout <= 3600:
-            raise ConfigError("balancer.head_timeout must be in (0, 3600] seconds")
-        max_connections = balancer.get("max_connections", settings.max_connections)
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
-                or max_connections < 2:
-            raise ConfigError("balancer.max_connections must be a number of at least 2")
-        return cls(scheme.strip().lower(), float(head_timeout), max_connections)
 
 
 class RedirectHandler(BoundedRequestHandler):
@@ -130,11 +102,12 @@ class _BalancerHTTPServer(BoundedHTTPServer):
     request_queue_size = 128  # many browsers arriving at once queue instead of being refused
 
     def __init__(self, addr: tuple[str, int], pool: FrontendPool,
-                 settings: ListenerSettings) -> None:
+                 settings: BalancerSettings) -> None:
         self.pool = pool
         self.scheme = settings.scheme
-        super().__init__(addr, RedirectHandler, head_timeout=settings.head_timeout,
-                         io_timeout=30.0, max_connections=settings.max_connections)
+        super().__init__(addr, RedirectHandler, head_timeout=settings.limits.head_timeout,
+                         io_timeout=settings.limits.io_timeout,
+                         max_connections=settings.limits.max_connections)
 
 
 class Balancer:
@@ -142,20 +115,17 @@ class Balancer:
 
     :param client: the store client (owned by the caller, not closed by :meth:`stop`).
     :param discover: where frontend addresses come from; the registry by default.
-    :raises ConfigError: the cluster file has no ``[balancer]`` section.
+    :raises ConfigError: the cluster file has no ``[balancer]`` section, or a bad one
+        (:mod:`balancer.settings`).
     :raises OSError: the listen address cannot be bound.
     """
 
     def __init__(self, cluster: ClusterConfig, client: Client, *,
                  discover: Discover | None = None) -> None:
-        if cluster.balancer is None:
-            raise ConfigError("the cluster file has no [balancer] section")
-        self.settings = cluster.balancer
-        self.listener = ListenerSettings.from_tables(cluster.table("balancer"),
-                                                     cluster.table("web"))
+        self.settings = BalancerSettings.from_cluster(cluster)
         self.pool = FrontendPool(discover or registry_frontends(client))
         self._httpd = _BalancerHTTPServer(split_addr(self.settings.listen), self.pool,
-                                          self.listener)
+                                          self.settings)
         self._serving = threading.Thread(target=self._httpd.serve_forever, name="balancer-http",
                                          daemon=True)
         self._heartbeat = Heartbeat(client, kind="balancer", name=self.settings.name,

@@ -11,8 +11,9 @@ a small control API (for the admin console and for ``raftcloud status|down``)::
     POST /shutdown                   -> stop everything, like Ctrl-C
 
 Every call needs ``Authorization: Bearer <token>``, the token being derived from
-the cluster secret (:func:`control_token`).  The launcher imports none of the
-apps: it reads the cluster file and spawns processes.
+the cluster secret (:func:`shards.control.control_token`, which the admin
+console's client uses too).  The launcher imports none of the apps: it reads
+the cluster file (:mod:`deploy.processes`) and spawns processes.
 """
 
 from __future__ import annotations
@@ -31,18 +32,13 @@ from typing import Any
 import click
 
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
-from raftkv.cluster import (
-    CONFIG_GROUP_ID,
-    SECRET_FILE_ENV,
-    ClusterConfig,
-    control_token,
-    load_cluster,
-    split_addr,
-)
+from raftkv.cluster import SECRET_FILE_ENV, load_cluster, split_addr
 from raftkv.errors import ConfigError
+from shards.control import control_addresses, control_token
+from shards.site import Site
 
-from .procs import ProcessSpec, Supervisor, wait_ready
-from .tls import ensure_certificate
+from .processes import process_specs, ready_lines
+from .procs import Supervisor, wait_ready
 
 DEFAULT_CONFIG = Path(__file__).with_name("local.toml")
 
@@ -68,37 +64,6 @@ def _admin_password(data_dir: Path) -> tuple[Path, str | None]:
     with os.fdopen(fd, "w") as f:
         f.write(password)
     return path, password
-
-
-def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
-                  host: str | None) -> list[ProcessSpec]:
-    """What runs on ``host`` (every host when None), in start order: store first."""
-    py = sys.executable
-    cfg = str(config_path)
-    specs: list[ProcessSpec] = []
-    for group in cluster.all_groups():
-        kind = "storage" if group.id != CONFIG_GROUP_ID else "config"
-        for r in group.replicas:
-            specs.append(ProcessSpec(r.name, kind, r.host, r.client, [
-                py, "-m", "shards.node", "--config", cfg, "--name", r.name,
-                "--data-dir", str(data_dir / r.name)]))
-    for f in cluster.frontends:
-        specs.append(ProcessSpec(f.name, "frontend", f.host, f.listen, [
-            py, "-m", "gunicorn", "-c", str(Path(__file__).with_name("gunicorn.conf.py")),
-            "--bind", f.listen, "--workers", str(f.workers), "--threads", str(f.threads),
-            "--name", f.name, "portal:create_app()"], {"RAFTCLOUD_FRONTEND": f.name},
-            health_path="/healthz"))
-    if cluster.smtpd is not None:
-        s = cluster.smtpd
-        cert, key = ensure_certificate(data_dir / "tls", s.hostname or "localhost")
-        specs.append(ProcessSpec(s.name, "smtpd", s.host, s.inbound,
-                                 [py, "-m", "smtpd.server", "--config", cfg,
-                                  "--tls-cert", str(cert), "--tls-key", str(key)]))
-    if cluster.balancer is not None:
-        b = cluster.balancer
-        specs.append(ProcessSpec(b.name, "balancer", b.host, b.listen,
-                                 [py, "-m", "balancer.server", "--config", cfg]))
-    return [s for s in specs if host is None or s.host == host]
 
 
 # The control API serves a few operators: a request head must arrive within
@@ -197,15 +162,20 @@ def up(config_path: Path, data_dir: Path, host: str | None) -> None:
         env[SECRET_FILE_ENV] = str(_secret_file(data_dir))
         os.environ[SECRET_FILE_ENV] = env[SECRET_FILE_ENV]
         cluster = load_cluster(config_path)
+    try:
+        everything = process_specs(cluster, config_path, data_dir, None)
+        control_addr = control_addresses(cluster).get(host or "local")
+        admin_user = Site.of(cluster).admin_user
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     password_file, new_password = _admin_password(data_dir)
     env["RAFTCLOUD_ADMIN_PASSWORD_FILE"] = str(password_file)
 
-    supervisor = Supervisor(process_specs(cluster, config_path, data_dir, host),
+    supervisor = Supervisor([s for s in everything if host is None or s.host == host],
                             data_dir / "logs", env)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    control_addr = cluster.control.get(host or "local")
     control = None
     try:
         if control_addr:
@@ -220,7 +190,7 @@ def up(config_path: Path, data_dir: Path, host: str | None) -> None:
             raise click.ClickException(f"{exc}: {data_dir / 'logs'}") from None
         if stop.is_set():
             return
-        _print_ready(cluster, control_addr, new_password, data_dir)
+        _print_ready(ready_lines(everything), control_addr, admin_user, new_password, data_dir)
         while not stop.wait(1.0):
             pass
     finally:
@@ -230,20 +200,16 @@ def up(config_path: Path, data_dir: Path, host: str | None) -> None:
             control.shutdown()
 
 
-def _print_ready(cluster: ClusterConfig, control_addr: str | None, new_password: str | None,
-                 data_dir: Path) -> None:
-    if cluster.balancer:
-        click.echo(f"  web:        http://{cluster.balancer.listen}/")
-    for f in cluster.frontends:
-        click.echo(f"  frontend:   http://{f.listen}/  ({f.name})")
-    if cluster.smtpd:
-        click.echo(f"  smtp:       {cluster.smtpd.inbound} (inbound)")
+def _print_ready(lines: list[str], control_addr: str | None, admin_user: str,
+                 new_password: str | None, data_dir: Path) -> None:
+    for line in lines:
+        click.echo(line)
     if control_addr:
         click.echo(f"  control:    http://{control_addr}/processes")
     if new_password:
-        click.echo(f"  admin login: {cluster.admin_user} / {new_password}  (shown once)")
+        click.echo(f"  admin login: {admin_user} / {new_password}  (shown once)")
     else:
-        click.echo(f"  admin login: {cluster.admin_user} / see {data_dir / 'admin.password'}")
+        click.echo(f"  admin login: {admin_user} / see {data_dir / 'admin.password'}")
     click.echo("raftcloud is ready", err=False)
     sys.stdout.flush()
 
@@ -251,7 +217,7 @@ def _print_ready(cluster: ClusterConfig, control_addr: str | None, new_password:
 def _control_call(config_path: Path, data_dir: Path, method: str, path: str) -> Any:
     os.environ.setdefault(SECRET_FILE_ENV, str(data_dir.resolve() / "cluster.secret"))
     cluster = load_cluster(config_path)
-    addr = cluster.control.get("local")
+    addr = control_addresses(cluster).get("local")
     if not addr:
         raise click.ClickException("the cluster file names no control address")
     request = urllib.request.Request(f"http://{addr}{path}", method=method, headers={

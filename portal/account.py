@@ -184,7 +184,7 @@ class AccountViews:
 
     def _enrol_page(self: Portal, request: Request, user: str, secret: str, *,
                     status: int = 200, error: str | None = None) -> Response:
-        domain = self.config.cluster.domains[0] if self.config.cluster.domains else "raftcloud"
+        domain = self.config.site.domains[0] if self.config.site.domains else "raftcloud"
         uri = twofactor.provisioning_uri(secret, f"{user}@{domain}",
                                          f"raftcloud {self.config.cluster.name}")
         response = self.render(request, "account_2fa.html", status=status, secret=secret,
@@ -263,7 +263,7 @@ class AccountViews:
                 return refused
         self.sessions.revoke_others(user, keep=request.session)
         try:
-            erase.erase_account(client, user, domains=self.config.cluster.domains,
+            erase.erase_account(client, user, domains=self.config.site.domains,
                                 end_sessions=lambda: self.sessions.revoke_all(user),
                                 keep_rows=[index_row(user)])
         except CannotDelete as exc:
@@ -273,7 +273,7 @@ class AccountViews:
         return self.render(request, "account_deleted.html", name=user)
 
     def _is_admin_account(self: Portal, user: str) -> bool:
-        return user == self.config.cluster.admin_user or accounts.is_admin(self.client(), user)
+        return user == self.config.site.admin_user or accounts.is_admin(self.client(), user)
 
     def _check_password(self: Portal, request: Request, user: str,
                         template: str = "account.html") -> Response | None:

@@ -123,7 +123,7 @@ class AdminViews:
         """Every supervised process by name, and the supervisors that did not answer."""
         processes: dict[str, dict[str, Any]] = {}
         silent = []
-        for host in sorted(self.config.cluster.control):
+        for host in sorted(self.config.supervisors):
             try:
                 for proc in supervisor_for(self.config.cluster, host, timeout=2.0).processes():
                     processes[str(proc.get("name"))] = {**proc, "host": host}
@@ -156,7 +156,7 @@ class AdminViews:
                     "role": None, "term": None, "commit_index": None, "applied_index": None,
                     **status, "name": replica.name, "group": group.id, "addr": replica.client,
                     "host": replica.host, "state": _replica_state(status, processes.get(replica.name)),
-                    "controllable": replica.host in self.config.cluster.control})
+                    "controllable": replica.host in self.config.supervisors})
         return self.render(request, "admin.html", nodes=nodes, replicas=replicas,
                            silent=silent, now=time.time())
 

@@ -106,7 +106,7 @@ class AuthViews:
         name = request.form.get("username", "").strip().lower()
         password = request.form.get("password", "")
         error = None
-        if name in RESERVED_NAMES or name == self.config.cluster.admin_user:
+        if name in RESERVED_NAMES or name == self.config.site.admin_user:
             error = f"The name {name!r} is reserved."
         elif password != request.form.get("password2", ""):
             error = "The two passwords differ."

@@ -88,7 +88,7 @@ class ComposeViews:
     """Mixin of :class:`portal.app.Portal`: the pages that send mail."""
 
     def _address(self: Portal, user: str) -> str:
-        return f"{user}@{self.config.cluster.domains[0]}"
+        return f"{user}@{self.config.site.domains[0]}"
 
     def compose_limit(self: Portal, request: Request) -> None:
         """Before a message's body is read: no more than a message may hold.
@@ -163,7 +163,7 @@ class ComposeViews:
         """
         sendlimit.charge(self.client(), user, len(recipients), self.send_limits)
         outbound.submit(self.client(), user, self._address(user), recipients, raw,
-                        domains=self.config.cluster.domains, quota=self.mailbox_quota)
+                        domains=self.config.site.domains, quota=self.mailbox_quota)
 
     def _build(self: Portal, request: Request) -> EmailMessage:
         form, user = request.form, current_user(request)
@@ -175,7 +175,7 @@ class ComposeViews:
                 message["Cc"] = form["cc"]
             message["Subject"] = form.get("subject", "")
             message["Date"] = email.utils.formatdate(localtime=True)
-            message["Message-ID"] = email.utils.make_msgid(domain=self.config.cluster.domains[0])
+            message["Message-ID"] = email.utils.make_msgid(domain=self.config.site.domains[0])
             if form.get("in_reply_to"):
                 message["In-Reply-To"] = form["in_reply_to"]
                 message["References"] = form["in_reply_to"]
@@ -218,7 +218,7 @@ class ComposeViews:
         return message
 
     def _check_local(self: Portal, recipients: list[str]) -> None:
-        domains = self.config.cluster.domains
+        domains = self.config.site.domains
         for address in recipients:
             local, _, domain = address.rpartition("@")
             if domain.lower() in domains and not accounts.user_exists(self.client(),

@@ -10,26 +10,34 @@ gunicorn runs ``portal:create_app()`` with
 - ``RAFTCLOUD_LOAD_DIR`` (set by ``deploy/gunicorn.conf.py``): where the
   workers of one frontend publish their load (:mod:`portal.load`).
 
-The cluster file's ``[web]`` table holds the settings every frontend of a
-cluster shares (:func:`web_settings`).
+This module is where the portal reads the cluster file: its ``[[frontend]]``
+entry (:func:`frontend_entry`), the ``[web]`` table every frontend of a cluster
+shares (:func:`web_settings`, :func:`web_listener_limits`), and through
+:class:`PortalConfig` the keys it shares with the other apps
+(:class:`shards.site.Site`) and the supervisors' addresses
+(:func:`shards.control.control_addresses`).  ``[auth]`` and ``[mail]`` are
+parsed by the shared model.
 
 Tests build :class:`PortalConfig` directly.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raftkv.cluster import ClusterConfig, load_cluster
+from raftkv.boundedhttp import LISTENER_KEYS, ListenerLimits, listener_limits
+from raftkv.cluster import ClusterConfig, load_cluster, split_addr
 from raftkv.errors import ConfigError
+from shards.control import control_addresses
 from shards.model.drive import DEFAULT_QUOTA
 from shards.model.ratelimit import Limits
+from shards.site import Site, web_scheme
 
-from .listener import LISTENER_KEYS
 from .load import LOAD_DIR_ENV
 from .proxies import parse_networks
 
@@ -40,10 +48,10 @@ QUOTA_ENV = "RAFTCLOUD_DRIVE_QUOTA"
 
 @dataclass(frozen=True)
 class PortalConfig:
-    cluster: ClusterConfig               # where the store is, the secret, the admin's name
+    cluster: ClusterConfig               # where the store is, the secret, the other tables
     frontend: str = "frontend"           # this frontend's name, in the registry and /healthz
     addr: str = ""                       # host:port browsers reach us at ("" = not registered)
-    admin_password: str | None = None    # create cluster.admin_user with it if absent
+    admin_password: str | None = None    # create site.admin_user with it if absent
     session_ttl: float = 7 * 24 * 3600   # seconds a login lasts
     session_idle: float = 2 * 24 * 3600  # seconds without a request after which a login ends
     max_upload: int = 256 * 1024 * 1024  # largest request body; above it a 413 page
@@ -55,6 +63,16 @@ class PortalConfig:
     quota: int = DEFAULT_QUOTA           # bytes of files each user may keep in the drive
     listing_cache: int = 512             # folder listings each worker keeps (validated by version)
     load_dir: str | None = None          # shared by one frontend's workers, for /healthz
+
+    @functools.cached_property
+    def site(self) -> Site:
+        """Our mail domains and the first admin's name (``[cluster]``), shared with the apps."""
+        return Site.of(self.cluster)
+
+    @functools.cached_property
+    def supervisors(self) -> dict[str, str]:
+        """Host name -> its supervisor's control API (``[control]``), for the admin console."""
+        return control_addresses(self.cluster)
 
     @property
     def cookie_secure(self) -> bool:
@@ -79,6 +97,7 @@ class PortalConfig:
         if self.quota < 0 or self.listing_cache < 0:
             raise ConfigError("quota and listing_cache cannot be negative")
         Limits.from_table(self.cluster.table("auth"))  # login and signup limits: [auth]
+        _ = self.site, self.supervisors  # parsed now, so a bad value stops the start
         if self.scheme not in ("http", "https"):
             raise ConfigError(f'web.scheme must be "http" or "https", got {self.scheme!r}')
         if self.cookie_domain is not None and not _valid_cookie_domain(self.cookie_domain):
@@ -92,22 +111,12 @@ class PortalConfig:
         :raises ConfigError: no cluster file, an unknown frontend, an unreadable password file.
         """
         cluster = load_cluster(environ.get("RAFTCLOUD_CONFIG") or None)
-        name = environ.get(FRONTEND_ENV, "")
-        addr = ""
-        if name:
-            matches = [f for f in cluster.frontends if f.name == name]
-            if not matches:
-                raise ConfigError(f"no frontend named {name!r} in {cluster.path}")
-            addr = matches[0].listen
-        elif len(cluster.frontends) == 1:
-            name, addr = cluster.frontends[0].name, cluster.frontends[0].listen
-        else:
-            raise ConfigError(f"set ${FRONTEND_ENV} to this frontend's name")
+        entry = frontend_entry(cluster, environ.get(FRONTEND_ENV, ""))
         try:
             quota = int(environ.get(QUOTA_ENV) or DEFAULT_QUOTA)
         except ValueError:
             raise ConfigError(f"${QUOTA_ENV} must be a number of bytes") from None
-        config = cls(cluster=cluster, frontend=name, addr=addr,
+        config = cls(cluster=cluster, frontend=entry["name"], addr=entry["listen"],
                      admin_password=_read_password(environ.get(ADMIN_PASSWORD_FILE_ENV)),
                      quota=quota, load_dir=environ.get(LOAD_DIR_ENV) or None,
                      **web_settings(cluster.table("web")))
@@ -115,19 +124,53 @@ class PortalConfig:
         return config
 
 
+# The keys of a [[frontend]] entry: the portal reads name and listen (its
+# registry address); workers and threads are gunicorn's, given on its command
+# line by the launcher; host tells the launcher where to run it.
+FRONTEND_KEYS = frozenset({"name", "listen", "host", "workers", "threads"})
+
+
+def frontend_entry(cluster: ClusterConfig, name: str) -> dict[str, str]:
+    """This frontend's ``[[frontend]]`` entry: ``{"name", "listen"}``.
+
+    Without ``name`` the file must have exactly one frontend.  Every entry is
+    checked, so a typo in any of them stops every frontend's start.
+
+    :raises ConfigError: no such entry, an unknown key, a bad name or address.
+    """
+    entries = []
+    for entry in cluster.entries("frontend"):
+        unknown = entry.keys() - FRONTEND_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key(s) in [[frontend]]: {', '.join(sorted(unknown))}")
+        if not isinstance(entry.get("name"), str) or not isinstance(entry.get("listen"), str):
+            raise ConfigError("every [[frontend]] needs a name and a listen address")
+        split_addr(entry["listen"])
+        entries.append({"name": entry["name"], "listen": entry["listen"]})
+    if name:
+        matches = [e for e in entries if e["name"] == name]
+        if not matches:
+            raise ConfigError(f"no frontend named {name!r} in {cluster.path}")
+        return matches[0]
+    if len(entries) == 1:
+        return entries[0]
+    raise ConfigError(f"set ${FRONTEND_ENV} to this frontend's name")
+
+
 def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`PortalConfig` fields set by the cluster file's ``[web]`` table.
 
     An unknown key is an error, so a typo (``schem = "https"``) stops the
     launch instead of silently leaving cookies without ``Secure``.  A setting
-    added to ``[web]`` gets a line here.
+    added to ``[web]`` gets a line here.  The listener's keys are checked too
+    (:func:`web_listener_limits`), though the gunicorn worker is what uses them.
 
     :raises ConfigError: an unknown key or a value of the wrong type.
     """
     settings: dict[str, Any] = {}
     for key, value in table.items():
         if key == "scheme":
-            settings["scheme"] = _string(key, value).lower()
+            settings["scheme"] = web_scheme(value)  # the balancer's too: shards.site
         elif key == "cookie_domain":
             settings["cookie_domain"] = _string(key, value).lower() or None
         elif key == "trusted_proxies":
@@ -138,9 +181,18 @@ def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"web.{key} must be a positive number of seconds")
             settings[key] = float(value)
-        elif key not in LISTENER_KEYS:  # those are the gunicorn worker's (portal/listener.py)
+        elif key not in LISTENER_KEYS:
             raise ConfigError(f"unknown key {key!r} in [web]")
+    web_listener_limits(table)
     return settings
+
+
+def web_listener_limits(table: Mapping[str, Any]) -> ListenerLimits:
+    """How long and how many for each gunicorn worker (:mod:`portal.worker`), from ``[web]``.
+
+    :raises ConfigError: a value of the wrong type or out of range.
+    """
+    return listener_limits(table, "web")
 
 
 def _string(key: str, value: object) -> str:

@@ -40,9 +40,9 @@ def bootstrap_admin(portal: Portal) -> None:
     if password is None:
         return
     try:
-        accounts.create_user(portal.client(), portal.config.cluster.admin_user, password,
+        accounts.create_user(portal.client(), portal.config.site.admin_user, password,
                              admin=True)
-        log.info("created the admin account %r", portal.config.cluster.admin_user)
+        log.info("created the admin account %r", portal.config.site.admin_user)
     except UserExists:
         pass
 

@@ -115,7 +115,7 @@ class MailViews:
         page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
         return self.render(request, "mail.html", folder=folder, page=page, pages=pages,
                            messages=messages[(page - 1) * PAGE_SIZE:page * PAGE_SIZE],
-                           address=f"{user}@{self.config.cluster.domains[0]}")
+                           address=f"{user}@{self.config.site.domains[0]}")
 
     @login_required
     def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:

@@ -48,10 +48,10 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from raftkv.boundedhttp import BUSY, REQUEST_TIMEOUT, plain_answer, send_nowait
+from raftkv.boundedhttp import BUSY, REQUEST_TIMEOUT, ListenerLimits, plain_answer, send_nowait
 from raftkv.cluster import CONFIG_ENV, load_cluster
 
-from .listener import ListenerLimits, listener_limits
+from .config import web_listener_limits
 
 # The largest request head we wait for.  Browsers send a few KiB (cookies
 # included); gunicorn's own limits would let one connection buffer ~800 KiB.
@@ -72,7 +72,7 @@ def limits_from_environment() -> ListenerLimits:
     """The ``[web]`` table's limits of the cluster file gunicorn was started with (defaults
     when there is none, e.g. a benchmark's hello-world app)."""
     path = os.environ.get(CONFIG_ENV)
-    return listener_limits(load_cluster(path).table("web")) if path else ListenerLimits()
+    return web_listener_limits(load_cluster(path).table("web")) if path else ListenerLimits()
 
 
 class _MeteredSocket:

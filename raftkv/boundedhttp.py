@@ -16,22 +16,71 @@ connection (http.server parses the bytes) and adds three bounds:
   has waited longest for its head is closed (503) to make room, so a flood of
   slow sockets cannot starve a quick client; only when every held connection
   is busy with a request is the newcomer refused (503).
+
+The same bounds, with ``min_rate``, hold the frontends' gunicorn worker
+(``portal/worker.py``).  Their values come from the cluster file (``[web]``,
+``[balancer]``) and are read and checked by :func:`listener_limits` only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .background import BackgroundLoop
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.2  # seconds between the watchdog's looks: how late a deadline may be enforced
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    """How long and how many, for one HTTP listener; the defaults are a frontend's."""
+
+    head_timeout: float = 10.0   # seconds from a connection's first wait to its whole request head
+    io_timeout: float = 30.0     # seconds one read of a body (or one write of an answer) may wait
+    max_connections: int = 1000  # connections held at once; beyond, the oldest waiting one goes
+    # bytes/s a request's body and answer must average once head_timeout has
+    # passed (time spent waiting on the peer only), so a drip cannot hold a thread
+    min_rate: float = 4096.0
+
+
+LISTENER_KEYS = frozenset(f.name for f in dataclasses.fields(ListenerLimits))
+
+
+def listener_limits(table: Mapping[str, Any], table_name: str, *,
+                    defaults: ListenerLimits = ListenerLimits(),
+                    keys: frozenset[str] = LISTENER_KEYS) -> ListenerLimits:
+    """The ``keys`` of a cluster-file table that set a listener's limits (others are ignored).
+
+    :param table_name: the table's name, for the error messages.
+    :raises ConfigError: a value of the wrong type or out of range.
+    """
+    values: dict[str, Any] = {}
+    for key in keys & table.keys():
+        value = table[key]
+        wanted = int if key == "max_connections" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            raise ConfigError(f"{table_name}.{key} must be a number, got {value!r}")
+        values[key] = value if key == "max_connections" else float(value)
+    limits = dataclasses.replace(defaults, **values)
+    for key in ("head_timeout", "io_timeout"):
+        if not 0 < getattr(limits, key) <= 3600:
+            raise ConfigError(f"{table_name}.{key} must be in (0, 3600] seconds")
+    if not 0 < limits.min_rate <= 1e9:
+        raise ConfigError(f"{table_name}.min_rate must be in (0, 1e9] bytes per second")
+    if limits.max_connections < 2:
+        raise ConfigError(f"{table_name}.max_connections must be at least 2")
+    return limits
 
 
 def plain_answer(status: str, text: str) -> bytes:

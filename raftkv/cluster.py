@@ -5,6 +5,13 @@ on 127.0.0.1) and a cluster spread over several hosts: each process names the
 ``host`` it runs on, and ``raftcloud up --host NAME`` starts only that host's
 share.  ``deploy/README.md`` documents every key.
 
+This module reads what the store needs: the groups and their replicas, the
+config group, ``[raft]``, ``[blobs]``, the shard count and the secret.  Every
+other table (``[[frontend]]``, ``[smtpd]``, ``[balancer]``, ``[web]``,
+``[control]``...) is kept as read (:meth:`ClusterConfig.table`,
+:meth:`ClusterConfig.entries`) and parsed by the package that owns it, so a new
+kind of process or setting never touches the store.
+
 The cluster secret never lives in a committed file: it comes from the
 environment (``RAFTCLOUD_SECRET`` or ``RAFTCLOUD_SECRET_FILE``) or from a
 ``secret_file`` key; the launcher generates one per data directory.
@@ -17,7 +24,7 @@ import hmac
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -40,12 +47,6 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
     every page) can never be replayed as another (a control API token).
     """
     return hmac.new(secret, b"raftcloud-key\0" + purpose.encode("utf-8"), hashlib.sha256).digest()
-
-
-def control_token(secret: bytes) -> str:
-    """The bearer token of a host supervisor's control API, derived from the secret."""
-    return hmac.new(derive_key(secret, "control"), b"raftcloud-control",
-                    hashlib.sha256).hexdigest()
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -73,39 +74,6 @@ class GroupConfig:
     @property
     def client_addrs(self) -> tuple[str, ...]:
         return tuple(r.client for r in self.replicas)
-
-
-@dataclass(frozen=True)
-class FrontendConfig:
-    name: str            # process name, shown in /admin
-    listen: str          # host:port gunicorn binds
-    workers: int = 2     # gunicorn worker processes
-    threads: int = 8     # gthread threads per worker
-    host: str = "local"
-
-
-@dataclass(frozen=True)
-class SmtpdConfig:
-    name: str = "smtpd"
-    inbound: str = "127.0.0.1:2525"     # MX-facing port for the cluster's domains
-    submission: str = "127.0.0.1:2587"  # AUTH submission port (STARTTLS first)
-    host: str = "local"
-    hostname: str = ""                  # EHLO/greeting name; "" = this machine's FQDN
-    plaintext_auth_on_loopback: bool = False  # allow AUTH without TLS, loopback only
-    resolver: str = ""                  # DNS server "host:port" for MX lookups; "" = system
-    remote_port: int = 25               # port of remote exchangers
-    queue_poll: float = 5.0             # seconds between looks at the outbound queue
-    queue_lease: float = 600.0          # a worker's hold on an entry; then another may retry
-    retry_base: float = 60.0            # first retry after a 4xx; doubles per attempt
-    max_attempts: int = 12              # then the message bounces
-    greeting_timeout: float = 300.0     # patience with a slow remote greeting
-
-
-@dataclass(frozen=True)
-class BalancerConfig:
-    name: str = "balancer"
-    listen: str = "127.0.0.1:8000"
-    host: str = "local"
 
 
 @dataclass(frozen=True)
@@ -153,20 +121,14 @@ class ClusterConfig:
     name: str                            # a label, shown in the admin console
     groups: tuple[GroupConfig, ...]      # storage groups
     secret: bytes                        # the shared cluster secret (never empty)
-    domains: tuple[str, ...] = ("raftcloud.test",)  # mail domains we accept mail for
     shards: int = DEFAULT_SHARDS         # fixed number of shards
-    admin_user: str = "admin"            # the account created as the first admin
-    control: dict[str, str] = field(default_factory=dict)  # host -> supervisor API host:port
-    frontends: tuple[FrontendConfig, ...] = ()
-    smtpd: SmtpdConfig | None = None
-    balancer: BalancerConfig | None = None
     raft: RaftSettings = field(default_factory=RaftSettings)
     blobs: BlobSettings = field(default_factory=BlobSettings)
     config_group: GroupConfig | None = None  # id 0: configurations and the node registry
     path: Path | None = None             # where it was read from
-    # Every table of the file as read.  A package that adds settings parses its
-    # own table (``[web]``, ``[mail]``, ``[auth]``, extra keys of ``[smtpd]``...)
-    # from here, so the store's module never learns the apps' settings.
+    # Every table of the file as read.  Each package parses its own tables from
+    # here (``[[frontend]]`` and ``[web]`` the portal, ``[smtpd]`` smtpd,
+    # ``[control]`` shards.control...), so the store's module never learns them.
     tables: Mapping[str, Any] = field(default_factory=dict)
 
     def table(self, name: str) -> Mapping[str, Any]:
@@ -175,6 +137,19 @@ class ClusterConfig:
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{name}] must be a table")
         return value
+
+    def entries(self, name: str) -> tuple[Mapping[str, Any], ...]:
+        """The ``[name]`` table or the ``[[name]]`` tables, as a tuple (empty when absent).
+
+        A process table takes either shape: ``[smtpd]`` is one process,
+        ``[[frontend]]`` one per frontend.
+        """
+        value = self.tables.get(name, ())
+        entries = (value,) if isinstance(value, Mapping) else value
+        if not isinstance(entries, list | tuple) or \
+                not all(isinstance(e, Mapping) for e in entries):
+            raise ConfigError(f"[{name}] must be a table or an array of tables")
+        return tuple(entries)
 
     def derive_key(self, purpose: str) -> bytes:
         """:func:`derive_key` of this cluster's secret."""
@@ -190,10 +165,10 @@ class ClusterConfig:
         self.raft.validate()
         self.blobs.validate()
         names: set[str] = set()
-        for proc in self.all_process_names():
-            if proc in names:
-                raise ConfigError(f"process name {proc!r} is used twice")
-            names.add(proc)
+        for replica in self.replicas():
+            if replica.name in names:
+                raise ConfigError(f"process name {replica.name!r} is used twice")
+            names.add(replica.name)
         if any(g.id == CONFIG_GROUP_ID for g in self.groups):
             raise ConfigError(f"group id {CONFIG_GROUP_ID} is the config group's")
         for group in self.all_groups():
@@ -207,11 +182,9 @@ class ClusterConfig:
         """The config group (when there is one) and the storage groups."""
         return ((self.config_group,) if self.config_group else ()) + self.groups
 
-    def all_process_names(self) -> list[str]:
-        names = [r.name for g in self.all_groups() for r in g.replicas]
-        names += [f.name for f in self.frontends]
-        names += [p.name for p in (self.smtpd, self.balancer) if p is not None]
-        return names
+    def replicas(self) -> tuple[ReplicaConfig, ...]:
+        """Every replica of every group, the config group's first."""
+        return tuple(r for g in self.all_groups() for r in g.replicas)
 
     def group(self, group_id: int) -> GroupConfig:
         for group in self.all_groups():
@@ -220,10 +193,9 @@ class ClusterConfig:
         raise ConfigError(f"no group {group_id} in the cluster file")
 
     def replica(self, name: str) -> ReplicaConfig:
-        for group in self.all_groups():
-            for replica in group.replicas:
-                if replica.name == name:
-                    return replica
+        for replica in self.replicas():
+            if replica.name == name:
+                return replica
         raise ConfigError(f"no replica named {name!r} in the cluster file")
 
 
@@ -261,7 +233,6 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         )
         for g in raw.get("group", [])
     )
-    control = raw.get("control", {})
     config_group = None
     if "config_group" in raw:
         config_group = GroupConfig(id=CONFIG_GROUP_ID, replicas=tuple(
@@ -270,27 +241,13 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
         name=str(cluster.get("name", "raftcloud")),
         groups=groups,
         secret=secret if secret is not None else _find_secret(cluster, path),
-        domains=tuple(cluster.get("domains", ("raftcloud.test",))),
         shards=int(cluster.get("shards", DEFAULT_SHARDS)),
-        admin_user=str(cluster.get("admin_user", "admin")),
-        control={str(k): str(v) for k, v in control.items()},
-        frontends=tuple(FrontendConfig(**_known(FrontendConfig, f))
-                        for f in raw.get("frontend", [])),
-        smtpd=SmtpdConfig(**_known(SmtpdConfig, raw["smtpd"])) if "smtpd" in raw else None,
-        balancer=(BalancerConfig(**_known(BalancerConfig, raw["balancer"]))
-                  if "balancer" in raw else None),
         raft=RaftSettings(**raw.get("raft", {})),
         blobs=BlobSettings(**raw.get("blobs", {})),
         config_group=config_group,
         path=path,
         tables=MappingProxyType(raw),
     )
-
-
-def _known(cls: type, table: dict[str, Any]) -> dict[str, Any]:
-    """The keys of a process's table that ``cls`` holds; the app parses the rest itself."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in table.items() if k in names}
 
 
 def _find_secret(cluster: dict[str, Any], path: Path) -> bytes:

@@ -1,23 +1,49 @@
-"""A client of the host supervisors' control API (``raftcloud up``, in :mod:`deploy.launcher`).
+"""The host supervisors' control API (``raftcloud up``, in :mod:`deploy.launcher`): its
+addresses, its token, and a client.
 
 Each host's supervisor serves ``GET /processes`` and ``POST /processes/<name>/stop|start``
-at the address the cluster file's ``[control]`` table gives for that host,
-behind ``Authorization: Bearer <token>``, the token being
-:func:`raftkv.cluster.control_token` of the cluster secret (the launcher and
-this client share that one definition).
+at the address the cluster file's ``[control]`` table gives for that host
+(:func:`control_addresses`), behind ``Authorization: Bearer <token>``
+(:func:`control_token`).  Both ends of the API use these two functions: the
+launcher serves with them and the admin console calls with them.  They live
+here, not in ``deploy/``, because the admin console (``portal/``) may not
+import ``deploy/``, while ``deploy/`` sits above ``shards/`` and may import this.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import json
 from typing import Any
 from urllib.parse import quote
 
-from raftkv.cluster import ClusterConfig, control_token, split_addr
+from raftkv.cluster import ClusterConfig, derive_key, split_addr
 from raftkv.errors import ConfigError, UnavailableError
 
-__all__ = ["ControlError", "SupervisorClient", "control_token", "supervisor_for"]
+__all__ = ["ControlError", "SupervisorClient", "control_addresses", "control_token",
+           "supervisor_for"]
+
+
+def control_token(secret: bytes) -> str:
+    """The bearer token of every host supervisor's control API, derived from the secret."""
+    return hmac.new(derive_key(secret, "control"), b"raftcloud-control",
+                    hashlib.sha256).hexdigest()
+
+
+def control_addresses(cluster: ClusterConfig) -> dict[str, str]:
+    """The ``[control]`` table: host name -> its supervisor's ``host:port``.
+
+    :raises ConfigError: a value that is not a ``host:port`` address.
+    """
+    addresses: dict[str, str] = {}
+    for host, addr in cluster.table("control").items():
+        if not isinstance(addr, str):
+            raise ConfigError(f"control.{host} must be a host:port address, got {addr!r}")
+        split_addr(addr)
+        addresses[str(host)] = addr
+    return addresses
 
 
 class ControlError(UnavailableError):
@@ -79,7 +105,7 @@ def supervisor_for(cluster: ClusterConfig, host: str, *,
 
     :raises ConfigError: the cluster file names no control address for it.
     """
-    addr = cluster.control.get(host)
+    addr = control_addresses(cluster).get(host)
     if not addr:
         raise ConfigError(f"the cluster file names no supervisor ([control]) for host {host!r}")
     return SupervisorClient(addr, cluster.secret, timeout=timeout)

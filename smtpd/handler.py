@@ -17,7 +17,8 @@ deliver through this port without logging in.  Such mail is refused with a
 reply naming the submission port.  "Our own hosts" are the addresses of the
 cluster file's ``[smtpd] trusted_relays`` (addresses or networks) when given;
 otherwise 127.0.0.1, ::1 and the addresses of every host the cluster file
-names (replicas, frontends, smtpd, balancer, control), resolved at start.
+names (replicas, frontends, smtpd, balancer, control: every ``host:port``
+value of its tables but our ``resolver``), resolved at start.
 Other loopback addresses (127.0.0.2 ...) are not trusted by default, so a test
 on one machine can play a stranger by binding its client socket to one.
 
@@ -48,6 +49,7 @@ from raftkv.errors import ConfigError
 from shards.model import accounts, mailbox
 from shards.model.errors import MailboxFull
 from shards.model.sendlimit import SendLimits
+from shards.site import Site
 
 from .replies import (
     BAD_ADDRESS,
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 
     from raftkv.cluster import ClusterConfig
     from raftkv.interface import KeyValueStore
+
+    from .settings import SmtpdSettings
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +94,15 @@ class InboundConfig:
     send_limits: SendLimits = field(default_factory=SendLimits)
 
     @classmethod
-    def from_cluster(cls, cluster: ClusterConfig, hostname: str) -> InboundConfig:
-        smtpd_table = cluster.table("smtpd")
-        submission = cluster.smtpd.submission if cluster.smtpd is not None else ""
-        config = cls(domains=tuple(d.lower().rstrip(".") for d in cluster.domains),
+    def from_cluster(cls, cluster: ClusterConfig, settings: SmtpdSettings,
+                     hostname: str) -> InboundConfig:
+        mail_table = cluster.table("mail")
+        config = cls(domains=tuple(d.lower().rstrip(".") for d in Site.of(cluster).domains),
                      hostname=hostname,
-                     trusted_relays=trusted_relays(cluster, smtpd_table),
-                     submission_port=split_addr(submission)[1] if submission else 587,
-                     mailbox_quota=mailbox.quota_setting(cluster.table("mail")),
-                     send_limits=SendLimits.from_table(cluster.table("mail")))
+                     trusted_relays=trusted_relays(cluster, settings),
+                     submission_port=split_addr(settings.submission)[1],
+                     mailbox_quota=mailbox.quota_setting(mail_table),
+                     send_limits=SendLimits.from_table(mail_table))
         config.validate()
         return config
 
@@ -122,25 +126,12 @@ class InboundConfig:
             raise ConfigError("smtpd size and recipient limits must be positive")
 
 
-def trusted_relays(cluster: ClusterConfig, smtpd_table: Any) -> tuple[Network, ...]:
+def trusted_relays(cluster: ClusterConfig, settings: SmtpdSettings) -> tuple[Network, ...]:
     """``[smtpd] trusted_relays``, or loopback plus every host the cluster file names."""
-    configured = smtpd_table.get("trusted_relays")
-    if configured is not None:
-        if not isinstance(configured, list) or not all(isinstance(a, str) for a in configured):
-            raise ConfigError("smtpd.trusted_relays must be a list of addresses or networks")
-        try:
-            return tuple(ipaddress.ip_network(a, strict=False) for a in configured)
-        except ValueError as exc:
-            raise ConfigError(f"smtpd.trusted_relays: {exc}") from None
+    if settings.trusted_relays is not None:
+        return settings.trusted_relays
     hosts = {"127.0.0.1", "::1"}
-    addrs = [r.raft for g in cluster.all_groups() for r in g.replicas]
-    addrs += [r.client for g in cluster.all_groups() for r in g.replicas]
-    addrs += [f.listen for f in cluster.frontends] + list(cluster.control.values())
-    if cluster.smtpd is not None:
-        addrs += [cluster.smtpd.inbound, cluster.smtpd.submission]
-    if cluster.balancer is not None:
-        addrs.append(cluster.balancer.listen)
-    for addr in addrs:
+    for addr in _cluster_addresses(cluster, settings):
         try:
             hosts.add(split_addr(addr)[0])
         except ConfigError:
@@ -157,6 +148,23 @@ def trusted_relays(cluster: ClusterConfig, smtpd_table: Any) -> tuple[Network, .
             if not ip.is_unspecified:  # 0.0.0.0 is a bind address, not a host
                 networks.add(ipaddress.ip_network(ip))
     return tuple(sorted(networks, key=str))
+
+
+def _cluster_addresses(cluster: ClusterConfig, settings: SmtpdSettings) -> list[str]:
+    """Every address the file gives: the replicas', ours, and every ``host:port`` value of
+    the other tables (frontends, balancer, control...), whichever package owns them.
+
+    Of our own table only the listeners count: ``resolver`` is not one of our hosts.
+    """
+    addrs = [a for r in cluster.replicas() for a in (r.raft, r.client)]
+    addrs += [settings.inbound, settings.submission]
+    for name in cluster.tables.keys() - {"smtpd"}:
+        try:
+            entries = cluster.entries(name)
+        except ConfigError:  # not a table: a top-level key
+            continue
+        addrs += [v for entry in entries for v in entry.values() if isinstance(v, str)]
+    return addrs
 
 
 def local_user(address: str, domains: tuple[str, ...]) -> str:

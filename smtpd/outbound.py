@@ -27,18 +27,17 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.resolver
 
 from raftkv.background import BackgroundLoop
 from raftkv.cluster import split_addr
-from raftkv.errors import ConfigError, RaftKVError, Refused, UnavailableError
+from raftkv.errors import RaftKVError, Refused, UnavailableError
 from shards.model import mailbox, outbound
 
 if TYPE_CHECKING:
@@ -63,14 +62,6 @@ class OutboundConfig:
     greeting_timeout: float = 300.0    # RFC 5321 §4.5.3.2.1: 5 minutes for the greeting
     command_timeout: float = 300.0
     allow_private: bool = False        # exchangers on loopback/private addresses (tests)
-
-
-def private_exchangers_allowed(smtpd_table: Mapping[str, Any]) -> bool:
-    """The ``[smtpd] allow_private_exchangers`` setting (default false)."""
-    value = smtpd_table.get("allow_private_exchangers", False)
-    if not isinstance(value, bool):
-        raise ConfigError("smtpd.allow_private_exchangers must be true or false")
-    return value
 
 
 def public_address(address: str) -> bool:

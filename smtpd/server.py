@@ -25,7 +25,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from raftkv.cluster import CONFIG_ENV, split_addr
-from raftkv.errors import ConfigError
 from shards import Client
 from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
 from shards.model.ratelimit import Limits
@@ -33,8 +32,9 @@ from shards.model.registry import Heartbeat
 from shards.service import run_service
 
 from .handler import InboundConfig, InboundHandler
-from .limits import BoundedSession, ConnectionGate, SessionLimits
-from .outbound import OutboundConfig, OutboundWorker, private_exchangers_allowed
+from .limits import BoundedSession, ConnectionGate
+from .outbound import OutboundConfig, OutboundWorker
+from .settings import SmtpdSettings
 from .submission import Authenticator, AuthFailureCap, SubmissionHandler
 
 if TYPE_CHECKING:
@@ -50,21 +50,20 @@ class SmtpServer:
 
     :param client: the store client; owned by the caller, not closed by :meth:`stop`.
     :param hostname: our name in the SMTP greeting and in Received headers.
-    :raises ConfigError: the cluster file has no ``[smtpd]`` section.
+    :raises ConfigError: the cluster file has no ``[smtpd]`` section, or a bad one
+        (:mod:`smtpd.settings`).
     """
 
     def __init__(self, cluster: ClusterConfig, client: Client, *,
                  hostname: str | None = None, tls: ssl.SSLContext | None = None) -> None:
-        if cluster.smtpd is None:
-            raise ConfigError("the cluster file has no [smtpd] section")
-        self.settings = cluster.smtpd
-        self.hostname = hostname or self.settings.hostname or socket.getfqdn()
-        self.inbound_config = InboundConfig.from_cluster(cluster, self.hostname)
-        self.limits = SessionLimits.from_table(cluster.table("smtpd"))
+        self.settings = s = SmtpdSettings.from_cluster(cluster)
+        self.hostname = hostname or s.hostname or socket.getfqdn()
+        self.inbound_config = InboundConfig.from_cluster(cluster, s, self.hostname)
+        self.limits = s.limits
         self.auth_limits = Limits.from_table(cluster.table("auth"))  # shared with the web login
         self._app_password_key = cluster.derive_key(APP_PASSWORD_KEY)  # as the portal's
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
-        host, port = split_addr(self.settings.inbound)
+        host, port = split_addr(s.inbound)
         self.inbound = _Controller(
             InboundHandler(self.inbound_config, client, executor=self._executor),
             hostname=host, port=port, server_hostname=self.hostname, ident="raftcloud-smtpd",
@@ -74,18 +73,15 @@ class SmtpServer:
             enable_SMTPUTF8=True,
         )
         self.submission = self._submission_controller(client, tls)
-        s = self.settings
         self.outbound = OutboundWorker(OutboundConfig(
             hostname=self.hostname, domains=self.inbound_config.domains, resolver=s.resolver,
             remote_port=s.remote_port, poll_interval=s.queue_poll, lease=s.queue_lease,
             retry_base=s.retry_base,
             max_attempts=s.max_attempts, greeting_timeout=s.greeting_timeout,
-            allow_private=private_exchangers_allowed(cluster.table("smtpd"))),
+            allow_private=s.allow_private_exchangers),
             client, name=s.name)
-        self._heartbeat = Heartbeat(client, kind="smtpd", name=self.settings.name,
-                                    addr=self.settings.inbound,
-                                    info={"inbound": self.settings.inbound,
-                                          "submission": self.settings.submission,
+        self._heartbeat = Heartbeat(client, kind="smtpd", name=s.name, addr=s.inbound,
+                                    info={"inbound": s.inbound, "submission": s.submission,
                                           "pid": os.getpid(),
                                           "host": socket.gethostname()})
 

@@ -22,8 +22,9 @@ from typing import Any
 import dns.resolver
 import pytest
 
-from raftkv.cluster import ClusterConfig, SmtpdConfig
+from raftkv.cluster import ClusterConfig
 from smtpd.server import SmtpServer
+from smtpd.settings import SmtpdSettings
 
 from ._procs import NO_DNS, Proc, free_port, wait_for
 
@@ -41,21 +42,21 @@ def with_tables(cluster: ClusterConfig, **tables: Mapping[str, Any]) -> ClusterC
 @contextmanager
 def inprocess_smtpd(cluster: ClusterConfig, client: Any, *,
                     tables: Mapping[str, Mapping[str, Any]] | None = None,
-                    **settings: Any) -> Iterator[SmtpdConfig]:
+                    **settings: Any) -> Iterator[SmtpdSettings]:
     """smtpd's inbound port (and whatever ``settings`` add) in this process, on fresh ports.
 
     :param tables: extra keys for the cluster file's tables, e.g.
         ``{"smtpd": {"line_timeout": 1}, "mail": {"mailbox_quota": 10_000}}``.
+    :param settings: more keys of its ``[smtpd]`` table (``submission=...``).
     """
-    config = SmtpdConfig(**{"name": f"smtpd-{secrets.token_hex(3)}", "resolver": NO_DNS,
-                            "inbound": f"127.0.0.1:{free_port()}", **settings})
     tables = dict(tables or {})
-    tables["smtpd"] = {**TEST_SMTPD_TABLE, **tables.get("smtpd", {})}
-    server = SmtpServer(dataclasses.replace(with_tables(cluster, **tables), smtpd=config),
-                        client, hostname="mx.raftcloud.test")
+    tables["smtpd"] = {"name": f"smtpd-{secrets.token_hex(3)}", "resolver": NO_DNS,
+                       "inbound": f"127.0.0.1:{free_port()}", **settings,
+                       **TEST_SMTPD_TABLE, **tables.get("smtpd", {})}
+    server = SmtpServer(with_tables(cluster, **tables), client, hostname="mx.raftcloud.test")
     server.start()
     try:
-        yield config
+        yield server.settings
     finally:
         server.stop()
 

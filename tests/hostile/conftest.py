@@ -25,9 +25,13 @@ from pathlib import Path
 import pytest
 
 import shards
-from raftkv.cluster import ClusterConfig, control_token, load_cluster
+from balancer.settings import BalancerSettings
+from portal.config import frontend_entry
+from raftkv.cluster import ClusterConfig, load_cluster
+from shards.control import control_addresses, control_token
 from shards.model import accounts, mailbox, outbound
 from shards.model.drive.records import drive_row
+from smtpd.settings import SmtpdSettings
 
 from .._http import Browser
 from .._procs import Proc, wait_for
@@ -48,23 +52,23 @@ class Cloud:
 
     @property
     def frontend(self) -> str:
-        return self.cluster.frontends[0].listen
+        return frontend_entry(self.cluster, "")["listen"]
 
     @property
     def balancer(self) -> str:
-        return self.cluster.balancer.listen
+        return BalancerSettings.from_cluster(self.cluster).listen
 
     @property
     def inbound(self) -> str:
-        return self.cluster.smtpd.inbound
+        return SmtpdSettings.from_cluster(self.cluster).inbound
 
     @property
     def submission(self) -> str:
-        return self.cluster.smtpd.submission
+        return SmtpdSettings.from_cluster(self.cluster).submission
 
     @property
     def control(self) -> str:
-        return self.cluster.control["local"]
+        return control_addresses(self.cluster)["local"]
 
     @property
     def token(self) -> str:

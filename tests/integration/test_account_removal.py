@@ -11,6 +11,7 @@ from werkzeug.test import Client as HTTPClient
 from portal import PortalConfig, create_app
 from portal.sessions import index_row, session_row
 from shards.model import accounts, erase, mailbox, outbound
+from shards.site import Site
 
 from .._portal import (
     ADMIN_PASSWORD,
@@ -67,9 +68,9 @@ def test_deleting_an_account_removes_every_row_and_nothing_of_others(app, client
     files = file_ids(http)
     mail = [m.id for m in mailbox.list_messages(client, name)]
     sids = [h.get_cookie("sid").value for h in (http, phone)]
-    outbound.enqueue(client, f"{name}@{kv_cluster.cluster.domains[0]}", ["x@remote.example"],
+    outbound.enqueue(client, f"{name}@{Site.of(kv_cluster.cluster).domains[0]}", ["x@remote.example"],
                      b"Subject: out\r\nMessage-ID: <q1@x>\r\n\r\nqueued\r\n")
-    outbound.enqueue(client, f"{other}@{kv_cluster.cluster.domains[0]}", ["x@remote.example"],
+    outbound.enqueue(client, f"{other}@{Site.of(kv_cluster.cluster).domains[0]}", ["x@remote.example"],
                      b"Subject: out\r\nMessage-ID: <q2@x>\r\n\r\nqueued\r\n")
     before = _rows_of(client, name)
     assert len(erase.user_rows(client, name)) >= 7 and all(before.values())
@@ -132,7 +133,7 @@ def test_an_interrupted_deletion_is_finished_from_the_session(app, client):
 
 
 def test_the_admin_cannot_delete_itself(app, kv_cluster, client):
-    admin = kv_cluster.cluster.admin_user
+    admin = Site.of(kv_cluster.cluster).admin_user
     try:  # made by the first portal with background work; this module runs none
         accounts.create_user(client, admin, ADMIN_PASSWORD, admin=True)
     except accounts.UserExists:

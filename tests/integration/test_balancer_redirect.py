@@ -15,7 +15,6 @@ import pytest
 
 from balancer.pool import registry_frontends
 from balancer.server import Balancer
-from raftkv.cluster import BalancerConfig
 from shards.model.registry import list_nodes, register, unregister
 
 from .._procs import Proc, free_port, port_open, wait_for
@@ -73,8 +72,9 @@ def balancer(kv_cluster, client, frontends):
     """A balancer that sees only this test's frontends (the registry is shared by the session)."""
     mine: set[str] = set()
     everyone = registry_frontends(client)
-    cluster = dataclasses.replace(kv_cluster.cluster, balancer=BalancerConfig(
-        name=f"balancer-{secrets.token_hex(3)}", listen=f"127.0.0.1:{free_port()}"))
+    cluster = dataclasses.replace(kv_cluster.cluster, tables={**kv_cluster.cluster.tables,
+        "balancer": {"name": f"balancer-{secrets.token_hex(3)}",
+                     "listen": f"127.0.0.1:{free_port()}"}})
     server = Balancer(cluster, client, discover=lambda: [a for a in everyone() if a in mine])
     server.start()
     server.mine = mine

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from balancer.settings import BalancerSettings
 from raftkv.cluster import load_cluster
 
 from .._procs import wait_for
@@ -34,7 +35,7 @@ def cloud(tmp_path_factory):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("cloud-browser")
     with launched(tmp, whole_cloud_extra()) as (_launcher, config, data):
-        yield f"http://{load_cluster(config).balancer.listen}", data
+        yield f"http://{BalancerSettings.from_cluster(load_cluster(config)).listen}", data
 
 
 def _enter(browser, balancer: str, name: str, shot, *, signup: bool):

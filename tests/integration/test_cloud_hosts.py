@@ -29,6 +29,7 @@ import pytest
 import shards
 from deploy.launcher import control_token
 from raftkv.cluster import load_cluster
+from shards.control import control_addresses
 
 from .._http import Browser
 from .._procs import NO_DNS, SECRET, Proc, python_cmd, wait_for
@@ -115,7 +116,7 @@ class Cloud:
 
     def control(self, host: str, method: str, path: str):
         request = urllib.request.Request(
-            f"http://{self.cluster.control[host]}{path}", method=method,
+            f"http://{control_addresses(self.cluster)[host]}{path}", method=method,
             headers={"Authorization": f"Bearer {control_token(self.cluster.secret)}"})
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.load(answer)

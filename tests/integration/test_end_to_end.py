@@ -16,6 +16,8 @@ import shards
 from deploy.launcher import control_token
 from raftkv import Client
 from raftkv.cluster import load_cluster
+from shards.control import control_addresses
+from smtpd.settings import SmtpdSettings
 
 from .._http import Browser
 from .._procs import wait_for
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.cluster
 def cloud(tmp_path: Path):
     extra = whole_cloud_extra()
     with launched(tmp_path, extra, config_group=True) as (launcher, config, data):
-        smtp_port = int(load_cluster(config).smtpd.inbound.rsplit(":", 1)[1])
+        smtp_port = int(SmtpdSettings.from_cluster(load_cluster(config)).inbound.rsplit(":", 1)[1])
         yield launcher, config, data, smtp_port
 
 
@@ -84,7 +86,8 @@ def test_a_users_day_through_the_whole_cloud(cloud) -> None:
 
 def _control(config: Path, method: str, path: str):
     cluster = load_cluster(config)
-    request = urllib.request.Request(f"http://{cluster.control['local']}{path}", method=method,
+    request = urllib.request.Request(f"http://{control_addresses(cluster)['local']}{path}",
+                                     method=method,
                                      headers={"Authorization":
                                               f"Bearer {control_token(cluster.secret)}"})
     with urllib.request.urlopen(request, timeout=10) as answer:

@@ -97,7 +97,7 @@ def supervisor(store) -> Iterator[FakeSupervisor]:
 
 
 def make_app(store, control: dict[str, str]):
-    cluster = dataclasses.replace(store.cluster, control=control)
+    cluster = dataclasses.replace(store.cluster, tables={**store.cluster.tables, "control": control})
     return create_app(PortalConfig(cluster=cluster, frontend="fe-admin", background=False),
                       client_factory=store.client)
 

@@ -29,7 +29,6 @@ import pytest
 from balancer.server import Balancer
 from deploy.launcher import _serve_control
 from deploy.procs import Supervisor
-from raftkv.cluster import BalancerConfig
 
 from .._procs import Proc, free_port, port_open, python_cmd, wait_for
 from .test_balancer_redirect import FakeFrontend
@@ -413,10 +412,10 @@ def balancer(kv_cluster, client) -> Iterator[Balancer]:
     fake = FakeFrontend()
     cluster = dataclasses.replace(
         kv_cluster.cluster,
-        balancer=BalancerConfig(name=f"balancer-{secrets.token_hex(3)}",
-                                listen=f"127.0.0.1:{free_port()}"),
         tables={**kv_cluster.cluster.tables, "web": {"scheme": "https"},
-                "balancer": {"head_timeout": HEAD_TIMEOUT, "max_connections": MAX_CONNECTIONS}})
+                "balancer": {"name": f"balancer-{secrets.token_hex(3)}",
+                             "listen": f"127.0.0.1:{free_port()}",
+                             "head_timeout": HEAD_TIMEOUT, "max_connections": MAX_CONNECTIONS}})
     server = Balancer(cluster, client, discover=lambda: [fake.addr])
     server.fake = fake
     server.start()

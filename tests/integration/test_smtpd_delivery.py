@@ -11,9 +11,9 @@ from email.utils import make_msgid
 
 import pytest
 
-from raftkv.cluster import SmtpdConfig
 from shards.model import accounts, mailbox
 from shards.model.registry import list_nodes
+from smtpd.settings import SmtpdSettings
 
 from .._mail import inprocess_smtpd
 from .._procs import NO_DNS, Proc, free_port, port_open, wait_for
@@ -47,7 +47,7 @@ def _message(to: str, subject: str, message_id: str | None = None) -> EmailMessa
     return msg
 
 
-def _send(settings: SmtpdConfig, msg: EmailMessage, rcpts: list[str]) -> dict:
+def _send(settings: SmtpdSettings, msg: EmailMessage, rcpts: list[str]) -> dict:
     host, port = settings.inbound.rsplit(":", 1)
     with smtplib.SMTP(host, int(port), timeout=30) as smtp:
         return smtp.send_message(msg, from_addr="sender@example.org", to_addrs=rcpts)
@@ -107,7 +107,7 @@ def test_entry_point_serves_and_stops_on_sigterm(kv_cluster, client, users, tmp_
     try:
         wait_for(lambda: port_open(inbound), 20, "raftcloud-smtpd to listen")
         subject = f"via process {secrets.token_hex(4)}"
-        _send(SmtpdConfig(name=name, inbound=inbound),
+        _send(SmtpdSettings(name=name, inbound=inbound),
               _message(f"{users[1]}@raftcloud.test", subject), [f"{users[1]}@raftcloud.test"])
         assert [m.subject for m in mailbox.list_messages(client, users[1])].count(subject) == 1
         proc.popen.send_signal(signal.SIGTERM)

@@ -8,7 +8,6 @@ remote exchangers, all on one port that smtpd is told is "port 25".
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import shutil
 import smtplib
@@ -22,7 +21,6 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from deploy.tls import ensure_certificate
-from raftkv.cluster import SmtpdConfig
 from shards.model import accounts, mailbox, outbound
 from smtpd.server import SmtpServer
 
@@ -286,21 +284,21 @@ def test_swaks_delivers_to_a_local_user(client, users, smtpd):
 
 def test_plaintext_auth_only_on_loopback_and_only_when_configured(kv_cluster, client, users):
     alice, bob = users
-    settings = SmtpdConfig(name=f"smtpd-plain-{secrets.token_hex(2)}", resolver=NO_DNS,
-                           inbound=f"127.0.0.1:{free_port()}",
-                           submission=f"127.0.0.1:{free_port()}", plaintext_auth_on_loopback=True)
+    settings = {"name": f"smtpd-plain-{secrets.token_hex(2)}", "resolver": NO_DNS,
+                "inbound": f"127.0.0.1:{free_port()}",
+                "submission": f"127.0.0.1:{free_port()}", "plaintext_auth_on_loopback": True}
     # alice has sent more this hour than a young account may: lift the cap, as the file above does.
-    cluster = dataclasses.replace(with_tables(kv_cluster.cluster, mail={
-        "new_account_send_per_hour": 1000}), smtpd=settings)
+    cluster = with_tables(kv_cluster.cluster, smtpd=settings,
+                          mail={"new_account_send_per_hour": 1000})
     # Not on a loopback address, and no certificate: the port stays closed.
-    public = dataclasses.replace(settings, submission=f"0.0.0.0:{free_port()}")
-    unstarted = SmtpServer(dataclasses.replace(cluster, smtpd=public), client)
+    public = {**settings, "submission": f"0.0.0.0:{free_port()}"}
+    unstarted = SmtpServer(with_tables(kv_cluster.cluster, smtpd=public), client)
     assert unstarted.submission is None
     unstarted.inbound.loop.close()  # aiosmtpd makes its loop up front; this one never ran
     server = SmtpServer(cluster, client, hostname="mx.raftcloud.test")
     server.start()
     try:
-        host, port = settings.submission.rsplit(":", 1)
+        host, port = settings["submission"].rsplit(":", 1)
         with smtplib.SMTP(host, int(port), timeout=30) as smtp:
             smtp.login(alice, PASSWORD)  # no STARTTLS: allowed here only
             smtp.send_message(_message(f"{alice}@raftcloud.test", [f"{bob}@raftcloud.test"],

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.launcher import process_specs
+from deploy.processes import process_specs
 from raftkv.cluster import load_cluster
+from shards.control import control_addresses
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 VENV_BIN = Path(sys.executable).parent
@@ -43,7 +44,7 @@ def test_the_compose_file_passes_the_compose_spec_schema() -> None:
 def test_shipped_cluster_files_describe_a_startable_cloud(name, tmp_path) -> None:
     cluster = load_cluster(DEPLOY / name, secret=b"x" * 32)
     hosts = {spec.host for spec in process_specs(cluster, DEPLOY / name, tmp_path, None)}
-    assert hosts <= set(cluster.control), "every host needs a control address"
+    assert hosts <= set(control_addresses(cluster)), "every host needs a control address"
     for host in hosts:
         specs = process_specs(cluster, DEPLOY / name, tmp_path, host)
         assert specs and all(spec.host == host for spec in specs)

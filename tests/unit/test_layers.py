@@ -22,7 +22,7 @@ FORBIDDEN = {
     "portal": {"smtpd", "balancer", "deploy"},
     "smtpd": {"portal", "balancer", "deploy"},
     "balancer": {"portal", "smtpd", "deploy"},
-    "deploy": {"shards", "portal", "smtpd", "balancer"},
+    "deploy": {"portal", "smtpd", "balancer"},  # shards: the control API, shared settings
 }
 # Modules that may import what their layer's row forbids, and why.
 EXCEPTIONS = {

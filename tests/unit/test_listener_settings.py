@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from balancer.server import ListenerSettings
-from portal.listener import ListenerLimits, listener_limits
+from balancer.settings import BalancerSettings
+from portal.config import web_listener_limits as listener_limits
 from portal.proxies import TrustedProxies
+from raftkv.boundedhttp import ListenerLimits
 from raftkv.errors import ConfigError
+from shards.site import web_scheme
 
 
 def seen(proxies: tuple[str, ...], peer: str, **headers: str) -> dict:
@@ -74,11 +76,13 @@ def test_listener_limits_from_the_web_table():
 
 
 def test_balancer_settings_from_its_tables():
-    assert ListenerSettings.from_tables({}, {}) == ListenerSettings()
-    settings = ListenerSettings.from_tables({"head_timeout": 3, "max_connections": 9},
-                                            {"scheme": "HTTPS"})
-    assert settings == ListenerSettings("https", 3.0, 9)
-    for balancer, web in (({}, {"scheme": "ftp"}), ({"head_timeout": -1}, {}),
-                          ({"max_connections": "many"}, {})):
+    assert BalancerSettings.from_table({}) == BalancerSettings()
+    settings = BalancerSettings.from_table({"head_timeout": 3, "max_connections": 9},
+                                           scheme="https")
+    assert (settings.scheme, settings.limits.head_timeout, settings.limits.max_connections) \
+        == ("https", 3.0, 9)
+    with pytest.raises(ConfigError):
+        web_scheme("ftp")
+    for balancer in ({"head_timeout": -1}, {"max_connections": "many"}):
         with pytest.raises(ConfigError):
-            ListenerSettings.from_tables(balancer, web)
+            BalancerSettings.from_table(balancer)

@@ -21,6 +21,7 @@ from .._memstore import MemClient
 
 
 def test_the_supervisor_token_is_the_launchers():
+    assert launcher_token is control_token  # one definition, both ends of the control API
     assert control_token(b"s" * 32) == launcher_token(b"s" * 32)
     assert control_token(b"s" * 32) != control_token(b"t" * 32)
 

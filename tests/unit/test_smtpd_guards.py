@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from aiosmtpd.smtp import Envelope, Session
 
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig, SmtpdConfig
+from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from raftkv.errors import ConfigError
 from shards.model import accounts, mailbox, outbound, sendlimit
 from smtpd import handler, replies
 from smtpd.handler import InboundConfig, trusted_relays
 from smtpd.limits import ConnectionGate, SessionLimits, address_key
-from smtpd.outbound import private_exchangers_allowed, public_address
+from smtpd.outbound import public_address
+from smtpd.settings import SmtpdSettings
 
 from .._memstore import MemClient
 
@@ -24,7 +25,10 @@ from .._memstore import MemClient
 def _cluster(**tables) -> ClusterConfig:
     replica = ReplicaConfig(name="r1", group=1, raft="127.0.0.1:7101", client="10.9.8.7:7201")
     return ClusterConfig(name="t", groups=(GroupConfig(1, (replica,)),), secret=b"s" * 16,
-                         smtpd=SmtpdConfig(submission="0.0.0.0:2587"), tables=tables)
+                         tables=tables)
+
+
+SMTPD = SmtpdSettings(submission="0.0.0.0:2587")
 
 
 def test_session_limits_parse_their_keys_and_refuse_nonsense():
@@ -105,25 +109,26 @@ def test_only_public_exchanger_addresses_are_dialled(address, public):
 
 
 def test_private_exchangers_need_an_explicit_true():
-    assert private_exchangers_allowed({}) is False
-    assert private_exchangers_allowed({"allow_private_exchangers": True}) is True
+    assert SmtpdSettings.from_table({}).allow_private_exchangers is False
+    assert SmtpdSettings.from_table(
+        {"allow_private_exchangers": True}).allow_private_exchangers is True
     with pytest.raises(ConfigError):
-        private_exchangers_allowed({"allow_private_exchangers": "yes"})
+        SmtpdSettings.from_table({"allow_private_exchangers": "yes"})
 
 
 def test_trusted_relays_default_to_loopback_and_the_cluster_hosts():
-    networks = {str(n) for n in trusted_relays(_cluster(), {})}
+    networks = {str(n) for n in trusted_relays(_cluster(), SMTPD)}
     assert {"127.0.0.1/32", "::1/128", "10.9.8.7/32"} <= networks
     assert "0.0.0.0/32" not in networks and "127.0.0.2/32" not in networks
-    assert [str(n) for n in trusted_relays(_cluster(), {"trusted_relays": ["192.0.2.0/24"]})] \
-        == ["192.0.2.0/24"]
+    configured = SmtpdSettings.from_table({"trusted_relays": ["192.0.2.0/24"]})
+    assert [str(n) for n in trusted_relays(_cluster(), configured)] == ["192.0.2.0/24"]
     with pytest.raises(ConfigError):
-        trusted_relays(_cluster(), {"trusted_relays": ["not-a-net"]})
+        SmtpdSettings.from_table({"trusted_relays": ["not-a-net"]})
 
 
 def test_inbound_config_reads_the_new_settings():
     config = InboundConfig.from_cluster(_cluster(mail={"mailbox_quota": 1234,
-                                                       "send_per_hour": 5}), "mx")
+                                                       "send_per_hour": 5}), SMTPD, "mx")
     assert (config.mailbox_quota, config.send_limits.send_per_hour) == (1234, 5)
     assert config.submission_port == 2587
     assert config.trusted(("127.0.0.1", 40000)) and config.trusted(("::ffff:10.9.8.7", 1, 0, 0))

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from raftkv import protocol
-from raftkv.cluster import control_token, derive_key
+from raftkv.cluster import derive_key
 from raftkv.errors import AuthenticationFailed, ConfigError, ProtocolError
 from raftkv.node import RAFT_PASSWORD_PURPOSE, ReplicaConfig, _engine_conf
 from raftkv.server import StoreSettings
 from raftkv.store import Store
+from shards.control import control_token
 
 SECRET = b"unit-secret-0123456789abcdef"
 
