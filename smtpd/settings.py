@@ -76,7 +76,9 @@ class SmtpdSettings:
                     or not isinstance(value, wanted):
                 raise ConfigError(f"smtpd.{setting.name} must be a {setting.type}, "
                                   f"got {value!r}")
-            values[setting.name] = float(value) if setting.type == "float" else value
+            # an int where a float is wanted (``queue_poll = 5``) is taken as one
+            values[setting.name] = float(table[setting.name]) if setting.type == "float" \
+                else value
         if "trusted_relays" in table:
             values["trusted_relays"] = _networks(table["trusted_relays"])
         unknown = table.keys() - {f.name for f in fields(cls)} - _SESSION_KEYS
