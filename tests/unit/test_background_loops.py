@@ -20,6 +20,7 @@ from raftkv.repair import BlobKeeper
 from raftkv.store import Store
 from shards.model import accounts, drive
 from shards.model.drive import ROOT
+from shards.site import Site
 
 from .._memstore import MemClient
 
@@ -106,7 +107,7 @@ def test_the_drive_purger_finishes_clean_ups_and_retries_through_an_outage(
 def test_the_admin_bootstrap_retries_until_the_store_answers_then_ends() -> None:
     client = MemClient()
     portal = Flaky(client, failures=2, admin_password="a long enough password",
-                   cluster=SimpleNamespace(admin_user="admin"))
+                   site=Site(admin_user="admin"))
     loop = AdminBootstrap(portal, interval=0.05).start()  # type: ignore[arg-type]
     try:
         assert wait_until(lambda: not loop.running)
