@@ -144,8 +144,19 @@ def check_origins(side: Side) -> dict[str, str]:
     return found
 
 
-def run_deadline(ops_time_limit: float) -> float:
-    return STARTUP_BOUND + MAX_WORKLOADS * (ops_time_limit + WORKLOAD_BOUND)
+def run_deadline(time_limit: float) -> float:
+    """Seconds one bench.kv run may take, from its --time-limit per workload."""
+    return STARTUP_BOUND + MAX_WORKLOADS * (time_limit + WORKLOAD_BOUND)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, which bench.kv turns into stopping its cluster; SIGKILL if that hangs."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=SIGTERM_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def run_kv(side: Side, kv_args: Sequence[str], deadline: float, log: Path) -> dict[str, Any]:
@@ -160,13 +171,13 @@ def run_kv(side: Side, kv_args: Sequence[str], deadline: float, log: Path) -> di
                                 start_new_session=True)
         try:
             out, _ = proc.communicate(timeout=deadline)
-        except BaseException:  # the deadline, Ctrl-C or our own SIGTERM: stop its cluster too
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=SIGTERM_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            raise ABError(f"bench.kv in the {side.name} tree ran past its deadline "
+                          f"({deadline:g} s) and was stopped; its log:\n"
+                          f"{log.read_text(errors='replace')[-3000:]}") from None
+        except BaseException:  # Ctrl-C or our own SIGTERM: stop its cluster too
+            stop(proc)
             raise
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
