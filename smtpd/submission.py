@@ -17,7 +17,7 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import AuthResult, LoginPassword, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from shards.model import accounts, apppasswords, outbound, ratelimit, sendlimit
 
@@ -107,7 +107,14 @@ class Authenticator:
         return AuthResult(success=True, auth_data=user)
 
 
-class AuthFailureCap:
+# The mixin extends SMTP's methods through super(): mypy checks it against SMTP.
+if TYPE_CHECKING:
+    _SMTPBase = SMTP
+else:
+    _SMTPBase = object
+
+
+class AuthFailureCap(_SMTPBase):
     """Mixin for aiosmtpd's ``SMTP`` class (before it in the bases): after
     ``auth_failures_allowed`` failed AUTH commands, one connection gets ``421`` and is closed.
 
@@ -123,18 +130,20 @@ class AuthFailureCap:
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
-        await super().smtp_AUTH(arg)  # type: ignore[misc]
-        session = self.session  # type: ignore[attr-defined]
+        await super().smtp_AUTH(arg)
+        session = self.session
         if session is None or session.authenticated:
             return
         self._auth_failures += 1
         if self._auth_failures >= self._auth_failures_allowed:
             log.info("closing the connection of %s after %d failed AUTH commands",
                      session.peer, self._auth_failures)
-            await self.push(AUTH_CLOSING)  # type: ignore[attr-defined]
-            # As aiosmtpd's own QUIT ends a session.
-            self._handler_coroutine.cancel()  # type: ignore[attr-defined]
-            self.transport.close()  # type: ignore[attr-defined]
+            await self.push(AUTH_CLOSING)
+            # As aiosmtpd's own QUIT ends a session (both are set while a command runs).
+            if self._handler_coroutine is not None:
+                self._handler_coroutine.cancel()
+            if self.transport is not None:
+                self.transport.close()
 
 
 class SubmissionHandler(InboundHandler):
