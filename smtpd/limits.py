@@ -36,7 +36,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiosmtpd.smtp import SMTP, syntax
 
@@ -184,7 +184,8 @@ class BoundedSession(_SessionBase):
         if not self._gate.enter(key, self):
             log.warning("refusing a connection from %s: too many connections", key)
             self._refused = True
-            transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+            # asyncio's annotation is the base class; a stream server's transport writes.
+            cast(asyncio.WriteTransport, transport).write(TOO_MANY_CONNECTIONS)
             transport.close()
             return
         self._counted, self._gate_key = True, key
