@@ -329,9 +329,8 @@ class _EngineBase(SyncObj):
 
     @replicated
     def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:
-        """Apply a msgpack-encoded list of commands; the results, in order."""
-        commands = msgpack.unpackb(packed, raw=False)
-        return [self._store.apply(command) for command in commands]
+        """Apply a msgpack-encoded entry (its time, then commands); the results, in order."""
+        return self._store.apply_entry(msgpack.unpackb(packed, raw=False))
 
 
 class _LeaderSyncsBeforeCounting(_EngineBase):
@@ -458,7 +457,8 @@ class Replica:
 
     def submit(self, packed_commands: bytes,
                callback: Callable[[list[dict[str, Any]] | None, RaftKVError | None], None]) -> None:
-        """Append a msgpack list of commands to the log; ``callback`` runs on the Raft thread."""
+        """Append an entry (a msgpack list: its time, then commands; see
+        :meth:`raftkv.store.Store.apply_entry`) to the log; ``callback`` runs on the Raft thread."""
         if len(packed_commands) > ENTRY_CAP:
             raise ValueError("batch above the entry cap")
 

@@ -45,15 +45,13 @@ from bisect import bisect_left
 from typing import Any
 
 from .keys import shard_of
+from .operations import Operation, ShardBy
 
 Result = dict[str, Any]
 Peer = tuple[int, tuple[str, ...]]  # the other group of a move: id, replicas' client addresses
 
-SHARD_OPS = frozenset({"begin_config", "import_shard", "adopt_shard", "drop_shard"})
-SHARD_READS = frozenset({"export_shard", "shard_state"})
 EXPORT_CELLS = 2000          # cells per export page at most
 EXPORT_BYTES = 1024 * 1024   # and about this many bytes (an answer is one frame of 4 MiB)
-DATA_OPS = frozenset({"get", "put", "delete", "cput", "mutate_row", "get_row"})
 
 
 def _error(name: str, message: str, **fields: Any) -> Result:
@@ -80,19 +78,18 @@ class ShardOwnership:
 
     # -- the check --------------------------------------------------------------
 
-    def refusal(self, op: str, command: dict[str, Any]) -> Result | None:
-        """``WrongShard`` for a data operation on a shard this group does not serve."""
-        if self.owned is None:
+    def refusal(self, operation: Operation, command: dict[str, Any]) -> Result | None:
+        """``WrongShard`` for an operation on data of a shard this group does not serve
+        (the registry, raftkv/operations.py, says how each finds its shard)."""
+        if self.owned is None or operation.shard is ShardBy.NONE:
             return None
-        if op == "scan":
+        if operation.shard is ShardBy.NUMBER:
             shard = command.get("shard")
             if not isinstance(shard, int):
                 return None  # the operation itself answers ProtocolError
-        elif op in DATA_OPS:
+        else:
             row = command.get("row")
             shard = shard_of(row, self.shard_count) if isinstance(row, str) else None
-        else:
-            return None
         if shard is None or shard in self.owned:
             return None
         return _error("WrongShard", f"this group does not serve shard {shard} "

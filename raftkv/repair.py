@@ -238,10 +238,10 @@ class BlobKeeper(BackgroundLoop):
     def gc_round(self) -> None:
         """Expire lapsed intents (leader only), then sweep unreferenced chunks."""
         if self._is_leader():
-            expired = self._client.execute({"op": "expire_intents"}, write=True)["expired"]
+            expired = self._client.expire_intents()
             self._add(intents_expired=expired)
         t0 = time.time()
-        applied = self._client.execute({"op": "noop"}, write=False)["applied"]
+        applied = self._client.noop()
         deadline = time.monotonic() + BARRIER_WAIT
         while self._store.applied < applied:
             if time.monotonic() > deadline or self.wait_stopping(0.02):

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,8 +48,8 @@ from .errors import (
     UnavailableError,
 )
 from .node import ENTRY_CAP, Replica, ReplicaConfig
+from .operations import HANDLER_PREFIX, OPERATIONS, Kind, bind_handlers
 from .repair import BlobKeeper
-from .store import READ_OPS, TIMED_OPS, WRITE_OPS
 
 log = logging.getLogger("raftkv.server")
 
@@ -58,13 +59,13 @@ MAX_REQUESTS_PER_CONNECTION = 2048
 # A connection whose next frame is a chunk op waits here before it reads further,
 # so a node holds a few megabytes of chunks, not whatever its clients send.
 MAX_BLOB_OPS = 8
-BLOB_OPS = frozenset({"blob_put", "blob_get"})
 # pysyncobj never fails an entry appended by a leader that was then cut off
 # until that index is applied or overwritten (docs/engine-fixes.md, "Commands that
 # never get an answer"): give up on it after this long, answer "outcome unknown", and
 # free its slot.
 BATCH_TIMEOUT = 10.0
 _ARRAY_OVERHEAD = 5              # msgpack array header of the batch
+_TIME_SIZE = 9                   # the entry's time, first in the batch: a msgpack float64
 # Connections in their handshake at once; a new one pushes the oldest out, so
 # a flood of strangers cannot keep a client or peer with the secret from joining.
 MAX_HANDSHAKING = 128
@@ -136,6 +137,7 @@ class NodeServer:
         self._refused = _Report("refused connections that did not complete the handshake")
         self._pending: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
         self._in_flight = 0
+        self._stamped = 0.0  # the time of the last entry this server appended
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- group commit -----------------------------------------------------
@@ -143,7 +145,7 @@ class NodeServer:
     def _submit(self, command: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         assert self._loop is not None
         packed = msgpack.packb(command, use_bin_type=True)
-        if len(packed) + _ARRAY_OVERHEAD > ENTRY_CAP:
+        if len(packed) + _ARRAY_OVERHEAD + _TIME_SIZE > ENTRY_CAP:
             raise TooLarge(f"request of {len(packed)} bytes is above the {ENTRY_CAP}-byte entry cap")
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._pending.append((packed, future))
@@ -152,16 +154,23 @@ class NodeServer:
 
     def _flush(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT_BATCHES:
-            size, count = _ARRAY_OVERHEAD, 0
+            size, count = _ARRAY_OVERHEAD + _TIME_SIZE, 0
             for packed, _ in self._pending:
                 if size + len(packed) > ENTRY_CAP:
                     break
                 size += len(packed)
                 count += 1
             batch, self._pending = self._pending[:count], self._pending[count:]
-            entry = _array_header(count) + b"".join(p for p, _ in batch)
+            entry = (_array_header(count + 1) + self._entry_time()
+                     + b"".join(p for p, _ in batch))
             self._in_flight += 1
             self.replica.submit(entry, self._on_raft_thread(_Batch([f for _, f in batch])))
+
+    def _entry_time(self) -> bytes:
+        """The time every replica applies this entry at (raftkv.store, "Time"): the
+        leader's clock, but never before an entry appended or applied earlier."""
+        self._stamped = max(time.time(), self._stamped, self.replica.store.clock)
+        return _FLOAT64.pack(0xcb, self._stamped)
 
     def _on_raft_thread(self, batch: _Batch) -> Any:
         """The callback pysyncobj runs on its tick thread: hand the results to our loop."""
@@ -206,29 +215,32 @@ class NodeServer:
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one request (without its id); raises RaftKVError for error answers."""
         op = request.get("op")
-        if op == "status":
-            return self.status()
-        if op == "blob_put":
-            data = _bytes(request.get("data"))
-            if len(data) > CHUNK_SIZE:
-                raise TooLarge(f"a chunk holds at most {CHUNK_SIZE} bytes")
-            await asyncio.to_thread(self.blobs.put, check_name(request.get("name")), data)
-            return {}
-        if op == "blob_get":
-            return await self._blob_get(check_name(request.get("name")))
-        if op not in READ_OPS and op not in WRITE_OPS:
+        operation = OPERATIONS.get(op) if isinstance(op, str) else None
+        if operation is None:
             raise ProtocolError(f"unknown operation {op!r}")
-        if op in READ_OPS and request.get("consistency") == "stale":
+        if operation.kind is Kind.NODE:
+            return await _SERVED[operation.name][1](self, request)  # type: ignore[no-any-return]
+        if operation.kind is Kind.READ and request.get("consistency") == "stale":
             return {**self._stale_read(request), "stale": True}
         if not self.replica.is_leader():
             raise self._not_leader()
         command = {k: v for k, v in request.items() if k not in ("id", "consistency")}
-        if op in TIMED_OPS:
-            # The leader's clock, decided before the log: apply stays deterministic.
-            command["now"] = time.time()
         return await self._submit(command)
 
-    async def _blob_get(self, name: str) -> dict[str, Any]:
+    # -- operations answered here, outside the log (raftkv/operations.py) ------
+
+    async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    async def _op_blob_put(self, request: dict[str, Any]) -> dict[str, Any]:
+        data = _bytes(request.get("data"))
+        if len(data) > CHUNK_SIZE:
+            raise TooLarge(f"a chunk holds at most {CHUNK_SIZE} bytes")
+        await asyncio.to_thread(self.blobs.put, check_name(request.get("name")), data)
+        return {}
+
+    async def _op_blob_get(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = check_name(request.get("name"))
         try:
             data = await asyncio.to_thread(self.blobs.get, name)
         except CorruptChunk:
@@ -311,7 +323,8 @@ class NodeServer:
                 if request is None:
                     break
                 await slots.acquire()
-                blob_slots = self._blob_slots if request.get("op") in BLOB_OPS else None
+                operation = OPERATIONS.get(op) if isinstance(op := request.get("op"), str) else None
+                blob_slots = self._blob_slots if operation is not None and operation.chunk else None
                 if blob_slots is not None:
                     await blob_slots.acquire()
                 task = asyncio.create_task(
@@ -367,6 +380,12 @@ class NodeServer:
             for writer in list(self._open):
                 writer.close()
         self.replica.destroy()
+
+
+# Every operation answered by the server itself, with its handler; fails at import
+# when the registry and its ``_op_`` methods disagree.
+_SERVED = bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
+_FLOAT64 = struct.Struct(">Bd")  # msgpack's float 64: 0xcb, then the IEEE double
 
 
 def _send(writer: asyncio.StreamWriter, channel: protocol.Channel, frame: Sequence[bytes]) -> None:

@@ -16,9 +16,14 @@ blob's chunks it registers their names under an upload id (``intent``); the
 intent lives until a lease runs out (``expire_intents``, issued by the leader)
 or until the cell that references the chunks is written with ``upload=<id>``,
 which removes the intent in the same step.  The garbage collector treats the
-chunks of cells and of live intents as live.  Times (``now``) are put into
-these commands by the leader's server before they enter the log; the store
-only keeps the largest time it has seen, so leases never run backwards.
+chunks of cells and of live intents as live.
+
+Time: every log entry carries its time, stamped by the leader's server before
+the entry enters the log (:meth:`Store.apply_entry`); the store keeps the
+largest time it has applied (``clock``), so leases never run backwards and
+every replica reads the same clock at the same command.
+
+Which operations exist, and what each is, lives in :mod:`raftkv.operations`.
 
 Commands and results are plain dicts (they arrive as msgpack maps).  A mutating
 command carries ``cid`` (client id), ``seq`` (its sequence number) and ``ack``
@@ -32,20 +37,15 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from .keys import DEFAULT_SHARDS, shard_of
-from .ownership import SHARD_OPS, SHARD_READS, ShardOwnership
+from .operations import HANDLER_PREFIX, Handler, Kind, Operation, bind_handlers
+from .ownership import ShardOwnership
 
 Cell = tuple[int, bytes, bool]  # (version, value or manifest, is_blob)
 Result = dict[str, Any]
-
-READ_OPS = frozenset({"get", "get_row", "scan", "noop"}) | SHARD_READS
-WRITE_OPS = frozenset({"put", "delete", "cput", "mutate_row",
-                       "intent", "intent_end", "expire_intents"}) | SHARD_OPS
-TIMED_OPS = frozenset({"intent", "expire_intents"})  # the leader's server fills in "now"
-_UPLOAD_OPS = frozenset({"put", "cput", "mutate_row"})
+Bound = tuple[Operation, Handler]  # a registry line and its Store method
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the oldest idle one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
 MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a frame
@@ -84,13 +84,30 @@ class Store(ShardOwnership):
         self.applied = 0  # commands applied: the same on every replica at the same log index
         # upload id -> (expiry time, names of the chunks it protects)
         self.intents: dict[int, tuple[float, list[bytes]]] = {}
-        self.clock = 0.0  # the largest "now" any command carried
+        self.clock = 0.0  # the group's time: the latest entry time applied (see apply_entry)
         # Derived, not snapshotted: (row, col) -> manifest of every cell holding a blob.
         # Other threads copy it (dict.copy holds the GIL) to find referenced chunks.
         self.blob_cells: dict[tuple[str, str], bytes] = {}
         self._init_ownership(managed)
 
     # -- entry point --------------------------------------------------------
+
+    def apply_entry(self, entry: list[Any]) -> list[Result]:
+        """Apply one log entry: its time (seconds since the epoch, stamped by the
+        leader's server), then its commands; their results, in order.
+
+        The clock moves to the entry's time unless it is already later, so time
+        never runs backwards, and every replica applies each command at the
+        same time.  An entry of an older format has no time: the clock stays.
+        """
+        if entry and not isinstance(entry[0], dict):
+            self._advance(entry[0])
+            entry = entry[1:]
+        return [self.apply(command) for command in entry]
+
+    def _advance(self, now: object) -> None:
+        if isinstance(now, (int, float)) and math.isfinite(now) and now > self.clock:
+            self.clock = float(now)
 
     def apply(self, command: dict[str, Any]) -> Result:
         """Apply one command; never raises for bad input, answers an error result instead.
@@ -103,19 +120,23 @@ class Store(ShardOwnership):
         self.applied += 1
         op = command.get("op")
         try:
-            if op in READ_OPS:
-                return self._dispatch(op, command)
-            return self._write_command(op, command)
+            bound = _HANDLERS.get(op)
+            if bound is None:
+                return error("ProtocolError", f"unknown operation {op!r}")
+            if bound[0].write:
+                return self._write_command(bound, command)
+            return self._dispatch(bound, command)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
     def read(self, command: dict[str, Any]) -> Result:
         """Answer a read from the local state, outside the log (a stale read): counts nothing."""
         op = command.get("op")
-        if op not in READ_OPS:
+        bound = _HANDLERS.get(op) if isinstance(op, str) else None
+        if bound is None or bound[0].kind is not Kind.READ:
             return error("ProtocolError", f"{op!r} is not a read")
         try:
-            return self._dispatch(op, command)
+            return self._dispatch(bound, command)
         except RuntimeError:
             # Not bad input: the Raft thread changed a dict this read was walking.
             # The caller (raftkv.server) reads again.
@@ -123,9 +144,7 @@ class Store(ShardOwnership):
         except Exception as exc:  # noqa: BLE001 - as in apply
             return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
-    def _write_command(self, op: object, command: dict[str, Any]) -> Result:
-        if op not in WRITE_OPS:
-            return error("ProtocolError", f"unknown operation {op!r}")
+    def _write_command(self, bound: Bound, command: dict[str, Any]) -> Result:
         cid, seq, ack = command.get("cid"), command.get("seq"), command.get("ack", 0)
         if not (isinstance(cid, int) and isinstance(seq, int) and isinstance(ack, int)):
             return error("ProtocolError", "a write needs integer cid, seq and ack")
@@ -139,15 +158,15 @@ class Store(ShardOwnership):
         self._forget_acknowledged(session, ack)
         if len(session.results) >= MAX_RESULTS_PER_CLIENT:
             return error("UnavailableError", "too many unacknowledged requests from this client")
-        result = self._dispatch_write(op, command)
+        result = self._dispatch_write(bound, command)
         session.results[seq] = result
         return result
 
-    def _dispatch_write(self, op: str, command: dict[str, Any]) -> Result:
-        upload = command.get("upload") if op in _UPLOAD_OPS else None
+    def _dispatch_write(self, bound: Bound, command: dict[str, Any]) -> Result:
+        upload = command.get("upload") if bound[0].upload else None
         if upload is None:
-            return self._dispatch(op, command)
-        if (refused := self.refusal(op, command)) is not None:
+            return self._dispatch(bound, command)
+        if (refused := self.refusal(bound[0], command)) is not None:
             return refused  # not applied here: the intent keeps protecting the chunks
         if not isinstance(upload, int):
             return error("ProtocolError", "an upload id is an integer")
@@ -156,7 +175,7 @@ class Store(ShardOwnership):
                          "written; its chunks may be gone: upload again")
         # The cell now references the chunks (or the write lost its condition and
         # nothing will): either way the intent has done its work.
-        result = self._dispatch(op, command)
+        result = self._dispatch(bound, command)
         del self.intents[upload]
         return result
 
@@ -177,17 +196,17 @@ class Store(ShardOwnership):
             for seq in [s for s in session.results if s <= ack]:
                 del session.results[seq]
 
-    def _dispatch(self, op: str, command: dict[str, Any]) -> Result:
+    def _dispatch(self, bound: Bound, command: dict[str, Any]) -> Result:
         if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
             return error("ProtocolError", "row and column must be strings")
+        operation, handler = bound
         try:
             # After a write's exactly-once check (see ownership.py): a stored answer wins.
-            if (refused := self.refusal(op, command)) is not None:
+            if (refused := self.refusal(operation, command)) is not None:
                 return refused
-            handler: Callable[[dict[str, Any]], Result] = getattr(self, f"_op_{op}")
-            return handler(command)
+            return handler(self, command)  # type: ignore[no-any-return]
         except (KeyError, TypeError, ValueError) as exc:
-            return error("ProtocolError", f"malformed {op} request: {exc!r}")
+            return error("ProtocolError", f"malformed {operation.name} request: {exc!r}")
 
     # -- helpers ------------------------------------------------------------
 
@@ -315,10 +334,13 @@ class Store(ShardOwnership):
         return {"versions": versions}
 
     def _tick(self, c: dict[str, Any]) -> float:
-        now = c["now"]
-        if not isinstance(now, (int, float)) or not math.isfinite(now):
-            raise TypeError("now must be a finite number")
-        self.clock = max(self.clock, float(now))
+        """The group's clock; a command that carries its own ``now`` (older
+        entries, and tests that drive the store directly) moves it first."""
+        if "now" in c:
+            now = c["now"]
+            if not isinstance(now, (int, float)) or not math.isfinite(now):
+                raise TypeError("now must be a finite number")
+            self._advance(now)
         return self.clock
 
     def _op_intent(self, c: dict[str, Any]) -> Result:
@@ -436,3 +458,8 @@ class Store(ShardOwnership):
         for _expires, chunks in list(self.intents.copy().values()):
             protected.update(chunks.copy())
         return manifests, protected
+
+
+# Every operation answered through the log, with its handler; fails at import
+# when the registry (raftkv/operations.py) and the ``_op_`` methods disagree.
+_HANDLERS: dict[str, Bound] = bind_handlers(Store, HANDLER_PREFIX, (Kind.READ, Kind.WRITE))

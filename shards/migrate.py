@@ -65,8 +65,7 @@ class Migrator:
             states = {}
             for gid, addrs in groups.items():
                 try:
-                    states[gid] = self.client.group_client(gid, addrs).execute(
-                        {"op": "shard_state"}, write=False)
+                    states[gid] = self.client.group_client(gid, addrs).shard_state()
                 except UnavailableError:
                     pass  # a group that is down is waited for like one that is slow
             done = sum(1 for s in moving if target.owners[s] in states

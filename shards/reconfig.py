@@ -35,7 +35,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -86,16 +86,23 @@ def adopted(state: dict[str, Any], num: int, shard: int) -> bool:
     return shard not in {entry[0] for entry in state["incoming"]}
 
 
-def begin_command(gid: int, previous: Config, config: Config) -> dict[str, Any]:
-    """Group ``gid``'s ``begin_config`` for ``config``: its shards, and each move with the
-    other group and its replicas' addresses."""
+class Moves(NamedTuple):
+    """What group ``gid`` does in a configuration: the arguments of its ``begin_config``."""
+
+    shards: list[int]            # every shard it holds in the configuration
+    incoming: list[list[Any]]    # [shard, old owner, [its replicas' addresses]]
+    outgoing: list[list[Any]]    # [shard, new owner, [its replicas' addresses]]
+
+
+def moves_of(gid: int, previous: Config, config: Config) -> Moves:
+    """Group ``gid``'s shards in ``config``, and each move with the other group and its
+    replicas' addresses."""
     mine = config.shards_of(gid)
     incoming = [[s, owner, list(previous.groups[owner])] for s in mine
                 if (owner := previous.owners[s]) not in (gid, UNASSIGNED)]
     outgoing = [[s, owner, list(config.groups[owner])] for s in previous.shards_of(gid)
                 if (owner := config.owners[s]) != gid]
-    return {"op": "begin_config", "config": config.num, "shards": mine,
-            "incoming": incoming, "outgoing": outgoing}
+    return Moves(mine, incoming, outgoing)
 
 
 class Reconfigurer(BackgroundLoop):
@@ -148,7 +155,7 @@ class Reconfigurer(BackgroundLoop):
 
     def advance(self) -> bool:
         """One pass; whether it got anywhere (then the next pass comes sooner)."""
-        state = self._own.execute({"op": "shard_state"}, write=False)
+        state = self._own.shard_state()
         num: int = state["config_num"]
         # One unreachable or broken peer holds up only the shards it gives or takes.
         if state["incoming"]:
@@ -180,15 +187,15 @@ class Reconfigurer(BackgroundLoop):
         return True
 
     def _drop_if_adopted(self, num: int, shard: int, dest: tuple[str, ...]) -> None:
-        if adopted(self._group(dest).execute({"op": "shard_state"}, write=False), num, shard):
-            self._own.execute({"op": "drop_shard", "config": num, "shard": shard}, write=True)
+        if adopted(self._group(dest).shard_state(), num, shard):
+            self._own.drop_shard(num, shard)
             log.info("group %d: dropped shard %d (configuration %d)", self.group_id, shard, num)
 
     def _begin(self, previous: Config, config: Config) -> None:
-        command = begin_command(self.group_id, previous, config)
-        self._own.execute(command, write=True)
+        moves = moves_of(self.group_id, previous, config)
+        self._own.begin_config(config.num, *moves)
         log.info("group %d: began configuration %d (%d shards in, %d out)", self.group_id,
-                 config.num, len(command["incoming"]), len(command["outgoing"]))
+                 config.num, len(moves.incoming), len(moves.outgoing))
 
     # -- pulling a shard --------------------------------------------------------
 
@@ -200,8 +207,7 @@ class Reconfigurer(BackgroundLoop):
         for _ in range(10_000_000):  # pages; bounded by the shard's cells
             if not self._leading():
                 return  # a deposed leader leaves the rest to its successor
-            page = src.execute({"op": "export_shard", "config": num, "shard": shard,
-                                "after": after}, write=False, stale=True)
+            page = src.export_shard(num, shard, after)
             counter = page["counter"]
             for batch in _batches(page["rows"]):
                 self._import(src, num, shard, batch, counter)
@@ -210,7 +216,7 @@ class Reconfigurer(BackgroundLoop):
                 break
         # An empty shard still carries its version counter over.
         self._import(src, num, shard, [], counter)
-        self._own.execute({"op": "adopt_shard", "config": num, "shard": shard}, write=True)
+        self._own.adopt_shard(num, shard)
         log.info("group %d: adopted shard %d (configuration %d)", self.group_id, shard, num)
 
     def _import(self, src: raftkv.Client, num: int, shard: int, batch: list[ExportedRow],
@@ -231,22 +237,20 @@ class Reconfigurer(BackgroundLoop):
             return
         if not self._leading():
             raise NotLeader("no longer the leader: the successor pulls")  # before any copying
-        command = {"op": "import_shard", "config": num, "shard": shard, "rows": batch,
-                   "counter": counter}
         if not names:
-            self._own.execute(command, write=True)
+            self._own.import_shard(num, shard, batch, counter)
             return
-        upload = command["upload"] = secrets.randbits(63)
+        upload = secrets.randbits(63)
         try:
             for i in range(0, len(names), INTENT_NAMES):
                 self._intent(upload, names[i:i + INTENT_NAMES], new=i == 0)
             self._copy_chunks(src, upload, names)
-            self._own.execute(command, write=True)  # retires the intent
+            self._own.import_shard(num, shard, batch, counter, upload=upload)  # retires the intent
         except BaseException:
             # A failed pull must not leave its intent to pile up until the lease
             # ends (the next pass starts a new one): end it, if we still can.
             with contextlib.suppress(RaftKVError):
-                self._own.execute({"op": "intent_end", "upload": upload}, write=True)
+                self._own.intent_end(upload)
             raise
 
     def _copy_chunks(self, src: raftkv.Client, upload: int, names: list[str]) -> None:
@@ -270,8 +274,7 @@ class Reconfigurer(BackgroundLoop):
         self._own.put_chunk(name, src.fetch_chunk(name))
 
     def _intent(self, upload: int, names: list[str], *, new: bool) -> None:
-        self._own.execute({"op": "intent", "upload": upload, "lease": PULL_LEASE, "new": new,
-                           "digests": [bytes.fromhex(n) for n in names]}, write=True)
+        self._own.intent(upload, [bytes.fromhex(n) for n in names], lease=PULL_LEASE, new=new)
 
     def _chunks_of(self, src: raftkv.Client, batch: list[ExportedRow]) -> Iterator[str]:
         """The names of every chunk (index and data) of the batch's blob cells."""

@@ -132,17 +132,15 @@ def test_a_step_with_an_old_configuration_number_is_refused(cluster) -> None:
         group = client.group_client(target)
         # The group is in configuration 2 now: steps of 1 (a slow peer's, a stale
         # reconfigurer's) are refused, and so is skipping ahead.
-        for stale in ({"op": "begin_config", "config": 4, "shards": [], "incoming": [],
-                       "outgoing": []},
-                      {"op": "import_shard", "config": 1, "shard": shard, "rows": [],
-                       "counter": 0},
-                      {"op": "adopt_shard", "config": 1, "shard": shard},
-                      {"op": "drop_shard", "config": 1, "shard": shard}):
+        for stale in (lambda: group.begin_config(4, [], [], []),
+                      lambda: group.import_shard(1, shard, [], 0),
+                      lambda: group.adopt_shard(1, shard),
+                      lambda: group.drop_shard(1, shard)):
             with pytest.raises(ConfigurationPending):
-                group.execute(stale, write=True)
+                stale()
         with pytest.raises(ConfigurationPending):
-            group.execute({"op": "export_shard", "config": 1, "shard": shard}, write=False)
-        assert group.execute({"op": "shard_state"}, write=False)["config_num"] == 2
+            group.export_shard(1, shard)
+        assert group.shard_state()["config_num"] == 2
 
 
 def test_raftkv_ctl_moves_a_shard_and_shows_where_it_went(cluster) -> None:

@@ -232,7 +232,7 @@ def test_the_intent_clock_never_runs_backwards() -> None:
 @pytest.mark.parametrize("command", [
     {"op": "intent", "upload": "x", "digests": [], "lease": 1, "now": 1, "new": True},
     {"op": "intent", "upload": 1, "digests": [b"short"], "lease": 1, "now": 1, "new": True},
-    {"op": "intent", "upload": 1, "digests": [], "lease": 1, "new": True},  # no "now"
+    {"op": "intent", "upload": 1, "digests": [], "lease": "long", "now": 1, "new": True},
     {"op": "put", "row": "r", "col": "c", "value": b"v", "upload": [1]},
     {"op": "expire_intents", "now": "later"},
 ])

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shards.config import Config
-from shards.reconfig import IMPORT_BYTES, _batches, adopted, begin_command, settled
+from shards.reconfig import IMPORT_BYTES, Moves, _batches, adopted, moves_of, settled
 
 ADDRS = ["127.0.0.1:1"]
 
@@ -43,14 +43,14 @@ def test_settled_and_adopted_read_a_groups_state() -> None:
 def test_beginning_a_configuration_names_every_move_with_its_peers_addresses() -> None:
     previous = Config(3, (1, 1, 2, 2, 3, 3), {1: ("a:1",), 2: ("b:1",), 3: ("c:1",)})
     config = Config(4, (1, 2, 2, 1, 1, 3), {1: ("a:1",), 2: ("b:1",), 3: ("c:1",)})
-    assert begin_command(1, previous, config) == {
-        "op": "begin_config", "config": 4, "shards": [0, 3, 4],
-        "incoming": [[3, 2, ["b:1"]], [4, 3, ["c:1"]]], "outgoing": [[1, 2, ["b:1"]]]}
+    assert moves_of(1, previous, config) == Moves(
+        shards=[0, 3, 4], incoming=[[3, 2, ["b:1"]], [4, 3, ["c:1"]]],
+        outgoing=[[1, 2, ["b:1"]]])
     # The first configuration: shards come from nobody, so nothing is awaited.
     first = Config(1, (1, 2, 1, 2, 1, 2), {1: ("a:1",), 2: ("b:1",)})
-    assert begin_command(2, Config.empty(6), first)["incoming"] == []
+    assert moves_of(2, Config.empty(6), first).incoming == []
     # A group that left gives everything away and keeps nothing.
     gone = Config(5, (1, 1, 2, 2, 2, 3), {1: ("a:1",), 2: ("b:1",), 3: ("c:1",)})
-    assert begin_command(1, Config(6, gone.owners, gone.groups), Config(
-        7, (2, 2, 2, 2, 2, 3), {2: ("b:1",), 3: ("c:1",)}))["outgoing"] == [
+    assert moves_of(1, Config(6, gone.owners, gone.groups), Config(
+        7, (2, 2, 2, 2, 2, 3), {2: ("b:1",), 3: ("c:1",)})).outgoing == [
         [0, 2, ["b:1"]], [1, 2, ["b:1"]]]

@@ -1,0 +1,106 @@
+"""Every operation of the store, declared once.
+
+A request names its operation by a string (``{"op": "get", ...}``).  This
+module is the only place that says what each name is: whether it goes through
+the log as a read or a write or is answered by the replica's server itself,
+how the ``WrongShard`` check finds the shard of the data it touches, whether
+it carries an upload id, and whether it waits for one of the node's chunk
+slots.  The store (:mod:`raftkv.store`, :mod:`raftkv.ownership`) and the
+server (:mod:`raftkv.server`) consult only this table; each binds its handlers
+with :func:`bind_handlers`, which fails at import when a registered operation
+has no handler or a handler has no registry line.
+
+Adding an operation is: its handler (``Store._op_<name>``, or
+``NodeServer._op_<name>`` for one answered outside the log), its line
+below, the :class:`raftkv.Client` method that sends it, and tests.
+docs/architecture.md ("Operations") tells the story.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Kind(enum.Enum):
+    """Where an operation is answered."""
+
+    READ = "read"    # through the log (linearizable), or from one replica's state (stale)
+    WRITE = "write"  # through the log, exactly once per (client id, sequence number)
+    NODE = "node"    # by the replica's server, outside the log (status, blob chunks)
+
+
+class ShardBy(enum.Enum):
+    """How the ``WrongShard`` check finds the shard an operation's data lives in."""
+
+    ROW = "row"        # the shard of the command's ``row``
+    NUMBER = "number"  # the command's ``shard`` number
+    NONE = "none"      # no shard data, or a configuration step that checks its own number
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One line of the registry.  ``shard`` has no default: every line states it, so an
+    operation on shard data cannot skip the ``WrongShard`` check by omission."""
+
+    name: str
+    kind: Kind
+    shard: ShardBy
+    upload: bool = False  # may carry ``upload``: the intent its blob cells retire
+    chunk: bool = False   # moves a blob chunk: waits for one of the node's chunk slots
+    write: bool = field(init=False)  # kind is WRITE: a plain attribute for the hot path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "write", self.kind is Kind.WRITE)
+
+
+READ, WRITE, NODE = Kind.READ, Kind.WRITE, Kind.NODE
+ROW, NUMBER, NONE = ShardBy.ROW, ShardBy.NUMBER, ShardBy.NONE
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in (
+    # -- the table ------------------------------------------------------------
+    Operation("get", READ, ROW),
+    Operation("get_row", READ, ROW),
+    Operation("scan", READ, NUMBER),
+    Operation("put", WRITE, ROW, upload=True),
+    Operation("cput", WRITE, ROW, upload=True),
+    Operation("mutate_row", WRITE, ROW, upload=True),
+    Operation("delete", WRITE, ROW),
+    # -- barriers and upkeep ----------------------------------------------------
+    Operation("noop", READ, NONE),
+    Operation("intent", WRITE, NONE),
+    Operation("intent_end", WRITE, NONE),
+    Operation("expire_intents", WRITE, NONE),
+    # -- shard moves (raftkv/ownership.py): each checks its configuration number --
+    Operation("begin_config", WRITE, NONE),
+    Operation("import_shard", WRITE, NONE),
+    Operation("adopt_shard", WRITE, NONE),
+    Operation("drop_shard", WRITE, NONE),
+    Operation("export_shard", READ, NONE),
+    Operation("shard_state", READ, NONE),
+    # -- answered by the replica's server ----------------------------------------
+    Operation("status", NODE, NONE),
+    Operation("blob_put", NODE, NONE, chunk=True),
+    Operation("blob_get", NODE, NONE, chunk=True),
+)}
+
+HANDLER_PREFIX = "_op_"  # the handler of operation x is the method _op_x
+
+Handler = Callable[..., Any]
+
+
+def bind_handlers(cls: type, prefix: str, kinds: Iterable[Kind]) -> dict[str, tuple[Operation, Handler]]:
+    """``name -> (operation, cls.<prefix><name>)`` for the operations of ``kinds``.
+
+    :raises ImportError: a registered operation of ``kinds`` has no handler on
+        ``cls``, or ``cls`` has a handler that no registry line names.
+    """
+    wanted = {op.name: op for op in OPERATIONS.values() if op.kind in set(kinds)}
+    handlers = {name[len(prefix):] for name in dir(cls) if name.startswith(prefix)}
+    missing, unregistered = sorted(wanted.keys() - handlers), sorted(handlers - wanted.keys())
+    if missing or unregistered:
+        raise ImportError(f"{cls.__name__}: operations without a handler {missing}, "
+                          f"handlers without a registry line {unregistered} (raftkv/operations.py)")
+    return {name: (op, getattr(cls, prefix + name)) for name, op in wanted.items()}
