@@ -10,7 +10,11 @@ can serve any client, and a frontend crash logs nobody out.
 A login ends ``ttl`` seconds after it began, or earlier once it has been
 unused for ``idle`` seconds.  "Last seen" is its own column, written by a
 :class:`SeenRecorder` thread at most once per ``seen_every`` (a minute), so
-a page costs the one read that loads the session and no write.
+a page costs the one read that loads the session and no write.  The cells
+expire in the store (a write's ``ttl``) a minute after the session would end
+-- each "last seen" write renews the record's -- so the store forgets
+abandoned sessions without a sweeper; :meth:`SessionStore.load` still decides
+the end itself, to the second.
 
 Layout (the user's index shares the user's shard through the ``{user}`` tag)::
 
@@ -35,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
 
@@ -54,6 +58,9 @@ SESSION_COL = "s"
 SEEN_COL = "seen"
 DEFAULT_IDLE = 2 * 24 * 3600  # seconds without a request after which a login ends
 SEEN_EVERY = 60.0             # record "last seen" at most this often per session
+# Seconds the store keeps a session's cells after it ends: the frontends' and the
+# store's clocks differ a little, and load() decides the end exactly anyway.
+STORE_SLACK = 60.0
 _AGENT_CHARS = 120            # of the User-Agent kept to describe a session
 # secrets.token_urlsafe(32) is 43 characters of the URL-safe base64 alphabet;
 # anything else in the cookie is garbage and gets replaced.
@@ -154,6 +161,12 @@ class SessionStore:
         self.seen_every = min(SEEN_EVERY, idle / 10)
         self.recorder = SeenRecorder(client)
 
+    def _lifetime(self, expires: float, seen: float) -> float:
+        """The store ttl of a session last seen at ``seen``, from now: until it would
+        end (idle or at ``expires``, whichever comes first) and the slack."""
+        now = time.time()
+        return max(min(expires, seen + self.idle) - now, 0.0) + STORE_SLACK
+
     def unchecked(self, cookie: str | None) -> Session:
         """An anonymous session keeping the cookie's sid, without a store read (error pages)."""
         if cookie is None or not _SID_RE.fullmatch(cookie):
@@ -184,7 +197,8 @@ class SessionStore:
                 pass  # expiry holds whether or not the clean-up happens now
             return Session(cookie)
         if now - seen >= self.seen_every:
-            self.recorder.note(row, cell.version, seen_cell.version if seen_cell else 0)
+            self.recorder.note(row, cell.version, seen_cell.version if seen_cell else 0,
+                               cell.value, self._lifetime(data.get("expires", 0), now))
         return Session(cookie, user=data["user"], admin=bool(data.get("admin")))
 
     def login(self, old: Session, user: str, *, admin: bool, addr: str | None = None,
@@ -205,8 +219,10 @@ class SessionStore:
         self._prune(user, now)
         # Index first: a session missing from the index could outlive a
         # password change; an index entry without a session is harmless.
-        client.put(index_row(user), f"s:{_key(session.sid)}", msgpack.packb(expires))
-        client.put(session_row(session.sid), SESSION_COL, msgpack.packb(record))
+        client.put(index_row(user), f"s:{_key(session.sid)}", msgpack.packb(expires),
+                   ttl=self.ttl + STORE_SLACK)
+        client.put(session_row(session.sid), SESSION_COL, msgpack.packb(record),
+                   ttl=self._lifetime(expires, now))
         return session
 
     def logout(self, session: Session) -> Session:
@@ -306,6 +322,16 @@ def _seen_time(cell: Cell | None, record: dict) -> float:
     return float(record.get("created", 0))
 
 
+class _Note(NamedTuple):
+    """A use of a session waiting to be recorded."""
+
+    session_version: int  # of the record, as the request read it
+    seen_version: int     # of "last seen" (0: absent)
+    when: float           # the time of the use
+    record: bytes         # the session's record, written again with the new lifetime
+    lifetime: float       # seconds both cells stay in the store from ``when``
+
+
 class SeenRecorder(BackgroundLoop):
     """Writes sessions' "last seen" times from a background thread of this process.
 
@@ -317,8 +343,10 @@ class SeenRecorder(BackgroundLoop):
     write.  The write is a ``mutate_row`` conditioned on the versions the
     request read, so it never brings back an ended session, and of several
     frontends noting the same session at once only the first lands: "last
-    seen" changes at most once per ``seen_every``.  Losing a pending note (a
-    worker killed) only makes a session look a minute older.
+    seen" changes at most once per ``seen_every``.  It writes the session's
+    record again too, so both cells' store lifetime (``ttl``) runs from this
+    use.  Losing a pending note (a worker killed) only makes a session look a
+    minute older.
     """
 
     FLUSH_EVERY = 1.0  # seconds between flushes
@@ -327,20 +355,23 @@ class SeenRecorder(BackgroundLoop):
     def __init__(self, client: Callable[[], KeyValueStore]) -> None:
         self._client = client
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[int, int, float]] = {}  # row -> (s version, seen version, t)
+        self._pending: dict[str, _Note] = {}  # row -> its latest note
         self._pid = os.getpid()  # the process whose notes _pending holds
         self.writes = 0  # last-seen writes that landed (tests, diagnostics)
         super().__init__("session-seen", self.FLUSH_EVERY, first_delay=self.FLUSH_EVERY)
 
-    def note(self, row: str, session_version: int, seen_version: int) -> None:
-        """Remember that the session in ``row`` was used now (no I/O)."""
+    def note(self, row: str, session_version: int, seen_version: int, record: bytes,
+             lifetime: float) -> None:
+        """Remember that the session in ``row`` was used now (no I/O): its cells'
+        versions as the request read them, its record, and its store ttl from now."""
         with self._lock:
             if self.stopping:
                 return
             if os.getpid() != self._pid:  # a forked worker: the parent's notes are not its own
                 self._pid, self._pending = os.getpid(), {}
             if row in self._pending or len(self._pending) < self.MAX_PENDING:
-                self._pending[row] = (session_version, seen_version, time.time())
+                self._pending[row] = _Note(session_version, seen_version, time.time(), record,
+                                           lifetime)
         self.start()  # the thread, once per process (a forked worker starts its own)
 
     def flush(self) -> int:
@@ -351,11 +382,13 @@ class SeenRecorder(BackgroundLoop):
             return 0
         client = self._client()
         landed = 0
-        for row, (session_version, seen_version, when) in pending.items():
+        for row, note in pending.items():
             try:
-                client.mutate_row(row, [("version", SESSION_COL, session_version),
-                                        ("version", SEEN_COL, seen_version)],
-                                  [("put", SEEN_COL, msgpack.packb(when))])
+                client.mutate_row(row, [("version", SESSION_COL, note.session_version),
+                                        ("version", SEEN_COL, note.seen_version)],
+                                  [("put", SEEN_COL, msgpack.packb(note.when)),
+                                   ("put", SESSION_COL, note.record)],
+                                  ttl=note.lifetime)
                 landed += 1
             except ConditionFailed:
                 pass  # ended meanwhile, or another frontend recorded it first

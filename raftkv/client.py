@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import random
 import threading
 import time
@@ -40,6 +41,7 @@ from .errors import (
     from_wire,
 )
 from .interface import Cell, Condition, Consistency, Mutation, Readable, StaleCell
+from .store import EXPIRE_CELLS, MAX_TTL
 from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahead, read_full
 
 INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
@@ -310,17 +312,24 @@ class Client:
             return StaleCell(*cell)
         return cell
 
-    def put(self, row: str, col: str, value: bytes) -> int:
-        """Store a value of any size; returns the cell's new version."""
-        return self.put_stream(row, col, value)
+    def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
+        """Store a value of any size; returns the cell's new version.
 
-    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
+        ``ttl``: the cell expires this many seconds after the write, on the
+        group's clock (reads then find it absent); without, it never does.
+        """
+        return self.put_stream(row, col, value, ttl=ttl)
+
+    def put_stream(self, row: str, col: str, stream: Readable | bytes, *,
+                   ttl: float | None = None) -> int:
         """Store what ``stream.read()`` yields until EOF, never holding it whole.
 
         :raises UploadExpired: the upload stalled for longer than its lease.
         """
+        expiry = ttl_field(ttl)
         version: int = self._write_values([stream], lambda s: {
-            "op": "put", "row": row, "col": col, "value": s[0][0], "blob": s[0][1]})["version"]
+            "op": "put", "row": row, "col": col, "value": s[0][0], "blob": s[0][1],
+            **expiry})["version"]
         return version
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
@@ -356,16 +365,18 @@ class Client:
         return deleted
 
     def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
-             if_version: int | None = None) -> int:
+             if_version: int | None = None, ttl: float | None = None) -> int:
         """Store ``new`` only if the cell still holds ``old`` (None: absent) or ``if_version``.
 
+        An expired cell is absent.  ``ttl`` as for :meth:`put`.
         :raises ConditionFailed: with the cell's current version (0 if absent).
         """
         condition: dict[str, Any] = ({"if_version": if_version} if if_version is not None else
                                      {"old": None if old is None else self._comparable(old)})
+        expiry = ttl_field(ttl)
         version: int = self._write_values([new], lambda s: {
             "op": "cput", "row": row, "col": col, "value": s[0][0], "blob": s[0][1],
-            **condition})["version"]
+            **condition, **expiry})["version"]
         return version
 
     @staticmethod
@@ -374,12 +385,16 @@ class Client:
         return value if len(value) <= INLINE_LIMIT else manifest_of(value)
 
     def mutate_row(self, row: str, conditions: Sequence[Condition],
-                   mutations: Sequence[Mutation]) -> dict[str, int]:
+                   mutations: Sequence[Mutation], *,
+                   ttl: float | None = None) -> dict[str, int]:
         """Apply ``mutations`` to one row atomically if every condition holds.
 
-        Conditions: ``("version", col, n)``, ``("absent", col)``, ``("value", col, bytes)``.
-        Mutations: ``("put", col, value)``, ``("delete", col)``.
+        Conditions: ``("version", col, n)``, ``("absent", col)``, ``("value", col, bytes)``;
+        an expired cell is absent.
+        Mutations: ``("put", col, value)``, ``("delete", col)``.  ``ttl`` (as for
+        :meth:`put`) applies to every cell the call puts.
         """
+        expiry = ttl_field(ttl)
         conds = [[c[0], c[1], self._comparable(c[2])] if c[0] == "value" else list(c)
                  for c in conditions]
         values = [m[2] for m in mutations if m[0] == "put"]
@@ -388,7 +403,8 @@ class Client:
             pending = iter(stored)
             muts = [["put", m[1], *next(pending)] if m[0] == "put" else list(m)
                     for m in mutations]
-            return {"op": "mutate_row", "row": row, "conditions": conds, "mutations": muts}
+            return {"op": "mutate_row", "row": row, "conditions": conds, "mutations": muts,
+                    **expiry}
         versions: dict[str, int] = self._write_values(values, build)["versions"]
         return versions
 
@@ -449,6 +465,12 @@ class Client:
     def expire_intents(self) -> int:
         """End every intent whose lease ran out on the group's clock; how many."""
         return int(self._call({"op": "expire_intents"}, write=True)["expired"])
+
+    def expire_cells(self, limit: int = EXPIRE_CELLS) -> tuple[int, bool]:
+        """Remove up to ``limit`` cells that expired on the group's clock (the entry
+        also moves that clock); ``(how many, whether more may wait)``."""
+        result = self._call({"op": "expire_cells", "limit": limit}, write=True)
+        return int(result["expired"]), bool(result["more"])
 
     # -- shard moves: the steps of raftkv.ownership -------------------------
 
@@ -516,6 +538,16 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def ttl_field(ttl: float | None) -> dict[str, float]:
+    """The ``ttl`` field of a write: none for a permanent cell."""
+    if ttl is None:
+        return {}
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (
+            math.isfinite(ttl) and ttl > 0):
+        raise ValueError("ttl is a positive number of seconds")
+    return {"ttl": min(float(ttl), MAX_TTL)}
 
 
 class _Prefixed(io.RawIOBase):

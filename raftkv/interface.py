@@ -61,6 +61,10 @@ class KeyValueStore(Protocol):
     Writes apply exactly once; a write whose outcome is unknown raises
     :class:`~raftkv.errors.OutcomeUnknown`.  A failed condition raises
     :class:`~raftkv.errors.ConditionFailed`.
+
+    A write's ``ttl`` (seconds, > 0) makes the cells it puts expire then, on the
+    group's clock: every read hides them and conditions see them absent; a write
+    without ``ttl`` makes the cell permanent (docs/store-promises.md, "The interface").
     """
 
     def get(self, row: str, col: str, *,
@@ -68,11 +72,12 @@ class KeyValueStore(Protocol):
         """The cell at (row, col), or None; ``"stale"`` may answer from one replica."""
         ...
 
-    def put(self, row: str, col: str, value: bytes) -> int:
+    def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
         """Store a value of any size; returns the cell's new version."""
         ...
 
-    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
+    def put_stream(self, row: str, col: str, stream: Readable | bytes, *,
+                   ttl: float | None = None) -> int:
         """Store what ``stream.read(n)`` yields until EOF; returns the cell's new version.
 
         A seekable stream is rewound if the write must be sent again (a shard moved).
@@ -92,13 +97,15 @@ class KeyValueStore(Protocol):
         ...
 
     def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
-             if_version: int | None = None) -> int:
+             if_version: int | None = None, ttl: float | None = None) -> int:
         """Store ``new`` only if the cell holds ``old`` (None: absent) or ``if_version``."""
         ...
 
     def mutate_row(self, row: str, conditions: Sequence[Condition],
-                   mutations: Sequence[Mutation]) -> dict[str, int]:
-        """Apply ``mutations`` to one row atomically if every condition holds."""
+                   mutations: Sequence[Mutation], *,
+                   ttl: float | None = None) -> dict[str, int]:
+        """Apply ``mutations`` to one row atomically if every condition holds
+        (``ttl`` applies to every cell it puts)."""
         ...
 
     def get_row(self, row: str, prefix: str = "", *,

@@ -73,6 +73,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("intent", WRITE, NONE),
     Operation("intent_end", WRITE, NONE),
     Operation("expire_intents", WRITE, NONE),
+    Operation("expire_cells", WRITE, NONE),  # each cell's shard is checked as it goes
     # -- shard moves (raftkv/ownership.py): each checks its configuration number --
     Operation("begin_config", WRITE, NONE),
     Operation("import_shard", WRITE, NONE),

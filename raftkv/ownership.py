@@ -41,6 +41,7 @@ configuration other than the one the group is in are refused.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from typing import Any
 
@@ -62,10 +63,17 @@ class ShardOwnership:
     """Mixin of :class:`raftkv.store.Store`: shard ownership and the configuration steps."""
 
     shard_count: int
-    shards: dict[int, dict[str, dict[str, tuple[int, bytes, bool]]]]
+    shards: dict[int, dict[str, dict[str, Any]]]  # shard -> row -> column -> cell (store.Cell)
     counters: dict[int, int]
     blob_cells: dict[tuple[str, str], bytes]
     intents: dict[int, tuple[float, list[bytes]]]
+
+    # Provided by the store: whether a cell has not expired, and noting one that will.
+    def live(self, cell: Any) -> bool:
+        raise NotImplementedError
+
+    def _will_expire(self, expires: float, row: str, col: str) -> None:
+        raise NotImplementedError
 
     def _init_ownership(self, managed: bool) -> None:
         self.managed = managed              # a config group decides what we serve
@@ -155,6 +163,8 @@ class ShardOwnership:
 
         Pages end within a row if need be (a row may hold thousands of cells);
         the answer's ``after`` is where the next page starts, None at the end.
+        A cell is ``[column, version, value, is_blob]``, with its expiry time
+        after them if it expires; expired cells stay behind.
         """
         num, shard = c["config"], self._shard(c["shard"])
         if not isinstance(num, int):
@@ -181,7 +191,7 @@ class ShardOwnership:
         page: list[list[Any]] = []
         cells = size = 0
         for row in order[start:]:
-            columns = sorted(table[row].items())
+            columns = sorted((col, cell) for col, cell in table[row].items() if self.live(cell))
             if row == after_row:
                 columns = [(col, cell) for col, cell in columns if col > after_col]
             taken: list[list[Any]] = []
@@ -215,10 +225,14 @@ class ShardOwnership:
             if not isinstance(row, str) or shard_of(row, self.shard_count) != shard:
                 raise ValueError(f"row {row!r} is not in shard {shard}")
             checked = []
-            for col, version, value, is_blob in cells:
+            for col, version, value, is_blob, *expiry in cells:
                 if not isinstance(value, bytes) or not isinstance(col, str):
                     raise TypeError("cells hold bytes under string columns")
-                checked.append((col, (int(version), value, bool(is_blob))))
+                if expiry and (not isinstance(expiry[0], (int, float)) or isinstance(
+                        expiry[0], bool) or not math.isfinite(expiry[0]) or len(expiry) > 1):
+                    raise TypeError("a cell's expiry is a finite time")
+                cell = (int(version), value, bool(is_blob), *(float(e) for e in expiry))
+                checked.append((col, cell))
             rows.append((row, checked))
         counter = int(c["counter"])
         table = self.shards.setdefault(shard, {})
@@ -226,6 +240,8 @@ class ShardOwnership:
             target = table.setdefault(row, {})
             for col, cell in checked:
                 target[col] = cell
+                if len(cell) > 3:
+                    self._will_expire(cell[3], row, col)
                 if cell[2]:
                     self.blob_cells[(row, col)] = cell[1]
                 else:

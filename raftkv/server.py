@@ -47,6 +47,7 @@ from .errors import (
     TooLarge,
     UnavailableError,
 )
+from .expiry import EXPIRY_INTERVAL, CellExpirer
 from .node import ENTRY_CAP, Replica, ReplicaConfig
 from .operations import HANDLER_PREFIX, OPERATIONS, Kind, bind_handlers
 from .repair import BlobKeeper
@@ -82,6 +83,8 @@ class StoreSettings:
     encryption: str = "auto"      # "auto": frames are sealed unless both ends are on
                                   # loopback; "always": sealed on loopback too
     max_connections: int = 2048   # open connections per replica; beyond, closed at once
+    expiry_interval: float = EXPIRY_INTERVAL  # seconds between the leader's time entries,
+                                              # which also remove expired cells (raftkv.expiry)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> StoreSettings:
@@ -93,6 +96,10 @@ class StoreSettings:
             raise ConfigError('store.encryption must be "auto" or "always"')
         if not isinstance(settings.max_connections, int) or settings.max_connections < 1:
             raise ConfigError("store.max_connections must be a positive integer")
+        if not isinstance(settings.expiry_interval, (int, float)) or not (
+                0.05 <= settings.expiry_interval <= EXPIRY_INTERVAL):
+            raise ConfigError(f"store.expiry_interval must be within [0.05, {EXPIRY_INTERVAL:g}] "
+                              "seconds")
         return settings
 
 
@@ -130,6 +137,8 @@ class NodeServer:
         self.blobs = BlobStore(data_dir / "blobs")
         self.keeper = BlobKeeper(self.replica.store, self.blobs, group.client_addrs, me.client,
                                  cluster.secret, cluster.blobs, self.replica.is_leader)
+        self.expirer = CellExpirer(group.client_addrs, cluster.secret, self.replica.is_leader,
+                                   interval=self.settings.expiry_interval)
         self._blob_slots: asyncio.Semaphore | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._handshaking: dict[asyncio.StreamWriter, None] = {}  # oldest first
@@ -266,7 +275,8 @@ class NodeServer:
         store = self.replica.store  # read without the log: a replica's own view, for operators
         return {"name": self.name, "group": self.group_id, "addr": self.client_addr,
                 **self.replica.status(), "pending_requests": len(self._pending),
-                **self.keeper.status(), "config_num": store.config_num,
+                **self.keeper.status(), "cells_expired": self.expirer.expired,
+                "config_num": store.config_num,
                 "shards_served": None if store.owned is None else len(store.owned),
                 "shards_incoming": len(store.incoming), "shards_frozen": len(store.frozen)}
 
@@ -372,9 +382,11 @@ class NodeServer:
                                             reuse_address=True, limit=READ_BUFFER)
         print(f"raftkv-node {self.name} ready on {self.client_addr}", file=sys.stderr, flush=True)
         self.keeper.start()
+        self.expirer.start()
         async with server:
             await stop.wait()
             await asyncio.to_thread(self.keeper.stop)
+            await asyncio.to_thread(self.expirer.stop)
             # Since 3.12 the server's exit waits for every connection to end; the
             # peers' keepers and idle clients would keep theirs open for ever.
             for writer in list(self._open):

@@ -34,6 +34,7 @@ of being applied twice.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_right
 from collections import OrderedDict
@@ -43,7 +44,8 @@ from .keys import DEFAULT_SHARDS, shard_of
 from .operations import HANDLER_PREFIX, Handler, Kind, Operation, bind_handlers
 from .ownership import ShardOwnership
 
-Cell = tuple[int, bytes, bool]  # (version, value or manifest, is_blob)
+# (version, value or manifest, is_blob), and for a cell that expires, its expiry time
+Cell = tuple[int, bytes, bool] | tuple[int, bytes, bool, float]
 Result = dict[str, Any]
 Bound = tuple[Operation, Handler]  # a registry line and its Store method
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the oldest idle one goes first
@@ -52,6 +54,8 @@ MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a fram
 MAX_INTENTS = 10_000        # uploads in progress at once, per group
 MAX_INTENT_CHUNKS = 70_000  # chunks one upload may name: 64 GiB of value plus its index
 MAX_LEASE = 86_400.0        # seconds an intent may live without renewal
+MAX_TTL = 10 * 365 * 86_400.0  # seconds a cell may be given to live (ten years)
+EXPIRE_CELLS = 1000         # expired cells one expire_cells command removes at most
 DIGEST_SIZE = 32
 
 
@@ -88,6 +92,10 @@ class Store(ShardOwnership):
         # Derived, not snapshotted: (row, col) -> manifest of every cell holding a blob.
         # Other threads copy it (dict.copy holds the GIL) to find referenced chunks.
         self.blob_cells: dict[tuple[str, str], bytes] = {}
+        # Derived, not snapshotted: (expires, row, column) of cells that expire, a
+        # heap; entries of cells since overwritten or deleted are skipped when popped.
+        self._expiring: list[tuple[float, str, str]] = []
+        self._expiring_kept = 0  # live entries at the last rebuild: when to rebuild again
         self._init_ownership(managed)
 
     # -- entry point --------------------------------------------------------
@@ -234,22 +242,57 @@ class Store(ShardOwnership):
         self.counters[shard] = version
         return version
 
+    def live(self, cell: Cell) -> bool:
+        """Whether ``cell`` has not expired on the group's clock (every read asks)."""
+        return len(cell) == 3 or cell[3] > self.clock  # type: ignore[misc]
+
     def _cell(self, row: str, col: str) -> Cell | None:
+        """The live cell at (row, col): an expired one is absent to reads and conditions."""
         if not isinstance(col, str):
             raise TypeError("column must be a string")
         cells = self._row(row)
-        return None if cells is None else cells.get(col)
+        cell = None if cells is None else cells.get(col)
+        return cell if cell is None or len(cell) == 3 or cell[3] > self.clock else None  # type: ignore[misc]
 
-    def _write(self, row: str, col: str, value: bytes, is_blob: bool) -> int:
+    def _expires(self, c: dict[str, Any]) -> float | None:
+        """When cells this command puts expire: its ``ttl`` after the entry's time."""
+        ttl = c.get("ttl")
+        if ttl is None:
+            return None
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (
+                math.isfinite(ttl) and ttl > 0):
+            raise ValueError("ttl is a positive number of seconds")
+        return self.clock + min(float(ttl), MAX_TTL)
+
+    def _write(self, row: str, col: str, value: bytes, is_blob: bool,
+               expires: float | None = None) -> int:
         if not isinstance(value, bytes) or not isinstance(col, str):
             raise TypeError("value must be bytes and column a string")
         version = self._next_version(row)
-        self._row(row, create=True)[col] = (version, value, bool(is_blob))  # type: ignore[index]
+        cells = self._row(row, create=True)
+        assert cells is not None
+        if expires is None:
+            cells[col] = (version, value, bool(is_blob))
+        else:
+            cells[col] = (version, value, bool(is_blob), expires)
+            self._will_expire(expires, row, col)
         if is_blob:
             self.blob_cells[(row, col)] = value
         else:
             self.blob_cells.pop((row, col), None)
         return version
+
+    def _will_expire(self, expires: float, row: str, col: str) -> None:
+        heapq.heappush(self._expiring, (expires, row, col))
+        if len(self._expiring) > 2 * self._expiring_kept + 4096:
+            self._rebuild_expiring()  # overwritten cells left too many stale entries
+
+    def _rebuild_expiring(self) -> None:
+        self._expiring = [(cell[3], row, col) for table in self.shards.values()  # type: ignore[misc]
+                          for row, cells in table.items()
+                          for col, cell in cells.items() if len(cell) > 3]
+        heapq.heapify(self._expiring)
+        self._expiring_kept = len(self._expiring)
 
     def _erase(self, row: str, col: str) -> bool:
         cells = self._row(row)
@@ -267,8 +310,7 @@ class Store(ShardOwnership):
     def _cell_result(cell: Cell | None) -> Result:
         if cell is None:
             return {"found": False}
-        version, value, is_blob = cell
-        return {"found": True, "version": version, "value": value, "blob": is_blob}
+        return {"found": True, "version": cell[0], "value": cell[1], "blob": cell[2]}
 
     # -- operations ---------------------------------------------------------
 
@@ -281,11 +323,13 @@ class Store(ShardOwnership):
         return self._cell_result(self._cell(c["row"], c["col"]))
 
     def _op_put(self, c: dict[str, Any]) -> Result:
-        return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False))}
+        return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False),
+                                       self._expires(c))}
 
     def _op_delete(self, c: dict[str, Any]) -> Result:
-        self._cell(c["row"], c["col"])  # type checks
-        return {"deleted": self._erase(c["row"], c["col"])}
+        existed = self._cell(c["row"], c["col"]) is not None
+        self._erase(c["row"], c["col"])  # an expired cell goes too, but did not exist
+        return {"deleted": existed}
 
     def _op_cput(self, c: dict[str, Any]) -> Result:
         cell = self._cell(c["row"], c["col"])
@@ -299,7 +343,8 @@ class Store(ShardOwnership):
             holds = (cell is None) if old is None else (cell is not None and cell[1] == old)
         if not holds:
             return error("ConditionFailed", "the cell changed", version=current)
-        return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False))}
+        return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False),
+                                       self._expires(c))}
 
     def _op_mutate_row(self, c: dict[str, Any]) -> Result:
         row = c["row"]
@@ -324,14 +369,43 @@ class Store(ShardOwnership):
                 return error("ProtocolError", f"malformed mutation {mutation[:2]!r}")
             if mutation[0] == "put" and not isinstance(mutation[2], bytes):
                 return error("ProtocolError", "a put mutation needs a bytes value")
+        expires = self._expires(c)
         versions: dict[str, int] = {}
         for mutation in mutations:
             if mutation[0] == "put":
                 is_blob = len(mutation) > 3 and bool(mutation[3])
-                versions[mutation[1]] = self._write(row, mutation[1], mutation[2], is_blob)
+                versions[mutation[1]] = self._write(row, mutation[1], mutation[2], is_blob,
+                                                    expires)
             else:
                 self._erase(row, mutation[1])
         return {"versions": versions}
+
+    def _op_expire_cells(self, c: dict[str, Any]) -> Result:
+        """Remove up to ``limit`` expired cells, earliest expiry first (then row, column).
+
+        Which cells go depends only on the state, never on stale heap entries, so
+        every replica removes the same ones.  Cells of a shard being moved out are
+        left to the drop; those of a shard still arriving wait until it is served.
+        """
+        limit = min(int(c.get("limit") or EXPIRE_CELLS), EXPIRE_CELLS)
+        heap, removed, waiting = self._expiring, 0, []
+        while heap and removed < limit and heap[0][0] <= self.clock:
+            entry = heapq.heappop(heap)
+            expires, row, col = entry
+            cells = self._row(row)
+            cell = None if cells is None else cells.get(col)
+            if cell is None or len(cell) == 3 or cell[3] != expires:  # type: ignore[misc]
+                continue  # overwritten or deleted since
+            shard = shard_of(row, self.shard_count)
+            if self.owned is not None and shard not in self.owned:
+                if shard in self.incoming:
+                    waiting.append(entry)
+                continue
+            self._erase(row, col)
+            removed += 1
+        for entry in waiting:
+            heapq.heappush(heap, entry)
+        return {"expired": removed, "more": removed == limit}
 
     def _tick(self, c: dict[str, Any]) -> float:
         """The group's clock; a command that carries its own ``now`` (older
@@ -379,25 +453,29 @@ class Store(ShardOwnership):
         prefix, after = c.get("prefix", ""), c.get("after", "")
         limit = min(int(c.get("limit") or MAX_ROW_CELLS_RETURNED), MAX_ROW_CELLS_RETURNED)
         cells = self._row(c["row"]) or {}
-        cols = sorted(col for col in cells if col.startswith(prefix) and col > after)
+        cols = sorted(col for col, cell in cells.items()
+                      if col.startswith(prefix) and col > after and self.live(cell))
         more = len(cols) > limit
         return {
-            "cells": [[col, *cells[col]] for col in cols[:limit]],
+            "cells": [[col, *cells[col][:3]] for col in cols[:limit]],
             "more": more,
         }
 
     def _op_scan(self, c: dict[str, Any]) -> Result:
         shard, after = int(c["shard"]), c.get("after", "")
         limit = max(1, min(int(c.get("limit") or 10), 100))
-        rows = sorted(self.shards.get(shard, {}))
-        start = bisect_right(rows, after)
-        page = rows[start:start + limit]
         table = self.shards.get(shard, {})
-        return {
-            "rows": [[row, [[col, *cell] for col, cell in sorted(table[row].items())
-                            ][:MAX_ROW_CELLS_RETURNED]] for row in page],
-            "more": start + limit < len(rows),
-        }
+        rows = sorted(table)
+        page: list[list[Any]] = []
+        position = bisect_right(rows, after)
+        while position < len(rows) and len(page) < limit:
+            row = rows[position]
+            position += 1
+            live = [[col, *cell[:3]] for col, cell in sorted(table[row].items())
+                    if self.live(cell)][:MAX_ROW_CELLS_RETURNED]
+            if live:  # a row whose every cell expired is gone
+                page.append([row, live])
+        return {"rows": page, "more": position < len(rows)}
 
     # -- snapshots ----------------------------------------------------------
 
@@ -420,7 +498,7 @@ class Store(ShardOwnership):
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state with one made by :meth:`snapshot` (in place: the node holds us)."""
         self.shard_count = int(state["shard_count"])
-        self.shards = {int(shard): {row: {col: (c[0], c[1], c[2]) for col, c in cells.items()}
+        self.shards = {int(shard): {row: {col: _cell_of(c) for col, c in cells.items()}
                                     for row, cells in table.items()}
                        for shard, table in state["shards"].items()}
         self.counters = {int(k): v for k, v in state["counters"].items()}
@@ -437,6 +515,7 @@ class Store(ShardOwnership):
         self.blob_cells = {(row, col): cell[1] for table in self.shards.values()
                            for row, cells in table.items() for col, cell in cells.items()
                            if cell[2]}
+        self._rebuild_expiring()
 
     # -- status -------------------------------------------------------------
 
@@ -445,7 +524,7 @@ class Store(ShardOwnership):
         cells = sum(len(r) for t in self.shards.values() for r in t.values())
         return {"rows": rows, "cells": cells, "sessions": len(self.sessions),
                 "applied_commands": self.applied, "blob_cells": len(self.blob_cells),
-                "upload_intents": len(self.intents)}
+                "upload_intents": len(self.intents), "clock": int(self.clock)}
 
     def live_chunks(self) -> tuple[list[bytes], set[bytes]]:
         """``(manifests of blob cells, chunk digests named by live intents)``.
@@ -458,6 +537,16 @@ class Store(ShardOwnership):
         for _expires, chunks in list(self.intents.copy().values()):
             protected.update(chunks.copy())
         return manifests, protected
+
+
+def _cell_of(fields: list[Any]) -> Cell:
+    """A cell from its list form (snapshots, shard exports): with an expiry or without."""
+    if len(fields) > 3 and fields[3] is not None:
+        expires = float(fields[3])
+        if not math.isfinite(expires):
+            raise ValueError("an expiry is a finite time")
+        return (int(fields[0]), fields[1], bool(fields[2]), expires)
+    return (int(fields[0]), fields[1], bool(fields[2]))
 
 
 # Every operation answered through the log, with its handler; fails at import

@@ -97,22 +97,24 @@ class Client:
             consistency: Consistency = "linearizable") -> Cell | None:
         return self._on_row(row, lambda g: g.get(row, col, consistency=consistency))
 
-    def put(self, row: str, col: str, value: bytes) -> int:
-        return self._on_row(row, lambda g: g.put(row, col, value))
+    def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
+        return self._on_row(row, lambda g: g.put(row, col, value, ttl=ttl))
 
-    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
+    def put_stream(self, row: str, col: str, stream: Readable | bytes, *,
+                   ttl: float | None = None) -> int:
         if isinstance(stream, bytes):
-            return self._on_row(row, lambda g: g.put_stream(row, col, stream))
+            return self._on_row(row, lambda g: g.put_stream(row, col, stream, ttl=ttl))
         seekable = getattr(stream, "seekable", None)  # a stream may offer read() only
         if not (callable(seekable) and seekable()):
             # A second try could not read it again: learn the new owner, but raise.
-            return self._on_row(row, lambda g: g.put_stream(row, col, stream), retry=False)
+            return self._on_row(row, lambda g: g.put_stream(row, col, stream, ttl=ttl),
+                                retry=False)
         rewindable = cast(BinaryIO, stream)  # it said it is seekable
         start = rewindable.tell()
 
         def attempt(group: raftkv.Client) -> int:
             rewindable.seek(start)
-            return group.put_stream(row, col, rewindable)
+            return group.put_stream(row, col, rewindable, ttl=ttl)
         return self._on_row(row, attempt)
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
@@ -125,12 +127,14 @@ class Client:
         return self._on_row(row, lambda g: g.delete(row, col))
 
     def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
-             if_version: int | None = None) -> int:
-        return self._on_row(row, lambda g: g.cput(row, col, new, old=old, if_version=if_version))
+             if_version: int | None = None, ttl: float | None = None) -> int:
+        return self._on_row(row, lambda g: g.cput(row, col, new, old=old, if_version=if_version,
+                                                  ttl=ttl))
 
     def mutate_row(self, row: str, conditions: Sequence[Condition],
-                   mutations: Sequence[Mutation]) -> dict[str, int]:
-        return self._on_row(row, lambda g: g.mutate_row(row, conditions, mutations))
+                   mutations: Sequence[Mutation], *,
+                   ttl: float | None = None) -> dict[str, int]:
+        return self._on_row(row, lambda g: g.mutate_row(row, conditions, mutations, ttl=ttl))
 
     def get_row(self, row: str, prefix: str = "", *,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:

@@ -1,8 +1,9 @@
 """An in-process :class:`~raftkv.interface.ShardedStore`: the real state machine, no sockets.
 
 It drives :class:`raftkv.store.Store` (the same code every replica runs) the
-way the client does, so model code meets the real conditions, versions and
-errors; blobs are not split (values stay inline).  ``ops`` records each call
+way the client does, so model code meets the real conditions, versions, expiry
+and errors; blobs are not split (values stay inline).  Each command applies at
+``time.time()``, as a log entry the leader stamped would.  ``ops`` records each call
 as ``(method, row)`` for tests that check what a change touched.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
+from raftkv.client import ttl_field
 from raftkv.errors import from_wire
 from raftkv.interface import Cell, Condition, Consistency, Mutation, Readable
 from raftkv.keys import shard_of
@@ -34,7 +37,7 @@ class MemClient:
             if write:
                 seq = next(self._seq)
                 command = {**command, "cid": 1, "seq": seq, "ack": seq - 1}
-            result = self.store.apply(command)
+            result = self.store.apply_entry([time.time(), command])[0]
         if "error" in result:
             raise from_wire(result)
         return result
@@ -44,16 +47,18 @@ class MemClient:
         result = self._apply("get", {"op": "get", "row": row, "col": col}, False)
         return Cell(result["value"], result["version"]) if result["found"] else None
 
-    def put(self, row: str, col: str, value: bytes) -> int:
-        return self._apply("put", {"op": "put", "row": row, "col": col, "value": value},
-                           True)["version"]
+    def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
+        return self._apply("put", {"op": "put", "row": row, "col": col, "value": value,
+                                   **ttl_field(ttl)}, True)["version"]
 
-    def put_stream(self, row: str, col: str, stream: Readable | bytes) -> int:
+    def put_stream(self, row: str, col: str, stream: Readable | bytes, *,
+                   ttl: float | None = None) -> int:
         parts = [stream] if isinstance(stream, bytes) else []
         while not isinstance(stream, bytes) and (chunk := stream.read(64 * 1024)):
             parts.append(chunk)
         return self._apply("put_stream", {"op": "put", "row": row, "col": col,
-                                          "value": b"".join(parts)}, True)["version"]
+                                          "value": b"".join(parts), **ttl_field(ttl)},
+                           True)["version"]
 
     def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
         result = self._apply("get_stream", {"op": "get", "row": row, "col": col}, False)
@@ -74,8 +79,9 @@ class MemClient:
                            True)["deleted"]
 
     def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
-             if_version: int | None = None) -> int:
-        command: dict[str, Any] = {"op": "cput", "row": row, "col": col, "value": new}
+             if_version: int | None = None, ttl: float | None = None) -> int:
+        command: dict[str, Any] = {"op": "cput", "row": row, "col": col, "value": new,
+                                   **ttl_field(ttl)}
         if if_version is not None:
             command["if_version"] = if_version
         else:
@@ -83,10 +89,11 @@ class MemClient:
         return self._apply("cput", command, True)["version"]
 
     def mutate_row(self, row: str, conditions: Sequence[Condition],
-                   mutations: Sequence[Mutation]) -> dict[str, int]:
+                   mutations: Sequence[Mutation], *,
+                   ttl: float | None = None) -> dict[str, int]:
         return self._apply("mutate_row", {
             "op": "mutate_row", "row": row, "conditions": [list(c) for c in conditions],
-            "mutations": [list(m) for m in mutations]}, True)["versions"]
+            "mutations": [list(m) for m in mutations], **ttl_field(ttl)}, True)["versions"]
 
     def get_row(self, row: str, prefix: str = "", *,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:

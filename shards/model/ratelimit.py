@@ -32,6 +32,9 @@ so users who type their password right are never slowed down.
 A counter is one cell, msgpack ``[window start, attempts, wait until]``.  It
 starts afresh (the cell is overwritten, never a new one) once its ``window``
 has passed and no wait is pending; a counter given back to zero is deleted.
+Every write gives the cell a time to live until then (plus a minute of slack
+for the frontends' and the store's clocks), so the store forgets the counters
+of addresses that stop trying without any sweeper.
 
 Two-factor codes have their own counter, **per account** (``code`` rule: 10
 wrong codes per 15 minutes, then a growing wait).  It does not hang on a
@@ -74,6 +77,7 @@ __all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_cod
 # CPUT rounds an attempt tries before it gives up; giving up refuses the
 # attempt (it is one of many at the same instant on the same counter).
 _ATTEMPTS = 32
+_EXPIRY_SLACK = 60.0  # seconds a counter outlives its window and wait: clocks differ a little
 _CONTENDED_WAIT = 1.0
 
 Key = tuple[str, str]
@@ -225,6 +229,8 @@ class _Slot:
     key: Key
     version: int          # the version our CPUT wrote
     before: bytes | None  # the cell's value before it (None: there was no cell)
+    window: float         # the rule's window, for the lifetime of what a give-back writes
+    now: float            # the time the attempt was counted at
 
 
 def _state(value: bytes | None) -> tuple[float, int, float]:
@@ -236,6 +242,13 @@ def _state(value: bytes | None) -> tuple[float, int, float]:
         return float(start), int(count), float(until)
     except (ValueError, TypeError, msgpack.UnpackException):
         return 0.0, 0, 0.0
+
+
+def _lifetime(value: bytes | None, window: float, now: float) -> float:
+    """Seconds a counter holding ``value`` matters from ``now``: until its window ends
+    and its wait is over (then it would start afresh anyway), plus the slack."""
+    start, _count, until = _state(value)
+    return max(start + window - now, until - now, 0.0) + _EXPIRY_SLACK
 
 
 def _take(client: KeyValueStore, key: Key, rule: Rule, now: float) -> _Slot | float:
@@ -251,10 +264,11 @@ def _take(client: KeyValueStore, key: Key, rule: Rule, now: float) -> _Slot | fl
         wait = rule.wait_after(count)
         value = msgpack.packb([start, count, now + wait if wait else 0.0])
         try:
-            version = client.cput(*key, value, if_version=cell.version if cell else 0)
+            version = client.cput(*key, value, if_version=cell.version if cell else 0,
+                                  ttl=_lifetime(value, rule.window, now))
         except ConditionFailed:
             continue  # someone counted at the same moment: count on top of them
-        return _Slot(key, version, cell.value if cell else None)
+        return _Slot(key, version, cell.value if cell else None, rule.window, now)
     return _CONTENDED_WAIT
 
 
@@ -265,7 +279,8 @@ def _give_back(client: KeyValueStore, slot: _Slot) -> None:
         if slot.before is None:
             client.mutate_row(row, [("version", col, slot.version)], [("delete", col)])
         else:
-            client.cput(row, col, slot.before, if_version=slot.version)
+            client.cput(row, col, slot.before, if_version=slot.version,
+                        ttl=_lifetime(slot.before, slot.window, slot.now))
         return
     except ConditionFailed:
         pass
@@ -280,8 +295,9 @@ def _give_back(client: KeyValueStore, slot: _Slot) -> None:
             if count == 1 and until == 0:
                 client.mutate_row(row, [("version", col, cell.version)], [("delete", col)])
             else:
-                client.cput(row, col, msgpack.packb([start, count - 1, until]),
-                            if_version=cell.version)
+                value = msgpack.packb([start, count - 1, until])
+                client.cput(row, col, value, if_version=cell.version,
+                            ttl=_lifetime(value, slot.window, slot.now))
             return
         except ConditionFailed:
             continue

@@ -293,3 +293,21 @@ def test_ipv6_failures_are_also_summed_per_slash_48(hashes):
     assert ratelimit.network_key("2001:db8:8::1") == ("login-net/2001:db8:8::/48", "failures")
     assert ratelimit.check_password(client, "ann", RIGHT, "2001:db8:7:ff::1", limits,
                                     now=NOW + limits.network.delay).right
+
+
+def test_counters_expire_once_their_window_and_wait_are_over(hashes, monkeypatch) -> None:
+    """The store forgets the counters of an address that stopped trying (no sweeper):
+    each lives until its window ends and its wait is over, plus the clocks' slack."""
+    clock = [NOW]
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # the in-memory store's clock
+    client = MemClient()
+    for _ in range(6):  # past the free attempts: the address now waits 4 s
+        ratelimit.check_password(client, "ann", "guess", "192.0.2.7", SMALL, now=clock[0])
+    assert ("login-addr/192.0.2.7", "failures") in counters(client)
+    clock[0] += SMALL.address.window - 1  # within the window: still counted
+    assert ("login-addr/192.0.2.7", "failures") in counters(client)
+    clock[0] += 1 + ratelimit._EXPIRY_SLACK + 1
+    assert counters(client) == {}
+    assert client.store.apply_entry([clock[0], {"op": "expire_cells", "cid": 2, "seq": 1}]
+                                    )[0]["expired"] > 0
+    assert client.store.stats()["cells"] == 0

@@ -11,6 +11,7 @@ from portal.config import web_settings
 from portal.sessions import (
     SEEN_COL,
     SESSION_COL,
+    STORE_SLACK,
     Session,
     SessionStore,
     index_row,
@@ -54,7 +55,7 @@ def test_last_seen_is_written_once_however_many_requests():
     seen = client.get(session_row(session.sid), SEEN_COL)
     assert seen is not None and abs(msgpack.unpackb(seen.value) - time.time()) < 5
     # Loads that read the old "seen" before the write landed cannot write again.
-    store.recorder.note(session_row(session.sid), 1, 0)
+    store.recorder.note(session_row(session.sid), 1, 0, b"record", 3600.0)
     assert store.recorder.flush() == 0
     store.close()
 
@@ -128,3 +129,27 @@ def test_the_web_table_sets_session_ttl_and_idle():
     for bad in (0, -1, "600", True):
         with pytest.raises(ConfigError):
             web_settings({"session_idle": bad})
+
+
+def test_the_store_forgets_a_session_at_its_idle_or_absolute_lifetime(monkeypatch):
+    """No sweeper: the cells expire a minute (STORE_SLACK) after the session would end;
+    each recorded use renews them."""
+    clock = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    client = MemClient()
+    store = _store(client, idle=1000.0, ttl=3000.0)
+    store.seen_every = 0.0
+    start = clock[0]
+    abandoned, used = _logged_in(store), _logged_in(store, "bob")
+    for _ in range(3):  # bob comes back every 900 s; the other browser never does
+        clock[0] += 900
+        assert store.load(used.sid).user == "bob"
+        assert store.recorder.flush() == 1
+    assert client.get_row(session_row(abandoned.sid)) == {}  # idle 2700 s > 1000 + 60
+    assert set(client.get_row(session_row(used.sid))) == {SESSION_COL, SEEN_COL}
+    clock[0] = start + 3000 + STORE_SLACK - 5  # bob's absolute end, within the slack
+    assert set(client.get_row(session_row(used.sid))) == {SESSION_COL, SEEN_COL}
+    clock[0] += 10  # past it (bob's idle end would be 1000 s later)
+    assert client.get_row(session_row(used.sid)) == {}
+    assert client.get_row(index_row("bob")) == {} and client.get_row(index_row("alice")) == {}
+    store.close()
