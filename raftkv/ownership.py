@@ -231,7 +231,8 @@ class ShardOwnership:
                 if expiry and (not isinstance(expiry[0], (int, float)) or isinstance(
                         expiry[0], bool) or not math.isfinite(expiry[0]) or len(expiry) > 1):
                     raise TypeError("a cell's expiry is a finite time")
-                cell = (int(version), value, bool(is_blob), *(float(e) for e in expiry))
+                cell: tuple[Any, ...] = (int(version), value, bool(is_blob),
+                                         *(float(e) for e in expiry))
                 checked.append((col, cell))
             rows.append((row, checked))
         counter = int(c["counter"])

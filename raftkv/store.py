@@ -128,7 +128,7 @@ class Store(ShardOwnership):
         self.applied += 1
         op = command.get("op")
         try:
-            bound = _HANDLERS.get(op)
+            bound = _HANDLERS.get(op) if isinstance(op, str) else None
             if bound is None:
                 return error("ProtocolError", f"unknown operation {op!r}")
             if bound[0].write:
@@ -244,7 +244,7 @@ class Store(ShardOwnership):
 
     def live(self, cell: Cell) -> bool:
         """Whether ``cell`` has not expired on the group's clock (every read asks)."""
-        return len(cell) == 3 or cell[3] > self.clock  # type: ignore[misc]
+        return len(cell) == 3 or cell[3] > self.clock
 
     def _cell(self, row: str, col: str) -> Cell | None:
         """The live cell at (row, col): an expired one is absent to reads and conditions."""
@@ -252,7 +252,7 @@ class Store(ShardOwnership):
             raise TypeError("column must be a string")
         cells = self._row(row)
         cell = None if cells is None else cells.get(col)
-        return cell if cell is None or len(cell) == 3 or cell[3] > self.clock else None  # type: ignore[misc]
+        return cell if cell is None or len(cell) == 3 or cell[3] > self.clock else None
 
     def _expires(self, c: dict[str, Any]) -> float | None:
         """When cells this command puts expire: its ``ttl`` after the entry's time."""
@@ -288,7 +288,7 @@ class Store(ShardOwnership):
             self._rebuild_expiring()  # overwritten cells left too many stale entries
 
     def _rebuild_expiring(self) -> None:
-        self._expiring = [(cell[3], row, col) for table in self.shards.values()  # type: ignore[misc]
+        self._expiring = [(cell[3], row, col) for table in self.shards.values()
                           for row, cells in table.items()
                           for col, cell in cells.items() if len(cell) > 3]
         heapq.heapify(self._expiring)
@@ -394,7 +394,7 @@ class Store(ShardOwnership):
             expires, row, col = entry
             cells = self._row(row)
             cell = None if cells is None else cells.get(col)
-            if cell is None or len(cell) == 3 or cell[3] != expires:  # type: ignore[misc]
+            if cell is None or len(cell) == 3 or cell[3] != expires:
                 continue  # overwritten or deleted since
             shard = shard_of(row, self.shard_count)
             if self.owned is not None and shard not in self.owned:
