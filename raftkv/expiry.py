@@ -8,6 +8,7 @@ every ``interval`` seconds (at most 10) it appends an ``expire_cells`` entry,
 which both moves the clock of an idle group -- so expiry advances for stale
 reads too -- and removes a bounded number of expired cells through the log, so
 every replica removes the same ones.  While a pass finds more, it goes on at once.
+The promise as a whole: (docs/store-promises.md, "The interface").
 """
 
 from __future__ import annotations

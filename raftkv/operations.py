@@ -13,7 +13,7 @@ has no handler or a handler has no registry line.
 Adding an operation is: its handler (``Store._op_<name>``, or
 ``NodeServer._op_<name>`` for one answered outside the log), its line
 below, the :class:`raftkv.Client` method that sends it, and tests.
-docs/architecture.md ("Operations") tells the story.
+The story: (docs/architecture.md, "Operations").
 """
 
 from __future__ import annotations
