@@ -240,23 +240,6 @@ class Client:
             return first, False
         return upload.write(_Prefixed(first, value)), True
 
-    def execute(self, request: dict[str, Any], *, write: bool,
-                stale: bool = False) -> dict[str, Any]:
-        """One raw request to the group's leader; its result, or the answer's error raised.
-
-        The low-level interface, for raftkv's own helpers (upload intents in
-        :mod:`raftkv.transfer`, the keeper of :mod:`raftkv.repair`) and the
-        administrative commands (the shard-moving steps of :mod:`raftkv.ownership`);
-        the apps use the store interface above.  A write carries this client's
-        exactly-once id and is retried like any other until the deadline.
-
-        ``stale``: a read answered by the first replica that can, outside the
-        log (a replica that errs is passed over for the next).
-        """
-        if write:
-            return self._call(dict(request), write=True)
-        return self._read(dict(request), "stale" if stale else "linearizable")
-
     def put_chunk(self, name: str, data: bytes) -> None:
         """Store one chunk on every replica; return once a majority has it on disk."""
         stored, last = 0, "no replica tried"

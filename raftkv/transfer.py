@@ -146,8 +146,7 @@ class _LeaseRenewer(BackgroundLoop):
 
     def step(self) -> None:
         try:
-            self._client.execute({"op": "intent", "upload": self._upload_id, "digests": [],
-                                  "lease": self._lease}, write=True)
+            self._client.intent(self._upload_id, [], lease=self._lease)
             self.renewals += 1
         except RaftKVError as exc:
             log.warning("could not renew upload %d: %s", self._upload_id, exc)
@@ -210,8 +209,7 @@ class Upload:
         return write
 
     def _register(self, digests: list[bytes]) -> None:
-        self._client.execute({"op": "intent", "upload": self.id, "digests": digests,
-                              "lease": self._lease, "new": not self.registered}, write=True)
+        self._client.intent(self.id, digests, lease=self._lease, new=not self.registered)
         if not self.registered:
             self.registered = True
             self._renewer.start()
@@ -225,7 +223,7 @@ class Upload:
         """Give the chunks back to the garbage collector now (best effort)."""
         if self.registered:
             try:
-                self._client.execute({"op": "intent_end", "upload": self.id}, write=True)
+                self._client.intent_end(self.id)
             except RaftKVError as exc:
                 log.info("upload %d left to expire: %s", self.id, exc)
 
