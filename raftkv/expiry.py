@@ -14,9 +14,9 @@ The promise as a whole: (docs/store-promises.md, "The interface").
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 
+from .background import BackgroundLoop
 from .client import Client
 from .errors import RaftKVError
 
@@ -26,42 +26,31 @@ EXPIRY_INTERVAL = 10.0   # seconds between two time entries of an idle group, at
 MAX_ROUNDS = 100         # expire_cells commands in one pass, at most (then the next pass)
 
 
-class CellExpirer:
+class CellExpirer(BackgroundLoop):
     """While this replica leads, appends an ``expire_cells`` entry every ``interval``."""
 
     def __init__(self, group_addrs: Sequence[str], secret: bytes, is_leader: Callable[[], bool],
                  *, interval: float = EXPIRY_INTERVAL) -> None:
-        self.interval = interval
+        super().__init__("raftkv-expiry", interval, first_delay=interval)
         self._is_leader = is_leader
         self._client = Client(group_addrs, secret, timeout=max(2.0, interval))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raftkv-expiry", daemon=True)
         self.expired = 0  # cells this replica's passes removed (for status)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def interrupt(self) -> None:
         self._client.close()  # a call in progress fails now instead of retrying
-        self._thread.join(timeout=5.0)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            if not self._is_leader():
-                continue
-            try:
-                self.expire_pass()
-            except RaftKVError as exc:  # no majority, or a new leader: the next pass retries
-                log.debug("expiry pass stopped: %s", exc)
-            except Exception:  # noqa: BLE001 - the thread must outlive any one bad pass
-                if not self._stop.is_set():
-                    log.exception("expiry pass failed")
+    def step(self) -> None:
+        if not self._is_leader():
+            return
+        try:
+            self.expire_pass()
+        except RaftKVError as exc:  # no majority, or a new leader: the next pass retries
+            log.debug("expiry pass stopped: %s", exc)
 
     def expire_pass(self) -> None:
         """Append ``expire_cells`` entries until one finds nothing more to remove."""
         for _ in range(MAX_ROUNDS):
             removed, more = self._client.expire_cells()
             self.expired += removed
-            if not more or self._stop.is_set():
+            if not more or self.stopping:
                 return
