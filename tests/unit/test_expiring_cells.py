@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from raftkv.errors import ConfigError
 from raftkv.keys import shard_of
+from raftkv.server import StoreSettings
 from raftkv.store import EXPIRE_CELLS, MAX_TTL, Store
 from tests._memstore import MemClient
 
@@ -221,3 +223,13 @@ def test_the_in_memory_store_expires_cells_on_the_wall_clock(monkeypatch) -> Non
     assert set(client.get_row("r")) == {"c"}
     with pytest.raises(ValueError):
         client.put("r", "c", b"v", ttl=0)
+
+
+@pytest.mark.parametrize("interval, ok", [(0.5, True), (10, True), (10.5, False), (0.01, False),
+                                          ("5", False)])
+def test_the_time_entry_interval_is_at_most_ten_seconds(interval: object, ok: bool) -> None:
+    if ok:
+        assert StoreSettings.from_table({"expiry_interval": interval}).expiry_interval == interval
+    else:
+        with pytest.raises(ConfigError):
+            StoreSettings.from_table({"expiry_interval": interval})
