@@ -27,7 +27,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +49,7 @@ from .errors import (
 )
 from .expiry import EXPIRY_INTERVAL, CellExpirer
 from .node import ENTRY_CAP, Replica, ReplicaConfig
-from .operations import HANDLER_PREFIX, OPERATIONS, Kind, bind_handlers
+from .operations import HANDLER_PREFIX, OPERATIONS, Kind, Operation, bind_handlers
 from .repair import BlobKeeper
 
 log = logging.getLogger("raftkv.server")
@@ -228,7 +228,7 @@ class NodeServer:
         if operation is None:
             raise ProtocolError(f"unknown operation {op!r}")
         if operation.kind is Kind.NODE:
-            return await _SERVED[operation.name][1](self, request)  # type: ignore[no-any-return]
+            return await _SERVED[operation.name][1](self, request)
         if operation.kind is Kind.READ and request.get("consistency") == "stale":
             return {**self._stale_read(request), "stale": True}
         if not self.replica.is_leader():
@@ -396,7 +396,9 @@ class NodeServer:
 
 # Every operation answered by the server itself, with its handler; fails at import
 # when the registry and its ``_op_`` methods disagree.
-_SERVED = bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
+_SERVED: dict[str, tuple[Operation, Callable[[NodeServer, dict[str, Any]],
+                                             Awaitable[dict[str, Any]]]]] = \
+    bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
 _FLOAT64 = struct.Struct(">Bd")  # msgpack's float 64: 0xcb, then the IEEE double
 
 

@@ -38,16 +38,17 @@ import heapq
 import math
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .keys import DEFAULT_SHARDS, shard_of
-from .operations import HANDLER_PREFIX, Handler, Kind, Operation, bind_handlers
+from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers
 from .ownership import ShardOwnership
 
 # (version, value or manifest, is_blob), and for a cell that expires, its expiry time
 Cell = tuple[int, bytes, bool] | tuple[int, bytes, bool, float]
 Result = dict[str, Any]
-Bound = tuple[Operation, Handler]  # a registry line and its Store method
+Bound = tuple[Operation, Callable[["Store", Result], Result]]  # a registry line, its Store method
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the oldest idle one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
 MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a frame
@@ -212,7 +213,7 @@ class Store(ShardOwnership):
             # After a write's exactly-once check (see ownership.py): a stored answer wins.
             if (refused := self.refusal(operation, command)) is not None:
                 return refused
-            return handler(self, command)  # type: ignore[no-any-return]
+            return handler(self, command)
         except (KeyError, TypeError, ValueError) as exc:
             return error("ProtocolError", f"malformed {operation.name} request: {exc!r}")
 
