@@ -2,7 +2,7 @@
 
     python -m bench.portal [--duration 10] [--connections 16] [--transfers 3] [--json]
 
-Starts a 3-replica store and two gunicorn servers with ``deploy/gunicorn.conf.py``
+Starts a 3-replica store and two gunicorn servers with ``portal/gunicorn_conf.py``
 and the same workers and threads: the portal, and :mod:`bench.hello` (the least
 a werkzeug app can do).  Then, in one run:
 
@@ -40,7 +40,7 @@ from tests.cluster import KVCluster
 from .common import stop_cleanly_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "deploy" / "gunicorn.conf.py"
+CONF = "python:portal.gunicorn_conf"
 PASSWORD = "bench-password-1"
 MB = 1_000_000
 
@@ -48,7 +48,7 @@ MB = 1_000_000
 def gunicorn(stack: ExitStack, root: Path, name: str, app: str, workers: int, threads: int,
              env: dict[str, str]) -> str:
     addr = f"127.0.0.1:{free_port()}"
-    proc = Proc(name, python_cmd("gunicorn", "-c", str(CONF), "--bind", addr, "--workers",
+    proc = Proc(name, python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers",
                                  str(workers), "--threads", str(threads), "--chdir", str(ROOT),
                                  app), root, env=env).start()
     stack.callback(proc.stop)

@@ -34,7 +34,7 @@ from raftkv.errors import ConfigError
 from .procs import ProcessSpec
 from .tls import ensure_certificate
 
-GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
+GUNICORN_CONF = "python:portal.gunicorn_conf"  # the portal's own module: it parses [web]
 
 # The apps' defaults for the keys read here (smtpd/settings.py, balancer/settings.py):
 # the launcher must know where a process answers without importing it.
@@ -60,7 +60,7 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
     for entry in cluster.entries("frontend"):
         name, listen = _get(entry, "frontend", "name", str), _address(entry, "frontend", "listen")
         specs.append(ProcessSpec(name, "frontend", _host(entry, "frontend"), listen, [
-            py, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", listen,
+            py, "-m", "gunicorn", "-c", GUNICORN_CONF, "--bind", listen,
             "--workers", str(_get(entry, "frontend", "workers", int, 2)),
             "--threads", str(_get(entry, "frontend", "threads", int, 8)),
             "--name", name, "portal:create_app()"], {"RAFTCLOUD_FRONTEND": name},

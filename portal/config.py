@@ -7,7 +7,7 @@ gunicorn runs ``portal:create_app()`` with
 - ``RAFTCLOUD_FRONTEND``: this frontend's name in the cluster file;
 - ``RAFTCLOUD_ADMIN_PASSWORD_FILE`` (optional): the first admin's password;
 - ``RAFTCLOUD_DRIVE_QUOTA`` (optional): bytes of files each user may keep;
-- ``RAFTCLOUD_LOAD_DIR`` (set by ``deploy/gunicorn.conf.py``): where the
+- ``RAFTCLOUD_LOAD_DIR`` (set by ``portal/gunicorn_conf.py``): where the
   workers of one frontend publish their load (:mod:`portal.load`).
 
 This module is where the portal reads the cluster file: its ``[[frontend]]``

@@ -3,7 +3,7 @@
 gunicorn runs several worker processes behind one port, and the balancer's
 ``/healthz`` probe lands on any one of them, so each worker publishes its
 count in a tiny memory-mapped file in a directory the whole frontend shares
-(``$RAFTCLOUD_LOAD_DIR``, which ``deploy/gunicorn.conf.py`` makes in the
+(``$RAFTCLOUD_LOAD_DIR``, which ``portal/gunicorn_conf.py`` makes in the
 gunicorn master before it forks and removes on exit).  Updating a count is a
 store into shared memory, no system call; reading the total opens one
 8-byte file per worker.  Files of workers that died are skipped and removed.

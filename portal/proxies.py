@@ -12,7 +12,7 @@ headers are removed, so nothing further in may read them by mistake.
 
 werkzeug's ``ProxyFix`` trusts a fixed number of hops whoever the peer is, so
 it cannot express this.  gunicorn's ``forwarded_allow_ips`` is set from the
-same list (deploy/gunicorn.conf.py), for the scheme gunicorn derives itself.
+same list (portal/gunicorn_conf.py), for the scheme gunicorn derives itself.
 """
 
 from __future__ import annotations

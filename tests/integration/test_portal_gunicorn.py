@@ -1,4 +1,4 @@
-"""The portal as deployed: gunicorn with deploy/gunicorn.conf.py, configured from the environment.
+"""The portal as deployed: gunicorn with portal/gunicorn_conf.py, configured from the environment.
 
 Some requests go on raw sockets, byte for byte, to see what gunicorn and
 werkzeug make of chunked bodies, broken chunks and bodies announced too big.
@@ -17,7 +17,6 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -26,7 +25,7 @@ from .._procs import Proc, free_port, port_open, python_cmd, wait_for
 
 pytestmark = pytest.mark.cluster
 
-CONF = Path(__file__).parents[2] / "deploy" / "gunicorn.conf.py"
+CONF = "python:portal.gunicorn_conf"
 ADMIN_PASSWORD = "admin-password-1"  # the shared kv_cluster has one admin: test_portal.py makes it first
 
 
@@ -75,7 +74,7 @@ def frontend(kv_cluster, tmp_path_factory) -> Iterator[str]:
     config.write_text(kv_cluster.path.read_text()
                       + f'\n[[frontend]]\nname = "fe-g"\nlisten = "{addr}"\n')
     (root / "admin.password").write_text(ADMIN_PASSWORD)
-    proc = Proc("fe-g", python_cmd("gunicorn", "-c", str(CONF), "--bind", addr, "--workers", "1",
+    proc = Proc("fe-g", python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers", "1",
                                    "--threads", "4", "portal:create_app()"), root, env={
         "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-g",
         "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret"),
@@ -235,7 +234,7 @@ def frontends(kv_cluster, tmp_path_factory) -> Iterator[tuple[str, str]]:
                                      ("fe-b", addrs[1], "1",
                                       {"RAFTCLOUD_DRIVE_QUOTA": str(FRONTEND_QUOTA)})):
         procs.append(Proc(name, python_cmd(
-            "gunicorn", "-c", str(CONF), "--bind", addr, "--workers", workers, "--threads", "4",
+            "gunicorn", "-c", CONF, "--bind", addr, "--workers", workers, "--threads", "4",
             "portal:create_app()"), root, env={
             "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": name,
             "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret"), **env}).start())

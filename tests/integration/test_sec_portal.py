@@ -38,7 +38,7 @@ pytestmark = pytest.mark.cluster
 
 PASSWORD = "correct horse battery"
 MiB = 1024 * 1024
-CONF = Path(__file__).parents[2] / "deploy" / "gunicorn.conf.py"
+CONF = "python:portal.gunicorn_conf"
 SLOW_EXAMPLES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # Values for the URL parts of the POST routes (ids of nothing: CSRF is judged first).
 SAMPLE_VALUES = {"folder_id": "0" * 24, "file_id": "0" * 24, "msg_id": "0" * 24,
@@ -226,7 +226,7 @@ def frontend(kv_cluster, tmp_path_factory) -> Iterator[tuple[str, Proc]]:
     config = root / "cluster.toml"
     config.write_text(kv_cluster.path.read_text()
                       + f'\n[[frontend]]\nname = "fe-sec-g"\nlisten = "{addr}"\n')
-    proc = Proc("fe-sec-g", python_cmd("gunicorn", "-c", str(CONF), "--bind", addr,
+    proc = Proc("fe-sec-g", python_cmd("gunicorn", "-c", CONF, "--bind", addr,
                                        "--workers", "1", "--threads", "4",
                                        "portal:create_app()"), root, env={
         "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-sec-g",

@@ -1,6 +1,6 @@
 """Issue 13, hole 3: slow clients cannot take an HTTP listener offline; trusted proxies only.
 
-Against a real gunicorn frontend (deploy/gunicorn.conf.py, the portal's worker
+Against a real gunicorn frontend (portal/gunicorn_conf.py, the portal's worker
 class), a real balancer and the launcher's control API: sockets that send half
 a request head and hang are closed by the server after its head deadline,
 while a quick client is answered meanwhile; beyond the connection cap the

@@ -1,5 +1,9 @@
-# ruff: noqa: N999 - gunicorn finds its config by this file name, dots and all
-"""gunicorn settings for the portal frontends (`raftcloud up` passes --bind, --workers, --threads).
+"""gunicorn settings for the portal frontends: ``gunicorn -c python:portal.gunicorn_conf``.
+
+`raftcloud up` passes --bind, --workers and --threads.  The settings live in the
+portal, beside the worker class they name, so they read ``[web]`` through the
+portal's own parser (:func:`portal.config.web_settings`), the one that refuses
+unknown keys.
 
 gthread workers, with request heads read by the event loop under a deadline
 (portal/worker.py says why): a slow client holds a thread only once its head
@@ -13,6 +17,8 @@ import os
 import shutil
 import tempfile
 
+from portal.config import web_settings
+from portal.load import LOAD_DIR_ENV
 from raftkv.cluster import CONFIG_ENV, load_cluster
 
 worker_class = "portal.worker.HeadReadingWorker"
@@ -33,8 +39,8 @@ def _trusted_proxies() -> str:
     path = os.environ.get(CONFIG_ENV)
     if not path:
         return ""
-    proxies = load_cluster(path).table("web").get("trusted_proxies", [])
-    return ",".join(str(p) for p in proxies) if isinstance(proxies, list) else ""
+    proxies = web_settings(load_cluster(path).table("web")).get("trusted_proxies", ())
+    return ",".join(proxies)
 
 
 forwarded_allow_ips = _trusted_proxies()
@@ -43,7 +49,6 @@ forwarded_allow_ips = _trusted_proxies()
 # The frontend's load is every worker's requests in flight (portal/load.py):
 # each worker publishes its count in a file of one shared directory, made here
 # in the master before the first fork and inherited through the environment.
-LOAD_DIR_ENV = "RAFTCLOUD_LOAD_DIR"
 
 
 def on_starting(server):
