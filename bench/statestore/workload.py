@@ -64,6 +64,11 @@ class Shape:
         row, col, large = self.row_col(i)
         return diskkeys.cell_key(shard_of(row, self.shards), row, col), large
 
+    def logical_bytes(self) -> int:
+        """Bytes of keys and values the data set holds, before any engine's overhead."""
+        return sum(len(key) + diskkeys.CELL_HEADER.size + (self.large if large else self.small)
+                   for key, large in map(self.key, range(self.cells)))
+
     def row_key(self, user: int) -> tuple[int, str]:
         row = f"{{u{user}}}/index"
         return shard_of(row, self.shards), row
