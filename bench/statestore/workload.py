@@ -26,7 +26,7 @@ import msgpack
 from raftkv import diskkeys
 from raftkv.keys import shard_of
 
-from .engines import Engine, WriteTxn
+from .engines import Engine, WriteTxn, disk_bytes
 
 WIDE_COLUMNS = 50
 NARROW_ROWS = 39
@@ -249,8 +249,6 @@ def snapshot_under_load(engine: Engine, method: Callable[[Path], int], dest: Pat
                         applier: Applier, rate: float) -> dict[str, float]:
     """Copy the store on a background thread while a paced writer applies: the copy's
     time per GB, and the writer's stalls meanwhile."""
-    from .engines import disk_bytes
-
     before = disk_bytes(engine.path)
     writer = PacedWriter(applier, rate)
     writer.start()
