@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +41,7 @@ class Reader(Protocol):
     """Reads of one thread; each call is its own read transaction."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    def cells(self, start: bytes, end: bytes) -> Iterator[Item]:
+    def cells(self, start: bytes, end: bytes) -> Generator[Item]:
         """Cells with ``start <= key < end`` in key order, from one read transaction
         that lasts until the iterator is exhausted or closed."""
         ...
@@ -113,7 +113,7 @@ class _LmdbReader:
         with self.env.begin(db=self.db) as txn:
             return txn.get(key)
 
-    def cells(self, start: bytes, end: bytes) -> Iterator[Item]:
+    def cells(self, start: bytes, end: bytes) -> Generator[Item]:
         with self.env.begin(db=self.db) as txn, txn.cursor() as cursor:
             if not cursor.set_range(start):
                 return
@@ -210,7 +210,7 @@ class _SqliteReader:
         row = self.conn.execute("SELECT v FROM cells WHERE k = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def cells(self, start: bytes, end: bytes) -> Iterator[Item]:
+    def cells(self, start: bytes, end: bytes) -> Generator[Item]:
         cursor = self.conn.execute("SELECT k, v FROM cells WHERE k >= ? AND k < ? ORDER BY k",
                                    (start, end))
         try:

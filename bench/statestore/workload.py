@@ -26,7 +26,7 @@ import msgpack
 from raftkv import diskkeys
 from raftkv.keys import shard_of
 
-from .engines import Engine, WriteTxn, disk_bytes
+from .engines import Engine, Reader, WriteTxn, disk_bytes
 
 WIDE_COLUMNS = 50
 NARROW_ROWS = 39
@@ -199,9 +199,9 @@ def read_rate(engine: Engine, shape: Shape, kind: str, seconds: float, scan_rows
     reader = engine.reader()
     took: list[float] = []
     read: Callable[[], int] = {
-        "get": lambda: _get(reader, shape, rng),
-        "get_row": lambda: _get_row(reader, shape, rng),
-        "scan": lambda: _scan(reader, shape, rng, scan_rows),
+        "get": lambda: read_cell(reader, shape, rng),
+        "get_row": lambda: read_row(reader, shape, rng),
+        "scan": lambda: read_page(reader, shape, rng, scan_rows),
     }[kind]
     try:
         deadline = time.perf_counter() + seconds
@@ -216,17 +216,17 @@ def read_rate(engine: Engine, shape: Shape, kind: str, seconds: float, scan_rows
             "p99_ms": percentile(took, 0.99) * 1e3}
 
 
-def _get(reader: Any, shape: Shape, rng: random.Random) -> int:
+def read_cell(reader: Reader, shape: Shape, rng: random.Random) -> int:
     value = reader.get(shape.key(rng.randrange(shape.cells))[0])
     return 0 if value is None else len(diskkeys.unpack_cell(value).value)
 
 
-def _get_row(reader: Any, shape: Shape, rng: random.Random) -> int:
+def read_row(reader: Reader, shape: Shape, rng: random.Random) -> int:
     start, end = diskkeys.columns_range(*shape.row_key(rng.randrange(shape.users)))
     return len([diskkeys.unpack_cell(v) for _, v in reader.cells(start, end)])
 
 
-def _scan(reader: Any, shape: Shape, rng: random.Random, rows: int) -> int:
+def read_page(reader: Reader, shape: Shape, rng: random.Random, rows: int) -> int:
     """A page of ``rows`` rows of a random shard, from its first row (``scan``'s cursor "")."""
     start, end = diskkeys.rows_range(rng.randrange(shape.shards))
     page: dict[str, list[Any]] = {}

@@ -8,8 +8,16 @@ import random
 import pytest
 
 from bench.statestore.engines import open_engine
-from bench.statestore.workload import (CELLS_PER_USER, WIDE_COLUMNS, Applier, Shape, _get_row,
-                                       _scan, commands, load)
+from bench.statestore.workload import (
+    CELLS_PER_USER,
+    WIDE_COLUMNS,
+    Applier,
+    Shape,
+    commands,
+    load,
+    read_page,
+    read_row,
+)
 from raftkv import diskkeys
 
 
@@ -44,8 +52,8 @@ def test_both_engines_hold_and_read_the_same_table(tmp_path):
                 applier.apply(commands(shape, rng, op, large, 16))
             tables.append(_table(engine, shape))
             reader = engine.reader()
-            rows.append(_get_row(reader, shape, random.Random(2)))
-            pages.append(_scan(reader, shape, random.Random(3), 5))
+            rows.append(read_row(reader, shape, random.Random(2)))
+            pages.append(read_page(reader, shape, random.Random(3), 5))
             reader.close()
         finally:
             engine.close()
