@@ -150,20 +150,20 @@ def trusted_relays(cluster: ClusterConfig, settings: SmtpdSettings) -> tuple[Net
     return tuple(sorted(networks, key=str))
 
 
-def _cluster_addresses(cluster: ClusterConfig, settings: SmtpdSettings) -> list[str]:
-    """Every address the file gives: the replicas', ours, and every ``host:port`` value of
-    the other tables (frontends, balancer, control...), whichever package owns them.
+# The other processes' listening addresses, by table and key.  Named one by one:
+# a host is trusted to relay as our domains, so a new table that names some
+# outside service (a resolver, a webhook) must never become trusted by accident.
+_PEER_LISTENERS = (("frontend", "listen"), ("balancer", "listen"))
 
-    Of our own table only the listeners count: ``resolver`` is not one of our hosts.
-    """
+
+def _cluster_addresses(cluster: ClusterConfig, settings: SmtpdSettings) -> list[str]:
+    """The addresses of the cloud's own processes: the replicas', ours (the listeners,
+    not ``resolver``), the frontends', the balancer's and the host supervisors'."""
     addrs = [a for r in cluster.replicas() for a in (r.raft, r.client)]
     addrs += [settings.inbound, settings.submission]
-    for name in cluster.tables.keys() - {"smtpd"}:
-        try:
-            entries = cluster.entries(name)
-        except ConfigError:  # not a table: a top-level key
-            continue
-        addrs += [v for entry in entries for v in entry.values() if isinstance(v, str)]
+    for table, key in _PEER_LISTENERS:
+        addrs += [v for entry in cluster.entries(table) if isinstance(v := entry.get(key), str)]
+    addrs += [v for v in cluster.table("control").values() if isinstance(v, str)]
     return addrs
 
 

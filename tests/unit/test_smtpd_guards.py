@@ -126,6 +126,16 @@ def test_trusted_relays_default_to_loopback_and_the_cluster_hosts():
         SmtpdSettings.from_table({"trusted_relays": ["not-a-net"]})
 
 
+def test_trusted_relays_are_the_clouds_own_processes_and_nothing_else_the_file_names():
+    cluster = _cluster(frontend=[{"name": "web1", "listen": "10.0.0.11:8081"}],
+                       balancer={"listen": "10.0.0.12:8000"}, control={"h1": "10.0.0.13:7001"},
+                       # Addresses of outside services must never become relays for our domains.
+                       metrics={"push": "198.51.100.7:9091"}, web={"scheme": "http"})
+    networks = {str(n) for n in trusted_relays(cluster, SMTPD)}
+    assert {"10.0.0.11/32", "10.0.0.12/32", "10.0.0.13/32", "10.9.8.7/32"} <= networks
+    assert "198.51.100.7/32" not in networks
+
+
 def test_inbound_config_reads_the_new_settings():
     config = InboundConfig.from_cluster(_cluster(mail={"mailbox_quota": 1234,
                                                        "send_per_hour": 5}), SMTPD, "mx")
