@@ -97,6 +97,9 @@ class Store(ShardOwnership):
         # heap; entries of cells since overwritten or deleted are skipped when popped.
         self._expiring: list[tuple[float, str, str]] = []
         self._expiring_kept = 0  # live entries at the last rebuild: when to rebuild again
+        # Whether the entry being applied carries its time: then only that time counts,
+        # and a "now" inside a command (which a client could write) is ignored.
+        self._entry_timed = False
         self._init_ownership(managed)
 
     # -- entry point --------------------------------------------------------
@@ -109,7 +112,8 @@ class Store(ShardOwnership):
         never runs backwards, and every replica applies each command at the
         same time.  An entry of an older format has no time: the clock stays.
         """
-        if entry and not isinstance(entry[0], dict):
+        self._entry_timed = bool(entry) and not isinstance(entry[0], dict)
+        if self._entry_timed:
             self._advance(entry[0])
             entry = entry[1:]
         return [self.apply(command) for command in entry]
@@ -386,7 +390,7 @@ class Store(ShardOwnership):
 
         Which cells go depends only on the state, never on stale heap entries, so
         every replica removes the same ones.  Cells of a shard being moved out are
-        left to the drop; those of a shard still arriving wait until it is served.
+        left to the drop; those of any other shard not served here wait until it is.
         """
         limit = min(int(c.get("limit") or EXPIRE_CELLS), EXPIRE_CELLS)
         heap, removed, waiting = self._expiring, 0, []
@@ -399,7 +403,11 @@ class Store(ShardOwnership):
                 continue  # overwritten or deleted since
             shard = shard_of(row, self.shard_count)
             if self.owned is not None and shard not in self.owned:
-                if shard in self.incoming:
+                # Only a frozen shard's entries may go: its rows are always dropped.
+                # Any other shard may be served here again, its cells still expiring,
+                # and a replica restored from a snapshot rebuilds their entries: so
+                # keep them, or the two would remove different cells after it returns.
+                if shard not in self.frozen:
                     waiting.append(entry)
                 continue
             self._erase(row, col)
@@ -409,9 +417,12 @@ class Store(ShardOwnership):
         return {"expired": removed, "more": removed == limit}
 
     def _tick(self, c: dict[str, Any]) -> float:
-        """The group's clock; a command that carries its own ``now`` (older
-        entries, and tests that drive the store directly) moves it first."""
-        if "now" in c:
+        """The group's clock; a command of an entry without a time (entries of the
+        older format, whose ``now`` the leader wrote; tests that drive the store
+        directly) moves it with its own ``now`` first.  In an entry that carries
+        its time, a ``now`` came from the client and is ignored: a client must not
+        move the clock, which would expire every session and upload at once."""
+        if "now" in c and not self._entry_timed:
             now = c["now"]
             if not isinstance(now, (int, float)) or not math.isfinite(now):
                 raise TypeError("now must be a finite number")

@@ -209,6 +209,39 @@ def test_a_shard_move_carries_expiry_and_leaves_expired_cells_behind() -> None:
     assert dest.entry(T0 + 60, op="expire_cells") == {"expired": 1, "more": False}
 
 
+def test_a_shard_served_again_expires_alike_on_a_replica_restored_meanwhile() -> None:
+    # A configuration may give a shard up without moving it out (its rows stay);
+    # expiry passes while it is not served, a replica is restored from a snapshot,
+    # then the shard is served here again: both must remove the same cells.
+    row = _row_in(3)
+    group = _managed(list(range(SHARDS)))
+    group.entry(T0, op="put", row=row, col="c", value=b"v", ttl=1.0)
+    group.entry(T0 + 2, op="begin_config", config=2, shards=[s for s in range(SHARDS) if s != 3],
+                incoming=[], outgoing=[])
+    assert group.entry(T0 + 3, op="expire_cells") == {"expired": 0, "more": False}
+    restored = Store(SHARDS, managed=True)
+    restored.restore(group.store.snapshot())
+    group.stores = (group.store, restored)
+    group.entry(T0 + 4, op="begin_config", config=3, shards=list(range(SHARDS)),
+                incoming=[[3, 9, ["127.0.0.1:1"]]], outgoing=[])
+    group.entry(T0 + 4, op="adopt_shard", config=3, shard=3)
+    assert group.entry(T0 + 5, op="expire_cells") == {"expired": 1, "more": False}
+
+
+def test_a_now_written_by_a_client_never_moves_the_clock() -> None:
+    group = Group()
+    group.entry(T0, op="put", row="session", col="c", value=b"v", ttl=60.0)
+    # A timed entry: the leader's time is the only time; the command's "now" is ignored.
+    forged = {"op": "expire_intents", "now": 1e15, "cid": 8, "seq": 1, "ack": 0}
+    assert "error" not in group.store.apply_entry([T0 + 1, forged])[0]
+    assert group.store.clock == T0 + 1
+    assert group.entry(T0 + 2, op="get", row="session", col="c")["found"]
+    # An entry of the older format has no time: the "now" its leader wrote is the time.
+    old = {"op": "expire_intents", "now": T0 + 5, "cid": 8, "seq": 2, "ack": 1}
+    assert "error" not in group.store.apply_entry([old])[0]
+    assert group.store.clock == T0 + 5
+
+
 def test_the_in_memory_store_expires_cells_on_the_wall_clock(monkeypatch) -> None:
     now = [T0]
     monkeypatch.setattr(time, "time", lambda: now[0])
