@@ -15,7 +15,9 @@ explains each defect and its test):
   journal is always paired with one;
 * a follower never truncates entries that match the leader's (Raft section 5.3),
   and the leader never moves a follower's next index backwards on a late reply;
-* a leader cut off from its majority steps down after :data:`LEADER_FALLBACK`.
+* a leader cut off from its majority steps down after :data:`LEADER_FALLBACK`;
+* a replica asks its peers (PreVote, :mod:`raftkv.prevote`) before it bumps its
+  term, so one that was cut off or restarted behind does not depose the leader.
 
 Everything above this module sees :class:`Replica` and our own errors only.
 """
@@ -44,6 +46,7 @@ import pysyncobj.transport
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 
+from . import prevote
 from .cluster import derive_key
 from .errors import ConfigError, NoLeader, NotLeader, OutcomeUnknown, RaftKVError, Timeout, UnavailableError
 from .store import Store
@@ -68,11 +71,23 @@ LISTEN_BACKLOG = 128  # connections the Raft port's listener queues (and accepts
 RAFT_PASSWORD_PURPOSE = "raft"  # derive_key purpose of the engine's password
 PRIVATE_FILE = 0o600
 
-# The private methods we hook; fail loudly at import if the pinned engine changes.
-_REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick")
+# The private methods we hook or call; fail loudly at import if the pinned engine changes.
+_REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick",
+             # PreVote (_PreVote below)
+             "_SyncObj__onNodeConnected", "_SyncObj__onNodeDisconnected",
+             "_SyncObj__connectedToAnyone", "_SyncObj__generateRaftTimeout",
+             "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm",
+             "_SyncObj__setCurrentTerm", "_SyncObj__setState")
+# The engine's private attributes we read or set; checked once an engine is built.
+_REQUIRED_STATE = ("_SyncObj__raftLog", "_SyncObj__transport", "_SyncObj__raftNextIndex",
+                   "_SyncObj__raftCurrentTerm", "_SyncObj__raftState", "_SyncObj__raftLeader",
+                   "_SyncObj__raftElectionDeadline", "_SyncObj__transferInProgress",
+                   "_SyncObj__selfNode", "_SyncObj__otherNodes")
 _Connection = pysyncobj.tcp_connection.TcpConnection
+_RAFT_STATE = pysyncobj.syncobj._RAFT_STATE
 if (pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED)
-        or not hasattr(_Connection, "_TcpConnection__processRead")):
+        or not hasattr(_Connection, "_TcpConnection__processRead")
+        or (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE, _RAFT_STATE.LEADER) != (0, 1, 2)):
     raise ImportError("raftkv.node is written for pysyncobj 0.3.17 exactly")
 
 # pysyncobj.pickle ignores its protocol argument and reads a module global named
@@ -324,6 +339,10 @@ class _EngineBase(SyncObj):
         self._store = store
         super().__init__(config.raft_addr, list(config.peers), conf,
                          transportClass=self.transport_class)
+        missing = [name for name in _REQUIRED_STATE if not hasattr(self, name)]
+        if missing:
+            self.destroy()
+            raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
         self._journal = self._SyncObj__raftLog
         self._SyncObj__transport.journal = self._journal
 
@@ -418,7 +437,140 @@ class _FollowerKeepsMatchingEntries(_EngineBase):
         return None
 
 
-class _Engine(_LeaderSyncsBeforeCounting, _LeaderKeepsNextIndex, _FollowerKeepsMatchingEntries):
+class _PreVote(_EngineBase):
+    """A replica asks a majority before it bumps its term (Raft thesis section 9.6).
+
+    pysyncobj's follower, when its election timer fires, bumps its term at once
+    and asks for votes; the leader that receives the higher term steps down, even
+    when the asker is a replica that was merely cut off or restarted behind and
+    cannot win.  Here the timer sends :data:`~raftkv.prevote.PRE_VOTE` instead,
+    changing nothing, and the real election runs only after a majority said yes
+    (docs/engine-fixes.md, "A rejoining replica deposes the leader").
+    """
+
+    def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
+        # Set before the engine starts its tick thread.
+        self._round: prevote.PreVoteRound | None = None
+        self._pre_vote_won = False
+        self._peers = prevote.PeerFeatures()
+        self._leader_heard: tuple[Any, int, float] | None = None  # (leader, term, when)
+        self._above_live_leader = False   # a leader of a lower term spoke last
+        self.longest_leader_gap = 0.0     # seconds between two messages of one leader
+        super().__init__(config, store, conf)
+
+    # -- asking -----------------------------------------------------------------
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        if self._election_due():
+            self._ask_before_standing()
+        super()._onTick(timeToWait)
+
+    def _election_due(self) -> bool:
+        """The engine's own condition for standing for election (its _onTick)."""
+        # (Not the transport's readiness: with no connection, no peer hears us anyway.)
+        return (self._SyncObj__raftState != _RAFT_STATE.LEADER
+                and self._SyncObj__selfNode is not None
+                and self._SyncObj__raftElectionDeadline < time.monotonic()
+                and bool(self._SyncObj__connectedToAnyone()))
+
+    def _ask_before_standing(self) -> None:
+        """Ask the peers, or leave the deadline passed so the engine holds the election."""
+        if self._pre_vote_won or self._SyncObj__transferInProgress or self._above_live_leader:
+            # The election asked for, a leader's hand-over, or a term that can never go
+            # back down to the live leader's: the engine's real election, this tick.
+            self._pre_vote_won = self._above_live_leader = False
+            self._round = None
+            return
+        term = self._SyncObj__raftCurrentTerm + 1
+        self._round = prevote.PreVoteRound(term)
+        if self._round.won(self._voters(), self._peers.silent_old_peers(time.monotonic())):
+            self._round = None  # a group of one, or old peers only: stand now
+            return
+        message = {"type": prevote.PRE_VOTE, "term": term,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        for peer in self._SyncObj__otherNodes:
+            self._SyncObj__transport.send(peer, message)
+        self._SyncObj__raftElectionDeadline = time.monotonic() + self._SyncObj__generateRaftTimeout()
+
+    def _voters(self) -> int:
+        return len(self._SyncObj__otherNodes) + 1
+
+    def _count_reply(self, peer: Any, message: dict[str, Any]) -> None:
+        round_ = self._round
+        if round_ is None or message.get("term") != round_.term:
+            return  # an earlier round's answer
+        if not message.get("granted"):
+            voter_term = message.get("voter_term", 0)
+            if voter_term > self._SyncObj__raftCurrentTerm:
+                # The peer is in a later term: take it, as any Raft message with a
+                # higher term makes a replica do, and ask again from there.
+                self._round = None
+                self._SyncObj__setCurrentTerm(voter_term, None)
+                self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+            return
+        round_.granted.add(peer)
+        if round_.won(self._voters(), self._peers.silent_old_peers(time.monotonic())):
+            self._round = None
+            self._pre_vote_won = True
+            self._SyncObj__raftElectionDeadline = 0  # stand at the next tick
+
+    # -- answering ----------------------------------------------------------------
+
+    def _answer(self, peer: Any, message: dict[str, Any]) -> None:
+        heard = self._leader_heard
+        granted = prevote.grants_pre_vote(
+            asked_term=message["term"],
+            asker_log=prevote.LogEnd(message["last_log_term"], message["last_log_index"]),
+            own_term=self._SyncObj__raftCurrentTerm,
+            own_log=prevote.LogEnd(self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()),
+            is_leader=self._SyncObj__raftState == _RAFT_STATE.LEADER,
+            leader_heard_ago=None if heard is None or heard[1] != self._SyncObj__raftCurrentTerm
+            else time.monotonic() - heard[2],
+            min_election_timeout=self.conf.raftMinTimeout)
+        self._SyncObj__transport.send(peer, {"type": prevote.PRE_VOTE_REPLY, "term": message["term"],
+                                             "granted": granted,
+                                             "voter_term": self._SyncObj__raftCurrentTerm})
+
+    def _heard_from_leader(self, leader: Any, term: int) -> None:
+        now = time.monotonic()
+        if term < self._SyncObj__raftCurrentTerm:
+            self._above_live_leader = True  # the engine ignores it; only an election frees us
+            return
+        previous = self._leader_heard
+        if previous is not None and previous[:2] == (leader, term):
+            self.longest_leader_gap = max(self.longest_leader_gap, now - previous[2])
+        self._leader_heard = (leader, term, now)
+        self._above_live_leader = self._pre_vote_won = False
+        self._round = None
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        kind = message.get("type")
+        if kind == prevote.PRE_VOTE:
+            self._answer(node, message)
+        elif kind == prevote.PRE_VOTE_REPLY:
+            self._count_reply(node, message)
+        elif kind == prevote.HELLO:
+            self._peers.said_hello(node, message.get("features", ()))
+        else:
+            if kind == "append_entries":
+                self._heard_from_leader(node, message["term"])
+            super()._SyncObj__onMessageReceived(node, message)
+
+    # -- who speaks PreVote ---------------------------------------------------------
+
+    def _SyncObj__onNodeConnected(self, node: Any) -> None:  # noqa: N802
+        super()._SyncObj__onNodeConnected(node)
+        self._peers.connected(node, time.monotonic())
+        self._SyncObj__transport.send(node, {"type": prevote.HELLO, "features": [prevote.PRE_VOTE_FEATURE]})
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+        super()._SyncObj__onNodeDisconnected(node)
+        self._peers.disconnected(node)
+
+
+class _Engine(_LeaderSyncsBeforeCounting, _LeaderKeepsNextIndex, _FollowerKeepsMatchingEntries,
+              _PreVote):
     """pysyncobj with every fix; see the module docstring."""
 
 
@@ -490,6 +642,8 @@ class Replica:
             "log_entries": raw["log_len"],
             "snapshot_bytes": snapshot.stat().st_size if snapshot.exists() else 0,
             "has_quorum": raw["has_quorum"],
+            # docs/engine-fixes.md, "A rejoining replica deposes the leader"
+            "longest_leader_gap": round(self._engine.longest_leader_gap, 3),
             **self.store.stats(),
         }
 
