@@ -25,6 +25,7 @@ Everything above this module sees :class:`Replica` and our own errors only.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle as std_pickle
 import select
@@ -45,6 +46,7 @@ import pysyncobj.tcp_server
 import pysyncobj.transport
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.monotonic import monotonic as _engine_clock  # CLOCK_MONOTONIC_RAW, not time.monotonic
 
 from . import prevote
 from .cluster import derive_key
@@ -448,6 +450,8 @@ class _PreVote(_EngineBase):
     (docs/engine-fixes.md, "A rejoining replica deposes the leader").
     """
 
+    _SyncObj__raftElectionDeadline: float  # the engine's election timer (the engine's clock)
+
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         # Set before the engine starts its tick thread.
         self._round: prevote.PreVoteRound | None = None
@@ -461,37 +465,49 @@ class _PreVote(_EngineBase):
     # -- asking -----------------------------------------------------------------
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
-        if self._election_due():
-            self._ask_before_standing()
-        super()._onTick(timeToWait)
+        if self._election_due() and self._ask_before_standing():
+            super()._onTick(timeToWait)  # the engine's real election, this tick
+            return
+        self._pre_vote_won = False  # a vote or a leader moved the timer since: it is void
+        # The engine must not stand on its own: its timer may pass while the tick
+        # loads a snapshot or flushes the journal, before it checks.  It sees a
+        # timer that never fires; one it sets during the tick (a leader's message,
+        # a vote, a hand-over) is kept.
+        deadline = self._SyncObj__raftElectionDeadline
+        self._SyncObj__raftElectionDeadline = math.inf
+        try:
+            super()._onTick(timeToWait)
+        finally:
+            if self._SyncObj__raftElectionDeadline == math.inf:
+                self._SyncObj__raftElectionDeadline = deadline
 
     def _election_due(self) -> bool:
         """The engine's own condition for standing for election (its _onTick)."""
-        # (Not the transport's readiness: with no connection, no peer hears us anyway.)
         return (self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and self._SyncObj__selfNode is not None
-                and self._SyncObj__raftElectionDeadline < time.monotonic()
+                and self._SyncObj__raftElectionDeadline < _engine_clock()
                 and bool(self._SyncObj__connectedToAnyone()))
 
-    def _ask_before_standing(self) -> None:
-        """Ask the peers, or leave the deadline passed so the engine holds the election."""
+    def _ask_before_standing(self) -> bool:
+        """Whether to stand now; if not, ask the peers and wait another timeout."""
         if self._pre_vote_won or self._SyncObj__transferInProgress or self._above_live_leader:
             # The election asked for, a leader's hand-over, or a term that can never go
-            # back down to the live leader's: the engine's real election, this tick.
+            # back down to the live leader's.
             self._pre_vote_won = self._above_live_leader = False
             self._round = None
-            return
+            return True
         term = self._SyncObj__raftCurrentTerm + 1
         self._round = prevote.PreVoteRound(term)
-        if self._round.won(self._voters(), self._peers.silent_old_peers(time.monotonic())):
-            self._round = None  # a group of one, or old peers only: stand now
-            return
+        if self._round.won(self._voters(), self._peers.silent_old_peers(_engine_clock())):
+            self._round = None  # a group of one, or old peers only
+            return True
         message = {"type": prevote.PRE_VOTE, "term": term,
                    "last_log_index": self._SyncObj__getCurrentLogIndex(),
                    "last_log_term": self._SyncObj__getCurrentLogTerm()}
         for peer in self._SyncObj__otherNodes:
             self._SyncObj__transport.send(peer, message)
-        self._SyncObj__raftElectionDeadline = time.monotonic() + self._SyncObj__generateRaftTimeout()
+        self._SyncObj__raftElectionDeadline = _engine_clock() + self._SyncObj__generateRaftTimeout()
+        return False
 
     def _voters(self) -> int:
         return len(self._SyncObj__otherNodes) + 1
@@ -508,9 +524,10 @@ class _PreVote(_EngineBase):
                 self._round = None
                 self._SyncObj__setCurrentTerm(voter_term, None)
                 self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+                self._SyncObj__raftLeader = None  # whoever led before is not that term's leader
             return
         round_.granted.add(peer)
-        if round_.won(self._voters(), self._peers.silent_old_peers(time.monotonic())):
+        if round_.won(self._voters(), self._peers.silent_old_peers(_engine_clock())):
             self._round = None
             self._pre_vote_won = True
             self._SyncObj__raftElectionDeadline = 0  # stand at the next tick
@@ -526,14 +543,14 @@ class _PreVote(_EngineBase):
             own_log=prevote.LogEnd(self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()),
             is_leader=self._SyncObj__raftState == _RAFT_STATE.LEADER,
             leader_heard_ago=None if heard is None or heard[1] != self._SyncObj__raftCurrentTerm
-            else time.monotonic() - heard[2],
+            else _engine_clock() - heard[2],
             min_election_timeout=self.conf.raftMinTimeout)
         self._SyncObj__transport.send(peer, {"type": prevote.PRE_VOTE_REPLY, "term": message["term"],
                                              "granted": granted,
                                              "voter_term": self._SyncObj__raftCurrentTerm})
 
     def _heard_from_leader(self, leader: Any, term: int) -> None:
-        now = time.monotonic()
+        now = _engine_clock()
         if term < self._SyncObj__raftCurrentTerm:
             self._above_live_leader = True  # the engine ignores it; only an election frees us
             return
@@ -561,7 +578,7 @@ class _PreVote(_EngineBase):
 
     def _SyncObj__onNodeConnected(self, node: Any) -> None:  # noqa: N802
         super()._SyncObj__onNodeConnected(node)
-        self._peers.connected(node, time.monotonic())
+        self._peers.connected(node, _engine_clock())
         self._SyncObj__transport.send(node, {"type": prevote.HELLO, "features": [prevote.PRE_VOTE_FEATURE]})
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802

@@ -9,6 +9,7 @@ must be seen stepping down.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,5 +215,25 @@ def test_a_replica_above_the_live_leaders_term_stands_for_real(tmp_path, sent) -
         _timer_fires(h)
         assert "request_vote" in _types(sent)
         assert h.engine._SyncObj__raftCurrentTerm == 6
+    finally:
+        h.close()
+
+
+def test_a_timer_that_passes_during_a_slow_tick_does_not_make_the_engine_stand(
+        tmp_path, sent) -> None:
+    """The engine checks its timer after the start of its tick (after loading a snapshot,
+    after flushing the journal); PreVote must decide before, and the engine never alone."""
+    h = _follower(tmp_path)
+    try:
+        _tick(h)  # bound and settled
+        h.engine._SyncObj__numOneSecondDumps = 0  # the once-a-second flush runs this tick...
+        h.log.onOneSecondTimer = lambda: time.sleep(0.1)  # ...and takes 100 ms
+        h.engine._SyncObj__raftElectionDeadline = node._engine_clock() + 0.03  # its clock
+        sent.clear()
+        _tick(h)
+        assert "request_vote" not in _types(sent)
+        assert h.engine._SyncObj__raftCurrentTerm == 1
+        _tick(h)  # the timer has passed by now: the next tick asks first
+        assert _types(sent) == ["pre_vote", "pre_vote"]
     finally:
         h.close()
