@@ -113,6 +113,7 @@ def test_a_follower_cut_off_for_10_s_rejoins_without_a_term_change(lab_cluster) 
         with cluster.client() as client:
             client.put("steady", "c", b"after")
         _caught_up(cluster, follower, leader)
+        time.sleep(2.0)
     watch.assert_steady(term, leader)
     with cluster.client() as client:
         assert client.get("steady", "c", consistency="stale").value == b"after"
@@ -142,6 +143,7 @@ def test_a_follower_restarted_behind_a_snapshot_rejoins_without_a_term_change(
         cluster.start(follower)
         _caught_up(cluster, follower, leader)
         took = time.monotonic() - started
+        time.sleep(2.0)   # a few election timeouts after it rejoined
     watch.assert_steady(term, leader)
     after = _statuses(cluster)
     assert after[follower]["snapshot_bytes"] > 0, "the follower caught up without a snapshot"
