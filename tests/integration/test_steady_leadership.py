@@ -72,6 +72,19 @@ def _statuses(cluster: KVCluster) -> dict[str, dict]:
         return {s["name"]: s for s in client.status()}
 
 
+def _settled(cluster: KVCluster) -> tuple[str, int]:
+    """The leader and term, once every replica follows it (a replica that has not heard
+    from the leader yet still shows the term before the election)."""
+    def agreed() -> tuple[str, int] | None:
+        statuses = _statuses(cluster).values()
+        leaders = [s["name"] for s in statuses if s.get("role") == "leader"]
+        terms = {s.get("term") for s in statuses}
+        if len(leaders) != 1 or len(terms) != 1:
+            return None
+        return leaders[0], terms.pop()
+    return wait_for(agreed, 20, "every replica to follow one leader", interval=0.1)
+
+
 def _caught_up(cluster: KVCluster, follower: str, leader: str) -> None:
     """Wait until ``follower`` follows ``leader`` and has applied what the leader had."""
     target = _statuses(cluster)[leader]["applied_index"]
@@ -99,8 +112,7 @@ def test_a_follower_cut_off_for_10_s_rejoins_without_a_term_change(lab_cluster) 
     cluster = lab_cluster
     lab = cluster.lab
     assert lab is not None
-    leader = cluster.leader()
-    term = _statuses(cluster)[leader]["term"]
+    leader, term = _settled(cluster)
     follower = next(n for n in cluster.procs if n != leader)
     with cluster.client() as client:
         client.put("steady", "c", b"before")
@@ -129,8 +141,7 @@ def compacting_cluster(tmp_path: Path) -> Iterator[KVCluster]:
 def test_a_follower_restarted_behind_a_snapshot_rejoins_without_a_term_change(
         compacting_cluster) -> None:
     cluster = compacting_cluster
-    leader = cluster.leader()
-    term = _statuses(cluster)[leader]["term"]
+    leader, term = _settled(cluster)
     follower, other = (n for n in cluster.procs if n != leader)
     value = b"v" * (8 * 1024)   # inline cells (below the blob threshold): in the log
     with TermWatch(cluster) as watch:
@@ -155,13 +166,12 @@ def test_a_follower_restarted_behind_a_snapshot_rejoins_without_a_term_change(
 
 def test_a_killed_leader_is_replaced_promptly_and_rejoins_quietly(fresh_cluster) -> None:
     cluster = fresh_cluster
-    old = cluster.leader()
-    old_term = _statuses(cluster)[old]["term"]
+    old, old_term = _settled(cluster)
     cluster.kill(old)
     killed_at = time.monotonic()
     new = cluster.leader(timeout=10.0)
     elected_after = time.monotonic() - killed_at
-    term = _statuses(cluster)[new]["term"]
+    term = _statuses(cluster)[new]["term"]  # the survivor voted in it: it is there too
     assert new != old and term > old_term
     # Elections take the death to be noticed and one or two timeouts (0.4-1.4 s).
     assert elected_after < 5.0, f"a new leader only after {elected_after:.1f} s"
