@@ -18,9 +18,8 @@ from raftkv.errors import UnavailableError
 from raftkv.node import LEADER_FALLBACK
 
 from .._procs import wait_for
-from ..cluster import KVCluster, running
+from ..cluster import KVCluster
 from ..faults import Workload
-from ..netns import NetnsLab
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -67,19 +66,6 @@ def test_every_replica_restarted_at_once(fresh_cluster, tmp_path) -> None:
             fresh_cluster.kill(name)
         fresh_cluster.start()
     _run(fresh_cluster, tmp_path, fault, seed=3)
-
-
-@pytest.fixture
-def lab_cluster(tmp_path: Path):
-    if not NetnsLab.available():
-        pytest.skip("network namespaces are refused here")
-    lab = NetnsLab(3)
-    lab.up()
-    try:
-        with running(KVCluster(tmp_path / "kv", lab=lab)) as cluster:
-            yield cluster
-    finally:
-        lab.down()
 
 
 def test_leader_cut_off_from_its_peers(lab_cluster, tmp_path) -> None:

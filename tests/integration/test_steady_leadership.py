@@ -18,7 +18,6 @@ import pytest
 
 from .._procs import wait_for
 from ..cluster import KVCluster, running
-from ..netns import NetnsLab
 
 pytestmark = pytest.mark.cluster
 
@@ -93,19 +92,6 @@ def _caught_up(cluster: KVCluster, follower: str, leader: str) -> None:
         mine = _statuses(cluster)[follower]
         return mine.get("role") == "follower" and mine.get("applied_index", 0) >= target
     wait_for(done, 30, f"{follower} to catch up", interval=0.2)
-
-
-@pytest.fixture
-def lab_cluster(tmp_path: Path) -> Iterator[KVCluster]:
-    if not NetnsLab.available():
-        pytest.skip("network namespaces are refused here")
-    lab = NetnsLab(3)
-    lab.up()
-    try:
-        with running(KVCluster(tmp_path / "kv", lab=lab)) as cluster:
-            yield cluster
-    finally:
-        lab.down()
 
 
 def test_a_follower_cut_off_for_10_s_rejoins_without_a_term_change(lab_cluster) -> None:
