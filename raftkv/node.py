@@ -17,7 +17,9 @@ explains each defect and its test):
   and the leader never moves a follower's next index backwards on a late reply;
 * a leader cut off from its majority steps down after :data:`LEADER_FALLBACK`;
 * a replica asks its peers (PreVote, :mod:`raftkv.prevote`) before it bumps its
-  term, so one that was cut off or restarted behind does not depose the leader.
+  term, so one that was cut off or restarted behind does not depose the leader;
+* peers announce the Raft formats they speak (:mod:`raftkv.formats`): one that
+  shares none is refused, and the leader writes entries every voter applies.
 
 Everything above this module sees :class:`Replica` and our own errors only.
 """
@@ -48,7 +50,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as _engine_clock  # CLOCK_MONOTONIC_RAW, not time.monotonic
 
-from . import prevote
+from . import formats, prevote
 from .cluster import derive_key
 from .errors import ConfigError, NoLeader, NotLeader, OutcomeUnknown, RaftKVError, Timeout, UnavailableError
 from .store import Store
@@ -579,15 +581,73 @@ class _PreVote(_EngineBase):
     def _SyncObj__onNodeConnected(self, node: Any) -> None:  # noqa: N802
         super()._SyncObj__onNodeConnected(node)
         self._peers.connected(node, _engine_clock())
-        self._SyncObj__transport.send(node, {"type": prevote.HELLO, "features": [prevote.PRE_VOTE_FEATURE]})
+        self._SyncObj__transport.send(node, {"type": prevote.HELLO, "features": [prevote.PRE_VOTE_FEATURE],
+                                             "raft_formats": formats.announce()})
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
         super()._SyncObj__onNodeDisconnected(node)
         self._peers.disconnected(node)
 
 
+class _SpeaksFormats(_EngineBase):
+    """What each connected peer said it speaks; a peer that shares no Raft format is refused.
+
+    The hello (sent on every connect, see :class:`_PreVote`) carries the range of
+    Raft formats the sender speaks (:mod:`raftkv.formats`).  A peer whose range
+    does not overlap ours is disconnected at its hello, every time it connects:
+    it could neither apply our entries nor we its.  A reconnect may be a restart
+    onto other code, so what a peer speaks is forgotten when it disconnects.
+    """
+
+    def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
+        self.peer_raft_formats: dict[Any, range] = {}  # read by other threads: replaced, never edited
+        self._refusals_logged: set[tuple[Any, range]] = set()
+        super().__init__(config, store, conf)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if message.get("type") == prevote.HELLO:
+            theirs = formats.peer_raft_formats(message)
+            if not formats.overlaps(theirs):
+                self._refuse(node, theirs)
+                return
+            self.peer_raft_formats = {**self.peer_raft_formats, node: theirs}
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def _refuse(self, node: Any, theirs: range) -> None:
+        ours = formats.RAFT.speaks
+        if (node, theirs) not in self._refusals_logged:  # it redials every few seconds
+            self._refusals_logged.add((node, theirs))
+            log.error("refusing Raft peer %s: it speaks Raft formats %d to %d, this replica "
+                      "%d to %d; run code that shares a format (docs/store-promises.md, "
+                      "\"Formats and upgrades\")", node.address, theirs.start, theirs.stop - 1,
+                      ours.start, ours.stop - 1)
+        self._forget(node)
+        conn = self._SyncObj__transport._connections.get(node)
+        if conn is not None:
+            conn.disconnect()
+
+    def _forget(self, node: Any) -> None:
+        if node in self.peer_raft_formats:
+            self.peer_raft_formats = {n: r for n, r in self.peer_raft_formats.items() if n != node}
+
+    def _SyncObj__onNodeConnected(self, node: Any) -> None:  # noqa: N802
+        self._forget(node)
+        super()._SyncObj__onNodeConnected(node)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+        self._forget(node)
+        super()._SyncObj__onNodeDisconnected(node)
+
+    def entry_format(self) -> int:
+        """The Raft format to write entries in now (:func:`raftkv.formats.entry_format`); a
+        voter not heard from is taken to speak what a replica without a hello speaks."""
+        known = self.peer_raft_formats
+        voters = [known.get(peer, formats.SILENT_PEER_RAFT) for peer in list(self._SyncObj__otherNodes)]
+        return formats.entry_format(voters, self._store.raft_format)
+
+
 class _Engine(_LeaderSyncsBeforeCounting, _LeaderKeepsNextIndex, _FollowerKeepsMatchingEntries,
-              _PreVote):
+              _SpeaksFormats, _PreVote):
     """pysyncobj with every fix; see the module docstring."""
 
 
@@ -618,7 +678,8 @@ class Replica:
 
     def __init__(self, config: ReplicaConfig, on_ready: Callable[[], None] | None = None) -> None:
         config.validate()
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before the engine opens anything: refuses a format it does not know.
+        formats.prepare_data_dir(config.data_dir)
         self.config = config
         self.store = Store(config.shards, managed=config.managed)
         conf = _engine_conf(config, self.store, on_ready)
@@ -642,6 +703,10 @@ class Replica:
     def is_leader(self) -> bool:
         return bool(self._engine._isLeader())
 
+    def entry_format(self) -> int:
+        """The Raft format a leader writes its next entry in (:mod:`raftkv.formats`)."""
+        return self._engine.entry_format()
+
     def leader_hint(self) -> str | None:
         """The raft address of the last known leader (possibly stale), or None."""
         leader = self._engine._getLeader()
@@ -661,6 +726,9 @@ class Replica:
             "has_quorum": raw["has_quorum"],
             # docs/engine-fixes.md, "A rejoining replica deposes the leader"
             "longest_leader_gap": round(self._engine.longest_leader_gap, 3),
+            # docs/store-promises.md, "Formats and upgrades"
+            "raft_formats": formats.announce(), "entry_format": self._engine.entry_format(),
+            "data_format": formats.DATA.newest,
             **self.store.stats(),
         }
 

@@ -41,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from .formats import TIMED_ENTRIES
 from .keys import DEFAULT_SHARDS, shard_of
 from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers
 from .ownership import ShardOwnership
@@ -100,6 +101,9 @@ class Store(ShardOwnership):
         # Whether the entry being applied carries its time: then only that time counts,
         # and a "now" inside a command (which a client could write) is ignored.
         self._entry_timed = False
+        # The highest Raft entry format applied (raftkv/formats.py): once the log holds
+        # one, every replica must apply it anyway, so the leader never writes older.
+        self.raft_format = 1
         self._init_ownership(managed)
 
     # -- entry point --------------------------------------------------------
@@ -114,6 +118,7 @@ class Store(ShardOwnership):
         """
         self._entry_timed = bool(entry) and not isinstance(entry[0], dict)
         if self._entry_timed:
+            self.raft_format = max(self.raft_format, TIMED_ENTRIES)
             self._advance(entry[0])
             entry = entry[1:]
         return [self.apply(command) for command in entry]
@@ -504,6 +509,7 @@ class Store(ShardOwnership):
             "intents": [[upload, expires, list(chunks)]
                         for upload, (expires, chunks) in self.intents.items()],
             "clock": self.clock,
+            "raft_format": self.raft_format,
             "ownership": self.ownership_snapshot(),
         }
 
@@ -523,6 +529,7 @@ class Store(ShardOwnership):
         self.intents = {upload: (expires, list(chunks))
                         for upload, expires, chunks in state.get("intents", [])}
         self.clock = float(state.get("clock", 0.0))
+        self.raft_format = int(state.get("raft_format", 1))  # older snapshots: assume the oldest
         self.restore_ownership(state.get("ownership"))
         self.blob_cells = {(row, col): cell[1] for table in self.shards.values()
                            for row, cells in table.items() for col, cell in cells.items()

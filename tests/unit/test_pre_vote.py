@@ -196,7 +196,7 @@ def test_a_peer_that_never_said_hello_counts_as_yes(tmp_path, sent, hello) -> No
     try:
         h.engine._peers.grace = 0.0
         h.engine._SyncObj__onNodeConnected(h.peer)
-        assert {"type": "hello", "features": ["pre_vote"]} in sent
+        assert {"type": "hello", "features": ["pre_vote"], "raft_formats": [1, 2]} in sent
         if hello:
             h.deliver({"type": "hello", "features": ["pre_vote"]})
         _timer_fires(h)

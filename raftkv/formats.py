@@ -1,0 +1,205 @@
+"""The formats a replica writes and reads, numbered, and what this code knows of each.
+
+Two lines of formats (docs/store-promises.md, "Formats and upgrades"):
+
+* the **data** format: what a replica's data directory holds.  Each directory
+  records its format in :data:`DATA_FORMAT_FILE`; a replica refuses one newer
+  than it knows, and converts an older one step by step (:data:`CONVERSIONS`);
+* the **Raft** format: the log entries and the messages on the Raft port.  A
+  replica announces the range it speaks in its ``hello``; it refuses a peer
+  whose range does not overlap its own, and a leader writes entries in the
+  highest format every voter speaks (:func:`entry_format`), so a group keeps
+  writing the old format until its last replica runs new code.
+
+The client protocol is listed too; it has one version so far and is not yet
+negotiated.  Every change of a format adds a line to its history, raises
+the newest version here, and moves the rolling-upgrade test's old revision
+(tests/integration/test_rolling_upgrade.py) to the last commit of the old
+format.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRIVATE_FILE = 0o600
+
+
+@dataclass(frozen=True)
+class FormatLine:
+    """One line of formats: each version's one-line history, and the versions this code handles."""
+
+    name: str
+    history: Mapping[int, str]  # version -> what it changed
+    oldest: int                 # the oldest version this code reads (or converts, for data)
+
+    @property
+    def newest(self) -> int:
+        return max(self.history)
+
+    @property
+    def speaks(self) -> range:
+        return range(self.oldest, self.newest + 1)
+
+
+DATA = FormatLine("data", {
+    1: "pysyncobj's journal and term/vote metadata (pickled), our snapshot (pickled Raft "
+       "bookkeeping, then the store in msgpack); directories made before formats were "
+       "recorded hold no version file and are this format",
+}, oldest=1)
+
+RAFT = FormatLine("raft", {
+    1: "an entry is a msgpack list of commands; intent and expire_intents carry the "
+       "leader's now (the code up to 89319e8)",
+    2: "an entry starts with the leader's time, then its commands (1995ed3); operations "
+       "that need the time (ttl, expire_cells) exist from here; pre_vote, pre_vote_reply "
+       "and hello messages (ea7c3be)",
+}, oldest=1)
+
+CLIENT = FormatLine("client", {
+    1: "length-prefixed msgpack frames after the secret handshake (raftkv/protocol.py)",
+}, oldest=1)
+
+# What a peer that says no hello, or a hello without a range, is taken to speak.
+# A replica older than PreVote says no hello and applies untimed entries only;
+# one from PreVote until formats were announced applies both.
+SILENT_PEER_RAFT = range(1, 2)
+UNRANGED_HELLO_RAFT = range(1, 3)
+
+DATA_FORMAT_FILE = "data_format"
+
+# Raft format 2 entries carry their time; format 1 entries carry it in the commands
+# that need it, which the leader's server fills in.
+TIMED_ENTRIES = 2
+COMMAND_TIME_OPS = frozenset({"intent", "expire_intents"})
+# What appeared in which Raft format: a leader writing an older format refuses
+# a command that uses it, since a replica of that format would apply it otherwise.
+OPERATION_SINCE = {"expire_cells": 2}
+FIELD_SINCE = {"ttl": 2}
+
+
+class FormatError(ConfigError):
+    """A data directory or a peer in a format this code does not know: upgrade the code."""
+
+
+# -- the data directory ---------------------------------------------------------
+
+# version v -> the function that turns a directory of format v into format v + 1.
+# None yet: format 1 is the only data format (the state on disk comes next, issue 15).
+CONVERSIONS: dict[int, Callable[[Path], None]] = {}
+
+
+def recorded_data_format(data_dir: Path) -> int | None:
+    """The format recorded in ``data_dir``, None if none is; FormatError if the file is garbage."""
+    path = data_dir / DATA_FORMAT_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: cannot read the data format: {exc}") from exc
+    if not text.isdigit():
+        raise FormatError(f"{path}: {text[:40]!r} is not a data format number")
+    return int(text)
+
+
+def prepare_data_dir(data_dir: Path, line: FormatLine = DATA,
+                     conversions: Mapping[int, Callable[[Path], None]] = CONVERSIONS) -> int:
+    """Bring ``data_dir`` to ``line``'s newest format before anything opens it; that format.
+
+    A directory without a version file is new (nothing in it: the newest format
+    is recorded) or was made before formats were recorded (format 1).  A newer
+    format than this code knows, or an older one it cannot convert, is refused
+    with :class:`FormatError`; nothing in the directory is changed then.  Each
+    conversion step is recorded as it completes, so one interrupted by a crash
+    resumes from the last completed step (a step must be safe to run again).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    found = recorded_data_format(data_dir)
+    if found is None:
+        found = 1 if any(data_dir.iterdir()) else line.newest
+    if found > line.newest:
+        raise FormatError(
+            f"{data_dir} holds {line.name} format {found}; this code knows formats "
+            f"{line.oldest} to {line.newest}: run the newer code it was written by")
+    missing = [v for v in range(found, line.newest) if v not in conversions]
+    if found < line.oldest or missing:
+        raise FormatError(
+            f"{data_dir} holds {line.name} format {found}; this code converts none older "
+            f"than {line.oldest}: upgrade through an earlier release first")
+    for version in range(found, line.newest):
+        log.info("converting %s from %s format %d to %d", data_dir, line.name, version, version + 1)
+        conversions[version](data_dir)
+        write_private_atomically(data_dir / DATA_FORMAT_FILE, f"{version + 1}\n".encode())
+    if recorded_data_format(data_dir) != line.newest:
+        write_private_atomically(data_dir / DATA_FORMAT_FILE, f"{line.newest}\n".encode())
+    return line.newest
+
+
+def write_private_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, readable by this user only: after a crash
+    the old content or the new, never a mix (temp file, fsync, rename, fsync the directory)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- the Raft port ----------------------------------------------------------------
+
+def peer_raft_formats(hello: Mapping[str, object] | None) -> range:
+    """The Raft formats a peer speaks, from its hello (None: it said none)."""
+    if hello is None:
+        return SILENT_PEER_RAFT
+    announced = hello.get("raft_formats")
+    if (isinstance(announced, (list, tuple)) and len(announced) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in announced)):
+        return range(int(announced[0]), int(announced[1]) + 1)
+    return UNRANGED_HELLO_RAFT
+
+
+def announce(line: FormatLine = RAFT) -> list[int]:
+    """The range this code speaks, as a hello carries it."""
+    return [line.oldest, line.newest]
+
+
+def overlaps(theirs: range, ours: range = RAFT.speaks) -> bool:
+    return max(theirs.start, ours.start) < min(theirs.stop, ours.stop)
+
+
+def raft_format_needed(command: Mapping[str, object]) -> int:
+    """The oldest Raft format whose replicas apply ``command`` as this code does."""
+    op = command.get("op")
+    needed = OPERATION_SINCE.get(op, 1) if isinstance(op, str) else 1
+    for name, since in FIELD_SINCE.items():
+        if command.get(name) is not None:
+            needed = max(needed, since)
+    return needed
+
+
+def entry_format(voters: Collection[range], group_format: int, ours: range = RAFT.speaks) -> int:
+    """The format a leader writes entries in: the highest every voter speaks.
+
+    ``voters`` holds what each other voter speaks (as announced, or as assumed
+    for one not heard from); ``group_format`` is the highest format the group's
+    log already holds -- once an entry of a format is in the log every replica
+    must apply it anyway, so the group never goes back below it.
+    """
+    best = min([r.stop - 1 for r in voters] + [ours.stop - 1])
+    return max(best, min(group_format, ours.stop - 1), ours.start)

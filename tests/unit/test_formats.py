@@ -1,0 +1,233 @@
+"""Formats and upgrades (docs/store-promises.md, "Formats and upgrades").
+
+The registry and its decisions on their own; the data directory's version file
+on real directories (one made by the replica's own engine); the Raft port's
+hello on engines driven by hand, as in test_engine_fixes.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from raftkv import formats, node
+from raftkv.formats import (
+    DATA,
+    DATA_FORMAT_FILE,
+    RAFT,
+    FormatError,
+    FormatLine,
+    entry_format,
+    overlaps,
+    peer_raft_formats,
+    prepare_data_dir,
+    raft_format_needed,
+)
+from raftkv.store import Store
+
+from .._procs import SECRET
+from .test_engine_fixes import Harness
+
+# -- the registry -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [formats.DATA, formats.RAFT, formats.CLIENT], ids=lambda f: f.name)
+def test_every_version_has_its_history_and_no_gaps(line: FormatLine) -> None:
+    assert sorted(line.history) == list(range(1, line.newest + 1))
+    assert all(text.strip() for text in line.history.values())
+    assert line.oldest in line.speaks and line.newest in line.speaks
+
+
+def test_every_data_format_this_code_reads_converts_to_the_newest() -> None:
+    assert all(v in formats.CONVERSIONS for v in range(DATA.oldest, DATA.newest))
+
+
+def test_the_leader_writes_the_highest_format_every_voter_speaks() -> None:
+    both = range(1, 3)
+    assert entry_format([both, both], group_format=1) == 2
+    assert entry_format([both, formats.SILENT_PEER_RAFT], group_format=1) == 1  # one old voter
+    assert entry_format([both, range(2, 4)], group_format=1) == 2  # a newer one: ours caps it
+    # Once the log holds format 2 every replica must apply it: no going back.
+    assert entry_format([both, formats.SILENT_PEER_RAFT], group_format=2) == 2
+
+
+def test_what_a_peer_speaks_comes_from_its_hello() -> None:
+    assert peer_raft_formats(None) == range(1, 2)                      # no hello: before PreVote
+    assert peer_raft_formats({"type": "hello", "features": ["pre_vote"]}) == range(1, 3)
+    assert peer_raft_formats({"type": "hello", "raft_formats": [2, 5]}) == range(2, 6)
+    assert peer_raft_formats({"type": "hello", "raft_formats": "junk"}) == range(1, 3)
+    assert overlaps(range(2, 6)) and not overlaps(range(RAFT.newest + 1, RAFT.newest + 3))
+
+
+def test_only_a_command_that_uses_a_newer_format_needs_it() -> None:
+    assert raft_format_needed({"op": "put", "row": "r", "col": "c", "value": b""}) == 1
+    assert raft_format_needed({"op": "put", "row": "r", "col": "c", "value": b"", "ttl": 5}) == 2
+    assert raft_format_needed({"op": "put", "ttl": None}) == 1
+    assert raft_format_needed({"op": "expire_cells"}) == 2
+    assert raft_format_needed({"op": 7}) == 1
+
+
+# -- the data directory ------------------------------------------------------------------
+
+
+def _recorded(data_dir: Path) -> tuple[str, int]:
+    path = data_dir / DATA_FORMAT_FILE
+    return path.read_text(), stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_directory_records_the_newest_format_private(tmp_path: Path) -> None:
+    assert prepare_data_dir(tmp_path / "new") == DATA.newest
+    assert _recorded(tmp_path / "new") == (f"{DATA.newest}\n", 0o600)
+    assert not (tmp_path / "new" / (DATA_FORMAT_FILE + ".tmp")).exists()
+
+
+def test_a_directory_made_by_the_engine_before_formats_is_format_1(tmp_path: Path) -> None:
+    """A directory as the code before formats left it: a journal, a snapshot, no version file."""
+    h = Harness(tmp_path, node._Engine)  # the engine never writes the version file: Replica does
+    try:
+        h.engine.forceLogCompaction()
+        h.engine.doTick(0.0)
+    finally:
+        h.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert "raft.journal" in before and DATA_FORMAT_FILE not in before
+    assert prepare_data_dir(tmp_path) == 1 == DATA.newest
+    assert _recorded(tmp_path) == ("1\n", 0o600)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != DATA_FORMAT_FILE} == before
+
+
+def test_a_newer_format_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    (tmp_path / DATA_FORMAT_FILE).write_text(f"{DATA.newest + 1}\n")
+    (tmp_path / "raft.journal").write_bytes(b"from the future")
+    with pytest.raises(FormatError, match=rf"format {DATA.newest + 1}; this code knows formats"):
+        prepare_data_dir(tmp_path)
+    assert (tmp_path / DATA_FORMAT_FILE).read_text() == f"{DATA.newest + 1}\n"
+    assert (tmp_path / "raft.journal").read_bytes() == b"from the future"
+
+
+@pytest.mark.parametrize("content", ["", "two", "-1", "1.5"])
+def test_a_garbled_version_file_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / DATA_FORMAT_FILE).write_text(content)
+    with pytest.raises(FormatError, match="not a data format number"):
+        prepare_data_dir(tmp_path)
+
+
+LINE = FormatLine("data", {1: "one", 2: "two", 3: "three"}, oldest=1)
+
+
+def test_older_formats_convert_step_by_step_each_step_recorded(tmp_path: Path) -> None:
+    (tmp_path / "raft.journal").write_bytes(b"old")  # no version file: format 1
+    steps: list[tuple[int, str]] = []
+
+    def step(version: int) -> Any:
+        def convert(data_dir: Path) -> None:
+            steps.append((version, (data_dir / DATA_FORMAT_FILE).read_text()
+                          if (data_dir / DATA_FORMAT_FILE).exists() else "none"))
+        return convert
+
+    assert prepare_data_dir(tmp_path, LINE, {1: step(1), 2: step(2)}) == 3
+    assert steps == [(1, "none"), (2, "2\n")]
+    assert _recorded(tmp_path) == ("3\n", 0o600)
+
+
+def test_a_conversion_that_fails_resumes_from_the_last_completed_step(tmp_path: Path) -> None:
+    (tmp_path / DATA_FORMAT_FILE).write_text("1\n")
+
+    def broken(data_dir: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        prepare_data_dir(tmp_path, LINE, {1: lambda d: None, 2: broken})
+    assert (tmp_path / DATA_FORMAT_FILE).read_text() == "2\n"
+    assert prepare_data_dir(tmp_path, LINE, {1: broken, 2: lambda d: None}) == 3
+
+
+def test_a_format_without_its_conversion_is_refused(tmp_path: Path) -> None:
+    (tmp_path / DATA_FORMAT_FILE).write_text("1\n")
+    with pytest.raises(FormatError, match="upgrade through an earlier release"):
+        prepare_data_dir(tmp_path, LINE, {2: lambda d: None})
+    assert (tmp_path / DATA_FORMAT_FILE).read_text() == "1\n"
+
+
+def test_the_replica_refuses_a_newer_directory_before_opening_it(tmp_path: Path) -> None:
+    (tmp_path / DATA_FORMAT_FILE).write_text(f"{DATA.newest + 1}\n")
+    config = node.ReplicaConfig(raft_addr="127.0.0.1:1", peers=(), data_dir=tmp_path, secret=SECRET)
+    with pytest.raises(FormatError):
+        node.Replica(config)
+    assert not (tmp_path / "raft.journal").exists()
+
+
+# -- the group's format, in the replicated state -------------------------------------------
+
+
+def test_the_store_remembers_the_highest_entry_format_it_applied() -> None:
+    store = Store(4)
+    store.apply_entry([{"op": "noop"}])
+    assert store.raft_format == 1
+    store.apply_entry([1e9, {"op": "noop"}])
+    assert store.raft_format == 2
+    store.apply_entry([{"op": "noop"}])
+    assert store.raft_format == 2
+    copy = Store(4)
+    copy.restore(msgpack.unpackb(msgpack.packb(store.snapshot()), strict_map_key=False))
+    assert copy.raft_format == 2
+    older = store.snapshot()
+    del older["raft_format"]  # a snapshot made before formats
+    copy.restore(older)
+    assert copy.raft_format == 1
+
+
+# -- the Raft port --------------------------------------------------------------------------
+
+
+def _connected(tmp_path: Path) -> Harness:
+    h = Harness(tmp_path, node._Engine)
+    h.engine._SyncObj__onNodeConnected(h.peer)
+    return h
+
+
+def test_a_leader_writes_the_old_format_until_every_voter_said_it_speaks_the_new(tmp_path: Path) -> None:
+    h = _connected(tmp_path)
+    try:
+        other = next(n for n in h.engine._SyncObj__otherNodes if n != h.peer)
+        assert h.engine.entry_format() == 1               # nobody heard from
+        h.deliver({"type": "hello", "features": ["pre_vote"], "raft_formats": [1, 2]})
+        assert h.engine.peer_raft_formats == {h.peer: range(1, 3)}
+        assert h.engine.entry_format() == 1               # the other voter: not yet
+        h.engine._SyncObj__onNodeConnected(other)
+        h.engine._SyncObj__onMessageReceived(other, {"type": "hello", "features": ["pre_vote"]})
+        assert h.engine.entry_format() == 2               # a PreVote-era hello applies both
+        h.engine._SyncObj__onNodeDisconnected(other)      # maybe restarting onto other code
+        assert h.engine.entry_format() == 1
+    finally:
+        h.close()
+
+
+def test_a_peer_that_shares_no_format_is_refused_with_a_clear_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    h = _connected(tmp_path)
+    closed: list[Any] = []
+
+    class Connection:  # the peer's connection, as the transport holds it
+        def disconnect(self) -> None:
+            closed.append(h.peer)
+
+    try:
+        h.engine._SyncObj__transport._connections[h.peer] = Connection()
+        future = [RAFT.newest + 1, RAFT.newest + 2]
+        with caplog.at_level(logging.ERROR, logger="raftkv.node"):
+            for _ in range(3):  # it redials: refused each time, logged once
+                h.deliver({"type": "hello", "features": ["pre_vote"], "raft_formats": future})
+        assert closed == [h.peer] * 3
+        assert h.peer not in h.engine.peer_raft_formats
+        lines = [r.getMessage() for r in caplog.records if "refusing Raft peer" in r.getMessage()]
+        assert lines == [f"refusing Raft peer {h.peer.address}: it speaks Raft formats "
+                         f"{future[0]} to {future[1]}, this replica {RAFT.oldest} to {RAFT.newest}; "
+                         'run code that shares a format (docs/store-promises.md, "Formats and upgrades")']
+    finally:
+        h.close()
