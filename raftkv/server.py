@@ -35,13 +35,14 @@ from typing import Any, Protocol
 import click
 import msgpack
 
-from . import protocol
+from . import formats, protocol
 from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, check_name
 from .cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster, split_addr
 from .errors import (
     ConfigError,
     NotLeader,
     OutcomeUnknown,
+    OverLimit,
     ProtocolError,
     RaftKVError,
     TooLarge,
@@ -144,7 +145,8 @@ class NodeServer:
         self._handshaking: dict[asyncio.StreamWriter, None] = {}  # oldest first
         self._over_cap = _Report("closed connections at the connection cap")
         self._refused = _Report("refused connections that did not complete the handshake")
-        self._pending: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
+        # (packed command, the oldest Raft format it may be written in, its answer)
+        self._pending: list[tuple[bytes, int, asyncio.Future[dict[str, Any]]]] = []
         self._in_flight = 0
         self._stamped = 0.0  # the time of the last entry this server appended
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,33 +155,62 @@ class NodeServer:
 
     def _submit(self, command: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         assert self._loop is not None
+        if command.get("op") in formats.COMMAND_TIME_OPS:
+            # Read by replicas of Raft format 1, whose entries carry no time (and
+            # ignored in a timed entry); never a client's own.
+            command["now"] = self._stamp()
         packed = msgpack.packb(command, use_bin_type=True)
         if len(packed) + _ARRAY_OVERHEAD + _TIME_SIZE > ENTRY_CAP:
             raise TooLarge(f"request of {len(packed)} bytes is above the {ENTRY_CAP}-byte entry cap")
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._pending.append((packed, future))
+        self._pending.append((packed, formats.raft_format_needed(command), future))
         self._flush()
         return future
 
     def _flush(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT_BATCHES:
-            size, count = _ARRAY_OVERHEAD + _TIME_SIZE, 0
-            for packed, _ in self._pending:
+            entry_format = self.replica.entry_format()
+            self._refuse_newer(entry_format)
+            timed = entry_format >= formats.TIMED_ENTRIES
+            size, count = _ARRAY_OVERHEAD + (_TIME_SIZE if timed else 0), 0
+            for packed, _, _ in self._pending:
                 if size + len(packed) > ENTRY_CAP:
                     break
                 size += len(packed)
                 count += 1
+            if count == 0:
+                return  # every pending command was refused
             batch, self._pending = self._pending[:count], self._pending[count:]
-            entry = (_array_header(count + 1) + self._entry_time()
-                     + b"".join(p for p, _ in batch))
+            head = _array_header(count + 1) + self._entry_time() if timed else _array_header(count)
+            entry = head + b"".join(p for p, _, _ in batch)
             self._in_flight += 1
-            self.replica.submit(entry, self._on_raft_thread(_Batch([f for _, f in batch])))
+            self.replica.submit(entry, self._on_raft_thread(_Batch([f for _, _, f in batch])))
+
+    def _refuse_newer(self, entry_format: int) -> None:
+        """Answer the pending commands that ``entry_format`` cannot carry: mid-upgrade,
+        a replica on the old code would not apply them as the others do."""
+        if all(needed <= entry_format for _, needed, _ in self._pending):
+            return
+        kept = []
+        for packed, needed, future in self._pending:
+            if needed <= entry_format:
+                kept.append((packed, needed, future))
+            elif not future.done():
+                # Not applied; not UnavailableError, which clients retry at once until
+                # their deadline and then report as an unknown outcome.
+                future.set_exception(OverLimit(
+                    f"the group writes Raft format {entry_format} until every replica runs "
+                    f"code of format {needed} or later (an upgrade in progress): retry later"))
+        self._pending = kept
 
     def _entry_time(self) -> bytes:
         """The time every replica applies this entry at (raftkv.store, "Time"): the
         leader's clock, but never before an entry appended or applied earlier."""
+        return _FLOAT64.pack(0xcb, self._stamp())
+
+    def _stamp(self) -> float:
         self._stamped = max(time.time(), self._stamped, self.replica.store.clock)
-        return _FLOAT64.pack(0xcb, self._stamped)
+        return self._stamped
 
     def _on_raft_thread(self, batch: _Batch) -> Any:
         """The callback pysyncobj runs on its tick thread: hand the results to our loop."""
