@@ -73,9 +73,10 @@ class Proc:
     """One child process with its log in a file."""
 
     def __init__(self, name: str, argv: Sequence[str], log_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = list(argv)
+        self.cwd = cwd  # ``python -m`` imports from here first
         self.log_path = log_dir / f"{name}.log"
         self.env = {**os.environ, **(env or {})}
         self.popen: subprocess.Popen[bytes] | None = None
@@ -83,7 +84,7 @@ class Proc:
     def start(self) -> Proc:
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                      env=self.env, start_new_session=True)
+                                      env=self.env, cwd=self.cwd, start_new_session=True)
         log.close()
         return self
 
