@@ -32,9 +32,10 @@ class Workload:
 
     def __init__(self, make_client, *, clients: int = 6, readers: int = 2, keys: int = 4,
                  ops: int = 400, seconds: float = 20.0, seed: int = 0,
-                 rows: tuple[str, ...] = (ROW,)) -> None:
+                 rows: tuple[str, ...] = (ROW,), pause: float = 0.0) -> None:
         """Key ``i`` is a column of ``rows[i % len(rows)]``: rows in several shards spread
-        the cells over several groups."""
+        the cells over several groups.  ``pause``: seconds each client waits between two
+        calls, so that a budget of ``ops`` lasts through a longer test."""
         self.recorder = Recorder()
         self.keys = [f"k{i}" for i in range(keys)]
         self._row_of = {key: rows[i % len(rows)] for i, key in enumerate(self.keys)}
@@ -44,6 +45,7 @@ class Workload:
         self._ops = ops
         self._seconds = seconds
         self._seed = seed
+        self._pause = pause
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.completed = 0
@@ -67,7 +69,7 @@ class Workload:
         weights = [0, 1, 0, 0] if n < self._readers else [3, 4, 3, 1]
         with self._make_client() as client:
             for i in range(self._ops):
-                if self._stop.is_set() or time.monotonic() > deadline:
+                if self._stop.wait(self._pause) or time.monotonic() > deadline:
                     return
                 key = rng.choice(self.keys)
                 value = f"c{n}-{i}".encode()

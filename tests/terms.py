@@ -76,7 +76,15 @@ def caught_up(cluster: KVCluster, follower: str, leader: str) -> None:
     """Wait until ``follower`` follows ``leader`` and has applied what the leader had."""
     target = statuses(cluster)[leader]["applied_index"]
 
+    seen: dict[str, dict] = {}
+
     def done() -> bool:
-        mine = statuses(cluster)[follower]
+        seen.update(statuses(cluster))
+        mine = seen[follower]
         return mine.get("role") == "follower" and mine.get("applied_index", 0) >= target
-    wait_for(done, 30, f"{follower} to catch up", interval=0.2)
+    try:
+        wait_for(done, 30, f"{follower} to catch up", interval=0.2)
+    except TimeoutError as exc:
+        shown = ("role", "term", "leader", "commit_index", "applied_index", "log_entries")
+        raise TimeoutError(f"{exc} to {leader}'s index {target}; last seen: " + "; ".join(
+            f"{name} {({k: s.get(k) for k in shown})}" for name, s in sorted(seen.items()))) from None
