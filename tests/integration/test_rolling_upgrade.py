@@ -175,3 +175,24 @@ def test_a_group_upgraded_one_replica_at_a_time_under_traffic(tmp_path: Path, ol
         applied = {name: s.get("applied_index") for name, s in statuses(cluster).items()}
         print(f"upgraded {OLD_REVISION} -> this tree: {workload.completed} recorded operations, "
               f"{len(ledger.acknowledged)} ledger writes; terms {term} -> {new_term}; applied {applied}")
+
+
+def test_a_replica_refuses_a_data_directory_of_a_newer_format(tmp_path: Path) -> None:
+    """The process exits at once with status 1, names what it found and knows, and
+    leaves the directory alone."""
+    cluster = KVCluster(tmp_path / "kv")
+    name = next(iter(cluster.procs))
+    raft_dir = cluster.root / name / "raft"
+    raft_dir.mkdir(parents=True)
+    newer = f"{formats.DATA.newest + 1}\n"
+    (raft_dir / formats.DATA_FORMAT_FILE).write_text(newer)
+    proc = cluster.procs[name].start()
+    assert proc.popen is not None
+    try:
+        assert proc.popen.wait(20) == 1
+    finally:
+        proc.kill()  # a replica that started anyway
+    assert (f"holds data format {formats.DATA.newest + 1}; this code knows formats "
+            f"{formats.DATA.oldest} to {formats.DATA.newest}") in proc.log()
+    assert sorted(p.name for p in raft_dir.iterdir()) == [formats.DATA_FORMAT_FILE]
+    assert (raft_dir / formats.DATA_FORMAT_FILE).read_text() == newer
