@@ -7,9 +7,10 @@ Two lines of formats (docs/store-promises.md, "Formats and upgrades"):
   than it knows, and converts an older one step by step (:data:`CONVERSIONS`);
 * the **Raft** format: the log entries and the messages on the Raft port.  A
   replica announces the range it speaks in its ``hello``; it refuses a peer
-  whose range does not overlap its own, and a leader writes entries in the
-  highest format every voter speaks (:func:`entry_format`), so a group keeps
-  writing the old format until its last replica runs new code.
+  whose range does not overlap its own.  A group whose log holds entries of
+  the old format (old code wrote them) keeps writing it until its last replica
+  runs new code; a group this code created writes the newest from its first
+  entry (:func:`entry_format`).
 
 The client protocol is listed too; it has one version so far and is not yet
 negotiated.  Every change of a format adds a line to its history, raises
@@ -78,7 +79,11 @@ DATA_FORMAT_FILE = "data_format"
 
 # Raft format 2 entries carry their time; format 1 entries carry it in the commands
 # that need it, which the leader's server fills in.
+UNTIMED_ENTRIES = 1
 TIMED_ENTRIES = 2
+# The group's format (Store.raft_format) while its log holds no command yet: only
+# code that numbers formats starts a group so, and old code cannot have written it.
+NO_COMMANDS = 0
 COMMAND_TIME_OPS = frozenset({"intent", "expire_intents"})
 # What appeared in which Raft format: a leader writing an older format refuses
 # a command that uses it, since a replica of that format would apply it otherwise.
@@ -193,13 +198,27 @@ def raft_format_needed(command: Mapping[str, object]) -> int:
     return needed
 
 
-def entry_format(voters: Collection[range], group_format: int, ours: range = RAFT.speaks) -> int:
-    """The format a leader writes entries in: the highest every voter speaks.
+def entry_format(voters: Collection[range | None], group_format: int,
+                 ours: range = RAFT.speaks) -> int:
+    """The format a leader writes entries in (docs/store-promises.md, "Formats and upgrades").
 
-    ``voters`` holds what each other voter speaks (as announced, or as assumed
-    for one not heard from); ``group_format`` is the highest format the group's
-    log already holds -- once an entry of a format is in the log every replica
-    must apply it anyway, so the group never goes back below it.
+    ``voters`` holds what each other voter speaks, as its hello said, or None for
+    one that has said no hello (too old to say one -- or down, or not connected
+    yet); ``group_format`` is the highest format the group's log holds
+    (``Store.raft_format``), :data:`NO_COMMANDS` while it holds no command.
+
+    * A log that holds no command was started by this code or a later one: no
+      replica on old code ever applied it, so the group writes the highest
+      format the voters that said hello speak, whoever is silent -- a new group
+      with a replica down takes a ttl at once.
+    * A log with entries of an older format was written (at least in part) by
+      old code, so a silent voter may be one still running it: the group writes
+      the highest format every voter speaks, a silent one counting as format 1.
+    * Once the log holds an entry of a format, every replica must apply it
+      anyway, so the group never goes back below it.
     """
-    best = min([r.stop - 1 for r in voters] + [ours.stop - 1])
-    return max(best, min(group_format, ours.stop - 1), ours.start)
+    newest = ours.stop - 1
+    best = min([r.stop - 1 for r in voters if r is not None] + [newest])
+    if group_format != NO_COMMANDS and any(r is None for r in voters):
+        best = min(best, SILENT_PEER_RAFT.stop - 1)
+    return max(best, min(group_format, newest), ours.start)

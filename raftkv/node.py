@@ -81,12 +81,14 @@ _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTic
              "_SyncObj__onNodeConnected", "_SyncObj__onNodeDisconnected",
              "_SyncObj__connectedToAnyone", "_SyncObj__generateRaftTimeout",
              "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm",
-             "_SyncObj__setCurrentTerm", "_SyncObj__setState")
+             "_SyncObj__setCurrentTerm", "_SyncObj__setState",
+             # the leader's first entry of its term (_SpeaksFormats below)
+             "_SyncObj__onBecomeLeader")
 # The engine's private attributes we read or set; checked once an engine is built.
 _REQUIRED_STATE = ("_SyncObj__raftLog", "_SyncObj__transport", "_SyncObj__raftNextIndex",
                    "_SyncObj__raftCurrentTerm", "_SyncObj__raftState", "_SyncObj__raftLeader",
                    "_SyncObj__raftElectionDeadline", "_SyncObj__transferInProgress",
-                   "_SyncObj__selfNode", "_SyncObj__otherNodes")
+                   "_SyncObj__selfNode", "_SyncObj__otherNodes", "_SyncObj__noopIDx")
 _Connection = pysyncobj.tcp_connection.TcpConnection
 _RAFT_STATE = pysyncobj.syncobj._RAFT_STATE
 if (pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED)
@@ -602,7 +604,14 @@ class _SpeaksFormats(_EngineBase):
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         self.peer_raft_formats: dict[Any, range] = {}  # read by other threads: replaced, never edited
         self._refusals_logged: set[tuple[Any, range]] = set()
+        # (term, index) of the no-op this replica appended when it last became leader;
+        # read by other threads: replaced, never edited.
+        self._term_start: tuple[int, int] | None = None
         super().__init__(config, store, conf)
+
+    def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802
+        super()._SyncObj__onBecomeLeader()
+        self._term_start = (self._SyncObj__raftCurrentTerm, self._SyncObj__noopIDx)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         if message.get("type") == prevote.HELLO:
@@ -638,11 +647,24 @@ class _SpeaksFormats(_EngineBase):
         self._forget(node)
         super()._SyncObj__onNodeDisconnected(node)
 
-    def entry_format(self) -> int:
-        """The Raft format to write entries in now (:func:`raftkv.formats.entry_format`); a
-        voter not heard from is taken to speak what a replica without a hello speaks."""
+    def entry_format(self) -> int | None:
+        """The Raft format to write entries in now (:func:`raftkv.formats.entry_format`), or
+        None on a leader that has not yet applied its term's first entry.
+
+        The group's format is the store's (``Store.raft_format``, a function of the
+        log applied).  A new leader may hold entries of earlier terms it has not
+        applied, which may be of the old format; once it has applied the no-op it
+        appended on election it has applied all of them, and its decision is the
+        one every replica reaches from the same log (docs/store-promises.md,
+        "Formats and upgrades").
+        """
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            start = self._term_start
+            if (start is None or start[0] != self._SyncObj__raftCurrentTerm
+                    or self.raftLastApplied < start[1]):
+                return None
         known = self.peer_raft_formats
-        voters = [known.get(peer, formats.SILENT_PEER_RAFT) for peer in list(self._SyncObj__otherNodes)]
+        voters = [known.get(peer) for peer in list(self._SyncObj__otherNodes)]
         return formats.entry_format(voters, self._store.raft_format)
 
 
@@ -703,8 +725,9 @@ class Replica:
     def is_leader(self) -> bool:
         return bool(self._engine._isLeader())
 
-    def entry_format(self) -> int:
-        """The Raft format a leader writes its next entry in (:mod:`raftkv.formats`)."""
+    def entry_format(self) -> int | None:
+        """The Raft format a leader writes its next entry in (:mod:`raftkv.formats`); None
+        while a new leader has not yet applied the entries of earlier terms."""
         return self._engine.entry_format()
 
     def leader_hint(self) -> str | None:

@@ -66,6 +66,10 @@ MAX_BLOB_OPS = 8
 # never get an answer"): give up on it after this long, answer "outcome unknown", and
 # free its slot.
 BATCH_TIMEOUT = 10.0
+# How often a new leader's server looks again whether it may write: it waits until
+# the leader has applied every entry of earlier terms (a round trip to a majority),
+# or until it is no longer the leader (at most LEADER_FALLBACK without a majority).
+FORMAT_RECHECK = 0.005
 _ARRAY_OVERHEAD = 5              # msgpack array header of the batch
 _TIME_SIZE = 9                   # the entry's time, first in the batch: a msgpack float64
 # Connections in their handshake at once; a new one pushes the oldest out, so
@@ -148,6 +152,7 @@ class NodeServer:
         # (packed command, the oldest Raft format it may be written in, its answer)
         self._pending: list[tuple[bytes, int, asyncio.Future[dict[str, Any]]]] = []
         self._in_flight = 0
+        self._recheck: asyncio.TimerHandle | None = None  # a flush waiting for the entry format
         self._stamped = 0.0  # the time of the last entry this server appended
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -170,6 +175,9 @@ class NodeServer:
     def _flush(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT_BATCHES:
             entry_format = self.replica.entry_format()
+            if entry_format is None:
+                self._flush_later()  # a new leader: earlier terms' entries still to apply
+                return
             self._refuse_newer(entry_format)
             timed = entry_format >= formats.TIMED_ENTRIES
             size, count = _ARRAY_OVERHEAD + (_TIME_SIZE if timed else 0), 0
@@ -185,6 +193,18 @@ class NodeServer:
             entry = head + b"".join(p for p, _, _ in batch)
             self._in_flight += 1
             self.replica.submit(entry, self._on_raft_thread(_Batch([f for _, _, f in batch])))
+
+    def _flush_later(self) -> None:
+        """Flush again shortly: the leader decides the entry format once it has applied
+        the entries of earlier terms (raftkv.node, ``entry_format``).  A replica that
+        stops leading meanwhile decides at once, and the engine answers NotLeader."""
+        if self._recheck is None:
+            assert self._loop is not None
+            self._recheck = self._loop.call_later(FORMAT_RECHECK, self._recheck_format)
+
+    def _recheck_format(self) -> None:
+        self._recheck = None
+        self._flush()
 
     def _refuse_newer(self, entry_format: int) -> None:
         """Answer the pending commands that ``entry_format`` cannot carry: mid-upgrade,

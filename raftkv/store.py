@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .formats import TIMED_ENTRIES
+from .formats import NO_COMMANDS, TIMED_ENTRIES, UNTIMED_ENTRIES
 from .keys import DEFAULT_SHARDS, shard_of
 from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers
 from .ownership import ShardOwnership
@@ -101,9 +101,10 @@ class Store(ShardOwnership):
         # Whether the entry being applied carries its time: then only that time counts,
         # and a "now" inside a command (which a client could write) is ignored.
         self._entry_timed = False
-        # The highest Raft entry format applied (raftkv/formats.py): once the log holds
-        # one, every replica must apply it anyway, so the leader never writes older.
-        self.raft_format = 1
+        # The highest Raft entry format applied (raftkv/formats.py), NO_COMMANDS before
+        # the first command: once the log holds one, every replica must apply it
+        # anyway, so the leader never writes older.  A function of the log alone.
+        self.raft_format = NO_COMMANDS
         self._init_ownership(managed)
 
     # -- entry point --------------------------------------------------------
@@ -121,6 +122,8 @@ class Store(ShardOwnership):
             self.raft_format = max(self.raft_format, TIMED_ENTRIES)
             self._advance(entry[0])
             entry = entry[1:]
+        elif entry:
+            self.raft_format = max(self.raft_format, UNTIMED_ENTRIES)
         return [self.apply(command) for command in entry]
 
     def _advance(self, now: object) -> None:
@@ -529,7 +532,8 @@ class Store(ShardOwnership):
         self.intents = {upload: (expires, list(chunks))
                         for upload, expires, chunks in state.get("intents", [])}
         self.clock = float(state.get("clock", 0.0))
-        self.raft_format = int(state.get("raft_format", 1))  # older snapshots: assume the oldest
+        # A snapshot made before formats were recorded: old code wrote its entries.
+        self.raft_format = int(state.get("raft_format", UNTIMED_ENTRIES))
         self.restore_ownership(state.get("ownership"))
         self.blob_cells = {(row, col): cell[1] for table in self.shards.values()
                            for row, cells in table.items() for col, cell in cells.items()

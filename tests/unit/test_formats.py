@@ -47,13 +47,22 @@ def test_every_data_format_this_code_reads_converts_to_the_newest() -> None:
     assert all(v in formats.CONVERSIONS for v in range(DATA.oldest, DATA.newest))
 
 
-def test_the_leader_writes_the_highest_format_every_voter_speaks() -> None:
+def test_a_group_with_old_entries_writes_the_highest_format_every_voter_speaks() -> None:
     both = range(1, 3)
     assert entry_format([both, both], group_format=1) == 2
-    assert entry_format([both, formats.SILENT_PEER_RAFT], group_format=1) == 1  # one old voter
+    assert entry_format([both, None], group_format=1) == 1       # a silent voter: maybe old code
     assert entry_format([both, range(2, 4)], group_format=1) == 2  # a newer one: ours caps it
     # Once the log holds format 2 every replica must apply it: no going back.
-    assert entry_format([both, formats.SILENT_PEER_RAFT], group_format=2) == 2
+    assert entry_format([both, None], group_format=2) == 2
+    assert entry_format([None, None], group_format=2) == 2
+
+
+def test_a_group_whose_log_holds_no_command_writes_the_newest_whoever_is_silent() -> None:
+    new_group = formats.NO_COMMANDS
+    assert entry_format([None, None], group_format=new_group) == RAFT.newest
+    assert entry_format([range(1, 3), None], group_format=new_group) == 2
+    # What a voter said still caps it (a hello that announces format 1 alone).
+    assert entry_format([range(1, 2), None], group_format=new_group) == 1
 
 
 def test_what_a_peer_speaks_comes_from_its_hello() -> None:
@@ -167,6 +176,7 @@ def test_the_replica_refuses_a_newer_directory_before_opening_it(tmp_path: Path)
 
 def test_the_store_remembers_the_highest_entry_format_it_applied() -> None:
     store = Store(4)
+    assert store.raft_format == formats.NO_COMMANDS
     store.apply_entry([{"op": "noop"}])
     assert store.raft_format == 1
     store.apply_entry([1e9, {"op": "noop"}])
@@ -182,6 +192,15 @@ def test_the_store_remembers_the_highest_entry_format_it_applied() -> None:
     assert copy.raft_format == 1
 
 
+def test_a_group_that_starts_with_timed_entries_never_records_the_old_format() -> None:
+    store = Store(4)
+    store.apply_entry([1e9, {"op": "noop"}])
+    assert store.raft_format == 2
+    fresh = Store(4)
+    fresh.restore(msgpack.unpackb(msgpack.packb(Store(4).snapshot()), strict_map_key=False))
+    assert fresh.raft_format == formats.NO_COMMANDS  # a snapshot before any command: still new
+
+
 # -- the Raft port --------------------------------------------------------------------------
 
 
@@ -194,6 +213,7 @@ def _connected(tmp_path: Path) -> Harness:
 def test_a_leader_writes_the_old_format_until_every_voter_said_it_speaks_the_new(tmp_path: Path) -> None:
     h = _connected(tmp_path)
     try:
+        h.engine._store.raft_format = 1                   # the log holds old-format entries
         other = next(n for n in h.engine._SyncObj__otherNodes if n != h.peer)
         assert h.engine.entry_format() == 1               # nobody heard from
         h.deliver({"type": "hello", "features": ["pre_vote"], "raft_formats": [1, 2]})
@@ -204,6 +224,32 @@ def test_a_leader_writes_the_old_format_until_every_voter_said_it_speaks_the_new
         assert h.engine.entry_format() == 2               # a PreVote-era hello applies both
         h.engine._SyncObj__onNodeDisconnected(other)      # maybe restarting onto other code
         assert h.engine.entry_format() == 1
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("earlier", [[], [{"op": "noop"}]], ids=["no-command", "old-format-entry"])
+def test_a_new_leader_decides_once_it_has_applied_the_earlier_terms(tmp_path: Path, earlier) -> None:
+    """No voter has said hello.  Before it has applied its term's no-op a leader may
+    hold unapplied entries of the old format: it decides nothing.  Then a log that
+    held no command gives the newest format, one with an old-format entry format 1."""
+    h = _connected(tmp_path)
+    try:
+        h.engine._SyncObj__raftCurrentTerm = 1
+        h.engine._SyncObj__onBecomeLeader()
+        if earlier:  # appended in term 1, not committed then
+            h.engine.apply_batch(msgpack.packb(earlier), callback=lambda *_: None)
+            h.engine.doTick(0.0)
+        h.engine._SyncObj__raftCurrentTerm = 2      # leader again, in a later term
+        h.engine._SyncObj__onBecomeLeader()
+        noop = h.last_index()
+        assert h.engine.entry_format() is None
+        h.deliver({"type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
+                   "success": True})                 # a majority has every entry: applied
+        h.engine.doTick(0.0)
+        assert h.engine.raftLastApplied == noop
+        assert h.engine.entry_format() == (1 if earlier else RAFT.newest)
+        assert h.engine._store.raft_format == (1 if earlier else formats.NO_COMMANDS)
     finally:
         h.close()
 
