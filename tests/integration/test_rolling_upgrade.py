@@ -177,6 +177,28 @@ def test_a_group_upgraded_one_replica_at_a_time_under_traffic(tmp_path: Path, ol
               f"{len(ledger.acknowledged)} ledger writes; terms {term} -> {new_term}; applied {applied}")
 
 
+def test_a_new_group_with_a_replica_never_started_writes_the_new_format_at_once(tmp_path: Path) -> None:
+    """A group this code creates holds no entry of the old format, so it writes the
+    newest from its first entry, though one voter has never said hello: a ttl is
+    accepted at once.  The replica started later applies what was written."""
+    cluster = KVCluster(tmp_path / "kv")
+    *started, absent = sorted(cluster.procs)
+    try:
+        for name in started:
+            cluster.start(name)
+        leader = cluster.leader(timeout=10.0)
+        with cluster.client(timeout=5.0) as client:
+            client.put("ttl", "c", b"x", ttl=60.0)   # OverLimit under "a silent voter: format 1"
+        assert statuses(cluster)[leader]["entry_format"] == formats.RAFT.newest
+        cluster.start(absent)
+        caught_up(cluster, absent, leader)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
 def test_a_replica_refuses_a_data_directory_of_a_newer_format(tmp_path: Path) -> None:
     """The process exits at once with status 1, names what it found and knows, and
     leaves the directory alone."""
