@@ -74,6 +74,7 @@ MAX_RAFT_UNAUTHENTICATED = 64
 LISTEN_BACKLOG = 128  # connections the Raft port's listener queues (and accepts per poll)
 RAFT_PASSWORD_PURPOSE = "raft"  # derive_key purpose of the engine's password
 PRIVATE_FILE = 0o600
+STATE_DIR = "state"  # the LMDB store (raftkv.statedb), beside the journal and the snapshot
 
 # The private methods we hook or call; fail loudly at import if the pinned engine changes.
 _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick",
@@ -703,7 +704,7 @@ class Replica:
         # Before the engine opens anything: refuses a format it does not know.
         formats.prepare_data_dir(config.data_dir)
         self.config = config
-        self.store = Store(config.shards, managed=config.managed)
+        self.store = Store(config.shards, managed=config.managed, path=config.data_dir / STATE_DIR)
         conf = _engine_conf(config, self.store, on_ready)
         self._engine = _Engine(config, self.store, conf)
 

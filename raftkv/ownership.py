@@ -42,11 +42,15 @@ configuration other than the one the group is in are refused.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import diskkeys
+from .diskkeys import CellValue
 from .keys import shard_of
 from .operations import Operation, ShardBy
+
+if TYPE_CHECKING:
+    from .tables import Tables
 
 Result = dict[str, Any]
 Peer = tuple[int, tuple[str, ...]]  # the other group of a move: id, replicas' client addresses
@@ -63,16 +67,16 @@ class ShardOwnership:
     """Mixin of :class:`raftkv.store.Store`: shard ownership and the configuration steps."""
 
     shard_count: int
-    shards: dict[int, dict[str, dict[str, Any]]]  # shard -> row -> column -> cell (store.Cell)
     counters: dict[int, int]
-    blob_cells: dict[tuple[str, str], bytes]
-    intents: dict[int, tuple[float, list[bytes]]]
+    _meta_dirty: bool  # the store writes its small state back at the end of the entry
 
-    # Provided by the store: whether a cell has not expired, and noting one that will.
-    def live(self, cell: Any) -> bool:
+    # Provided by the store: the tables of the current transaction, and whether a
+    # cell has not expired.
+    @property
+    def _t(self) -> Tables:
         raise NotImplementedError
 
-    def _will_expire(self, expires: float, row: str, col: str) -> None:
+    def live(self, cell: CellValue) -> bool:
         raise NotImplementedError
 
     def _init_ownership(self, managed: bool) -> None:
@@ -81,8 +85,6 @@ class ShardOwnership:
         self.owned: set[int] | None = set() if managed else None  # None: every shard
         self.incoming: dict[int, Peer] = {}  # awaited, not served: shard -> old owner
         self.frozen: dict[int, Peer] = {}    # held, not served (moving out): shard -> new owner
-        # Derived, not snapshotted: a frozen shard's rows in order, for export pages.
-        self._export_order: dict[tuple[int, int], list[str]] = {}
 
     # -- the check --------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class ShardOwnership:
             raise ValueError("incoming shards are ours, outgoing ones are not")
         self.owned = shards - incoming.keys()
         self.incoming, self.frozen, self.config_num = incoming, outgoing, num
+        self._meta_dirty = True
         return self._op_shard_state(c)
 
     def _op_shard_state(self, c: dict[str, Any]) -> Result:
@@ -175,38 +178,32 @@ class ShardOwnership:
         if num < self.config_num or shard not in self.frozen:
             return _error("ConfigurationPending", f"shard {shard} is not moving out of here in "
                           f"configuration {num}", config_num=self.config_num)
-        table = self.shards.get(shard, {})
-        # The shard is frozen: its rows stay as they are until dropped.  Keyed by
-        # the configuration too, so an order that a concurrent stale read stores
-        # after a drop can never serve a later freeze of the same shard.
-        order = self._export_order.get((num, shard))
-        if order is None:
-            order = self._export_order[(num, shard)] = sorted(table)
-        after_row, after_col, start = None, "", 0
+        # The shard is frozen: its cells stay as they are until dropped, and the
+        # store's order is the export's.
+        start, end = diskkeys.shard_prefix(shard), diskkeys.prefix_end(diskkeys.shard_prefix(shard))
         if c.get("after") is not None:
             after_row, after_col = c["after"]
             if not isinstance(after_row, str) or not isinstance(after_col, str):
                 raise TypeError("after is [row, column]")
-            start = bisect_left(order, after_row)  # that row again, from after its column
+            start = diskkeys.successor(diskkeys.cell_key(shard, after_row, after_col))
         page: list[list[Any]] = []
         cells = size = 0
-        for row in order[start:]:
-            columns = sorted((col, cell) for col, cell in table[row].items() if self.live(cell))
-            if row == after_row:
-                columns = [(col, cell) for col, cell in columns if col > after_col]
-            taken: list[list[Any]] = []
-            for col, cell in columns:
-                cost = len(col) + len(cell[1]) + len(row) + 16
-                if (taken or page) and (cells >= EXPORT_CELLS or size + cost > EXPORT_BYTES):
-                    if taken:
-                        page.append([row, taken])
-                    last_row, last_col = page[-1][0], page[-1][1][-1][0]
-                    return {"rows": page, "after": [last_row, last_col],
-                            "counter": self.counters.get(shard, 0)}
-                taken.append([col, *cell])
-                cells, size = cells + 1, size + cost
-            if taken:
-                page.append([row, taken])
+        for key, cell in self._t.cells(start, end):
+            if not self.live(cell):
+                continue
+            name = diskkeys.decode_cell_key(key)
+            cost = len(key) + len(cell.value) + 16
+            if page and (cells >= EXPORT_CELLS or size + cost > EXPORT_BYTES):
+                last_row, last_col = page[-1][0], page[-1][1][-1][0]
+                return {"rows": page, "after": [last_row, last_col],
+                        "counter": self.counters.get(shard, 0)}
+            fields = [name.col, cell.version, cell.value, cell.is_blob,
+                      *(() if cell.expires is None else (cell.expires,))]
+            if page and page[-1][0] == name.row:
+                page[-1][1].append(fields)
+            else:
+                page.append([name.row, [fields]])
+            cells, size = cells + 1, size + cost
         return {"rows": page, "after": None, "counter": self.counters.get(shard, 0)}
 
     def _op_import_shard(self, c: dict[str, Any]) -> Result:
@@ -216,7 +213,7 @@ class ShardOwnership:
         if shard not in self.incoming:
             return _error("ConfigurationPending", f"shard {shard} is not awaited here")
         upload = c.get("upload")
-        if upload is not None and upload not in self.intents:
+        if upload is not None and (not isinstance(upload, int) or self._t.intent(upload) is None):
             # The chunks these cells name were protected by that intent; with it
             # gone a collector may have taken them: copy them again.
             return _error("UploadExpired", "the pull's intent expired: pull the chunks again")
@@ -229,27 +226,23 @@ class ShardOwnership:
                 if not isinstance(value, bytes) or not isinstance(col, str):
                     raise TypeError("cells hold bytes under string columns")
                 if expiry and (not isinstance(expiry[0], (int, float)) or isinstance(
-                        expiry[0], bool) or not math.isfinite(expiry[0]) or len(expiry) > 1):
+                        expiry[0], bool) or not math.isfinite(expiry[0]) or expiry[0] < 0 or len(expiry) > 1):
                     raise TypeError("a cell's expiry is a finite time")
-                cell: tuple[Any, ...] = (int(version), value, bool(is_blob),
-                                         *(float(e) for e in expiry))
-                checked.append((col, cell))
+                expires = float(expiry[0]) if expiry else None
+                checked.append((col, CellValue(int(version), value, bool(is_blob), expires)))
             rows.append((row, checked))
+        for row, checked in rows:  # and every key fits (the source held them: it does)
+            for col, _cell in checked:
+                if len(diskkeys.cell_key(shard, row, col)) > 511 - diskkeys.EXPIRY.size:
+                    raise ValueError("a key too long for the store")
         counter = int(c["counter"])
-        table = self.shards.setdefault(shard, {})
         for row, checked in rows:
-            target = table.setdefault(row, {})
             for col, cell in checked:
-                target[col] = cell
-                if len(cell) > 3:
-                    self._will_expire(cell[3], row, col)
-                if cell[2]:
-                    self.blob_cells[(row, col)] = cell[1]
-                else:
-                    self.blob_cells.pop((row, col), None)
+                self._t.put_cell(diskkeys.cell_key(shard, row, col), cell)
         self.counters[shard] = max(self.counters.get(shard, 0), counter)
+        self._meta_dirty = True
         if upload is not None:
-            del self.intents[upload]  # the cells protect their chunks from now on
+            self._t.delete_intent(upload)  # the cells protect their chunks from now on
         return {"imported": len(rows)}
 
     def _op_adopt_shard(self, c: dict[str, Any]) -> Result:
@@ -263,6 +256,7 @@ class ShardOwnership:
         del self.incoming[shard]
         assert self.owned is not None  # begin_config made the group managed
         self.owned.add(shard)
+        self._meta_dirty = True
         return {"adopted": shard}
 
     def _op_drop_shard(self, c: dict[str, Any]) -> Result:
@@ -270,11 +264,10 @@ class ShardOwnership:
             return num
         shard = self._shard(c["shard"])
         if shard in self.frozen:
-            for row, cells in self.shards.pop(shard, {}).items():
-                for col in cells:
-                    self.blob_cells.pop((row, col), None)
+            prefix = diskkeys.shard_prefix(shard)
+            self._t.delete_cells(prefix, diskkeys.prefix_end(prefix))
             del self.frozen[shard]
-            self._export_order.pop((num, shard), None)
+            self._meta_dirty = True
         return {"dropped": shard}
 
     # -- snapshots ----------------------------------------------------------------

@@ -1,15 +1,23 @@
-"""The replicated state machine: a sparse table, plain Python, no sockets, no Raft.
+"""The replicated state machine: a sparse table on the replica's disk, no sockets, no Raft.
 
-``Store.apply(command)`` is called with the same commands in the same order on
-every replica (by :mod:`raftkv.node`), so everything here is deterministic: no
-clocks, no randomness, no iteration over unordered sets.
+``Store.apply_entry(entry, index)`` is called with the same entries in the same
+order on every replica (by :mod:`raftkv.node`), so everything here is
+deterministic: no clocks, no randomness, no iteration in an order that is not
+the store's own.
 
 Data model (docs/data-model.md): row -> column -> cell, grouped by shard.  A
-cell is ``(version, value, is_blob)``; ``value`` is the bytes themselves, or a
-blob manifest when ``is_blob`` (the chunks live beside Raft, see
-:mod:`raftkv.blobs`).  Each shard keeps its own version counter; every write sets
-the cell's version to the counter's next value, so a cell's versions grow
-strictly through deletes, re-creates and (later) shard moves.
+cell is a version, a value, whether the value is a blob manifest (the chunks
+live beside Raft, see :mod:`raftkv.blobs`) and, for a cell that expires, its
+expiry.  Each shard keeps its own version counter; every write sets the cell's
+version to the counter's next value, so a cell's versions grow strictly
+through deletes, re-creates and shard moves.
+
+The table lives in LMDB (:mod:`raftkv.statedb`, laid out by
+:mod:`raftkv.tables`): each log entry is applied in one write transaction
+that also records the entry's Raft index, so the store on disk is always
+exactly some prefix of the log, and an entry at or below that index is never
+applied twice (a restart replays the journal from the last snapshot; see
+docs/state-on-disk.md).  Reads from other threads each see the last commit.
 
 Upload intents (docs/store-promises.md, "Blobs"): before a client sends a
 blob's chunks it registers their names under an upload id (``intent``); the
@@ -34,23 +42,27 @@ of being applied twice.
 
 from __future__ import annotations
 
-import heapq
 import math
-from bisect import bisect_right
-from collections import OrderedDict
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import lmdb
+
+from . import diskkeys
+from .diskkeys import CellValue
 from .formats import NO_COMMANDS, TIMED_ENTRIES, UNTIMED_ENTRIES
 from .keys import DEFAULT_SHARDS, shard_of
 from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers
 from .ownership import ShardOwnership
+from .statedb import StateDB, StateFailure
+from .tables import U64, Tables
 
-# (version, value or manifest, is_blob), and for a cell that expires, its expiry time
-Cell = tuple[int, bytes, bool] | tuple[int, bytes, bool, float]
 Result = dict[str, Any]
 Bound = tuple[Operation, Callable[["Store", Result], Result]]  # a registry line, its Store method
-MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the oldest idle one goes first
+MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the idlest one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
 MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a frame
 MAX_INTENTS = 10_000        # uploads in progress at once, per group
@@ -58,7 +70,15 @@ MAX_INTENT_CHUNKS = 70_000  # chunks one upload may name: 64 GiB of value plus i
 MAX_LEASE = 86_400.0        # seconds an intent may live without renewal
 MAX_TTL = 10 * 365 * 86_400.0  # seconds a cell may be given to live (ten years)
 EXPIRE_CELLS = 1000         # expired cells one expire_cells command removes at most
+EXPIRE_LOOKS = 10 * EXPIRE_CELLS  # index entries it looks at, at most (others' cells wait)
 DIGEST_SIZE = 32
+# LMDB's keys are at most 511 bytes, and a cell's key also sits behind an
+# expiry (8 bytes) in the expiry index.
+MAX_CELL_KEY = 511 - diskkeys.EXPIRY.size
+
+
+class KeyTooLong(ValueError):
+    """A row and column too long for a key of the store (refused the same way everywhere)."""
 
 
 def error(name: str, message: str, **fields: Any) -> Result:
@@ -66,65 +86,129 @@ def error(name: str, message: str, **fields: Any) -> Result:
     return {"error": name, "message": message, **fields}
 
 
-class _Session:
-    """What one client has asked: results of its unacknowledged writes."""
-
-    __slots__ = ("ack", "results")
-
-    def __init__(self) -> None:
-        self.ack = 0
-        self.results: dict[int, Result] = {}
-
-
 class Store(ShardOwnership):
     """The table of one Raft group."""
 
-    def __init__(self, shards: int = DEFAULT_SHARDS, *, managed: bool = False) -> None:
+    def __init__(self, shards: int = DEFAULT_SHARDS, *, managed: bool = False,
+                 path: Path | None = None) -> None:
         """``managed``: a config group decides which shards this group serves
-        (:mod:`raftkv.ownership`); otherwise it serves every shard."""
+        (:mod:`raftkv.ownership`); otherwise it serves every shard.  ``path``: the
+        directory of the store on disk; None keeps it in a temporary directory."""
         self.shard_count = shards
-        # shard -> row -> column -> cell
-        self.shards: dict[int, dict[str, dict[str, Cell]]] = {}
-        self.counters: dict[int, int] = {}
-        self.sessions: OrderedDict[int, _Session] = OrderedDict()
-        self.applied = 0  # commands applied: the same on every replica at the same log index
-        # upload id -> (expiry time, names of the chunks it protects)
-        self.intents: dict[int, tuple[float, list[bytes]]] = {}
-        self.clock = 0.0  # the group's time: the latest entry time applied (see apply_entry)
-        # Derived, not snapshotted: (row, col) -> manifest of every cell holding a blob.
-        # Other threads copy it (dict.copy holds the GIL) to find referenced chunks.
-        self.blob_cells: dict[tuple[str, str], bytes] = {}
-        # Derived, not snapshotted: (expires, row, column) of cells that expire, a
-        # heap; entries of cells since overwritten or deleted are skipped when popped.
-        self._expiring: list[tuple[float, str, str]] = []
-        self._expiring_kept = 0  # live entries at the last rebuild: when to rebuild again
+        self.db = StateDB(path)
+        self._local = threading.local()  # the transaction of the calling thread, if any
         # Whether the entry being applied carries its time: then only that time counts,
         # and a "now" inside a command (which a client could write) is ignored.
         self._entry_timed = False
-        # The highest Raft entry format applied (raftkv/formats.py), NO_COMMANDS before
-        # the first command: once the log holds one, every replica must apply it
-        # anyway, so the leader never writes older.  A function of the log alone.
-        self.raft_format = NO_COMMANDS
         self._init_ownership(managed)
+        self._load_meta()
+
+    def _load_meta(self) -> None:
+        """The small state kept in memory between entries, from the store's meta table.
+
+        The tick thread alone changes it, and writes it back in every entry's
+        transaction; other threads read these plain attributes as they are.
+        """
+        with self.db.reading() as txn:
+            tables = Tables(txn, self.db.tables)
+            self.applied_index = int(tables.meta("applied_index", 0))  # the last Raft entry applied
+            self.applied = int(tables.meta("applied", 0))  # commands applied, the same everywhere
+            self.clock = float(tables.meta("clock", 0.0))  # the group's time (see apply_entry)
+            self._stamp = int(tables.meta("stamp", 0))     # the last activity stamp given
+            # The highest Raft entry format applied (raftkv/formats.py), NO_COMMANDS before
+            # the first command: once the log holds one, every replica must apply it
+            # anyway, so the leader never writes older.  A function of the log alone.
+            self.raft_format = int(tables.meta("raft_format", NO_COMMANDS))
+            self.counters: dict[int, int] = {int(k): int(v) for k, v in
+                                             tables.meta("counters", {}).items()}
+            self.restore_ownership(tables.meta("ownership"))
+        self._meta_dirty = False
+
+    # -- transactions -------------------------------------------------------------
+
+    @property
+    def _t(self) -> Tables:
+        tables: Tables = self._local.tables
+        return tables
+
+    @contextmanager
+    def _writing(self, index: int | None) -> Iterator[None]:
+        """One write transaction around an entry (or a command applied on its own).
+
+        Anything that goes wrong underneath (a full disk or map, an I/O error,
+        a bug) aborts the transaction and raises :class:`StateFailure`: the
+        in-memory state may be ahead of the disk, so the replica must stop, not
+        carry on with a state its peers may not have.
+        """
+        if getattr(self._local, "tables", None) is not None:
+            yield  # inside an entry already
+            return
+        try:
+            txn = self.db.begin_write()
+        except lmdb.Error as exc:
+            raise StateFailure(f"cannot begin a transaction: {exc}") from exc
+        self._local.tables = Tables(txn, self.db.tables)
+        try:
+            yield
+            if index is not None:
+                self.applied_index = index
+            self._save_meta()
+            txn.commit()
+        except BaseException as exc:
+            txn.abort()
+            raise StateFailure(f"applying entry {index} failed: {exc!r}") from exc
+        finally:
+            self._local.tables = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        if getattr(self._local, "tables", None) is not None:
+            yield
+            return
+        with self.db.reading() as txn:
+            self._local.tables = Tables(txn, self.db.tables)
+            try:
+                yield
+            finally:
+                self._local.tables = None
+
+    def _save_meta(self) -> None:
+        t = self._t
+        t.put_meta("applied_index", self.applied_index)
+        t.put_meta("applied", self.applied)
+        t.put_meta("clock", self.clock)
+        t.put_meta("raft_format", self.raft_format)
+        if self._meta_dirty:
+            t.put_meta("stamp", self._stamp)
+            t.put_meta("counters", self.counters)
+            t.put_meta("ownership", self.ownership_snapshot())
+            self._meta_dirty = False
 
     # -- entry point --------------------------------------------------------
 
-    def apply_entry(self, entry: list[Any]) -> list[Result]:
+    def apply_entry(self, entry: list[Any], index: int | None = None) -> list[Result]:
         """Apply one log entry: its time (seconds since the epoch, stamped by the
         leader's server), then its commands; their results, in order.
 
-        The clock moves to the entry's time unless it is already later, so time
-        never runs backwards, and every replica applies each command at the
-        same time.  An entry of an older format has no time: the clock stays.
+        ``index`` is the entry's Raft index: an entry at or below the store's
+        ``applied_index`` is already in it (a journal replayed after a restart, or
+        after a snapshot that was taken later than the engine believes) and is
+        skipped, with no results.  The clock moves to the entry's time unless it
+        is already later, so time never runs backwards, and every replica
+        applies each command at the same time.  An entry of an older format has
+        no time: the clock stays.
         """
-        self._entry_timed = bool(entry) and not isinstance(entry[0], dict)
-        if self._entry_timed:
-            self.raft_format = max(self.raft_format, TIMED_ENTRIES)
-            self._advance(entry[0])
-            entry = entry[1:]
-        elif entry:
-            self.raft_format = max(self.raft_format, UNTIMED_ENTRIES)
-        return [self.apply(command) for command in entry]
+        if index is not None and index <= self.applied_index:
+            return []
+        with self._writing(index):
+            self._entry_timed = bool(entry) and not isinstance(entry[0], dict)
+            if self._entry_timed:
+                self.raft_format = max(self.raft_format, TIMED_ENTRIES)
+                self._advance(entry[0])
+                entry = entry[1:]
+            elif entry:
+                self.raft_format = max(self.raft_format, UNTIMED_ENTRIES)
+            return [self.apply(command) for command in entry]
 
     def _advance(self, now: object) -> None:
         if isinstance(now, (int, float)) and math.isfinite(now) and now > self.clock:
@@ -136,52 +220,81 @@ class Store(ShardOwnership):
         An exception escaping here would stop the Raft engine at this log entry
         on every replica, for good (it retries the entry forever); every
         replica fails the same way on the same command, so turning any
-        exception into an error result keeps them identical.
+        exception into an error result keeps them identical.  The disk failing
+        is not such an exception: it is this replica's alone, and stops it.
         """
-        self.applied += 1
-        op = command.get("op")
-        try:
-            bound = _HANDLERS.get(op) if isinstance(op, str) else None
-            if bound is None:
-                return error("ProtocolError", f"unknown operation {op!r}")
-            if bound[0].write:
-                return self._write_command(bound, command)
-            return self._dispatch(bound, command)
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
+        with self._writing(None):
+            self.applied += 1
+            op = command.get("op")
+            try:
+                bound = _HANDLERS.get(op) if isinstance(op, str) else None
+                if bound is None:
+                    return error("ProtocolError", f"unknown operation {op!r}")
+                if bound[0].write:
+                    return self._write_command(bound, command)
+                return self._dispatch(bound, command)
+            except lmdb.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
     def read(self, command: dict[str, Any]) -> Result:
-        """Answer a read from the local state, outside the log (a stale read): counts nothing."""
+        """Answer a read from the last commit, outside the log (a stale read): counts nothing."""
         op = command.get("op")
         bound = _HANDLERS.get(op) if isinstance(op, str) else None
         if bound is None or bound[0].kind is not Kind.READ:
             return error("ProtocolError", f"{op!r} is not a read")
         try:
-            return self._dispatch(bound, command)
-        except RuntimeError:
-            # Not bad input: the Raft thread changed a dict this read was walking.
-            # The caller (raftkv.server) reads again.
-            raise
+            with self._reading():
+                return self._dispatch(bound, command)
+        except lmdb.Error as exc:
+            # Not bad input: the store was replaced under this read (a snapshot
+            # installed).  The caller (raftkv.server) reads again.
+            raise RuntimeError("the store changed during the read") from exc
         except Exception as exc:  # noqa: BLE001 - as in apply
             return error("ProtocolError", f"malformed {op!r} request: {type(exc).__name__}")
 
     def _write_command(self, bound: Bound, command: dict[str, Any]) -> Result:
         cid, seq, ack = command.get("cid"), command.get("seq"), command.get("ack", 0)
-        if not (isinstance(cid, int) and isinstance(seq, int) and isinstance(ack, int)):
+        if not (isinstance(cid, int) and isinstance(seq, int) and isinstance(ack, int)
+                and 0 <= cid < U64 and 0 < seq < U64 and 0 <= ack < U64):
             return error("ProtocolError", "a write needs integer cid, seq and ack")
-        session = self._session(cid)
-        if seq <= session.ack:
+        record = self._session(cid)
+        if seq <= record[0]:
             # The client said it already has this answer; a duplicate from the
             # network must not apply the write a second time.
             return error("ProtocolError", f"request {seq} was already acknowledged")
-        if seq in session.results:
-            return session.results[seq]
-        self._forget_acknowledged(session, ack)
-        if len(session.results) >= MAX_RESULTS_PER_CLIENT:
+        stored = self._t.result(cid, seq)
+        if stored is not None:
+            return stored
+        if ack > record[0]:
+            record[2] -= self._t.forget_results(cid, ack)
+            record[0] = ack
+        if record[2] >= MAX_RESULTS_PER_CLIENT:
+            self._t.put_session(cid, record, record[1])
             return error("UnavailableError", "too many unacknowledged requests from this client")
         result = self._dispatch_write(bound, command)
-        session.results[seq] = result
+        self._t.put_result(cid, seq, result)
+        record[2] += 1
+        self._t.put_session(cid, record, record[1])
         return result
+
+    def _session(self, cid: int) -> list[int]:
+        """``[ack, activity stamp, answers kept]`` of a client, now its most recent."""
+        t = self._t
+        record = t.session(cid)
+        old = None if record is None else record[1]
+        if record is None:
+            record = [0, 0, 0]
+            if t.count("sessions") >= MAX_SESSIONS:
+                idlest = t.idlest_client()
+                if idlest is not None:
+                    t.forget_session(idlest)
+        self._stamp += 1
+        self._meta_dirty = True
+        record[1] = self._stamp
+        t.put_session(cid, record, old)
+        return record
 
     def _dispatch_write(self, bound: Bound, command: dict[str, Any]) -> Result:
         upload = command.get("upload") if bound[0].upload else None
@@ -191,31 +304,14 @@ class Store(ShardOwnership):
             return refused  # not applied here: the intent keeps protecting the chunks
         if not isinstance(upload, int):
             return error("ProtocolError", "an upload id is an integer")
-        if upload not in self.intents:
+        if self._t.intent(upload) is None:
             return error("UploadExpired", "the upload's intent expired before its cell was "
                          "written; its chunks may be gone: upload again")
         # The cell now references the chunks (or the write lost its condition and
         # nothing will): either way the intent has done its work.
         result = self._dispatch(bound, command)
-        del self.intents[upload]
+        self._t.delete_intent(upload)
         return result
-
-    def _session(self, cid: int) -> _Session:
-        session = self.sessions.get(cid)
-        if session is None:
-            session = self.sessions[cid] = _Session()
-            while len(self.sessions) > MAX_SESSIONS:
-                self.sessions.popitem(last=False)
-        else:
-            self.sessions.move_to_end(cid)
-        return session
-
-    @staticmethod
-    def _forget_acknowledged(session: _Session, ack: int) -> None:
-        if ack > session.ack:
-            session.ack = ack
-            for seq in [s for s in session.results if s <= ack]:
-                del session.results[seq]
 
     def _dispatch(self, bound: Bound, command: dict[str, Any]) -> Result:
         if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
@@ -226,46 +322,36 @@ class Store(ShardOwnership):
             if (refused := self.refusal(operation, command)) is not None:
                 return refused
             return handler(self, command)
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyTooLong as exc:
+            return error("TooLarge", str(exc))
+        except (KeyError, TypeError, ValueError, OverflowError, UnicodeError) as exc:
             return error("ProtocolError", f"malformed {operation.name} request: {exc!r}")
 
     # -- helpers ------------------------------------------------------------
 
-    def _row(self, row: str, create: bool = False) -> dict[str, Cell] | None:
-        if not isinstance(row, str):
-            raise TypeError("row must be a string")
-        shard = self.shards.get(shard_of(row, self.shard_count))
-        if shard is None:
-            if not create:
-                return None
-            shard = self.shards[shard_of(row, self.shard_count)] = {}
-        cells = shard.get(row)
-        if cells is None and create:
-            cells = shard[row] = {}
-        return cells
-
-    def _drop_if_empty(self, row: str) -> None:
-        shard_no = shard_of(row, self.shard_count)
-        if not self.shards[shard_no][row]:
-            del self.shards[shard_no][row]
+    def _key(self, row: str, col: str) -> bytes:
+        if not isinstance(row, str) or not isinstance(col, str):
+            raise TypeError("row and column must be strings")
+        key = diskkeys.cell_key(shard_of(row, self.shard_count), row, col)
+        if len(key) > MAX_CELL_KEY:
+            raise KeyTooLong(f"a row and column may be at most {MAX_CELL_KEY - 5} bytes together")
+        return key
 
     def _next_version(self, row: str) -> int:
         shard = shard_of(row, self.shard_count)
         version = self.counters.get(shard, 0) + 1
         self.counters[shard] = version
+        self._meta_dirty = True
         return version
 
-    def live(self, cell: Cell) -> bool:
+    def live(self, cell: CellValue) -> bool:
         """Whether ``cell`` has not expired on the group's clock (every read asks)."""
-        return len(cell) == 3 or cell[3] > self.clock
+        return cell.expires is None or cell.expires > self.clock
 
-    def _cell(self, row: str, col: str) -> Cell | None:
+    def _cell(self, row: str, col: str) -> CellValue | None:
         """The live cell at (row, col): an expired one is absent to reads and conditions."""
-        if not isinstance(col, str):
-            raise TypeError("column must be a string")
-        cells = self._row(row)
-        cell = None if cells is None else cells.get(col)
-        return cell if cell is None or len(cell) == 3 or cell[3] > self.clock else None
+        cell = self._t.cell(self._key(row, col))
+        return cell if cell is None or self.live(cell) else None
 
     def _expires(self, c: dict[str, Any]) -> float | None:
         """When cells this command puts expire: its ``ttl`` after the entry's time."""
@@ -279,51 +365,26 @@ class Store(ShardOwnership):
 
     def _write(self, row: str, col: str, value: bytes, is_blob: bool,
                expires: float | None = None) -> int:
-        if not isinstance(value, bytes) or not isinstance(col, str):
-            raise TypeError("value must be bytes and column a string")
+        if not isinstance(value, bytes):
+            raise TypeError("value must be bytes")
+        key = self._key(row, col)
         version = self._next_version(row)
-        cells = self._row(row, create=True)
-        assert cells is not None
-        if expires is None:
-            cells[col] = (version, value, bool(is_blob))
-        else:
-            cells[col] = (version, value, bool(is_blob), expires)
-            self._will_expire(expires, row, col)
-        if is_blob:
-            self.blob_cells[(row, col)] = value
-        else:
-            self.blob_cells.pop((row, col), None)
+        self._t.put_cell(key, CellValue(version, value, bool(is_blob), expires))
         return version
 
-    def _will_expire(self, expires: float, row: str, col: str) -> None:
-        heapq.heappush(self._expiring, (expires, row, col))
-        if len(self._expiring) > 2 * self._expiring_kept + 4096:
-            self._rebuild_expiring()  # overwritten cells left too many stale entries
-
-    def _rebuild_expiring(self) -> None:
-        self._expiring = [(cell[3], row, col) for table in self.shards.values()
-                          for row, cells in table.items()
-                          for col, cell in cells.items() if len(cell) > 3]
-        heapq.heapify(self._expiring)
-        self._expiring_kept = len(self._expiring)
-
     def _erase(self, row: str, col: str) -> bool:
-        cells = self._row(row)
-        if cells is None or col not in cells:
+        if self._t.delete_cell(self._key(row, col)) is None:
             return False
-        del cells[col]
-        self.blob_cells.pop((row, col), None)
         # The counter still moves, so a re-created cell gets a larger version
         # than anything a reader may have cached before the delete.
         self._next_version(row)
-        self._drop_if_empty(row)
         return True
 
     @staticmethod
-    def _cell_result(cell: Cell | None) -> Result:
+    def _cell_result(cell: CellValue | None) -> Result:
         if cell is None:
             return {"found": False}
-        return {"found": True, "version": cell[0], "value": cell[1], "blob": cell[2]}
+        return {"found": True, "version": cell.version, "value": cell.value, "blob": cell.is_blob}
 
     # -- operations ---------------------------------------------------------
 
@@ -346,14 +407,14 @@ class Store(ShardOwnership):
 
     def _op_cput(self, c: dict[str, Any]) -> Result:
         cell = self._cell(c["row"], c["col"])
-        current = cell[0] if cell else 0
+        current = cell.version if cell else 0
         if "if_version" in c:
             holds = current == c["if_version"]
         else:
             # By value: None means "absent"; a blob cell compares its manifest,
             # which the client computed from the old value the same way.
             old = c["old"]
-            holds = (cell is None) if old is None else (cell is not None and cell[1] == old)
+            holds = (cell is None) if old is None else (cell is not None and cell.value == old)
         if not holds:
             return error("ConditionFailed", "the cell changed", version=current)
         return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False),
@@ -364,13 +425,13 @@ class Store(ShardOwnership):
         for condition in c["conditions"]:
             kind, col = condition[0], condition[1]
             cell = self._cell(row, col)
-            current = cell[0] if cell else 0
+            current = cell.version if cell else 0
             if kind == "version":
                 holds = current == condition[2]
             elif kind == "absent":
                 holds = cell is None
             elif kind == "value":
-                holds = cell is not None and cell[1] == condition[2]
+                holds = cell is not None and cell.value == condition[2]
             else:
                 return error("ProtocolError", f"unknown condition {kind!r}")
             if not holds:
@@ -394,35 +455,27 @@ class Store(ShardOwnership):
         return {"versions": versions}
 
     def _op_expire_cells(self, c: dict[str, Any]) -> Result:
-        """Remove up to ``limit`` expired cells, earliest expiry first (then row, column).
+        """Remove up to ``limit`` expired cells, earliest expiry first (then by key).
 
-        Which cells go depends only on the state, never on stale heap entries, so
-        every replica removes the same ones.  Cells of a shard being moved out are
-        left to the drop; those of any other shard not served here wait until it is.
+        Which cells go depends only on the state, so every replica removes the
+        same ones.  Cells of a shard being moved out are left to the drop; those
+        of any other shard not served here wait until it is.
         """
         limit = min(int(c.get("limit") or EXPIRE_CELLS), EXPIRE_CELLS)
-        heap, removed, waiting = self._expiring, 0, []
-        while heap and removed < limit and heap[0][0] <= self.clock:
-            entry = heapq.heappop(heap)
-            expires, row, col = entry
-            cells = self._row(row)
-            cell = None if cells is None else cells.get(col)
-            if cell is None or len(cell) == 3 or cell[3] != expires:
-                continue  # overwritten or deleted since
-            shard = shard_of(row, self.shard_count)
+        due: list[bytes] = []
+        looked = 0
+        for _expires, key in self._t.due(self.clock):
+            if len(due) >= limit or looked >= EXPIRE_LOOKS:
+                break
+            looked += 1
+            shard = diskkeys.SHARD.unpack_from(key)[0]
             if self.owned is not None and shard not in self.owned:
-                # Only a frozen shard's entries may go: its rows are always dropped.
-                # Any other shard may be served here again, its cells still expiring,
-                # and a replica restored from a snapshot rebuilds their entries: so
-                # keep them, or the two would remove different cells after it returns.
-                if shard not in self.frozen:
-                    waiting.append(entry)
                 continue
-            self._erase(row, col)
-            removed += 1
-        for entry in waiting:
-            heapq.heappush(heap, entry)
-        return {"expired": removed, "more": removed == limit}
+            due.append(key)
+        for key in due:  # not while the index is being walked
+            self._t.delete_cell(key)
+            self._next_version(diskkeys.decode_cell_key(key).row)
+        return {"expired": len(due), "more": len(due) == limit or looked >= EXPIRE_LOOKS}
 
     def _tick(self, c: dict[str, Any]) -> float:
         """The group's clock; a command of an entry without a time (entries of the
@@ -447,129 +500,171 @@ class Store(ShardOwnership):
             raise ValueError("a lease is a finite number of seconds")
         lease = min(max(lease, 0.1), MAX_LEASE)
         now = self._tick(c)
-        current = self.intents.get(upload)
+        current = self._t.intent(upload)
         if current is None and not c.get("new"):
             return error("UploadExpired", "the upload's intent expired: upload again")
-        if current is None and len(self.intents) >= MAX_INTENTS:
+        if current is None and self._t.count("intents") >= MAX_INTENTS:
             return error("UnavailableError", "too many uploads in progress")
         chunks = current[1] if current else []
         if len(chunks) + len(digests) > MAX_INTENT_CHUNKS:
             return error("TooLarge", f"an upload may name at most {MAX_INTENT_CHUNKS} chunks")
         chunks.extend(digests)
-        self.intents[upload] = (now + lease, chunks)
+        self._t.put_intent(upload, now + lease, chunks)
         return {"expires": now + lease}
 
     def _op_intent_end(self, c: dict[str, Any]) -> Result:
-        return {"ended": self.intents.pop(c["upload"], None) is not None}
+        upload = c["upload"]
+        if not isinstance(upload, int):
+            raise TypeError("an upload id is an integer")
+        return {"ended": self._t.delete_intent(upload)}
 
     def _op_expire_intents(self, c: dict[str, Any]) -> Result:
         now = self._tick(c)
-        expired = [upload for upload, (expires, _) in self.intents.items() if expires < now]
+        expired = [upload for upload, expires, _ in self._t.intents() if expires < now]
         for upload in expired:
-            del self.intents[upload]
+            self._t.delete_intent(upload)
         return {"expired": len(expired)}
 
     def _op_get_row(self, c: dict[str, Any]) -> Result:
         prefix, after = c.get("prefix", ""), c.get("after", "")
+        if not isinstance(prefix, str) or not isinstance(after, str):
+            raise TypeError("prefix and after are strings")
         limit = min(int(c.get("limit") or MAX_ROW_CELLS_RETURNED), MAX_ROW_CELLS_RETURNED)
-        cells = self._row(c["row"]) or {}
-        cols = sorted(col for col, cell in cells.items()
-                      if col.startswith(prefix) and col > after and self.live(cell))
-        more = len(cols) > limit
-        return {
-            "cells": [[col, *cells[col][:3]] for col in cols[:limit]],
-            "more": more,
-        }
+        row = c["row"]
+        start, end = diskkeys.columns_range(shard_of(row, self.shard_count), row, prefix, after)
+        base = len(diskkeys.row_prefix(shard_of(row, self.shard_count), row))
+        cells: list[list[Any]] = []
+        more = False
+        for key, cell in self._t.cells(start, end):
+            if not self.live(cell):
+                continue
+            if len(cells) == limit:
+                more = True
+                break
+            cells.append([key[base:].decode("utf-8"), cell.version, cell.value, cell.is_blob])
+        return {"cells": cells, "more": more}
 
     def _op_scan(self, c: dict[str, Any]) -> Result:
         shard, after = int(c["shard"]), c.get("after", "")
+        if not isinstance(after, str) or not 0 <= shard < U64 >> 32:
+            raise ValueError("scan takes a shard number and a row name")
         limit = max(1, min(int(c.get("limit") or 10), 100))
-        table = self.shards.get(shard, {})
-        rows = sorted(table)
+        start, end = diskkeys.rows_range(shard, after)
         page: list[list[Any]] = []
-        position = bisect_right(rows, after)
-        while position < len(rows) and len(page) < limit:
-            row = rows[position]
-            position += 1
-            live = [[col, *cell[:3]] for col, cell in sorted(table[row].items())
-                    if self.live(cell)][:MAX_ROW_CELLS_RETURNED]
+        while len(page) < limit:
+            first = next(self._t.cells(start, end), None)
+            if first is None:
+                return {"rows": page, "more": False}
+            row = diskkeys.decode_cell_key(first[0]).row
+            prefix = diskkeys.row_prefix(shard, row)
+            live: list[list[Any]] = []
+            for key, cell in self._t.cells(prefix, diskkeys.prefix_end(prefix)):
+                if len(live) == MAX_ROW_CELLS_RETURNED:
+                    break
+                if self.live(cell):
+                    live.append([key[len(prefix):].decode("utf-8"), cell.version, cell.value,
+                                 cell.is_blob])
             if live:  # a row whose every cell expired is gone
                 page.append([row, live])
-        return {"rows": page, "more": position < len(rows)}
+            start = diskkeys.prefix_end(prefix)
+        return {"rows": page, "more": next(self._t.cells(start, end), None) is not None}
 
-    # -- snapshots ----------------------------------------------------------
+    # -- whole states -------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole state as plain msgpack-able data."""
-        return {
-            "shard_count": self.shard_count,
-            "shards": {shard: {row: {col: list(cell) for col, cell in cells.items()}
-                               for row, cells in table.items()}
-                       for shard, table in self.shards.items()},
-            "counters": self.counters,
-            "sessions": [[cid, s.ack, list(s.results.items())] for cid, s in self.sessions.items()],
-            "applied": self.applied,
-            "intents": [[upload, expires, list(chunks)]
-                        for upload, (expires, chunks) in self.intents.items()],
-            "clock": self.clock,
-            "raft_format": self.raft_format,
-            "ownership": self.ownership_snapshot(),
-        }
+        """The whole state as plain msgpack-able data (tests, and small stores only:
+        it reads everything into memory; a replica's snapshot is a copy of the file)."""
+        with self._reading():
+            t = self._t
+            shards: dict[int, dict[str, dict[str, list[Any]]]] = {}
+            for key, cell in t.cells(b"", diskkeys.END * 5):
+                name = diskkeys.decode_cell_key(key)
+                shards.setdefault(name.shard, {}).setdefault(name.row, {})[name.col] = [
+                    cell.version, cell.value, cell.is_blob,
+                    *(() if cell.expires is None else (cell.expires,))]
+            return {
+                "shard_count": self.shard_count,
+                "shards": shards,
+                "counters": dict(self.counters),
+                "sessions": [[cid, record[0], answers] for cid, record, answers in t.sessions()],
+                "applied": self.applied,
+                "intents": [[upload, expires, chunks] for upload, expires, chunks in t.intents()],
+                "clock": self.clock,
+                "raft_format": self.raft_format,
+                "ownership": self.ownership_snapshot(),
+            }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Replace the state with one made by :meth:`snapshot` (in place: the node holds us)."""
-        self.shard_count = int(state["shard_count"])
-        self.shards = {int(shard): {row: {col: _cell_of(c) for col, c in cells.items()}
-                                    for row, cells in table.items()}
-                       for shard, table in state["shards"].items()}
-        self.counters = {int(k): v for k, v in state["counters"].items()}
-        self.sessions = OrderedDict()
-        for cid, ack, results in state["sessions"]:
-            session = self.sessions[cid] = _Session()
-            session.ack = ack
-            session.results = {seq: result for seq, result in results}
-        self.applied = int(state["applied"])
-        self.intents = {upload: (expires, list(chunks))
-                        for upload, expires, chunks in state.get("intents", [])}
-        self.clock = float(state.get("clock", 0.0))
-        # A snapshot made before formats were recorded: old code wrote its entries.
-        self.raft_format = int(state.get("raft_format", UNTIMED_ENTRIES))
-        self.restore_ownership(state.get("ownership"))
-        self.blob_cells = {(row, col): cell[1] for table in self.shards.values()
-                           for row, cells in table.items() for col, cell in cells.items()
-                           if cell[2]}
-        self._rebuild_expiring()
+    def restore(self, state: dict[str, Any], index: int | None = None) -> None:
+        """Replace the state with one made by :meth:`snapshot` (also the whole-state
+        snapshots of the format before the store moved to disk), in one transaction;
+        ``index``: the Raft index that state is at."""
+        with self._writing(index):
+            t = self._t
+            t.clear()
+            self.shard_count = int(state["shard_count"])
+            for shard, table in state["shards"].items():
+                for row, cells in table.items():
+                    for col, fields in cells.items():
+                        t.put_cell(diskkeys.cell_key(int(shard), row, col), _cell_of(fields))
+            self.counters = {int(k): int(v) for k, v in state["counters"].items()}
+            self._stamp = 0
+            for cid, ack, results in state["sessions"]:
+                self._stamp += 1
+                for seq, result in results:
+                    t.put_result(cid, seq, result)
+                t.put_session(cid, [ack, self._stamp, len(results)], None)
+            self.applied = int(state["applied"])
+            for upload, expires, chunks in state.get("intents", []):
+                t.put_intent(upload, float(expires), list(chunks))
+            self.clock = float(state.get("clock", 0.0))
+            # A snapshot made before formats were recorded: old code wrote its entries.
+            self.raft_format = int(state.get("raft_format", UNTIMED_ENTRIES))
+            self.restore_ownership(state.get("ownership"))
+            self._meta_dirty = True
+
+    def install(self, image: Path, offset: int) -> None:
+        """Replace the store with a copy of another replica's (a snapshot's image)."""
+        self.db.install(image, offset)
+        self._load_meta()
+
+    def copy_image(self, fd: int) -> None:
+        """Write a consistent copy of the store to ``fd`` (another thread may apply meanwhile)."""
+        self.db.copy_to(fd)
+
+    def close(self) -> None:
+        self.db.close()
 
     # -- status -------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        rows = sum(len(t) for t in self.shards.values())
-        cells = sum(len(r) for t in self.shards.values() for r in t.values())
-        return {"rows": rows, "cells": cells, "sessions": len(self.sessions),
-                "applied_commands": self.applied, "blob_cells": len(self.blob_cells),
-                "upload_intents": len(self.intents), "clock": int(self.clock)}
+        with self._reading():
+            t = self._t
+            return {"cells": t.count("cells"), "sessions": t.count("sessions"),
+                    "applied_commands": self.applied, "blob_cells": t.count("blobs"),
+                    "upload_intents": t.count("intents"), "clock": int(self.clock),
+                    "state_bytes": self.db.file_bytes()}
 
     def live_chunks(self) -> tuple[list[bytes], set[bytes]]:
-        """``(manifests of blob cells, chunk digests named by live intents)``.
-
-        Safe to call from another thread while commands apply: it copies with
-        single C-level calls that hold the GIL.
-        """
-        manifests = list(self.blob_cells.copy().values())
-        protected: set[bytes] = set()
-        for _expires, chunks in list(self.intents.copy().values()):
-            protected.update(chunks.copy())
+        """``(manifests of blob cells, chunk digests named by live intents)``, from one
+        read transaction: safe while commands apply on another thread."""
+        with self._reading():
+            manifests = list(self._t.blob_manifests())
+            protected: set[bytes] = set()
+            for _upload, _expires, chunks in self._t.intents():
+                protected.update(chunks)
         return manifests, protected
 
 
-def _cell_of(fields: list[Any]) -> Cell:
+def _cell_of(fields: list[Any]) -> CellValue:
     """A cell from its list form (snapshots, shard exports): with an expiry or without."""
+    if not isinstance(fields[1], bytes):
+        raise TypeError("a cell holds bytes")
+    expires = None
     if len(fields) > 3 and fields[3] is not None:
         expires = float(fields[3])
         if not math.isfinite(expires):
             raise ValueError("an expiry is a finite time")
-        return (int(fields[0]), fields[1], bool(fields[2]), expires)
-    return (int(fields[0]), fields[1], bool(fields[2]))
+    return CellValue(int(fields[0]), fields[1], bool(fields[2]), expires)
 
 
 # Every operation answered through the log, with its handler; fails at import

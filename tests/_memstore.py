@@ -123,3 +123,23 @@ class MemClient:
     def touched(self, method: str) -> list[str]:
         """Rows that calls of ``method`` touched, in order."""
         return [row for m, row in self.ops if m == method]
+
+
+# -- what a Store holds, for tests that look inside (the whole state, read at once) --
+
+
+def shards_of(store: Store) -> dict[int, dict[str, dict[str, list[Any]]]]:
+    """shard -> row -> column -> ``[version, value, is_blob(, expires)]``."""
+    shards: dict[int, dict[str, dict[str, list[Any]]]] = store.snapshot()["shards"]
+    return shards
+
+
+def intents_of(store: Store) -> dict[int, tuple[float, list[bytes]]]:
+    """upload id -> (expiry, chunk digests)."""
+    return {upload: (expires, chunks) for upload, expires, chunks in store.snapshot()["intents"]}
+
+
+def blob_cells_of(store: Store) -> dict[tuple[str, str], bytes]:
+    """(row, column) -> manifest of every cell holding a blob."""
+    return {(row, col): cell[1] for table in shards_of(store).values()
+            for row, cells in table.items() for col, cell in cells.items() if cell[2]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from raftkv import protocol
 from raftkv.keys import shard_of
 from raftkv.store import Store
+from tests._memstore import blob_cells_of, intents_of, shards_of
 
 SHARDS = 8
 
@@ -112,11 +113,11 @@ def test_moving_a_shard_keeps_cells_versions_and_exactly_once() -> None:
     moved = dest.apply({"op": "get", "row": rows[0], "col": "c"})
     assert moved["value"] == rows[0].encode() and moved["version"] == versions[rows[0]]
     assert dest.apply({"op": "get", "row": rows[1], "col": "c"})["value"] == b"last"
-    assert dest.blob_cells[(rows[0], "big")] == b"manifest"
+    assert blob_cells_of(dest)[(rows[0], "big")] == b"manifest"
     newer = user(dest, op="put", row=rows[2], col="c", value=b"new")["version"]
     assert newer > max(versions.values())  # versions keep growing across the move
     # The source holds nothing of the shard any more, blobs included.
-    assert shard not in source.shards and (rows[0], "big") not in source.blob_cells
+    assert shard not in shards_of(source) and (rows[0], "big") not in blob_cells_of(source)
 
 
 def test_steps_are_refused_out_of_order_or_with_another_configuration() -> None:
@@ -180,13 +181,13 @@ def test_malformed_commands_get_error_results_never_exceptions() -> None:
                  [good, [_row_in(3, 1), [["c", 1, "not bytes", False]]]]):
         result = admin(store, op="import_shard", config=2, shard=3, rows=rows, counter=0)
         assert result["error"] == "ProtocolError", result
-        assert 3 not in store.shards  # all or nothing: the good row before it stayed out
+        assert 3 not in shards_of(store)  # all or nothing: the good row before it stayed out
     for after in ("row", [1, 2], ["a"]):
         command = {"op": "export_shard", "config": 2, "shard": 0, "after": after}
         assert store.read(command)["error"] == "ProtocolError", after
     nan_lease = admin(store, op="intent", upload=1, digests=[], lease=float("nan"), now=1.0,
                       new=True)
-    assert nan_lease["error"] == "ProtocolError" and not store.intents
+    assert nan_lease["error"] == "ProtocolError" and not intents_of(store)
 
 
 def test_a_refused_write_keeps_its_upload_intent() -> None:
@@ -197,7 +198,7 @@ def test_a_refused_write_keeps_its_upload_intent() -> None:
     refused = user(store, op="put", row=_row_in(1), col="c", value=b"manifest", blob=True,
                    upload=7)
     assert refused["error"] == "WrongShard"
-    assert 7 in store.intents  # the chunks stay protected while the client goes elsewhere
+    assert 7 in intents_of(store)  # the chunks stay protected while the client goes elsewhere
 
 
 def test_a_managed_group_serves_nothing_before_its_first_configuration() -> None:
@@ -228,7 +229,7 @@ def test_a_row_larger_than_a_frame_is_exported_in_pages_within_the_row() -> None
         assert len(protocol.encode({"id": 1, "ok": page})) < protocol.MAX_FRAME
         assert "error" not in admin(dest, op="import_shard", config=2, shard=3,
                                     rows=page["rows"], counter=page["counter"])
-    assert dest.shards[3] == source.shards[3]
+    assert shards_of(dest)[3] == shards_of(source)[3]
 
 
 def test_an_import_needs_its_pull_intent_alive_and_retires_it() -> None:
@@ -237,14 +238,14 @@ def test_an_import_needs_its_pull_intent_alive_and_retires_it() -> None:
     _begin(dest, admin, 2, [4], incoming=[(4, 1)])
     rows = [[_row_in(4), [["big", 7, b"manifest", True]]]]
     expired = admin(dest, op="import_shard", config=2, shard=4, rows=rows, counter=7, upload=5)
-    assert expired["error"] == "UploadExpired" and 4 not in dest.shards
+    assert expired["error"] == "UploadExpired" and 4 not in shards_of(dest)
     assert "error" not in admin(dest, op="intent", upload=5, digests=[b"d" * 32], lease=60.0,
                                 now=1.0, new=True)
     assert "error" not in admin(dest, op="import_shard", config=2, shard=4, rows=rows,
                                 counter=7, upload=5)
-    assert 5 not in dest.intents and dest.blob_cells[(_row_in(4), "big")] == b"manifest"
+    assert 5 not in intents_of(dest) and blob_cells_of(dest)[(_row_in(4), "big")] == b"manifest"
     # The same cell again, now small: it no longer holds chunks alive.
     small = [[_row_in(4), [["big", 8, b"small", False]]]]
     assert "error" not in admin(dest, op="import_shard", config=2, shard=4, rows=small,
                                 counter=8)
-    assert (_row_in(4), "big") not in dest.blob_cells
+    assert (_row_in(4), "big") not in blob_cells_of(dest)

@@ -13,7 +13,7 @@ from shards.model import drive
 from shards.model.drive import FILE, FOLDER, ROOT
 from shards.model.drive.records import path_conditions
 
-from .._memstore import MemClient
+from .._memstore import MemClient, shards_of
 
 USER = "alice"
 QUOTA = 1 << 20
@@ -65,7 +65,7 @@ def test_every_name_is_unique_per_folder(client):
 
 
 def content_rows(client) -> list[str]:
-    return [row for shard in client.store.shards.values() for row in shard if "/file:" in row]
+    return [row for shard in shards_of(client.store).values() for row in shard if "/file:" in row]
 
 
 def test_a_refused_upload_leaves_no_bytes_behind(client):

@@ -1,0 +1,193 @@
+"""The replica's table on its own disk: one LMDB environment (docs/state-on-disk.md).
+
+This module knows LMDB and files; :mod:`raftkv.store` knows what the tables
+mean.  The environment is opened without sync (a commit is a ``pwrite`` of its
+pages; a killed process loses nothing committed, the kernel holds the pages),
+and durability against a crash of the machine comes from the Raft journal and
+the snapshot instead: the journal is compacted only up to a snapshot that is on
+disk for certain, and a store that lived through an unclean reboot is not
+trusted (:attr:`StateDB.trusted`): the replica goes back to its snapshot and
+replays the journal (docs/state-on-disk.md, "Power loss").
+
+Reads from other threads each use a read transaction of their own: a
+consistent view of the last commit, never blocked by the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+log = logging.getLogger(__name__)
+
+# Address space reserved, not disk: the file grows as pages are used.  Far
+# beyond any replica, so the map never has to grow while the store runs.
+MAP_SIZE = 1 << 40
+TEST_MAP_SIZE = 1 << 30  # stores in a temporary directory (tests): many may be open at once
+TABLES = ("cells", "expiry", "blobs", "results", "sessions", "activity", "intents", "meta")
+DATA_FILE = "data.mdb"
+BOOT_FILE = "boot"       # the kernel's boot id at open, and whether the store was closed cleanly
+CLEAN = "clean"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+PRIVATE_FILE = 0o600
+COPY_PIECE = 1 << 20
+
+
+class StateFailure(Exception):
+    """The disk failed under the store (map or disk full, I/O error): the replica must
+    stop rather than go on with a state its peers do not have."""
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+class StateDB:
+    """One LMDB environment with the store's named tables."""
+
+    def __init__(self, path: Path | None) -> None:
+        """``path``: the directory of the environment, created if need be; None: a
+        temporary one, removed when the store is closed or collected (tests)."""
+        self._temporary = path is None
+        if path is None:
+            path = Path(tempfile.mkdtemp(prefix="raftkv-state-"))
+            weakref.finalize(self, shutil.rmtree, str(path), True)
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.trusted = self._check_boot()
+        self.env, self.tables = self._open()
+
+    def _open(self) -> tuple[lmdb.Environment, dict[str, Any]]:
+        env = lmdb.open(str(self.path), map_size=TEST_MAP_SIZE if self._temporary else MAP_SIZE,
+                        max_dbs=len(TABLES), sync=False, metasync=False, writemap=False,
+                        readahead=False, mode=PRIVATE_FILE, lib_version=0)
+        with env.begin(write=True) as txn:
+            tables = {name: env.open_db(name.encode(), txn=txn) for name in TABLES}
+        return env, tables
+
+    # -- whether the file can be believed ----------------------------------------
+
+    def _check_boot(self) -> bool:
+        """Whether the store on disk is its last commit: the same boot as when it was
+        opened, or closed cleanly since.  Records this boot, unclean, for next time."""
+        marker = self.path / BOOT_FILE
+        exists = (self.path / DATA_FILE).exists()
+        try:
+            recorded = marker.read_text().split()
+        except OSError:
+            recorded = []
+        trusted = not exists or recorded == [boot_id()] or recorded[-1:] == [CLEAN]
+        self._write_marker(boot_id())
+        return trusted
+
+    def _write_marker(self, text: str) -> None:
+        marker = self.path / BOOT_FILE
+        tmp = marker.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        try:
+            os.write(fd, text.encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, marker)
+        fsync_dir(self.path)
+
+    # -- transactions ---------------------------------------------------------------
+
+    def begin_write(self) -> lmdb.Transaction[bytes]:
+        return self.env.begin(write=True)
+
+    @contextmanager
+    def reading(self) -> Iterator[lmdb.Transaction[bytes]]:
+        txn = self.env.begin(buffers=False)
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def entries(self, table: str) -> int:
+        with self.reading() as txn:
+            return int(txn.stat(self.tables[table])["entries"])
+
+    # -- copies ---------------------------------------------------------------------
+
+    def copy_to(self, fd: int) -> None:
+        """Write a consistent image of the last commit to ``fd`` (from its offset on).
+
+        LMDB copies from a read transaction of its own, in C with the GIL released;
+        the writer goes on meanwhile.  The image may hold commits made after the
+        caller asked: the store's applied index inside it says where it stands.
+        """
+        self.env.copyfd(fd)
+
+    def install(self, image: Path, offset: int) -> None:
+        """Replace the store with the image that starts at ``offset`` in ``image``.
+
+        The copy is written beside the store, synced, and renamed over its file
+        while the environment is closed; readers that were in the old one fail
+        and read again (the server retries a read that raced a change).
+        """
+        incoming = self.path / (DATA_FILE + ".incoming")
+        with open(image, "rb") as source, open(
+                os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE),
+                "wb", closefd=True) as target:
+            source.seek(offset)
+            shutil.copyfileobj(source, target, COPY_PIECE)
+            target.flush()
+            os.fsync(target.fileno())
+        self.env.close()
+        (self.path / "lock.mdb").unlink(missing_ok=True)
+        os.replace(incoming, self.path / DATA_FILE)
+        fsync_dir(self.path)
+        self.env, self.tables = self._open()
+        self.trusted = True
+
+    def reset(self) -> None:
+        """Start again from an empty store (one that cannot be trusted, with no snapshot)."""
+        self.env.close()
+        for name in (DATA_FILE, "lock.mdb"):
+            (self.path / name).unlink(missing_ok=True)
+        fsync_dir(self.path)
+        self.env, self.tables = self._open()
+        self.trusted = True
+
+    def file_bytes(self) -> int:
+        """The size of the store's file (pages in use and free ones)."""
+        try:
+            return (self.path / DATA_FILE).stat().st_size
+        except OSError:
+            return 0
+
+    def sync(self) -> None:
+        """Force every commit so far onto the disk."""
+        self.env.sync(True)
+
+    def close(self) -> None:
+        """Sync and close; a clean close lets the next start trust the file after a reboot."""
+        try:
+            self.env.sync(True)
+            self.env.close()
+            if not self._temporary:
+                self._write_marker(f"{boot_id()} {CLEAN}")
+        except (lmdb.Error, OSError):
+            log.exception("closing the state store of %s", self.path)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
