@@ -81,12 +81,18 @@ class RaftSettings:
     """Tuning shared by every Raft group (the ``[raft]`` table)."""
 
     snapshot_entries: int = 5000         # log entries between two snapshots
+    snapshot_bytes: int = 64 << 20       # or this many bytes of entries, whichever comes first
+    snapshot_send_rate: float = 256e6    # bytes a second a leader sends a lagging follower
     election_timeout_min: float = 0.4    # seconds; a follower waits a random time
     election_timeout_max: float = 1.4    # in [min, max] before standing for election
 
     def validate(self) -> None:
         if self.snapshot_entries < 10:
             raise ConfigError("raft.snapshot_entries must be at least 10")
+        if self.snapshot_bytes < 1 << 20:
+            raise ConfigError("raft.snapshot_bytes must be at least 1 MiB")
+        if not self.snapshot_send_rate >= 1e6:
+            raise ConfigError("raft.snapshot_send_rate must be at least 1 MB/s")
         if not 0.05 <= self.election_timeout_min < self.election_timeout_max:
             raise ConfigError("raft election timeouts must satisfy 0.05 <= min < max")
 

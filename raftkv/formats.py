@@ -55,6 +55,9 @@ DATA = FormatLine("data", {
     1: "pysyncobj's journal and term/vote metadata (pickled), our snapshot (pickled Raft "
        "bookkeeping, then the store in msgpack); directories made before formats were "
        "recorded hold no version file and are this format",
+    2: "the store in LMDB (state/: raftkv/statedb.py, raftkv/tables.py), each entry's "
+       "Raft index in it; the snapshot is a header and a copy of that file "
+       "(raftkv/snapshots.py)",
 }, oldest=1)
 
 RAFT = FormatLine("raft", {
@@ -97,9 +100,14 @@ class FormatError(ConfigError):
 
 # -- the data directory ---------------------------------------------------------
 
+def _state_onto_disk(data_dir: Path) -> None:
+    """1 -> 2: the store moves out of the snapshot into LMDB."""
+    from .snapshots import convert_legacy_dir  # imported here: the store imports this module
+    convert_legacy_dir(data_dir)
+
+
 # version v -> the function that turns a directory of format v into format v + 1.
-# None yet: format 1 is the only data format (the state on disk comes next, issue 15).
-CONVERSIONS: dict[int, Callable[[Path], None]] = {}
+CONVERSIONS: dict[int, Callable[[Path], None]] = {1: _state_onto_disk}
 
 
 def recorded_data_format(data_dir: Path) -> int | None:

@@ -11,8 +11,11 @@ explains each defect and its test):
 * the pickle protocol is 5 (smaller entries), entries stay under :data:`ENTRY_CAP`;
 * the journal is fsynced before the leader counts itself and before a follower
   acknowledges, and term/vote metadata is fsynced before it is used;
-* snapshots are our own format, written and fsynced without fork, and the
-  journal is always paired with one;
+* snapshots are our own: a copy of the store's LMDB file written on a thread
+  of its own (the engine's serializer ran on its tick thread and stopped its
+  heartbeats), fsynced before the journal is compacted, sent to a lagging
+  follower at a bounded rate; the journal is compacted by bytes as well as
+  by entries, and is always paired with a snapshot;
 * a follower never truncates entries that match the leader's (Raft section 5.3),
   and the leader never moves a follower's next index backwards on a late reply;
 * a leader cut off from its majority steps down after :data:`LEADER_FALLBACK`;
@@ -29,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle as std_pickle
 import select
 import struct
 import time
@@ -50,9 +52,10 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as _engine_clock  # CLOCK_MONOTONIC_RAW, not time.monotonic
 
-from . import formats, prevote
+from . import formats, prevote, snapshots
 from .cluster import derive_key
 from .errors import ConfigError, NoLeader, NotLeader, OutcomeUnknown, RaftKVError, Timeout, UnavailableError
+from .statedb import StateFailure
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,7 @@ MAX_RAFT_UNAUTHENTICATED = 64
 LISTEN_BACKLOG = 128  # connections the Raft port's listener queues (and accepts per poll)
 RAFT_PASSWORD_PURPOSE = "raft"  # derive_key purpose of the engine's password
 PRIVATE_FILE = 0o600
-STATE_DIR = "state"  # the LMDB store (raftkv.statedb), beside the journal and the snapshot
+STATE_FAILURE_EXIT = 75  # the replica stopped because its store's disk failed
 
 # The private methods we hook or call; fail loudly at import if the pinned engine changes.
 _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTick",
@@ -89,7 +92,8 @@ _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTic
 _REQUIRED_STATE = ("_SyncObj__raftLog", "_SyncObj__transport", "_SyncObj__raftNextIndex",
                    "_SyncObj__raftCurrentTerm", "_SyncObj__raftState", "_SyncObj__raftLeader",
                    "_SyncObj__raftElectionDeadline", "_SyncObj__transferInProgress",
-                   "_SyncObj__selfNode", "_SyncObj__otherNodes", "_SyncObj__noopIDx")
+                   "_SyncObj__selfNode", "_SyncObj__otherNodes", "_SyncObj__noopIDx",
+                   "_SyncObj__raftLastApplied", "_SyncObj__forceLogCompaction")
 _Connection = pysyncobj.tcp_connection.TcpConnection
 _RAFT_STATE = pysyncobj.syncobj._RAFT_STATE
 if (pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED)
@@ -115,6 +119,8 @@ class ReplicaConfig:
     managed: bool = False                # a config group assigns its shards (ownership.py)
     election_timeout: tuple[float, float] = (0.4, 1.4)
     log_compaction_entries: int = 5000   # take a snapshot after this many entries
+    log_compaction_bytes: int = 64 << 20  # or this many bytes of entries
+    snapshot_send_rate: float = 256e6    # bytes a second sent to a follower that needs a snapshot
 
     def validate(self) -> None:
         if not self.secret:
@@ -146,14 +152,28 @@ class _DurableJournal(pysyncobj.journal.FileJournal):
         self._dirty = False
         super().__init__(journal_file)
         os.chmod(journal_file, PRIVATE_FILE)  # the engine creates it with the process umask
+        self.bytes = self._count_bytes()  # of the entries it holds: when to compact
+
+    def _count_bytes(self) -> int:
+        return sum(len(entry[0]) for entry in self)
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         super().add(command, idx, term)
+        self.bytes += len(command)
         self._dirty = True
 
     def deleteEntriesFrom(self, pos: int) -> None:  # noqa: N802
         super().deleteEntriesFrom(pos)
+        self.bytes = self._count_bytes()
         self._dirty = True
+
+    def deleteEntriesTo(self, pos: int) -> None:  # noqa: N802
+        super().deleteEntriesTo(pos)
+        self.bytes = self._count_bytes()
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
 
     def sync(self) -> None:
         if not self._dirty:
@@ -299,39 +319,138 @@ pysyncobj.transport.TcpServer = _PromptServer
 
 # -- snapshots ------------------------------------------------------------------
 
-_LEN = struct.Struct(">Q")
+SNAPSHOT_PIECE = 256 * 1024  # bytes of a snapshot per message: well under MAX_RAFT_FRAME
 
 
-def _snapshot_codec(store: Store) -> tuple[Callable[..., None], Callable[[str], Any]]:
-    """Our own snapshot format: [len][pysyncobj's raft bookkeeping][msgpack of the store].
+@dataclass
+class _SnapshotContext:
+    """What the serializer needs that the engine does not give it: passed as its
+    ``serializer`` setting (the engine hands that to the Serializer it builds)."""
 
-    pysyncobj hands the serializer its own bookkeeping (last applied entries and
-    the node set) and keeps the state to us; it runs on the tick thread, so the
-    store is exactly at the snapshot's index.
+    store: Store
+    send_rate: float
+    journal_bytes: Callable[[], int] = lambda: 0
+    compact_bytes: int = 64 << 20
+    last_seconds: float = 0.0  # how long the last snapshot took to write
+    serializer: _Serializer | None = None  # the one the engine built
+
+
+class _Serializer:
+    """Takes the place of pysyncobj's Serializer (the engine builds it by this name).
+
+    The engine calls :meth:`serialize` on its tick thread when the journal is
+    long enough and polls :meth:`checkSerializing` each tick; on success it
+    compacts the journal up to the entry it named.  Here the copy runs on a
+    thread of its own (docs/state-on-disk.md, "Snapshots"), the tick thread's
+    part is a pickle of two entries.  Sending and receiving go in pieces of
+    :data:`SNAPSHOT_PIECE`, at most ``send_rate`` bytes a second per follower.
     """
 
-    def serialize(file_name: str, data: Any) -> None:
-        raft_part = pysyncobj.pickle.dumps(data)
-        with _create_private(file_name) as f:
-            f.write(_LEN.pack(len(raft_part)))
-            f.write(raft_part)
-            msgpack.pack(store.snapshot(), f, use_bin_type=True)
-            f.flush()
-            os.fsync(f.fileno())
-        # pysyncobj renames the file into place next; fsync the directory on
-        # the following snapshot at the latest -- the journal still holds the entries.
+    def __init__(self, file_name: str, piece: int, try_use_fork: bool,
+                 context: _SnapshotContext, deserializer: Any, serialize_checker: Any) -> None:
+        # The engine passes its settings in this order: fullDumpFile,
+        # logCompactionBatchSize, useFork, serializer (our context), and two unused.
+        self._path = Path(file_name)
+        self._context = context
+        context.serializer = self
+        self._piece = piece
+        self._writing: snapshots.BackgroundSnapshot | None = None
+        self._id: int | None = None
+        self._outgoing: dict[Any, snapshots.Outgoing] = {}
+        self._incoming: Any = None  # the file a snapshot from the leader is written to
 
-    def deserialize(file_name: str) -> Any:
-        os.chmod(file_name, PRIVATE_FILE)  # one received from the leader, too
-        with open(file_name, "rb") as f:
-            (size,) = _LEN.unpack(f.read(_LEN.size))
-            raft_part = f.read(size)
-            # The file is ours (written above, or sent by an authenticated peer).
-            data = std_pickle.loads(raft_part)
-            store.restore(msgpack.unpackb(f.read(), raw=False, strict_map_key=False))
-        return data
+    def checkSerializing(self) -> tuple[int, int | None]:  # noqa: N802 - the engine's names
+        writing = self._writing
+        if writing is None:
+            return _SERIALIZER.NOT_SERIALIZING, None
+        if not writing.done():
+            return _SERIALIZER.SERIALIZING, self._id
+        self._writing = None
+        self._context.last_seconds = writing.seconds
+        if not writing.ok:
+            return _SERIALIZER.FAILED, self._id
+        # A follower in the middle of the old snapshot starts again with the new one:
+        # the journal is about to lose the entries that would follow the old one.
+        for outgoing in self._outgoing.values():
+            outgoing.close()
+        self._outgoing.clear()
+        return _SERIALIZER.SUCCESS, self._id
 
-    return serialize, deserialize
+    def serialize(self, data: tuple[Any, ...], id: int) -> None:  # noqa: A002 - the engine's name
+        if self._writing is not None:
+            return
+        if self._outgoing and self._context.journal_bytes() < 4 * self._context.compact_bytes:
+            return  # a follower is being sent the snapshot: a new one would start it over
+        self._id = id
+        bookkeeping = pysyncobj.pickle.dumps(data[1:])  # (last applied, the one before, nodes)
+        self._writing = snapshots.BackgroundSnapshot(self._path, bookkeeping,
+                                                     self._context.store.copy_image)
+
+    def deserialize(self) -> tuple[Any, ...]:
+        return (None, *snapshots.load_snapshot(self._context.store, self._path))
+
+    def getTransmissionData(self, node: Any) -> tuple[bytes, bool, bool] | None:  # noqa: N802
+        outgoing = self._outgoing.get(node)
+        if outgoing is None:
+            try:
+                outgoing = self._outgoing[node] = snapshots.Outgoing(
+                    self._path, self._piece, self._context.send_rate)
+            except OSError:
+                log.exception("cannot open the snapshot to send it")
+                return None
+        piece = outgoing.next_piece()
+        if piece is not None and piece[2]:
+            outgoing.close()
+            del self._outgoing[node]
+        return piece
+
+    def setTransmissionData(self, data: tuple[bytes, bool, bool] | None) -> bool:  # noqa: N802
+        """Write a piece from the leader; True once the whole snapshot is in place."""
+        if data is None:
+            return False
+        piece, first, last = data
+        tmp = self._path.with_name(self._path.name + ".incoming")
+        if first:
+            if self._incoming is not None:
+                self._incoming.close()
+            self._incoming = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                               PRIVATE_FILE), "wb")
+        if self._incoming is None:
+            return False  # a piece of a snapshot whose beginning we did not see
+        self._incoming.write(piece)
+        if not last:
+            return False
+        self._incoming.flush()
+        os.fsync(self._incoming.fileno())
+        self._incoming.close()
+        self._incoming = None
+        self._wait_for_own_snapshot()
+        os.replace(tmp, self._path)
+        _fsync_dir(str(self._path.parent))
+        return True  # the engine now calls deserialize, which installs it
+
+    def _wait_for_own_snapshot(self) -> None:
+        """A snapshot of our own still being written is dropped: it would copy a store
+        about to be replaced, and land over the leader's."""
+        writing = self._writing
+        if writing is not None:
+            writing.wait()
+            self._writing = None
+
+    def stop(self) -> None:
+        """Wait for a snapshot being written (it reads the store, about to close)."""
+        if self._writing is not None:
+            self._writing.wait()
+
+    def cancelTransmisstion(self, node: Any) -> None:  # noqa: N802 - the engine's spelling
+        outgoing = self._outgoing.pop(node, None)
+        if outgoing is not None:
+            outgoing.close()
+
+
+_SERIALIZER = pysyncobj.serializer.SERIALIZER_STATE
+# The engine looks the name up when it is built, like the journal's.
+pysyncobj.syncobj.Serializer = _Serializer
 
 
 # -- the replica ----------------------------------------------------------------
@@ -342,8 +461,8 @@ class _EngineBase(SyncObj):
     transport_class: type = _SyncingTransport
 
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
-        # Everything assigned before super().__init__ stays out of pysyncobj's dump.
         self._store = store
+        self._compact_bytes = config.log_compaction_bytes
         super().__init__(config.raft_addr, list(config.peers), conf,
                          transportClass=self.transport_class)
         missing = [name for name in _REQUIRED_STATE if not hasattr(self, name)]
@@ -352,11 +471,39 @@ class _EngineBase(SyncObj):
             raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
         self._journal = self._SyncObj__raftLog
         self._SyncObj__transport.journal = self._journal
+        conf.serializer.journal_bytes = lambda: self._journal.bytes
 
     @replicated
     def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:
-        """Apply a msgpack-encoded entry (its time, then commands); the results, in order."""
-        return self._store.apply_entry(msgpack.unpackb(packed, raw=False))
+        """Apply a msgpack-encoded entry (its time, then commands); the results, in order.
+
+        The engine counts an entry applied after this returns, so the entry's
+        index is one past its count.  If the disk fails under the store, the
+        replica stops here: carrying on would leave it with a state its peers
+        do not have, and retrying (what the engine does with an exception) would
+        apply the entry again over memory the failed transaction had changed.
+        """
+        index = self._SyncObj__raftLastApplied + 1
+        try:
+            return self._store.apply_entry(msgpack.unpackb(packed, raw=False), index)
+        except StateFailure as exc:
+            log.critical("stopping this replica: the store on disk failed at entry %d (%s); "
+                         "free the disk or fix it, then start the replica again", index, exc)
+            logging.shutdown()
+            os._exit(STATE_FAILURE_EXIT)
+
+
+class _CompactsByBytes(_EngineBase):
+    """A snapshot is due after so many bytes of entries, not only so many entries:
+    a journal of large entries would otherwise fill memory (the engine keeps its
+    entries in a list) and the disk before it reached the count."""
+
+    _compact_bytes: int
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        if self._journal.bytes > self._compact_bytes:
+            self._SyncObj__forceLogCompaction = True
+        super()._onTick(timeToWait)
 
 
 class _LeaderSyncsBeforeCounting(_EngineBase):
@@ -669,22 +816,23 @@ class _SpeaksFormats(_EngineBase):
         return formats.entry_format(voters, self._store.raft_format)
 
 
-class _Engine(_LeaderSyncsBeforeCounting, _LeaderKeepsNextIndex, _FollowerKeepsMatchingEntries,
-              _SpeaksFormats, _PreVote):
+class _Engine(_LeaderSyncsBeforeCounting, _CompactsByBytes, _LeaderKeepsNextIndex,
+              _FollowerKeepsMatchingEntries, _SpeaksFormats, _PreVote):
     """pysyncobj with every fix; see the module docstring."""
 
 
 def _engine_conf(config: ReplicaConfig, store: Store,
                  on_ready: Callable[[], None] | None = None) -> SyncObjConf:
-    serialize, deserialize = _snapshot_codec(store)
     return SyncObjConf(
         password=derive_key(config.secret, RAFT_PASSWORD_PURPOSE).hex(),
         appendEntriesUseBatch=False,         # otherwise every write waits for a heartbeat
         appendEntriesBatchSizeBytes=4 * ENTRY_CAP,  # above the cap: no chunking bug
         journalFile=str(config.data_dir / "raft.journal"),
-        fullDumpFile=str(config.data_dir / "raft.snapshot"),
-        serializer=serialize,
-        deserializer=deserialize,
+        fullDumpFile=str(config.data_dir / snapshots.SNAPSHOT_FILE),
+        serializer=_SnapshotContext(store, config.snapshot_send_rate,
+                                    compact_bytes=config.log_compaction_bytes),
+        deserializer=snapshots.load_snapshot,  # the engine insists on both; _Serializer calls it
+        logCompactionBatchSize=SNAPSHOT_PIECE,
         useFork=False,
         raftMinTimeout=config.election_timeout[0],
         raftMaxTimeout=config.election_timeout[1],
@@ -704,9 +852,25 @@ class Replica:
         # Before the engine opens anything: refuses a format it does not know.
         formats.prepare_data_dir(config.data_dir)
         self.config = config
-        self.store = Store(config.shards, managed=config.managed, path=config.data_dir / STATE_DIR)
+        self.store = Store(config.shards, managed=config.managed, path=config.data_dir / snapshots.STATE_DIR)
+        self._snapshot = config.data_dir / snapshots.SNAPSHOT_FILE
+        self._settle_store()
         conf = _engine_conf(config, self.store, on_ready)
+        self._context: _SnapshotContext = conf.serializer
         self._engine = _Engine(config, self.store, conf)
+
+    def _settle_store(self) -> None:
+        """Before the engine replays anything: a store behind the snapshot, or one that
+        lived through a crash of the machine (docs/state-on-disk.md, "Power loss"),
+        is replaced by the snapshot's copy; with no snapshot, the journal holds every
+        entry and an untrusted store starts empty."""
+        if self._snapshot.exists():
+            snapshots.load_snapshot(self.store, self._snapshot)
+        elif not self.store.db.trusted:
+            log.warning("the store of %s may be torn by a crash of the machine and there "
+                        "is no snapshot: starting it empty, the journal replays", self.config.data_dir)
+            self.store.db.reset()
+            self.store.reload()
 
     def submit(self, packed_commands: bytes,
                callback: Callable[[list[dict[str, Any]] | None, RaftKVError | None], None]) -> None:
@@ -747,6 +911,8 @@ class Replica:
             "applied_index": raw["last_applied"],
             "log_entries": raw["log_len"],
             "snapshot_bytes": snapshot.stat().st_size if snapshot.exists() else 0,
+            "snapshot_seconds": round(self._context.last_seconds, 3),  # the last one written
+            "journal_bytes": self._engine._journal.bytes,
             "has_quorum": raw["has_quorum"],
             # docs/engine-fixes.md, "A rejoining replica deposes the leader"
             "longest_leader_gap": round(self._engine.longest_leader_gap, 3),
@@ -756,8 +922,17 @@ class Replica:
             **self.store.stats(),
         }
 
-    def destroy(self) -> None:
+    def destroy(self, timeout: float = 5.0) -> None:
+        """Stop the engine; once its thread is gone, close the store cleanly."""
         self._engine.destroy()
+        deadline = time.monotonic() + timeout
+        while self._engine.tick_thread_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._engine.tick_thread_alive():
+            return  # still applying: the store stays open; its next open replays
+        if self._context.serializer is not None:
+            self._context.serializer.stop()
+        self.store.close()
 
 
 def _translate_failure(reason: int, leader: str | None) -> RaftKVError:

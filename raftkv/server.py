@@ -138,6 +138,8 @@ class NodeServer:
             managed=cluster.config_group is not None and me.group != CONFIG_GROUP_ID,
             election_timeout=(cluster.raft.election_timeout_min, cluster.raft.election_timeout_max),
             log_compaction_entries=cluster.raft.snapshot_entries,
+            log_compaction_bytes=cluster.raft.snapshot_bytes,
+            snapshot_send_rate=cluster.raft.snapshot_send_rate,
         ))
         self.blobs = BlobStore(data_dir / "blobs")
         self.keeper = BlobKeeper(self.replica.store, self.blobs, group.client_addrs, me.client,

@@ -101,9 +101,9 @@ class Store(ShardOwnership):
         # and a "now" inside a command (which a client could write) is ignored.
         self._entry_timed = False
         self._init_ownership(managed)
-        self._load_meta()
+        self.reload()
 
-    def _load_meta(self) -> None:
+    def reload(self) -> None:
         """The small state kept in memory between entries, from the store's meta table.
 
         The tick thread alone changes it, and writes it back in every entry's
@@ -625,7 +625,7 @@ class Store(ShardOwnership):
     def install(self, image: Path, offset: int) -> None:
         """Replace the store with a copy of another replica's (a snapshot's image)."""
         self.db.install(image, offset)
-        self._load_meta()
+        self.reload()
 
     def copy_image(self, fd: int) -> None:
         """Write a consistent copy of the store to ``fd`` (another thread may apply meanwhile)."""

@@ -1,0 +1,178 @@
+"""A replica's snapshot file: the engine's bookkeeping and a copy of the store.
+
+A snapshot is what lets the Raft journal be compacted and what a lagging
+follower is sent (docs/state-on-disk.md, "Snapshots").  Its file is::
+
+    MAGIC (8) | length (8) | the engine's bookkeeping (pickled by the engine) | the store's image
+
+The image is an LMDB file copied from one read transaction
+(:meth:`raftkv.store.Store.copy_image`) on a background thread, while the tick
+thread goes on applying; the applied index inside it is at or past the entry
+the bookkeeping names, and the store skips what it already holds.  The file
+is written under a temporary name, fsynced and renamed, so the journal is only
+ever compacted up to a snapshot that is on disk.
+
+Files written before the store moved to disk (data format 1) have no magic:
+``length | bookkeeping | msgpack of the whole state``; :func:`read_header`
+tells them apart and the node loads them with :meth:`raftkv.store.Store.restore`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgpack
+
+from .statedb import PRIVATE_FILE, fsync_dir
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "state"               # the store (raftkv.statedb) in a replica's data directory
+SNAPSHOT_FILE = "raft.snapshot"   # beside it, the journal's snapshot
+MAGIC = b"RKVSNAP2"
+LENGTH = struct.Struct(">Q")
+MAX_BOOKKEEPING = 1 << 20  # two log entries and the node set: far less
+
+
+@dataclass(frozen=True)
+class Header:
+    bookkeeping: bytes   # the engine's own part, as it gave it (pickled)
+    offset: int          # where the rest begins: the store's image, or the whole state (legacy)
+    legacy: bool         # format 1: the rest is msgpack of the whole state
+
+
+def read_header(path: Path) -> Header:
+    with open(path, "rb") as f:
+        first = f.read(len(MAGIC))
+        legacy = first != MAGIC
+        if legacy:
+            f.seek(0)
+        raw = f.read(LENGTH.size)
+        if len(raw) < LENGTH.size:
+            raise ValueError("a snapshot file too short for its header")
+        (size,) = LENGTH.unpack(raw)
+        if size > MAX_BOOKKEEPING:
+            raise ValueError("a snapshot file whose header is not one")
+        bookkeeping = f.read(size)
+        if len(bookkeeping) < size:
+            raise ValueError("a snapshot file cut short")
+        return Header(bookkeeping, f.tell(), legacy)
+
+
+def write_snapshot(path: Path, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
+    """Write a snapshot to ``path`` (a temporary name: the caller renames it), fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    try:
+        os.write(fd, MAGIC + LENGTH.pack(len(bookkeeping)) + bookkeeping)
+        copy_image(fd)  # LMDB writes from the descriptor's offset on
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_snapshot(store: Store, path: Path) -> tuple[Any, ...]:
+    """Bring ``store`` up to the snapshot at ``path`` if it is behind it (or cannot be
+    trusted); the engine's bookkeeping: (last applied entry, the one before, node set).
+
+    A store at or past the snapshot's entry is kept as it is: the engine replays
+    the journal from the snapshot, and the store skips what it holds already.
+    """
+    header = read_header(path)
+    # The file is ours: written by this replica, or sent by an authenticated peer.
+    data = tuple(pickle.loads(header.bookkeeping))
+    index = data[0][1]
+    if store.db.trusted and store.applied_index >= index:
+        return data
+    if header.legacy:  # data format 1: msgpack of the whole state
+        with open(path, "rb") as f:
+            f.seek(header.offset)
+            store.restore(msgpack.unpackb(f.read(), raw=False, strict_map_key=False), index)
+        store.db.trusted = True
+    else:
+        store.install(path, header.offset)
+    log.info("the store was loaded from the snapshot of entry %d", index)
+    return data
+
+
+def convert_legacy_dir(data_dir: Path) -> None:
+    """Data format 1 -> 2: the state in the snapshot's msgpack moves into the store on
+    disk, in one transaction, the snapshot file left as it is (the engine reads its
+    bookkeeping; the next snapshot replaces it).  Safe to run again: a store already
+    at the snapshot's entry is kept."""
+    snapshot = data_dir / SNAPSHOT_FILE
+    if not snapshot.exists():
+        return  # a journal alone: the engine replays every entry into the new store
+    store = Store(path=data_dir / STATE_DIR)
+    try:
+        load_snapshot(store, snapshot)
+    finally:
+        store.close()
+
+
+class BackgroundSnapshot:
+    """One snapshot being written on a thread of its own; the tick thread polls it."""
+
+    def __init__(self, target: Path, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
+        self.target = target
+        self.ok: bool | None = None   # None while it runs
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, args=(bookkeeping, copy_image),
+                                        name="raftkv-snapshot", daemon=True)
+        self._thread.start()
+
+    def _run(self, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
+        started = time.monotonic()
+        tmp = self.target.with_name(self.target.name + ".tmp")
+        try:
+            write_snapshot(tmp, bookkeeping, copy_image)
+            os.replace(tmp, self.target)
+            fsync_dir(self.target.parent)
+            self.ok = True
+        except Exception:  # noqa: BLE001 - any failure: the journal is simply not compacted
+            log.exception("writing the snapshot %s failed; the journal keeps its entries", tmp)
+            self.ok = False
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def done(self) -> bool:
+        return self.ok is not None
+
+    def wait(self) -> None:
+        self._thread.join()
+
+
+class Outgoing:
+    """A snapshot file read in pieces for one follower, at most ``rate`` bytes a second.
+
+    The engine sends pieces in a loop until its heartbeat period is over; the
+    rate leaves the tick thread (and the network) time for every other
+    follower's heartbeats and entries.
+    """
+
+    def __init__(self, path: Path, piece: int, rate: float) -> None:
+        self.file: BinaryIO = open(path, "rb")
+        self.piece, self.rate = piece, rate
+        self.sent = 0
+        self._started = time.monotonic()
+
+    def next_piece(self) -> tuple[bytes, bool, bool] | None:
+        """``(data, first, last)``, or None while the rate says wait."""
+        if self.sent > self.rate * (time.monotonic() - self._started) + self.piece:
+            return None
+        data = self.file.read(self.piece)
+        first = self.sent == 0
+        self.sent += len(data)
+        return data, first, not data
+
+    def close(self) -> None:
+        self.file.close()
