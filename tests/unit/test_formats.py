@@ -8,7 +8,9 @@ hello on engines driven by hand, as in test_engine_fixes.py.
 from __future__ import annotations
 
 import logging
+import pickle
 import stat
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +97,45 @@ def test_a_new_directory_records_the_newest_format_private(tmp_path: Path) -> No
     assert not (tmp_path / "new" / (DATA_FORMAT_FILE + ".tmp")).exists()
 
 
-def test_a_directory_made_by_the_engine_before_formats_is_format_1(tmp_path: Path) -> None:
-    """A directory as the code before formats left it: a journal, a snapshot, no version file."""
-    h = Harness(tmp_path, node._Engine)  # the engine never writes the version file: Replica does
+def _legacy_dir(path: Path) -> Store:
+    """A data directory as the code of data format 1 left it: a journal, and a snapshot
+    of pickled engine bookkeeping then msgpack of the whole store; no version file."""
+    store = Store(shards=4)
+    for i in range(30):
+        store.apply({"op": "put", "row": f"r{i}", "col": "c", "value": b"v%d" % i,
+                     "cid": 3, "seq": i + 1, "ack": i})
+    path.mkdir()
+    bookkeeping = pickle.dumps(((b"", 41, 2), (b"", 40, 2), set()))
+    with open(path / "raft.snapshot", "wb") as f:
+        f.write(struct.pack(">Q", len(bookkeeping)) + bookkeeping)
+        state = store.snapshot()
+        del state["raft_format"]  # old code did not record it
+        msgpack.pack(state, f, use_bin_type=True)
+    (path / "raft.journal").write_bytes(b"entries after 41")
+    return store
+
+
+def test_a_format_1_directory_is_converted_once_into_the_store_on_disk(tmp_path: Path) -> None:
+    data_dir = tmp_path / "raft"
+    old = _legacy_dir(data_dir)
+    snapshot = (data_dir / "raft.snapshot").read_bytes()
+    assert prepare_data_dir(data_dir) == DATA.newest == 2
+    assert _recorded(data_dir) == ("2\n", 0o600)
+    converted = Store(shards=4, path=data_dir / "state")
     try:
-        h.engine.forceLogCompaction()
-        h.engine.doTick(0.0)
+        assert converted.snapshot() == {**old.snapshot(), "raft_format": 1}  # cells, versions,
+        # exactly-once, clock; old code wrote its entries in Raft format 1
+        assert converted.applied_index == 41  # the journal replays from the entry after it
     finally:
-        h.close()
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert "raft.journal" in before and DATA_FORMAT_FILE not in before
-    assert prepare_data_dir(tmp_path) == 1 == DATA.newest
-    assert _recorded(tmp_path) == ("1\n", 0o600)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != DATA_FORMAT_FILE} == before
+        converted.close()
+    # The engine still reads its bookkeeping there; the next snapshot replaces it.
+    assert (data_dir / "raft.snapshot").read_bytes() == snapshot
+    formats._state_onto_disk(data_dir)  # a step interrupted before its version was recorded
+    again = Store(shards=4, path=data_dir / "state")
+    try:
+        assert again.snapshot() == {**old.snapshot(), "raft_format": 1}
+    finally:
+        again.close()
 
 
 def test_a_newer_format_is_refused_and_nothing_changes(tmp_path: Path) -> None:
