@@ -493,6 +493,22 @@ class _EngineBase(SyncObj):
             os._exit(STATE_FAILURE_EXIT)
 
 
+class _FollowerAnswersSnapshotPieces(_EngineBase):
+    """A follower answers each piece of a snapshot it is sent.
+
+    The engine answers only the last, and drops a connection that sent nothing
+    for its connection timeout; a snapshot sent at a bounded rate takes longer
+    than that, so the leader dropped the follower and began again, for ever.
+    The answer (no success, no reset) only tells the leader the follower lives.
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        super()._SyncObj__onMessageReceived(node, message)
+        piece = message.get("serialized") if message.get("type") == "append_entries" else None
+        if piece is not None and not piece[2]:
+            self._SyncObj__sendNextNodeIdx(node, success=False, reset=False)
+
+
 class _CompactsByBytes(_EngineBase):
     """A snapshot is due after so many bytes of entries, not only so many entries:
     a journal of large entries would otherwise fill memory (the engine keeps its
@@ -817,7 +833,8 @@ class _SpeaksFormats(_EngineBase):
 
 
 class _Engine(_LeaderSyncsBeforeCounting, _CompactsByBytes, _LeaderKeepsNextIndex,
-              _FollowerKeepsMatchingEntries, _SpeaksFormats, _PreVote):
+              _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces, _SpeaksFormats,
+              _PreVote):
     """pysyncobj with every fix; see the module docstring."""
 
 
