@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import pysyncobj
@@ -379,6 +379,7 @@ class _Serializer:
     def serialize(self, data: tuple[Any, ...], id: int) -> None:  # noqa: A002 - the engine's name
         if self._writing is not None:
             return
+        self._drop_stale_transfers()
         if self._outgoing and self._context.journal_bytes() < 4 * self._context.compact_bytes:
             return  # a follower is being sent the snapshot: a new one would start it over
         self._id = id
@@ -386,10 +387,23 @@ class _Serializer:
         self._writing = snapshots.BackgroundSnapshot(self._path, bookkeeping,
                                                      self._context.store.copy_image)
 
-    def deserialize(self) -> tuple[Any, ...]:
-        return (None, *snapshots.load_snapshot(self._context.store, self._path))
+    def _drop_stale_transfers(self) -> None:
+        """Transfers nobody asked for in a while: to a follower gone, or begun while this
+        replica led (the engine cancels them only as leader)."""
+        now = time.monotonic()
+        for node, outgoing in list(self._outgoing.items()):
+            if now - outgoing.last_used > snapshots.STALE_TRANSFER:
+                self.cancelTransmisstion(node)
 
-    def getTransmissionData(self, node: Any) -> tuple[bytes, bool, bool] | None:  # noqa: N802
+    def deserialize(self) -> tuple[Any, ...]:
+        try:
+            return (None, *snapshots.load_snapshot(self._context.store, self._path))
+        except Exception as exc:  # noqa: BLE001 - the engine would log it and carry on
+            # ... and acknowledge the snapshot, with neither its state nor a journal
+            # that matches: a Raft voter that says it holds what it does not.
+            _stop_replica(f"the snapshot {self._path} could not be loaded ({exc!r})")
+
+    def getTransmissionData(self, node: Any) -> tuple[bytes, bool, bool, int] | None:  # noqa: N802
         outgoing = self._outgoing.get(node)
         if outgoing is None:
             try:
@@ -404,29 +418,39 @@ class _Serializer:
             del self._outgoing[node]
         return piece
 
-    def setTransmissionData(self, data: tuple[bytes, bool, bool] | None) -> bool:  # noqa: N802
-        """Write a piece from the leader; True once the whole snapshot is in place."""
+    def setTransmissionData(self, data: tuple[Any, ...] | None) -> bool:  # noqa: N802
+        """Write a piece from the leader; True once the whole snapshot is in place.
+
+        A piece that does not follow the last one (lost with a broken connection)
+        drops the transfer: the leader, finding us behind again, starts it over.
+        A failure of our own disk stops the replica.
+        """
         if data is None:
             return False
-        piece, first, last = data
-        tmp = self._path.with_name(self._path.name + ".incoming")
-        if first:
-            if self._incoming is not None:
-                self._incoming.close()
-            self._incoming = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                               PRIVATE_FILE), "wb")
-        if self._incoming is None:
-            return False  # a piece of a snapshot whose beginning we did not see
-        self._incoming.write(piece)
-        if not last:
-            return False
-        self._incoming.flush()
-        os.fsync(self._incoming.fileno())
-        self._incoming.close()
-        self._incoming = None
-        self._wait_for_own_snapshot()
-        os.replace(tmp, self._path)
-        _fsync_dir(str(self._path.parent))
+        piece, first, last = data[:3]
+        offset = data[3] if len(data) > 3 else None  # older code sent no offsets
+        try:
+            if first:
+                if self._incoming is not None:
+                    self._incoming.abandon()
+                self._incoming = snapshots.Incoming(
+                    self._path.with_name(self._path.name + ".incoming"))
+            if self._incoming is None:
+                return False  # a piece of a transfer whose beginning we did not see
+            if not self._incoming.add(piece, offset):
+                log.warning("a piece of the leader's snapshot was lost; waiting for it again")
+                self._incoming.abandon()
+                self._incoming = None
+                return False
+            if not last:
+                return False
+            incoming, self._incoming = self._incoming, None
+            incoming.finish()
+            self._wait_for_own_snapshot()
+            os.replace(incoming.path, self._path)
+            _fsync_dir(str(self._path.parent))
+        except OSError as exc:
+            _stop_replica(f"receiving the leader's snapshot failed ({exc!r})")
         return True  # the engine now calls deserialize, which installs it
 
     def _wait_for_own_snapshot(self) -> None:
@@ -448,6 +472,14 @@ class _Serializer:
             outgoing.close()
 
 
+def _stop_replica(reason: str) -> NoReturn:
+    """Stop the process: this replica's own disk or state failed, and going on could
+    leave it with a state, or a claim in Raft, that its peers do not share."""
+    log.critical("stopping this replica: %s; fix the disk, then start it again", reason)
+    logging.shutdown()
+    os._exit(STATE_FAILURE_EXIT)
+
+
 _SERIALIZER = pysyncobj.serializer.SERIALIZER_STATE
 # The engine looks the name up when it is built, like the journal's.
 pysyncobj.syncobj.Serializer = _Serializer
@@ -463,6 +495,7 @@ class _EngineBase(SyncObj):
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         self._store = store
         self._compact_bytes = config.log_compaction_bytes
+        self._snapshot_context: _SnapshotContext = conf.serializer
         super().__init__(config.raft_addr, list(config.peers), conf,
                          transportClass=self.transport_class)
         missing = [name for name in _REQUIRED_STATE if not hasattr(self, name)]
@@ -471,7 +504,7 @@ class _EngineBase(SyncObj):
             raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
         self._journal = self._SyncObj__raftLog
         self._SyncObj__transport.journal = self._journal
-        conf.serializer.journal_bytes = lambda: self._journal.bytes
+        self._snapshot_context.journal_bytes = lambda: self._journal.bytes
 
     @replicated
     def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:
@@ -487,10 +520,7 @@ class _EngineBase(SyncObj):
         try:
             return self._store.apply_entry(msgpack.unpackb(packed, raw=False), index)
         except StateFailure as exc:
-            log.critical("stopping this replica: the store on disk failed at entry %d (%s); "
-                         "free the disk or fix it, then start the replica again", index, exc)
-            logging.shutdown()
-            os._exit(STATE_FAILURE_EXIT)
+            _stop_replica(f"the store on disk failed at entry {index} ({exc})")
 
 
 class _FollowerAnswersSnapshotPieces(_EngineBase):
@@ -505,8 +535,18 @@ class _FollowerAnswersSnapshotPieces(_EngineBase):
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         super()._SyncObj__onMessageReceived(node, message)
         piece = message.get("serialized") if message.get("type") == "append_entries" else None
-        if piece is not None and not piece[2]:
+        # Only to the leader of our term: an answer carries no term, and one to a
+        # deposed leader would make it count us as alive and keep leading.
+        if (piece is not None and not piece[2]
+                and message.get("term") == self._SyncObj__raftCurrentTerm
+                and self._SyncObj__raftLeader == node):
             self._SyncObj__sendNextNodeIdx(node, success=False, reset=False)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+        super()._SyncObj__onNodeDisconnected(node)
+        serializer = self._snapshot_context.serializer
+        if serializer is not None:
+            serializer.cancelTransmisstion(node)  # a new connection starts it over
 
 
 class _CompactsByBytes(_EngineBase):

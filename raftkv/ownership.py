@@ -57,6 +57,7 @@ Peer = tuple[int, tuple[str, ...]]  # the other group of a move: id, replicas' c
 
 EXPORT_CELLS = 2000          # cells per export page at most
 EXPORT_BYTES = 1024 * 1024   # and about this many bytes (an answer is one frame of 4 MiB)
+MAX_NUMBER = 1 << 63         # group ids, versions and counters fit the store's fields
 
 
 def _error(name: str, message: str, **fields: Any) -> Result:
@@ -125,7 +126,8 @@ class ShardOwnership:
             raise TypeError("a list of [shard, group, addresses]")
         peers: dict[int, Peer] = {}
         for shard, gid, addrs in entries:
-            if not isinstance(gid, int) or not isinstance(addrs, list) or not addrs or not all(
+            if not isinstance(gid, int) or not 0 <= gid < MAX_NUMBER or not isinstance(
+                    addrs, list) or not addrs or not all(
                     isinstance(a, str) for a in addrs):
                 raise TypeError("a peer is a group id and its replicas' addresses")
             peers[self._shard(shard)] = (gid, tuple(addrs))
@@ -228,6 +230,8 @@ class ShardOwnership:
                 if expiry and (not isinstance(expiry[0], (int, float)) or isinstance(
                         expiry[0], bool) or not math.isfinite(expiry[0]) or expiry[0] < 0 or len(expiry) > 1):
                     raise TypeError("a cell's expiry is a finite time")
+                if not isinstance(version, int) or not 0 < version < MAX_NUMBER:
+                    raise ValueError("a cell's version is a positive 63-bit number")
                 expires = float(expiry[0]) if expiry else None
                 checked.append((col, CellValue(int(version), value, bool(is_blob), expires)))
             rows.append((row, checked))
@@ -235,7 +239,9 @@ class ShardOwnership:
             for col, _cell in checked:
                 if len(diskkeys.cell_key(shard, row, col)) > 511 - diskkeys.EXPIRY.size:
                     raise ValueError("a key too long for the store")
-        counter = int(c["counter"])
+        counter = c["counter"]
+        if not isinstance(counter, int) or not 0 <= counter < MAX_NUMBER:
+            raise ValueError("a shard's counter is a 63-bit number")
         for row, checked in rows:
             for col, cell in checked:
                 self._t.put_cell(diskkeys.cell_key(shard, row, col), cell)

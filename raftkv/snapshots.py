@@ -42,6 +42,8 @@ SNAPSHOT_FILE = "raft.snapshot"   # beside it, the journal's snapshot
 MAGIC = b"RKVSNAP2"
 LENGTH = struct.Struct(">Q")
 MAX_BOOKKEEPING = 1 << 20  # two log entries and the node set: far less
+MAX_WAIT = 0.01            # seconds a piece ahead of the send rate is held back at most
+STALE_TRANSFER = 30.0      # seconds without a piece asked for: that follower is gone
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def load_snapshot(store: Store, path: Path) -> tuple[Any, ...]:
         with open(path, "rb") as f:
             f.seek(header.offset)
             store.restore(msgpack.unpackb(f.read(), raw=False, strict_map_key=False), index)
-        store.db.trusted = True
+        store.db.mark_rebuilt()
     else:
         store.install(path, header.offset)
     log.info("the store was loaded from the snapshot of entry %d", index)
@@ -154,25 +156,59 @@ class BackgroundSnapshot:
 class Outgoing:
     """A snapshot file read in pieces for one follower, at most ``rate`` bytes a second.
 
-    The engine sends pieces in a loop until its heartbeat period is over; the
-    rate leaves the tick thread (and the network) time for every other
-    follower's heartbeats and entries.
+    The engine's send loop asks for piece after piece until its heartbeat
+    period (0.1 s) is over, whatever it gets; so a follower ahead of the rate
+    is not answered at once but after a short sleep (at most :data:`MAX_WAIT`,
+    the GIL released), and None (a message without a piece) only when even that
+    is too early.  A piece is ``(data, first, last, offset)``: the follower
+    checks the offset, so a piece lost with a broken connection is noticed.
     """
 
     def __init__(self, path: Path, piece: int, rate: float) -> None:
         self.file: BinaryIO = open(path, "rb")
         self.piece, self.rate = piece, rate
         self.sent = 0
-        self._started = time.monotonic()
+        self._started = self.last_used = time.monotonic()
 
-    def next_piece(self) -> tuple[bytes, bool, bool] | None:
-        """``(data, first, last)``, or None while the rate says wait."""
-        if self.sent > self.rate * (time.monotonic() - self._started) + self.piece:
-            return None
+    def next_piece(self) -> tuple[bytes, bool, bool, int] | None:
+        """The next piece, or None while the rate says wait."""
+        self.last_used = now = time.monotonic()
+        early = (self.sent - self.piece) / self.rate - (now - self._started)
+        if early > 0:
+            time.sleep(min(early, MAX_WAIT))
+            if early > MAX_WAIT:
+                return None
+        offset = self.sent
         data = self.file.read(self.piece)
-        first = self.sent == 0
         self.sent += len(data)
-        return data, first, not data
+        return data, offset == 0, not data, offset
 
     def close(self) -> None:
         self.file.close()
+
+
+class Incoming:
+    """A snapshot from the leader, written piece by piece beside the one in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                                PRIVATE_FILE), "wb")
+        self.received = 0
+
+    def add(self, data: bytes, offset: int | None) -> bool:
+        """Write a piece; False if it does not follow the last (one was lost on the way)."""
+        if offset is not None and offset != self.received:
+            return False
+        self.file.write(data)
+        self.received += len(data)
+        return True
+
+    def finish(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def abandon(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ TABLES = ("cells", "expiry", "blobs", "results", "sessions", "activity", "intent
 DATA_FILE = "data.mdb"
 BOOT_FILE = "boot"       # the kernel's boot id at open, and whether the store was closed cleanly
 CLEAN = "clean"
+REBUILDING = "rebuilding"  # present from finding an untrusted store until it is rebuilt
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 PRIVATE_FILE = 0o600
 COPY_PIECE = 1 << 20
@@ -66,7 +68,17 @@ class StateDB:
             weakref.finalize(self, shutil.rmtree, str(path), True)
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
+        # Readers in flight, and whether the environment is being swapped (install,
+        # reset): closing it under a reader inside LMDB would crash the process.
+        self._guard = threading.Condition()
+        self._readers = 0
+        self._swapping = False
         self.trusted = self._check_boot()
+        if not self.trusted:
+            # Never opened: a torn file may not even open.  It stays untrusted (the
+            # marker) until it is rebuilt from the snapshot or from nothing.
+            self._write_marker_file(REBUILDING, b"")
+            self._remove_files()
         self.env, self.tables = self._open()
 
     def _open(self) -> tuple[lmdb.Environment, dict[str, Any]]:
@@ -88,21 +100,36 @@ class StateDB:
             recorded = marker.read_text().split()
         except OSError:
             recorded = []
-        trusted = not exists or recorded == [boot_id()] or recorded[-1:] == [CLEAN]
+        trusted = not (self.path / REBUILDING).exists() and (
+            not exists or recorded == [boot_id()] or recorded[-1:] == [CLEAN])
         self._write_marker(boot_id())
         return trusted
 
     def _write_marker(self, text: str) -> None:
-        marker = self.path / BOOT_FILE
+        self._write_marker_file(BOOT_FILE, text.encode() + b"\n")
+
+    def _write_marker_file(self, name: str, data: bytes) -> None:
+        marker = self.path / name
         tmp = marker.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
         try:
-            os.write(fd, text.encode() + b"\n")
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, marker)
         fsync_dir(self.path)
+
+    def _remove_files(self) -> None:
+        for name in (DATA_FILE, "lock.mdb"):
+            (self.path / name).unlink(missing_ok=True)
+        fsync_dir(self.path)
+
+    def mark_rebuilt(self) -> None:
+        """The store was rebuilt whole (installed, reset, or loaded in one transaction)."""
+        (self.path / REBUILDING).unlink(missing_ok=True)
+        fsync_dir(self.path)
+        self.trusted = True
 
     # -- transactions ---------------------------------------------------------------
 
@@ -111,11 +138,34 @@ class StateDB:
 
     @contextmanager
     def reading(self) -> Iterator[lmdb.Transaction[bytes]]:
-        txn = self.env.begin(buffers=False)
+        with self._guard:
+            while self._swapping:
+                self._guard.wait()
+            self._readers += 1
         try:
-            yield txn
+            txn = self.env.begin(buffers=False)
+            try:
+                yield txn
+            finally:
+                txn.abort()
         finally:
-            txn.abort()
+            with self._guard:
+                self._readers -= 1
+                self._guard.notify_all()
+
+    @contextmanager
+    def _swap(self) -> Iterator[None]:
+        """No reader inside the environment while it is closed and reopened."""
+        with self._guard:
+            self._swapping = True
+            while self._readers:
+                self._guard.wait()
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._swapping = False
+                self._guard.notify_all()
 
     def entries(self, table: str) -> int:
         with self.reading() as txn:
@@ -147,21 +197,21 @@ class StateDB:
             shutil.copyfileobj(source, target, COPY_PIECE)
             target.flush()
             os.fsync(target.fileno())
-        self.env.close()
-        (self.path / "lock.mdb").unlink(missing_ok=True)
-        os.replace(incoming, self.path / DATA_FILE)
-        fsync_dir(self.path)
-        self.env, self.tables = self._open()
-        self.trusted = True
+        with self._swap():
+            self.env.close()
+            (self.path / "lock.mdb").unlink(missing_ok=True)
+            os.replace(incoming, self.path / DATA_FILE)
+            fsync_dir(self.path)
+            self.env, self.tables = self._open()
+        self.mark_rebuilt()
 
     def reset(self) -> None:
         """Start again from an empty store (one that cannot be trusted, with no snapshot)."""
-        self.env.close()
-        for name in (DATA_FILE, "lock.mdb"):
-            (self.path / name).unlink(missing_ok=True)
-        fsync_dir(self.path)
-        self.env, self.tables = self._open()
-        self.trusted = True
+        with self._swap():
+            self.env.close()
+            self._remove_files()
+            self.env, self.tables = self._open()
+        self.mark_rebuilt()
 
     def file_bytes(self) -> int:
         """The size of the store's file (pages in use and free ones)."""

@@ -112,7 +112,9 @@ class Store(ShardOwnership):
         with self.db.reading() as txn:
             tables = Tables(txn, self.db.tables)
             self.applied_index = int(tables.meta("applied_index", 0))  # the last Raft entry applied
-            self.applied = int(tables.meta("applied", 0))  # commands applied, the same everywhere
+            # Commands applied, the same everywhere: ``applied`` as committed (other
+            # threads wait for it, then read the store), ``_applied`` in the entry.
+            self.applied = self._applied = int(tables.meta("applied", 0))
             self.clock = float(tables.meta("clock", 0.0))  # the group's time (see apply_entry)
             self._stamp = int(tables.meta("stamp", 0))     # the last activity stamp given
             # The highest Raft entry format applied (raftkv/formats.py), NO_COMMANDS before
@@ -159,6 +161,39 @@ class Store(ShardOwnership):
             raise StateFailure(f"applying entry {index} failed: {exc!r}") from exc
         finally:
             self._local.tables = None
+        self.applied = self._applied
+
+    def _all_or_nothing(self, run: Callable[[], Result]) -> Result:
+        """Run one command's handler in a child transaction: an error answer (or bad
+        input found half-way) leaves neither the tables nor the small state changed."""
+        parent = self._t
+        saved = self._small_state()
+        child = self.db.env.begin(write=True, parent=parent.txn)
+        self._local.tables = Tables(child, self.db.tables)
+        try:
+            result = run()
+        except BaseException:
+            child.abort()
+            self._local.tables = parent
+            self._restore_small_state(saved)
+            raise
+        self._local.tables = parent
+        if "error" in result:
+            child.abort()
+            self._restore_small_state(saved)
+        else:
+            child.commit()
+        return result
+
+    def _small_state(self) -> tuple[Any, ...]:
+        # Not the clock: time that passed stays passed, whatever the command answered.
+        return (dict(self.counters), self._stamp, self._meta_dirty, self.config_num,
+                None if self.owned is None else set(self.owned), dict(self.incoming),
+                dict(self.frozen))
+
+    def _restore_small_state(self, saved: tuple[Any, ...]) -> None:
+        (self.counters, self._stamp, self._meta_dirty, self.config_num, self.owned,
+         self.incoming, self.frozen) = saved
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -175,7 +210,7 @@ class Store(ShardOwnership):
     def _save_meta(self) -> None:
         t = self._t
         t.put_meta("applied_index", self.applied_index)
-        t.put_meta("applied", self.applied)
+        t.put_meta("applied", self._applied)
         t.put_meta("clock", self.clock)
         t.put_meta("raft_format", self.raft_format)
         if self._meta_dirty:
@@ -224,7 +259,7 @@ class Store(ShardOwnership):
         is not such an exception: it is this replica's alone, and stops it.
         """
         with self._writing(None):
-            self.applied += 1
+            self._applied += 1
             op = command.get("op")
             try:
                 bound = _HANDLERS.get(op) if isinstance(op, str) else None
@@ -273,7 +308,11 @@ class Store(ShardOwnership):
         if record[2] >= MAX_RESULTS_PER_CLIENT:
             self._t.put_session(cid, record, record[1])
             return error("UnavailableError", "too many unacknowledged requests from this client")
-        result = self._dispatch_write(bound, command)
+        result = self._all_or_nothing(lambda: self._dispatch_write(bound, command))
+        if bound[0].upload and "error" in result and result["error"] == "ConditionFailed":
+            # The write lost its condition and will not reference the chunks: the
+            # intent has done its work all the same (see _dispatch_write).
+            self._end_intent(command.get("upload"))
         self._t.put_result(cid, seq, result)
         record[2] += 1
         self._t.put_session(cid, record, record[1])
@@ -307,11 +346,15 @@ class Store(ShardOwnership):
         if self._t.intent(upload) is None:
             return error("UploadExpired", "the upload's intent expired before its cell was "
                          "written; its chunks may be gone: upload again")
-        # The cell now references the chunks (or the write lost its condition and
-        # nothing will): either way the intent has done its work.
+        # The cell now references the chunks: the intent has done its work.  (A
+        # write that lost its condition ends it too: see _write_command.)
         result = self._dispatch(bound, command)
         self._t.delete_intent(upload)
         return result
+
+    def _end_intent(self, upload: object) -> None:
+        if isinstance(upload, int) and 0 <= upload < U64:
+            self._t.delete_intent(upload)
 
     def _dispatch(self, bound: Bound, command: dict[str, Any]) -> Result:
         if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
@@ -391,7 +434,7 @@ class Store(ShardOwnership):
     def _op_noop(self, command: dict[str, Any]) -> Result:
         # Through the log, a barrier: once a replica's own count reaches this
         # number, its state holds everything committed before the noop.
-        return {"applied": self.applied}
+        return {"applied": self._applied}
 
     def _op_get(self, c: dict[str, Any]) -> Result:
         return self._cell_result(self._cell(c["row"], c["col"]))
@@ -613,7 +656,7 @@ class Store(ShardOwnership):
                 for seq, result in results:
                     t.put_result(cid, seq, result)
                 t.put_session(cid, [ack, self._stamp, len(results)], None)
-            self.applied = int(state["applied"])
+            self._applied = int(state["applied"])
             for upload, expires, chunks in state.get("intents", []):
                 t.put_intent(upload, float(expires), list(chunks))
             self.clock = float(state.get("clock", 0.0))

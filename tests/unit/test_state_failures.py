@@ -1,0 +1,110 @@
+"""The store on disk against input and accidents that must not stop or split a group.
+
+A failure below the store stops the replica (``StateFailure``), so anything a
+client can send must be an error answer instead, the same on every replica,
+and must leave nothing half-done; a store a machine crash may have torn must
+never be opened, nor trusted again until it has been rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from raftkv import snapshots
+from raftkv.keys import shard_of
+from raftkv.statedb import BOOT_FILE, StateDB
+from raftkv.store import Store
+
+
+class _Group:
+    """One store fed entries in order, each a command of client 1."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.index = store, 0
+
+    def __call__(self, **command: object) -> dict:
+        self.index += 1
+        return self.store.apply_entry(
+            [1000.0 + self.index, {**command, "cid": 1, "seq": self.index, "ack": self.index - 1}],
+            self.index)[0]
+
+
+def test_numbers_too_large_for_the_store_are_error_answers_not_failures() -> None:
+    store = Store(shards=8, managed=True)
+    send = _Group(store)
+    assert send(op="begin_config", config=1, shards=[0, 1], incoming=[],
+                outgoing=[[2, 1 << 64, ["127.0.0.1:1"]]])["error"] == "ProtocolError"
+    assert store.config_num == 0  # nothing of it stayed, in memory either
+    assert send(op="begin_config", config=1, shards=[0, 1], incoming=[[1, 3, ["a:1"]]],
+                outgoing=[])["config_num"] == 1
+    row = next(f"r{i}" for i in range(10_000) if shard_of(f"r{i}", 8) == 1)
+    huge_version = send(op="import_shard", config=1, shard=1, counter=1,
+                        rows=[[row, [["c", 1 << 64, b"v", False]]]])
+    huge_counter = send(op="import_shard", config=1, shard=1, counter=1 << 64, rows=[])
+    assert huge_version["error"] == huge_counter["error"] == "ProtocolError"
+    assert store.snapshot()["shards"] == {}
+
+
+def test_a_mutation_refused_half_way_leaves_nothing_behind() -> None:
+    store = Store(shards=8)
+    answer = _Group(store)(op="mutate_row", row="r", conditions=[],
+                           mutations=[["put", "a", b"1"], ["put", "c" * 600, b"2"]])
+    assert answer["error"] == "TooLarge"
+    assert not store.read({"op": "get", "row": "r", "col": "a"})["found"]
+    assert store.counters == {}  # no version was spent either
+    # and the exactly-once table still answers the retry with the same refusal
+    assert store.apply_entry([1002.0, {"op": "mutate_row", "row": "r", "conditions": [],
+                                       "mutations": [], "cid": 1, "seq": 1, "ack": 0}], 2)[0] == answer
+
+
+def _crash_and_reboot(state: Path) -> None:
+    (state / BOOT_FILE).write_text("a boot before this one\n")
+
+
+def test_a_store_a_machine_crash_may_have_torn_is_never_opened(tmp_path: Path) -> None:
+    store = Store(shards=8, path=tmp_path / "state")
+    _Group(store)(op="put", row="r", col="c", value=b"v")
+    store.db.env.close()   # killed
+    with open(tmp_path / "state" / "data.mdb", "r+b") as f:
+        f.write(os.urandom(8192))   # its meta pages never reached the disk
+    _crash_and_reboot(tmp_path / "state")
+    again = Store(shards=8, path=tmp_path / "state")  # opens: the torn file was set aside
+    assert not again.db.trusted and again.applied_index == 0
+
+
+def test_an_untrusted_store_stays_so_until_it_is_rebuilt(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "state")
+    db.env.close()
+    _crash_and_reboot(tmp_path / "state")
+    first = StateDB(tmp_path / "state")
+    assert not first.trusted
+    first.env.close()   # the replica dies before the snapshot replaced the store
+    second = StateDB(tmp_path / "state")
+    assert not second.trusted, "trusted on the next start of the same boot"
+    second.reset()
+    second.env.close()
+    assert StateDB(tmp_path / "state").trusted
+
+
+def test_a_follower_ahead_of_the_send_rate_is_held_back_briefly_not_spun(tmp_path: Path) -> None:
+    """The engine asks for pieces in a loop for its whole heartbeat period; each
+    answer becomes a message, so the wait must be a sleep, not a flood of Nones."""
+    image = tmp_path / "snapshot"
+    image.write_bytes(b"x" * (8 << 20))
+    outgoing = snapshots.Outgoing(image, 256 * 1024, 1e6)
+    started, answers = time.monotonic(), 0
+    while time.monotonic() - started <= 0.1:
+        outgoing.next_piece()
+        answers += 1
+    outgoing.close()
+    assert answers <= 0.1 / snapshots.MAX_WAIT + 3, answers
+
+
+def test_a_piece_that_does_not_follow_the_last_drops_the_transfer(tmp_path: Path) -> None:
+    incoming = snapshots.Incoming(tmp_path / "in")
+    assert incoming.add(b"abc", 0) and incoming.add(b"de", 3)
+    assert not incoming.add(b"g", 6)   # the piece at 5 was lost with a connection
+    incoming.abandon()
+    assert not (tmp_path / "in").exists()
