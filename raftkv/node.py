@@ -357,7 +357,7 @@ class _Serializer:
         self._writing: snapshots.BackgroundSnapshot | None = None
         self._id: int | None = None
         self._outgoing: dict[Any, snapshots.Outgoing] = {}
-        self._incoming: Any = None  # the file a snapshot from the leader is written to
+        self._incoming: snapshots.Incoming | None = None  # a snapshot from the leader
 
     def checkSerializing(self) -> tuple[int, int | None]:  # noqa: N802 - the engine's names
         writing = self._writing
@@ -462,9 +462,15 @@ class _Serializer:
             self._writing = None
 
     def stop(self) -> None:
-        """Wait for a snapshot being written (it reads the store, about to close)."""
+        """Wait for a snapshot being written (it reads the store, about to close), and
+        drop transfers in either direction."""
         if self._writing is not None:
             self._writing.wait()
+        if self._incoming is not None:
+            self._incoming.abandon()
+            self._incoming = None
+        for node in list(self._outgoing):
+            self.cancelTransmisstion(node)
 
     def cancelTransmisstion(self, node: Any) -> None:  # noqa: N802 - the engine's spelling
         outgoing = self._outgoing.pop(node, None)

@@ -57,6 +57,8 @@ class Harness:
 
     def close(self) -> None:
         self.engine.destroy()
+        if self.engine._snapshot_context.serializer is not None:
+            self.engine._snapshot_context.serializer.stop()
 
 
 @pytest.fixture
@@ -229,3 +231,35 @@ def test_raft_frame_limit_is_above_every_legitimate_frame() -> None:
     # appendEntriesBatchSizeBytes of entries, Fernet's base64 (4/3) and headers.
     assert 4 * node.ENTRY_CAP * 4 // 3 + 4096 < node.MAX_RAFT_FRAME
     assert struct.calcsize("i") == 4
+
+
+# -- a follower answers the pieces of a snapshot (Snapshots and compaction) ------
+
+def _piece(term: int, offset: int) -> dict[str, Any]:
+    return {"type": "append_entries", "term": term, "commit_index": 1,
+            "serialized": (b"p" * 16, offset == 0, False, offset)}
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_a_follower_answers_each_piece_of_a_snapshot(tmp_path, events, fixed) -> None:
+    engine = _variant(None if fixed else node._FollowerAnswersSnapshotPieces)
+    h = Harness(tmp_path, engine)
+    try:
+        for offset in (0, 16, 32):
+            h.deliver(_piece(3, offset))
+        answers = [what for kind, what in events if kind == "send" and what == "next_node_idx"]
+        # Without answers the leader drops a connection silent for its timeout and
+        # starts the transfer over, for ever.
+        assert len(answers) == (3 if fixed else 0)
+    finally:
+        h.close()
+
+
+def test_pieces_from_a_deposed_leader_are_not_answered(tmp_path, events) -> None:
+    h = Harness(tmp_path, node._Engine)
+    try:
+        h.engine._SyncObj__raftCurrentTerm = 5
+        h.deliver(_piece(3, 0))   # the engine ignores a lower term; so must the answer
+        assert ("send", "next_node_idx") not in events
+    finally:
+        h.close()
