@@ -6,7 +6,7 @@ a majority of yeses (itself included) does it hold the real election.  A peer
 says yes only if the asker's log is at least as up to date as its own and it has
 not heard from a current leader within the minimum election timeout.  So a
 replica that was cut off, or restarted behind, can no longer depose a healthy
-leader by bumping the term.  raftkv/node.py wires these decisions into the
+leader by bumping the term.  raftkv/node/elections.py wires these decisions into the
 engine (docs/engine-fixes.md, "A rejoining replica deposes the leader").
 """
 

@@ -1,4 +1,4 @@
-"""Each hardening of pysyncobj in raftkv.node, shown on the engine itself.
+"""Each hardening of pysyncobj in the raftkv.node package, shown on the engine itself.
 
 Every test drives one in-process engine by hand (no tick thread, messages
 injected as a peer would send them) and runs twice: on the engine with the
@@ -20,6 +20,8 @@ import pysyncobj.transport
 import pytest
 
 from raftkv import node
+from raftkv.errors import ConfigError
+from raftkv.node import disk, fixes, replica
 from raftkv.store import Store
 
 from .._procs import SECRET, free_port
@@ -28,9 +30,9 @@ from .._procs import SECRET, free_port
 def _variant(without: type | None) -> type:
     """The hardened engine, or the same engine with one fix taken out."""
     if without is None:
-        return node._Engine
-    bases = tuple(b for b in node._Engine.__bases__ if b is not without)
-    return type(f"EngineWithout{without.__name__}", bases or (node._EngineBase,), {})
+        return replica._Engine
+    bases = tuple(b for b in replica._Engine.__bases__ if b is not without)
+    return type(f"EngineWithout{without.__name__}", bases or (fixes._EngineBase,), {})
 
 
 class Harness:
@@ -40,7 +42,7 @@ class Harness:
         peers = tuple(f"127.0.0.1:{free_port()}" for _ in range(2))
         self.config = node.ReplicaConfig(raft_addr=f"127.0.0.1:{free_port()}", peers=peers,
                                          data_dir=root, secret=SECRET, shards=4)
-        conf = node._engine_conf(self.config, Store(4))
+        conf = replica._engine_conf(self.config, Store(4))
         conf.autoTick = False
         if transport is not None:
             engine_class = type("WithTransport", (engine_class,), {"transport_class": transport})
@@ -75,7 +77,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
         seen.append(("send", message.get("type")))
         return real_send(self, target, message)
 
-    monkeypatch.setattr(node.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(pysyncobj.transport.TCPTransport, "send", send)
     return seen
 
@@ -103,7 +105,7 @@ def _fsynced_before(events: list[tuple[str, Any]], file_name: str, message: str)
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_late_append_does_not_truncate_acknowledged_entries(tmp_path, fixed) -> None:
-    engine = _variant(None if fixed else node._FollowerKeepsMatchingEntries)
+    engine = _variant(None if fixed else fixes._FollowerKeepsMatchingEntries)
     h = Harness(tmp_path, engine)
     try:
         h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
@@ -119,7 +121,7 @@ def test_a_late_append_does_not_truncate_acknowledged_entries(tmp_path, fixed) -
 
 
 def test_a_real_conflict_still_replaces_the_followers_entries(tmp_path) -> None:
-    h = Harness(tmp_path, node._Engine)
+    h = Harness(tmp_path, replica._Engine)
     try:
         h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
                    "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 10, 1)})
@@ -135,7 +137,7 @@ def test_a_real_conflict_still_replaces_the_followers_entries(tmp_path) -> None:
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
-    engine = _variant(None if fixed else node._LeaderKeepsNextIndex)
+    engine = _variant(None if fixed else fixes._LeaderKeepsNextIndex)
     h = Harness(tmp_path, engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 1
@@ -157,7 +159,7 @@ def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_follower_fsyncs_its_journal_before_acknowledging(tmp_path, events, fixed) -> None:
     transport = None if fixed else pysyncobj.syncobj.TCPTransport
-    h = Harness(tmp_path, node._Engine, transport=transport)
+    h = Harness(tmp_path, replica._Engine, transport=transport)
     try:
         events.clear()
         h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
@@ -169,7 +171,7 @@ def test_a_follower_fsyncs_its_journal_before_acknowledging(tmp_path, events, fi
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -> None:
-    engine = _variant(None if fixed else node._LeaderSyncsBeforeCounting)
+    engine = _variant(None if fixed else fixes._LeaderSyncsBeforeCounting)
     h = Harness(tmp_path, engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 1
@@ -190,8 +192,8 @@ def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_vote_is_fsynced_before_it_is_granted(tmp_path, events, monkeypatch, fixed) -> None:
     if not fixed:  # the journal looks the class up when it is built
-        monkeypatch.setattr(pysyncobj.journal, "MetaStorer", node._DurableMetaStorer.__bases__[0])
-    h = Harness(tmp_path, node._Engine)
+        monkeypatch.setattr(pysyncobj.journal, "MetaStorer", disk._DurableMetaStorer.__bases__[0])
+    h = Harness(tmp_path, replica._Engine)
     try:
         events.clear()
         h.deliver({"type": "request_vote", "term": 5, "last_log_index": 1,
@@ -205,7 +207,7 @@ def test_a_vote_is_fsynced_before_it_is_granted(tmp_path, events, monkeypatch, f
 # -- the pickle protocol (The pickle protocol) --------------------------------
 
 def test_journal_entries_use_pickle_protocol_5(tmp_path) -> None:
-    h = Harness(tmp_path, node._Engine)
+    h = Harness(tmp_path, replica._Engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 1
         h.engine._SyncObj__onBecomeLeader()
@@ -223,7 +225,7 @@ def test_journal_entries_use_pickle_protocol_5(tmp_path) -> None:
 def test_a_replica_refuses_to_run_without_the_secret(tmp_path) -> None:
     config = node.ReplicaConfig(raft_addr="127.0.0.1:1", peers=(), data_dir=tmp_path,
                                 secret=b"")
-    with pytest.raises(node.ConfigError, match="secret"):
+    with pytest.raises(ConfigError, match="secret"):
         node.Replica(config)
 
 
@@ -242,7 +244,7 @@ def _piece(term: int, offset: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_follower_answers_each_piece_of_a_snapshot(tmp_path, events, fixed) -> None:
-    engine = _variant(None if fixed else node._FollowerAnswersSnapshotPieces)
+    engine = _variant(None if fixed else fixes._FollowerAnswersSnapshotPieces)
     h = Harness(tmp_path, engine)
     try:
         for offset in (0, 16, 32):
@@ -256,7 +258,7 @@ def test_a_follower_answers_each_piece_of_a_snapshot(tmp_path, events, fixed) ->
 
 
 def test_pieces_from_a_deposed_leader_are_not_answered(tmp_path, events) -> None:
-    h = Harness(tmp_path, node._Engine)
+    h = Harness(tmp_path, replica._Engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 5
         h.deliver(_piece(3, 0))   # the engine ignores a lower term; so must the answer

@@ -30,6 +30,7 @@ from raftkv.formats import (
     prepare_data_dir,
     raft_format_needed,
 )
+from raftkv.node import replica
 from raftkv.store import Store
 
 from .._procs import SECRET
@@ -233,7 +234,7 @@ def test_a_group_that_starts_with_timed_entries_never_records_the_old_format() -
 
 
 def _connected(tmp_path: Path) -> Harness:
-    h = Harness(tmp_path, node._Engine)
+    h = Harness(tmp_path, replica._Engine)
     h.engine._SyncObj__onNodeConnected(h.peer)
     return h
 

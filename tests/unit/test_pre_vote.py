@@ -16,7 +16,7 @@ from typing import Any
 import pysyncobj.transport
 import pytest
 
-from raftkv import node
+from raftkv.node import elections, replica
 from raftkv.prevote import HELLO_GRACE, LogEnd, PeerFeatures, PreVoteRound, grants_pre_vote
 
 from .test_engine_fixes import Harness, _variant
@@ -89,7 +89,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return seen
 
 
-def _follower(root: Path, engine: type = node._Engine, term: int = 1) -> Harness:
+def _follower(root: Path, engine: type = replica._Engine, term: int = 1) -> Harness:
     root.mkdir(parents=True, exist_ok=True)
     h = Harness(root, engine)
     h.engine._SyncObj__raftCurrentTerm = term
@@ -114,7 +114,7 @@ def _types(sent: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_timed_out_follower_does_not_depose_a_live_leader(tmp_path, sent, fixed) -> None:
-    engine = _variant(None if fixed else node._PreVote)
+    engine = _variant(None if fixed else elections._PreVote)
     follower = _follower(tmp_path / "f", engine)
     (tmp_path / "l").mkdir()
     leader = Harness(tmp_path / "l", engine)
@@ -228,7 +228,7 @@ def test_a_timer_that_passes_during_a_slow_tick_does_not_make_the_engine_stand(
         _tick(h)  # bound and settled
         h.engine._SyncObj__numOneSecondDumps = 0  # the once-a-second flush runs this tick...
         h.log.onOneSecondTimer = lambda: time.sleep(0.1)  # ...and takes 100 ms
-        h.engine._SyncObj__raftElectionDeadline = node._engine_clock() + 0.03  # its clock
+        h.engine._SyncObj__raftElectionDeadline = elections._engine_clock() + 0.03  # its clock
         sent.clear()
         _tick(h)
         assert "request_vote" not in _types(sent)

@@ -15,7 +15,8 @@ import pytest
 from raftkv import protocol
 from raftkv.cluster import derive_key
 from raftkv.errors import AuthenticationFailed, ConfigError, ProtocolError
-from raftkv.node import RAFT_PASSWORD_PURPOSE, ReplicaConfig, _engine_conf
+from raftkv.node import RAFT_PASSWORD_PURPOSE, ReplicaConfig
+from raftkv.node.replica import _engine_conf
 from raftkv.server import StoreSettings
 from raftkv.store import Store
 from shards.control import control_token

@@ -1,0 +1,178 @@
+"""The engine carrying our store, and the small fixes mixed into it (docs/engine-fixes.md,
+one section each).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from pysyncobj import SyncObj, SyncObjConf, replicated
+
+from ..statedb import StateFailure
+from ..store import Store
+from .config import ReplicaConfig
+from .network import _SyncingTransport
+from .pinned import _REQUIRED_STATE
+from .serializer import _SnapshotContext, _stop_replica
+
+# -- the replica ----------------------------------------------------------------
+
+class _EngineBase(SyncObj):
+    """pysyncobj carrying our store; the fixes below are mixed into :class:`_Engine`."""
+
+    transport_class: type = _SyncingTransport
+
+    def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
+        self._store = store
+        self._compact_bytes = config.log_compaction_bytes
+        self._snapshot_context: _SnapshotContext = conf.serializer
+        super().__init__(config.raft_addr, list(config.peers), conf,
+                         transportClass=self.transport_class)
+        missing = [name for name in _REQUIRED_STATE if not hasattr(self, name)]
+        if missing:
+            self.destroy()
+            raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
+        self._journal = self._SyncObj__raftLog
+        self._SyncObj__transport.journal = self._journal
+        self._snapshot_context.journal_bytes = lambda: self._journal.bytes
+
+    @replicated
+    def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:
+        """Apply a msgpack-encoded entry (its time, then commands); the results, in order.
+
+        The engine counts an entry applied after this returns, so the entry's
+        index is one past its count.  If the disk fails under the store, the
+        replica stops here: carrying on would leave it with a state its peers
+        do not have, and retrying (what the engine does with an exception) would
+        apply the entry again over memory the failed transaction had changed.
+        """
+        index = self._SyncObj__raftLastApplied + 1
+        try:
+            return self._store.apply_entry(msgpack.unpackb(packed, raw=False), index)
+        except StateFailure as exc:
+            _stop_replica(f"the store on disk failed at entry {index} ({exc})")
+
+
+class _FollowerAnswersSnapshotPieces(_EngineBase):
+    """A follower answers each piece of a snapshot it is sent.
+
+    The engine answers only the last, and drops a connection that sent nothing
+    for its connection timeout; a snapshot sent at a bounded rate takes longer
+    than that, so the leader dropped the follower and began again, for ever.
+    The answer (no success, no reset) only tells the leader the follower lives.
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        super()._SyncObj__onMessageReceived(node, message)
+        piece = message.get("serialized") if message.get("type") == "append_entries" else None
+        # Only to the leader of our term: an answer carries no term, and one to a
+        # deposed leader would make it count us as alive and keep leading.
+        if (piece is not None and not piece[2]
+                and message.get("term") == self._SyncObj__raftCurrentTerm
+                and self._SyncObj__raftLeader == node):
+            self._SyncObj__sendNextNodeIdx(node, success=False, reset=False)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+        super()._SyncObj__onNodeDisconnected(node)
+        serializer = self._snapshot_context.serializer
+        if serializer is not None:
+            serializer.cancelTransmisstion(node)  # a new connection starts it over
+
+
+class _CompactsByBytes(_EngineBase):
+    """A snapshot is due after so many bytes of entries, not only so many entries:
+    a journal of large entries would otherwise fill memory (the engine keeps its
+    entries in a list) and the disk before it reached the count."""
+
+    _compact_bytes: int
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        if self._journal.bytes > self._compact_bytes:
+            self._SyncObj__forceLogCompaction = True
+        super()._onTick(timeToWait)
+
+
+class _LeaderSyncsBeforeCounting(_EngineBase):
+    """The leader counts itself in the commit rule at the start of a tick.
+
+    docs/engine-fixes.md, "The journal".
+    """
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        self._journal.sync()  # its own entries must be on disk before they count
+        super()._onTick(timeToWait)
+
+
+class _LeaderKeepsNextIndex(_EngineBase):
+    """A late success reply must not move a follower's nextIndex backwards.
+
+    docs/engine-fixes.md, "A late reply moves nextIndex back".
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if message.get("type") == "next_node_idx" and message.get("success") \
+                and not message.get("reset"):
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            super()._SyncObj__onMessageReceived(node, message)
+            if before is not None and next_index.get(node, 0) < before:
+                next_index[node] = before
+            return
+        super()._SyncObj__onMessageReceived(node, message)
+
+
+class _FollowerKeepsMatchingEntries(_EngineBase):
+    """A follower never truncates entries that match the leader's (Raft section 5.3).
+
+    pysyncobj deletes everything after ``prevLogIdx`` before appending,
+    whether or not it conflicts, so a late or short append_entries cuts off
+    entries the follower has already acknowledged (docs/engine-fixes.md, "Follower truncation").
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if message.get("type") == "append_entries" and "prevLogIdx" in message \
+                and "transmission" not in message:
+            rest = self._skip_matching_entries(node, message)
+            if rest is None:
+                return
+            message = rest
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def _skip_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The part of ``message`` still to apply, or None when it was all here already."""
+        if message["term"] < self._SyncObj__raftCurrentTerm:
+            return message
+        entries = message.get("entries") or []
+        log_entries = self._SyncObj__raftLog
+        first_index = log_entries[0][1]
+        last_index = log_entries[-1][1]
+        prev = message["prevLogIdx"]
+        if prev < first_index or prev > last_index:
+            return message
+        if log_entries[prev - first_index][2] != message["prevLogTerm"]:
+            return message  # a real conflict: let pysyncobj reset the follower
+        skipped = 0
+        for entry in entries:
+            idx = entry[1]
+            if idx > last_index or log_entries[idx - first_index][2] != entry[2]:
+                break
+            skipped += 1
+        if skipped < len(entries):
+            if skipped == 0:
+                return message  # the first new entry conflicts or extends: pysyncobj is right
+            last = entries[skipped - 1]
+            return {**message, "entries": entries[skipped:], "prevLogIdx": last[1],
+                    "prevLogTerm": last[2]}
+        matched = entries[-1][1] if entries else prev
+        if matched == last_index and not entries:
+            return message  # a plain heartbeat at our log's end truncates nothing
+        # Everything is already here (and maybe more).  Let pysyncobj see a
+        # heartbeat (leader, term, commit index) without a log position, then
+        # acknowledge what matched ourselves.
+        heartbeat = {k: v for k, v in message.items()
+                     if k not in ("prevLogIdx", "prevLogTerm", "entries")}
+        heartbeat["commit_index"] = min(message["commit_index"], matched)
+        super()._SyncObj__onMessageReceived(node, heartbeat)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=matched + 1, success=True)
+        return None
