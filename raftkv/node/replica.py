@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class _Engine(_LeaderSyncsBeforeCounting, _CompactsByBytes, _LeaderKeepsNextIndex,
               _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces, _SpeaksFormats,
               _PreVote):
-    """pysyncobj with every fix; see the module docstring."""
+    """pysyncobj with every fix; see the package's docstring (raftkv/node/__init__.py)."""
 
 
 def _engine_conf(config: ReplicaConfig, store: Store,
