@@ -236,6 +236,29 @@ def render(table: list[Comparison], before: Side, after: Side, runs: int,
     return "\n".join(lines)
 
 
+def interleaved(revision: str, runs: int, kv_args: Sequence[str],
+                time_limit: float) -> tuple[Side, Side, dict[str, list[dict[str, Any]]]]:
+    """``runs`` runs of bench.kv on ``revision`` and on this tree, taking turns: the two
+    sides and each side's outputs (``kv_args`` go to every run; ``time_limit`` is its
+    --time-limit, which bounds each run)."""
+    dirty = bool(git("status", "--porcelain"))
+    after = Side("after", git("rev-parse", "--short", "HEAD")
+                 + (" + uncommitted changes" if dirty else ""), CURRENT_TREE)
+    with (worktree_of(revision) as old_tree,
+          tempfile.TemporaryDirectory(prefix="bench-ab-log-") as logs):
+        before = Side("before", git("rev-parse", "--short", "HEAD", cwd=old_tree), old_tree)
+        for side in (before, after):
+            for module, path in check_origins(side).items():
+                click.echo(f"{side.name}: {module} from {path}", err=True)
+        outputs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+        for run in range(runs):
+            for side in (before, after):
+                click.echo(f"run {run + 1}/{runs}: {side.name} ({side.label})", err=True)
+                outputs[side.name].append(run_kv(side, kv_args, run_deadline(time_limit),
+                                                 Path(logs) / f"{side.name}.log"))
+    return before, after, outputs
+
+
 @click.command()
 @click.option("--before", "revision", required=True,
               help="The git revision to compare this tree with (a commit, branch, HEAD~1...).")
@@ -255,21 +278,7 @@ def main(revision: str, runs: int, ops: int, time_limit: float, encryption: str,
     """Compare bench.kv on an older revision with this tree, runs interleaved."""
     stop_cleanly_on_sigterm()
     kv_args = ["--ops", str(ops), "--time-limit", str(time_limit), "--encryption", encryption]
-    dirty = bool(git("status", "--porcelain"))
-    after = Side("after", git("rev-parse", "--short", "HEAD")
-                 + (" + uncommitted changes" if dirty else ""), CURRENT_TREE)
-    with (worktree_of(revision) as old_tree,
-          tempfile.TemporaryDirectory(prefix="bench-ab-log-") as logs):
-        before = Side("before", git("rev-parse", "--short", "HEAD", cwd=old_tree), old_tree)
-        for side in (before, after):
-            for module, path in check_origins(side).items():
-                click.echo(f"{side.name}: {module} from {path}", err=True)
-        outputs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-        for run in range(runs):
-            for side in (before, after):
-                click.echo(f"run {run + 1}/{runs}: {side.name} ({side.label})", err=True)
-                outputs[side.name].append(run_kv(side, kv_args, run_deadline(time_limit),
-                                                 Path(logs) / f"{side.name}.log"))
+    before, after, outputs = interleaved(revision, runs, kv_args, time_limit)
     table = compare(outputs, max_slowdown)
     if as_json:
         click.echo(json.dumps({"before": before.label, "revision": revision, "runs": runs,
