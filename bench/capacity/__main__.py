@@ -1,0 +1,147 @@
+"""``python -m bench.capacity``: fill one group size by size, measure at each, print."""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from raftkv.client import INLINE_LIMIT
+
+from .. import ab
+from ..common import stop_cleanly_on_sigterm
+from .group import BenchError, Group, Shape
+from .probes import parse_sizes
+from .report import Result, aims, table
+from .steps import catch_up, restart, snapshot
+
+MAX_SLOWDOWN = 5.0  # percent: the issue's bound on any bench.kv workload
+
+
+def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: int,
+                 fill_timeout: float, timeout: float) -> Result:
+    """Fill from cell ``filled`` up to ``gb``, then take every measurement."""
+    end = shape.cells_for(gb)
+
+    def say(what: str) -> None:
+        click.echo(f"{gb:g} GB: {what}", err=True)
+
+    fill = group.fill(shape, filled, end, clients, fill_timeout)
+    say(f"filled {fill['cells']} cells in {fill['seconds']:.1f} s ({fill['mb_per_s']:.1f} MB/s)")
+    group.settle(timeout)
+    memory_after_fill = {n: group.memory(n) for n in group.names}
+    shot = snapshot(group, timeout)
+    say(f"snapshot: {shot['per_replica']}")
+    disk = {n: group.disk_mb(n) for n in group.names}
+    leader, _ = group.leader(timeout)
+    watcher, wiped = group.followers(leader)
+    restarts = {}
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        restarts[how.name] = restart(group, watcher, how, timeout)
+        say(f"restart of {watcher} after {how.name}: {restarts[how.name]['caught_up_s']:.2f} s")
+    caught = catch_up(group, wiped, watcher, timeout)
+    say(f"catch-up of {wiped}: {caught['caught_up_s']:.2f} s, terms {caught['terms_seen']}")
+    group.settle(timeout)
+    return {"target_gb": gb, "cells": end, "stored_gb": end * shape.value_size / 1e9,
+            "fill": fill, "memory_after_fill": memory_after_fill, "snapshot": shot,
+            "disk_mb": disk, "restart": restarts, "catch_up": caught,
+            "memory_at_end": {n: group.memory(n) for n in group.names}}
+
+
+def measure(root: Path, shape: Shape, sizes: list[float], clients: int, snapshot_entries: int,
+            fill_timeout: float, timeout: float) -> list[Result]:
+    results: list[Result] = []
+    with ExitStack() as stack:
+        group = Group(stack, root, snapshot_entries, client_timeout=60.0)
+        filled = 0
+        try:
+            for gb in sizes:
+                results.append(measure_size(group, shape, gb, filled, clients,
+                                            fill_timeout, timeout))
+                filled = results[-1]["cells"]
+        except BenchError as exc:
+            click.echo(group.cluster.logs(), err=True)
+            if results:
+                click.echo(table(results), err=True)
+            raise click.ClickException(str(exc)) from exc
+    return results
+
+
+def code_label() -> str:
+    try:
+        return ab.git("rev-parse", "--short", "HEAD") + (
+            " + uncommitted changes" if ab.git("status", "--porcelain") else "")
+    except ab.ABError:
+        return "unknown (not a git checkout)"
+
+
+@click.command()
+@click.option("--sizes", default="0.5,1,2", show_default=True,
+              help="GB of values stored (10^9 bytes), increasing; measured at each.")
+@click.option("--value-size", default=10 * 1024, show_default=True,
+              type=click.IntRange(1, INLINE_LIMIT), help="Bytes of each value (inline: at most 16 KiB).")
+@click.option("--columns", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Cells to a row.")
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Puts in flight while filling.")
+@click.option("--snapshot-entries", default=5000, show_default=True, type=click.IntRange(min=10),
+              help="The group's [raft] snapshot_entries (the default is the cluster file's).")
+@click.option("--step-timeout", default=600.0, show_default=True, type=click.FloatRange(1, 7200),
+              help="Seconds any one wait (snapshot, restart, catch-up) may take.")
+@click.option("--fill-timeout", default=3600.0, show_default=True,
+              type=click.FloatRange(1, 86400), help="Seconds each fill step may take.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the data directories go (a temporary directory inside it).")
+@click.option("--kv-ab", "kv_ab", metavar="REV",
+              help="Also run bench.kv on REV and on this tree, interleaved (bench.ab).")
+@click.option("--kv-runs", default=5, show_default=True, type=click.IntRange(1, 50),
+              help="bench.kv runs per side with --kv-ab.")
+@click.option("--kv-ops", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="bench.kv --ops with --kv-ab.")
+@click.option("--kv-time-limit", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="bench.kv --time-limit with --kv-ab.")
+@click.option("--json", "as_json", is_flag=True, help="Print every measurement as JSON instead.")
+def main(sizes: str, value_size: int, columns: int, clients: int, snapshot_entries: int,
+         step_timeout: float, fill_timeout: float, directory: Path | None, kv_ab: str | None,
+         kv_runs: int, kv_ops: int, kv_time_limit: float, as_json: bool) -> None:
+    """Measure a 3-replica group's memory, restarts, snapshots and catch-up as it stores more."""
+    stop_cleanly_on_sigterm()
+    wanted = parse_sizes(sizes)
+    shape = Shape(value_size=value_size, columns=columns)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-capacity-", dir=directory) as tmp:
+        results = measure(Path(tmp), shape, wanted, clients, snapshot_entries,
+                          fill_timeout, step_timeout)
+    kv: dict[str, Any] | None = None
+    if kv_ab is not None:
+        kv_args = ["--ops", str(kv_ops), "--time-limit", str(kv_time_limit)]
+        before, after, outputs = ab.interleaved(kv_ab, kv_runs, kv_args, kv_time_limit)
+        comparison = ab.compare(outputs, MAX_SLOWDOWN)
+        kv = {"before": before.label, "after": after.label, "runs": kv_runs, "kv_args": kv_args,
+              "outputs": outputs, "comparison": [asdict(c) for c in comparison],
+              "table": ab.render(comparison, before, after, kv_runs, MAX_SLOWDOWN),
+              "flagged": [c.workload for c in comparison if c.flagged]}
+    settings = {"code": code_label(), "value_size": value_size, "columns": columns,
+                "clients": clients, "snapshot_entries": snapshot_entries,
+                "seconds": round(time.perf_counter() - began)}
+    if as_json:
+        click.echo(json.dumps({"settings": settings, "sizes": results, "kv_ab": kv}, indent=1))
+        return
+    click.echo(f"One group of 3 replicas on loopback (code {settings['code']}); "
+               f"{value_size} B values, {columns} to a row, {clients} puts in flight; "
+               f"[raft] snapshot_entries = {snapshot_entries}; {settings['seconds']} s in all.\n")
+    click.echo(table(results))
+    if kv is not None:
+        click.echo(f"\nbench.kv before and after:\n\n{kv['table']}")
+    click.echo("\n" + aims(results, None if kv is None else kv["flagged"]))
+
+
+if __name__ == "__main__":
+    main()

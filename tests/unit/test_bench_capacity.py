@@ -1,0 +1,117 @@
+"""bench.capacity's pure parts: the sizes it is asked for, what it reads from /proc and
+the disk, the data it stores, and the table and aims it prints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from bench.capacity.group import Shape
+from bench.capacity.probes import dir_bytes, parse_proc_status, parse_sizes, process_memory
+from bench.capacity.report import aims, table
+
+PROC_STATUS = """Name:\tpython
+Umask:\t0077
+State:\tS (sleeping)
+VmPeak:\t  512000 kB
+VmHWM:\t  204800 kB
+VmRSS:\t  153600 kB
+RssAnon:\t  102400 kB
+RssFile:\t   51200 kB
+RssShmem:\t       0 kB
+Threads:\t7
+"""
+
+
+def test_sizes_are_increasing_positive_gigabytes() -> None:
+    assert parse_sizes("0.5,1,2") == [0.5, 1.0, 2.0]
+    assert parse_sizes(" 0.02 , 0.05 ") == [0.02, 0.05]
+    for bad in ("", "1,0.5", "1,1", "0", "-1", "a,b", "1e9"):
+        with pytest.raises(click.BadParameter):
+            parse_sizes(bad)
+
+
+def test_proc_status_fields_in_mib() -> None:
+    assert parse_proc_status(PROC_STATUS) == {"VmHWM": 200.0, "VmRSS": 150.0, "RssAnon": 100.0,
+                                              "RssFile": 50.0, "RssShmem": 0.0}
+    with pytest.raises(ValueError, match="unit"):
+        parse_proc_status("RssAnon:\t 12 MB\n")
+    mine = process_memory(os.getpid())
+    assert 0 < mine["RssAnon"] < mine["VmRSS"] <= mine["VmHWM"]
+
+
+def test_dir_bytes_counts_allocated_blocks_of_the_whole_tree(tmp_path: Path) -> None:
+    (tmp_path / "raft" / "deeper").mkdir(parents=True)
+    (tmp_path / "raft" / "deeper" / "data").write_bytes(os.urandom(64 * 1024))
+    with open(tmp_path / "sparse", "wb") as f:  # 100 MB apparent, nothing allocated
+        f.truncate(100_000_000)
+    os.symlink("/usr", tmp_path / "link")  # not followed
+    assert 64 * 1024 <= dir_bytes(tmp_path) < 1_000_000
+
+
+def test_the_data_set_is_inline_cells_in_wide_rows_each_key_once() -> None:
+    shape = Shape(value_size=10 * 1024, columns=100)
+    assert shape.cells_for(0.05) == 4883  # ceil(5e7 / 10240)
+    keys = [shape.key(i) for i in range(1000)]
+    assert len(set(keys)) == 1000 and len({row for row, _ in keys}) == 10
+    assert len(shape.value(7)) == 10 * 1024 and shape.value(7) == shape.value(7) != shape.value(8)
+
+
+def fake_result(gb: float, anon: float, restart_s: float, catch_up_s: float,
+                term_changed: bool = False, gap: tuple[float, float] = (0.1, 0.3)) -> dict[str, Any]:
+    memory = {"RssAnon": anon, "RssFile": 20.0}
+    per_replica = {n: {"seconds": s, "snapshot_bytes": int(gb * 1e9), "log_entries_after": 3}
+                   for n, s in (("g1a", 1.5), ("g1b", 2.5), ("g1c", 0.5))}
+    return {"target_gb": gb, "stored_gb": gb, "cells": 1, "fill": {"mb_per_s": 12.0},
+            "memory_after_fill": {"g1a": memory, "g1b": memory, "g1c": memory},
+            "memory_at_end": {"g1a": memory, "g1b": {"RssAnon": anon + 1, "RssFile": 1.0}},
+            "disk_mb": {"g1a": 3000.0, "g1b": 2500.0, "g1c": 2000.0},
+            "snapshot": {"leader": "g1a", "per_replica": per_replica},
+            "restart": {"SIGTERM": {"stop_s": 0.1, "up_s": 0.2, "caught_up_s": restart_s,
+                                    "memory": memory},
+                        "SIGKILL": {"stop_s": 0.0, "up_s": 0.3, "caught_up_s": restart_s / 2,
+                                    "memory": memory, "dials_leader": False}},
+            "catch_up": {"caught_up_s": catch_up_s, "snapshot_in_place_s": catch_up_s / 2,
+                         "term_changed": term_changed, "memory": memory, "dials_leader": True,
+                         "watcher_gap_before_s": gap[0], "watcher_gap_after_s": gap[1]}}
+
+
+def rows(text: str) -> dict[str, list[str]]:
+    return {cells[0]: cells[1:] for line in text.splitlines()[2:]
+            if (cells := [c.strip() for c in line.strip("|").split("|")])}
+
+
+def test_the_table_has_a_column_per_size_and_marks_what_was_not_measured() -> None:
+    small = fake_result(0.5, 40.0, 1.25, 3.0, gap=(0.4, 0.2))
+    big = fake_result(2.0, 1234.5, 6.0, 45.0, term_changed=True)
+    del big["catch_up"]["snapshot_in_place_s"]
+    got = rows(table([small, big]))
+    assert table([small]).splitlines()[0] == "| measurement | unit | aim | 0.5 GB |"
+    assert got["RssAnon, largest replica after the fill"] == ["MiB", "≤ 150 at 2 GB", "40", "1,234"]
+    assert got["snapshot creation, leader"][2:] == ["1.5", "1.5"]
+    assert got["snapshot creation, slowest replica"][2:] == ["2.5", "2.5"]
+    assert got["snapshot on disk, largest"][2:] == ["500", "2,000"]
+    assert got["restart after SIGTERM: until caught up"][1:] == ["≤ 5", "1.25", "6"]
+    assert got["wiped follower: until its snapshot is in place"][2:] == ["1.5", "–"]
+    # The watcher's maximum did not grow during the first catch-up: only a bound is known.
+    assert got["longest gap between the leader's messages during the catch-up"][2:] == ["≤ 0.4", "0.3"]
+    assert got["term changed during the catch-up"][1:] == ["no", "no", "yes"]
+    assert got["wiped follower dials the leader"][2:] == ["yes", "yes"]
+    assert [r for r in got if "dials" in r and got[r][2:] == ["no", "no"]]
+
+
+def test_aims_are_checked_at_the_largest_size() -> None:
+    good = fake_result(0.5, 40.0, 1.25, 3.0)
+    text = aims([fake_result(2.0, 1000.0, 9.0, 99.0, term_changed=True), good])
+    assert "below the 2 GB" in text and "**missed**" not in text and text.count(": met") == 4
+    text = aims([good, fake_result(2.0, 151.0, 5.0, 30.0, term_changed=True)], kv_flagged=["put"])
+    lines = text.splitlines()
+    assert "below" not in lines[0]
+    assert lines[1].endswith("152 MiB (aim ≤ 150 MiB): **missed**")  # at the end: 151 + 1
+    assert lines[2].endswith("5 s (aim ≤ 5 s): met") and lines[3].endswith("30 s (aim ≤ 30 s): met")
+    assert lines[4].endswith("**missed**") and lines[5].endswith("**missed** (put)")
+    assert aims([]) == "No size was measured."
