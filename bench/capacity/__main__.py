@@ -26,51 +26,54 @@ MAX_SLOWDOWN = 5.0  # percent: the issue's bound on any bench.kv workload
 
 
 def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: int,
-                 fill_timeout: float, timeout: float) -> Result:
-    """Fill from cell ``filled`` up to ``gb``, then take every measurement."""
+                 fill_timeout: float, timeout: float, result: Result) -> None:
+    """Fill from cell ``filled`` up to ``gb``, then take every measurement into
+    ``result`` (which keeps what was measured if a step fails)."""
     end = shape.cells_for(gb)
+    result.update(target_gb=gb, cells=end, stored_gb=end * shape.value_size / 1e9)
 
     def say(what: str) -> None:
         click.echo(f"{gb:g} GB: {what}", err=True)
 
-    fill = group.fill(shape, filled, end, clients, fill_timeout)
+    result["fill"] = fill = group.fill(shape, filled, end, clients, fill_timeout)
     say(f"filled {fill['cells']} cells in {fill['seconds']:.1f} s ({fill['mb_per_s']:.1f} MB/s)")
     group.settle(timeout)
-    memory_after_fill = {n: group.memory(n) for n in group.names}
-    shot = snapshot(group, timeout)
+    result["memory_after_fill"] = {n: group.memory(n) for n in group.names}
+    result["snapshot"] = shot = snapshot(group, timeout)
     say(f"snapshot: {shot['per_replica']}")
-    disk = {n: group.disk_mb(n) for n in group.names}
+    result["disk_mb"] = {n: group.disk_mb(n) for n in group.names}
     leader, _ = group.leader(timeout)
     watcher, wiped = group.followers(leader)
-    restarts = {}
+    result["restart"] = restarts = {}
     for how in (signal.SIGTERM, signal.SIGKILL):
         restarts[how.name] = restart(group, watcher, how, timeout)
         say(f"restart of {watcher} after {how.name}: {restarts[how.name]['caught_up_s']:.2f} s")
-    caught = catch_up(group, wiped, watcher, timeout)
-    say(f"catch-up of {wiped}: {caught['caught_up_s']:.2f} s, terms {caught['terms_seen']}")
+    result["catch_up"] = caught = catch_up(group, wiped, watcher, timeout)
+    say(f"catch-up of {wiped}: {caught['caught_up_s']} s, terms {caught['terms_seen']}")
+    if "error" in caught:
+        raise BenchError(caught["error"])
     group.settle(timeout)
-    return {"target_gb": gb, "cells": end, "stored_gb": end * shape.value_size / 1e9,
-            "fill": fill, "memory_after_fill": memory_after_fill, "snapshot": shot,
-            "disk_mb": disk, "restart": restarts, "catch_up": caught,
-            "memory_at_end": {n: group.memory(n) for n in group.names}}
+    result["memory_at_end"] = {n: group.memory(n) for n in group.names}
 
 
 def measure(root: Path, shape: Shape, sizes: list[float], clients: int, snapshot_entries: int,
             fill_timeout: float, timeout: float) -> list[Result]:
+    """Every size in turn.  A step that fails its bound ends the run (the group is in no
+    known state after it): its size keeps what was measured and the error."""
     results: list[Result] = []
     with ExitStack() as stack:
         group = Group(stack, root, snapshot_entries, client_timeout=60.0)
         filled = 0
-        try:
-            for gb in sizes:
-                results.append(measure_size(group, shape, gb, filled, clients,
-                                            fill_timeout, timeout))
-                filled = results[-1]["cells"]
-        except BenchError as exc:
-            click.echo(group.cluster.logs(), err=True)
-            if results:
-                click.echo(table(results), err=True)
-            raise click.ClickException(str(exc)) from exc
+        for gb in sizes:
+            results.append({})
+            try:
+                measure_size(group, shape, gb, filled, clients, fill_timeout, timeout,
+                             results[-1])
+            except BenchError as exc:
+                click.echo(f"{group.cluster.logs()}\n{gb:g} GB: {exc}", err=True)
+                results[-1]["error"] = str(exc)
+                break
+            filled = results[-1]["cells"]
     return results
 
 
@@ -131,13 +134,24 @@ def main(sizes: str, value_size: int, columns: int, clients: int, snapshot_entri
     settings = {"code": code_label(), "value_size": value_size, "columns": columns,
                 "clients": clients, "snapshot_entries": snapshot_entries,
                 "seconds": round(time.perf_counter() - began)}
+    errors = [f"{r['target_gb']:g} GB: {r['error']}" for r in results if "error" in r]
     if as_json:
         click.echo(json.dumps({"settings": settings, "sizes": results, "kv_ab": kv}, indent=1))
-        return
+    else:
+        report(results, settings, kv)
+    if errors:
+        raise click.ClickException("a step ran past its bound: " + "; ".join(errors))
+
+
+def report(results: list[Result], settings: dict[str, Any], kv: dict[str, Any] | None) -> None:
     click.echo(f"One group of 3 replicas on loopback (code {settings['code']}); "
-               f"{value_size} B values, {columns} to a row, {clients} puts in flight; "
-               f"[raft] snapshot_entries = {snapshot_entries}; {settings['seconds']} s in all.\n")
+               f"{settings['value_size']} B values, {settings['columns']} to a row, "
+               f"{settings['clients']} puts in flight; [raft] snapshot_entries = "
+               f"{settings['snapshot_entries']}; {settings['seconds']} s in all.\n")
     click.echo(table(results))
+    for r in results:
+        if "error" in r:
+            click.echo(f"\nAt {r['target_gb']:g} GB: {r['error']}; the run stopped there.")
     if kv is not None:
         click.echo(f"\nbench.kv before and after:\n\n{kv['table']}")
     click.echo("\n" + aims(results, None if kv is None else kv["flagged"]))

@@ -117,7 +117,10 @@ def catch_up(group: Group, wiped: str, watcher: str, timeout: float) -> dict[str
     must send its snapshot.  Meanwhile every replica's term and role are watched, and
     the other follower, ``watcher``, tells the longest time between two messages of
     its leader (status ``longest_leader_gap``, a maximum since the watcher started:
-    read before and after, it shows the catch-up's gap only if that one is longer)."""
+    read before and after, it shows the catch-up's gap only if that one is longer).
+    The snapshot counts as installed at the first look that shows it on disk and the
+    replica's state moved (applied index past 1).  A catch-up that runs past
+    ``timeout`` is a result too: ``caught_up_s`` is None and ``error`` says so."""
     leader, seen = group.leader(timeout)
     if leader in (wiped, watcher):
         raise BenchError(f"{leader} leads; the catch-up needs two followers")
@@ -129,28 +132,30 @@ def catch_up(group: Group, wiped: str, watcher: str, timeout: float) -> dict[str
     group.start(wiped)
     deadline = time.monotonic() + timeout
     terms, leaders = {term}, {leader}
-    up = snapshot_in_place = None
-    while True:
+    up = installed = caught = None
+    mine: dict[str, Any] = {}
+    gap_after = None
+    while caught is None and time.monotonic() < deadline:
+        time.sleep(POLL)
         seen = group.statuses()
         at = time.perf_counter() - began
         terms.update(s["term"] for n, s in seen.items() if n != wiped or s["term"])
         leaders.update(n for n, s in seen.items() if s.get("role") == "leader")
-        mine = seen.get(wiped)
-        if mine is not None:
+        gap_after = seen[watcher]["longest_leader_gap"] if watcher in seen else gap_after
+        mine = seen.get(wiped, mine)
+        if wiped in seen:
             up = at if up is None else up
-            if snapshot_in_place is None and mine["snapshot_bytes"] > 0:
-                snapshot_in_place = at
+            if installed is None and mine["snapshot_bytes"] > 0 and mine["applied_index"] > 1:
+                installed = at
             if mine["applied_index"] >= target:
-                break
-        if time.monotonic() > deadline:
-            raise BenchError(f"{wiped} did not catch up within {timeout:g} s")
-        time.sleep(POLL)
-    gap_after = seen[watcher]["longest_leader_gap"] if watcher in seen else None
+                caught = at
     return {"replica": wiped, "watcher": watcher, "leader": leader, "target_index": target,
             "dials_leader": group.dials(wiped, leader),
-            "up_s": up, "snapshot_in_place_s": snapshot_in_place, "caught_up_s": at,
-            "snapshot_bytes": mine["snapshot_bytes"],
+            "up_s": up, "snapshot_installed_s": installed, "caught_up_s": caught,
+            "applied_index": mine.get("applied_index"), "snapshot_bytes": mine.get("snapshot_bytes"),
             "term_before": term, "terms_seen": sorted(terms), "leaders_seen": sorted(leaders),
             "term_changed": max(terms) != term, "leader_changed": len(leaders) > 1,
             "watcher_gap_before_s": gap_before, "watcher_gap_after_s": gap_after,
-            "memory": group.memory(wiped)}
+            "memory": group.memory(wiped),
+            **({} if caught is not None else
+               {"error": f"{wiped} did not catch up within {timeout:g} s"})}

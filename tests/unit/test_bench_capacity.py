@@ -75,7 +75,7 @@ def fake_result(gb: float, anon: float, restart_s: float, catch_up_s: float,
                                     "memory": memory},
                         "SIGKILL": {"stop_s": 0.0, "up_s": 0.3, "caught_up_s": restart_s / 2,
                                     "memory": memory, "dials_leader": False}},
-            "catch_up": {"caught_up_s": catch_up_s, "snapshot_in_place_s": catch_up_s / 2,
+            "catch_up": {"caught_up_s": catch_up_s, "snapshot_installed_s": catch_up_s / 2,
                          "term_changed": term_changed, "memory": memory, "dials_leader": True,
                          "watcher_gap_before_s": gap[0], "watcher_gap_after_s": gap[1]}}
 
@@ -88,7 +88,7 @@ def rows(text: str) -> dict[str, list[str]]:
 def test_the_table_has_a_column_per_size_and_marks_what_was_not_measured() -> None:
     small = fake_result(0.5, 40.0, 1.25, 3.0, gap=(0.4, 0.2))
     big = fake_result(2.0, 1234.5, 6.0, 45.0, term_changed=True)
-    del big["catch_up"]["snapshot_in_place_s"]
+    del big["catch_up"]["snapshot_installed_s"]
     got = rows(table([small, big]))
     assert table([small]).splitlines()[0] == "| measurement | unit | aim | 0.5 GB |"
     assert got["RssAnon, largest replica after the fill"] == ["MiB", "≤ 150 at 2 GB", "40", "1,234"]
@@ -96,7 +96,7 @@ def test_the_table_has_a_column_per_size_and_marks_what_was_not_measured() -> No
     assert got["snapshot creation, slowest replica"][2:] == ["2.5", "2.5"]
     assert got["snapshot on disk, largest"][2:] == ["500", "2,000"]
     assert got["restart after SIGTERM: until caught up"][1:] == ["≤ 5", "1.25", "6"]
-    assert got["wiped follower: until its snapshot is in place"][2:] == ["1.5", "–"]
+    assert got["wiped follower: until its snapshot is installed"][2:] == ["1.5", "–"]
     # The watcher's maximum did not grow during the first catch-up: only a bound is known.
     assert got["longest gap between the leader's messages during the catch-up"][2:] == ["≤ 0.4", "0.3"]
     assert got["term changed during the catch-up"][1:] == ["no", "no", "yes"]
@@ -115,3 +115,23 @@ def test_aims_are_checked_at_the_largest_size() -> None:
     assert lines[2].endswith("5 s (aim ≤ 5 s): met") and lines[3].endswith("30 s (aim ≤ 30 s): met")
     assert lines[4].endswith("**missed**") and lines[5].endswith("**missed** (put)")
     assert aims([]) == "No size was measured."
+
+
+def test_a_size_whose_run_stopped_shows_what_was_measured() -> None:
+    stopped = fake_result(2.0, 60.0, 1.0, 1.0)
+    del stopped["memory_at_end"]
+    stopped["catch_up"].update(caught_up_s=None, error="g1c did not catch up within 600 s")
+    stopped["error"] = "g1c did not catch up within 600 s"
+    got = rows(table([fake_result(1.0, 50.0, 1.0, 2.0), stopped]))
+    assert got["RssAnon, largest replica after the fill"][2:] == ["50", "60"]
+    assert got["wiped follower: until caught up"][2:] == ["2", "not in time"]
+    assert got["data directory, largest replica (after the snapshot)"][2:] == ["3,000", "3,000"]
+    text = aims([stopped])
+    assert "- a wiped follower caught up: inf s (aim ≤ 30 s): **missed**" in text
+    del stopped["catch_up"], stopped["restart"]
+    assert rows(table([stopped]))["wiped follower: until caught up"][2:] == ["–"]
+    text = aims([stopped])
+    assert "- a wiped follower caught up: not measured" in text
+    assert "- a restarted follower caught up (SIGTERM and SIGKILL): not measured" in text
+    assert "- RssAnon of every replica, at every point measured: 60 MiB" in text
+
