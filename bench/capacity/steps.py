@@ -1,6 +1,6 @@
 """The measurements taken at each stored size: a forced snapshot, a follower's restart,
-and a wiped follower's catch-up.  Each waits with a deadline and raises
-:class:`~.group.BenchError` past it."""
+and a wiped follower's catch-up.  Each waits with a deadline; past it the snapshot and
+the restart raise :class:`~.group.BenchError`, and a catch-up reports how far it got."""
 
 from __future__ import annotations
 

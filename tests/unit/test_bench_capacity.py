@@ -125,6 +125,7 @@ def test_a_size_whose_run_stopped_shows_what_was_measured() -> None:
     got = rows(table([fake_result(1.0, 50.0, 1.0, 2.0), stopped]))
     assert got["RssAnon, largest replica after the fill"][2:] == ["50", "60"]
     assert got["wiped follower: until caught up"][2:] == ["2", "not in time"]
+    assert got["RssAnon, follower caught up from a snapshot"][2:] == ["50", "–"]
     assert got["data directory, largest replica (after the snapshot)"][2:] == ["3,000", "3,000"]
     text = aims([stopped])
     assert "- a wiped follower caught up: inf s (aim ≤ 30 s): **missed**" in text
