@@ -1,8 +1,10 @@
-"""bench.capacity cleans up after itself: Ctrl-C in the middle of a fill stops every
-replica it started and removes their data directories."""
+"""bench.capacity at a tiny size: it takes every measurement on a real group, and it
+cleans up after itself -- Ctrl-C in the middle of a fill stops every replica it
+started and removes their data directories."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +35,32 @@ def processes_under(path: Path) -> list[int]:
             if any(str(path).encode() in arg for arg in argv):
                 found.append(int(entry.name))
     return found
+
+
+def test_a_tiny_run_takes_every_measurement_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.capacity", "--sizes", "0.002",
+                           "--snapshot-entries", "20", "--dir", str(tmp_path), "--json",
+                           "--step-timeout", "60", "--fill-timeout", "60"],
+                          cwd=CURRENT_TREE, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == [] and processes_under(tmp_path) == []
+    sizes = json.loads(done.stdout)["sizes"]
+    assert [r["cells"] for r in sizes] == [196]  # 2 MB of 10 KiB values
+    for r in sizes:
+        stored = r["cells"] * 10240
+        assert all(0 < m["RssAnon"] < m["VmRSS"] for m in r["memory_after_fill"].values())
+        # Every replica wrote a snapshot holding every value, and compacted its log.
+        for replica in r["snapshot"]["per_replica"].values():
+            assert replica["snapshot_bytes"] > stored and replica["log_entries_after"] < 20
+            assert 0 < replica["seconds"] < 60
+        assert all(mb * 1e6 > stored for mb in r["disk_mb"].values())
+        for how, restarted in r["restart"].items():
+            assert 0 < restarted["up_s"] <= restarted["caught_up_s"], how
+        caught = r["catch_up"]
+        assert caught["replica"] != caught["watcher"] and "error" not in caught
+        # The wiped follower was sent the leader's snapshot.
+        assert 0 < caught["snapshot_installed_s"] <= caught["caught_up_s"]
+        assert caught["snapshot_bytes"] > stored and caught["watcher_gap_after_s"] > 0
 
 
 def test_ctrl_c_during_the_fill_stops_every_replica_and_removes_the_data(tmp_path: Path) -> None:
