@@ -34,6 +34,7 @@ from typing import NamedTuple
 import msgpack
 
 from .errors import ProtocolError
+from .files import fsync_dir
 
 CHUNK_SIZE = 1024 * 1024
 DIGEST_SIZE = 32
@@ -102,11 +103,7 @@ class BlobStore:
             self._write_durably(tmp, data)
         with self._lock:
             os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path.parent)
         return True
 
     def _write_durably(self, path: Path, data: bytes) -> None:

@@ -22,16 +22,15 @@ format.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import write_private_atomically
 
 log = logging.getLogger(__name__)
 
-PRIVATE_FILE = 0o600
 
 
 @dataclass(frozen=True)
@@ -155,23 +154,6 @@ def prepare_data_dir(data_dir: Path, line: FormatLine = DATA,
     if recorded_data_format(data_dir) != line.newest:
         write_private_atomically(data_dir / DATA_FORMAT_FILE, f"{line.newest}\n".encode())
     return line.newest
-
-
-def write_private_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``, readable by this user only: after a crash
-    the old content or the new, never a mix (temp file, fsync, rename, fsync the directory)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # -- the Raft port ----------------------------------------------------------------

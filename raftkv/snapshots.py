@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from .statedb import PRIVATE_FILE, fsync_dir
+from .files import create_private, fsync_dir
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def read_header(path: Path) -> Header:
 
 def write_snapshot(path: Path, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
     """Write a snapshot to ``path`` (a temporary name: the caller renames it), fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    fd = create_private(path)
     try:
         os.write(fd, MAGIC + LENGTH.pack(len(bookkeeping)) + bookkeeping)
         copy_image(fd)  # LMDB writes from the descriptor's offset on
@@ -192,8 +192,7 @@ class Incoming:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file: BinaryIO = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                                PRIVATE_FILE), "wb")
+        self.file: BinaryIO = os.fdopen(create_private(path), "wb")
         self.received = 0
 
     def add(self, data: bytes, offset: int | None) -> bool:

@@ -28,6 +28,8 @@ from typing import Any
 
 import lmdb
 
+from .files import PRIVATE_FILE, create_private, fsync_dir, write_private_atomically
+
 log = logging.getLogger(__name__)
 
 # Address space reserved, not disk: the file grows as pages are used.  Far
@@ -40,7 +42,6 @@ BOOT_FILE = "boot"       # the kernel's boot id at open, and whether the store w
 CLEAN = "clean"
 REBUILDING = "rebuilding"  # present from finding an untrusted store until it is rebuilt
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-PRIVATE_FILE = 0o600
 COPY_PIECE = 1 << 20
 
 
@@ -109,16 +110,7 @@ class StateDB:
         self._write_marker_file(BOOT_FILE, text.encode() + b"\n")
 
     def _write_marker_file(self, name: str, data: bytes) -> None:
-        marker = self.path / name
-        tmp = marker.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, marker)
-        fsync_dir(self.path)
+        write_private_atomically(self.path / name, data)
 
     def _remove_files(self) -> None:
         for name in (DATA_FILE, "lock.mdb"):
@@ -191,7 +183,7 @@ class StateDB:
         """
         incoming = self.path / (DATA_FILE + ".incoming")
         with open(image, "rb") as source, open(
-                os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE),
+                create_private(incoming),
                 "wb", closefd=True) as target:
             source.seek(offset)
             shutil.copyfileobj(source, target, COPY_PIECE)
@@ -233,11 +225,3 @@ class StateDB:
                 self._write_marker(f"{boot_id()} {CLEAN}")
         except (lmdb.Error, OSError):
             log.exception("closing the state store of %s", self.path)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

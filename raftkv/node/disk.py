@@ -16,7 +16,7 @@ import pysyncobj.tcp_server
 import pysyncobj.transport
 
 from ..errors import ConfigError
-from .pinned import PRIVATE_FILE
+from ..files import PRIVATE_FILE, create_private, fsync_dir
 
 # -- durable journal and metadata ---------------------------------------------
 
@@ -31,7 +31,7 @@ class _DurableMetaStorer(pysyncobj.journal.MetaStorer):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
 
 
 class _DurableJournal(pysyncobj.journal.FileJournal):
@@ -81,15 +81,7 @@ def _create_journal(journal_file: str | None = None) -> Any:
 
 def _create_private(path: str) -> Any:
     """Open ``path`` for writing, truncated, readable by this user only."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return os.fdopen(create_private(path), "wb")
 
 
 # pysyncobj looks both names up at construction time (docs/engine-fixes.md,

@@ -31,7 +31,6 @@ RAFT_AUTH_DEADLINE = 5.0
 MAX_RAFT_UNAUTHENTICATED = 64
 LISTEN_BACKLOG = 128  # connections the Raft port's listener queues (and accepts per poll)
 RAFT_PASSWORD_PURPOSE = "raft"  # derive_key purpose of the engine's password
-PRIVATE_FILE = 0o600
 STATE_FAILURE_EXIT = 75  # the replica stopped because its store's disk failed
 
 # The private methods we hook or call; fail loudly at import if the pinned engine changes.

@@ -21,8 +21,8 @@ import pysyncobj.tcp_server
 import pysyncobj.transport
 
 from .. import snapshots
+from ..files import fsync_dir
 from ..store import Store
-from .disk import _fsync_dir
 from .pinned import STATE_FAILURE_EXIT
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class _Serializer:
             incoming.finish()
             self._wait_for_own_snapshot()
             os.replace(incoming.path, self._path)
-            _fsync_dir(str(self._path.parent))
+            fsync_dir(self._path.parent)
         except OSError as exc:
             _stop_replica(f"receiving the leader's snapshot failed ({exc!r})")
         return True  # the engine now calls deserialize, which installs it
