@@ -52,6 +52,9 @@ def _engine_conf(config: ReplicaConfig, store: Store,
         raftMinTimeout=config.election_timeout[0],
         raftMaxTimeout=config.election_timeout[1],
         connectionTimeout=max(3.5, config.election_timeout[1]),
+        # Only the peer whose address sorts higher dials; a restarted replica below the
+        # leader waited up to the engine's 5 s for it to dial again.
+        connectionRetryTime=1.0,
         leaderFallbackTimeout=LEADER_FALLBACK,
         logCompactionMinEntries=config.log_compaction_entries,
         dynamicMembershipChange=False,
