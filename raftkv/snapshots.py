@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import msgpack
 
@@ -42,7 +42,8 @@ SNAPSHOT_FILE = "raft.snapshot"   # beside it, the journal's snapshot
 MAGIC = b"RKVSNAP2"
 LENGTH = struct.Struct(">Q")
 MAX_BOOKKEEPING = 1 << 20  # two log entries and the node set: far less
-MAX_WAIT = 0.01            # seconds a piece ahead of the send rate is held back at most
+MAX_WAIT = 0.01            # seconds a piece is held back at most (rate, a full connection)
+MAX_PENDING = 1 << 20      # bytes a follower's connection may hold unsent before a piece waits
 STALE_TRANSFER = 30.0      # seconds without a piece asked for: that follower is gone
 
 
@@ -153,30 +154,54 @@ class BackgroundSnapshot:
         self._thread.join()
 
 
+class Channel(Protocol):
+    """The connection a follower's pieces leave by (raftkv.node's Raft-port connection)."""
+
+    def pending_bytes(self) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class Outgoing:
-    """A snapshot file read in pieces for one follower, at most ``rate`` bytes a second.
+    """A snapshot file read in pieces for one follower, as fast as its connection takes
+    them and at most ``rate`` bytes a second.
 
     The engine's send loop asks for piece after piece until its heartbeat
-    period (0.1 s) is over, whatever it gets; so a follower ahead of the rate
-    is not answered at once but after a short sleep (at most :data:`MAX_WAIT`,
-    the GIL released), and None (a message without a piece) only when even that
-    is too early.  A piece is ``(data, first, last, offset)``: the follower
+    period (0.1 s) is over, whatever it gets, and appends each to the
+    connection's buffer; a buffer that grows is copied whole at each append
+    (the engine's bytes +=), so a piece is handed out only once the buffer
+    holds less than :data:`MAX_PENDING`, pushing it to the socket meanwhile.
+    Waiting (for the socket or for the rate) is a short sleep, at most
+    :data:`MAX_WAIT` with the GIL released, and only then None (a message
+    without a piece). A piece is ``(data, first, last, offset)``: the follower
     checks the offset, so a piece lost with a broken connection is noticed.
     """
 
-    def __init__(self, path: Path, piece: int, rate: float) -> None:
+    def __init__(self, path: Path, piece: int, rate: float,
+                 channel: Callable[[], Channel | None] = lambda: None) -> None:
         self.file: BinaryIO = open(path, "rb")
         self.piece, self.rate = piece, rate
+        self._channel = channel
         self.sent = 0
         self._started = self.last_used = time.monotonic()
 
     def next_piece(self) -> tuple[bytes, bool, bool, int] | None:
-        """The next piece, or None while the rate says wait."""
+        """The next piece, or None while the connection or the rate says wait."""
         self.last_used = now = time.monotonic()
-        early = (self.sent - self.piece) / self.rate - (now - self._started)
+        deadline = now + MAX_WAIT
+        channel = self._channel()
+        while channel is not None and channel.pending_bytes() > MAX_PENDING:
+            channel.flush()
+            if channel.pending_bytes() <= MAX_PENDING:
+                break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.0005)
+        early = (self.sent - self.piece) / self.rate - (time.monotonic() - self._started)
         if early > 0:
-            time.sleep(min(early, MAX_WAIT))
-            if early > MAX_WAIT:
+            left = deadline - time.monotonic()
+            time.sleep(max(min(early, left), 0.0))
+            if early > left:
                 return None
         offset = self.sent
         data = self.file.read(self.piece)

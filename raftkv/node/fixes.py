@@ -36,6 +36,7 @@ class _EngineBase(SyncObj):
         self._journal = self._SyncObj__raftLog
         self._SyncObj__transport.journal = self._journal
         self._snapshot_context.journal_bytes = lambda: self._journal.bytes
+        self._snapshot_context.channel = self._SyncObj__transport._connections.get
 
     @replicated
     def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:

@@ -103,6 +103,15 @@ class _BoundedConnection(pysyncobj.tcp_connection.TcpConnection):
         return True
 
 
+    def pending_bytes(self) -> int:
+        """Bytes sent but still in our buffer: the socket has not taken them yet."""
+        return len(self._TcpConnection__writeBuffer)
+
+    def flush(self) -> None:
+        """Hand the socket what it takes now (the engine does so only when it sends)."""
+        self._TcpConnection__trySendBuffer()
+
+
 # Both the listening side and the dialling side construct connections by this name.
 pysyncobj.tcp_server.TcpConnection = _BoundedConnection
 pysyncobj.transport.TcpConnection = _BoundedConnection

@@ -40,6 +40,7 @@ class _SnapshotContext:
     store: Store
     send_rate: float
     journal_bytes: Callable[[], int] = lambda: 0
+    channel: Callable[[Any], snapshots.Channel | None] = lambda node: None  # to a peer
     compact_bytes: int = 64 << 20
     last_seconds: float = 0.0  # how long the last snapshot took to write
     serializer: _Serializer | None = None  # the one the engine built
@@ -118,7 +119,8 @@ class _Serializer:
         if outgoing is None:
             try:
                 outgoing = self._outgoing[node] = snapshots.Outgoing(
-                    self._path, self._piece, self._context.send_rate)
+                    self._path, self._piece, self._context.send_rate,
+                    lambda: self._context.channel(node))
             except OSError:
                 log.exception("cannot open the snapshot to send it")
                 return None

@@ -108,3 +108,31 @@ def test_a_piece_that_does_not_follow_the_last_drops_the_transfer(tmp_path: Path
     assert not incoming.add(b"g", 6)   # the piece at 5 was lost with a connection
     incoming.abandon()
     assert not (tmp_path / "in").exists()
+
+
+class _SlowSocket:
+    """A connection whose socket takes ``drains`` bytes at each flush."""
+
+    def __init__(self, drains: int) -> None:
+        self.pending, self.drains = 0, drains
+
+    def pending_bytes(self) -> int:
+        return self.pending
+
+    def flush(self) -> None:
+        self.pending = max(0, self.pending - self.drains)
+
+
+def test_a_piece_waits_while_the_followers_connection_is_full(tmp_path: Path) -> None:
+    """The engine appends each piece to the connection's buffer, copying it whole:
+    pieces handed out faster than the socket takes them made that copying quadratic."""
+    image = tmp_path / "snapshot"
+    image.write_bytes(b"x" * (8 << 20))
+    socket = _SlowSocket(drains=64 * 1024)
+    outgoing = snapshots.Outgoing(image, 256 * 1024, 1e12, lambda: socket)
+    started = time.monotonic()
+    while time.monotonic() - started <= 0.1:
+        if (piece := outgoing.next_piece()) is not None:
+            socket.pending += len(piece[0])
+        assert socket.pending <= snapshots.MAX_PENDING + 256 * 1024
+    outgoing.close()
