@@ -8,6 +8,7 @@ import logging
 import select
 import struct
 import time
+import zlib
 from typing import Any
 
 import pysyncobj
@@ -19,7 +20,18 @@ import pysyncobj.tcp_server
 import pysyncobj.transport
 
 from .disk import _DurableJournal
-from .pinned import LISTEN_BACKLOG, MAX_RAFT_FRAME, MAX_RAFT_UNAUTHENTICATED, RAFT_AUTH_DEADLINE, _Connection
+from .pinned import (
+    ENTRY_CAP,
+    LISTEN_BACKLOG,
+    MAX_RAFT_FRAME,
+    MAX_RAFT_UNAUTHENTICATED,
+    RAFT_AUTH_DEADLINE,
+    _Connection,
+)
+
+# Messages stored, not compressed: above any batch of entries (appendEntriesBatchSizeBytes
+# is 4 x ENTRY_CAP), below a snapshot's piece (256 KiB).
+STORE_ABOVE = 4 * ENTRY_CAP + 64 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +122,23 @@ class _BoundedConnection(pysyncobj.tcp_connection.TcpConnection):
     def flush(self) -> None:
         """Hand the socket what it takes now (the engine does so only when it sends)."""
         self._TcpConnection__trySendBuffer()
+
+
+class _StoreLargeMessages:
+    """The Raft port's compression: pysyncobj compresses every message with zlib at
+    level 3, which runs at about 40 MB/s on a snapshot's pages of mail and files (it
+    made a 1 GB catch-up take 32 s).  A message larger than any batch of entries
+    (a snapshot's piece) is stored instead (level 0); the receiver's decompress
+    reads both, so peers on older code understand it."""
+
+    @staticmethod
+    def compress(data: bytes, level: int = -1) -> bytes:
+        return zlib.compress(data, 0 if len(data) > STORE_ABOVE else level)
+
+    decompress = staticmethod(zlib.decompress)
+
+
+pysyncobj.tcp_connection.zlib = _StoreLargeMessages
 
 
 # Both the listening side and the dialling side construct connections by this name.

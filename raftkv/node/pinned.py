@@ -19,7 +19,7 @@ ENTRY_CAP = 32 * 1024     # hard cap on one serialized Raft entry (docs/engine-f
 # docs/engine-fixes.md, "A cut-off leader":
 LEADER_FALLBACK = 2.0     # seconds without a majority before a leader steps down
 # Largest frame a Raft port reads.  Legitimate frames carry at most
-# appendEntriesBatchSizeBytes (4 x ENTRY_CAP) of entries or a 64 KiB snapshot
+# appendEntriesBatchSizeBytes (4 x ENTRY_CAP) of entries or a 256 KiB snapshot
 # chunk, pickled, compressed and Fernet-encrypted (base64: x 4/3).
 MAX_RAFT_FRAME = 1 << 20
 # A connection to the Raft port must prove the password (its first frames) this

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pysyncobj.journal
 import pysyncobj.syncobj
+import pysyncobj.tcp_connection
 import pysyncobj.transport
 import pytest
 
@@ -265,3 +267,13 @@ def test_pieces_from_a_deposed_leader_are_not_answered(tmp_path, events) -> None
         assert ("send", "next_node_idx") not in events
     finally:
         h.close()
+
+
+def test_a_snapshot_piece_is_stored_not_compressed_and_entries_still_are() -> None:
+    """zlib at level 3 ran at about 40 MB/s on a snapshot's pages: catch-up was CPU-bound."""
+    codec = pysyncobj.tcp_connection.zlib
+    # Pages that would compress, so that only a stored piece keeps its size.
+    piece, batch = b"page " * (256 * 1024 // 5), b"entry " * 20_000   # 120 KB of entries
+    stored, compressed = codec.compress(piece, 3), codec.compress(batch, 3)
+    assert len(stored) > len(piece) and zlib.decompress(stored) == piece  # level 0: framing only
+    assert len(compressed) < len(batch) // 10 and zlib.decompress(compressed) == batch
