@@ -69,7 +69,8 @@ class ShardOwnership:
 
     shard_count: int
     counters: dict[int, int]
-    _meta_dirty: bool  # the store writes its small state back at the end of the entry
+    _meta_dirty: bool      # the store writes the ownership back at the end of the entry
+    _counters_dirty: bool  # and the counters
 
     # Provided by the store: the tables of the current transaction, and whether a
     # cell has not expired.
@@ -246,7 +247,7 @@ class ShardOwnership:
             for col, cell in checked:
                 self._t.put_cell(diskkeys.cell_key(shard, row, col), cell)
         self.counters[shard] = max(self.counters.get(shard, 0), counter)
-        self._meta_dirty = True
+        self._counters_dirty = True
         if upload is not None:
             self._t.delete_intent(upload)  # the cells protect their chunks from now on
         return {"imported": len(rows)}
