@@ -64,6 +64,14 @@ class _DurableJournal(pysyncobj.journal.FileJournal):
         super().clear()
         self.bytes = 0
 
+    def onOneSecondTimer(self) -> None:  # noqa: N802 - pysyncobj's name
+        """Nothing: the engine stored the commit index here each second, through our
+        durable storer (two fsyncs) on the tick thread, whenever a leader's message had
+        set it, changed or not.  With the disk busy (a follower writing a snapshot) that
+        held the tick thread for a second and more.  The commit index need not be
+        durable (a restarted replica learns it from the leader, and its store knows
+        what it applied); term and vote are still stored at once, when they change."""
+
     def sync(self) -> None:
         if not self._dirty:
             return

@@ -277,3 +277,18 @@ def test_a_snapshot_piece_is_stored_not_compressed_and_entries_still_are() -> No
     stored, compressed = codec.compress(piece, 3), codec.compress(batch, 3)
     assert len(stored) > len(piece) and zlib.decompress(stored) == piece  # level 0: framing only
     assert len(compressed) < len(batch) // 10 and zlib.decompress(compressed) == batch
+
+
+def test_the_commit_index_is_not_fsynced_every_second(tmp_path, events) -> None:
+    """Two fsyncs a second on the tick thread held it past a second when the disk was busy."""
+    h = Harness(tmp_path, replica._Engine)
+    try:
+        journal = h.engine._SyncObj__raftLog
+        before = len(events)
+        journal.setRaftCommitIndex(5)
+        journal.onOneSecondTimer()
+        assert [e for e in events[before:] if e[0] == "fsync"] == []
+        journal.setCurrentTerm(3, None)   # term and vote: stored durably at once, as before
+        assert any(e[0] == "fsync" for e in events[before:])
+    finally:
+        h.close()
