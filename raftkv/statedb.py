@@ -159,10 +159,6 @@ class StateDB:
                 self._swapping = False
                 self._guard.notify_all()
 
-    def entries(self, table: str) -> int:
-        with self.reading() as txn:
-            return int(txn.stat(self.tables[table])["entries"])
-
     # -- copies ---------------------------------------------------------------------
 
     def copy_to(self, fd: int) -> None:
@@ -211,10 +207,6 @@ class StateDB:
             return (self.path / DATA_FILE).stat().st_size
         except OSError:
             return 0
-
-    def sync(self) -> None:
-        """Force every commit so far onto the disk."""
-        self.env.sync(True)
 
     def close(self) -> None:
         """Sync and close; a clean close lets the next start trust the file after a reboot."""
