@@ -26,7 +26,6 @@ from raftkv.server import MAX_HANDSHAKING
 
 from .._procs import SECRET, wait_for
 from ..cluster import KVCluster, launched, running
-from ..netns import NetnsLab
 
 pytestmark = pytest.mark.cluster
 
@@ -232,23 +231,15 @@ def test_the_client_port_speaks_only_sealed_frames(guarded) -> None:
         assert client.get("sec-sealed", "big").value == big
 
 
-def test_frames_between_hosts_are_sealed_by_default(tmp_path) -> None:
+def test_frames_between_hosts_are_sealed_by_default(lab_cluster) -> None:
     """Replicas in their own network namespaces (encryption "auto"): every client
     connection crosses a bridge, so every one is sealed, and everything works."""
-    if not NetnsLab.available():
-        pytest.skip("network namespaces are refused here")
-    lab = NetnsLab(3)
-    lab.up()
-    try:
-        with running(KVCluster(tmp_path / "kv", lab=lab)) as cluster:
-            for replica in cluster.cluster.groups[0].replicas:
-                assert _greeting_mode(replica.client) == protocol.SEALED
-            with cluster.client() as client:
-                big = os.urandom(2 * 2**20)
-                client.put("across", "big", big)
-                assert client.get("across", "big").value == big
-    finally:
-        lab.down()
+    for replica in lab_cluster.cluster.groups[0].replicas:
+        assert _greeting_mode(replica.client) == protocol.SEALED
+    with lab_cluster.client() as client:
+        big = os.urandom(2 * 2**20)
+        client.put("across", "big", big)
+        assert client.get("across", "big").value == big
 
 
 # -- hole 5: the data directory -------------------------------------------------
