@@ -20,7 +20,7 @@ from ..common import stop_cleanly_on_sigterm
 from .group import BenchError, Group, Shape
 from .probes import parse_sizes
 from .report import Result, aims, table
-from .steps import catch_up, restart, snapshot
+from .steps import catch_up, restart, snapshot, stalls
 
 MAX_SLOWDOWN = 5.0  # percent: the bound on any bench.kv workload
 
@@ -35,9 +35,11 @@ def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: in
     def say(what: str) -> None:
         click.echo(f"{gb:g} GB: {what}", err=True)
 
+    ticks = {n: st["tick_stalls"] for n, st in group.statuses().items()}
     result["fill"] = fill = group.fill(shape, filled, end, clients, fill_timeout)
     say(f"filled {fill['cells']} cells in {fill['seconds']:.1f} s ({fill['mb_per_s']:.1f} MB/s)")
-    group.settle(timeout)
+    seen = group.settle(timeout)
+    result["stalls_fill"] = {n: stalls(ticks.get(n), st["tick_stalls"]) for n, st in seen.items()}
     result["memory_after_fill"] = {n: group.memory(n) for n in group.names}
     result["snapshot"] = shot = snapshot(group, timeout)
     say(f"snapshot: {shot['per_replica']}")
@@ -48,7 +50,11 @@ def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: in
     for how in (signal.SIGTERM, signal.SIGKILL):
         restarts[how.name] = restart(group, watcher, how, timeout)
         say(f"restart of {watcher} after {how.name}: {restarts[how.name]['caught_up_s']:.2f} s")
+    ticks = {n: st["tick_stalls"] for n, st in group.statuses().items()}
     result["catch_up"] = caught = catch_up(group, wiped, watcher, timeout)
+    seen = group.statuses()
+    result["stalls_catch_up"] = {  # the wiped replica's since it started again
+        n: stalls(None if n == wiped else ticks.get(n), st["tick_stalls"]) for n, st in seen.items()}
     say(f"catch-up of {wiped}: {caught['caught_up_s']} s, terms {caught['terms_seen']}")
     if "error" in caught:
         raise BenchError(caught["error"])

@@ -8,6 +8,8 @@ import signal
 import time
 from typing import Any
 
+from raftkv.node.tickwatch import STALL_AIM, STALL_BOUNDS
+
 from .group import POLL, BenchError, Group
 
 # The snapshot is forced by writing entries (no-ops through the log) until the replicas
@@ -62,7 +64,11 @@ def snapshot(group: Group, timeout: float) -> dict[str, Any]:
     leader = next(n for n, s in final.items() if s.get("role") == "leader")
     return {"entries_written": written, "seconds": time.perf_counter() - began,
             "leader": leader,
-            "per_replica": {n: {"seconds": done[n] - started[n],
+            # "seconds": what the replica's snapshot thread measured writing its last
+            # snapshot; "observed_s": from the write that crossed the threshold to the
+            # look that saw the log shrunk (short if a snapshot by bytes ran before).
+            "per_replica": {n: {"seconds": final[n]["snapshot_seconds"],
+                                "observed_s": done[n] - started[n],
                                 "snapshot_bytes": final[n]["snapshot_bytes"],
                                 "log_entries_after": final[n]["log_entries"]}
                             for n in group.names}}
@@ -159,3 +165,21 @@ def catch_up(group: Group, wiped: str, watcher: str, timeout: float) -> dict[str
             "memory": group.memory(wiped),
             **({} if caught is not None else
                {"error": f"{wiped} did not catch up within {timeout:g} s"})}
+
+
+def stalls(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+    """The tick thread's stalls (status ``tick_stalls``) between two readings of one
+    replica (``before`` None: since it started).  The histogram's buckets subtract;
+    its maximum does not, so the longest is exact only if it was set in between, and
+    otherwise bounded by the highest bucket that grew."""
+    counts = dict(after["buckets"])
+    if before is not None:
+        counts = {b: n - before["buckets"].get(b, 0) for b, n in counts.items()}
+    grew = [b for b, n in counts.items() if n > 0]
+    if before is None or after["longest"] > before["longest"]:
+        longest: float | str = after["longest"]
+    else:
+        longest = (0.0 if not grew else f"> {STALL_BOUNDS[-1]}" if grew[-1] == "inf"
+                   else f"≤ {grew[-1]}")
+    over = sum(n for b, n in counts.items() if b == "inf" or float(b) > STALL_AIM)
+    return {"longest_s": longest, "over_aim": over, "ticks": sum(counts.values())}

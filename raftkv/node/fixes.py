@@ -15,6 +15,7 @@ from .config import ReplicaConfig
 from .network import _SyncingTransport
 from .pinned import _REQUIRED_STATE
 from .serializer import _SnapshotContext, _stop_replica
+from .tickwatch import TickWatch, watch_poller
 
 # -- the replica ----------------------------------------------------------------
 
@@ -34,6 +35,7 @@ class _EngineBase(SyncObj):
             self.destroy()
             raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
         self._journal = self._SyncObj__raftLog
+        self.tick_watch: TickWatch = watch_poller(self._poller)
         self._SyncObj__transport.journal = self._journal
         self._snapshot_context.journal_bytes = lambda: self._journal.bytes
         self._snapshot_context.channel = self._SyncObj__transport._connections.get

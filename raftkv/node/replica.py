@@ -49,6 +49,7 @@ def _engine_conf(config: ReplicaConfig, store: Store,
         deserializer=snapshots.load_snapshot,  # the engine insists on both; _Serializer calls it
         logCompactionBatchSize=SNAPSHOT_PIECE,
         useFork=False,
+        pollerType="poll",  # raftkv.node.tickwatch watches this one
         raftMinTimeout=config.election_timeout[0],
         raftMaxTimeout=config.election_timeout[1],
         connectionTimeout=max(3.5, config.election_timeout[1]),
@@ -134,6 +135,8 @@ class Replica:
             "has_quorum": raw["has_quorum"],
             # docs/engine-fixes.md, "A rejoining replica deposes the leader"
             "longest_leader_gap": round(self._engine.longest_leader_gap, 3),
+            # docs/engine-fixes.md, "Measuring the tick thread"
+            "tick_stalls": self._engine.tick_watch.snapshot(),
             # docs/store-promises.md, "Formats and upgrades"
             "raft_formats": formats.announce(), "entry_format": self._engine.entry_format(),
             "data_format": formats.DATA.newest,

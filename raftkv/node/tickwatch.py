@@ -1,0 +1,80 @@
+"""How long the tick thread goes without looking at its sockets (docs/engine-fixes.md,
+"Measuring the tick thread").
+
+Everything the engine does runs on one thread: it waits in ``poll()`` for its
+sockets, handles what arrived (inside the poller's callbacks), then does a
+tick's work (commit, apply, send, compact) and waits again.  While it is away
+from ``poll()`` no heartbeat leaves and no message is read, so the time from
+one ``poll()`` returning to the next being called is the stall a peer sees.
+:class:`TickWatch` stands in for the poller's ``select.poll`` object and keeps
+those gaps in a small histogram and a maximum.
+"""
+
+from __future__ import annotations
+
+import bisect
+import select
+import threading
+import time
+from typing import Any
+
+# Upper bounds of the histogram's buckets, in seconds; the last bucket is "longer".
+STALL_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STALL_AIM = 0.02  # what a tick may take at most (issue 15): heartbeats go every 0.1 s
+
+
+class TickWatch:
+    """A ``select.poll`` object that times the gaps between its waits."""
+
+    def __init__(self, inner: Any | None = None) -> None:
+        self._inner = inner if inner is not None else select.poll()
+        self._lock = threading.Lock()  # the tick thread writes, status readers copy
+        self._returned: float | None = None  # when the last wait ended
+        self.counts = [0] * (len(STALL_BOUNDS) + 1)
+        self.longest = 0.0
+        self.total = 0.0  # seconds spent away from poll(), summed
+
+    # The poller's own calls, passed through.
+    def register(self, fd: Any, mask: int) -> None:
+        self._inner.register(fd, mask)
+
+    def modify(self, fd: Any, mask: int) -> None:
+        self._inner.modify(fd, mask)
+
+    def unregister(self, fd: Any) -> None:
+        self._inner.unregister(fd)
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        now = time.monotonic()
+        if self._returned is not None:
+            self._record(now - self._returned)
+        try:
+            return self._inner.poll(timeout)
+        finally:
+            self._returned = time.monotonic()
+
+    def _record(self, gap: float) -> None:
+        with self._lock:
+            self.counts[bisect.bisect_left(STALL_BOUNDS, gap)] += 1
+            self.total += gap
+            if gap > self.longest:
+                self.longest = gap
+
+    def snapshot(self) -> dict[str, Any]:
+        """What was measured since the replica started: for status and benchmarks (which
+        subtract two snapshots to see one phase)."""
+        with self._lock:
+            return {"longest": round(self.longest, 4), "seconds": round(self.total, 3),
+                    "buckets": dict(zip([*map(str, STALL_BOUNDS), "inf"], self.counts,
+                                        strict=True))}
+
+
+def watch_poller(poller: Any) -> TickWatch:
+    """Put a :class:`TickWatch` under pysyncobj's PollPoller (the engine's choice on Linux,
+    set explicitly in the engine's settings)."""
+    name = "_PollPoller__poll"
+    if not hasattr(poller, name):
+        raise ImportError("pysyncobj's poller is not the PollPoller raftkv.node watches")
+    watch = TickWatch(getattr(poller, name))
+    setattr(poller, name, watch)
+    return watch
