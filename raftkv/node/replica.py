@@ -18,6 +18,7 @@ from ..store import Store
 from .config import ReplicaConfig
 from .elections import _PreVote
 from .fixes import (
+    _AppliesInOneTransaction,
     _CompactsByBytes,
     _FollowerAnswersSnapshotPieces,
     _FollowerKeepsMatchingEntries,
@@ -30,7 +31,8 @@ from .serializer import SNAPSHOT_PIECE, _SnapshotContext
 
 log = logging.getLogger(__name__)
 
-class _Engine(_LeaderSyncsBeforeCounting, _CompactsByBytes, _LeaderKeepsNextIndex,
+class _Engine(_LeaderSyncsBeforeCounting, _CompactsByBytes, _AppliesInOneTransaction,
+              _LeaderKeepsNextIndex,
               _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces, _SpeaksFormats,
               _PreVote):
     """pysyncobj with every fix; see the package's docstring (raftkv/node/__init__.py)."""

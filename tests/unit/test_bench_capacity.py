@@ -13,6 +13,7 @@ import pytest
 from bench.capacity.group import Shape
 from bench.capacity.probes import dir_bytes, parse_proc_status, parse_sizes, process_memory
 from bench.capacity.report import aims, table
+from bench.capacity.steps import stalls
 
 PROC_STATUS = """Name:\tpython
 Umask:\t0077
@@ -62,7 +63,8 @@ def test_the_data_set_is_inline_cells_in_wide_rows_each_key_once() -> None:
 
 
 def fake_result(gb: float, anon: float, restart_s: float, catch_up_s: float,
-                term_changed: bool = False, gap: tuple[float, float] = (0.1, 0.3)) -> dict[str, Any]:
+                term_changed: bool = False, gap: tuple[float, float] = (0.1, 0.3),
+                stalls: int = 0) -> dict[str, Any]:
     memory = {"RssAnon": anon, "RssFile": 20.0}
     per_replica = {n: {"seconds": s, "snapshot_bytes": int(gb * 1e9), "log_entries_after": 3}
                    for n, s in (("g1a", 1.5), ("g1b", 2.5), ("g1c", 0.5))}
@@ -75,7 +77,12 @@ def fake_result(gb: float, anon: float, restart_s: float, catch_up_s: float,
                                     "memory": memory},
                         "SIGKILL": {"stop_s": 0.0, "up_s": 0.3, "caught_up_s": restart_s / 2,
                                     "memory": memory, "dials_leader": False}},
-            "catch_up": {"caught_up_s": catch_up_s, "snapshot_installed_s": catch_up_s / 2,
+            "stalls_fill": {n: {"longest_s": 0.01, "over_aim": stalls, "ticks": 9}
+                            for n in ("g1a", "g1b", "g1c")},
+            "stalls_catch_up": {"g1a": {"longest_s": "≤ 0.05", "over_aim": stalls, "ticks": 9},
+                                "g1b": {"longest_s": 0.015, "over_aim": 0, "ticks": 9}},
+            "catch_up": {"caught_up_s": catch_up_s, "leader": "g1a", "replica": "g1b",
+                         "snapshot_installed_s": catch_up_s / 2,
                          "term_changed": term_changed, "memory": memory, "dials_leader": True,
                          "watcher_gap_before_s": gap[0], "watcher_gap_after_s": gap[1]}}
 
@@ -101,19 +108,24 @@ def test_the_table_has_a_column_per_size_and_marks_what_was_not_measured() -> No
     assert got["longest gap between the leader's messages during the catch-up"][2:] == ["≤ 0.4", "0.3"]
     assert got["term changed during the catch-up"][1:] == ["no", "no", "yes"]
     assert got["wiped follower dials the leader"][2:] == ["yes", "yes"]
+    # A stall's length is exact when it set a new maximum, else a bound.
+    assert got["longest tick-thread stall during the catch-up, leader"][2:] == ["≤ 0.05"] * 2
+    assert got["longest tick-thread stall, wiped follower (since its start)"][2:] == ["0.015"] * 2
     assert [r for r in got if "dials" in r and got[r][2:] == ["no", "no"]]
 
 
 def test_aims_are_checked_at_the_largest_size() -> None:
     good = fake_result(0.5, 40.0, 1.25, 3.0)
     text = aims([fake_result(2.0, 1000.0, 9.0, 99.0, term_changed=True), good])
-    assert "below the 2 GB" in text and "**missed**" not in text and text.count(": met") == 4
-    text = aims([good, fake_result(2.0, 151.0, 5.0, 30.0, term_changed=True)], kv_flagged=["put"])
+    assert "below the 2 GB" in text and "**missed**" not in text and text.count(": met") == 5
+    text = aims([good, fake_result(2.0, 151.0, 5.0, 30.0, term_changed=True, stalls=2)],
+                kv_flagged=["put"])
     lines = text.splitlines()
     assert "below" not in lines[0]
     assert lines[1].endswith("152 MiB (aim ≤ 150 MiB): **missed**")  # at the end: 151 + 1
     assert lines[2].endswith("5 s (aim ≤ 5 s): met") and lines[3].endswith("30 s (aim ≤ 30 s): met")
-    assert lines[4].endswith("**missed**") and lines[5].endswith("**missed** (put)")
+    assert lines[4].endswith("**missed**") and lines[6].endswith("**missed** (put)")
+    assert lines[5].endswith("4 (aim ≤ 0): **missed**")  # two in the fill, two in the catch-up
     assert aims([]) == "No size was measured."
 
 
@@ -136,3 +148,17 @@ def test_a_size_whose_run_stopped_shows_what_was_measured() -> None:
     assert "- a restarted follower caught up (SIGTERM and SIGKILL): not measured" in text
     assert "- RssAnon of every replica, at every point measured: 60 MiB" in text
 
+
+
+def test_stalls_of_a_phase_subtract_two_readings() -> None:
+    def reading(longest: float, **counts: int) -> dict[str, Any]:
+        buckets = {b: 0 for b in ("0.001", "0.02", "0.05", "0.1", "inf")}
+        buckets.update({k.replace("_", "."): v for k, v in counts.items()})
+        return {"longest": longest, "buckets": buckets}
+
+    before = reading(0.3, **{"0_001": 100, "0_1": 1})
+    grew = reading(0.3, **{"0_001": 150, "0_05": 2, "0_1": 1})
+    assert stalls(before, grew) == {"longest_s": "≤ 0.05", "over_aim": 2, "ticks": 52}
+    assert stalls(before, reading(0.4, **{"0_001": 101, "inf": 1}))["longest_s"] == 0.4
+    assert stalls(None, grew) == {"longest_s": 0.3, "over_aim": 3, "ticks": 153}
+    assert stalls(before, before) == {"longest_s": 0.0, "over_aim": 0, "ticks": 0}

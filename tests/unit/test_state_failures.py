@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from raftkv import snapshots
 from raftkv.keys import shard_of
-from raftkv.statedb import BOOT_FILE, StateDB
+from raftkv.statedb import BOOT_FILE, StateDB, StateFailure
 from raftkv.store import Store
 
 
@@ -136,3 +137,43 @@ def test_a_piece_waits_while_the_followers_connection_is_full(tmp_path: Path) ->
             socket.pending += len(piece[0])
         assert socket.pending <= snapshots.MAX_PENDING + 256 * 1024
     outgoing.close()
+
+
+def test_the_entries_of_one_pass_commit_together_with_their_index(tmp_path: Path) -> None:
+    store = Store(shards=8, path=tmp_path / "state")
+    send = _Group(store)
+    send(op="put", row="r", col="before", value=b"0")
+    with store.applying_entries():
+        for n in range(3):
+            assert send(op="put", row="r", col=f"c{n}", value=b"x")["version"] > 0
+        # Another thread (a stale read, the garbage collector) sees the last commit,
+        # and the published count has not moved: it is set by the commit.
+        with ThreadPoolExecutor(1) as other:
+            assert not other.submit(store.read, {"op": "get", "row": "r", "col": "c0"}).result()["found"]
+        assert store.applied == 1
+        assert store.apply_entry([1.0, {"op": "put"}], 2) == []  # applied in this pass
+    assert store.applied == 4 and store.applied_index == 4
+    assert all(store.read({"op": "get", "row": "r", "col": f"c{n}"})["found"] for n in range(3))
+    store.close()
+    reopened = Store(shards=8, path=tmp_path / "state")
+    assert (reopened.applied_index, reopened.applied) == (4, 4)
+    reopened.close()
+
+
+def test_a_failure_in_a_pass_leaves_the_store_at_the_pass_before(tmp_path: Path) -> None:
+    store = Store(shards=8, path=tmp_path / "state")
+    send = _Group(store)
+    send(op="put", row="r", col="before", value=b"0")
+    failed = False
+    try:
+        with store.applying_entries():
+            send(op="put", row="r", col="c", value=b"x")
+            store.db.env.close()  # the disk goes away under the pass
+            send(op="put", row="r", col="d", value=b"x")
+    except StateFailure:
+        failed = True
+    assert failed
+    store.db.env, store.db.tables = store.db._open()
+    store.reload()
+    assert store.applied_index == 1  # nothing of the pass: the journal will replay it
+    assert not store.read({"op": "get", "row": "r", "col": "c"})["found"]
