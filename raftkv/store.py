@@ -146,10 +146,10 @@ class Store(ShardOwnership):
 
         The engine applies, in one pass of its tick, every entry that became
         committed; one commit for them all costs one write of the pages they
-        share instead of one per entry (docs/state-on-disk.md, "One transaction
-        per pass").  The applied index goes in the same commit as the entries'
-        effects, as before, and ``applied`` is published only after it.  The
-        transaction begins with the first entry, so a pass with none costs nothing.
+        share instead of one per entry (docs/state-on-disk.md, "The store").
+        The applied index goes in the same commit as the entries' effects, as
+        before, and ``applied`` is published only after it.  The transaction
+        begins with the first entry, so a pass with none costs nothing.
         """
         if getattr(self._local, "tables", None) is not None or getattr(
                 self._local, "batching", False):

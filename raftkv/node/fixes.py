@@ -62,8 +62,8 @@ class _AppliesInOneTransaction(_EngineBase):
 
     A commit per entry cost 20 µs of the tick thread and a write of the pages
     every entry touches (the progress record, the sessions' pages); a tick
-    under load applies several entries (docs/state-on-disk.md, "One
-    transaction per pass").
+    under load applies several entries (docs/state-on-disk.md, "The
+    store").
     """
 
     def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802 - pysyncobj's name

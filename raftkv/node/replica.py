@@ -137,7 +137,7 @@ class Replica:
             "has_quorum": raw["has_quorum"],
             # docs/engine-fixes.md, "A rejoining replica deposes the leader"
             "longest_leader_gap": round(self._engine.longest_leader_gap, 3),
-            # docs/engine-fixes.md, "Measuring the tick thread"
+            # docs/engine-fixes.md, "How the engine runs"
             "tick_stalls": self._engine.tick_watch.snapshot(),
             # docs/store-promises.md, "Formats and upgrades"
             "raft_formats": formats.announce(), "entry_format": self._engine.entry_format(),

@@ -1,5 +1,5 @@
 """How long the tick thread goes without looking at its sockets (docs/engine-fixes.md,
-"Measuring the tick thread").
+"How the engine runs").
 
 Everything the engine does runs on one thread: it waits in ``poll()`` for its
 sockets, handles what arrived (inside the poller's callbacks), then does a
