@@ -13,8 +13,9 @@ version to the counter's next value, so a cell's versions grow strictly
 through deletes, re-creates and shard moves.
 
 The table lives in LMDB (:mod:`raftkv.statedb`, laid out by
-:mod:`raftkv.tables`): each log entry is applied in one write transaction
-that also records the entry's Raft index, so the store on disk is always
+:mod:`raftkv.tables`): the entries of one pass of the engine are applied in
+one write transaction (:mod:`raftkv.transactions`) that also records the last
+one's Raft index, so the store on disk is always
 exactly some prefix of the log, and an entry at or below that index is never
 applied twice (a restart replays the journal from the last snapshot; see
 docs/state-on-disk.md).  Reads from other threads each see the last commit.
@@ -44,8 +45,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,9 @@ from .formats import NO_COMMANDS, TIMED_ENTRIES, UNTIMED_ENTRIES
 from .keys import DEFAULT_SHARDS, shard_of
 from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers
 from .ownership import ShardOwnership
-from .statedb import StateDB, StateFailure
+from .statedb import StateDB
 from .tables import U64, Tables
+from .transactions import EntryTransactions
 
 Result = dict[str, Any]
 Bound = tuple[Operation, Callable[["Store", Result], Result]]  # a registry line, its Store method
@@ -89,7 +90,7 @@ def error(name: str, message: str, **fields: Any) -> Result:
     return {"error": name, "message": message, **fields}
 
 
-class Store(ShardOwnership):
+class Store(EntryTransactions, ShardOwnership):
     """The table of one Raft group."""
 
     def __init__(self, shards: int = DEFAULT_SHARDS, *, managed: bool = False,
@@ -133,104 +134,7 @@ class Store(ShardOwnership):
         self._meta_dirty = False      # ownership changed in this entry
         self._counters_dirty = False  # a shard's version counter moved in this entry
 
-    # -- transactions -------------------------------------------------------------
-
-    @property
-    def _t(self) -> Tables:
-        tables: Tables = self._local.tables
-        return tables
-
-    @contextmanager
-    def applying_entries(self) -> Iterator[None]:
-        """Entries applied inside share one write transaction, committed at the end.
-
-        The engine applies, in one pass of its tick, every entry that became
-        committed; one commit for them all costs one write of the pages they
-        share instead of one per entry (docs/state-on-disk.md, "The store").
-        The applied index goes in the same commit as the entries' effects, as
-        before, and ``applied`` is published only after it.  The transaction
-        begins with the first entry, so a pass with none costs nothing.
-        """
-        if getattr(self._local, "tables", None) is not None or getattr(
-                self._local, "batching", False):
-            raise RuntimeError("applying_entries inside a transaction")
-        self._local.batching = True
-        try:
-            yield
-            if getattr(self._local, "tables", None) is not None:
-                self._commit(None)
-        finally:
-            self._local.batching = False
-
-    @contextmanager
-    def _writing(self, index: int | None) -> Iterator[None]:
-        """One write transaction around an entry (or a command applied on its own), or
-        the pass's shared one (:meth:`applying_entries`).
-
-        Anything that goes wrong underneath (a full disk or map, an I/O error,
-        a bug) aborts the transaction and raises :class:`StateFailure`: the
-        in-memory state may be ahead of the disk, so the replica must stop, not
-        carry on with a state its peers may not have.
-        """
-        batching = getattr(self._local, "batching", False)
-        if getattr(self._local, "tables", None) is not None and not (
-                batching and index is not None):
-            yield  # inside an entry already
-            return
-        if getattr(self._local, "tables", None) is None:
-            try:
-                txn = self.db.begin_write()
-            except lmdb.Error as exc:
-                raise StateFailure(f"cannot begin a transaction: {exc}") from exc
-            self._local.tables = Tables(txn, self.db.tables)
-        try:
-            yield
-            if index is not None:
-                self.applied_index = index
-        except BaseException as exc:
-            self._abort()
-            raise StateFailure(f"applying entry {index} failed: {exc!r}") from exc
-        if not batching:
-            self._commit(index)
-
-    def _commit(self, index: int | None) -> None:
-        txn = self._t.txn
-        try:
-            self._save_meta()
-            txn.commit()
-        except BaseException as exc:
-            self._abort()
-            raise StateFailure(f"committing up to entry {index or self.applied_index} "
-                               f"failed: {exc!r}") from exc
-        self._local.tables = None
-        self.applied = self._applied
-
-    def _abort(self) -> None:
-        tables, self._local.tables = self._local.tables, None
-        if tables is not None:
-            tables.txn.abort()
-
-    def _all_or_nothing(self, run: Callable[[], Result]) -> Result:
-        """Run one command's handler in a child transaction: an error answer (or bad
-        input found half-way) leaves neither the tables nor the small state changed."""
-        parent = self._t
-        saved = self._small_state()
-        child = self.db.env.begin(write=True, parent=parent.txn)
-        self._local.tables = Tables(child, self.db.tables)
-        try:
-            result = run()
-        except BaseException:
-            child.abort()
-            self._local.tables = parent
-            self._restore_small_state(saved)
-            raise
-        self._local.tables = parent
-        if "error" in result:
-            child.abort()
-            self._restore_small_state(saved)
-        else:
-            child.commit()
-        return result
+    # -- the store's own state, saved and restored by its transactions -----------
 
     def _small_state(self) -> tuple[Any, ...]:
         # Not the clock: time that passed stays passed, whatever the command answered.
@@ -241,18 +145,6 @@ class Store(ShardOwnership):
     def _restore_small_state(self, saved: tuple[Any, ...]) -> None:
         (self.counters, self._counters_dirty, self._stamp, self._meta_dirty, self.config_num,
          self.owned, self.incoming, self.frozen) = saved
-
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        if getattr(self._local, "tables", None) is not None:
-            yield
-            return
-        with self.db.reading() as txn:
-            self._local.tables = Tables(txn, self.db.tables)
-            try:
-                yield
-            finally:
-                self._local.tables = None
 
     def _save_meta(self) -> None:
         t = self._t
