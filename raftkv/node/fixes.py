@@ -124,6 +124,24 @@ class _LeaderSyncsBeforeCounting(_EngineBase):
         super()._onTick(timeToWait)
 
 
+class _LeaderSyncsWhileFollowersWrite(_EngineBase):
+    """The leader fsyncs new entries right after sending them, not a tick later.
+
+    The engine appends a client's entry and sends it to the followers at the
+    end of a tick, then waits in ``poll()``; the leader's own fsync
+    (:class:`_LeaderSyncsBeforeCounting`) ran only when the next tick began,
+    after the followers' answers had arrived, so every write paid the round
+    trip and then the fsync.  Raft lets the leader send before its own write
+    is durable as long as it does not count itself until it is: syncing here,
+    while the followers write, overlaps the two (docs/engine-fixes.md, "The
+    journal").
+    """
+
+    def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
+        super()._checkCommandsToApply()
+        self._journal.sync()  # nothing to do when no entry was appended
+
+
 class _LeaderKeepsNextIndex(_EngineBase):
     """A late success reply must not move a follower's nextIndex backwards.
 

@@ -24,6 +24,7 @@ from .fixes import (
     _FollowerKeepsMatchingEntries,
     _LeaderKeepsNextIndex,
     _LeaderSyncsBeforeCounting,
+    _LeaderSyncsWhileFollowersWrite,
 )
 from .peer_formats import _SpeaksFormats
 from .pinned import ENTRY_CAP, LEADER_FALLBACK, RAFT_PASSWORD_PURPOSE
@@ -31,8 +32,8 @@ from .serializer import SNAPSHOT_PIECE, _SnapshotContext
 
 log = logging.getLogger(__name__)
 
-class _Engine(_LeaderSyncsBeforeCounting, _CompactsByBytes, _AppliesInOneTransaction,
-              _LeaderKeepsNextIndex,
+class _Engine(_LeaderSyncsBeforeCounting, _LeaderSyncsWhileFollowersWrite, _CompactsByBytes,
+              _AppliesInOneTransaction, _LeaderKeepsNextIndex,
               _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces, _SpeaksFormats,
               _PreVote):
     """pysyncobj with every fix; see the package's docstring (raftkv/node/__init__.py)."""
