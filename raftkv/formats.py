@@ -57,6 +57,8 @@ DATA = FormatLine("data", {
     2: "the store in LMDB (state/: raftkv/statedb.py, raftkv/tables.py), each entry's "
        "Raft index in it; the snapshot is a header and a copy of that file "
        "(raftkv/snapshots.py)",
+    3: "the Raft journal in segment files, raft.journal.d/ (raftkv/node/journal.py), "
+       "instead of pysyncobj's raft.journal; the term/vote file is unchanged",
 }, oldest=1)
 
 RAFT = FormatLine("raft", {
@@ -78,6 +80,7 @@ SILENT_PEER_RAFT = range(1, 2)
 UNRANGED_HELLO_RAFT = range(1, 3)
 
 DATA_FORMAT_FILE = "data_format"
+JOURNAL_FILE = "raft.journal"  # pysyncobj's journal (data formats 1 and 2); its term and vote beside
 
 # Raft format 2 entries carry their time; format 1 entries carry it in the commands
 # that need it, which the leader's server fills in.
@@ -105,8 +108,14 @@ def _state_onto_disk(data_dir: Path) -> None:
     convert_legacy_dir(data_dir)
 
 
+def _journal_into_segments(data_dir: Path) -> None:
+    """2 -> 3: pysyncobj's journal file becomes segment files."""
+    from .node.disk import convert_file_journal  # the one package that reads pysyncobj's files
+    convert_file_journal(data_dir / JOURNAL_FILE)
+
+
 # version v -> the function that turns a directory of format v into format v + 1.
-CONVERSIONS: dict[int, Callable[[Path], None]] = {1: _state_onto_disk}
+CONVERSIONS: dict[int, Callable[[Path], None]] = {1: _state_onto_disk, 2: _journal_into_segments}
 
 
 def recorded_data_format(data_dir: Path) -> int | None:

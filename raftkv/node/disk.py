@@ -1,10 +1,13 @@
 """The journal and the term/vote metadata, durable: written, fsynced, private (docs/engine-
-fixes.md, "The journal", "Term and vote").
+fixes.md, "The journal", "Term and vote"), and the conversion of pysyncobj's journal file.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pysyncobj
@@ -15,13 +18,23 @@ import pysyncobj.tcp_connection
 import pysyncobj.tcp_server
 import pysyncobj.transport
 
+from .. import snapshots
 from ..errors import ConfigError
-from ..files import PRIVATE_FILE, create_private, fsync_dir
+from ..files import create_private, fsync_dir
+from .journal import SegmentJournal
 
 # -- durable journal and metadata ---------------------------------------------
 
 class _DurableMetaStorer(pysyncobj.journal.MetaStorer):
     """Term and vote: written to a temp file, fsynced, renamed, directory fsynced."""
+
+    def getMeta(self) -> Any:  # noqa: N802 - pysyncobj's name
+        """As the engine's, which left the file open: none yet (or unreadable) is {}."""
+        try:
+            with open(self.getPath(), "rb") as f:
+                return pysyncobj.pickle.loads(f.read())
+        except Exception:  # noqa: BLE001 - the engine's rule: a meta it cannot read is none
+            return {}
 
     def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
         path = self.getPath()
@@ -34,35 +47,33 @@ class _DurableMetaStorer(pysyncobj.journal.MetaStorer):
         fsync_dir(os.path.dirname(path))
 
 
-class _DurableJournal(pysyncobj.journal.FileJournal):
-    """FileJournal that knows when it has unsynced appends, and can sync them."""
+class _DurableJournal(SegmentJournal):
+    """The engine's journal: entries in segment files (:mod:`.journal`), term and vote in
+    ``<journal>.meta`` through the engine's ``MetaStorer`` (ours, durable: looked up
+    here, when the journal is built, as the engine's own journal does)."""
 
     def __init__(self, journal_file: str) -> None:
-        self._dirty = False
-        super().__init__(journal_file)
-        os.chmod(journal_file, PRIVATE_FILE)  # the engine creates it with the process umask
-        self.bytes = self._count_bytes()  # of the entries it holds: when to compact
+        super().__init__(segments_dir(journal_file), floor=_snapshot_floor(journal_file))
+        self._meta_storer = pysyncobj.journal.MetaStorer(journal_file + ".meta")
+        self._meta: dict[str, Any] = self._meta_storer.getMeta()
 
-    def _count_bytes(self) -> int:
-        return sum(len(entry[0]) for entry in self)
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803
+        self._meta["raftCommitIndex"] = raftCommitIndex
 
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        super().add(command, idx, term)
-        self.bytes += len(command)
-        self._dirty = True
+    def getRaftCommitIndex(self) -> int:  # noqa: N802
+        return int(self._meta.get("raftCommitIndex", 1))
 
-    def deleteEntriesFrom(self, pos: int) -> None:  # noqa: N802
-        super().deleteEntriesFrom(pos)
-        self.bytes = self._count_bytes()
-        self._dirty = True
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802, N803
+        """Stored at once: Raft needs term and vote on disk before a message says them."""
+        self._meta["currentTerm"] = term
+        self._meta["votedForNodeId"] = votedForNodeId
+        self._meta_storer.storeMeta(self._meta)
 
-    def deleteEntriesTo(self, pos: int) -> None:  # noqa: N802
-        super().deleteEntriesTo(pos)
-        self.bytes = self._count_bytes()
+    def getCurrentTerm(self) -> int:  # noqa: N802
+        return int(self._meta.get("currentTerm", 0))
 
-    def clear(self) -> None:
-        super().clear()
-        self.bytes = 0
+    def getVotedForNodeId(self) -> Any:  # noqa: N802
+        return self._meta.get("votedForNodeId")
 
     def onOneSecondTimer(self) -> None:  # noqa: N802 - pysyncobj's name
         """Nothing: the engine stored the commit index here each second, through our
@@ -72,13 +83,53 @@ class _DurableJournal(pysyncobj.journal.FileJournal):
         durable (a restarted replica learns it from the leader, and its store knows
         what it applied); term and vote are still stored at once, when they change."""
 
-    def sync(self) -> None:
-        if not self._dirty:
-            return
-        resizable = self._FileJournal__journalFile
-        resizable.flush()  # msync of the mmap
-        os.fsync(resizable._ResizableFile__f.fileno())
-        self._dirty = False
+
+def segments_dir(journal_file: str | Path) -> Path:
+    """Where the segments of the journal named ``journal_file`` live."""
+    return Path(str(journal_file) + ".d")
+
+
+def _snapshot_floor(journal_file: str) -> int:
+    """The entry the snapshot beside the journal ends with (0 if none): the engine
+    keeps its journal only if it starts there, so entries before it are dropped on
+    opening even if the journal's own record of its compaction did not reach the
+    disk (the snapshot is renamed in before the journal is compacted)."""
+    path = Path(journal_file).with_name(snapshots.SNAPSHOT_FILE)
+    try:
+        header = snapshots.read_header(path)
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        return 0  # not a snapshot: the engine's loading of it says so and stops the replica
+    # (last applied, the one before, node set): the engine compacts to the one before.
+    return int(pickle.loads(header.bookkeeping)[1][1])
+
+
+def convert_file_journal(journal_file: Path) -> None:
+    """Data format 2 -> 3: pysyncobj's journal file (read by pysyncobj) becomes segments.
+
+    The segments are written beside, fsynced, renamed into place; only then is the old
+    file removed.  Safe to run again: while the old file is there, it is the truth."""
+    if not journal_file.exists():
+        return
+    target = segments_dir(journal_file)
+    building = target.with_name(target.name + ".tmp")
+    for leftover in (building, target):  # an earlier run that did not finish
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    old = pysyncobj.journal.FileJournal(str(journal_file))
+    new = SegmentJournal(building)
+    try:
+        for position in range(len(old)):
+            new.add(*old[position])
+        new.sync()
+    finally:
+        new.close()
+        old._destroy()
+    os.replace(building, target)
+    fsync_dir(journal_file.parent)
+    journal_file.unlink()
+    fsync_dir(journal_file.parent)
 
 
 def _create_journal(journal_file: str | None = None) -> Any:

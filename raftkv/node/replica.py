@@ -45,7 +45,7 @@ def _engine_conf(config: ReplicaConfig, store: Store,
         password=derive_key(config.secret, RAFT_PASSWORD_PURPOSE).hex(),
         appendEntriesUseBatch=False,         # otherwise every write waits for a heartbeat
         appendEntriesBatchSizeBytes=4 * ENTRY_CAP,  # above the cap: no chunking bug
-        journalFile=str(config.data_dir / "raft.journal"),
+        journalFile=str(config.data_dir / formats.JOURNAL_FILE),
         fullDumpFile=str(config.data_dir / snapshots.SNAPSHOT_FILE),
         serializer=_SnapshotContext(store, config.snapshot_send_rate,
                                     compact_bytes=config.log_compaction_bytes),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pysyncobj.journal
 import pytest
 
 from raftkv import formats, node
@@ -30,7 +31,7 @@ from raftkv.formats import (
     prepare_data_dir,
     raft_format_needed,
 )
-from raftkv.node import replica
+from raftkv.node import disk, replica
 from raftkv.store import Store
 
 from .._procs import SECRET
@@ -112,16 +113,26 @@ def _legacy_dir(path: Path) -> Store:
         state = store.snapshot()
         del state["raft_format"]  # old code did not record it
         msgpack.pack(state, f, use_bin_type=True)
-    (path / "raft.journal").write_bytes(b"entries after 41")
+    _pysyncobj_journal(path, [(b"e%d" % i, i, 2) for i in range(40, 46)], term=2)
     return store
+
+
+def _pysyncobj_journal(data_dir: Path, entries: list[tuple[bytes, int, int]], term: int) -> None:
+    """raft.journal and its term/vote as the code of data formats 1 and 2 left them:
+    pysyncobj's own FileJournal (raftkv.node's subclass only added fsyncs)."""
+    old = pysyncobj.journal.FileJournal(str(data_dir / "raft.journal"))
+    for entry in entries:
+        old.add(*entry)
+    old.setCurrentTerm(term, None)
+    old._destroy()
 
 
 def test_a_format_1_directory_is_converted_once_into_the_store_on_disk(tmp_path: Path) -> None:
     data_dir = tmp_path / "raft"
     old = _legacy_dir(data_dir)
     snapshot = (data_dir / "raft.snapshot").read_bytes()
-    assert prepare_data_dir(data_dir) == DATA.newest == 2
-    assert _recorded(data_dir) == ("2\n", 0o600)
+    assert prepare_data_dir(data_dir) == DATA.newest == 3
+    assert _recorded(data_dir) == ("3\n", 0o600)
     converted = Store(shards=4, path=data_dir / "state")
     try:
         assert converted.snapshot() == {**old.snapshot(), "raft_format": 1}  # cells, versions,
@@ -137,6 +148,51 @@ def test_a_format_1_directory_is_converted_once_into_the_store_on_disk(tmp_path:
         assert again.snapshot() == {**old.snapshot(), "raft_format": 1}
     finally:
         again.close()
+
+
+def test_a_format_2_journal_becomes_segments_the_engine_reads(tmp_path: Path) -> None:
+    """What the code of data format 2 left (pysyncobj's journal file, compacted once, and
+    its term) is converted on first start; the engine then holds the same entries."""
+    data_dir = tmp_path / "raft"
+    data_dir.mkdir()
+    (data_dir / DATA_FORMAT_FILE).write_text("2\n")
+    old = pysyncobj.journal.FileJournal(str(data_dir / "raft.journal"))
+    for i in range(1, 301):
+        old.add(b"command %d" % i, i, 1 + i // 100)
+    old.deleteEntriesTo(99)  # compaction: the journal starts at entry 100
+    old.setCurrentTerm(7, None)
+    expected = list(old)
+    old._destroy()
+    assert prepare_data_dir(data_dir) == 3
+    assert not (data_dir / "raft.journal").exists()
+    assert {p.name for p in data_dir.iterdir()} == {
+        DATA_FORMAT_FILE, "raft.journal.d", "raft.journal.meta"}
+    segments = data_dir / "raft.journal.d"
+    assert stat.S_IMODE(segments.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in segments.iterdir())
+    h = Harness(data_dir, replica._Engine)  # the engine on the converted directory
+    try:
+        assert [h.log[i] for i in range(len(h.log))] == expected
+        assert h.log[0] == (b"command 100", 100, 2)
+        assert h.engine._SyncObj__raftCurrentTerm == 7
+        assert h.engine._journal.bytes == sum(len(e[0]) for e in expected)
+    finally:
+        h.close()
+
+
+def test_a_journal_conversion_cut_short_is_done_again_from_the_old_file(tmp_path: Path) -> None:
+    _pysyncobj_journal(tmp_path, [(b"c%d" % i, i, 1) for i in range(1, 6)], term=1)
+    (tmp_path / DATA_FORMAT_FILE).write_text("2\n")
+    half = tmp_path / "raft.journal.d.tmp"   # a run that died while writing the segments
+    half.mkdir()
+    (half / "00000000000000000001.seg").write_bytes(b"RKVJSEG1 torn")
+    assert prepare_data_dir(tmp_path) == 3
+    assert not half.exists() and not (tmp_path / "raft.journal").exists()
+    converted = disk.SegmentJournal(tmp_path / "raft.journal.d")
+    try:
+        assert list(converted) == [(b"c%d" % i, i, 1) for i in range(1, 6)]
+    finally:
+        converted.close()
 
 
 def test_a_newer_format_is_refused_and_nothing_changes(tmp_path: Path) -> None:

@@ -1,0 +1,438 @@
+"""The Raft journal in segment files: entries on disk, only an index in memory
+(docs/engine-fixes.md, "The journal"; docs/state-on-disk.md, "The journal").
+
+A directory holds segments named by the Raft index of their first record
+(``00000000000000000042.seg``), each a magic then records::
+
+    crc32 (4) | command length (4) | index (8) | term (8) | command
+
+the CRC covering everything after it.  Records are appended with ``os.pwrite``;
+a new segment begins once the current one passes :data:`SEGMENT_BYTES`.  In memory
+each entry costs three machine words (its offset in its segment, its term, the
+running total of command bytes), and the commands of the most recent entries, which
+are read at once to be sent and applied, stay in a cache of :data:`CACHE_BYTES`;
+any other is read back from its segment.
+
+Compaction (:meth:`SegmentJournal.deleteEntriesTo`) records the new first index in
+the ``start`` file and removes the segments wholly before it: nothing is rewritten.
+Opening scans the segments and keeps the entries up to the first record that is
+short, fails its CRC, or does not follow the one before (a write that no sync had
+covered, so nobody was told of it): the tail from there is cut off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import struct
+import zlib
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+from ..files import PRIVATE_FILE, fsync_dir, write_private_atomically
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 16 << 20  # a segment this large is closed: compaction frees whole segments
+CACHE_BYTES = 8 << 20     # commands of the latest entries kept in memory
+MAGIC = b"RKVJSEG1"
+RECORD = struct.Struct("<IIQQ")  # crc32, command length, index, term
+START_FILE = "start"             # the first index kept (compaction), 8 bytes little-endian
+START = struct.Struct("<Q")
+SUFFIX = ".seg"
+PRIVATE_DIR = 0o700
+
+Entry = tuple[bytes, int, int]  # (command, index, term): what the engine reads
+
+
+class JournalCorrupt(RuntimeError):
+    """A record the journal had accepted reads back wrong: the disk changed it."""
+
+
+@dataclass
+class _Segment:
+    first: int   # the index its name carries: of the first record written into it
+    path: Path
+    fd: int
+    size: int    # bytes of valid records (and the magic)
+
+
+def _segment_name(first: int) -> str:
+    return f"{first:020d}{SUFFIX}"
+
+
+def _record(command: bytes, index: int, term: int) -> bytes:
+    body = RECORD.pack(0, len(command), index, term)[4:] + command
+    return struct.pack("<I", zlib.crc32(body)) + body
+
+
+class SegmentJournal:
+    """The entries of a Raft log, ``journal[pos] -> (command, index, term)`` as
+    pysyncobj expects, appended to segment files in ``directory``.
+
+    ``floor``: entries below this index are dropped when opening (the caller knows
+    a snapshot covers them).  ``bytes`` is the commands' total size, exact.
+    """
+
+    def __init__(self, directory: Path, floor: int = 0) -> None:
+        self._dir = directory
+        self._dir.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        self._segments: list[_Segment] = []
+        self._start = 0                 # index of journal[0]
+        self._head = 0                  # position of journal[0] in the arrays below
+        self._offsets = array("q")      # each entry's record, in its segment
+        self._terms = array("q")
+        self._totals = array("q")       # command bytes up to and including each entry
+        self._base = 0                  # the running total before the arrays' first entry
+        self._cache: dict[int, bytes] = {}  # index -> command, oldest first
+        self._cache_bytes = 0
+        self._unsynced: dict[int, _Segment] = {}  # fd -> segment written since the last sync
+        self._dir_unsynced = False
+        self._dirty = False
+        self._open(floor)
+
+    # -- reading -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._offsets) - self._head
+
+    def command_bytes(self) -> int:
+        """Command bytes of the entries held (when to compact): also ``.bytes``."""
+        if not len(self):
+            return 0
+        return self._totals[-1] - self._total_before(self._head)
+
+    @property
+    def first_index(self) -> int:
+        return self._start
+
+    @overload
+    def __getitem__(self, item: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> Sequence[Entry]: ...
+
+    def __getitem__(self, item: int | slice) -> Entry | Sequence[Entry]:
+        count = len(self)
+        if isinstance(item, slice):
+            start, stop, step = item.indices(count)
+            if step != 1:
+                return [self.entry(self._start + p) for p in range(start, stop, step)]
+            return _Entries(self, self._start + start, self._start + max(start, stop))
+        pos = item + count if item < 0 else item
+        if not 0 <= pos < count:
+            raise IndexError("journal position out of range")
+        return self.entry(self._start + pos)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self[:])
+
+    def entry(self, index: int) -> Entry:
+        """The entry at Raft ``index`` (which the journal holds)."""
+        pos = self._head + index - self._start
+        if not self._head <= pos < len(self._offsets):
+            raise IndexError(f"the journal holds no entry {index}")
+        term = self._terms[pos]
+        command = self._cache.get(index)
+        if command is None:
+            command = self._read(index, pos)
+        return command, index, term
+
+    def _read(self, index: int, pos: int) -> bytes:
+        segment = self._segments[bisect.bisect_right(self._firsts(), index) - 1]
+        length = self._totals[pos] - self._total_before(pos)
+        raw = os.pread(segment.fd, RECORD.size + length, self._offsets[pos])
+        crc, size, found, term = RECORD.unpack_from(raw)
+        if (len(raw) != RECORD.size + length or size != length or found != index
+                or term != self._terms[pos] or zlib.crc32(raw[4:]) != crc):
+            raise JournalCorrupt(f"entry {index} in {segment.path} reads back wrong")
+        return raw[RECORD.size:]
+
+    def _total_before(self, pos: int) -> int:
+        return self._totals[pos - 1] if pos else self._base
+
+    def _firsts(self) -> list[int]:
+        return [s.first for s in self._segments]
+
+    # -- writing -------------------------------------------------------------------
+
+    def add(self, command: bytes | str, idx: int, term: int) -> None:
+        data = command if isinstance(command, bytes) else command.encode()
+        if len(self) and idx != self._start + len(self):
+            raise ValueError(f"entry {idx} does not follow the journal's last, "
+                             f"{self._start + len(self) - 1}")
+        if not len(self):
+            self._start = idx
+        segment = self._segments[-1] if self._segments else None
+        if segment is None or segment.size >= SEGMENT_BYTES:
+            segment = self._new_segment(idx)
+        record = _record(data, idx, term)
+        _write_all(segment.fd, record, segment.size)
+        self._offsets.append(segment.size)
+        segment.size += len(record)
+        self._terms.append(term)
+        self._totals.append(self._total_before(len(self._totals)) + len(data))
+        self._unsynced[segment.fd] = segment
+        self._dirty = True
+        self._cache[idx] = data
+        self._cache_bytes += len(data)
+        while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
+            oldest = next(iter(self._cache))
+            self._cache_bytes -= len(self._cache.pop(oldest))
+
+    def _new_segment(self, first: int) -> _Segment:
+        path = self._dir / _segment_name(first)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        _write_all(fd, MAGIC, 0)
+        segment = _Segment(first, path, fd, len(MAGIC))
+        self._segments.append(segment)
+        self._dir_unsynced = True
+        return segment
+
+    def deleteEntriesFrom(self, pos: int) -> None:  # noqa: N802 - pysyncobj's name
+        """Cut the journal from ``pos`` on (a follower's conflicting tail), on disk at once."""
+        if pos >= len(self):
+            return
+        if pos <= 0:
+            self.clear()
+            return
+        index = self._start + pos
+        at = self._head + pos
+        holder = bisect.bisect_right(self._firsts(), index) - 1
+        if self._segments[holder].first == index and holder > 0:
+            keep, cut_at = holder - 1, None   # the cut falls on a segment's first record
+        else:
+            keep, cut_at = holder, self._offsets[at]
+        for gone in self._segments[keep + 1:]:
+            self._remove(gone)
+        del self._segments[keep + 1:]
+        last = self._segments[keep]
+        if cut_at is not None:
+            last.size = cut_at
+            os.ftruncate(last.fd, cut_at)
+            os.fsync(last.fd)
+            self._unsynced.pop(last.fd, None)
+        if self._dir_unsynced:
+            fsync_dir(self._dir)
+            self._dir_unsynced = False
+        for array_ in (self._offsets, self._terms, self._totals):
+            del array_[at:]
+        for cached in [i for i in self._cache if i >= index]:
+            self._cache_bytes -= len(self._cache.pop(cached))
+        self._dirty = bool(self._unsynced)
+
+    def deleteEntriesTo(self, pos: int) -> None:  # noqa: N802 - pysyncobj's name
+        """Forget entries before ``pos`` (compaction, after a snapshot is on disk): the
+        new start is recorded and whole segments before it are removed."""
+        if pos <= 0:
+            return
+        if pos >= len(self):
+            self.clear()
+            return
+        start = self._start + pos
+        write_private_atomically(self._dir / START_FILE, START.pack(start))
+        self._head += pos
+        self._start = start
+        while len(self._segments) > 1 and self._segments[1].first <= start:
+            self._remove(self._segments.pop(0))
+        if self._head > 4096 and self._head * 2 > len(self._offsets):
+            self._base = self._totals[self._head - 1]
+            for array_ in (self._offsets, self._terms, self._totals):
+                del array_[:self._head]
+            self._head = 0
+        for cached in [i for i in self._cache if i < start]:
+            self._cache_bytes -= len(self._cache.pop(cached))
+
+    def clear(self) -> None:
+        """Remove every entry; the next one added may have any index."""
+        for segment in self._segments:
+            self._remove(segment)
+        self._segments.clear()
+        (self._dir / START_FILE).unlink(missing_ok=True)
+        self._reset_index()
+        self._dir_unsynced = True
+        self._dirty = True
+
+    def _reset_index(self) -> None:
+        self._offsets, self._terms, self._totals = array("q"), array("q"), array("q")
+        self._head = self._base = self._start = 0
+        self._cache.clear()
+        self._cache_bytes = 0
+
+    def _remove(self, segment: _Segment) -> None:
+        self._unsynced.pop(segment.fd, None)
+        os.close(segment.fd)
+        segment.path.unlink(missing_ok=True)
+        self._dir_unsynced = True
+
+    def sync(self) -> None:
+        """Make everything written so far survive a crash of the machine (docs/engine-
+        fixes.md, "The journal"); nothing to do when nothing was written."""
+        if not self._dirty:
+            return
+        for fd in self._unsynced:
+            os.fsync(fd)
+        self._unsynced.clear()
+        if self._dir_unsynced:
+            fsync_dir(self._dir)
+            self._dir_unsynced = False
+        self._dirty = False
+
+    def flush(self) -> None:
+        self.sync()
+
+    def _destroy(self) -> None:
+        for segment in self._segments:
+            os.close(segment.fd)
+        self._segments.clear()
+        self._unsynced.clear()
+
+    close = _destroy
+
+    # -- opening -------------------------------------------------------------------
+
+    def _open(self, floor: int) -> None:
+        start_file = self._dir / START_FILE
+        if start_file.exists():
+            raw = start_file.read_bytes()
+            if len(raw) == START.size:
+                floor = max(floor, START.unpack(raw)[0])
+        names = sorted(p for p in self._dir.iterdir() if p.name.endswith(SUFFIX)
+                       and p.name[:-len(SUFFIX)].isdigit())
+        paths = [(int(p.name[:-len(SUFFIX)]), p) for p in names]
+        # Segments wholly below the floor: compaction had begun to remove them.
+        while len(paths) > 1 and paths[1][0] <= floor:
+            paths.pop(0)[1].unlink()
+            self._dir_unsynced = True
+        expected: int | None = None
+        last_term = 0
+        for n, (first, path) in enumerate(paths):
+            fd = os.open(path, os.O_RDWR)
+            segment = _Segment(first, path, fd, 0)
+            data = _read_whole(fd)
+            good, expected, last_term = self._scan(data, segment, floor, expected, last_term)
+            if good is None:  # not even a magic, or its first record is not the one due
+                os.close(fd)
+                self._cut(paths[n:], None)
+                break
+            self._segments.append(segment)
+            segment.size = good
+            if good < len(data):
+                self._cut(paths[n + 1:], segment)
+                break
+        if not len(self) and self._segments:
+            # Only entries below the floor, or none: nothing to follow on from.
+            self.clear()
+        if self._dir_unsynced:
+            fsync_dir(self._dir)
+            self._dir_unsynced = False
+        self._dirty = False
+
+    def _scan(self, data: bytes, segment: _Segment, floor: int, expected: int | None,
+              last_term: int) -> tuple[int | None, int | None, int]:
+        """Index ``segment``'s records from ``data``; where its valid records end (None
+        if it has none that may follow), the next index due, the last term."""
+        if data[:len(MAGIC)] != MAGIC:
+            return None, expected, last_term
+        offset = len(MAGIC)
+        while offset + RECORD.size <= len(data):
+            crc, length, index, term = RECORD.unpack_from(data, offset)
+            end = offset + RECORD.size + length
+            due = segment.first if offset == len(MAGIC) else expected
+            if (end > len(data) or zlib.crc32(data[offset + 4:end]) != crc
+                    or index != due or (expected is not None and index != expected)
+                    or term < last_term):
+                break
+            if index >= floor:
+                if not len(self):
+                    self._start = index
+                self._offsets.append(offset)
+                self._terms.append(term)
+                self._totals.append(self._total_before(len(self._totals)) + length)
+            expected, last_term, offset = index + 1, term, end
+        if offset == len(MAGIC) and expected is not None and segment.first != expected:
+            return None, expected, last_term
+        return offset, expected, last_term
+
+    def _cut(self, later: list[tuple[int, Path]], torn: _Segment | None) -> None:
+        """Drop a torn tail found when opening: ``torn`` is cut at its last good record,
+        ``later`` segments are removed; made durable at once."""
+        dropped = 0
+        if torn is not None:
+            dropped += os.fstat(torn.fd).st_size - torn.size
+            os.ftruncate(torn.fd, torn.size)
+            os.fsync(torn.fd)
+        for _, path in later:
+            dropped += path.stat().st_size
+            path.unlink()
+        self._dir_unsynced = True
+        log.warning("the journal in %s ended in a record never synced (a crash before it "
+                    "was acknowledged): %d bytes cut from %s on; it ends at entry %s",
+                    self._dir, dropped, torn.path.name if torn else later[0][1].name,
+                    self._start + len(self) - 1 if len(self) else "none")
+
+    # The engine's fixes read ``journal.bytes``; defined last, so that ``bytes`` in this
+    # class body above is still the type.
+    bytes = property(command_bytes)
+
+
+class _Entries(Sequence[Entry]):
+    """Entries ``first`` to ``stop - 1`` of a journal, read when used: the engine slices
+    to the end of its log to send a follower a batch of it, and to apply what was
+    committed, and uses a few.  A slice of this is a list; pickled, it is one too."""
+
+    def __init__(self, journal: SegmentJournal, first: int, stop: int) -> None:
+        self._journal, self._first, self._stop = journal, first, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._first
+
+    @overload
+    def __getitem__(self, item: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[Entry]: ...
+
+    def __getitem__(self, item: int | slice) -> Entry | list[Entry]:
+        if isinstance(item, slice):
+            return [self._journal.entry(self._first + p) for p in range(*item.indices(len(self)))]
+        pos = item + len(self) if item < 0 else item
+        if not 0 <= pos < len(self):
+            raise IndexError("entry range position out of range")
+        return self._journal.entry(self._first + pos)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for index in range(self._first, self._stop):
+            yield self._journal.entry(index)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return list, (list(self),)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _read_whole(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(size - offset, 1 << 24), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
