@@ -257,7 +257,7 @@ def test_nothing_in_the_data_directory_is_open_to_others(tmp_path) -> None:
             wait_for(lambda: len(list(data.rglob("raft.snapshot"))) == 3, 30,
                      "every replica to write a snapshot")
             found = {p.name for p in data.rglob("*")}
-            assert {"raft.journal", "raft.snapshot", "admin.password"} <= found
+            assert {"raft.journal.d", "raft.snapshot", "admin.password"} <= found
             assert any(p.suffix == ".log" for p in data.rglob("*"))
             assert len([p for p in (data / "g1a" / "blobs").rglob("*") if p.is_file()]) >= 1
             open_to_others = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}"
