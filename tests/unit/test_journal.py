@@ -115,14 +115,17 @@ def test_a_conflicting_tail_is_cut_on_disk_at_once(tmp_path, small_segments) -> 
     path = tmp_path / "j"
     j = SegmentJournal(path)
     _fill(j, _entries(1, 100))
-    synced: list[int] = []
+    j.sync()
+    synced: list[str] = []
     real = os.fsync
-    os.fsync = lambda fd: (synced.append(fd), real(fd))[1]  # type: ignore[assignment]
+    os.fsync = lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),  # type: ignore[assignment]
+                           real(fd))[1]
     try:
         j.deleteEntriesFrom(40)          # entries 41.. conflict with the new leader's
     finally:
         os.fsync = real                  # type: ignore[assignment]
-    assert synced, "the cut was not made durable"
+    assert [Path(p).name for p in synced if p.endswith(journal.SUFFIX)] == _segments(path)[-1:], \
+        "the cut was not made durable"
     assert len(j) == 40 and j[-1][1] == 40
     _fill(j, _entries(41, 45, term=2))
     j = _reopened(j, path)
@@ -200,6 +203,17 @@ def test_a_torn_record_in_an_earlier_segment_drops_every_later_one(tmp_path, sma
     third_first = int(names[2][:-4])
     assert list(j) == entries[:third_first - 2]
     assert _segments(path) == names[:2]
+    j.close()
+
+
+def test_an_older_term_after_a_newer_one_is_cut_when_opening(tmp_path) -> None:
+    """What a cut that did not reach the disk would leave: the old tail after new entries."""
+    path = tmp_path / "j"
+    j = SegmentJournal(path)
+    _fill(j, _entries(1, 5, term=3))
+    j.add(b"stale", 6, 2)
+    j = _reopened(j, path)
+    assert list(j) == _entries(1, 5, term=3)
     j.close()
 
 
