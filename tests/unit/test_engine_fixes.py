@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pysyncobj.journal
 import pysyncobj.syncobj
 import pysyncobj.tcp_connection
@@ -29,12 +30,13 @@ from raftkv.store import Store
 from .._procs import SECRET, free_port
 
 
-def _variant(without: type | None) -> type:
-    """The hardened engine, or the same engine with one fix taken out."""
+def _variant(without: type | tuple[type, ...] | None) -> type:
+    """The hardened engine, or the same engine with one fix (or several) taken out."""
     if without is None:
         return replica._Engine
-    bases = tuple(b for b in replica._Engine.__bases__ if b is not without)
-    return type(f"EngineWithout{without.__name__}", bases or (fixes._EngineBase,), {})
+    out = without if isinstance(without, tuple) else (without,)
+    bases = tuple(b for b in replica._Engine.__bases__ if b not in out)
+    return type("EngineWithout" + "And".join(c.__name__ for c in out), bases or (fixes._EngineBase,), {})
 
 
 class Harness:
@@ -175,7 +177,9 @@ def test_a_follower_fsyncs_its_journal_before_acknowledging(tmp_path, events, fi
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -> None:
-    engine = _variant(None if fixed else fixes._LeaderSyncsBeforeCounting)
+    # Stock: neither of the leader's syncs (the second would hide the first's absence).
+    engine = _variant(None if fixed else (fixes._LeaderSyncsBeforeCounting,
+                                          fixes._LeaderSyncsWhileFollowersWrite))
     h = Harness(tmp_path, engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 1
@@ -187,6 +191,28 @@ def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -
         h.engine.doTick(0.0)
         assert h.engine._SyncObj__raftCommitIndex == noop
         assert (not h.engine._journal._dirty) is fixed
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_the_leader_fsyncs_a_new_entry_while_the_followers_write_it(
+        tmp_path, events, fixed) -> None:
+    engine = _variant(None if fixed else fixes._LeaderSyncsWhileFollowersWrite)
+    h = Harness(tmp_path, engine)
+    try:
+        h.engine._SyncObj__raftCurrentTerm = 1
+        h.engine._SyncObj__onBecomeLeader()
+        h.engine.doTick(0.0)
+        before = h.last_index()
+        events.clear()
+        h.engine.apply_batch(msgpack.packb([1.0]), callback=lambda *_: None)
+        # One tick appends the entry and sends it (to no one here: the peers are not
+        # connected), then, fixed, syncs it before waiting for answers.
+        h.engine.doTick(0.0)
+        assert h.last_index() == before + 1
+        assert (("fsync", "") in [(k, "") for k, _ in events]) is fixed
+        assert (not h.engine._journal._dirty) is fixed  # before any follower answered
     finally:
         h.close()
 
