@@ -497,6 +497,21 @@ class Client:
         """Delete the frozen copy of ``shard``, which its new owner has adopted."""
         self._call({"op": "drop_shard", "config": num, "shard": shard}, write=True)
 
+    def snapshot_read(self, addr: str, token: bytes, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` of the snapshot that replica ``addr``, the
+        leader, offered under ``token`` (:mod:`raftkv.snapshot_pull`; replicas only)."""
+        result = self._send_to(addr, {"op": "snapshot_read", "token": token, "offset": offset,
+                                      "length": length}, self.timeout)
+        data = result.get("data")
+        if not isinstance(data, bytes):
+            raise ProtocolError("a snapshot_read answer without bytes")
+        return data
+
+    def snapshot_done(self, addr: str, token: bytes) -> None:
+        """Tell the leader at ``addr`` that the snapshot offered under ``token`` is whole
+        and synced here: its next message to this replica is the last piece."""
+        self._send_to(addr, {"op": "snapshot_done", "token": token}, self.timeout)
+
     def status(self) -> list[dict[str, Any]]:
         """Each replica's status; ``alive`` is False for one that did not answer."""
         def one(addr: str) -> dict[str, Any]:

@@ -67,7 +67,12 @@ RAFT = FormatLine("raft", {
     2: "an entry starts with the leader's time, then its commands (1995ed3); operations "
        "that need the time (ttl, expire_cells) exist from here; pre_vote, pre_vote_reply "
        "and hello messages (ea7c3be)",
+    3: "a lagging follower pulls the snapshot over the client port: the leader's "
+       "snapshot message may be an offer (raftkv/snapshot_pull.py)",
 }, oldest=1)
+
+# From this Raft format on, a follower is offered its snapshot to pull, not sent pieces.
+PULLED_SNAPSHOTS = 3
 
 CLIENT = FormatLine("client", {
     1: "length-prefixed msgpack frames after the secret handshake (raftkv/protocol.py)",

@@ -85,6 +85,9 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("status", NODE, NONE),
     Operation("blob_put", NODE, NONE, chunk=True),
     Operation("blob_get", NODE, NONE, chunk=True),
+    # a lagging follower pulls the leader's snapshot (raftkv/snapshot_pull.py)
+    Operation("snapshot_read", NODE, NONE, chunk=True),
+    Operation("snapshot_done", NODE, NONE),
 )}
 
 HANDLER_PREFIX = "_op_"  # the handler of operation x is the method _op_x

@@ -52,6 +52,7 @@ from .expiry import EXPIRY_INTERVAL, CellExpirer
 from .node import ENTRY_CAP, Replica, ReplicaConfig
 from .operations import HANDLER_PREFIX, OPERATIONS, Kind, Operation, bind_handlers
 from .repair import BlobKeeper
+from .snapshot_pull import check_read
 
 log = logging.getLogger("raftkv.server")
 
@@ -140,6 +141,7 @@ class NodeServer:
             log_compaction_entries=cluster.raft.snapshot_entries,
             log_compaction_bytes=cluster.raft.snapshot_bytes,
             snapshot_send_rate=cluster.raft.snapshot_send_rate,
+            client_addr=me.client,
         ))
         self.blobs = BlobStore(data_dir / "blobs")
         self.keeper = BlobKeeper(self.replica.store, self.blobs, group.client_addrs, me.client,
@@ -314,6 +316,18 @@ class NodeServer:
             return {"found": False, "data": b""}
         return {"found": True, "data": data}
 
+    async def _op_snapshot_read(self, request: dict[str, Any]) -> dict[str, Any]:
+        offset, length = check_read(request.get("offset"), request.get("length"))
+        offer = self.replica.snapshot_offers.get(request.get("token"))
+        delay = offer.reserve(length)  # [raft] snapshot_send_rate, per transfer
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return {"data": await asyncio.to_thread(offer.read, offset, length)}
+
+    async def _op_snapshot_done(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.replica.snapshot_offers.finish(request.get("token"))
+        return {}
+
     def _stale_read(self, request: dict[str, Any]) -> dict[str, Any]:
         # The store is mutated on the Raft thread; a concurrent change can
         # upset an iteration, so try again (each try is short).
@@ -414,7 +428,7 @@ class NodeServer:
             finally:
                 slots.release()
             del request  # a chunk's bytes, for blob_put: free them before waiting to send
-            payload = answer["ok"].get("data") if op == "blob_get" and "ok" in answer else None
+            payload = answer["ok"].get("data") if op in _PAYLOAD_OPS and "ok" in answer else None
             if isinstance(payload, bytes) and payload:
                 answer["ok"]["data"] = protocol.PAYLOAD
                 _send(writer, channel, protocol.encode_parts(answer, payload))
@@ -452,6 +466,7 @@ class NodeServer:
 _SERVED: dict[str, tuple[Operation, Callable[[NodeServer, dict[str, Any]],
                                              Awaitable[dict[str, Any]]]]] = \
     bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
+_PAYLOAD_OPS = frozenset({"blob_get", "snapshot_read"})  # answers sent without copying their bytes
 _FLOAT64 = struct.Struct(">Bd")  # msgpack's float 64: 0xcb, then the IEEE double
 
 

@@ -72,6 +72,18 @@ def read_header(path: Path) -> Header:
         return Header(bookkeeping, f.tell(), legacy)
 
 
+def image_offset(first: bytes) -> int:
+    """Where the store's image begins in a snapshot file whose first bytes are ``first``;
+    ValueError if they hold no whole header of this format."""
+    if first[:len(MAGIC)] != MAGIC or len(first) < len(MAGIC) + LENGTH.size:
+        raise ValueError("not the beginning of a snapshot of data format 2")
+    size: int = LENGTH.unpack_from(first, len(MAGIC))[0]
+    offset = len(MAGIC) + LENGTH.size + size
+    if size > MAX_BOOKKEEPING or offset > len(first):
+        raise ValueError("a snapshot header longer than its first piece")
+    return offset
+
+
 def write_snapshot(path: Path, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
     """Write a snapshot to ``path`` (a temporary name: the caller renames it), fsynced."""
     fd = create_private(path)

@@ -38,6 +38,7 @@ MAP_SIZE = 1 << 40
 TEST_MAP_SIZE = 1 << 30  # stores in a temporary directory (tests): many may be open at once
 TABLES = ("cells", "expiry", "blobs", "results", "sessions", "activity", "intents", "meta")
 DATA_FILE = "data.mdb"
+PULLED_FILE = DATA_FILE + ".pulled"  # an image pulled from the leader, installed by a rename
 BOOT_FILE = "boot"       # the kernel's boot id at open, and whether the store was closed cleanly
 CLEAN = "clean"
 REBUILDING = "rebuilding"  # present from finding an untrusted store until it is rebuilt
@@ -185,10 +186,15 @@ class StateDB:
             shutil.copyfileobj(source, target, COPY_PIECE)
             target.flush()
             os.fsync(target.fileno())
+        self.install_prepared(incoming)
+
+    def install_prepared(self, image: Path) -> None:
+        """Replace the store with ``image``, an LMDB file already written and synced in
+        the store's directory (a snapshot pulled from the leader): a rename, no copy."""
         with self._swap():
             self.env.close()
             (self.path / "lock.mdb").unlink(missing_ok=True)
-            os.replace(incoming, self.path / DATA_FILE)
+            os.replace(image, self.path / DATA_FILE)
             fsync_dir(self.path)
             self.env, self.tables = self._open()
         self.mark_rebuilt()

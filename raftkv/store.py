@@ -610,6 +610,11 @@ class Store(EntryTransactions, ShardOwnership):
         self.db.install(image, offset)
         self.reload()
 
+    def install_prepared(self, image: Path) -> None:
+        """Replace the store with an image already written beside it (:meth:`StateDB.install_prepared`)."""
+        self.db.install_prepared(image)
+        self.reload()
+
     def copy_image(self, fd: int) -> None:
         """Write a consistent copy of the store to ``fd`` (another thread may apply meanwhile)."""
         self.db.copy_to(fd)

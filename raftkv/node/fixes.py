@@ -9,11 +9,12 @@ from typing import Any
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
+from .. import formats
 from ..statedb import StateFailure
 from ..store import Store
 from .config import ReplicaConfig
 from .network import _SyncingTransport
-from .pinned import _REQUIRED_STATE
+from .pinned import _RAFT_STATE, _REQUIRED_STATE
 from .serializer import _SnapshotContext, _stop_replica
 from .tickwatch import TickWatch, watch_poller
 
@@ -98,6 +99,55 @@ class _FollowerAnswersSnapshotPieces(_EngineBase):
         serializer = self._snapshot_context.serializer
         if serializer is not None:
             serializer.cancelTransmisstion(node)  # a new connection starts it over
+
+
+class _LeaderOffersSnapshotsOnce(_EngineBase):
+    """A follower that pulls its snapshot gets one message a round, not a flood.
+
+    The engine's send loop asks the serializer for piece after piece until its
+    round (0.1 s) is over, sending whatever it gets, even nothing; it stops early
+    only once the follower's next index is past the log.  For a follower that
+    pulls its snapshot over the client port (raftkv/snapshot_pull.py) one offer
+    a round is enough: the serializer then asks to pause it, its next index is
+    moved past the log until the round ends, and put back.  A replica that stops
+    leading ends the transfers it offered.
+    """
+
+    peer_raft_formats: dict[Any, range]  # _SpeaksFormats
+
+    def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
+        self._paused: dict[Any, int] = {}  # follower -> its next index, during a round
+        super().__init__(config, store, conf)
+        self._snapshot_context.pause = self._pause
+        self._snapshot_context.pulls_from = self._pulls_from
+
+    def _pulls_from(self, node: Any) -> bool:
+        speaks = self.peer_raft_formats.get(node)
+        return speaks is not None and formats.PULLED_SNAPSHOTS in speaks
+
+    def _pause(self, node: Any) -> None:
+        next_index = self._SyncObj__raftNextIndex
+        self._paused.setdefault(node, next_index[node])
+        next_index[node] = self._SyncObj__getCurrentLogIndex() + 1
+
+    def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802
+        serializer = self._snapshot_context.serializer
+        if serializer is not None:
+            serializer.begin_round()
+        try:
+            super()._SyncObj__sendAppendEntries()
+        finally:
+            next_index = self._SyncObj__raftNextIndex
+            for node, index in self._paused.items():
+                next_index[node] = index
+            self._paused.clear()
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        serializer = self._snapshot_context.serializer
+        if (serializer is not None and serializer.sending
+                and self._SyncObj__raftState != _RAFT_STATE.LEADER):
+            serializer.cancel_all()
+        super()._onTick(timeToWait)
 
 
 class _CompactsByBytes(_EngineBase):

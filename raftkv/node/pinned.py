@@ -43,7 +43,9 @@ _REQUIRED = ("_SyncObj__onMessageReceived", "_SyncObj__sendNextNodeIdx", "_onTic
              # the leader's first entry of its term (_SpeaksFormats below)
              "_SyncObj__onBecomeLeader",
              # one transaction per pass of applying (_AppliesInOneTransaction)
-             "_SyncObj__applyLogEntries")
+             "_SyncObj__applyLogEntries",
+             # one snapshot offer per round (_LeaderOffersSnapshotsOnce)
+             "_SyncObj__sendAppendEntries")
 # The engine's private attributes we read or set; checked once an engine is built.
 _REQUIRED_STATE = ("_SyncObj__raftLog", "_SyncObj__transport", "_SyncObj__raftNextIndex",
                    "_SyncObj__raftCurrentTerm", "_SyncObj__raftState", "_SyncObj__raftLeader",

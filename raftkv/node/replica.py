@@ -23,6 +23,7 @@ from .fixes import (
     _FollowerAnswersSnapshotPieces,
     _FollowerKeepsMatchingEntries,
     _LeaderKeepsNextIndex,
+    _LeaderOffersSnapshotsOnce,
     _LeaderSyncsBeforeCounting,
     _LeaderSyncsWhileFollowersWrite,
 )
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 
 class _Engine(_LeaderSyncsBeforeCounting, _LeaderSyncsWhileFollowersWrite, _CompactsByBytes,
               _AppliesInOneTransaction, _LeaderKeepsNextIndex,
-              _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces, _SpeaksFormats,
-              _PreVote):
+              _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces,
+              _LeaderOffersSnapshotsOnce, _SpeaksFormats, _PreVote):
     """pysyncobj with every fix; see the package's docstring (raftkv/node/__init__.py)."""
 
 
@@ -48,7 +49,8 @@ def _engine_conf(config: ReplicaConfig, store: Store,
         journalFile=str(config.data_dir / formats.JOURNAL_FILE),
         fullDumpFile=str(config.data_dir / snapshots.SNAPSHOT_FILE),
         serializer=_SnapshotContext(store, config.snapshot_send_rate,
-                                    compact_bytes=config.log_compaction_bytes),
+                                    compact_bytes=config.log_compaction_bytes,
+                                    client_addr=config.client_addr, secret=config.secret),
         deserializer=snapshots.load_snapshot,  # the engine insists on both; _Serializer calls it
         logCompactionBatchSize=SNAPSHOT_PIECE,
         useFork=False,
@@ -79,6 +81,7 @@ class Replica:
         self._settle_store()
         conf = _engine_conf(config, self.store, on_ready)
         self._context: _SnapshotContext = conf.serializer
+        self.snapshot_offers = self._context.offers  # read by the server (snapshot_read)
         self._engine = _Engine(config, self.store, conf)
 
     def _settle_store(self) -> None:
@@ -134,6 +137,7 @@ class Replica:
             "log_entries": raw["log_len"],
             "snapshot_bytes": snapshot.stat().st_size if snapshot.exists() else 0,
             "snapshot_seconds": round(self._context.last_seconds, 3),  # the last one written
+            "snapshot_pulls": self._context.pulls_installed,  # pulled from a leader, installed
             "journal_bytes": self._engine._journal.bytes,
             "has_quorum": raw["has_quorum"],
             # docs/engine-fixes.md, "A rejoining replica deposes the leader"

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,7 +21,10 @@ import pysyncobj.tcp_server
 import pysyncobj.transport
 
 from .. import snapshots
+from ..client import Client
 from ..files import fsync_dir
+from ..snapshot_pull import READ_TIMEOUT, RETRY_AFTER, Offers, Pull, PullTransfer, check_offer
+from ..statedb import PULLED_FILE
 from ..store import Store
 from .pinned import STATE_FAILURE_EXIT
 
@@ -44,6 +47,15 @@ class _SnapshotContext:
     compact_bytes: int = 64 << 20
     last_seconds: float = 0.0  # how long the last snapshot took to write
     serializer: _Serializer | None = None  # the one the engine built
+    # Pulled snapshots (raftkv/snapshot_pull.py): this replica's client port (None: it
+    # offers none), the secret to dial a leader's, the transfers it offers.
+    client_addr: str | None = None
+    secret: bytes = b""
+    offers: Offers = field(default_factory=Offers)
+    pulls_from: Callable[[Any], bool] = lambda node: False  # the peer speaks Raft format 3
+    # Ends the engine's send loop for a follower until the round is over (_LeaderOffersOnce).
+    pause: Callable[[Any], None] = lambda node: None
+    pulls_installed: int = 0   # snapshots this replica pulled and installed
 
 
 class _Serializer:
@@ -67,8 +79,11 @@ class _Serializer:
         self._piece = piece
         self._writing: snapshots.BackgroundSnapshot | None = None
         self._id: int | None = None
-        self._outgoing: dict[Any, snapshots.Outgoing] = {}
+        self._outgoing: dict[Any, snapshots.Outgoing | PullTransfer] = {}
+        self._offered: set[Any] = set()  # followers sent their offer in this send round
         self._incoming: snapshots.Incoming | None = None  # a snapshot from the leader
+        self._pull: Pull | None = None  # one pulled from the leader's client port
+        self._client: Client | None = None  # to the leader's client port, for pulls
 
     def checkSerializing(self) -> tuple[int, int | None]:  # noqa: N802 - the engine's names
         writing = self._writing
@@ -114,21 +129,49 @@ class _Serializer:
             # that matches: a Raft voter that says it holds what it does not.
             _stop_replica(f"the snapshot {self._path} could not be loaded ({exc!r})")
 
-    def getTransmissionData(self, node: Any) -> tuple[bytes, bool, bool, int] | None:  # noqa: N802
+    def getTransmissionData(self, node: Any) -> tuple[Any, ...] | None:  # noqa: N802
         outgoing = self._outgoing.get(node)
         if outgoing is None:
             try:
-                outgoing = self._outgoing[node] = snapshots.Outgoing(
-                    self._path, self._piece, self._context.send_rate,
-                    lambda: self._context.channel(node))
-            except OSError:
+                outgoing = self._outgoing[node] = self._start_transfer(node)
+            except (OSError, ValueError):
                 log.exception("cannot open the snapshot to send it")
                 return None
+        if isinstance(outgoing, PullTransfer):
+            # The engine asks again and again until its round is over, sending each
+            # answer; one offer (or last piece) per round is all a pull needs.
+            if node in self._offered:
+                self._context.pause(node)
+                return None
+            self._offered.add(node)
         piece = outgoing.next_piece()
         if piece is not None and piece[2]:
             outgoing.close()
             del self._outgoing[node]
         return piece
+
+    def _start_transfer(self, node: Any) -> snapshots.Outgoing | PullTransfer:
+        """A pull for a follower that speaks it (docs/state-on-disk.md, "Snapshots"), pieces
+        for one on older code and for a snapshot of data format 1."""
+        context = self._context
+        if (context.client_addr is not None and context.pulls_from(node)
+                and not snapshots.read_header(self._path).legacy):
+            return PullTransfer(context.offers, self._path, context.send_rate, context.client_addr)
+        return snapshots.Outgoing(self._path, self._piece, context.send_rate,
+                                  lambda: context.channel(node))
+
+    def begin_round(self) -> None:
+        """The engine starts a round of sending to every follower."""
+        self._offered.clear()
+
+    def cancel_all(self) -> None:
+        """This replica no longer leads: every transfer it offers ends."""
+        for node in list(self._outgoing):
+            self.cancelTransmisstion(node)
+
+    @property
+    def sending(self) -> bool:
+        return bool(self._outgoing)
 
     def setTransmissionData(self, data: tuple[Any, ...] | None) -> bool:  # noqa: N802
         """Write a piece from the leader; True once the whole snapshot is in place.
@@ -141,8 +184,12 @@ class _Serializer:
             return False
         piece, first, last = data[:3]
         offset = data[3] if len(data) > 3 else None  # older code sent no offsets
+        info = data[4] if len(data) > 4 else None
+        if isinstance(info, dict) and "pull" in info:
+            return self._pulled(info, last)
         try:
             if first:
+                self._abandon_pull()
                 if self._incoming is not None:
                     self._incoming.abandon()
                 self._incoming = snapshots.Incoming(
@@ -165,6 +212,56 @@ class _Serializer:
             _stop_replica(f"receiving the leader's snapshot failed ({exc!r})")
         return True  # the engine now calls deserialize, which installs it
 
+    def _pulled(self, info: dict[str, Any], last: bool) -> bool:
+        """An offer (the follower fetches the file on a thread of its own) or, once it
+        said it has it all, the last piece: two renames put it in place."""
+        pull = self._pull
+        if not last:
+            try:
+                token, size, source, read = check_offer(info)
+            except ValueError:
+                log.exception("ignoring the leader's snapshot offer")
+                return False
+            if pull is not None and pull.token == token and (
+                    pull.fetched or pull.running() or pull.failed_at is None
+                    or time.monotonic() - pull.failed_at < RETRY_AFTER):
+                return False  # offers repeat every round while the pull runs
+            self._pull = self._start_pull(token, size, source, read, pull)
+            return False
+        self._pull = None
+        if pull is None or pull.token != info.get("pull") or not pull.fetched:
+            log.warning("the leader's snapshot was not pulled whole; waiting for a new offer")
+            if pull is not None:
+                pull.abandon()
+            return False
+        try:
+            self._wait_for_own_snapshot()
+            os.replace(pull.snapshot, self._path)
+            fsync_dir(self._path.parent)
+            self._context.store.install_prepared(pull.image)
+        except OSError as exc:
+            _stop_replica(f"installing the leader's snapshot failed ({exc!r})")
+        self._context.pulls_installed += 1
+        log.info("installed the snapshot pulled from %s (%d bytes)", pull.source, pull.size)
+        return True  # the engine now calls deserialize: the store is already there
+
+    def _start_pull(self, token: bytes, size: int, source: str, read: int,
+                    previous: Pull | None) -> Pull:
+        if self._client is None or self._client.addrs != (source,):
+            if self._client is not None:
+                self._client.close()
+            self._client = Client([source], self._context.secret, timeout=READ_TIMEOUT)
+        client = self._client
+        return Pull(token, size, source, read, client.snapshot_read, client.snapshot_done,
+                    self._path.with_name(self._path.name + ".pulled"),
+                    self._context.store.db.path / PULLED_FILE, snapshots.image_offset,
+                    previous)
+
+    def _abandon_pull(self) -> None:
+        if self._pull is not None:
+            self._pull.abandon()
+            self._pull = None
+
     def _wait_for_own_snapshot(self) -> None:
         """A snapshot of our own still being written is dropped: it would copy a store
         about to be replaced, and land over the leader's."""
@@ -181,8 +278,13 @@ class _Serializer:
         if self._incoming is not None:
             self._incoming.abandon()
             self._incoming = None
-        for node in list(self._outgoing):
-            self.cancelTransmisstion(node)
+        pull = self._pull
+        self._abandon_pull()
+        if self._client is not None:
+            self._client.close()  # a read in flight fails at once
+        if pull is not None:
+            pull.join(READ_TIMEOUT)
+        self.cancel_all()
 
     def cancelTransmisstion(self, node: Any) -> None:  # noqa: N802 - the engine's spelling
         outgoing = self._outgoing.pop(node, None)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import raftkv
+
 from .._procs import wait_for
 from ..cluster import KVCluster, running
 from ..terms import TermWatch, caught_up, settled, statuses
@@ -112,23 +114,89 @@ def slow_snapshots(tmp_path: Path) -> Iterator[KVCluster]:
         yield cluster
 
 
-def test_a_wiped_follower_killed_while_receiving_the_snapshot_catches_up_later(
+def pulled_bytes(cluster: KVCluster, follower: str) -> int:
+    """How much of the leader's snapshot the follower has pulled so far (raftkv/snapshot_pull.py)."""
+    pulled = cluster.root / follower / "raft" / "raft.snapshot.pulled"
+    try:
+        return pulled.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wipe(cluster: KVCluster, follower: str) -> None:
+    cluster.kill(follower)
+    shutil.rmtree(cluster.root / follower / "raft")
+    cluster.start(follower)
+
+
+def test_a_wiped_follower_killed_while_pulling_the_snapshot_catches_up_later(
         slow_snapshots) -> None:
     cluster = slow_snapshots
     leader, term = settled(cluster)
     follower = next(n for n in cluster.procs if n != leader)
     fill(cluster, 0, 1024)                      # 8 MiB: about 4 s to send
     with TermWatch(cluster) as watch:
-        cluster.kill(follower)
-        shutil.rmtree(cluster.root / follower / "raft")
-        cluster.start(follower)
-        incoming = cluster.root / follower / "raft" / "raft.snapshot.incoming"
-        wait_for(lambda: incoming.exists() and incoming.stat().st_size > 1 << 20, 30,
-                 "the follower to be receiving the snapshot")
-        cluster.kill(follower)                  # half-way through the pieces
+        wipe(cluster, follower)
+        wait_for(lambda: pulled_bytes(cluster, follower) > 1 << 20, 30,
+                 "the follower to be pulling the snapshot")
+        cluster.kill(follower)                  # half-way through the pull
         cluster.start(follower)
         caught_up(cluster, follower, leader)
         time.sleep(2.0)                         # a few election timeouts after it rejoined
     watch.assert_steady(term, leader, restarted=follower)
     assert cells(cluster, follower) == 1024
-    assert statuses(cluster)[follower]["snapshot_bytes"] > 0
+    status = statuses(cluster)[follower]
+    assert status["snapshot_bytes"] > 0 and status["snapshot_pulls"] == 1, status
+
+
+@pytest.fixture
+def pulls(tmp_path: Path) -> Iterator[KVCluster]:
+    """Snapshots every 20 entries, sent at 8 MB/s: a pull of 8 MiB takes about a second."""
+    extra = "\n[raft]\nsnapshot_entries = 20\nsnapshot_send_rate = 8e6\n"
+    with running(KVCluster(tmp_path / "kv", extra=extra)) as cluster:
+        yield cluster
+
+
+def test_a_wiped_follower_pulls_the_snapshot_beside_raft(pulls) -> None:
+    """It fetches the file over the leader's client port and installs it by renames;
+    every cell is there, no term changed, and the leader's tick thread stayed free."""
+    cluster = pulls
+    leader, term = settled(cluster)
+    follower = next(n for n in cluster.procs if n != leader)
+    fill(cluster, 0, 1024)
+    with TermWatch(cluster) as watch:
+        wipe(cluster, follower)
+        caught_up(cluster, follower, leader)
+        time.sleep(2.0)
+    watch.assert_steady(term, leader, restarted=follower)
+    status = statuses(cluster)[follower]
+    assert status["snapshot_pulls"] == 1, status
+    assert status["cells"] == 1024
+    assert "installed the snapshot pulled from" in cluster.logs()
+    assert not (cluster.root / follower / "raft" / "state" / "data.mdb.pulled").exists()
+    own = raftkv.Client([cluster.cluster.replica(follower).client], cluster.cluster.secret)
+    with own:                                   # the follower's own copy, not the leader's
+        cells_read = [own.get(f"{{m{i % 64}}}/box", f"c{i}", consistency="stale")
+                      for i in range(1024)]
+    missing = [i for i, cell in enumerate(cells_read) if cell is None or cell.value != VALUE]
+    assert not missing, missing[:10]
+
+
+def test_a_pull_whose_leader_dies_ends_and_the_next_leader_offers_it_again(slow_snapshots) -> None:
+    """The leader is killed half-way through a follower's pull: the pull fails cleanly
+    (its token is gone with the leader), and the new leader's offer is pulled whole."""
+    cluster = slow_snapshots
+    leader, _term = settled(cluster)
+    follower = next(n for n in cluster.procs if n != leader)
+    fill(cluster, 0, 1024)
+    wipe(cluster, follower)
+    wait_for(lambda: pulled_bytes(cluster, follower) > 1 << 20, 30,
+             "the follower to be pulling the snapshot")
+    cluster.kill(leader)
+    new_leader = cluster.leader()
+    assert new_leader == next(n for n in cluster.procs if n not in (leader, follower))
+    caught_up(cluster, follower, new_leader)
+    assert statuses(cluster)[follower]["snapshot_pulls"] == 1
+    cluster.start(leader)
+    caught_up(cluster, leader, new_leader)
+    assert cells(cluster, follower) == 1024

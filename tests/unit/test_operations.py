@@ -16,7 +16,8 @@ from raftkv.store import Store
 # node's own.  A new operation on shard data must say ShardBy.ROW or NUMBER instead.
 NOT_SHARD_DATA = {"noop", "intent", "intent_end", "expire_intents", "expire_cells",
                   "begin_config", "import_shard", "adopt_shard", "drop_shard",
-                  "export_shard", "shard_state", "status", "blob_put", "blob_get"}
+                  "export_shard", "shard_state", "status", "blob_put", "blob_get",
+                  "snapshot_read", "snapshot_done"}
 
 
 def test_every_operation_has_exactly_one_handler_where_it_is_answered() -> None:
