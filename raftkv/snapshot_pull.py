@@ -170,11 +170,13 @@ class Pull:
                  read_range: Callable[[str, bytes, int, int], bytes],
                  say_done: Callable[[str, bytes], None],
                  snapshot: Path, image: Path, header_end: Callable[[bytes], int],
-                 previous: Pull | None = None) -> None:
+                 previous: Pull | None = None,
+                 disk_failed: Callable[[str], None] = lambda reason: None) -> None:
         self.token, self.size, self.source = token, size, source
         self.snapshot, self.image = snapshot, image  # where the file and its image go
         self._read_size = read
         self._read_range, self._say_done, self._header_end = read_range, say_done, header_end
+        self._disk_failed = disk_failed  # this replica's own disk: it stops (raftkv.node)
         self._lock = threading.Lock()
         self.fetched = False        # both files whole and synced, the leader told
         self.failed_at: float | None = None
@@ -220,13 +222,19 @@ class Pull:
                      self.size, time.monotonic() - started)
         except _Abandoned:
             self._remove_files()
-        except (RaftKVError, OSError, ValueError) as exc:
+        except OSError as exc:  # the network's errors arrive as RaftKVError
+            self._failed()
+            self._disk_failed(f"writing the snapshot pulled from {self.source} failed ({exc!r})")
+        except (RaftKVError, ValueError) as exc:
             log.warning("pulling the leader's snapshot from %s failed (%s); the next offer "
                         "tries again", self.source, exc)
-            with self._lock:
-                self.fetched = False
-                self.failed_at = time.monotonic()
-            self._remove_files()
+            self._failed()
+
+    def _failed(self) -> None:
+        with self._lock:
+            self.fetched = False
+            self.failed_at = time.monotonic()
+        self._remove_files()
 
     def _fetch(self) -> None:
         snapshot_fd = create_private(self.snapshot)

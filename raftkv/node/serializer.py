@@ -255,7 +255,7 @@ class _Serializer:
         return Pull(token, size, source, read, client.snapshot_read, client.snapshot_done,
                     self._path.with_name(self._path.name + ".pulled"),
                     self._context.store.db.path / PULLED_FILE, snapshots.image_offset,
-                    previous)
+                    previous, _stop_replica)
 
     def _abandon_pull(self) -> None:
         if self._pull is not None:

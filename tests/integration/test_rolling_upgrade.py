@@ -155,11 +155,12 @@ def test_a_group_upgraded_one_replica_at_a_time_under_traffic(tmp_path: Path, ol
                     for upgraded in {first, leader} - {successor}:
                         caught_up(cluster, upgraded, successor)
 
-                    # 3. The last replica onto this code: now every voter speaks format 2.
+                    # 3. The last replica onto this code: now every voter speaks this
+                    # code's formats, timed entries (2) and pulled snapshots (3) among them.
                     _restart_on_new_code(cluster, new, last)
                     caught_up(cluster, last, successor)
-                    wait_for(lambda: _leader_status(cluster, successor)["entry_format"] == 2,
-                             10, "the leader to write Raft format 2")
+                    wait_for(lambda: _leader_status(cluster, successor)["entry_format"]
+                             == formats.RAFT.newest, 10, "the leader to write the newest format")
                     with cluster.client() as client:
                         client.put("ttl", "c", b"x", ttl=60.0)
                     time.sleep(2.0)
