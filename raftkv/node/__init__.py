@@ -13,8 +13,9 @@ explains each defect and its test):
   acknowledges, and term/vote metadata is fsynced before it is used;
 * snapshots are our own: a copy of the store's LMDB file written on a thread
   of its own (the engine's serializer ran on its tick thread and stopped its
-  heartbeats), fsynced before the journal is compacted, sent to a lagging
-  follower at a bounded rate; the journal is compacted by bytes as well as
+  heartbeats), fsynced before the journal is compacted, pulled by a lagging
+  follower over the leader's client port (:mod:`raftkv.snapshot_pull`; sent in
+  pieces to one on older code) at a bounded rate; the journal is compacted by bytes as well as
   by entries, and is always paired with a snapshot;
 * a follower never truncates entries that match the leader's (Raft section 5.3),
   and the leader never moves a follower's next index backwards on a late reply;

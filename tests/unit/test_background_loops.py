@@ -31,6 +31,7 @@ NOT_LOOPS = {
     "raftkv/background.py": 1,  # the loops' own thread
     "raftkv/connection.py": 1,  # a connection's reader, blocked on its socket
     "raftkv/snapshots.py": 1,   # one snapshot being written: runs once, to its end
+    "raftkv/snapshot_pull.py": 1,  # one snapshot being pulled: runs once, to its end
     "balancer/server.py": 1,    # serve_forever
     "deploy/launcher.py": 1,    # serve_forever (the control API)
 }

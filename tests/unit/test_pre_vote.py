@@ -16,6 +16,7 @@ from typing import Any
 import pysyncobj.transport
 import pytest
 
+from raftkv import formats
 from raftkv.node import elections, replica
 from raftkv.prevote import HELLO_GRACE, LogEnd, PeerFeatures, PreVoteRound, grants_pre_vote
 
@@ -196,7 +197,8 @@ def test_a_peer_that_never_said_hello_counts_as_yes(tmp_path, sent, hello) -> No
     try:
         h.engine._peers.grace = 0.0
         h.engine._SyncObj__onNodeConnected(h.peer)
-        assert {"type": "hello", "features": ["pre_vote"], "raft_formats": [1, 2]} in sent
+        assert {"type": "hello", "features": ["pre_vote"],
+                "raft_formats": formats.announce()} in sent
         if hello:
             h.deliver({"type": "hello", "features": ["pre_vote"]})
         _timer_fires(h)
