@@ -18,6 +18,11 @@ from .pinned import _RAFT_STATE, _REQUIRED_STATE
 from .serializer import _SnapshotContext, _stop_replica
 from .tickwatch import TickWatch, watch_poller
 
+# A snapshot copies the whole store: it waits until the journal holds at least this
+# share of the store's size (and snapshot_entries or snapshot_bytes), so the copies
+# write at most a few times what is stored (_CompactsByBytes).
+STORE_SHARE = 4
+
 # -- the replica ----------------------------------------------------------------
 
 class _EngineBase(SyncObj):
@@ -28,6 +33,7 @@ class _EngineBase(SyncObj):
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         self._store = store
         self._compact_bytes = config.log_compaction_bytes
+        self._compact_entries = config.log_compaction_entries
         self._snapshot_context: _SnapshotContext = conf.serializer
         super().__init__(config.raft_addr, list(config.peers), conf,
                          transportClass=self.transport_class)
@@ -151,14 +157,34 @@ class _LeaderOffersSnapshotsOnce(_EngineBase):
 
 
 class _CompactsByBytes(_EngineBase):
-    """A snapshot is due after so many bytes of entries, not only so many entries:
-    a journal of large entries would otherwise fill memory (the engine keeps its
-    entries in a list) and the disk before it reached the count."""
+    """A snapshot is due after so many entries or so many bytes of them, both bounds
+    growing with the store once it is large.
+
+    The engine counts entries alone (and takes a snapshot every minute besides);
+    a journal of large entries reached the disk's limits before the count.  And
+    a snapshot copies the whole store: at 2 GB stored, one every 64 MiB of
+    entries wrote 37 bytes of snapshot per byte stored, and the disk, busy with
+    them, held the journal's fsyncs (on the tick thread) for up to 2.7 s.  So
+    once a share of the store (``store / STORE_SHARE``) passes
+    ``snapshot_bytes``, both bounds scale with it: the copies write a few times
+    what is stored, not tens (docs/state-on-disk.md, "Snapshots").  The journal
+    lives on disk (raftkv/node/journal.py): what it holds costs disk and the
+    scan at a restart, not memory.
+    """
 
     _compact_bytes: int
+    _compact_entries: int
+
+    def compaction_bounds(self) -> tuple[int, int]:
+        """(entries, bytes): a journal past either is compacted by a snapshot."""
+        share = self._store.db.file_bytes() // STORE_SHARE
+        if share <= self._compact_bytes:
+            return self._compact_entries, self._compact_bytes
+        return int(self._compact_entries * share / self._compact_bytes), share
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
-        if self._journal.bytes > self._compact_bytes:
+        entries, size = self.compaction_bounds()
+        if len(self._journal) > entries or self._journal.bytes > size:
             self._SyncObj__forceLogCompaction = True
         super()._onTick(timeToWait)
 

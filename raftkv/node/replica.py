@@ -62,7 +62,9 @@ def _engine_conf(config: ReplicaConfig, store: Store,
         # leader waited up to the engine's 5 s for it to dial again.
         connectionRetryTime=1.0,
         leaderFallbackTimeout=LEADER_FALLBACK,
-        logCompactionMinEntries=config.log_compaction_entries,
+        # The engine's own triggers (a count, a minute) never fire: _CompactsByBytes decides.
+        logCompactionMinEntries=1 << 62,
+        logCompactionMinTime=1 << 62,
         dynamicMembershipChange=False,
         onReady=on_ready,
     )
@@ -139,6 +141,9 @@ class Replica:
             "snapshot_seconds": round(self._context.last_seconds, 3),  # the last one written
             "snapshot_pulls": self._context.pulls_installed,  # pulled from a leader, installed
             "journal_bytes": self._engine._journal.bytes,
+            # when the next snapshot is due: past either (docs/state-on-disk.md, "Snapshots")
+            "snapshot_due": dict(zip(("entries", "bytes"), self._engine.compaction_bounds(),
+                                     strict=True)),
             "has_quorum": raw["has_quorum"],
             # docs/engine-fixes.md, "A rejoining replica deposes the leader"
             "longest_leader_gap": round(self._engine.longest_leader_gap, 3),

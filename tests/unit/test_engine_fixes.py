@@ -320,3 +320,24 @@ def test_the_commit_index_is_not_fsynced_every_second(tmp_path, events) -> None:
         assert any(e[0] == "fsync" for e in events[before:])
     finally:
         h.close()
+
+
+# -- snapshots in proportion to the store (Snapshots and compaction) ------------
+
+def test_snapshots_come_in_proportion_to_a_large_store(tmp_path, monkeypatch) -> None:
+    h = Harness(tmp_path, _variant(None))
+    try:
+        db = h.engine._store.db
+        entries, size = h.config.log_compaction_entries, h.config.log_compaction_bytes
+        monkeypatch.setattr(db, "file_bytes", lambda: 100 << 20)
+        assert h.engine.compaction_bounds() == (entries, size)  # small: the settings
+        monkeypatch.setattr(db, "file_bytes", lambda: 2 << 30)
+        share = (2 << 30) // fixes.STORE_SHARE
+        assert h.engine.compaction_bounds() == (entries * share // size, share)
+        # A journal past the settings but not the store's share is not compacted...
+        h.engine._SyncObj__forceLogCompaction = False
+        monkeypatch.setattr(type(h.engine._journal), "bytes", size + 1, raising=False)
+        h.engine.doTick(0.0)
+        assert not h.engine._SyncObj__forceLogCompaction
+    finally:
+        h.close()
