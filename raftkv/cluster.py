@@ -83,6 +83,7 @@ class RaftSettings:
     snapshot_entries: int = 5000         # log entries between two snapshots
     snapshot_bytes: int = 64 << 20       # or this many bytes of entries, whichever comes first
     snapshot_send_rate: float = 256e6    # bytes a second a leader sends a lagging follower
+    snapshot_write_rate: float = 64e6    # bytes a second a snapshot is written at (leaves the disk room)
     election_timeout_min: float = 0.4    # seconds; a follower waits a random time
     election_timeout_max: float = 1.4    # in [min, max] before standing for election
 
@@ -93,6 +94,8 @@ class RaftSettings:
             raise ConfigError("raft.snapshot_bytes must be at least 1 MiB")
         if not self.snapshot_send_rate >= 1e6:
             raise ConfigError("raft.snapshot_send_rate must be at least 1 MB/s")
+        if not self.snapshot_write_rate >= 1e6:
+            raise ConfigError("raft.snapshot_write_rate must be at least 1 MB/s")
         if not 0.05 <= self.election_timeout_min < self.election_timeout_max:
             raise ConfigError("raft election timeouts must satisfy 0.05 <= min < max")
 

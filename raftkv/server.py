@@ -141,6 +141,7 @@ class NodeServer:
             log_compaction_entries=cluster.raft.snapshot_entries,
             log_compaction_bytes=cluster.raft.snapshot_bytes,
             snapshot_send_rate=cluster.raft.snapshot_send_rate,
+            snapshot_write_rate=cluster.raft.snapshot_write_rate,
             client_addr=me.client,
         ))
         self.blobs = BlobStore(data_dir / "blobs")

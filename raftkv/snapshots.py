@@ -19,6 +19,7 @@ tells them apart and the node loads them with :meth:`raftkv.store.Store.restore`
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pickle
@@ -45,6 +46,9 @@ MAX_BOOKKEEPING = 1 << 20  # two log entries and the node set: far less
 MAX_WAIT = 0.01            # seconds a piece is held back at most (rate, a full connection)
 MAX_PENDING = 1 << 20      # bytes a follower's connection may hold unsent before a piece waits
 STALE_TRANSFER = 30.0      # seconds without a piece asked for: that follower is gone
+WRITE_RATE = 64e6          # bytes a second a snapshot is written at, by default ([raft])
+SYNC_STEP = 4 << 20        # a snapshot being written is synced every so many bytes
+PIPE_READ = 1 << 20        # bytes read from LMDB's copy at once
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,74 @@ def image_offset(first: bytes) -> int:
     return offset
 
 
-def write_snapshot(path: Path, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
+def write_snapshot(path: Path, bookkeeping: bytes, copy_image: Callable[[int], None],
+                   rate: float = WRITE_RATE) -> None:
     """Write a snapshot to ``path`` (a temporary name: the caller renames it), fsynced."""
     fd = create_private(path)
     try:
         os.write(fd, MAGIC + LENGTH.pack(len(bookkeeping)) + bookkeeping)
-        copy_image(fd)  # LMDB writes from the descriptor's offset on
+        _copy_paced(copy_image, fd, rate)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float) -> None:
+    """The store's image into ``fd`` at most at ``rate`` bytes a second, synced every
+    :data:`SYNC_STEP` and dropped from the page cache behind.
+
+    Written at the disk's full speed, a copy of gigabytes filled the page cache
+    with dirty pages and the disk's queue with their writes, and the journal's
+    fsyncs (on the tick thread: a follower's acknowledgement, the leader's
+    count) waited behind them for seconds.  Synced in small steps, the queue
+    holds at most one step of the copy; paced, the copy leaves the disk room;
+    dropped from the cache, it does not push out the store's pages, which
+    serve reads (docs/state-on-disk.md, "Snapshots").  LMDB writes its copy into
+    a pipe from a thread of its own (in C, without the GIL); this one moves it on.
+    """
+    read_end, write_end = os.pipe()
+    try:  # fewer, larger reads; Linux allows 1 MiB to anyone
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_READ)
+    except OSError:
+        pass
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            copy_image(write_end)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+            failure.append(exc)
+        finally:
+            os.close(write_end)
+
+    producer = threading.Thread(target=produce, name="raftkv-snapshot-copy", daemon=True)
+    producer.start()
+    try:
+        started = time.monotonic()
+        offset = synced = os.lseek(fd, 0, os.SEEK_CUR)
+        copied = 0
+        while data := os.read(read_end, PIPE_READ):
+            _write_all(fd, data)
+            offset += len(data)
+            copied += len(data)
+            if offset - synced >= SYNC_STEP:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, synced, offset - synced, os.POSIX_FADV_DONTNEED)
+                synced = offset
+                early = copied / rate - (time.monotonic() - started)
+                if early > 0:
+                    time.sleep(early)
+    finally:
+        os.close(read_end)  # a producer still writing gets EPIPE and ends
+        producer.join()
+    if failure:
+        raise failure[0]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def load_snapshot(store: Store, path: Path) -> tuple[Any, ...]:
@@ -137,10 +200,12 @@ def convert_legacy_dir(data_dir: Path) -> None:
 class BackgroundSnapshot:
     """One snapshot being written on a thread of its own; the tick thread polls it."""
 
-    def __init__(self, target: Path, bookkeeping: bytes, copy_image: Callable[[int], None]) -> None:
+    def __init__(self, target: Path, bookkeeping: bytes, copy_image: Callable[[int], None],
+                 rate: float = WRITE_RATE) -> None:
         self.target = target
         self.ok: bool | None = None   # None while it runs
         self.seconds = 0.0
+        self._rate = rate
         self._thread = threading.Thread(target=self._run, args=(bookkeeping, copy_image),
                                         name="raftkv-snapshot", daemon=True)
         self._thread.start()
@@ -149,7 +214,7 @@ class BackgroundSnapshot:
         started = time.monotonic()
         tmp = self.target.with_name(self.target.name + ".tmp")
         try:
-            write_snapshot(tmp, bookkeeping, copy_image)
+            write_snapshot(tmp, bookkeeping, copy_image, self._rate)
             os.replace(tmp, self.target)
             fsync_dir(self.target.parent)
             self.ok = True

@@ -22,6 +22,7 @@ class ReplicaConfig:
     log_compaction_entries: int = 5000   # take a snapshot after this many entries
     log_compaction_bytes: int = 64 << 20  # or this many bytes of entries
     snapshot_send_rate: float = 256e6    # bytes a second sent to a follower that needs a snapshot
+    snapshot_write_rate: float = 64e6    # bytes a second a snapshot is written at
     client_addr: str | None = None       # its client port, where followers pull snapshots from
 
     def validate(self) -> None:

@@ -49,6 +49,7 @@ def _engine_conf(config: ReplicaConfig, store: Store,
         journalFile=str(config.data_dir / formats.JOURNAL_FILE),
         fullDumpFile=str(config.data_dir / snapshots.SNAPSHOT_FILE),
         serializer=_SnapshotContext(store, config.snapshot_send_rate,
+                                    write_rate=config.snapshot_write_rate,
                                     compact_bytes=config.log_compaction_bytes,
                                     client_addr=config.client_addr, secret=config.secret),
         deserializer=snapshots.load_snapshot,  # the engine insists on both; _Serializer calls it

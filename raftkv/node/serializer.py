@@ -42,6 +42,7 @@ class _SnapshotContext:
 
     store: Store
     send_rate: float
+    write_rate: float = snapshots.WRITE_RATE
     journal_bytes: Callable[[], int] = lambda: 0
     channel: Callable[[Any], snapshots.Channel | None] = lambda node: None  # to a peer
     compact_bytes: int = 64 << 20
@@ -111,7 +112,8 @@ class _Serializer:
         self._id = id
         bookkeeping = pysyncobj.pickle.dumps(data[1:])  # (last applied, the one before, nodes)
         self._writing = snapshots.BackgroundSnapshot(self._path, bookkeeping,
-                                                     self._context.store.copy_image)
+                                                     self._context.store.copy_image,
+                                                     self._context.write_rate)
 
     def _drop_stale_transfers(self) -> None:
         """Transfers nobody asked for in a while: to a follower gone, or begun while this

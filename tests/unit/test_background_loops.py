@@ -30,7 +30,7 @@ ROOT_DIR = Path(__file__).resolve().parents[2]
 NOT_LOOPS = {
     "raftkv/background.py": 1,  # the loops' own thread
     "raftkv/connection.py": 1,  # a connection's reader, blocked on its socket
-    "raftkv/snapshots.py": 1,   # one snapshot being written: runs once, to its end
+    "raftkv/snapshots.py": 2,   # one snapshot being written, and LMDB copying into it: run once
     "raftkv/snapshot_pull.py": 1,  # one snapshot being pulled: runs once, to its end
     "balancer/server.py": 1,    # serve_forever
     "deploy/launcher.py": 1,    # serve_forever (the control API)
