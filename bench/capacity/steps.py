@@ -38,12 +38,10 @@ def snapshot(group: Group, timeout: float) -> dict[str, Any]:
     seen = group.statuses()
     if set(seen) != set(group.names):
         raise BenchError(f"only {sorted(seen)} answered before the snapshot")
-    # Past a quarter of the store, a replica's bound grows with the store (status
-    # ``snapshot_due``); the largest of them is the one to pass.
-    threshold = max(s.get("snapshot_due", {}).get("entries", group.snapshot_entries)
-                    for s in seen.values())
+    # Past a quarter of the store, a replica's bound grows with its store (status
+    # ``snapshot_due``): each replica has its own, and it moves as the store does.
     written = 0
-    for _ in range(max(0, threshold - max(s["log_entries"] for s in seen.values()) - LOOK_AHEAD)):
+    for _ in range(max(0, min(_due(s) - s["log_entries"] for s in seen.values()) - LOOK_AHEAD)):
         group.client.noop()
         written += 1
         if time.monotonic() > deadline:
@@ -52,16 +50,17 @@ def snapshot(group: Group, timeout: float) -> dict[str, Any]:
     started: dict[str, float] = {}
     done: dict[str, float] = {}
     began = time.perf_counter()
-    for _ in range(threshold + 2 * LOOK_AHEAD):  # at most one threshold's worth of entries
+    most = max(_due(s) for s in seen.values())
+    for _ in range(most + 2 * LOOK_AHEAD):  # at most the largest bound's worth of entries
         if len(started) == len(group.names) or time.monotonic() > deadline:
             break
         sent = time.perf_counter()
         group.client.noop()
         written += 1
-        _look(group, previous, started, done, sent, threshold)
+        _look(group, previous, started, done, sent)
     while len(done) < len(started) and time.monotonic() < deadline:
         time.sleep(SNAPSHOT_POLL)
-        _look(group, previous, started, done, None, threshold)
+        _look(group, previous, started, done, None)
     if len(done) < len(group.names):
         raise BenchError(f"snapshots seen on {sorted(done)} only, after {written} entries")
     final = group.settle(timeout)
@@ -78,15 +77,21 @@ def snapshot(group: Group, timeout: float) -> dict[str, Any]:
                             for n in group.names}}
 
 
+def _due(status: dict[str, Any]) -> int:
+    """The log length past which this replica takes a snapshot."""
+    due: int = status["snapshot_due"]["entries"]
+    return due
+
+
 def _look(group: Group, previous: dict[str, int], started: dict[str, float],
-          done: dict[str, float], sent: float | None, threshold: int) -> None:
+          done: dict[str, float], sent: float | None) -> None:
     """One look at every replica's log length after the write sent at ``sent``."""
     seen = group.statuses()
     now = time.perf_counter()
     for name, status in seen.items():
         length = status["log_entries"]
         shrunk = name in previous and length < previous[name]
-        if name not in started and sent is not None and (length > threshold or shrunk):
+        if name not in started and sent is not None and (length > _due(status) or shrunk):
             started[name] = sent
         if shrunk and name in started and name not in done:
             done[name] = now
