@@ -88,19 +88,25 @@ def image_offset(first: bytes) -> int:
     return offset
 
 
+class Cancelled(Exception):
+    """A snapshot being written was given up (the replica stops, or installs another)."""
+
+
 def write_snapshot(path: Path, bookkeeping: bytes, copy_image: Callable[[int], None],
-                   rate: float = WRITE_RATE) -> None:
-    """Write a snapshot to ``path`` (a temporary name: the caller renames it), fsynced."""
+                   rate: float = WRITE_RATE, cancelled: threading.Event | None = None) -> None:
+    """Write a snapshot to ``path`` (a temporary name: the caller renames it), fsynced;
+    :class:`Cancelled` once ``cancelled`` is set."""
     fd = create_private(path)
     try:
         os.write(fd, MAGIC + LENGTH.pack(len(bookkeeping)) + bookkeeping)
-        _copy_paced(copy_image, fd, rate)
+        _copy_paced(copy_image, fd, rate, cancelled or threading.Event())
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float) -> None:
+def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float,
+                cancelled: threading.Event) -> None:
     """The store's image into ``fd`` at most at ``rate`` bytes a second, synced every
     :data:`SYNC_STEP` and dropped from the page cache behind.
 
@@ -135,6 +141,8 @@ def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float) -> None
         offset = synced = os.lseek(fd, 0, os.SEEK_CUR)
         copied = 0
         while data := os.read(read_end, PIPE_READ):
+            if cancelled.is_set():
+                raise Cancelled
             _write_all(fd, data)
             offset += len(data)
             copied += len(data)
@@ -143,8 +151,8 @@ def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float) -> None
                 os.posix_fadvise(fd, synced, offset - synced, os.POSIX_FADV_DONTNEED)
                 synced = offset
                 early = copied / rate - (time.monotonic() - started)
-                if early > 0:
-                    time.sleep(early)
+                if early > 0 and cancelled.wait(early):
+                    raise Cancelled
     finally:
         os.close(read_end)  # a producer still writing gets EPIPE and ends
         producer.join()
@@ -206,6 +214,7 @@ class BackgroundSnapshot:
         self.ok: bool | None = None   # None while it runs
         self.seconds = 0.0
         self._rate = rate
+        self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(bookkeeping, copy_image),
                                         name="raftkv-snapshot", daemon=True)
         self._thread.start()
@@ -214,10 +223,14 @@ class BackgroundSnapshot:
         started = time.monotonic()
         tmp = self.target.with_name(self.target.name + ".tmp")
         try:
-            write_snapshot(tmp, bookkeeping, copy_image, self._rate)
+            write_snapshot(tmp, bookkeeping, copy_image, self._rate, self._cancelled)
             os.replace(tmp, self.target)
             fsync_dir(self.target.parent)
             self.ok = True
+        except Cancelled:
+            log.info("the snapshot being written was given up")
+            tmp.unlink(missing_ok=True)
+            self.ok = False
         except Exception:  # noqa: BLE001 - any failure: the journal is simply not compacted
             log.exception("writing the snapshot %s failed; the journal keeps its entries", tmp)
             self.ok = False
@@ -228,6 +241,13 @@ class BackgroundSnapshot:
         return self.ok is not None
 
     def wait(self) -> None:
+        self._thread.join()
+
+    def cancel(self) -> None:
+        """Give the snapshot up and wait until its thread (and LMDB's) have ended: a paced
+        copy of gigabytes takes tens of seconds, which a stopping replica, or one
+        installing its leader's snapshot, must not wait for."""
+        self._cancelled.set()
         self._thread.join()
 
 

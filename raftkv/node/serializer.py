@@ -207,7 +207,7 @@ class _Serializer:
                 return False
             incoming, self._incoming = self._incoming, None
             incoming.finish()
-            self._wait_for_own_snapshot()
+            self._drop_own_snapshot()
             os.replace(incoming.path, self._path)
             fsync_dir(self._path.parent)
         except OSError as exc:
@@ -237,7 +237,7 @@ class _Serializer:
                 pull.abandon()
             return False
         try:
-            self._wait_for_own_snapshot()
+            self._drop_own_snapshot()
             os.replace(pull.snapshot, self._path)
             fsync_dir(self._path.parent)
             self._context.store.install_prepared(pull.image)
@@ -264,19 +264,19 @@ class _Serializer:
             self._pull.abandon()
             self._pull = None
 
-    def _wait_for_own_snapshot(self) -> None:
-        """A snapshot of our own still being written is dropped: it would copy a store
+    def _drop_own_snapshot(self) -> None:
+        """A snapshot of our own still being written is given up: it would copy a store
         about to be replaced, and land over the leader's."""
         writing = self._writing
         if writing is not None:
-            writing.wait()
+            writing.cancel()
             self._writing = None
 
     def stop(self) -> None:
-        """Wait for a snapshot being written (it reads the store, about to close), and
+        """Give up a snapshot being written (it reads the store, about to close), and
         drop transfers in either direction."""
         if self._writing is not None:
-            self._writing.wait()
+            self._writing.cancel()
         if self._incoming is not None:
             self._incoming.abandon()
             self._incoming = None

@@ -60,3 +60,15 @@ def test_a_target_that_fails_stops_the_copy_without_hanging(tmp_path, monkeypatc
     with pytest.raises(OSError, match="No space"):
         snapshots.write_snapshot(tmp_path / "s", b"", store.copy_image)
     assert time.monotonic() - began < 5  # LMDB's thread saw the pipe close and ended
+
+
+def test_a_snapshot_being_written_is_given_up_at_once(tmp_path) -> None:
+    store = _store_with(tmp_path, 12)
+    target = tmp_path / "raft.snapshot"
+    slow = snapshots.BackgroundSnapshot(target, b"", store.copy_image, rate=1e6)  # 12 s
+    time.sleep(0.2)
+    began = time.monotonic()
+    slow.cancel()
+    assert time.monotonic() - began < 2
+    assert slow.ok is False and not target.exists()
+    assert not target.with_name(target.name + ".tmp").exists()
