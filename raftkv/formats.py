@@ -69,10 +69,14 @@ RAFT = FormatLine("raft", {
        "and hello messages (ea7c3be)",
     3: "a lagging follower pulls the snapshot over the client port: the leader's "
        "snapshot message may be an offer (raftkv/snapshot_pull.py)",
+    4: "read_probe and read_ack messages: the leader confirms it leads before it "
+       "answers a read outside the log (raftkv/readindex.py); entries stay format 2",
 }, oldest=1)
 
 # From this Raft format on, a follower is offered its snapshot to pull, not sent pieces.
 PULLED_SNAPSHOTS = 3
+# From this Raft format on, a follower answers read_probe (raftkv/readindex.py).
+READ_INDEX = 4
 
 CLIENT = FormatLine("client", {
     1: "length-prefixed msgpack frames after the secret handshake (raftkv/protocol.py)",

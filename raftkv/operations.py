@@ -27,7 +27,7 @@ from typing import Any
 class Kind(enum.Enum):
     """Where an operation is answered."""
 
-    READ = "read"    # through the log (linearizable), or from one replica's state (stale)
+    READ = "read"    # linearizable (through the log, or ReadIndex), or from one replica's state (stale)
     WRITE = "write"  # through the log, exactly once per (client id, sequence number)
     NODE = "node"    # by the replica's server, outside the log (status, blob chunks)
 
@@ -50,6 +50,11 @@ class Operation:
     shard: ShardBy
     upload: bool = False  # may carry ``upload``: the intent its blob cells retire
     chunk: bool = False   # moves a blob chunk: waits for one of the node's chunk slots
+    # A read of the table alone: the leader answers it from a read transaction once it
+    # has confirmed it leads (ReadIndex, raftkv/node/read_index.py).  The other reads
+    # answer from state the tick thread keeps in memory, which may run ahead of the
+    # store's last commit; they go through the log.
+    read_index: bool = False
     write: bool = field(init=False)  # kind is WRITE: a plain attribute for the hot path
 
     def __post_init__(self) -> None:
@@ -61,9 +66,9 @@ ROW, NUMBER, NONE = ShardBy.ROW, ShardBy.NUMBER, ShardBy.NONE
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     # -- the table ------------------------------------------------------------
-    Operation("get", READ, ROW),
-    Operation("get_row", READ, ROW),
-    Operation("scan", READ, NUMBER),
+    Operation("get", READ, ROW, read_index=True),
+    Operation("get_row", READ, ROW, read_index=True),
+    Operation("scan", READ, NUMBER, read_index=True),
     Operation("put", WRITE, ROW, upload=True),
     Operation("cput", WRITE, ROW, upload=True),
     Operation("mutate_row", WRITE, ROW, upload=True),

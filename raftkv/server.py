@@ -1,13 +1,16 @@
 """``raftkv-node``: one replica's process -- the client port in front of a :class:`Replica`.
 
 Requests arrive pipelined over authenticated connections (:mod:`raftkv.protocol`).
-Reads and writes alike go through the Raft log, so every answer is
-linearizable; a replica that is not the leader answers ``NotLeader`` with a hint.
-Requests that arrive together are packed into one Raft entry up to the entry cap
-(group commit): while batches are in flight, new requests queue up and leave
-together.  Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`),
-a few at a time so that a node's memory stays bounded whatever the traffic, and
-kept complete and free of garbage by a :class:`~raftkv.repair.BlobKeeper`.
+Writes go through the Raft log; linearizable reads of the table are answered by
+the leader from its store once it has confirmed it still leads (ReadIndex,
+raftkv/node/read_index.py), or through the log while fewer than a majority of
+the group speak that (an upgrade in progress).  Every answer is linearizable; a
+replica that is not the leader answers ``NotLeader`` with a hint.  Requests that
+arrive together are packed into one Raft entry up to the entry cap (group
+commit): while batches are in flight, new requests queue up and leave together.
+Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`), a few at a
+time so that a node's memory stays bounded whatever the traffic, and kept complete
+and free of garbage by a :class:`~raftkv.repair.BlobKeeper`.
 
 The port stays open to everyone who knows the secret, and costs a stranger's
 connections little: at most :data:`MAX_HANDSHAKING` connections may be in their
@@ -287,6 +290,8 @@ class NodeServer:
             return await _SERVED[operation.name][1](self, request)
         if operation.kind is Kind.READ and request.get("consistency") == "stale":
             return {**self._stale_read(request), "stale": True}
+        if operation.read_index and self.replica.serves_read_index():
+            return await self._read_at_index(request)
         if not self.replica.is_leader():
             raise self._not_leader()
         command = {k: v for k, v in request.items() if k not in ("id", "consistency")}
@@ -329,15 +334,42 @@ class NodeServer:
         self.replica.snapshot_offers.finish(request.get("token"))
         return {}
 
+    async def _read_at_index(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A linearizable read without a log entry: once the leader has confirmed it
+        leads and its store has committed the index it noted, a read transaction
+        begun now sees every write acknowledged before this read arrived
+        (raftkv/node/read_index.py says why)."""
+        loop = self._loop
+        assert loop is not None
+        confirmed: asyncio.Future[None] = loop.create_future()
+
+        def settle(err: RaftKVError | None) -> None:
+            if confirmed.done():
+                return  # the client went away
+            if err is not None:
+                confirmed.set_exception(self._with_client_hint(err))
+            else:
+                confirmed.set_result(None)
+
+        def on_raft_thread(_index: int | None, err: RaftKVError | None) -> None:
+            loop.call_soon_threadsafe(settle, err)
+
+        self.replica.read_index(on_raft_thread)
+        await confirmed
+        return self._read_store(request, "a read")
+
     def _stale_read(self, request: dict[str, Any]) -> dict[str, Any]:
-        # The store is mutated on the Raft thread; a concurrent change can
-        # upset an iteration, so try again (each try is short).
+        return self._read_store(request, "a stale read")
+
+    def _read_store(self, request: dict[str, Any], what: str) -> dict[str, Any]:
+        # A snapshot installed under the read replaces the store's file; try again
+        # (each try is short).
         for _ in range(10):
             try:
                 return self.replica.store.read(request)
             except RuntimeError:
                 continue
-        raise UnavailableError("the replica is too busy for a stale read")
+        raise UnavailableError(f"the replica is too busy for {what}")
 
     def status(self) -> dict[str, Any]:
         store = self.replica.store  # read without the log: a replica's own view, for operators

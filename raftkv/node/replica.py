@@ -29,11 +29,12 @@ from .fixes import (
 )
 from .peer_formats import _SpeaksFormats
 from .pinned import ENTRY_CAP, LEADER_FALLBACK, RAFT_PASSWORD_PURPOSE
+from .read_index import _ServesReadIndex
 from .serializer import SNAPSHOT_PIECE, _SnapshotContext
 
 log = logging.getLogger(__name__)
 
-class _Engine(_LeaderSyncsBeforeCounting, _LeaderSyncsWhileFollowersWrite, _CompactsByBytes,
+class _Engine(_ServesReadIndex, _LeaderSyncsBeforeCounting, _LeaderSyncsWhileFollowersWrite, _CompactsByBytes,
               _AppliesInOneTransaction, _LeaderKeepsNextIndex,
               _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces,
               _LeaderOffersSnapshotsOnce, _SpeaksFormats, _PreVote):
@@ -114,6 +115,18 @@ class Replica:
                 callback(None, _translate_failure(reason, self.leader_hint()))
 
         self._engine.apply_batch(packed_commands, callback=done)
+
+    def read_index(self, callback: Callable[[int | None, RaftKVError | None], None]) -> None:
+        """Ask the leader for an index to read at without a log entry (ReadIndex,
+        raftkv/node/read_index.py): ``callback(index, None)`` runs on the Raft thread
+        once leadership is confirmed and the store has committed up to ``index`` -- a
+        read transaction begun then is linearizable -- or ``callback(None, error)``."""
+        self._engine.read_index(callback)
+
+    def serves_read_index(self) -> bool:
+        """Whether reads may skip the log: this replica leads, and a majority of the
+        group speaks ReadIndex (Raft format 4; otherwise reads go through the log)."""
+        return self.is_leader() and self._engine.read_index_quorum()
 
     def is_leader(self) -> bool:
         return bool(self._engine._isLeader())

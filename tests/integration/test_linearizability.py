@@ -8,6 +8,7 @@ replicas' data directories in the test's tmp_path.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +123,77 @@ def test_a_cut_off_leader_serves_no_stale_read_and_steps_down(lab_cluster) -> No
     lab.heal()
     with lab_cluster.client() as client:
         assert client.get("deposed", "c").value == b"new"
+
+
+def test_a_deposed_leader_serves_no_batched_read_below_the_majoritys_writes(lab_cluster) -> None:
+    """ReadIndex's leadership round under load (raftkv/node/read_index.py).
+
+    The leader is cut off while eight clients read from it, many reads waiting
+    in each confirmation round, and the new majority acknowledges one write
+    after another.  Until it steps down the old leader still thinks it leads
+    and holds the old values: a read it answers without hearing from a
+    majority after the read arrived is below a write acknowledged before the
+    read began.  Every read it answers must be at least that write.
+    """
+    lab = lab_cluster.lab
+    assert lab is not None
+    secret = lab_cluster.cluster.secret
+    replicas = {r.name: r for r in lab_cluster.cluster.groups[0].replicas}
+    leader = lab_cluster.leader()
+    with lab_cluster.client() as client:
+        client.put("counter", "c", b"0")
+    others = [r.client for name, r in replicas.items() if name != leader]
+    acked = [0]               # the last value the majority acknowledged
+    stepped_down: list[int] = []  # acked[0] when the old leader stopped leading
+    stale: list[tuple[int, int]] = []
+    served = [0]
+    stop = threading.Event()
+    deadline = time.monotonic() + LEADER_FALLBACK + 8
+
+    def write() -> None:
+        with Client(others, secret, timeout=10.0) as majority:
+            for value in range(1, 10_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                majority.put("counter", "c", str(value).encode())
+                acked[0] = value
+
+    def read() -> None:
+        with Client([replicas[leader].client], secret, timeout=0.5) as old_leader:
+            for _ in range(10_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                floor = acked[0]
+                try:
+                    cell = old_leader.get("counter", "c")
+                except UnavailableError:
+                    continue  # no answer, or "not the leader": both fine
+                served[0] += 1
+                assert cell is not None
+                if int(cell.value) < floor:
+                    stale.append((floor, int(cell.value)))
+
+    def watch() -> None:
+        with Client([replicas[leader].client], secret, timeout=0.5) as old_leader:
+            while time.monotonic() < deadline:
+                if old_leader.status()[0].get("role") != "leader":
+                    stepped_down.append(acked[0])
+                    return
+                time.sleep(0.05)
+
+    lab.isolate(lab_cluster.host_of[leader])
+    threads = [threading.Thread(target=f, daemon=True) for f in (write, watch, *[read] * 8)]
+    for thread in threads:
+        thread.start()
+    threads[1].join(LEADER_FALLBACK + 10)
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+    assert stepped_down, "the cut-off leader never stepped down"
+    # The window this test looks into: writes acknowledged while the old leader led.
+    assert stepped_down[0] >= 1, "no write was acknowledged before the old leader stepped down"
+    assert stale == [], (f"the deposed leader served {len(stale)} stale reads of {served[0]} "
+                         f"(floor, value): {stale[:5]}")
+    lab.heal()
+    with lab_cluster.client() as client:
+        assert int(client.get("counter", "c").value) >= acked[0]
