@@ -23,12 +23,15 @@ explains each defect and its test):
 * a replica asks its peers (PreVote, :mod:`raftkv.prevote`) before it bumps its
   term, so one that was cut off or restarted behind does not depose the leader;
 * peers announce the Raft formats they speak (:mod:`raftkv.formats`): one that
-  shares none is refused, and the leader writes entries every voter applies.
+  shares none is refused, and the leader writes entries every voter applies;
+* a linearizable read needs no log entry: the leader answers it once a majority
+  confirmed it still leads after the read arrived (ReadIndex, :mod:`raftkv.readindex`).
 
 Its modules: :mod:`.pinned` (the engine checked at import, shared limits),
 :mod:`.config`, :mod:`.disk` (journal and term/vote), :mod:`.network` (the
 Raft port), :mod:`.serializer` (snapshots), :mod:`.fixes`, :mod:`.elections`
-(PreVote) and :mod:`.peer_formats` (mixins of the engine), :mod:`.replica`.
+(PreVote), :mod:`.peer_formats` and :mod:`.read_index` (mixins of the engine),
+:mod:`.replica`.
 Everything above this package sees :class:`Replica` and our own errors only.
 """
 
