@@ -34,6 +34,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
 from raftkv.errors import RaftKVError
+from shards.readonly import ReadOnlyFallback, fallback_for, observing, read_state
 
 from .account import AccountViews
 from .admin import AdminViews
@@ -47,7 +48,7 @@ from .errors import RETRY_AFTER, http_error
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
-from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token
+from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -127,7 +128,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
         self.config = config
         self._client_factory = client_factory
-        self._client: Client | None = None
+        self._client: ReadOnlyFallback | None = None
         self._client_pid = 0
         self._client_lock = threading.Lock()
         self.sessions = SessionStore(self.client, ttl=config.session_ttl,
@@ -190,18 +191,21 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         ], strict_slashes=True, converters={"file": FileIdConverter,
                                             "folder": FolderIdConverter})
 
-    def client(self) -> Client:
+    def client(self) -> ReadOnlyFallback:
         """This process's store client, made on first use.
 
         gunicorn forks workers after loading the app (or before, with
         preload); a client's sockets and threads must not cross a fork, so a
-        new process makes its own.
+        new process makes its own.  It serves a request's reads stale, and
+        refuses its writes, while a group has lost its majority
+        (:mod:`shards.readonly`); the page then shows the read-only notice.
         """
         pid = os.getpid()
         if self._client is None or self._client_pid != pid:
             with self._client_lock:
                 if self._client is None or self._client_pid != pid:
-                    self._client, self._client_pid = self._client_factory(), pid
+                    self._client = fallback_for(self._client_factory())
+                    self._client_pid = pid
         return self._client
 
     def start(self) -> None:
@@ -224,12 +228,23 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         """Render ``template`` with what every page needs (user, nav, CSRF token)."""
         session = getattr(request, "session", None)
         html = self.jinja.get_template(template).render(
+            read_only=self.read_only(session),
             user=session.user if session else None,
             is_admin=session.admin if session else False,
             csrf=csrf_token(self.config.csrf_key, session.sid) if session else "",
             cluster=self.config.cluster.name, frontend=self.config.frontend,
             path=request.path, **context)
         return Response(html, status=status, mimetype="text/html")
+
+    def read_only(self, session: Session | None) -> bool:
+        """Whether the page must carry the read-only notice: it shows something read
+        stale, or the user's own group refuses writes (shards.readonly)."""
+        state = read_state()
+        if state is not None and state.read_only:
+            return True
+        client = self._client
+        return (session is not None and session.user is not None and client is not None
+                and client.lost(index_row(session.user)))  # {user} rows share one group
 
     def error_page(self, request: Request, exc: HTTPException) -> Response:
         """A friendly HTML page for ``exc``, keeping its headers (Allow, Retry-After)."""
@@ -243,7 +258,15 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
     # -- dispatch ----------------------------------------------------------------
 
     def dispatch_request(self, request: Request) -> Response:
-        """Route, load the session, check CSRF, call the view, map every failure to a page."""
+        """Route, load the session, check CSRF, call the view, map every failure to a page.
+
+        The request's reads may fall back to stale ones (:mod:`shards.readonly`);
+        :meth:`render` then shows the read-only notice.
+        """
+        with observing():
+            return self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> Response:
         try:
             adapter = self.url_map.bind_to_environ(request.environ)
             endpoint, values = adapter.match()

@@ -19,8 +19,10 @@ from urllib.parse import quote, urlsplit
 from werkzeug.exceptions import Forbidden
 from werkzeug.utils import redirect
 
+from raftkv.errors import ReadOnly
 from shards.model import accounts, apppasswords, ratelimit
 from shards.model.errors import AccountError
+from shards.readonly import current_only
 
 from .errors import http_message, http_status
 
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from .app import Portal, Request
 
 # Names people trust in mail (RFC 2142 roles); nobody gets them by signing up.
+SIGN_IN_READ_ONLY = ("Signing in to this account is not possible right now: the part of the "
+                     "storage cluster that holds it is recovering. Please try again in a few "
+                     "minutes. If you are already signed in elsewhere, that session keeps "
+                     "working, read-only.")
 RESERVED_NAMES = frozenset({"postmaster", "abuse", "root", "hostmaster", "webmaster",
                             "mailer-daemon", "noreply", "no-reply", "admin", "administrator"})
 
@@ -135,17 +141,28 @@ class AuthViews:
         if request.method != "POST":
             return self.render(request, "login.html", next=next_url)
         name = request.form.get("username", "").strip().lower()
-        verdict = ratelimit.check_password(self.client(), name, request.form.get("password", ""),
-                                           request.remote_addr or "?", self.auth_limits)
+        try:
+            # The account is read through the log or not at all: a password checked
+            # against a stale copy could be one changed since.  The first read finds
+            # out fast if the account's group has lost its majority; the counters'
+            # writes to it are then refused at once (shards.readonly).
+            with current_only():
+                accounts.user_exists(self.client(), name)
+                verdict = ratelimit.check_password(self.client(), name,
+                                                   request.form.get("password", ""),
+                                                   request.remote_addr or "?", self.auth_limits)
+                if verdict.right:
+                    return self.complete_login(request, name, next_url)
+        except ReadOnly:
+            return self.render(request, "login.html", status=503, next=next_url, username=name,
+                               error=SIGN_IN_READ_ONLY)
         if verdict.limited:
             return self._limited(request, "login.html", verdict.retry_after, next=next_url,
                                  username=name, error="Too many failed log-ins. "
                                  f"Try again in {describe_wait(verdict.retry_after)}.")
-        if not verdict.right:
-            # One message for unknown names and wrong passwords: no probing for accounts.
-            return self.render(request, "login.html", status=403, next=next_url, username=name,
-                               error="Wrong user name or password.")
-        return self.complete_login(request, name, next_url)
+        # One message for unknown names and wrong passwords: no probing for accounts.
+        return self.render(request, "login.html", status=403, next=next_url, username=name,
+                           error="Wrong user name or password.")
 
     def _limited(self: Portal, request: Request, template: str, wait: float,
                  **context: Any) -> Response:

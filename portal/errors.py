@@ -21,6 +21,7 @@ from raftkv.errors import (
     ConditionFailed,
     OverLimit,
     RaftKVError,
+    ReadOnly,
     Refused,
     TooLarge,
     UnavailableError,
@@ -33,6 +34,7 @@ from shards.model.errors import (
     QuotaExceeded,
     SendLimitExceeded,
 )
+from shards.readonly import READ_ONLY_MESSAGE
 
 log = logging.getLogger("portal")
 
@@ -64,6 +66,8 @@ HTTP_TABLE: tuple[tuple[type[RaftKVError], HttpAnswer], ...] = (
     (OverLimit, HttpAnswer(429, retry_after=True)),
     (ConditionFailed, HttpAnswer(
         409, "Someone changed this at the same moment. Please reload and try again.")),
+    # A write while the group has lost its majority (shards.readonly): the page says why.
+    (ReadOnly, HttpAnswer(503, READ_ONLY_MESSAGE, retry_after=True)),
     (UnavailableError, HttpAnswer(
         503, "The storage cluster is not answering right now (perhaps electing a new "
         "leader). Please try again in a moment.", retry_after=True)),

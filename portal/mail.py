@@ -19,6 +19,7 @@ from markupsafe import Markup
 from werkzeug.exceptions import NotFound
 from werkzeug.utils import redirect
 
+from raftkv.errors import ReadOnly
 from shards.model import mailbox
 
 from .auth import current_user, login_required
@@ -125,7 +126,10 @@ class MailViews:
         if raw is None:
             raise NotFound("There is no such message in your mailbox.")
         if request.method == "GET":  # a HEAD request should not mark mail as read
-            mailbox.mark_read(client, user, msg_id)
+            try:
+                mailbox.mark_read(client, user, msg_id)
+            except ReadOnly:
+                pass  # read-only (shards.readonly): the message shows, still unread
         message = parse_message(raw)
         kind, body = message_body(message)
         response = self.render(

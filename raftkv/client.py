@@ -315,26 +315,30 @@ class Client:
             **expiry})["version"]
         return version
 
-    def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
+                   ) -> tuple[int, Iterator[bytes]] | None:
         """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
 
         A few chunks are fetched ahead of the consumer, each verified against
         its hash; a chunk that a replica lacks or holds corrupt comes from another.
+        ``consistency="stale"`` reads the cell (a manifest) from any one replica.
         """
-        found = self._stream(row, col)
+        found = self._stream(row, col, consistency)
         return None if found is None else found[:2]
 
-    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
+    def get_into(self, row: str, col: str, out: BinaryIO, *,
+                 consistency: Consistency = "linearizable") -> int | None:
         """Write the value at (row, col) into ``out``; its version, or None if absent."""
-        found = self._stream(row, col)
+        found = self._stream(row, col, consistency)
         if found is None:
             return None
         for chunk in found[1]:
             out.write(chunk)
         return found[2]
 
-    def _stream(self, row: str, col: str) -> tuple[int, Iterator[bytes], int] | None:
-        result = self._read({"op": "get", "row": row, "col": col}, "linearizable")
+    def _stream(self, row: str, col: str, consistency: Consistency
+                ) -> tuple[int, Iterator[bytes], int] | None:
+        result = self._read({"op": "get", "row": row, "col": col}, consistency)
         if not result.get("found"):
             return None
         if result.get("blob"):

@@ -103,6 +103,12 @@ class ConfigurationPending(UnavailableError):
         return {**super().to_wire(), "config_num": self.config_num}
 
 
+class ReadOnly(UnavailableError):
+    """A write refused at once: the group it goes to has lost its majority, and its
+    data is served read-only from stale reads until it recovers (``shards/readonly.py``;
+    docs/store-promises.md, "Read-only while a group has lost its majority")."""
+
+
 class WrongShard(RaftKVError):
     """The replica does not own the row's shard in its current configuration."""
 
@@ -167,7 +173,7 @@ class AuthenticationFailed(ProtocolError):
 
 WIRE_ERRORS: tuple[type[RaftKVError], ...] = (
     RaftKVError, ConfigError, UnavailableError, NoLeader, NotLeader, Timeout, OutcomeUnknown,
-    ClientClosed, UploadExpired, ConfigurationPending, WrongShard, ConditionFailed, Refused,
+    ClientClosed, UploadExpired, ConfigurationPending, ReadOnly, WrongShard, ConditionFailed, Refused,
     TooLarge, OverLimit, ProtocolError, AuthenticationFailed)
 """Every class of this module: the ones an answer may name."""
 

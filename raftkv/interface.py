@@ -84,11 +84,14 @@ class KeyValueStore(Protocol):
         """
         ...
 
-    def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
-        """``(size, chunks)`` of the value at (row, col), fetched lazily; or None."""
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
+                   ) -> tuple[int, Iterator[bytes]] | None:
+        """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
+        ``"stale"`` may read the cell from one replica (the chunks come from any)."""
         ...
 
-    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
+    def get_into(self, row: str, col: str, out: BinaryIO, *,
+                 consistency: Consistency = "linearizable") -> int | None:
         """Write the value at (row, col) into ``out``; its version, or None if absent."""
         ...
 

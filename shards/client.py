@@ -46,6 +46,10 @@ class Client:
                                                   timeout=self.timeout)
             return self._groups[gid]
 
+    def group_of_shard(self, shard: int) -> int:
+        """The id of the group that serves ``shard``, as far as we know."""
+        return self.shard_map.group_of(shard)
+
     def group_for(self, row: str) -> raftkv.Client:
         """The client of the group that serves ``row``'s shard, as far as we know."""
         return self._groups[self.shard_map.group_of(self.shard_of(row))]
@@ -117,11 +121,13 @@ class Client:
             return group.put_stream(row, col, rewindable, ttl=ttl)
         return self._on_row(row, attempt)
 
-    def get_stream(self, row: str, col: str) -> tuple[int, Iterator[bytes]] | None:
-        return self._on_row(row, lambda g: g.get_stream(row, col))
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
+                   ) -> tuple[int, Iterator[bytes]] | None:
+        return self._on_row(row, lambda g: g.get_stream(row, col, consistency=consistency))
 
-    def get_into(self, row: str, col: str, out: BinaryIO) -> int | None:
-        return self._on_row(row, lambda g: g.get_into(row, col, out))
+    def get_into(self, row: str, col: str, out: BinaryIO, *,
+                 consistency: Consistency = "linearizable") -> int | None:
+        return self._on_row(row, lambda g: g.get_into(row, col, out, consistency=consistency))
 
     def delete(self, row: str, col: str) -> bool:
         return self._on_row(row, lambda g: g.delete(row, col))

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from raftkv.errors import OverLimit, RaftKVError, Refused, TooLarge, UnavailableError
+from raftkv.errors import OverLimit, RaftKVError, ReadOnly, Refused, TooLarge, UnavailableError
 from shards.model.errors import MailboxFull, SenderMailboxFull, SendLimitExceeded
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ HEADERS_TOO_BIG = "552 5.3.4 Header section too big (limit 4 MiB)"
 TRY_LATER = "451 4.3.0 Try again later"
 MAILBOX_FULL = "552 5.2.2 Mailbox full"
 SENDER_MAILBOX_FULL = "552 5.2.2 Your mailbox is over its quota; delete mail before sending"
+READ_ONLY = "451 4.3.0 Mailbox read-only while the store recovers; try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
 
 
@@ -69,6 +70,7 @@ SMTP_TABLE: tuple[tuple[type[BaseException], Reply, int | None], ...] = (
     (OverLimit, lambda exc: f"451 4.7.1 {_sentence(exc)}", logging.INFO),
     # Temporary in every other case: the sender keeps the message and retries,
     # which is the safe outcome for anything that is our fault rather than theirs.
+    (ReadOnly, READ_ONLY, logging.WARNING),
     (UnavailableError, TRY_LATER, logging.WARNING),
     (RaftKVError, TRY_LATER, logging.ERROR),
 )
