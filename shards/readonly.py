@@ -319,9 +319,14 @@ class ReadOnlyFallback:
         """The config group's store, unwrapped: the registry, never a user's data."""
         return self.store.config_group()
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Stop what the wrapper made (the probe thread, the quick twin); not the store."""
         self.health.stop()
-        self.quick.close()
+        if self.quick is not self.store:
+            self.quick.close()
+
+    def close(self) -> None:
+        self.release()
         self.store.close()
 
 

@@ -49,6 +49,7 @@ from raftkv.errors import ConfigError
 from shards.model import accounts, mailbox
 from shards.model.errors import MailboxFull
 from shards.model.sendlimit import SendLimits
+from shards.readonly import observing
 from shards.site import Site
 
 from .replies import (
@@ -275,6 +276,13 @@ def size_option(options: list[str]) -> int:
     return 0
 
 
+def _observed[R](call: Callable[[], R]) -> R:
+    """``call`` as one request of :mod:`shards.readonly`: while the group it reads has lost
+    its majority it reads stale, and its writes are refused at once (a 451, not a 10 s wait)."""
+    with observing():
+        return call()
+
+
 class InboundHandler:
     """aiosmtpd handler for port 2525: local delivery only, no relaying.
 
@@ -289,7 +297,7 @@ class InboundHandler:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(self._executor, _observed, functools.partial(fn, *args))
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug of ours: log it, and tell the client only to try again later."""

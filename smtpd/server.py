@@ -29,6 +29,7 @@ from shards import Client
 from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
 from shards.model.ratelimit import Limits
 from shards.model.registry import Heartbeat
+from shards.readonly import fallback_for
 from shards.service import run_service
 
 from .handler import InboundConfig, InboundHandler
@@ -63,9 +64,11 @@ class SmtpServer:
         self.auth_limits = Limits.from_table(cluster.table("auth"))  # shared with the web login
         self._app_password_key = cluster.derive_key(APP_PASSWORD_KEY)  # as the portal's
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
+        # The handlers' store: read-only while a group has lost its majority (shards.readonly).
+        self.reads = fallback_for(client)
         host, port = split_addr(s.inbound)
         self.inbound = _Controller(
-            InboundHandler(self.inbound_config, client, executor=self._executor),
+            InboundHandler(self.inbound_config, self.reads, executor=self._executor),
             hostname=host, port=port, server_hostname=self.hostname, ident="raftcloud-smtpd",
             data_size_limit=self.inbound_config.max_message_size,
             gate=ConnectionGate(self.limits),  # caps and deadlines: smtpd.limits
@@ -94,7 +97,7 @@ class SmtpServer:
                         self.settings.submission)
             return None
         return _Controller(
-            SubmissionHandler(self.inbound_config, client, executor=self._executor),
+            SubmissionHandler(self.inbound_config, self.reads, executor=self._executor),
             hostname=host, port=port, server_hostname=self.hostname,
             ident="raftcloud-smtpd", data_size_limit=self.inbound_config.max_message_size,
             enable_SMTPUTF8=True, tls_context=tls, require_starttls=not plaintext,
@@ -121,6 +124,7 @@ class SmtpServer:
             self.submission.stop(no_assert=True)
         self.outbound.stop()
         self._heartbeat.stop()
+        self.reads.release()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("smtpd %s stopped", self.settings.name)
 

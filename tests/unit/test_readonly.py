@@ -1,5 +1,6 @@
 """shards.readonly: a request reads stale, marked, and writes nothing while a group lost its
-majority; outside a request nothing changes (docs/store-promises.md, "Read-only")."""
+majority; outside a request nothing changes (docs/store-promises.md, "Read-only while a
+group has lost its majority")."""
 
 from __future__ import annotations
 
