@@ -70,10 +70,12 @@ def test_a_group_without_majority_serves_pages_read_only(cloud) -> None:
         cluster.kill(name)
 
     inbox, took = timed(http.get, "/mail")
+    print(f"first page with the majority lost: {took:.2f}s")
     assert inbox.status_code == 200 and took < PAGE_BUDGET, (inbox.status_code, took)
     assert NOTICE in inbox.text and 'role="status"' in inbox.text
     assert "before the outage" in inbox.text
     drive_page, took = timed(http.get, "/drive")
+    print(f"next page: {took:.3f}s")
     assert drive_page.status_code == 200 and took < PAGE_BUDGET, (drive_page.status_code, took)
     assert NOTICE in drive_page.text and "report.bin" in drive_page.text
     assert "disabled" in drive_page.text  # the forms say so
@@ -131,5 +133,8 @@ def test_an_ordinary_leader_change_shows_no_notice_once_a_leader_is_elected(clou
     # any mark left from the election; pages from then on read linearizably.
     settled = elected_at + 1.0
     after = [p for p in pages if p[0] > settled]
+    print(f"pages with the notice: {sum(n for _, n, _ in pages)} of {len(pages)}, the slowest "
+          f"{max(t for _, _, t in pages):.2f}s; a leader {elected_at - pages[0][0]:.2f}s after "
+          "the first")
     assert after and not any(notice for _, notice, _ in after), pages
     assert max(took for _, _, took in pages) < PAGE_BUDGET + 0.5, pages
