@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-from ..files import PRIVATE_FILE, fsync_dir, write_private_atomically
+from ..files import PRIVATE_FILE, create_private, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class SegmentJournal:
             self.clear()
             return
         start = self._start + pos
-        write_private_atomically(self._dir / START_FILE, START.pack(start))
+        _replace_without_sync(self._dir / START_FILE, START.pack(start))
         self._head += pos
         self._start = start
         while len(self._segments) > 1 and self._segments[1].first <= start:
@@ -416,6 +416,21 @@ class _Entries(Sequence[Entry]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return list, (list(self),)
+
+
+def _replace_without_sync(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, with no fsync: for the ``start`` file.  Compaction
+    follows a snapshot already on disk, and opening drops the entries below that
+    snapshot's own entry anyway; the file only spares reading segments below it.  Its
+    two fsyncs ran on the tick thread at every compaction, which comes just as a
+    snapshot has filled the disk's queue.  Lost or torn in a crash, it is ignored."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = create_private(tmp)
+    try:
+        _write_all(fd, data, 0)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
