@@ -28,13 +28,27 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def write_private_atomically(path: Path, data: bytes) -> None:
+def write_private_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data``, readable by this user only: after a crash
-    the old content or the new, never a mix (temp file, fsync, rename, fsync the directory)."""
+    the old content or the new, never a mix (temp file, fsync, rename, fsync the
+    directory).  ``durable=False`` skips both fsyncs, for a file whose loss a crash
+    may cost (it is read back only if whole)."""
     tmp = path.with_name(path.name + ".tmp")
-    with os.fdopen(create_private(tmp), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = create_private(tmp)
+    try:
+        pwrite_all(fd, data, 0)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProtocolError, RaftKVError, Refused, TooLarge
-from .files import create_private
+from .files import create_private, pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -270,10 +270,10 @@ class Pull:
                                             f"not {length}")
                     if header_end is None:
                         header_end = self._header_end(data)  # the first read holds the header
-                    _write_at(snapshot_fd, data, offset)
+                    pwrite_all(snapshot_fd, data, offset)
                     start = max(offset, header_end)
                     if start < offset + length:
-                        _write_at(image_fd, memoryview(data)[start - offset:], start - header_end)
+                        pwrite_all(image_fd, memoryview(data)[start - offset:], start - header_end)
             finally:
                 for _, _, future in waiting:
                     future.cancel()
@@ -281,13 +281,6 @@ class Pull:
 
 class _Abandoned(Exception):
     """A newer offer, an in-band transfer or a stop took this pull's place."""
-
-
-def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def check_offer(info: dict[str, Any]) -> tuple[bytes, int, str, int]:

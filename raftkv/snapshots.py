@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Protocol
 
 import msgpack
 
-from .files import create_private, fsync_dir
+from .files import create_private, fsync_dir, pwrite_all
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float,
         while data := os.read(read_end, PIPE_READ):
             if cancelled.is_set():
                 raise Cancelled
-            _write_all(fd, data)
+            pwrite_all(fd, data, offset)
             offset += len(data)
             copied += len(data)
             if offset - synced >= SYNC_STEP:
@@ -158,12 +158,6 @@ def _copy_paced(copy_image: Callable[[int], None], fd: int, rate: float,
         producer.join()
     if failure:
         raise failure[0]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def load_snapshot(store: Store, path: Path) -> tuple[Any, ...]:

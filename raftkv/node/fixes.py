@@ -183,9 +183,13 @@ class _CompactsByBytes(_EngineBase):
         return int(self._compact_entries * share / self._compact_bytes), share
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
-        entries, size = self.compaction_bounds()
-        if len(self._journal) > entries or self._journal.bytes > size:
-            self._SyncObj__forceLogCompaction = True
+        journal = self._journal
+        # The bounds are never below the settings: the store's size is looked at (a
+        # stat) only once the journal has passed one of them, not every tick.
+        if len(journal) > self._compact_entries or journal.bytes > self._compact_bytes:
+            entries, size = self.compaction_bounds()
+            if len(journal) > entries or journal.bytes > size:
+                self._SyncObj__forceLogCompaction = True
         super()._onTick(timeToWait)
 
 

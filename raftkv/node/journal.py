@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-from ..files import PRIVATE_FILE, create_private, fsync_dir
+from ..files import PRIVATE_FILE, fsync_dir, pwrite_all, write_private_atomically
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class SegmentJournal:
         if segment is None or segment.size >= SEGMENT_BYTES:
             segment = self._new_segment(idx)
         record = _record(data, idx, term)
-        _write_all(segment.fd, record, segment.size)
+        pwrite_all(segment.fd, record, segment.size)
         self._offsets.append(segment.size)
         segment.size += len(record)
         self._terms.append(term)
@@ -187,7 +187,7 @@ class SegmentJournal:
     def _new_segment(self, first: int) -> _Segment:
         path = self._dir / _segment_name(first)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-        _write_all(fd, MAGIC, 0)
+        pwrite_all(fd, MAGIC, 0)
         segment = _Segment(first, path, fd, len(MAGIC))
         self._segments.append(segment)
         self._dir_unsynced = True
@@ -234,7 +234,11 @@ class SegmentJournal:
             self.clear()
             return
         start = self._start + pos
-        _replace_without_sync(self._dir / START_FILE, START.pack(start))
+        # No fsync: compaction follows a snapshot already on disk, and opening drops the
+        # entries below that snapshot's own entry anyway; the file only spares reading
+        # segments below it.  Its fsyncs ran on the tick thread at every compaction,
+        # just as a snapshot had filled the disk's queue.  Lost or torn, it is ignored.
+        write_private_atomically(self._dir / START_FILE, START.pack(start), durable=False)
         self._head += pos
         self._start = start
         while len(self._segments) > 1 and self._segments[1].first <= start:
@@ -416,28 +420,6 @@ class _Entries(Sequence[Entry]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return list, (list(self),)
-
-
-def _replace_without_sync(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``, with no fsync: for the ``start`` file.  Compaction
-    follows a snapshot already on disk, and opening drops the entries below that
-    snapshot's own entry anyway; the file only spares reading segments below it.  Its
-    two fsyncs ran on the tick thread at every compaction, which comes just as a
-    snapshot has filled the disk's queue.  Lost or torn in a crash, it is ignored."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = create_private(tmp)
-    try:
-        _write_all(fd, data, 0)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def _read_whole(fd: int) -> bytes:

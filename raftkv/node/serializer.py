@@ -275,8 +275,7 @@ class _Serializer:
     def stop(self) -> None:
         """Give up a snapshot being written (it reads the store, about to close), and
         drop transfers in either direction."""
-        if self._writing is not None:
-            self._writing.cancel()
+        self._drop_own_snapshot()
         if self._incoming is not None:
             self._incoming.abandon()
             self._incoming = None

@@ -92,21 +92,27 @@ def test_leader_cut_off_from_its_peers(lab_cluster, tmp_path) -> None:
         wait_for(rejoined, 20, f"{isolated[0]} to rejoin")
 
 
-def test_a_cut_off_leader_serves_no_stale_read_and_steps_down(lab_cluster) -> None:
+def _leader_about_to_be_cut_off(lab_cluster, row: str, value: bytes):
+    """(lab, secret, the leader's client address, the others') after writing ``value``."""
     lab = lab_cluster.lab
     assert lab is not None
-    secret = lab_cluster.cluster.secret
     replicas = {r.name: r for r in lab_cluster.cluster.groups[0].replicas}
     leader = lab_cluster.leader()
     with lab_cluster.client() as client:
-        client.put("deposed", "c", b"old")
+        client.put(row, "c", value)
     others = [r.client for name, r in replicas.items() if name != leader]
+    return lab, lab_cluster.cluster.secret, leader, replicas[leader].client, others
+
+
+def test_a_cut_off_leader_serves_no_stale_read_and_steps_down(lab_cluster) -> None:
+    lab, secret, leader, leader_addr, others = _leader_about_to_be_cut_off(
+        lab_cluster, "deposed", b"old")
 
     lab.isolate(lab_cluster.host_of[leader])
     cut_at = time.monotonic()
     with Client(others, secret, timeout=10.0) as majority:
         majority.put("deposed", "c", b"new")   # committed by the new leader
-    with Client([replicas[leader].client], secret, timeout=0.5) as old_leader:
+    with Client([leader_addr], secret, timeout=0.5) as old_leader:
         stepped_down_after = None
         while time.monotonic() - cut_at < LEADER_FALLBACK + 5:
             try:
@@ -135,14 +141,8 @@ def test_a_deposed_leader_serves_no_batched_read_below_the_majoritys_writes(lab_
     majority after the read arrived is below a write acknowledged before the
     read began.  Every read it answers must be at least that write.
     """
-    lab = lab_cluster.lab
-    assert lab is not None
-    secret = lab_cluster.cluster.secret
-    replicas = {r.name: r for r in lab_cluster.cluster.groups[0].replicas}
-    leader = lab_cluster.leader()
-    with lab_cluster.client() as client:
-        client.put("counter", "c", b"0")
-    others = [r.client for name, r in replicas.items() if name != leader]
+    lab, secret, leader, leader_addr, others = _leader_about_to_be_cut_off(
+        lab_cluster, "counter", b"0")
     acked = [0]               # the last value the majority acknowledged
     stepped_down: list[int] = []  # acked[0] when the old leader stopped leading
     stale: list[tuple[int, int]] = []
@@ -159,7 +159,7 @@ def test_a_deposed_leader_serves_no_batched_read_below_the_majoritys_writes(lab_
                 acked[0] = value
 
     def read() -> None:
-        with Client([replicas[leader].client], secret, timeout=0.5) as old_leader:
+        with Client([leader_addr], secret, timeout=0.5) as old_leader:
             for _ in range(10_000):
                 if stop.is_set() or time.monotonic() > deadline:
                     return
@@ -174,7 +174,7 @@ def test_a_deposed_leader_serves_no_batched_read_below_the_majoritys_writes(lab_
                     stale.append((floor, int(cell.value)))
 
     def watch() -> None:
-        with Client([replicas[leader].client], secret, timeout=0.5) as old_leader:
+        with Client([leader_addr], secret, timeout=0.5) as old_leader:
             while time.monotonic() < deadline:
                 if old_leader.status()[0].get("role") != "leader":
                     stepped_down.append(acked[0])

@@ -52,10 +52,10 @@ def test_a_copy_that_fails_ends_both_threads_and_says_why(tmp_path) -> None:
 def test_a_target_that_fails_stops_the_copy_without_hanging(tmp_path, monkeypatch) -> None:
     store = _store_with(tmp_path, 8)
 
-    def full_disk(fd: int, data: object) -> int:
+    def full_disk(fd: int, data: object, offset: int) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(snapshots, "_write_all", full_disk)
+    monkeypatch.setattr(snapshots, "pwrite_all", full_disk)
     began = time.monotonic()
     with pytest.raises(OSError, match="No space"):
         snapshots.write_snapshot(tmp_path / "s", b"", store.copy_image)
