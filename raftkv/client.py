@@ -36,11 +36,22 @@ from .errors import (
     ProtocolError,
     RaftKVError,
     Timeout,
+    TooLarge,
     UnavailableError,
     UploadExpired,
     from_wire,
 )
-from .interface import Cell, Condition, Consistency, Mutation, Readable, StaleCell
+from .interface import (
+    MAX_CELLS,
+    Cell,
+    Condition,
+    Consistency,
+    Mutation,
+    Readable,
+    StaleCell,
+    Unchanged,
+)
+from .operations import unknown_operation
 from .store import EXPIRE_CELLS, MAX_TTL
 from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahead, read_full
 
@@ -395,22 +406,108 @@ class Client:
         versions: dict[str, int] = self._write_values(values, build)["versions"]
         return versions
 
-    def get_row(self, row: str, prefix: str = "", *,
+    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
+                  consistency: Consistency = "linearizable") -> list[Cell | Unchanged | None]:
+        """Cells of any rows of this group in one request, answered from one state of the
+        store (linearizable: by the leader without a log entry, as :meth:`get`).
+
+        ``known[i]``, the version the caller holds of cell ``i`` (0: none), makes the
+        answer :class:`Unchanged` while the cell still has it: no value comes back.
+        A replica of a release without ``get_cells`` is read cell by cell instead.
+        :raises TooLarge: more than :data:`~raftkv.interface.MAX_CELLS` cells.
+        :raises WrongShard: one of the rows' shards is not served here.
+        """
+        request = cells_request(cells, known)
+        if not request:
+            return []
+        try:
+            result = self._read({"op": "get_cells", "cells": request}, consistency)
+        except ProtocolError as exc:
+            if str(exc) != unknown_operation("get_cells"):
+                raise
+            return [self._cell_if_changed(row, col, version, consistency)
+                    for row, col, version in request]
+        stale = bool(result.get("stale"))
+        return [self._decoded(answer, stale) for answer in result["cells"]]
+
+    def _decoded(self, answer: list[Any] | None, stale: bool) -> Cell | Unchanged | None:
+        """One cell of a ``get_cells`` answer: a blob's bytes are fetched as :meth:`get` does."""
+        if answer is None:
+            return None
+        if len(answer) == 1:
+            return Unchanged(answer[0], stale)
+        cell = self._cell({"found": True, "version": answer[0], "value": answer[1],
+                           "blob": answer[2]})
+        assert cell is not None
+        return StaleCell(*cell) if stale else cell
+
+    def _cell_if_changed(self, row: str, col: str, known: int,
+                         consistency: Consistency) -> Cell | Unchanged | None:
+        """``get_cells``' answer for one cell, from a ``get`` (replicas that predate it)."""
+        result = self._read({"op": "get", "row": row, "col": col}, consistency)
+        if not result.get("found"):
+            return None
+        if known > 0 and result["version"] == known:
+            return self._decoded([known], bool(result.get("stale")))
+        return self._decoded([result["version"], result["value"], result.get("blob", False)],
+                             bool(result.get("stale")))
+
+    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
+                reverse: bool = False,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
-        """Every cell of ``row`` whose column starts with ``prefix`` (large values included)."""
+        """The cells of ``row`` whose column starts with ``prefix`` (large values included),
+        in column order, or descending with ``reverse``: those after ``after`` (before it
+        with ``reverse``; ``""`` then starts at the last column), ``limit`` at most.
+
+        The replica reads each page straight off its table's key range; pages of at
+        most :data:`~raftkv.store.MAX_ROW_CELLS_RETURNED` follow one another until
+        ``limit`` is reached or the range ends (each page is one read: a row that
+        changes meanwhile may show cells of two moments).
+        """
+        if limit is not None and limit < 0:
+            raise ValueError("limit is a number of cells, 0 or more")
         cells: dict[str, Cell] = {}
-        after = ""
-        while True:
-            result = self._read({"op": "get_row", "row": row, "prefix": prefix, "after": after},
-                                consistency)
+        for col, version, value, blob, stale in self._row_pages(row, prefix, after, limit,
+                                                                reverse, consistency):
+            cell = self._decoded([version, value, blob], stale)
+            assert isinstance(cell, Cell)
+            cells[col] = cell
+        return cells
+
+    def _row_pages(self, row: str, prefix: str, after: str, limit: int | None, reverse: bool,
+                   consistency: Consistency) -> Iterator[tuple[str, int, bytes, bool, bool]]:
+        """``(column, version, value, is_blob, stale)`` of the cells ``get_row`` returns."""
+        taken = 0
+        while limit is None or taken < limit:
+            request: dict[str, Any] = {"op": "get_row", "row": row, "prefix": prefix,
+                                       "after": after}
+            if limit is not None:
+                request["limit"] = limit - taken
+            if reverse:
+                request["reverse"] = True
+            result = self._read(request, consistency)
+            if reverse and not result.get("reverse"):
+                # A replica that predates reverse pages ignored it and paged forward.
+                yield from self._reversed_here(row, prefix, after,
+                                               None if limit is None else limit - taken,
+                                               consistency)
+                return
+            stale = bool(result.get("stale"))
             for col, version, value, blob in result["cells"]:
-                cell = self._cell({"found": True, "version": version, "value": value,
-                                   "blob": blob})
-                assert cell is not None
-                cells[col] = cell
+                yield col, version, value, blob, stale
                 after = col
+                taken += 1
             if not result.get("more"):
-                return cells
+                return
+
+    def _reversed_here(self, row: str, prefix: str, before: str, limit: int | None,
+                       consistency: Consistency) -> Iterator[tuple[str, int, bytes, bool, bool]]:
+        """A reverse page from forward pages: every column under ``prefix`` read, the
+        last ``limit`` before ``before`` kept (during an upgrade only)."""
+        found = [cell for cell in self._row_pages(row, prefix, "", None, False, consistency)
+                 if not before or cell[0] < before]
+        found.reverse()
+        yield from found if limit is None else found[:limit]
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
              consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
@@ -540,6 +637,23 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def cells_request(cells: Sequence[tuple[str, str]], known: Sequence[int] | None
+                  ) -> list[list[Any]]:
+    """``get_cells``' cells as sent: ``[row, column, known version (0: none)]`` each.
+
+    :raises TooLarge: more than :data:`~raftkv.interface.MAX_CELLS`.
+    :raises ValueError: ``known`` does not give one version per cell.
+    """
+    if len(cells) > MAX_CELLS:
+        raise TooLarge(f"get_cells reads at most {MAX_CELLS} cells at once, not {len(cells)}: "
+                       "split the call")
+    versions = [0] * len(cells) if known is None else list(known)
+    if len(versions) != len(cells) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in versions):
+        raise ValueError("known gives one version (an int, 0: none) per cell")
+    return [[row, col, version] for (row, col), version in zip(cells, versions, strict=True)]
 
 
 def ttl_field(ttl: float | None) -> dict[str, float]:

@@ -116,6 +116,16 @@ def columns_range(shard: int, row: str, prefix: str = "", after: str = "") -> tu
     return start, prefix_end(base + prefix.encode("utf-8"))
 
 
+def columns_before(shard: int, row: str, prefix: str = "", before: str = "") -> tuple[bytes, bytes]:
+    """``[start, end)`` of ``row``'s cells whose column begins with ``prefix`` and sorts
+    before ``before`` (``""``: no bound), for ``get_row`` in reverse."""
+    base = row_prefix(shard, row)
+    end = prefix_end(base + prefix.encode("utf-8"))
+    if before:
+        end = min(end, base + before.encode("utf-8"))
+    return base + prefix.encode("utf-8"), end
+
+
 def rows_range(shard: int, after_row: str = "") -> tuple[bytes, bytes]:
     """``[start, end)`` of ``shard``'s cells in rows that sort after ``after_row``
     (``scan``'s cursor; like the in-memory store, ``""`` excludes only a row named ``""``)."""

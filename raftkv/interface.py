@@ -15,9 +15,14 @@ blobs) are in ``docs/store-promises.md``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import BinaryIO, Literal, NamedTuple, Protocol
 
 Consistency = Literal["linearizable", "stale"]
+
+# Cells one ``get_cells`` call may name: its answer (256 values of up to 16 KiB, the
+# largest a cell holds inline) stays inside one frame of the wire protocol.
+MAX_CELLS = 256
 
 
 class Readable(Protocol):
@@ -53,6 +58,16 @@ class StaleCell(Cell):
     @property
     def stale(self) -> bool:
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """``get_cells``' answer for a cell whose version is the one the caller said it
+    knows: no value comes back.  Not a :class:`Cell`, so a missing value can never
+    be taken for ``b""``.  ``stale``: the version was read from one replica."""
+
+    version: int
+    stale: bool = False
 
 
 class KeyValueStore(Protocol):
@@ -111,9 +126,25 @@ class KeyValueStore(Protocol):
         (``ttl`` applies to every cell it puts)."""
         ...
 
-    def get_row(self, row: str, prefix: str = "", *,
+    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
+                  consistency: Consistency = "linearizable") -> list[Cell | Unchanged | None]:
+        """Each ``(row, column)`` of ``cells`` (any rows, at most :data:`MAX_CELLS`), in
+        order: None if absent, :class:`Unchanged` if ``known[i]`` is its version (0: none
+        known), else the cell (a :class:`StaleCell` for ``"stale"``).  One round trip
+        per group the rows live in, all groups at once; each group answers from one
+        state of its store (docs/store-promises.md, "The interface").
+
+        :raises TooLarge: more than :data:`MAX_CELLS` cells.
+        """
+        ...
+
+    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
+                reverse: bool = False,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
-        """Every cell of ``row`` whose column starts with ``prefix``."""
+        """The cells of ``row`` whose column starts with ``prefix``, in column order
+        (descending if ``reverse``), as a dict in that order: the columns after
+        ``after`` (before it if ``reverse``; ``""`` then means from the last), at most
+        ``limit`` of them (None: all)."""
         ...
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,

@@ -37,6 +37,7 @@ class ShardBy(enum.Enum):
 
     ROW = "row"        # the shard of the command's ``row``
     NUMBER = "number"  # the command's ``shard`` number
+    CELLS = "cells"    # the shard of each row of the command's ``cells``
     NONE = "none"      # no shard data, or a configuration step that checks its own number
 
 
@@ -62,12 +63,13 @@ class Operation:
 
 
 READ, WRITE, NODE = Kind.READ, Kind.WRITE, Kind.NODE
-ROW, NUMBER, NONE = ShardBy.ROW, ShardBy.NUMBER, ShardBy.NONE
+ROW, NUMBER, CELLS, NONE = ShardBy.ROW, ShardBy.NUMBER, ShardBy.CELLS, ShardBy.NONE
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     # -- the table ------------------------------------------------------------
     Operation("get", READ, ROW, read_index=True),
     Operation("get_row", READ, ROW, read_index=True),
+    Operation("get_cells", READ, CELLS, read_index=True),  # any rows of the group's shards
     Operation("scan", READ, NUMBER, read_index=True),
     Operation("put", WRITE, ROW, upload=True),
     Operation("cput", WRITE, ROW, upload=True),
@@ -96,6 +98,14 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
 )}
 
 HANDLER_PREFIX = "_op_"  # the handler of operation x is the method _op_x
+
+
+def unknown_operation(op: object) -> str:
+    """What a replica answers (ProtocolError) for an operation it does not know.  Every
+    release has said exactly this, so a newer client can tell an older replica by it
+    and fall back to operations that replica knows (docs/store-promises.md, "Formats
+    and upgrades")."""
+    return f"unknown operation {op!r}"
 
 Handler = Callable[..., Any]
 

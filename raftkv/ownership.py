@@ -99,6 +99,10 @@ class ShardOwnership:
             shard = command.get("shard")
             if not isinstance(shard, int):
                 return None  # the operation itself answers ProtocolError
+        elif operation.shard is ShardBy.CELLS:
+            # One cell elsewhere refuses the whole read: the client routes it again.
+            shard = next((s for s in self._shards_of_cells(command.get("cells"))
+                          if s not in self.owned), None)
         else:
             row = command.get("row")
             shard = shard_of(row, self.shard_count) if isinstance(row, str) else None
@@ -107,6 +111,14 @@ class ShardOwnership:
         return _error("WrongShard", f"this group does not serve shard {shard} "
                       f"in configuration {self.config_num}", shard=shard,
                       config_num=self.config_num)
+
+    def _shards_of_cells(self, cells: object) -> list[int]:
+        """The shards of ``get_cells``' rows (of a malformed list, those it names well:
+        the read itself answers ProtocolError)."""
+        if not isinstance(cells, list):
+            return []
+        return [shard_of(c[0], self.shard_count) for c in cells
+                if isinstance(c, list) and c and isinstance(c[0], str)]
 
     def _current(self, command: dict[str, Any]) -> int | Result:
         """The command's configuration number, or the refusal if it is not the group's."""

@@ -53,7 +53,14 @@ from .errors import (
 )
 from .expiry import EXPIRY_INTERVAL, CellExpirer
 from .node import ENTRY_CAP, Replica, ReplicaConfig
-from .operations import HANDLER_PREFIX, OPERATIONS, Kind, Operation, bind_handlers
+from .operations import (
+    HANDLER_PREFIX,
+    OPERATIONS,
+    Kind,
+    Operation,
+    bind_handlers,
+    unknown_operation,
+)
 from .repair import BlobKeeper
 from .snapshot_pull import check_read
 
@@ -285,7 +292,7 @@ class NodeServer:
         op = request.get("op")
         operation = OPERATIONS.get(op) if isinstance(op, str) else None
         if operation is None:
-            raise ProtocolError(f"unknown operation {op!r}")
+            raise ProtocolError(unknown_operation(op))
         if operation.kind is Kind.NODE:
             return await _SERVED[operation.name][1](self, request)
         if operation.kind is Kind.READ and request.get("consistency") == "stale":

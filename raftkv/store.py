@@ -54,8 +54,9 @@ import lmdb
 from . import diskkeys
 from .diskkeys import CellValue
 from .formats import NO_COMMANDS, TIMED_ENTRIES, UNTIMED_ENTRIES
+from .interface import MAX_CELLS
 from .keys import DEFAULT_SHARDS, shard_of
-from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers
+from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers, unknown_operation
 from .ownership import ShardOwnership
 from .statedb import StateDB
 from .tables import U64, Tables
@@ -66,6 +67,9 @@ Bound = tuple[Operation, Callable[["Store", Result], Result]]  # a registry line
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the idlest one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
 MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a frame
+# A get_row page stops once its values pass this many bytes (1000 inline values of up
+# to 16 KiB would not fit a frame); the client asks for the next page.
+ROW_PAGE_BYTES = 1024 * 1024
 MAX_INTENTS = 10_000        # uploads in progress at once, per group
 MAX_INTENT_CHUNKS = 70_000  # chunks one upload may name: 64 GiB of value plus its index
 MAX_LEASE = 86_400.0        # seconds an intent may live without renewal
@@ -202,7 +206,7 @@ class Store(EntryTransactions, ShardOwnership):
             try:
                 bound = _HANDLERS.get(op) if isinstance(op, str) else None
                 if bound is None:
-                    return error("ProtocolError", f"unknown operation {op!r}")
+                    return error("ProtocolError", unknown_operation(op))
                 if bound[0].write:
                     return self._write_command(bound, command)
                 return self._dispatch(bound, command)
@@ -509,23 +513,59 @@ class Store(EntryTransactions, ShardOwnership):
         return {"expired": len(expired)}
 
     def _op_get_row(self, c: dict[str, Any]) -> Result:
-        prefix, after = c.get("prefix", ""), c.get("after", "")
+        """A page of a row's columns from the cursor: those after ``after`` in column
+        order, or with ``reverse`` those before it in descending order (``""``: from the
+        last).  Read straight off the table's key range, never the whole row; ``more``
+        says whether another live cell follows the page."""
+        prefix, after, reverse = c.get("prefix", ""), c.get("after", ""), c.get("reverse", False)
         if not isinstance(prefix, str) or not isinstance(after, str):
             raise TypeError("prefix and after are strings")
+        if not isinstance(reverse, bool):
+            raise TypeError("reverse is true or false")
         limit = min(int(c.get("limit") or MAX_ROW_CELLS_RETURNED), MAX_ROW_CELLS_RETURNED)
         row = c["row"]
-        start, end = diskkeys.columns_range(shard_of(row, self.shard_count), row, prefix, after)
-        base = len(diskkeys.row_prefix(shard_of(row, self.shard_count), row))
+        shard = shard_of(row, self.shard_count)
+        if reverse:
+            start, end = diskkeys.columns_before(shard, row, prefix, after)
+            found = self._t.cells_backward(start, end)
+        else:
+            start, end = diskkeys.columns_range(shard, row, prefix, after)
+            found = self._t.cells(start, end)
+        base = len(diskkeys.row_prefix(shard, row))
         cells: list[list[Any]] = []
         more = False
-        for key, cell in self._t.cells(start, end):
+        size = 0
+        for key, cell in found:
             if not self.live(cell):
                 continue
-            if len(cells) == limit:
+            if len(cells) == limit or size >= ROW_PAGE_BYTES:
                 more = True
                 break
             cells.append([key[base:].decode("utf-8"), cell.version, cell.value, cell.is_blob])
-        return {"cells": cells, "more": more}
+            size += len(key) + len(cell.value)
+        # "reverse" in the answer tells the client the order was honoured: a replica of
+        # an older release ignores the field and pages forward (the client then sorts).
+        return {"cells": cells, "more": more, **({"reverse": True} if reverse else {})}
+
+    def _op_get_cells(self, c: dict[str, Any]) -> Result:
+        """Cells of any rows of this group, from one read of the store: per cell None
+        (absent), ``[version]`` (the ``known`` version the caller holds: no value sent)
+        or ``[version, value, is_blob]``.  The WrongShard check covered every row."""
+        wanted = c["cells"]
+        if not isinstance(wanted, list):
+            raise TypeError("cells is a list of [row, column, known version]")
+        if len(wanted) > MAX_CELLS:
+            return error("TooLarge", f"get_cells reads at most {MAX_CELLS} cells at once")
+        answers: list[list[Any] | None] = []
+        for row, col, known in wanted:
+            cell = self._cell(row, col)
+            if cell is None:
+                answers.append(None)
+            elif isinstance(known, int) and known > 0 and known == cell.version:
+                answers.append([cell.version])
+            else:
+                answers.append([cell.version, cell.value, cell.is_blob])
+        return {"cells": answers}
 
     def _op_scan(self, c: dict[str, Any]) -> Result:
         shard, after = int(c["shard"]), c.get("after", "")

@@ -89,6 +89,17 @@ class Tables:
                 return
             yield key, diskkeys.unpack_cell(data)
 
+    def cells_backward(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, CellValue]]:
+        """The cells with keys in ``[start, end)``, in descending key order."""
+        cursor = self.txn.cursor(db=self._cells)
+        # The last key below ``end``: one before the first at or after it, or the table's last.
+        if not (cursor.prev() if cursor.set_range(end) else cursor.last()):
+            return
+        for key, data in cursor.iterprev():
+            if key < start:
+                return
+            yield key, diskkeys.unpack_cell(data)
+
     def delete_cells(self, start: bytes, end: bytes) -> list[bytes]:
         """Remove every cell in ``[start, end)``; the manifests of the blob cells among them."""
         keys = [(key, cell) for key, cell in self.cells(start, end)]

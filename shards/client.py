@@ -5,18 +5,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar, cast
 
 import raftkv
+from raftkv.client import cells_request
 from raftkv.cluster import ClusterConfig
 from raftkv.errors import RaftKVError, WrongShard
-from raftkv.interface import Cell, Condition, Consistency, Mutation, Readable
+from raftkv.interface import Cell, Condition, Consistency, Mutation, Readable, Unchanged
 from raftkv.keys import shard_of
 
 from .config import Config, ConfigStore
 from .shardmap import ShardMap
 
 T = TypeVar("T")
+Answer = Cell | Unchanged | None
+GROUPS_AT_ONCE = 16  # groups one get_cells call reads in parallel (threads of the client)
 
 
 class Client:
@@ -34,6 +38,7 @@ class Client:
         self._groups = {g.id: raftkv.Client(g.client_addrs, cluster.secret, timeout=timeout)
                         for g in cluster.all_groups()}
         self._lock = threading.Lock()
+        self._fan_out: ThreadPoolExecutor | None = None  # get_cells' groups, made on first use
 
     def shard_of(self, row: str) -> int:
         return shard_of(row, self.cluster.shards)
@@ -142,9 +147,68 @@ class Client:
                    ttl: float | None = None) -> dict[str, int]:
         return self._on_row(row, lambda g: g.mutate_row(row, conditions, mutations, ttl=ttl))
 
-    def get_row(self, row: str, prefix: str = "", *,
+    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
+                  consistency: Consistency = "linearizable") -> list[Answer]:
+        """One request per group that serves some of the rows, all sent at once; a group
+        that answers WrongShard (a shard moved) has its cells routed again, as ``get``."""
+        request = cells_request(cells, known)  # the bound is the call's, whatever the groups
+        answers: list[Answer] = [None] * len(request)
+        pending = list(range(len(request)))
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while pending:
+            by_group: dict[int, list[int]] = {}
+            for i in pending:
+                by_group.setdefault(self.shard_map.group_of(self.shard_of(request[i][0])),
+                                    []).append(i)
+            outcomes = self._read_groups(by_group, request, consistency)
+            pending, refusals = [], []
+            for gid, outcome in outcomes.items():
+                if isinstance(outcome, WrongShard):
+                    pending += by_group[gid]
+                    refusals.append(outcome)
+                    continue
+                for i, answer in zip(by_group[gid], outcome, strict=True):
+                    answers[i] = answer
+            if refusals:
+                self.refresh()
+                if time.monotonic() + delay > deadline:
+                    raise refusals[0]
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        return answers
+
+    def _read_groups(self, by_group: dict[int, list[int]], request: list[list[Any]],
+                     consistency: Consistency) -> dict[int, list[Answer] | WrongShard]:
+        """Each group's answers to its cells, or its WrongShard; the groups are read at
+        once, one request each.  Any other error is raised."""
+        def read(gid: int) -> list[Answer] | WrongShard:
+            indices = by_group[gid]
+            try:
+                return self._groups[gid].get_cells(
+                    [(request[i][0], request[i][1]) for i in indices],
+                    known=[request[i][2] for i in indices], consistency=consistency)
+            except WrongShard as exc:
+                return exc
+
+        if len(by_group) == 1:  # no thread hop for the common case
+            return {gid: read(gid) for gid in by_group}
+        pool = self._pool()
+        futures = {gid: pool.submit(read, gid) for gid in by_group}
+        return {gid: future.result() for gid, future in futures.items()}
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._fan_out is None:
+                self._fan_out = ThreadPoolExecutor(max_workers=GROUPS_AT_ONCE,
+                                                   thread_name_prefix="shards-get-cells")
+            return self._fan_out
+
+    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
+                reverse: bool = False,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
-        return self._on_row(row, lambda g: g.get_row(row, prefix, consistency=consistency))
+        return self._on_row(row, lambda g: g.get_row(row, prefix, after=after, limit=limit,
+                                                     reverse=reverse, consistency=consistency))
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
              consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
@@ -169,6 +233,8 @@ class Client:
     def close(self) -> None:
         for group in self._groups.values():
             group.close()
+        if self._fan_out is not None:
+            self._fan_out.shutdown(wait=False)
 
     def __enter__(self) -> Client:
         return self

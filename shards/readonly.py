@@ -49,6 +49,7 @@ from raftkv.interface import (
     Mutation,
     Readable,
     ShardedStore,
+    Unchanged,
 )
 
 from .client import Client
@@ -255,12 +256,42 @@ class ReadOnlyFallback:
         return self._read(self._gid(row), lambda s: s.get(row, col),
                           lambda s: s.get(row, col, consistency="stale"))
 
-    def get_row(self, row: str, prefix: str = "", *,
+    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
+                  consistency: Consistency = "linearizable") -> list[Cell | Unchanged | None]:
+        if consistency == "stale" or _state.get() is None:
+            return self.store.get_cells(cells, known=known, consistency=consistency)
+        versions = [0] * len(cells) if known is None else list(known)
+        by_group: dict[int, list[int]] = {}
+        for i, (row, _col) in enumerate(cells):
+            by_group.setdefault(self._gid(row), []).append(i)
+        if not any(self.health.lost(gid) for gid in by_group):
+            try:  # every group at once, as the store sends them
+                return self._two_tries(lambda s: s.get_cells(cells, known=versions))
+            except UnavailableError:
+                pass  # which group failed is not known: each is tried on its own below
+        answers: list[Cell | Unchanged | None] = [None] * len(cells)
+        for gid, indices in by_group.items():
+            for i, answer in zip(indices, self._group_cells(
+                    gid, [cells[i] for i in indices], [versions[i] for i in indices]),
+                    strict=True):
+                answers[i] = answer
+        return answers
+
+    def _group_cells(self, gid: int, cells: list[tuple[str, str]], known: list[int]
+                     ) -> list[Cell | Unchanged | None]:
+        return self._read(gid, lambda s: s.get_cells(cells, known=known),
+                          lambda s: s.get_cells(cells, known=known, consistency="stale"))
+
+    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
+                reverse: bool = False,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
+        def read(s: ShardedStore, consistency: Consistency) -> dict[str, Cell]:
+            return s.get_row(row, prefix, after=after, limit=limit, reverse=reverse,
+                             consistency=consistency)
         if consistency == "stale":
-            return self.store.get_row(row, prefix, consistency="stale")
-        return self._read(self._gid(row), lambda s: s.get_row(row, prefix),
-                          lambda s: s.get_row(row, prefix, consistency="stale"))
+            return read(self.store, "stale")
+        return self._read(self._gid(row), lambda s: read(s, "linearizable"),
+                          lambda s: read(s, "stale"))
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
              consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:

@@ -4,7 +4,8 @@ It drives :class:`raftkv.store.Store` (the same code every replica runs) the
 way the client does, so model code meets the real conditions, versions, expiry
 and errors; blobs are not split (values stay inline).  Each command applies at
 ``time.time()``, as a log entry the leader stamped would.  ``ops`` records each call
-as ``(method, row)`` for tests that check what a change touched.
+as ``(method, row)`` for tests that check what a change touched (one line per store
+round trip: a ``get_cells`` call is one, its rows joined by ``","``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
-from raftkv.client import ttl_field
+from raftkv.client import cells_request, ttl_field
 from raftkv.errors import from_wire
-from raftkv.interface import Cell, Condition, Consistency, Mutation, Readable
+from raftkv.interface import (
+    Cell,
+    Condition,
+    Consistency,
+    Mutation,
+    Readable,
+    StaleCell,
+    Unchanged,
+)
 from raftkv.keys import shard_of
 from raftkv.store import Store
 
@@ -31,9 +40,12 @@ class MemClient:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
-    def _apply(self, method: str, command: dict[str, Any], write: bool) -> dict[str, Any]:
+    def _apply(self, method: str, command: dict[str, Any], write: bool,
+               touched: str | None = None) -> dict[str, Any]:
         with self._lock:
-            self.ops.append((method, str(command.get("row", command.get("shard", "")))))
+            if touched is None:
+                touched = str(command.get("row", command.get("shard", "")))
+            self.ops.append((method, touched))
             if write:
                 seq = next(self._seq)
                 command = {**command, "cid": 1, "seq": seq, "ack": seq - 1}
@@ -97,17 +109,34 @@ class MemClient:
             "op": "mutate_row", "row": row, "conditions": [list(c) for c in conditions],
             "mutations": [list(m) for m in mutations], **ttl_field(ttl)}, True)["versions"]
 
-    def get_row(self, row: str, prefix: str = "", *,
+    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
+                  consistency: Consistency = "linearizable") -> list[Cell | Unchanged | None]:
+        request = cells_request(cells, known)
+        if not request:
+            return []
+        rows = ",".join(dict.fromkeys(row for row, _, _ in request))
+        result = self._apply("get_cells", {"op": "get_cells", "cells": request}, False, rows)
+        stale = consistency == "stale"
+        return [None if answer is None else Unchanged(answer[0], stale) if len(answer) == 1
+                else _cell(answer[1], answer[0], stale) for answer in result["cells"]]
+
+    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
+                reverse: bool = False,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
+        if limit is not None and limit < 0:
+            raise ValueError("limit is a number of cells, 0 or more")
         cells: dict[str, Cell] = {}
-        after = ""
-        while True:
-            result = self._apply("get_row", {"op": "get_row", "row": row, "prefix": prefix,
-                                             "after": after}, False)
+        while limit is None or len(cells) < limit:
+            command: dict[str, Any] = {"op": "get_row", "row": row, "prefix": prefix,
+                                       "after": after, "reverse": reverse}
+            if limit is not None:
+                command["limit"] = limit - len(cells)
+            result = self._apply("get_row", command, False)
             for col, version, value, _blob in result["cells"]:
-                cells[col], after = Cell(value, version), col
+                cells[col], after = _cell(value, version, consistency == "stale"), col
             if not result["more"]:
-                return cells
+                break
+        return cells
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
              consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
@@ -125,6 +154,10 @@ class MemClient:
     def touched(self, method: str) -> list[str]:
         """Rows that calls of ``method`` touched, in order."""
         return [row for m, row in self.ops if m == method]
+
+
+def _cell(value: bytes, version: int, stale: bool) -> Cell:
+    return StaleCell(value, version) if stale else Cell(value, version)
 
 
 # -- what a Store holds, for tests that look inside (the whole state, read at once) --

@@ -53,7 +53,7 @@ def test_only_the_listed_operations_skip_the_wrong_shard_check() -> None:
 def test_every_data_operation_is_refused_on_a_shard_the_group_does_not_serve(name: str) -> None:
     group = Store(shards=4, managed=True)  # before its first configuration: serves nothing
     command = {"op": name, "row": "r", "col": "c", "shard": 1, "value": b"v", "old": None,
-               "conditions": [], "mutations": [], "cid": 1, "seq": 1, "ack": 0}
+               "conditions": [], "mutations": [], "cells": [["r", "c", 0]], "cid": 1, "seq": 1, "ack": 0}
     answer = group.apply(command)
     assert answer["error"] == "WrongShard", answer
     if OPERATIONS[name].kind is Kind.READ:

@@ -39,10 +39,11 @@ class TwoGroups(MemClient):
         self._check(row, consistency)
         return super().get(row, col)
 
-    def get_row(self, row: str, prefix: str = "", *,
+    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
+                reverse: bool = False,
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
         self._check(row, consistency)
-        return super().get_row(row, prefix)
+        return super().get_row(row, prefix, after=after, limit=limit, reverse=reverse)
 
     def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
                    ) -> Any:

@@ -101,6 +101,17 @@ class StoreModel(RuleBasedStateMachine):
         for row in {"a", "b", "{u}/x", "{u}/y"}:
             cells = self.store.apply({"op": "get_row", "row": row})["cells"]
             assert {c[0] for c in cells} == {c for (r, c) in self.model if r == row}
+        # get_cells over every row at once: a version known is answered without its value.
+        wanted = [[row, col, self.versions.get((row, col), 0) if col == "c1" else 0]
+                  for row in ("a", "b", "{u}/x", "{u}/y") for col in ("c1", "c2", "c3")]
+        answers = self.store.read({"op": "get_cells", "cells": wanted})["cells"]
+        for (row, col, known), answer in zip(wanted, answers, strict=True):
+            if (row, col) not in self.model:
+                assert answer is None
+            elif known and known == self.versions[(row, col)]:
+                assert answer == [known]
+            else:
+                assert answer[1] == self.model[(row, col)]
 
 
 TestStoreModel = StoreModel.TestCase
