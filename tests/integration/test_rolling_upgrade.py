@@ -13,6 +13,7 @@ the old leader was restarted.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ import pytest
 
 from bench.ab import ABError, git, origins, side_env, worktree_of
 from raftkv import formats
+from raftkv.client import INLINE_LIMIT
 from raftkv.errors import OverLimit, RaftKVError
+from raftkv.interface import Cell, StaleCell, Unchanged
 from raftkv.prevote import HELLO_GRACE
 
 from .._procs import Proc, wait_for
@@ -55,11 +58,12 @@ def old_tree() -> Iterator[Path]:
         yield tree
 
 
-def _on_old_code(cluster: KVCluster, tree: Path) -> dict[str, Proc]:
-    """Point every replica at ``tree``'s code and a cluster file with the old timeouts;
-    the procs that run this code instead, by name."""
+def _on_old_code(cluster: KVCluster, tree: Path,
+                 election_timeout: tuple[float, float] = OLD_ELECTION_TIMEOUT) -> dict[str, Proc]:
+    """Point every replica at ``tree``'s code and a cluster file with the given election
+    timeouts (by default the old ones); the procs that run this code instead, by name."""
     old_file = cluster.path.with_name("cluster-old.toml")
-    low, high = OLD_ELECTION_TIMEOUT
+    low, high = election_timeout
     old_file.write_text(cluster.path.read_text()
                         + f"\n[raft]\nelection_timeout_min = {low}\nelection_timeout_max = {high}\n")
     new: dict[str, Proc] = {}
@@ -176,6 +180,28 @@ def test_a_group_upgraded_one_replica_at_a_time_under_traffic(tmp_path: Path, ol
         applied = {name: s.get("applied_index") for name, s in statuses(cluster).items()}
         print(f"upgraded {OLD_REVISION} -> this tree: {workload.completed} recorded operations, "
               f"{len(ledger.acknowledged)} ledger writes; terms {term} -> {new_term}; applied {applied}")
+
+
+def test_a_new_client_reads_cells_and_pages_of_a_group_on_old_code(tmp_path: Path,
+                                                                   old_tree: Path) -> None:
+    """The old replicas know no get_cells and ignore get_row's reverse: the client reads
+    cell by cell, and turns forward pages around, with the same answers."""
+    cluster = KVCluster(tmp_path / "kv")
+    _on_old_code(cluster, old_tree, election_timeout=(0.4, 1.4))
+    with running(cluster), cluster.client() as client:
+        versions = [client.put("{u}/r", f"m{i}", b"%d" % i) for i in range(5)]
+        big = os.urandom(3 * INLINE_LIMIT)
+        blob = client.put("{u}/b", "blob", big)
+        wanted = [("{u}/r", "m0"), ("{u}/r", "m1"), ("{u}/b", "blob"), ("{u}/r", "none")]
+        assert client.get_cells(wanted, known=[versions[0], 0, 0, 0]) == [
+            Unchanged(versions[0]), Cell(b"1", versions[1]), Cell(big, blob), None]
+        assert client.get_cells(wanted[:2], known=[0, versions[1]], consistency="stale") == [
+            StaleCell(b"0", versions[0]), Unchanged(versions[1], stale=True)]
+        assert list(client.get_row("{u}/r", reverse=True, limit=2)) == ["m4", "m3"]
+        assert list(client.get_row("{u}/r", after="m3", reverse=True)) == ["m2", "m1", "m0"]
+        assert list(client.get_row("{u}/r", after="m1", limit=2)) == ["m2", "m3"]
+        status = client.status()
+    assert all("raft_formats" not in s for s in status), "not the old code"
 
 
 def test_a_new_group_with_a_replica_never_started_writes_the_new_format_at_once(tmp_path: Path) -> None:

@@ -12,11 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import raftkv
 from raftkv import diskkeys, protocol
 from raftkv.client import INLINE_LIMIT
-from raftkv.errors import TooLarge
+from raftkv.errors import ProtocolError, TooLarge, from_wire
 from raftkv.interface import MAX_CELLS, Cell, StaleCell, Unchanged
 from raftkv.keys import shard_of
+from raftkv.operations import unknown_operation
 from raftkv.store import MAX_ROW_CELLS_RETURNED, Store
 
 from .._memstore import MemClient
@@ -219,3 +221,42 @@ def test_get_row_matches_a_sorted_model(cols: list[str], prefix: str, after: str
     got = store.get_row("row\x00", prefix, after=after, limit=limit, reverse=reverse)
     assert list(got) == wanted
     assert all(cell.value == col.encode() for col, cell in got.items())
+
+
+# -- a replica of a release before these reads ---------------------------------------
+
+
+class OnOldReplica(raftkv.Client):
+    """A client whose one replica answers as releases before get_cells and reverse pages
+    did: the real state machine behind, ``get_cells`` unknown, ``reverse`` ignored.
+    (tests/integration/test_rolling_upgrade.py runs the old code itself.)"""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(["127.0.0.1:9"], b"unused")
+        self.store = store
+        self.sent: list[str] = []
+
+    def _send_to(self, addr: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.sent.append(request["op"])
+        if request["op"] not in ("get", "get_row"):
+            raise ProtocolError(unknown_operation(request["op"]))
+        result = self.store.read({k: v for k, v in request.items() if k != "reverse"})
+        if "error" in result:
+            raise from_wire(result)
+        return {**result, **({"stale": True} if request.get("consistency") == "stale" else {})}
+
+
+def test_a_replica_without_get_cells_is_read_cell_by_cell(store: MemClient) -> None:
+    versions = [store.put("r", c, c.encode()) for c in ("a", "b")]
+    with OnOldReplica(store.store) as old:
+        assert old.get_cells([("r", "a"), ("r", "b"), ("r", "c")], known=[versions[0], 0, 0]) == [
+            Unchanged(versions[0]), Cell(b"b", versions[1]), None]
+        assert old.sent == ["get_cells", "get", "get", "get"]
+        assert old.get_cells([("r", "a")], consistency="stale") == [StaleCell(b"a", versions[0])]
+
+
+def test_a_replica_that_ignores_reverse_is_paged_forward_and_turned(store: MemClient) -> None:
+    _row(store, [f"c{i:04}" for i in range(MAX_ROW_CELLS_RETURNED + 10)])
+    with OnOldReplica(store.store) as old:
+        assert list(old.get_row("r", reverse=True, limit=3)) == ["c1009", "c1008", "c1007"]
+        assert list(old.get_row("r", after="c0003", reverse=True)) == ["c0002", "c0001", "c0000"]
