@@ -77,8 +77,11 @@ class Workload:
                 arg = {"put": value, "get": None, "delete": None,
                        "cput": (seen.get(key), value)}[kind]
                 handle = self.recorder.call(n, kind, key, arg)
+                # Half the reads are get_cells, beside another key (possibly another
+                # group): the recorded read of ``key`` must hold on that path too.
+                beside = rng.choice(self.keys) if rng.random() < 0.5 else None
                 try:
-                    result = self._do(client, kind, key, arg)
+                    result = self._do(client, kind, key, arg, beside)
                 except ConditionFailed:
                     self.recorder.ok(handle, False)
                     continue
@@ -97,11 +100,14 @@ class Workload:
                 else:
                     seen[key] = None
 
-    def _do(self, client, kind: str, key: str, arg):
+    def _do(self, client, kind: str, key: str, arg, beside: str | None = None):
         row = self._row_of[key]
         if kind == "put":
             client.put(row, key, arg)
             return True
+        if kind == "get" and beside is not None:
+            cell = client.get_cells([(row, key), (self._row_of[beside], beside)])[0]
+            return None if cell is None else cell.value
         if kind == "get":
             cell = client.get(row, key)
             return None if cell is None else cell.value

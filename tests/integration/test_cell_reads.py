@@ -1,6 +1,6 @@
 """get_cells on real groups: one request per group, all groups at once, answered by the
-leader without a log entry (docs/store-promises.md, "The interface"; docs/architecture.md,
-"The read path").  Requests are counted where the client puts them on its sockets."""
+leader without a log entry (docs/store-promises.md, "The interface"; docs/engine-fixes.md,
+"Reads without a log entry").  Requests are counted where the client puts them on its sockets."""
 
 from __future__ import annotations
 
