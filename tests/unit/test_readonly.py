@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from raftkv.errors import NoLeader, OutcomeUnknown, ReadOnly, UnavailableError
-from raftkv.interface import Cell, Consistency
+from raftkv.interface import Cell, Consistency, StaleCell, Unchanged
 from shards.readonly import GroupHealth, ReadOnlyFallback, current_only, observing, read_state
 
 from .._memstore import MemClient
@@ -44,6 +45,12 @@ class TwoGroups(MemClient):
                 consistency: Consistency = "linearizable") -> dict[str, Cell]:
         self._check(row, consistency)
         return super().get_row(row, prefix, after=after, limit=limit, reverse=reverse)
+
+    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
+                  consistency: Consistency = "linearizable") -> list[Cell | Unchanged | None]:
+        for row in dict.fromkeys(row for row, _ in cells):
+            self._check(row, consistency)
+        return super().get_cells(cells, known=known, consistency=consistency)
 
     def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
                    ) -> Any:
@@ -113,6 +120,29 @@ def test_a_request_reads_a_lost_group_stale_and_says_so(parts: Any) -> None:
         assert fallback.get_row(lost)["c"].value == b"mine"
         assert store.tries.count(lost) == 2  # marked: stale at once, no more waiting
     assert fallback.health.lost(1) and read_state() is None
+
+
+def test_get_cells_reads_a_lost_group_stale_and_the_others_current(parts: Any) -> None:
+    store, fallback, _ = parts
+    lost, healthy = rows_of_each_group(store)
+    mine = store.put(lost, "c", b"mine")
+    other = store.put(healthy, "c", b"other")
+    wanted = [(healthy, "c"), (lost, "c"), (lost, "gone")]
+    with observing() as state:
+        assert fallback.get_cells(wanted, known=[other, 0, 0]) == [
+            Unchanged(other), Cell(b"mine", mine), None]
+        assert not state.read_only
+    store.down.add(1)
+    with observing() as state:
+        answers = fallback.get_cells(wanted, known=[0, mine, 0])
+        assert answers == [Cell(b"other", other), Unchanged(mine, stale=True), None]
+        assert not isinstance(answers[0], StaleCell)
+        assert state.stale_groups == {1}
+        tried = store.tries.count(lost)
+        assert fallback.get_cells(wanted[1:2]) == [StaleCell(b"mine", mine)]
+        assert store.tries.count(lost) == tried  # marked: stale at once
+    with pytest.raises(NoLeader):
+        fallback.get_cells(wanted)  # outside a request, as before
 
 
 def test_a_transient_failure_is_retried_once_and_marks_nothing(parts: Any) -> None:
