@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import raftkv
 from raftkv import diskkeys, protocol
 from raftkv.client import INLINE_LIMIT
-from raftkv.errors import ProtocolError, TooLarge, from_wire
+from raftkv.errors import ProtocolError, RaftKVError, TooLarge, from_wire
 from raftkv.interface import MAX_CELLS, Cell, StaleCell, Unchanged
 from raftkv.keys import shard_of
 from raftkv.operations import unknown_operation
@@ -231,15 +231,16 @@ class OnOldReplica(raftkv.Client):
     did: the real state machine behind, ``get_cells`` unknown, ``reverse`` ignored.
     (tests/integration/test_rolling_upgrade.py runs the old code itself.)"""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, refusal: RaftKVError | None = None) -> None:
         super().__init__(["127.0.0.1:9"], b"unused")
         self.store = store
         self.sent: list[str] = []
+        self.refusal = refusal  # what get_cells gets (default: an unknown operation)
 
     def _send_to(self, addr: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.sent.append(request["op"])
         if request["op"] not in ("get", "get_row"):
-            raise ProtocolError(unknown_operation(request["op"]))
+            raise self.refusal or ProtocolError(unknown_operation(request["op"]))
         result = self.store.read({k: v for k, v in request.items() if k != "reverse"})
         if "error" in result:
             raise from_wire(result)
@@ -253,6 +254,18 @@ def test_a_replica_without_get_cells_is_read_cell_by_cell(store: MemClient) -> N
             Unchanged(versions[0]), Cell(b"b", versions[1]), None]
         assert old.sent == ["get_cells", "get", "get", "get"]
         assert old.get_cells([("r", "a")], consistency="stale") == [StaleCell(b"a", versions[0])]
+
+
+def test_a_get_cells_above_the_entry_cap_is_read_cell_by_cell(store: MemClient) -> None:
+    """While a group's reads go through its log (an upgrade in progress), a request of
+    long names may not fit an entry: the server refuses it, the client reads each cell."""
+    version = store.put("r", "a", b"a")
+    refusal = TooLarge("request of 40000 bytes is above the 32768-byte entry cap")
+    with OnOldReplica(store.store, refusal) as old:
+        assert old.get_cells([("r", "a"), ("r", "b")]) == [Cell(b"a", version), None]
+    with OnOldReplica(store.store, ProtocolError("malformed 'get_cells' request")) as old:
+        with pytest.raises(ProtocolError, match="malformed"):
+            old.get_cells([("r", "a")])  # any other refusal is the caller's
 
 
 def test_a_replica_that_ignores_reverse_is_paged_forward_and_turned(store: MemClient) -> None:
