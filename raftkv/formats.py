@@ -78,6 +78,10 @@ PULLED_SNAPSHOTS = 3
 # From this Raft format on, a follower answers read_probe (raftkv/readindex.py).
 READ_INDEX = 4
 
+# The client port's operations grow without a new client format: a replica answers one
+# it does not know with ProtocolError (raftkv.operations.unknown_operation) and ignores
+# fields it does not know, and a newer client falls back (docs/store-promises.md,
+# "Formats and upgrades": get_cells, get_row's reverse).
 CLIENT = FormatLine("client", {
     1: "length-prefixed msgpack frames after the secret handshake (raftkv/protocol.py)",
 }, oldest=1)
