@@ -1,6 +1,7 @@
 """raftkv against etcd on this machine: 3 replicas each, on loopback, same workload.
 
     python -m bench.kv [--ops 2000] [--repeat 1] [--time-limit 30] [--encryption auto] [--json]
+                       [--profile [--profile-seconds 10] [--artifacts artifacts]]
 
 Runs each workload against raftkv, then etcd (Debian's ``etcd-server``; the bench
 runs raftkv alone if ``etcd`` is not on PATH), and prints a markdown table of
@@ -11,6 +12,15 @@ leader's JSON gateway.  Every workload stops after ``--ops`` operations or
 ``--time-limit`` seconds, whichever comes first; with ``--repeat N`` the table
 shows medians of N runs.  ``--encryption always`` seals raftkv's frames on
 loopback too (``[store] encryption``), as they are between hosts.
+
+``--profile`` then runs the 64-client put workload once more against raftkv,
+for as long as it takes py-spy to record the leader replica twice
+(``--profile-seconds`` each, see :mod:`bench.profile`), and writes into
+``--artifacts``: ``kv-put64-leader.svg`` (the flame graph), ``kv-put64-leader.txt``
+(py-spy's raw stacks) and ``kv-put64-leader-summary.md`` (where the time goes, by
+thread and by function).  That run's throughput, under the profiler, is printed
+but kept out of the table.  Without py-spy, ``--profile`` says how to install it
+and exits with status 1 before starting anything.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -31,6 +42,7 @@ from tests.cluster import KVCluster
 
 from .common import closed_loop, medians, stop_cleanly_on_sigterm
 from .etcd import EtcdClient, EtcdCluster, etcd_binary
+from .profile import INSTALL_HINT, ProfileError, Recorded, profile, py_spy_binary
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,10 @@ WORKLOADS = (
 READ_KEYS = 256    # gets read these, written before the first get workload
 KEYS_PER_CLIENT = 512
 NO_ETCD = "etcd not found on PATH (apt-get install etcd-server etcd-client)"
+PROFILED = WORKLOADS[2]    # put 100 B, 64 clients: the issue's flame graph (issue 16)
+PROFILE_NAME = "kv-put64-leader"
+PROFILE_START = 2.0        # seconds of load before py-spy attaches, and margin at the end
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,7 @@ class Target:
     name: str
     put: Callable[[str, bytes], Any]
     get: Callable[[str], bytes | None]  # None when the key is missing
+    leader_pid: Callable[[], int] | None = None  # the process of the leader replica, if ours
 
 
 def measure(target: Target, work: Workload, ops: int, time_limit: float) -> Result:
@@ -105,8 +122,14 @@ def start_raftkv(stack: ExitStack, root: Path, encryption: str = "auto") -> Targ
     cluster.start()
     cluster.leader()
     client = stack.enter_context(cluster.client())
+
+    def leader_pid() -> int:
+        popen = cluster.procs[cluster.leader()].popen
+        assert popen is not None
+        return popen.pid
+
     return Target("raftkv", lambda k, v: client.put(k, "v", v),
-                  lambda k: (cell.value if (cell := client.get(k, "v")) else None))
+                  lambda k: (cell.value if (cell := client.get(k, "v")) else None), leader_pid)
 
 
 def start_etcd(stack: ExitStack, root: Path, binary: str) -> Target:
@@ -155,6 +178,29 @@ def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> 
 
 
 
+def profile_leader(target: Target, binary: str, seconds: float,
+                   artifacts: Path) -> tuple[Recorded, Result]:
+    """py-spy on ``target``'s leader while :data:`PROFILED` runs; the workload runs from
+    before the first recording starts until after the second ends, and no longer."""
+    assert target.leader_pid is not None
+    pid = target.leader_pid()
+    limit = PROFILE_START + 2 * (seconds + PROFILE_START)
+    measured: list[Result] = []
+    load = threading.Thread(target=lambda: measured.append(
+        measure(target, PROFILED, ops=10**9, time_limit=limit)), daemon=True)
+    load.start()
+    time.sleep(PROFILE_START)
+    try:
+        recorded = profile(binary, pid, artifacts, PROFILE_NAME, seconds,
+                           f"raftkv leader under {PROFILED.name} (py-spy, {seconds:g} s)")
+    except ProfileError as exc:  # e.g. not permitted to read another process's memory
+        raise click.ClickException(str(exc)) from None
+    finally:
+        load.join(limit + 30)
+    if not measured:
+        raise click.ClickException("the profiled workload did not finish")
+    return recorded, measured[0]
+
 
 @click.command()
 @click.option("--ops", default=2000, show_default=True, type=click.IntRange(min=1),
@@ -167,9 +213,20 @@ def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> 
               show_default=True,
               help="raftkv's [store] encryption: always seals frames on loopback too.")
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
-def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: bool) -> None:
+@click.option("--profile", "with_profile", is_flag=True,
+              help=f"Then record the raftkv leader with py-spy under {PROFILED.name!r}.")
+@click.option("--profile-seconds", default=10.0, show_default=True,
+              type=click.FloatRange(1, 120), help="Seconds of each of the two recordings.")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=ARTIFACTS,
+              show_default=True, help="Where --profile writes its files.")
+def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: bool,
+         with_profile: bool, profile_seconds: float, artifacts: Path) -> None:
     """Measure raftkv against etcd, 3 replicas each on loopback."""
     stop_cleanly_on_sigterm()
+    py_spy = py_spy_binary() if with_profile else None
+    if with_profile and py_spy is None:
+        raise click.ClickException(INSTALL_HINT)
+    recorded: tuple[Recorded, Result] | None = None
     binary = etcd_binary()
     if binary is None:
         click.echo(f"{NO_ETCD}: measuring raftkv alone.", err=True)
@@ -180,12 +237,21 @@ def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: boo
         for target in targets:
             preload(target)
         runs = run_all(targets, ops, repeat, time_limit)
+        if py_spy is not None:
+            click.echo(f"profiling the raftkv leader under {PROFILED.name}", err=True)
+            recorded = profile_leader(targets[0], py_spy, profile_seconds, artifacts)
     summary = medians(runs, "system", Result)
     if as_json:
         click.echo(json.dumps({"ops": ops, "repeat": repeat, "time_limit": time_limit,
                                "encryption": encryption, "etcd": binary, "runs": runs,
                                "median": {s: {w: asdict(r) for w, r in m.items()}
-                                          for s, m in summary.items()}}, indent=2))
+                                          for s, m in summary.items()},
+                               "profile": None if recorded is None else {
+                                   "flamegraph": str(recorded[0].flamegraph),
+                                   "raw": str(recorded[0].raw),
+                                   "summary": str(recorded[0].summary),
+                                   "seconds": profile_seconds,
+                                   "under_profiler": asdict(recorded[1])}}, indent=2))
         return
     click.echo(table(summary))
     errors = sum(r["errors"] for r in runs)
@@ -193,6 +259,12 @@ def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: boo
                f"{errors} failed operations.  All clients are threads of one Python process.\n"
                "etcd pays JSON/HTTP through its gRPC gateway; raftkv pays its Python client "
                "and Python replicas." + ("" if binary else f"\n{NO_ETCD}."))
+    if recorded is not None:
+        files, under = recorded
+        click.echo(f"\nProfile of the raftkv leader under {PROFILED.name} "
+                   f"({under.ops_per_s:,.0f} ops/s, p50 {under.p50_ms:.2f} ms while py-spy "
+                   f"sampled): {files.flamegraph}, {files.raw}, {files.summary}\n")
+        click.echo(files.text)
 
 
 if __name__ == "__main__":
