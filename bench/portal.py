@@ -1,18 +1,28 @@
-"""The portal under load: wrk against its pages next to a werkzeug hello-world, same gunicorn.
+"""The portal under load: wrk against its pages, with the login page as the reference.
 
-    python -m bench.portal [--duration 10] [--connections 16] [--transfers 3] [--json]
+    python -m bench.portal [--duration 10] [--connections 16] [--messages 500]
+                           [--folder-sizes 10,1000,10000] [--transfers 3] [--json]
 
 Starts a 3-replica store and two gunicorn servers with ``portal/gunicorn_conf.py``
 and the same workers and threads: the portal, and :mod:`bench.hello` (the least
-a werkzeug app can do).  Then, in one run:
+a werkzeug app can do).  It signs a user up through the portal's forms (10
+folders and 10 files in the root), delivers ``--messages`` messages to the
+user's inbox and fills a folder per ``--folder-sizes`` entry with that many
+files, both through the data model (:mod:`bench.seed`).  Then, in one run:
 
 * ``wrk`` (Debian's) against the hello-world, the login page (anonymous: no
-  store access) and a logged-in drive listing (a session read, the listing's
-  version check, the quota read): requests/s, p50 and p99;
+  store access), and, signed in, the drive's root listing, the inbox listing
+  (its first page), one message (the mail view), and the listing of each
+  filled folder: requests/s, p50 and p99, each page's requests/s as a multiple
+  of the login page's, and each folder's p99 as a multiple of the smallest's;
 * a 10 MB upload and download through the portal, ``--transfers`` times each:
   median seconds and MB/s.
 
-Every wrk run lasts ``--duration`` seconds; the transfers are bounded in count.
+The table puts issue 16's aims beside the numbers (aims to compare with, not
+checks: the exit status does not depend on them).  Every wrk run lasts
+``--duration`` seconds (a request may take up to :data:`WRK_TIMEOUT`); the
+seeding and the transfers are bounded in count, and the seeding by
+``--seed-time-limit`` too.
 """
 
 from __future__ import annotations
@@ -29,20 +39,47 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import click
 
+from shards.site import Site
 from tests._procs import Proc, free_port, port_open, python_cmd, wait_for
 from tests.cluster import KVCluster
 
 from .common import stop_cleanly_on_sigterm
+from .seed import fill_folder, fill_inbox
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = "python:portal.gunicorn_conf"
 PASSWORD = "bench-password-1"
 MB = 1_000_000
+WRK_TIMEOUT = 30      # seconds a request may take before wrk counts it as timed out
+HELLO, LOGIN = "hello-world", "login page (anonymous: no store access)"
+DRIVE, INBOX, MAIL = ("drive listing (signed in)", "inbox listing (signed in)",
+                      "mail view (signed in)")
+
+
+@dataclass(frozen=True)
+class Aim:
+    """Issue 16's aim for one number: at least or at most ``bound``."""
+
+    bound: float
+    at_least: bool
+
+    def text(self) -> str:
+        return f"{'≥' if self.at_least else '≤'} {self.bound:g}×"
+
+    def met(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+
+# requests/s as a multiple of the login page's; p99 of the largest folder over the smallest's
+PAGE_AIMS = {DRIVE: Aim(0.5, True), INBOX: Aim(0.5, True), MAIL: Aim(0.4, True)}
+FOLDER_AIM = Aim(1.5, False)
 
 
 def gunicorn(stack: ExitStack, root: Path, name: str, app: str, workers: int, threads: int,
@@ -84,7 +121,7 @@ class Session:
                             {"Content-Type": "application/x-www-form-urlencoded"})[0]
 
 
-def prepare_user(addr: str) -> Session:
+def prepare_user(addr: str) -> tuple[Session, str]:
     """A user with a few folders and files, so the listing has something to show."""
     session = Session(addr)
     name = f"bench{secrets.token_hex(3)}"
@@ -95,7 +132,7 @@ def prepare_user(addr: str) -> Session:
                             "/drive") == 303
     for i in range(10):
         upload(session, f"file {i}.txt", b"x" * (1000 * i + 1))
-    return session
+    return session, name
 
 
 def upload(session: Session, name: str, content: bytes) -> int:
@@ -110,11 +147,12 @@ def upload(session: Session, name: str, content: bytes) -> int:
 
 def wrk(url: str, duration: float, connections: int, cookie: str = "") -> dict[str, float]:
     """requests/s, p50 and p99 (ms) of one wrk run."""
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", url]
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency",
+            "--timeout", f"{WRK_TIMEOUT}s", url]
     if cookie:
         argv[1:1] = ["-H", f"Cookie: sid={cookie}"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
-                         check=True).stdout
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         timeout=duration + WRK_TIMEOUT + 60, check=True).stdout
     unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
     def latency(percent: str) -> float:
@@ -122,9 +160,14 @@ def wrk(url: str, duration: float, connections: int, cookie: str = "") -> dict[s
         return float(value) * unit[suffix]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # "Socket errors: connect 0, read 0, write 0, timeout 3", only when there were some
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p50": latency("50"), "p99": latency("99"),
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
+            "non_2xx": float(errors.group(1)) if errors else 0.0,
+            "socket_errors": float(sum(map(int, socket.groups()[:3]))) if socket else 0.0,
+            "timeouts": float(socket.group(4)) if socket else 0.0}
 
 
 def transfers(addr: str, session: Session, count: int) -> dict[str, float]:
@@ -154,18 +197,82 @@ def transfers(addr: str, session: Session, count: int) -> dict[str, float]:
     return {"upload_s": up, "upload_mb_s": 10 / up, "download_s": down, "download_mb_s": 10 / down}
 
 
-def table(pages: dict[str, dict[str, float]], moved: dict[str, float]) -> str:
-    hello = pages["hello-world"]["rps"]
-    lines = ["| target (same gunicorn settings) | req/s | p50 ms | p99 ms | vs hello-world |",
-             "|---|--:|--:|--:|--:|"]
+def _failed(r: dict[str, float]) -> str:
+    return f"{r['non_2xx'] + r['socket_errors'] + r['timeouts']:,.0f}"
+
+
+def page_table(pages: dict[str, dict[str, float]]) -> str:
+    """Each page next to the login page, with issue 16's aim where it has one."""
+    login = pages[LOGIN]["rps"]
+    lines = ["| page (same gunicorn settings) | req/s | p50 ms | p99 ms | × login page | aim "
+             "| failed |", "|---|--:|--:|--:|--:|---|--:|"]
     for name, r in pages.items():
+        ratio = r["rps"] / login if login else float("nan")
+        aim = PAGE_AIMS.get(name)
+        verdict = "reference" if name == LOGIN else (
+            f"{aim.text()}: {'met' if aim.met(ratio) else '**missed**'}" if aim else "")
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                     f"{r['rps'] / hello:.2f} |")
-    lines += ["", "| 10 MB through one frontend | seconds (median) | MB/s |", "|---|--:|--:|",
-              f"| upload (multipart POST) | {moved['upload_s']:.2f} | {moved['upload_mb_s']:.1f} |",
-              f"| download (GET) | {moved['download_s']:.2f} | {moved['download_mb_s']:.1f} |"]
+                     f"{ratio:.2f} | {verdict} | {_failed(r)} |")
     return "\n".join(lines)
 
+
+def folder_table(folders: dict[int, dict[str, float]]) -> str:
+    """A folder's listing by its size: p99 next to the smallest folder's."""
+    smallest, largest = min(folders), max(folders)
+    base = folders[smallest]["p99"]
+    lines = [f"| drive listing (signed in), folder of | req/s | p50 ms | p99 ms "
+             f"| p99 × {smallest:,} files | aim | failed |", "|---|--:|--:|--:|--:|---|--:|"]
+    for size, r in sorted(folders.items()):
+        ratio = r["p99"] / base if base else float("nan")
+        verdict = (f"{FOLDER_AIM.text()}: {'met' if FOLDER_AIM.met(ratio) else '**missed**'}"
+                   if size == largest and largest != smallest else "")
+        lines.append(f"| {size:,} files | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                     f"{ratio:.2f} | {verdict} | {_failed(r)} |")
+    return "\n".join(lines)
+
+
+def transfer_table(moved: dict[str, float]) -> str:
+    return "\n".join([
+        "| 10 MB through one frontend | seconds (median) | MB/s |", "|---|--:|--:|",
+        f"| upload (multipart POST) | {moved['upload_s']:.2f} | {moved['upload_mb_s']:.1f} |",
+        f"| download (GET) | {moved['download_s']:.2f} | {moved['download_mb_s']:.1f} |"])
+
+
+def sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        found = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of file counts") from None
+    if not found or not all(0 <= n <= 20_000 for n in found):
+        raise click.BadParameter("one to a few counts, each from 0 to 20,000")
+    return found
+
+
+def seed(cluster: KVCluster, user: str, messages: int, folder_sizes: list[int],
+         time_limit: float) -> tuple[list[str], dict[int, str]]:
+    """The user's inbox (message ids) and filled folders (size -> folder id)."""
+    deadline = time.monotonic() + time_limit
+    address = f"{user}@{Site.of(cluster.cluster).domains[0]}"
+    with cluster.client(timeout=30) as client:
+        started = time.monotonic()
+        ids = fill_inbox(client, user, address, messages, deadline)
+        click.echo(f"delivered {messages} messages in {time.monotonic() - started:.1f} s",
+                   err=True)
+        folders = {}
+        for size in folder_sizes:
+            started = time.monotonic()
+            folders[size] = fill_folder(client, user, f"{size} files", size, deadline)
+            click.echo(f"filled a folder with {size:,} files in "
+                       f"{time.monotonic() - started:.1f} s", err=True)
+    return ids, folders
+
+
+def check_page(session: Session, path: str) -> None:
+    """The page answers 200 to the signed-in session: wrk would time redirects otherwise."""
+    session.conn.close()
+    status, body = session.request("GET", path)
+    if status != 200:
+        raise click.ClickException(f"GET {path} answered {status}: {body[:300]!r}")
 
 
 @click.command()
@@ -175,12 +282,18 @@ def table(pages: dict[str, dict[str, float]], moved: dict[str, float]) -> str:
               help="wrk's open connections.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--messages", default=500, show_default=True, type=click.IntRange(1, 5000),
+              help="Messages delivered to the inbox before the mail pages are measured.")
+@click.option("--folder-sizes", default="10,1000,10000", show_default=True, callback=sizes,
+              help="A folder is filled with each of these many files and its listing timed.")
+@click.option("--seed-time-limit", default=300.0, show_default=True,
+              type=click.FloatRange(1, 3600), help="Seconds the inbox and folders may take.")
 @click.option("--transfers", "count", default=3, show_default=True, type=click.IntRange(1, 20),
               help="10 MB uploads and downloads; the table shows medians.")
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
-def main(duration: float, connections: int, workers: int, threads: int, count: int,
-         as_json: bool) -> None:
-    """Measure the portal's pages and transfers next to a werkzeug hello-world."""
+def main(duration: float, connections: int, workers: int, threads: int, messages: int,
+         folder_sizes: list[int], seed_time_limit: float, count: int, as_json: bool) -> None:
+    """Measure the portal's pages against its login page, and transfers."""
     if shutil.which("wrk") is None:
         raise click.ClickException("wrk not found (apt-get install wrk)")
     stop_cleanly_on_sigterm()
@@ -197,28 +310,45 @@ def main(duration: float, connections: int, workers: int, threads: int, count: i
                "RAFTCLOUD_SECRET_FILE": str(cluster.root / "secret")}
         portal = gunicorn(stack, root, "portal", "portal:create_app()", workers, threads, env)
         hello = gunicorn(stack, root, "hello", "bench.hello:app", workers, threads, {})
-        session = prepare_user(portal)
+        session, user = prepare_user(portal)
+        message_ids, folder_ids = seed(cluster, user, messages, folder_sizes, seed_time_limit)
+        signed_in = {DRIVE: "/drive", INBOX: "/mail",
+                     MAIL: f"/mail/{message_ids[len(message_ids) // 2]}"}
+        folder_paths = {size: f"/drive/d/{folder_id}" for size, folder_id in folder_ids.items()}
+        for path in [*signed_in.values(), *folder_paths.values()]:
+            check_page(session, path)
         click.echo("warming up", err=True)
         for url in (f"http://{hello}/", f"http://{portal}/login"):
             wrk(url, 1, connections)
-        pages = {}
-        for name, url, cookie in (("hello-world", f"http://{hello}/", ""),
-                                  ("login page", f"http://{portal}/login", ""),
-                                  ("drive listing (logged in)", f"http://{portal}/drive",
-                                   session.sid)):
+        pages: dict[str, dict[str, float]] = {}
+        targets = [(HELLO, f"http://{hello}/", ""), (LOGIN, f"http://{portal}/login", ""),
+                   *((name, f"http://{portal}{path}", session.sid)
+                     for name, path in signed_in.items())]
+        for name, url, cookie in targets:
             pages[name] = wrk(url, duration, connections, cookie)
             click.echo(f"{name}: {pages[name]['rps']:,.0f} req/s", err=True)
+        folders: dict[int, dict[str, float]] = {}
+        for size, path in folder_paths.items():
+            folders[size] = wrk(f"http://{portal}{path}", duration, connections, session.sid)
+            click.echo(f"folder of {size:,} files: {folders[size]['rps']:,.0f} req/s, "
+                       f"p99 {folders[size]['p99']:.1f} ms", err=True)
         moved = transfers(portal, session, count)
+    settings: dict[str, Any] = {"workers": workers, "threads": threads,
+                                "connections": connections, "duration": duration,
+                                "messages": messages, "folder_sizes": folder_sizes}
     if as_json:
-        click.echo(json.dumps({"pages": pages, "transfers": moved,
-                               "settings": {"workers": workers, "threads": threads,
-                                            "connections": connections,
-                                            "duration": duration}}, indent=2))
-    else:
-        click.echo(f"gunicorn gthread, {workers} workers x {threads} threads, wrk -t2 "
-                   f"-c{connections} -d{duration:.0f}s, {os.cpu_count()} cores, "
-                   f"Python {sys.version.split()[0]}")
-        click.echo(table(pages, moved))
+        click.echo(json.dumps({"pages": pages, "folders": folders, "transfers": moved,
+                               "settings": settings}, indent=2))
+        return
+    click.echo(f"gunicorn gthread, {workers} workers x {threads} threads, wrk -t2 "
+               f"-c{connections} -d{duration:.0f}s, {os.cpu_count()} cores, "
+               f"Python {sys.version.split()[0]}; the drive's root holds 10 folders, 10 files "
+               f"and the {len(folder_sizes)} filled folders; the inbox {messages} messages "
+               f"(its first page lists 25)\n")
+    click.echo(page_table(pages))
+    if folders:
+        click.echo("\n" + folder_table(folders))
+    click.echo("\n" + transfer_table(moved))
 
 
 if __name__ == "__main__":
