@@ -151,8 +151,13 @@ def wrk(url: str, duration: float, connections: int, cookie: str = "") -> dict[s
             "--timeout", f"{WRK_TIMEOUT}s", url]
     if cookie:
         argv[1:1] = ["-H", f"Cookie: sid={cookie}"]
-    out = subprocess.run(argv, capture_output=True, text=True,
-                         timeout=duration + WRK_TIMEOUT + 60, check=True).stdout
+    return parse_wrk(subprocess.run(argv, capture_output=True, text=True,
+                                    timeout=duration + WRK_TIMEOUT + 60, check=True).stdout)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """The numbers of wrk's report (``--latency``): requests/s, p50 and p99 in ms, and the
+    requests that failed: answered other than 2xx/3xx, socket errors, timeouts."""
     unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
     def latency(percent: str) -> float:
