@@ -519,11 +519,20 @@ class Client:
 
         A blob's cell holds its manifest here, not its bytes: a browser of raw
         data should not pull gigabytes.  :func:`raftkv.blobs.read_manifest` reads it.
+        A row carries at most 1000 cells or about 1 MiB of values (``get_row``
+        reads all of it).  Fewer than ``limit`` rows come back only at the shard's
+        end: a replica's answer that stopped at its byte budget is followed by the next.
         """
-        result = self._read({"op": "scan", "shard": shard, "after": after_row, "limit": limit},
-                            consistency)
-        return [(row, {col: Cell(value, version) for col, version, value, _blob in cells})
-                for row, cells in result["rows"]]
+        rows: list[tuple[str, dict[str, Cell]]] = []
+        while len(rows) < limit:
+            result = self._read({"op": "scan", "shard": shard, "after": after_row,
+                                 "limit": limit - len(rows), "pages": True}, consistency)
+            rows.extend((row, {col: Cell(value, version) for col, version, value, _blob in cells})
+                        for row, cells in result["rows"])
+            if not result.get("more") or not result["rows"]:
+                return rows
+            after_row = rows[-1][0]
+        return rows
 
     # -- upkeep: barriers and upload intents ------------------------------
 

@@ -67,8 +67,8 @@ Bound = tuple[Operation, Callable[["Store", Result], Result]]  # a registry line
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the idlest one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
 MAX_ROW_CELLS_RETURNED = 1000  # get_row and scan answers stay well under a frame
-# A get_row page stops once its values pass this many bytes (1000 inline values of up
-# to 16 KiB would not fit a frame); the client asks for the next page.
+# A get_row or scan page stops once its values pass this many bytes (1000 inline values
+# of up to 16 KiB would not fit a frame); the client asks for the next page.
 ROW_PAGE_BYTES = 1024 * 1024
 MAX_INTENTS = 10_000        # uploads in progress at once, per group
 MAX_INTENT_CHUNKS = 70_000  # chunks one upload may name: 64 GiB of value plus its index
@@ -574,7 +574,15 @@ class Store(EntryTransactions, ShardOwnership):
         limit = max(1, min(int(c.get("limit") or 10), 100))
         start, end = diskkeys.rows_range(shard, after)
         page: list[list[Any]] = []
-        while len(page) < limit:
+        size = 0
+        # As get_row's pages, a scan's answer stops near ROW_PAGE_BYTES of values: 100
+        # rows of 1000 inline values would not fit a frame.  Only a page's first row is
+        # ever cut there; a later row that does not fit waits whole for the next page.
+        # A client of an older release takes fewer rows than it asked for as the
+        # shard's end (account erasure would stop early), so only a client that says
+        # it asks again ("pages") gets a budget.
+        budget = ROW_PAGE_BYTES if c.get("pages") is True else math.inf
+        while len(page) < limit and size < budget:
             first = next(self._t.cells(start, end), None)
             if first is None:
                 return {"rows": page, "more": False}
@@ -584,9 +592,14 @@ class Store(EntryTransactions, ShardOwnership):
             for key, cell in self._t.cells(prefix, diskkeys.prefix_end(prefix)):
                 if len(live) == MAX_ROW_CELLS_RETURNED:
                     break
+                if size >= budget:
+                    if page:
+                        return {"rows": page, "more": True}
+                    break
                 if self.live(cell):
                     live.append([key[len(prefix):].decode("utf-8"), cell.version, cell.value,
                                  cell.is_blob])
+                    size += len(key) + len(cell.value)
             if live:  # a row whose every cell expired is gone
                 page.append([row, live])
             start = diskkeys.prefix_end(prefix)

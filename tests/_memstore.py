@@ -140,10 +140,16 @@ class MemClient:
 
     def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
              consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
-        result = self._apply("scan", {"op": "scan", "shard": shard, "after": after_row,
-                                      "limit": limit}, False)
-        return [(row, {col: Cell(value, version) for col, version, value, _ in cells})
-                for row, cells in result["rows"]]
+        rows: list[tuple[str, dict[str, Cell]]] = []
+        while len(rows) < limit:  # as raftkv.Client: pages cut at the byte budget follow
+            result = self._apply("scan", {"op": "scan", "shard": shard, "after": after_row,
+                                          "limit": limit - len(rows), "pages": True}, False)
+            rows.extend((row, {col: Cell(value, version) for col, version, value, _ in cells})
+                        for row, cells in result["rows"])
+            if not result.get("more") or not result["rows"]:
+                return rows
+            after_row = rows[-1][0]
+        return rows
 
     def shard_of(self, row: str) -> int:
         return shard_of(row, self.store.shard_count)
