@@ -21,12 +21,14 @@ from shards.model.errors import AppPasswordError, CannotDelete, TwoFactorError
 
 from .auth import current_user, describe_wait, login_required, safe_next
 from .errors import http_message, http_status
+from .pagestore import together
 from .sessions import index_row, session_key
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
     from .app import Portal, Request
+    from .pagestore import Key
 
 CODE_FIELD_MAX = 64  # characters of a code field looked at (a recovery code has 14)
 
@@ -96,16 +98,27 @@ class AccountViews:
 
     # -- the page ----------------------------------------------------------------------
 
+    def cells_account(self: Portal, user: str) -> list[Key]:
+        """The account page's cells, confirmed with the session (portal.pagestore): the
+        account record, its second factor, its app passwords."""
+        row = accounts.account_row(user)
+        return [(row, accounts.ACCOUNT_COL), (row, twofactor.TOTP_COL),
+                apppasswords.cell_of(user)]
+
     @login_required
     def on_account(self: Portal, request: Request, **context: Any) -> Response:
         user = current_user(request)
         client = self.client()
+        # The sessions index (one row: portal.sessions) with the cells not yet confirmed.
+        keys = self.cells_account(user)
+        index, _ = together(lambda: client.get_row(index_row(user)),
+                            lambda: client.confirm(keys))
         if erase.is_deleting(client, user):
             return self.render(request, "account_delete.html", resume=True)
         two_factor, recovery_left = twofactor.status(client, user)
         return self.render(
             request, "account.html", status=context.pop("status", 200),
-            sessions=self.sessions.of_user(user, request.session),
+            sessions=self.sessions.described(user, request.session, index),
             two_factor=two_factor, recovery_left=recovery_left,
             app_passwords=apppasswords.list_for(client, user),
             app_passwords_max=apppasswords.MAX_PER_USER,

@@ -14,6 +14,7 @@ asks first when it would leave the replica's group without a majority.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -25,6 +26,7 @@ from shards.control import ControlError, supervisor_for
 from shards.model import accounts, registry
 
 from .auth import current_user, login_required
+from .pagestore import together
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
     from .app import Portal, Request
+    from .pagestore import Key
 
 PAGE = 10            # rows per page of the data browser
 CELLS_SHOWN = 20     # cells shown per row on a page; the row view shows all
@@ -131,23 +134,26 @@ class AdminViews:
                 silent.append(host)
         return processes, silent
 
+    def cells_admin(self: Portal, user: str) -> list[Key]:
+        """The account record (the admin flag), confirmed with the session."""
+        return [(accounts.account_row(user), accounts.ACCOUNT_COL)]
+
     @login_required
     def on_admin(self: Portal, request: Request) -> Response:
-        self._require_admin(request)
         client = self.client()
-        processes, silent = self._supervised()
+        # Everything at once; nothing read is shown before the admin flag is checked.
         # Each part is shown even when another cannot be had: the registry
         # lives in the store, the replicas and supervisors answer for themselves.
-        nodes: list[dict[str, Any]] | None
-        try:
+        _, (processes, silent), listed, status = together(
+            lambda: client.confirm(self.cells_admin(current_user(request))), self._supervised,
+            lambda: _or_none(lambda: registry.list_nodes(client)),
+            lambda: _or_none(client.status))
+        self._require_admin(request)
+        nodes: list[dict[str, Any]] | None = None
+        if listed is not None:
             nodes = [{**vars(n), "state": _node_state(n.alive, processes.get(n.name))}
-                     for n in sorted(registry.list_nodes(client), key=lambda n: (n.kind, n.name))]
-        except UnavailableError:
-            nodes = None
-        try:
-            statuses = {s["name"]: s for s in client.status()}
-        except UnavailableError:
-            statuses = {}
+                     for n in sorted(listed, key=lambda n: (n.kind, n.name))]
+        statuses = {s["name"]: s for s in status} if status is not None else {}
         replicas = []
         for group in self.config.cluster.all_groups():  # the config group (0) first
             for replica in group.replicas:
@@ -220,6 +226,14 @@ class AdminViews:
             request, "admin_data.html", shards=shards, shard=shard, row_key="", rows=rows,
             next=rows[-1]["row"] if len(page) > PAGE else None,
             prev=page_before(client, shard, rows[0]["row"]) if rows and after else None)
+
+
+def _or_none[T](read: Callable[[], T]) -> T | None:
+    """What ``read`` returns, or None if the store cannot answer it now."""
+    try:
+        return read()
+    except UnavailableError:
+        return None
 
 
 def _node_state(alive: bool, proc: dict[str, Any] | None) -> str:

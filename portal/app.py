@@ -8,12 +8,13 @@ this module owns what every request shares.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -48,6 +49,8 @@ from .errors import RETRY_AFTER, http_error
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
+from .pagestore import CellCache, PageStore
+from .readmarks import ReadMarks
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
 
 if TYPE_CHECKING:
@@ -81,6 +84,10 @@ ANONYMOUS_FORM_LIMIT = 64 * 1024
 # Endpoints whose body limit depends on the user (the drive's quota, a
 # message's size): set before the CSRF check reads the body.
 _BODY_LIMITS = {"drive_upload": "upload_limit", "mail_compose": "compose_limit"}
+# The running request's view of the store (portal.pagestore), made on its first use
+# (a page that needs no store makes no client): a list of none or one.
+_page_store: contextvars.ContextVar[list[PageStore] | None] = contextvars.ContextVar(
+    "portal_page_store", default=None)
 
 
 class Request(BaseRequest):
@@ -135,6 +142,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
                                      idle=config.session_idle, secure=config.cookie_secure)
         self.load = LoadCounter(config.load_dir)
         self.listings = ListingCache(config.listing_cache)
+        self.cells = CellCache(config.cell_cache)
+        self.read_marks = ReadMarks(self.client)
         self.background = Background(self, interval=config.heartbeat_interval)
         self.jinja = Environment(loader=PackageLoader("portal", "templates"),
                                  autoescape=select_autoescape(default=True))
@@ -191,7 +200,17 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         ], strict_slashes=True, converters={"file": FileIdConverter,
                                             "folder": FolderIdConverter})
 
-    def client(self) -> ReadOnlyFallback:
+    def client(self) -> PageStore:
+        """The store as the running request sees it (:mod:`.pagestore`): the cells it
+        confirmed, this worker's cache of cells; outside a request, a fresh view."""
+        held = _page_store.get()
+        if held is None:
+            return PageStore(self.worker_client(), self.cells)
+        if not held or held[0].store is not self.worker_client():
+            held[:] = [PageStore(self.worker_client(), self.cells)]
+        return held[0]
+
+    def worker_client(self) -> ReadOnlyFallback:
         """This process's store client, made on first use.
 
         gunicorn forks workers after loading the app (or before, with
@@ -217,6 +236,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         """Stop background work and close the store client (tests, worker exit)."""
         self.background.stop()
         self.sessions.close()  # writes the last-seen times still pending
+        self.read_marks.close()  # writes the read marks still pending
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
@@ -264,7 +284,11 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         :meth:`render` then shows the read-only notice.
         """
         with observing():
-            return self._dispatch(request)
+            token = _page_store.set([])
+            try:
+                return self._dispatch(request)
+            finally:
+                _page_store.reset(token)
 
     def _dispatch(self, request: Request) -> Response:
         try:
@@ -278,6 +302,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
                 if refusal is not None:
                     return refusal
             if not hasattr(request, "session"):
+                self.confirm_page_cells(endpoint, values, cookie)
                 request.session = self.sessions.load(cookie)
             response = getattr(self, f"on_{endpoint}")(request, **values)
         except HTTPException as exc:
@@ -293,6 +318,20 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
             self.sessions.set_cookie(response, request.session, https=request.scheme == "https",
                                      domain=self.config.cookie_domain)
         return response
+
+    def confirm_page_cells(self, endpoint: str, values: Mapping[str, Any],
+                           cookie: str | None) -> None:
+        """The request's first round trip: one ``get_cells`` confirming the session's cells
+        and, when this worker knows whose session it is, the cached cells the page needs
+        (each view's ``cells_<endpoint>``).  Read for a user the session may no longer
+        be, those cells are only used once the session is confirmed to be theirs."""
+        keys = self.sessions.keys(cookie)
+        user = self.sessions.cached_user(cookie)
+        named = getattr(self, f"cells_{endpoint}", None)
+        if user is not None and named is not None:
+            keys += named(user, **values)
+        if keys:
+            self.client().confirm(keys)
 
     def admit_post(self, request: Request, adapter: MapAdapter, endpoint: str,
                    cookie: str | None) -> Response | None:
@@ -310,6 +349,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         if endpoint in _ANONYMOUS_POSTS:
             request.max_content_length = min(ANONYMOUS_FORM_LIMIT, self.config.max_upload)
         else:
+            self.confirm_page_cells(endpoint, {}, cookie)
             request.session = self.sessions.load(cookie)
             if not request.session.logged_in:
                 # The body is never read; come back to the page (if it has one) after login.

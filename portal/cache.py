@@ -1,57 +1,58 @@
-"""A worker's cache of folder listings, each used only while its folder's version is unchanged.
+"""A worker's cache of what it read of folders, each used only while its folder's version holds.
 
 Every change to a folder's entries -- create, rename, move in or out, delete --
 writes the folder's header cell in the same ``mutate_row``, so the header's
-version is the listing's version.  Serving a listing from the cache costs one
-small read (the header) instead of the whole folder; a listing changed by any
+version is the listing's version.  The page confirms the header with its other
+cells in one round trip (:mod:`.pagestore`), and uses what is kept here only
+if the version it was read at is the header's now: a listing changed by any
 other frontend is noticed at once, never served stale.  Changes never start
 from the cache: they condition on the versions of the cells they change (see
 :mod:`shards.model.drive`), so a stale copy here could not overwrite anything.
+
+What is kept, per (user, folder): the first page of entries in name order
+(read with its header, in one ``get_row``), the folder's subfolders (from the
+folder index, read after the header was confirmed, so they are at least as new
+as the version they are kept under), and the whole listing that the other sort
+orders need.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import Any
 
-from shards.model import drive
-
-ONE_READ = 999  # entries that come with their header in a single get_row answer
-
-if TYPE_CHECKING:
-    from raftkv.interface import KeyValueStore
+FIRST_PAGE, SUBFOLDERS, LISTING = "page", "folders", "listing"
 
 
 class ListingCache:
-    """Least recently used folder listings of this process, validated by version."""
+    """Least recently used folder reads of this process, each kept under a header version."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, str], drive.Listing] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], tuple[int, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def listing(self, client: KeyValueStore, user: str, folder_id: str) -> drive.Listing:
-        """The folder's entries: from the cache when its version still holds."""
-        key = (user, folder_id)
+    def get(self, kind: str, user: str, folder_id: str, version: int) -> Any | None:
+        """What was kept for the folder at ``version`` (the header's, confirmed), or None."""
+        key = (kind, user, folder_id)
         with self._lock:
-            cached = self._entries.get(key)
-        if cached is not None and drive.folder_version(client, user, folder_id) == cached.version:
-            with self._lock:
-                self.hits += 1
-                if key in self._entries:
-                    self._entries.move_to_end(key)
-            return cached
-        listing = drive.list_folder(client, user, folder_id)
+            kept = self._entries.get(key)
+            if kept is None or kept[0] != version:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return kept[1]
+
+    def put(self, kind: str, user: str, folder_id: str, version: int, value: Any) -> None:
+        if not self.size:
+            return
+        key = (kind, user, folder_id)
         with self._lock:
-            self.misses += 1
-            # get_row answers up to 1000 cells at once; a longer listing came
-            # in several reads, so its version may not describe all of it.
-            if self.size and len(listing.items) < ONE_READ:
-                self._entries[key] = listing
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
-        return listing
+            self._entries[key] = (version, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)

@@ -62,6 +62,7 @@ class PortalConfig:
     background: bool = True              # run the heartbeat thread (tests may turn it off)
     quota: int = DEFAULT_QUOTA           # bytes of files each user may keep in the drive
     listing_cache: int = 512             # folder listings each worker keeps (validated by version)
+    cell_cache: int = 8192               # small cells each worker keeps (portal.pagestore)
     load_dir: str | None = None          # shared by one frontend's workers, for /healthz
 
     @functools.cached_property
@@ -94,8 +95,8 @@ class PortalConfig:
             raise ConfigError("max_upload is too small to be useful")
         if self.admin_password is not None and len(self.admin_password) < 8:
             raise ConfigError("the admin password needs at least 8 characters")
-        if self.quota < 0 or self.listing_cache < 0:
-            raise ConfigError("quota and listing_cache cannot be negative")
+        if self.quota < 0 or self.listing_cache < 0 or self.cell_cache < 0:
+            raise ConfigError("quota, listing_cache and cell_cache cannot be negative")
         Limits.from_table(self.cluster.table("auth"))  # login and signup limits: [auth]
         _ = self.site, self.supervisors  # parsed now, so a bad value stops the start
         if self.scheme not in ("http", "https"):

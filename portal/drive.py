@@ -27,6 +27,7 @@ from shards.model.drive import ROOT
 from .auth import current_user, login_required
 from .errors import http_message, http_status
 from .filenames import BadFileName, check_filename, content_disposition
+from .folders import page_keys, read_folder
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import FileStorage
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
     from .app import Portal, Request
+    from .pagestore import Key
 
 # The drive page runs one script of ours (the upload progress bar) and sends
 # the upload back to us; nothing else is allowed.
@@ -85,6 +87,15 @@ def sorted_items(items: Iterable[drive.Item], sort: str, order: str) -> list[dri
     return [i for i in ordered if i.is_folder] + [i for i in ordered if not i.is_folder]
 
 
+def _cursor(request: Request, name: str) -> str:
+    """A paging link's name (a GET parameter): only something that could be a name."""
+    value = request.args.get(name, "")
+    try:
+        return drive.check_name(value) if value else ""
+    except drive.BadName:
+        raise BadRequest("That page of the folder cannot be shown.") from None
+
+
 def _size_of(upload: FileStorage) -> int:
     stream = upload.stream
     stream.seek(0, 2)  # werkzeug spooled it to memory or a temp file: seekable
@@ -109,21 +120,35 @@ class DriveViews:
         request.quota_free = free
         request.max_content_length = min(self.config.max_upload, free + FORM_OVERHEAD)
 
+    def cells_drive(self: Portal, user: str) -> list[Key]:
+        """The cells the drive's root page confirms with the session (portal.pagestore)."""
+        return page_keys(self.client(), user, ROOT)
+
+    def cells_drive_folder(self: Portal, user: str, folder_id: str) -> list[Key]:
+        return page_keys(self.client(), user, folder_id)
+
     def folder_page(self: Portal, request: Request, folder_id: str, *, status: int = 200,
                     error: str | None = None) -> Response:
-        """The listing of one folder, with an error above it when an action failed."""
+        """One page of a folder, with an error above it when an action failed.
+
+        Sorted by name (either way) it is read a page at a time; by size or date,
+        whole (portal.folders).
+        """
         user = current_user(request)
-        client = self.client()
-        crumbs = drive.folder_path(client, user, folder_id)  # NoSuchItem: a 404 (portal.errors)
-        listing = self.listings.listing(client, user, folder_id)
         sort = request.args.get("sort", "name")
         sort = sort if sort in _SORTS else "name"
         order = "desc" if request.args.get("order") == "desc" else "asc"
-        used = drive.usage(client, user)
+        after, before = _cursor(request, "after"), _cursor(request, "before")
+        view = read_folder(self.client(), self.listings, user, folder_id, sort=sort,
+                           descending=order == "desc", after=after, before=before)
+        if view.restart:  # "previous" from the second page: that is the first
+            return redirect(f"{folder_url(folder_id)}?sort={sort}&order={order}", 303)
+        items = view.items if sort == "name" else sorted_items(view.items, sort, order)
+        crumbs = view.crumbs
         response = self.render(
             request, "drive.html", status=status, error=error, folder=crumbs[-1], crumbs=crumbs,
-            items=sorted_items(listing.items, sort, order), sort=sort, order=order,
-            used=used, quota=self.config.quota, free=max(0, self.config.quota - used))
+            items=items, sort=sort, order=order, after=view.after, before=view.before,
+            used=view.used, quota=self.config.quota, free=max(0, self.config.quota - view.used))
         response.headers["Content-Security-Policy"] = DRIVE_CSP
         return response
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from dataclasses import replace
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +23,16 @@ from werkzeug.utils import redirect
 from raftkv.errors import ReadOnly
 from shards.model import mailbox
 
+from . import readmarks
 from .auth import current_user, login_required
 from .filenames import plain_filename
+from .pagestore import together
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
     from .app import Portal, Request
+    from .pagestore import Key
 
 # The message page's policy: our stylesheet only; no scripts, frames, fonts or
 # remote images; forms may only post back here (the delete button).
@@ -43,6 +47,12 @@ HEADER_CHARS = 998        # RFC 5322's line limit: longer header values are cut 
 BODY_CHARS = 1024 * 1024  # a page shows at most this much text; the rest is summarised
 # Control characters other than tab and newline mean nothing on a page (NUL least of all).
 _CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10)) | {127: None}
+
+
+def _message_id(request: Request, name: str) -> str:
+    """A paging link's message id (a GET parameter), or "" if it is not one."""
+    value = request.args.get(name, "")
+    return value if mailbox.is_message_id(value) else ""
 
 
 def displayable(text: str, limit: int) -> str:
@@ -109,25 +119,46 @@ class MailViews:
 
     @login_required
     def on_mail(self: Portal, request: Request) -> Response:
+        """A page of a mail folder, newest first: one ``get_row`` with a limit from the
+        message the link names (ids sort by arrival), never the whole mailbox."""
         user = current_user(request)
         folder = "sent" if request.args.get("folder") == "sent" else "inbox"
-        messages = mailbox.list_messages(self.client(), user, folder)
-        pages = max(1, -(-len(messages) // PAGE_SIZE))
-        page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
-        return self.render(request, "mail.html", folder=folder, page=page, pages=pages,
-                           messages=messages[(page - 1) * PAGE_SIZE:page * PAGE_SIZE],
+        older, newer = _message_id(request, "older"), _message_id(request, "newer")
+        messages, more = mailbox.list_page(self.client(), user, folder, older_than=older,
+                                           newer_than=newer, limit=PAGE_SIZE)
+        if newer and not more:  # "newer" reached the newest: that is the first page
+            return redirect("/mail" + ("?folder=sent" if folder == "sent" else ""), 303)
+        marked = self.read_marks.pending(user)
+        if marked:
+            messages = [replace(m, unread=False) if m.id in marked else m for m in messages]
+        first = not older and not newer
+        return self.render(request, "mail.html", folder=folder, messages=messages,
+                           newer=messages[0].id if messages and not first else None,
+                           older=messages[-1].id if messages and (more or newer) else None,
                            address=f"{user}@{self.config.site.domains[0]}")
+
+    def cells_mail_message(self, user: str, msg_id: str) -> list[Key]:
+        """The message's metadata, confirmed with the session (portal.pagestore)."""
+        if not mailbox.is_message_id(msg_id):
+            return []
+        return [(mailbox.mailbox_row(user), mailbox.META_PREFIX + msg_id)]
 
     @login_required
     def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:
         user = current_user(request)
         client = self.client()
-        raw = mailbox.get_message(client, user, msg_id)
-        if raw is None:
+        keys = self.cells_mail_message(user, msg_id)
+        raw, _ = together(lambda: mailbox.get_message(client, user, msg_id),
+                          lambda: client.confirm(keys))
+        meta = client.found.get(keys[0]) if keys else None
+        if raw is None or meta is None:
             raise NotFound("There is no such message in your mailbox.")
-        if request.method == "GET":  # a HEAD request should not mark mail as read
+        # A HEAD request does not mark mail read; nor does a read-only group take writes.
+        if (request.method == "GET" and mailbox.unread(meta.value)
+                and not client.lost(mailbox.mailbox_row(user))
+                and not self.read_marks.note(user, msg_id, meta)):
             try:
-                mailbox.mark_read(client, user, msg_id)
+                readmarks.write(client, user, msg_id, meta)
             except ReadOnly:
                 pass  # read-only (shards.readonly): the message shows, still unread
         message = parse_message(raw)

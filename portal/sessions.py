@@ -16,11 +16,22 @@ expire in the store (a write's ``ttl``) a minute after the session would end
 abandoned sessions without a sweeper; :meth:`SessionStore.load` still decides
 the end itself, to the second.
 
+A worker keeps the session's two cells in its cell cache (:mod:`.pagestore`)
+and sends their versions with the page's first read: an unchanged session
+costs no bytes, and one ended anywhere is absent in that very answer.
+
 Layout (the user's index shares the user's shard through the ``{user}`` tag)::
 
-    session/<sha256(sid)>   "s"        msgpack {user, admin, created, expires, addr, agent}
+    session/<sha256(sid)>   "s"        msgpack {user, admin, created, expires, addr, agent, iv}
                             "seen"     msgpack time of the last request (absent: never since login)
-    {<user>}/sessions       "s:<hash>" msgpack expires   (for "log out my other sessions")
+    {<user>}/sessions       "s:<hash>" msgpack {e: expires, c: created, a: addr, g: agent}
+                                       (before issue 16: msgpack expires alone)
+                            "seen:<hash>" msgpack time of the last recorded request
+
+The index says all the sessions page shows, so that page reads one row, not
+one per session; ``iv`` is the version of the session's ``s:`` index cell, on
+which the last-seen copy in the index is conditioned (it never brings back an
+ended session's entry).
 
 Rows are named by a hash of the sid, not the sid itself, so reading the store
 (the admin console's raw browser, a backup) does not hand out live logins.
@@ -39,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
@@ -50,6 +61,8 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
     from raftkv.interface import Cell, KeyValueStore
+
+    from .pagestore import Key, PageStore
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +124,10 @@ def index_row(user: str) -> str:
     return f"{{{user}}}/sessions"
 
 
+INDEX_PREFIX = "s:"
+INDEX_SEEN_PREFIX = "seen:"
+
+
 def session_key(sid: str) -> str:
     """The name a session goes by in the store and on the sessions page (not the sid)."""
     return _key(sid)
@@ -151,7 +168,7 @@ class SessionInfo:
 class SessionStore:
     """Loads, creates and ends sessions; one per app, shared by all its threads."""
 
-    def __init__(self, client: Callable[[], KeyValueStore], *, ttl: float, secure: bool,
+    def __init__(self, client: Callable[[], PageStore], *, ttl: float, secure: bool,
                  idle: float = DEFAULT_IDLE) -> None:
         self._client = client  # a getter: the store client is made lazily, after fork
         self.ttl = ttl
@@ -173,21 +190,44 @@ class SessionStore:
             return Session(new_sid(), send_cookie=True)
         return Session(cookie)
 
+    def keys(self, cookie: str | None) -> list[Key]:
+        """The cells :meth:`load` needs for ``cookie`` (none for a cookie not of ours)."""
+        if cookie is None or not _SID_RE.fullmatch(cookie):
+            return []
+        row = session_row(cookie)
+        return [(row, SESSION_COL), (row, SEEN_COL)]
+
+    def cached_user(self, cookie: str | None) -> str | None:
+        """Whose session this worker last saw ``cookie`` to be -- a guess, no read: it
+        only says which cells to confirm along with the session's own."""
+        if cookie is None or not _SID_RE.fullmatch(cookie):
+            return None
+        cell = self._client().cache.peek((session_row(cookie), SESSION_COL))
+        if cell is None:
+            return None
+        try:
+            user = msgpack.unpackb(cell.value, raw=False).get("user")
+        except (ValueError, AttributeError, msgpack.UnpackException):
+            return None
+        return user if isinstance(user, str) else None
+
     def load(self, cookie: str | None) -> Session:
         """The session named by the request's cookie, or a fresh anonymous one.
 
-        One store read (the session's row: record and last-seen together).  A
+        One store read (the session's two cells, confirmed by version when this
+        worker has them: :mod:`.pagestore`), often sent with the page's own.  A
         login past its expiry or idle for longer than ``idle`` is ended here.
         """
         if cookie is None or not _SID_RE.fullmatch(cookie):
             return self.unchecked(None)
         row = session_row(cookie)
-        cells = self._client().get_row(row)
-        cell = cells.get(SESSION_COL)
+        client = self._client()
+        client.confirm(self.keys(cookie))
+        cell = client.found[(row, SESSION_COL)]
         if cell is None:
             return Session(cookie)
         data = msgpack.unpackb(cell.value, raw=False)
-        seen_cell = cells.get(SEEN_COL)
+        seen_cell = client.found[(row, SEEN_COL)]
         seen = _seen_time(seen_cell, data)
         now = time.time()
         if data.get("expires", 0) < now or now - seen > self.idle:
@@ -198,7 +238,8 @@ class SessionStore:
             return Session(cookie)
         if now - seen >= self.seen_every:
             self.recorder.note(row, cell.version, seen_cell.version if seen_cell else 0,
-                               cell.value, self._lifetime(data.get("expires", 0), now))
+                               cell.value, self._lifetime(data.get("expires", 0), now),
+                               user=data["user"], index_version=int(data.get("iv", 0)))
         return Session(cookie, user=data["user"], admin=bool(data.get("admin")))
 
     def login(self, old: Session, user: str, *, admin: bool, addr: str | None = None,
@@ -213,14 +254,17 @@ class SessionStore:
         session = Session(new_sid(), user=user, admin=admin, send_cookie=True)
         now = time.time()
         expires = now + self.ttl
-        record = {"user": user, "admin": admin, "created": now, "expires": expires,
-                  "addr": (addr or "")[:64], "agent": agent_summary(agent)}
+        addr, agent = (addr or "")[:64], agent_summary(agent)
         client = self._client()
         self._prune(user, now)
         # Index first: a session missing from the index could outlive a
         # password change; an index entry without a session is harmless.
-        client.put(index_row(user), f"s:{_key(session.sid)}", msgpack.packb(expires),
-                   ttl=self.ttl + STORE_SLACK)
+        index_version = client.put(
+            index_row(user), INDEX_PREFIX + _key(session.sid),
+            msgpack.packb({"e": expires, "c": now, "a": addr, "g": agent}),
+            ttl=self.ttl + STORE_SLACK)
+        record = {"user": user, "admin": admin, "created": now, "expires": expires,
+                  "addr": addr, "agent": agent, "iv": index_version}
         client.put(session_row(session.sid), SESSION_COL, msgpack.packb(record),
                    ttl=self._lifetime(expires, now))
         return session
@@ -256,15 +300,38 @@ class SessionStore:
 
     def of_user(self, user: str, current: Session) -> list[SessionInfo]:
         """``user``'s live sessions, most recently seen first (expired ones are cleaned up)."""
+        return self.described(user, current, self._client().get_row(index_row(user)))
+
+    def described(self, user: str, current: Session, index: dict[str, Cell]
+                  ) -> list[SessionInfo]:
+        """:meth:`of_user` from the index row read already (the account page reads it
+        together with its other cells); sessions indexed before issue 16 say less in
+        the index, and only theirs are read from their own rows."""
         client = self._client()
         now, mine = time.time(), _key(current.sid)
+        records: dict[str, tuple[dict[str, Any], Cell | None]] = {}
+        legacy = []
+        for column, cell in index.items():
+            if not column.startswith(INDEX_PREFIX):
+                continue
+            key, entry = column[len(INDEX_PREFIX):], _unpack(cell.value)
+            if isinstance(entry, dict):
+                records[key] = ({"user": user, "expires": entry.get("e", 0),
+                                 "created": entry.get("c", 0), "addr": entry.get("a", ""),
+                                 "agent": entry.get("g", "")},
+                                index.get(INDEX_SEEN_PREFIX + key))
+            else:
+                legacy.append(key)
+        if legacy:
+            keys = [(_row_of_key(key), col) for key in legacy for col in (SESSION_COL, SEEN_COL)]
+            client.confirm(keys)
+            for key in legacy:
+                record = client.found[(_row_of_key(key), SESSION_COL)]
+                records[key] = (msgpack.unpackb(record.value, raw=False) if record else {},
+                                client.found[(_row_of_key(key), SEEN_COL)])
         found = []
-        for column in client.get_row(index_row(user), prefix="s:"):
-            key = column[2:]
-            cells = client.get_row(_row_of_key(key))
-            cell = cells.get(SESSION_COL)
-            data = msgpack.unpackb(cell.value, raw=False) if cell is not None else {}
-            seen = _seen_time(cells.get(SEEN_COL), data)
+        for key, (data, seen_cell) in records.items():
+            seen = _seen_time(seen_cell, data)
             if (data.get("user") != user or data.get("expires", 0) < now
                     or now - seen > self.idle):
                 self._end_key(user, key)
@@ -280,9 +347,11 @@ class SessionStore:
         # Browsers that never log out leave expired entries behind; without
         # this the index would grow by one per login forever.
         client = self._client()
-        for column, cell in client.get_row(index_row(user), prefix="s:").items():
-            if msgpack.unpackb(cell.value) < now:
-                self._end_key(user, column[2:])
+        for column, cell in client.get_row(index_row(user), prefix=INDEX_PREFIX).items():
+            entry = _unpack(cell.value)
+            expires = entry.get("e", 0) if isinstance(entry, dict) else entry
+            if not isinstance(expires, (int, float)) or expires < now:
+                self._end_key(user, column[len(INDEX_PREFIX):])
 
     def set_cookie(self, response: Response, session: Session, *, https: bool = False,
                    domain: str | None = None) -> None:
@@ -310,7 +379,15 @@ class SessionStore:
         # Both columns in one step: a "seen" left behind would keep the row alive.
         client.mutate_row(_row_of_key(key), [], [("delete", SESSION_COL), ("delete", SEEN_COL)])
         if user:
-            client.delete(index_row(user), f"s:{key}")
+            client.mutate_row(index_row(user), [], [("delete", INDEX_PREFIX + key),
+                                                    ("delete", INDEX_SEEN_PREFIX + key)])
+
+
+def _unpack(value: bytes) -> Any:
+    try:
+        return msgpack.unpackb(value, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
 
 
 def _seen_time(cell: Cell | None, record: dict) -> float:
@@ -330,6 +407,8 @@ class _Note(NamedTuple):
     when: float           # the time of the use
     record: bytes         # the session's record, written again with the new lifetime
     lifetime: float       # seconds both cells stay in the store from ``when``
+    user: str             # whose index gets a copy of "last seen"
+    index_version: int    # of the session's index cell (0: indexed before issue 16)
 
 
 class SeenRecorder(BackgroundLoop):
@@ -361,7 +440,7 @@ class SeenRecorder(BackgroundLoop):
         super().__init__("session-seen", self.FLUSH_EVERY, first_delay=self.FLUSH_EVERY)
 
     def note(self, row: str, session_version: int, seen_version: int, record: bytes,
-             lifetime: float) -> None:
+             lifetime: float, *, user: str = "", index_version: int = 0) -> None:
         """Remember that the session in ``row`` was used now (no I/O): its cells'
         versions as the request read them, its record, and its store ttl from now."""
         with self._lock:
@@ -371,7 +450,7 @@ class SeenRecorder(BackgroundLoop):
                 self._pid, self._pending = os.getpid(), {}
             if row in self._pending or len(self._pending) < self.MAX_PENDING:
                 self._pending[row] = _Note(session_version, seen_version, time.time(), record,
-                                           lifetime)
+                                           lifetime, user, index_version)
         self.start()  # the thread, once per process (a forked worker starts its own)
 
     def flush(self) -> int:
@@ -390,6 +469,14 @@ class SeenRecorder(BackgroundLoop):
                                    ("put", SESSION_COL, note.record)],
                                   ttl=note.lifetime)
                 landed += 1
+                if note.index_version:
+                    # The sessions page reads the index only: a copy there, on the
+                    # condition that the session's index entry is the one it made.
+                    key = row[len(_row_of_key("")):]
+                    client.mutate_row(index_row(note.user),
+                                      [("version", INDEX_PREFIX + key, note.index_version)],
+                                      [("put", INDEX_SEEN_PREFIX + key, msgpack.packb(note.when))],
+                                      ttl=note.lifetime)
             except ConditionFailed:
                 pass  # ended meanwhile, or another frontend recorded it first
             except RaftKVError as exc:

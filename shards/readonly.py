@@ -268,7 +268,9 @@ class ReadOnlyFallback:
             try:  # every group at once, as the store sends them
                 return self._two_tries(lambda s: s.get_cells(cells, known=versions))
             except UnavailableError:
-                pass  # which group failed is not known: each is tried on its own below
+                if len(by_group) == 1:  # it was this group's: no second pair of tries
+                    self.health.mark(next(iter(by_group)))
+                # else which group failed is not known: each is tried on its own below
         answers: list[Cell | Unchanged | None] = [None] * len(cells)
         for gid, indices in by_group.items():
             for i, answer in zip(indices, self._group_cells(

@@ -86,6 +86,11 @@ def _row(user: str) -> str:
     return f"{{{user}}}/apppw"
 
 
+def cell_of(user: str) -> tuple[str, str]:
+    """The (row, column) of ``user``'s app passwords (a page confirms it with others)."""
+    return _row(user), _COL
+
+
 def _load(client: KeyValueStore, user: str) -> tuple[list[dict[str, Any]], int]:
     cell = client.get(_row(user), _COL)
     if cell is None:

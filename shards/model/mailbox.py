@@ -63,8 +63,9 @@ if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
 __all__ = ["MailboxFull", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
-           "get_message", "get_summary", "has_room", "header_value", "list_messages",
-           "mark_read", "new_message_id", "parse_headers", "quota_setting", "usage"]
+           "get_message", "get_summary", "has_room", "header_value", "list_messages", "list_page",
+           "mark_read", "new_message_id", "parse_headers", "quota_setting", "read_meta", "unread",
+           "usage"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ RAW_COLUMN = "raw"
 USAGE_COLUMN = "usage"
 DEFAULT_QUOTA = 1024 ** 3  # bytes per mailbox, unless [mail] mailbox_quota says otherwise
 _CAS_ATTEMPTS = 10  # read-modify-write retries before giving up under contention
+PAGE_READ_FACTOR = 2  # list_page reads this many pages' worth of columns at a time
+PAGE_READS = 4        # and at most this many times for one page (see list_page)
 # Every delivery to one mailbox updates its usage cell: racing deliveries retry more.
 _USAGE_ATTEMPTS = 50
 
@@ -277,6 +280,40 @@ def list_messages(client: KeyValueStore, user: str, folder: str = "inbox") -> li
     return summaries
 
 
+def list_page(client: KeyValueStore, user: str, folder: str = "inbox", *, older_than: str = "",
+              newer_than: str = "", limit: int) -> tuple[list[MessageSummary], bool]:
+    """Up to ``limit`` messages of one folder, newest first, without reading the others.
+
+    The messages older than the id ``older_than`` (from the newest if ""), or the
+    ``limit`` just newer than ``newer_than``; and whether there are more beyond
+    them (older, or newer).  Ids sort by arrival, so this is ``get_row`` over the
+    metadata columns in descending (or ascending) order with a limit.  The folders
+    share the columns: a read that finds too few of this folder's reads on, at
+    most :data:`PAGE_READS` times (a user's Sent among thousands of received
+    messages).
+    """
+    row = mailbox_row(user)
+    reverse = not newer_than
+    cursor = META_PREFIX + (newer_than or older_than) if (newer_than or older_than) else ""
+    batch = (limit + 1) * PAGE_READ_FACTOR
+    found: list[MessageSummary] = []
+    for _ in range(PAGE_READS):
+        cells = client.get_row(row, prefix=META_PREFIX, after=cursor, reverse=reverse,
+                               limit=batch)
+        for column, cell in cells.items():
+            cursor = column
+            summary = _summary(column[len(META_PREFIX):], cell.value)
+            if summary is not None and summary.folder == folder:
+                found.append(summary)
+        if len(found) > limit or len(cells) < batch:
+            break
+    more = len(found) > limit
+    found = found[:limit]
+    if not reverse:
+        found.reverse()
+    return found, more
+
+
 def get_summary(client: KeyValueStore, user: str, msg_id: str) -> MessageSummary | None:
     """One message's metadata, or None if there is no such message."""
     if not is_message_id(msg_id):
@@ -291,6 +328,16 @@ def get_message(client: KeyValueStore, user: str, msg_id: str) -> bytes | None:
         return None
     cell = client.get(message_row(user, msg_id), RAW_COLUMN)
     return None if cell is None else cell.value
+
+
+def read_meta(value: bytes) -> bytes:
+    """A message's metadata cell with the message marked read (for a CPUT on its version)."""
+    return _pack({**(_unpack(value) or {}), "unread": False})
+
+
+def unread(value: bytes) -> bool:
+    """Whether a message's metadata cell says it is unread."""
+    return bool((_unpack(value) or {}).get("unread", True))
 
 
 def mark_read(client: KeyValueStore, user: str, msg_id: str, *, read: bool = True) -> bool:

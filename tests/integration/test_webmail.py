@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import io
 import os
 import re
@@ -146,6 +147,12 @@ def test_folders_page_newest_first(client, people) -> None:
                         .encode())
     first = carol.http.get("/mail").text
     assert "bulk 29" in first and "bulk 05" in first and "bulk 04" not in first  # 25 a page
-    assert "Older" in first
-    second = carol.http.get("/mail?page=2").text
+    older = re.search(r'href="(/mail\?folder=inbox&amp;older=[^"]+)"', first)
+    assert older, "the first page links to older messages"
+    second = carol.http.get(html.unescape(older.group(1))).text
     assert "bulk 04" in second and "bulk 00" in second and "bulk 29" not in second
+    assert "Older" not in second, "the last page"
+    newer = re.search(r'href="(/mail\?folder=inbox&amp;newer=[^"]+)"', second)
+    assert newer, "a later page links to newer messages"
+    back = carol.http.get(html.unescape(newer.group(1)))
+    assert back.status_code == 303 and back.headers["Location"].endswith("/mail")

@@ -8,6 +8,7 @@ import msgpack
 import pytest
 
 from portal.config import web_settings
+from portal.pagestore import CellCache, PageStore
 from portal.sessions import (
     SEEN_COL,
     SESSION_COL,
@@ -24,7 +25,8 @@ from .._memstore import MemClient
 
 
 def _store(client: MemClient, *, idle: float = 3600.0, ttl: float = 7 * 86400) -> SessionStore:
-    return SessionStore(lambda: client, ttl=ttl, idle=idle, secure=False)
+    cache = CellCache(64)  # the worker's; each call is a request's view (portal.pagestore)
+    return SessionStore(lambda: PageStore(client, cache), ttl=ttl, idle=idle, secure=False)
 
 
 def _logged_in(store: SessionStore, user: str = "alice") -> Session:
@@ -39,8 +41,8 @@ def test_loading_a_session_is_one_read_and_no_write():
     client.ops.clear()
     for _ in range(5):
         assert store.load(session.sid).user == "alice"
-    # One get_row per request; the last-seen write waits for the recorder's thread.
-    assert [m for m, _ in client.ops] == ["get_row"] * 5
+    # One get_cells per request; the last-seen write waits for the recorder's thread.
+    assert [m for m, _ in client.ops] == ["get_cells"] * 5
     store.close()
 
 

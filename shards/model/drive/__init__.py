@@ -44,15 +44,19 @@ from ..errors import BadMove, BadName, DriveError, NameTaken, NoSuchItem, QuotaE
 from .changes import create_folder, delete_file, delete_folder, move, rename, store_file
 from .cleanup import pending, purge
 from .reads import (
+    FOLDER_INDEX,
     all_folders,
+    entries_page,
     folder_path,
     folder_version,
+    folders_from,
     get_file,
     get_folder,
     list_folder,
     open_file,
     path_in,
     usage,
+    usage_of,
     walk_files,
 )
 from .records import (
@@ -62,18 +66,23 @@ from .records import (
     FOLDER,
     MAX_DEPTH,
     ROOT,
+    USAGE_COL,
     Item,
     Listing,
     check_name,
     content_row,
     drive_row,
+    header_col,
+    index_col,
     is_id,
     new_id,
 )
 
-__all__ = ["DATA_COL", "DEFAULT_QUOTA", "FILE", "FOLDER", "MAX_DEPTH", "ROOT", "BadMove", "BadName",
-           "DriveError", "Item", "Listing", "NameTaken", "NoSuchItem", "QuotaExceeded", "TooDeep",
-           "all_folders", "check_name", "content_row", "create_folder", "delete_file",
-           "delete_folder", "drive_row", "folder_path", "folder_version", "get_file", "get_folder",
-           "is_id", "list_folder", "move", "new_id", "open_file", "path_in", "pending", "purge",
-           "rename", "store_file", "usage", "walk_files"]
+__all__ = ["DATA_COL", "DEFAULT_QUOTA", "FILE", "FOLDER", "FOLDER_INDEX", "MAX_DEPTH", "ROOT",
+           "USAGE_COL", "BadMove", "BadName", "DriveError", "Item", "Listing", "NameTaken",
+           "NoSuchItem", "QuotaExceeded", "TooDeep", "all_folders", "check_name", "content_row",
+           "create_folder", "delete_file", "delete_folder", "drive_row", "entries_page",
+           "folder_path", "folder_version", "folders_from", "get_file", "get_folder",
+           "header_col", "index_col", "is_id", "list_folder", "move", "new_id", "open_file",
+           "path_in", "pending", "purge", "rename", "store_file", "usage", "usage_of",
+           "walk_files"]

@@ -27,7 +27,9 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from raftkv.interface import KeyValueStore
+    from raftkv.interface import Cell, KeyValueStore
+
+FOLDER_INDEX = "d:"  # the prefix of the folder index's columns (records)
 
 
 def get_file(client: KeyValueStore, user: str, file_id: str) -> Item | None:
@@ -51,20 +53,16 @@ def get_folder(client: KeyValueStore, user: str, folder_id: str) -> Item | None:
 def folder_path(client: KeyValueStore, user: str, folder_id: str) -> list[Item]:
     """The folders from the root down to ``folder_id``, each with its version.
 
+    One read whatever the depth: the folder index (``d:``), which holds every
+    folder's parent, comes in one ``get_row``.
+
     :raises NoSuchItem: the folder does not exist, or hangs below a deleted one.
     """
-    path: list[Item] = []
-    current = folder_id
-    while current != ROOT:
-        if len(path) > MAX_DEPTH:
-            raise NoSuchItem("That folder is nested too deeply to be found.")
-        folder = get_folder(client, user, current)
-        if folder is None:
-            raise NoSuchItem("There is no such folder in your drive.")
-        path.append(folder)
-        current = folder.parent
-    path.append(root_item())
-    path.reverse()
+    if folder_id == ROOT:
+        return [root_item()]
+    path = path_in(all_folders(client, user), folder_id) if is_id(folder_id) else None
+    if path is None:
+        raise NoSuchItem("There is no such folder in your drive.")
     return path
 
 
@@ -88,13 +86,38 @@ def list_folder(client: KeyValueStore, user: str, folder_id: str) -> Listing:
 
 
 def all_folders(client: KeyValueStore, user: str) -> dict[str, Item]:
-    """Every folder of ``user`` by id, the root included (for move targets)."""
+    """Every folder of ``user`` by id, the root included (for move targets, paths)."""
+    return folders_from(client.get_row(drive_row(user), prefix=FOLDER_INDEX))
+
+
+def folders_from(cells: dict[str, Cell]) -> dict[str, Item]:
+    """:func:`all_folders` from the folder index's cells, read already."""
     folders = {ROOT: root_item()}
-    for column, cell in client.get_row(drive_row(user), prefix="d:").items():
-        folder = item_from_index(FOLDER, column[2:], cell)
+    for column, cell in cells.items():
+        folder = item_from_index(FOLDER, column[len(FOLDER_INDEX):], cell)
         if folder is not None:
             folders[folder.id] = folder
     return folders
+
+
+def entries_page(client: KeyValueStore, user: str, folder_id: str, *, after: str = "",
+                 reverse: bool = False, limit: int) -> tuple[int | None, list[Item], bool]:
+    """Up to ``limit`` entries of one folder in name order (column order; descending if
+    ``reverse``), those after the name ``after`` -- without reading the rest of the
+    folder.  Returns ``(header version or None, entries, more)``: the version comes
+    with the first page in name order only, from the same read as its entries
+    (the header column sorts before every entry).
+    """
+    prefix = header_col(folder_id)
+    with_header = not after and not reverse
+    cells = client.get_row(drive_row(user), prefix=prefix,
+                           after=prefix + after if after else "", reverse=reverse,
+                           limit=limit + 1 + with_header)
+    header = cells.pop(prefix, None)
+    items = [item for column, cell in cells.items()
+             if (item := item_from_entry(column, cell)) is not None]
+    version = (header.version if header else 0) if with_header else None
+    return version, items[:limit], len(items) > limit
 
 
 def path_in(folders: dict[str, Item], folder_id: str) -> list[Item] | None:
@@ -114,10 +137,13 @@ def path_in(folders: dict[str, Item], folder_id: str) -> list[Item] | None:
 
 def usage_cell(client: KeyValueStore, user: str) -> tuple[int, int]:
     cell = client.get(drive_row(user), USAGE_COL)
-    if cell is None:
-        return 0, 0
-    used = unpack(cell.value)
-    return (used if isinstance(used, int) else 0), cell.version
+    return usage_of(cell), 0 if cell is None else cell.version
+
+
+def usage_of(cell: Cell | None) -> int:
+    """Bytes used, from the quota cell (``q:used``) read already."""
+    used = None if cell is None else unpack(cell.value)
+    return used if isinstance(used, int) else 0
 
 
 def usage(client: KeyValueStore, user: str) -> int:
