@@ -35,8 +35,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from raftkv.background import UNTIL_WOKEN, BackgroundLoop
@@ -61,6 +63,7 @@ T = TypeVar("T")
 FIRST_TRY = 0.6       # seconds one linearizable try may take before the quick retry
 RETRY_PAUSE = 0.1     # seconds between the two tries: a NotLeader hint may need a moment
 PROBE_INTERVAL = 0.5  # seconds between barriers sent to a marked group
+CELL_READERS = 8      # threads of one get_cells' groups, beyond the caller's own
 # Two tries, the pause and the stale read stay well inside the 2 s a page may take.
 
 READ_ONLY_MESSAGE = ("Part of the storage cluster is recovering, so your data is read-only "
@@ -165,6 +168,14 @@ class GroupHealth(BackgroundLoop):
         return None if self.marked() else UNTIL_WOKEN
 
 
+def _outcome[R](call: Callable[[], R]) -> R | BaseException:
+    """What ``call`` returns, or what it raised (to raise once the others are done)."""
+    try:
+        return call()
+    except BaseException as exc:  # noqa: BLE001 - the caller raises it
+        return exc
+
+
 class RoutedStore(ShardedStore, Protocol):
     """What :class:`ReadOnlyFallback` needs of the store it wraps (``shards.Client``)."""
 
@@ -193,6 +204,8 @@ class ReadOnlyFallback:
         self.group_of_shard = group_of_shard
         self.retry_pause = retry_pause
         self.health = GroupHealth(probe, interval=probe_interval)
+        self._pool: ThreadPoolExecutor | None = None  # get_cells' groups, made on first use
+        self._pool_lock = threading.Lock()
 
     # -- the decisions -----------------------------------------------------------
 
@@ -264,20 +277,33 @@ class ReadOnlyFallback:
         by_group: dict[int, list[int]] = {}
         for i, (row, _col) in enumerate(cells):
             by_group.setdefault(self._gid(row), []).append(i)
-        if not any(self.health.lost(gid) for gid in by_group):
-            try:  # every group at once, as the store sends them
-                return self._two_tries(lambda s: s.get_cells(cells, known=versions))
-            except UnavailableError:
-                if len(by_group) == 1:  # it was this group's: no second pair of tries
-                    self.health.mark(next(iter(by_group)))
-                # else which group failed is not known: each is tried on its own below
+        # Each group on its own and all at once (one request per group, as the store
+        # sends them anyway): a group that lost its majority costs only its own two
+        # tries, during which the others answer, and is marked by its own failure.
+        parts = [(gid, [cells[i] for i in indices], [versions[i] for i in indices])
+                 for gid, indices in by_group.items()]
+        if not parts:
+            return []
+        pending = [self._cell_readers().submit(
+            contextvars.copy_context().run, partial(self._group_cells, *part))
+            for part in parts[1:]]
+        first = parts[0]
+        outcomes = [_outcome(lambda: self._group_cells(*first)),
+                    *(_outcome(future.result) for future in pending)]
         answers: list[Cell | Unchanged | None] = [None] * len(cells)
-        for gid, indices in by_group.items():
-            for i, answer in zip(indices, self._group_cells(
-                    gid, [cells[i] for i in indices], [versions[i] for i in indices]),
-                    strict=True):
+        for indices, outcome in zip(by_group.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            for i, answer in zip(indices, outcome, strict=True):
                 answers[i] = answer
         return answers
+
+    def _cell_readers(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CELL_READERS,
+                                                thread_name_prefix="shards-readonly-cells")
+            return self._pool
 
     def _group_cells(self, gid: int, cells: list[tuple[str, str]], known: list[int]
                      ) -> list[Cell | Unchanged | None]:
@@ -355,6 +381,10 @@ class ReadOnlyFallback:
     def release(self) -> None:
         """Stop what the wrapper made (the probe thread, the quick twin); not the store."""
         self.health.stop()
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
         if self.quick is not self.store:
             self.quick.close()
 

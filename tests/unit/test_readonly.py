@@ -244,3 +244,19 @@ def test_the_probe_thread_sleeps_while_nothing_is_marked() -> None:
     health = GroupHealth(failing)
     health._marked[3] = 0.0
     assert health.step() is None and health.lost(3)
+
+
+def test_get_cells_tries_a_lost_group_once_whatever_else_it_reads(parts: Any) -> None:
+    """A page's cells are on two groups (its session's row, the user's rows): the lost
+    group's pair of tries is all the waiting there is, not one pair for the call and
+    another for the group (a page must answer within 2 s)."""
+    store, fallback, _ = parts
+    lost, healthy = rows_of_each_group(store)
+    store.put(lost, "c", b"mine")
+    store.put(healthy, "c", b"other")
+    store.down.add(1)
+    with observing() as state:
+        answers = fallback.get_cells([(healthy, "c"), (lost, "c")])
+        assert [a.value for a in answers] == [b"other", b"mine"]  # type: ignore[union-attr]
+        assert store.tries.count(lost) == 2 and state.stale_groups == {1}
+        assert store.tries.count(healthy) == 1, "the healthy group read once, current"
