@@ -24,12 +24,14 @@ Layout (the user's index shares the user's shard through the ``{user}`` tag)::
 
     session/<sha256(sid)>   "s"        msgpack {user, admin, created, expires, addr, agent, iv}
                             "seen"     msgpack time of the last request (absent: never since login)
-    {<user>}/sessions       "s:<hash>" msgpack {e: expires, c: created, a: addr, g: agent}
-                                       (before issue 16: msgpack expires alone)
+    {<user>}/sessions       "s:<hash>" msgpack expires   (for "log out my other sessions")
+                            "about:<hash>" msgpack {c: created, a: addr, g: agent}
                             "seen:<hash>" msgpack time of the last recorded request
 
 The index says all the sessions page shows, so that page reads one row, not
-one per session; ``iv`` is the version of the session's ``s:`` index cell, on
+one per session (an entry from before issue 16 has no ``about:``: its row is
+read); ``s:`` keeps its format, so frontends of the release before read the
+index as they did.  ``iv`` is the version of the session's ``s:`` cell, on
 which the last-seen copy in the index is conditioned (it never brings back an
 ended session's entry).
 
@@ -125,6 +127,7 @@ def index_row(user: str) -> str:
 
 
 INDEX_PREFIX = "s:"
+INDEX_ABOUT_PREFIX = "about:"
 INDEX_SEEN_PREFIX = "seen:"
 
 
@@ -259,10 +262,12 @@ class SessionStore:
         self._prune(user, now)
         # Index first: a session missing from the index could outlive a
         # password change; an index entry without a session is harmless.
-        index_version = client.put(
-            index_row(user), INDEX_PREFIX + _key(session.sid),
-            msgpack.packb({"e": expires, "c": now, "a": addr, "g": agent}),
-            ttl=self.ttl + STORE_SLACK)
+        key = _key(session.sid)
+        index_version = client.mutate_row(
+            index_row(user), [],
+            [("put", INDEX_PREFIX + key, msgpack.packb(expires)),
+             ("put", INDEX_ABOUT_PREFIX + key, msgpack.packb({"c": now, "a": addr, "g": agent}))],
+            ttl=self.ttl + STORE_SLACK)[INDEX_PREFIX + key]
         record = {"user": user, "admin": admin, "created": now, "expires": expires,
                   "addr": addr, "agent": agent, "iv": index_version}
         client.put(session_row(session.sid), SESSION_COL, msgpack.packb(record),
@@ -314,9 +319,11 @@ class SessionStore:
         for column, cell in index.items():
             if not column.startswith(INDEX_PREFIX):
                 continue
-            key, entry = column[len(INDEX_PREFIX):], _unpack(cell.value)
+            key = column[len(INDEX_PREFIX):]
+            about = index.get(INDEX_ABOUT_PREFIX + key)
+            entry = _unpack(about.value) if about is not None else None
             if isinstance(entry, dict):
-                records[key] = ({"user": user, "expires": entry.get("e", 0),
+                records[key] = ({"user": user, "expires": _unpack(cell.value) or 0,
                                  "created": entry.get("c", 0), "addr": entry.get("a", ""),
                                  "agent": entry.get("g", "")},
                                 index.get(INDEX_SEEN_PREFIX + key))
@@ -348,8 +355,7 @@ class SessionStore:
         # this the index would grow by one per login forever.
         client = self._client()
         for column, cell in client.get_row(index_row(user), prefix=INDEX_PREFIX).items():
-            entry = _unpack(cell.value)
-            expires = entry.get("e", 0) if isinstance(entry, dict) else entry
+            expires = _unpack(cell.value)
             if not isinstance(expires, (int, float)) or expires < now:
                 self._end_key(user, column[len(INDEX_PREFIX):])
 
@@ -380,6 +386,7 @@ class SessionStore:
         client.mutate_row(_row_of_key(key), [], [("delete", SESSION_COL), ("delete", SEEN_COL)])
         if user:
             client.mutate_row(index_row(user), [], [("delete", INDEX_PREFIX + key),
+                                                    ("delete", INDEX_ABOUT_PREFIX + key),
                                                     ("delete", INDEX_SEEN_PREFIX + key)])
 
 

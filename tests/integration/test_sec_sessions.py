@@ -154,7 +154,7 @@ def test_a_user_sees_and_ends_their_other_sessions(app, client):
 
     assert post(laptop, "/account/sessions/end-others", {}, "/account").status_code == 200
     assert not _hello(tablet, name) and _hello(laptop, name)
-    assert list(client.get_row(index_row(name))) == [
+    assert list(client.get_row(index_row(name), prefix="s:")) == [
         f"s:{session_key(laptop.get_cookie('sid').value)}"]
 
 
