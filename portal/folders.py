@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .cache import ListingCache
     from .pagestore import PageStore
 
-PAGE = 200  # entries per page of a folder in name order
+PAGE = 50  # entries per page of a folder in name order
 
 
 @dataclass(frozen=True)
