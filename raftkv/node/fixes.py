@@ -13,7 +13,7 @@ from .. import formats
 from ..statedb import StateFailure
 from ..store import Store
 from .config import ReplicaConfig
-from .network import _SyncingTransport
+from .network import _GuardedTransport
 from .pinned import _RAFT_STATE, _REQUIRED_STATE
 from .serializer import _SnapshotContext, _stop_replica
 from .tickwatch import TickWatch, watch_poller
@@ -28,7 +28,7 @@ STORE_SHARE = 4
 class _EngineBase(SyncObj):
     """pysyncobj carrying our store; the fixes below are mixed into :class:`_Engine`."""
 
-    transport_class: type = _SyncingTransport
+    transport_class: type = _GuardedTransport
 
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         self._store = store
@@ -43,7 +43,6 @@ class _EngineBase(SyncObj):
             raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
         self._journal = self._SyncObj__raftLog
         self.tick_watch: TickWatch = watch_poller(self._poller)
-        self._SyncObj__transport.journal = self._journal
         self._snapshot_context.journal_bytes = lambda: self._journal.bytes
         self._snapshot_context.channel = self._SyncObj__transport._connections.get
 
@@ -191,35 +190,6 @@ class _CompactsByBytes(_EngineBase):
             if len(journal) > entries or journal.bytes > size:
                 self._SyncObj__forceLogCompaction = True
         super()._onTick(timeToWait)
-
-
-class _LeaderSyncsBeforeCounting(_EngineBase):
-    """The leader counts itself in the commit rule at the start of a tick.
-
-    docs/engine-fixes.md, "The journal".
-    """
-
-    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
-        self._journal.sync()  # its own entries must be on disk before they count
-        super()._onTick(timeToWait)
-
-
-class _LeaderSyncsWhileFollowersWrite(_EngineBase):
-    """The leader fsyncs new entries right after sending them, not a tick later.
-
-    The engine appends a client's entry and sends it to the followers at the
-    end of a tick, then waits in ``poll()``; the leader's own fsync
-    (:class:`_LeaderSyncsBeforeCounting`) ran only when the next tick began,
-    after the followers' answers had arrived, so every write paid the round
-    trip and then the fsync.  Raft lets the leader send before its own write
-    is durable as long as it does not count itself until it is: syncing here,
-    while the followers write, overlaps the two (docs/engine-fixes.md, "The
-    journal").
-    """
-
-    def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
-        super()._checkCommandsToApply()
-        self._journal.sync()  # nothing to do when no entry was appended
 
 
 class _LeaderKeepsNextIndex(_EngineBase):

@@ -18,6 +18,17 @@ the ``start`` file and removes the segments wholly before it: nothing is rewritt
 Opening scans the segments and keeps the entries up to the first record that is
 short, fails its CRC, or does not follow the one before (a write that no sync had
 covered, so nobody was told of it): the tail from there is cut off.
+
+Syncing runs on a thread of its own, the journal's syncer, not on the engine's tick
+thread (docs/engine-fixes.md, "The journal"): :meth:`SegmentJournal.request_sync`
+returns at once, and :attr:`SegmentJournal.synced_index` says how far the disk is
+known to hold the journal.  A round of the syncer takes, under a lock, duplicates of
+the descriptors of the segments written since the last round (compaction, a cut or
+:meth:`~SegmentJournal.clear` may close and reuse the originals meanwhile, never the
+duplicates), fsyncs them with no lock held, and then publishes the index the journal
+ended at when the round began, unless a cut or a clear happened meanwhile (those
+lower ``synced_index`` themselves, and the round's claim may name entries that are
+gone).
 """
 
 from __future__ import annotations
@@ -26,9 +37,10 @@ import bisect
 import logging
 import os
 import struct
+import threading
 import zlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -90,9 +102,20 @@ class SegmentJournal:
         self._base = 0                  # the running total before the arrays' first entry
         self._cache: dict[int, bytes] = {}  # index -> command, oldest first
         self._cache_bytes = 0
-        self._unsynced: dict[int, _Segment] = {}  # fd -> segment written since the last sync
+        # What a sync round reads and the tick thread changes; never held across an fsync.
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # the syncer waits here for requests
+        self._round = threading.Lock()    # one sync round at a time (the syncer's, sync()'s)
+        self._unsynced: dict[int, _Segment] = {}  # fd -> segment written since the last round
         self._dir_unsynced = False
-        self._dirty = False
+        self._written = 0                 # index of the last entry written (0: none)
+        self._generation = 0              # bumped by each cut and clear (see _sync_round)
+        self._synced = 0
+        self._wanted = False              # a sync was asked for since the syncer's last round
+        self._closed = False
+        self._syncer: threading.Thread | None = None
+        self.on_synced: Callable[[], None] | None = None   # after synced_index rose (syncer's thread)
+        self.on_sync_failed: Callable[[OSError], None] | None = None
         self._open(floor)
 
     # -- reading -------------------------------------------------------------------
@@ -176,8 +199,9 @@ class SegmentJournal:
         segment.size += len(record)
         self._terms.append(term)
         self._totals.append(self._total_before(len(self._totals)) + len(data))
-        self._unsynced[segment.fd] = segment
-        self._dirty = True
+        with self._lock:  # after the write: a round that sees the index syncs the write
+            self._unsynced[segment.fd] = segment
+            self._written = idx
         self._cache[idx] = data
         self._cache_bytes += len(data)
         while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
@@ -190,17 +214,23 @@ class SegmentJournal:
         pwrite_all(fd, MAGIC, 0)
         segment = _Segment(first, path, fd, len(MAGIC))
         self._segments.append(segment)
-        self._dir_unsynced = True
+        with self._lock:
+            self._dir_unsynced = True
         return segment
 
     def deleteEntriesFrom(self, pos: int) -> None:  # noqa: N802 - pysyncobj's name
-        """Cut the journal from ``pos`` on (a follower's conflicting tail), on disk at once."""
+        """Cut the journal from ``pos`` on (a follower's conflicting tail), on disk at once
+        (on the calling thread: a cut is rare), and ``synced_index`` below the cut."""
         if pos >= len(self):
             return
         if pos <= 0:
             self.clear()
             return
         index = self._start + pos
+        with self._lock:  # before anything changes: a round under way publishes nothing
+            self._generation += 1
+            self._written = index - 1
+            self._synced = min(self._synced, index - 1)
         at = self._head + pos
         holder = bisect.bisect_right(self._firsts(), index) - 1
         if self._segments[holder].first == index and holder > 0:
@@ -214,16 +244,15 @@ class SegmentJournal:
         if cut_at is not None:
             last.size = cut_at
             os.ftruncate(last.fd, cut_at)
-            os.fsync(last.fd)
-            self._unsynced.pop(last.fd, None)
-        if self._dir_unsynced:
+            os.fsync(last.fd)  # the segment may stay in _unsynced: its earlier writes are covered too
+        with self._lock:
+            directory, self._dir_unsynced = self._dir_unsynced, False
+        if directory:
             fsync_dir(self._dir)
-            self._dir_unsynced = False
         for array_ in (self._offsets, self._terms, self._totals):
             del array_[at:]
         for cached in [i for i in self._cache if i >= index]:
             self._cache_bytes -= len(self._cache.pop(cached))
-        self._dirty = bool(self._unsynced)
 
     def deleteEntriesTo(self, pos: int) -> None:  # noqa: N802 - pysyncobj's name
         """Forget entries before ``pos`` (compaction, after a snapshot is on disk): the
@@ -253,13 +282,14 @@ class SegmentJournal:
 
     def clear(self) -> None:
         """Remove every entry; the next one added may have any index."""
+        with self._lock:  # nothing is on disk any more: a round under way publishes nothing
+            self._generation += 1
+            self._written = self._synced = 0
         for segment in self._segments:
             self._remove(segment)
         self._segments.clear()
         (self._dir / START_FILE).unlink(missing_ok=True)
         self._reset_index()
-        self._dir_unsynced = True
-        self._dirty = True
 
     def _reset_index(self) -> None:
         self._offsets, self._terms, self._totals = array("q"), array("q"), array("q")
@@ -268,28 +298,106 @@ class SegmentJournal:
         self._cache_bytes = 0
 
     def _remove(self, segment: _Segment) -> None:
-        self._unsynced.pop(segment.fd, None)
+        with self._lock:  # a round duplicates the descriptors it syncs under this lock
+            self._unsynced.pop(segment.fd, None)
+            self._dir_unsynced = True
         os.close(segment.fd)
         segment.path.unlink(missing_ok=True)
-        self._dir_unsynced = True
+
+    # -- syncing -------------------------------------------------------------------
+
+    @property
+    def synced_index(self) -> int:
+        """The highest index the disk is known to hold, with every entry before it
+        (0: none); it rises as the syncer's rounds end, and falls with a cut or a clear."""
+        with self._lock:
+            return self._synced
+
+    @property
+    def generation(self) -> int:
+        """How many cuts and clears the journal has seen: an answer about entries that
+        was prepared before one may name entries that are gone."""
+        with self._lock:
+            return self._generation
+
+    def request_sync(self) -> None:
+        """Ask the syncer (a thread, started on first use) to sync everything written so
+        far; returns at once.  Requests made while a round runs share the next round."""
+        with self._lock:
+            if self._closed or self._written <= self._synced:
+                return
+            self._wanted = True
+            if self._syncer is None:
+                self._syncer = threading.Thread(target=self._run_syncer, daemon=True,
+                                                name=f"journal-syncer {self._dir.name}")
+                self._syncer.start()
+            self._wake.notify()
 
     def sync(self) -> None:
-        """Make everything written so far survive a crash of the machine (docs/engine-
-        fixes.md, "The journal"); nothing to do when nothing was written."""
-        if not self._dirty:
-            return
-        for fd in self._unsynced:
-            os.fsync(fd)
-        self._unsynced.clear()
-        if self._dir_unsynced:
-            fsync_dir(self._dir)
-            self._dir_unsynced = False
-        self._dirty = False
+        """Make everything written so far survive a crash of the machine, on the calling
+        thread (after a round of the syncer's that is under way); nothing to do when
+        nothing was written."""
+        self._sync_round()
 
     def flush(self) -> None:
         self.sync()
 
+    def _run_syncer(self) -> None:
+        while True:
+            with self._lock:
+                while not self._wanted and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                self._wanted = False
+            try:
+                rose = self._sync_round()
+            except OSError as exc:
+                # A failed fsync may have dropped the dirty pages (retrying would claim
+                # them): synced_index stays where it is for good.
+                log.critical("the journal in %s failed to sync: %s", self._dir, exc)
+                if self.on_sync_failed is not None:
+                    self.on_sync_failed(exc)
+                return
+            if rose and self.on_synced is not None:
+                self.on_synced()
+
+    def _sync_round(self) -> bool:
+        """One fsync of every segment written before it began (and of the directory if a
+        segment came or went); whether ``synced_index`` rose."""
+        with self._round:
+            with self._lock:
+                if self._closed:
+                    return False
+                target, generation = self._written, self._generation
+                # Our own descriptors: the journal may close and reuse its own meanwhile.
+                fds = [os.dup(fd) for fd in self._unsynced]
+                self._unsynced.clear()
+                directory, self._dir_unsynced = self._dir_unsynced, False
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+                if directory:
+                    fsync_dir(self._dir)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            with self._lock:
+                # A cut or a clear since the round began: its entries may be gone, and the
+                # cut or clear set synced_index itself.  What the round synced is synced;
+                # the next round, finding nothing else, publishes the end.
+                if generation != self._generation or target <= self._synced:
+                    return False
+                self._synced = target
+                return True
+
     def _destroy(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+            syncer, self._syncer = self._syncer, None
+        if syncer is not None and syncer is not threading.current_thread():
+            syncer.join(timeout=10.0)  # a round's fsync under way ends on its own
         for segment in self._segments:
             os.close(segment.fd)
         self._segments.clear()
@@ -331,10 +439,14 @@ class SegmentJournal:
         if not len(self) and self._segments:
             # Only entries below the floor, or none: nothing to follow on from.
             self.clear()
+        # What was read may be in the page cache only (the process died before a sync, the
+        # machine did not): synced here, at opening, before anyone is told of it.
+        for segment in self._segments:
+            os.fsync(segment.fd)
         if self._dir_unsynced:
             fsync_dir(self._dir)
             self._dir_unsynced = False
-        self._dirty = False
+        self._written = self._synced = self._start + len(self) - 1 if len(self) else 0
 
     def _scan(self, data: bytes, segment: _Segment, floor: int, expected: int | None,
               last_term: int) -> tuple[int | None, int | None, int]:

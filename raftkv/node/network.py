@@ -1,5 +1,5 @@
-"""The Raft port: strangers' connections bounded in number, time and frame size, and the
-journal synced before a follower acknowledges (docs/engine-fixes.md).
+"""The Raft port: strangers' connections bounded in number, time and frame size
+(docs/engine-fixes.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pysyncobj.tcp_connection
 import pysyncobj.tcp_server
 import pysyncobj.transport
 
-from .disk import _DurableJournal
 from .pinned import (
     ENTRY_CAP,
     LISTEN_BACKLOG,
@@ -74,18 +73,6 @@ class _GuardedTransport(pysyncobj.syncobj.TCPTransport):
             elif now - accepted > RAFT_AUTH_DEADLINE:
                 del self._accepted_at[conn]
                 conn.disconnect()
-
-
-class _SyncingTransport(_GuardedTransport):
-    """Syncs the journal before a follower acknowledges entries (next_node_idx)."""
-
-    journal: _DurableJournal | None = None
-
-    def send(self, node: Any, message: dict[str, Any]) -> bool:
-        if message.get("type") == "next_node_idx" and self.journal is not None:
-            self.journal.sync()
-        sent: bool = super().send(node, message)
-        return sent
 
 
 class _BoundedConnection(pysyncobj.tcp_connection.TcpConnection):

@@ -53,7 +53,9 @@ _REQUIRED_STATE = ("_SyncObj__raftLog", "_SyncObj__transport", "_SyncObj__raftNe
                    "_SyncObj__selfNode", "_SyncObj__otherNodes", "_SyncObj__noopIDx",
                    "_SyncObj__raftLastApplied", "_SyncObj__forceLogCompaction",
                    # ReadIndex (_ServesReadIndex): the commit index, and the tick's wake-up
-                   "_SyncObj__raftCommitIndex", "_SyncObj__pipeNotifier")
+                   "_SyncObj__raftCommitIndex", "_SyncObj__pipeNotifier",
+                   # the leader counts itself only for what is synced (_LeaderCountsWhatIsSynced)
+                   "_SyncObj__raftMatchIndex")
 _Connection = pysyncobj.tcp_connection.TcpConnection
 _RAFT_STATE = pysyncobj.syncobj._RAFT_STATE
 if (pysyncobj.syncobj.VERSION != "0.3.17" or not all(hasattr(SyncObj, n) for n in _REQUIRED)

@@ -24,17 +24,16 @@ from .fixes import (
     _FollowerKeepsMatchingEntries,
     _LeaderKeepsNextIndex,
     _LeaderOffersSnapshotsOnce,
-    _LeaderSyncsBeforeCounting,
-    _LeaderSyncsWhileFollowersWrite,
 )
 from .peer_formats import _SpeaksFormats
 from .pinned import ENTRY_CAP, LEADER_FALLBACK, RAFT_PASSWORD_PURPOSE
 from .read_index import _ServesReadIndex
 from .serializer import SNAPSHOT_PIECE, _SnapshotContext
+from .syncing import _FollowerAcksWhatIsSynced, _LeaderCountsWhatIsSynced
 
 log = logging.getLogger(__name__)
 
-class _Engine(_ServesReadIndex, _LeaderSyncsBeforeCounting, _LeaderSyncsWhileFollowersWrite, _CompactsByBytes,
+class _Engine(_ServesReadIndex, _LeaderCountsWhatIsSynced, _FollowerAcksWhatIsSynced, _CompactsByBytes,
               _AppliesInOneTransaction, _LeaderKeepsNextIndex,
               _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces,
               _LeaderOffersSnapshotsOnce, _SpeaksFormats, _PreVote):

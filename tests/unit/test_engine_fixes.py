@@ -10,8 +10,11 @@ without its fix.  docs/engine-fixes.md explains each defect.
 from __future__ import annotations
 
 import os
+import select
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,10 @@ import pytest
 
 from raftkv import node
 from raftkv.errors import ConfigError
-from raftkv.node import disk, fixes, journal, replica
+from raftkv.node import disk, fixes, journal, replica, syncing
 from raftkv.store import Store
 
-from .._procs import SECRET, free_port
+from .._procs import SECRET, free_port, wait_for
 
 
 def _variant(without: type | tuple[type, ...] | None) -> type:
@@ -69,12 +72,15 @@ class Harness:
 
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """fsyncs (by file name) and messages leaving the engine, in order."""
+    """fsyncs (by file name; "fsync" on the engine's thread, "syncer fsync" on the journal's
+    syncer) and messages leaving the engine, in order."""
     seen: list[tuple[str, Any]] = []
     real_fsync, real_send = os.fsync, pysyncobj.transport.TCPTransport.send
 
     def fsync(fd: int) -> None:
-        seen.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        syncer = threading.current_thread().name.startswith("journal-syncer")
+        seen.append(("syncer fsync" if syncer else "fsync",
+                     os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
         real_fsync(fd)
 
     def send(self: Any, target: Any, message: dict[str, Any]) -> bool:
@@ -162,44 +168,125 @@ def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
 
 # -- the journal is on disk before anyone counts it (The journal) -------------
 
+@pytest.fixture
+def held_journal(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """While the event is clear, the journal's syncer waits in its fsyncs (10 s at most):
+    a disk that takes its time.  Set at the end, so that the syncer and the engine stop."""
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread().name.startswith("journal-syncer"):
+            release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    yield release
+    release.set()
+
+
+def _acks(events: list[tuple[str, Any]]) -> int:
+    return sum(1 for kind, what in events if kind == "send" and what == "next_node_idx")
+
+
+def _tick_fsyncs(events: list[tuple[str, Any]]) -> list[Any]:
+    """The journal's fsyncs on the test's thread (the engine's tick thread here)."""
+    return [what for kind, what in events if kind == "fsync" and what.endswith(journal.SUFFIX)]
+
+
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
-def test_a_follower_fsyncs_its_journal_before_acknowledging(tmp_path, events, fixed) -> None:
-    transport = None if fixed else pysyncobj.syncobj.TCPTransport
-    h = Harness(tmp_path, replica._Engine, transport=transport)
+def test_a_follower_acknowledges_only_entries_its_journal_synced(
+        tmp_path, events, held_journal, fixed) -> None:
+    engine = _variant(None if fixed else syncing._FollowerAcksWhatIsSynced)
+    h = Harness(tmp_path, engine)
     try:
         events.clear()
         h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
                    "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 4, 1)})
-        assert _fsynced_before(events, journal.SUFFIX, "next_node_idx") is fixed
+        # The syncer's fsync is held: hardened, the answer waits for it, and the tick
+        # thread fsyncs nothing; stock, the answer claims entries no disk holds.
+        assert (_acks(events) == 0) is fixed
+        assert _tick_fsyncs(events) == []
+        assert h.log.synced_index < 4
+        if not fixed:
+            return
+        held_journal.set()
+        wait_for(lambda: h.log.synced_index == 4, 10, "the syncer's round", interval=0.005)
+        # The syncer woke the tick thread (the engine's pipe is readable), which sends it.
+        wake = h.engine._SyncObj__pipeNotifier._PipeNotifier__pipeR
+        assert select.select([wake], [], [], 1.0)[0] == [wake]
+        h.engine.doTick(0.0)
+        assert _acks(events) == 1
+    finally:
+        held_journal.set()
+        h.close()
+
+
+def test_a_held_answer_is_dropped_when_the_term_changes(tmp_path, events, held_journal) -> None:
+    h = Harness(tmp_path, replica._Engine)
+    try:
+        events.clear()
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 4, 1)})
+        h.deliver({"type": "request_vote", "term": 2, "last_log_index": 4,
+                   "last_log_term": 1})   # a new term: the old leader's answer is stale
+        held_journal.set()
+        wait_for(lambda: h.log.synced_index == 4, 10, "the syncer's round", interval=0.005)
+        h.engine.doTick(0.0)
+        assert _acks(events) == 0
     finally:
         h.close()
 
 
+def _leader_with_a_confirmed_noop(h: Harness) -> int:
+    """Make the engine the leader of term 1; one follower confirms its no-op (2 of 3)."""
+    h.engine._SyncObj__raftCurrentTerm = 1
+    h.engine._SyncObj__onBecomeLeader()   # appends its no-op entry
+    noop = h.last_index()
+    h.deliver({"type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
+               "success": True})
+    return noop
+
+
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
-def test_the_leader_fsyncs_its_journal_before_counting_itself(tmp_path, fixed) -> None:
-    # Stock: neither of the leader's syncs (the second would hide the first's absence).
-    engine = _variant(None if fixed else (fixes._LeaderSyncsBeforeCounting,
-                                          fixes._LeaderSyncsWhileFollowersWrite))
+def test_the_leader_counts_itself_only_for_entries_its_journal_synced(
+        tmp_path, events, held_journal, fixed) -> None:
+    engine = _variant(None if fixed else syncing._LeaderCountsWhatIsSynced)
     h = Harness(tmp_path, engine)
     try:
-        h.engine._SyncObj__raftCurrentTerm = 1
-        h.engine._SyncObj__onBecomeLeader()   # appends its no-op entry
-        noop = h.last_index()
-        # A follower confirms the entry: the next tick may commit it (2 of 3).
-        h.deliver({"type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
-                   "success": True})
+        noop = _leader_with_a_confirmed_noop(h)
+        h.engine.doTick(0.0)
+        # The leader's own fsync is held: itself and one follower would be 2 of 3, but
+        # its disk does not hold the entry yet.
+        assert h.log.synced_index < noop
+        assert (h.engine._SyncObj__raftCommitIndex < noop) is fixed
+        assert h.engine._SyncObj__raftMatchIndex[h.peer] == noop  # the true value, back
+        assert _tick_fsyncs(events) == []
+        held_journal.set()
+        wait_for(lambda: h.log.synced_index == noop, 10, "the syncer's round", interval=0.005)
         h.engine.doTick(0.0)
         assert h.engine._SyncObj__raftCommitIndex == noop
-        assert (not h.engine._journal._dirty) is fixed
     finally:
         h.close()
 
 
-@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
-def test_the_leader_fsyncs_a_new_entry_while_the_followers_write_it(
-        tmp_path, events, fixed) -> None:
-    engine = _variant(None if fixed else fixes._LeaderSyncsWhileFollowersWrite)
-    h = Harness(tmp_path, engine)
+def test_the_leader_commits_what_a_majority_of_followers_holds_before_its_own_sync(
+        tmp_path, held_journal) -> None:
+    h = Harness(tmp_path, replica._Engine)
+    try:
+        noop = _leader_with_a_confirmed_noop(h)
+        other = next(n for n in h.engine._SyncObj__otherNodes if n != h.peer)
+        h.engine._SyncObj__onMessageReceived(other, {
+            "type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
+            "success": True})
+        h.engine.doTick(0.0)   # both followers hold it: 2 of 3 without the leader
+        assert h.log.synced_index < noop and h.engine._SyncObj__raftCommitIndex == noop
+    finally:
+        h.close()
+
+
+def test_the_leader_syncs_a_new_entry_while_the_followers_write_it(tmp_path, events) -> None:
+    h = Harness(tmp_path, replica._Engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 1
         h.engine._SyncObj__onBecomeLeader()
@@ -208,11 +295,13 @@ def test_the_leader_fsyncs_a_new_entry_while_the_followers_write_it(
         events.clear()
         h.engine.apply_batch(msgpack.packb([1.0]), callback=lambda *_: None)
         # One tick appends the entry and sends it (to no one here: the peers are not
-        # connected), then, fixed, syncs it before waiting for answers.
+        # connected), and asks the syncer for its fsync, which runs while the tick
+        # waits for the followers' answers; the tick itself fsyncs nothing.
         h.engine.doTick(0.0)
         assert h.last_index() == before + 1
-        assert (("fsync", "") in [(k, "") for k, _ in events]) is fixed
-        assert (not h.engine._journal._dirty) is fixed  # before any follower answered
+        assert _tick_fsyncs(events) == []
+        wait_for(lambda: h.log.synced_index == before + 1, 10, "the syncer's round",
+                 interval=0.005)
     finally:
         h.close()
 
