@@ -331,6 +331,7 @@ def test_a_new_leader_decides_once_it_has_applied_the_earlier_terms(tmp_path: Pa
         assert h.engine.entry_format() is None
         h.deliver({"type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
                    "success": True})                 # a majority has every entry: applied
+        h.engine._journal.sync()   # the leader's own disk too (its syncer's work, done here)
         h.engine.doTick(0.0)
         assert h.engine.raftLastApplied == noop
         assert h.engine.entry_format() == (1 if earlier else RAFT.newest)
