@@ -9,8 +9,9 @@ explains each defect and its test):
   closed, and at most :data:`MAX_RAFT_UNAUTHENTICATED` wait at once;
 * the journal, metadata and snapshots are 0600 whatever the umask;
 * the pickle protocol is 5 (smaller entries), entries stay under :data:`ENTRY_CAP`;
-* the journal is fsynced before the leader counts itself and before a follower
-  acknowledges, and term/vote metadata is fsynced before it is used;
+* the journal is fsynced by a thread of its own, not the tick thread: a follower
+  acknowledges, and the leader counts itself, only for entries it has synced;
+  term/vote metadata is fsynced before it is used;
 * snapshots are our own: a copy of the store's LMDB file written on a thread
   of its own (the engine's serializer ran on its tick thread and stopped its
   heartbeats), fsynced before the journal is compacted, pulled by a lagging
@@ -30,8 +31,8 @@ explains each defect and its test):
 Its modules: :mod:`.pinned` (the engine checked at import, shared limits),
 :mod:`.config`, :mod:`.disk` (journal and term/vote), :mod:`.network` (the
 Raft port), :mod:`.serializer` (snapshots), :mod:`.fixes`, :mod:`.elections`
-(PreVote), :mod:`.peer_formats` and :mod:`.read_index` (mixins of the engine),
-:mod:`.replica`.
+(PreVote), :mod:`.peer_formats`, :mod:`.read_index` and :mod:`.syncing` (mixins of the
+engine), :mod:`.replica`.
 Everything above this package sees :class:`Replica` and our own errors only.
 """
 
