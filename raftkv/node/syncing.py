@@ -21,19 +21,26 @@ from .serializer import _stop_replica
 
 class _SyncsOffTheTickThread(_EngineBase):
     """The journal's syncer (raftkv/node/journal.py) wakes the tick thread when a round
-    ends, so what waited for it (held acknowledgements, the leader's count) goes on at
-    once rather than at the next heartbeat; a failed fsync stops the replica, as a failed
-    store does (after a failed fsync the kernel may have dropped the pages: a retry would
-    claim entries the disk does not hold)."""
+    ends while something waits for it (held acknowledgements, the leader's count), so it
+    goes on at once rather than at the next heartbeat; a round nobody waits for wakes
+    nothing (a tick per write cost the leader's CPU).  A failed fsync stops the replica,
+    as a failed store does (after a failed fsync the kernel may have dropped the pages: a
+    retry would claim entries the disk does not hold)."""
 
     _journal: _DurableJournal
 
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
+        # Set by the tick thread before it reads synced_index, and kept while it waits,
+        # so a round that ends after that read sees them (read by the syncer's thread).
+        self._acks_wait_for_sync = False
+        self._count_waits_for_sync = False
         super().__init__(config, store, conf)
         self._journal.on_synced = self._wake_tick
         self._journal.on_sync_failed = self._sync_failed
 
     def _wake_tick(self) -> None:
+        if not (self._acks_wait_for_sync or self._count_waits_for_sync):
+            return
         try:
             self._SyncObj__pipeNotifier.notify()  # out of poll(), into the next tick
         except BlockingIOError:
@@ -112,6 +119,7 @@ class _FollowerAcksWhatIsSynced(_SyncsOffTheTickThread):
         """Send ``node``'s held answers, in order, up to the first the disk does not yet hold."""
         held = self._held_acks[node]
         journal = self._journal
+        self._acks_wait_for_sync = True
         synced, generation = journal.synced_index, journal.generation
         term = self._SyncObj__raftCurrentTerm
         while held:
@@ -125,6 +133,7 @@ class _FollowerAcksWhatIsSynced(_SyncsOffTheTickThread):
             held.popleft()
         if not held:
             del self._held_acks[node]
+        self._acks_wait_for_sync = bool(self._held_acks)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
         for node in list(self._held_acks):
@@ -175,6 +184,8 @@ class _LeaderCountsWhatIsSynced(_SyncsOffTheTickThread):
                 self._lower_match_indexes()
             else:
                 self._journal.sync()
+        else:
+            self._count_waits_for_sync = False
         try:
             super()._onTick(timeToWait)
         finally:
@@ -185,8 +196,10 @@ class _LeaderCountsWhatIsSynced(_SyncsOffTheTickThread):
         return bool(super()._SyncObj__applyLogEntries())
 
     def _lower_match_indexes(self) -> None:
+        self._count_waits_for_sync = True
         synced = self._journal.synced_index
         if synced >= self._SyncObj__getCurrentLogIndex():
+            self._count_waits_for_sync = False
             return  # the engine's count of itself is true
         match = self._SyncObj__raftMatchIndex
         followers = list(self._SyncObj__otherNodes)
@@ -196,6 +209,9 @@ class _LeaderCountsWhatIsSynced(_SyncsOffTheTickThread):
             if match.get(node, 0) > majority_holds:
                 self._lowered[node] = match[node]
                 match[node] = majority_holds
+        # Only when its own disk holds the count back does the leader wait for the
+        # syncer; otherwise the followers' answers, which wake the tick, do.
+        self._count_waits_for_sync = bool(self._lowered)
         self._lowered_in = (self._SyncObj__raftCurrentTerm, self._SyncObj__raftState)
 
     def _restore_match_indexes(self) -> None:

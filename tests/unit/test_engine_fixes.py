@@ -213,8 +213,7 @@ def test_a_follower_acknowledges_only_entries_its_journal_synced(
         held_journal.set()
         wait_for(lambda: h.log.synced_index == 4, 10, "the syncer's round", interval=0.005)
         # The syncer woke the tick thread (the engine's pipe is readable), which sends it.
-        wake = h.engine._SyncObj__pipeNotifier._PipeNotifier__pipeR
-        assert select.select([wake], [], [], 1.0)[0] == [wake]
+        assert _woken(h)
         h.engine.doTick(0.0)
         assert _acks(events) == 1
     finally:
@@ -236,6 +235,12 @@ def test_a_held_answer_is_dropped_when_the_term_changes(tmp_path, events, held_j
         assert _acks(events) == 0
     finally:
         h.close()
+
+
+def _woken(h: Harness, wait: float = 1.0) -> bool:
+    """Whether the engine's wake-up pipe (its tick's way out of poll()) was written to."""
+    wake = h.engine._SyncObj__pipeNotifier._PipeNotifier__pipeR
+    return select.select([wake], [], [], wait)[0] == [wake]
 
 
 def _leader_with_a_confirmed_noop(h: Harness) -> int:
@@ -264,6 +269,7 @@ def test_the_leader_counts_itself_only_for_entries_its_journal_synced(
         assert _tick_fsyncs(events) == []
         held_journal.set()
         wait_for(lambda: h.log.synced_index == noop, 10, "the syncer's round", interval=0.005)
+        assert _woken(h) is fixed  # the count waited for the syncer: it woke the tick
         h.engine.doTick(0.0)
         assert h.engine._SyncObj__raftCommitIndex == noop
     finally:
@@ -302,6 +308,9 @@ def test_the_leader_syncs_a_new_entry_while_the_followers_write_it(tmp_path, eve
         assert _tick_fsyncs(events) == []
         wait_for(lambda: h.log.synced_index == before + 1, 10, "the syncer's round",
                  interval=0.005)
+        # Nothing waited for that round (no follower had answered): it woke nothing, as
+        # an extra tick per write would cost the leader's CPU.
+        assert not _woken(h, wait=0.2)
     finally:
         h.close()
 
