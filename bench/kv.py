@@ -64,8 +64,9 @@ WORKLOADS = (
 READ_KEYS = 256    # gets read these, written before the first get workload
 KEYS_PER_CLIENT = 512
 NO_ETCD = "etcd not found on PATH (apt-get install etcd-server etcd-client)"
-PROFILED = WORKLOADS[2]    # put 100 B, 64 clients: the issue's flame graph (issue 16)
-PROFILE_NAME = "kv-put64-leader"
+# --profile records the leader under each: the 64-client put (the issue's flame graph)
+# and the sequential put, whose latency is one write's whole path (issue 16, "Writes").
+PROFILED = {"kv-put64-leader": WORKLOADS[2], "kv-put1-leader": WORKLOADS[0]}
 PROFILE_START = 2.0        # seconds of load before py-spy attaches, and margin at the end
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -178,21 +179,21 @@ def run_all(targets: list[Target], ops: int, repeat: int, time_limit: float) -> 
 
 
 
-def profile_leader(target: Target, binary: str, seconds: float,
+def profile_leader(target: Target, work: Workload, name: str, binary: str, seconds: float,
                    artifacts: Path) -> tuple[Recorded, Result]:
-    """py-spy on ``target``'s leader while :data:`PROFILED` runs; the workload runs from
+    """py-spy on ``target``'s leader while ``work`` runs; the workload runs from
     before the first recording starts until after the second ends, and no longer."""
     assert target.leader_pid is not None
     pid = target.leader_pid()
     limit = PROFILE_START + 2 * (seconds + PROFILE_START)
     measured: list[Result] = []
     load = threading.Thread(target=lambda: measured.append(
-        measure(target, PROFILED, ops=10**9, time_limit=limit)), daemon=True)
+        measure(target, work, ops=10**9, time_limit=limit)), daemon=True)
     load.start()
     time.sleep(PROFILE_START)
     try:
-        recorded = profile(binary, pid, artifacts, PROFILE_NAME, seconds,
-                           f"raftkv leader under {PROFILED.name} (py-spy, {seconds:g} s)")
+        recorded = profile(binary, pid, artifacts, name, seconds,
+                           f"raftkv leader under {work.name} (py-spy, {seconds:g} s)")
     except ProfileError as exc:  # e.g. not permitted to read another process's memory
         raise click.ClickException(str(exc)) from None
     finally:
@@ -214,7 +215,8 @@ def profile_leader(target: Target, binary: str, seconds: float,
               help="raftkv's [store] encryption: always seals frames on loopback too.")
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
 @click.option("--profile", "with_profile", is_flag=True,
-              help=f"Then record the raftkv leader with py-spy under {PROFILED.name!r}.")
+              help="Then record the raftkv leader with py-spy under "
+                   + " and ".join(repr(w.name) for w in PROFILED.values()) + ".")
 @click.option("--profile-seconds", default=10.0, show_default=True,
               type=click.FloatRange(1, 120), help="Seconds of each of the two recordings.")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=ARTIFACTS,
@@ -226,7 +228,7 @@ def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: boo
     py_spy = py_spy_binary() if with_profile else None
     if with_profile and py_spy is None:
         raise click.ClickException(INSTALL_HINT)
-    recorded: tuple[Recorded, Result] | None = None
+    recorded: dict[str, tuple[Recorded, Result]] = {}
     binary = etcd_binary()
     if binary is None:
         click.echo(f"{NO_ETCD}: measuring raftkv alone.", err=True)
@@ -238,20 +240,23 @@ def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: boo
             preload(target)
         runs = run_all(targets, ops, repeat, time_limit)
         if py_spy is not None:
-            click.echo(f"profiling the raftkv leader under {PROFILED.name}", err=True)
-            recorded = profile_leader(targets[0], py_spy, profile_seconds, artifacts)
+            for name, work in PROFILED.items():
+                click.echo(f"profiling the raftkv leader under {work.name}", err=True)
+                recorded[work.name] = profile_leader(targets[0], work, name, py_spy,
+                                                     profile_seconds, artifacts)
     summary = medians(runs, "system", Result)
     if as_json:
         click.echo(json.dumps({"ops": ops, "repeat": repeat, "time_limit": time_limit,
                                "encryption": encryption, "etcd": binary, "runs": runs,
                                "median": {s: {w: asdict(r) for w, r in m.items()}
                                           for s, m in summary.items()},
-                               "profile": None if recorded is None else {
-                                   "flamegraph": str(recorded[0].flamegraph),
-                                   "raw": str(recorded[0].raw),
-                                   "summary": str(recorded[0].summary),
+                               "profile": {work: {
+                                   "flamegraph": str(files.flamegraph),
+                                   "raw": str(files.raw),
+                                   "summary": str(files.summary),
                                    "seconds": profile_seconds,
-                                   "under_profiler": asdict(recorded[1])}}, indent=2))
+                                   "under_profiler": asdict(under)}
+                                   for work, (files, under) in recorded.items()}}, indent=2))
         return
     click.echo(table(summary))
     errors = sum(r["errors"] for r in runs)
@@ -259,9 +264,8 @@ def main(ops: int, repeat: int, time_limit: float, encryption: str, as_json: boo
                f"{errors} failed operations.  All clients are threads of one Python process.\n"
                "etcd pays JSON/HTTP through its gRPC gateway; raftkv pays its Python client "
                "and Python replicas." + ("" if binary else f"\n{NO_ETCD}."))
-    if recorded is not None:
-        files, under = recorded
-        click.echo(f"\nProfile of the raftkv leader under {PROFILED.name} "
+    for work_name, (files, under) in recorded.items():
+        click.echo(f"\nProfile of the raftkv leader under {work_name} "
                    f"({under.ops_per_s:,.0f} ops/s, p50 {under.p50_ms:.2f} ms while py-spy "
                    f"sampled): {files.flamegraph}, {files.raw}, {files.summary}\n")
         click.echo(files.text)
