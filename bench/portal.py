@@ -2,6 +2,7 @@
 
     python -m bench.portal [--duration 10] [--connections 16] [--messages 500]
                            [--folder-sizes 10,1000,10000] [--transfers 3] [--json]
+                           [--profile [--profile-seconds 10] [--artifacts artifacts]]
 
 Starts a 3-replica store and two gunicorn servers with ``portal/gunicorn_conf.py``
 and the same workers and threads: the portal, and :mod:`bench.hello` (the least
@@ -17,6 +18,12 @@ files, both through the data model (:mod:`bench.seed`).  Then, in one run:
   of the login page's, and each folder's p99 as a multiple of the smallest's;
 * a 10 MB upload and download through the portal, ``--transfers`` times each:
   median seconds and MB/s.
+
+``--profile`` then drives each signed-in page with wrk once more and records, with
+py-spy (:mod:`bench.profile`), one portal worker and the store's leader replica at
+the same time: a flame graph and the raw stacks of each, and a summary of where the
+time goes, into ``--artifacts`` (``portal-<page>-worker`` and ``portal-<page>-leader``).
+Those runs are slowed by the profiler and kept out of the tables.
 
 The table puts issue 16's aims beside the numbers (aims to compare with, not
 checks: the exit status does not depend on them).  Every wrk run lasts
@@ -37,9 +44,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -51,12 +61,14 @@ from tests._procs import Proc, free_port, port_open, python_cmd, wait_for
 from tests.cluster import KVCluster
 
 from .common import stop_cleanly_on_sigterm
+from .profile import INSTALL_HINT, ProfileError, Recorded, profile, py_spy_binary
 from .seed import fill_folder, fill_inbox
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = "python:portal.gunicorn_conf"
 PASSWORD = "bench-password-1"
 MB = 1_000_000
+EXIT_MARGIN = 3.0     # seconds wrk runs past the profiler's recordings
 WRK_TIMEOUT = 30      # seconds a request may take before wrk counts it as timed out
 HELLO, LOGIN = "hello-world", "login page (anonymous: no store access)"
 DRIVE, INBOX, MAIL = ("drive listing (signed in)", "inbox listing (signed in)",
@@ -82,15 +94,101 @@ PAGE_AIMS = {DRIVE: Aim(0.5, True), INBOX: Aim(0.5, True), MAIL: Aim(0.4, True)}
 FOLDER_AIM = Aim(1.5, False)
 
 
+PROFILED = {DRIVE: "drive", INBOX: "inbox", MAIL: "mail-view"}  # page -> artifacts' name
+PROFILE_START = 2.0   # seconds of wrk before py-spy starts recording
+
+
 def gunicorn(stack: ExitStack, root: Path, name: str, app: str, workers: int, threads: int,
-             env: dict[str, str]) -> str:
+             env: dict[str, str]) -> tuple[str, Proc]:
     addr = f"127.0.0.1:{free_port()}"
     proc = Proc(name, python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers",
                                  str(workers), "--threads", str(threads), "--chdir", str(ROOT),
                                  app), root, env=env).start()
     stack.callback(proc.stop)
     wait_for(lambda: port_open(addr), 30, f"{name} to listen")
-    return addr
+    return addr, proc
+
+
+def children(master: Proc) -> list[int]:
+    """A gunicorn master's workers (its children)."""
+    assert master.popen is not None
+    pid = master.popen.pid
+    return [int(child) for child in
+            Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def worker_pid(master: Proc) -> int:
+    """The portal worker that used the most CPU so far: wrk's connections may all have
+    landed on one worker, and an idle one would show nothing."""
+    workers = children(master)
+    if not workers:
+        raise click.ClickException("the portal has no workers to profile")
+    return max(workers, key=cpu_seconds)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CPUMeter:
+    """CPU time per role (the portal's workers, the leader, the followers) over a run."""
+
+    def __init__(self, portal: Proc, cluster: KVCluster) -> None:
+        self.portal, self.cluster = portal, cluster
+
+    def pids(self) -> dict[str, list[int]]:
+        leader = self.cluster.leader()
+        replicas = {name: proc.popen.pid for name, proc in self.cluster.procs.items()
+                    if proc.popen is not None}
+        return {"portal": children(self.portal), "leader": [replicas[leader]],
+                "followers": [pid for name, pid in replicas.items() if name != leader]}
+
+    def measure(self, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """``run``'s result with each role's CPU milliseconds per request added."""
+        pids = self.pids()
+        before = {role: sum(map(cpu_seconds, group)) for role, group in pids.items()}
+        result = run()
+        requests = result["rps"] * result["seconds"]
+        for role, group in pids.items():
+            used = sum(map(cpu_seconds, group)) - before[role]
+            result[f"cpu_{role}"] = 1000 * used / requests if requests else float("nan")
+        return result
+
+
+def profile_page(binary: str, url: str, cookie: str, connections: int, seconds: float,
+                 pids: dict[str, int], artifacts: Path, page: str) -> list[Recorded]:
+    """wrk on ``url`` while py-spy records each of ``pids`` (role -> pid) at once;
+    wrk runs from before the recordings start until after they end."""
+    name = PROFILED[page]
+    wrk_time = PROFILE_START + 2 * seconds + EXIT_MARGIN
+    load = threading.Thread(target=wrk, args=(url, wrk_time, connections, cookie), daemon=True)
+    load.start()
+    time.sleep(PROFILE_START)
+    recorded: dict[str, Recorded] = {}
+    failed: list[ProfileError] = []
+
+    def one(role: str, pid: int) -> None:
+        try:
+            recorded[role] = profile(binary, pid, artifacts, f"portal-{name}-{role}", seconds,
+                                     f"{role} ({pid}) under wrk on the {page} (py-spy, "
+                                     f"{seconds:g} s)")
+        except ProfileError as exc:  # e.g. not permitted to read another process's memory
+            failed.append(exc)
+
+    recorders = [threading.Thread(target=one, args=item) for item in pids.items()]
+    for thread in recorders:
+        thread.start()
+    for thread in recorders:
+        thread.join()
+    load.join(wrk_time + WRK_TIMEOUT + 60)
+    if failed:
+        raise click.ClickException(str(failed[0]))
+    return [recorded[role] for role in pids]
 
 
 class Session:
@@ -151,8 +249,9 @@ def wrk(url: str, duration: float, connections: int, cookie: str = "") -> dict[s
             "--timeout", f"{WRK_TIMEOUT}s", url]
     if cookie:
         argv[1:1] = ["-H", f"Cookie: sid={cookie}"]
-    return parse_wrk(subprocess.run(argv, capture_output=True, text=True,
-                                    timeout=duration + WRK_TIMEOUT + 60, check=True).stdout)
+    result = parse_wrk(subprocess.run(argv, capture_output=True, text=True,
+                                      timeout=duration + WRK_TIMEOUT + 60, check=True).stdout)
+    return {**result, "seconds": duration}
 
 
 def parse_wrk(out: str) -> dict[str, float]:
@@ -210,14 +309,17 @@ def page_table(pages: dict[str, dict[str, float]]) -> str:
     """Each page next to the login page, with issue 16's aim where it has one."""
     login = pages[LOGIN]["rps"]
     lines = ["| page (same gunicorn settings) | req/s | p50 ms | p99 ms | × login page | aim "
-             "| failed |", "|---|--:|--:|--:|--:|---|--:|"]
+             "| failed | CPU ms/request: portal, leader, followers |",
+             "|---|--:|--:|--:|--:|---|--:|---|"]
     for name, r in pages.items():
         ratio = r["rps"] / login if login else float("nan")
         aim = PAGE_AIMS.get(name)
         verdict = "reference" if name == LOGIN else (
             f"{aim.text()}: {'met' if aim.met(ratio) else '**missed**'}" if aim else "")
+        cpu = (f"{r['cpu_portal']:.2f}, {r['cpu_leader']:.2f}, {r['cpu_followers']:.2f}"
+               if "cpu_portal" in r else "")
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                     f"{ratio:.2f} | {verdict} | {_failed(r)} |")
+                     f"{ratio:.2f} | {verdict} | {_failed(r)} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -296,11 +398,22 @@ def check_page(session: Session, path: str) -> None:
 @click.option("--transfers", "count", default=3, show_default=True, type=click.IntRange(1, 20),
               help="10 MB uploads and downloads; the table shows medians.")
 @click.option("--json", "as_json", is_flag=True, help="Print raw numbers as JSON instead.")
+@click.option("--profile", "with_profile", is_flag=True,
+              help="Then profile a portal worker and the leader under each signed-in page.")
+@click.option("--profile-seconds", default=10.0, show_default=True,
+              type=click.FloatRange(1, 120), help="Seconds of each recording (two per page).")
+@click.option("--artifacts", default=Path("artifacts"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where --profile writes its files.")
 def main(duration: float, connections: int, workers: int, threads: int, messages: int,
-         folder_sizes: list[int], seed_time_limit: float, count: int, as_json: bool) -> None:
+         folder_sizes: list[int], seed_time_limit: float, count: int, as_json: bool,
+         with_profile: bool, profile_seconds: float, artifacts: Path) -> None:
     """Measure the portal's pages against its login page, and transfers."""
     if shutil.which("wrk") is None:
         raise click.ClickException("wrk not found (apt-get install wrk)")
+    py_spy = py_spy_binary() if with_profile else None
+    if with_profile and py_spy is None:
+        raise click.ClickException(INSTALL_HINT)
     stop_cleanly_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as tmp, ExitStack() as stack:
         root = Path(tmp)
@@ -313,8 +426,9 @@ def main(duration: float, connections: int, workers: int, threads: int, messages
                           "listen = \"127.0.0.1:1\"\n")
         env = {"RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "bench",
                "RAFTCLOUD_SECRET_FILE": str(cluster.root / "secret")}
-        portal = gunicorn(stack, root, "portal", "portal:create_app()", workers, threads, env)
-        hello = gunicorn(stack, root, "hello", "bench.hello:app", workers, threads, {})
+        portal, master = gunicorn(stack, root, "portal", "portal:create_app()", workers,
+                                  threads, env)
+        hello, _ = gunicorn(stack, root, "hello", "bench.hello:app", workers, threads, {})
         session, user = prepare_user(portal)
         message_ids, folder_ids = seed(cluster, user, messages, folder_sizes, seed_time_limit)
         signed_in = {DRIVE: "/drive", INBOX: "/mail",
@@ -329,8 +443,10 @@ def main(duration: float, connections: int, workers: int, threads: int, messages
         targets = [(HELLO, f"http://{hello}/", ""), (LOGIN, f"http://{portal}/login", ""),
                    *((name, f"http://{portal}{path}", session.sid)
                      for name, path in signed_in.items())]
+        meter = CPUMeter(master, cluster)
         for name, url, cookie in targets:
-            pages[name] = wrk(url, duration, connections, cookie)
+            pages[name] = (wrk(url, duration, connections, cookie) if name == HELLO else
+                           meter.measure(partial(wrk, url, duration, connections, cookie)))
             click.echo(f"{name}: {pages[name]['rps']:,.0f} req/s", err=True)
         folders: dict[int, dict[str, float]] = {}
         for size, path in folder_paths.items():
@@ -338,6 +454,16 @@ def main(duration: float, connections: int, workers: int, threads: int, messages
             click.echo(f"folder of {size:,} files: {folders[size]['rps']:,.0f} req/s, "
                        f"p99 {folders[size]['p99']:.1f} ms", err=True)
         moved = transfers(portal, session, count)
+        recorded: list[Recorded] = []
+        if py_spy is not None:
+            for name, path in signed_in.items():
+                leader = cluster.procs[cluster.leader()].popen
+                assert leader is not None
+                recorded += profile_page(py_spy, f"http://{portal}{path}", session.sid,
+                                         connections, profile_seconds,
+                                         {"worker": worker_pid(master), "leader": leader.pid},
+                                         artifacts, name)
+                click.echo(f"profiled the {name}", err=True)
     settings: dict[str, Any] = {"workers": workers, "threads": threads,
                                 "connections": connections, "duration": duration,
                                 "messages": messages, "folder_sizes": folder_sizes}
@@ -354,6 +480,8 @@ def main(duration: float, connections: int, workers: int, threads: int, messages
     if folders:
         click.echo("\n" + folder_table(folders))
     click.echo("\n" + transfer_table(moved))
+    for done in recorded:
+        click.echo(f"\n{done.text}\nflame graph: {done.flamegraph}; raw stacks: {done.raw}")
 
 
 if __name__ == "__main__":
