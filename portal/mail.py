@@ -13,7 +13,7 @@ import email
 import email.policy
 from dataclasses import replace
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import nh3
 from markupsafe import Markup
@@ -21,11 +21,13 @@ from werkzeug.exceptions import NotFound
 from werkzeug.utils import redirect
 
 from raftkv.errors import ReadOnly
+from raftkv.interface import Unchanged
 from shards.model import mailbox
 
 from . import readmarks
 from .auth import current_user, login_required
 from .filenames import plain_filename
+from .messageview import MessageView
 from .pagestore import together
 
 if TYPE_CHECKING:
@@ -114,6 +116,25 @@ def attachments(message: EmailMessage) -> list[dict[str, Any]]:
     return found
 
 
+SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date")
+
+
+def message_view(raw: bytes) -> MessageView:
+    """What the mail view shows of a stored message: parsed, decoded and sanitised."""
+    message = parse_message(raw)
+    kind, body = message_body(message)
+    return MessageView(kind=kind, body=body,
+                       headers=tuple((name, header_text(message, name))
+                                     for name in SHOWN_HEADERS),
+                       attachments=tuple((a["name"], a["size"]) for a in attachments(message)))
+
+
+def message_keys(user: str, msg_id: str) -> tuple[Key, Key]:
+    """A message's metadata cell (confirmed and cached) and its raw cell (probed by version)."""
+    return ((mailbox.mailbox_row(user), mailbox.META_PREFIX + msg_id),
+            (mailbox.message_row(user, msg_id), mailbox.RAW_COLUMN))
+
+
 class MailViews:
     """Mixin of :class:`portal.app.Portal`: the webmail pages."""
 
@@ -138,20 +159,38 @@ class MailViews:
                            address=f"{user}@{self.config.site.domains[0]}")
 
     def cells_mail_message(self, user: str, msg_id: str) -> list[Key]:
-        """The message's metadata, confirmed with the session (portal.pagestore)."""
+        """The message's metadata, confirmed with the session (portal.pagestore), and its
+        raw cell, named by the version of the view this worker keeps of it
+        (portal.messageview): unchanged, the bytes are neither sent nor parsed again."""
         if not mailbox.is_message_id(msg_id):
             return []
-        return [(mailbox.mailbox_row(user), mailbox.META_PREFIX + msg_id)]
+        portal = cast("Portal", self)
+        meta, raw = message_keys(user, msg_id)
+        portal.client().probe(raw, portal.message_views.version(user, msg_id))
+        return [meta, raw]
 
     @login_required
     def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:
         user = current_user(request)
+        if not mailbox.is_message_id(msg_id):
+            raise NotFound("There is no such message in your mailbox.")
         client = self.client()
-        keys = self.cells_mail_message(user, msg_id)
-        raw, _ = together(lambda: mailbox.get_message(client, user, msg_id),
-                          lambda: client.confirm(keys))
-        meta = client.found.get(keys[0]) if keys else None
-        if raw is None or meta is None:
+        meta_key, raw_key = message_keys(user, msg_id)
+        known = self.message_views.version(user, msg_id)
+        # Both were read with the session when this worker knew whose it is; else
+        # they are read now, together (one round trip), and only then.
+        reads = [*([lambda: client.confirm([meta_key])] if meta_key not in client.found else []),
+                 *([lambda: client.read_probed(raw_key, known)]
+                   if raw_key not in client.probed else [])]
+        if reads:
+            together(*reads)
+        meta, raw = client.found.get(meta_key), client.read_probed(raw_key, known)
+        view = None
+        if isinstance(raw, Unchanged) and raw.version:
+            view = self.message_views.get(user, msg_id, raw.version)
+            if view is None:  # evicted since it was named: read the bytes after all
+                raw = client.get(*raw_key)
+        if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
             raise NotFound("There is no such message in your mailbox.")
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
         if (request.method == "GET" and mailbox.unread(meta.value)
@@ -161,18 +200,17 @@ class MailViews:
                 readmarks.write(client, user, msg_id, meta)
             except ReadOnly:
                 pass  # read-only (shards.readonly): the message shows, still unread
-        message = parse_message(raw)
-        kind, body = message_body(message)
-        response = self.render(
-            request, "message.html", msg_id=msg_id, kind=kind, body=body,
-            attachments=attachments(message),
-            headers={name: header_text(message, name) for name in ("From", "To", "Cc",
-                                                                    "Subject", "Date")})
+        if view is None:
+            assert raw is not None and not isinstance(raw, Unchanged)
+            view = message_view(raw.value)
+            self.message_views.put(user, msg_id, raw.version, view)
+        response = self.render(request, "message.html", msg_id=msg_id, **view.context())
         response.headers["Content-Security-Policy"] = MAIL_CSP
         return response
 
     @login_required
     def on_mail_delete(self: Portal, request: Request, msg_id: str) -> Response:
+        self.message_views.forget(current_user(request), msg_id)  # only to free its memory
         if not mailbox.delete_message(self.client(), current_user(request), msg_id):
             raise NotFound("There is no such message in your mailbox.")
         return redirect("/mail", 303)

@@ -18,6 +18,12 @@ trips per page").  Two things keep them at two or fewer:
 - **Independent reads together.**  :func:`together` runs reads that do not
   depend on each other at the same time, on a small pool of this process.
 
+A page may also name a cell by version only (:meth:`PageStore.probe`): a cell
+too large to keep here whose version says whether something the worker made of
+it still holds (a message's parsed view, :mod:`.messageview`).  It rides in the
+same ``get_cells``; its answer (``Unchanged``, the cell, or None) is kept for
+the request only, never in the worker's cache.
+
 Within a request, a cell once confirmed is read from the confirmation: the
 request sees its cells as of its first round trip.  Every write that depends
 on a cell is conditioned on the version read (CPUT, ``mutate_row``
@@ -102,21 +108,43 @@ class PageStore:
         self.store = store
         self.cache = cache
         self.found: dict[Key, Cell | None] = {}
+        self.probes: dict[Key, int] = {}   # cells named by version only: the version known
+        self.probed: dict[Key, Cell | Unchanged | None] = {}  # and the store's answers
+
+    def probe(self, key: Key, version: int) -> None:
+        """Name ``key`` by ``version`` (0: none known) in this request's next
+        :meth:`confirm`, which keeps the answer in :attr:`probed` (not in the cache)."""
+        if key not in self.probed:
+            self.probes[key] = version
+
+    def read_probed(self, key: Key, version: int) -> Cell | Unchanged | None:
+        """The answer for ``key`` probed by ``version``: the one the request's first
+        read carried, else read now (then by ``version``)."""
+        if key not in self.probed:
+            self.probes[key] = self.probes.get(key, version)
+            self.confirm([key])
+        return self.probed[key]
 
     # -- confirming cached cells -------------------------------------------------------
 
     def confirm(self, keys: Iterable[Key]) -> None:
         """Make every cell of ``keys`` current for this request, in one ``get_cells``:
         cached copies are sent by version and kept if unchanged; the rest come back."""
-        todo = [key for key in dict.fromkeys(keys) if key not in self.found]
+        todo = [key for key in dict.fromkeys(keys)
+                if key not in self.found and key not in self.probed]
         for start in range(0, len(todo), MAX_CELLS):
             self._confirm(todo[start:start + MAX_CELLS])
 
     def _confirm(self, keys: list[Key]) -> None:
-        held = [self.cache.peek(key) for key in keys]
-        answers = self.store.get_cells(keys, known=[c.version if c else 0 for c in held])
+        held = [None if key in self.probes else self.cache.peek(key) for key in keys]
+        known = [self.probes[key] if key in self.probes else c.version if c else 0
+                 for key, c in zip(keys, held, strict=True)]
+        answers = self.store.get_cells(keys, known=known)
         for key, copy, answer in zip(keys, held, answers, strict=True):
             cell: Cell | None
+            if key in self.probes:
+                self.probed[key] = answer
+                continue
             if isinstance(answer, Unchanged):
                 cell = copy if copy is not None and copy.version == answer.version else None
                 if cell is None:  # known 0 and still absent
@@ -146,10 +174,12 @@ class PageStore:
         keys = list(keys)
         for key in keys:
             self.found.pop(key, None)
+            self.probed.pop(key, None)
         self.cache.forget(keys)
         self.cache.refreshed += len(keys)
 
     def _wrote(self, key: Key, cell: Cell | None) -> None:
+        self.probed.pop(key, None)  # a probe's answer is older than our own write
         # Our own write's result is current; cache it only where a copy was kept.
         if key in self.found:
             self.found[key] = cell
@@ -231,6 +261,7 @@ class PageStore:
     def _forget_quietly(self, keys: list[Key]) -> None:
         for key in keys:
             self.found.pop(key, None)
+            self.probed.pop(key, None)
         self.cache.forget(keys)
 
     # -- the rest: as the worker's client ------------------------------------------------

@@ -1,0 +1,112 @@
+"""A worker's parsed and sanitised messages, each used only while its raw cell's version holds.
+
+Parsing a stored message (RFC 5322, the ``email`` package's ``default``
+policy) and cleaning its HTML cost the mail view most of its time -- several
+times a page's store reads and its rendering together (README, "bench.portal").
+A delivered message's bytes never change, so what the page shows of them (the
+decoded headers, the body as escaped text or sanitised HTML, the attachments'
+names and sizes) is kept here, per (user, message id), under the version of
+the message's raw cell.
+
+Nothing here is shown unconfirmed: the page names the raw cell in its store
+read with the version kept here as ``known`` (:mod:`.pagestore`), and uses the
+kept view only when the store answers ``Unchanged`` at that very version.
+Versions grow strictly across deletes and re-creates (docs/store-promises.md,
+"Versions"), so a different message under the same id could never match.  The
+user is part of the key as it is of the cell's row: a view is only ever found
+by the user whose row the store just confirmed.
+
+Bounded twice: in entries, and in the characters kept (a message's text may be
+up to :data:`portal.mail.BODY_CHARS`); a view larger than a tenth of the budget
+is not kept at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from markupsafe import Markup
+
+VIEWS = 512                    # messages each worker keeps at most
+VIEW_CHARS = 16 * 1024 * 1024  # and characters of their text in all
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """What the mail view shows of a message: never changed once made (it is shared)."""
+
+    kind: str                                # "text" (escaped when shown) or "html"
+    body: str | Markup                       # Markup: already sanitised
+    headers: tuple[tuple[str, str], ...]     # (name, decoded text) of the shown headers
+    attachments: tuple[tuple[str, int], ...]  # (display name, size in bytes), in order
+
+    @cached_property
+    def chars(self) -> int:
+        """Its size in the cache's budget (text only: the rest is small and bounded)."""
+        return (len(self.body) + sum(len(text) for _, text in self.headers)
+                + sum(len(name) for name, _ in self.attachments))
+
+    def context(self) -> dict[str, Any]:
+        """The template's variables (message.html)."""
+        return {"kind": self.kind, "body": self.body, "headers": dict(self.headers),
+                "attachments": [{"name": name, "size": size}
+                                for name, size in self.attachments]}
+
+
+class MessageViewCache:
+    """Least recently used message views of this process, each under its raw cell's version."""
+
+    def __init__(self, size: int = VIEWS, chars: int = VIEW_CHARS) -> None:
+        self.size = size
+        self.budget = chars
+        self._views: OrderedDict[tuple[str, str], tuple[int, MessageView]] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def version(self, user: str, msg_id: str) -> int:
+        """The raw cell's version a view is kept under (0: none): what to ask the store."""
+        with self._lock:
+            kept = self._views.get((user, msg_id))
+            return kept[0] if kept is not None else 0
+
+    def get(self, user: str, msg_id: str, version: int) -> MessageView | None:
+        """The view kept for ``version`` (the raw cell's, just confirmed), or None."""
+        with self._lock:
+            kept = self._views.get((user, msg_id))
+            if kept is None or kept[0] != version:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._views.move_to_end((user, msg_id))
+            return kept[1]
+
+    def put(self, user: str, msg_id: str, version: int, view: MessageView) -> None:
+        """Keep ``view`` as the message's at ``version`` (replacing an older one)."""
+        key = (user, msg_id)
+        with self._lock:
+            self._drop(key)
+            if not self.size or view.chars > self.budget // 10:
+                return
+            self._views[key] = (version, view)
+            self._chars += view.chars
+            while len(self._views) > self.size or self._chars > self.budget:
+                self._drop(next(iter(self._views)))
+
+    def forget(self, user: str, msg_id: str) -> None:
+        with self._lock:
+            self._drop((user, msg_id))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        kept = self._views.pop(key, None)
+        if kept is not None:
+            self._chars -= kept[1].chars
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._views)
