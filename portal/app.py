@@ -49,6 +49,7 @@ from .errors import RETRY_AFTER, http_error
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
+from .messageview import MessageViewCache
 from .pagestore import CellCache, PageStore
 from .readmarks import ReadMarks
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
@@ -143,10 +144,14 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         self.load = LoadCounter(config.load_dir)
         self.listings = ListingCache(config.listing_cache)
         self.cells = CellCache(config.cell_cache)
+        self.message_views = MessageViewCache()
         self.read_marks = ReadMarks(self.client)
         self.background = Background(self, interval=config.heartbeat_interval)
+        # Templates are part of the release: each is compiled once per worker, and a
+        # page does not look at the template files again (auto_reload would stat them,
+        # each a system call that hands the GIL to the worker's other threads).
         self.jinja = Environment(loader=PackageLoader("portal", "templates"),
-                                 autoescape=select_autoescape(default=True))
+                                 autoescape=select_autoescape(default=True), auto_reload=False)
         self.jinja.filters["datetime"] = format_time
         self.jinja.globals["folder_url"] = folder_url
         self._wsgi: WSGIApplication = SharedDataMiddleware(self.wsgi_app,
