@@ -305,6 +305,8 @@ def list_page(client: KeyValueStore, user: str, folder: str = "inbox", *, older_
             summary = _summary(column[len(META_PREFIX):], cell.value)
             if summary is not None and summary.folder == folder:
                 found.append(summary)
+                if len(found) > limit:
+                    break  # one past the page says "more": the rest need not be unpacked
         if len(found) > limit or len(cells) < batch:
             break
     more = len(found) > limit
