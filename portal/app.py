@@ -143,6 +143,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
                                      idle=config.session_idle, secure=config.cookie_secure)
         self.load = LoadCounter(config.load_dir)
         self.listings = ListingCache(config.listing_cache)
+        self.rendered_rows = ListingCache(config.listing_cache)  # portal.drive's rows
         self.cells = CellCache(config.cell_cache)
         self.message_views = MessageViewCache()
         self.read_marks = ReadMarks(self.client)

@@ -13,7 +13,9 @@ What is kept, per (user, folder): the first page of entries in name order
 (read with its header, in one ``get_row``), the folder's subfolders (from the
 folder index, read after the header was confirmed, so they are at least as new
 as the version they are kept under), and the whole listing that the other sort
-orders need.
+orders need; and the rows of a page as rendered (portal.drive), kept with
+everything else they show (the page's sort and cursors, the session's CSRF
+token, the read-only state), used only for exactly those.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from typing import Any
 
 FIRST_PAGE, SUBFOLDERS, LISTING = "page", "folders", "listing"
+ROWS = "rows"  # a page's rendered rows, with what else they were rendered from (portal.drive)
 
 
 class ListingCache:

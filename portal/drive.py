@@ -14,8 +14,9 @@ import re
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from markupsafe import Markup
 from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import BaseConverter
 from werkzeug.utils import redirect
@@ -25,9 +26,11 @@ from shards.model import drive
 from shards.model.drive import ROOT
 
 from .auth import current_user, login_required
+from .cache import ROWS
 from .errors import http_message, http_status
 from .filenames import BadFileName, check_filename, content_disposition
-from .folders import page_keys, read_folder
+from .folders import FolderView, page_keys, read_folder
+from .sessions import csrf_token
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import FileStorage
@@ -147,10 +150,30 @@ class DriveViews:
         crumbs = view.crumbs
         response = self.render(
             request, "drive.html", status=status, error=error, folder=crumbs[-1], crumbs=crumbs,
-            items=items, sort=sort, order=order, after=view.after, before=view.before,
+            items=items, rows=self.rows(request, user, folder_id, view, items, sort, order),
+            sort=sort, order=order, after=view.after, before=view.before,
             used=view.used, quota=self.config.quota, free=max(0, self.config.quota - view.used))
         response.headers["Content-Security-Policy"] = DRIVE_CSP
         return response
+
+    def rows(self: Portal, request: Request, user: str, folder_id: str, view: FolderView,
+             items: list[drive.Item], sort: str, order: str) -> Markup:
+        """The folder's rows as HTML: rendering them is most of a listing's time, so
+        they are kept under the folder header's version (a portal.cache of their own) with all else
+        they show -- the page, the session's CSRF token, the read-only state -- and
+        used again only for the same page of the unchanged folder in the same session."""
+        csrf = csrf_token(self.config.csrf_key, request.session.sid)
+        read_only = self.read_only(request.session)
+        shown = (sort, order, view.after, view.before, csrf, read_only)
+        if view.version is not None:
+            kept = self.rendered_rows.get(ROWS, user, folder_id, view.version)
+            if kept is not None and kept[0] == shown:
+                return cast(Markup, kept[1])
+        html = Markup(self.jinja.get_template("_drive_rows.html").render(
+            items=items, csrf=csrf, read_only=read_only))
+        if view.version is not None:
+            self.rendered_rows.put(ROWS, user, folder_id, view.version, (shown, html))
+        return html
 
     def drive_refusal(self: Portal, request: Request, folder_id: str,
                       exc: drive.DriveError, note: str = "") -> Response:

@@ -53,6 +53,10 @@ class FolderView:
     after: str | None           # the next page starts after this name (None: last page)
     before: str | None          # the previous page ends before this name (None: first page)
     restart: bool = False       # a "previous" page that reached the start: show the first
+    # The folder header's version, confirmed in this request, when everything above
+    # came from what this worker kept at that version (None otherwise): what is made
+    # of the page may be kept under it too (portal.drive's rows).
+    version: int | None = None
 
 
 def breadcrumb_keys(store: PageStore, user: str, folder_id: str) -> list[Key]:
@@ -167,7 +171,8 @@ def read_folder(store: PageStore, listings: ListingCache, user: str, folder_id: 
             listing = next(results)
             listings.put(LISTING, user, folder_id, listing.version, listing)
         assert listing is not None
-        return FolderView(path, list(listing.items), used, None, None)
+        return FolderView(path, list(listing.items), used, None, None,
+                          version=version if not want_listing else None)
 
     if want_page:
         page_version, entries, more = next(results)
@@ -185,7 +190,8 @@ def read_folder(store: PageStore, listings: ListingCache, user: str, folder_id: 
     return FolderView(
         path, shown + files, used,
         after=entries[-1].name if entries and (more or before) else None,
-        before=entries[0].name if entries and not first else None)
+        before=entries[0].name if entries and not first else None,
+        version=version if not (want_index or want_page) else None)
 
 
 def _version(cell: Cell | None) -> int:
