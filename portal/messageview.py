@@ -11,8 +11,8 @@ the message's raw cell.
 Nothing here is shown unconfirmed: the page names the raw cell in its store
 read with the version kept here as ``known`` (:mod:`.pagestore`), and uses the
 kept view only when the store answers ``Unchanged`` at that very version.
-Versions grow strictly across deletes and re-creates (docs/store-promises.md,
-"Versions"), so a different message under the same id could never match.  The
+Versions grow strictly across deletes and re-creates (``docs/store-promises.md``,
+"The interface"), so a different message under the same id could never match.  The
 user is part of the key as it is of the cell's row: a view is only ever found
 by the user whose row the store just confirmed.
 
