@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, cast
 
 import nh3
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from werkzeug.exceptions import NotFound
 from werkzeug.utils import redirect
 
@@ -123,7 +123,8 @@ def message_view(raw: bytes) -> MessageView:
     """What the mail view shows of a stored message: parsed, decoded and sanitised."""
     message = parse_message(raw)
     kind, body = message_body(message)
-    return MessageView(kind=kind, body=body,
+    # A text body escaped here, once, as the template's autoescape would on every visit.
+    return MessageView(kind=kind, body=body if isinstance(body, Markup) else escape(body),
                        headers=tuple((name, header_text(message, name))
                                      for name in SHOWN_HEADERS),
                        attachments=tuple((a["name"], a["size"]) for a in attachments(message)))

@@ -40,7 +40,7 @@ class MessageView:
     """What the mail view shows of a message: never changed once made (it is shared)."""
 
     kind: str                                # "text" (escaped when shown) or "html"
-    body: str | Markup                       # Markup: already sanitised
+    body: Markup                             # escaped text, or sanitised HTML
     headers: tuple[tuple[str, str], ...]     # (name, decoded text) of the shown headers
     attachments: tuple[tuple[str, int], ...]  # (display name, size in bytes), in order
 

@@ -13,6 +13,7 @@ import re
 from email.message import EmailMessage
 
 import pytest
+from markupsafe import Markup
 from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app, mail
@@ -143,7 +144,7 @@ def test_views_are_kept_per_user(app, store, parses):
 
 def test_the_cache_is_bounded_in_entries_and_characters():
     def view(chars: int) -> MessageView:
-        return MessageView("text", "x" * chars, (), ())
+        return MessageView("text", Markup("x" * chars), (), ())
 
     cache = MessageViewCache(size=2, chars=1000)
     cache.put("bob", "a", 1, view(10))
