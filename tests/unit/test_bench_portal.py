@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
-from bench.portal import DRIVE, HELLO, INBOX, LOGIN, MAIL, folder_table, page_table, parse_wrk
+from bench.portal import (
+    DRIVE,
+    HELLO,
+    INBOX,
+    LOGIN,
+    MAIL,
+    cpu_seconds,
+    folder_table,
+    page_table,
+    parse_wrk,
+)
 
 # wrk 4.1 (Debian's) with --latency, after a run in which some requests failed.
 WRK_OUT = """\
@@ -68,3 +81,23 @@ def test_folders_are_compared_with_the_smallest_and_the_largest_has_the_aim() ->
     assert lines[1].endswith("| 4.00 |  | 0 |")
     assert lines[2].endswith("| 1.50 | ≤ 1.5×: met | 0 |")
     assert "≤ 1.5×: **missed**" in folder_table({10: run(1, 100.0), 20: run(1, 151.0)})
+
+
+def test_cpu_time_of_a_process_grows_with_its_work_and_is_zero_once_gone() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # bounded: 50 ms of this process's CPU
+        pass
+    assert cpu_seconds(os.getpid()) >= before + 0.03  # clock ticks are 10 ms
+    assert cpu_seconds(2**22 + 1) == 0.0  # above Linux's largest pid: no such process
+
+
+def test_the_page_table_shows_each_roles_cpu_per_request() -> None:
+    page = {"rps": 500.0, "p50": 1.0, "p99": 2.0, "non_2xx": 0.0, "socket_errors": 0.0,
+            "timeouts": 0.0}
+    pages = {LOGIN: {**page, "rps": 1000.0, "cpu_portal": 0.5, "cpu_leader": 0.0,
+                     "cpu_followers": 0.01},
+             DRIVE: {**page, "cpu_portal": 1.25, "cpu_leader": 0.5, "cpu_followers": 0.3}}
+    lines = page_table(pages).splitlines()
+    assert lines[0].endswith("| CPU ms/request: portal, leader, followers |")
+    assert lines[3].startswith(f"| {DRIVE} | 500 |") and lines[3].endswith("| 1.25, 0.50, 0.30 |")
