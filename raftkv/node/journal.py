@@ -28,7 +28,10 @@ the descriptors of the segments written since the last round (compaction, a cut 
 duplicates), fsyncs them with no lock held, and then publishes the index the journal
 ended at when the round began, unless a cut or a clear happened meanwhile (those
 lower ``synced_index`` themselves, and the round's claim may name entries that are
-gone).
+gone).  A round that cannot duplicate a descriptor (EMFILE) takes nothing and
+syncs nothing: a later one does.  A failed fsync is for good: the round raises, and
+every later one raises it again, publishing nothing (the kernel may have dropped the
+pages; a retry would claim what the disk does not hold).
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ Entry = tuple[bytes, int, int]  # (command, index, term): what the engine reads
 
 class JournalCorrupt(RuntimeError):
     """A record the journal had accepted reads back wrong: the disk changed it."""
+
+
+class SyncDeferred(RuntimeError):
+    """A sync round could not begin (no descriptor left to duplicate one with): nothing
+    was synced or claimed, and the next round syncs it all.  Not a failed fsync."""
 
 
 @dataclass
@@ -113,6 +121,7 @@ class SegmentJournal:
         self._synced = 0
         self._wanted = False              # a sync was asked for since the syncer's last round
         self._closed = False
+        self._failed: OSError | None = None  # an fsync failed: no round publishes again
         self._syncer: threading.Thread | None = None
         self.on_synced: Callable[[], None] | None = None   # after synced_index rose (syncer's thread)
         self.on_sync_failed: Callable[[OSError], None] | None = None
@@ -324,7 +333,7 @@ class SegmentJournal:
         """Ask the syncer (a thread, started on first use) to sync everything written so
         far; returns at once.  Requests made while a round runs share the next round."""
         with self._lock:
-            if self._closed or self._written <= self._synced:
+            if self._closed or self._failed is not None or self._written <= self._synced:
                 return
             self._wanted = True
             if self._syncer is None:
@@ -336,7 +345,9 @@ class SegmentJournal:
     def sync(self) -> None:
         """Make everything written so far survive a crash of the machine, on the calling
         thread (after a round of the syncer's that is under way); nothing to do when
-        nothing was written."""
+        nothing was written.  Raises the :class:`OSError` of a failed fsync, this one's
+        or any earlier one's (for good), and :class:`SyncDeferred` if the round could
+        not begin."""
         self._sync_round()
 
     def flush(self) -> None:
@@ -352,6 +363,8 @@ class SegmentJournal:
                 self._wanted = False
             try:
                 rose = self._sync_round()
+            except SyncDeferred:
+                continue  # the next request (each tick makes one while entries wait) retries
             except OSError as exc:
                 # A failed fsync may have dropped the dirty pages (retrying would claim
                 # them): synced_index stays where it is for good.
@@ -367,11 +380,13 @@ class SegmentJournal:
         segment came or went); whether ``synced_index`` rose."""
         with self._round:
             with self._lock:
+                if self._failed is not None:
+                    # The failed fsync may have dropped pages a later one would claim.
+                    raise self._failed
                 if self._closed:
                     return False
                 target, generation = self._written, self._generation
-                # Our own descriptors: the journal may close and reuse its own meanwhile.
-                fds = [os.dup(fd) for fd in self._unsynced]
+                fds = self._duplicates()
                 self._unsynced.clear()
                 directory, self._dir_unsynced = self._dir_unsynced, False
             try:
@@ -379,6 +394,10 @@ class SegmentJournal:
                     os.fsync(fd)
                 if directory:
                     fsync_dir(self._dir)
+            except OSError as exc:
+                with self._lock:
+                    self._failed = exc
+                raise
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -390,6 +409,22 @@ class SegmentJournal:
                     return False
                 self._synced = target
                 return True
+
+    def _duplicates(self) -> list[int]:
+        """Our own descriptors of the segments to sync (under the lock): the journal may
+        close and reuse its own meanwhile.  If one cannot be made (EMFILE), those made
+        are closed and :class:`SyncDeferred` raised, the round having taken nothing."""
+        fds: list[int] = []
+        try:
+            for fd in self._unsynced:
+                fds.append(os.dup(fd))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            log.warning("the journal in %s puts a sync off: cannot duplicate a segment's "
+                        "descriptor (%s)", self._dir, exc)
+            raise SyncDeferred(f"cannot duplicate a segment's descriptor ({exc})") from exc
+        return fds
 
     def _destroy(self) -> None:
         with self._lock:

@@ -183,13 +183,26 @@ class _LeaderCountsWhatIsSynced(_SyncsOffTheTickThread):
                 self._journal.request_sync()  # the no-op of an election won while polling
                 self._lower_match_indexes()
             else:
-                self._journal.sync()
+                self._sync_inline()
         else:
             self._count_waits_for_sync = False
         try:
             super()._onTick(timeToWait)
         finally:
             self._restore_match_indexes()  # if applying was never reached
+
+    def _sync_inline(self) -> None:
+        """A group of one's leader syncs its journal before the commit loop counts it.
+        A failed fsync stops the replica, as the syncer's does: raised out of the tick,
+        the engine's tick thread would log it and tick again (and the journal refuses
+        every later round, so nothing would ever commit).  A round that could not begin
+        (``SyncDeferred``: no descriptor to spare) is raised out of the tick too, so
+        this tick commits nothing; the engine logs it, waits a tick's period and retries."""
+        try:
+            self._journal.sync()
+        except OSError as exc:
+            self._sync_failed(exc)
+            raise  # _stop_replica does not return; if it did, the tick must not go on
 
     def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802 - pysyncobj's name
         self._restore_match_indexes()  # the commit loop just ran

@@ -315,6 +315,58 @@ def test_the_leader_syncs_a_new_entry_while_the_followers_write_it(tmp_path, eve
         h.close()
 
 
+def test_a_group_of_ones_leader_stops_on_a_failed_fsync_and_commits_nothing_after(
+        tmp_path, monkeypatch) -> None:
+    # Its leader fsyncs inline, on the tick thread; the engine's tick thread logs what a
+    # tick raises and ticks again.  After a failed fsync the kernel may have dropped the
+    # pages: no later tick may count them synced, and the replica stops.
+    stopped: list[str] = []
+    monkeypatch.setattr(syncing, "_stop_replica", stopped.append)  # not os._exit here
+    config = node.ReplicaConfig(raft_addr=f"127.0.0.1:{free_port()}", peers=(),
+                                data_dir=tmp_path, secret=SECRET, shards=4)
+    conf = replica._engine_conf(config, Store(4))
+    conf.autoTick = False
+    engine = replica._Engine(config, Store(4), conf)
+    log = engine._SyncObj__raftLog
+    real_fsync = os.fsync
+    failing = threading.Event()
+
+    def fsync(fd: int) -> None:  # the next fsync of a segment fails, once
+        if failing.is_set() and os.readlink(f"/proc/self/fd/{fd}").endswith(journal.SUFFIX):
+            failing.clear()
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        engine._SyncObj__raftCurrentTerm = 1
+        engine._SyncObj__onBecomeLeader()
+        engine.doTick(0.0)
+        before = log[-1][1]
+        assert engine._SyncObj__raftCommitIndex == log.synced_index == before
+        failing.set()
+        engine.apply_batch(msgpack.packb([1.0]), callback=lambda *_: None)
+        # The tick appends the entry and asks the syncer; its fsync fails (on the syncer's
+        # thread, or at the next tick's inline sync, whichever comes first).
+        engine.doTick(0.0)
+        raised = 0
+        for _ in range(3):                       # the engine's tick thread ticks again
+            try:
+                engine.doTick(0.0)
+            except OSError:
+                raised += 1
+        assert not failing.is_set(), "the fsync did not fail: the scenario did not run"
+        assert log[-1][1] == before + 1
+        assert log.synced_index == before, "a round after the failed fsync claimed its entry"
+        assert engine._SyncObj__raftCommitIndex == before
+        assert stopped and "fsync failed" in stopped[0]
+        assert raised >= 2, "a tick after the failed fsync went on to the commit loop"
+    finally:
+        engine.destroy()
+        if engine._snapshot_context.serializer is not None:
+            engine._snapshot_context.serializer.stop()
+
+
 # -- term and vote are on disk before the vote leaves (Term and vote) ---------
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])

@@ -5,6 +5,7 @@ held where a test needs a sync to be under way."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -207,4 +208,68 @@ def test_a_failed_fsync_is_reported_and_claims_nothing(tmp_path, monkeypatch) ->
     wait_for(lambda: failed, 10, "the failure to be reported")
     assert j.synced_index == 0
     monkeypatch.undo()
+    j.close()
+
+
+def test_a_failed_fsync_is_for_good_no_later_round_claims_anything(tmp_path, monkeypatch) -> None:
+    j = SegmentJournal(tmp_path / "j")
+    _fill(j, _entries(1, 3))
+    real_fsync = os.fsync
+    failing = threading.Event()
+    failing.set()
+
+    def once(fd: int) -> None:
+        if failing.is_set():
+            failing.clear()
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", once)
+    with pytest.raises(OSError):
+        j.sync()
+    _fill(j, _entries(4, 5))
+    for _ in range(2):                    # the kernel may have dropped 1..3: never claimed
+        with pytest.raises(OSError):
+            j.sync()
+    j.request_sync()
+    assert j.synced_index == 0
+    j.close()
+
+
+def test_a_round_that_cannot_duplicate_a_descriptor_stops_nothing_and_leaks_nothing(
+        tmp_path, fsyncs, small_segments, monkeypatch) -> None:
+    j = SegmentJournal(tmp_path / "j")
+    failed: list[OSError] = []
+    j.on_sync_failed = failed.append
+    _fill(j, _entries(1, 60))             # several segments, none synced
+    segments = {str(p) for p in (tmp_path / "j").iterdir() if p.name.endswith(journal.SUFFIX)}
+    assert len(segments) > 3
+    real_dup, real_close = os.dup, os.close
+    made: list[int] = []
+    closed: list[int] = []
+    refused = threading.Event()
+
+    def dup(fd: int) -> int:              # the third descriptor of the round: EMFILE, once
+        if len(made) == 2 and not refused.is_set():
+            refused.set()
+            raise OSError(errno.EMFILE, "Too many open files")
+        made.append(real_dup(fd))
+        return made[-1]
+
+    def close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "dup", dup)
+    monkeypatch.setattr(os, "close", close)
+    j.request_sync()
+    assert refused.wait(10)
+    _round_ended(j)
+    assert sorted(closed) == sorted(made), "a descriptor the round made was left open"
+    assert not failed, "a refused dup was taken for a failed fsync"
+    assert j.synced_index == 0 and fsyncs.on("journal-syncer") == []
+    j.request_sync()                      # a later round syncs every segment
+    _synced_to(j, 60)
+    assert segments <= set(fsyncs.on("journal-syncer"))
+    assert not failed
     j.close()
