@@ -146,17 +146,25 @@ class MailViews:
         user = current_user(request)
         folder = "sent" if request.args.get("folder") == "sent" else "inbox"
         older, newer = _message_id(request, "older"), _message_id(request, "newer")
-        messages, more = mailbox.list_page(self.client(), user, folder, older_than=older,
-                                           newer_than=newer, limit=PAGE_SIZE)
-        if newer and not more:  # "newer" reached the newest: that is the first page
+        page = mailbox.list_page(self.client(), user, folder, older_than=older,
+                                 newer_than=newer, limit=PAGE_SIZE)
+        if newer and not page.more:  # "newer" reached the newest: that is the first page
             return redirect("/mail" + ("?folder=sent" if folder == "sent" else ""), 303)
+        messages = page.messages
         marked = self.read_marks.pending(user)
         if marked:
             messages = [replace(m, unread=False) if m.id in marked else m for m in messages]
-        first = not older and not newer
+        # A page covers the ids from where it was asked to where its read stopped
+        # (page.resume, which may lie past its last message when the folder is rare
+        # among the mail): each link reads on from one of those ends.
+        if newer:
+            newer_link: str | None = page.resume
+            older_link: str | None = messages[-1].id if messages else newer
+        else:
+            newer_link = (messages[0].id if messages else older) if older else None
+            older_link = page.resume if page.more else None
         return self.render(request, "mail.html", folder=folder, messages=messages,
-                           newer=messages[0].id if messages and not first else None,
-                           older=messages[-1].id if messages and (more or newer) else None,
+                           newer=newer_link, older=older_link,
                            address=f"{user}@{self.config.site.domains[0]}")
 
     def cells_mail_message(self, user: str, msg_id: str) -> list[Key]:

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
     from raftkv.interface import KeyValueStore
 
-__all__ = ["MailboxFull", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
+__all__ = ["MailboxFull", "MessagePage", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
            "get_message", "get_summary", "has_room", "header_value", "list_messages", "list_page",
            "mark_read", "new_message_id", "parse_headers", "quota_setting", "read_meta", "unread",
            "usage"]
@@ -280,23 +280,35 @@ def list_messages(client: KeyValueStore, user: str, folder: str = "inbox") -> li
     return summaries
 
 
+@dataclass(frozen=True)
+class MessagePage:
+    """A page of one folder (:func:`list_page`), newest first."""
+
+    messages: list[MessageSummary]
+    more: bool    # there may be more beyond them in the direction read (older, or newer)
+    resume: str   # with ``more``: the id to read on from in that direction ("" otherwise)
+
+
 def list_page(client: KeyValueStore, user: str, folder: str = "inbox", *, older_than: str = "",
-              newer_than: str = "", limit: int) -> tuple[list[MessageSummary], bool]:
+              newer_than: str = "", limit: int) -> MessagePage:
     """Up to ``limit`` messages of one folder, newest first, without reading the others.
 
     The messages older than the id ``older_than`` (from the newest if ""), or the
-    ``limit`` just newer than ``newer_than``; and whether there are more beyond
+    ``limit`` just newer than ``newer_than``; and whether there may be more beyond
     them (older, or newer).  Ids sort by arrival, so this is ``get_row`` over the
     metadata columns in descending (or ascending) order with a limit.  The folders
     share the columns: a read that finds too few of this folder's reads on, at
     most :data:`PAGE_READS` times (a user's Sent among thousands of received
-    messages).
+    messages).  A scan stopped there says "more" and resumes from the last column
+    it read, not from the last message it found: what lies beyond it is unread,
+    and the folder's older mail must stay reachable however rare it is.
     """
     row = mailbox_row(user)
     reverse = not newer_than
     cursor = META_PREFIX + (newer_than or older_than) if (newer_than or older_than) else ""
     batch = (limit + 1) * PAGE_READ_FACTOR
     found: list[MessageSummary] = []
+    exhausted = False
     for _ in range(PAGE_READS):
         cells = client.get_row(row, prefix=META_PREFIX, after=cursor, reverse=reverse,
                                limit=batch)
@@ -307,13 +319,20 @@ def list_page(client: KeyValueStore, user: str, folder: str = "inbox", *, older_
                 found.append(summary)
                 if len(found) > limit:
                     break  # one past the page says "more": the rest need not be unpacked
-        if len(found) > limit or len(cells) < batch:
+        if len(cells) < batch:
+            exhausted = True
+        if len(found) > limit or exhausted:
             break
-    more = len(found) > limit
+    if len(found) > limit:  # resume after the last message shown
+        more, resume = True, found[limit - 1].id
+    elif not exhausted:  # stopped on a full batch: resume after the last column read
+        more, resume = True, cursor[len(META_PREFIX):]
+    else:
+        more, resume = False, ""
     found = found[:limit]
     if not reverse:
         found.reverse()
-    return found, more
+    return MessagePage(found, more, resume)
 
 
 def get_summary(client: KeyValueStore, user: str, msg_id: str) -> MessageSummary | None:
