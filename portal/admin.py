@@ -13,6 +13,7 @@ asks first when it would leave the replica's group without a majority.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -141,14 +142,27 @@ class AdminViews:
     @login_required
     def on_admin(self: Portal, request: Request) -> Response:
         client = self.client()
-        # Everything at once; nothing read is shown before the admin flag is checked.
-        # Each part is shown even when another cannot be had: the registry
-        # lives in the store, the replicas and supervisors answer for themselves.
-        _, (processes, silent), listed, status = together(
-            lambda: client.confirm(self.cells_admin(current_user(request))), self._supervised,
-            lambda: _or_none(lambda: registry.list_nodes(client)),
-            lambda: _or_none(client.status))
-        self._require_admin(request)
+        account = self.cells_admin(current_user(request))
+        # Each part is shown even when another cannot be had: the registry lives in
+        # the store, the replicas and supervisors answer for themselves.
+        parts: list[Callable[[], Any]] = [
+            self._supervised, lambda: _or_none(lambda: registry.list_nodes(client)),
+            lambda: _or_none(client.status)]
+        if all(key in client.found for key in account):
+            # The admin flag first: its cell came with the session, in the request's first
+            # round trip, so a non-admin makes the worker ask no supervisor or replica.
+            self._require_admin(request)
+            results = together(*parts)
+        else:
+            # A worker that did not know this session yet could not name the account in
+            # the first round trip: the flag is read with the rest, as one round trip
+            # (two in all, like every page), and decides before anything they met is
+            # raised or shown -- a non-admin gets a 403, never another part's error.
+            _, *caught = together(lambda: client.confirm(account),
+                                  *(functools.partial(_caught, part) for part in parts))
+            self._require_admin(request)
+            results = [_raised(outcome) for outcome in caught]
+        (processes, silent), listed, status = results
         nodes: list[dict[str, Any]] | None = None
         if listed is not None:
             nodes = [{**vars(n), "state": _node_state(n.alive, processes.get(n.name))}
@@ -226,6 +240,26 @@ class AdminViews:
             request, "admin_data.html", shards=shards, shard=shard, row_key="", rows=rows,
             next=rows[-1]["row"] if len(page) > PAGE else None,
             prev=page_before(client, shard, rows[0]["row"]) if rows and after else None)
+
+
+class _Failed:
+    """An exception held until the admin flag has been checked (on_admin)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _caught(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - raised by _raised, once the caller may see it
+        return _Failed(exc)
+
+
+def _raised(outcome: Any) -> Any:
+    if isinstance(outcome, _Failed):
+        raise outcome.error
+    return outcome
 
 
 def _or_none[T](read: Callable[[], T]) -> T | None:
