@@ -40,7 +40,7 @@ from shards.readonly import ReadOnlyFallback, fallback_for, observing, read_stat
 from .account import AccountViews
 from .admin import AdminViews
 from .auth import AuthViews
-from .cache import ListingCache
+from .cache import LISTING_ITEMS, ROWS_CHARS, ListingCache
 from .compose import ComposeViews
 from .config import PortalConfig
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
@@ -142,8 +142,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         self.sessions = SessionStore(self.client, ttl=config.session_ttl,
                                      idle=config.session_idle, secure=config.cookie_secure)
         self.load = LoadCounter(config.load_dir)
-        self.listings = ListingCache(config.listing_cache)
-        self.rendered_rows = ListingCache(config.listing_cache)  # portal.drive's rows
+        self.listings = ListingCache(config.listing_cache, LISTING_ITEMS)
+        self.rendered_rows = ListingCache(config.listing_cache, ROWS_CHARS)  # portal.drive's rows
         self.cells = CellCache(config.cell_cache)
         self.message_views = MessageViewCache()
         self.read_marks = ReadMarks(self.client)

@@ -16,6 +16,12 @@ as the version they are kept under), and the whole listing that the other sort
 orders need; and the rows of a page as rendered (portal.drive), kept with
 everything else they show (the page's sort and cursors, the session's CSRF
 token, the read-only state), used only for exactly those.
+
+Bounded twice, like :mod:`.messageview`: in entries, and in a budget of what
+they hold -- folder entries for the reads, characters for rendered rows --
+since an entry's count says nothing of its size (zero-byte files cost no
+quota, so a folder may list 100,000 of them).  An entry over a tenth of the
+budget is served but not kept.
 """
 
 from __future__ import annotations
@@ -24,16 +30,22 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from shards.readonly import read_state
+
 FIRST_PAGE, SUBFOLDERS, LISTING = "page", "folders", "listing"
 ROWS = "rows"  # a page's rendered rows, with what else they were rendered from (portal.drive)
+LISTING_ITEMS = 50_000          # folder entries a worker's listing cache holds in all
+ROWS_CHARS = 16 * 1024 * 1024   # characters of rendered rows its rows cache holds in all
 
 
 class ListingCache:
     """Least recently used folder reads of this process, each kept under a header version."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: int) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, str, str], tuple[int, Any]] = OrderedDict()
+        self.budget = budget  # in the units of put's ``cost``
+        self._entries: OrderedDict[tuple[str, str, str], tuple[int, Any, int]] = OrderedDict()
+        self._cost = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -50,12 +62,38 @@ class ListingCache:
             self._entries.move_to_end(key)
             return kept[1]
 
-    def put(self, kind: str, user: str, folder_id: str, version: int, value: Any) -> None:
-        if not self.size:
-            return
+    def put(self, kind: str, user: str, folder_id: str, version: int, value: Any, *,
+            cost: int) -> None:
+        """Keep ``value`` as the folder's at ``version``; ``cost``: its size in the budget's
+        units (entries, characters).  Over a tenth of the budget it is not kept.
+
+        Nor is anything while the running request has read a group stale (read-only
+        mode, :mod:`shards.readonly`): what it assembled may mix stale reads with a
+        header version that, after recovery, would let it pass as current.
+        """
         key = (kind, user, folder_id)
+        state = read_state()
         with self._lock:
-            self._entries[key] = (version, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            self._drop(key)
+            if not self.size or cost > self.budget // 10 or (state is not None
+                                                             and state.stale_groups):
+                return
+            self._entries[key] = (version, value, cost)
+            self._cost += cost
+            while len(self._entries) > self.size or self._cost > self.budget:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple[str, str, str]) -> None:
+        kept = self._entries.pop(key, None)
+        if kept is not None:
+            self._cost -= kept[2]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def cost(self) -> int:
+        """What the kept entries hold, in the budget's units."""
+        with self._lock:
+            return self._cost

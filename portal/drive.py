@@ -172,7 +172,8 @@ class DriveViews:
         html = Markup(self.jinja.get_template("_drive_rows.html").render(
             items=items, csrf=csrf, read_only=read_only))
         if view.version is not None:
-            self.rendered_rows.put(ROWS, user, folder_id, view.version, (shown, html))
+            self.rendered_rows.put(ROWS, user, folder_id, view.version, (shown, html),
+                                   cost=len(html))
         return html
 
     def drive_refusal(self: Portal, request: Request, folder_id: str,

@@ -162,14 +162,16 @@ def read_folder(store: PageStore, listings: ListingCache, user: str, folder_id: 
             subfolders = tuple(sorted((f for f in folders.values() if f.parent == folder_id
                                        and f.id != ROOT), key=_name_key))
             if version is not None:  # read after the header was confirmed (warm)
-                listings.put(SUBFOLDERS, user, folder_id, version, subfolders)
+                listings.put(SUBFOLDERS, user, folder_id, version, subfolders,
+                             cost=len(subfolders))
     if path is None:  # the confirmed cells say the folder is gone
         raise drive.NoSuchItem("There is no such folder in your drive.")
     used = drive.usage_of(store.found.get((row, drive.USAGE_COL)))
     if not by_name:
         if want_listing:
             listing = next(results)
-            listings.put(LISTING, user, folder_id, listing.version, listing)
+            listings.put(LISTING, user, folder_id, listing.version, listing,
+                         cost=len(listing.items))
         assert listing is not None
         return FolderView(path, list(listing.items), used, None, None,
                           version=version if not want_listing else None)
@@ -177,7 +179,8 @@ def read_folder(store: PageStore, listings: ListingCache, user: str, folder_id: 
     if want_page:
         page_version, entries, more = next(results)
         if page_version is not None:  # read with its header: true at that version
-            listings.put(FIRST_PAGE, user, folder_id, page_version, (tuple(entries), more))
+            listings.put(FIRST_PAGE, user, folder_id, page_version, (tuple(entries), more),
+                         cost=len(entries))
     else:
         assert page is not None
         entries, more = list(page[0]), page[1]
