@@ -11,9 +11,25 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import Client as HTTPClient
 from werkzeug.test import encode_multipart
 
+from portal import PortalConfig, create_app
+from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
+
 ADMIN_PASSWORD = "admin-password-1"  # the shared kv_cluster's admin: the first app to start makes it
 PASSWORD = "correct horse battery"
 _ID = r"[0-9a-f]{24}"
+
+
+def unit_config() -> PortalConfig:
+    """A portal's settings for unit tests: one group (never dialled), no background threads."""
+    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
+    cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
+                            secret=b"s" * 32)
+    return PortalConfig(cluster=cluster, frontend="fe-unit", background=False)
+
+
+def unit_portal(store, config: PortalConfig | None = None):
+    """A portal whose every worker uses ``store`` (the in-memory store of unit tests)."""
+    return create_app(config or unit_config(), client_factory=lambda: store)
 
 
 def unique(prefix: str = "u") -> str:

@@ -13,16 +13,13 @@ import html
 import re
 
 import pytest
-from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app, mail
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
+from portal import mail
 from shards.model import accounts, mailbox
 
 from .._memstore import MemClient
+from .._portal import PASSWORD, logged_in, unit_portal
 
-SECRET = b"s" * 32
-PASSWORD = "correct horse battery"
 RECEIVED = 300
 # Arrival positions among all 303.  The first page's reads (PAGE_READS batches of
 # (PAGE_SIZE + 1) * PAGE_READ_FACTOR columns: 208, positions 302 down to 95) find one.
@@ -46,17 +43,8 @@ def store() -> MemClient:
 
 @pytest.fixture
 def http(store):
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                            secret=SECRET)
-    app = create_app(PortalConfig(cluster=cluster, frontend="fe-unit", background=False),
-                     client_factory=lambda: store)
-    client = HTTPClient(app)
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/login").text).group(1)
-    response = client.post("/login", data={"csrf": csrf, "username": "bob",
-                                           "password": PASSWORD})
-    assert response.status_code == 303, response.text
-    yield client
+    app = unit_portal(store)
+    yield logged_in(app, "bob")
     app.close()
 
 

@@ -11,21 +11,17 @@ The store is :class:`tests._memstore.MemClient`.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, admin, create_app
+from portal import admin
 from portal.sessions import COOKIE
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from shards.model import accounts
 
 from .._memstore import MemClient
-
-SECRET = b"s" * 32
-PASSWORD = "correct horse battery"
+from .._portal import PASSWORD, logged_in, unit_config, unit_portal
 
 
 class CountingStore(MemClient):
@@ -73,12 +69,9 @@ def supervisor_calls(monkeypatch) -> list[str]:
 
 
 def _portal(store: CountingStore) -> Any:
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                            secret=SECRET)
-    config = PortalConfig(cluster=cluster, frontend="fe-unit", background=False)
+    config = unit_config()
     config.__dict__["supervisors"] = {"host1": "127.0.0.1:3"}  # one supervised host
-    return create_app(config, client_factory=lambda: store)
+    return unit_portal(store, config)
 
 
 @pytest.fixture
@@ -88,16 +81,9 @@ def app(store):
     app.close()
 
 
-def _login(app, user: str) -> HTTPClient:
-    http = HTTPClient(app)
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get("/login").text).group(1)
-    response = http.post("/login", data={"csrf": csrf, "username": user, "password": PASSWORD})
-    assert response.status_code == 303, response.text
-    return http
-
 
 def test_a_non_admin_is_refused_before_anyone_is_asked(app, store, supervisor_calls):
-    http = _login(app, "bob")
+    http = logged_in(app, "bob")
     assert http.get("/admin").status_code == 403  # the worker now knows whose session it is
     store.status_calls, supervisor_calls[:] = 0, []
     for _ in range(3):
@@ -106,14 +92,14 @@ def test_a_non_admin_is_refused_before_anyone_is_asked(app, store, supervisor_ca
 
 
 def test_an_admin_gets_the_console_with_every_part_asked(app, store, supervisor_calls):
-    http = _login(app, "root")
+    http = logged_in(app, "root")
     assert http.get("/admin").status_code == 200
     assert store.status_calls == 1 and supervisor_calls == ["host1"]
 
 
 def test_on_a_worker_new_to_the_session_a_non_admin_gets_403_whatever_failed(
         app, store, supervisor_calls):
-    sid = _login(app, "bob").get_cookie(COOKIE).value
+    sid = logged_in(app, "bob").get_cookie(COOKIE).value
     store.status_fails = True
     other = _portal(store)  # another worker: it has not seen this session
     try:

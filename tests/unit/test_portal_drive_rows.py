@@ -14,15 +14,11 @@ import re
 import pytest
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from portal.sessions import COOKIE, csrf_token
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from shards.model import accounts, drive
 
 from .._memstore import MemClient
-
-SECRET = b"s" * 32
-PASSWORD = "correct horse battery"
+from .._portal import PASSWORD, logged_in, unit_portal
 
 
 @pytest.fixture
@@ -36,11 +32,7 @@ def store():
 
 @pytest.fixture
 def app(store):
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                            secret=SECRET)
-    app = create_app(PortalConfig(cluster=cluster, frontend="fe-unit", background=False),
-                     client_factory=lambda: store)
+    app = unit_portal(store)
     yield app
     app.close()
 
@@ -61,10 +53,7 @@ def renders(app, monkeypatch):
 
 
 def _login(app) -> tuple[HTTPClient, str]:
-    http = HTTPClient(app)
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get("/login").text).group(1)
-    response = http.post("/login", data={"csrf": csrf, "username": "bob", "password": PASSWORD})
-    assert response.status_code == 303, response.text
+    http = logged_in(app, "bob")
     return http, http.get_cookie(COOKIE).value
 
 

@@ -14,18 +14,14 @@ import re
 from typing import Any
 
 import pytest
-from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from portal.cache import LISTING, LISTING_ITEMS, ROWS_CHARS, ListingCache
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from shards.model import accounts, drive
 from shards.readonly import read_state
 
 from .._memstore import MemClient
+from .._portal import PASSWORD, logged_in, unit_portal
 
-SECRET = b"s" * 32
-PASSWORD = "correct horse battery"
 FILES = 40
 
 
@@ -54,21 +50,10 @@ def store() -> SometimesStale:
 
 @pytest.fixture
 def app(store):
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                            secret=SECRET)
-    app = create_app(PortalConfig(cluster=cluster, frontend="fe-unit", background=False),
-                     client_factory=lambda: store)
+    app = unit_portal(store)
     yield app
     app.close()
 
-
-def _login(app) -> HTTPClient:
-    http = HTTPClient(app)
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get("/login").text).group(1)
-    response = http.post("/login", data={"csrf": csrf, "username": "bob", "password": PASSWORD})
-    assert response.status_code == 303, response.text
-    return http
 
 
 def _names(html: str) -> list[str]:
@@ -93,7 +78,7 @@ def test_a_huge_listing_is_served_but_neither_it_nor_its_rows_are_kept(app):
     # Budgets a tenth of which is below this folder's entries and rows.
     app.listings = ListingCache(512, 10 * (FILES - 1))
     app.rendered_rows = ListingCache(512, 10 * FILES * 50)  # rows are well over 50 characters
-    http = _login(app)
+    http = logged_in(app, "bob")
     for _ in range(3):
         assert len(_names(http.get("/drive?sort=size").text)) == FILES
     assert len(app.listings) == 0 and len(app.rendered_rows) == 0
@@ -107,7 +92,7 @@ def test_a_huge_listing_is_served_but_neither_it_nor_its_rows_are_kept(app):
 
 @pytest.mark.parametrize("sort", ["size", "name"])
 def test_nothing_read_stale_is_kept(app, store, sort):
-    http = _login(app)
+    http = logged_in(app, "bob")
     url = f"/drive?sort={sort}"
     for _ in range(3):  # current: the listing and (warm) its rows are kept
         http.get(url)

@@ -14,17 +14,13 @@ from email.message import EmailMessage
 
 import pytest
 from markupsafe import Markup
-from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app, mail
+from portal import mail
 from portal.messageview import MessageView, MessageViewCache
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from shards.model import accounts, mailbox
 
 from .._memstore import MemClient
-
-SECRET = b"s" * 32
-PASSWORD = "correct horse battery"
+from .._portal import PASSWORD, logged_in, unit_portal
 
 
 def _raw(subject: str, body: str = "Hello there.\n") -> bytes:
@@ -46,21 +42,10 @@ def store():
 
 @pytest.fixture
 def app(store):
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                            secret=SECRET)
-    app = create_app(PortalConfig(cluster=cluster, frontend="fe-unit", background=False),
-                     client_factory=lambda: store)
+    app = unit_portal(store)
     yield app
     app.close()
 
-
-def _login(app, user: str) -> HTTPClient:
-    http = HTTPClient(app)
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get("/login").text).group(1)
-    response = http.post("/login", data={"csrf": csrf, "username": user, "password": PASSWORD})
-    assert response.status_code == 303, response.text
-    return http
 
 
 @pytest.fixture
@@ -83,7 +68,7 @@ def _subject(html: str) -> str:
 
 def test_a_message_is_parsed_once_and_its_bytes_not_read_again(app, store, parses):
     msg_id = mailbox.deliver(store, "bob", _raw("Quarterly figures"))
-    http = _login(app, "bob")
+    http = logged_in(app, "bob")
     for _ in range(3):
         response = http.get(f"/mail/{msg_id}")
         assert response.status_code == 200
@@ -98,7 +83,7 @@ def test_a_message_is_parsed_once_and_its_bytes_not_read_again(app, store, parse
 
 def test_a_new_version_of_the_raw_cell_is_not_served_from_the_old_view(app, store, parses):
     msg_id = mailbox.deliver(store, "bob", _raw("First words"))
-    http = _login(app, "bob")
+    http = logged_in(app, "bob")
     assert _subject(http.get(f"/mail/{msg_id}").text) == "First words"
     # Not something delivery does -- a message's bytes never change -- but the cache must
     # not rely on it: another version of the cell is another message to show.
@@ -111,7 +96,7 @@ def test_a_new_version_of_the_raw_cell_is_not_served_from_the_old_view(app, stor
 
 def test_a_deleted_message_is_gone_though_its_view_is_kept(app, store):
     msg_id = mailbox.deliver(store, "bob", _raw("Soon gone"))
-    http = _login(app, "bob")
+    http = logged_in(app, "bob")
     assert http.get(f"/mail/{msg_id}").status_code == 200
     assert mailbox.delete_message(store, "bob", msg_id)  # by another frontend
     assert len(app.message_views) == 1
@@ -134,7 +119,7 @@ def test_views_are_kept_per_user(app, store, parses):
         versions[behind] = store.put(rows[behind], mailbox.RAW_COLUMN,
                                      _raw(f"For {behind} only"))
     assert versions["bob"] == versions["carol"]
-    http_bob, http_carol = _login(app, "bob"), _login(app, "carol")
+    http_bob, http_carol = logged_in(app, "bob"), logged_in(app, "carol")
     assert _subject(http_bob.get(f"/mail/{msg_id}").text) == "For bob only"
     assert _subject(http_carol.get(f"/mail/{msg_id}").text) == "For carol only"
     assert _subject(http_bob.get(f"/mail/{msg_id}").text) == "For bob only"
