@@ -41,6 +41,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -113,6 +114,8 @@ class SegmentJournal:
         # What a sync round reads and the tick thread changes; never held across an fsync.
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the syncer waits here for requests
+        self._published = threading.Condition(self._lock)  # wait_synced waits here for rounds
+        self._rounds = 0                  # rounds that raised synced_index
         self._round = threading.Lock()    # one sync round at a time (the syncer's, sync()'s)
         self._unsynced: dict[int, _Segment] = {}  # fd -> segment written since the last round
         self._dir_unsynced = False
@@ -329,6 +332,24 @@ class SegmentJournal:
         with self._lock:
             return self._generation
 
+    @property
+    def rounds(self) -> int:
+        """How many sync rounds have raised ``synced_index`` so far."""
+        with self._lock:
+            return self._rounds
+
+    def wait_synced(self, index: int, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for ``synced_index`` to reach ``index``
+        (after :meth:`request_sync`); whether it did."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._synced < index:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed or self._failed is not None:
+                    return False
+                self._published.wait(left)
+            return True
+
     def request_sync(self) -> None:
         """Ask the syncer (a thread, started on first use) to sync everything written so
         far; returns at once.  Requests made while a round runs share the next round."""
@@ -408,6 +429,8 @@ class SegmentJournal:
                 if generation != self._generation or target <= self._synced:
                     return False
                 self._synced = target
+                self._rounds += 1
+                self._published.notify_all()
                 return True
 
     def _duplicates(self) -> list[int]:

@@ -18,6 +18,11 @@ from .fixes import _EngineBase
 from .pinned import _RAFT_STATE
 from .serializer import _stop_replica
 
+# How long a follower's tick thread waits for the syncer before it goes back to poll() with
+# its answer held (docs/engine-fixes.md, "The journal"): far below the 20 ms the tick may
+# stall, and long enough for a round on a disk that is not busy (0.1 ms here).
+ACK_WAIT = 0.002
+
 
 class _SyncsOffTheTickThread(_EngineBase):
     """The journal's syncer (raftkv/node/journal.py) wakes the tick thread when a round
@@ -80,7 +85,13 @@ class _FollowerAcksWhatIsSynced(_SyncsOffTheTickThread):
     that held the tick thread 0.25 s at a time.  Here the answer (and every later
     ``next_node_idx`` to the same peer, so that the leader sees them in order) is
     held, a sync is asked for, and the tick that follows the syncer's round sends
-    it.  An answer that claims nothing and moves nothing (neither success nor
+    it.  Most rounds end within a fraction of a millisecond, so the tick thread
+    first waits for the round, up to :data:`ACK_WAIT`, and sends the answer at
+    once: going back to ``poll()`` and being woken by the syncer cost each write
+    another hand-off and a tick.  A wait that ran out means the disk is busy: no
+    answer waits again until a round has ended since, so the messages handled in
+    one ``poll()`` cost the tick thread one ``ACK_WAIT`` at most.  An answer that
+    claims nothing and moves nothing (neither success nor
     reset: the leader only notes that the follower lives, as for a snapshot's
     piece) goes at once; order does not matter for it.
 
@@ -93,6 +104,7 @@ class _FollowerAcksWhatIsSynced(_SyncsOffTheTickThread):
 
     def __init__(self, config: ReplicaConfig, store: Store, conf: SyncObjConf) -> None:
         self._held_acks: dict[Any, collections.deque[_HeldAck]] = {}  # peer -> its answers, in order
+        self._slow_since_round = -1  # the journal's round count when a wait last ran out
         super().__init__(config, store, conf)
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,  # noqa: N802 - pysyncobj's name
@@ -114,6 +126,18 @@ class _FollowerAcksWhatIsSynced(_SyncsOffTheTickThread):
         self._send_held_acks(node)
         if node in self._held_acks:
             journal.request_sync()
+            self._wait_for_the_round(node, ack)
+
+    def _wait_for_the_round(self, node: Any, ack: _HeldAck) -> None:
+        """Wait (ACK_WAIT at most) for the round just asked for, then send what it covers;
+        not at all while the disk is known to be slow (a wait ran out, no round since)."""
+        journal = self._journal
+        if self._slow_since_round == journal.rounds:
+            return
+        if journal.wait_synced(ack.next_index - 1, ACK_WAIT):
+            self._send_held_acks(node)
+        else:
+            self._slow_since_round = journal.rounds
 
     def _send_held_acks(self, node: Any) -> None:
         """Send ``node``'s held answers, in order, up to the first the disk does not yet hold."""

@@ -221,6 +221,51 @@ def test_a_follower_acknowledges_only_entries_its_journal_synced(
         h.close()
 
 
+def test_a_follower_answers_at_once_when_its_disk_is_quick(tmp_path, events, monkeypatch) -> None:
+    """The tick thread waits (ACK_WAIT at most) for the syncer's round and sends the
+    answer then, not a tick later after the syncer woke it out of poll()."""
+    h = Harness(tmp_path, replica._Engine)
+    try:
+        events.clear()
+        monkeypatch.setattr(syncing, "ACK_WAIT", 5.0)  # a loaded test machine: time enough
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 4, 1)})
+        assert _acks(events) == 1 and h.log.synced_index >= 4  # no tick in between
+        assert _tick_fsyncs(events) == []
+    finally:
+        h.close()
+
+
+def test_a_slow_disk_costs_the_tick_one_wait_until_a_round_ends(
+        tmp_path, events, held_journal, monkeypatch) -> None:
+    h = Harness(tmp_path, replica._Engine)
+    waits: list[float] = []
+    real_wait = h.log.wait_synced
+
+    def counted(index: int, timeout: float) -> bool:
+        waits.append(timeout)
+        return real_wait(index, timeout)
+
+    monkeypatch.setattr(h.log, "wait_synced", counted)
+    try:
+        events.clear()
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 4, 1)})
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 4, "prevLogTerm": 1, "entries": _entries(5, 6, 1)})
+        assert _acks(events) == 0 and waits == [syncing.ACK_WAIT]  # the second did not wait
+        held_journal.set()
+        wait_for(lambda: h.log.synced_index == 6, 10, "the syncer's round", interval=0.005)
+        h.engine.doTick(0.0)
+        assert _acks(events) == 2
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 6, "prevLogTerm": 1, "entries": _entries(7, 7, 1)})
+        assert len(waits) == 2  # a round ended since: the disk may be quick again
+    finally:
+        held_journal.set()
+        h.close()
+
+
 def test_a_held_answer_is_dropped_when_the_term_changes(tmp_path, events, held_journal) -> None:
     h = Harness(tmp_path, replica._Engine)
     try:
