@@ -286,10 +286,14 @@ class Client:
     def _cell(self, result: dict[str, Any]) -> Cell | None:
         if not result.get("found"):
             return None
-        value = result["value"]
-        if result.get("blob"):
+        return self._full_cell(result["version"], result["value"], bool(result.get("blob")),
+                               bool(result.get("stale")))
+
+    def _full_cell(self, version: int, value: bytes, blob: bool, stale: bool) -> Cell:
+        """A cell as a read answered it: a blob's bytes fetched (its value is the manifest)."""
+        if blob:
             value = b"".join(self._chunks(value)[1])
-        return Cell(value, result["version"])
+        return StaleCell(value, version) if stale else Cell(value, version)
 
     # -- the API ----------------------------------------------------------
 
@@ -300,11 +304,7 @@ class Client:
         ``consistency="stale"`` reads any one replica that answers (it works
         with a single replica alive) and returns a :class:`StaleCell`.
         """
-        result = self._read({"op": "get", "row": row, "col": col}, consistency)
-        cell = self._cell(result)
-        if cell is not None and result.get("stale"):
-            return StaleCell(*cell)
-        return cell
+        return self._cell(self._read({"op": "get", "row": row, "col": col}, consistency))
 
     def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
         """Store a value of any size; returns the cell's new version.
@@ -440,21 +440,16 @@ class Client:
             return None
         if len(answer) == 1:
             return Unchanged(answer[0], stale)
-        cell = self._cell({"found": True, "version": answer[0], "value": answer[1],
-                           "blob": answer[2]})
-        assert cell is not None
-        return StaleCell(*cell) if stale else cell
+        version, value, blob = answer
+        return self._full_cell(version, value, blob, stale)
 
     def _cell_if_changed(self, row: str, col: str, known: int,
                          consistency: Consistency) -> Cell | Unchanged | None:
         """``get_cells``' answer for one cell, from a ``get`` (replicas that predate it)."""
         result = self._read({"op": "get", "row": row, "col": col}, consistency)
-        if not result.get("found"):
-            return None
-        if known > 0 and result["version"] == known:
-            return self._decoded([known], bool(result.get("stale")))
-        return self._decoded([result["version"], result["value"], result.get("blob", False)],
-                             bool(result.get("stale")))
+        if result.get("found") and 0 < known == result["version"]:
+            return Unchanged(known, bool(result.get("stale")))
+        return self._cell(result)
 
     def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
                 reverse: bool = False,
@@ -473,9 +468,7 @@ class Client:
         cells: dict[str, Cell] = {}
         for col, version, value, blob, stale in self._row_pages(row, prefix, after, limit,
                                                                 reverse, consistency):
-            cell = self._decoded([version, value, blob], stale)
-            assert isinstance(cell, Cell)
-            cells[col] = cell
+            cells[col] = self._full_cell(version, value, blob, stale)
         return cells
 
     def _row_pages(self, row: str, prefix: str, after: str, limit: int | None, reverse: bool,
