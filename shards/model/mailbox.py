@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from email.message import EmailMessage
 
-    from raftkv.interface import KeyValueStore
+    from raftkv.interface import Cell, KeyValueStore
 
 __all__ = ["MailboxFull", "MessagePage", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
            "get_message", "get_summary", "has_room", "header_value", "list_messages", "list_page",
@@ -271,13 +271,16 @@ def _usage(client: KeyValueStore, user: str) -> tuple[int, int]:
 def list_messages(client: KeyValueStore, user: str, folder: str = "inbox") -> list[MessageSummary]:
     """The messages in one folder, newest first."""
     cells = client.get_row(mailbox_row(user), prefix=META_PREFIX)
-    summaries = []
-    for column, cell in cells.items():
-        summary = _summary(column[len(META_PREFIX):], cell.value)
-        if summary is not None and summary.folder == folder:
-            summaries.append(summary)
+    summaries = [summary for column, cell in cells.items()
+                 if (summary := _in_folder(column, cell, folder)) is not None]
     summaries.sort(key=lambda s: s.id, reverse=True)
     return summaries
+
+
+def _in_folder(column: str, cell: Cell, folder: str) -> MessageSummary | None:
+    """The message of a metadata cell, if it is in ``folder``."""
+    summary = _summary(column[len(META_PREFIX):], cell.value)
+    return summary if summary is not None and summary.folder == folder else None
 
 
 @dataclass(frozen=True)
@@ -314,8 +317,8 @@ def list_page(client: KeyValueStore, user: str, folder: str = "inbox", *, older_
                                limit=batch)
         for column, cell in cells.items():
             cursor = column
-            summary = _summary(column[len(META_PREFIX):], cell.value)
-            if summary is not None and summary.folder == folder:
+            summary = _in_folder(column, cell, folder)
+            if summary is not None:
                 found.append(summary)
                 if len(found) > limit:
                     break  # one past the page says "more": the rest need not be unpacked

@@ -29,7 +29,7 @@ from .records import (
 if TYPE_CHECKING:
     from raftkv.interface import Cell, KeyValueStore
 
-FOLDER_INDEX = "d:"  # the prefix of the folder index's columns (records)
+FOLDER_INDEX = index_col(FOLDER, "")  # the prefix of the folder index's columns
 
 
 def get_file(client: KeyValueStore, user: str, file_id: str) -> Item | None:
@@ -78,11 +78,16 @@ def list_folder(client: KeyValueStore, user: str, folder_id: str) -> Listing:
     One ``get_row`` returns the header and the entries together, so a cache
     holding this listing is exactly as fresh as its version says.
     """
-    cells = client.get_row(drive_row(user), prefix=header_col(folder_id))
-    header = cells.pop(header_col(folder_id), None)
-    items = [item for column, cell in cells.items()
-             if (item := item_from_entry(column, cell)) is not None]
+    header, items = _entries(client.get_row(drive_row(user), prefix=header_col(folder_id)),
+                             folder_id)
     return Listing(folder_id, header.version if header else 0, tuple(items))
+
+
+def _entries(cells: dict[str, Cell], folder_id: str) -> tuple[Cell | None, list[Item]]:
+    """A folder's header (popped from ``cells``) and its entries among ``cells``."""
+    header = cells.pop(header_col(folder_id), None)
+    return header, [item for column, cell in cells.items()
+                    if (item := item_from_entry(column, cell)) is not None]
 
 
 def all_folders(client: KeyValueStore, user: str) -> dict[str, Item]:
@@ -113,9 +118,7 @@ def entries_page(client: KeyValueStore, user: str, folder_id: str, *, after: str
     cells = client.get_row(drive_row(user), prefix=prefix,
                            after=prefix + after if after else "", reverse=reverse,
                            limit=limit + 1 + with_header)
-    header = cells.pop(prefix, None)
-    items = [item for column, cell in cells.items()
-             if (item := item_from_entry(column, cell)) is not None]
+    header, items = _entries(cells, folder_id)
     version = (header.version if header else 0) if with_header else None
     return version, items[:limit], len(items) > limit
 
