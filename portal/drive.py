@@ -125,7 +125,7 @@ class DriveViews:
 
     def cells_drive(self: Portal, user: str) -> list[Key]:
         """The cells the drive's root page confirms with the session (portal.pagestore)."""
-        return page_keys(self.client(), user, ROOT)
+        return self.cells_drive_folder(user, ROOT)
 
     def cells_drive_folder(self: Portal, user: str, folder_id: str) -> list[Key]:
         return page_keys(self.client(), user, folder_id)

@@ -172,10 +172,7 @@ class PageStore:
 
     def _forget(self, keys: Iterable[Key]) -> None:
         keys = list(keys)
-        for key in keys:
-            self.found.pop(key, None)
-            self.probed.pop(key, None)
-        self.cache.forget(keys)
+        self._forget_quietly(keys)
         self.cache.refreshed += len(keys)
 
     def _wrote(self, key: Key, cell: Cell | None) -> None:
