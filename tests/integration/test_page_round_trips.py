@@ -16,6 +16,7 @@ import pytest
 from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
+from portal.pagestore import READER_PREFIX as HELPERS  # a page's concurrent reads' threads
 from shards.model import accounts, mailbox
 
 from .._portal import PASSWORD, logged_in, new_folder, signed_up, unique, upload
@@ -24,7 +25,6 @@ from .._roundtrips import RoundTripCounter, sequential
 pytestmark = pytest.mark.cluster
 
 LIMIT = 2                # sequential round trips a page may make
-HELPERS = "portal-reads"  # the threads a page's concurrent reads run on (portal.pagereads)
 
 
 def _portal(kv_cluster, counters: list[RoundTripCounter]):

@@ -24,7 +24,7 @@ from shards.model.drive.records import (
 )
 
 from .._memstore import MemClient
-from .test_portal_request_path import _app, _logged_in
+from .._portal import PASSWORD, logged_in, unit_portal
 
 FILES = 10_000
 _LINK = re.compile(r'<a href="(\?[^"]*)" rel="(next|prev)">')
@@ -75,9 +75,9 @@ def _walk(http: HTTPClient, rel: str) -> tuple[list[str], list[str]]:
 
 def test_a_folder_of_ten_thousand_files_is_read_a_page_at_a_time() -> None:
     store = Sizes()
-    accounts.create_user(store, "bob", "correct horse battery")
+    accounts.create_user(store, "bob", PASSWORD)
     names = _fill(store, "bob", FILES)
-    http, _ = _logged_in(_app(lambda: store))
+    http = logged_in(unit_portal(store), "bob")
     store.row_sizes.clear()
     seen, urls = _walk(http, "next")
     assert seen == names, "every file once, in name order"
@@ -93,9 +93,9 @@ def test_a_folder_of_ten_thousand_files_is_read_a_page_at_a_time() -> None:
 
 def test_descending_name_order_reads_backwards_a_page_at_a_time() -> None:
     store = Sizes()
-    accounts.create_user(store, "bob", "correct horse battery")
+    accounts.create_user(store, "bob", PASSWORD)
     names = _fill(store, "bob", 3 * PAGE + 7)
-    http, _ = _logged_in(_app(lambda: store))
+    http = logged_in(unit_portal(store), "bob")
     store.row_sizes.clear()
     first = http.get("/drive?sort=name&order=desc").text
     assert [html.unescape(n) for n in _NAME.findall(first)] == names[::-1][:PAGE]

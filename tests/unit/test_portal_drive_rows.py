@@ -18,7 +18,7 @@ from portal.sessions import COOKIE, csrf_token
 from shards.model import accounts, drive
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, logged_in, unit_portal
+from .._portal import PASSWORD, file_names, logged_in, unit_portal
 
 
 @pytest.fixture
@@ -57,31 +57,27 @@ def _login(app) -> tuple[HTTPClient, str]:
     return http, http.get_cookie(COOKIE).value
 
 
-def _names(html: str) -> list[str]:
-    return re.findall(r'<td><a href="/drive/[0-9a-f]{24}">([^<]*)</a></td>', html)
-
-
 def test_an_unchanged_folder_renders_its_rows_once(app, renders):
     http, _ = _login(app)
     pages = [http.get("/drive").text for _ in range(3)]  # a worker's cold visits
     rendered = renders[0]
     pages += [http.get("/drive").text for _ in range(5)]
-    assert _names(pages[0]) == ["a.txt", "b.txt"]
+    assert file_names(pages[0]) == ["a.txt", "b.txt"]
     assert all(page == pages[0] for page in pages[1:])
     # The third visit found everything kept at the confirmed version and kept its rows.
     assert renders[0] == rendered
 
 
-def test_a_change_elsewhere_shows_at_once(app, store, renders):
+def test_a_change_elsewhere_shows_at_once(app, store):
     http, _ = _login(app)
     for _ in range(3):
         http.get("/drive")
     drive.store_file(store, "bob", drive.ROOT, "c.txt", io.BytesIO(b"y"), quota=10**9)
     for _ in range(4):  # the page read afresh, then kept again at the new version
-        assert _names(http.get("/drive").text) == ["a.txt", "b.txt", "c.txt"]
+        assert file_names(http.get("/drive").text) == ["a.txt", "b.txt", "c.txt"]
 
 
-def test_each_session_gets_rows_with_its_own_csrf_token(app, renders):
+def test_each_session_gets_rows_with_its_own_csrf_token(app):
     first, first_sid = _login(app)
     second, second_sid = _login(app)
     for http, sid in ((first, first_sid), (second, second_sid), (first, first_sid),
@@ -91,13 +87,13 @@ def test_each_session_gets_rows_with_its_own_csrf_token(app, renders):
             assert tokens == {csrf_token(app.config.csrf_key, sid)}
 
 
-def test_another_sort_or_page_is_rendered_afresh(app, renders):
+def test_another_sort_or_page_is_rendered_afresh(app):
     http, _ = _login(app)
     for _ in range(3):
         http.get("/drive")
     for _ in range(4):  # its listing read, then kept: its rows kept under their own sort
         by_size = http.get("/drive?sort=size&order=desc").text
-        assert _names(by_size) == ["b.txt", "a.txt"]  # the same size: by name, descending
+        assert file_names(by_size) == ["b.txt", "a.txt"]  # the same size: by name, descending
     for _ in range(4):
-        assert _names(http.get("/drive?sort=name&order=desc").text) == ["b.txt", "a.txt"]
-        assert _names(http.get("/drive").text) == ["a.txt", "b.txt"]
+        assert file_names(http.get("/drive?sort=name&order=desc").text) == ["b.txt", "a.txt"]
+        assert file_names(http.get("/drive").text) == ["a.txt", "b.txt"]

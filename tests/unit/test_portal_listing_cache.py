@@ -10,7 +10,6 @@ the header version it was read at.  The store is :class:`tests._memstore.MemClie
 from __future__ import annotations
 
 import io
-import re
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from shards.model import accounts, drive
 from shards.readonly import read_state
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, logged_in, unit_portal
+from .._portal import PASSWORD, file_names, logged_in, unit_portal
 
 FILES = 40
 
@@ -56,10 +55,6 @@ def app(store):
 
 
 
-def _names(html: str) -> list[str]:
-    return re.findall(r'<td><a href="/drive/[0-9a-f]{24}">([^<]*)</a></td>', html)
-
-
 def test_the_cache_keeps_within_its_budget_and_skips_an_entry_over_a_tenth():
     cache = ListingCache(512, 100)
     for i in range(20):
@@ -80,13 +75,13 @@ def test_a_huge_listing_is_served_but_neither_it_nor_its_rows_are_kept(app):
     app.rendered_rows = ListingCache(512, 10 * FILES * 50)  # rows are well over 50 characters
     http = logged_in(app, "bob")
     for _ in range(3):
-        assert len(_names(http.get("/drive?sort=size").text)) == FILES
+        assert len(file_names(http.get("/drive?sort=size").text)) == FILES
     assert len(app.listings) == 0 and len(app.rendered_rows) == 0
     # A folder within budget is kept as before.
     app.listings = ListingCache(512, 10 * FILES)
     app.rendered_rows = ListingCache(512, ROWS_CHARS)
     for _ in range(3):
-        assert len(_names(http.get("/drive?sort=size").text)) == FILES
+        assert len(file_names(http.get("/drive?sort=size").text)) == FILES
     assert len(app.listings) == 1 and len(app.rendered_rows) == 1
 
 
@@ -101,7 +96,7 @@ def test_nothing_read_stale_is_kept(app, store, sort):
     app.rendered_rows = ListingCache(512, ROWS_CHARS)
     store.stale = True
     for _ in range(3):
-        assert len(_names(http.get(url).text)) == FILES
+        assert len(file_names(http.get(url).text)) == FILES
     assert len(app.listings) == 0 and len(app.rendered_rows) == 0
     store.stale = False  # recovered: kept again
     for _ in range(3):
