@@ -95,12 +95,20 @@ class Client:
         while True:
             try:
                 return call(self._groups[self.shard_map.group_of(shard)])
-            except WrongShard:
-                self.refresh()
-                if not retry or time.monotonic() + delay > deadline:
+            except WrongShard as exc:
+                if not retry:
+                    self.refresh()
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = self._after_wrong_shard(exc, deadline, delay)
+
+    def _after_wrong_shard(self, exc: WrongShard, deadline: float, delay: float) -> float:
+        """Learn the shard's new owner and wait ``delay`` before the next try (raising
+        ``exc`` if that would pass ``deadline``); the delay before the one after."""
+        self.refresh()
+        if time.monotonic() + delay > deadline:
+            raise exc
+        time.sleep(delay)
+        return min(delay * 2, 0.5)
 
     def get(self, row: str, col: str, *,
             consistency: Consistency = "linearizable") -> Cell | None:
@@ -171,11 +179,7 @@ class Client:
                 for i, answer in zip(by_group[gid], outcome, strict=True):
                     answers[i] = answer
             if refusals:
-                self.refresh()
-                if time.monotonic() + delay > deadline:
-                    raise refusals[0]
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = self._after_wrong_shard(refusals[0], deadline, delay)
         return answers
 
     def _read_groups(self, by_group: dict[int, list[int]], request: list[list[Any]],
