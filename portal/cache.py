@@ -38,21 +38,29 @@ LISTING_ITEMS = 50_000          # folder entries a worker's listing cache holds 
 ROWS_CHARS = 16 * 1024 * 1024   # characters of rendered rows its rows cache holds in all
 
 
-class ListingCache:
-    """Least recently used folder reads of this process, each kept under a header version."""
+class VersionedCache:
+    """Least recently used values of this process, each kept under the version of the
+    cell it was made from, and bounded twice: in entries, and in a budget of what they
+    hold (``cost``, in units the owner chooses).  A value over a tenth of the budget
+    is not kept.  Used only at the version the store just confirmed."""
 
     def __init__(self, size: int, budget: int) -> None:
         self.size = size
-        self.budget = budget  # in the units of put's ``cost``
-        self._entries: OrderedDict[tuple[str, str, str], tuple[int, Any, int]] = OrderedDict()
+        self.budget = budget
+        self._entries: OrderedDict[tuple[str, ...], tuple[int, Any, int]] = OrderedDict()
         self._cost = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, kind: str, user: str, folder_id: str, version: int) -> Any | None:
-        """What was kept for the folder at ``version`` (the header's, confirmed), or None."""
-        key = (kind, user, folder_id)
+    def kept_version(self, key: tuple[str, ...]) -> int:
+        """The version a value is kept under for ``key`` (0: none)."""
+        with self._lock:
+            kept = self._entries.get(key)
+            return kept[0] if kept is not None else 0
+
+    def lookup(self, key: tuple[str, ...], version: int) -> Any | None:
+        """The value kept for ``key`` at ``version``, or None."""
         with self._lock:
             kept = self._entries.get(key)
             if kept is None or kept[0] != version:
@@ -62,28 +70,22 @@ class ListingCache:
             self._entries.move_to_end(key)
             return kept[1]
 
-    def put(self, kind: str, user: str, folder_id: str, version: int, value: Any, *,
-            cost: int) -> None:
-        """Keep ``value`` as the folder's at ``version``; ``cost``: its size in the budget's
-        units (entries, characters).  Over a tenth of the budget it is not kept.
-
-        Nor is anything while the running request has read a group stale (read-only
-        mode, :mod:`shards.readonly`): what it assembled may mix stale reads with a
-        header version that, after recovery, would let it pass as current.
-        """
-        key = (kind, user, folder_id)
-        state = read_state()
+    def keep(self, key: tuple[str, ...], version: int, value: Any, cost: int) -> None:
+        """Keep ``value`` as ``key``'s at ``version``, replacing what was kept."""
         with self._lock:
             self._drop(key)
-            if not self.size or cost > self.budget // 10 or (state is not None
-                                                             and state.stale_groups):
+            if not self.size or cost > self.budget // 10:
                 return
             self._entries[key] = (version, value, cost)
             self._cost += cost
             while len(self._entries) > self.size or self._cost > self.budget:
                 self._drop(next(iter(self._entries)))
 
-    def _drop(self, key: tuple[str, str, str]) -> None:
+    def discard(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, ...]) -> None:
         kept = self._entries.pop(key, None)
         if kept is not None:
             self._cost -= kept[2]
@@ -97,3 +99,27 @@ class ListingCache:
         """What the kept entries hold, in the budget's units."""
         with self._lock:
             return self._cost
+
+
+class ListingCache(VersionedCache):
+    """Folder reads of this process, each kept under the folder header's version."""
+
+    def get(self, kind: str, user: str, folder_id: str, version: int) -> Any | None:
+        """What was kept for the folder at ``version`` (the header's, confirmed), or None."""
+        return self.lookup((kind, user, folder_id), version)
+
+    def put(self, kind: str, user: str, folder_id: str, version: int, value: Any, *,
+            cost: int) -> None:
+        """Keep ``value`` as the folder's at ``version``; ``cost``: its size in the budget's
+        units (entries, characters).  Over a tenth of the budget it is not kept.
+
+        Nor is anything while the running request has read a group stale (read-only
+        mode, :mod:`shards.readonly`): what it assembled may mix stale reads with a
+        header version that, after recovery, would let it pass as current.
+        """
+        key = (kind, user, folder_id)
+        state = read_state()
+        if state is not None and state.stale_groups:
+            self.discard(key)
+            return
+        self.keep(key, version, value, cost)

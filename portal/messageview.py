@@ -23,13 +23,13 @@ is not kept at all.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from markupsafe import Markup
+
+from .cache import VersionedCache
 
 VIEWS = 512                    # messages each worker keeps at most
 VIEW_CHARS = 16 * 1024 * 1024  # and characters of their text in all
@@ -57,56 +57,24 @@ class MessageView:
                                 for name, size in self.attachments]}
 
 
-class MessageViewCache:
-    """Least recently used message views of this process, each under its raw cell's version."""
+class MessageViewCache(VersionedCache):
+    """Message views of this process, each under its raw cell's version."""
 
     def __init__(self, size: int = VIEWS, chars: int = VIEW_CHARS) -> None:
-        self.size = size
-        self.budget = chars
-        self._views: OrderedDict[tuple[str, str], tuple[int, MessageView]] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        super().__init__(size, chars)
 
     def version(self, user: str, msg_id: str) -> int:
         """The raw cell's version a view is kept under (0: none): what to ask the store."""
-        with self._lock:
-            kept = self._views.get((user, msg_id))
-            return kept[0] if kept is not None else 0
+        return self.kept_version((user, msg_id))
 
     def get(self, user: str, msg_id: str, version: int) -> MessageView | None:
         """The view kept for ``version`` (the raw cell's, just confirmed), or None."""
-        with self._lock:
-            kept = self._views.get((user, msg_id))
-            if kept is None or kept[0] != version:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._views.move_to_end((user, msg_id))
-            return kept[1]
+        view: MessageView | None = self.lookup((user, msg_id), version)
+        return view
 
     def put(self, user: str, msg_id: str, version: int, view: MessageView) -> None:
         """Keep ``view`` as the message's at ``version`` (replacing an older one)."""
-        key = (user, msg_id)
-        with self._lock:
-            self._drop(key)
-            if not self.size or view.chars > self.budget // 10:
-                return
-            self._views[key] = (version, view)
-            self._chars += view.chars
-            while len(self._views) > self.size or self._chars > self.budget:
-                self._drop(next(iter(self._views)))
+        self.keep((user, msg_id), version, view, view.chars)
 
     def forget(self, user: str, msg_id: str) -> None:
-        with self._lock:
-            self._drop((user, msg_id))
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        kept = self._views.pop(key, None)
-        if kept is not None:
-            self._chars -= kept[1].chars
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._views)
+        self.discard((user, msg_id))
