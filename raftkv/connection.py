@@ -17,7 +17,7 @@ from typing import Any
 
 from . import protocol
 from .cluster import split_addr
-from .errors import ProtocolError, UnavailableError
+from .errors import AuthenticationFailed, ProtocolError, UnavailableError
 
 CONNECT_TIMEOUT = 2.0
 # A send that makes no progress for this long fails the connection (a paused or
@@ -41,6 +41,10 @@ class Connection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                             struct.pack("ll", seconds, int((SEND_STALL_TIMEOUT - seconds) * 1e6)))
             self._channel = protocol.client_handshake(sock, secret)
+        except AuthenticationFailed:
+            # Not transient: no retry, at this replica or another, will change the secret.
+            sock.close()
+            raise
         except (OSError, ProtocolError) as exc:
             sock.close()
             raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc

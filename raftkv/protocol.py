@@ -8,7 +8,9 @@ fresh frame keys; a stranger gets the greeting and nothing else::
     server -> client   greeting = b"RKV2" + mode (1 byte) + server_nonce (32) + server_x25519 (32)
     client -> server   HMAC(k, b"client" + greeting + mine) + mine,
                        where mine = client_nonce (32) + client_x25519 (32)
-    server -> client   HMAC(k, b"server" + greeting + mine)
+    server -> client   HMAC(k, b"server" + greeting + mine), or REFUSED (32 zero bytes)
+                       when the client's MAC is wrong, so that a client with the wrong
+                       secret learns it at once instead of retrying a closed connection
 
 ``k`` is ``derive_key(secret, "store-handshake")``.  The MACs cover the whole
 transcript, so nobody on the path can change the mode or the ephemeral keys.
@@ -55,6 +57,9 @@ PLAIN, SEALED = 0, 1            # the greeting's mode byte
 NONCE_SIZE = 32
 PUBLIC_SIZE = 32                # an X25519 public key
 MAC_SIZE = 32
+# The server's answer to a client whose proof is wrong (a MAC is never all zeros
+# in practice): the client says "wrong secret" instead of "connection lost".
+REFUSED = bytes(MAC_SIZE)
 TAG_SIZE = 16                   # AES-GCM's tag, added to every sealed frame
 GREETING_SIZE = len(MAGIC) + 1 + NONCE_SIZE + PUBLIC_SIZE
 ANSWER_SIZE = MAC_SIZE + NONCE_SIZE + PUBLIC_SIZE
@@ -243,9 +248,11 @@ def client_handshake(sock: socket.socket, secret: bytes) -> Channel:
     mine = os.urandom(NONCE_SIZE) + public
     transcript = greeting + mine
     sock.sendall(_mac(key, b"client", transcript) + mine)
-    proof = _recv_exactly(sock, MAC_SIZE)
+    proof = bytes(_recv_exactly(sock, MAC_SIZE))
+    if proof == REFUSED:
+        raise AuthenticationFailed("this cluster does not know your secret")
     if not hmac.compare_digest(proof, _mac(key, b"server", transcript)):
-        raise AuthenticationFailed("the server does not know the cluster secret")
+        raise AuthenticationFailed("the server does not know your secret (its secret differs)")
     if mode == PLAIN:
         return PLAIN_CHANNEL
     to_server, to_client = _frame_keys(key, private, greeting[-PUBLIC_SIZE:], transcript)
@@ -275,6 +282,7 @@ async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     mine = answer[MAC_SIZE:]
     transcript = greeting + mine
     if not hmac.compare_digest(answer[:MAC_SIZE], _mac(key, b"client", transcript)):
+        writer.write(REFUSED)  # flushed when the server closes the connection
         raise AuthenticationFailed("bad handshake")
     writer.write(_mac(key, b"server", transcript))
     if not sealed:
