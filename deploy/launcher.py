@@ -6,6 +6,7 @@ on Ctrl-C or SIGTERM.  It restarts nothing by itself.  While it runs it serves
 a small control API (for the admin console and for ``raftcloud status|down``)::
 
     GET  /processes                  -> [{"name", "kind", "alive", "pid", "addr"}, ...]
+    GET  /supervisor                 -> {"pid", "data_dir", "config"}: this launcher
     POST /processes/<name>/stop      -> kill -9: a real crash
     POST /processes/<name>/start     -> spawn it again; it recovers from its data dir
     POST /shutdown                   -> stop everything, like Ctrl-C
@@ -25,6 +26,7 @@ import secrets
 import signal
 import sys
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,23 @@ from typing import Any
 import click
 
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
-from raftkv.cluster import SECRET_FILE_ENV, load_cluster, split_addr
+from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, split_addr
 from raftkv.errors import ConfigError
+from shards.cliopts import (
+    EXIT_CODES_HELP,
+    ExitCode,
+    GlobalOption,
+    fail,
+    global_options,
+    with_global_options,
+)
 from shards.control import control_addresses, control_token
+from shards.locate import LOCAL_DATA_DIR, SECRET_NAME, Located, locate, nearest
 from shards.site import Site
 
 from .processes import process_specs, ready_lines
-from .procs import Supervisor, wait_ready
+from .procs import ProcessSpec, Supervisor, wait_ready
+from .running import DataDirLock, ports_in_use, wait_exited
 
 DEFAULT_CONFIG = Path(__file__).with_name("local.toml")
 
@@ -76,6 +88,7 @@ class _ControlHandler(BoundedRequestHandler):
     supervisor: Supervisor
     token: str
     on_shutdown: threading.Event
+    about: dict[str, Any]   # GET /supervisor: this launcher's pid, data dir and cluster file
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         pass
@@ -100,6 +113,8 @@ class _ControlHandler(BoundedRequestHandler):
             return
         if self.path == "/processes":
             self._reply(200, self.supervisor.describe())
+        elif self.path == "/supervisor":
+            self._reply(200, self.about)
         else:
             self._reply(404, {"error": "not found"})
 
@@ -126,60 +141,141 @@ class _ControlHandler(BoundedRequestHandler):
 
 def _serve_control(addr: str, supervisor: Supervisor, token: str, on_shutdown: threading.Event,
                    *, head_timeout: float = CONTROL_HEAD_TIMEOUT,
-                   max_connections: int = CONTROL_MAX_CONNECTIONS) -> BoundedHTTPServer:
+                   max_connections: int = CONTROL_MAX_CONNECTIONS,
+                   about: dict[str, Any] | None = None) -> BoundedHTTPServer:
     handler = type("Handler", (_ControlHandler,), {
-        "supervisor": supervisor, "token": token, "on_shutdown": on_shutdown})
+        "supervisor": supervisor, "token": token, "on_shutdown": on_shutdown,
+        "about": about or {"pid": os.getpid()}})
     server = BoundedHTTPServer(split_addr(addr), handler, head_timeout=head_timeout,
                                io_timeout=head_timeout, max_connections=max_connections)
     threading.Thread(target=server.serve_forever, daemon=True, name="control").start()
     return server
 
 
-@click.group()
+OPTIONS = (
+    GlobalOption(("--config", "config_path"), "The cluster file [default: $RAFTCLOUD_CONFIG, "
+                 "else the deploy/local.toml of the checkout around the current directory, "
+                 "else the installed one].", type=click.Path(dir_okay=False, path_type=Path)),
+    GlobalOption(("--data-dir",), "Where every process keeps its data [default: var; status "
+                 "and down: the nearest var/ from here upwards].",
+                 type=click.Path(file_okay=False, path_type=Path)),
+    GlobalOption(("-v", "--verbose"), "Say which cluster file and secret are used.",
+                 count=True),
+)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@with_global_options(OPTIONS)
 def main() -> None:
-    """Run a raftcloud cluster, or one host's share of it."""
+    """Run a raftcloud cluster, or one host's share of it.  Global options go before or
+    after the command."""
+
+
+def _locate(obj: dict[str, Any], data_dir: Path) -> Located:
+    try:
+        located = locate(obj["config_path"], data_dir=data_dir, fallback_config=DEFAULT_CONFIG)
+    except ConfigError as exc:
+        fail(str(exc), ExitCode.NO_CLUSTER)
+    if obj["verbose"]:
+        click.echo(f"raftcloud: {located.describe()}", err=True)
+    return located
+
+
+def _load(located: Located) -> ClusterConfig:
+    try:
+        return located.load()
+    except ConfigError as exc:
+        fail(str(exc), ExitCode.NO_CLUSTER)
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_CONFIG, show_default=True, help="The cluster file.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("var"), show_default=True, help="Where every process keeps its data.")
 @click.option("--host", default=None, help="Start only this host's processes (default: all).")
-def up(config_path: Path, data_dir: Path, host: str | None) -> None:
-    """Start the cloud in the foreground; Ctrl-C stops it."""
-    data_dir = data_dir.resolve()
-    config_path = config_path.resolve()
+@click.pass_obj
+def up(obj: dict[str, Any], host: str | None) -> None:
+    """Start the cloud in the foreground; Ctrl-C stops it.  Refuses to start over a running
+    cloud (the same data dir, or the cluster file's ports taken)."""
+    data_dir = (obj["data_dir"] or LOCAL_DATA_DIR).resolve()
     # Journals, chunks, logs, keys: nobody but this user reads them.  Every child
     # inherits the umask; a data dir made by an older version is closed too.
     os.umask(0o077)
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
+    located = _locate(obj, data_dir)
+    config_path = located.config.resolve()
     env = {"RAFTCLOUD_CONFIG": str(config_path)}
-    try:
-        cluster = load_cluster(config_path)
-    except ConfigError:  # no secret given: make one for this data dir
-        env[SECRET_FILE_ENV] = str(_secret_file(data_dir))
-        os.environ[SECRET_FILE_ENV] = env[SECRET_FILE_ENV]
-        cluster = load_cluster(config_path)
+    if located.secret_file is not None:
+        if located.secret_file == data_dir / SECRET_NAME:
+            _secret_file(data_dir)  # no secret given: make one for this data dir
+        env[SECRET_FILE_ENV] = str(located.secret_file)  # absolute: the children's too
+    cluster = _load(located)
     try:
         everything = process_specs(cluster, config_path, data_dir, None)
         control_addr = control_addresses(cluster).get(host or "local")
         admin_user = Site.of(cluster).admin_user
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        fail(str(exc), ExitCode.NO_CLUSTER)
+    mine = [s for s in everything if host is None or s.host == host]
+    lock = DataDirLock(data_dir)
+    holder = lock.claim(control_addr)
+    if holder is not None:
+        fail(f"raftcloud is already running on {data_dir} (pid {holder.pid}, control "
+             f"{holder.control}); `raftcloud down` stops it", ExitCode.RUNNING)
+    try:
+        taken = ports_in_use(_addresses(cluster, mine, control_addr))
+        if taken:
+            fail(_who_holds(taken, control_addr, cluster), ExitCode.RUNNING)
+        _run(mine, everything, data_dir, env, control_addr, cluster, admin_user, config_path)
+    finally:
+        lock.release()
+
+
+def _addresses(cluster: ClusterConfig, specs: list[ProcessSpec],
+               control_addr: str | None) -> list[tuple[str, str]]:
+    """Every address the processes of ``specs`` and the control API will listen on."""
+    addrs = [(s.name, s.addr) for s in specs]
+    names = {s.name for s in specs}
+    addrs += [(f"{r.name} raft", r.raft) for r in cluster.replicas() if r.name in names]
+    if control_addr:
+        addrs.append(("control", control_addr))
+    return addrs
+
+
+def _who_holds(taken: list[tuple[str, str]], control_addr: str | None,
+               cluster: ClusterConfig) -> str:
+    """One line: the ports in use, and the running cloud's pid and data dir if it says."""
+    ports = ", ".join(f"{addr} ({what})" for what, addr in taken[:5])
+    if len(taken) > 5:
+        ports += f" and {len(taken) - 5} more"
+    owner = "something else listens there"
+    if control_addr and ("control", control_addr) in taken:
+        try:
+            about = _request(control_addr, control_token(cluster.secret), "GET", "/supervisor")
+            owner = (f"a raftcloud runs there: pid {about.get('pid')}, data dir "
+                     f"{about.get('data_dir')}; `raftcloud down` stops it")
+        except urllib.error.HTTPError as exc:
+            owner = ("another raftcloud (with another secret) holds the control port"
+                     if exc.code == 401 else f"the control port answers {exc.code}")
+        except OSError:
+            pass
+    return f"not starting: ports in use: {ports}; {owner}"
+
+
+def _run(mine: list[ProcessSpec], everything: list[ProcessSpec], data_dir: Path,
+         env: dict[str, str], control_addr: str | None, cluster: ClusterConfig,
+         admin_user: str, config_path: Path) -> None:
+    """Start ``mine``, say they are ready, and supervise them until stopped."""
     password_file, new_password = _admin_password(data_dir)
     env["RAFTCLOUD_ADMIN_PASSWORD_FILE"] = str(password_file)
-
-    supervisor = Supervisor([s for s in everything if host is None or s.host == host],
-                            data_dir / "logs", env)
+    supervisor = Supervisor(mine, data_dir / "logs", env)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     control = None
     try:
         if control_addr:
-            control = _serve_control(control_addr, supervisor, control_token(cluster.secret), stop)
+            control = _serve_control(control_addr, supervisor, control_token(cluster.secret), stop,
+                                     about={"pid": os.getpid(), "data_dir": str(data_dir),
+                                            "config": str(config_path)})
         # Start everything at once: replicas elect a leader together, and the
         # apps wait for the store by themselves.
         for spec in supervisor.specs:
@@ -198,6 +294,7 @@ def up(config_path: Path, data_dir: Path, host: str | None) -> None:
         supervisor.stop_all()
         if control is not None:
             control.shutdown()
+        click.echo("raftcloud: stopped", err=True)
 
 
 def _print_ready(lines: list[str], control_addr: str | None, admin_user: str,
@@ -214,41 +311,79 @@ def _print_ready(lines: list[str], control_addr: str | None, admin_user: str,
     sys.stdout.flush()
 
 
-def _control_call(config_path: Path, data_dir: Path, method: str, path: str) -> Any:
-    os.environ.setdefault(SECRET_FILE_ENV, str(data_dir.resolve() / "cluster.secret"))
-    cluster = load_cluster(config_path)
-    addr = control_addresses(cluster).get("local")
-    if not addr:
-        raise click.ClickException("the cluster file names no control address")
+def _request(addr: str, token: str, method: str, path: str, timeout: float = 5.0) -> Any:
+    """One call to a supervisor's control API.  :raises OSError: (HTTPError for a refusal)."""
     request = urllib.request.Request(f"http://{addr}{path}", method=method, headers={
-        "Authorization": f"Bearer {control_token(cluster.secret)}"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)
-    except OSError as exc:
-        raise click.ClickException(f"no raftcloud supervisor at {addr}: {exc}") from exc
+        "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+class _Control:
+    """The supervisor of this host, as ``raftcloud status`` and ``down`` reach it."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        # Without --data-dir: the data dir of the checkout around us, where its secret is.
+        data_dir = obj["data_dir"]
+        if data_dir is None:
+            found = nearest(LOCAL_DATA_DIR / SECRET_NAME, Path.cwd())
+            data_dir = found.parent if found is not None else LOCAL_DATA_DIR
+        self.located = _locate(obj, data_dir)
+        cluster = _load(self.located)
+        addr = control_addresses(cluster).get("local")
+        if not addr:
+            fail("the cluster file names no [control] address for this host",
+                 ExitCode.NO_CLUSTER)
+        self.addr = addr
+        self.token = control_token(cluster.secret)
+
+    def call(self, method: str, path: str) -> Any:
+        try:
+            return _request(self.addr, self.token, method, path)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                fail(f"the supervisor at {self.addr} does not know your secret "
+                     f"(secret {self.located.secret_from})", ExitCode.WRONG_SECRET)
+            fail(f"the supervisor at {self.addr} answered {exc.code} to {path}", ExitCode.FAILED)
+        except OSError as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                fail(f"the supervisor at {self.addr} did not answer in time", ExitCode.TIMEOUT)
+            fail(f"no raftcloud supervisor at {self.addr} ({reason}): is it up?",
+                 ExitCode.NOT_LISTENING)
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_CONFIG, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
-def status(config_path: Path, data_dir: Path) -> None:
+@click.pass_obj
+def status(obj: dict[str, Any]) -> None:
     """Show the processes of a running `raftcloud up`."""
-    for proc in _control_call(config_path, data_dir, "GET", "/processes"):
+    for proc in _Control(obj).call("GET", "/processes"):
         state = "up" if proc["alive"] else "DOWN"
         click.echo(f"{proc['name']:12} {proc['kind']:9} {state:5} {proc['addr']}")
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_CONFIG, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"))
-def down(config_path: Path, data_dir: Path) -> None:
-    """Stop a running `raftcloud up`."""
-    _control_call(config_path, data_dir, "POST", "/shutdown")
-    click.echo("raftcloud: stopping")
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Seconds to wait for every process to exit.")
+@click.pass_obj
+def down(obj: dict[str, Any], timeout: float) -> None:
+    """Stop a running `raftcloud up`, and wait until every process has exited."""
+    control = _Control(obj)
+    processes = control.call("GET", "/processes")
+    supervisor = control.call("GET", "/supervisor")
+    # Each child leads its own process group (deploy/procs.py): gunicorn's workers too.
+    groups = [p["pid"] for p in processes if p["alive"] and p["pid"]]
+    control.call("POST", "/shutdown")
+    click.echo(f"raftcloud: stopping {len(groups)} processes and the supervisor "
+               f"(pid {supervisor['pid']})", err=True)
+    left = wait_exited([supervisor["pid"]], groups, timeout)
+    if left:
+        fail(f"still running after {timeout:.0f}s: pids {', '.join(map(str, left))}",
+             ExitCode.TIMEOUT)
+    click.echo("raftcloud: stopped")
 
+
+global_options(main, OPTIONS)
 
 if __name__ == "__main__":
     main()

@@ -262,11 +262,16 @@ def _parse(raw: dict[str, Any], path: Path, secret: bytes | None) -> ClusterConf
 def _find_secret(cluster: dict[str, Any], path: Path) -> bytes:
     if os.environ.get(SECRET_ENV):
         return os.environ[SECRET_ENV].encode("utf-8")
-    secret_file = os.environ.get(SECRET_FILE_ENV) or cluster.get("secret_file")
-    if not secret_file:
+    # A path in the environment is the shell's: relative to the current directory.
+    # A path in the file is the file's: relative to its folder.  (An absolute one
+    # wins either join.)
+    if os.environ.get(SECRET_FILE_ENV):
+        secret_path = Path(os.environ[SECRET_FILE_ENV])
+    elif cluster.get("secret_file"):
+        secret_path = path.parent / str(cluster["secret_file"])
+    else:
         raise ConfigError(
             f"no cluster secret: set ${SECRET_ENV}, ${SECRET_FILE_ENV} or cluster.secret_file")
-    secret_path = path.parent / secret_file  # an absolute secret_file wins the join
     try:
         return secret_path.read_bytes().strip()
     except OSError as exc:

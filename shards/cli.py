@@ -1,7 +1,8 @@
 """``raftkv-ctl``: look at and change the store from a shell.
 
-Human output by default, ``--json`` for scripts.  Any store error becomes one
-line on stderr and exit status 1.
+Human output by default, ``--json`` for scripts.  Without ``--config`` it finds
+the cluster the way :mod:`shards.locate` says (``-v`` shows which); every failure
+is one line on stderr and an exit code of :class:`shards.cliopts.ExitCode`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,35 @@ from typing import Any, Concatenate
 
 import click
 
-from raftkv.cluster import load_cluster
-from raftkv.errors import RaftKVError
+from raftkv.errors import AuthenticationFailed, ConfigError, RaftKVError, UnavailableError
 
 from . import config as shard_config
 from .client import Client
+from .cliopts import (
+    EXIT_CODES_HELP,
+    ExitCode,
+    GlobalOption,
+    ToolError,
+    fail,
+    global_options,
+    with_global_options,
+)
+from .locate import locate
 from .migrate import Migrator
 from .model import registry
+from .reach import check_reachable, explain_unavailable
+
+OPTIONS = (
+    GlobalOption(("--config",), "The cluster file [default: $RAFTCLOUD_CONFIG, else the "
+                 "deploy/local.toml of the checkout around the current directory].",
+                 type=click.Path(dir_okay=False)),
+    GlobalOption(("--json", "as_json"), "Machine-readable output.", is_flag=True),
+    GlobalOption(("--timeout",), "Seconds per request.", default=10.0, type=float),
+    GlobalOption(("--wait",), "Seconds join, leave and move wait for their shards to move "
+                 "(they go on).", default=600.0, type=float),
+    GlobalOption(("-v", "--verbose"), "Say which cluster file and secret are used.",
+                 count=True),
+)
 
 
 def _show_value(value: bytes) -> str:
@@ -32,37 +55,45 @@ def _show_value(value: bytes) -> str:
 
 
 def _emit(ctx: click.Context, data: Any, human: str) -> None:
-    if ctx.obj["json"]:
+    if ctx.obj["as_json"]:
         click.echo(json.dumps(data, sort_keys=True, default=str))
     else:
         click.echo(human)
 
 
 def _store_command[**P, R](func: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
-    """Give the command a connected client and turn store errors into one line."""
+    """Give the command a connected client and turn every failure into one line and
+    its exit code: the cluster's errors, a wrong secret, nothing listening, no leader."""
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        ctx = click.get_current_context()
+        obj = click.get_current_context().obj
         try:
-            with Client(load_cluster(ctx.obj["config"]), timeout=ctx.obj["timeout"]) as client:
-                return func(client, *args, **kwargs)
+            located = locate(obj["config"])
+            cluster = located.load()
+        except ConfigError as exc:
+            fail(str(exc), ExitCode.NO_CLUSTER)
+        if obj["verbose"]:
+            click.echo(f"raftkv-ctl: {located.describe()}", err=True)
+        try:
+            check_reachable(cluster, located.secret_from)
+            with Client(cluster, timeout=obj["timeout"]) as client:
+                try:
+                    return func(client, *args, **kwargs)
+                except UnavailableError as exc:
+                    raise explain_unavailable(client.status(), exc) from None
+        except ToolError as exc:
+            fail(exc.message, exc.code)
+        except AuthenticationFailed as exc:
+            fail(f"{exc} (secret {located.secret_from})", ExitCode.WRONG_SECRET)
         except RaftKVError as exc:
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            sys.exit(1)
+            fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
     return wrapper
 
 
-@click.group()
-@click.option("--config", envvar="RAFTCLOUD_CONFIG", required=True,
-              type=click.Path(dir_okay=False), help="The cluster file.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per request.")
-@click.option("--wait", default=600.0, show_default=True,
-              help="Seconds join, leave and move wait for their shards to move (they go on).")
-@click.pass_context
-def main(ctx: click.Context, config: str, as_json: bool, timeout: float, wait: float) -> None:
-    """Operate a raftcloud store."""
-    ctx.obj = {"config": config, "json": as_json, "timeout": timeout, "wait": wait}
+@click.group(epilog=EXIT_CODES_HELP)
+@with_global_options(OPTIONS)
+def main() -> None:
+    """Operate a raftcloud store.  Global options go before or after the command."""
 
 
 @main.command()
@@ -98,7 +129,7 @@ def get(client: Client, ctx: click.Context, row: str, col: str, stale: bool) -> 
     cell = client.get(row, col, consistency="stale" if stale else "linearizable")
     if cell is None:
         _emit(ctx, {"found": False}, "(not found)")
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     _emit(ctx, {"found": True, "value": _show_value(cell.value), "version": cell.version},
           f"{_show_value(cell.value)}\t(version {cell.version})")
 
@@ -184,7 +215,7 @@ def shards(client: Client, ctx: click.Context, rows_up_to: int) -> None:
     client.refresh()
     data = []
     with click.progressbar(range(client.cluster.shards), label="counting", file=sys.stderr,
-                           hidden=ctx.obj["json"]) as bar:
+                           hidden=ctx.obj["as_json"]) as bar:
         for shard in bar:
             rows = size = 0
             after = ""
@@ -224,7 +255,7 @@ def _reconfigure(client: Client, ctx: click.Context,
                  step: Callable[[shard_config.Config], shard_config.Config]) -> None:
     """Store the next configuration, and show a progress bar until its shards have moved."""
     bar = click.progressbar(length=0, label="moving shards", file=sys.stderr,
-                            hidden=ctx.obj["json"], show_pos=True)
+                            hidden=ctx.obj["as_json"], show_pos=True)
 
     def progress(done: int, total: int) -> None:
         bar.length = total
@@ -265,6 +296,8 @@ def move(client: Client, ctx: click.Context, shard: int, group: int) -> None:
     """Move one shard to one group."""
     _reconfigure(client, ctx, lambda c: shard_config.move(c, shard, group))
 
+
+global_options(main, OPTIONS)
 
 if __name__ == "__main__":
     main()
