@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from shards.cliopts import ExitCode
 from shards.model import registry
+
+from ..cluster import KVCluster, write_cluster_file
 
 pytestmark = pytest.mark.cluster
 
@@ -56,3 +62,52 @@ def test_nodes_and_shards(kv_cluster) -> None:
     assert len(table) == kv_cluster.cluster.shards
     row = table[shard]
     assert row["shard"] == shard and row["group"] == 1 and row["rows"] >= 1 and row["bytes"] >= 5
+
+
+def test_global_options_after_the_subcommand(kv_cluster) -> None:
+    result = subprocess.run([sys.executable, "-m", "shards.cli", "put", "ctl-after", "c", "v",
+                             "--json", "--config", str(kv_cluster.path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] >= 1
+
+
+def run_ctl(config: Path, *args: str, env: dict[str, str] | None = None
+            ) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "shards.cli", "--config", str(config), *args],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **(env or {})})
+    return result, time.monotonic() - started
+
+
+def test_a_wrong_secret_is_said_at_once(kv_cluster) -> None:
+    """Not after the 10 s of --timeout as OutcomeUnknown: every replica refuses the handshake."""
+    result, took = run_ctl(kv_cluster.path, "put", "ctl-secret", "c", "v",
+                           env={"RAFTCLOUD_SECRET": "not-the-secret-0123456789"})
+    assert result.returncode == ExitCode.WRONG_SECRET, result.stderr
+    assert "this cluster does not know your secret" in result.stderr
+    assert "$RAFTCLOUD_SECRET" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert took < 5
+
+
+def test_nothing_listening_is_said_at_once(tmp_path: Path) -> None:
+    config = write_cluster_file(tmp_path)  # fresh ports, no replica started
+    result, took = run_ctl(config, "get", "r", "c")
+    assert result.returncode == ExitCode.NOT_LISTENING, result.stderr
+    assert result.stderr.startswith("error: nothing listening at 127.0.0.1:")
+    assert len(result.stderr.splitlines()) == 1 and took < 5
+
+
+def test_no_leader_yet(tmp_path: Path) -> None:
+    """One replica of three answers: it cannot elect itself, and the error says so."""
+    cluster = KVCluster(tmp_path)
+    try:
+        cluster.start("g1a")
+        result, took = run_ctl(cluster.path, "--timeout", "2", "put", "r", "c", "v")
+    finally:
+        cluster.stop()
+    assert result.returncode == ExitCode.NO_LEADER, result.stderr
+    assert "no leader yet in group 1 (1 of 3 replicas answer)" in result.stderr
+    assert "may have applied" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert took < 10
