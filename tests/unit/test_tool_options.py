@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from deploy.launcher import main as raftcloud
 from raftkv.cluster import load_cluster
-from shards.cli import OPTIONS
+from raftkv.errors import ConfigError
 from shards.cli import main as raftkv_ctl
-from shards.cliopts import ExitCode, global_options
+from shards.cliopts import ExitCode
 from shards.locate import locate
 from tests._procs import SECRET
 from tests.cluster import write_cluster_file
@@ -49,20 +49,21 @@ def test_every_subcommand_has_help_without_a_cluster(tool: str, command: str) ->
     assert "--config" in result.output  # global options are the subcommand's too
 
 
-def test_global_options_go_before_or_after_the_subcommand() -> None:
+def test_global_options_go_before_or_after_the_subcommand(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The options as ``put`` sees them, wherever they were given (it stops before
+    connecting: finding the cluster fails)."""
     seen: list[dict[str, object]] = []
-    probe = click.Command("probe", callback=lambda: seen.append(
-        dict(click.get_current_context().obj)))
-    raftkv_ctl.add_command(probe)
-    try:
-        global_options(click.Group(commands={"probe": probe}), OPTIONS)
-        runner = CliRunner()
-        assert runner.invoke(raftkv_ctl, ["--json", "--timeout", "3", "probe"]).exit_code == 0
-        assert runner.invoke(raftkv_ctl, ["probe", "--json", "--timeout", "3",
-                                          "--config", "x.toml", "-v"]).exit_code == 0
-        assert runner.invoke(raftkv_ctl, ["probe"]).exit_code == 0
-    finally:
-        del raftkv_ctl.commands["probe"]
+
+    def no_cluster(config: str | None) -> None:
+        seen.append(dict(click.get_current_context().obj))
+        raise ConfigError("no cluster in this test")
+    monkeypatch.setattr("shards.cli.locate", no_cluster)
+    runner = CliRunner()
+    for args in (["--json", "--timeout", "3", "put", "r", "c", "v"],
+                 ["put", "r", "c", "v", "--json", "--timeout", "3", "--config", "x.toml", "-v"],
+                 ["put", "r", "c", "v"]):
+        assert runner.invoke(raftkv_ctl, args).exit_code == ExitCode.NO_CLUSTER
     before, after, neither = seen
     assert before["as_json"] and after["as_json"] and not neither["as_json"]
     assert before["timeout"] == after["timeout"] == 3.0 and neither["timeout"] == 10.0
