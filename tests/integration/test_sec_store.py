@@ -20,7 +20,7 @@ import pytest
 import shards
 from raftkv import Client, protocol
 from raftkv.cluster import load_cluster, split_addr
-from raftkv.errors import ProtocolError, UnavailableError
+from raftkv.errors import AuthenticationFailed, ProtocolError
 from raftkv.node import MAX_RAFT_UNAUTHENTICATED, RAFT_AUTH_DEADLINE
 from raftkv.server import MAX_HANDSHAKING
 
@@ -220,8 +220,11 @@ def test_the_client_port_speaks_only_sealed_frames(guarded) -> None:
         assert sock.recv(1) == b""
     with Client(guarded.cluster.groups[0].client_addrs, b"wrong-secret-0123456789abcdef",
                 timeout=2) as stranger:
-        with pytest.raises(UnavailableError):
+        # Refused at once, and told why: no retry changes a secret.
+        started = time.monotonic()
+        with pytest.raises(AuthenticationFailed, match="does not know your secret"):
             stranger.put("r", "c", b"nope")
+        assert time.monotonic() - started < 1.5
     with guarded.client() as client:
         assert client.get("r", "c") is None  # nothing injected
         big = os.urandom(3 * 2**20 + 7)  # a blob: chunks cross sealed frames too
