@@ -4,19 +4,23 @@ finding the checkout's cluster file and secret, and saying which (docs/operation
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
+from deploy.launcher import _serve_control
 from deploy.launcher import main as raftcloud
+from deploy.procs import Supervisor
 from raftkv.cluster import load_cluster
 from raftkv.errors import ConfigError
 from shards.cli import main as raftkv_ctl
 from shards.cliopts import ExitCode
+from shards.control import control_token
 from shards.locate import locate
-from tests._procs import SECRET
+from tests._procs import SECRET, free_port
 from tests.cluster import write_cluster_file
 
 TOOLS = {"raftkv-ctl": raftkv_ctl, "raftcloud": raftcloud}
@@ -109,3 +113,28 @@ def test_verbose_says_which_cluster_and_secret(tmp_path: Path,
     assert str(root / "var" / "cluster.secret") in said
     assert error.startswith("error: nothing listening at")
     assert os.getcwd() == str(root)
+
+
+def test_raftcloud_status_says_nothing_listens_and_wrong_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor's control API (served here, in-process) and nothing at all."""
+    root = checkout(tmp_path / "co")
+    control = f"127.0.0.1:{free_port()}"
+    config = root / "deploy" / "local.toml"
+    config.write_text(config.read_text() + f'\n[control]\nlocal = "{control}"\n')
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    nothing = runner.invoke(raftcloud, ["status"])
+    assert nothing.exit_code == ExitCode.NOT_LISTENING, nothing.output
+    assert nothing.output.startswith(f"error: no raftcloud supervisor at {control}")
+    server = _serve_control(control, Supervisor([], tmp_path / "logs", {}),
+                            control_token(SECRET), threading.Event())
+    try:
+        assert runner.invoke(raftcloud, ["status"]).exit_code == 0
+        monkeypatch.setenv("RAFTCLOUD_SECRET", "another-secret-0123456789")
+        wrong = runner.invoke(raftcloud, ["status"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert wrong.exit_code == ExitCode.WRONG_SECRET, wrong.output
+    assert "does not know your secret" in wrong.output and wrong.output.count("\n") == 1
