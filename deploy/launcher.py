@@ -283,7 +283,7 @@ def _run(mine: list[ProcessSpec], everything: list[ProcessSpec], data_dir: Path,
         try:
             wait_ready(supervisor, stop, timeout=90)
         except RuntimeError as exc:
-            raise click.ClickException(f"{exc}: {data_dir / 'logs'}") from None
+            fail(f"{exc}: {data_dir / 'logs'}", ExitCode.FAILED)
         if stop.is_set():
             return
         _print_ready(ready_lines(everything), control_addr, admin_user, new_password, data_dir)

@@ -241,7 +241,7 @@ def show_config(client: Client, ctx: click.Context, num: int) -> None:
     """Show configuration NUM (default: the latest): each group's replicas and shards."""
     config_group = client.config_group()
     if config_group is None:
-        raise click.ClickException("the cluster file has no [config_group]")
+        fail("the cluster file has no [config_group]", ExitCode.FAILED)
     config = shard_config.ConfigStore(config_group, client.cluster.shards).query(num)
     data = {"num": config.num, "owners": list(config.owners),
             "groups": {str(g): list(a) for g, a in sorted(config.groups.items())}}

@@ -2,8 +2,8 @@
 options accepted before or after the subcommand (docs/operations.md, "Exit codes").
 
 Click parses a group's options before the subcommand's name only.  So each global
-option is declared twice: on the group, with its default and environment variable,
-and on every subcommand, without them; both store into ``ctx.obj`` under the
+option is declared twice: on the group, with its default, and on every
+subcommand, without one; both store into ``ctx.obj`` under the
 option's name, the subcommand's (parsed later) only when given.  Neither reaches
 the command functions as an argument: they read ``ctx.obj``.
 """
@@ -63,7 +63,6 @@ class GlobalOption:
     decls: tuple[str, ...]
     help: str
     default: Any = None
-    envvar: str | None = None
     type: Any = None
     is_flag: bool = False
     count: bool = False
@@ -85,13 +84,13 @@ class GlobalOption:
         default = self.default
         if default is None and (self.is_flag or self.count):
             default = 0 if self.count else False
-        return click.option(*self.decls, default=default, envvar=self.envvar,
-                            show_default=show, show_envvar=self.envvar is not None,
-                            callback=store, **self._kwargs())
+        return click.option(*self.decls, default=default, show_default=show, callback=store,
+                            **self._kwargs())
 
     def on_command(self) -> click.Option:
         def store_if_given(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-            if value not in (None, False, 0):
+            given = bool(value) if self.is_flag or self.count else value is not None
+            if given:
                 obj = ctx.ensure_object(dict)
                 name = param.name or ""
                 obj[name] = obj.get(name, 0) + value if self.count else value
