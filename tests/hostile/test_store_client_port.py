@@ -125,7 +125,8 @@ def test_a_request_it_cannot_serve_gets_an_error_frame(cloud, request_):
 
 
 def test_a_client_with_the_wrong_secret_gets_nothing(cloud):
+    """Nothing but the refusal: no retry changes a secret."""
     with raftkv.Client(cloud.cluster.groups[0].client_addrs, b"wrong-secret-wrong-secret",
                        timeout=2) as stranger:
-        with pytest.raises(errors.UnavailableError):
+        with pytest.raises(errors.AuthenticationFailed, match="does not know your secret"):
             stranger.get(*CANARY)
