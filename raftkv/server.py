@@ -39,6 +39,7 @@ import click
 import msgpack
 
 from . import formats, protocol
+from .answers import Handover
 from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, check_name
 from .cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster, split_addr
 from .errors import (
@@ -170,6 +171,7 @@ class NodeServer:
         self._recheck: asyncio.TimerHandle | None = None  # a flush waiting for the entry format
         self._stamped = 0.0  # the time of the last entry this server appended
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handover: Handover | None = None  # the tick thread's calls into the loop
 
     # -- group commit -----------------------------------------------------
 
@@ -249,15 +251,14 @@ class NodeServer:
 
     def _on_raft_thread(self, batch: _Batch) -> Any:
         """The callback pysyncobj runs on its tick thread: hand the results to our loop."""
-        loop = self._loop
-        assert loop is not None
-        expiry = loop.call_later(
+        loop, handover = self._loop, self._handover
+        assert loop is not None and handover is not None
+        batch.expiry = loop.call_later(
             BATCH_TIMEOUT, self._batch_done, batch, None,
             OutcomeUnknown("the entry was appended but not committed in time"))
 
         def done(results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:
-            loop.call_soon_threadsafe(expiry.cancel)
-            loop.call_soon_threadsafe(self._batch_done, batch, results, err)
+            handover.call(self._batch_done, batch, results, err)
         return done
 
     def _batch_done(self, batch: _Batch, results: list[dict[str, Any]] | None,
@@ -265,6 +266,8 @@ class NodeServer:
         if batch.settled:
             return  # expired earlier; the engine's late answer changes nothing
         batch.settled = True
+        if batch.expiry is not None:
+            batch.expiry.cancel()
         self._in_flight -= 1
         for i, future in enumerate(batch.futures):
             if future.done():
@@ -346,8 +349,8 @@ class NodeServer:
         leads and its store has committed the index it noted, a read transaction
         begun now sees every write acknowledged before this read arrived
         (raftkv/node/read_index.py says why)."""
-        loop = self._loop
-        assert loop is not None
+        loop, handover = self._loop, self._handover
+        assert loop is not None and handover is not None
         confirmed: asyncio.Future[None] = loop.create_future()
 
         def settle(err: RaftKVError | None) -> None:
@@ -359,7 +362,7 @@ class NodeServer:
                 confirmed.set_result(None)
 
         def on_raft_thread(_index: int | None, err: RaftKVError | None) -> None:
-            loop.call_soon_threadsafe(settle, err)
+            handover.call(settle, err)
 
         self.replica.read_index(on_raft_thread)
         await confirmed
@@ -483,6 +486,7 @@ class NodeServer:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        self._handover = Handover(self._loop)
         self._blob_slots = asyncio.Semaphore(MAX_BLOB_OPS)
         host, port = split_addr(self.client_addr)
         server = await asyncio.start_server(self.serve_connection, host, port,
@@ -541,11 +545,12 @@ class _Report:
 class _Batch:
     """The requests of one Raft entry, settled once: by the engine or by expiry."""
 
-    __slots__ = ("futures", "settled")
+    __slots__ = ("expiry", "futures", "settled")
 
     def __init__(self, futures: list[asyncio.Future[dict[str, Any]]]) -> None:
         self.futures = futures
         self.settled = False
+        self.expiry: asyncio.TimerHandle | None = None
 
 
 def _bytes(value: object) -> bytes:

@@ -28,13 +28,14 @@ from .fixes import (
 from .peer_formats import _SpeaksFormats
 from .pinned import ENTRY_CAP, LEADER_FALLBACK, RAFT_PASSWORD_PURPOSE
 from .read_index import _ServesReadIndex
+from .sending import _LeaderSendsOncePerTick
 from .serializer import SNAPSHOT_PIECE, _SnapshotContext
 from .syncing import _FollowerAcksWhatIsSynced, _LeaderCountsWhatIsSynced
 
 log = logging.getLogger(__name__)
 
-class _Engine(_ServesReadIndex, _LeaderCountsWhatIsSynced, _FollowerAcksWhatIsSynced, _CompactsByBytes,
-              _AppliesInOneTransaction, _LeaderKeepsNextIndex,
+class _Engine(_LeaderSendsOncePerTick, _ServesReadIndex, _LeaderCountsWhatIsSynced,
+              _FollowerAcksWhatIsSynced, _CompactsByBytes, _AppliesInOneTransaction, _LeaderKeepsNextIndex,
               _FollowerKeepsMatchingEntries, _FollowerAnswersSnapshotPieces,
               _LeaderOffersSnapshotsOnce, _SpeaksFormats, _PreVote):
     """pysyncobj with every fix; see the package's docstring (raftkv/node/__init__.py)."""

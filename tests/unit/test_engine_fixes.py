@@ -27,7 +27,7 @@ import pytest
 
 from raftkv import node
 from raftkv.errors import ConfigError
-from raftkv.node import disk, fixes, journal, replica, syncing
+from raftkv.node import disk, fixes, journal, replica, sending, syncing
 from raftkv.store import Store
 
 from .._procs import SECRET, free_port, wait_for
@@ -534,5 +534,31 @@ def test_snapshots_come_in_proportion_to_a_large_store(tmp_path, monkeypatch) ->
         monkeypatch.setattr(type(h.engine._journal), "bytes", size + 1, raising=False)
         h.engine.doTick(0.0)
         assert not h.engine._SyncObj__forceLogCompaction
+    finally:
+        h.close()
+
+
+# -- one append_entries per follower per tick (Hand-offs)
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
+def test_a_leader_sends_each_follower_one_message_a_tick(tmp_path, events, fixed) -> None:
+    h = Harness(tmp_path, _variant(None if fixed else sending._LeaderSendsOncePerTick))
+    try:
+        noop = _leader_with_a_confirmed_noop(h)
+        h.engine._journal.request_sync()  # what a tick would ask
+        wait_for(lambda: h.log.synced_index == noop, 10, "the syncer's round", interval=0.005)
+        # Both followers count as connected, so the engine sends them what it would.
+        h.engine._SyncObj__connectedNodes.update(h.engine._SyncObj__otherNodes)
+        for _ in range(3):
+            h.engine.apply_batch(msgpack.packb([1.0]), callback=lambda *_: None)
+        events.clear()
+        # One tick: the no-op commits and is applied (the new commit index is news for
+        # the followers), and three entries are appended.
+        h.engine.doTick(0.0)
+        assert h.engine._SyncObj__raftCommitIndex == noop
+        assert h.last_index() == noop + 3
+        sent = sum(1 for kind, what in events if (kind, what) == ("send", "append_entries"))
+        # Stock: after applying, then after each entry, to each of the two followers.
+        assert sent == (2 if fixed else 2 * (1 + 3))
     finally:
         h.close()
