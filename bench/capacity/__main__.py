@@ -20,7 +20,7 @@ from ..common import stop_cleanly_on_sigterm
 from .group import BenchError, Group, Shape
 from .probes import parse_sizes
 from .report import Result, aims, table
-from .steps import catch_up, restart, snapshot, stalls
+from .steps import catch_up, restart, snapshot, stalls, ticks_of
 
 MAX_SLOWDOWN = 5.0  # percent: the issue's bound on any bench.kv workload
 
@@ -35,17 +35,19 @@ def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: in
     def say(what: str) -> None:
         click.echo(f"{gb:g} GB: {what}", err=True)
 
-    ticks = {n: st["tick_stalls"] for n, st in group.statuses().items()}
+    ticks = {n: ticks_of(st) for n, st in group.statuses().items()}
     result["fill"] = fill = group.fill(shape, filled, end, clients, fill_timeout)
     say(f"filled {fill['cells']} cells in {fill['seconds']:.1f} s ({fill['mb_per_s']:.1f} MB/s)")
     seen = group.settle(timeout)
-    result["stalls_fill"] = {n: stalls(ticks.get(n), st["tick_stalls"]) for n, st in seen.items()}
+    result["stalls_fill"] = {n: stalls(ticks.get(n), ticks_of(st)) for n, st in seen.items()}
     result["memory_after_fill"] = {n: group.memory(n) for n in group.names}
-    ticks = {n: st["tick_stalls"] for n, st in seen.items()}
+    ticks = {n: ticks_of(st) for n, st in seen.items()}
     result["snapshot"] = shot = snapshot(group, timeout)
-    result["stalls_snapshot"] = {n: stalls(ticks.get(n), st["tick_stalls"])
+    result["stalls_snapshot"] = {n: stalls(ticks.get(n), ticks_of(st))
                                  for n, st in group.statuses().items()}
     say(f"snapshot: {shot['per_replica']}")
+    say_sites("fill", result["stalls_fill"])
+    say_sites("snapshot", result["stalls_snapshot"])
     result["disk_mb"] = {n: group.disk_mb(n) for n in group.names}
     leader, _ = group.leader(timeout)
     watcher, wiped = group.followers(leader)
@@ -53,16 +55,27 @@ def measure_size(group: Group, shape: Shape, gb: float, filled: int, clients: in
     for how in (signal.SIGTERM, signal.SIGKILL):
         restarts[how.name] = restart(group, watcher, how, timeout)
         say(f"restart of {watcher} after {how.name}: {restarts[how.name]['caught_up_s']:.2f} s")
-    ticks = {n: st["tick_stalls"] for n, st in group.statuses().items()}
+    ticks = {n: ticks_of(st) for n, st in group.statuses().items()}
     result["catch_up"] = caught = catch_up(group, wiped, watcher, timeout)
     seen = group.statuses()
     result["stalls_catch_up"] = {  # the wiped replica's since it started again
-        n: stalls(None if n == wiped else ticks.get(n), st["tick_stalls"]) for n, st in seen.items()}
+        n: stalls(None if n == wiped else ticks.get(n), ticks_of(st)) for n, st in seen.items()}
     say(f"catch-up of {wiped}: {caught['caught_up_s']} s, terms {caught['terms_seen']}")
+    say_sites("catch-up", result["stalls_catch_up"])
     if "error" in caught:
         raise BenchError(caught["error"])
     group.settle(timeout)
     result["memory_at_end"] = {n: group.memory(n) for n in group.names}
+
+
+def say_sites(phase: str, seen: dict[str, dict[str, Any]]) -> None:
+    """Where each replica's tick thread was seen stalling in one phase (status
+    ``tick_stall_sites``), and how much of those stalls was CPU."""
+    for name, got in seen.items():
+        click.echo(f"{phase}: {name}: {got['over_aim']} stalls over the aim, "
+                   f"{got['over_aim_s']} s, {got['over_aim_cpu_s']} s of it CPU", err=True)
+        for stack, samples in got["sites"].items():
+            click.echo(f"    {samples:5d}  {stack}", err=True)
 
 
 def measure(root: Path, shape: Shape, sizes: list[float], clients: int, snapshot_entries: int,

@@ -176,6 +176,11 @@ def catch_up(group: Group, wiped: str, watcher: str, timeout: float) -> dict[str
                {"error": f"{wiped} did not catch up within {timeout:g} s"})}
 
 
+def ticks_of(status: dict[str, Any]) -> dict[str, Any]:
+    """One replica's stall reading: status ``tick_stalls`` with ``tick_stall_sites``."""
+    return {**status["tick_stalls"], "sites": status.get("tick_stall_sites", {})}
+
+
 def stalls(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
     """The tick thread's stalls (status ``tick_stalls``) between two readings of one
     replica (``before`` None: since it started).  The histogram's buckets subtract;
@@ -191,4 +196,11 @@ def stalls(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, An
         longest = (0.0 if not grew else f"> {STALL_BOUNDS[-1]}" if grew[-1] == "inf"
                    else f"≤ {grew[-1]}")
     over = sum(n for b, n in counts.items() if b == "inf" or float(b) > STALL_AIM)
-    return {"longest_s": longest, "over_aim": over, "ticks": sum(counts.values())}
+    sites = dict(after.get("sites", {}))
+    if before is not None:  # the stacks shown are the most seen since the start: a bound
+        sites = {k: n - before.get("sites", {}).get(k, 0) for k, n in sites.items()}
+    def grown(field: str) -> float:
+        return round(after.get(field, 0.0) - (before or {}).get(field, 0.0), 3)
+    return {"longest_s": longest, "over_aim": over, "ticks": sum(counts.values()),
+            "over_aim_s": grown("over_aim_seconds"), "over_aim_cpu_s": grown("over_aim_cpu_seconds"),
+            "sites": {k: n for k, n in sites.items() if n > 0}}

@@ -16,6 +16,7 @@ from .config import ReplicaConfig
 from .network import _GuardedTransport
 from .pinned import _RAFT_STATE, _REQUIRED_STATE
 from .serializer import _SnapshotContext, _stop_replica
+from .stallsites import StallSites
 from .tickwatch import TickWatch, watch_poller
 
 # A snapshot copies the whole store: it waits until the journal holds at least this
@@ -43,8 +44,14 @@ class _EngineBase(SyncObj):
             raise ImportError(f"pysyncobj 0.3.17 without {', '.join(missing)}: raftkv.node cannot hook it")
         self._journal = self._SyncObj__raftLog
         self.tick_watch: TickWatch = watch_poller(self._poller)
+        self.stall_sites = StallSites(self.tick_watch)
+        self.stall_sites.start()
         self._snapshot_context.journal_bytes = lambda: self._journal.bytes
         self._snapshot_context.channel = self._SyncObj__transport._connections.get
+
+    def _doDestroy(self) -> None:  # noqa: N802 - pysyncobj's name
+        self.stall_sites.stop()
+        super()._doDestroy()
 
     @replicated
     def apply_batch(self, packed: bytes) -> list[dict[str, Any]]:

@@ -163,6 +163,7 @@ class Replica:
             "longest_leader_gap": round(self._engine.longest_leader_gap, 3),
             # docs/engine-fixes.md, "How the engine runs"
             "tick_stalls": self._engine.tick_watch.snapshot(),
+            "tick_stall_sites": self._engine.stall_sites.snapshot(),
             # docs/store-promises.md, "Formats and upgrades"
             "raft_formats": formats.announce(), "entry_format": self._engine.entry_format(),
             "data_format": formats.DATA.newest,

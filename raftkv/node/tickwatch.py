@@ -30,9 +30,16 @@ class TickWatch:
         self._inner = inner if inner is not None else select.poll()
         self._lock = threading.Lock()  # the tick thread writes, status readers copy
         self._returned: float | None = None  # when the last wait ended
+        self._returned_cpu = 0.0             # the tick thread's CPU time then
+        self._waiting = False                # inside the inner poll() (read by StallSites)
+        self.thread: threading.Thread | None = None  # the one that polls: the tick thread
         self.counts = [0] * (len(STALL_BOUNDS) + 1)
         self.longest = 0.0
         self.total = 0.0  # seconds spent away from poll(), summed
+        # The gaps over STALL_AIM: their wall time, and the CPU time the tick thread used
+        # in them (the rest it waited: for a disk, a lock, the GIL).
+        self.over_aim_seconds = 0.0
+        self.over_aim_cpu = 0.0
 
     # The poller's own calls, passed through.
     def register(self, fd: Any, mask: int) -> None:
@@ -48,23 +55,39 @@ class TickWatch:
         now = time.monotonic()
         if self._returned is not None:
             self._record(now - self._returned)
+        else:
+            self.thread = threading.current_thread()
+        self._waiting = True
         try:
             return self._inner.poll(timeout)
         finally:
+            self._waiting = False
             self._returned = time.monotonic()
+            self._returned_cpu = time.thread_time()
+
+    def away_since(self) -> float | None:
+        """When the tick thread last left ``poll()``; None while it waits in it (or before
+        its first wait).  Read from another thread: a value a moment old is fine."""
+        return None if self._waiting else self._returned
 
     def _record(self, gap: float) -> None:
+        cpu = time.thread_time() - self._returned_cpu if gap > STALL_AIM else 0.0
         with self._lock:
             self.counts[bisect.bisect_left(STALL_BOUNDS, gap)] += 1
             self.total += gap
             if gap > self.longest:
                 self.longest = gap
+            if gap > STALL_AIM:
+                self.over_aim_seconds += gap
+                self.over_aim_cpu += cpu
 
     def snapshot(self) -> dict[str, Any]:
         """What was measured since the replica started: for status and benchmarks (which
         subtract two snapshots to see one phase)."""
         with self._lock:
             return {"longest": round(self.longest, 4), "seconds": round(self.total, 3),
+                    "over_aim_seconds": round(self.over_aim_seconds, 3),
+                    "over_aim_cpu_seconds": round(self.over_aim_cpu, 3),
                     "buckets": dict(zip([*map(str, STALL_BOUNDS), "inf"], self.counts,
                                         strict=True))}
 
