@@ -118,6 +118,10 @@ class SegmentJournal:
         self._rounds = 0                  # rounds that raised synced_index
         self._round = threading.Lock()    # one sync round at a time (the syncer's, sync()'s)
         self._unsynced: dict[int, _Segment] = {}  # fd -> segment written since the last round
+        # Segments compaction dropped, for the syncer to close and unlink (see deleteEntriesTo);
+        # each stays listed until it is gone, so that a new segment of the same name waits.
+        self._doomed: list[_Segment] = []
+        self._removing = threading.Lock()  # held while doomed segments are unlinked
         self._dir_unsynced = False
         self._written = 0                 # index of the last entry written (0: none)
         self._generation = 0              # bumped by each cut and clear (see _sync_round)
@@ -222,6 +226,10 @@ class SegmentJournal:
 
     def _new_segment(self, first: int) -> _Segment:
         path = self._dir / _segment_name(first)
+        with self._lock:
+            same_name = any(doomed.path == path for doomed in self._doomed)
+        if same_name:  # never in practice (compaction drops names below the start): be sure
+            self._remove_doomed()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
         pwrite_all(fd, MAGIC, 0)
         segment = _Segment(first, path, fd, len(MAGIC))
@@ -282,8 +290,18 @@ class SegmentJournal:
         write_private_atomically(self._dir / START_FILE, START.pack(start), durable=False)
         self._head += pos
         self._start = start
+        # Unlinking a 16 MiB segment took the tick thread 20-130 ms while the disk was busy
+        # (the filesystem frees its blocks): the syncer does it (docs/engine-fixes.md,
+        # "The journal").  Until then the segment is only a file below the start.
+        doomed = []
         while len(self._segments) > 1 and self._segments[1].first <= start:
-            self._remove(self._segments.pop(0))
+            doomed.append(self._segments.pop(0))
+        if doomed:
+            with self._lock:  # a round duplicates the descriptors it syncs under this lock
+                for segment in doomed:
+                    self._unsynced.pop(segment.fd, None)
+                self._doomed.extend(doomed)
+                self._start_syncer()
         if self._head > 4096 and self._head * 2 > len(self._offsets):
             self._base = self._totals[self._head - 1]
             for array_ in (self._offsets, self._terms, self._totals):
@@ -297,6 +315,9 @@ class SegmentJournal:
         with self._lock:  # nothing is on disk any more: a round under way publishes nothing
             self._generation += 1
             self._written = self._synced = 0
+        # First the segments compaction dropped: with the start file gone, one left behind
+        # would be taken at the next opening for the log's beginning, and the rest cut.
+        self._remove_doomed()
         for segment in self._segments:
             self._remove(segment)
         self._segments.clear()
@@ -357,11 +378,15 @@ class SegmentJournal:
             if self._closed or self._failed is not None or self._written <= self._synced:
                 return
             self._wanted = True
-            if self._syncer is None:
-                self._syncer = threading.Thread(target=self._run_syncer, daemon=True,
-                                                name=f"journal-syncer {self._dir.name}")
-                self._syncer.start()
-            self._wake.notify()
+            self._start_syncer()
+
+    def _start_syncer(self) -> None:
+        """Wake the syncer, started on first use (under the lock)."""
+        if self._syncer is None:
+            self._syncer = threading.Thread(target=self._run_syncer, daemon=True,
+                                            name=f"journal-syncer {self._dir.name}")
+            self._syncer.start()
+        self._wake.notify()
 
     def sync(self) -> None:
         """Make everything written so far survive a crash of the machine, on the calling
@@ -374,14 +399,36 @@ class SegmentJournal:
     def flush(self) -> None:
         self.sync()
 
+    def _remove_doomed(self) -> None:
+        """Close and unlink the segments compaction dropped (the syncer's work; on
+        another thread only if a new segment would take a doomed one's name)."""
+        with self._removing:
+            with self._lock:
+                doomed = list(self._doomed)
+            for segment in doomed:
+                try:
+                    os.close(segment.fd)
+                    segment.path.unlink(missing_ok=True)
+                except OSError as exc:  # below the start: the next opening removes it
+                    log.warning("the journal in %s could not remove %s: %s",
+                                self._dir, segment.path.name, exc)
+            with self._lock:
+                del self._doomed[:len(doomed)]
+                self._dir_unsynced = self._dir_unsynced or bool(doomed)
+
     def _run_syncer(self) -> None:
         while True:
             with self._lock:
-                while not self._wanted and not self._closed:
+                while not self._wanted and not self._doomed and not self._closed:
                     self._wake.wait()
                 if self._closed:
                     return
-                self._wanted = False
+                wanted, self._wanted = self._wanted, False
+                doomed = bool(self._doomed)
+            if doomed:
+                self._remove_doomed()
+            if not wanted:
+                continue
             try:
                 rose = self._sync_round()
             except SyncDeferred:
@@ -456,6 +503,8 @@ class SegmentJournal:
             syncer, self._syncer = self._syncer, None
         if syncer is not None and syncer is not threading.current_thread():
             syncer.join(timeout=10.0)  # a round's fsync under way ends on its own
+        if syncer is None or not syncer.is_alive():
+            self._remove_doomed()  # the rest the next opening removes (below the start)
         for segment in self._segments:
             os.close(segment.fd)
         self._segments.clear()

@@ -16,6 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from raftkv.node import journal
 from raftkv.node.journal import SegmentJournal
 
+from .._procs import wait_for
+
 Entry = tuple[bytes, int, int]
 
 
@@ -88,6 +90,7 @@ def test_compaction_removes_whole_segments_and_keeps_the_indexes(tmp_path, small
     _fill(j, entries)
     before = _segments(path)
     j.deleteEntriesTo(150)               # the engine: keep from the snapshot's entry on
+    wait_for(lambda: not j._doomed, 10, "the syncer removing the segments", interval=0.005)
     after = _segments(path)
     assert len(after) < len(before) and set(after) <= set(before)
     assert int(after[0][:-4]) <= 151 and int(after[1][:-4]) > 151   # nothing below rewritten

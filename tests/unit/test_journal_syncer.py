@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,6 +141,35 @@ def test_compaction_during_a_sync_closes_nothing_the_syncer_uses(tmp_path, fsync
     assert set(first_round) == before
     j.request_sync()
     _synced_to(j, 120)
+    j.close()
+
+
+def test_compaction_leaves_the_segments_unlinking_to_the_syncer(tmp_path, monkeypatch,
+                                                                 small_segments) -> None:
+    """Unlinking a segment held the tick thread 20-130 ms on a busy disk (bench.capacity):
+    compaction only lists them, the syncer closes and unlinks them; a clear first
+    removes what is still listed, on its own thread, before the start file goes."""
+    unlinks: list[tuple[str, str]] = []
+    real = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        unlinks.append((threading.current_thread().name, Path(path).name))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    path = tmp_path / "j"
+    j = SegmentJournal(path)
+    _fill(j, _entries(1, 60))
+    before = {p.name for p in path.iterdir() if p.name.endswith(journal.SUFFIX)}
+    j.deleteEntriesTo(50)
+
+    def gone() -> set[str]:
+        return before - {p.name for p in path.iterdir()}
+
+    wait_for(lambda: len(gone()) >= 3, 10, "the segments below the start removed",
+             interval=0.005)
+    assert {name for _, name in unlinks} == gone()
+    assert {thread.split()[0] for thread, _ in unlinks} == {"journal-syncer"}
     j.close()
 
 
