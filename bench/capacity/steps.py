@@ -181,6 +181,10 @@ def ticks_of(status: dict[str, Any]) -> dict[str, Any]:
     return {**status["tick_stalls"], "sites": status.get("tick_stall_sites", {})}
 
 
+def _grown(before: dict[str, Any] | None, after: dict[str, Any], field: str) -> float:
+    return round(after.get(field, 0.0) - (before or {}).get(field, 0.0), 3)
+
+
 def stalls(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
     """The tick thread's stalls (status ``tick_stalls``) between two readings of one
     replica (``before`` None: since it started).  The histogram's buckets subtract;
@@ -196,11 +200,13 @@ def stalls(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, An
         longest = (0.0 if not grew else f"> {STALL_BOUNDS[-1]}" if grew[-1] == "inf"
                    else f"≤ {grew[-1]}")
     over = sum(n for b, n in counts.items() if b == "inf" or float(b) > STALL_AIM)
-    sites = dict(after.get("sites", {}))
-    if before is not None:  # the stacks shown are the most seen since the start: a bound
-        sites = {k: n - before.get("sites", {}).get(k, 0) for k, n in sites.items()}
-    def grown(field: str) -> float:
-        return round(after.get(field, 0.0) - (before or {}).get(field, 0.0), 3)
+    # The stacks are the most seen since the replica started: what grew of those.
+    sites_before, sites_after = (before or {}).get("sites", {}), after.get("sites", {})
+    stacks = {k: n - sites_before.get("stacks", {}).get(k, 0)
+              for k, n in sites_after.get("stacks", {}).items()}
     return {"longest_s": longest, "over_aim": over, "ticks": sum(counts.values()),
-            "over_aim_s": grown("over_aim_seconds"), "over_aim_cpu_s": grown("over_aim_cpu_seconds"),
-            "sites": {k: n for k, n in sites.items() if n > 0}}
+            "over_aim_s": _grown(before, after, "over_aim_seconds"),
+            "over_aim_cpu_s": _grown(before, after, "over_aim_cpu_seconds"),
+            "sampled": {f: _grown(sites_before, sites_after, f)
+                        for f in ("seconds", "cpu_seconds", "runqueue_seconds")},
+            "sites": {k: n for k, n in stacks.items() if n > 0}}

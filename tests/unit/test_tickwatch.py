@@ -47,3 +47,28 @@ def test_the_engine_reports_a_stall_of_its_own_tick(tmp_path: Path) -> None:
         assert seen["buckets"]["0.1"] >= 1
     finally:
         harness.close()
+
+
+def test_the_stack_of_a_long_stall_is_counted_and_a_short_tick_costs_nothing(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, _variant(None))
+    try:
+        engine = harness.engine
+
+        slow = [0.1]
+
+        def slow_apply_for_the_test() -> None:
+            time.sleep(slow.pop() if slow else 0)  # once
+
+        engine.doTick(0)
+        engine.doTick(0)
+        assert engine.stall_sites.snapshot()["stacks"] == {}
+        engine.addOnTickCallback(slow_apply_for_the_test)
+        engine.doTick(0)
+        engine.doTick(0)  # the gap ends here: read at once (this thread is "away" after it)
+        seen = engine.stall_sites.snapshot()
+        where = [stack for stack in seen["stacks"] if "slow_apply_for_the_test" in stack]
+        assert where and where[0].startswith("[S] ")  # asleep, innermost frame first
+        assert sum(seen["stacks"].values()) >= 5      # every 5 ms from 20 ms on
+        assert 0.04 <= seen["seconds"] < 0.1 and seen["cpu_seconds"] < 0.02
+    finally:
+        harness.close()
