@@ -73,7 +73,8 @@ def say_sites(phase: str, seen: dict[str, dict[str, Any]]) -> None:
     ``tick_stall_sites``), and how much of those stalls was CPU."""
     for name, got in seen.items():
         click.echo(f"{phase}: {name}: {got['over_aim']} stalls over the aim, "
-                   f"{got['over_aim_s']} s, {got['over_aim_cpu_s']} s of it CPU; sampled "
+                   f"{got['over_aim_s']} s, {got['over_aim_cpu_s']} s of it CPU, switches "
+                   f"{got['over_aim_switches']}; sampled "
                    f"{got['sampled']}", err=True)
         for stack, samples in got["sites"].items():
             click.echo(f"    {samples:5d}  {stack}", err=True)

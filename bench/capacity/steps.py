@@ -207,6 +207,8 @@ def stalls(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, An
     return {"longest_s": longest, "over_aim": over, "ticks": sum(counts.values()),
             "over_aim_s": _grown(before, after, "over_aim_seconds"),
             "over_aim_cpu_s": _grown(before, after, "over_aim_cpu_seconds"),
+            "over_aim_switches": {k: n - (before or {}).get("over_aim_switches", {}).get(k, 0)
+                                  for k, n in after.get("over_aim_switches", {}).items()},
             "sampled": {f: _grown(sites_before, sites_after, f)
                         for f in ("seconds", "cpu_seconds", "runqueue_seconds")},
             "sites": {k: n for k, n in stacks.items() if n > 0}}

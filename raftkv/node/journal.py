@@ -121,6 +121,7 @@ class SegmentJournal:
         # Segments compaction dropped, for the syncer to close and unlink (see deleteEntriesTo);
         # each stays listed until it is gone, so that a new segment of the same name waits.
         self._doomed: list[_Segment] = []
+        self._new_start: int | None = None  # for the syncer to write into the start file
         self._removing = threading.Lock()  # held while doomed segments are unlinked
         self._dir_unsynced = False
         self._written = 0                 # index of the last entry written (0: none)
@@ -283,25 +284,22 @@ class SegmentJournal:
             self.clear()
             return
         start = self._start + pos
-        # No fsync: compaction follows a snapshot already on disk, and opening drops the
-        # entries below that snapshot's own entry anyway; the file only spares reading
-        # segments below it.  Its fsyncs ran on the tick thread at every compaction,
-        # just as a snapshot had filled the disk's queue.  Lost or torn, it is ignored.
-        write_private_atomically(self._dir / START_FILE, START.pack(start), durable=False)
         self._head += pos
         self._start = start
-        # Unlinking a 16 MiB segment took the tick thread 20-130 ms while the disk was busy
-        # (the filesystem frees its blocks): the syncer does it (docs/engine-fixes.md,
-        # "The journal").  Until then the segment is only a file below the start.
+        # The start file and the removal of the segments wholly before it are the
+        # syncer's: on a busy disk, unlinking a 16 MiB segment held the tick thread 20 to
+        # 130 ms (the filesystem frees its blocks), the start file's rename up to 30 ms
+        # (docs/engine-fixes.md, "The journal").  Until then those segments are files
+        # below the snapshot's entry, which opening drops anyway.
         doomed = []
         while len(self._segments) > 1 and self._segments[1].first <= start:
             doomed.append(self._segments.pop(0))
-        if doomed:
-            with self._lock:  # a round duplicates the descriptors it syncs under this lock
-                for segment in doomed:
-                    self._unsynced.pop(segment.fd, None)
-                self._doomed.extend(doomed)
-                self._start_syncer()
+        with self._lock:  # a round duplicates the descriptors it syncs under this lock
+            for segment in doomed:
+                self._unsynced.pop(segment.fd, None)
+            self._doomed.extend(doomed)
+            self._new_start = start
+            self._start_syncer()
         if self._head > 4096 and self._head * 2 > len(self._offsets):
             self._base = self._totals[self._head - 1]
             for array_ in (self._offsets, self._terms, self._totals):
@@ -400,11 +398,22 @@ class SegmentJournal:
         self.sync()
 
     def _remove_doomed(self) -> None:
-        """Close and unlink the segments compaction dropped (the syncer's work; on
-        another thread only if a new segment would take a doomed one's name)."""
+        """Record compaction's new start, then close and unlink the segments it dropped
+        (the syncer's work; on another thread only before a clear, or if a new segment
+        would take a doomed one's name)."""
         with self._removing:
             with self._lock:
                 doomed = list(self._doomed)
+                start, self._new_start = self._new_start, None
+            if start is not None:
+                # No fsync: compaction follows a snapshot already on disk, and opening
+                # drops the entries below that snapshot's own entry anyway; the file only
+                # spares reading segments below it.  Lost or torn, it is ignored.
+                try:
+                    write_private_atomically(self._dir / START_FILE, START.pack(start),
+                                             durable=False)
+                except OSError as exc:
+                    log.warning("the journal in %s could not record its start: %s", self._dir, exc)
             for segment in doomed:
                 try:
                     os.close(segment.fd)
@@ -419,12 +428,13 @@ class SegmentJournal:
     def _run_syncer(self) -> None:
         while True:
             with self._lock:
-                while not self._wanted and not self._doomed and not self._closed:
+                while (not self._wanted and not self._doomed and self._new_start is None
+                       and not self._closed):
                     self._wake.wait()
                 if self._closed:
                     return
                 wanted, self._wanted = self._wanted, False
-                doomed = bool(self._doomed)
+                doomed = bool(self._doomed) or self._new_start is not None
             if doomed:
                 self._remove_doomed()
             if not wanted:

@@ -27,7 +27,7 @@ from typing import Any
 
 from .tickwatch import STALL_AIM, TickWatch
 
-SAMPLE_EVERY = 0.005  # while a stall lasts
+SAMPLE_EVERY = 0.002  # while a stall lasts
 DEPTH = 4             # innermost frames that name a stack
 KEPT = 64             # stacks counted at most
 SHOWN = 8             # the most seen, in status

@@ -13,6 +13,7 @@ those gaps in a small histogram and a maximum.
 from __future__ import annotations
 
 import bisect
+import resource
 import select
 import threading
 import time
@@ -30,16 +31,18 @@ class TickWatch:
         self._inner = inner if inner is not None else select.poll()
         self._lock = threading.Lock()  # the tick thread writes, status readers copy
         self._returned: float | None = None  # when the last wait ended
-        self._returned_cpu = 0.0             # the tick thread's CPU time then
+        self._returned_usage = _usage()      # the tick thread's (CPU, switches) then
         self._waiting = False                # inside the inner poll() (read by StallSites)
         self.thread: threading.Thread | None = None  # the one that polls: the tick thread
         self.counts = [0] * (len(STALL_BOUNDS) + 1)
         self.longest = 0.0
         self.total = 0.0  # seconds spent away from poll(), summed
-        # The gaps over STALL_AIM: their wall time, and the CPU time the tick thread used
-        # in them (the rest it waited: for a disk, a lock, the GIL).
+        # The gaps over STALL_AIM: their wall time, the CPU time the tick thread used in
+        # them (the rest it waited: for a disk, a lock, the GIL, a CPU), and how often it
+        # gave up its CPU itself (waited) or was made to (another thread's turn).
         self.over_aim_seconds = 0.0
         self.over_aim_cpu = 0.0
+        self.over_aim_switches = [0, 0]  # voluntary, involuntary
 
     # The poller's own calls, passed through.
     def register(self, fd: Any, mask: int) -> None:
@@ -63,7 +66,7 @@ class TickWatch:
         finally:
             self._waiting = False
             self._returned = time.monotonic()
-            self._returned_cpu = time.thread_time()
+            self._returned_usage = _usage()
 
     def away_since(self) -> float | None:
         """When the tick thread last left ``poll()``; None while it waits in it (or before
@@ -71,7 +74,7 @@ class TickWatch:
         return None if self._waiting else self._returned
 
     def _record(self, gap: float) -> None:
-        cpu = time.thread_time() - self._returned_cpu if gap > STALL_AIM else 0.0
+        usage = _usage() if gap > STALL_AIM else self._returned_usage
         with self._lock:
             self.counts[bisect.bisect_left(STALL_BOUNDS, gap)] += 1
             self.total += gap
@@ -79,7 +82,11 @@ class TickWatch:
                 self.longest = gap
             if gap > STALL_AIM:
                 self.over_aim_seconds += gap
-                self.over_aim_cpu += cpu
+                cpu, waited, preempted = usage
+                before = self._returned_usage
+                self.over_aim_cpu += cpu - before[0]
+                self.over_aim_switches[0] += waited - before[1]
+                self.over_aim_switches[1] += preempted - before[2]
 
     def snapshot(self) -> dict[str, Any]:
         """What was measured since the replica started: for status and benchmarks (which
@@ -88,8 +95,16 @@ class TickWatch:
             return {"longest": round(self.longest, 4), "seconds": round(self.total, 3),
                     "over_aim_seconds": round(self.over_aim_seconds, 3),
                     "over_aim_cpu_seconds": round(self.over_aim_cpu, 3),
+                    "over_aim_switches": dict(zip(("waited", "preempted"),
+                                                  self.over_aim_switches, strict=True)),
                     "buckets": dict(zip([*map(str, STALL_BOUNDS), "inf"], self.counts,
                                         strict=True))}
+
+
+def _usage() -> tuple[float, int, int]:
+    """The calling thread's CPU seconds and its voluntary and involuntary context switches."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw, usage.ru_nivcsw
 
 
 def watch_poller(poller: Any) -> TickWatch:

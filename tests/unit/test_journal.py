@@ -358,6 +358,8 @@ def test_compaction_fsyncs_nothing_on_the_tick_thread(tmp_path, small_segments, 
     synced: list[int] = []
     monkeypatch.setattr(os, "fsync", synced.append)
     j.deleteEntriesTo(150)
+    wait_for(lambda: (path / journal.START_FILE).exists() and not j._doomed, 10,
+             "the syncer recording the start", interval=0.005)
     assert synced == []  # the snapshot it follows is on disk already
     monkeypatch.undo()
     # A crash that loses the start file: opening at the snapshot's entry (the floor the
