@@ -13,6 +13,7 @@ import os
 import select
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,6 +264,49 @@ def test_a_slow_disk_costs_the_tick_one_wait_until_a_round_ends(
         assert len(waits) == 2  # a round ended since: the disk may be quick again
     finally:
         held_journal.set()
+        h.close()
+
+
+def test_the_waits_for_the_syncer_in_one_poll_sum_to_ack_wait_at_most(
+        tmp_path, monkeypatch) -> None:
+    """A burst of appends read in one poll(), each round ending within ACK_WAIT but not
+    at once (a busy disk): each waited for its round, 20 to 40 ms in all in
+    bench.capacity's fill."""
+    h = Harness(tmp_path, replica._Engine)
+
+    def slow_fsync(fd: int) -> None:  # the same time whatever else uses the disk
+        time.sleep(0.0006)
+
+    waited: list[float] = []
+    real_wait = h.log.wait_synced
+
+    def timed(index: int, timeout: float) -> bool:
+        began = time.monotonic()
+        try:
+            return real_wait(index, timeout)
+        finally:
+            waited.append(time.monotonic() - began)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(h.log, "wait_synced", timed)
+    try:
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,  # a first segment
+                   "prevLogIdx": 1, "prevLogTerm": 0, "entries": _entries(2, 3, 1)})
+        wait_for(lambda: h.log.synced_index == 3, 10, "the syncer's round", interval=0.005)
+        h.engine.doTick(0.0)          # a gap begins: what follows is one poll()'s messages
+        waited.clear()
+        for first in range(4, 20, 2):  # 8 appends, each answered after a round
+            h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                       "prevLogIdx": first - 1, "prevLogTerm": 1,
+                       "entries": _entries(first, first + 1, 1)})
+        assert len(waited) >= 2 and sum(waited) <= syncing.ACK_WAIT + 0.001
+        h.engine.doTick(0.0)          # the next gap may wait again
+        before = len(waited)
+        wait_for(lambda: h.log.synced_index == 19, 10, "the syncer's round", interval=0.005)
+        h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
+                   "prevLogIdx": 19, "prevLogTerm": 1, "entries": _entries(20, 20, 1)})
+        assert len(waited) == before + 1
+    finally:
         h.close()
 
 
