@@ -182,6 +182,14 @@ class SegmentJournal:
             command = self._read(index, pos)
         return command, index, term
 
+    def term_of(self, index: int) -> int:
+        """The term of the entry at Raft ``index`` (which the journal holds), without
+        reading its command."""
+        pos = self._head + index - self._start
+        if not self._head <= pos < len(self._offsets):
+            raise IndexError(f"the journal holds no entry {index}")
+        return self._terms[pos]
+
     def _read(self, index: int, pos: int) -> bytes:
         segment = self._segments[bisect.bisect_right(self._firsts(), index) - 1]
         length = self._totals[pos] - self._total_before(pos)
