@@ -12,7 +12,7 @@ frame, so a disk wait and a CPU loop name themselves; the thread's scheduler sta
 disk) comes first, since on a busy machine a thread that could run may not get a CPU.
 Between two samples of one stall it also reads the thread's CPU time and its time
 waiting for a CPU (``/proc``'s schedstat): what remains of the time between the two
-was spent asleep.  Nothing stalls: it wakes every ``STALL_AIM`` and reads two
+was spent asleep.  While nothing stalls it wakes every ``STALL_AIM`` and reads two
 attributes.  At most :data:`KEPT` stacks are kept, the least seen making room.
 """
 

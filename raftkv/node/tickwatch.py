@@ -7,7 +7,9 @@ tick's work (commit, apply, send, compact) and waits again.  While it is away
 from ``poll()`` no heartbeat leaves and no message is read, so the time from
 one ``poll()`` returning to the next being called is the stall a peer sees.
 :class:`TickWatch` stands in for the poller's ``select.poll`` object and keeps
-those gaps in a small histogram and a maximum.
+those gaps in a small histogram and a maximum, and for the gaps over
+:data:`STALL_AIM` the tick thread's CPU time and context switches in them
+(raftkv/node/stallsites.py says where they were spent).
 """
 
 from __future__ import annotations

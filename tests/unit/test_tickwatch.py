@@ -28,6 +28,9 @@ def test_the_gap_between_two_waits_is_what_is_recorded() -> None:
         assert seen["buckets"]["0.05"] == 1            # the one 30 ms gap
         assert sum(seen["buckets"].values()) == 3      # three gaps between four waits
         assert seen["buckets"]["0.001"] == 2
+        # The 30 ms gap was a sleep: little CPU, and the thread gave its CPU up itself.
+        assert 0.03 <= seen["over_aim_seconds"] < 0.05 and seen["over_aim_cpu_seconds"] < 0.01
+        assert seen["over_aim_switches"]["waited"] >= 1
     finally:
         os.close(read)
         os.close(write)
