@@ -96,7 +96,8 @@ class _FollowerAcksWhatIsSynced(_SyncsOffTheTickThread):
     once: going back to ``poll()`` and being woken by the syncer cost each write
     another hand-off and a tick.  A wait that ran out means the disk is busy: no
     answer waits again until a round has ended since, so the messages handled in
-    one ``poll()`` cost the tick thread one ``ACK_WAIT`` at most.  An answer that
+    one ``poll()`` cost the tick thread one ``ACK_WAIT`` at most while the disk is
+    slow, and ``ACK_WAITS_PER_GAP`` in all when each round ends in time.  An answer that
     claims nothing and moves nothing (neither success nor
     reset: the leader only notes that the follower lives, as for a snapshot's
     piece) goes at once; order does not matter for it.
