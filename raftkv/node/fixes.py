@@ -51,7 +51,7 @@ class _EngineBase(SyncObj):
         self._snapshot_context.channel = self._SyncObj__transport._connections.get
 
     def _doDestroy(self) -> None:  # noqa: N802 - pysyncobj's name
-        self.stall_sites.stop()
+        self.stall_sites.stop(timeout=0)
         super()._doDestroy()
 
     @replicated

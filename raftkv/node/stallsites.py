@@ -25,6 +25,7 @@ from pathlib import PurePath
 from types import FrameType
 from typing import Any
 
+from ..background import UNTIL_WOKEN, BackgroundLoop
 from .tickwatch import STALL_AIM, TickWatch
 
 SAMPLE_EVERY = 0.002  # while a stall lasts
@@ -33,10 +34,11 @@ KEPT = 64             # stacks counted at most
 SHOWN = 8             # the most seen, in status
 
 
-class StallSites:
+class StallSites(BackgroundLoop):
     """Counts the stacks the tick thread was seen in, ``STALL_AIM`` or more into a stall."""
 
     def __init__(self, watch: TickWatch) -> None:
+        super().__init__("raftkv-stall-sites", STALL_AIM)
         self._watch = watch
         self._lock = threading.Lock()
         self._samples: dict[str, int] = {}
@@ -44,34 +46,23 @@ class StallSites:
         # thread's CPU time and its wait for a CPU in them (the rest it slept).
         self._spans = [0.0, 0.0, 0.0]
         self._last: tuple[float, float, float, float] | None = None  # gap, at, cpu, runqueue
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raftkv-stall-sites", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        delay = STALL_AIM
-        while not self._stop.wait(delay):
-            delay = STALL_AIM
-            tick = self._watch.thread
-            since = self._watch.away_since()
-            if tick is None or tick.ident is None or since is None:
-                continue
-            if not tick.is_alive():
-                return
-            away = time.monotonic() - since
-            if away < STALL_AIM:
-                delay = STALL_AIM - away
-                continue
-            frame = sys._current_frames().get(tick.ident)
-            if frame is not None and self._watch.away_since() == since:  # still the same gap
-                self._count(f"[{_state(tick.native_id)}] {_stack(frame)}")
-                self._span(since, tick.native_id)
-            delay = SAMPLE_EVERY
+    def step(self) -> float | None:
+        tick = self._watch.thread
+        since = self._watch.away_since()
+        if tick is None or tick.ident is None or since is None:
+            return None  # not yet polling, or waiting in poll(): look again in STALL_AIM
+        if not tick.is_alive():
+            self.stop(timeout=0)
+            return UNTIL_WOKEN
+        away = time.monotonic() - since
+        if away < STALL_AIM:
+            return STALL_AIM - away
+        frame = sys._current_frames().get(tick.ident)
+        if frame is not None and self._watch.away_since() == since:  # still the same gap
+            self._count(f"[{_state(tick.native_id)}] {_stack(frame)}")
+            self._span(since, tick.native_id)
+        return SAMPLE_EVERY
 
     def _span(self, gap: float, native_id: int | None) -> None:
         at = time.monotonic()
