@@ -158,9 +158,28 @@ def test_stalls_of_a_phase_subtract_two_readings() -> None:
         buckets.update({k.replace("_", "."): v for k, v in counts.items()})
         return {"longest": longest, "buckets": buckets}
 
+    def counted(seen: dict[str, Any]) -> dict[str, Any]:
+        return {k: seen[k] for k in ("longest_s", "over_aim", "ticks")}
+
     before = reading(0.3, **{"0_001": 100, "0_1": 1})
     grew = reading(0.3, **{"0_001": 150, "0_05": 2, "0_1": 1})
-    assert stalls(before, grew) == {"longest_s": "≤ 0.05", "over_aim": 2, "ticks": 52}
+    assert counted(stalls(before, grew)) == {"longest_s": "≤ 0.05", "over_aim": 2, "ticks": 52}
     assert stalls(before, reading(0.4, **{"0_001": 101, "inf": 1}))["longest_s"] == 0.4
-    assert stalls(None, grew) == {"longest_s": 0.3, "over_aim": 3, "ticks": 153}
-    assert stalls(before, before) == {"longest_s": 0.0, "over_aim": 0, "ticks": 0}
+    assert counted(stalls(None, grew)) == {"longest_s": 0.3, "over_aim": 3, "ticks": 153}
+    assert counted(stalls(before, before)) == {"longest_s": 0.0, "over_aim": 0, "ticks": 0}
+
+
+def test_the_stall_sites_of_a_phase_are_what_grew_in_it() -> None:
+    def reading(seconds: float, cpu: float, stacks: dict[str, int]) -> dict[str, Any]:
+        return {"longest": 0.0, "buckets": {"inf": 0}, "over_aim_seconds": seconds,
+                "over_aim_cpu_seconds": cpu, "over_aim_switches": {"waited": 1, "preempted": 2},
+                "sites": {"stacks": stacks, "seconds": seconds / 2, "cpu_seconds": cpu / 2,
+                          "runqueue_seconds": 0.0}}
+
+    before = reading(1.0, 0.25, {"a": 5, "b": 3})
+    after = reading(1.5, 0.5, {"a": 5, "b": 7, "c": 1})
+    seen = stalls(before, after)
+    assert seen["sites"] == {"b": 4, "c": 1}      # "a" did not grow: not this phase's
+    assert (seen["over_aim_s"], seen["over_aim_cpu_s"]) == (0.5, 0.25)
+    assert seen["over_aim_switches"] == {"waited": 0, "preempted": 0}
+    assert seen["sampled"] == {"seconds": 0.25, "cpu_seconds": 0.125, "runqueue_seconds": 0.0}
