@@ -23,8 +23,9 @@ PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; prin
 
 # Debian packages the suite drives as real peers: dnsmasq (MX records), swaks
 # (an SMTP client), Chromium (Playwright's browser; never `playwright install`),
-# wapiti (the web scanner of tests/hostile/test_scanner.py).
-SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti
+# wapiti (the web scanner of tests/hostile/test_scanner.py), prometheus (its promtool
+# checks every process's metrics, and the server scrapes a live cloud: tests/integration/test_metrics.py).
+SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \

@@ -19,6 +19,7 @@ the cluster file (:mod:`deploy.processes`) and spawns processes.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import os
@@ -36,6 +37,15 @@ import click
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, split_addr
 from raftkv.errors import ConfigError
+from raftkv.metrics import (
+    DEFAULT_BASE_PORT,
+    METRICS_ADDR_ENV,
+    MULTIPROC_DIR_ENV,
+    SCRAPE_FILE,
+    base_port,
+    scrape_config,
+    targets,
+)
 from shards.cliopts import (
     EXIT_CODES_HELP,
     ExitCode,
@@ -190,8 +200,12 @@ def _load(located: Located) -> ClusterConfig:
 
 @main.command()
 @click.option("--host", default=None, help="Start only this host's processes (default: all).")
+@click.option("--metrics", is_flag=True, help="Every process serves Prometheus metrics (at "
+              f"the [metrics] table's base_port, else {DEFAULT_BASE_PORT}, and up), and a "
+              f"scrape configuration is written to DATA_DIR/{SCRAPE_FILE}; on by itself when "
+              "the cluster file has a [metrics] table.")
 @click.pass_obj
-def up(obj: dict[str, Any], host: str | None) -> None:
+def up(obj: dict[str, Any], host: str | None, metrics: bool) -> None:
     """Start the cloud in the foreground; Ctrl-C stops it.  Refuses to start over a running
     cloud (the same data dir, or the cluster file's ports taken)."""
     data_dir = (obj["data_dir"] or LOCAL_DATA_DIR).resolve()
@@ -210,6 +224,7 @@ def up(obj: dict[str, Any], host: str | None) -> None:
     cluster = _load(located)
     try:
         everything = process_specs(cluster, config_path, data_dir, None)
+        everything = _with_metrics(everything, cluster, data_dir, metrics)
         control_addr = control_addresses(cluster).get(host or "local")
         admin_user = Site.of(cluster).admin_user
     except ConfigError as exc:
@@ -229,10 +244,27 @@ def up(obj: dict[str, Any], host: str | None) -> None:
         lock.release()
 
 
+def _with_metrics(specs: list[ProcessSpec], cluster: ClusterConfig, data_dir: Path,
+                  asked: bool) -> list[ProcessSpec]:
+    """``specs``, each told where to serve its metrics when they are on (``--metrics`` or
+    a ``[metrics]`` table); the scrape configuration of them all written to the data dir."""
+    base = base_port(cluster.table("metrics"), DEFAULT_BASE_PORT if asked else None)
+    if base is None:
+        return specs
+    found = targets([(s.name, s.kind, s.addr) for s in specs], base)
+    (data_dir / SCRAPE_FILE).write_text(scrape_config(found))
+    return [dataclasses.replace(s, env={**s.env, METRICS_ADDR_ENV: t.addr, **(
+        # gunicorn's workers write their samples there, its master serves their sum
+        {MULTIPROC_DIR_ENV: str(data_dir / s.name / "metrics")} if s.kind == "frontend" else {})})
+            for s, t in zip(specs, found, strict=True)]
+
+
 def _addresses(cluster: ClusterConfig, specs: list[ProcessSpec],
                control_addr: str | None) -> list[tuple[str, str]]:
     """Every address the processes of ``specs`` and the control API will listen on."""
     addrs = [(s.name, s.addr) for s in specs]
+    addrs += [(f"{s.name} metrics", s.env[METRICS_ADDR_ENV]) for s in specs
+              if METRICS_ADDR_ENV in s.env]
     names = {s.name for s in specs}
     addrs += [(f"{r.name} raft", r.raft) for r in cluster.replicas() if r.name in names]
     if control_addr:
@@ -286,7 +318,10 @@ def _run(mine: list[ProcessSpec], everything: list[ProcessSpec], data_dir: Path,
             fail(f"{exc}: {data_dir / 'logs'}", ExitCode.FAILED)
         if stop.is_set():
             return
-        _print_ready(ready_lines(everything), control_addr, admin_user, new_password, data_dir)
+        lines = ready_lines(everything)
+        if any(METRICS_ADDR_ENV in s.env for s in everything):
+            lines.append(f"  metrics:    scrape configuration in {data_dir / SCRAPE_FILE}")
+        _print_ready(lines, control_addr, admin_user, new_password, data_dir)
         while not stop.wait(1.0):
             pass
     finally:

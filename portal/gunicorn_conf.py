@@ -16,10 +16,14 @@ import contextlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
+
+from prometheus_client import multiprocess
 
 from portal.config import web_settings
 from portal.load import LOAD_DIR_ENV
 from raftkv.cluster import CONFIG_ENV, load_cluster
+from raftkv.metrics import MULTIPROC_DIR_ENV, serve_from_env
 
 worker_class = "portal.worker.HeadReadingWorker"
 threads = 8
@@ -51,15 +55,38 @@ forwarded_allow_ips = _trusted_proxies()
 # in the master before the first fork and inherited through the environment.
 
 
+#
+# Metrics (raftkv/metrics.py), when the launcher turned them on: every worker writes
+# its samples to files of the directory it named (prometheus_client's multiprocess
+# mode, set in the environment before this process started, so before any import
+# of prometheus_client), emptied here before the first fork; the master serves
+# their sum.
+
+_metrics_server = None
+
+
 def on_starting(server):
     os.environ[LOAD_DIR_ENV] = tempfile.mkdtemp(prefix="raftcloud-load-")
+    samples = os.environ.get(MULTIPROC_DIR_ENV)
+    if samples:
+        shutil.rmtree(samples, ignore_errors=True)  # the last run's workers' files
+        Path(samples).mkdir(parents=True, mode=0o700)
+
+
+def when_ready(server):
+    global _metrics_server
+    _metrics_server = serve_from_env()
 
 
 def child_exit(server, worker):
     with contextlib.suppress(KeyError, OSError):
         os.unlink(os.path.join(os.environ[LOAD_DIR_ENV], str(worker.pid)))
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):
     if os.environ.get(LOAD_DIR_ENV):
         shutil.rmtree(os.environ[LOAD_DIR_ENV], ignore_errors=True)
+    if _metrics_server is not None:
+        _metrics_server.shutdown()

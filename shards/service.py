@@ -13,6 +13,7 @@ import click
 
 from raftkv.cluster import ClusterConfig, load_cluster
 from raftkv.errors import RaftKVError
+from raftkv.metrics import serve_from_env
 
 from .client import Client
 
@@ -43,6 +44,7 @@ def run_service(prog: str, config_path: str | None,
         client = Client(cluster)
         service = build(cluster, client)
         service.start()
+        metrics = serve_from_env()  # where the launcher said, if it did (raftkv/metrics.py)
     except (RaftKVError, OSError) as exc:
         click.echo(f"{prog}: {exc}", err=True)
         sys.exit(1)
@@ -50,5 +52,7 @@ def run_service(prog: str, config_path: str | None,
         wait_for_shutdown()
         log.info("%s shutting down", prog)
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         service.stop()
         client.close()

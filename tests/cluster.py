@@ -162,14 +162,14 @@ def whole_cloud_extra(*, frontends: int = 2, workers: int = 1, threads: int = 4)
 
 
 @contextmanager
-def launched(root: Path, extra: str, *,
-             config_group: bool = False) -> Iterator[tuple[Proc, Path, Path]]:
-    """``raftcloud up`` on a cluster file of one storage group plus ``extra``:
+def launched(root: Path, extra: str, *, config_group: bool = False,
+             args: Sequence[str] = ()) -> Iterator[tuple[Proc, Path, Path]]:
+    """``raftcloud up`` (with ``args``) on a cluster file of one storage group plus ``extra``:
     (the launcher, the cluster file, the data directory).  Logs on failure."""
     config = write_cluster_file(root / "cfg", groups=1, extra=extra, config_group=config_group)
     data = root / "data"
     launcher = Proc("launcher", python_cmd("deploy.launcher", "up", "--config", str(config),
-                                           "--data-dir", str(data)), root).start()
+                                           "--data-dir", str(data), *args), root).start()
     try:
         wait_for(lambda: "raftcloud is ready" in launcher.log() or not launcher.alive, 120,
                  "the cloud to start")
