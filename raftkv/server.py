@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import click
 import msgpack
+from prometheus_client import REGISTRY
 
 from . import formats, protocol
 from .answers import Handover
@@ -53,6 +54,7 @@ from .errors import (
     UnavailableError,
 )
 from .expiry import EXPIRY_INTERVAL, CellExpirer
+from .metrics import serve_from_env
 from .node import ENTRY_CAP, Replica, ReplicaConfig
 from .operations import (
     HANDLER_PREFIX,
@@ -63,6 +65,14 @@ from .operations import (
     unknown_operation,
 )
 from .repair import BlobKeeper
+from .replica_metrics import (
+    BATCH_COMMANDS,
+    BLOB_BYTES_SERVED,
+    BLOB_BYTES_STORED,
+    REQUEST_SECONDS,
+    REQUESTS,
+    ReplicaCollector,
+)
 from .snapshot_pull import check_read
 
 log = logging.getLogger("raftkv.server")
@@ -206,6 +216,7 @@ class NodeServer:
             if count == 0:
                 return  # every pending command was refused
             batch, self._pending = self._pending[:count], self._pending[count:]
+            BATCH_COMMANDS.observe(count)
             head = _array_header(count + 1) + self._entry_time() if timed else _array_header(count)
             entry = head + b"".join(p for p, _, _ in batch)
             self._in_flight += 1
@@ -317,6 +328,7 @@ class NodeServer:
         if len(data) > CHUNK_SIZE:
             raise TooLarge(f"a chunk holds at most {CHUNK_SIZE} bytes")
         await asyncio.to_thread(self.blobs.put, check_name(request.get("name")), data)
+        BLOB_BYTES_STORED.inc(len(data))
         return {}
 
     async def _op_blob_get(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -330,6 +342,7 @@ class NodeServer:
         if data is None:
             self.keeper.wake()  # if a cell references it, repair it now
             return {"found": False, "data": b""}
+        BLOB_BYTES_SERVED.inc(len(data))
         return {"found": True, "data": data}
 
     async def _op_snapshot_read(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -460,6 +473,7 @@ class NodeServer:
                       blob_slots: asyncio.Semaphore | None) -> None:
         request_id = request.pop("id", None)
         op = request.get("op")
+        began = time.perf_counter()
         try:
             try:
                 answer = {"id": request_id, "ok": await self.handle(request)}
@@ -470,6 +484,7 @@ class NodeServer:
                 answer = {"id": request_id, "error": "RaftKVError", "message": "internal error"}
             finally:
                 slots.release()
+            _observe(op, answer, time.perf_counter() - began)
             del request  # a chunk's bytes, for blob_put: free them before waiting to send
             payload = answer["ok"].get("data") if op in _PAYLOAD_OPS and "ok" in answer else None
             if isinstance(payload, bytes) and payload:
@@ -553,6 +568,14 @@ class _Batch:
         self.expiry: asyncio.TimerHandle | None = None
 
 
+def _observe(op: object, answer: dict[str, Any], seconds: float) -> None:
+    """One request's metrics (raftkv/replica_metrics.py): labelled by the operation's
+    registered name and the error's class name only, so a client cannot mint labels."""
+    name = op if isinstance(op, str) and op in OPERATIONS else "unknown"
+    REQUEST_SECONDS.labels(name).observe(seconds)
+    REQUESTS.labels(name, answer["error"] if "error" in answer else "ok").inc()
+
+
 def _bytes(value: object) -> bytes:
     if not isinstance(value, bytes):
         raise ProtocolError("expected bytes")
@@ -588,6 +611,11 @@ def run_node(config_path: str, name: str, data_dir: Path,
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     beside = companions(cluster, server) if companions else []
+    try:
+        metrics = serve_from_env()
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(f"metrics: {exc}") from exc
+    REGISTRY.register(ReplicaCollector(server.status))
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -601,6 +629,8 @@ def run_node(config_path: str, name: str, data_dir: Path,
         finally:
             for companion in beside:
                 await asyncio.to_thread(companion.stop)
+            if metrics is not None:
+                metrics.shutdown()
 
     asyncio.run(serve())
 

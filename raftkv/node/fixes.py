@@ -10,6 +10,7 @@ import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from .. import formats
+from ..replica_metrics import APPLY_SECONDS
 from ..statedb import StateFailure
 from ..store import Store
 from .config import ReplicaConfig
@@ -66,7 +67,8 @@ class _EngineBase(SyncObj):
         """
         index = self._SyncObj__raftLastApplied + 1
         try:
-            return self._store.apply_entry(msgpack.unpackb(packed, raw=False), index)
+            with APPLY_SECONDS.time():
+                return self._store.apply_entry(msgpack.unpackb(packed, raw=False), index)
         except StateFailure as exc:
             _stop_replica(f"the store on disk failed at entry {index} ({exc})")
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from ..files import PRIVATE_FILE, fsync_dir, pwrite_all, write_private_atomically
+from ..replica_metrics import FSYNC_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -475,11 +476,13 @@ class SegmentJournal:
                 fds = self._duplicates()
                 self._unsynced.clear()
                 directory, self._dir_unsynced = self._dir_unsynced, False
+            began = time.perf_counter()
             try:
                 for fd in fds:
                     os.fsync(fd)
                 if directory:
                     fsync_dir(self._dir)
+                FSYNC_SECONDS.observe(time.perf_counter() - began)
             except OSError as exc:
                 with self._lock:
                     self._failed = exc

@@ -1,5 +1,6 @@
 """raftkv.metrics: the /metrics listener serves that path only, the [metrics] table and
-the targets it places, and a scrape configuration Debian's promtool accepts."""
+the targets it places, a scrape configuration Debian's promtool accepts, and a replica's
+status read as series at scrape time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from raftkv.errors import ConfigError
 from raftkv.metrics import base_port, scrape_config, serve_metrics, targets
+from raftkv.replica_metrics import ReplicaCollector
 
 from .._procs import free_port
 
@@ -72,3 +74,23 @@ def test_promtool_accepts_the_scrape_configuration(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"127.0.0.1:9301"' in path.read_text() and "process: \"smtpd\"" in path.read_text()
+
+
+def test_a_replicas_status_becomes_series_at_scrape_time() -> None:
+    status = {"group": 2, "role": "leader", "term": 7, "commit_index": 40, "applied_index": 39,
+              "has_quorum": True, "chunks_repaired": 3, "blob_bytes": 1000,
+              "tick_stalls": {"longest": 0.3, "seconds": 1.5,
+                              "buckets": {"0.05": 10, "0.25": 2, "inf": 1}}}
+    registry = CollectorRegistry()
+    registry.register(ReplicaCollector(lambda: status))
+    value = registry.get_sample_value
+    assert value("raftkv_raft_role", {"group": "2", "role": "leader"}) == 1.0
+    assert value("raftkv_raft_role", {"group": "2", "role": "follower"}) == 0.0
+    assert value("raftkv_term", {"group": "2"}) == 7.0
+    assert value("raftkv_applied_index", {"group": "2"}) == 39.0
+    assert value("raftkv_blob_chunks_repaired_total", {"group": "2"}) == 3.0
+    assert value("raftkv_blob_keeper_blob_bytes", {"group": "2"}) == 1000.0
+    assert value("raftkv_tick_gap_seconds_bucket", {"group": "2", "le": "0.25"}) == 12.0
+    assert value("raftkv_tick_gap_seconds_count", {"group": "2"}) == 13.0
+    status["role"] = "follower"  # read again at the next scrape
+    assert value("raftkv_raft_role", {"group": "2", "role": "leader"}) == 0.0
