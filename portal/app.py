@@ -37,6 +37,7 @@ from werkzeug.wsgi import ClosingIterator
 from raftkv.errors import RaftKVError
 from shards.readonly import ReadOnlyFallback, fallback_for, observing, read_state
 
+from . import metrics
 from .account import AccountViews
 from .admin import AdminViews
 from .auth import AuthViews
@@ -300,6 +301,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         try:
             adapter = self.url_map.bind_to_environ(request.environ)
             endpoint, values = adapter.match()
+            request.environ[metrics.ROUTE_KEY] = endpoint  # the route's name, for its metrics
             if endpoint in _SESSIONLESS:
                 return getattr(self, f"on_{endpoint}")(request, **values)
             cookie = request.cookies.get(COOKIE)
@@ -380,9 +382,12 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         request.max_form_memory_size = 1024 * 1024
         self.start()  # a no-op unless this is the first request after a fork
         self.load.enter()
+        began = time.perf_counter()
         try:
             with request:  # closes the spooled upload files when the view is done
                 response = self.dispatch_request(request)
+            metrics.observe(environ.get(metrics.ROUTE_KEY, metrics.UNMATCHED),
+                            response.status_code, time.perf_counter() - began)
             app_iter = response(environ, start_response)
         except BaseException:
             self.load.leave()

@@ -52,6 +52,7 @@ from shards.model.sendlimit import SendLimits
 from shards.readonly import observing
 from shards.site import Site
 
+from .metrics import RECEIVED
 from .replies import (
     BAD_ADDRESS,
     BAD_SENDER,
@@ -391,7 +392,9 @@ class InboundHandler:
             reply = smtp_reply(exc)
             log.info("DATA from %s for %d recipient(s) refused after %d: %s",
                      session.peer, len(recipients), len(ids), reply)
+            RECEIVED.labels("refused").inc()
             return reply
+        RECEIVED.labels("stored").inc()
         log.info("delivered %d bytes from <%s> to %s as %s", len(content),
                  envelope.mail_from, ", ".join(recipients), ", ".join(ids))
         return "250 2.0.0 OK: delivered"

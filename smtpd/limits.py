@@ -42,6 +42,8 @@ from aiosmtpd.smtp import SMTP, syntax
 
 from raftkv.errors import ConfigError
 
+from .metrics import SESSIONS
+
 log = logging.getLogger(__name__)
 
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
@@ -183,12 +185,14 @@ class BoundedSession(_SessionBase):
         key = address_key(transport.get_extra_info("peername"))
         if not self._gate.enter(key, self):
             log.warning("refusing a connection from %s: too many connections", key)
+            SESSIONS.labels("refused").inc()
             self._refused = True
             # asyncio's annotation is the base class; a stream server's transport writes.
             cast(asyncio.WriteTransport, transport).write(TOO_MANY_CONNECTIONS)
             transport.close()
             return
         self._counted, self._gate_key = True, key
+        SESSIONS.labels("accepted").inc()
         self._session_timer = self.loop.call_later(
             self._gate.limits.session_timeout, self._expire, SESSION_TIMEOUT)
         self._restart_idle_timer()

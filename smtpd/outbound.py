@@ -40,6 +40,8 @@ from raftkv.cluster import split_addr
 from raftkv.errors import RaftKVError, Refused, UnavailableError
 from shards.model import mailbox, outbound
 
+from .metrics import DELIVERIES, QUEUE_DUE
+
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
@@ -235,7 +237,9 @@ class OutboundWorker(BackgroundLoop):
     def run_once(self) -> int:
         """Try every due entry once; how many were handled."""
         handled = 0
-        for entry in outbound.due(self._client):
+        due = outbound.due(self._client)
+        QUEUE_DUE.set(len(due))
+        for entry in due:
             if self.stopping:
                 break
             mine = outbound.claim(self._client, entry, self._owner, self.config.lease)
@@ -279,6 +283,11 @@ class OutboundWorker(BackgroundLoop):
             failed.update({r: f"gave up after {entry.attempts + 1} attempts: {why}"
                            for r, why in later.items()})
             later = {}
+        delivered = len(entry.recipients) - len(later) - len(failed)
+        for outcome, count in (("delivered", delivered), ("deferred", len(later)),
+                               ("bounced", len(failed))):
+            if count > 0:
+                DELIVERIES.labels(outcome).inc(count)
         if failed:
             self._bounce(entry, failed, raw)
         if later:
