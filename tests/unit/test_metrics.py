@@ -5,18 +5,29 @@ status read as series at scrape time."""
 from __future__ import annotations
 
 import http.client
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
+import portal.metrics  # noqa: F401 - defines the portal's metrics in REGISTRY
+import smtpd.metrics  # noqa: F401 - and smtpd's
 from raftkv.errors import ConfigError
 from raftkv.metrics import base_port, scrape_config, serve_metrics, targets
-from raftkv.replica_metrics import ReplicaCollector
+from raftkv.replica_metrics import (
+    KEEPER_COUNTERS,
+    KEEPER_GAUGES,
+    STATUS_GAUGES,
+    ReplicaCollector,
+)
 
 from .._procs import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _get(addr: str, path: str, method: str = "GET") -> tuple[int, str, str]:
@@ -94,3 +105,37 @@ def test_a_replicas_status_becomes_series_at_scrape_time() -> None:
     assert value("raftkv_tick_gap_seconds_count", {"group": "2"}) == 13.0
     status["role"] = "follower"  # read again at the next scrape
     assert value("raftkv_raft_role", {"group": "2", "role": "leader"}) == 0.0
+
+
+def _exported_series() -> set[str]:
+    """Every series name a process may export: the metrics the replica, the portal and
+    smtpd define, and what the replica's collector makes of a full status."""
+    status = {"group": 1, "role": "leader", "has_quorum": True, **dict.fromkeys(STATUS_GAUGES, 1),
+              **dict.fromkeys(KEEPER_COUNTERS + KEEPER_GAUGES, 1),
+              "tick_stalls": {"seconds": 1.0, "buckets": {"0.25": 1, "inf": 1}}}
+    names = set()
+    for family in [*REGISTRY.collect(), *ReplicaCollector(lambda: status).collect()]:
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        names.update(family.name + s for s in suffixes.get(family.type, [""]))
+    return names
+
+
+def test_the_dashboard_queries_only_series_we_export_in_valid_promql(tmp_path: Path) -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 15
+    exported = _exported_series()
+    for expr in exprs:
+        used = set(re.findall(r"\b((?:raftkv|portal|smtpd)_[a-z_]+)", expr))
+        assert used and used <= exported, f"{expr}: {used - exported} exported by nobody"
+    # promtool checks PromQL inside recording rules: one rule per query.
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n  - name: dashboard\n    rules:\n" + "".join(
+        f"      - record: dashboard:q{n}\n        expr: {json.dumps(expr)}\n"
+        for n, expr in enumerate(exprs)))
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing (Debian package prometheus)")
+    done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
