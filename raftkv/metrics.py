@@ -9,7 +9,7 @@ Where a process listens: the launcher gives it an address in the environment
 (:data:`METRICS_ADDR_ENV`), taken from the cluster file's ``[metrics]`` table
 (``base_port``: the n-th process of the file listens at ``base_port + n`` on the
 host of its own address) or from ``raftcloud up --metrics``; without either,
-nothing listens.  ``docs/operations.md`` ("Metrics") lists the series.
+nothing listens.  The series are listed in (docs/operations.md, "Metrics").
 
 Label values never name a user, a file, a folder or a path: routes are named by
 their endpoint, operations by their registered name, outcomes by a fixed word.
