@@ -16,8 +16,19 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 import portal.metrics  # noqa: F401 - defines the portal's metrics in REGISTRY
 import smtpd.metrics  # noqa: F401 - and smtpd's
+from deploy.launcher import _with_metrics
+from deploy.processes import process_specs
+from raftkv.cluster import load_cluster
 from raftkv.errors import ConfigError
-from raftkv.metrics import base_port, scrape_config, serve_metrics, targets
+from raftkv.metrics import (
+    DEFAULT_BASE_PORT,
+    METRICS_ADDR_ENV,
+    SCRAPE_FILE,
+    base_port,
+    scrape_config,
+    serve_metrics,
+    targets,
+)
 from raftkv.replica_metrics import (
     KEEPER_COUNTERS,
     KEEPER_GAUGES,
@@ -26,6 +37,7 @@ from raftkv.replica_metrics import (
 )
 
 from .._procs import free_port
+from ..cluster import write_cluster_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,3 +151,18 @@ def test_the_dashboard_queries_only_series_we_export_in_valid_promql(tmp_path: P
     done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_up_turns_metrics_on_with_the_flag_or_the_table(tmp_path: Path) -> None:
+    cluster = load_cluster(write_cluster_file(tmp_path / "cfg", groups=1))
+    specs = process_specs(cluster, tmp_path / "cfg" / "cluster.toml", tmp_path, None)
+    assert _with_metrics(specs, cluster, tmp_path, asked=False) == specs  # off: untouched
+    assert not (tmp_path / SCRAPE_FILE).exists()
+    on = _with_metrics(specs, cluster, tmp_path, asked=True)
+    assert [s.env[METRICS_ADDR_ENV] for s in on] == [
+        f"127.0.0.1:{DEFAULT_BASE_PORT + n}" for n in range(3)]
+    assert '"127.0.0.1:9102"' in (tmp_path / SCRAPE_FILE).read_text()
+    with_table = load_cluster(write_cluster_file(tmp_path / "cfg2", groups=1,
+                                                 extra="\n[metrics]\nbase_port = 9500\n"))
+    on = _with_metrics(specs, with_table, tmp_path, asked=False)
+    assert on[2].env[METRICS_ADDR_ENV] == "127.0.0.1:9502"
