@@ -31,6 +31,7 @@ from shards.model.registry import Heartbeat
 from shards.service import run_service
 
 from .choice import redirect_location
+from .metrics import ANSWERS, LIVE_FRONTENDS
 from .pool import Discover, FrontendPool, registry_frontends
 from .settings import BalancerSettings
 
@@ -61,8 +62,10 @@ class RedirectHandler(BoundedRequestHandler):
             self.close_connection = True
         frontend = self.server.pool.pick()
         if frontend is None:
+            ANSWERS.labels("unavailable").inc()
             self._unavailable()
             return
+        ANSWERS.labels("redirect").inc()
         self.send_response(307)
         self.send_header("Location", redirect_location(frontend.addr, self.path,
                                                          self.server.scheme))
@@ -130,6 +133,7 @@ class Balancer:
                                          daemon=True)
         self._heartbeat = Heartbeat(client, kind="balancer", name=self.settings.name,
                                     addr=self.address, info=self._info)
+        LIVE_FRONTENDS.set_function(self._live)  # read at scrape time
 
     @property
     def address(self) -> str:
@@ -138,9 +142,11 @@ class Balancer:
         assert isinstance(host, str)  # an IP socket's address, never a Unix path
         return f"{host}:{port}"
 
+    def _live(self) -> int:
+        return sum(1 for f in self.pool.snapshot() if f.live)
+
     def _info(self) -> dict[str, object]:
-        live = sum(1 for f in self.pool.snapshot() if f.live)
-        return {"pid": os.getpid(), "host": socket.gethostname(), "live_frontends": live}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "live_frontends": self._live()}
 
     def start(self) -> None:
         self.pool.start()

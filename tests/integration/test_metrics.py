@@ -43,7 +43,7 @@ EXPECTED = {
                 "raftkv_blob_gc_rounds_total", "raftkv_config_num", "raftkv_shards_incoming"],
     "frontend": ["portal_http_requests_total", "portal_http_request_seconds_bucket"],
     "smtpd": ["smtpd_sessions_total", "smtpd_received_messages_total"],
-    "balancer": ["process_cpu_seconds_total"],
+    "balancer": ["balancer_answers_total", "balancer_live_frontends"],
 }
 
 
