@@ -38,6 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple
 
 import msgpack
+from prometheus_client import Counter
 
 import raftkv
 from raftkv.background import STOP_TIMEOUT, BackgroundLoop
@@ -49,6 +50,13 @@ from .config import UNASSIGNED, Config, ConfigStore
 from .shardmap import ShardMap
 
 log = logging.getLogger(__name__)
+
+# How far reconfigurations have come, on the replica that leads them (with the
+# replica's raftkv_config_num and raftkv_shards_incoming/_frozen: docs/operations.md,
+# "Metrics").
+STEPS = Counter("shards_reconfig_steps", "Reconfiguration steps this replica took while "
+                "leading: began (a configuration), adopted or dropped (a shard).", ["step"])
+ROWS_PULLED = Counter("shards_reconfig_rows_pulled", "Rows copied from a shard's old owner.")
 
 POLL = 0.25                 # seconds between passes of a settled leader (a read in each log)
 IMPORT_BYTES = 16 * 1024    # one import command's cells: half of a Raft entry's cap
@@ -189,11 +197,13 @@ class Reconfigurer(BackgroundLoop):
     def _drop_if_adopted(self, num: int, shard: int, dest: tuple[str, ...]) -> None:
         if adopted(self._group(dest).shard_state(), num, shard):
             self._own.drop_shard(num, shard)
+            STEPS.labels("dropped").inc()
             log.info("group %d: dropped shard %d (configuration %d)", self.group_id, shard, num)
 
     def _begin(self, previous: Config, config: Config) -> None:
         moves = moves_of(self.group_id, previous, config)
         self._own.begin_config(config.num, *moves)
+        STEPS.labels("began").inc()
         log.info("group %d: began configuration %d (%d shards in, %d out)", self.group_id,
                  config.num, len(moves.incoming), len(moves.outgoing))
 
@@ -209,6 +219,7 @@ class Reconfigurer(BackgroundLoop):
                 return  # a deposed leader leaves the rest to its successor
             page = src.export_shard(num, shard, after)
             counter = page["counter"]
+            ROWS_PULLED.inc(len(page["rows"]))
             for batch in _batches(page["rows"]):
                 self._import(src, num, shard, batch, counter)
             after = page["after"]
@@ -217,6 +228,7 @@ class Reconfigurer(BackgroundLoop):
         # An empty shard still carries its version counter over.
         self._import(src, num, shard, [], counter)
         self._own.adopt_shard(num, shard)
+        STEPS.labels("adopted").inc()
         log.info("group %d: adopted shard %d (configuration %d)", self.group_id, shard, num)
 
     def _import(self, src: raftkv.Client, num: int, shard: int, batch: list[ExportedRow],

@@ -161,6 +161,8 @@ def test_prometheus_scrapes_the_cloud_with_the_written_configuration(cloud, tmp_
         routes = {r["metric"]["route"] for r in query("portal_http_requests_total")}
         assert {"signup", "drive_upload", "drive_download", "healthz"} <= routes
         assert len(query('raftkv_fsync_seconds_count{kind="storage"} > 0')) == 3
+        # group 1's leader began configuration 1 (the cluster file's map) when the cloud started
+        assert query('sum(shards_reconfig_steps_total{step="began"}) >= 1')
     except BaseException:
         print(prometheus.log())
         raise

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 import balancer.metrics  # noqa: F401 - defines the balancer's metrics in REGISTRY
 import portal.metrics  # noqa: F401 - and the portal's
+import shards.reconfig  # noqa: F401 - and the reconfigurer's
 import smtpd.metrics  # noqa: F401 - and smtpd's
 from deploy.launcher import _with_metrics
 from deploy.processes import process_specs
@@ -122,7 +123,8 @@ def test_a_replicas_status_becomes_series_at_scrape_time() -> None:
 
 def _exported_series() -> set[str]:
     """Every series name a process may export: the metrics the replica, the portal,
-    smtpd and the balancer define, and what the replica's collector makes of a full status."""
+    smtpd, the balancer and the reconfigurer define, and what the replica's collector
+    makes of a full status."""
     status = {"group": 1, "role": "leader", "has_quorum": True, **dict.fromkeys(STATUS_GAUGES, 1),
               **dict.fromkeys(KEEPER_COUNTERS + KEEPER_GAUGES, 1),
               "tick_stalls": {"seconds": 1.0, "buckets": {"0.25": 1, "inf": 1}}}
@@ -139,7 +141,7 @@ def test_the_dashboard_queries_only_series_we_export_in_valid_promql(tmp_path: P
     assert len(exprs) >= 15
     exported = _exported_series()
     for expr in exprs:
-        used = set(re.findall(r"\b((?:raftkv|portal|smtpd|balancer)_[a-z_]+)", expr))
+        used = set(re.findall(r"\b((?:raftkv|shards|portal|smtpd|balancer)_[a-z_]+)", expr))
         assert used and used <= exported, f"{expr}: {used - exported} exported by nobody"
     # promtool checks PromQL inside recording rules: one rule per query.
     rules = tmp_path / "rules.yml"
