@@ -54,8 +54,6 @@ forwarded_allow_ips = _trusted_proxies()
 # each worker publishes its count in a file of one shared directory, made here
 # in the master before the first fork and inherited through the environment.
 
-
-#
 # Metrics (raftkv/metrics.py), when the launcher turned them on: every worker writes
 # its samples to files of the directory it named (prometheus_client's multiprocess
 # mode, set in the environment before this process started, so before any import
