@@ -7,10 +7,15 @@ Two kinds, so that the request path pays next to nothing:
   tick-thread stalls, the blob keeper's repair and GC counters, and the shard
   configuration the replica serves (how far a reconfiguration has come: its
   ``config_num`` and the shards still incoming or frozen);
-- **observed where they happen**, one histogram or counter update each: fsync
-  latency (the journal's syncer), apply latency (one log entry into the store),
-  commands per Raft entry (the server's group commit), each operation's latency
-  and outcome, blob bytes stored and served.
+- **tallied where they happen**: fsync latency (the journal's syncer), apply
+  latency (one log entry into the store, on the tick thread), commands per Raft
+  entry (the server's group commit), each operation's latency and outcome, blob
+  bytes stored and served (the server's event loop).  Each is written by one
+  thread only, so a :class:`Tally` is a list of counts and a sum, without a lock:
+  an observation is a ``bisect`` and two additions (about 0.25 us, where
+  prometheus_client's labelled histogram and counter take 4 us per request, which
+  bench.ab saw as 10% fewer puts per second at 64 clients).  The collector copies
+  them at scrape time.
 
 Labels are fixed words: an operation's registered name (``raftkv/operations.py``),
 an error's class name, a Raft role.  Never a row, a column or a chunk name.
@@ -18,10 +23,10 @@ an error's class name, a Raft role.  Never a row, a column or a chunk name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,23 +37,77 @@ from prometheus_client.registry import Collector
 
 from .metrics import LATENCY_BUCKETS
 
-FSYNC_SECONDS = Histogram(
-    "raftkv_fsync_seconds", "One sync round of the journal: the fsync of every segment written "
-    "before it began (raftkv/node/journal.py).", buckets=LATENCY_BUCKETS)
-APPLY_SECONDS = Histogram(
-    "raftkv_apply_seconds", "Applying one Raft log entry (all its commands) to the store.",
-    buckets=LATENCY_BUCKETS)
-BATCH_COMMANDS = Histogram(
-    "raftkv_batch_commands", "Commands carried by one Raft entry (the server's group commit).",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
-REQUEST_SECONDS = Histogram(
-    "raftkv_request_seconds", "Requests on the client port, from read to answer, by operation.",
-    ["op"], buckets=LATENCY_BUCKETS)
-REQUESTS = Counter(
-    "raftkv_requests", "Requests answered on the client port, by operation and outcome "
-    "(ok, or the error's class name).", ["op", "outcome"])
-BLOB_BYTES_STORED = Counter("raftkv_blob_stored_bytes", "Chunk bytes written by blob_put.")
-BLOB_BYTES_SERVED = Counter("raftkv_blob_served_bytes", "Chunk bytes answered to blob_get.")
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Tally:
+    """A histogram that one thread observes and a scrape reads (a copy of the counts)."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # per bucket, not cumulative; the last: +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le is inclusive, as bisect_left
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative ``(le, count)`` pairs, as a Prometheus histogram has them."""
+        counts, cumulative, found = list(self.counts), 0.0, []
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], counts, strict=True):
+            cumulative += count
+            found.append((bound, cumulative))
+        return found
+
+
+class Requests:
+    """Each client-port request's latency by operation, and its outcome; tallied on the
+    server's event loop only."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, Tally] = {}
+        self.outcomes: dict[tuple[str, str], int] = {}
+
+    def observe(self, op: str, outcome: str, seconds: float) -> None:
+        tally = self.latency.get(op)
+        if tally is None:
+            tally = self.latency[op] = Tally(LATENCY_BUCKETS)
+        tally.observe(seconds)
+        key = (op, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+class Total:
+    """A counter one thread adds to."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+FSYNC_SECONDS = Tally(LATENCY_BUCKETS)   # the journal's syncer thread
+APPLY_SECONDS = Tally(LATENCY_BUCKETS)   # the tick thread
+BATCH_COMMANDS = Tally(BATCH_BUCKETS)    # the server's event loop, like the rest
+REQUESTS = Requests()
+BLOB_BYTES_STORED = Total()
+BLOB_BYTES_SERVED = Total()
+
+# (name, help, tally) of the tallied histograms
+TALLIES = (
+    ("raftkv_fsync_seconds", "One sync round of the journal: the fsync of every segment "
+     "written before it began (raftkv/node/journal.py).", FSYNC_SECONDS),
+    ("raftkv_apply_seconds", "Applying one Raft log entry (all its commands) to the store, "
+     "decoding included.", APPLY_SECONDS),
+    ("raftkv_batch_commands", "Commands carried by one Raft entry (the server's group "
+     "commit).", BATCH_COMMANDS),
+)
 
 ROLES = ("follower", "candidate", "leader")
 
@@ -117,6 +176,31 @@ class ReplicaCollector(Collector):
         stalls = status.get("tick_stalls")
         if isinstance(stalls, Mapping):
             yield _stall_histogram(group, stalls)
+        yield from _tallied()
+
+
+def _tallied() -> Iterator[Metric]:
+    """What the replica's threads tallied (module docstring), copied now."""
+    for name, text, tally in TALLIES:
+        family = HistogramMetricFamily(name, text)
+        family.add_metric([], tally.buckets(), tally.total)
+        yield family
+    latency = HistogramMetricFamily(
+        "raftkv_request_seconds", "Requests on the client port, from read to answer, by "
+        "operation.", labels=["op"])
+    for op, tally in list(REQUESTS.latency.items()):
+        latency.add_metric([op], tally.buckets(), tally.total)
+    yield latency
+    outcomes = CounterMetricFamily(
+        "raftkv_requests", "Requests answered on the client port, by operation and outcome "
+        "(ok, or the error's class name).", labels=["op", "outcome"])
+    for (op, outcome), count in list(REQUESTS.outcomes.items()):
+        outcomes.add_metric([op, outcome], float(count))
+    yield outcomes
+    for name, text, total in (
+            ("raftkv_blob_stored_bytes", "Chunk bytes written by blob_put.", BLOB_BYTES_STORED),
+            ("raftkv_blob_served_bytes", "Chunk bytes answered to blob_get.", BLOB_BYTES_SERVED)):
+        yield CounterMetricFamily(name, text, value=float(total.value))
 
 
 def _stall_histogram(group: str, stalls: Mapping[str, Any]) -> Metric:

@@ -69,7 +69,6 @@ from .replica_metrics import (
     BATCH_COMMANDS,
     BLOB_BYTES_SERVED,
     BLOB_BYTES_STORED,
-    REQUEST_SECONDS,
     REQUESTS,
     ReplicaCollector,
 )
@@ -572,8 +571,7 @@ def _observe(op: object, answer: dict[str, Any], seconds: float) -> None:
     """One request's metrics (raftkv/replica_metrics.py): labelled by the operation's
     registered name and the error's class name only, so a client cannot mint labels."""
     name = op if isinstance(op, str) and op in OPERATIONS else "unknown"
-    REQUEST_SECONDS.labels(name).observe(seconds)
-    REQUESTS.labels(name, answer["error"] if "error" in answer else "ok").inc()
+    REQUESTS.observe(name, answer.get("error", "ok"), seconds)
 
 
 def _bytes(value: object) -> bytes:

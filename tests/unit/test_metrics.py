@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 
 import balancer.metrics  # noqa: F401 - defines the balancer's metrics in REGISTRY
 import portal.metrics  # noqa: F401 - and the portal's
@@ -34,8 +34,10 @@ from raftkv.metrics import (
 from raftkv.replica_metrics import (
     KEEPER_COUNTERS,
     KEEPER_GAUGES,
+    REQUESTS,
     STATUS_GAUGES,
     ReplicaCollector,
+    Tally,
 )
 
 from .._procs import free_port
@@ -169,3 +171,26 @@ def test_up_turns_metrics_on_with_the_flag_or_the_table(tmp_path: Path) -> None:
                                                  extra="\n[metrics]\nbase_port = 9500\n"))
     on = _with_metrics(specs, with_table, tmp_path, asked=False)
     assert on[2].env[METRICS_ADDR_ENV] == "127.0.0.1:9502"
+
+
+def test_the_tallies_read_as_prometheus_histograms_and_counters() -> None:
+    """The request path's lock-free tallies: inclusive upper bounds, cumulative buckets,
+    and the exposition promtool accepts."""
+    tally = Tally((0.001, 0.01))
+    for value in (0.0005, 0.001, 0.002, 0.5):
+        tally.observe(value)
+    assert tally.buckets() == [("0.001", 2.0), ("0.01", 3.0), ("+Inf", 4.0)]
+    before = REQUESTS.outcomes.get(("cput", "ConditionFailed"), 0)
+    REQUESTS.observe("cput", "ConditionFailed", 0.003)
+    registry = CollectorRegistry()
+    registry.register(ReplicaCollector(lambda: {"group": 1}))
+    value = registry.get_sample_value
+    assert value("raftkv_requests_total", {"op": "cput", "outcome": "ConditionFailed"}) == before + 1
+    assert value("raftkv_request_seconds_bucket", {"op": "cput", "le": "+Inf"}) >= 1
+    assert value("raftkv_fsync_seconds_count") is not None
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing (Debian package prometheus)")
+    done = subprocess.run([promtool, "check", "metrics"], input=generate_latest(registry),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
