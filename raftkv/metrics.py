@@ -29,7 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .boundedhttp import BoundedHTTPServer, BoundedRequestHandler
@@ -74,6 +80,9 @@ class _MetricsHandler(BoundedRequestHandler):
 def serve_metrics(addr: str, registry: CollectorRegistry | None = None) -> BoundedHTTPServer:
     """Serve ``registry`` (by default this process's, or its workers' sum in multiprocess
     mode) on ``http://addr/metrics`` from a daemon thread; the server, to shut down."""
+    # Counters' *_created series (their start times) would double every counter, and
+    # Prometheus 2 stores them as unrelated gauges.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if registry is None:
         registry = REGISTRY
         if os.environ.get(MULTIPROC_DIR_ENV):

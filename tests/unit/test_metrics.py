@@ -65,7 +65,7 @@ def test_the_listener_serves_get_metrics_only() -> None:
     try:
         status, ctype, body = _get(addr, "/metrics")
         assert status == 200 and ctype.startswith("text/plain; version=")
-        assert "unit_things_total 3.0" in body
+        assert "unit_things_total 3.0" in body and "unit_things_created" not in body
         status, _, body = _get(addr, "/")
         assert status == 404 and "unit_things" not in body
         assert _get(addr, "/metrics/../x")[0] == 404
