@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ import click
 
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import CONFIG_ENV, split_addr
+from raftkv.logs import setup_logging
 from shards import Client
 from shards.model.registry import Heartbeat
 from shards.service import run_service
@@ -170,8 +170,7 @@ class Balancer:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def main(config_path: str | None, log_level: str) -> None:
     """Run the cluster's HTTP balancer: redirect new clients to a live frontend."""
-    logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("balancer", log_level)
     run_service("raftcloud-balancer", config_path, Balancer)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import logging
 import os
 import secrets
 import signal
@@ -37,6 +38,7 @@ import click
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, split_addr
 from raftkv.errors import ConfigError
+from raftkv.logs import setup_logging
 from raftkv.metrics import (
     DEFAULT_BASE_PORT,
     METRICS_ADDR_ENV,
@@ -58,11 +60,14 @@ from shards.control import control_addresses, control_token
 from shards.locate import LOCAL_DATA_DIR, SECRET_NAME, Located, locate, nearest
 from shards.site import Site
 
+from .logfiles import LogSettings
 from .processes import process_specs, ready_lines
 from .procs import ProcessSpec, Supervisor, wait_ready
 from .running import DataDirLock, ports_in_use, wait_exited
 
 DEFAULT_CONFIG = Path(__file__).with_name("local.toml")
+
+log = logging.getLogger("deploy.launcher")
 
 
 def _secret_file(data_dir: Path) -> Path:
@@ -133,6 +138,7 @@ class _ControlHandler(BoundedRequestHandler):
             return
         parts = self.path.strip("/").split("/")
         if parts == ["shutdown"]:
+            log.info("control API: shutdown")
             self._reply(202, {"ok": True})
             self.on_shutdown.set()
         elif len(parts) == 3 and parts[0] == "processes" and parts[2] in ("stop", "start"):
@@ -140,6 +146,7 @@ class _ControlHandler(BoundedRequestHandler):
             if name not in self.supervisor.names():
                 self._reply(404, {"error": f"no process {name!r} on this host"})
                 return
+            log.info("control API: %s %s", verb, name)
             if verb == "stop":
                 self.supervisor.crash(name)
             else:
@@ -223,6 +230,8 @@ def up(obj: dict[str, Any], host: str | None, metrics: bool) -> None:
         env[SECRET_FILE_ENV] = str(located.secret_file)  # absolute: the children's too
     cluster = _load(located)
     try:
+        logs = LogSettings.of(cluster.table("logs"))
+        setup_logging("launcher", fmt=logs.format)
         everything = process_specs(cluster, config_path, data_dir, None)
         everything = _with_metrics(everything, cluster, data_dir, metrics)
         control_addr = control_addresses(cluster).get(host or "local")
@@ -239,7 +248,8 @@ def up(obj: dict[str, Any], host: str | None, metrics: bool) -> None:
         taken = ports_in_use(_addresses(cluster, mine, control_addr))
         if taken:
             fail(_who_holds(taken, control_addr, cluster), ExitCode.RUNNING)
-        _run(mine, everything, data_dir, env, control_addr, cluster, admin_user, config_path)
+        _run(mine, everything, data_dir, env, control_addr, cluster, admin_user, config_path,
+             logs)
     finally:
         lock.release()
 
@@ -294,11 +304,11 @@ def _who_holds(taken: list[tuple[str, str]], control_addr: str | None,
 
 def _run(mine: list[ProcessSpec], everything: list[ProcessSpec], data_dir: Path,
          env: dict[str, str], control_addr: str | None, cluster: ClusterConfig,
-         admin_user: str, config_path: Path) -> None:
+         admin_user: str, config_path: Path, logs: LogSettings) -> None:
     """Start ``mine``, say they are ready, and supervise them until stopped."""
     password_file, new_password = _admin_password(data_dir)
     env["RAFTCLOUD_ADMIN_PASSWORD_FILE"] = str(password_file)
-    supervisor = Supervisor(mine, data_dir / "logs", env)
+    supervisor = Supervisor(mine, data_dir / "logs", env, logs)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -318,6 +328,7 @@ def _run(mine: list[ProcessSpec], everything: list[ProcessSpec], data_dir: Path,
             fail(f"{exc}: {data_dir / 'logs'}", ExitCode.FAILED)
         if stop.is_set():
             return
+        log.info("every process answers: %s", ", ".join(supervisor.names()))
         lines = ready_lines(everything)
         if any(METRICS_ADDR_ENV in s.env for s in everything):
             lines.append(f"  metrics:    scrape configuration in {data_dir / SCRAPE_FILE}")
@@ -326,9 +337,11 @@ def _run(mine: list[ProcessSpec], everything: list[ProcessSpec], data_dir: Path,
             pass
     finally:
         click.echo("raftcloud: stopping", err=True)
+        log.info("stopping every process")
         supervisor.stop_all()
         if control is not None:
             control.shutdown()
+        log.info("stopped")
         click.echo("raftcloud: stopped", err=True)
 
 
@@ -338,7 +351,9 @@ def _print_ready(lines: list[str], control_addr: str | None, admin_user: str,
         click.echo(line)
     if control_addr:
         click.echo(f"  control:    http://{control_addr}/processes")
-    if new_password:
+    # The new password only on a terminal: an output read by a journal or a CI
+    # log keeps it, and the file holds it anyway (docs/operations.md, "Logs").
+    if new_password and sys.stdout.isatty():
         click.echo(f"  admin login: {admin_user} / {new_password}  (shown once)")
     else:
         click.echo(f"  admin login: {admin_user} / see {data_dir / 'admin.password'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -14,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.cluster import split_addr
+from raftkv.logs import LOG_FORMAT_ENV
+
+from .logfiles import ChildLog, LogSettings
+
+log = logging.getLogger("deploy.supervisor")
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,14 @@ class ProcessSpec:
 class Supervisor:
     """Owns the child processes of one host.  Thread-safe (the control API calls it)."""
 
-    def __init__(self, specs: list[ProcessSpec], log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, specs: list[ProcessSpec], log_dir: Path, env: dict[str, str],
+                 logs: LogSettings | None = None) -> None:
         self.specs = specs
         self._by_name = {s.name: s for s in specs}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_dir = log_dir
+        self._logs = logs or LogSettings()
+        self._files: dict[str, ChildLog] = {}
         self._env = env
         self._lock = threading.Lock()
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -49,12 +58,18 @@ class Supervisor:
             proc = self._procs.get(name)
             if proc is not None and proc.poll() is None:
                 return
-            with open(self._log_dir / f"{name}.log", "ab", opener=_private) as log:
-                # Its own session: a crash of the launcher's terminal group does
-                # not take the children with it before we stop them ourselves.
-                self._procs[name] = subprocess.Popen(
-                    spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, **self._env, **spec.env}, start_new_session=True)
+            if name not in self._files:
+                self._files[name] = ChildLog(self._log_dir / f"{name}.log", self._logs)
+            # Its own session: a crash of the launcher's terminal group does
+            # not take the children with it before we stop them ourselves.
+            proc = subprocess.Popen(
+                spec.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, **self._env, **spec.env,
+                     LOG_FORMAT_ENV: self._logs.format})
+            self._files[name].follow(proc, name)
+            self._procs[name] = proc
+            log.info("started %s (pid %d)", name, proc.pid)
 
     def crash(self, name: str) -> None:
         """kill -9 the process (and its children, e.g. gunicorn workers): a real crash."""
@@ -63,6 +78,7 @@ class Supervisor:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            log.info("killed %s (pid %d) on request", name, proc.pid)
 
     def alive(self, name: str) -> bool:
         proc = self._procs.get(name)
@@ -92,13 +108,12 @@ class Supervisor:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) did not stop in %.0f s: killed", spec.name, proc.pid,
+                            timeout)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-def _private(path: str, flags: int) -> int:
-    """Open a log readable by this user only: logs name users and addresses."""
-    return os.open(path, flags, 0o600)
+        for child_log in self._files.values():
+            child_log.close()
 
 
 def is_ready(spec: ProcessSpec) -> bool:

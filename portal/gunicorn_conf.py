@@ -21,8 +21,10 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 from portal.config import web_settings
+from portal.gunicorn_log import ACCESS_FORMAT
 from portal.load import LOAD_DIR_ENV
 from raftkv.cluster import CONFIG_ENV, load_cluster
+from raftkv.logs import setup_logging
 from raftkv.metrics import MULTIPROC_DIR_ENV, serve_from_env
 
 worker_class = "portal.worker.HeadReadingWorker"
@@ -35,6 +37,12 @@ limit_request_fields = 100
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
+# One line per event, "portal <frontend>", for gunicorn's lines and the portal's
+# alike: the root handler, installed here in the master and inherited by every
+# forked worker (portal/gunicorn_log.py).
+logger_class = "portal.gunicorn_log.PortalLogger"
+access_log_format = ACCESS_FORMAT
+setup_logging(f"portal {os.environ.get('RAFTCLOUD_FRONTEND', '')}".strip())
 
 
 def _trusted_proxies() -> str:

@@ -28,7 +28,6 @@ import logging
 import os
 import signal
 import struct
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -54,6 +53,7 @@ from .errors import (
     UnavailableError,
 )
 from .expiry import EXPIRY_INTERVAL, CellExpirer
+from .logs import setup_logging
 from .metrics import serve_from_env
 from .node import ENTRY_CAP, Replica, ReplicaConfig
 from .operations import (
@@ -505,7 +505,7 @@ class NodeServer:
         host, port = split_addr(self.client_addr)
         server = await asyncio.start_server(self.serve_connection, host, port,
                                             reuse_address=True, limit=READ_BUFFER)
-        print(f"raftkv-node {self.name} ready on {self.client_addr}", file=sys.stderr, flush=True)
+        log.info("raftkv-node %s ready on %s", self.name, self.client_addr)
         self.keeper.start()
         self.expirer.start()
         async with server:
@@ -600,8 +600,7 @@ def run_node(config_path: str, name: str, data_dir: Path,
              companions: Callable[[ClusterConfig, NodeServer], list[Companion]] | None = None,
              ) -> None:
     """Run one storage replica, and what ``companions`` adds, until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    setup_logging(f"replica {name}")
     keep_private(data_dir)
     try:
         cluster = load_cluster(config_path)

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import ssl
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,6 +24,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from raftkv.cluster import CONFIG_ENV, split_addr
+from raftkv.logs import setup_logging
 from shards import Client
 from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
 from shards.model.ratelimit import Limits
@@ -206,8 +206,7 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 def main(config_path: str | None, hostname: str | None, tls_cert: str | None,
          tls_key: str | None, log_level: str) -> None:
     """Run the cluster's SMTP server: inbound, submission and outbound delivery."""
-    logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("smtpd", log_level)
     if logging.getLogger().level > logging.DEBUG:
         # aiosmtpd logs every command, addresses included, at INFO: keep that for debugging.
         logging.getLogger("mail.log").setLevel(logging.WARNING)

@@ -36,6 +36,7 @@ NOT_LOOPS = {
     "balancer/server.py": 1,    # serve_forever
     "deploy/launcher.py": 1,    # serve_forever (the control API)
     "raftkv/metrics.py": 1,     # serve_forever (GET /metrics)
+    "deploy/logfiles.py": 1,    # a child's log copier, blocked on its pipe until it closes
 }
 
 
