@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ._logwatch import SecretWatch, scan_files
 from .cluster import KVCluster, running
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session: no log of it holds a password or secret (tests/_logwatch.py).
+    Set up first, so torn down last, after every process the session started has stopped."""
+    watch = SecretWatch()
+    logging.getLogger().addHandler(watch)
+    yield
+    logging.getLogger().removeHandler(watch)
+    found = watch.found + scan_files(tmp_path_factory.getbasetemp())
+    assert not found, f"a password or secret in the logs: {found}"
 
 
 @pytest.fixture(scope="session")
