@@ -47,6 +47,7 @@ from .config import PortalConfig
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
 from .errors import RETRY_AFTER, http_error
+from .export import ExportViews
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
@@ -131,7 +132,7 @@ def format_time(timestamp: float) -> str:
 
 
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, ComposeViews,
-             AdminViews):
+             AdminViews, ExportViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -177,6 +178,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
             Rule("/account/app-passwords/revoke", endpoint="account_app_password_revoke",
                  methods=post),
             Rule("/account/delete", endpoint="account_delete", methods=get_post),
+            Rule("/account/export/mail.mbox", endpoint="account_export_mail", methods=get),
             Rule("/drive", endpoint="drive", methods=get),
             Rule("/drive/upload", endpoint="drive_upload", methods=post),
             Rule("/drive/mkdir", endpoint="drive_mkdir", methods=post),

@@ -57,13 +57,14 @@ from raftkv.errors import ConditionFailed, ConfigError
 from .errors import MailboxFull
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from email.message import EmailMessage
 
     from raftkv.interface import Cell, KeyValueStore
 
 __all__ = ["MailboxFull", "MessagePage", "MessageSummary", "ParsedHeaders", "delete_message", "deliver",
-           "get_message", "get_summary", "has_room", "header_value", "list_messages", "list_page",
+           "every_message", "get_message", "get_summary", "has_room", "header_value",
+           "list_messages", "list_page",
            "mark_read", "new_message_id", "parse_headers", "quota_setting", "read_meta", "unread",
            "usage"]
 
@@ -77,6 +78,7 @@ DEFAULT_QUOTA = 1024 ** 3  # bytes per mailbox, unless [mail] mailbox_quota says
 _CAS_ATTEMPTS = 10  # read-modify-write retries before giving up under contention
 PAGE_READ_FACTOR = 2  # list_page reads this many pages' worth of columns at a time
 PAGE_READS = 4        # and at most this many times for one page (see list_page)
+EVERY_MESSAGE_BATCH = 200  # listings read at a time by every_message
 # Every delivery to one mailbox updates its usage cell: racing deliveries retry more.
 _USAGE_ATTEMPTS = 50
 
@@ -275,6 +277,22 @@ def list_messages(client: KeyValueStore, user: str, folder: str = "inbox") -> li
                  if (summary := _in_folder(column, cell, folder)) is not None]
     summaries.sort(key=lambda s: s.id, reverse=True)
     return summaries
+
+
+def every_message(client: KeyValueStore, user: str, *,
+                  batch: int = EVERY_MESSAGE_BATCH) -> Iterator[MessageSummary]:
+    """Every message of every folder, oldest first, read ``batch`` listings at a time
+    (a user's export: memory stays bounded whatever the mailbox's size)."""
+    after = ""
+    while True:
+        cells = client.get_row(mailbox_row(user), prefix=META_PREFIX, after=after, limit=batch)
+        for column, cell in cells.items():
+            after = column
+            summary = _summary(column[len(META_PREFIX):], cell.value)
+            if summary is not None:
+                yield summary
+        if len(cells) < batch:
+            return
 
 
 def _in_folder(column: str, cell: Cell, folder: str) -> MessageSummary | None:

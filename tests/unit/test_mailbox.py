@@ -7,6 +7,8 @@ import pytest
 
 from shards.model import mailbox
 
+from .._memstore import MemClient
+
 
 def test_message_ids_sort_by_arrival_time():
     ids = [mailbox.new_message_id(now_ns=t) for t in (5, 1_700_000_000_000_000_000, 42)]
@@ -79,3 +81,15 @@ def test_malformed_metadata_is_skipped_not_fatal():
                           "size": 3, "folder": "inbox"})
     assert mailbox._summary("x", good) == mailbox.MessageSummary(
         id="x", sender="a", subject="s", date=1.5, unread=False, size=3, folder="inbox")
+
+
+def test_every_message_reads_every_folder_oldest_first_a_batch_at_a_time():
+    client = MemClient()
+    ids = [mailbox.deliver(client, "ann", b"Subject: %d\r\n\r\nx\r\n" % i,
+                           folder="sent" if i % 2 else "inbox") for i in range(5)]
+    client.ops.clear()
+    got = list(mailbox.every_message(client, "ann", batch=2))
+    assert [m.id for m in got] == ids and [m.subject for m in got] == [str(i) for i in range(5)]
+    assert {m.folder for m in got} == {"inbox", "sent"}
+    assert len(client.ops) == 3   # 2 + 2 + 1: a short batch ends it
+    assert list(mailbox.every_message(client, "bob")) == []
