@@ -31,10 +31,21 @@ class Handover:
             self._calls.append((func, args))
             if len(self._calls) > 1:
                 return  # a wake-up is on its way and will find this call too
-        self._loop.call_soon_threadsafe(self._run)
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # the loop is closed: the server has stopped, nobody waits
+            with self._lock:
+                self._calls.clear()
 
     def _run(self) -> None:
         with self._lock:
             calls, self._calls = self._calls, []
         for func, args in calls:
-            func(*args)
+            # Each call on its own, as call_soon's callbacks are: one that raises must not
+            # strand the rest of the burst (their clients would wait for their deadline).
+            try:
+                func(*args)
+            except Exception as exc:  # noqa: BLE001 - reported as the loop reports its own
+                self._loop.call_exception_handler({
+                    "message": f"exception in {func!r}, handed over from the tick thread",
+                    "exception": exc})

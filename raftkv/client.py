@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from .blobs import data_chunks, manifest_of, parse_manifest
 from .connection import Connection
 from .errors import (
+    AuthenticationFailed,
     ClientClosed,
     ConditionFailed,
     ConfigError,
@@ -113,6 +114,7 @@ class Client:
         self._fetch_pool = ThreadPoolExecutor(max_workers=2 * READ_AHEAD,
                                               thread_name_prefix="raftkv-fetch")
         self._penalty = ReplicaPenalty()
+        self._refused: set[str] = set()  # replicas whose handshake refused our secret
 
     # -- plumbing ---------------------------------------------------------
 
@@ -128,8 +130,20 @@ class Client:
             conn = self._connections.get(addr)
             if conn is not None and not conn.closed:
                 return conn
-        conn = Connection(addr, self.secret)  # connect outside the lock
+        try:
+            conn = Connection(addr, self.secret)  # connect outside the lock
+        except AuthenticationFailed as exc:
+            # One replica refusing is that replica's problem (an old secret file, another
+            # cluster's process on the port): pass on to the others, as for one that is
+            # down.  Only when every replica refuses is it ours: no retry changes a secret.
+            with self._lock:
+                self._refused.add(addr)
+                everyone = self._refused.issuperset(self.addrs)
+            if everyone:
+                raise
+            raise UnavailableError(f"{addr} refused this client's secret: {exc}") from exc
         with self._lock:
+            self._refused.discard(addr)
             old = self._connections.get(addr)
             if old is not None and not old.closed:
                 conn.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import click
+
 from raftkv.cluster import ClusterConfig
 from raftkv.connection import Connection
 from raftkv.errors import AuthenticationFailed, UnavailableError
@@ -34,17 +36,23 @@ def _try(addr: str, secret: bytes) -> str:
 def check_reachable(cluster: ClusterConfig, secret_from: str) -> None:
     """Connect to every replica of the cluster file once, at the same time.
 
-    :raises ToolError: a replica refused the secret (WRONG_SECRET), or none
-        accepted a connection (NOT_LISTENING).
+    :raises ToolError: every replica that answered refused the secret (WRONG_SECRET; a
+        refusal beside replicas that accepted it is a warning), or none accepted a
+        connection (NOT_LISTENING).
     """
     addrs = [r.client for group in cluster.all_groups() for r in group.replicas]
     with ThreadPoolExecutor(max_workers=min(len(addrs), 16)) as pool:
         results = dict(zip(addrs, pool.map(lambda a: _try(a, cluster.secret), addrs),
                            strict=True))
     refused = [a for a, r in results.items() if r == "wrong secret"]
-    if refused:
+    if refused and "ok" not in results.values():
         raise ToolError(f"this cluster does not know your secret (secret {secret_from}; "
                           f"refused by {', '.join(refused)})", ExitCode.WRONG_SECRET)
+    if refused:
+        # Some replicas took the secret: those that refused are misconfigured (an old
+        # secret file, another cluster on the port), and the command may still succeed.
+        click.echo(f"warning: {', '.join(refused)} refused your secret (secret {secret_from}), "
+                   "which the other replicas accepted", err=True)
     if "ok" not in results.values():
         shown = ", ".join(addrs[:4]) + (f" and {len(addrs) - 4} more" if len(addrs) > 4 else "")
         raise ToolError(f"nothing listening at {shown}: is the cluster up "

@@ -138,3 +138,25 @@ def test_raftcloud_status_says_nothing_listens_and_wrong_secret(
         server.server_close()
     assert wrong.exit_code == ExitCode.WRONG_SECRET, wrong.output
     assert "does not know your secret" in wrong.output and wrong.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("answers, code", [
+    (("wrong secret", "wrong secret", "down"), ExitCode.WRONG_SECRET),
+    (("wrong secret", "ok", "ok"), None),     # one misconfigured replica: a warning
+    (("down", "down", "down"), ExitCode.NOT_LISTENING),
+], ids=["all-that-answer-refuse", "one-refuses", "none-listens"])
+def test_a_wrong_secret_is_the_users_only_when_no_replica_takes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        answers: tuple[str, ...], code: ExitCode | None) -> None:
+    from shards import reach
+    cluster = load_cluster(write_cluster_file(tmp_path, groups=1))
+    addrs = [r.client for r in cluster.all_groups()[0].replicas]
+    said = dict(zip(addrs, answers, strict=True))
+    monkeypatch.setattr(reach, "_try", lambda addr, _secret: said[addr])
+    if code is None:
+        reach.check_reachable(cluster, "from the test")
+        assert "refused your secret" in capsys.readouterr().err
+    else:
+        with pytest.raises(reach.ToolError) as raised:
+            reach.check_reachable(cluster, "from the test")
+        assert raised.value.code == code
