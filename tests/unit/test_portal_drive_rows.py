@@ -18,7 +18,7 @@ from portal.sessions import COOKIE, csrf_token
 from shards.model import accounts, drive
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, file_names, logged_in, unit_portal
+from .._portal import PASSWORD, file_names, logged_in
 
 
 @pytest.fixture
@@ -28,13 +28,6 @@ def store():
     for name in ("a.txt", "b.txt"):
         drive.store_file(store, "bob", drive.ROOT, name, io.BytesIO(b"x"), quota=10**9)
     return store
-
-
-@pytest.fixture
-def app(store):
-    app = unit_portal(store)
-    yield app
-    app.close()
 
 
 @pytest.fixture

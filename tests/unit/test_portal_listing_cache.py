@@ -19,7 +19,7 @@ from shards.model import accounts, drive
 from shards.readonly import read_state
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, file_names, logged_in, unit_portal
+from .._portal import PASSWORD, file_names, logged_in
 
 FILES = 40
 
@@ -45,14 +45,6 @@ def store() -> SometimesStale:
     for i in range(FILES):
         drive.store_file(store, "bob", drive.ROOT, f"f{i:03d}.txt", io.BytesIO(b""), quota=10)
     return store
-
-
-@pytest.fixture
-def app(store):
-    app = unit_portal(store)
-    yield app
-    app.close()
-
 
 
 def test_the_cache_keeps_within_its_budget_and_skips_an_entry_over_a_tenth():

@@ -20,7 +20,7 @@ from portal.messageview import MessageView, MessageViewCache
 from shards.model import accounts, mailbox
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, logged_in, unit_portal
+from .._portal import PASSWORD, logged_in
 
 
 def _raw(subject: str, body: str = "Hello there.\n") -> bytes:
@@ -38,14 +38,6 @@ def store():
     for user in ("bob", "carol"):
         accounts.create_user(store, user, PASSWORD)
     return store
-
-
-@pytest.fixture
-def app(store):
-    app = unit_portal(store)
-    yield app
-    app.close()
-
 
 
 @pytest.fixture
