@@ -16,7 +16,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -28,69 +27,11 @@ import pytest
 
 from raftkv import node
 from raftkv.errors import ConfigError
-from raftkv.node import disk, fixes, journal, replica, sending, syncing
+from raftkv.node import disk, fixes, journal, replica, syncing
 from raftkv.store import Store
 
+from .._engine import Harness, leader_with_a_confirmed_noop, variant
 from .._procs import SECRET, free_port, wait_for
-
-
-def _variant(without: type | tuple[type, ...] | None) -> type:
-    """The hardened engine, or the same engine with one fix (or several) taken out."""
-    if without is None:
-        return replica._Engine
-    out = without if isinstance(without, tuple) else (without,)
-    bases = tuple(b for b in replica._Engine.__bases__ if b not in out)
-    return type("EngineWithout" + "And".join(c.__name__ for c in out), bases or (fixes._EngineBase,), {})
-
-
-class Harness:
-    """One engine, ticked by hand, with every message it sends recorded."""
-
-    def __init__(self, root: Path, engine_class: type, transport: type | None = None) -> None:
-        peers = tuple(f"127.0.0.1:{free_port()}" for _ in range(2))
-        self.config = node.ReplicaConfig(raft_addr=f"127.0.0.1:{free_port()}", peers=peers,
-                                         data_dir=root, secret=SECRET, shards=4)
-        conf = replica._engine_conf(self.config, Store(4))
-        conf.autoTick = False
-        if transport is not None:
-            engine_class = type("WithTransport", (engine_class,), {"transport_class": transport})
-        self.engine = engine_class(self.config, Store(4), conf)
-        self.log = self.engine._SyncObj__raftLog
-        self.peer = next(n for n in self.engine._SyncObj__otherNodes
-                         if n.address == peers[0])
-
-    def deliver(self, message: dict[str, Any]) -> None:
-        self.engine._SyncObj__onMessageReceived(self.peer, message)
-
-    def last_index(self) -> int:
-        return self.log[-1][1]
-
-    def close(self) -> None:
-        self.engine.destroy()
-        if self.engine._snapshot_context.serializer is not None:
-            self.engine._snapshot_context.serializer.stop()
-
-
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """fsyncs (by file name; "fsync" on the engine's thread, "syncer fsync" on the journal's
-    syncer) and messages leaving the engine, in order."""
-    seen: list[tuple[str, Any]] = []
-    real_fsync, real_send = os.fsync, pysyncobj.transport.TCPTransport.send
-
-    def fsync(fd: int) -> None:
-        syncer = threading.current_thread().name.startswith("journal-syncer")
-        seen.append(("syncer fsync" if syncer else "fsync",
-                     os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
-        real_fsync(fd)
-
-    def send(self: Any, target: Any, message: dict[str, Any]) -> bool:
-        seen.append(("send", message.get("type")))
-        return real_send(self, target, message)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(pysyncobj.transport.TCPTransport, "send", send)
-    return seen
 
 
 def _entries(first: int, last: int, term: int) -> list[tuple[bytes, int, int]]:
@@ -118,7 +59,7 @@ def _fsynced_before(events: list[tuple[str, Any]], file_name: str, message: str)
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_late_append_does_not_truncate_acknowledged_entries(tmp_path, fixed) -> None:
-    engine = _variant(None if fixed else fixes._FollowerKeepsMatchingEntries)
+    engine = variant(None if fixed else fixes._FollowerKeepsMatchingEntries)
     h = Harness(tmp_path, engine)
     try:
         h.deliver({"type": "append_entries", "term": 1, "commit_index": 1,
@@ -150,7 +91,7 @@ def test_a_real_conflict_still_replaces_the_followers_entries(tmp_path) -> None:
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_late_reply_does_not_move_next_index_back(tmp_path, fixed) -> None:
-    engine = _variant(None if fixed else fixes._LeaderKeepsNextIndex)
+    engine = variant(None if fixed else fixes._LeaderKeepsNextIndex)
     h = Harness(tmp_path, engine)
     try:
         h.engine._SyncObj__raftCurrentTerm = 1
@@ -198,7 +139,7 @@ def _tick_fsyncs(events: list[tuple[str, Any]]) -> list[Any]:
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_follower_acknowledges_only_entries_its_journal_synced(
         tmp_path, events, held_journal, fixed) -> None:
-    engine = _variant(None if fixed else syncing._FollowerAcksWhatIsSynced)
+    engine = variant(None if fixed else syncing._FollowerAcksWhatIsSynced)
     h = Harness(tmp_path, engine)
     try:
         events.clear()
@@ -332,23 +273,13 @@ def _woken(h: Harness, wait: float = 1.0) -> bool:
     return select.select([wake], [], [], wait)[0] == [wake]
 
 
-def _leader_with_a_confirmed_noop(h: Harness) -> int:
-    """Make the engine the leader of term 1; one follower confirms its no-op (2 of 3)."""
-    h.engine._SyncObj__raftCurrentTerm = 1
-    h.engine._SyncObj__onBecomeLeader()   # appends its no-op entry
-    noop = h.last_index()
-    h.deliver({"type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
-               "success": True})
-    return noop
-
-
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_the_leader_counts_itself_only_for_entries_its_journal_synced(
         tmp_path, events, held_journal, fixed) -> None:
-    engine = _variant(None if fixed else syncing._LeaderCountsWhatIsSynced)
+    engine = variant(None if fixed else syncing._LeaderCountsWhatIsSynced)
     h = Harness(tmp_path, engine)
     try:
-        noop = _leader_with_a_confirmed_noop(h)
+        noop = leader_with_a_confirmed_noop(h)
         h.engine.doTick(0.0)
         # The leader's own fsync is held: itself and one follower would be 2 of 3, but
         # its disk does not hold the entry yet.
@@ -369,7 +300,7 @@ def test_the_leader_commits_what_a_majority_of_followers_holds_before_its_own_sy
         tmp_path, held_journal) -> None:
     h = Harness(tmp_path, replica._Engine)
     try:
-        noop = _leader_with_a_confirmed_noop(h)
+        noop = leader_with_a_confirmed_noop(h)
         other = next(n for n in h.engine._SyncObj__otherNodes if n != h.peer)
         h.engine._SyncObj__onMessageReceived(other, {
             "type": "next_node_idx", "next_node_idx": noop + 1, "reset": False,
@@ -513,7 +444,7 @@ def _piece(term: int, offset: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_follower_answers_each_piece_of_a_snapshot(tmp_path, events, fixed) -> None:
-    engine = _variant(None if fixed else fixes._FollowerAnswersSnapshotPieces)
+    engine = variant(None if fixed else fixes._FollowerAnswersSnapshotPieces)
     h = Harness(tmp_path, engine)
     try:
         for offset in (0, 16, 32):
@@ -564,7 +495,7 @@ def test_the_commit_index_is_not_fsynced_every_second(tmp_path, events) -> None:
 # -- snapshots in proportion to the store (Snapshots and compaction) ------------
 
 def test_snapshots_come_in_proportion_to_a_large_store(tmp_path, monkeypatch) -> None:
-    h = Harness(tmp_path, _variant(None))
+    h = Harness(tmp_path, variant(None))
     try:
         db = h.engine._store.db
         entries, size = h.config.log_compaction_entries, h.config.log_compaction_bytes
@@ -581,28 +512,3 @@ def test_snapshots_come_in_proportion_to_a_large_store(tmp_path, monkeypatch) ->
     finally:
         h.close()
 
-
-# -- one append_entries per follower per tick (Hand-offs)
-
-@pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
-def test_a_leader_sends_each_follower_one_message_a_tick(tmp_path, events, fixed) -> None:
-    h = Harness(tmp_path, _variant(None if fixed else sending._LeaderSendsOncePerTick))
-    try:
-        noop = _leader_with_a_confirmed_noop(h)
-        h.engine._journal.request_sync()  # what a tick would ask
-        wait_for(lambda: h.log.synced_index == noop, 10, "the syncer's round", interval=0.005)
-        # Both followers count as connected, so the engine sends them what it would.
-        h.engine._SyncObj__connectedNodes.update(h.engine._SyncObj__otherNodes)
-        for _ in range(3):
-            h.engine.apply_batch(msgpack.packb([1.0]), callback=lambda *_: None)
-        events.clear()
-        # One tick: the no-op commits and is applied (the new commit index is news for
-        # the followers), and three entries are appended.
-        h.engine.doTick(0.0)
-        assert h.engine._SyncObj__raftCommitIndex == noop
-        assert h.last_index() == noop + 3
-        sent = sum(1 for kind, what in events if (kind, what) == ("send", "append_entries"))
-        # Stock: after applying, then after each entry, to each of the two followers.
-        assert sent == (2 if fixed else 2 * (1 + 3))
-    finally:
-        h.close()

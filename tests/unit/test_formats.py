@@ -2,7 +2,7 @@
 
 The registry and its decisions on their own; the data directory's version file
 on real directories (one made by the replica's own engine); the Raft port's
-hello on engines driven by hand, as in test_engine_fixes.py.
+hello on engines driven by hand (tests/_engine.py).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from raftkv.formats import (
 from raftkv.node import disk, replica
 from raftkv.store import Store
 
+from .._engine import Harness
 from .._procs import SECRET
-from .test_engine_fixes import Harness
 
 # -- the registry -------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """PreVote (docs/engine-fixes.md, "A rejoining replica deposes the leader").
 
 The decisions of raftkv.prevote on their own, then engines driven by hand as in
-test_engine_fixes.py: no tick thread, messages injected as a peer would send
+tests/_engine.py: no tick thread, messages injected as a peer would send
 them, every message an engine sends recorded.  The first engine test runs on
 the hardened engine and on the same engine without PreVote, where the leader
 must be seen stepping down.
@@ -20,7 +20,7 @@ from raftkv import formats
 from raftkv.node import elections, replica
 from raftkv.prevote import HELLO_GRACE, LogEnd, PeerFeatures, PreVoteRound, grants_pre_vote
 
-from .test_engine_fixes import Harness, _variant
+from .._engine import Harness, variant
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 
@@ -115,7 +115,7 @@ def _types(sent: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["hardened", "stock"])
 def test_a_timed_out_follower_does_not_depose_a_live_leader(tmp_path, sent, fixed) -> None:
-    engine = _variant(None if fixed else elections._PreVote)
+    engine = variant(None if fixed else elections._PreVote)
     follower = _follower(tmp_path / "f", engine)
     (tmp_path / "l").mkdir()
     leader = Harness(tmp_path / "l", engine)

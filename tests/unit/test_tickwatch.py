@@ -9,7 +9,7 @@ from pathlib import Path
 
 from raftkv.node import tickwatch
 
-from .test_engine_fixes import Harness, _variant
+from .._engine import Harness, variant
 
 
 def test_the_gap_between_two_waits_is_what_is_recorded() -> None:
@@ -37,7 +37,7 @@ def test_the_gap_between_two_waits_is_what_is_recorded() -> None:
 
 
 def test_the_engine_reports_a_stall_of_its_own_tick(tmp_path: Path) -> None:
-    harness = Harness(tmp_path, _variant(None))
+    harness = Harness(tmp_path, variant(None))
     try:
         engine = harness.engine
         engine.doTick(0)
@@ -53,7 +53,7 @@ def test_the_engine_reports_a_stall_of_its_own_tick(tmp_path: Path) -> None:
 
 
 def test_the_stack_of_a_long_stall_is_counted_and_a_short_tick_costs_nothing(tmp_path: Path) -> None:
-    harness = Harness(tmp_path, _variant(None))
+    harness = Harness(tmp_path, variant(None))
     try:
         engine = harness.engine
 
