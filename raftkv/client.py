@@ -26,12 +26,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, BinaryIO
 
 from .blobs import data_chunks, manifest_of, parse_manifest
+from .client_backup import BackupCalls
 from .connection import Connection
 from .errors import (
     AuthenticationFailed,
     ClientClosed,
     ConditionFailed,
     ConfigError,
+    Frozen,
     NotLeader,
     OutcomeUnknown,
     ProtocolError,
@@ -58,6 +60,7 @@ from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahe
 
 INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
 ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request id)
+FROZEN_PAUSE = 0.01        # seconds between tries of a write a backup's freeze refused
 
 
 class _Session:
@@ -86,7 +89,7 @@ class _Session:
             return (min(self._outstanding) if self._outstanding else self._next) - 1
 
 
-class Client:
+class Client(BackupCalls):
     """Talk to one group of replicas.
 
     :param addrs: the client ports (``host:port``) of the group's replicas.
@@ -193,9 +196,14 @@ class Client:
                     self._leader = self._next_addr(addr)
                     time.sleep(min(0.02 * 2 ** min(attempt, 5), 0.5))
                 else:
-                    if "error" in result:
-                        raise from_wire(result)
-                    return result
+                    if "error" not in result:
+                        return result
+                    err = from_wire(result)
+                    if not isinstance(err, Frozen):
+                        raise err
+                    # Not applied and not kept (raftkv/freezing.py): the same request
+                    # again once the backup's moment has passed.
+                    time.sleep(FROZEN_PAUSE)
                 attempt += 1
         finally:
             if write:

@@ -8,11 +8,13 @@
     │   ├── NoLeader, NotLeader, ClientClosed, UploadExpired
     │   ├── Timeout
     │   │   └── OutcomeUnknown   a write: retry only with the same request id
-    │   └── ConfigurationPending a group is not where a reconfiguration step needs it yet
+    │   ├── ConfigurationPending a group is not where a reconfiguration step needs it yet
+    │   └── Frozen               a backup holds the group's writes for a moment: send again
     ├── ConditionFailed          re-read, then retry
     ├── WrongShard               route elsewhere: refresh the shard map
     ├── Refused                  the request is wrong or not allowed: do not retry it as it is
-    │   └── TooLarge
+    │   ├── TooLarge
+    │   └── Busy                 another backup is being taken
     ├── OverLimit                over a limit: retry later (``retry_after`` when known)
     └── ProtocolError            a malformed message (a bug, or a stranger): do not retry
         └── AuthenticationFailed
@@ -109,6 +111,11 @@ class ReadOnly(UnavailableError):
     docs/store-promises.md, "Read-only while a group has lost its majority")."""
 
 
+class Frozen(UnavailableError):
+    """A write refused for a moment while a backup freezes the group (raftkv/freezing.py):
+    it did not apply, and the client sends the same request again shortly."""
+
+
 class WrongShard(RaftKVError):
     """The replica does not own the row's shard in its current configuration."""
 
@@ -149,6 +156,10 @@ class TooLarge(Refused):
     """The request does not fit the size limits (entry cap, frame cap, row limits)."""
 
 
+class Busy(Refused):
+    """Another backup is being taken: one at a time."""
+
+
 class OverLimit(RaftKVError):
     """Over a limit (a quota, a rate): retry later, or once room is made.
 
@@ -173,8 +184,8 @@ class AuthenticationFailed(ProtocolError):
 
 WIRE_ERRORS: tuple[type[RaftKVError], ...] = (
     RaftKVError, ConfigError, UnavailableError, NoLeader, NotLeader, Timeout, OutcomeUnknown,
-    ClientClosed, UploadExpired, ConfigurationPending, ReadOnly, WrongShard, ConditionFailed, Refused,
-    TooLarge, OverLimit, ProtocolError, AuthenticationFailed)
+    ClientClosed, UploadExpired, ConfigurationPending, ReadOnly, Frozen, WrongShard, ConditionFailed,
+    Refused, TooLarge, Busy, OverLimit, ProtocolError, AuthenticationFailed)
 """Every class of this module: the ones an answer may name."""
 
 _BY_NAME: dict[str, type[RaftKVError]] = {cls.__name__: cls for cls in WIRE_ERRORS}

@@ -71,6 +71,8 @@ RAFT = FormatLine("raft", {
        "snapshot message may be an offer (raftkv/snapshot_pull.py)",
     4: "read_probe and read_ack messages: the leader confirms it leads before it "
        "answers a read outside the log (raftkv/readindex.py); entries stay format 2",
+    5: "freeze and thaw commands (raftkv/freezing.py): a frozen group refuses writes, "
+       "which a replica of an older format would apply; entries stay format 2",
 }, oldest=1)
 
 # From this Raft format on, a follower is offered its snapshot to pull, not sent pieces.
@@ -105,7 +107,7 @@ NO_COMMANDS = 0
 COMMAND_TIME_OPS = frozenset({"intent", "expire_intents"})
 # What appeared in which Raft format: a leader writing an older format refuses
 # a command that uses it, since a replica of that format would apply it otherwise.
-OPERATION_SINCE = {"expire_cells": 2}
+OPERATION_SINCE = {"expire_cells": 2, "freeze": 5, "thaw": 5}
 FIELD_SINCE = {"ttl": 2}
 
 

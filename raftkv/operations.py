@@ -88,6 +88,9 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("drop_shard", WRITE, NONE),
     Operation("export_shard", READ, NONE),
     Operation("shard_state", READ, NONE),
+    # -- backups: every group frozen for a moment, then read (raftkv/freezing.py) --
+    Operation("freeze", WRITE, NONE),
+    Operation("thaw", WRITE, NONE),
     # -- answered by the replica's server ----------------------------------------
     Operation("status", NODE, NONE),
     Operation("blob_put", NODE, NONE, chunk=True),
@@ -95,6 +98,10 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     # a lagging follower pulls the leader's snapshot (raftkv/snapshot_pull.py)
     Operation("snapshot_read", NODE, NONE, chunk=True),
     Operation("snapshot_done", NODE, NONE),
+    # a backup reads a frozen state from one read transaction (raftkv/backup_offers.py)
+    Operation("backup_open", NODE, NONE),
+    Operation("backup_read", NODE, NONE, chunk=True),
+    Operation("backup_done", NODE, NONE),
 )}
 
 HANDLER_PREFIX = "_op_"  # the handler of operation x is the method _op_x

@@ -40,6 +40,7 @@ from prometheus_client import REGISTRY
 
 from . import formats, protocol
 from .answers import Handover
+from .backup_offers import Offers, check_cursor
 from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, check_name
 from .cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster, split_addr
 from .errors import (
@@ -181,6 +182,8 @@ class NodeServer:
         self._stamped = 0.0  # the time of the last entry this server appended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handover: Handover | None = None  # the tick thread's calls into the loop
+        self.backup_offers = Offers()  # frozen states held open for backups
+        self._watching_offers: asyncio.TimerHandle | None = None
 
     # -- group commit -----------------------------------------------------
 
@@ -356,6 +359,35 @@ class NodeServer:
         self.replica.snapshot_offers.finish(request.get("token"))
         return {}
 
+    async def _op_backup_open(self, request: dict[str, Any]) -> dict[str, Any]:
+        # At the leader: it has applied the freeze once the saver heard it did.
+        if not self.replica.is_leader():
+            raise self._not_leader()
+        store = self.replica.store
+        token, offer = await asyncio.to_thread(self.backup_offers.open, store.db,
+                                                request.get("token"), store.shard_count)
+        self._watch_offers()
+        return {"offer": token, "addr": self.client_addr, "meta": offer.meta}
+
+    async def _op_backup_read(self, request: dict[str, Any]) -> dict[str, Any]:
+        offer = self.backup_offers.get(request.get("offer"))
+        cells, last = await asyncio.to_thread(offer.page, check_cursor(request.get("after")))
+        return {"cells": cells, "next": last}
+
+    async def _op_backup_done(self, request: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.to_thread(self.backup_offers.close, request.get("offer"))
+        return {}
+
+    def _watch_offers(self) -> None:
+        """Close offers left idle (a saver that died) while any is open."""
+        if self._watching_offers is None and self._loop is not None:
+            def check() -> None:
+                self._watching_offers = None
+                self.backup_offers.drop_idle()
+                if len(self.backup_offers):
+                    self._watch_offers()
+            self._watching_offers = self._loop.call_later(OFFERS_CHECK, check)
+
     async def _read_at_index(self, request: dict[str, Any]) -> dict[str, Any]:
         """A linearizable read without a log entry: once the leader has confirmed it
         leads and its store has committed the index it noted, a read transaction
@@ -516,6 +548,7 @@ class NodeServer:
             # peers' keepers and idle clients would keep theirs open for ever.
             for writer in list(self._open):
                 writer.close()
+        self.backup_offers.close_all()
         self.replica.destroy()
 
 
@@ -525,6 +558,7 @@ _SERVED: dict[str, tuple[Operation, Callable[[NodeServer, dict[str, Any]],
                                              Awaitable[dict[str, Any]]]]] = \
     bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
 _PAYLOAD_OPS = frozenset({"blob_get", "snapshot_read"})  # answers sent without copying their bytes
+OFFERS_CHECK = 30.0  # seconds between looks for idle backup offers while any is open
 _FLOAT64 = struct.Struct(">Bd")  # msgpack's float 64: 0xcb, then the IEEE double
 
 

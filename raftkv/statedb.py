@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,9 @@ class StateDB:
         self._guard = threading.Condition()
         self._readers = 0
         self._swapping = False
+        # Read transactions kept across calls (a backup's, raftkv/backup_offers.py): a
+        # swap does not wait for them but ends them, through these callbacks.
+        self._long_readers: set[Callable[[], None]] = set()
         self.trusted = self._check_boot()
         if not self.trusted:
             # Never opened: a torn file may not even open.  It stays untrusted (the
@@ -146,11 +149,32 @@ class StateDB:
                 self._readers -= 1
                 self._guard.notify_all()
 
+    def long_read(self, revoke: Callable[[], None]) -> lmdb.Transaction[bytes]:
+        """A read transaction the caller keeps across calls and aborts itself.
+
+        A swap (a snapshot installed) would wait for it for as long as it lives,
+        so instead the swap calls ``revoke``, which must abort it (waiting for a use
+        in progress) and never use it again; :meth:`end_long_read` when done.
+        """
+        with self._guard:
+            while self._swapping:
+                self._guard.wait()
+            self._long_readers.add(revoke)
+            return self.env.begin(buffers=False)
+
+    def end_long_read(self, revoke: Callable[[], None]) -> None:
+        with self._guard:
+            self._long_readers.discard(revoke)
+
     @contextmanager
     def _swap(self) -> Iterator[None]:
         """No reader inside the environment while it is closed and reopened."""
         with self._guard:
             self._swapping = True
+            revokes, self._long_readers = list(self._long_readers), set()
+        for revoke in revokes:
+            revoke()
+        with self._guard:
             while self._readers:
                 self._guard.wait()
         try:

@@ -54,6 +54,7 @@ import lmdb
 from . import diskkeys
 from .diskkeys import CellValue
 from .formats import NO_COMMANDS, TIMED_ENTRIES, UNTIMED_ENTRIES
+from .freezing import FREEZE_META, BackupFreeze
 from .interface import MAX_CELLS
 from .keys import DEFAULT_SHARDS, shard_of
 from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers, unknown_operation
@@ -94,7 +95,7 @@ def error(name: str, message: str, **fields: Any) -> Result:
     return {"error": name, "message": message, **fields}
 
 
-class Store(EntryTransactions, ShardOwnership):
+class Store(EntryTransactions, ShardOwnership, BackupFreeze):
     """The table of one Raft group."""
 
     def __init__(self, shards: int = DEFAULT_SHARDS, *, managed: bool = False,
@@ -135,6 +136,7 @@ class Store(EntryTransactions, ShardOwnership):
             self.counters: dict[int, int] = {int(k): int(v) for k, v in
                                              tables.meta("counters", {}).items()}
             self.restore_ownership(tables.meta("ownership"))
+            self._init_freeze(tables.meta(FREEZE_META))
         self._meta_dirty = False      # ownership changed in this entry
         self._counters_dirty = False  # a shard's version counter moved in this entry
 
@@ -144,11 +146,11 @@ class Store(EntryTransactions, ShardOwnership):
         # Not the clock: time that passed stays passed, whatever the command answered.
         return (dict(self.counters), self._counters_dirty, self._stamp, self._meta_dirty,
                 self.config_num, None if self.owned is None else set(self.owned),
-                dict(self.incoming), dict(self.frozen))
+                dict(self.incoming), dict(self.frozen), self.freeze)
 
     def _restore_small_state(self, saved: tuple[Any, ...]) -> None:
         (self.counters, self._counters_dirty, self._stamp, self._meta_dirty, self.config_num,
-         self.owned, self.incoming, self.frozen) = saved
+         self.owned, self.incoming, self.frozen, self.freeze) = saved
 
     def _save_meta(self) -> None:
         t = self._t
@@ -244,6 +246,8 @@ class Store(EntryTransactions, ShardOwnership):
         stored = self._t.result(cid, seq)
         if stored is not None:
             return stored
+        if (frozen := self.frozen_refusal(bound[0].name)) is not None:
+            return frozen  # not applied, not kept: the same request applies after the thaw
         if ack > record[0]:
             record[2] -= self._t.forget_results(cid, ack)
             record[0] = ack
