@@ -35,6 +35,7 @@ from typing import Any
 
 import click
 
+from raftkv.backupfile import BackupDamaged
 from raftkv.boundedhttp import BoundedHTTPServer, BoundedRequestHandler
 from raftkv.cluster import SECRET_FILE_ENV, ClusterConfig, split_addr
 from raftkv.errors import ConfigError
@@ -58,6 +59,7 @@ from shards.cliopts import (
 )
 from shards.control import control_addresses, control_token
 from shards.locate import LOCAL_DATA_DIR, SECRET_NAME, Located, locate, nearest
+from shards.restore import RestoreRefused, restore_backup
 from shards.site import Site
 
 from .logfiles import LogSettings
@@ -252,6 +254,43 @@ def up(obj: dict[str, Any], host: str | None, metrics: bool) -> None:
              logs)
     finally:
         lock.release()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def restore(obj: dict[str, Any], file: Path) -> None:
+    """Build a new cluster in the data dir from FILE, a backup `raftkv-ctl snapshot save`
+    wrote; `raftcloud up` with the same data dir then starts it.  The cluster file says
+    where its replicas live; its groups must have the backup's ids and shard count."""
+    data_dir = (obj["data_dir"] or LOCAL_DATA_DIR).resolve()
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    located = _locate(obj, data_dir)
+    if located.secret_file == data_dir / SECRET_NAME:
+        _secret_file(data_dir)  # the new cluster's own secret, as `up` would make it
+    cluster = _load(located)
+    lock = DataDirLock(data_dir)
+    holder = lock.claim(None)
+    if holder is not None:
+        fail(f"raftcloud is running on {data_dir} (pid {holder.pid}): restore into a new "
+             "data dir", ExitCode.RUNNING)
+    try:
+        with open(file, "rb") as stream:
+            restored = restore_backup(stream, cluster, data_dir)
+    except BackupDamaged as exc:
+        fail(f"{file} cannot be restored: {exc}; nothing was written", ExitCode.FAILED)
+    except RestoreRefused as exc:
+        fail(f"not restoring: {exc}", ExitCode.FAILED)
+    except OSError as exc:
+        fail(f"restoring {file} failed: {exc}; nothing was left behind", ExitCode.FAILED)
+    finally:
+        lock.release()
+    config = "" if restored.config_num is None else f", configuration {restored.config_num}"
+    click.echo(f"restored {restored.groups} groups, {restored.cells} cells and "
+               f"{restored.chunks} chunks into {data_dir}{config}; start it with "
+               f"`raftcloud up --data-dir {data_dir}`")
 
 
 def _with_metrics(specs: list[ProcessSpec], cluster: ClusterConfig, data_dir: Path,

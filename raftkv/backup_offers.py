@@ -59,7 +59,8 @@ class Offer:
             # applied yet on a new leader, or ran out, or was thawed.
             raise ConfigurationPending("this replica's state is not frozen by that backup")
         return {"applied_index": int(index), "clock": float(clock), "shard_count": shard_count,
-                "counters": {int(k): int(v) for k, v in tables.meta("counters", {}).items()},
+                # [shard, counter] pairs: the wire's maps have string keys only.
+                "counters": [[int(k), int(v)] for k, v in tables.meta("counters", {}).items()],
                 "ownership": tables.meta("ownership")}
 
     def page(self, after: bytes) -> tuple[list[list[bytes]], bytes | None]:

@@ -7,11 +7,13 @@ is one line on stderr and an exit code of :class:`shards.cliopts.ExitCode`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, Concatenate
 
 import click
@@ -19,6 +21,7 @@ import click
 from raftkv.errors import AuthenticationFailed, ConfigError, RaftKVError, UnavailableError
 
 from . import config as shard_config
+from .backup import save_backup
 from .client import Client
 from .cliopts import (
     EXIT_CODES_HELP,
@@ -297,7 +300,33 @@ def move(client: Client, ctx: click.Context, shard: int, group: int) -> None:
     _reconfigure(client, ctx, lambda c: shard_config.move(c, shard, group))
 
 
+@main.group()
+def snapshot() -> None:
+    """Back up the whole cluster (`raftcloud restore` builds a new cluster from the file)."""
+
+
+@snapshot.command("save")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+@_store_command
+def snapshot_save(client: Client, ctx: click.Context, file: Path) -> None:
+    """Save one consistent snapshot of every group, blobs included, into FILE while the
+    cluster serves: every write acknowledged before the save began is in it, and no
+    write in it depends on one that is not (docs/operations.md, "Backup and restore")."""
+    def progress(line: str) -> None:
+        if ctx.obj["verbose"]:
+            click.echo(f"raftkv-ctl: {line}", err=True)
+    try:
+        saved = save_backup(client, file, progress=progress)
+    except OSError as exc:
+        fail(f"cannot write {file}: {exc}", ExitCode.FAILED)
+    _emit(ctx, {"file": str(file), **dataclasses.asdict(saved)},
+          f"saved {file}: {saved.groups} groups, {saved.cells} cells, {saved.chunks} chunks, "
+          f"{saved.bytes} bytes; writes paused {saved.paused_ms:.0f} ms")
+
+
 global_options(main, OPTIONS)
+global_options(snapshot, OPTIONS)
 
 if __name__ == "__main__":
     main()

@@ -126,7 +126,7 @@ class ConfigStore:
         self._shards = shards
 
     @staticmethod
-    def _column(num: int) -> str:
+    def column(num: int) -> str:
         return f"n:{num:012d}"
 
     def latest_num(self) -> int:
@@ -137,7 +137,7 @@ class ConfigStore:
     def bootstrap(self, first: Config) -> Config:
         """Store ``first`` as configuration 1 unless there is one already; the one stored."""
         assert first.num == 1
-        column = self._column(1)
+        column = self.column(1)
         try:
             self._client.mutate_row(self.ROW, [("absent", column)], [
                 ("put", column, first.pack()), ("put", self.LATEST, b"1")])
@@ -154,7 +154,7 @@ class ConfigStore:
             num = int(latest.value)
         if num == 0:
             return Config.empty(self._shards)
-        cell = self._client.get(self.ROW, self._column(num))
+        cell = self._client.get(self.ROW, self.column(num))
         if cell is None:
             raise ConfigError(f"no configuration {num}")
         return Config.unpack(cell.value)
@@ -164,7 +164,7 @@ class ConfigStore:
         for _ in range(self.ATTEMPTS):
             current = self.query()
             proposed = step(current)
-            column = self._column(proposed.num)
+            column = self.column(proposed.num)
             try:
                 self._client.mutate_row(self.ROW, [("absent", column)], [
                     ("put", column, proposed.pack()),
