@@ -42,6 +42,7 @@ from . import diskkeys
 from .blobs import CHUNK_SIZE, parse_manifest
 from .errors import ProtocolError
 from .files import PRIVATE_FILE, fsync_dir
+from .keys import shard_of
 from .store import MAX_CELL_KEY
 
 MAGIC = b"RAFTKV-BACKUP\n\x00\x01"
@@ -189,9 +190,10 @@ class BackupReader:
             before = self._digest.digest()
             kind, body = self._next_record()
             if kind == "end":
-                yield self._end(body, before)
+                end = self._end(body, before)
                 if self._stream.read(1):
                     raise BackupDamaged("bytes follow the end of the backup")
+                yield end
                 return
             yield self._parse(kind, body)
 
@@ -323,6 +325,8 @@ def _cell(fields: Any, shards: int) -> BackupCell:
     cell = BackupCell(_number(shard, "a shard", 0, shards), row, col,
                       _number(version, "a version", 1), is_blob,
                       None if expires is None else _time(expires, "an expiry"), value)
+    if shard_of(row, shards) != cell.shard:
+        raise ValueError(f"row {row[:40]!r} is not of shard {cell.shard}")
     if len(cell.key()) > MAX_CELL_KEY:
         raise ValueError("a row and column too long for the store")
     if is_blob:
