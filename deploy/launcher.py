@@ -258,8 +258,10 @@ def up(obj: dict[str, Any], host: str | None, metrics: bool) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--new-secret", is_flag=True, help="Restore even if the cluster's secret is not "
+              "the one the backup was saved with (app passwords in it stop working).")
 @click.pass_obj
-def restore(obj: dict[str, Any], file: Path) -> None:
+def restore(obj: dict[str, Any], file: Path, new_secret: bool) -> None:
     """Build a new cluster in the data dir from FILE, a backup `raftkv-ctl snapshot save`
     wrote; `raftcloud up` with the same data dir then starts it.  The cluster file says
     where its replicas live; its groups must have the backup's ids and shard count."""
@@ -268,17 +270,19 @@ def restore(obj: dict[str, Any], file: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     located = _locate(obj, data_dir)
-    if located.secret_file == data_dir / SECRET_NAME:
-        _secret_file(data_dir)  # the new cluster's own secret, as `up` would make it
+    made_secret = None
+    if located.secret_file == data_dir / SECRET_NAME and not (data_dir / SECRET_NAME).exists():
+        made_secret = _secret_file(data_dir)  # a new cluster's own, as `up` would make it
     cluster = _load(located)
     lock = DataDirLock(data_dir)
     holder = lock.claim(None)
     if holder is not None:
         fail(f"raftcloud is running on {data_dir} (pid {holder.pid}): restore into a new "
              "data dir", ExitCode.RUNNING)
+    restored = None
     try:
         with open(file, "rb") as stream:
-            restored = restore_backup(stream, cluster, data_dir)
+            restored = restore_backup(stream, cluster, data_dir, new_secret=new_secret)
     except BackupDamaged as exc:
         fail(f"{file} cannot be restored: {exc}; nothing was written", ExitCode.FAILED)
     except RestoreRefused as exc:
@@ -287,6 +291,8 @@ def restore(obj: dict[str, Any], file: Path) -> None:
         fail(f"restoring {file} failed: {exc}; nothing was left behind", ExitCode.FAILED)
     finally:
         lock.release()
+        if restored is None and made_secret is not None:
+            made_secret.unlink(missing_ok=True)  # nothing restored: nothing made
     config = "" if restored.config_num is None else f", configuration {restored.config_num}"
     click.echo(f"restored {restored.groups} groups, {restored.cells} cells and "
                f"{restored.chunks} chunks into {data_dir}{config}; start it with "

@@ -13,7 +13,8 @@ Layout::
 
     record = length (4 bytes, big-endian) | msgpack [kind, body]
 
-    "cluster"  {"format": 1, "shards": n, "created": t, "groups": [gid, ...]}   first
+    "cluster"  {"format": 1, "shards": n, "created": t, "groups": [gid, ...],
+                "secret_check": a key derived from the cluster's secret}           first
     "group"    {"gid", "applied_index", "clock", "counters": {shard: n},
                 "config_num", "owned": [shard, ...] | None}                  starts a group
     "cells"    [[shard, row, column, version, is_blob, expires | None, value], ...]
@@ -40,6 +41,7 @@ import msgpack
 
 from . import diskkeys
 from .blobs import CHUNK_SIZE, parse_manifest
+from .cluster import derive_key
 from .errors import ProtocolError
 from .files import PRIVATE_FILE, fsync_dir
 from .keys import shard_of
@@ -59,11 +61,19 @@ class BackupDamaged(ValueError):
     """The file is not a whole, intact backup of this format: nothing is restored from it."""
 
 
+def secret_check(secret: bytes) -> bytes:
+    """What a backup records of the secret of the cluster it was saved from: enough to
+    tell a restore that its secret differs (keys derived from the secret, such as the
+    app passwords' (shards/model/apppasswords.py), stop matching then), nothing more."""
+    return derive_key(secret, "backup-secret-check")[:16]
+
+
 @dataclass(frozen=True)
 class ClusterHeader:
     shards: int
     created: float
     groups: tuple[int, ...]
+    secret_check: bytes
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,8 @@ Record = ClusterHeader | GroupHeader | list[BackupCell] | Chunk | End
 class BackupWriter:
     """Writes a backup under a temporary name; :meth:`finish` syncs it and renames it in."""
 
-    def __init__(self, path: Path, shards: int, groups: list[int], created: float) -> None:
+    def __init__(self, path: Path, shards: int, groups: list[int], created: float,
+                 secret: bytes) -> None:
         self.path = path
         self._partial = path.with_name(path.name + ".partial")
         fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
@@ -124,7 +135,7 @@ class BackupWriter:
         self.groups = self.cells = self.chunks = 0
         self._write_raw(MAGIC)
         self._record("cluster", {"format": FORMAT, "shards": shards, "created": created,
-                                 "groups": groups})
+                                 "groups": groups, "secret_check": secret_check(secret)})
 
     def _write_raw(self, data: bytes) -> None:
         self._file.write(data)
@@ -278,8 +289,9 @@ def _number(value: Any, what: str, low: int = 0, high: int = MAX_NUMBER) -> int:
 
 
 def _time(value: Any, what: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{what} is not a finite time")
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{what} is not a finite, non-negative time")
     return float(value)
 
 
@@ -290,9 +302,12 @@ def _cluster(body: Any) -> ClusterHeader:
     groups = body["groups"]
     if not isinstance(groups, list) or len(set(groups)) != len(groups) or len(groups) > 1024:
         raise ValueError("the group list")
+    check = body["secret_check"]
+    if not isinstance(check, bytes) or len(check) != 16:
+        raise ValueError("the secret check")
     return ClusterHeader(_number(body["shards"], "the shard count", 1, MAX_SHARDS),
                          _time(body["created"], "the time it was made"),
-                         tuple(_number(g, "a group id") for g in groups))
+                         tuple(_number(g, "a group id") for g in groups), check)
 
 
 def _group(body: Any, cluster: ClusterHeader) -> GroupHeader:

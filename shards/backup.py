@@ -148,7 +148,7 @@ def _check_settled(client: Client, groups: dict[int, raftkv.Client]) -> None:
 def _write(client: Client, path: Path, opened: dict[int, _Open],
            progress: Callable[[str], None]) -> Saved:
     shards = client.cluster.shards
-    writer = BackupWriter(path, shards, sorted(opened), time.time())
+    writer = BackupWriter(path, shards, sorted(opened), time.time(), client.cluster.secret)
     try:
         for gid, o in sorted(opened.items()):
             meta = o.meta

@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from raftkv.backupfile import BackupCell, BackupDamaged, BackupReader, Chunk, ClusterHeader, End, GroupHeader
+from raftkv.backupfile import (
+    BackupCell,
+    BackupDamaged,
+    BackupReader,
+    Chunk,
+    ClusterHeader,
+    End,
+    GroupHeader,
+    secret_check,
+)
 from raftkv.cluster import CONFIG_GROUP_ID, ClusterConfig
 from raftkv.keys import shard_of
 from raftkv.restore import GroupSeed
@@ -42,9 +51,13 @@ class Restored:
     config_num: int | None   # the configuration the restored cluster starts in
 
 
-def restore_backup(stream: IO[bytes], cluster: ClusterConfig, data_dir: Path) -> Restored:
+def restore_backup(stream: IO[bytes], cluster: ClusterConfig, data_dir: Path, *,
+                   new_secret: bool = False) -> Restored:
     """Read the backup in ``stream`` and write every replica's directory under ``data_dir``
-    (``data_dir / <replica name>``, as ``raftcloud up --data-dir`` expects)."""
+    (``data_dir / <replica name>``, as ``raftcloud up --data-dir`` expects).
+
+    The cluster's secret must be the one the backup was saved with, unless
+    ``new_secret``: app passwords are checked with a key derived from it."""
     groups = {g.id: g for g in cluster.all_groups()}
     targets = [data_dir / r.name for g in groups.values() for r in g.replicas]
     taken = [str(t) for t in targets if t.exists()]
@@ -56,7 +69,7 @@ def restore_backup(stream: IO[bytes], cluster: ClusterConfig, data_dir: Path) ->
     work.mkdir(parents=True, mode=0o700)
     seeds: dict[int, GroupSeed] = {}
     try:
-        restored = _read(BackupReader(stream), cluster, work, seeds)
+        restored = _read(BackupReader(stream), cluster, work, seeds, new_secret)
         for gid, seed in seeds.items():
             missing = seed.missing_chunks()
             if missing:
@@ -77,7 +90,7 @@ def restore_backup(stream: IO[bytes], cluster: ClusterConfig, data_dir: Path) ->
 
 
 def _read(reader: BackupReader, cluster: ClusterConfig, work: Path,
-          seeds: dict[int, GroupSeed]) -> Restored:
+          seeds: dict[int, GroupSeed], new_secret: bool) -> Restored:
     header: ClusterHeader | None = None
     group: GroupHeader | None = None
     configs = _ConfigCells(cluster.shards)
@@ -85,7 +98,7 @@ def _read(reader: BackupReader, cluster: ClusterConfig, work: Path,
     for record in reader:
         if isinstance(record, ClusterHeader):
             header = record
-            _check_fits(record, cluster)
+            _check_fits(record, cluster, new_secret)
         elif isinstance(record, GroupHeader):
             _finish(group, seeds, configs, cluster)
             group = record
@@ -108,7 +121,11 @@ def _read(reader: BackupReader, cluster: ClusterConfig, work: Path,
     raise BackupDamaged("the backup file has no end")
 
 
-def _check_fits(header: ClusterHeader, cluster: ClusterConfig) -> None:
+def _check_fits(header: ClusterHeader, cluster: ClusterConfig, new_secret: bool) -> None:
+    if header.secret_check != secret_check(cluster.secret) and not new_secret:
+        raise RestoreRefused("the backup was saved by a cluster with another secret: restore "
+                             "with that one (say, RAFTCLOUD_SECRET_FILE), or the app passwords "
+                             "in it stop working; --new-secret accepts that")
     if header.shards != cluster.shards:
         raise RestoreRefused(f"the backup has {header.shards} shards and the cluster file "
                              f"{cluster.shards}: a row's shard depends on the count")

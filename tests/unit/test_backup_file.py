@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from deploy.launcher import main as raftcloud
 from raftkv import snapshots
-from raftkv.backupfile import MAGIC, BackupCell, BackupDamaged, BackupWriter, GroupHeader
+from raftkv.backupfile import (
+    MAGIC,
+    BackupCell,
+    BackupDamaged,
+    BackupWriter,
+    GroupHeader,
+    secret_check,
+)
 from raftkv.blobs import make_manifest
 from raftkv.cluster import ClusterConfig, load_cluster
 from raftkv.keys import shard_of
@@ -26,6 +33,7 @@ from raftkv.node.seed import SEED_INDEX
 from raftkv.store import Store
 from shards.restore import WORK_DIR, RestoreRefused, restore_backup
 
+from .._procs import SECRET
 from ..cluster import write_cluster_file
 
 CHUNK = os.urandom(40_000)
@@ -47,8 +55,8 @@ def cells(shards: int) -> list[BackupCell]:
 
 
 def write_backup(path: Path, shards: int, *, chunk: bool = True,
-                 body: list[BackupCell] | None = None) -> Path:
-    writer = BackupWriter(path, shards, [1], 1.7e9)
+                 body: list[BackupCell] | None = None, secret: bytes = SECRET) -> Path:
+    writer = BackupWriter(path, shards, [1], 1.7e9, secret)
     writer.group(GroupHeader(1, 1234, 1.8e9, {s: 52 for s in range(shards)}, 1, None))
     writer.cells_page(cells(shards) if body is None else body)
     if chunk:
@@ -131,7 +139,8 @@ def hostile_backup(path: Path, shards: int, records: list[list[object]]) -> Path
         out.write(data)
         digest.update(data)
     put(MAGIC)
-    for record in [["cluster", {"format": 1, "shards": shards, "created": 1.7e9, "groups": [1]}],
+    for record in [["cluster", {"format": 1, "shards": shards, "created": 1.7e9, "groups": [1],
+                                "secret_check": secret_check(SECRET)}],
                    *records]:
         packed = msgpack.packb(record, use_bin_type=True)
         put(struct.pack(">I", len(packed)) + packed)
@@ -152,6 +161,7 @@ GROUP = ["group", {"gid": 1, "applied_index": 1, "clock": 1.0, "counters": {}, "
     [29, "r", "c", 0, False, None, b"v"],                   # version 0
     [29, "r", "c", 1 << 63, False, None, b"v"],             # a version above the store's fields
     [29, "r", "c", 1, False, float("inf"), b"v"],           # an expiry that is no time
+    [29, "r", "c", 1, False, -1.0, b"v"],                  # nor is one before 1970
     [54, "r" * 600, "c", 1, False, None, b"v"],             # a key too long for the store
     [29, "r", "c", 1, True, None, b"not a manifest"],       # a blob cell without a manifest
     [29, "r", "c", 1, False, None, b"v" * 100_000],         # a value above any cell's
@@ -195,6 +205,14 @@ def test_a_backup_of_another_shape_of_cluster_is_refused(tmp_path, cluster):
     restore(write_backup(tmp_path / "b", cluster.shards), two_groups, tmp_path / "data2")
 
 
+def test_a_backup_of_a_cluster_with_another_secret_needs_new_secret(tmp_path, cluster):
+    backup = write_backup(tmp_path / "b", cluster.shards, secret=b"another secret, 32 bytes long...")
+    with pytest.raises(RestoreRefused, match="another secret"):
+        restore(backup, cluster, tmp_path / "data")
+    with open(backup, "rb") as stream:
+        restore_backup(stream, cluster, tmp_path / "data", new_secret=True)
+
+
 def test_a_restore_never_overwrites(tmp_path, cluster):
     backup = write_backup(tmp_path / "b", cluster.shards)
     restore(backup, cluster, tmp_path / "data")
@@ -202,7 +220,7 @@ def test_a_restore_never_overwrites(tmp_path, cluster):
         restore(backup, cluster, tmp_path / "data")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(position=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
 def test_any_byte_changed_is_refused(tmp_path_factory, cluster, position, flip):
     tmp = tmp_path_factory.mktemp("flip")
