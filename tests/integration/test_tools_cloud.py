@@ -24,12 +24,14 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def operations_block() -> str:
+def operations_block(which: int = 0) -> str:
+    """The README's Operations section's first shell block (``which=1``: the restore's)."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Operations\n"):]
-    match = re.search(r"```\n(.*?)```", section, re.S)
-    assert match is not None
-    return match.group(1)
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    return str(blocks[which])
 
 
 def tool_env() -> dict[str, str]:
@@ -109,6 +111,37 @@ def test_the_readme_operations_block_runs_in_a_checkout(checkout_cloud) -> None:
     assert up.popen.wait(0) == 0
     assert not [p for p in replicas if running(p)]
     assert time.monotonic() - started < 120
+    restore_from_the_readme(root)
+
+
+def restore_from_the_readme(root: Path) -> None:
+    """The README's restore block, after the first one saved a backup and stopped the cloud:
+    the restored cluster, started as it says, holds what the first block wrote."""
+    lines = operations_block(1).strip().splitlines()
+    start = lines.pop()
+    assert start.startswith("raftcloud up --data-dir restored"), start
+    # In the same shell as the first block, which activated the venv.
+    script = "set -e\n. .venv/bin/activate\n" + "\n".join(lines)
+    result = subprocess.run(["bash", "-c", script], cwd=root,
+                            env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "restored" in result.stdout and (root / "restored").is_dir()
+    env = {**tool_env(), "RAFTCLOUD_SECRET_FILE": "var/cluster.secret"}
+    up = Proc("restored", python_cmd("deploy.launcher", "up", "--data-dir", "restored"),
+              root.parent, cwd=root)
+    up.env = env
+    up.start()
+    try:
+        wait_for(lambda: "raftcloud is ready" in up.log() or not up.alive, 90, "the restored cloud")
+        assert up.alive, up.log()
+        got = subprocess.run(["bash", "-c", ". .venv/bin/activate\nraftkv-ctl get greeting en --json"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+        assert '"value": "hello"' in got.stdout, got.stdout + got.stderr
+    except BaseException:
+        print(up.log())
+        raise
+    finally:
+        up.stop(timeout=30)
 
 
 def test_up_refuses_over_a_running_cloud(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from raftkv.store import Store
 NOT_SHARD_DATA = {"noop", "intent", "intent_end", "expire_intents", "expire_cells",
                   "begin_config", "import_shard", "adopt_shard", "drop_shard",
                   "export_shard", "shard_state", "status", "blob_put", "blob_get",
-                  "snapshot_read", "snapshot_done"}
+                  "snapshot_read", "snapshot_done",
+                  # a backup freezes and reads the group's whole state, every shard it holds
+                  "freeze", "thaw", "backup_open", "backup_read", "backup_done"}
 
 
 def test_every_operation_has_exactly_one_handler_where_it_is_answered() -> None:
