@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from raftkv import diskkeys
-from raftkv.backup_offers import Offer, Offers
-from raftkv.errors import ConfigurationPending, UnavailableError
+from raftkv.backup_offers import MAX_OFFERS, Offer, Offers, check_cursor
+from raftkv.errors import ConfigurationPending, OverLimit, ProtocolError, UnavailableError
 from raftkv.store import Store
 
 T0 = 1_000_000.0
@@ -142,3 +142,32 @@ def test_installing_a_snapshot_ends_an_open_offer_instead_of_waiting_for_it(tmp_
     with pytest.raises(UnavailableError, match="installed a snapshot"):
         offers.get(token).page(b"")
     offers.close(token)
+
+
+def test_a_strangers_backup_requests_get_clear_errors():
+    g = Group()
+    offers = Offers()
+    with pytest.raises(ProtocolError):
+        offers.open(g.store.db, "7", 4)  # a token that is no integer
+    for token in (b"no such offer", "text", None, 12):
+        with pytest.raises(UnavailableError, match="no such backup"):
+            offers.get(token)
+    with pytest.raises(ProtocolError):
+        check_cursor(b"k" * 2000)
+    with pytest.raises(ProtocolError):
+        check_cursor("a string")
+    offers.close(b"no such offer")  # closing what is not there is no error
+
+
+def test_at_most_a_few_offers_at_once_and_idle_ones_are_closed(monkeypatch):
+    g = Group()
+    g.write(T0, "freeze", token=9, seconds=5.0)
+    offers = Offers()
+    tokens = [offers.open(g.store.db, 9, 4)[0] for _ in range(MAX_OFFERS)]
+    with pytest.raises(OverLimit):
+        offers.open(g.store.db, 9, 4)
+    monkeypatch.setattr("raftkv.backup_offers.IDLE", 0.0)
+    offers.drop_idle()
+    assert len(offers) == 0
+    with pytest.raises(UnavailableError):
+        offers.get(tokens[0])
