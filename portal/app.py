@@ -52,6 +52,15 @@ from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
 from .messageview import MessageViewCache
+from .pages import (
+    NOTICE_PARAM,
+    PAGE_SCRIPT,
+    PAGE_SCRIPT_HASH,
+    PAGE_SCRIPT_SRC,
+    mail_date,
+    notice_for,
+    time_tag,
+)
 from .pagestore import CellCache, PageStore
 from .readmarks import ReadMarks
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
@@ -65,10 +74,10 @@ log = logging.getLogger("portal")
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 HEALTH_ROW, HEALTH_COL = "portal/health", "probe"
-# No scripts at all, nothing remote: a mail or file name that slipped through
-# escaping still could not run code or load a tracking pixel.
+# No script but our page script (by its hash: portal.pages), nothing remote: a mail or
+# file name that slipped through escaping still could not run code or load a tracking pixel.
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+       f"frame-ancestors 'none'; base-uri 'none'; {PAGE_SCRIPT_SRC}")
 FORM_EXPIRED = ("This form has expired or did not come from this site. "
                 "Go back, reload the page and try again.")
 # Endpoints that must not touch sessions: the balancer probes /healthz once a
@@ -126,11 +135,6 @@ class Request(BaseRequest):
             raise BadRequest("The request body could not be read.") from None
 
 
-def format_time(timestamp: float) -> str:
-    """A Unix time as shown on pages: UTC, to the minute."""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
-
-
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, ComposeViews,
              AdminViews, ExportViews):
     """The portal app; one instance per worker process, shared by its threads."""
@@ -155,7 +159,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         # each a system call that hands the GIL to the worker's other threads).
         self.jinja = Environment(loader=PackageLoader("portal", "templates"),
                                  autoescape=select_autoescape(default=True), auto_reload=False)
-        self.jinja.filters["datetime"] = format_time
+        self.jinja.filters["datetime"] = time_tag
+        self.jinja.filters["maildate"] = mail_date
         self.jinja.globals["folder_url"] = folder_url
         self._wsgi: WSGIApplication = SharedDataMiddleware(self.wsgi_app,
                                                            {"/static": STATIC_DIR})
@@ -189,18 +194,19 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
             Rule("/drive/d/<folder:folder_id>/move", endpoint="drive_folder_move",
                  methods=get_post),
             Rule("/drive/d/<folder:folder_id>/delete", endpoint="drive_folder_delete",
-                 methods=post),
+                 methods=get_post),
             Rule("/drive/<file:file_id>", endpoint="drive_download", methods=get),
             Rule("/drive/<file:file_id>/rename", endpoint="drive_file_rename", methods=post),
             Rule("/drive/<file:file_id>/move", endpoint="drive_file_move", methods=get_post),
-            Rule("/drive/<file:file_id>/delete", endpoint="drive_file_delete", methods=post),
+            Rule("/drive/<file:file_id>/delete", endpoint="drive_file_delete",
+                 methods=get_post),
             Rule("/mail", endpoint="mail", methods=get),
             Rule("/mail/compose", endpoint="mail_compose", methods=get_post),
             Rule("/mail/<msg_id>", endpoint="mail_message", methods=get),
             Rule("/mail/<msg_id>/reply", endpoint="mail_reply", methods=get),
             Rule("/mail/<msg_id>/forward", endpoint="mail_forward", methods=get),
             Rule("/mail/<msg_id>/part/<int:index>", endpoint="mail_part", methods=get),
-            Rule("/mail/<msg_id>/delete", endpoint="mail_delete", methods=post),
+            Rule("/mail/<msg_id>/delete", endpoint="mail_delete", methods=get_post),
             Rule("/admin", endpoint="admin", methods=get),
             Rule("/admin/data", endpoint="admin_data", methods=get),
             Rule("/admin/nodes/<name>/<any(disable, restart):action>", endpoint="admin_node",
@@ -256,9 +262,14 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
                **context: Any) -> Response:
         """Render ``template`` with what every page needs (user, nav, CSRF token)."""
         session = getattr(request, "session", None)
+        user = session.user if session else None
+        # The action's notice: the view's own, or the key a redirect carried (portal.pages).
+        notice = context.pop("notice", None) or notice_for(request.args.get(NOTICE_PARAM))
         html = self.jinja.get_template(template).render(
             read_only=self.read_only(session),
-            user=session.user if session else None,
+            user=user, address=f"{user}@{self.config.site.domains[0]}" if user else None,
+            notice=notice,
+            page_script=PAGE_SCRIPT, page_script_hash=PAGE_SCRIPT_HASH,
             is_admin=session.admin if session else False,
             csrf=csrf_token(self.config.csrf_key, session.sid) if session else "",
             cluster=self.config.cluster.name, frontend=self.config.frontend,
@@ -277,6 +288,15 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
 
     def error_page(self, request: Request, exc: HTTPException) -> Response:
         """A friendly HTML page for ``exc``, keeping its headers (Allow, Retry-After)."""
+        if (exc.code in (404, 405) and request.method in ("GET", "HEAD")
+                and not hasattr(request, "session") and request.cookies.get(COOKIE)):
+            # A page routing refused still shows who is signed in: one read of the
+            # session, as any page makes.  Without a cookie there is nothing to read, and
+            # a refused POST is answered unread (docs/security.md, "CSRF, redirects, bodies").
+            try:
+                request.session = self.sessions.load(request.cookies.get(COOKIE))
+            except Exception:  # noqa: BLE001 - an error page must not fail in turn
+                pass  # it shows the signed-out header
         response = self.render(request, "error.html", status=exc.code or 500,
                                code=exc.code, title=exc.name, message=exc.description)
         for name, value in exc.get_headers():

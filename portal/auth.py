@@ -25,6 +25,7 @@ from shards.model.errors import AccountError
 from shards.readonly import current_only
 
 from .errors import http_message, http_status
+from .pages import NOTICES, with_notice
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -132,7 +133,7 @@ class AuthViews:
         if error:
             return self.render(request, "signup.html", status=400, error=error, username=name)
         request.session = self.sessions.login(request.session, name, admin=False)
-        return redirect("/", 303)
+        return redirect(with_notice("/", "welcome"), 303)
 
     def on_login(self: Portal, request: Request) -> Response:
         next_url = safe_next(request.values.get("next"))
@@ -173,7 +174,7 @@ class AuthViews:
 
     def on_logout(self: Portal, request: Request) -> Response:
         request.session = self.sessions.logout(request.session)
-        return redirect("/", 303)
+        return redirect(with_notice("/", "logged-out"), 303)
 
     @login_required
     def on_password(self: Portal, request: Request) -> Response:
@@ -211,7 +212,8 @@ class AuthViews:
         self.sessions.revoke_all(user)
         apppasswords.revoke_all(self.client(), user)
         request.session = self.sessions.login(request.session, user, admin=request.session.admin)
-        return self.render(request, "password.html", done=True)
+        return self.render(request, "password.html", done=True,
+                           notice=NOTICES["password-changed"])
 
     def complete_login(self: Portal, request: Request, name: str, next_url: str) -> Response:
         """The password was right: start the session, or with two-factor sign-in on, ask

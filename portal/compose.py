@@ -27,6 +27,7 @@ from .auth import current_user, login_required
 from .errors import http_message, http_status
 from .filenames import content_disposition, plain_filename
 from .mail import HEADER_CHARS, displayable, message_body, parse_message
+from .pages import with_notice
 
 if TYPE_CHECKING:
     from .app import Portal, Request
@@ -143,7 +144,7 @@ class ComposeViews:
                               error=f"Not sent: {http_message(exc)}", **{
                 name: form.get(name, "") for name in ("to", "cc", "subject", "body",
                                                       "forward_of", "in_reply_to")})
-        return redirect("/mail?folder=sent", 303)
+        return redirect(with_notice("/mail?folder=sent", "sent"), 303)
 
     @functools.cached_property
     def send_limits(self: Portal) -> sendlimit.SendLimits:

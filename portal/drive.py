@@ -30,6 +30,7 @@ from .cache import ROWS
 from .errors import http_message, http_status
 from .filenames import BadFileName, check_filename, content_disposition
 from .folders import FolderView, page_keys, read_folder
+from .pages import PAGE_SCRIPT_HASH, with_notice
 from .sessions import csrf_token
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ if TYPE_CHECKING:
     from .app import Portal, Request
     from .pagestore import Key
 
-# The drive page runs one script of ours (the upload progress bar) and sends
-# the upload back to us; nothing else is allowed.
-DRIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+# The drive page runs the page script and one more of ours (the upload progress bar)
+# and sends the upload back to us; nothing else is allowed.
+DRIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
+             f"script-src 'self' '{PAGE_SCRIPT_HASH}'; "
              "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 FORM_OVERHEAD = 64 * 1024  # multipart headers and small fields around an upload's bytes
 # type/subtype tokens only (RFC 9110 §8.3.1); anything fancier is served as bytes.
@@ -208,7 +210,7 @@ class DriveViews:
                 f"That folder name cannot be used: {exc}."))
         except drive.DriveError as exc:
             return self.drive_refusal(request, parent, exc)
-        return redirect(folder_url(parent), 303)
+        return redirect(with_notice(folder_url(parent), "folder-created"), 303)
 
     def form_folder(self: Portal, request: Request) -> str:
         """The folder a form acts in (a hidden field); only the shape is checked here."""
@@ -239,7 +241,7 @@ class DriveViews:
                 done = f" ({', '.join(stored)} uploaded.)" if stored else ""
                 return self.drive_refusal(request, folder_id, exc, done)
             stored.append(name)
-        return redirect(folder_url(folder_id), 303)
+        return redirect(with_notice(folder_url(folder_id), "uploaded"), 303)
 
     @login_required
     def on_drive_download(self: Portal, request: Request, file_id: str) -> Response:

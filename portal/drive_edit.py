@@ -2,9 +2,11 @@
 
 Each change is one ``mutate_row`` in :mod:`shards.model.drive`, conditioned
 on the versions it read; a name clash is refused with the listing and a
-sentence saying why.  Deleting a folder that still holds something asks first;
-confirmed, the tree is unlinked at once and its contents cleaned up right
-after (in the background when there is a lot of it).
+sentence saying why.  Every delete is for good, so each asks first (a GET, or a
+POST without ``confirm=yes``, shows the question); confirmed, a folder's tree
+is unlinked at once and its contents cleaned up right after (in the background
+when there is a lot of it).  Each change comes back with its notice
+(:mod:`.pages`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from shards.model.drive import FILE, FOLDER, ROOT
 from .auth import current_user, login_required
 from .drive import folder_url
 from .filenames import BadFileName, check_filename
+from .pages import with_notice
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -53,7 +56,7 @@ class DriveEditViews:
                 f"That name cannot be used: {exc}."))
         except drive.DriveError as exc:
             return self.drive_refusal(request, item.parent, exc)
-        return redirect(folder_url(item.parent), 303)
+        return redirect(with_notice(folder_url(item.parent), "renamed"), 303)
 
     @login_required
     def on_drive_file_rename(self: Portal, request: Request, file_id: str) -> Response:
@@ -76,7 +79,7 @@ class DriveEditViews:
                 drive.move(self.client(), user, kind, item_id, target)
             except drive.DriveError as exc:
                 return self.drive_refusal(request, item.parent, exc)
-            return redirect(folder_url(target), 303)
+            return redirect(with_notice(folder_url(target), "moved"), 303)
         folders = drive.all_folders(self.client(), user)
         targets: list[dict[str, Any]] = []
         for folder in folders.values():
@@ -100,8 +103,12 @@ class DriveEditViews:
     @login_required
     def on_drive_file_delete(self: Portal, request: Request, file_id: str) -> Response:
         user = current_user(request)
+        if request.method != "POST" or request.form.get("confirm") != "yes":
+            item = _location(self, user, FILE, file_id)
+            return self.render(request, "drive_delete.html", item=item,
+                               back=folder_url(item.parent))
         item = drive.delete_file(self.client(), user, file_id)
-        return redirect(folder_url(item.parent), 303)
+        return redirect(with_notice(folder_url(item.parent), "deleted"), 303)
 
     @login_required
     def on_drive_folder_delete(self: Portal, request: Request, folder_id: str) -> Response:
@@ -110,10 +117,10 @@ class DriveEditViews:
         folder = _location(self, user, FOLDER, folder_id)
         if folder.id == ROOT:
             raise NotFound("The top folder of your drive cannot be deleted.")
-        listing = drive.list_folder(client, user, folder_id)
-        if listing.items and request.form.get("confirm") != "yes":
+        if request.method != "POST" or request.form.get("confirm") != "yes":
+            listing = drive.list_folder(client, user, folder_id)
             files = sum(1 for i in listing.items if not i.is_folder)
-            return self.render(request, "drive_delete.html", folder=folder,
+            return self.render(request, "drive_delete.html", item=folder,
                                files=files, folders=len(listing.items) - files,
                                back=folder_url(folder.parent))
         drive.delete_folder(client, user, folder_id)
@@ -121,4 +128,4 @@ class DriveEditViews:
         # leftovers (a crash, a huge tree) with the next clean-up.
         if not drive.purge(client, user, deadline=time.monotonic() + PURGE_IN_REQUEST):
             self.background.purge_later(user)
-        return redirect(folder_url(folder.parent), 303)
+        return redirect(with_notice(folder_url(folder.parent), "deleted"), 303)

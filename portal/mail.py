@@ -28,6 +28,7 @@ from . import readmarks
 from .auth import current_user, login_required
 from .filenames import plain_filename
 from .messageview import MessageView
+from .pages import PAGE_SCRIPT_SRC, with_notice
 from .pagestore import together
 
 if TYPE_CHECKING:
@@ -36,10 +37,11 @@ if TYPE_CHECKING:
     from .app import Portal, Request
     from .pagestore import Key
 
-# The message page's policy: our stylesheet only; no scripts, frames, fonts or
-# remote images; forms may only post back here (the delete button).
+# The message page's policy: our stylesheet only; no script but the page script (by its
+# hash, so nothing in a mail can name another), no frames, fonts or remote images; forms
+# may only post back here (the delete question).
 MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'")
+            f"frame-ancestors 'none'; base-uri 'none'; {PAGE_SCRIPT_SRC}")
 # nh3's defaults minus everything that can fetch a URL by itself.
 _HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
                                  "map", "area"}
@@ -164,8 +166,7 @@ class MailViews:
             newer_link = (messages[0].id if messages else older) if older else None
             older_link = page.resume if page.more else None
         return self.render(request, "mail.html", folder=folder, messages=messages,
-                           newer=newer_link, older=older_link,
-                           address=f"{user}@{self.config.site.domains[0]}")
+                           newer=newer_link, older=older_link)
 
     def cells_mail_message(self, user: str, msg_id: str) -> list[Key]:
         """The message's metadata, confirmed with the session (portal.pagestore), and its
@@ -219,7 +220,15 @@ class MailViews:
 
     @login_required
     def on_mail_delete(self: Portal, request: Request, msg_id: str) -> Response:
-        self.message_views.forget(current_user(request), msg_id)  # only to free its memory
-        if not mailbox.delete_message(self.client(), current_user(request), msg_id):
+        """There is no trash yet: a delete is for good, so it asks first (a GET, or a POST
+        without ``confirm=yes``)."""
+        user = current_user(request)
+        if request.method != "POST" or request.form.get("confirm") != "yes":
+            summary = mailbox.get_summary(self.client(), user, msg_id)
+            if summary is None:
+                raise NotFound("There is no such message in your mailbox.")
+            return self.render(request, "mail_delete.html", message=summary)
+        self.message_views.forget(user, msg_id)  # only to free its memory
+        if not mailbox.delete_message(self.client(), user, msg_id):
             raise NotFound("There is no such message in your mailbox.")
-        return redirect("/mail", 303)
+        return redirect(with_notice("/mail", "mail-deleted"), 303)

@@ -145,7 +145,9 @@ def test_post_without_csrf_is_forbidden(http):
     assert "<html" in response.text and "Traceback" not in response.text
 
 
-def test_error_pages_are_html(http):
+def test_error_pages_are_html(app):
+    # No cookie, so no session to show in the header: this app has no store to read one from.
+    http = HTTPClient(app, use_cookies=False)
     missing = http.get("/no/such/page")
     assert missing.status_code == 404 and "<html" in missing.text
     wrong_method = http.get("/logout")

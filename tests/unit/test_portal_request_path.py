@@ -192,7 +192,7 @@ def test_compose_takes_no_more_than_a_message(store_app):
 # -- headers on every answer; the cookie follows the scheme --------------------------------
 
 def test_static_files_carry_the_security_headers(app):
-    http = HTTPClient(app)
+    http = HTTPClient(app, use_cookies=False)  # this app has no store for a session's read
     for path in ("/static/style.css", "/", "/nope"):
         with http.get(path) as response:
             assert response.status_code == (404 if path == "/nope" else 200)

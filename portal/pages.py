@@ -1,0 +1,81 @@
+"""What every page shares beyond the request: feedback notices, times, the page script.
+
+Feedback ("Uploaded.", "Sent.") travels in the redirect's query as a fixed key,
+``?done=uploaded``: the base template shows the text this module holds for the
+key, so no user text is ever reflected, and an unknown key shows nothing.  The
+one page script (``static/pages.js``) rewrites ``<time>`` elements into the
+reader's time zone and drops the key from the address bar; every page's CSP
+allows that file by its SHA-256 and nothing else (docs/architecture.md, "Pages").
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import os
+import time
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from markupsafe import Markup
+
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+NOTICE_PARAM = "done"
+# Key -> the sentence the page shows after the action.  Keys are what a redirect
+# carries; only these can ever be shown.
+NOTICES: dict[str, str] = {
+    "welcome": "Welcome! Your account is ready.",
+    "logged-out": "You have been logged out.",
+    "uploaded": "Uploaded.",
+    "folder-created": "Folder created.",
+    "renamed": "Renamed.",
+    "moved": "Moved.",
+    "deleted": "Deleted for good.",
+    "sent": "Your message has been sent.",
+    "mail-deleted": "The message has been deleted for good.",
+    "password-changed": "Your password has been changed.",
+}
+
+
+def with_notice(url: str, key: str) -> str:
+    """``url`` with the notice ``key`` added to its query (any other parameters kept)."""
+    assert key in NOTICES, key
+    parts = urlsplit(url)
+    query = "&".join(p for p in (parts.query, urlencode({NOTICE_PARAM: key})) if p)
+    return urlunsplit(parts._replace(query=query))
+
+
+def notice_for(key: str | None) -> str | None:
+    """The sentence for a key from a query, or None for no key or one we never send."""
+    return NOTICES.get(key) if key else None
+
+
+def time_tag(timestamp: float) -> Markup:
+    """A Unix time as a page shows it: UTC text in a ``<time>`` that the page script
+    rewrites for the reader's time zone ("4:09 PM", "Dec 2", "2025-12-02")."""
+    utc = time.gmtime(timestamp)
+    return Markup('<time datetime="{}">{}</time>').format(
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", utc), time.strftime("%Y-%m-%d %H:%M UTC", utc))
+
+
+def mail_date(header: str) -> Markup | str:
+    """A mail's Date header as a ``<time>``; the header's own text when it does not parse."""
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return header
+    if when.tzinfo is None:  # "-0000" or no zone: the sender's clock, not a known instant
+        return header
+    return time_tag(when.timestamp())
+
+
+def _subresource_hash(name: str) -> str:
+    with open(os.path.join(STATIC_DIR, name), "rb") as script:
+        return "sha256-" + base64.b64encode(hashlib.sha256(script.read()).digest()).decode()
+
+
+# The page script's hash: its <script integrity> and the CSP's only script source, so
+# no other script runs, not even another file served by this site (a drive download).
+PAGE_SCRIPT = "/static/pages.js"
+PAGE_SCRIPT_HASH = _subresource_hash("pages.js")
+PAGE_SCRIPT_SRC = f"script-src '{PAGE_SCRIPT_HASH}'"
