@@ -4,7 +4,8 @@
 //    "2025-12-02" before that, with the full local time as a tooltip.
 // 2. Notices: a redirect's ?done=<key> put the message in the page's live region; the key
 //    leaves the address bar (a reload or a bookmark must not repeat it), and the text is
-//    set again a moment later so that screen readers announce it.
+//    written again a moment later: text already there at load is not announced by most
+//    screen readers, a change is.
 (function () {
   "use strict";
   var now = new Date();
@@ -42,8 +43,8 @@
   }
   var notice = document.getElementById("notice");
   if (notice && notice.textContent.trim()) {
+    // A new text node in the region, once the page has settled: a change to announce.
     var text = notice.textContent;
-    notice.textContent = "";
     window.setTimeout(function () {
       notice.textContent = text;
     }, 100);

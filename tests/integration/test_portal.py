@@ -107,7 +107,9 @@ def test_upload_download_round_trip(app):
     assert head.status_code == 200 and head.data == b""
     assert head.headers["Content-Length"] == str(len(content))
 
-    assert post(http, f"/drive/{file_id}/delete", {}, "/drive").status_code == 303
+    question = post(http, f"/drive/{file_id}/delete", {}, "/drive")  # asked, nothing deleted
+    assert question.status_code == 200 and "for good?" in question.text and file_ids(http)
+    assert post(http, f"/drive/{file_id}/delete", {"confirm": "yes"}, "/drive").status_code == 303
     assert file_ids(http) == []
     assert http.get(f"/drive/{file_id}").status_code == 404
 
@@ -157,7 +159,10 @@ def test_inbox_lists_and_shows_mail_escaped(app, kv_cluster):
     assert "<p>ok</p>" in html.text and "tracker" not in html.text and "<script>" not in html.text
     assert 'class="unread"' not in http.get("/mail").text
 
-    assert post(http, f"/mail/{plain_id}/delete", {}, "/mail").status_code == 303
+    question = post(http, f"/mail/{plain_id}/delete", {}, "/mail")  # asked, nothing deleted
+    assert question.status_code == 200 and "for good?" in question.text
+    assert http.get(f"/mail/{plain_id}").status_code == 200
+    assert post(http, f"/mail/{plain_id}/delete", {"confirm": "yes"}, "/mail").status_code == 303
     assert http.get(f"/mail/{plain_id}").status_code == 404
 
 

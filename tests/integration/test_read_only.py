@@ -91,7 +91,7 @@ def test_a_group_without_majority_serves_pages_read_only(cloud) -> None:
     refused, took = timed(upload, http, "new.bin", b"new")
     assert refused.status_code == 503 and took < PAGE_BUDGET, (refused.status_code, took)
     assert "read-only for now" in refused.text and "changes cannot be saved" in refused.text
-    deleted = post(http, f"/drive/{file_id}/delete", {}, "/drive")
+    deleted = post(http, f"/drive/{file_id}/delete", {"confirm": "yes"}, "/drive")
     assert deleted.status_code == 503 and "read-only for now" in deleted.text
 
     fresh = HTTPClient(portal)

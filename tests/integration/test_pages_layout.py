@@ -1,0 +1,347 @@
+"""Every page at a desktop's and a phone's size, the notices, the delete question, dates, keys.
+
+One cloud (``raftcloud up``, as in test_portal_browser) and one Chromium.  A user
+with a folder, a long-named file and a message, and the admin, walk every page
+they can reach at 1280x800 and at 390x844: no page scrolls sideways, axe-core
+finds no serious or critical violation, and each page is saved as
+``artifacts/screenshots/<page>-<size>.png`` for a reviewer.  Then every action
+is shown to leave its notice, every delete asks first, times appear in the
+reader's zone, and the keyboard reaches the main actions with a visible focus
+(docs/architecture.md, "Pages").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from .test_portal_browser import PASSWORD, artifacts, browser, cloud, row, submit
+
+playwright = pytest.importorskip("playwright.sync_api")
+axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
+
+pytestmark = [pytest.mark.browser, pytest.mark.cluster]
+__all__ = ["browser", "cloud"]  # the fixtures, shared with test_portal_browser
+
+SIZES = {"1280x800": {"width": 1280, "height": 800}, "390x844": {"width": 390, "height": 844}}
+# No break opportunity in 60 characters: it must wrap inside its column, never widen the page.
+LONG_NAME = "quarterly-report-for-the-northern-region-final-version-2.pdf"
+SUBJECT = "Lunch on Thursday at the usual place?"
+HEAVY = ("serious", "critical")  # the axe impacts that fail a page
+
+
+@dataclass
+class Walker:
+    """Who walks the pages, and the ids their pages need."""
+
+    base: str
+    user: str
+    user_state: dict
+    admin_state: dict
+    file_id: str
+    folder_id: str
+    message_id: str
+
+
+def _href_id(page, selector: str) -> str:
+    return (page.locator(selector).first.get_attribute("href") or "").rstrip("/").split("/")[-1]
+
+
+def _signup(page, name: str) -> None:
+    page.goto("/signup")
+    submit(page, "main form", username=name, password=PASSWORD, password2=PASSWORD)
+
+
+def _send(page, to: str, subject: str, body: str) -> None:
+    page.goto("/mail/compose")
+    form = page.locator("form.compose")
+    form.locator('[name="to"]').fill(to)
+    form.locator('[name="subject"]').fill(subject)
+    form.locator('[name="body"]').fill(body)
+    form.locator("button:text('Send')").click()
+    page.wait_for_load_state()
+
+
+def _upload(page, path: Path) -> None:
+    page.set_input_files('#upload-form input[type="file"]', str(path))
+    page.click("#upload-form button:text('Upload')")
+    page.wait_for_selector(f'td > a:text-is("{path.name}")')
+
+
+@pytest.fixture(scope="module")
+def walker(cloud, browser, tmp_path_factory) -> Walker:
+    base, data = cloud
+    context = browser.new_context(base_url=base)
+    page = context.new_page()
+    name = f"lay{os.getpid()}"
+    _signup(page, name)
+    page.goto("/drive")
+    submit(page, 'form[action="/drive/mkdir"]', name="Holiday photos")
+    source = tmp_path_factory.mktemp("files") / LONG_NAME
+    source.write_bytes(os.urandom(150_000))
+    _upload(page, source)
+    file_id = _href_id(page, f'td > a:text-is("{LONG_NAME}")')
+    folder_id = _href_id(page, 'td > a:text-is("Holiday photos")')
+    address = page.locator("header .who").inner_text()
+    _send(page, address, SUBJECT, "Shall we meet at noon?\n\nThere is a new place by the river "
+          "that does soup and bread, and they open early.")
+    page.goto("/mail")
+    message_id = _href_id(page, f'td > a:text-is("{SUBJECT}")')
+    user_state = context.storage_state()
+    context.close()
+
+    admin = browser.new_context(base_url=base)
+    page = admin.new_page()
+    page.goto("/login")
+    submit(page, "main form", username="admin",
+           password=(data / "admin.password").read_text().strip())
+    admin_state = admin.storage_state()
+    admin.close()
+    return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id)
+
+
+def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
+    """(page name, who is signed in, path): every page a user and the admin can reach."""
+    return [
+        ("start", None, "/"), ("login", None, "/login"), ("signup", None, "/signup"),
+        ("home", "user", "/"), ("inbox", "user", "/mail"), ("sent", "user", "/mail?folder=sent"),
+        ("message", "user", f"/mail/{w.message_id}"), ("compose", "user", "/mail/compose"),
+        ("reply", "user", f"/mail/{w.message_id}/reply"),
+        ("message-delete", "user", f"/mail/{w.message_id}/delete"),
+        ("drive", "user", "/drive"), ("drive-folder", "user", f"/drive/d/{w.folder_id}"),
+        ("drive-move", "user", f"/drive/{w.file_id}/move"),
+        ("drive-delete-file", "user", f"/drive/{w.file_id}/delete"),
+        ("drive-delete-folder", "user", f"/drive/d/{w.folder_id}/delete"),
+        ("password", "user", "/password"), ("security", "user", "/account"),
+        ("account-delete", "user", "/account/delete"),
+        ("not-found", "user", "/no/such/page"), ("not-found-anonymous", None, "/no/such/page"),
+        ("admin", "admin", "/admin"), ("admin-data", "admin", "/admin/data"),
+    ]
+
+
+def _problems_of(page, axe) -> list[str]:
+    """What is wrong with the page shown: a sideways scroll, axe's serious or critical findings."""
+    found = []
+    scroll, client = page.evaluate("[document.documentElement.scrollWidth,"
+                                   " document.documentElement.clientWidth]")
+    if scroll > client:
+        wide = page.evaluate("""w => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > w)
+            .slice(-3).map(e => e.tagName + '.' + e.className)""", client)
+        found.append(f"scrolls sideways ({scroll} px wide in {client}: {wide})")
+    for violation in axe.run(page).response["violations"]:
+        if violation["impact"] in HEAVY:
+            targets = [n["target"] for n in violation["nodes"]][:3]
+            found.append(f"axe {violation['impact']}: {violation['id']} at {targets}")
+    return found
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_page_fits_the_screen_and_passes_axe(walker, browser, size):
+    axe = axe_playwright.Axe()
+    shots = artifacts()
+    contexts = {who: browser.new_context(base_url=walker.base, viewport=SIZES[size],
+                                         storage_state=state)
+                for who, state in (("user", walker.user_state), ("admin", walker.admin_state),
+                                   (None, None))}
+    problems: list[str] = []
+    try:
+        pages = {who: context.new_page() for who, context in contexts.items()}
+        for who, page in pages.items():
+            page.on("console", lambda m, who=who: problems.append(f"{who} console: {m.text}")
+                    if m.type == "error" and "404" not in m.text else None)
+        for name, who, path in _pages(walker):
+            page = pages[who]
+            response = page.goto(path)
+            assert response is not None and response.status == (
+                404 if name.startswith("not-found") else 200), (name, response and response.status)
+            page.wait_for_load_state("load")
+            if who == "user":  # the header: who is signed in, and Log out, on the screen
+                for part in (page.locator("header .who"), page.locator("header button:text('Log out')")):
+                    box = part.bounding_box()
+                    if box is None or box["x"] < 0 or box["x"] + box["width"] > SIZES[size]["width"]:
+                        problems.append(f"{name}: {part} is not on the screen ({box})")
+            problems += [f"{name}: {p}" for p in _problems_of(page, axe)]
+            page.screenshot(path=str(shots / f"{name}-{size}.png"), full_page=True)
+    finally:
+        for context in contexts.values():
+            context.close()
+    assert not problems, "\n".join(problems)
+
+
+def _notice(page) -> str:
+    playwright.expect(page.locator("#notice")).not_to_be_empty(timeout=5_000)
+    return page.locator("#notice").inner_text().strip()
+
+
+def test_every_action_says_what_it_did(cloud, browser, tmp_path):
+    base, _ = cloud
+    context = browser.new_context(base_url=base)
+    page = context.new_page()
+    name = f"fb{os.getpid()}"
+    said: dict[str, str] = {}
+
+    def note(action: str) -> None:
+        try:
+            said[action] = _notice(page)
+        except playwright.Error as exc:
+            said[action] = f"no notice ({exc.message.splitlines()[0]})"
+
+    _signup(page, name)
+    note("signed up")
+    address = page.locator("header .who").inner_text()
+    assert page.locator("p.welcome").inner_text().count(address) == 1  # the welcome names it
+    assert "done=" not in page.url  # the script took the key out of the address bar
+    page.goto("/drive")
+    submit(page, 'form[action="/drive/mkdir"]', name="letters")
+    note("folder created")
+    source = tmp_path / "note.txt"
+    source.write_text("milk\n")
+    _upload(page, source)
+    note("uploaded")
+    row(page, "note.txt").locator("summary").click()
+    row(page, "note.txt").locator('input[name="name"]').fill("list.txt")
+    row(page, "note.txt").locator("button:text('Rename')").click()
+    page.wait_for_load_state()
+    note("renamed")
+    row(page, "list.txt").locator("text=Move").click()
+    page.check("label.target:has-text('Drive / letters') >> input")
+    page.click("button:text('Move here')")
+    page.wait_for_load_state()
+    note("moved")
+    row(page, "list.txt").locator("a:text('Delete')").click()
+    page.click("button:text('Delete the file')")
+    page.wait_for_load_state()
+    note("deleted")
+    _send(page, address, "to myself", "hello")
+    note("sent")
+    page.goto("/mail")
+    page.click('td > a:text-is("to myself")')
+    page.click("a:text('Delete')")
+    page.click("button:text('Delete the message')")
+    page.wait_for_load_state()
+    note("mail deleted")
+    page.goto("/password")
+    submit(page, "main form", old=PASSWORD, new=PASSWORD + "!", new2=PASSWORD + "!")
+    note("password changed")
+    page.click("button:text('Log out')")
+    page.wait_for_load_state()
+    note("logged out")
+    context.close()
+
+    expected = {"signed up": "Welcome! Your account is ready.", "folder created": "Folder created.",
+                "uploaded": "Uploaded.", "renamed": "Renamed.", "moved": "Moved.",
+                "deleted": "Deleted for good.", "sent": "Your message has been sent.",
+                "mail deleted": "The message has been deleted for good.",
+                "password changed": "Your password has been changed.",
+                "logged out": "You have been logged out."}
+    wrong = {action: said.get(action) for action, text in expected.items()
+             if said.get(action) != text}
+    assert not wrong, f"these actions did not say what they did: {wrong}"
+
+
+def test_nothing_is_deleted_for_good_without_a_question(walker, browser, tmp_path):
+    context = browser.new_context(base_url=walker.base, storage_state=walker.user_state)
+    page = context.new_page()
+    page.goto("/drive")
+    page.click('td > a:text-is("Holiday photos")')
+    source = tmp_path / "keep-me.txt"
+    source.write_text("precious\n")
+    _upload(page, source)
+    page.goto("/drive")
+    # A folder with something in it: the question says what goes; Cancel keeps it all.
+    row(page, "Holiday photos").locator("a:text('Delete')").click()
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Delete “Holiday photos” for good?"
+    assert "1 file and 0 folders" in page.locator(".question").inner_text()
+    assert "cannot be undone" in page.locator(".question").inner_text()
+    page.click("a:text('Cancel')")
+    page.wait_for_load_state()
+    assert row(page, "Holiday photos").count() == 1
+    # A file, and a form posted without the answer (an old page): the question again.
+    page.goto(f"/drive/{walker.file_id}/delete")
+    assert page.locator("h1").inner_text() == f"Delete “{LONG_NAME}” for good?"
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.evaluate("""() => { const f = document.querySelector('.question form');
+                                 f.querySelector('[name=confirm]').remove(); f.submit(); }""")
+    assert posted.value.status == 200
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == f"Delete “{LONG_NAME}” for good?"
+    page.goto("/drive")
+    assert row(page, LONG_NAME).count() == 1
+    # A message: asked, cancelled, still there.
+    page.goto(f"/mail/{walker.message_id}")
+    page.click("a:text('Delete')")
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Delete this message for good?"
+    page.click("a:text('Cancel')")
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == SUBJECT
+    context.close()
+
+
+def _expected_time(when: datetime, now: datetime) -> str:
+    """What the page script should show for ``when`` at ``now`` (both in the reader's zone)."""
+    if when.date() == now.date():
+        return when.strftime("%I:%M %p").lstrip("0")  # en-US: "4:09 PM"
+    if when.year == now.year:
+        return f"{when.strftime('%b')} {when.day}"  # "Dec 2"
+    return when.strftime("%Y-%m-%d")
+
+
+def test_times_are_shown_in_the_readers_zone(walker, browser):
+    zone = ZoneInfo("Asia/Kolkata")  # +05:30: no UTC text or whole-hour shift passes by accident
+    context = browser.new_context(base_url=walker.base, storage_state=walker.user_state,
+                                  timezone_id=zone.key, locale="en-US")
+    page = context.new_page()
+    page.goto("/drive")
+    stamp = row(page, "Holiday photos").locator("time").get_attribute("datetime") or ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(zone)
+    other_day = when.replace(month=1, day=2 if (when.month, when.day) == (1, 1) else 1, hour=12)
+    context.close()
+    seen = {}
+    for label, now in (("today", None), ("this year", other_day),
+                       ("an earlier year", when + timedelta(days=400))):
+        context = browser.new_context(base_url=walker.base, storage_state=walker.user_state,
+                                      timezone_id=zone.key, locale="en-US")
+        page = context.new_page()
+        if now is not None:  # the browser's clock, set before the page loads
+            page.clock.install(time=now)
+        page.goto("/drive")
+        tag = row(page, "Holiday photos").locator("time")
+        page.wait_for_function("t => !t.textContent.includes('UTC')", arg=tag.element_handle())
+        reader_now = (now or datetime.now(UTC)).astimezone(zone)
+        seen[label] = (tag.inner_text(), _expected_time(when, reader_now))
+        assert tag.get_attribute("title")  # the full local time on hover
+        context.close()
+    assert all(got == want for got, want in seen.values()), seen
+
+
+def test_the_keyboard_reaches_the_main_actions_with_a_visible_focus(walker, browser):
+    context = browser.new_context(base_url=walker.base, storage_state=walker.user_state,
+                                  viewport=SIZES["1280x800"])
+    page = context.new_page()
+    for path, wanted in (("/drive", {"Skip to the content", "Drive", "Log out", "Upload",
+                                     "Create folder", "Rename", "Move", "Delete"}),
+                         ("/mail", {"Compose", "Inbox", "Sent", SUBJECT})):
+        page.goto(path)
+        reached: set[str] = set()
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            focused = page.evaluate("""() => { const e = document.activeElement;
+                const s = getComputedStyle(e);
+                return [e.innerText || e.value || e.getAttribute('aria-label') || '',
+                        s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2]; }""")
+            text, visible = focused
+            if text.strip() in wanted:
+                assert visible, f"{text!r} on {path} has no visible focus"
+                reached.add(text.strip())
+        assert reached == wanted, f"Tab on {path} never reached {wanted - reached}"
+    context.close()
