@@ -15,6 +15,7 @@ import smtplib
 
 import pytest
 
+from portal.pages import PAGE_SCRIPT_HASH
 from shards.model import mailbox
 
 from .conftest import new_account, signed_in
@@ -62,12 +63,15 @@ def test_script_and_event_handlers_in_html_never_reach_the_page(cloud, reader):
            '<a href="javascript:alert(3)">click</a><svg onload="alert(4)"></svg>'
            '<iframe src="http://evil.test/"></iframe>\r\n').encode()
     _, page = _deliver_and_show(cloud, reader, raw, tag)
-    html = page.text.lower()
+    ours = f'<script src="/static/pages.js" integrity="{PAGE_SCRIPT_HASH}" defer></script>'
+    assert page.text.count(ours) == 1  # the page's own script, in its head
+    html = page.text.replace(ours, "").lower()
     assert f"hello {tag}" in html
     for bad in ("<script", "onclick", "onerror", "onload", "javascript:", "evil.test", "<iframe"):
         assert bad not in html, bad
     policy = page.headers.get("Content-Security-Policy", "")
-    assert "default-src 'none'" in policy and "unsafe" not in policy  # no script runs at all
+    assert "default-src 'none'" in policy and "unsafe" not in policy
+    assert f"script-src '{PAGE_SCRIPT_HASH}'" in policy  # no script but that one runs
 
 
 @pytest.mark.parametrize("subject", ["<script>alert(1)</script>",
