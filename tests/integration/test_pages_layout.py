@@ -163,10 +163,11 @@ def test_every_page_fits_the_screen_and_passes_axe(walker, browser, size):
                 404 if name.startswith("not-found") else 200), (name, response and response.status)
             page.wait_for_load_state("load")
             if who == "user":  # the header: who is signed in, and Log out, on the screen
-                for part in (page.locator("header .who"), page.locator("header button:text('Log out')")):
+                for label, part in (("the address", page.locator("header .who")),
+                                    ("Log out", page.locator("header button:text('Log out')"))):
                     box = part.bounding_box()
                     if box is None or box["x"] < 0 or box["x"] + box["width"] > SIZES[size]["width"]:
-                        problems.append(f"{name}: {part} is not on the screen ({box})")
+                        problems.append(f"{name}: {label} is not on the screen ({box})")
             problems += [f"{name}: {p}" for p in _problems_of(page, axe)]
             page.screenshot(path=str(shots / f"{name}-{size}.png"), full_page=True)
     finally:
