@@ -191,8 +191,8 @@ def test_every_action_says_what_it_did(cloud, browser, tmp_path):
     def note(action: str) -> None:
         try:
             said[action] = _notice(page)
-        except playwright.Error as exc:
-            said[action] = f"no notice ({exc.message.splitlines()[0]})"
+        except AssertionError:  # the notice stayed empty
+            said[action] = ""
 
     _signup(page, name)
     note("signed up")
