@@ -317,7 +317,8 @@ def test_times_are_shown_in_the_readers_zone(walker, browser):
             page.clock.install(time=now)
         page.goto("/drive")
         tag = row(page, "Holiday photos").locator("time")
-        page.wait_for_function("t => !t.textContent.includes('UTC')", arg=tag.element_handle())
+        page.wait_for_function("t => !t.textContent.includes('UTC')", arg=tag.element_handle(),
+                               timeout=5_000)
         reader_now = (now or datetime.now(UTC)).astimezone(zone)
         seen[label] = (tag.inner_text(), _expected_time(when, reader_now))
         assert tag.get_attribute("title")  # the full local time on hover
