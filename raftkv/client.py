@@ -481,7 +481,7 @@ class Client(BackupCalls):
         with ``reverse``; ``""`` then starts at the last column), ``limit`` at most.
 
         The replica reads each page straight off its table's key range; pages of at
-        most :data:`~raftkv.store.MAX_ROW_CELLS_RETURNED` follow one another until
+        most :data:`~raftkv.pagereads.MAX_ROW_CELLS_RETURNED` follow one another until
         ``limit`` is reached or the range ends (each page is one read: a row that
         changes meanwhile may show cells of two moments).
         """

@@ -19,7 +19,8 @@ from raftkv.errors import ProtocolError, RaftKVError, TooLarge, from_wire
 from raftkv.interface import MAX_CELLS, Cell, StaleCell, Unchanged
 from raftkv.keys import shard_of
 from raftkv.operations import unknown_operation
-from raftkv.store import MAX_ROW_CELLS_RETURNED, Store
+from raftkv.pagereads import MAX_ROW_CELLS_RETURNED
+from raftkv.store import Store
 
 from .._memstore import MemClient
 
