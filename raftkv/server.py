@@ -40,8 +40,8 @@ from prometheus_client import REGISTRY
 
 from . import formats, protocol
 from .answers import Handover
-from .backup_offers import Offers, check_cursor
-from .blobs import CHUNK_SIZE, BlobStore, CorruptChunk, check_name
+from .backup_offers import Offers
+from .blobs import BlobStore
 from .cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster, split_addr
 from .errors import (
     ConfigError,
@@ -68,12 +68,10 @@ from .operations import (
 from .repair import BlobKeeper
 from .replica_metrics import (
     BATCH_COMMANDS,
-    BLOB_BYTES_SERVED,
-    BLOB_BYTES_STORED,
     REQUESTS,
     ReplicaCollector,
 )
-from .snapshot_pull import check_read
+from .services import ReplicaServices
 
 log = logging.getLogger("raftkv.server")
 
@@ -138,7 +136,7 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-class NodeServer:
+class NodeServer(ReplicaServices):
     """Serves one replica's client port."""
 
     def __init__(self, cluster: ClusterConfig, name: str, data_dir: Path) -> None:
@@ -325,69 +323,6 @@ class NodeServer:
     async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.status()
 
-    async def _op_blob_put(self, request: dict[str, Any]) -> dict[str, Any]:
-        data = _bytes(request.get("data"))
-        if len(data) > CHUNK_SIZE:
-            raise TooLarge(f"a chunk holds at most {CHUNK_SIZE} bytes")
-        await asyncio.to_thread(self.blobs.put, check_name(request.get("name")), data)
-        BLOB_BYTES_STORED.inc(len(data))
-        return {}
-
-    async def _op_blob_get(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = check_name(request.get("name"))
-        try:
-            data = await asyncio.to_thread(self.blobs.get, name)
-        except CorruptChunk:
-            log.warning("chunk %s was corrupt on disk: deleted, to be repaired", name[:12])
-            self.keeper.corrupt()
-            data = None
-        if data is None:
-            self.keeper.wake()  # if a cell references it, repair it now
-            return {"found": False, "data": b""}
-        BLOB_BYTES_SERVED.inc(len(data))
-        return {"found": True, "data": data}
-
-    async def _op_snapshot_read(self, request: dict[str, Any]) -> dict[str, Any]:
-        offset, length = check_read(request.get("offset"), request.get("length"))
-        offer = self.replica.snapshot_offers.get(request.get("token"))
-        delay = offer.reserve(length)  # [raft] snapshot_send_rate, per transfer
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return {"data": await asyncio.to_thread(offer.read, offset, length)}
-
-    async def _op_snapshot_done(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.replica.snapshot_offers.finish(request.get("token"))
-        return {}
-
-    async def _op_backup_open(self, request: dict[str, Any]) -> dict[str, Any]:
-        # At the leader: it has applied the freeze once the saver heard it did.
-        if not self.replica.is_leader():
-            raise self._not_leader()
-        store = self.replica.store
-        token, offer = await asyncio.to_thread(self.backup_offers.open, store.db,
-                                                request.get("token"), store.shard_count)
-        self._watch_offers()
-        return {"offer": token, "addr": self.client_addr, "meta": offer.meta}
-
-    async def _op_backup_read(self, request: dict[str, Any]) -> dict[str, Any]:
-        offer = self.backup_offers.get(request.get("offer"))
-        cells, last = await asyncio.to_thread(offer.page, check_cursor(request.get("after")))
-        return {"cells": cells, "next": last}
-
-    async def _op_backup_done(self, request: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.to_thread(self.backup_offers.close, request.get("offer"))
-        return {}
-
-    def _watch_offers(self) -> None:
-        """Close offers left idle (a saver that died) while any is open."""
-        if self._watching_offers is None and self._loop is not None:
-            def check() -> None:
-                self._watching_offers = None
-                self.backup_offers.drop_idle()
-                if len(self.backup_offers):
-                    self._watch_offers()
-            self._watching_offers = self._loop.call_later(OFFERS_CHECK, check)
-
     async def _read_at_index(self, request: dict[str, Any]) -> dict[str, Any]:
         """A linearizable read without a log entry: once the leader has confirmed it
         leads and its store has committed the index it noted, a read transaction
@@ -558,7 +493,6 @@ _SERVED: dict[str, tuple[Operation, Callable[[NodeServer, dict[str, Any]],
                                              Awaitable[dict[str, Any]]]]] = \
     bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
 _PAYLOAD_OPS = frozenset({"blob_get", "snapshot_read"})  # answers sent without copying their bytes
-OFFERS_CHECK = 30.0  # seconds between looks for idle backup offers while any is open
 _FLOAT64 = struct.Struct(">Bd")  # msgpack's float 64: 0xcb, then the IEEE double
 
 
@@ -606,12 +540,6 @@ def _observe(op: object, answer: dict[str, Any], seconds: float) -> None:
     registered name and the error's class name only, so a client cannot mint labels."""
     name = op if isinstance(op, str) and op in OPERATIONS else "unknown"
     REQUESTS.observe(name, answer.get("error", "ok"), seconds)
-
-
-def _bytes(value: object) -> bytes:
-    if not isinstance(value, bytes):
-        raise ProtocolError("expected bytes")
-    return value
 
 
 class Companion(Protocol):
