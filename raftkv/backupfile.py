@@ -14,7 +14,8 @@ Layout::
     record = length (4 bytes, big-endian) | msgpack [kind, body]
 
     "cluster"  {"format": 1, "shards": n, "created": t, "groups": [gid, ...],
-                "secret_check": a key derived from the cluster's secret}           first
+                "secret_check": a key derived from the cluster's secret,
+                "header_sha256": digest of the rest of this record}              first
     "group"    {"gid", "applied_index", "clock", "counters": {shard: n},
                 "config_num", "owned": [shard, ...] | None}                  starts a group
     "cells"    [[shard, row, column, version, is_blob, expires | None, value], ...]
@@ -134,8 +135,9 @@ class BackupWriter:
         self._digest = hashlib.sha256()
         self.groups = self.cells = self.chunks = 0
         self._write_raw(MAGIC)
-        self._record("cluster", {"format": FORMAT, "shards": shards, "created": created,
-                                 "groups": groups, "secret_check": secret_check(secret)})
+        header = {"format": FORMAT, "shards": shards, "created": created, "groups": groups,
+                  "secret_check": secret_check(secret)}
+        self._record("cluster", {**header, "header_sha256": _header_digest(header)})
 
     def _write_raw(self, data: bytes) -> None:
         self._file.write(data)
@@ -295,10 +297,20 @@ def _time(value: Any, what: str) -> float:
     return float(value)
 
 
+def _header_digest(header: dict[str, Any]) -> bytes:
+    return hashlib.sha256(msgpack.packb(header, use_bin_type=True)).digest()
+
+
 def _cluster(body: Any) -> ClusterHeader:
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise BackupDamaged(f"a backup of a format this code does not read "
                             f"({body.get('format') if isinstance(body, dict) else body!r})")
+    # Checked at once, not with the whole file's digest at the end: a restore decides
+    # from the header whether the backup fits the cluster, and must not blame a cluster
+    # file for a damaged header.
+    header = {k: v for k, v in body.items() if k != "header_sha256"}
+    if body.get("header_sha256") != _header_digest(header):
+        raise BackupDamaged("the backup's header is damaged (its checksum does not match)")
     groups = body["groups"]
     if not isinstance(groups, list) or len(set(groups)) != len(groups) or len(groups) > 1024:
         raise ValueError("the group list")

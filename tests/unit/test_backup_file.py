@@ -139,8 +139,10 @@ def hostile_backup(path: Path, shards: int, records: list[list[object]]) -> Path
         out.write(data)
         digest.update(data)
     put(MAGIC)
-    for record in [["cluster", {"format": 1, "shards": shards, "created": 1.7e9, "groups": [1],
-                                "secret_check": secret_check(SECRET)}],
+    header = {"format": 1, "shards": shards, "created": 1.7e9, "groups": [1],
+              "secret_check": secret_check(SECRET)}
+    header["header_sha256"] = hashlib.sha256(msgpack.packb(header, use_bin_type=True)).digest()
+    for record in [["cluster", header],
                    *records]:
         packed = msgpack.packb(record, use_bin_type=True)
         put(struct.pack(">I", len(packed)) + packed)
@@ -220,7 +222,7 @@ def test_a_restore_never_overwrites(tmp_path, cluster):
         restore(backup, cluster, tmp_path / "data")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(position=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
 def test_any_byte_changed_is_refused(tmp_path_factory, cluster, position, flip):
     tmp = tmp_path_factory.mktemp("flip")
