@@ -14,6 +14,7 @@ touches::
         d:<folder_id>               folder index: {p: parent id, n: name, created, modified}
         q:used                      bytes of file content the user holds (quota)
         t:<id>                      clean-up marker: a deleted file's bytes or a deleted tree
+        h:<file_id>                 an upload held on a name clash until the user answers (.held)
     row {<user>}/file:<file_id>
         data                        the bytes (the store makes big values blobs)
 
@@ -35,7 +36,8 @@ folder tree row holds only small cells (a few hundred bytes per name), so it
 stays cheap to keep in Raft.
 
 Modules: :mod:`.records` (layout, record formats), :mod:`.reads`, :mod:`.changes`
-(each change one ``mutate_row``) and :mod:`.cleanup`; the errors are in
+(each change one ``mutate_row``), :mod:`.many` (moves and deletes of several),
+:mod:`.held` (uploads held on a name clash) and :mod:`.cleanup`; the errors are in
 :mod:`shards.model.errors`.  Callers use the names exported here
 (``from shards.model import drive``).
 """
@@ -43,6 +45,8 @@ Modules: :mod:`.records` (layout, record formats), :mod:`.reads`, :mod:`.changes
 from ..errors import BadMove, BadName, DriveError, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
 from .changes import create_folder, delete_file, delete_folder, move, rename, store_file
 from .cleanup import pending, purge
+from .held import Changed, Held, copy_name, drop_held, get_held, hold_file, keep_both, replace_file
+from .many import BATCH, delete_many, move_many
 from .reads import (
     FOLDER_INDEX,
     all_folders,
@@ -78,7 +82,9 @@ from .records import (
     new_id,
 )
 
-__all__ = ["DATA_COL", "DEFAULT_QUOTA", "FILE", "FOLDER", "FOLDER_INDEX", "MAX_DEPTH", "ROOT",
+__all__ = ["BATCH", "Changed", "Held", "copy_name", "delete_many", "drop_held", "get_held",
+           "hold_file", "keep_both", "move_many", "replace_file",
+           "DATA_COL", "DEFAULT_QUOTA", "FILE", "FOLDER", "FOLDER_INDEX", "MAX_DEPTH", "ROOT",
            "USAGE_COL", "BadMove", "BadName", "DriveError", "Item", "Listing", "NameTaken",
            "NoSuchItem", "QuotaExceeded", "TooDeep", "all_folders", "check_name", "content_row",
            "create_folder", "delete_file", "delete_folder", "drive_row", "entries_page",

@@ -104,7 +104,7 @@ class _OverLimit(Exception):
     pass
 
 
-def _over_quota(used: int, size: int, quota: int) -> QuotaExceeded:
+def over_quota(used: int, size: int, quota: int) -> QuotaExceeded:
     return QuotaExceeded(
         f"This file ({size:,} bytes) does not fit: {used:,} of your {quota:,} bytes "
         f"are in use.", used=used, quota=quota)
@@ -127,11 +127,33 @@ def store_file(client: KeyValueStore, user: str, parent_id: str, name: str, stre
     name = check_name(name)
     row = drive_row(user)
     path = folder_path(client, user, parent_id)
-    used, _ = usage_cell(client, user)
-    if size is not None and used + size > quota:
-        raise _over_quota(used, size, quota)
     if client.get(row, entry_col(parent_id, name)) is not None:
         raise _taken(name)
+    file_id, count = put_content(client, user, stream, size=size, quota=quota)
+    now = time.time() if now is None else now
+    item = Item(id=file_id, kind=FILE, name=name, parent=parent_id, size=count,
+                ctype=ctype, created=now, modified=now)
+    try:
+        return _link_file(client, user, item, path, quota, now)
+    except BaseException as exc:
+        # After a timeout the link may have landed after all: keep the bytes
+        # it would point to.  Otherwise nothing refers to them: drop them.
+        if not isinstance(exc, Timeout):
+            _drop_content(client, user, file_id)
+        raise
+
+
+def put_content(client: KeyValueStore, user: str, stream: Readable, *, size: int | None,
+                quota: int) -> tuple[str, int]:
+    """Stream an upload's bytes into a new file's row, within what the quota leaves:
+    ``(file id, bytes stored)``.  Nothing links to them yet.
+
+    :raises QuotaExceeded: they do not fit (known beforehand, or found while reading);
+        nothing is left behind.
+    """
+    used, _ = usage_cell(client, user)
+    if size is not None and used + size > quota:
+        raise over_quota(used, size, quota)
     file_id = new_id()
     counted = _Counted(stream, quota - used)
     try:
@@ -142,18 +164,8 @@ def store_file(client: KeyValueStore, user: str, parent_id: str, name: str, stre
             client.put_stream(content_row(user, file_id), DATA_COL, counted)
     except _OverLimit:
         _drop_content(client, user, file_id)
-        raise _over_quota(used, counted.count, quota) from None
-    now = time.time() if now is None else now
-    item = Item(id=file_id, kind=FILE, name=name, parent=parent_id, size=counted.count,
-                ctype=ctype, created=now, modified=now)
-    try:
-        return _link_file(client, user, item, path, quota, now)
-    except BaseException as exc:
-        # After a timeout the link may have landed after all: keep the bytes
-        # it would point to.  Otherwise nothing refers to them: drop them.
-        if not isinstance(exc, Timeout):
-            _drop_content(client, user, file_id)
-        raise
+        raise over_quota(used, counted.count, quota) from None
+    return file_id, counted.count
 
 
 def _drop_content(client: KeyValueStore, user: str, file_id: str) -> None:
@@ -168,7 +180,7 @@ def _link_file(client: KeyValueStore, user: str, item: Item, path: list[Item], q
     for _ in range(ATTEMPTS):
         used, used_version = usage_cell(client, user)
         if used + item.size > quota:
-            raise _over_quota(used, item.size, quota)
+            raise over_quota(used, item.size, quota)
         conditions: list[Condition] = [("absent", entry_col(item.parent, item.name)),
                       ("version", USAGE_COL, used_version), *path_conditions(path)]
         mutations = [*link(item, now), ("put", USAGE_COL, pack(used + item.size))]

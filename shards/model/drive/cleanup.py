@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.errors import ConditionFailed
 
+from .held import drop_stale
 from .reads import list_folder, usage_cell
 from .records import (
     ATTEMPTS,
@@ -55,12 +56,14 @@ def pending(client: KeyValueStore, user: str) -> list[tuple[str, str]]:
 
 
 def purge(client: KeyValueStore, user: str, *, deadline: float | None = None) -> bool:
-    """Finish every pending clean-up of ``user``; True when nothing is left.
+    """Finish every pending clean-up of ``user`` (and drop stale held uploads); True when
+    nothing is left.
 
     :param deadline: a ``time.monotonic()`` after which to stop (the rest stays
         marked for the next call).
     """
     row = drive_row(user)
+    drop_stale(client, user)  # uploads held on a name clash that nobody answered
     for item_id, kind in pending(client, user):
         if kind == "f":
             client.delete(content_row(user, item_id), DATA_COL)
