@@ -46,6 +46,7 @@ from .compose import ComposeViews
 from .config import PortalConfig
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
+from .drive_select import DriveSelectViews
 from .errors import RETRY_AFTER, http_error
 from .export import ExportViews
 from .heartbeat import Background
@@ -53,6 +54,7 @@ from .load import LoadCounter
 from .mail import MailViews
 from .messageview import MessageViewCache
 from .pages import (
+    COUNT_PARAM,
     NOTICE_PARAM,
     PAGE_SCRIPT,
     PAGE_SCRIPT_HASH,
@@ -64,6 +66,7 @@ from .pages import (
 from .pagestore import CellCache, PageStore
 from .readmarks import ReadMarks
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
+from .sizes import human_size
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -135,8 +138,8 @@ class Request(BaseRequest):
             raise BadRequest("The request body could not be read.") from None
 
 
-class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, ComposeViews,
-             AdminViews, ExportViews):
+class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, MailViews,
+             ComposeViews, AdminViews, ExportViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -161,6 +164,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
                                  autoescape=select_autoescape(default=True), auto_reload=False)
         self.jinja.filters["datetime"] = time_tag
         self.jinja.filters["maildate"] = mail_date
+        self.jinja.filters["size"] = human_size
         self.jinja.globals["folder_url"] = folder_url
         self._wsgi: WSGIApplication = SharedDataMiddleware(self.wsgi_app,
                                                            {"/static": STATIC_DIR})
@@ -187,6 +191,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
             Rule("/drive", endpoint="drive", methods=get),
             Rule("/drive/upload", endpoint="drive_upload", methods=post),
             Rule("/drive/mkdir", endpoint="drive_mkdir", methods=post),
+            Rule("/drive/select", endpoint="drive_select", methods=post),
+            Rule("/drive/held", endpoint="drive_held", methods=post),
             Rule("/drive/d/<folder:folder_id>", endpoint="drive_folder", methods=get),
             Rule("/drive/d/<folder:folder_id>/zip", endpoint="drive_zip", methods=get),
             Rule("/drive/d/<folder:folder_id>/rename", endpoint="drive_folder_rename",
@@ -264,7 +270,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, MailViews, Com
         session = getattr(request, "session", None)
         user = session.user if session else None
         # The action's notice: the view's own, or the key a redirect carried (portal.pages).
-        notice = context.pop("notice", None) or notice_for(request.args.get(NOTICE_PARAM))
+        notice = context.pop("notice", None) or notice_for(request.args.get(NOTICE_PARAM),
+                                                            request.args.get(COUNT_PARAM))
         html = self.jinja.get_template(template).render(
             read_only=self.read_only(session),
             user=user, address=f"{user}@{self.config.site.domains[0]}" if user else None,

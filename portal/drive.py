@@ -9,6 +9,7 @@ into the store in chunks; downloads stream chunk by chunk out of it.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 import time
@@ -30,7 +31,7 @@ from .cache import ROWS
 from .errors import http_message, http_status
 from .filenames import BadFileName, check_filename, content_disposition
 from .folders import FolderView, page_keys, read_folder
-from .pages import PAGE_SCRIPT_HASH, with_notice
+from .pages import PAGE_SCRIPT_HASH, _subresource_hash, with_notice
 from .sessions import csrf_token
 
 if TYPE_CHECKING:
@@ -41,10 +42,13 @@ if TYPE_CHECKING:
     from .app import Portal, Request
     from .pagestore import Key
 
-# The drive page runs the page script and one more of ours (the upload progress bar)
-# and sends the upload back to us; nothing else is allowed.
+# The drive page runs the page script and one more of ours (uploads with progress, drag
+# and drop, select all), each allowed by its hash as pages.js is (docs/architecture.md,
+# "Pages"), and sends uploads back to us; nothing else is allowed.
+DRIVE_SCRIPT = "/static/drive.js"
+DRIVE_SCRIPT_HASH = _subresource_hash("drive.js")
 DRIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
-             f"script-src 'self' '{PAGE_SCRIPT_HASH}'; "
+             f"script-src '{PAGE_SCRIPT_HASH}' '{DRIVE_SCRIPT_HASH}'; "
              "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 FORM_OVERHEAD = 64 * 1024  # multipart headers and small fields around an upload's bytes
 # type/subtype tokens only (RFC 9110 §8.3.1); anything fancier is served as bytes.
@@ -52,6 +56,26 @@ _CTYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-
 _SORTS = {"name": lambda i: (i.name.casefold(), i.name),
           "size": lambda i: (i.size, i.name.casefold()),
           "date": lambda i: (i.modified, i.name.casefold())}
+
+
+def counted(url: str, key: str, count: int) -> str:
+    """``url`` with the notice for ``count`` things: "Moved." for one, "Moved 3 items." else."""
+    return with_notice(url, key) if count == 1 else with_notice(url, f"{key}-n", count)
+
+
+def wants_json(request: Request) -> bool:
+    """static/drive.js asks for JSON answers; a plain form gets pages."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def json_answer(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+def held_json(held: drive.Held) -> dict[str, Any]:
+    return {"held": held.item.id, "name": held.item.name,
+            "replace": bool(held.other_id) and not held.other_is_folder}
 
 
 class FileIdConverter(BaseConverter):
@@ -154,7 +178,8 @@ class DriveViews:
             request, "drive.html", status=status, error=error, folder=crumbs[-1], crumbs=crumbs,
             items=items, rows=self.rows(request, user, folder_id, view, items, sort, order),
             sort=sort, order=order, after=view.after, before=view.before,
-            used=view.used, quota=self.config.quota, free=max(0, self.config.quota - view.used))
+            used=view.used, quota=self.config.quota, free=max(0, self.config.quota - view.used),
+            drive_script=DRIVE_SCRIPT, drive_script_hash=DRIVE_SCRIPT_HASH)
         response.headers["Content-Security-Policy"] = DRIVE_CSP
         return response
 
@@ -232,16 +257,40 @@ class DriveViews:
             return self.drive_refusal(request, folder_id, drive.BadName(
                 f"That file name cannot be used: {exc}."))
         stored: list[str] = []
+        held: list[drive.Held] = []
         for upload, name in zip(uploads, names, strict=True):
             try:
-                drive.store_file(self.client(), user, folder_id, name, upload.stream,
-                                 size=_size_of(upload), ctype=safe_ctype(upload.mimetype),
-                                 quota=self.config.quota)
+                placed = self.store_or_hold(user, folder_id, name, upload)
             except drive.DriveError as exc:
+                if wants_json(request):
+                    return json_answer({"error": http_message(exc)}, http_status(exc))
                 done = f" ({', '.join(stored)} uploaded.)" if stored else ""
                 return self.drive_refusal(request, folder_id, exc, done)
-            stored.append(name)
-        return redirect(with_notice(folder_url(folder_id), "uploaded"), 303)
+            if isinstance(placed, drive.Held):
+                held.append(placed)
+            else:
+                stored.append(name)
+        if wants_json(request):  # static/drive.js: one file per request
+            return json_answer({"uploaded": stored, "clashes": [held_json(h) for h in held]},
+                               409 if held else 200)
+        if held:  # the plain form: ask about the names taken, the others are in
+            return self.clash_page(request, folder_id, [h.item.id for h in held],
+                                   uploaded=len(stored), status=409)
+        return redirect(counted(folder_url(folder_id), "uploaded", len(stored)), 303)
+
+    def store_or_hold(self: Portal, user: str, folder_id: str, name: str,
+                      upload: FileStorage) -> drive.Item | drive.Held:
+        """Store an upload under its name; with the name taken, hold it for the user's
+        answer (shards.model.drive.held) -- never over the other file."""
+        client, size, ctype = self.client(), _size_of(upload), safe_ctype(upload.mimetype)
+        try:
+            return drive.store_file(client, user, folder_id, name, upload.stream, size=size,
+                                    ctype=ctype, quota=self.config.quota)
+        except drive.NameTaken:
+            drive.drop_stale(client, user)  # answers nobody gave: their bytes go
+            upload.stream.seek(0)  # refused before linking: read it again for the hold
+            return drive.hold_file(client, user, folder_id, name, upload.stream, size=size,
+                                   ctype=ctype, quota=self.config.quota)
 
     @login_required
     def on_drive_download(self: Portal, request: Request, file_id: str) -> Response:

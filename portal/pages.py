@@ -27,6 +27,7 @@ NOTICES: dict[str, str] = {
     "welcome": "Welcome! Your account is ready.",
     "logged-out": "You have been logged out.",
     "uploaded": "Uploaded.",
+    "upload-cancelled": "Upload cancelled; nothing was stored.",
     "folder-created": "Folder created.",
     "renamed": "Renamed.",
     "moved": "Moved.",
@@ -34,20 +35,33 @@ NOTICES: dict[str, str] = {
     "sent": "Your message has been sent.",
     "mail-deleted": "The message has been deleted for good.",
     "password-changed": "Your password has been changed.",
+    # Counted (portal.drive_select): the count travels as ?n=<number>, never as text.
+    "uploaded-n": "Uploaded {n} files.",
+    "moved-n": "Moved {n} items.",
+    "deleted-n": "Deleted {n} items for good.",
 }
+COUNT_PARAM = "n"
 
 
-def with_notice(url: str, key: str) -> str:
-    """``url`` with the notice ``key`` added to its query (any other parameters kept)."""
-    assert key in NOTICES, key
+def with_notice(url: str, key: str, count: int | None = None) -> str:
+    """``url`` with the notice ``key`` added to its query (any other parameters kept);
+    a counted key (``{n}`` in its text) takes the ``count``."""
+    assert key in NOTICES and (count is None) == ("{n}" not in NOTICES[key]), key
+    fields = {NOTICE_PARAM: key} if count is None else {NOTICE_PARAM: key, COUNT_PARAM: count}
     parts = urlsplit(url)
-    query = "&".join(p for p in (parts.query, urlencode({NOTICE_PARAM: key})) if p)
+    query = "&".join(p for p in (parts.query, urlencode(fields)) if p)
     return urlunsplit(parts._replace(query=query))
 
 
-def notice_for(key: str | None) -> str | None:
-    """The sentence for a key from a query, or None for no key or one we never send."""
-    return NOTICES.get(key) if key else None
+def notice_for(key: str | None, count: str | None = None) -> str | None:
+    """The sentence for a key from a query, or None for no key or one we never send
+    (or a counted one without a plain number)."""
+    text = NOTICES.get(key) if key else None
+    if text is None or "{n}" not in text:
+        return text
+    if not count or not count.isdigit() or len(count) > 9:
+        return None
+    return text.format(n=int(count))
 
 
 def time_tag(timestamp: float) -> Markup:

@@ -95,7 +95,8 @@ def entries(http: HTTPClient, folder: str = "root") -> dict[str, str]:
 
 def file_names(page: str) -> list[str]:
     """The names of the files a drive page lists, in its order (as escaped in the page)."""
-    return re.findall(r'<td class="name"><a href="/drive/[0-9a-f]{24}">([^<]*)</a></td>', page)
+    return re.findall(r'<td class="name">(?:<input [^>]*>)?<a href="/drive/[0-9a-f]{24}">([^<]*)</a></td>',
+                      page)
 
 
 def file_ids(http: HTTPClient, folder: str = "root") -> list[str]:

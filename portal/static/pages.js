@@ -39,6 +39,7 @@
   var url = new URL(window.location.href);
   if (url.searchParams.has("done") && window.history.replaceState) {
     url.searchParams.delete("done");
+    url.searchParams.delete("n");
     window.history.replaceState(null, "", url.pathname + url.search + url.hash);
   }
   var notice = document.getElementById("notice");

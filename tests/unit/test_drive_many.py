@@ -98,6 +98,9 @@ def test_replace_refuses_a_file_changed_since_the_question(client):
         drive.replace_file(client, USER, held.item.id, quota=QUOTA)
     assert content(client, old.id) == b"old"
     assert drive.get_held(client, USER, held.item.id)  # still waiting for an answer
+    # Asked again (the question now shows the file as it is), Replace holds.
+    placed = drive.replace_file(client, USER, held.item.id, quota=QUOTA)
+    assert content(client, placed.id) == b"new" and drive.get_file(client, USER, old.id) is None
 
 
 def test_a_folder_is_never_replaced(client):

@@ -41,8 +41,14 @@ def test_a_notice_is_a_fixed_key_and_never_the_query_s_text(app):
     assert with_notice("/drive/d/abc?sort=size", "uploaded") == "/drive/d/abc?sort=size&done=uploaded"
     http = _signed_in(app)
     for key, text in NOTICES.items():
-        page = http.get(f"/drive?done={key}").text
+        page = http.get(f"/drive?done={key}&n=3").text
+        text = text.format(n=3)
         assert f'<div id="notice" class="notice" role="status" aria-live="polite">{text}</div>' in page
+    # A counted notice takes a plain number only, and the URL carries it as n.
+    assert with_notice("/drive", "moved-n", 12) == "/drive?done=moved-n&n=12"
+    for count in ("", "-1", "3<b>", "1e3", "9" * 12):
+        page = http.get("/drive", query_string={"done": "moved-n", "n": count}).text
+        assert '<div id="notice" class="notice" role="status" aria-live="polite"></div>' in page
     for made_up in ("<script>alert(1)</script>", "Uploaded.", "nope"):
         page = http.get("/drive", query_string={"done": made_up}).text
         assert '<div id="notice" class="notice" role="status" aria-live="polite"></div>' in page

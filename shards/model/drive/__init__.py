@@ -45,8 +45,18 @@ Modules: :mod:`.records` (layout, record formats), :mod:`.reads`, :mod:`.changes
 from ..errors import BadMove, BadName, DriveError, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
 from .changes import create_folder, delete_file, delete_folder, move, rename, store_file
 from .cleanup import pending, purge
-from .held import Changed, Held, copy_name, drop_held, get_held, hold_file, keep_both, replace_file
-from .many import BATCH, delete_many, move_many
+from .held import (
+    Changed,
+    Held,
+    copy_name,
+    drop_held,
+    drop_stale,
+    get_held,
+    hold_file,
+    keep_both,
+    replace_file,
+)
+from .many import BATCH, delete_many, move_many, read_items
 from .reads import (
     FOLDER_INDEX,
     all_folders,
@@ -82,8 +92,8 @@ from .records import (
     new_id,
 )
 
-__all__ = ["BATCH", "Changed", "Held", "copy_name", "delete_many", "drop_held", "get_held",
-           "hold_file", "keep_both", "move_many", "replace_file",
+__all__ = ["BATCH", "Changed", "Held", "copy_name", "delete_many", "drop_held", "drop_stale", "get_held",
+           "hold_file", "keep_both", "move_many", "read_items", "replace_file",
            "DATA_COL", "DEFAULT_QUOTA", "FILE", "FOLDER", "FOLDER_INDEX", "MAX_DEPTH", "ROOT",
            "USAGE_COL", "BadMove", "BadName", "DriveError", "Item", "Listing", "NameTaken",
            "NoSuchItem", "QuotaExceeded", "TooDeep", "all_folders", "check_name", "content_row",

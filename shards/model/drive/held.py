@@ -192,8 +192,8 @@ def replace_file(client: KeyValueStore, user: str, file_id: str, *, quota: int,
                                                              entry)
         if (current is None or current.id != held.other_id or index is None
                 or index.version != held.other_version):
-            raise Changed(f"{item.name!r} has changed since you were asked; "
-                          f"choose again.")
+            _ask_again(client, user, held)
+            raise Changed(f"{item.name!r} has changed since you were asked; choose again.")
         used, used_version = usage_cell(client, user)
         after = max(0, used - current.size) + item.size
         if after > quota:
@@ -219,6 +219,24 @@ def replace_file(client: KeyValueStore, user: str, file_id: str, *, quota: int,
         client.delete(row, marker_col(held.other_id))
         return replace(placed, version=versions.get(index_col(FILE, file_id), 0))
     raise ConditionFailed("the folder kept changing; try again")
+
+
+def _ask_again(client: KeyValueStore, user: str, held: Held) -> None:
+    """Record what holds the name now: the question shown next is about it, and a
+    Replace answered to that question conditions on it."""
+    item = held.item
+    other = client.get(drive_row(user), entry_col(item.parent, item.name))
+    found = None if other is None else item_from_entry(entry_col(item.parent, item.name), other)
+    index = None if found is None else client.get(drive_row(user),
+                                                   index_col(found.kind, found.id))
+    record = {"p": item.parent, "n": item.name, "size": item.size, "ctype": item.ctype,
+              "at": held.at, "o": found.id if found else "",
+              "ov": index.version if index else 0, "od": bool(found and found.is_folder)}
+    try:
+        client.mutate_row(drive_row(user), [("version", held_col(item.id), held.version)],
+                          [("put", held_col(item.id), pack(record))])
+    except ConditionFailed:
+        pass  # answered or asked again meanwhile
 
 
 def drop_held(client: KeyValueStore, user: str, file_id: str) -> None:
