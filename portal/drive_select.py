@@ -2,7 +2,8 @@
 question an upload's name clash asks ("Replace" or "Keep both").
 
 A selection is the rows' checkboxes (``item=file:<id>`` or ``folder:<id>``), posted
-to ``/drive/select`` with the button pressed (``action=move`` or ``delete``).
+to ``/drive/select`` with the button pressed (``action=move`` or ``delete``); a GET
+of the same fields shows the question only.
 Deleting asks first, listing what goes; moving asks where to.  Each batch of up
 to :data:`shards.model.drive.BATCH` items is one ``mutate_row``
 (:mod:`shards.model.drive.many`); a longer selection is several, in order, and a
@@ -31,6 +32,7 @@ from .errors import http_message, http_status
 from .pages import with_notice
 
 if TYPE_CHECKING:
+    from werkzeug.datastructures import MultiDict
     from werkzeug.wrappers import Response
 
     from .app import Portal, Request
@@ -40,9 +42,14 @@ CHOICES = ("replace", "keep", "cancel")
 _KINDS = {"file": FILE, "folder": FOLDER}
 
 
+def _fields(request: Request) -> MultiDict[str, str]:
+    """A question's fields: a GET only asks (a reload, a link), a POST may act."""
+    return request.form if request.method == "POST" else request.args
+
+
 def _selection(request: Request) -> list[tuple[str, str]]:
     refs: list[tuple[str, str]] = []
-    for value in request.form.getlist("item"):
+    for value in _fields(request).getlist("item"):
         kind, _, item_id = value.partition(":")
         if kind not in _KINDS or not drive.is_id(item_id):
             raise NotFound("There is no such item in your drive.")
@@ -62,10 +69,14 @@ class DriveSelectViews:
 
     @login_required
     def on_drive_select(self: Portal, request: Request) -> Response:
+        """The selection's question (GET or POST), or with its answer (POST), the change."""
         user = current_user(request)
-        folder_id = self.form_folder(request)
+        fields = _fields(request)
+        folder_id = fields.get("folder", ROOT)
+        if folder_id != ROOT and not drive.is_id(folder_id):
+            raise NotFound("There is no such folder in your drive.")
         refs = _selection(request)
-        action = request.form.get("action", "")
+        action = fields.get("action", "")
         if action not in ("move", "delete"):
             raise BadRequest("Choose Move or Delete.")
         if not refs:
@@ -76,12 +87,13 @@ class DriveSelectViews:
             items = drive.read_items(client, user, refs)
         except drive.DriveError as exc:
             return self.drive_refusal(request, folder_id, exc)
+        asking = request.method != "POST"
         if action == "delete":
-            if request.form.get("confirm") != "yes":
+            if asking or request.form.get("confirm") != "yes":
                 return self.render(request, "drive_delete_many.html", items=items,
                                    folder=folder_id, back=folder_url(folder_id))
             return self._delete_selected(request, user, folder_id, refs)
-        target = request.form.get("target", "")
+        target = "" if asking else request.form.get("target", "")
         if not target:
             return self._move_question(request, user, folder_id, items)
         if target != ROOT and not drive.is_id(target):
@@ -129,10 +141,14 @@ class DriveSelectViews:
     def on_drive_held(self: Portal, request: Request) -> Response:
         """The answers to upload name clashes: ``held=<id>`` and ``choice-<id>`` each."""
         user = current_user(request)
-        folder_id = self.form_folder(request)
-        ids = request.form.getlist("held")
-        if not ids or len(ids) > MAX_SELECTED or not all(drive.is_id(i) for i in ids):
+        fields = _fields(request)
+        folder_id = fields.get("folder", ROOT)
+        ids = fields.getlist("held")
+        if (not ids or len(ids) > MAX_SELECTED or not all(drive.is_id(i) for i in ids)
+                or (folder_id != ROOT and not drive.is_id(folder_id))):
             raise NotFound("That upload is no longer waiting.")
+        if request.method != "POST":  # the question again (a reload)
+            return self.clash_page(request, folder_id, ids)
         choices = {i: request.form.get(f"choice-{i}", "") for i in ids}
         client = self.client()
         if not all(c in CHOICES for c in choices.values()):

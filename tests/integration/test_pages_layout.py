@@ -47,6 +47,7 @@ class Walker:
     file_id: str
     folder_id: str
     message_id: str
+    held_id: str  # an upload held on a name clash (the drive's question)
 
 
 def _href_id(page, selector: str) -> str:
@@ -88,6 +89,12 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     _upload(page, source)
     file_id = _href_id(page, f'td > a:text-is("{LONG_NAME}")')
     folder_id = _href_id(page, 'td > a:text-is("Holiday photos")')
+    held_id = page.evaluate("""async name => {  // the same name again: held, and asked about
+        const form = new FormData(document.getElementById("upload-form"));
+        form.set("file", new File(["again"], name));
+        const answer = await fetch("/drive/upload", {method: "POST", body: form,
+                                                     headers: {Accept: "application/json"}});
+        return (await answer.json()).clashes[0].held; }""", LONG_NAME)
     address = page.locator("header .who").inner_text()
     _send(page, address, SUBJECT, "Shall we meet at noon?\n\nThere is a new place by the river "
           "that does soup and bread, and they open early.")
@@ -103,7 +110,7 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
            password=(data / "admin.password").read_text().strip())
     admin_state = admin.storage_state()
     admin.close()
-    return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id)
+    return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id)
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -118,6 +125,11 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("drive-move", "user", f"/drive/{w.file_id}/move"),
         ("drive-delete-file", "user", f"/drive/{w.file_id}/delete"),
         ("drive-delete-folder", "user", f"/drive/d/{w.folder_id}/delete"),
+        ("drive-clash", "user", f"/drive/held?folder=root&held={w.held_id}"),
+        ("drive-delete-many", "user",
+         f"/drive/select?action=delete&item=file:{w.file_id}&item=folder:{w.folder_id}"),
+        ("drive-move-many", "user",
+         f"/drive/select?action=move&item=file:{w.file_id}&item=folder:{w.folder_id}"),
         ("password", "user", "/password"), ("security", "user", "/account"),
         ("account-delete", "user", "/account/delete"),
         ("not-found", "user", "/no/such/page"), ("not-found-anonymous", None, "/no/such/page"),

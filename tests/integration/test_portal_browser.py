@@ -142,11 +142,11 @@ def test_a_users_day_in_a_real_browser(cloud, browser, tmp_path):
     page.set_input_files('input[type="file"]', str(source))
     with page.expect_response(lambda r: r.url.endswith("/drive/upload")) as upload:
         page.click("button:text('Upload')")
-        page.wait_for_selector("#upload-progress:not([hidden])")
+        page.wait_for_selector("#uploads li progress:not([hidden])")
         shot(page, "uploading")
     assert upload.value.request.resource_type == "xhr"  # the script sent it, not the form
     page.wait_for_selector('td > a:text-is("data.bin")')
-    assert "12.0 MiB" in row(page, "data.bin").inner_text()
+    assert "12 MB" in row(page, "data.bin").inner_text()
     shot(page, "uploaded")
     with page.expect_download() as download:
         page.click('td > a:text-is("data.bin")')
