@@ -117,6 +117,11 @@ def test_a_dropped_or_stale_hold_leaves_nothing(client):
     held = hold(client, ROOT, "a.txt", b"x" * 100)
     drive.drop_held(client, USER, held.item.id)
     assert client.get(drive.content_row(USER, held.item.id), drive.DATA_COL) is None
+    # A linked file's id is no hold: its bytes stay.
+    linked = drive.list_folder(client, USER, ROOT).items[0]
+    with pytest.raises(drive.NoSuchItem):
+        drive.drop_held(client, USER, linked.id)
+    assert content(client, linked.id) == b"hello"
     stale = drive.hold_file(client, USER, ROOT, "a.txt", io.BytesIO(b"y"), size=1, quota=QUOTA,
                             now=1.0)
     drive.purge(client, USER)

@@ -240,9 +240,19 @@ def _ask_again(client: KeyValueStore, user: str, held: Held) -> None:
 
 
 def drop_held(client: KeyValueStore, user: str, file_id: str) -> None:
-    """Forget a held upload (the user cancelled): its bytes, then its cell."""
+    """Forget a held upload (the user cancelled): its cell, then its bytes.
+
+    Only while it is held: the id of a linked file (or of a hold just answered by
+    another request) finds no ``h:`` cell, and no bytes are touched.
+    :raises NoSuchItem: it is not held.
+    """
+    held = get_held(client, user, file_id)
+    try:
+        client.mutate_row(drive_row(user), [("version", held_col(file_id), held.version)],
+                          [("delete", held_col(file_id))])
+    except ConditionFailed:
+        raise NoSuchItem("That upload was answered meanwhile.") from None
     client.delete(content_row(user, file_id), DATA_COL)
-    client.delete(drive_row(user), held_col(file_id))
 
 
 def drop_stale(client: KeyValueStore, user: str, *, now: float | None = None) -> int:
@@ -253,6 +263,9 @@ def drop_stale(client: KeyValueStore, user: str, *, now: float | None = None) ->
         record = unpack(cell.value)
         at = float(record.get("at", 0.0)) if isinstance(record, dict) else 0.0
         if now - at > HELD_TTL:
-            drop_held(client, user, column[len(HELD_PREFIX):])
-            dropped += 1
+            try:
+                drop_held(client, user, column[len(HELD_PREFIX):])
+                dropped += 1
+            except NoSuchItem:
+                pass  # answered meanwhile
     return dropped
