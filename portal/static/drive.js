@@ -4,7 +4,7 @@
 //    with its own progress bar and a Cancel button.  A name already taken comes back
 //    held (409); the row then asks "Replace" or "Keep both" (/drive/held).  When every
 //    file is done the folder is shown again with its notice.
-// 2. Select all: the header's checkbox ticks every row's; the bar says how many.
+// 2. Select all: the bar's checkbox ticks every row's; the bar says how many.
 // Served from /static and allowed by its hash: the page's CSP allows no inline script.
 (function () {
   "use strict";
@@ -330,7 +330,7 @@
       all.indeterminate = ticked > 0 && ticked < picks.length;
       count.textContent = ticked ? ticked + " selected" : hint;
     };
-    all.hidden = false;
+    all.parentNode.hidden = false; // its label: in the bar, as a phone shows no table header
     all.addEventListener("change", function () {
       Array.prototype.forEach.call(picks, function (p) {
         p.checked = all.checked;
