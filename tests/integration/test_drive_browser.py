@@ -114,7 +114,8 @@ def test_several_uploads_each_have_a_bar_and_a_cancel_that_leaves_nothing(page, 
     assert human_size(1_258_291) == "1.2 MB"
     page.wait_for_function("""() => { const li = [...document.querySelectorAll('#uploads li')]
         .find(l => l.textContent.includes('big.bin'));
-        const bar = li.querySelector('progress');
+        const bar = li && li.querySelector('progress');
+        if (!bar) return false;
         return bar.value > 0 && bar.value < bar.max; }""", timeout=20_000)
     assert re.search(r"of 2\.9 MB$", big.locator(".state").inner_text())
     assert items.locator("progress").count() == 4  # a bar each
