@@ -14,6 +14,7 @@ import urllib.parse
 
 import pytest
 
+from portal.drive import DRIVE_SCRIPT_HASH
 from portal.pages import PAGE_SCRIPT_HASH
 from shards.model import accounts
 
@@ -232,8 +233,9 @@ def test_a_script_in_names_is_shown_escaped_everywhere(cloud):
     for text in pages:
         assert "<img src=x" not in text
         assert "&lt;img src=x onerror=&#34;alert(&#39;x&#39;)&#34;&gt;" in text
-        # Ours only: the page script (by its hash) and, on a folder's page, the upload's.
+        # Ours only: the page script and, on a folder's page, the drive's, each by its hash.
         ours = [f'<script src="/static/pages.js" integrity="{PAGE_SCRIPT_HASH}" defer>']
-        assert re.findall(r"<script[^>]*>", text) in (ours, [*ours, '<script src="/static/drive.js" defer>'])
+        drive_script = f'<script src="/static/drive.js" integrity="{DRIVE_SCRIPT_HASH}" defer>'
+        assert re.findall(r"<script[^>]*>", text) in (ours, [*ours, drive_script])
     disposition = browser.get(f"/drive/{file_id}").headers["Content-Disposition"]
     assert '"' not in disposition.split('filename="', 1)[1].split('";')[0]
