@@ -4,7 +4,8 @@ Used by the portal (signup, login, password change) and by smtpd (SMTP AUTH),
 so it depends on nothing web-specific.  One account is one cell: row
 ``user/<name>``, column ``account``, a msgpack map::
 
-    {"v": 1, "name": str, "hash": argon2id str, "admin": bool, "created": float}
+    {"v": 1, "name": str, "hash": argon2id str, "admin": bool, "created": float,
+     "disabled": bool (absent: false)}
 
 Creating an account is a CPUT with ``if_version=0`` ("must be absent"), so two
 frontends racing to create the same name end with exactly one winner; every
@@ -14,7 +15,9 @@ later update is a CPUT on the version that was read.
 from __future__ import annotations
 
 import re
+import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -122,6 +125,8 @@ def verify_password(client: KeyValueStore, name: str, password: str) -> bool:
     record, cell = loaded
     if not _verify(record.get("hash", ""), password):
         return False
+    if record.get("disabled"):
+        return False  # checked after the hash: a disabled account answers as slowly
     if _hasher.check_needs_rehash(record["hash"]):
         record["hash"] = _hasher.hash(password)
         try:
@@ -151,6 +156,45 @@ def change_password(client: KeyValueStore, name: str, old: str, new: str) -> Non
         try:
             client.cput(account_row(name), ACCOUNT_COL, _pack(record), if_version=cell.version)
             return
+        except ConditionFailed:
+            continue
+    raise ConditionFailed("The account kept changing; try again.")
+
+
+def is_active(client: KeyValueStore, name: str) -> bool:
+    """True if ``name`` exists and an administrator has not disabled it."""
+    record = load(client, name)
+    return record is not None and not record[0].get("disabled")
+
+
+def set_disabled(client: KeyValueStore, name: str, disabled: bool) -> bool:
+    """Disable (no password, app password or SMTP login works) or enable ``name``;
+    False if there is no such account.  Its sessions are the caller's to end."""
+    return _update(client, name, lambda record: record.update(disabled=bool(disabled)))
+
+
+def reset_password(client: KeyValueStore, name: str) -> str | None:
+    """Give ``name`` a new random password and return it (None: no such account).
+
+    It is shown once to the administrator, who hands it over; the user changes it
+    (docs/architecture.md, "Pages": why not a link by mail).
+    """
+    new = secrets.token_urlsafe(12)  # 16 characters, 96 bits
+    hashed = _hasher.hash(new)
+    return new if _update(client, name, lambda record: record.update(hash=hashed)) else None
+
+
+def _update(client: KeyValueStore, name: str, change: Callable[[dict[str, Any]], None]) -> bool:
+    """Apply ``change`` to ``name``'s record by a CPUT on the version read; False if absent."""
+    for _ in range(5):
+        loaded = load(client, name)
+        if loaded is None:
+            return False
+        record, cell = loaded
+        change(record)
+        try:
+            client.cput(account_row(name), ACCOUNT_COL, _pack(record), if_version=cell.version)
+            return True
         except ConditionFailed:
             continue
     raise ConditionFailed("The account kept changing; try again.")

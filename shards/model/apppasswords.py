@@ -241,7 +241,7 @@ def check_credential(client: KeyValueStore, user: str, secret_text: str, address
 
     def verify(client: KeyValueStore, user: str, text: str) -> bool:
         name = matching(client, user, text, app_key, now=now)
-        if name is not None:
+        if name is not None and accounts.is_active(client, user):  # not disabled by the admin
             found["app"] = name
             return True
         if accounts.verify_password(client, user, text):
