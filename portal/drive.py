@@ -145,7 +145,8 @@ class DriveViews:
         """
         if request.session.user is None:
             return
-        free = max(0, self.config.quota - drive.usage(self.client(), request.session.user))
+        limit, used = self.quota_and_usage(request.session.user)
+        free = max(0, limit - used)
         request.quota_free = free
         request.max_content_length = min(self.config.max_upload, free + FORM_OVERHEAD)
 
@@ -178,7 +179,8 @@ class DriveViews:
             request, "drive.html", status=status, error=error, folder=crumbs[-1], crumbs=crumbs,
             items=items, rows=self.rows(request, user, folder_id, view, items, sort, order),
             sort=sort, order=order, after=view.after, before=view.before,
-            used=view.used, quota=self.config.quota, free=max(0, self.config.quota - view.used),
+            used=view.used, quota=self.user_quota(user),
+            free=max(0, self.user_quota(user) - view.used),
             drive_script=DRIVE_SCRIPT, drive_script_hash=DRIVE_SCRIPT_HASH)
         response.headers["Content-Security-Policy"] = DRIVE_CSP
         return response
@@ -285,12 +287,12 @@ class DriveViews:
         client, size, ctype = self.client(), _size_of(upload), safe_ctype(upload.mimetype)
         try:
             return drive.store_file(client, user, folder_id, name, upload.stream, size=size,
-                                    ctype=ctype, quota=self.config.quota)
+                                    ctype=ctype, quota=self.user_quota(user))
         except drive.NameTaken:
             drive.drop_stale(client, user)  # answers nobody gave: their bytes go
             upload.stream.seek(0)  # refused before linking: read it again for the hold
             return drive.hold_file(client, user, folder_id, name, upload.stream, size=size,
-                                   ctype=ctype, quota=self.config.quota)
+                                   ctype=ctype, quota=self.user_quota(user))
 
     @login_required
     def on_drive_download(self: Portal, request: Request, file_id: str) -> Response:

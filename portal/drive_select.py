@@ -161,7 +161,7 @@ class DriveSelectViews:
                     drive.drop_held(client, user, held_id)
                     continue
                 answer = drive.replace_file if choice == "replace" else drive.keep_both
-                placed.append(answer(client, user, held_id, quota=self.config.quota).name)
+                placed.append(answer(client, user, held_id, quota=self.user_quota(user)).name)
             except drive.DriveError as exc:
                 if wants_json(request):
                     return json_answer({"error": http_message(exc)}, http_status(exc))

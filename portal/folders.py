@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from shards.model import drive
+from shards.model import drive, quota
 from shards.model.drive import ROOT
 from shards.model.drive.records import item_from_index, root_item
 
@@ -73,9 +73,9 @@ def breadcrumb_keys(store: PageStore, user: str, folder_id: str) -> list[Key]:
 
 
 def page_keys(store: PageStore, user: str, folder_id: str) -> list[Key]:
-    """Every cell a folder page confirms: the quota, the header, the breadcrumb."""
+    """Every cell a folder page confirms: the quota (use and limit), the header, the breadcrumb."""
     row = drive.drive_row(user)
-    return [(row, drive.USAGE_COL), (row, drive.header_col(folder_id)),
+    return [(row, drive.USAGE_COL), quota.limit_key(user), (row, drive.header_col(folder_id)),
             *breadcrumb_keys(store, user, folder_id)]
 
 
