@@ -289,6 +289,7 @@ class OutboundWorker(BackgroundLoop):
             if count > 0:
                 DELIVERIES.labels(outcome).inc(count)
         if failed:
+            outbound.note_bounce(self._client, entry, failed)  # for the admin console's list
             self._bounce(entry, failed, raw)
         if later:
             delay = min(self.config.retry_base * 2 ** entry.attempts, self.config.retry_max)

@@ -13,6 +13,10 @@ Layout (one hash tag, so the queue row and the messages share a shard)::
                                              fresh per enqueue, so finishing one delivery
                                              never deletes the bytes of a resubmission
 
+Recipients given up on are also noted for the admin console, for a week::
+
+    row {outbound}/bounced  column b:<id>.<attempt>  msgpack: sender, recipients, why, when
+
 A worker *claims* an entry by a CPUT on its version that sets a lease; a
 worker that dies mid-delivery loses its lease and the next one delivers again
 -- remote delivery is at least once, as SMTP itself is.  Entry ids are derived
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
 QUEUE_ROW = "{outbound}/queue"
+BOUNCED_ROW = "{outbound}/bounced"
+BOUNCE_KEPT = 7 * 86400.0  # seconds a bounce stays listed (the cell's ttl)
 ENTRY_PREFIX = "e:"
 RAW_COLUMN = "raw"
 
@@ -159,6 +165,48 @@ def postpone(client: KeyValueStore, entry: Entry, recipients: list[str], error: 
     except ConditionFailed:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """Recipients of one queued message that were given up on."""
+
+    id: str
+    sender: str
+    failed: dict[str, str]   # recipient -> why
+    when: float
+
+    @property
+    def expires(self) -> float:
+        """When the note leaves the list (its cell's ttl)."""
+        return self.when + BOUNCE_KEPT
+
+
+def note_bounce(client: KeyValueStore, entry: Entry, failed: dict[str, str],
+                now: float | None = None) -> None:
+    """Keep ``failed`` for the admin console's list for :data:`BOUNCE_KEPT` seconds.
+
+    Keyed by the entry and its attempt, so a worker that dies after noting it and
+    bounces again writes the same cell.
+    """
+    now = time.time() if now is None else now
+    record = {"sender": entry.sender, "failed": {r: why[:500] for r, why in failed.items()},
+              "when": now}
+    client.put(BOUNCED_ROW, f"b:{entry.id}.{entry.attempts}",
+               msgpack.packb(record, use_bin_type=True), ttl=BOUNCE_KEPT)
+
+
+def bounced(client: KeyValueStore) -> list[Bounce]:
+    """The bounces of the last :data:`BOUNCE_KEPT` seconds, newest first."""
+    found = []
+    for column, cell in client.get_row(BOUNCED_ROW, prefix="b:").items():
+        try:
+            record = msgpack.unpackb(cell.value, raw=False)
+            found.append(Bounce(column[2:], str(record["sender"]), dict(record["failed"]),
+                                float(record["when"])))
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+            continue  # not ours to crash on: the list shows what it can
+    return sorted(found, key=lambda b: -b.when)
 
 
 @dataclass(frozen=True)
