@@ -40,6 +40,7 @@ from shards.readonly import ReadOnlyFallback, fallback_for, observing, read_stat
 from . import metrics
 from .account import AccountViews
 from .admin import AdminViews
+from .admin_users import AdminUserViews
 from .auth import AuthViews
 from .cache import LISTING_ITEMS, ROWS_CHARS, ListingCache
 from .compose import ComposeViews
@@ -139,7 +140,7 @@ class Request(BaseRequest):
 
 
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, MailViews,
-             ComposeViews, AdminViews, ExportViews):
+             ComposeViews, AdminViews, AdminUserViews, ExportViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -217,6 +218,13 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/admin/data", endpoint="admin_data", methods=get),
             Rule("/admin/nodes/<name>/<any(disable, restart):action>", endpoint="admin_node",
                  methods=post),
+            Rule("/admin/users", endpoint="admin_users", methods=get),
+            Rule("/admin/users/<name>", endpoint="admin_user", methods=get),
+            Rule("/admin/users/<name>/<any(disable, enable, reset, quota):action>",
+                 endpoint="admin_user_action", methods=post),
+            Rule("/admin/queue", endpoint="admin_queue", methods=get),
+            Rule("/admin/charts", endpoint="admin_charts", methods=get),
+            Rule("/admin/charts.json", endpoint="admin_charts_json", methods=get),
             Rule("/healthz", endpoint="healthz", methods=get),
         ], strict_slashes=True, converters={"file": FileIdConverter,
                                             "folder": FolderIdConverter})

@@ -39,6 +39,10 @@ NOTICES: dict[str, str] = {
     "uploaded-n": "Uploaded {n} files.",
     "moved-n": "Moved {n} items.",
     "deleted-n": "Deleted {n} items for good.",
+    # The admin console's (portal/admin_users.py).
+    "user-disabled": "The user is disabled and signed out everywhere.",
+    "user-enabled": "The user is enabled again.",
+    "quota-set": "The quota is set.",
 }
 COUNT_PARAM = "n"
 
