@@ -14,24 +14,28 @@ asks first when it would leave the replica's group without a majority.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 from werkzeug.exceptions import Forbidden, NotFound, ServiceUnavailable
 from werkzeug.utils import redirect
+from werkzeug.wrappers import Response
 
 from raftkv.errors import ConfigError, UnavailableError
 from shards.control import ControlError, supervisor_for
-from shards.model import accounts, registry
+from shards.model import accounts, outbound, registry
 
+from .admin_metrics import metrics_targets, snapshot
 from .auth import current_user, login_required
+from .pages import PAGE_SCRIPT_HASH
+from .pages import _subresource_hash as subresource_hash  # noqa: PLC2701 - pages.js's way
 from .pagestore import together
 
 if TYPE_CHECKING:
-    from werkzeug.wrappers import Response
-
     from raftkv.cluster import ReplicaConfig
     from raftkv.interface import KeyValueStore
 
@@ -47,6 +51,13 @@ PREV_SCANS = 400     # scans spent finding the previous page (400 x 25 rows)
 # hash on a page is one screenshot away from an offline guessing attack.
 SECRET_FIELDS = frozenset({"hash", "password", "secret", "token"})
 REDACTED = "(hidden)"
+# The charts' own script, allowed by its hash like the page script (docs/architecture.md,
+# "Pages"); the page fetches its JSON from this site and nowhere else.
+ADMIN_SCRIPT = "/static/admin.js"
+ADMIN_SCRIPT_HASH = subresource_hash("admin.js")
+CHARTS_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+              "frame-ancestors 'none'; base-uri 'none'; connect-src 'self'; "
+              f"script-src '{PAGE_SCRIPT_HASH}' '{ADMIN_SCRIPT_HASH}'")
 
 
 def show_value(value: bytes) -> dict[str, Any]:
@@ -60,13 +71,27 @@ def show_value(value: bytes) -> dict[str, Any]:
     try:
         text = value.decode("utf-8")
         if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
-            return {"kind": "text", "text": _cut(text, size), "size": size}
+            return {"kind": "text", "text": _cut(text, size), "size": size,
+                    "times": times_in(_number(text))}
     except UnicodeDecodeError:
         pass
     try:
         decoded = msgpack.unpackb(value, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException, TypeError):
         decoded = None
+    shown = _decoded_view(value, decoded, size)
+    shown["times"] = times_in(decoded) if shown["kind"] == "msgpack" else []
+    return shown
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text) if len(text) < 24 else None
+    except ValueError:
+        return None
+
+
+def _decoded_view(value: bytes, decoded: Any, size: int) -> dict[str, Any]:
     if isinstance(decoded, dict) and set(decoded) == {"v", "size", "chunks"}:
         chunks = decoded["chunks"]
         return {"kind": "blob", "size": size,
@@ -87,31 +112,99 @@ def _cut(text: str, size: int) -> str:
     return f"{text[:TEXT_SHOWN]} … ({size:,} bytes)"
 
 
-def page_before(client: KeyValueStore, shard: int, first_row: str, size: int = PAGE) -> str | None:
-    """The ``after`` key of the page before the one starting at ``first_row``; None if none.
+# Unix times a value may hold that the browser shows as dates: 2000-01-01 to 2100-01-01.
+TIMES_FROM, TIMES_TO = 946_684_800, 4_102_444_800
 
-    The store scans forward only, so this walks the shard from its start
-    (bounded by :data:`PREV_SCANS`; past that, "previous" is the first page).
-    """
-    if not first_row:
+
+@dataclass(frozen=True)
+class Place:
+    """Where a page of the data browser starts: after ``after`` in ``shard`` ("" = its start)."""
+
+    shard: int
+    after: str = ""
+
+
+def times_in(decoded: Any) -> list[tuple[str, float]]:
+    """``(field, Unix time)`` of the numbers in a value that look like recent times: the
+    value itself, or a field of a map (one level down too: a session's record)."""
+    def when(value: Any) -> float | None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and TIMES_FROM <= value < TIMES_TO:
+            return float(value)
         return None
+    if not isinstance(decoded, dict):
+        at = when(decoded)
+        return [("", at)] if at is not None else []
+    found = []
+    for key, value in decoded.items():
+        inner = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, item in inner:
+            at = when(item)
+            if at is not None:
+                found.append((f"{key}.{sub}" if sub else str(key), at))
+    return found[:8]
+
+
+def page_at(client: KeyValueStore, shards: int, start: Place,
+            size: int = PAGE) -> tuple[list[tuple[int, str, dict[str, Any]]], Place | None]:
+    """``size`` rows from ``start`` on, continuing into the next shards when one ends:
+    ``([(shard, row, cells)], where the next page starts or None)``.  Empty shards cost
+    one scan each, so a page costs at most one scan per shard."""
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    shard, after = start.shard, start.after
+    while shard < shards and len(rows) <= size:
+        wanted = size + 1 - len(rows)  # one more than shown: is there a next page?
+        page = client.scan(shard, after, limit=wanted)
+        rows += [(shard, row, cells) for row, cells in page]
+        if len(page) == wanted:
+            break
+        shard, after = shard + 1, ""
+    if len(rows) <= size:
+        return rows, None
+    last = rows[size - 1]
+    return rows[:size], Place(last[0], last[1])
+
+
+def _tail(client: KeyValueStore, shard: int, before: str | None, keep: int) -> list[str]:
+    """The last ``keep`` rows of ``shard`` below ``before`` (None: the whole shard).  The
+    store scans forward only: this walks the shard from its start, for at most
+    :data:`PREV_SCANS` scans (past that, the rows are the last ones it saw)."""
     window: list[str] = []
     after = ""
     for _ in range(PREV_SCANS):
         page = client.scan(shard, after, limit=25)
         for row, _cells in page:
-            if row >= first_row:
-                return window[0] if len(window) > size else ""
-            window = [*window[-size:], row]
+            if before is not None and row >= before:
+                return window
+            window = [*window[-(keep - 1):], row] if keep > 1 else [row]
         if len(page) < 25:
             break
         after = page[-1][0]
-    return window[0] if len(window) > size else ""
+    return window
 
 
-def _row_view(row: str, cells: dict[str, Any], limit: int | None) -> dict[str, Any]:
+def place_before(client: KeyValueStore, first: tuple[int, str],
+                 size: int = PAGE) -> Place | None:
+    """Where the page before the one starting at row ``first`` = ``(shard, row)`` starts,
+    going back into earlier shards as needed; None if nothing comes before it."""
+    shard, before = first
+    window: list[tuple[int, str]] = []
+    bound: str | None = before
+    while shard >= 0 and len(window) <= size:
+        window = [(shard, row) for row in _tail(client, shard, bound, size + 1 - len(window))
+                  ] + window
+        shard, bound = shard - 1, None
+    if not window:
+        return None
+    if len(window) <= size:
+        return Place(0)  # fewer than a page before: the first page
+    return Place(*window[0])  # the page begins right after the row before it
+
+
+def _row_view(row: str, cells: dict[str, Any], limit: int | None, shard: int,
+              group: int | None) -> dict[str, Any]:
     shown = sorted(cells.items())[:limit] if limit else sorted(cells.items())
-    return {"row": row, "more": len(cells) - len(shown),
+    return {"row": row, "more": len(cells) - len(shown), "shard": shard, "group": group,
             "cells": [{"col": col, "version": cell.version, **show_value(cell.value)}
                       for col, cell in shown]}
 
@@ -214,32 +307,78 @@ class AdminViews:
         except UnavailableError:
             return set()
 
+    def _group_of_shard(self: Portal, shard: int) -> int | None:
+        """The group serving ``shard`` as this worker routes it (None: not known here)."""
+        route = getattr(self.worker_client(), "group_of_shard", None)
+        try:
+            return int(route(shard)) if route is not None else None
+        except (KeyError, ValueError, TypeError):
+            return None
+
     @login_required
     def on_admin_data(self: Portal, request: Request) -> Response:
-        """The raw-data browser: one shard's rows, :data:`PAGE` at a time, or one row whole."""
+        """The raw-data browser: :data:`PAGE` rows at a time over the whole key space
+        (one shard after another, each row with its shard and group), or one row whole."""
         self._require_admin(request)
         client = self.client()
         shards = self.config.cluster.shards
         row_key = request.args.get("row")
         if row_key:
             cells = client.get_row(row_key)
-            return self.render(request, "admin_data.html", shards=shards,
-                               shard=client.shard_of(row_key), row_key=row_key,
-                               rows=[_row_view(row_key, cells, None)] if cells else [],
-                               prev=None, next=None)
+            shard = client.shard_of(row_key)
+            return self.render(request, "admin_data.html", shards=shards, shard=shard,
+                               row_key=row_key, prev=None, next=None, rows=[
+                                   _row_view(row_key, cells, None, shard,
+                                             self._group_of_shard(shard))] if cells else [])
         try:
             shard = int(request.args.get("shard", "0"))
         except ValueError:
             shard = -1
         if not 0 <= shard < shards:
             raise NotFound(f"Shards are numbered 0 to {shards - 1}.")
-        after = request.args.get("after", "")
-        page = client.scan(shard, after, limit=PAGE + 1)
-        rows = [_row_view(row, cells, CELLS_SHOWN) for row, cells in page[:PAGE]]
-        return self.render(
-            request, "admin_data.html", shards=shards, shard=shard, row_key="", rows=rows,
-            next=rows[-1]["row"] if len(page) > PAGE else None,
-            prev=page_before(client, shard, rows[0]["row"]) if rows and after else None)
+        start = Place(shard, request.args.get("after", ""))
+        found, following = page_at(client, shards, start)
+        rows = [_row_view(row, cells, CELLS_SHOWN, at, self._group_of_shard(at))
+                for at, row, cells in found]
+        before = None
+        if start != Place(0):
+            before = place_before(client, (found[0][0], found[0][1]) if found
+                                  else (shards - 1, "\U0010ffff"))
+        return self.render(request, "admin_data.html", shards=shards, shard=shard, row_key="",
+                           rows=rows, next=following, prev=before)
+
+    @login_required
+    def on_admin_queue(self: Portal, request: Request) -> Response:
+        """The outbound mail queue: pending, retrying (next attempt, last error), bounced."""
+        self._require_admin(request)
+        client = self.client()
+        entries, bounces = together(lambda: outbound.pending(client),
+                                    lambda: outbound.bounced(client))
+        now = time.time()
+        retrying = [e for e in entries if e.attempts > 0]
+        pending = [e for e in entries if e.attempts == 0]
+        return self.render(request, "admin_queue.html", pending=pending, retrying=retrying,
+                           bounced=bounces, now=now)
+
+
+    @login_required
+    def on_admin_charts(self: Portal, request: Request) -> Response:
+        """Requests per second and latency per process, drawn by ``static/admin.js``."""
+        self._require_admin(request)
+        found = metrics_targets(self.config.cluster, self.config.frontend)
+        response = self.render(request, "admin_charts.html", targets=found,
+                               admin_script=ADMIN_SCRIPT, admin_script_hash=ADMIN_SCRIPT_HASH)
+        response.headers["Content-Security-Policy"] = CHARTS_CSP
+        return response
+
+    @login_required
+    def on_admin_charts_json(self: Portal, request: Request) -> Response:
+        """Every process's running totals now (portal.admin_metrics); the script makes rates."""
+        self._require_admin(request)
+        found = metrics_targets(self.config.cluster, self.config.frontend)
+        body = snapshot(found) if found is not None else {"enabled": False}
+        return Response(json.dumps(body), mimetype="application/json",
+                        headers={"Cache-Control": "no-store"})
 
 
 class _Failed:

@@ -10,14 +10,12 @@ import msgpack
 import pytest
 
 from deploy.launcher import control_token as launcher_token
-from portal.admin import page_before, show_value
+from portal.admin import show_value
 from portal.drive import download_type, sorted_items
 from portal.filenames import plain_filename
 from portal.load import LoadCounter
 from shards.control import control_token
 from shards.model.drive import FILE, FOLDER, Item
-
-from .._memstore import MemClient
 
 
 def test_the_supervisor_token_is_the_launchers():
@@ -63,18 +61,6 @@ def test_the_data_browser_shows_values_safely_and_briefly(value, kind, shown):
     assert result["kind"] == kind and shown in result["text"]
     assert "argon2" not in result["text"]  # a password hash is never on a page
     assert len(result["text"]) < 400 and result["size"] == len(value)
-
-
-def test_the_previous_page_is_found_by_scanning_forward():
-    client = MemClient()
-    rows = [f"{{pager}}/r{i:02}" for i in range(25)]
-    for row in rows:
-        client.put(row, "c", b"v")
-    shard = client.shard_of(rows[0])
-    assert page_before(client, shard, rows[0]) == ""      # the first page
-    assert page_before(client, shard, rows[10]) == ""     # ten before: the first page too
-    assert page_before(client, shard, rows[20]) == rows[9]  # "after r09" shows r10..r19
-    assert page_before(client, shard, "") is None
 
 
 def _item(name: str, kind: str = FILE, size: int = 0, modified: float = 0.0) -> Item:
