@@ -134,6 +134,8 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("account-delete", "user", "/account/delete"),
         ("not-found", "user", "/no/such/page"), ("not-found-anonymous", None, "/no/such/page"),
         ("admin", "admin", "/admin"), ("admin-data", "admin", "/admin/data"),
+        ("admin-users", "admin", "/admin/users"), ("admin-user", "admin", f"/admin/users/{w.user}"),
+        ("admin-queue", "admin", "/admin/queue"), ("admin-charts", "admin", "/admin/charts"),
     ]
 
 
