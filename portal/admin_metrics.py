@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.processes import BALANCER_DEFAULTS, SMTPD_DEFAULTS
 from raftkv.cluster import CONFIG_GROUP_ID, ClusterConfig, split_addr
 from raftkv.errors import ConfigError
 from raftkv.metrics import METRICS_ADDR_ENV, METRICS_PATH, Target, base_port, targets
@@ -32,6 +31,10 @@ if TYPE_CHECKING:
 SCRAPE_TIMEOUT = 1.0           # seconds for one process's page; a silent one shows as down
 SCRAPE_BYTES = 4 * 1024 * 1024  # a metrics page is tens of KiB; more is not ours
 SCRAPES_AT_ONCE = 8
+# The launcher's defaults for where smtpd and the balancer answer (deploy/processes.py;
+# the layers keep the portal from importing it, a unit test holds them equal).
+SMTPD_DEFAULTS = {"name": "smtpd", "inbound": "127.0.0.1:2525"}
+BALANCER_DEFAULTS = {"name": "balancer", "listen": "127.0.0.1:8000"}
 # Per kind: the counter that counts its requests, the histogram that times them.
 REQUESTS = {"frontend": "portal_http_requests_total", "storage": "raftkv_requests_total",
             "config": "raftkv_requests_total", "smtpd": "smtpd_sessions_total",

@@ -7,7 +7,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from deploy import processes as launcher_processes
 from deploy.processes import process_specs
+from portal import admin_metrics
 from portal.admin import Place, page_at, place_before, show_value, times_in
 from portal.admin_metrics import metrics_targets, processes, totals
 from portal.admin_users import list_users
@@ -162,6 +164,9 @@ def test_the_charts_find_every_process_where_the_launcher_put_its_metrics(tmp_pa
     cluster, path = _cluster(tmp_path, "[metrics]\nbase_port = 9300")
     specs = process_specs(cluster, path, tmp_path / "data", None)
     assert processes(cluster) == [(s.name, s.kind, s.addr) for s in specs]  # the same order
+    for ours, theirs in ((admin_metrics.SMTPD_DEFAULTS, launcher_processes.SMTPD_DEFAULTS),
+                         (admin_metrics.BALANCER_DEFAULTS, launcher_processes.BALANCER_DEFAULTS)):
+        assert ours.items() <= theirs.items()
     found = metrics_targets(cluster, "web2", environ={})
     assert [(t.name, t.addr) for t in found] == [
         ("g1a", "127.0.0.1:9300"), ("g1b", "127.0.0.1:9301"), ("web1", "127.0.0.1:9302"),
