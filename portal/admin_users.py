@@ -186,7 +186,7 @@ def _quota_field(request: Request) -> int | None:
     try:
         mib = int(text)
     except ValueError:
-        raise BadRequest("A quota is a whole number of MiB, or empty.") from None
+        raise BadRequest("A quota is a whole number of MB (of 1024 KB), or empty.") from None
     if not 0 <= mib * MIB <= quota.MAX_LIMIT:
-        raise BadRequest("A quota is 0 MiB or more (up to a pebibyte).")
+        raise BadRequest("A quota is 0 MB or more (up to a pebibyte).")
     return mib * MIB

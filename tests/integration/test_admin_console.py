@@ -143,8 +143,8 @@ def test_a_quota_of_their_own_limits_a_users_uploads(app, admin):
     name = f"quo{secrets.token_hex(3)}"
     user = _user(app, name)
     assert _notice(admin, _act(admin, name, "quota", quota_mib="1")) == "The quota is set."
-    assert "of 1.0 MiB" in user.get("/drive").text
-    assert "of 1.0 MiB" in admin.get(f"/admin/users/{name}").text
+    assert "of 1 MB" in user.get("/drive").text
+    assert "of 1 MB" in admin.get(f"/admin/users/{name}").text
     assert upload(user, "big.bin", os.urandom(2 * MIB)).status_code == 413
     assert upload(user, "small.bin", os.urandom(MIB // 2)).status_code == 303
     assert _notice(admin, _act(admin, name, "quota", quota_mib="")) == "The quota is set."
