@@ -210,6 +210,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/mail", endpoint="mail", methods=get),
             Rule("/mail/compose", endpoint="mail_compose", methods=get_post),
             Rule("/mail/<msg_id>", endpoint="mail_message", methods=get),
+            Rule("/mail/<msg_id>/html", endpoint="mail_html", methods=get),
             Rule("/mail/<msg_id>/reply", endpoint="mail_reply", methods=get),
             Rule("/mail/<msg_id>/forward", endpoint="mail_forward", methods=get),
             Rule("/mail/<msg_id>/part/<int:index>", endpoint="mail_part", methods=get),
@@ -445,8 +446,11 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
                                   exc_info: Any = None) -> Any:
             # Here, outside the static files' middleware, so its answers get them too.
             names = {name.lower() for name, _ in headers}
-            headers = [(n, v) for n, v in headers if n.lower() not in _REPLACED] + [
-                *SECURITY_HEADERS]
+            # A view's own framing rule stays: the mail's HTML frame is SAMEORIGIN.
+            kept = names & {"x-frame-options"}
+            headers = [(n, v) for n, v in headers
+                       if n.lower() not in _REPLACED or n.lower() in kept] + [
+                h for h in SECURITY_HEADERS if h[0].lower() not in kept]
             if "content-security-policy" not in names:  # the mail view sets its own
                 headers.append(("Content-Security-Policy", CSP))
             return start_response(status, headers, exc_info)

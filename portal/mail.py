@@ -1,10 +1,10 @@
 """Reading mail: a folder's messages (inbox, sent), one message, delete.
 
 Messages are stored raw (RFC 5322) by :mod:`shards.model.mailbox`; this
-module only parses them for display.  A plain-text part is shown escaped.  A
-message with only HTML is cleaned with nh3 (no scripts, no styles, no images,
-so nothing remote loads and nothing tracks the reader) and served under a
-Content-Security-Policy that would block any of that even if cleaning failed.
+module only parses them for display.  A plain-text part is shown escaped.  An
+HTML part is shown in a sandboxed frame of its own (:mod:`.mailhtml`), remote
+images blocked until the reader asks; a message with both shows the HTML, with
+a switch to the plain text.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import nh3
 from markupsafe import Markup, escape
 from werkzeug.exceptions import NotFound
 from werkzeug.utils import redirect
+from werkzeug.wrappers import Response
 
 from raftkv.errors import ReadOnly
 from raftkv.interface import Unchanged
 from shards.model import mailbox
 
-from . import readmarks
+from . import mailhtml, readmarks
 from .auth import current_user, login_required
 from .filenames import plain_filename
 from .messageview import MessageView
@@ -32,16 +33,14 @@ from .pages import PAGE_SCRIPT_SRC, with_notice
 from .pagestore import together
 
 if TYPE_CHECKING:
-    from werkzeug.wrappers import Response
-
     from .app import Portal, Request
     from .pagestore import Key
 
 # The message page's policy: our stylesheet only; no script but the page script (by its
-# hash, so nothing in a mail can name another), no frames, fonts or remote images; forms
-# may only post back here (the delete question).
-MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; form-action 'self'; "
-            f"frame-ancestors 'none'; base-uri 'none'; {PAGE_SCRIPT_SRC}")
+# hash, so nothing in a mail can name another), no fonts or images; the one frame is ours
+# (the HTML part, .mailhtml); forms may only post back here (the delete question).
+MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; frame-src 'self'; "
+            f"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; {PAGE_SCRIPT_SRC}")
 # nh3's defaults minus everything that can fetch a URL by itself.
 _HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
                                  "map", "area"}
@@ -89,6 +88,14 @@ def _part_text(part: EmailMessage) -> str:
     return text if isinstance(text, str) else ""
 
 
+def _part(message: EmailMessage, subtype: str) -> str | None:
+    """The text of the message's body part of ``subtype``, or None if it has none."""
+    part = message.get_body(preferencelist=(subtype,))
+    if not isinstance(part, EmailMessage):
+        return None
+    return displayable(_part_text(part), BODY_CHARS)
+
+
 def message_body(message: EmailMessage) -> tuple[str, str | Markup]:
     """``("text", str)`` to show escaped, or ``("html", Markup)`` already sanitized."""
     part = message.get_body(preferencelist=("plain", "html"))
@@ -124,10 +131,13 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date")
 def message_view(raw: bytes) -> MessageView:
     """What the mail view shows of a stored message: parsed, decoded and sanitised."""
     message = parse_message(raw)
-    kind, body = message_body(message)
+    text, html = _part(message, "plain"), _part(message, "html")
+    cleaned, remote = mailhtml.clean(html) if html is not None else (None, False)
+    if text is None and html is None:
+        text = ""  # no body part at all: an empty text, as a mail client shows it
     # A text body escaped here, once, as the template's autoescape would on every visit.
-    return MessageView(kind=kind, body=body if isinstance(body, Markup) else escape(body),
-                       headers=tuple((name, header_text(message, name))
+    return MessageView(text=None if text is None else escape(text), html=cleaned,
+                       remote_images=remote, headers=tuple((name, header_text(message, name))
                                      for name in SHOWN_HEADERS),
                        attachments=tuple((a["name"], a["size"]) for a in attachments(message)))
 
@@ -179,8 +189,12 @@ class MailViews:
         portal.client().probe(raw, portal.message_views.version(user, msg_id))
         return [meta, raw]
 
-    @login_required
-    def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:
+    cells_mail_html = cells_mail_message
+
+    def _read_view(self: Portal, request: Request, msg_id: str, *, mark_read: bool
+                   ) -> tuple[MessageView, str]:
+        """The message's view (this worker's, if the store confirms it) and its folder;
+        with ``mark_read``, a GET marks it read."""
         user = current_user(request)
         if not mailbox.is_message_id(msg_id):
             raise NotFound("There is no such message in your mailbox.")
@@ -203,7 +217,7 @@ class MailViews:
         if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
             raise NotFound("There is no such message in your mailbox.")
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
-        if (request.method == "GET" and mailbox.unread(meta.value)
+        if (mark_read and request.method == "GET" and mailbox.unread(meta.value)
                 and not client.lost(mailbox.mailbox_row(user))
                 and not self.read_marks.note(user, msg_id, meta)):
             try:
@@ -214,8 +228,35 @@ class MailViews:
             assert raw is not None and not isinstance(raw, Unchanged)
             view = message_view(raw.value)
             self.message_views.put(user, msg_id, raw.version, view)
-        response = self.render(request, "message.html", msg_id=msg_id, **view.context())
+        summary = mailbox.summary_of(msg_id, meta.value)
+        return view, summary.folder if summary is not None else "inbox"
+
+    @login_required
+    def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:
+        """A message: its HTML part in a sandboxed frame (``?view=plain``: its plain part;
+        ``?images=1``: the frame asked with remote images), else its plain part."""
+        view, folder = self._read_view(request, msg_id, mark_read=True)
+        show = "plain" if view.html is None or (
+            request.args.get("view") == "plain" and view.text is not None) else "html"
+        response = self.render(request, "message.html", msg_id=msg_id, folder=folder,
+                               show=show, images=request.args.get("images") == "1",
+                               sandbox=mailhtml.SANDBOX, **view.context())
         response.headers["Content-Security-Policy"] = MAIL_CSP
+        return response
+
+    @login_required
+    def on_mail_html(self: Portal, request: Request, msg_id: str) -> Response:
+        """The HTML part as the frame's own page, under a policy that runs no script and
+        loads remote images only with ``?images=1`` (docs/security.md, "HTML mail")."""
+        view, _folder = self._read_view(request, msg_id, mark_read=False)
+        if view.html is None:
+            raise NotFound("This message has no HTML part.")
+        response = Response(mailhtml.frame_document(view.html), mimetype="text/html")
+        response.headers["Content-Security-Policy"] = mailhtml.frame_csp(
+            request.args.get("images") == "1")
+        # Only our own pages may frame it (app.py keeps a view's own X-Frame-Options).
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        response.headers["Cache-Control"] = "private, no-cache"
         return response
 
     @login_required

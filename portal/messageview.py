@@ -4,9 +4,9 @@ Parsing a stored message (RFC 5322, the ``email`` package's ``default``
 policy) and cleaning its HTML cost the mail view most of its time -- several
 times a page's store reads and its rendering together (README, "bench.portal").
 A delivered message's bytes never change, so what the page shows of them (the
-decoded headers, the body as escaped text or sanitised HTML, the attachments'
-names and sizes) is kept here, per (user, message id), under the version of
-the message's raw cell.
+decoded headers, the plain part escaped and the HTML part sanitised for its
+sandboxed frame, the attachments' names and sizes) is kept here, per (user,
+message id), under the version of the message's raw cell.
 
 Nothing here is shown unconfirmed: the page names the raw cell in its store
 read with the version kept here as ``known`` (:mod:`.pagestore`), and uses the
@@ -39,20 +39,23 @@ VIEW_CHARS = 16 * 1024 * 1024  # and characters of their text in all
 class MessageView:
     """What the mail view shows of a message: never changed once made (it is shared)."""
 
-    kind: str                                # "text" (escaped when shown) or "html"
-    body: Markup                             # escaped text, or sanitised HTML
+    text: Markup | None                      # the plain part, escaped; None if it has none
+    html: Markup | None                      # the HTML part, sanitised for its frame (.mailhtml)
+    remote_images: bool                      # the HTML names images on other sites
     headers: tuple[tuple[str, str], ...]     # (name, decoded text) of the shown headers
     attachments: tuple[tuple[str, int], ...]  # (display name, size in bytes), in order
 
     @cached_property
     def chars(self) -> int:
         """Its size in the cache's budget (text only: the rest is small and bounded)."""
-        return (len(self.body) + sum(len(text) for _, text in self.headers)
+        return (len(self.text or "") + len(self.html or "")
+                + sum(len(text) for _, text in self.headers)
                 + sum(len(name) for name, _ in self.attachments))
 
     def context(self) -> dict[str, Any]:
         """The template's variables (message.html)."""
-        return {"kind": self.kind, "body": self.body, "headers": dict(self.headers),
+        return {"text": self.text, "has_html": self.html is not None,
+                "remote_images": self.remote_images, "headers": dict(self.headers),
                 "attachments": [{"name": name, "size": size}
                                 for name, size in self.attachments]}
 

@@ -91,7 +91,7 @@ def quota_setting(mail_table: Mapping[str, Any]) -> int:
     return value
 # Metadata is a small Raft cell (docs/store-promises.md, "Sizes": entries stay under 32 KiB), so header
 # values are cut; the full headers stay in the raw message.
-_MAX_HEADER_CHARS = {"sender": 320, "subject": 512, "message_id": 512}
+_MAX_HEADER_CHARS = {"sender": 320, "subject": 512, "message_id": 512, "to": 320}
 _MSG_ID = re.compile(r"\d{20}-[0-9a-f]{16}")
 
 
@@ -107,6 +107,7 @@ class MessageSummary:
     size: int             # bytes of the raw message
     folder: str           # "inbox", "sent", ...
     message_id: str = ""  # the Message-ID header, for replies (In-Reply-To)
+    to: str = ""          # the To header as displayed (Sent lists it; older mail has "")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class ParsedHeaders:
     sender: str
     subject: str
     message_id: str
+    to: str = ""
 
 
 def mailbox_row(user: str) -> str:
@@ -162,6 +164,7 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
         sender=_cut(sender, "sender"),
         subject=_cut(_header(msg, "Subject"), "subject"),
         message_id=_cut(_header(msg, "Message-ID"), "message_id"),
+        to=_cut(_header(msg, "To"), "to"),
     )
 
 
@@ -210,7 +213,7 @@ def deliver(client: KeyValueStore, user: str, raw: bytes, *, folder: str = "inbo
     msg_id = new_message_id()
     meta = {"sender": headers.sender, "subject": headers.subject, "date": time.time(),
             "unread": unread, "size": len(raw), "folder": folder,
-            "message_id": headers.message_id}
+            "message_id": headers.message_id, "to": headers.to}
     used, version = _usage(client, user)
     if quota is not None and used + len(raw) > quota:
         raise MailboxFull(user)  # before the raw write: a full mailbox costs no upload
@@ -473,6 +476,11 @@ def _unpack(value: bytes) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+def summary_of(msg_id: str, value: bytes) -> MessageSummary | None:
+    """A metadata cell's value (``META_PREFIX + msg_id``) as its summary; None if malformed."""
+    return _summary(msg_id, value)
+
+
 def _summary(msg_id: str, value: bytes) -> MessageSummary | None:
     meta = _unpack(value)
     try:
@@ -482,7 +490,7 @@ def _summary(msg_id: str, value: bytes) -> MessageSummary | None:
             id=msg_id, sender=str(meta.get("sender", "")), subject=str(meta.get("subject", "")),
             date=float(meta["date"]), unread=bool(meta.get("unread", True)),
             size=int(meta.get("size", 0)), folder=str(meta.get("folder", "inbox")),
-            message_id=str(meta.get("message_id", "")))
+            message_id=str(meta.get("message_id", "")), to=str(meta.get("to", "")))
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("skipping malformed mailbox entry %s: %s", msg_id, exc)
         return None

@@ -121,7 +121,7 @@ def test_views_are_kept_per_user(app, store, parses):
 
 def test_the_cache_is_bounded_in_entries_and_characters():
     def view(chars: int) -> MessageView:
-        return MessageView("text", Markup("x" * chars), (), ())
+        return MessageView(Markup("x" * chars), None, False, (), ())
 
     cache = MessageViewCache(size=2, chars=1000)
     cache.put("bob", "a", 1, view(10))
