@@ -191,16 +191,17 @@ class MailViews:
 
     cells_mail_html = cells_mail_message
 
-    def _read_view(self: Portal, request: Request, msg_id: str, *, mark_read: bool
+    def _read_view(self, request: Request, msg_id: str, *, mark_read: bool
                    ) -> tuple[MessageView, str]:
         """The message's view (this worker's, if the store confirms it) and its folder;
         with ``mark_read``, a GET marks it read."""
+        portal = cast("Portal", self)
         user = current_user(request)
         if not mailbox.is_message_id(msg_id):
             raise NotFound("There is no such message in your mailbox.")
-        client = self.client()
+        client = portal.client()
         meta_key, raw_key = message_keys(user, msg_id)
-        known = self.message_views.version(user, msg_id)
+        known = portal.message_views.version(user, msg_id)
         # Both were read with the session when this worker knew whose it is; else
         # they are read now, together (one round trip), and only then.
         reads = [*([lambda: client.confirm([meta_key])] if meta_key not in client.found else []),
@@ -211,7 +212,7 @@ class MailViews:
         meta, raw = client.found.get(meta_key), client.read_probed(raw_key, known)
         view = None
         if isinstance(raw, Unchanged) and raw.version:
-            view = self.message_views.get(user, msg_id, raw.version)
+            view = portal.message_views.get(user, msg_id, raw.version)
             if view is None:  # evicted since it was named: read the bytes after all
                 raw = client.get(*raw_key)
         if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
@@ -219,7 +220,7 @@ class MailViews:
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
         if (mark_read and request.method == "GET" and mailbox.unread(meta.value)
                 and not client.lost(mailbox.mailbox_row(user))
-                and not self.read_marks.note(user, msg_id, meta)):
+                and not portal.read_marks.note(user, msg_id, meta)):
             try:
                 readmarks.write(client, user, msg_id, meta)
             except ReadOnly:
@@ -227,7 +228,7 @@ class MailViews:
         if view is None:
             assert raw is not None and not isinstance(raw, Unchanged)
             view = message_view(raw.value)
-            self.message_views.put(user, msg_id, raw.version, view)
+            portal.message_views.put(user, msg_id, raw.version, view)
         summary = mailbox.summary_of(msg_id, meta.value)
         return view, summary.folder if summary is not None else "inbox"
 

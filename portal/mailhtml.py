@@ -45,7 +45,9 @@ _STYLE_PROPERTIES = {
     "border-bottom", "border-left", "border-color", "border-style", "border-width",
     "border-collapse", "border-spacing", "border-radius", "display",
 }
-_URL_SCHEMES = {"http", "https", "mailto"}
+# data: only as an image's source (an inline image); a data: link could open a page of
+# the sender's making, so links keep to the web and mail.
+_URL_SCHEMES = {"http", "https", "mailto", "data"}
 _REMOTE = ("http://", "https://", "//")
 
 # The iframe's flags: links may open a normal tab (target=_blank), nothing else.
@@ -69,13 +71,16 @@ def clean(html: str) -> tuple[Markup, bool]:
     """Mail HTML cleaned for the frame, and whether it names remote images."""
     remote = False
 
-    def note_images(tag: str, attribute: str, value: str) -> str:
+    def check_urls(tag: str, attribute: str, value: str) -> str | None:
         nonlocal remote
-        if tag == "img" and attribute == "src" and value.strip().lower().startswith(_REMOTE):
-            remote = True
+        url = value.strip().lower()
+        if tag == "img" and attribute == "src":
+            remote = remote or url.startswith(_REMOTE)
+        elif url.startswith("data:"):
+            return None
         return value
 
-    cleaned = nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=note_images,
+    cleaned = nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=check_urls,
                         filter_style_properties=_STYLE_PROPERTIES, url_schemes=_URL_SCHEMES,
                         link_rel="noopener noreferrer nofollow",
                         set_tag_attribute_values={"a": {"target": "_blank"}})

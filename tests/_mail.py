@@ -10,12 +10,15 @@ MX and A records a test names.
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import secrets
 import shutil
+import smtplib
 import socket
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +135,19 @@ class ConnectionRecorder:
         self._stop.set()
         self._thread.join(5)
         self._sock.close()
+
+
+def send_html(inbound: str, to: str, subject: str, html: str, plain: str | None = None) -> None:
+    """An HTML message (with a plain alternative if ``plain``) over SMTP to ``inbound``."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "News <news@example.org>", to, subject
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="example.org")
+    if plain is None:
+        message.set_content(html, subtype="html")
+    else:
+        message.set_content(plain)
+        message.add_alternative(html, subtype="html")
+    host, port = inbound.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+        smtp.send_message(message)

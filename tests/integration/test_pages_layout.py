@@ -21,6 +21,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import shards
+from raftkv.cluster import load_cluster
+
+from .._mail import inprocess_smtpd, send_html
 from .test_portal_browser import PASSWORD, artifacts, browser, cloud, row, submit
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -33,6 +37,15 @@ SIZES = {"1280x800": {"width": 1280, "height": 800}, "390x844": {"width": 390, "
 # No break opportunity in 60 characters: it must wrap inside its column, never widen the page.
 LONG_NAME = "quarterly-report-for-the-northern-region-final-version-2.pdf"
 SUBJECT = "Lunch on Thursday at the usual place?"
+HTML_SUBJECT = "The December newsletter"
+# Mail's usual HTML: a table laid out with inline styles, a link, an inline image; nothing
+# remote (a blocked image would be a console error in the walk: test_mail_sandbox has those).
+HTML_MAIL = ('<table width="600" style="border-collapse:collapse"><tr><td style="padding:16px;'
+             'background-color:#f0f4ff"><h1 style="color:#2350b8">December news</h1><p>Our '
+             '<b>winter opening hours</b> start on the 15th. <a href="https://example.org/">'
+             'Read more</a></p><img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAA'
+             'ABCAYAAAAfFcSJAAAADUlEQVR4nGNQDtjxHwAD8AIrr78oGwAAAABJRU5ErkJggg==" alt="" '
+             'width="560" height="8"></td></tr></table>')
 HEAVY = ("serious", "critical")  # the axe impacts that fail a page
 
 
@@ -48,6 +61,7 @@ class Walker:
     folder_id: str
     message_id: str
     held_id: str  # an upload held on a name clash (the drive's question)
+    html_message_id: str  # HTML with a plain part: the sandboxed frame and its switch
 
 
 def _href_id(page, selector: str) -> str:
@@ -98,8 +112,13 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     address = page.locator("header .who").inner_text()
     _send(page, address, SUBJECT, "Shall we meet at noon?\n\nThere is a new place by the river "
           "that does soup and bread, and they open early.")
+    cluster = load_cluster(data.parent / "cfg" / "cluster.toml")  # as tests.cluster.launched
+    with shards.Client(cluster) as client, inprocess_smtpd(cluster, client) as smtpd:
+        send_html(smtpd.inbound, address, HTML_SUBJECT, HTML_MAIL,
+                  plain="December news: our winter opening hours start on the 15th.")
     page.goto("/mail")
     message_id = _href_id(page, f'td > a:text-is("{SUBJECT}")')
+    html_message_id = _href_id(page, f'td > a:text-is("{HTML_SUBJECT}")')
     user_state = context.storage_state()
     context.close()
 
@@ -110,7 +129,8 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
            password=(data / "admin.password").read_text().strip())
     admin_state = admin.storage_state()
     admin.close()
-    return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id)
+    return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id,
+                  html_message_id)
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -119,6 +139,8 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("start", None, "/"), ("login", None, "/login"), ("signup", None, "/signup"),
         ("home", "user", "/"), ("inbox", "user", "/mail"), ("sent", "user", "/mail?folder=sent"),
         ("message", "user", f"/mail/{w.message_id}"), ("compose", "user", "/mail/compose"),
+        ("message-html", "user", f"/mail/{w.html_message_id}"),
+        ("message-html-plain", "user", f"/mail/{w.html_message_id}?view=plain"),
         ("reply", "user", f"/mail/{w.message_id}/reply"),
         ("message-delete", "user", f"/mail/{w.message_id}/delete"),
         ("drive", "user", "/drive"), ("drive-folder", "user", f"/drive/d/{w.folder_id}"),

@@ -13,6 +13,7 @@ from werkzeug.test import Client as HTTPClient
 import shards
 from portal import PortalConfig, create_app
 from portal.mail import MAIL_CSP
+from portal.mailhtml import SANDBOX, frame_csp
 from portal.sessions import index_row
 from raftkv.cluster import load_cluster
 from shards.model import accounts, mailbox
@@ -156,7 +157,12 @@ def test_inbox_lists_and_shows_mail_escaped(app, kv_cluster):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown.text and "<script>" not in shown.text
     html = http.get(f"/mail/{html_id}")
     assert html.headers["Content-Security-Policy"] == MAIL_CSP
-    assert "<p>ok</p>" in html.text and "tracker" not in html.text and "<script>" not in html.text
+    assert "tracker" not in html.text and "<script>" not in html.text
+    assert (f'<iframe class="mail-html" title="The message" sandbox="{SANDBOX}" '
+            f'src="/mail/{html_id}/html"></iframe>') in html.text
+    frame = http.get(f"/mail/{html_id}/html")  # cleaned; the tracker stays blocked by the CSP
+    assert frame.headers["Content-Security-Policy"] == frame_csp(False)
+    assert "<p>ok" in frame.text and "<script>" not in frame.text
     assert 'class="unread"' not in http.get("/mail").text
 
     question = post(http, f"/mail/{plain_id}/delete", {}, "/mail")  # asked, nothing deleted

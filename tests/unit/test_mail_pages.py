@@ -60,7 +60,10 @@ def test_cleaning_keeps_the_layout_and_drops_everything_that_runs():
     assert 'href="https://example.org/" target="_blank" rel="noopener noreferrer nofollow"' in cleaned
     assert 'style="color:red"' in cleaned
     assert remote
-    assert mailhtml.clean('<p>hi<img src="data:image/png;base64,AAAA"></p>')[1] is False
+    inline, remote = mailhtml.clean('<img src="data:image/png;base64,AAAA">'
+                                    '<a href="data:text/html,<h1>Bank</h1>">x</a>')
+    assert inline.startswith('<img src="data:image/png;base64,AAAA"><a ') and not remote
+    assert "href" not in inline and "Bank" not in inline
 
 
 def test_the_frames_policy_runs_no_script_and_loads_remote_images_only_when_asked():
