@@ -141,7 +141,7 @@ def send_html(inbound: str, to: str, subject: str, html: str, plain: str | None 
     """An HTML message (with a plain alternative if ``plain``) over SMTP to ``inbound``."""
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "News <news@example.org>", to, subject
-    message["Date"] = email.utils.formatdate()
+    message["Date"] = email.utils.formatdate(localtime=True)  # a zone: shown as <time>
     message["Message-ID"] = email.utils.make_msgid(domain="example.org")
     if plain is None:
         message.set_content(html, subtype="html")

@@ -157,14 +157,16 @@ def test_a_script_in_html_mail_never_runs(cloud, browser, reader, listener):
     context, page = _open(browser, cloud, reader, subject)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    time.sleep(SETTLE)  # the page and its frame have loaded (_open): anything would have run
+    assert not listener.hits("/never/"), f"the mail reached the listener: {listener.paths}"
     frame = page.frame_locator("iframe.mail-html")
     playwright.expect(frame.locator("body")).to_contain_text("your parcel is on its way")
     frame.locator("a", has_text="Track it").click()  # a javascript: link does nothing
     time.sleep(SETTLE)
+    assert not listener.hits("/never/"), f"the mail reached the listener: {listener.paths}"
     assert page.title() == f"{subject} · raftcloud"
     inner = next(f for f in page.frames if f.url.endswith("/html"))
     assert inner.title() == "Message"  # as we wrote it: the mail's script did not set it
-    assert not listener.hits("/never/"), f"the mail reached the listener: {listener.paths}"
     assert not errors
     Shots("mail-sandbox")(page, "script-never-ran")
     context.close()
@@ -259,12 +261,19 @@ def test_compose_and_the_folder_tabs_at_both_sizes(cloud, browser, reader, liste
     assert not problems, "\n".join(problems)
 
 
-def test_the_message_page_shows_times_in_the_readers_zone(cloud, browser, reader):
+def test_the_message_and_its_row_show_times_in_the_readers_zone(cloud, browser, reader):
     zone = ZoneInfo("Asia/Kolkata")  # +05:30: neither UTC text nor a whole-hour shift passes
     subject = "What time is it there?"
     _deliver(cloud, reader[1], subject, "<p>Just wondering.</p>")
     context, page = _open(browser, cloud, reader, subject, timezone_id=zone.key, locale="en-US")
     tag = page.locator("dl.headers time")
+    page.wait_for_function("t => !t.textContent.includes('UTC')", arg=tag.element_handle(),
+                           timeout=5_000)
+    stamp = tag.get_attribute("datetime") or ""
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(zone)
+    assert tag.inner_text() == _expected_time(when, datetime.now(zone))
+    page.goto("/mail")  # and its row in the inbox (the arrival time)
+    tag = page.locator("tr", has=page.locator(f'td > a:text-is("{subject}")')).locator("time")
     page.wait_for_function("t => !t.textContent.includes('UTC')", arg=tag.element_handle(),
                            timeout=5_000)
     stamp = tag.get_attribute("datetime") or ""

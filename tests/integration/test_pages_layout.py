@@ -45,7 +45,7 @@ HTML_MAIL = ('<table width="600" style="border-collapse:collapse"><tr><td style=
              '<b>winter opening hours</b> start on the 15th. <a href="https://example.org/">'
              'Read more</a></p><img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAA'
              'ABCAYAAAAfFcSJAAAADUlEQVR4nGNQDtjxHwAD8AIrr78oGwAAAABJRU5ErkJggg==" alt="" '
-             'width="560" height="8"></td></tr></table>')
+             'width="24" height="24"></td></tr></table>')
 HEAVY = ("serious", "critical")  # the axe impacts that fail a page
 
 
