@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,11 +43,19 @@ def registry_frontends(client: Client) -> Discover:
     return discover
 
 
-def check_health(addr: str, timeout: float = CHECK_TIMEOUT) -> float | None:
-    """GET ``http://addr/healthz``: the frontend's load, or None if it is not live."""
+def check_health(addr: str, timeout: float = CHECK_TIMEOUT, *, tls: bool = False) -> float | None:
+    """GET ``http(s)://addr/healthz``: the frontend's load, or None if it is not live.
+
+    ``tls``: the frontends serve HTTPS themselves (``[web] tls_cert``).  Their
+    certificate is not verified here: the balancer sends no cookie and reads
+    only a load figure, so a forged answer could at worst steer which frontend a
+    browser is sent to, and that browser checks the certificate itself.
+    """
     try:
         host, port = split_addr(addr)
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = (http.client.HTTPSConnection(host, port, timeout=timeout,
+                                            context=ssl._create_unverified_context())  # noqa: S323
+                if tls else http.client.HTTPConnection(host, port, timeout=timeout))
         try:
             conn.request("GET", "/healthz", headers={"Connection": "close"})
             response = conn.getresponse()

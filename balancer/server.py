@@ -11,15 +11,20 @@ The listener is a :class:`raftkv.boundedhttp.BoundedHTTPServer`: a request
 head must arrive within ``[balancer] head_timeout`` seconds and at most
 ``[balancer] max_connections`` connections are held, so slow clients cannot
 take the entry point offline.  Redirects use the scheme of ``[web] scheme``.
+With ``[web] tls_cert`` the balancer serves HTTPS with it, as the frontends do:
+a form a failover worker sends on through us stays on one https site, so its
+SameSite=Lax cookie goes with it (docs/architecture.md, "Failover").
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
+import ssl
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,7 +37,7 @@ from shards.service import run_service
 
 from .choice import redirect_location
 from .metrics import ANSWERS, LIVE_FRONTENDS
-from .pool import Discover, FrontendPool, registry_frontends
+from .pool import Discover, FrontendPool, check_health, registry_frontends
 from .settings import BalancerSettings
 
 if TYPE_CHECKING:
@@ -108,9 +113,22 @@ class _BalancerHTTPServer(BoundedHTTPServer):
                  settings: BalancerSettings) -> None:
         self.pool = pool
         self.scheme = settings.scheme
+        self.tls: ssl.SSLContext | None = None
+        if settings.tls is not None:
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.load_cert_chain(*settings.tls)
         super().__init__(addr, RedirectHandler, head_timeout=settings.limits.head_timeout,
                          io_timeout=settings.limits.io_timeout,
                          max_connections=settings.limits.max_connections)
+
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # The handshake runs on the connection's first read, in its own thread and
+            # under its head deadline: a client that stalls it holds only that thread.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
 
 class Balancer:
@@ -126,7 +144,9 @@ class Balancer:
     def __init__(self, cluster: ClusterConfig, client: Client, *,
                  discover: Discover | None = None) -> None:
         self.settings = BalancerSettings.from_cluster(cluster)
-        self.pool = FrontendPool(discover or registry_frontends(client))
+        self.pool = FrontendPool(discover or registry_frontends(client),
+                                 check=functools.partial(check_health,
+                                                         tls=self.settings.tls is not None))
         self._httpd = _BalancerHTTPServer(split_addr(self.settings.listen), self.pool,
                                           self.settings)
         self._serving = threading.Thread(target=self._httpd.serve_forever, name="balancer-http",

@@ -4,13 +4,15 @@
 ``max_connections`` bound its listener (checked by
 :func:`raftkv.boundedhttp.listener_limits`, as the frontends' are).  An unknown
 key is an error, so a typo stops the start instead of being ignored.  The
-scheme of the redirects is ``[web] scheme``, read through :mod:`shards.site`.
+scheme of the redirects is ``[web] scheme``, and the certificate the balancer
+serves HTTPS with is ``[web] tls_cert``, read through :mod:`shards.site`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raftkv.boundedhttp import ListenerLimits, listener_limits
@@ -35,16 +37,22 @@ class BalancerSettings:
     host: str = "local"                 # which machine runs it (the launcher's --host)
     limits: ListenerLimits = DEFAULT_LIMITS
     scheme: str = "http"                # [web] scheme: how browsers reach the frontends
+    tls: tuple[Path, Path] | None = None  # [web] tls_cert and tls_key: we serve HTTPS with
+                                        # them, and health-check the frontends over HTTPS
 
     @classmethod
     def from_cluster(cls, cluster: ClusterConfig) -> BalancerSettings:
         """:raises ConfigError: no ``[balancer]`` table, or one :meth:`from_table` refuses."""
         if "balancer" not in cluster.tables:
             raise ConfigError("the cluster file has no [balancer] section")
-        return cls.from_table(cluster.table("balancer"), scheme=Site.of(cluster).scheme)
+        site = Site.of(cluster)
+        tls = None if site.tls_cert is None or site.tls_key is None else (site.tls_cert,
+                                                                          site.tls_key)
+        return cls.from_table(cluster.table("balancer"), scheme=site.scheme, tls=tls)
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any], *, scheme: str = "http") -> BalancerSettings:
+    def from_table(cls, table: Mapping[str, Any], *, scheme: str = "http",
+                   tls: tuple[Path, Path] | None = None) -> BalancerSettings:
         """:raises ConfigError: an unknown key, a value of the wrong type, a bad address."""
         unknown = table.keys() - PLACEMENT_KEYS - LIMIT_KEYS
         if unknown:
@@ -54,7 +62,7 @@ class BalancerSettings:
             if not isinstance(table[key], str) or not table[key]:
                 raise ConfigError(f"balancer.{key} must be a string, got {table[key]!r}")
             placement[key] = table[key]
-        settings = cls(**placement, scheme=scheme, limits=listener_limits(
+        settings = cls(**placement, scheme=scheme, tls=tls, limits=listener_limits(
             table, "balancer", defaults=DEFAULT_LIMITS, keys=LIMIT_KEYS))
         split_addr(settings.listen)
         return settings

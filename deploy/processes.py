@@ -14,6 +14,9 @@ process:
 ``[smtpd]``             ``name``, ``host``, ``inbound`` (where it answers),
                         ``hostname`` (the name its self-made certificate is for)
 ``[balancer]``          ``name``, ``host``, ``listen``
+``[web]``               ``tls_cert`` and ``tls_key`` (gunicorn's ``--certfile`` and
+                        ``--keyfile``: the frontends serve HTTPS themselves; the
+                        balancer reads them itself)
 ======================  ==========================================================
 
 A new kind of process is a table, its package's parser, and a reader here.
@@ -30,6 +33,7 @@ from typing import Any
 
 from raftkv.cluster import CONFIG_GROUP_ID, ClusterConfig, split_addr
 from raftkv.errors import ConfigError
+from shards.site import Site
 
 from .procs import ProcessSpec
 from .tls import ensure_certificate
@@ -51,6 +55,9 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
     py = sys.executable
     cfg = str(config_path)
     specs: list[ProcessSpec] = []
+    site = Site.of(cluster)
+    tls = ([] if site.tls_cert is None or site.tls_key is None else
+           ["--certfile", str(site.tls_cert), "--keyfile", str(site.tls_key)])
     for group in cluster.all_groups():
         kind = "storage" if group.id != CONFIG_GROUP_ID else "config"
         for r in group.replicas:
@@ -63,8 +70,8 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
             py, "-m", "gunicorn", "-c", GUNICORN_CONF, "--bind", listen,
             "--workers", str(_get(entry, "frontend", "workers", int, 2)),
             "--threads", str(_get(entry, "frontend", "threads", int, 8)),
-            "--name", name, "portal:create_app()"], {"RAFTCLOUD_FRONTEND": name},
-            health_path="/healthz"))
+            *tls, "--name", name, "portal:create_app()"], {"RAFTCLOUD_FRONTEND": name},
+            health_path="/healthz", tls=site.serves_tls))
     for entry in cluster.entries("smtpd"):
         hostname = _get(entry, "smtpd", "hostname", str, SMTPD_DEFAULTS["hostname"])
         cert, key = ensure_certificate(data_dir / "tls", hostname or "localhost")
@@ -78,7 +85,7 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
             _get(entry, "balancer", "name", str, BALANCER_DEFAULTS["name"]), "balancer",
             _host(entry, "balancer"),
             _address(entry, "balancer", "listen", BALANCER_DEFAULTS["listen"]),
-            [py, "-m", "balancer.server", "--config", cfg]))
+            [py, "-m", "balancer.server", "--config", cfg], tls=site.serves_tls))
     return [s for s in specs if host is None or s.host == host]
 
 
@@ -99,8 +106,10 @@ def check_names(cluster: ClusterConfig) -> None:
 
 def ready_lines(specs: list[ProcessSpec]) -> list[str]:
     """What ``raftcloud up`` prints about the apps it started, once they answer."""
-    lines = [f"  web:        http://{s.addr}/" for s in specs if s.kind == "balancer"]
-    lines += [f"  frontend:   http://{s.addr}/  ({s.name})" for s in specs if s.kind == "frontend"]
+    def url(spec: ProcessSpec) -> str:
+        return f"{'https' if spec.tls else 'http'}://{spec.addr}/"
+    lines = [f"  web:        {url(s)}" for s in specs if s.kind == "balancer"]
+    lines += [f"  frontend:   {url(s)}  ({s.name})" for s in specs if s.kind == "frontend"]
     lines += [f"  smtp:       {s.addr} (inbound)" for s in specs if s.kind == "smtpd"]
     return lines
 

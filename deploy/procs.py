@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -31,6 +32,7 @@ class ProcessSpec:
     argv: list[str]              # the command line
     env: dict[str, str] = field(default_factory=dict)
     health_path: str | None = None  # HTTP path that answers 200 when ready (else: port open)
+    tls: bool = False               # it answers HTTPS ([web] tls_cert), health_path too
 
 
 class Supervisor:
@@ -120,9 +122,13 @@ def is_ready(spec: ProcessSpec) -> bool:
     """Does the process answer: its health page says 200, or its port accepts."""
     host, port = split_addr(spec.addr)
     if spec.health_path:
+        scheme = "https" if spec.tls else "http"
+        # Our own child's readiness, by the address it binds: its certificate is for the
+        # name browsers use, so it is not checked here (only "does it answer 200").
+        context = ssl._create_unverified_context() if spec.tls else None  # noqa: S323
         try:
-            with urllib.request.urlopen(f"http://{spec.addr}{spec.health_path}",
-                                        timeout=1) as response:
+            with urllib.request.urlopen(f"{scheme}://{spec.addr}{spec.health_path}",
+                                        timeout=1, context=context) as response:
                 return bool(response.status == 200)
         except OSError:
             return False

@@ -50,6 +50,7 @@ from .drive_edit import DriveEditViews
 from .drive_select import DriveSelectViews
 from .errors import RETRY_AFTER, http_error
 from .export import ExportViews
+from .failover import WORKER_CSP, WORKER_PATH, worker_script
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
@@ -80,13 +81,15 @@ STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 HEALTH_ROW, HEALTH_COL = "portal/health", "probe"
 # No script but our page script (by its hash: portal.pages), nothing remote: a mail or
 # file name that slipped through escaping still could not run code or load a tracking pixel.
+# worker-src: the page script registers the failover worker (portal.failover); only a
+# script the CSP allows can register one.
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-       f"frame-ancestors 'none'; base-uri 'none'; {PAGE_SCRIPT_SRC}")
+       f"frame-ancestors 'none'; base-uri 'none'; worker-src 'self'; {PAGE_SCRIPT_SRC}")
 FORM_EXPIRED = ("This form has expired or did not come from this site. "
                 "Go back, reload the page and try again.")
 # Endpoints that must not touch sessions: the balancer probes /healthz once a
 # second and should neither read the store for a session nor get cookies.
-_SESSIONLESS = frozenset({"healthz"})
+_SESSIONLESS = frozenset({"healthz", "failover_worker"})
 # Headers every answer carries, pages and static files alike.
 SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                     ("Referrer-Policy", "same-origin"))
@@ -227,6 +230,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/admin/charts", endpoint="admin_charts", methods=get),
             Rule("/admin/charts.json", endpoint="admin_charts_json", methods=get),
             Rule("/healthz", endpoint="healthz", methods=get),
+            Rule(WORKER_PATH, endpoint="failover_worker", methods=get),
         ], strict_slashes=True, converters={"file": FileIdConverter,
                                             "folder": FolderIdConverter})
 
@@ -469,6 +473,12 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
 
     def on_index(self, request: Request) -> Response:
         return self.render(request, "index.html")
+
+    def on_failover_worker(self, request: Request) -> Response:
+        # no-cache: the browser asks again (a 304 at best) when it checks for an update.
+        return Response(worker_script(self.config.site.public_url), mimetype="text/javascript",
+                        headers={"Cache-Control": "no-cache",
+                                 "Content-Security-Policy": WORKER_CSP})
 
     def on_healthz(self, request: Request) -> Response:
         # The load of every worker of this frontend, not just the one answering.

@@ -172,6 +172,8 @@ def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in table.items():
         if key == "scheme":
             settings["scheme"] = web_scheme(value)  # the balancer's too: shards.site
+        elif key in _SITE_KEYS:
+            pass  # parsed by shards.site (the balancer and the launcher read them too)
         elif key == "cookie_domain":
             settings["cookie_domain"] = _string(key, value).lower() or None
         elif key == "trusted_proxies":
@@ -186,6 +188,10 @@ def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown key {key!r} in [web]")
     web_listener_limits(table)
     return settings
+
+
+# [web] keys shards.site parses for every app: PortalConfig.site has them.
+_SITE_KEYS = frozenset({"public_url", "tls_cert", "tls_key"})
 
 
 def web_listener_limits(table: Mapping[str, Any]) -> ListenerLimits:

@@ -98,7 +98,7 @@ def send_nowait(sock: socket.socket, data: bytes) -> None:
     """Send what the socket takes without blocking; best effort (the peer may be gone or stuck)."""
     try:
         sock.send(data, socket.MSG_DONTWAIT)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a TLS socket takes no flags; it is just cut
         pass
 
 

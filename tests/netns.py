@@ -12,6 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
+
+# ``ip netns exec NAME`` mounts the files of /etc/netns/NAME over /etc's for the command:
+# a lab's own /etc/hosts, so its hosts find each other by name (ip-netns(8)).
+NETNS_ETC = Path("/etc/netns")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,6 +66,15 @@ class NetnsLab:
             _ip("-n", host, "link", "set", "eth0", "up")
             _ip("-n", host, "link", "set", "lo", "up")
 
+    def name_hosts(self, names: dict[str, str]) -> None:
+        """Every host of the lab resolves each name of ``names`` to its address (host name
+        -> lab host), through its own /etc/hosts; removed again by :meth:`down`."""
+        lines = ["127.0.0.1 localhost"] + [f"{self.address(host)} {name}"
+                                           for name, host in names.items()]
+        for host in self.hosts:
+            (NETNS_ETC / host).mkdir(parents=True, exist_ok=True)
+            (NETNS_ETC / host / "hosts").write_text("\n".join(lines) + "\n")
+
     def cut(self, a: str, b: str) -> None:
         """Drop everything between hosts ``a`` and ``b``, both ways."""
         for src, dst in ((a, b), (b, a)):
@@ -88,4 +102,5 @@ class NetnsLab:
                 except (ProcessLookupError, ValueError):
                     pass
             _ip("netns", "del", host, check=False)
+            shutil.rmtree(NETNS_ETC / host, ignore_errors=True)
         _ip("link", "del", self.bridge, check=False)

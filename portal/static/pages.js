@@ -6,6 +6,8 @@
 //    leaves the address bar (a reload or a bookmark must not repeat it), and the text is
 //    written again a moment later: text already there at load is not announced by most
 //    screen readers, a change is.
+// 3. Failover: the service worker that sends a click or form this frontend cannot answer
+//    through the balancer to a live one (docs/architecture.md, "Failover").
 (function () {
   "use strict";
   var now = new Date();
@@ -49,5 +51,9 @@
     window.setTimeout(function () {
       notice.textContent = text;
     }, 100);
+  }
+
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/failover-sw.js", { scope: "/" }).catch(function () {});
   }
 }());

@@ -84,7 +84,9 @@ def test_the_store_module_names_no_app_setting() -> None:
 
 def test_every_package_takes_its_tables_of_the_readme_example(readme_cluster, tmp_path) -> None:
     cluster = readme_cluster
-    assert Site.of(cluster) == Site(("raftcloud.test",), "admin", "https")
+    assert Site.of(cluster) == Site(("raftcloud.test",), "admin", "https",
+                                    "https://example.org", tmp_path / "tls/web.pem",
+                                    tmp_path / "tls/web.key")
     assert frontend_entry(cluster, "web1") == {"name": "web1", "listen": "10.0.0.4:8001"}
     assert web_settings(cluster.table("web"))["session_idle"] == 172800
     smtpd = SmtpdSettings.from_cluster(cluster)
@@ -100,6 +102,8 @@ def test_every_package_takes_its_tables_of_the_readme_example(readme_cluster, tm
     assert SendLimits.from_table(cluster.table("mail")).send_per_hour == 100
     specs = {s.name: s for s in process_specs(cluster, tmp_path / "c.toml", tmp_path, None)}
     assert specs["web1"].argv[specs["web1"].argv.index("--threads") + 1] == "8"
+    assert specs["web1"].argv[specs["web1"].argv.index("--certfile") + 1] == \
+        str(tmp_path / "tls/web.pem")
     assert (specs["smtpd"].addr, specs["balancer"].host) == ("0.0.0.0:25", "edge")
 
 
