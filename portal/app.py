@@ -50,7 +50,7 @@ from .drive_edit import DriveEditViews
 from .drive_select import DriveSelectViews
 from .errors import RETRY_AFTER, http_error
 from .export import ExportViews
-from .failover import WORKER_CSP, WORKER_PATH, worker_script
+from .failover import WORKER_CSP, WORKER_PATH, page_policy, worker_script
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
@@ -148,6 +148,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
         self.config = config
+        self.csp = page_policy(CSP, config)  # forms may go on through the balancer: failover
         self._client_factory = client_factory
         self._client: ReadOnlyFallback | None = None
         self._client_pid = 0
@@ -456,7 +457,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
                        if n.lower() not in _REPLACED or n.lower() in kept] + [
                 h for h in SECURITY_HEADERS if h[0].lower() not in kept]
             if "content-security-policy" not in names:  # the mail view sets its own
-                headers.append(("Content-Security-Policy", CSP))
+                headers.append(("Content-Security-Policy", self.csp))
             return start_response(status, headers, exc_info)
 
         app_iter = self._wsgi(environ, with_security_headers)

@@ -104,8 +104,11 @@ def test_gunicorn_serves_tls_with_the_files_and_is_asked_for_health_over_tls(tmp
 
 @pytest.fixture
 def portal() -> Iterator[object]:
-    config = PortalConfig(cluster=_cluster(web={"public_url": "https://example.org:8443"}),
-                          frontend="fe-unit", background=False)
+    frontends = [{"name": "web1", "listen": "Web1.example.org:8443"},
+                 {"name": "web2", "listen": "0.0.0.0:8443"}]
+    config = PortalConfig(cluster=_cluster(web={"public_url": "https://example.org:8443",
+                                                "scheme": "https"}, frontend=frontends),
+                          frontend="fe-unit", scheme="https", background=False)
     app = unit_portal(MemClient(), config)
     yield app
     app.close()
@@ -188,3 +191,16 @@ def test_the_balancer_serves_tls_and_a_stalled_handshake_holds_no_one_else(tmp_p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_page_s_forms_may_go_on_through_the_balancer_to_a_frontend(portal):
+    policy = HTTPClient(portal).get("/login").headers["Content-Security-Policy"]
+    assert policy == CSP.replace(
+        "form-action 'self'",
+        "form-action 'self' https://example.org:8443 https://web1.example.org:8443")
+    # Without a balancer or a frontend a browser can be sent to: 'self' alone, as before.
+    bare = unit_portal(MemClient())
+    try:
+        assert HTTPClient(bare).get("/login").headers["Content-Security-Policy"] == CSP
+    finally:
+        bare.close()
