@@ -148,7 +148,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
         self.config = config
-        self.csp = page_policy(CSP, config)  # forms may go on through the balancer: failover
+        self._policies: dict[str, str] = {}
+        self.csp = self.failover_policy(CSP)
         self._client_factory = client_factory
         self._client: ReadOnlyFallback | None = None
         self._client_pid = 0
@@ -296,6 +297,14 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             cluster=self.config.cluster.name, frontend=self.config.frontend,
             path=request.path, **context)
         return Response(html, status=status, mimetype="text/html")
+
+    def failover_policy(self, policy: str) -> str:
+        """A page CSP whose forms may go on through the balancer to another frontend
+        (portal.failover); for the views that set their own CSP too."""
+        made = self._policies.get(policy)
+        if made is None:
+            made = self._policies[policy] = page_policy(policy, self.config)
+        return made
 
     def read_only(self, session: Session | None) -> bool:
         """Whether the page must carry the read-only notice: it shows something read

@@ -44,10 +44,11 @@ if TYPE_CHECKING:
 
 # The drive page runs the page script and one more of ours (uploads with progress, drag
 # and drop, select all), each allowed by its hash as pages.js is (docs/architecture.md,
-# "Pages"), and sends uploads back to us; nothing else is allowed.
+# "Pages"), and sends uploads back to us; nothing else is allowed (but the page script's
+# registering the failover worker: portal.failover).
 DRIVE_SCRIPT = "/static/drive.js"
 DRIVE_SCRIPT_HASH = _subresource_hash("drive.js")
-DRIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
+DRIVE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; worker-src 'self'; "
              f"script-src '{PAGE_SCRIPT_HASH}' '{DRIVE_SCRIPT_HASH}'; "
              "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 FORM_OVERHEAD = 64 * 1024  # multipart headers and small fields around an upload's bytes
@@ -182,7 +183,7 @@ class DriveViews:
             used=view.used, quota=self.user_quota(user),
             free=max(0, self.user_quota(user) - view.used),
             drive_script=DRIVE_SCRIPT, drive_script_hash=DRIVE_SCRIPT_HASH)
-        response.headers["Content-Security-Policy"] = DRIVE_CSP
+        response.headers["Content-Security-Policy"] = self.failover_policy(DRIVE_CSP)
         return response
 
     def rows(self: Portal, request: Request, user: str, folder_id: str, view: FolderView,

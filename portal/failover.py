@@ -46,6 +46,8 @@ def form_origins(config: PortalConfig) -> tuple[str, ...]:
     origins = [config.site.public_url] if config.site.public_url else []
     for entry in config.cluster.entries("frontend"):
         listen = entry.get("listen")
+        if entry.get("name") == config.frontend:
+            continue  # ourselves: 'self'
         if isinstance(listen, str) and listen.rpartition(":")[0] not in ("", "0.0.0.0", "[::]"):
             origins.append(f"{config.site.scheme}://{listen.lower()}")
     return tuple(dict.fromkeys(origins))

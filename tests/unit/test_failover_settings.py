@@ -29,7 +29,7 @@ from raftkv.errors import ConfigError
 from shards.site import Site
 
 from .._memstore import MemClient
-from .._portal import unit_portal
+from .._portal import signed_up, unit_portal
 
 STATIC = Path(__file__).resolve().parents[2] / "portal" / "static"
 
@@ -194,10 +194,12 @@ def test_the_balancer_serves_tls_and_a_stalled_handshake_holds_no_one_else(tmp_p
 
 
 def test_a_page_s_forms_may_go_on_through_the_balancer_to_a_frontend(portal):
+    targets = "form-action 'self' https://example.org:8443 https://web1.example.org:8443"
     policy = HTTPClient(portal).get("/login").headers["Content-Security-Policy"]
-    assert policy == CSP.replace(
-        "form-action 'self'",
-        "form-action 'self' https://example.org:8443 https://web1.example.org:8443")
+    assert policy == CSP.replace("form-action 'self'", targets)
+    # The drive page sets its own policy, its forms the same targets.
+    http, _ = signed_up(portal)
+    assert targets in http.get("/drive").headers["Content-Security-Policy"]
     # Without a balancer or a frontend a browser can be sent to: 'self' alone, as before.
     bare = unit_portal(MemClient())
     try:
