@@ -152,6 +152,14 @@ class Lab:
     def resolver_rules(self) -> str:
         return ", ".join(f"MAP {name} {self.ip[host]}" for name, host in NAMES.items())
 
+    def diagnosis(self) -> str:
+        """The routes and addresses the browser's packets met, for a failure's report."""
+        out = [subprocess.run(["ip", "-4", "route"], capture_output=True, text=True,
+                              timeout=10).stdout]
+        out += [subprocess.run(["ip", "-n", self.ns[h], "-4", "addr"], capture_output=True,
+                               text=True, timeout=10).stdout for h in HOSTS]
+        return "\n".join(out)
+
     def stop(self) -> None:
         for proc in self.launchers.values():
             proc.stop(timeout=30)
@@ -211,58 +219,65 @@ def test_a_click_and_a_form_whose_frontend_died_land_signed_in_on_the_other(lab)
     with playwright.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
-            context = chromium.new_context()
-            page = context.new_page()
-            # Through the balancer, as a user would come: it sends us to a frontend.
-            wait_for(lambda: page.goto(f"{ENTRY}/signup").ok, 30, "the balancer's redirect",
-                     interval=0.5)
-            first = _served_by(page)
-            origin = f"https://{first}.{DOMAIN}:{HTTPS_PORT}"
-            assert page.url == f"{origin}/signup"
-            form = page.locator("main form")
-            for field, value in (("username", user), ("password", PASSWORD),
-                                 ("password2", PASSWORD)):
-                form.locator(f'[name="{field}"]').fill(value)
-            form.locator('button[type="submit"]').click()
-            page.wait_for_load_state()
-            assert page.inner_text(SIGNED_IN) == address
-            page.goto(f"{origin}/drive")
-            page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
-            cookie = next(c for c in context.cookies() if c["name"] == "sid")
-            assert cookie["domain"].lstrip(".") == DOMAIN and cookie["secure"], cookie
-            form_tab = context.new_page()
-            form_tab.goto(f"{origin}/drive")
-            # The same user in a browser session whose service workers are blocked.
-            bare = chromium.new_context(service_workers="block")
-            bare_page = bare.new_page()
-            _sign_in(bare_page, origin, user)
-            assert bare_page.inner_text(SIGNED_IN) == address
-
-            lab.kill_host(first)
-            other = "web2" if first == "web1" else "web1"
-            other_origin = f"https://{other}.{DOMAIN}:{HTTPS_PORT}"
-
-            page.click('header nav a:text-is("Mail")')
-            page.wait_for_url(f"{other_origin}/mail", timeout=20_000)
-            assert _served_by(page) == other
-            assert page.inner_text(SIGNED_IN) == address
-
-            folder = "made while a frontend died"
-            mkdir = form_tab.locator('form[action="/drive/mkdir"]')
-            mkdir.locator('[name="name"]').fill(folder)
-            mkdir.locator('button[type="submit"]').click()
-            form_tab.wait_for_url(re.compile(re.escape(other_origin) + r"/drive\b.*"),
-                                  timeout=20_000)
-            assert _served_by(form_tab) == other
-            assert form_tab.inner_text(SIGNED_IN) == address
-            assert form_tab.locator(f'td > a:text-is("{folder}")').count() == 1
-            form_tab.screenshot(path=str(artifacts() / "failover-form-landed.png"),
-                                full_page=True)
-
-            # Without the worker the same click has nowhere to go.
-            bare_page.click('header nav a:text-is("Mail")')
-            bare_page.wait_for_load_state()
-            assert not bare_page.url.startswith(other_origin), bare_page.url
-            assert "served by" not in bare_page.content()
+            _walk(lab, chromium, user, address)
+        except BaseException:
+            print(args, lab.diagnosis(), lab.logs(), sep="\n")
+            raise
         finally:
             chromium.close()
+
+
+def _walk(lab: Lab, chromium, user: str, address: str) -> None:
+    context = chromium.new_context()
+    page = context.new_page()
+    # Through the balancer, as a user would come: it sends us to a frontend.
+    wait_for(lambda: page.goto(f"{ENTRY}/signup").ok, 30, "the balancer's redirect",
+             interval=0.5)
+    first = _served_by(page)
+    origin = f"https://{first}.{DOMAIN}:{HTTPS_PORT}"
+    assert page.url == f"{origin}/signup"
+    form = page.locator("main form")
+    for field, value in (("username", user), ("password", PASSWORD),
+                         ("password2", PASSWORD)):
+        form.locator(f'[name="{field}"]').fill(value)
+    form.locator('button[type="submit"]').click()
+    page.wait_for_load_state()
+    assert page.inner_text(SIGNED_IN) == address
+    page.goto(f"{origin}/drive")
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
+    cookie = next(c for c in context.cookies() if c["name"] == "sid")
+    assert cookie["domain"].lstrip(".") == DOMAIN and cookie["secure"], cookie
+    form_tab = context.new_page()
+    form_tab.goto(f"{origin}/drive")
+    # The same user in a browser session whose service workers are blocked.
+    bare = chromium.new_context(service_workers="block")
+    bare_page = bare.new_page()
+    _sign_in(bare_page, origin, user)
+    assert bare_page.inner_text(SIGNED_IN) == address
+
+    lab.kill_host(first)
+    other = "web2" if first == "web1" else "web1"
+    other_origin = f"https://{other}.{DOMAIN}:{HTTPS_PORT}"
+
+    page.click('header nav a:text-is("Mail")')
+    page.wait_for_url(f"{other_origin}/mail", timeout=20_000)
+    assert _served_by(page) == other
+    assert page.inner_text(SIGNED_IN) == address
+
+    folder = "made while a frontend died"
+    mkdir = form_tab.locator('form[action="/drive/mkdir"]')
+    mkdir.locator('[name="name"]').fill(folder)
+    mkdir.locator('button[type="submit"]').click()
+    form_tab.wait_for_url(re.compile(re.escape(other_origin) + r"/drive\b.*"),
+                          timeout=20_000)
+    assert _served_by(form_tab) == other
+    assert form_tab.inner_text(SIGNED_IN) == address
+    assert form_tab.locator(f'td > a:text-is("{folder}")').count() == 1
+    form_tab.screenshot(path=str(artifacts() / "failover-form-landed.png"),
+                        full_page=True)
+
+    # Without the worker the same click has nowhere to go.
+    bare_page.click('header nav a:text-is("Mail")')
+    bare_page.wait_for_load_state()
+    assert not bare_page.url.startswith(other_origin), bare_page.url
+    assert "served by" not in bare_page.content()
