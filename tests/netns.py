@@ -53,6 +53,12 @@ class NetnsLab:
 
     def up(self) -> None:
         self.down()  # what a killed run with the same names may have left behind
+        # Another lab (another pid, the same pid % 250) may hold the subnet: two bridges
+        # with one /24 would send our packets to the wrong one.  Take the next free one.
+        for _ in range(250):
+            if not _ip("-4", "route", "show", f"{self.subnet}.0/24").stdout.strip():
+                break
+            self.subnet = f"10.201.{(int(self.subnet.rsplit('.', 1)[1]) + 1) % 250}"
         # The bridge's own address first: from then on the subnet is routed here.
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
