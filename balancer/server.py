@@ -121,7 +121,6 @@ class _BalancerHTTPServer(BoundedHTTPServer):
                          io_timeout=settings.limits.io_timeout,
                          max_connections=settings.limits.max_connections)
 
-
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
         if self.tls is not None:

@@ -4,8 +4,8 @@ The worker's code is ``static/failover-sw.js``; the page script registers it
 for the whole site.  It is served here, at ``/failover-sw.js`` (a worker's
 scope is at most its own folder, and this one must cover every page), with the
 balancer's public address (:attr:`shards.site.Site.public_url`) written in.
-docs/architecture.md, "Failover", says what it does and why a form may be sent
-twice safely.
+docs/architecture.md, "Failover", says what it does and what sending a form on
+means when the dead frontend may have applied it first.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def form_origins(config: PortalConfig) -> tuple[str, ...]:
     A page's CSP ``form-action`` is checked on each redirect of a form too, so a
     form the worker sends on through the balancer (and from there to another
     frontend) needs their origins beside ``'self'``.  Frontends that listen on a
-    wildcard are no address a browser is sent to, and are left out.
+    wildcard are no address a browser is sent to, and are left out, as is this
+    one (``'self'``).
     """
     origins = [config.site.public_url] if config.site.public_url else []
     for entry in config.cluster.entries("frontend"):
