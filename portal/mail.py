@@ -38,9 +38,12 @@ if TYPE_CHECKING:
 
 # The message page's policy: our stylesheet only; no script but the page script (by its
 # hash, so nothing in a mail can name another), no fonts or images; the one frame is ours
-# (the HTML part, .mailhtml); forms may only post back here (the delete question).
+# (the HTML part, .mailhtml); forms may only post back here (the delete question), or on
+# through the balancer to another frontend when this one died, and the page script may
+# register the failover worker (portal.failover).
 MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; frame-src 'self'; "
-            f"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; {PAGE_SCRIPT_SRC}")
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; worker-src 'self'; "
+            f"{PAGE_SCRIPT_SRC}")
 # nh3's defaults minus everything that can fetch a URL by itself.
 _HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
                                  "map", "area"}
@@ -242,7 +245,7 @@ class MailViews:
         response = self.render(request, "message.html", msg_id=msg_id, folder=folder,
                                show=show, images=request.args.get("images") == "1",
                                sandbox=mailhtml.SANDBOX, **view.context())
-        response.headers["Content-Security-Policy"] = MAIL_CSP
+        response.headers["Content-Security-Policy"] = self.failover_policy(MAIL_CSP)
         return response
 
     @login_required
