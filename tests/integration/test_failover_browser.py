@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -259,17 +260,21 @@ def _walk(lab: Lab, chromium, user: str, address: str) -> None:
     other = "web2" if first == "web1" else "web1"
     other_origin = f"https://{other}.{DOMAIN}:{HTTPS_PORT}"
 
+    began = time.monotonic()
     page.click('header nav a:text-is("Mail")')
     page.wait_for_url(f"{other_origin}/mail", timeout=20_000)
+    print(f"the link landed on {other} {time.monotonic() - began:.2f} s after {first} died")
     assert _served_by(page) == other
     assert page.inner_text(SIGNED_IN) == address
 
     folder = "made while a frontend died"
     mkdir = form_tab.locator('form[action="/drive/mkdir"]')
     mkdir.locator('[name="name"]').fill(folder)
+    began = time.monotonic()
     mkdir.locator('button[type="submit"]').click()
     form_tab.wait_for_url(re.compile(re.escape(other_origin) + r"/drive\b.*"),
                           timeout=20_000)
+    print(f"the form landed on {other} {time.monotonic() - began:.2f} s after it was sent")
     assert _served_by(form_tab) == other
     assert form_tab.inner_text(SIGNED_IN) == address
     assert form_tab.locator(f'td > a:text-is("{folder}")').count() == 1
