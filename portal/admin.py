@@ -52,11 +52,12 @@ PREV_SCANS = 400     # scans spent finding the previous page (400 x 25 rows)
 SECRET_FIELDS = frozenset({"hash", "password", "secret", "token"})
 REDACTED = "(hidden)"
 # The charts' own script, allowed by its hash like the page script (docs/architecture.md,
-# "Pages"); the page fetches its JSON from this site and nowhere else.
+# "Pages"); the page fetches its JSON from this site and nowhere else (and the page script
+# may register the failover worker: portal.failover).
 ADMIN_SCRIPT = "/static/admin.js"
 ADMIN_SCRIPT_HASH = subresource_hash("admin.js")
 CHARTS_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-              "frame-ancestors 'none'; base-uri 'none'; connect-src 'self'; "
+              "frame-ancestors 'none'; base-uri 'none'; connect-src 'self'; worker-src 'self'; "
               f"script-src '{PAGE_SCRIPT_HASH}' '{ADMIN_SCRIPT_HASH}'")
 
 
@@ -368,7 +369,7 @@ class AdminViews:
         found = metrics_targets(self.config.cluster, self.config.frontend)
         response = self.render(request, "admin_charts.html", targets=found,
                                admin_script=ADMIN_SCRIPT, admin_script_hash=ADMIN_SCRIPT_HASH)
-        response.headers["Content-Security-Policy"] = CHARTS_CSP
+        response.headers["Content-Security-Policy"] = self.failover_policy(CHARTS_CSP)
         return response
 
     @login_required

@@ -21,9 +21,12 @@ from balancer.server import _BalancerHTTPServer
 from balancer.settings import BalancerSettings
 from deploy.processes import process_specs
 from deploy.tls import ensure_certificate
+from portal.admin import CHARTS_CSP
 from portal.app import CSP
 from portal.config import PortalConfig, web_settings
+from portal.drive import DRIVE_CSP
 from portal.failover import WORKER_CSP, WORKER_PATH, worker_script
+from portal.mail import MAIL_CSP
 from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from raftkv.errors import ConfigError
 from shards.site import Site
@@ -206,3 +209,11 @@ def test_a_page_s_forms_may_go_on_through_the_balancer_to_a_frontend(portal):
         assert HTTPClient(bare).get("/login").headers["Content-Security-Policy"] == CSP
     finally:
         bare.close()
+
+
+def test_every_page_policy_lets_the_page_script_register_the_worker():
+    # A policy without worker-src falls back to script-src (hashes only): the registration
+    # would be refused, with a CSP violation in the console of every such page.
+    for policy in (CSP, MAIL_CSP, DRIVE_CSP, CHARTS_CSP):
+        assert "worker-src 'self'" in policy, policy
+        assert policy.count("form-action 'self'") == 1, policy  # portal.failover widens it
