@@ -251,7 +251,7 @@ def test_an_admin_disables_and_restarts_a_replica_while_the_drive_works(cloud, b
     shot(admin, "replica-back")
     assert re.search(r"(leader|follower)", admin.locator(f"#replica-{victim}").inner_text())
 
-    admin.click("text=Browse the raw data")
+    admin.click("nav.admin-tabs >> text=Raw data")
     admin.wait_for_load_state()
     shot(admin, "data-browser")
     assert admin.locator("h1").inner_text().startswith("Raw data")
