@@ -40,6 +40,10 @@ TOO_BIG = "A message may be 25 MB at most, attachments included."
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")  # RFC 6838 type and subtype names
 
 
+# A Message-ID as make_msgid writes it; a form's is used only if it is one of ours.
+FORM_MESSAGE_ID = re.compile(r"<[0-9A-Za-z.\-_]{1,80}@[0-9A-Za-z.\-]{1,253}>")
+
+
 def _addresses(text: str) -> list[str]:
     """The addresses in a To/Cc field; BadRequest for anything that is not one."""
     found = []
@@ -110,7 +114,8 @@ class ComposeViews:
         """The compose form; with an ``error``, a 400 unless ``status`` says otherwise."""
         defaults: dict[str, Any] = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
                     "in_reply_to": "", "forwarded": [], "error": None,
-                    "send_note": self.send_limits.note()}
+                    "send_note": self.send_limits.note(),
+                    "message_id": self._form_message_id(request)}
         if status is None:
             status = 400 if fields.get("error") else 200
         return self.render(request, "compose.html", **{**defaults, **fields}, status=status)
@@ -166,6 +171,18 @@ class ComposeViews:
         outbound.submit(self.client(), user, self._address(user), recipients, raw,
                         domains=self.config.site.domains, quota=self.mailbox_quota)
 
+    def _form_message_id(self: Portal, request: Request) -> str:
+        """The Message-ID the form was given when it was first shown, kept through a
+        form shown again, else a new one.  The message is sent under it, and sending is
+        idempotent by Message-ID (``outbound.submit``): a form sent twice (the failover
+        worker sending it on when its frontend died after sending, or a double click)
+        sends one message."""
+        given = request.form.get("message_id", "") if request.method == "POST" else ""
+        if FORM_MESSAGE_ID.fullmatch(given) and given.endswith(
+                f"@{self.config.site.domains[0]}>"):
+            return given
+        return email.utils.make_msgid(domain=self.config.site.domains[0])
+
     def _build(self: Portal, request: Request) -> EmailMessage:
         form, user = request.form, current_user(request)
         message = EmailMessage()
@@ -176,7 +193,7 @@ class ComposeViews:
                 message["Cc"] = form["cc"]
             message["Subject"] = form.get("subject", "")
             message["Date"] = email.utils.formatdate(localtime=True)
-            message["Message-ID"] = email.utils.make_msgid(domain=self.config.site.domains[0])
+            message["Message-ID"] = self._form_message_id(request)
             if form.get("in_reply_to"):
                 message["In-Reply-To"] = form["in_reply_to"]
                 message["References"] = form["in_reply_to"]

@@ -5,6 +5,7 @@ browser does with all this is tests/integration/test_mail_sandbox.py."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -153,3 +154,25 @@ def test_sent_lists_whom_each_message_went_to(http, store):
     assert "<th>To</th>" in page and '<td class="sender">Bob &lt;bob@example.org&gt;</td>' in page
     mailbox.deliver(store, "carol", _raw(plain="hi", html=None))
     assert "<th>From</th>" in http.get("/mail").text
+
+
+def test_a_compose_form_sent_twice_sends_one_message(http, store):
+    """The failover worker sends a form on when its frontend died, perhaps after the
+    frontend had sent it: the form carries the Message-ID it was shown with, and sending
+    is idempotent by Message-ID, so the second sending adds nothing."""
+    page = http.get("/mail/compose").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    message_id = html.unescape(re.search(r'name="message_id" value="([^"]+)"', page).group(1))
+    assert message_id.endswith("@raftcloud.test>")
+    form = {"csrf": csrf, "to": "carol@raftcloud.test", "subject": "Once", "body": "only once",
+            "message_id": message_id}
+    for _ in range(2):
+        assert http.post("/mail/compose", data=form).status_code == 303
+    assert [m.subject for m in mailbox.list_messages(store, "carol", "sent")] == ["Once"]
+    assert [m.subject for m in mailbox.list_messages(store, "carol", "inbox")] == ["Once"]
+    # A form's Message-ID that is not one of ours is replaced by a new one: two messages.
+    for forged in ("<x@elsewhere.example>", "not an id"):
+        sent = http.post("/mail/compose", data={**form, "subject": "Twice",
+                                                "message_id": forged})
+        assert sent.status_code == 303
+    assert len(mailbox.list_messages(store, "carol", "sent")) == 3
