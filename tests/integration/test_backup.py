@@ -95,24 +95,35 @@ def test_no_write_in_a_backup_lacks_one_acknowledged_before_it_was_sent(old, tmp
         opened_first = threading.Event()
         original = raftkv.Client.backup_open
 
+        failures: list[BaseException] = []
+
         def chain() -> None:
-            client.put(cause, "n", b"1")
-            client.put(effect, "n", b"1")
+            # A client of its own, patient: the freeze holds this write back for a second.
+            with old.client(timeout=30.0) as writer:
+                try:
+                    writer.put(cause, "n", b"1")
+                    writer.put(effect, "n", b"1")
+                except BaseException as exc:  # noqa: BLE001 - reported by the test
+                    failures.append(exc)
 
         def backup_open(self: raftkv.Client, token: int) -> dict[str, Any]:
             if self is not group1:
                 opened_first.wait(10)
                 return original(self, token)
             answer = original(self, token)
-            writer = threading.Thread(target=chain)
-            writer.start()
-            writer.join(1.0)  # done at once unless the group is frozen
+            if not writers:
+                writers.append(threading.Thread(target=chain))
+                writers[0].start()
+                writers[0].join(1.0)  # done at once unless the group is frozen
             opened_first.set()
             return answer
 
+        writers: list[threading.Thread] = []
         monkeypatch.setattr(raftkv.Client, "backup_open", backup_open)
-        save_backup(client, tmp_path / "b.backup")
+        save_backup(client, tmp_path / "b.backup", progress=print)  # shown if this fails
         monkeypatch.undo()
+        writers[0].join(40)
+        assert not failures, failures
         assert client.get(effect, "n").value == b"1"  # the chain went through after the thaw
     with open(tmp_path / "b.backup", "rb") as f:
         saved = {c.row: c.value for record in BackupReader(f) if isinstance(record, list)

@@ -81,9 +81,16 @@ def _shared_browser(app, client) -> HTTPClient:
     return _SHARED["http"]
 
 
+def _sample(rule, name: str) -> str:
+    """A value for the route's argument ``name``: one of its ``any(...)`` choices, if it
+    has them (each route names its own), else the shared sample."""
+    choices = getattr(rule._converters.get(name), "items", None)
+    return sorted(choices)[0] if choices else SAMPLE_VALUES[name]
+
+
 def _post_paths(app) -> list[str]:
     adapter = app.url_map.bind("localhost")
-    return sorted({adapter.build(rule.endpoint, {k: SAMPLE_VALUES[k] for k in rule.arguments})
+    return sorted({adapter.build(rule.endpoint, {k: _sample(rule, k) for k in rule.arguments})
                    for rule in app.url_map.iter_rules() if "POST" in (rule.methods or ())})
 
 
