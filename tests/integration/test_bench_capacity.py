@@ -63,11 +63,20 @@ def test_a_tiny_run_takes_every_measurement_and_leaves_nothing_behind(tmp_path: 
         assert caught["snapshot_bytes"] > stored and caught["watcher_gap_after_s"] > 0
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_the_fill_stops_every_replica_and_removes_the_data(tmp_path: Path) -> None:
     bench = subprocess.Popen([sys.executable, "-m", "bench.capacity", "--sizes", "1",
                               "--dir", str(tmp_path), "--step-timeout", "30",
                               "--fill-timeout", "60"],
-                             cwd=CURRENT_TREE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             cwd=CURRENT_TREE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             # As a shell's foreground command: a test run started in the
+                             # background of a non-interactive shell ignores SIGINT, and
+                             # every child inherits that (Python then never installs
+                             # KeyboardInterrupt), so Ctrl-C would never reach the bench.
+                             preexec_fn=_sigint_as_in_a_terminal)
     try:
         cluster_file = wait_for(lambda: next(tmp_path.glob("*/cluster.toml"), None), 30,
                                 "the bench to write its cluster file")
