@@ -46,6 +46,10 @@ FORM_MESSAGE_ID = re.compile(r"<[0-9A-Za-z.\-_]{1,80}@[0-9A-Za-z.\-]{1,253}>")
 
 def _addresses(text: str) -> list[str]:
     """The addresses in a To/Cc field; BadRequest for anything that is not one."""
+    if not text.strip():
+        # An empty field names nobody.  (getaddresses, since Python 3.13 and the 3.12
+        # releases that took its stricter parsing, answers one empty pair for it.)
+        return []
     found = []
     for _name, address in email.utils.getaddresses([text]):
         local, at, domain = address.rpartition("@")
