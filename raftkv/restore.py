@@ -91,12 +91,12 @@ class GroupSeed:
             formats.prepare_data_dir(raft)  # new: records the newest data format
             shutil.copyfile(snapshot, raft / snapshots.SNAPSHOT_FILE)
             (raft / snapshots.SNAPSHOT_FILE).chmod(0o600)
-            target = BlobStore(replica / "blobs")
-            for chunk in self.blobs.files():
-                if chunk.temporary:
-                    continue
-                data = self.blobs.get(chunk.name)
-                if data is not None:
+        # Each chunk read (and checked against its name) once, written to every replica.
+        targets = [BlobStore(replica / "blobs") for replica in replica_dirs]
+        for chunk in self.blobs.files():
+            data = None if chunk.temporary else self.blobs.get(chunk.name)
+            if data is not None:
+                for target in targets:
                     target.put(chunk.name, data)
 
     def close(self) -> None:
