@@ -148,6 +148,10 @@ class Client(UpkeepCalls, BackupCalls):
             raise UnavailableError(f"{addr} refused this client's secret: {exc}") from exc
         with self._lock:
             self._refused.discard(addr)
+            if self._closed:
+                # close() ran while we connected: it cannot have seen this connection.
+                conn.close()
+                raise ClientClosed("the client is closed")
             old = self._connections.get(addr)
             if old is not None and not old.closed:
                 conn.close()

@@ -48,6 +48,9 @@ class Connection:
         except (OSError, ProtocolError) as exc:
             sock.close()
             raise UnavailableError(f"cannot connect to {addr}: {exc}") from exc
+        except BaseException:
+            sock.close()  # whatever broke the handshake, the socket is not left to the GC
+            raise
         sock.settimeout(None)
         self._sock = sock
         self._ids = itertools.count(1)
@@ -100,7 +103,7 @@ class Connection:
                     future.set_result(answer)
                 elif frame_id is None and "error" in answer:
                     raise ProtocolError(str(answer.get("message")))
-        except (OSError, ProtocolError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever broke the stream ends the connection
             self._fail_all(exc)
 
     def _fail_all(self, exc: BaseException) -> None:

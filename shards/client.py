@@ -38,6 +38,7 @@ class Client:
         self._groups = {g.id: raftkv.Client(g.client_addrs, cluster.secret, timeout=timeout)
                         for g in cluster.all_groups()}
         self._lock = threading.Lock()
+        self._closed = False
         self._fan_out: ThreadPoolExecutor | None = None  # get_cells' groups, made on first use
 
     def shard_of(self, row: str) -> int:
@@ -47,8 +48,7 @@ class Client:
         """Group ``gid``'s client; ``addrs`` introduce a group this client has not met."""
         with self._lock:
             if gid not in self._groups and addrs:
-                self._groups[gid] = raftkv.Client(addrs, self.cluster.secret,
-                                                  timeout=self.timeout)
+                self._meet_group(gid, addrs)
             return self._groups[gid]
 
     def group_of_shard(self, shard: int) -> int:
@@ -66,9 +66,15 @@ class Client:
                 return
             for gid, addrs in config.groups.items():
                 if gid not in self._groups:
-                    self._groups[gid] = raftkv.Client(addrs, self.cluster.secret,
-                                                      timeout=self.timeout)
+                    self._meet_group(gid, addrs)
             self.shard_map = ShardMap(config.num, config.owners)
+
+    def _meet_group(self, gid: int, addrs: Sequence[str]) -> None:
+        """A client for a group this client has not met (called under the lock)."""
+        group = raftkv.Client(addrs, self.cluster.secret, timeout=self.timeout)
+        if self._closed:
+            group.close()  # met after close(): its calls fail, and it opens no socket
+        self._groups[gid] = group
 
     def refresh(self) -> None:
         """Learn the latest configuration; without a config group the map is static."""
@@ -235,7 +241,10 @@ class Client:
         return out
 
     def close(self) -> None:
-        for group in self._groups.values():
+        with self._lock:
+            self._closed = True
+            groups = list(self._groups.values())
+        for group in groups:
             group.close()
         if self._fan_out is not None:
             self._fan_out.shutdown(wait=False)
