@@ -410,7 +410,12 @@ def _request(addr: str, token: str, method: str, path: str, timeout: float = 5.0
     """One call to a supervisor's control API.  :raises OSError: (HTTPError for a refusal)."""
     request = urllib.request.Request(f"http://{addr}{path}", method=method, headers={
         "Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the refused response's socket; callers need only its code
+        raise
+    with response:
         return json.load(response)
 
 

@@ -48,16 +48,19 @@ def free_port() -> int:
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy, with a deadline."""
     deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
+    # Only the last failure's text is kept: the exception itself would hold its traceback,
+    # this frame and so itself in a cycle, alive until a later garbage collection; an HTTP
+    # error keeps its socket open that long, and its ResourceWarning fails a later test.
+    last = ""
     while time.monotonic() < deadline:
         try:
             result = predicate()
             if result:
                 return result
         except Exception as exc:  # noqa: BLE001 - the predicate probes a starting process
-            last_exc = exc
+            last = f": {exc!r}"
         time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}" + (f": {last_exc!r}" if last_exc else ""))
+    raise TimeoutError(f"timed out waiting for {what}{last}")
 
 
 def port_open(addr: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,17 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     logging.getLogger().removeHandler(watch)
     found = watch.found + scan_files(tmp_path_factory.getbasetemp())
     assert not found, f"a password or secret in the logs: {found}"
+
+
+@pytest.fixture(autouse=True)
+def leaks_blamed_on_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A socket or file that a test drops unclosed is collected at that test's teardown, so
+    its ResourceWarning (an error here) names the test that leaked it, not whichever later
+    test the collector happened to run in.  Only for the process-starting tests: a collection
+    costs milliseconds, and the unit tests are many."""
+    yield
+    if any(request.node.get_closest_marker(m) for m in ("cluster", "slow", "browser")):
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

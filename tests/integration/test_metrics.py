@@ -12,6 +12,7 @@ import shutil
 import smtplib
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import closing
@@ -146,7 +147,12 @@ def test_prometheus_scrapes_the_cloud_with_the_written_configuration(cloud, tmp_
 
     def query(expr: str) -> list[dict]:
         url = f"http://{addr}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as response:
+        try:
+            response = urllib.request.urlopen(url, timeout=10)
+        except urllib.error.HTTPError as err:  # 503 while it starts: close its socket now
+            with err:
+                raise AssertionError(f"prometheus answered {err.code}") from None
+        with response:
             answer = json.load(response)
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
