@@ -146,7 +146,8 @@ def message_view(raw: bytes) -> MessageView:
 
 
 def message_keys(user: str, msg_id: str) -> tuple[Key, Key]:
-    """A message's metadata cell (confirmed and cached) and its raw cell (probed by version)."""
+    """A message's metadata cell (its pointer: confirmed and cached) and its raw cell
+    (probed by version)."""
     return ((mailbox.mailbox_row(user), mailbox.META_PREFIX + msg_id),
             (mailbox.message_row(user, msg_id), mailbox.RAW_COLUMN))
 
@@ -220,20 +221,23 @@ class MailViews:
                 raw = client.get(*raw_key)
         if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
             raise NotFound("There is no such message in your mailbox.")
+        # The metadata cell points to the message's record (its folder, its flags).
+        summary = mailbox.summary_at(client, user, msg_id, meta.value)
+        if summary is None:
+            raise NotFound("There is no such message in your mailbox.")
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
-        if (mark_read and request.method == "GET" and mailbox.unread(meta.value)
+        if (mark_read and request.method == "GET" and summary.unread
                 and not client.lost(mailbox.mailbox_row(user))
-                and not portal.read_marks.note(user, msg_id, meta)):
+                and not portal.read_marks.note(user, msg_id)):
             try:
-                readmarks.write(client, user, msg_id, meta)
+                readmarks.write(client, user, msg_id)
             except ReadOnly:
                 pass  # read-only (shards.readonly): the message shows, still unread
         if view is None:
             assert raw is not None and not isinstance(raw, Unchanged)
             view = message_view(raw.value)
             portal.message_views.put(user, msg_id, raw.version, view)
-        summary = mailbox.summary_of(msg_id, meta.value)
-        return view, summary.folder if summary is not None else "inbox"
+        return view, summary.folder
 
     @login_required
     def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:

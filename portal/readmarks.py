@@ -1,15 +1,15 @@
 """Marking mail read off the request path, so a message page waits for no write.
 
-Opening a message marks it read: a CPUT of its metadata on the version the
-page read.  That write needs the read before it, so on the request it would be
-a third sequential round trip (README, "Store round trips per page").  The
+Opening a message marks it read: its ``\\Seen`` flag set by
+:func:`shards.model.mailbox.mark_read` (a read of its record, then a mutation
+conditioned on it).  On the request that would be a third sequential round
+trip and more (README, "Store round trips per page").  The
 page notes it here instead and a thread of this worker writes it at once;
 until it lands, this worker's mailbox listings show the message read already
 (:meth:`ReadMarks.pending`), and another frontend's listing may show it
-unread for the few milliseconds the write takes.  A stale version (another
-frontend changed the message meanwhile) fails the CPUT, and the mark is
-applied again on a fresh read (:func:`shards.model.mailbox.mark_read`).
-Losing a pending note (a worker killed) leaves the message unread.
+unread for the few milliseconds the write takes.  A concurrent change of the
+message (another frontend, an IMAP client) makes the model read it again and
+apply the mark on top.  Losing a pending note (a worker killed) leaves the message unread.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from raftkv.background import UNTIL_WOKEN, BackgroundLoop
-from raftkv.errors import ConditionFailed, RaftKVError
+from raftkv.errors import RaftKVError
 from shards.model import mailbox
 
 if TYPE_CHECKING:
-    from raftkv.interface import Cell, KeyValueStore
+    from raftkv.interface import KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 class _Mark(NamedTuple):
     user: str
     msg_id: str
-    meta: Cell  # the message's metadata as the page read it
 
 
 class ReadMarks(BackgroundLoop):
@@ -49,14 +48,14 @@ class ReadMarks(BackgroundLoop):
         self._pid = os.getpid()
         self.writes = 0
 
-    def note(self, user: str, msg_id: str, meta: Cell) -> bool:
+    def note(self, user: str, msg_id: str) -> bool:
         """Mark the message read soon; False if too many wait (the caller writes it)."""
         with self._lock:
             if os.getpid() != self._pid:
                 self._pid, self._pending = os.getpid(), {}
             if self.stopping or len(self._pending) >= self.MAX_PENDING:
                 return False
-            self._pending[(user, msg_id)] = _Mark(user, msg_id, meta)
+            self._pending[(user, msg_id)] = _Mark(user, msg_id)
         self.start()
         self.wake()
         return True
@@ -80,7 +79,7 @@ class ReadMarks(BackgroundLoop):
         landed = 0
         for mark in marks:
             try:
-                write(self._client(), mark.user, mark.msg_id, mark.meta)
+                write(self._client(), mark.user, mark.msg_id)
                 landed += 1
             except RaftKVError as exc:
                 log.debug("read mark of %s not written: %r", mark.msg_id, exc)
@@ -95,10 +94,6 @@ class ReadMarks(BackgroundLoop):
         self.stop()
 
 
-def write(client: KeyValueStore, user: str, msg_id: str, meta: Cell) -> None:
-    """The mark: a CPUT on the version read; on a newer version, again on a fresh read."""
-    try:
-        client.cput(mailbox.mailbox_row(user), mailbox.META_PREFIX + msg_id,
-                    mailbox.read_meta(meta.value), if_version=meta.version)
-    except ConditionFailed:
-        mailbox.mark_read(client, user, msg_id)
+def write(client: KeyValueStore, user: str, msg_id: str) -> None:
+    """The mark: the message's ``\\Seen`` flag, set on a fresh read of its record."""
+    mailbox.mark_read(client, user, msg_id)

@@ -98,7 +98,7 @@ class QuotaExceeded(DriveError, OverLimit):
         self.quota = quota
 
 
-# -- mail (shards.model.mailbox, outbound, sendlimit) -------------------------------------
+# -- mail (shards.model.mail, mailbox, outbound, sendlimit) -------------------------------------
 
 
 class MailboxFull(OverLimit):
@@ -113,6 +113,32 @@ class MailboxFull(OverLimit):
     @staticmethod
     def sentence(mailbox: str) -> str:
         return f"the mailbox of {mailbox} is full."
+
+
+class MailError(RaftKVError):
+    """Something asked of a mailbox's folders or messages cannot be done; the message is a
+    sentence for the user (:mod:`shards.model.mail`).  Only a family, as :class:`DriveError`."""
+
+
+class NoSuchFolder(MailError, NotFound):
+    """No folder of that name or id (deleted meanwhile?)."""
+
+
+class FolderExists(MailError, Refused):
+    """A folder of that name exists already (possibly made a moment ago)."""
+
+
+class BadFolderName(MailError, Refused):
+    """The folder name breaks the rules of :func:`shards.model.mail.layout.check_folder_name`."""
+
+
+class FolderRefused(MailError, Refused):
+    """The folder cannot be renamed or deleted (a special folder, one with subfolders), or
+    no more folders may be made."""
+
+
+class BadFlag(MailError, Refused):
+    """A flag or keyword that cannot be stored (not an IMAP atom, too long, too many)."""
 
 
 class SenderMailboxFull(MailboxFull):

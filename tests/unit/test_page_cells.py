@@ -106,21 +106,22 @@ def test_a_session_ended_on_another_frontend_stops_working_at_once() -> None:
 def test_a_cput_on_a_stale_cached_version_fails_and_refreshes_the_copy() -> None:
     store, cache = Answers(), CellCache(16)
     msg_id = mailbox.deliver(store, "alice", b"Subject: hi\r\n\r\nbody")
-    key = (mailbox.mailbox_row("alice"), mailbox.META_PREFIX + msg_id)
+    [column] = store.get_row(mailbox.mailbox_row("alice"), prefix="u:")  # its record
+    key = (mailbox.mailbox_row("alice"), column)
     page = _page(store, cache)
     page.confirm([key])  # the page's first read
     stale = page.found[key]
-    # Meanwhile another frontend changes the message (its metadata gets a new version).
+    # Meanwhile another frontend changes the message (its record gets a new version).
     other = msgpack.unpackb(store.get(*key).value)
-    store.cput(*key, msgpack.packb({**other, "flag": "kept"}), if_version=stale.version)
+    store.cput(*key, msgpack.packb({**other, "flags": ["\\Flagged"]}), if_version=stale.version)
     with pytest.raises(ConditionFailed):
-        page.cput(*key, mailbox.read_meta(stale.value), if_version=stale.version)
+        page.cput(*key, msgpack.packb({**other, "flags": ["\\Seen"]}), if_version=stale.version)
     assert cache.peek(key) is None and key not in page.found, "the stale copy is gone"
-    # The data model's retry (re-read, apply, CPUT) now reads the current cell.
+    # The data model's retry (re-read, apply, write conditioned) now reads the current cell.
     assert mailbox.mark_read(page, "alice", msg_id)
     current = store.get(*key)
-    assert msgpack.unpackb(current.value)["unread"] is False
-    assert msgpack.unpackb(current.value)["flag"] == "kept", "no update was lost"
+    assert msgpack.unpackb(current.value)["flags"] == ["\\Flagged", "\\Seen"], \
+        "no update was lost"
     assert page.get(*key) == current
 
 
