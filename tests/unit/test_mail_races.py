@@ -152,3 +152,27 @@ def test_racing_folder_creation_makes_one_folder_of_a_name():
     names = [f.name for f in mail.list_folders(client, user)][5:]
     assert sorted(names) == sorted(f"f{n}" for n in range(10))
     assert len(made) == 10 and len(set(made)) == 10 and len(refused) == 20
+
+
+def test_racing_renames_and_creates_of_one_name_leave_one_folder_of_it():
+    client, user = SlowReads(), f"r{secrets.token_hex(3)}"
+    sources = [mail.create_folder(client, user, f"old{n}").id for n in range(10)]
+
+    def create():
+        for n in range(10):
+            try:
+                mail.create_folder(client, user, f"new{n}")
+            except mail.FolderExists:
+                pass
+
+    def rename():
+        for n, fid in enumerate(sources):
+            try:
+                mail.rename_folder(client, user, fid, f"new{n}")
+            except mail.FolderExists:
+                pass
+
+    _race(create, rename)
+    names = [f.name for f in mail.list_folders(client, user)]
+    assert len(names) == len(set(names)), "a name held by two folders"
+    assert {f"new{n}" for n in range(10)} <= set(names)
