@@ -190,8 +190,12 @@ class MailViews:
             return []
         portal = cast("Portal", self)
         meta, raw = message_keys(user, msg_id)
-        portal.client().probe(raw, portal.message_views.version(user, msg_id))
-        return [meta, raw]
+        client = portal.client()
+        client.probe(raw, portal.message_views.version(user, msg_id))
+        # The record the worker's copy of the pointer names, confirmed in the same read.
+        kept = client.cache.peek(meta)
+        record = None if kept is None else mailbox.record_key(user, kept.value)
+        return [meta, raw, *([record] if record is not None else [])]
 
     cells_mail_html = cells_mail_message
 
@@ -221,8 +225,11 @@ class MailViews:
                 raw = client.get(*raw_key)
         if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
             raise NotFound("There is no such message in your mailbox.")
-        # The metadata cell points to the message's record (its folder, its flags).
-        summary = mailbox.summary_at(client, user, msg_id, meta.value)
+        # The metadata cell points to the message's record (its folder, its flags): read
+        # with the session when this worker knew the pointer, else now.
+        record_key = mailbox.record_key(user, meta.value)
+        summary = (mailbox.get_summary(client, user, msg_id) if record_key is None  # layout 1
+                   else mailbox.summary_in(msg_id, record_key, client.cell(*record_key)))
         if summary is None:
             raise NotFound("There is no such message in your mailbox.")
         # A HEAD request does not mark mail read; nor does a read-only group take writes.

@@ -45,22 +45,21 @@ from .mail.layout import (
     record_col,
     record_from_cell,
     record_prefix,
-    unpack,
     unpack_pointer,
 )
 from .mail.messages import dedup_column, delete_raw
-from .mail.reads import locate_pointer, read_cells, record_at, records_of
+from .mail.reads import locate_pointer, read_cells, records_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-    from raftkv.interface import KeyValueStore
+    from raftkv.interface import Cell, KeyValueStore
 
 __all__ = ["MailboxFull", "MessagePage", "MessageSummary", "ParsedHeaders", "dedup_column",
            "delete_message", "deliver", "every_message", "get_message", "get_summary", "has_room",
            "header_value", "is_message_id", "list_messages", "list_page", "mailbox_row", "mark_read",
-           "message_row", "new_message_id", "parse_headers", "quota_setting", "summary",
-           "summary_at", "usage"]
+           "message_row", "new_message_id", "parse_headers", "quota_setting", "record_key",
+           "summary", "summary_in", "usage"]
 
 META_PREFIX = POINTER_PREFIX   # m:<msg_id>: the message's pointer (its metadata before layout 2)
 RAW_COLUMN = RAW_COL
@@ -243,15 +242,24 @@ def get_summary(client: KeyValueStore, user: str, msg_id: str) -> MessageSummary
     return None if record is None else summary(record)
 
 
-def summary_at(client: KeyValueStore, user: str, msg_id: str,
-               pointer: bytes) -> MessageSummary | None:
-    """The summary of message ``msg_id`` given its ``m:`` cell's value as read (a page read
-    it with its session): one ``get`` of its record.  A value of the layout before 2
-    (the mailbox is not migrated yet) is read the long way, migrating first."""
+def record_key(user: str, pointer: bytes) -> tuple[str, str] | None:
+    """The record cell an ``m:`` cell's value points to; None for a value of the layout
+    before 2 (read those with :func:`get_summary`, which migrates first) or garbage.
+
+    A page that read the pointer with its session (and a worker that keeps it) names
+    the record in the same round trip, or the next one.
+    """
     where = unpack_pointer(pointer)
-    if where is None:
-        return get_summary(client, user, msg_id) if isinstance(unpack(pointer), dict) else None
-    record = record_at(client, user, *where)
+    return None if where is None else (mailbox_row(user), record_col(*where))
+
+
+def summary_in(msg_id: str, key: tuple[str, str], cell: Cell | None) -> MessageSummary | None:
+    """The summary of message ``msg_id`` from the cell at :func:`record_key`'s ``key``;
+    None if it is not there (moved or deleted since the pointer was read)."""
+    if cell is None:
+        return None
+    _, fid, uid = key[1].split(":")
+    record = record_from_cell(int(fid), int(uid), cell.value, cell.version)
     return summary(record) if record is not None and record.id == msg_id else None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 import pytest
 
-from shards.model import mailbox
+from shards.model import mail, mailbox
 from shards.model.registry import list_nodes, register, unregister
 
 pytestmark = pytest.mark.cluster
@@ -85,6 +86,41 @@ def test_large_messages_round_trip(client, user):
     msg_id = mailbox.deliver(client, user, raw)
     assert mailbox.get_message(client, user, msg_id) == raw
     assert mailbox.get_summary(client, user, msg_id).size == len(raw)
+
+
+def test_the_folder_model_on_the_real_store(client, user):
+    """Batches of the largest records flagged, moved and copied: each mutation the real
+    store takes is under its 32 KiB entry cap; headers come back many at once."""
+    subject = "📬" * 600
+    raws = [f"From: {'👤' * 400} <a@b.test>\r\nTo: {'t' * 700}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{'m' * 600}{i}@x>\r\n\r\nbody {i}".encode() for i in range(40)]
+    records = [mail.deliver(client, user, raw).record for raw in raws]
+    uids = [r.uid for r in records]
+    flagged = mail.store_flags(client, user, mail.INBOX, uids, [f"kw{i}" for i in range(32)])
+    assert len(flagged.updated) == 40
+    archive = mail.create_folder(client, user, "Archive/2024 ✓")
+    moved = mail.move(client, user, mail.INBOX, uids, archive.id)
+    assert list(moved.uids.values()) == list(range(1, 41))
+    copied = mail.copy(client, user, archive.id, list(moved.uids.values()), mail.TRASH)
+    assert len(copied.uids) == 40
+    blocks = mail.header_blocks(client, user, [r.id for r in records])
+    assert [blocks[r.id] for r in records] == [raw[:raw.index(b"\r\n\r\n") + 4] for raw in raws]
+    changes = mail.changes_since(client, user, mail.INBOX, records[-1].modseq)
+    assert changes.updated == [] and sorted(changes.expunged) == uids
+    assert mail.status(client, user, archive.id).exists == 40
+    assert mail.usage(client, user) == 2 * sum(map(len, raws))
+    mail.delete_folder(client, user, archive.id)
+    assert mail.usage(client, user) == sum(map(len, raws))
+    assert mail.expire_trash(client, user, now=time.time() + 31 * 86400) is False
+    assert mail.usage(client, user) == 0 and mail.status(client, user, mail.TRASH).exists == 0
+
+
+def test_a_header_block_of_a_blob_size_is_kept_apart(client, user):
+    raw = b"Subject: wide\r\nX-Pad: " + b"p" * (40 * 1024) + b"\r\n\r\n" + b"b" * (2 << 20)
+    record = mail.append(client, user, mail.INBOX, raw)
+    assert mail.header_blocks(client, user, [record.id]) == {record.id: raw[:raw.index(b"\r\n\r\n") + 4]}
+    size, chunks = mail.raw_stream(client, user, record.id)
+    assert size == len(raw) and b"".join(chunks) == raw
 
 
 def test_registry_lists_registers_and_forgets(client):
