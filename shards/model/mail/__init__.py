@@ -4,8 +4,9 @@ The model the IMAP server and the webmail share.  Every function takes a
 :class:`~raftkv.interface.KeyValueStore` and a user name; every change is one
 ``mutate_row`` on the user's mailbox row conditioned on the versions of the cells
 it read, retried on ``ConditionFailed`` a bounded number of times.  Every
-public function first brings an old mailbox to this layout
-(:func:`ensure_current`: one ``get``, none once this process saw it current).
+public function that reads or changes the mailbox row first brings an old
+mailbox to this layout (:func:`ensure_current`: one ``get``, none once this
+process saw it current); the message rows need no migration.
 
 Layout (one row per user; the ``{user}`` hash tag keeps it and the message rows
 on one shard)::
