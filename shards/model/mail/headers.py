@@ -72,6 +72,13 @@ def header_block(raw: bytes, limit: int | None = MAX_HEADER_BLOCK) -> bytes | No
     return block if limit is None or len(block) <= limit else None
 
 
+def blank_line_end(data: bytes, start: int = 0) -> int | None:
+    """Where the header section of ``data`` ends (after its blank line), looking from
+    ``start``; None if no blank line follows it."""
+    found = _BLANK_LINE.search(data, start)
+    return None if found is None else found.end()
+
+
 def cut(text: str, field: str) -> str:
     """``text`` cut to the field's limits in characters and in UTF-8 bytes ("…" marks a cut).
 

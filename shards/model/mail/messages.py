@@ -19,7 +19,7 @@ from raftkv.errors import ConditionFailed
 from raftkv.interface import MAX_CELLS, Cell
 
 from ..errors import MailboxFull, NoSuchFolder
-from .headers import header_block, parse_headers
+from .headers import blank_line_end, header_block, parse_headers
 from .layout import (
     ATTEMPTS,
     DEDUP_PREFIX,
@@ -267,10 +267,27 @@ def header_blocks(client: KeyValueStore, user: str, msg_ids: Iterable[str]) -> d
             if cell is not None:
                 found[msg_id] = cell.value
                 continue
-            raw = get_raw(client, user, msg_id)
-            if raw is not None:
-                found[msg_id] = header_block(raw, limit=None) or raw
+            block = _header_from_raw(client, user, msg_id)
+            if block is not None:
+                found[msg_id] = block
     return found
+
+
+def _header_from_raw(client: KeyValueStore, user: str, msg_id: str) -> bytes | None:
+    """The header block read from the start of ``raw``, chunk by chunk: a 25 MiB message
+    with a short header (stored before layout 2) is not read whole."""
+    found = client.get_stream(message_row(user, msg_id), RAW_COL)
+    if found is None:
+        return None
+    read = b""
+    for chunk in found[1]:
+        # Look again from just before the new chunk: the blank line may straddle two.
+        start = max(0, len(read) - 3)
+        read += chunk
+        end = blank_line_end(read, start)
+        if end is not None:
+            return read[:end]
+    return read
 
 
 def get_raw(client: KeyValueStore, user: str, msg_id: str) -> bytes | None:

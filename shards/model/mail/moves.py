@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
+from raftkv.errors import ConditionFailed
+
 from ..errors import FolderRefused, MailboxFull, NoSuchFolder
 from .changes import expunge, fitting, in_batches
 from .layout import (
@@ -143,7 +145,8 @@ def copy(client: KeyValueStore, user: str, src: int, uids: Iterable[int], dst: i
                 copied, pending = retrying(
                     f"folders {src} and {dst} of {user}",
                     partial(_copy_batch, client, user, src, pending, dst, copies, quota), ATTEMPTS)
-            except BaseException:
+            except (MailboxFull, NoSuchFolder, ConditionFailed):
+                # Surely not listed.  (After an unknown outcome the bytes stay: they may be.)
                 for msg_id in copies.values():
                     delete_raw(client, user, msg_id)
                 raise
