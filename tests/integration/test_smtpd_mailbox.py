@@ -93,7 +93,7 @@ def test_the_folder_model_on_the_real_store(client, user):
     store takes is under its 32 KiB entry cap; headers come back many at once."""
     subject = "📬" * 600
     raws = [f"From: {'👤' * 400} <a@b.test>\r\nTo: {'t' * 700}\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{'m' * 600}{i}@x>\r\n\r\nbody {i}".encode() for i in range(40)]
+            f"Message-ID: <{i}{'m' * 600}@x>\r\n\r\nbody {i}".encode() for i in range(40)]
     records = [mail.deliver(client, user, raw).record for raw in raws]
     uids = [r.uid for r in records]
     flagged = mail.store_flags(client, user, mail.INBOX, uids, [f"kw{i}" for i in range(32)])
