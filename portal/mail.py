@@ -34,7 +34,7 @@ from .pagestore import together
 
 if TYPE_CHECKING:
     from .app import Portal, Request
-    from .pagestore import Key
+    from .pagestore import Key, PageStore
 
 # The message page's policy: our stylesheet only; no script but the page script (by its
 # hash, so nothing in a mail can name another), no fonts or images; the one frame is ours
@@ -225,15 +225,10 @@ class MailViews:
                 raw = client.get(*raw_key)
         if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
             raise NotFound("There is no such message in your mailbox.")
-        # The metadata cell points to the message's record (its folder, its flags): read
-        # with the session when this worker knew the pointer, else now.
-        record_key = mailbox.record_key(user, meta.value)
-        summary = (mailbox.get_summary(client, user, msg_id) if record_key is None  # layout 1
-                   else mailbox.summary_in(msg_id, record_key, client.cell(*record_key)))
-        if summary is None:
-            raise NotFound("There is no such message in your mailbox.")
+        # The metadata cell points to the message's record (its folder, its flags).
+        folder, unread = self._folder_and_unread(client, user, msg_id, meta.value)
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
-        if (mark_read and request.method == "GET" and summary.unread
+        if (mark_read and request.method == "GET" and unread
                 and not client.lost(mailbox.mailbox_row(user))
                 and not portal.read_marks.note(user, msg_id)):
             try:
@@ -244,7 +239,26 @@ class MailViews:
             assert raw is not None and not isinstance(raw, Unchanged)
             view = message_view(raw.value)
             portal.message_views.put(user, msg_id, raw.version, view)
-        return view, summary.folder
+        return view, folder
+
+    @staticmethod
+    def _folder_and_unread(client: PageStore, user: str, msg_id: str,
+                           pointer: bytes) -> tuple[str, bool]:
+        """The message's folder, and whether it may be unread, from its pointer and its
+        record: the record as read with the session when this worker knew the pointer
+        (cells_mail_message). Else it is not read on the request (a third round trip on
+        a fresh worker): the folder is the pointer's, and the read mark is noted anyway,
+        its writer skips a message already read."""
+        record_key = mailbox.record_key(user, pointer)
+        if record_key is None:  # a mailbox not migrated yet, or garbage
+            summary = mailbox.get_summary(client, user, msg_id)
+        elif record_key in client.found:
+            summary = mailbox.summary_in(msg_id, record_key, client.found[record_key])
+        else:
+            return mailbox.pointer_folder(pointer), True
+        if summary is None:
+            raise NotFound("There is no such message in your mailbox.")
+        return summary.folder, summary.unread
 
     @login_required
     def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:

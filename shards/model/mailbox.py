@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["MailboxFull", "MessagePage", "MessageSummary", "ParsedHeaders", "dedup_column",
            "delete_message", "deliver", "every_message", "get_message", "get_summary", "has_room",
            "header_value", "is_message_id", "list_messages", "list_page", "mailbox_row", "mark_read",
-           "message_row", "new_message_id", "parse_headers", "quota_setting", "record_key",
+           "message_row", "new_message_id", "parse_headers", "pointer_folder", "quota_setting", "record_key",
            "summary", "summary_in", "usage"]
 
 META_PREFIX = POINTER_PREFIX   # m:<msg_id>: the message's pointer (its metadata before layout 2)
@@ -251,6 +251,12 @@ def record_key(user: str, pointer: bytes) -> tuple[str, str] | None:
     """
     where = unpack_pointer(pointer)
     return None if where is None else (mailbox_row(user), record_col(*where))
+
+
+def pointer_folder(pointer: bytes) -> str:
+    """The folder (as :class:`MessageSummary` names it) an ``m:`` cell's value points into."""
+    where = unpack_pointer(pointer)
+    return "inbox" if where is None else ROLES.get(where[0], f"#{where[0]}")
 
 
 def summary_in(msg_id: str, key: tuple[str, str], cell: Cell | None) -> MessageSummary | None:

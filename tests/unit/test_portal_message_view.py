@@ -10,6 +10,7 @@ store is :class:`tests._memstore.MemClient` (the real state machine); its
 from __future__ import annotations
 
 import re
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -18,9 +19,10 @@ from markupsafe import Markup
 from portal import mail
 from portal.messageview import MessageView, MessageViewCache
 from shards.model import accounts, mailbox
+from shards.model import mail as mail_model
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, logged_in
+from .._portal import PASSWORD, logged_in, unit_portal
 
 
 def _raw(subject: str, body: str = "Hello there.\n") -> bytes:
@@ -137,3 +139,40 @@ def test_the_cache_is_bounded_in_entries_and_characters():
     for n in range(20):
         cache.put("bob", str(n), n + 1, view(90))
     assert len(cache) == 11 and cache.version("bob", "19") == 20
+
+
+def test_opening_a_message_marks_it_read_once_whether_or_not_the_worker_knew_it(store):
+    """A fresh worker does not read the record on the page (it kept no pointer to name it
+    by): the mark is noted anyway and its writer skips a message already read.  A worker
+    that kept the pointer reads the record with the session and notes nothing for read mail."""
+    msg_id = mailbox.deliver(store, "bob", _raw("Unread at first"))
+    inbox = mailbox.mailbox_row("bob")
+
+    def writes() -> int:
+        return len([op for op in store.ops if op == ("mutate_row", inbox)])
+
+    for first in (True, False):  # two fresh workers in turn
+        app = unit_portal(store)
+        try:
+            http = logged_in(app, "bob")
+            before = writes()
+            assert http.get(f"/mail/{msg_id}").status_code == 200  # noted: the worker's thread
+            _landed(app)                                                # writes it
+            assert writes() == before + (1 if first else 0), "written once, then skipped"
+            assert not mailbox.get_summary(store, "bob", msg_id).unread
+            marks = app.read_marks.writes
+            assert http.get(f"/mail/{msg_id}").status_code == 200  # this worker knows it now
+            _landed(app)
+            assert app.read_marks.writes == marks, "a read message noted no mark"
+        finally:
+            app.close()
+    assert mail_model.status(store, "bob", mail_model.INBOX).unseen == 0
+
+
+def _landed(app) -> None:
+    """Wait until the worker's pending read marks are written (a mark leaves the pending
+    set after its write), at most 10 s."""
+    deadline = time.monotonic() + 10
+    while app.read_marks.pending("bob") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.read_marks.pending("bob") == set()
