@@ -13,18 +13,20 @@ ROOT = Path(__file__).resolve().parents[2]
 # a module belongs to the most specific layer that contains it, and naming a package in a
 # row forbids its sub-packages too (except the importer's own layer).
 FORBIDDEN = {
-    "raftkv": {"shards", "portal", "smtpd", "balancer", "deploy"},
+    "raftkv": {"shards", "portal", "smtpd", "imapd", "balancer", "deploy"},
     # shards' routing (shards/*.py) and the shared data model (shards/model/) both sit on
     # raftkv, side by side: the routing never needs the apps' rows, the model is handed
     # its store object and never needs the routing.
-    "shards": {"shards.model", "portal", "smtpd", "balancer", "deploy"},
-    "shards.model": {"shards", "portal", "smtpd", "balancer", "deploy"},
-    "portal": {"smtpd", "balancer", "deploy"},
-    "smtpd": {"portal", "balancer", "deploy"},
-    "balancer": {"portal", "smtpd", "deploy"},
+    "shards": {"shards.model", "portal", "smtpd", "imapd", "balancer", "deploy"},
+    "shards.model": {"shards", "portal", "smtpd", "imapd", "balancer", "deploy"},
+    "portal": {"smtpd", "imapd", "balancer", "deploy"},
+    "smtpd": {"portal", "imapd", "balancer", "deploy"},
+    # The IMAP server sits beside smtpd: the store and the model below it, no sibling.
+    "imapd": {"portal", "smtpd", "balancer", "deploy"},
+    "balancer": {"portal", "smtpd", "imapd", "deploy"},
     # The launcher may use shards' control API (shards/control.py: the token both ends of
     # it share) and the apps' shared settings (shards/site.py), never the apps themselves.
-    "deploy": {"shards.model", "portal", "smtpd", "balancer"},
+    "deploy": {"shards.model", "portal", "smtpd", "imapd", "balancer"},
 }
 # Modules that may import what their layer's row forbids, and why.
 EXCEPTIONS = {

@@ -1,0 +1,151 @@
+"""Messages as pymap sees them: a record of the mail model, and its bytes when asked for.
+
+A :class:`Message` is made from a :class:`shards.model.mail.Record` (UID,
+flags, internal date, size) without reading the message; FETCH and SEARCH
+ask for its content through :meth:`Message.load_content` only when they need
+it, and only as much as they need:
+
+* **Headers only** (ENVELOPE, ``BODY.PEEK[HEADER.FIELDS (...)]``, SEARCH FROM):
+  the ``hdr`` cells the model keeps apart from the bodies, fetched by
+  :class:`ContentLoader` for a window of :data:`HEADER_WINDOW` messages at a
+  time (one ``get_cells`` a window): a client listing 10,000 messages costs
+  tens of round trips, not 10,000, and holds one window in memory.
+* **RFC822.SIZE** is the record's size; pymap would read the whole message
+  for it (its parser counts a size as content), so a FETCH whose only
+  content attribute is a size is served from the record.
+* **The body**: the raw message, one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pymap.context import current_command
+from pymap.message import BaseLoadedMessage, BaseMessage
+from pymap.mime import MessageBody, MessageContent
+from pymap.parsing.command.select import FetchCommand
+from pymap.parsing.specials import FetchRequirement, Flag
+
+from shards.model import mail
+
+if TYPE_CHECKING:
+    from pymap.interfaces.message import CachedMessage
+
+    from .store import StoreCalls
+
+log = logging.getLogger(__name__)
+
+HEADER_WINDOW = 200  # header blocks read at once for a FETCH or SEARCH over many messages
+_SIZE_ONLY = {b"RFC822.SIZE"}  # content attributes the record alone answers
+
+
+def flags_of(record: mail.Record) -> frozenset[Flag]:
+    return frozenset(Flag(flag.encode("ascii", "replace")) for flag in record.flags)
+
+
+class ContentLoader:
+    """Reads the bytes of one user's messages for pymap, windows of headers at once.
+
+    :meth:`expect` names the messages a command is about to load, in its order,
+    so a header miss reads that message's window instead of one cell.
+    """
+
+    def __init__(self, calls: StoreCalls, user: str) -> None:
+        self._calls = calls
+        self._user = user
+        self._order: list[str] = []
+        self._position: dict[str, int] = {}
+        self._headers: dict[str, bytes] = {}
+
+    def expect(self, msg_ids: Iterable[str]) -> None:
+        self._order = list(msg_ids)
+        self._position = {msg_id: i for i, msg_id in enumerate(self._order)}
+        self._headers = {}
+
+    async def header(self, msg_id: str) -> bytes | None:
+        if msg_id not in self._headers:
+            start = self._position.get(msg_id)
+            window = [msg_id] if start is None else self._order[start:start + HEADER_WINDOW]
+            found, _stale = await self._calls.read(mail.header_blocks, self._user, window)
+            self._headers = {m: found.get(m, b"") for m in window}
+        block = self._headers.get(msg_id)
+        return block or None
+
+    async def raw(self, msg_id: str) -> bytes | None:
+        raw, _stale = await self._calls.read(mail.get_raw, self._user, msg_id)
+        return raw
+
+
+class Message(BaseMessage):
+    """One message of a folder, from its record (see the module docstring)."""
+
+    __slots__ = ["record", "_loader"]
+
+    def __init__(self, record: mail.Record, loader: ContentLoader | None, *,
+                 expunged: bool = False) -> None:
+        super().__init__(record.uid, datetime.fromtimestamp(record.date, UTC),
+                         flags_of(record), expunged=expunged)
+        self.record = record
+        self._loader = loader
+
+    @classmethod
+    def copy_expunged(cls, cached: CachedMessage) -> Message:
+        if not isinstance(cached, Message):
+            raise TypeError(cached)
+        return cls(cached.record, cached._loader, expunged=True)
+
+    async def load_content(self, requirement: FetchRequirement) -> LoadedMessage:
+        requirement = _needed(requirement)
+        content: MessageContent | None = None
+        if self._loader is not None and not self.expunged:
+            if requirement & FetchRequirement.BODY:
+                content = _parsed(await self._loader.raw(self.record.id))
+            elif requirement & FetchRequirement.HEADER:
+                block = await self._loader.header(self.record.id)
+                parsed = _parsed(block)
+                if parsed is not None and block is not None:
+                    content = MessageContent(block, parsed.header, MessageBody.empty())
+        return LoadedMessage(self, requirement, content)
+
+
+class LoadedMessage(BaseLoadedMessage):
+    """The loaded content; the whole message's size is the record's (as stored)."""
+
+    def get_size(self, section: Sequence[int] | None = None) -> int:
+        message = self.message
+        if not section and isinstance(message, Message):
+            return message.record.size
+        return super().get_size(section)
+
+
+def _needed(requirement: FetchRequirement) -> FetchRequirement:
+    """``requirement`` without the body when the FETCH being answered needs the body only
+    for sizes (which the record has)."""
+    if not requirement & FetchRequirement.BODY:
+        return requirement
+    try:
+        command: Any = current_command.get()
+    except LookupError:
+        return requirement
+    if not isinstance(command, FetchCommand):
+        return requirement
+    content = [a for a in command.attributes if a.requirement & FetchRequirement.BODY]
+    if content and all(a.value in _SIZE_ONLY and a.section is None for a in content):
+        others = FetchRequirement.reduce(a.requirement for a in command.attributes
+                                         if a not in content)
+        return others | FetchRequirement.METADATA
+    return requirement
+
+
+def _parsed(data: bytes | None) -> MessageContent | None:
+    if data is None:
+        return None
+    try:
+        return MessageContent.parse(data)
+    except (RecursionError, ValueError, IndexError, LookupError) as exc:
+        # A message pymap's MIME parser cannot take (absurd nesting): shown as empty.
+        log.warning("a message could not be parsed: %s", type(exc).__name__)
+        return None

@@ -1,0 +1,171 @@
+"""One logged-in user's IMAP session: pymap's ``BaseSession`` on our folders, batched.
+
+pymap's :class:`~pymap.backend.session.BaseSession` does every command on many
+messages one message at a time (a STORE, COPY or MOVE of 500 messages is 500
+calls of the backend); the mail model does them in batches of 25 per
+mutation.  So the commands on message sets are done here in one model call
+each:
+
+* **FETCH** answers from the session's copy of the folder (its records, kept
+  current after every command, :mod:`imapd.mailbox`), reading only the
+  content it needs (:mod:`imapd.message`); a FETCH of bodies without PEEK sets
+  ``\\Seen`` on the unseen ones in one :func:`~shards.model.mail.store_flags`.
+* **STORE**, **COPY**, **MOVE** are one :func:`~shards.model.mail.store_flags`,
+  :func:`~shards.model.mail.copy` or :func:`~shards.model.mail.move` each;
+  COPY and MOVE answer COPYUID from the model's UID map (RFC 4315).
+* **SEARCH** walks the session's copy, reading header blocks a window at a time.
+
+LIST marks the special folders with their RFC 6154 attribute (``\\Sent``,
+``\\Drafts``, ``\\Trash``, ``\\Junk``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
+
+from pymap.backend.session import BaseSession
+from pymap.exceptions import MailboxNotFound, MailboxReadOnly
+from pymap.flags import FlagOp
+from pymap.parsing.response.code import CopyUid
+from pymap.parsing.specials import FetchRequirement
+from pymap.parsing.specials.flag import Seen
+from pymap.search import SearchCriteriaSet, SearchParams
+
+from shards.model import mail
+
+from .mailbox import MailboxData, MailboxSet
+from .message import ContentLoader, Message
+
+if TYPE_CHECKING:
+    from pymap.config import IMAPConfig
+    from pymap.parsing.specials import SearchKey, SequenceSet
+    from pymap.parsing.specials.flag import Flag
+    from pymap.selected import SelectedMailbox
+
+    from .store import StoreCalls
+
+
+class Session(BaseSession[Message]):
+    """The session of ``owner`` (see the module docstring)."""
+
+    def __init__(self, owner: str, config: IMAPConfig, calls: StoreCalls, *,
+                 quota: int | None, idle_poll: float) -> None:
+        super().__init__(owner)
+        self._config = config
+        self._calls = calls
+        self.loader = ContentLoader(calls, owner)
+        self._mailbox_set = MailboxSet(calls, owner, loader=self.loader, quota=quota,
+                                       idle_poll=idle_poll)
+
+    @property
+    def config(self) -> IMAPConfig:
+        return self._config
+
+    @property
+    def mailbox_set(self) -> MailboxSet:
+        return self._mailbox_set
+
+    @property
+    def stale(self) -> bool:
+        """The folder read last came from a stale read (its group lost its majority)."""
+        return self._mailbox_set.stale
+
+    async def _get_selected(self, selected: SelectedMailbox) -> MailboxData:
+        try:
+            return await self._mailbox_set.get_by_id(selected.mailbox_id)
+        except KeyError as exc:
+            raise MailboxNotFound(str(selected.lookup)) from exc
+
+    async def list_mailboxes(self, ref_name: str, filter_: str, subscribed: bool = False,
+                             selected: SelectedMailbox | None = None
+                             ) -> tuple[Iterable[tuple[str, str | None, Sequence[bytes]]],
+                                        SelectedMailbox | None]:
+        listed, updates = await super().list_mailboxes(ref_name, filter_, subscribed, selected)
+        special = await self._mailbox_set.special_uses()
+        return [(name, delimiter, [*attributes, *([special[name]] if name in special else [])])
+                for name, delimiter, attributes in listed], updates
+
+    async def fetch_messages(self, selected: SelectedMailbox, sequence_set: SequenceSet,
+                             set_seen: bool) -> tuple[Iterable[tuple[int, Message]],
+                                                      SelectedMailbox]:
+        mbx = await self._get_selected(selected)
+        found = [(seq, msg) for seq, msg in selected.messages.get_all(sequence_set)
+                 if isinstance(msg, Message)]
+        if set_seen and not mbx.readonly:
+            unseen = [msg.uid for _, msg in found if Seen not in msg.permanent_flags]
+            if unseen:
+                changed = await mbx.store_flags(unseen, [Seen], FlagOp.ADD)
+                found = [(seq, changed.get(msg.uid, msg)) for seq, msg in found]
+        self.loader.expect(msg.record.id for _, msg in found)
+        return found, await mbx.update_selected(selected)
+
+    async def search_mailbox(self, selected: SelectedMailbox, keys: frozenset[SearchKey]
+                             ) -> tuple[Iterable[tuple[int, Message]], SelectedMailbox]:
+        mbx = await self._get_selected(selected)
+        requirement = FetchRequirement.reduce(key.requirement for key in keys)
+        search = SearchCriteriaSet(keys, SearchParams(
+            selected, disabled=self.config.disable_search_keys))
+        candidates = [(seq, msg) async for seq, msg in mbx.find(search.sequence_set, selected)]
+        self.loader.expect(msg.record.id for _, msg in candidates)
+        matched = []
+        for seq, msg in candidates:
+            if search.matches(seq, msg, await msg.load_content(requirement)):
+                matched.append((seq, msg))
+        return matched, await mbx.update_selected(selected)
+
+    async def update_flags(self, selected: SelectedMailbox, sequence_set: SequenceSet,
+                           flag_set: frozenset[Flag], mode: FlagOp = FlagOp.REPLACE
+                           ) -> tuple[Iterable[tuple[int, Message]], SelectedMailbox]:
+        if selected.readonly:
+            raise MailboxReadOnly()
+        mbx = await self._get_selected(selected)
+        found = [(seq, msg) for seq, msg in selected.messages.get_all(sequence_set)
+                 if isinstance(msg, Message)]
+        permanent = selected.permanent_flags & flag_set
+        changed = await mbx.store_flags([msg.uid for _, msg in found], permanent, mode)
+        answered = []
+        for seq, msg in found:
+            now = changed.get(msg.uid, msg)
+            selected.session_flags.update(msg.uid, flag_set, mode)
+            answered.append((seq, now))
+        return answered, await mbx.update_selected(selected)
+
+    async def copy_messages(self, selected: SelectedMailbox, sequence_set: SequenceSet,
+                            mailbox: str) -> tuple[CopyUid | None, SelectedMailbox]:
+        return await self._transfer(selected, sequence_set, mailbox, moving=False)
+
+    async def move_messages(self, selected: SelectedMailbox, sequence_set: SequenceSet,
+                            mailbox: str) -> tuple[CopyUid | None, SelectedMailbox]:
+        if selected.readonly:
+            raise MailboxReadOnly()
+        return await self._transfer(selected, sequence_set, mailbox, moving=True)
+
+    async def _transfer(self, selected: SelectedMailbox, sequence_set: SequenceSet,
+                        mailbox: str, *, moving: bool) -> tuple[CopyUid | None, SelectedMailbox]:
+        mbx = await self._get_selected(selected)
+        dest = await self._get_mailbox(mailbox, try_create=True)
+        if dest.readonly:
+            raise MailboxReadOnly(mailbox)
+        uids = [uid for _, uid in selected.messages.get_uids(sequence_set)]
+        if moving:
+            transfer = await self._calls.write(mail.move, self.owner, mbx.fid, uids, dest.fid)
+        else:
+            transfer = await self._calls.write(mail.copy, self.owner, mbx.fid, uids, dest.fid,
+                                               quota=mbx.quota)
+        pairs = list(transfer.uids.items())
+        copy_uid = CopyUid(transfer.uidvalidity, pairs) if pairs else None
+        return copy_uid, await mbx.update_selected(selected)
+
+
+def session_factory(config: IMAPConfig, calls: StoreCalls, *, quota: int | None,
+                    idle_poll: float) -> Callable[[str], AbstractAsyncContextManager[Session]]:
+    """What :class:`imapd.login.Login` opens for a user who logged in."""
+
+    @asynccontextmanager
+    async def new_session(owner: str) -> AsyncIterator[Session]:
+        await calls.write(mail.ensure_current, owner)  # migrate an old mailbox first
+        yield Session(owner, config, calls, quota=quota, idle_poll=idle_poll)
+
+    return new_session
