@@ -2,9 +2,10 @@
 
 The cluster file places every process: the replicas in ``[config_group]`` and
 ``[[group]]`` (read by :mod:`raftkv.cluster`), the apps in one table per kind,
-``[[frontend]]``, ``[smtpd]`` and ``[balancer]``.  Each app's package parses its
+``[[frontend]]``, ``[smtpd]``, ``[imapd]`` and ``[balancer]``.  Each app's package parses its
 own table whole when it starts, and refuses unknown keys there
-(``portal/config.py``, ``smtpd/settings.py``, ``balancer/settings.py``); the
+(``portal/config.py``, ``smtpd/settings.py``, ``imapd/settings.py``,
+``balancer/settings.py``); the
 launcher imports none of them and reads only the keys that place and start a
 process:
 
@@ -13,6 +14,8 @@ process:
                         ``workers`` and ``threads`` (gunicorn's, on its command line)
 ``[smtpd]``             ``name``, ``host``, ``inbound`` (where it answers),
                         ``hostname`` (the name its self-made certificate is for)
+``[imapd]``             ``name``, ``host``, ``listen`` (where it answers), ``hostname``
+                        (as smtpd's; both use the host's one certificate)
 ``[balancer]``          ``name``, ``host``, ``listen``
 ``[web]``               ``tls_cert`` and ``tls_key`` (gunicorn's ``--certfile`` and
                         ``--keyfile``: the frontends serve HTTPS themselves; the
@@ -43,6 +46,7 @@ GUNICORN_CONF = "python:portal.gunicorn_conf"  # the portal's own module: it par
 # The apps' defaults for the keys read here (smtpd/settings.py, balancer/settings.py):
 # the launcher must know where a process answers without importing it.
 SMTPD_DEFAULTS = {"name": "smtpd", "inbound": "127.0.0.1:2525", "hostname": ""}
+IMAPD_DEFAULTS = {"name": "imapd", "listen": "127.0.0.1:2143", "hostname": ""}
 BALANCER_DEFAULTS = {"name": "balancer", "listen": "127.0.0.1:8000"}
 
 def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
@@ -80,6 +84,14 @@ def process_specs(cluster: ClusterConfig, config_path: Path, data_dir: Path,
             _host(entry, "smtpd"), _address(entry, "smtpd", "inbound", SMTPD_DEFAULTS["inbound"]),
             [py, "-m", "smtpd.server", "--config", cfg,
              "--tls-cert", str(cert), "--tls-key", str(key)]))
+    for entry in cluster.entries("imapd"):
+        hostname = _get(entry, "imapd", "hostname", str, IMAPD_DEFAULTS["hostname"])
+        cert, key = ensure_certificate(data_dir / "tls", hostname or "localhost")
+        specs.append(ProcessSpec(
+            _get(entry, "imapd", "name", str, IMAPD_DEFAULTS["name"]), "imapd",
+            _host(entry, "imapd"), _address(entry, "imapd", "listen", IMAPD_DEFAULTS["listen"]),
+            [py, "-m", "imapd.server", "--config", cfg,
+             "--tls-cert", str(cert), "--tls-key", str(key)]))
     for entry in cluster.entries("balancer"):
         specs.append(ProcessSpec(
             _get(entry, "balancer", "name", str, BALANCER_DEFAULTS["name"]), "balancer",
@@ -95,6 +107,8 @@ def check_names(cluster: ClusterConfig) -> None:
     names += [_get(e, "frontend", "name", str) for e in cluster.entries("frontend")]
     names += [_get(e, "smtpd", "name", str, SMTPD_DEFAULTS["name"])
               for e in cluster.entries("smtpd")]
+    names += [_get(e, "imapd", "name", str, IMAPD_DEFAULTS["name"])
+              for e in cluster.entries("imapd")]
     names += [_get(e, "balancer", "name", str, BALANCER_DEFAULTS["name"])
               for e in cluster.entries("balancer")]
     seen: set[str] = set()
@@ -111,6 +125,7 @@ def ready_lines(specs: list[ProcessSpec]) -> list[str]:
     lines = [f"  web:        {url(s)}" for s in specs if s.kind == "balancer"]
     lines += [f"  frontend:   {url(s)}  ({s.name})" for s in specs if s.kind == "frontend"]
     lines += [f"  smtp:       {s.addr} (inbound)" for s in specs if s.kind == "smtpd"]
+    lines += [f"  imap:       {s.addr} (STARTTLS)" for s in specs if s.kind == "imapd"]
     return lines
 
 

@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 SCRAPE_TIMEOUT = 1.0           # seconds for one process's page; a silent one shows as down
 SCRAPE_BYTES = 4 * 1024 * 1024  # a metrics page is tens of KiB; more is not ours
 SCRAPES_AT_ONCE = 8
-# The launcher's defaults for where smtpd and the balancer answer (deploy/processes.py;
+# The launcher's defaults for where smtpd, imapd and the balancer answer (deploy/processes.py;
 # the layers keep the portal from importing it, a unit test holds them equal).
 SMTPD_DEFAULTS = {"name": "smtpd", "inbound": "127.0.0.1:2525"}
+IMAPD_DEFAULTS = {"name": "imapd", "listen": "127.0.0.1:2143"}
 BALANCER_DEFAULTS = {"name": "balancer", "listen": "127.0.0.1:8000"}
 # Per kind: the counter that counts its requests, the histogram that times them.
 REQUESTS = {"frontend": "portal_http_requests_total", "storage": "raftkv_requests_total",
             "config": "raftkv_requests_total", "smtpd": "smtpd_sessions_total",
+            "imapd": "imapd_commands_total",
             "balancer": "balancer_answers_total"}
 LATENCY = {"frontend": "portal_http_request_seconds", "storage": "raftkv_request_seconds",
            "config": "raftkv_request_seconds"}
@@ -53,6 +55,8 @@ def processes(cluster: ClusterConfig) -> list[tuple[str, str, str]]:
     found += [(str(e["name"]), "frontend", str(e["listen"])) for e in cluster.entries("frontend")]
     found += [(str(e.get("name", SMTPD_DEFAULTS["name"])), "smtpd",
                str(e.get("inbound", SMTPD_DEFAULTS["inbound"]))) for e in cluster.entries("smtpd")]
+    found += [(str(e.get("name", IMAPD_DEFAULTS["name"])), "imapd",
+               str(e.get("listen", IMAPD_DEFAULTS["listen"]))) for e in cluster.entries("imapd")]
     found += [(str(e.get("name", BALANCER_DEFAULTS["name"])), "balancer",
                str(e.get("listen", BALANCER_DEFAULTS["listen"])))
               for e in cluster.entries("balancer")]

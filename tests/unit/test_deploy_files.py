@@ -54,3 +54,4 @@ def test_shipped_cluster_files_describe_a_startable_cloud(name, tmp_path) -> Non
     kinds = Counter(spec.kind for spec in process_specs(cluster, DEPLOY / name, tmp_path, None))
     assert kinds["storage"] == 6 and kinds["frontend"] == 2
     assert kinds["smtpd"] == 1 and kinds["balancer"] == 1 and kinds["config"] == 3
+    assert kinds["imapd"] == 1

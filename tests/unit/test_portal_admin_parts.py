@@ -148,6 +148,7 @@ name = "web2"
 listen = "127.0.0.1:8082"
 [smtpd]
 inbound = "127.0.0.1:2525"
+[imapd]
 [balancer]
 listen = "127.0.0.1:8000"
 {metrics}
@@ -165,12 +166,14 @@ def test_the_charts_find_every_process_where_the_launcher_put_its_metrics(tmp_pa
     specs = process_specs(cluster, path, tmp_path / "data", None)
     assert processes(cluster) == [(s.name, s.kind, s.addr) for s in specs]  # the same order
     for ours, theirs in ((admin_metrics.SMTPD_DEFAULTS, launcher_processes.SMTPD_DEFAULTS),
+                         (admin_metrics.IMAPD_DEFAULTS, launcher_processes.IMAPD_DEFAULTS),
                          (admin_metrics.BALANCER_DEFAULTS, launcher_processes.BALANCER_DEFAULTS)):
         assert ours.items() <= theirs.items()
     found = metrics_targets(cluster, "web2", environ={})
     assert [(t.name, t.addr) for t in found] == [
         ("g1a", "127.0.0.1:9300"), ("g1b", "127.0.0.1:9301"), ("web1", "127.0.0.1:9302"),
-        ("web2", "127.0.0.1:9303"), ("smtpd", "127.0.0.1:9304"), ("balancer", "127.0.0.1:9305")]
+        ("web2", "127.0.0.1:9303"), ("smtpd", "127.0.0.1:9304"), ("imapd", "127.0.0.1:9305"),
+        ("balancer", "127.0.0.1:9306")]
     plain, _ = _cluster(tmp_path)
     assert metrics_targets(plain, "web2", environ={}) is None  # metrics off
     # `raftcloud up --metrics` without a table: our own address and place give the base.
