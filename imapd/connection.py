@@ -41,8 +41,12 @@ from .commands import MAX_SHORT_LITERAL
 from .metrics import CLOSED
 
 if TYPE_CHECKING:
+    from proxyprotocol.sock import SocketInfo
+    from pymap.config import IMAPConfig
+    from pymap.imap.state import ConnectionState
+    from pymap.parsing.commands import Commands
+
     from .settings import ImapLimits
-    from .state import ImapState
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +66,19 @@ class BoundedConnection(IMAPConnection):
     :param logged_in: whether the session has logged in (it decides the patience).
     """
 
-    def __init__(self, *args: object, limits: ImapLimits,
+    def __init__(self, commands: Commands, config: IMAPConfig, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, sock_info: SocketInfo, *, limits: ImapLimits,
                  logged_in: Callable[[], bool]) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+        super().__init__(commands, config, reader, writer, sock_info)
         self.limits = limits
         self._logged_in = logged_in
         self._budget = 0  # bytes the current command may still read
 
     # -- reading ---------------------------------------------------------------
 
-    async def read_command(self, state: ImapState) -> Command:  # type: ignore[override]
+    async def read_command(self, state: ConnectionState) -> Command:
         self._budget = self.limits.max_message_size + 4 * self.limits.max_line
-        return await super().read_command(state)  # type: ignore[arg-type]
+        return await super().read_command(state)
 
     async def readline(self) -> memoryview:
         patience = self.limits.idle_timeout if self._logged_in() else self.limits.login_timeout

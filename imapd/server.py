@@ -198,6 +198,8 @@ class ImapServer:
                     log.warning("closing %s took too long", listener.addr)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(START_TIMEOUT)
+        if not self._thread.is_alive():
+            self._loop.close()
         self._heartbeat.stop()
         self.calls.close()
         self.reads.release()

@@ -145,7 +145,10 @@ class Session(BaseSession[Message]):
     async def _transfer(self, selected: SelectedMailbox, sequence_set: SequenceSet,
                         mailbox: str, *, moving: bool) -> tuple[CopyUid | None, SelectedMailbox]:
         mbx = await self._get_selected(selected)
-        dest = await self._get_mailbox(mailbox, try_create=True)
+        try:
+            dest = await self._mailbox_set.get_mailbox(mailbox)
+        except KeyError as exc:
+            raise MailboxNotFound(mailbox, try_create=True) from exc
         if dest.readonly:
             raise MailboxReadOnly(mailbox)
         uids = [uid for _, uid in selected.messages.get_uids(sequence_set)]

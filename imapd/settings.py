@@ -103,4 +103,5 @@ def _typed(name: str, kind: Any, value: Any) -> Any:
     wanted = _TYPES[str(kind)]
     if (isinstance(value, bool) and kind != "bool") or not isinstance(value, wanted):
         raise ConfigError(f"imapd.{name} must be a {kind}, got {value!r}")
-    return float(value) if kind == "float" else value
+    # an int where a float is wanted (``idle_poll = 1``) is taken as one
+    return float(value) if kind == "float" and isinstance(value, int) else value

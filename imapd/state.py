@@ -28,6 +28,7 @@ from pymap.imap.state import ConnectionState
 from pymap.parsing.commands import InvalidCommand
 from pymap.parsing.response import (
     CommandResponse,
+    Response,
     ResponseBad,
     ResponseBye,
     ResponseCode,
@@ -199,7 +200,7 @@ def _command_name(cmd: Command) -> str:
     return cmd.command.decode("ascii", "replace")
 
 
-def _count(name: str, response: CommandResponse) -> None:
+def _count(name: str, response: Response) -> None:
     if isinstance(response, ResponseOk):
         result = "ok"
     elif isinstance(response, ResponseBad):
