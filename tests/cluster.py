@@ -157,6 +157,10 @@ def whole_cloud_extra(*, frontends: int = 2, workers: int = 1, threads: int = 4)
                       f"workers = {workers}\nthreads = {threads}\n")
     tables.append(f'[smtpd]\nname = "smtpd"\ninbound = "127.0.0.1:{free_port()}"\n'
                   f'submission = "127.0.0.1:{free_port()}"\nresolver = "{NO_DNS}"\n')
+    # Short patience before login and per line: the hostile suite's slow clients end in seconds.
+    tables.append(f'[imapd]\nname = "imapd"\nlisten = "127.0.0.1:{free_port()}"\n'
+                  f'listen_tls = "127.0.0.1:{free_port()}"\nlogin_timeout = 10.0\n'
+                  f'line_timeout = 5.0\n')
     tables.append(f'[balancer]\nname = "balancer"\nlisten = "127.0.0.1:{free_port()}"\n')
     return "\n" + "\n".join(tables)
 

@@ -1,11 +1,12 @@
 """Hostile inputs as a suite: every door of a running cloud, probed as a stranger would.
 
-One cloud (`raftcloud up`: a storage group, a frontend, smtpd, the balancer and
-the supervisor's control API) is started per session (``conftest.py``), and
+One cloud (`raftcloud up`: a storage group, a frontend, smtpd, imapd, the balancer
+and the supervisor's control API) is started per session (``conftest.py``), and
 each probe is one test id.  Every probe proves three things:
 
 (a) a clear refusal in the door's own protocol, asserted in the test itself:
-    an HTTP 4xx with a message, an SMTP 4xx/5xx reply code, the store's
+    an HTTP 4xx with a message, an SMTP 4xx/5xx reply code, an IMAP BAD, NO or
+    BYE that says why, the store's
     ProtocolError frame, or a closed connection where the protocol has no error
     (before the store's handshake, the Raft port);
 (b) the door still answers an ordinary request afterwards: each module's
@@ -39,6 +40,13 @@ The doors, one module each:
   recipients, many wrong passwords on one connection (421), the right
   password refused at an address that has been guessing (but not elsewhere),
   and web login guesses that count against SMTP AUTH (one shared limiter).
+* ``test_imap.py``: literals claiming gigabytes (synchronizing: BAD before a
+  byte is read; LITERAL+: BAD and BYE), big literals in other commands,
+  unbalanced parentheses and quotes, 10 000 nested lists, 5 000 NOTs, invalid
+  modified UTF-7 names (an unclosed ``&``, bad base64, encoded ASCII, raw
+  UTF-8, NUL; as atoms, strings and literals) which make no folder, an
+  overlong and an endless line, a drip-fed line, a silent client before
+  login, 21 connections from one address, garbage before login.
 * ``test_mime.py``: scripts and event handlers in HTML mail, scripts in
   subjects (plain and encoded words), malformed MIME, a 1 MB header line,
   bare LF, NUL, an attachment named ``../``: stored as received, shown inert.

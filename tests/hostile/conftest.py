@@ -26,6 +26,7 @@ import pytest
 
 import shards
 from balancer.settings import BalancerSettings
+from imapd.settings import ImapdSettings
 from portal.config import frontend_entry
 from raftkv.cluster import ClusterConfig, load_cluster
 from shards.control import control_addresses, control_token
@@ -65,6 +66,14 @@ class Cloud:
     @property
     def submission(self) -> str:
         return SmtpdSettings.from_cluster(self.cluster).submission
+
+    @property
+    def imap(self) -> str:
+        return ImapdSettings.from_cluster(self.cluster).listen
+
+    @property
+    def imap_tls(self) -> str:
+        return ImapdSettings.from_cluster(self.cluster).listen_tls
 
     @property
     def control(self) -> str:

@@ -146,7 +146,7 @@ def test_mail_and_drive_through_the_balancer_in_a_real_browser(cloud, tmp_path):
                      30, "a frontend", interval=0.5)
             submit(admin, "main form", username="admin", password=admin_password)
             console_url = re.sub(r"/[^/]*$", "/admin", admin.url)
-            names = ("g1a", "g1b", "g1c", "web1", "web2", "smtpd", "balancer")
+            names = ("g1a", "g1b", "g1c", "web1", "web2", "smtpd", "imapd", "balancer")
 
             def everyone_listed() -> bool:  # each registers with its first heartbeat
                 admin.goto(console_url)

@@ -33,6 +33,7 @@ from .._imap import (
 )
 from .._mail import inprocess_smtpd, loopback_submission, with_tables
 from .._portal import csrf_of
+from .._procs import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -361,3 +362,48 @@ def test_gone_user_names_are_not_a_crash(imapd):
     with pytest.raises(imaplib.IMAP4.error):
         connection.login("{bad}/name", "whatever it is")
     connection.logout()
+
+
+def test_a_group_without_majority_serves_folders_read_only(fresh_cluster, tmp_path):
+    """Sessions open when the user's group loses its majority go on reading (stale reads,
+    SELECT opens READ-ONLY with an ALERT); writes and new logins get NO [UNAVAILABLE]."""
+    cluster = fresh_cluster
+    with cluster.client() as store, inprocess_imapd(cluster.cluster, store, tmp_path) as s:
+        name = f"ro{secrets.token_hex(3)}"
+        accounts.create_user(store, name, PASSWORD)
+        for n in range(2):
+            mail.deliver(store, name, message(f"before the outage {n}"))
+        connection = connect(s)
+        ok(connection.login(name, PASSWORD))
+        ok(connection.select("INBOX"))
+        leader = cluster.leader(1)
+        for replica in [r for r in cluster.procs if r != leader]:
+            cluster.kill(replica)
+
+        started = time.monotonic()
+        assert ok(connection.select("INBOX")) == [b"2"]
+        print(f"SELECT with the majority lost: {time.monotonic() - started:.2f}s")
+        assert b"READ-ONLY" in b" ".join(connection.untagged_responses.get("READ-ONLY", [b""])) \
+            or connection.is_readonly
+        assert any(b"recovering" in line for line in connection.untagged_responses.get("OK", []))
+        fetched = ok(connection.fetch("1:2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+        assert fetched[0][1] == b"Subject: before the outage 0\r\n\r\n"
+        typ, data = connection.store("1", "+FLAGS", "(\\Flagged)")
+        assert typ == "NO" and b"READ-ONLY" in data[0]
+        typ, data = connection.append("INBOX", None, None, message("during"))
+        assert typ == "NO" and b"UNAVAILABLE" in data[0] and b"read-only" in data[0]
+        newcomer = connect(s)
+        with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+            newcomer.login(name, PASSWORD)
+        newcomer.logout()
+
+        for replica in cluster.procs:
+            cluster.start(replica)
+        cluster.leader(1)
+
+        def writable() -> bool:
+            ok(connection.select("INBOX"))
+            return not connection.is_readonly
+        wait_for(writable, 30, "the folder to be writable again", interval=0.5)
+        ok(connection.store("1", "+FLAGS", "(\\Flagged)"))
+        connection.logout()

@@ -149,7 +149,7 @@ def test_no_secret_in_any_log_and_every_line_is_json(tmp_path: Path) -> None:
     assert not found, found
 
     # The children's logs: every line one JSON event of the process the file is named after.
-    processes = {"web1": "portal web1", "web2": "portal web2", "smtpd": "smtpd",
+    processes = {"web1": "portal web1", "web2": "portal web2", "smtpd": "smtpd", "imapd": "imapd",
                  "balancer": "balancer", "g1a": "replica g1a"}
     for file, text in outputs.items():
         if not file.endswith(".log"):

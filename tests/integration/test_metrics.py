@@ -31,8 +31,8 @@ from ..cluster import launched, whole_cloud_extra
 
 pytestmark = pytest.mark.cluster
 
-PROCESSES = 9  # config group 3, group 1 3, one frontend, smtpd, balancer
-KINDS = {"config", "storage", "frontend", "smtpd", "balancer"}
+PROCESSES = 10  # config group 3, group 1 3, one frontend, smtpd, imapd, balancer
+KINDS = {"config", "storage", "frontend", "smtpd", "imapd", "balancer"}
 # Series each kind must show once the cloud has served a user (see the test below).
 EXPECTED = {
     "config": ["raftkv_raft_role", "raftkv_commit_index", "raftkv_applied_index",
@@ -44,6 +44,7 @@ EXPECTED = {
                 "raftkv_blob_gc_rounds_total", "raftkv_config_num", "raftkv_shards_incoming"],
     "frontend": ["portal_http_requests_total", "portal_http_request_seconds_bucket"],
     "smtpd": ["smtpd_sessions_total", "smtpd_received_messages_total"],
+    "imapd": ["imapd_sessions_open", "imapd_command_seconds_bucket"],
     "balancer": ["balancer_answers_total", "balancer_live_frontends"],
 }
 

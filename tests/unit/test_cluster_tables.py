@@ -16,6 +16,8 @@ import pytest
 from balancer.server import Balancer
 from balancer.settings import BalancerSettings
 from deploy.processes import check_names, process_specs
+from imapd.server import ImapServer
+from imapd.settings import ImapdSettings
 from portal.config import PortalConfig, frontend_entry, web_settings
 from raftkv.cluster import ClusterConfig, load_cluster
 from raftkv.errors import ConfigError
@@ -35,9 +37,9 @@ SECRET = b"s" * 32
 STORE_FIELDS = {"name", "groups", "secret", "shards", "raft", "blobs", "config_group", "path",
                 "tables"}
 # Tables and keys of the apps and the launcher: none may appear in raftkv/cluster.py's code.
-APP_WORDS = {"frontend", "frontends", "smtpd", "balancer", "web", "control", "mail", "auth",
-             "listen", "inbound", "submission", "workers", "threads", "domains", "admin_user",
-             "control_token", "scheme"}
+APP_WORDS = {"frontend", "frontends", "smtpd", "imapd", "balancer", "web", "control", "mail",
+             "auth", "listen", "listen_tls", "inbound", "submission", "workers", "threads",
+             "domains", "admin_user", "control_token", "scheme"}
 
 
 @pytest.fixture
@@ -57,7 +59,8 @@ def _with(cluster: ClusterConfig, **tables: object) -> ClusterConfig:
 
 def test_the_cluster_config_holds_only_what_the_store_needs(readme_cluster) -> None:
     assert {f.name for f in dataclasses.fields(ClusterConfig)} == STORE_FIELDS
-    assert {"frontend", "smtpd", "balancer", "web", "control"} <= readme_cluster.tables.keys()
+    assert {"frontend", "smtpd", "imapd", "balancer", "web", "control"} <= \
+        readme_cluster.tables.keys()
     assert readme_cluster.table("smtpd")["name"] == "smtpd"  # kept as read, for smtpd
 
 
@@ -105,10 +108,13 @@ def test_every_package_takes_its_tables_of_the_readme_example(readme_cluster, tm
     assert specs["web1"].argv[specs["web1"].argv.index("--certfile") + 1] == \
         str(tmp_path / "tls/web.pem")
     assert (specs["smtpd"].addr, specs["balancer"].host) == ("0.0.0.0:25", "edge")
+    assert (specs["imapd"].addr, specs["imapd"].host) == ("0.0.0.0:143", "edge")
+    assert ImapdSettings.from_cluster(cluster).listen_tls == "0.0.0.0:993"
 
 
 @pytest.mark.parametrize(("table", "parse"), [
     ("smtpd", lambda t: SmtpdSettings.from_table(t)),
+    ("imapd", lambda t: ImapdSettings.from_table(t)),
     ("balancer", lambda t: BalancerSettings.from_table(t)),
     ("web", lambda t: web_settings(t)),
 ])
@@ -131,6 +137,8 @@ def test_the_apps_refuse_a_bad_table_at_start(readme_cluster, monkeypatch) -> No
     """Before binding anything: the parse is the first thing each app does."""
     with pytest.raises(ConfigError, match="inbund"):
         SmtpServer(_with(readme_cluster, smtpd={"inbund": "127.0.0.1:1"}), MemClient())
+    with pytest.raises(ConfigError, match="lisen"):
+        ImapServer(_with(readme_cluster, imapd={"lisen": "127.0.0.1:1"}), MemClient())
     with pytest.raises(ConfigError, match="lissen"):
         Balancer(_with(readme_cluster, balancer={"lissen": "127.0.0.1:1"}), MemClient())
     with pytest.raises(ConfigError, match="no \\[balancer\\]"):
