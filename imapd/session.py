@@ -26,20 +26,23 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from pymap.backend.session import BaseSession
-from pymap.exceptions import MailboxNotFound, MailboxReadOnly
+from pymap.exceptions import MailboxNotFound, MailboxReadOnly, ResponseError
 from pymap.flags import FlagOp
-from pymap.parsing.response.code import CopyUid
+from pymap.parsing.response.code import AppendUid, CopyUid
 from pymap.parsing.specials import FetchRequirement
 from pymap.parsing.specials.flag import Seen
 from pymap.search import SearchCriteriaSet, SearchParams
 
 from shards.model import mail
+from shards.readonly import READ_ONLY_MESSAGE
 
+from .errors import StoreRefusal
 from .mailbox import MailboxData, MailboxSet
 from .message import ContentLoader, Message
 
 if TYPE_CHECKING:
     from pymap.config import IMAPConfig
+    from pymap.parsing.message import AppendMessage
     from pymap.parsing.specials import SearchKey, SequenceSet
     from pymap.parsing.specials.flag import Flag
     from pymap.selected import SelectedMailbox
@@ -72,6 +75,14 @@ class Session(BaseSession[Message]):
         """The folder read last came from a stale read (its group lost its majority)."""
         return self._mailbox_set.stale
 
+    @staticmethod
+    def _read_only(mbx: MailboxData, name: str | None = None) -> ResponseError:
+        """Why ``mbx`` takes no change: its group has lost its majority (say so, as
+        ``NO [UNAVAILABLE]``), or it was opened read-only (EXAMINE: ``NO [READ-ONLY]``)."""
+        if mbx.readonly:
+            return StoreRefusal(b"UNAVAILABLE", READ_ONLY_MESSAGE)
+        return MailboxReadOnly(name)
+
     async def _get_selected(self, selected: SelectedMailbox) -> MailboxData:
         try:
             return await self._mailbox_set.get_by_id(selected.mailbox_id)
@@ -86,6 +97,24 @@ class Session(BaseSession[Message]):
         special = await self._mailbox_set.special_uses()
         return [(name, delimiter, [*attributes, *([special[name]] if name in special else [])])
                 for name, delimiter, attributes in listed], updates
+
+    async def append_messages(self, name: str, messages: Sequence[AppendMessage],
+                              selected: SelectedMailbox | None = None
+                              ) -> tuple[AppendUid, SelectedMailbox | None]:
+        try:
+            mbx = await self._mailbox_set.get_mailbox(name)
+        except KeyError as exc:
+            raise MailboxNotFound(name, try_create=True) from exc
+        if mbx.readonly:
+            raise self._read_only(mbx, name)
+        return await super().append_messages(name, messages, selected)
+
+    async def expunge_mailbox(self, selected: SelectedMailbox,
+                              uid_set: SequenceSet | None = None) -> SelectedMailbox:
+        mbx = await self._get_selected(selected)
+        if selected.readonly or mbx.readonly:
+            raise self._read_only(mbx)
+        return await super().expunge_mailbox(selected, uid_set)
 
     async def fetch_messages(self, selected: SelectedMailbox, sequence_set: SequenceSet,
                              set_seen: bool) -> tuple[Iterable[tuple[int, Message]],
@@ -118,9 +147,9 @@ class Session(BaseSession[Message]):
     async def update_flags(self, selected: SelectedMailbox, sequence_set: SequenceSet,
                            flag_set: frozenset[Flag], mode: FlagOp = FlagOp.REPLACE
                            ) -> tuple[Iterable[tuple[int, Message]], SelectedMailbox]:
-        if selected.readonly:
-            raise MailboxReadOnly()
         mbx = await self._get_selected(selected)
+        if selected.readonly or mbx.readonly:
+            raise self._read_only(mbx)
         found = [(seq, msg) for seq, msg in selected.messages.get_all(sequence_set)
                  if isinstance(msg, Message)]
         permanent = selected.permanent_flags & flag_set
@@ -138,19 +167,19 @@ class Session(BaseSession[Message]):
 
     async def move_messages(self, selected: SelectedMailbox, sequence_set: SequenceSet,
                             mailbox: str) -> tuple[CopyUid | None, SelectedMailbox]:
-        if selected.readonly:
-            raise MailboxReadOnly()
         return await self._transfer(selected, sequence_set, mailbox, moving=True)
 
     async def _transfer(self, selected: SelectedMailbox, sequence_set: SequenceSet,
                         mailbox: str, *, moving: bool) -> tuple[CopyUid | None, SelectedMailbox]:
         mbx = await self._get_selected(selected)
+        if moving and (selected.readonly or mbx.readonly):
+            raise self._read_only(mbx)
         try:
             dest = await self._mailbox_set.get_mailbox(mailbox)
         except KeyError as exc:
             raise MailboxNotFound(mailbox, try_create=True) from exc
         if dest.readonly:
-            raise MailboxReadOnly(mailbox)
+            raise self._read_only(dest, mailbox)
         uids = [uid for _, uid in selected.messages.get_uids(sequence_set)]
         if moving:
             transfer = await self._calls.write(mail.move, self.owner, mbx.fid, uids, dest.fid)
