@@ -21,7 +21,7 @@ import pytest
 from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
-from shards.model import accounts, apppasswords, mail, twofactor
+from shards.model import accounts, apppasswords, mail, registry, twofactor
 
 from .._imap import (
     client_tls,
@@ -351,6 +351,22 @@ def test_a_message_moved_over_imap_moves_in_the_webmail(imap, portal, client, us
     inbox = http.get("/mail")
     assert inbox.status_code == 200 and "move me" not in inbox.text
     assert [r.subject for r in mail.list_folder(client, user, mail.TRASH)] == ["move me"]
+
+
+def test_imapd_is_in_the_node_registry_and_the_admin_console(imapd, portal, client):
+    def listed() -> list:
+        return [n for n in registry.list_nodes(client, "imapd") if n.name == imapd.name]
+    [node] = wait_for(listed, 10, "imapd's heartbeat")
+    assert node.alive and node.addr == imapd.listen and node.info["listen_tls"] == imapd.listen_tls
+    admin = f"admin{secrets.token_hex(3)}"
+    accounts.create_user(client, admin, PASSWORD, admin=True)
+    http = HTTPClient(portal)
+    http.post("/login", data={"csrf": csrf_of(http, "/login"), "username": admin,
+                              "password": PASSWORD})
+    console = http.get("/admin")
+    assert console.status_code == 200
+    assert f'<td data-label="Kind">imapd</td><td data-label="Name">{imapd.name}</td>' \
+        in console.text
 
 
 def test_bad_input_gets_a_bad_and_the_connection_goes_on(imapd, user):
