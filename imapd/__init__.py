@@ -8,5 +8,7 @@ outside pymap's code.  Run it with ``raftcloud-imapd --config CLUSTER.toml``
 (:func:`imapd.server.main`); docs/imap.md describes it.
 """
 
-from .server import ImapServer as ImapServer
 from .settings import ImapdSettings as ImapdSettings
+
+# imapd.server is not imported here: `python -m imapd.server` would find it
+# imported already and warn (runpy).

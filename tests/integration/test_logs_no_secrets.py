@@ -5,7 +5,8 @@ are one JSON object per line naming the process when asked (docs/operations.md, 
 users sign up and sign in through the balancer and a frontend (gunicorn), one with a wrong
 password first; they make an app password on the Security page and send mail with SMTP
 AUTH on the submission port (STARTTLS), with the account password, the app password and a
-wrong one; raftkv-ctl reads and writes; the control API is called.  Then every log file,
+wrong one, and log in over IMAP (STARTTLS and the TLS port, right and wrong); raftkv-ctl
+reads and writes; the control API is called.  Then every log file,
 rotated ones included, and the output of the launcher and the tools are searched for each
 password, app password, session and CSRF token, the cluster secret, the control token and
 the admin password, as typed and as they travel (form-encoded, AUTH PLAIN's base64).
@@ -14,6 +15,7 @@ the admin password, as typed and as they travel (form-encoded, AUTH PLAIN's base
 from __future__ import annotations
 
 import base64
+import imaplib
 import json
 import re
 import secrets
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from imapd.settings import ImapdSettings
 from raftkv.cluster import load_cluster
 from shards.control import control_addresses, control_token
 from smtpd.settings import SmtpdSettings
@@ -87,6 +90,27 @@ def smtp_auth(submission: str, user: str, password: str, to: str,
         return 235
 
 
+def imap_login(addr: str, user: str, password: str, *, tls: bool = False) -> str:
+    """LOGIN over STARTTLS, or AUTHENTICATE PLAIN on the TLS port: the answer's type."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-signed
+    host, port = addr.rsplit(":", 1)
+    if tls:
+        client: imaplib.IMAP4 = imaplib.IMAP4_SSL(host, int(port), ssl_context=context,
+                                                  timeout=30)
+    else:
+        client = imaplib.IMAP4(host, int(port), timeout=30)
+        client.starttls(ssl_context=context)
+    try:
+        if tls:
+            return client.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())[0]
+        return client.login(user, password)[0]
+    except imaplib.IMAP4.error:
+        return "NO"
+    finally:
+        client.logout()
+
+
 def forms_of(secret: str, user: str) -> set[str]:
     """How a secret may show: as typed, form-encoded, in base64 (AUTH LOGIN) and inside
     AUTH PLAIN's base64."""
@@ -119,6 +143,10 @@ def test_no_secret_in_any_log_and_every_line_is_json(tmp_path: Path) -> None:
         assert smtp_auth(submission, names[0], app_password.replace(" ", ""), to, "LOGIN") == 235
         assert smtp_auth(submission, names[1], passwords[1] + "-typo", to, "LOGIN") == 535
         wait_for(lambda: "hi" in browsers[1].get("/mail").text, 30, "the mail to arrive")
+        imap = ImapdSettings.from_cluster(cluster)
+        assert imap_login(imap.listen, names[1], passwords[1]) == "OK"          # STARTTLS
+        assert imap_login(imap.listen_tls, names[0], app_password, tls=True) == "OK"
+        assert imap_login(imap.listen, names[1], passwords[1] + "-typo") == "NO"
         for browser in browsers:
             for cookie in browser.cookies:
                 secrets_used[f"cookie {cookie.name}"] = {cookie.value}
