@@ -125,6 +125,9 @@ class MailboxData(MailboxDataInterface[Message]):
                               wait_on: Event | None = None) -> SelectedMailbox:
         if wait_on is not None and selected.mod_sequence is not None:
             await self._wait(selected.mod_sequence, wait_on)
+        return await self._update(selected)
+
+    async def _update(self, selected: SelectedMailbox) -> SelectedMailbox:
         if selected.mod_sequence is None:
             await self._load_all(selected)
             return selected

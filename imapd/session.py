@@ -21,6 +21,7 @@ LIST marks the special folders with their RFC 6154 attribute (``\\Sent``,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from pymap.parsing.specials import FetchRequirement
 from pymap.parsing.specials.flag import Seen
 from pymap.search import SearchCriteriaSet, SearchParams
 
+from raftkv.errors import RaftKVError
 from shards.model import mail
 from shards.readonly import READ_ONLY_MESSAGE
 
@@ -41,6 +43,7 @@ from .mailbox import MailboxData, MailboxSet
 from .message import ContentLoader, Message
 
 if TYPE_CHECKING:
+    from pymap.concurrent import Event
     from pymap.config import IMAPConfig
     from pymap.parsing.message import AppendMessage
     from pymap.parsing.specials import SearchKey, SequenceSet
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
     from pymap.selected import SelectedMailbox
 
     from .store import StoreCalls
+
+log = logging.getLogger(__name__)
 
 
 class Session(BaseSession[Message]):
@@ -58,6 +63,7 @@ class Session(BaseSession[Message]):
         super().__init__(owner)
         self._config = config
         self._calls = calls
+        self._idle_poll = idle_poll
         self.loader = ContentLoader(calls, owner)
         self._mailbox_set = MailboxSet(calls, owner, loader=self.loader, quota=quota,
                                        idle_poll=idle_poll)
@@ -88,6 +94,19 @@ class Session(BaseSession[Message]):
             return await self._mailbox_set.get_by_id(selected.mailbox_id)
         except KeyError as exc:
             raise MailboxNotFound(str(selected.lookup)) from exc
+
+    async def check_mailbox(self, selected: SelectedMailbox, *, wait_on: Event | None = None,
+                            housekeeping: bool = False) -> SelectedMailbox:
+        if wait_on is None:
+            return await super().check_mailbox(selected, housekeeping=housekeeping)
+        try:  # IDLE: pymap asks again until the client says DONE
+            return await super().check_mailbox(selected, wait_on=wait_on)
+        except RaftKVError as exc:
+            # A store that does not answer for a moment (an election) must not end the
+            # IDLE: pymap would hang up with BYE [SERVERBUG].  Wait, then look again.
+            log.info("IDLE could not read its folder (%s); trying again", type(exc).__name__)
+            await wait_on.wait(timeout=self._idle_poll)
+            return selected
 
     async def list_mailboxes(self, ref_name: str, filter_: str, subscribed: bool = False,
                              selected: SelectedMailbox | None = None

@@ -24,6 +24,7 @@ from imapd.config import ImapConfig
 from imapd.session import Session
 from imapd.settings import ImapdSettings
 from imapd.store import StoreCalls
+from raftkv.errors import UnavailableError
 from shards.model import mail
 
 from .._memstore import MemClient
@@ -197,3 +198,27 @@ def test_special_folders_are_listed_with_their_attributes(store, session):
     assert {b"Sent"} <= attributes["Sent"] and {b"Trash"} <= attributes["Trash"]
     assert {b"Drafts"} <= attributes["Drafts"] and {b"Junk"} <= attributes["Junk"]
     assert not attributes["INBOX"] & {b"Sent", b"Trash", b"Drafts", b"Junk"}
+
+
+def test_idle_outlives_a_store_that_does_not_answer_for_a_moment(store, session, monkeypatch):
+    fill(store, 1)
+    failing = {"left": 3}
+    real_get = store.get
+
+    def flaky_get(row, col, **kwargs):
+        if col.startswith("f:") and failing["left"] > 0:
+            failing["left"] -= 1
+            raise UnavailableError("no leader just now")
+        return real_get(row, col, **kwargs)
+
+    async def idle():
+        _, selected = await session.select_mailbox("INBOX")
+        monkeypatch.setattr(store, "get", flaky_get)
+        done = SimpleNamespace(is_set=lambda: False, wait=lambda timeout: asyncio.sleep(timeout))
+        rounds = [await session.check_mailbox(selected, wait_on=done) for _ in range(3)]
+        mail.deliver(store, USER, message(7))
+        selected = await session.check_mailbox(rounds[-1], wait_on=done)
+        return selected
+
+    assert run(idle()).messages.exists == 2
+    assert failing["left"] == 0
