@@ -34,8 +34,9 @@ from .cliopts import (
 )
 from .locate import locate
 from .migrate import Migrator
-from .model import registry
+from .model import dkimkeys, registry
 from .reach import check_reachable, explain_unavailable
+from .site import Site
 
 OPTIONS = (
     GlobalOption(("--config",), "The cluster file [default: $RAFTCLOUD_CONFIG, else the "
@@ -298,6 +299,35 @@ def leave(client: Client, ctx: click.Context, groups: tuple[int, ...]) -> None:
 def move(client: Client, ctx: click.Context, shard: int, group: int) -> None:
     """Move one shard to one group."""
     _reconfigure(client, ctx, lambda c: shard_config.move(c, shard, group))
+
+
+@main.command("dkim-record")
+@click.argument("domains", nargs=-1)
+@click.pass_context
+@_store_command
+def dkim_record(client: Client, ctx: click.Context, domains: tuple[str, ...]) -> None:
+    """The DNS TXT record to publish for the DKIM key of each mail domain (every one of
+    `[cluster] domains`, or DOMAINS), under `[smtpd] dkim_selector`.  A domain that has
+    no key yet gets one now: the one smtpd signs its mail with from then on."""
+    cluster = client.cluster
+    try:
+        ours = Site.of(cluster).domains
+        selector = dkimkeys.selector_setting(cluster.table("smtpd"))
+    except ConfigError as exc:
+        fail(str(exc), ExitCode.NO_CLUSTER)
+    unknown = sorted(set(domains) - set(ours))
+    if unknown:
+        fail(f"not a mail domain of this cluster: {', '.join(unknown)} (its domains: "
+             f"{', '.join(ours)})", ExitCode.USAGE)
+    seal_key = cluster.derive_key(dkimkeys.KEY_PURPOSE)
+    data, lines = [], []
+    for domain in domains or ours:
+        name, text = dkimkeys.dns_record(dkimkeys.load_or_create(client, seal_key, domain,
+                                                                 selector))
+        data.append({"domain": domain, "selector": selector, "name": name, "type": "TXT",
+                     "value": text})
+        lines.append(dkimkeys.zone_line(name, text))
+    _emit(ctx, data, "\n".join(lines))
 
 
 @main.group()

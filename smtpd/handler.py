@@ -22,6 +22,13 @@ value of its tables but our ``resolver``), resolved at start.
 Other loopback addresses (127.0.0.2 ...) are not trusted by default, so a test
 on one machine can play a stranger by binding its client socket to one.
 
+**Mail authentication.**  Mail from a stranger (not one of our hosts, not
+logged in) gets SPF, DKIM and DMARC evaluated (:mod:`smtpd.authcheck`) in a
+thread pool of its own, under a deadline, and one ``Authentication-Results``
+header with the verdict; headers of that name that claim our hostname are a
+sender's forgery and are removed first.  A message that fails DMARC for a
+domain whose policy is quarantine or reject is stored in Junk.
+
 **Quota.**  A recipient whose mailbox is full (``[mail] mailbox_quota``) is
 refused with 552 at RCPT when the client announced the size (``SIZE=``) or
 the mailbox is already full, else at DATA.
@@ -52,7 +59,15 @@ from shards.model.sendlimit import SendLimits
 from shards.readonly import observing
 from shards.site import Site
 
-from .metrics import RECEIVED
+from .authcheck import (
+    AuthResults,
+    AuthSettings,
+    authenticate,
+    results_header,
+    unavailable,
+    without_our_results,
+)
+from .metrics import AUTH_RESULTS, JUNKED, RECEIVED
 from .replies import (
     BAD_ADDRESS,
     BAD_SENDER,
@@ -277,6 +292,13 @@ def size_option(options: list[str]) -> int:
     return 0
 
 
+def deliver_filed(client: KeyValueStore, user: str, raw: bytes, *, junk: bool,
+                  quota: int) -> str:
+    """Store one copy for ``user``: in Junk when its authentication says so, else the Inbox.
+    The one place inbound mail names a folder."""
+    return mailbox.deliver(client, user, raw, folder="junk" if junk else "inbox", quota=quota)
+
+
 def _observed[R](call: Callable[[], R]) -> R:
     """``call`` as one request of :mod:`shards.readonly`: while the group it reads has lost
     its majority it reads stale, and its writes are refused at once (a 451, not a 10 s wait)."""
@@ -288,13 +310,19 @@ class InboundHandler:
     """aiosmtpd handler for port 2525: local delivery only, no relaying.
 
     :param executor: runs the blocking store calls; None means the loop's default.
+    :param auth: how mail from strangers is authenticated; None: it is not.
+    :param auth_executor: runs those checks, which wait on DNS (apart from the store
+        calls, so that slow DNS never holds up a delivery); None: the loop's default.
     """
 
     def __init__(self, config: InboundConfig, client: KeyValueStore, *,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, auth: AuthSettings | None = None,
+                 auth_executor: Executor | None = None) -> None:
         self.config = config
         self._client = client
         self._executor = executor
+        self._auth = auth
+        self._auth_executor = auth_executor
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -329,6 +357,27 @@ class InboundHandler:
             return None
         log.info("message from %s refused: its author headers claim %s", session.peer, ours[0])
         return forged_sender_reply(ours[0], self.config)
+
+    async def _authenticate(self, session: Session, envelope: Envelope,
+                            content: bytes) -> AuthResults | None:
+        """SPF, DKIM and DMARC of a stranger's message; None for our own hosts and users."""
+        settings = self._auth
+        if settings is None or session.authenticated or self.config.trusted(session.peer):
+            return None
+        peer = session.peer
+        ip = str(peer[0] if isinstance(peer, tuple) and peer else peer).partition("%")[0]
+        loop = asyncio.get_running_loop()
+        check = loop.run_in_executor(self._auth_executor, authenticate, content, ip,
+                                     session.host_name or "", envelope.mail_from or "", settings)
+        try:
+            results = await asyncio.wait_for(check, settings.deadline)
+        except TimeoutError:
+            log.warning("authentication of a message from %s took over %.0f s", peer,
+                        settings.deadline)
+            results = unavailable("timed out")
+        for line in results.lines():
+            AUTH_RESULTS.labels(line.method, line.result).inc()
+        return results
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
             self, server: SMTP, session: Session, envelope: Envelope,
@@ -379,8 +428,13 @@ class InboundHandler:
         for address in envelope.rcpt_tos:
             recipients.setdefault(local_user(address, self.config.domains), address)
         return_path = f"Return-Path: <{_printable(envelope.mail_from or '')}>\r\n".encode()
+        results = await self._authenticate(session, envelope, content)
+        junk = results is not None and results.junk
+        if results is not None:
+            return_path += results_header(self.config.hostname, results)
+            content = without_our_results(content, self.config.hostname)
         ids = []
-        deliver = functools.partial(mailbox.deliver, quota=self.config.mailbox_quota)
+        deliver = functools.partial(deliver_filed, junk=junk, quota=self.config.mailbox_quota)
         try:
             for user in recipients:  # all or none: a full mailbox refuses the whole message
                 await self._check_room(user, len(content))
@@ -395,6 +449,9 @@ class InboundHandler:
             RECEIVED.labels("refused").inc()
             return reply
         RECEIVED.labels("stored").inc()
-        log.info("delivered %d bytes from <%s> to %s as %s", len(content),
-                 envelope.mail_from, ", ".join(recipients), ", ".join(ids))
+        if junk:
+            JUNKED.inc()
+        log.info("delivered %d bytes from <%s> to %s as %s%s", len(content),
+                 envelope.mail_from, ", ".join(recipients), ", ".join(ids),
+                 " (Junk: DMARC)" if junk else "")
         return "250 2.0.0 OK: delivered"

@@ -1,5 +1,6 @@
-"""The SMTP server's metrics: sessions, messages received, the outbound queue and its
-deliveries.  Labels are fixed words; never an address, a user or a domain."""
+"""The SMTP server's metrics: sessions, messages received and how they authenticated,
+the outbound queue and its deliveries.  Labels are fixed words; never an address, a
+user or a domain."""
 
 from __future__ import annotations
 
@@ -13,3 +14,11 @@ QUEUE_DUE = Gauge("smtpd_outbound_queue_due", "Outbound queue entries due for de
                   "the worker's last look (smtpd/outbound.py).")
 DELIVERIES = Counter("smtpd_outbound_recipients", "Outbound recipients attempted, by outcome "
                      "(delivered, deferred, bounced).", ["outcome"])
+AUTH_RESULTS = Counter("smtpd_auth_results", "Results of the checks of inbound mail from "
+                       "strangers, by method (spf, dkim, dmarc) and result (pass, fail, none, "
+                       "temperror, ...); one dkim result per signature.", ["method", "result"])
+JUNKED = Counter("smtpd_junk_messages", "Inbound messages filed in Junk: they failed DMARC for "
+                 "a domain whose policy is quarantine or reject.")
+SIGNED = Counter("smtpd_dkim_signed_messages", "Outbound delivery attempts, by whether the "
+                 "message was DKIM-signed (signed, unsigned: no key for its From domain).",
+                 ["outcome"])

@@ -8,7 +8,8 @@ tries each exchanger until one answers.  A 4xx answer, an unreachable server
 or a DNS timeout means "later", with exponential backoff; a 5xx answer, a
 domain that does not exist, a null MX (RFC 7505) or too many attempts means
 a bounce: a delivery status notification, from the null sender, in the
-sender's inbox.
+sender's inbox.  Every message leaves DKIM-signed for its From domain
+(:mod:`smtpd.dkimsign`); the keys are read before the worker claims anything.
 
 The worker connects only to public addresses.  An exchanger on a loopback,
 private, link-local, reserved, multicast or unspecified address would let
@@ -36,14 +37,16 @@ import dns.exception
 import dns.resolver
 
 from raftkv.background import BackgroundLoop
-from raftkv.cluster import split_addr
 from raftkv.errors import RaftKVError, Refused, UnavailableError
 from shards.model import mailbox, outbound
 
-from .metrics import DELIVERIES, QUEUE_DUE
+from .authdns import make_resolver
+from .metrics import DELIVERIES, QUEUE_DUE, SIGNED
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
+
+    from .dkimsign import Signer
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +94,6 @@ class TemporaryFailure(UnavailableError):
 
 class PermanentFailure(Refused):
     """The recipients' domain or exchanger refuses the message: give up on them and bounce."""
-
-
-def _resolver(config: OutboundConfig) -> dns.resolver.Resolver:
-    if not config.resolver:
-        return dns.resolver.Resolver()
-    host, port = split_addr(config.resolver)
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [host]
-    resolver.port = port
-    resolver.lifetime = 10.0
-    return resolver
 
 
 def exchangers(resolver: dns.resolver.Resolver, domain: str, *,
@@ -221,11 +213,13 @@ def bounce_message(config: OutboundConfig, entry: outbound.Entry, failed: dict[s
 class OutboundWorker(BackgroundLoop):
     """A thread that works the queue until stopped."""
 
-    def __init__(self, config: OutboundConfig, client: KeyValueStore, *, name: str) -> None:
+    def __init__(self, config: OutboundConfig, client: KeyValueStore, *, name: str,
+                 signer: Signer | None = None) -> None:
         self.config = config
         self._client = client
         self._owner = f"{name}@{socket.gethostname()}"
-        self._resolver = _resolver(config)
+        self._resolver = make_resolver(config.resolver, lifetime=10.0)
+        self._signer = signer  # None: mail leaves unsigned (tests of the queue alone)
         super().__init__("smtpd-outbound", config.poll_interval)
 
     def step(self) -> None:
@@ -239,6 +233,8 @@ class OutboundWorker(BackgroundLoop):
         handled = 0
         due = outbound.due(self._client)
         QUEUE_DUE.set(len(due))
+        if due and self._signer is not None:
+            self._signer.load_keys()  # before any claim: without keys, nothing is held
         for entry in due:
             if self.stopping:
                 break
@@ -254,6 +250,9 @@ class OutboundWorker(BackgroundLoop):
             log.error("queue entry %s lost its message; dropping it", entry.id)
             outbound.finish(self._client, entry)
             return
+        signed = self._signer.sign(raw) if self._signer is not None else None
+        SIGNED.labels("signed" if signed is not None else "unsigned").inc()
+        original, raw = raw, signed if signed is not None else raw
         later: dict[str, str] = {}
         failed: dict[str, str] = {}
         by_domain: dict[str, list[str]] = {}
@@ -290,7 +289,7 @@ class OutboundWorker(BackgroundLoop):
                 DELIVERIES.labels(outcome).inc(count)
         if failed:
             outbound.note_bounce(self._client, entry, failed)  # for the admin console's list
-            self._bounce(entry, failed, raw)
+            self._bounce(entry, failed, original)
         if later:
             delay = min(self.config.retry_base * 2 ** entry.attempts, self.config.retry_max)
             outbound.postpone(self._client, entry, list(later), "; ".join(later.values()), delay)

@@ -2,10 +2,12 @@
 
 Runs an aiosmtpd :class:`~aiosmtpd.controller.Controller` (its own event loop
 in its own thread) per listening port: inbound mail for our domains
-(:mod:`smtpd.handler`) and submission by our users over STARTTLS with AUTH
+(:mod:`smtpd.handler`, which authenticates mail from strangers:
+:mod:`smtpd.authcheck`) and submission by our users over STARTTLS with AUTH
 (:mod:`smtpd.submission`).  A worker thread delivers the outbound queue
-(:mod:`smtpd.outbound`).  The process registers itself in the node registry,
-heartbeats, and stops cleanly on SIGTERM or SIGINT.
+(:mod:`smtpd.outbound`), DKIM-signed (:mod:`smtpd.dkimsign`).  The process
+registers itself in the node registry, heartbeats, and stops cleanly on SIGTERM
+or SIGINT.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ from raftkv.cluster import CONFIG_ENV, split_addr
 from raftkv.logs import setup_logging
 from shards import Client
 from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
+from shards.model.dkimkeys import KEY_PURPOSE as DKIM_KEY
 from shards.model.ratelimit import Limits
 from shards.model.registry import Heartbeat
 from shards.readonly import fallback_for
 from shards.service import run_service
 
+from .authcheck import AuthSettings
+from .authdns import make_resolver
+from .dkimsign import Signer
 from .handler import InboundConfig, InboundHandler
 from .limits import BoundedSession, ConnectionGate
 from .outbound import OutboundConfig, OutboundWorker
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("smtpd.server")  # also under "python -m"
 
 STORE_THREADS = 8  # concurrent store calls; each SMTP session needs one only briefly
+AUTH_THREADS = 8   # concurrent SPF/DKIM/DMARC checks; each may wait on DNS for a while
 
 
 class SmtpServer:
@@ -64,11 +71,16 @@ class SmtpServer:
         self.auth_limits = Limits.from_table(cluster.table("auth"))  # shared with the web login
         self._app_password_key = cluster.derive_key(APP_PASSWORD_KEY)  # as the portal's
         self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtpd-store")
+        self._auth_executor = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix="smtpd-auth")
+        auth = AuthSettings(make_resolver(s.resolver, lifetime=s.dns_timeout),
+                            dns_timeout=s.dns_timeout, spf_timeout=s.spf_timeout) \
+            if s.check_inbound_auth else None
         # The handlers' store: read-only while a group has lost its majority (shards.readonly).
         self.reads = fallback_for(client)
         host, port = split_addr(s.inbound)
         self.inbound = _Controller(
-            InboundHandler(self.inbound_config, self.reads, executor=self._executor),
+            InboundHandler(self.inbound_config, self.reads, executor=self._executor,
+                           auth=auth, auth_executor=self._auth_executor),
             hostname=host, port=port, server_hostname=self.hostname, ident="raftcloud-smtpd",
             data_size_limit=self.inbound_config.max_message_size,
             gate=ConnectionGate(self.limits),  # caps and deadlines: smtpd.limits
@@ -82,7 +94,9 @@ class SmtpServer:
             retry_base=s.retry_base,
             max_attempts=s.max_attempts, greeting_timeout=s.greeting_timeout,
             allow_private=s.allow_private_exchangers),
-            client, name=s.name)
+            client, name=s.name,
+            signer=Signer(client, cluster.derive_key(DKIM_KEY), self.inbound_config.domains,
+                          s.dkim_selector))
         self._heartbeat = Heartbeat(client, kind="smtpd", name=s.name, addr=s.inbound,
                                     info={"inbound": s.inbound, "submission": s.submission,
                                           "pid": os.getpid(),
@@ -126,6 +140,7 @@ class SmtpServer:
         self._heartbeat.stop()
         self.reads.release()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._auth_executor.shutdown(wait=False, cancel_futures=True)
         log.info("smtpd %s stopped", self.settings.name)
 
 

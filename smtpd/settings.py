@@ -1,8 +1,9 @@
 """The cluster file's ``[smtpd]`` table, parsed whole, here only.
 
 Every key of the table is read by :meth:`SmtpdSettings.from_table`: where the
-process listens and runs, how it delivers (:mod:`smtpd.outbound`), which
-clients may send as our domains (:mod:`smtpd.handler`), and the per-client
+process listens and runs, how it delivers and signs (:mod:`smtpd.outbound`),
+how it checks mail from strangers (:mod:`smtpd.authcheck`), which clients may
+send as our domains (:mod:`smtpd.handler`), and the per-client
 bounds of :class:`smtpd.limits.SessionLimits`.  An unknown key is an error, so
 a typo stops the start instead of being ignored.  ``deploy/README.md`` lists
 the keys.  The other tables smtpd reads are parsed by their owners:
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.cluster import split_addr
 from raftkv.errors import ConfigError
+from shards.model.dkimkeys import DEFAULT_SELECTOR, selector_setting
 
 from .limits import SessionLimits
 
@@ -51,6 +53,11 @@ class SmtpdSettings:
     # May dial exchangers on loopback, private or link-local addresses (tests);
     # off, such mail bounces (smtpd/outbound.py says why).
     allow_private_exchangers: bool = False
+    dkim_selector: str = DEFAULT_SELECTOR  # s= of our DKIM signatures (shards/model/dkimkeys.py)
+    # SPF, DKIM and DMARC of mail from strangers (smtpd/authcheck.py), asking `resolver`:
+    check_inbound_auth: bool = True
+    dns_timeout: float = 5.0            # seconds one of those DNS questions may take
+    spf_timeout: float = 20.0           # seconds for all of one message's SPF questions
     # Clients that may send as our domains without AUTH; None: loopback and the
     # cluster's own hosts (smtpd.handler.trusted_relays).
     trusted_relays: tuple[Network, ...] | None = None
@@ -89,6 +96,10 @@ class SmtpdSettings:
         split_addr(settings.submission)
         if settings.resolver:
             split_addr(settings.resolver)
+        selector_setting(table)
+        if not (0 < settings.dns_timeout <= 60 and 0 < settings.spf_timeout <= 300):
+            raise ConfigError("smtpd.dns_timeout must be within (0, 60] seconds and "
+                              "smtpd.spf_timeout within (0, 300]")
         return settings
 
 
