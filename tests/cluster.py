@@ -156,7 +156,8 @@ def whole_cloud_extra(*, frontends: int = 2, workers: int = 1, threads: int = 4)
         tables.append(f'[[frontend]]\nname = "web{i}"\nlisten = "127.0.0.1:{free_port()}"\n'
                       f"workers = {workers}\nthreads = {threads}\n")
     tables.append(f'[smtpd]\nname = "smtpd"\ninbound = "127.0.0.1:{free_port()}"\n'
-                  f'submission = "127.0.0.1:{free_port()}"\nresolver = "{NO_DNS}"\n')
+                  f'submission = "127.0.0.1:{free_port()}"\nresolver = "{NO_DNS}"\n'
+                  "dns_timeout = 0.5\n")  # NO_DNS never answers (tests/_mail.py)
     # Short patience before login and per line: the hostile suite's slow clients end in seconds.
     tables.append(f'[imapd]\nname = "imapd"\nlisten = "127.0.0.1:{free_port()}"\n'
                   f'listen_tls = "127.0.0.1:{free_port()}"\nlogin_timeout = 10.0\n'
