@@ -6,7 +6,7 @@ export PYENV_VERSION ?= 3.12.1:3.13.0
 PYTHON ?= python3.12
 VENV := .venv
 
-.PHONY: up test lint clean system-deps
+.PHONY: up test lint clean system-deps bench-deps
 
 $(VENV)/installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,27 @@ PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; prin
 # checks every process's metrics, and the server scrapes a live cloud: tests/integration/test_metrics.py).
 SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus
 
-system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+# The same for the benchmarks' peers (bench/README.md): etcd for bench.kv, wrk for
+# bench.portal, Dovecot for bench.imap.  Each bench runs its own private instance; on a
+# machine with systemd, installing dovecot-imapd also starts the system's Dovecot, unused.
+BENCH_PACKAGES = etcd-server wrk dovecot-imapd
+
+# $(call install_missing,PACKAGES): apt-get the ones dpkg does not know, as root only.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "please install these Debian packages:$$missing"; exit 1; fi; fi
+endef
+
+system-deps:
+	$(call install_missing,$(SYSTEM_PACKAGES))
+
+bench-deps: $(VENV)/installed
+	$(call install_missing,$(BENCH_PACKAGES))
+	$(VENV)/bin/pip install --quiet -e '.[bench]'
 
 test: $(VENV)/installed system-deps
 	PATH="$(PYTHON_DIRS)$$PATH" $(VENV)/bin/tox
