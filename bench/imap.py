@@ -16,9 +16,9 @@ own; a server that is not installed is left out with a message.  One
   the whole fill;
 * ``--repeats`` times, each time on a new connection: times SELECT of the
   folder, then ``UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO
-  SUBJECT DATE MESSAGE-ID)])`` (what a client lists a folder with), and the CPU
-  this process spent parsing that answer; the servers take turns, and the table
-  shows medians.
+  SUBJECT DATE MESSAGE-ID)])`` (what a client lists a folder with), with the CPU
+  time this process spent reading the answer and the CPU time of the server's
+  processes meanwhile; the servers take turns, and the table shows medians.
 
 The table gives each number as a multiple of Dovecot's, with issue 19's aim beside
 (our header FETCH within 3x Dovecot's time: compared, not checked).  An answer
@@ -62,6 +62,7 @@ from .imap_servers import (
     start_dovecot,
     start_ours,
     start_pymap_dict,
+    tree_cpu_seconds,
 )
 
 SERVERS = ("dovecot", "pymap-dict", "ours")   # --only's names, in the table's order
@@ -158,12 +159,20 @@ class Fill:
 
 
 def append_batch(conn: imaplib.IMAP4, batch: list[tuple[bytes, datetime, bool]],
-                 fill: Fill) -> None:
+                 fill: Fill, time_limit: float) -> None:
+    """APPEND ``batch`` one message at a time, counting into ``fill``; stop, with
+    ``fill.error`` set, once the fill's APPENDs have taken ``time_limit`` seconds."""
     start = time.perf_counter()
-    for raw, date, seen in batch:
-        _ok(conn.append(FOLDER, "(\\Seen)" if seen else None, date, raw), "APPEND")
-    fill.seconds += time.perf_counter() - start
-    fill.appended += len(batch)
+    try:
+        for raw, date, seen in batch:
+            _ok(conn.append(FOLDER, "(\\Seen)" if seen else None, date, raw), "APPEND")
+            fill.appended += 1
+            if fill.seconds + time.perf_counter() - start > time_limit:
+                fill.error = (f"stopped after {fill.appended} APPEND(s): past "
+                              f"--fill-time-limit ({time_limit:g} s)")
+                break
+    finally:
+        fill.seconds += time.perf_counter() - start
 
 
 def fill_all(servers: list[Server], messages: int, seed: int,
@@ -191,13 +200,9 @@ def fill_all(servers: list[Server], messages: int, seed: int,
                 if fill.error is not None:
                     continue
                 try:
-                    append_batch(conns[server.key], batch, fill)
+                    append_batch(conns[server.key], batch, fill, time_limit)
                 except (imaplib.IMAP4.error, OSError) as exc:
                     fill.error = f"APPEND failed after {fill.appended} messages: {exc}"
-                    continue
-                if fill.seconds > time_limit and fill.appended < messages:
-                    fill.error = (f"stopped: {fill.appended} of {messages} messages took "
-                                  f"{fill.seconds:.0f} s (--fill-time-limit {time_limit:g})")
             click.echo(f"filled {min(messages, first + FILL_BATCH)}/{messages}: " + ", ".join(
                 f"{k} {f.per_s:,.0f} msg/s" if f.error is None else f"{k} failed"
                 for k, f in fills.items()), err=True)
@@ -216,24 +221,34 @@ def probe(server: Server, messages: int) -> dict[str, Any]:
         start = time.perf_counter()
         exists = _ok(conn.select(FOLDER), "SELECT")
         select_s = time.perf_counter() - start
-        cpu, start = time.process_time(), time.perf_counter()
+        served, cpu = tree_cpu_seconds(server.pid), time.process_time()
+        start = time.perf_counter()
         data = _ok(conn.uid("FETCH", "1:*", FETCH_ITEMS), "UID FETCH")
         fetch_s, fetch_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        server_cpu_s = tree_cpu_seconds(server.pid) - served
     finally:
         with suppress(imaplib.IMAP4.error, OSError):
             conn.logout()
-    fetched = sum(1 for item in data if isinstance(item, tuple) and b"message-id:" in item[1].lower())
+    fetched = sum(1 for item in data
+                  if isinstance(item, tuple) and b"message-id:" in item[1].lower())
+    count = _exists(exists)
     return {"select_s": select_s, "fetch_s": fetch_s, "fetch_cpu_s": fetch_cpu_s,
-            "exists": int(exists[0]), "fetched": fetched,
-            "wrong": int(int(exists[0]) != messages) + int(fetched != messages)}
+            "server_cpu_s": server_cpu_s, "exists": count, "fetched": fetched,
+            "wrong": int(count != messages) + int(fetched != messages)}
+
+
+def _exists(select_data: list[Any]) -> int:
+    """SELECT's EXISTS count as imaplib hands it over (the last one seen); -1 if none."""
+    last = select_data[-1] if select_data else None
+    return int(last) if isinstance(last, bytes) and last.isdigit() else -1
 
 
 def probe_all(servers: list[Server], messages: int, repeats: int,
               failed: dict[str, str]) -> list[dict[str, Any]]:
     """``repeats`` rounds of :func:`probe`, the servers taking turns at going first; a
     server that fails is recorded in ``failed`` and left out of the later rounds."""
-    runs = []
-    for run in range(repeats):
+    runs: list[dict[str, Any]] = []
+    for run in range(repeats if servers else 0):
         turn = run % len(servers)
         for server in servers[turn:] + servers[:turn]:
             if server.key in failed:
@@ -259,6 +274,7 @@ class Summary:
     select_ms: float | None = None
     fetch_s: float | None = None
     fetch_cpu_s: float | None = None
+    server_cpu_s: float | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -267,7 +283,9 @@ def summarize(servers: list[Server], fills: dict[str, Fill], runs: list[dict[str
     out = {}
     for server in servers:
         fill, mine = fills.get(server.key), [r for r in runs if r["server"] == server.key]
-        problems = [p for p in (fill.error if fill else None, failed.get(server.key)) if p]
+        # a failed fill is in ``failed`` too: say it once
+        problems = [p for p in dict.fromkeys((fill.error if fill else None,
+                                              failed.get(server.key))) if p]
         wrong = sum(r["wrong"] for r in mine)
         if wrong:
             problems.append(f"{wrong} answer(s) with the wrong number of messages")
@@ -275,7 +293,7 @@ def summarize(servers: list[Server], fills: dict[str, Fill], runs: list[dict[str
         out[server.key] = Summary(
             server.label, fill.per_s if fill and fill.error is None else None,
             None if select_s is None else select_s * 1000, _median(mine, "fetch_s"),
-            _median(mine, "fetch_cpu_s"), problems)
+            _median(mine, "fetch_cpu_s"), _median(mine, "server_cpu_s"), problems)
     return out
 
 
@@ -295,14 +313,15 @@ def table(summary: dict[str, Summary]) -> str:
     """The markdown table: one row per server, each number beside its multiple of Dovecot's."""
     ref = summary.get("dovecot", Summary(""))
     lines = ["| server | APPEND msg/s | × Dovecot | SELECT ms | × Dovecot | header FETCH s "
-             "| × Dovecot | client CPU in FETCH s | problems |",
+             "| × Dovecot | CPU in FETCH s: client, server | problems |",
              "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for s in summary.values():
         lines.append(" | ".join([
             f"| {s.label}", _number(s.append_per_s, ",.0f"), _ratio(s.append_per_s, ref.append_per_s),
             _number(s.select_ms, ",.1f"), _ratio(s.select_ms, ref.select_ms),
             _number(s.fetch_s, ".3f"), _ratio(s.fetch_s, ref.fetch_s),
-            _number(s.fetch_cpu_s, ".3f"), "; ".join(s.problems) or "none"]) + " |")
+            f"{_number(s.fetch_cpu_s, '.2f')}, {_number(s.server_cpu_s, '.2f')}",
+            "; ".join(s.problems) or "none"]) + " |")
     return "\n".join(lines)
 
 

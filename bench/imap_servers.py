@@ -54,6 +54,7 @@ class Server:
     port: int
     user: str
     password: str
+    pid: int           # the process that started the server's others (its CPU is their sum)
 
 
 def dovecot_binary() -> str | None:
@@ -151,7 +152,7 @@ def start_dovecot(stack: ExitStack, root: Path, binary: str) -> Server:
     _wait_listening(proc, port, lambda: proc.log() + (
         log.read_text(errors="replace") if log.exists() else ""))
     return Server("dovecot", f"Dovecot {_dovecot_version(binary)} (Maildir)", "127.0.0.1",
-                  port, USER, password)
+                  port, USER, password, _pid(proc))
 
 
 def _dovecot_version(binary: str) -> str:
@@ -174,7 +175,7 @@ def start_pymap_dict(stack: ExitStack, root: Path) -> Server:
     stack.callback(proc.stop)
     _wait_listening(proc, port, proc.log)
     return Server("pymap-dict", f"pymap {version('pymap')} dict (in memory)",
-                  "127.0.0.1", port, USER, password)
+                  "127.0.0.1", port, USER, password, _pid(proc))
 
 
 def start_ours(stack: ExitStack, root: Path) -> Server:
@@ -188,7 +189,7 @@ def start_ours(stack: ExitStack, root: Path) -> Server:
     extra = (f'\n[imapd]\nname = "imapd"\nlisten = "127.0.0.1:{port}"\n'
              f'listen_tls = "127.0.0.1:{free_port()}"\n')
     try:
-        _launcher, config, data = stack.enter_context(launched(root, extra))
+        launcher, config, data = stack.enter_context(launched(root, extra))
     except (AssertionError, TimeoutError) as exc:
         raise ServerError(f"the cloud did not start: {exc}") from None
     if not port_open(f"127.0.0.1:{port}"):
@@ -199,7 +200,34 @@ def start_ours(stack: ExitStack, root: Path) -> Server:
     password = f"bench {secrets.token_urlsafe(12)}"
     with Client(load_cluster(config)) as client:
         accounts.create_user(client, USER, password)
-    return Server("ours", "raftcloud-imapd (3 replicas)", "127.0.0.1", port, USER, password)
+    return Server("ours", "raftcloud-imapd (3 replicas)", "127.0.0.1", port, USER, password,
+                  _pid(launcher))
+
+
+def _pid(proc: Proc) -> int:
+    if proc.popen is None:
+        raise ServerError(f"{proc.name} was not started")
+    return proc.popen.pid
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and every live descendant of it
+    (Dovecot's per-connection ``imap`` process, the cloud's replicas and imapd)."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+        used[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
+    tree, todo = set(), [pid]
+    while todo:
+        tree.add(current := todo.pop())
+        todo += [child for child, parent in parents.items()
+                 if parent == current and child not in tree]
+    return sum(used.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_listening(proc: Proc, port: int, log: Callable[[], str]) -> None:

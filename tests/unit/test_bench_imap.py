@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import email
+import os
 import re
+import select
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -13,7 +19,7 @@ import pytest
 
 from bench import imap, imap_servers
 from bench.imap import Fill, Summary, aim_line, message, parse_only, summarize, table
-from bench.imap_servers import MailOwner, Server, dovecot_config
+from bench.imap_servers import MailOwner, Server, dovecot_config, tree_cpu_seconds
 
 
 def test_messages_are_the_same_for_the_same_seed_and_differ_between_seeds() -> None:
@@ -59,6 +65,12 @@ def test_dovecots_config_keeps_every_path_under_its_directory_and_listens_on_loo
     assert f"default_internal_user = {owner.internal_user}\n" in text
 
 
+def test_selects_exists_count_is_read_whatever_imaplib_hands_over() -> None:
+    assert imap._exists([b"10000"]) == 10_000
+    assert imap._exists([b"3", b"5"]) == 5  # EXISTS said twice: the later one holds
+    assert imap._exists([None]) == imap._exists([]) == imap._exists([b"x"]) == -1
+
+
 def test_only_names_servers_in_the_tables_order() -> None:
     assert parse_only(None, None, "ours, dovecot") == ["dovecot", "ours"]  # type: ignore[arg-type]
     for bad in ("", "dovecot,postfix", " , "):
@@ -67,35 +79,40 @@ def test_only_names_servers_in_the_tables_order() -> None:
 
 
 def server(key: str) -> Server:
-    return Server(key, f"{key} label", "127.0.0.1", 1, "bench", "pw")
+    return Server(key, f"{key} label", "127.0.0.1", 1, "bench", "pw", 1)
 
 
 def test_medians_ratios_and_problems_in_the_table() -> None:
     servers = [server("dovecot"), server("pymap-dict"), server("ours")]
     fills = {"dovecot": Fill(100, 0.5), "pymap-dict": Fill(100, 1.0),
              "ours": Fill(40, 2.0, "APPEND failed after 40 messages: boom")}
-    runs = [{"server": "dovecot", "select_s": s, "fetch_s": f, "fetch_cpu_s": 0.1, "wrong": 0}
-            for s, f in ((0.001, 0.2), (0.003, 0.4), (0.002, 0.3))]
+    runs = [{"server": "dovecot", "select_s": s, "fetch_s": f, "fetch_cpu_s": 0.1,
+             "server_cpu_s": c, "wrong": 0}
+            for s, f, c in ((0.001, 0.2, 0.01), (0.003, 0.4, 0.05), (0.002, 0.3, 0.02))]
     runs += [{"server": "pymap-dict", "select_s": 0.004, "fetch_s": 0.9, "fetch_cpu_s": 0.2,
-              "wrong": 1}]
+              "server_cpu_s": 0.7, "wrong": 1}]
     summary = summarize(servers, fills, runs, {"ours": "SELECT or FETCH failed: x"})
-    assert summary["dovecot"] == Summary("dovecot label", 200, 2.0, 0.3, 0.1, [])
+    assert summary["dovecot"] == Summary("dovecot label", 200, 2.0, 0.3, 0.1, 0.02, [])
     assert summary["pymap-dict"].problems == ["1 answer(s) with the wrong number of messages"]
     assert summary["ours"].append_per_s is None and summary["ours"].fetch_s is None
+    late = summarize([server("dovecot")], {"dovecot": Fill(1, 9.0, "stopped")}, [],
+                     {"dovecot": "stopped"})
+    assert late["dovecot"].problems == ["stopped"] and late["dovecot"].append_per_s is None
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in
             table(summary).splitlines()[2:]}
-    assert rows["dovecot label"][1:8] == ["200", "1.00", "2.0", "1.00", "0.300", "1.00", "0.100"]
+    assert rows["dovecot label"][1:8] == ["200", "1.00", "2.0", "1.00", "0.300", "1.00",
+                                          "0.10, 0.02"]
     assert rows["pymap-dict label"][1:8] == ["100", "0.50", "4.0", "2.00", "0.900", "3.00",
-                                             "0.200"]
-    assert rows["ours label"][1:8] == ["–"] * 7
+                                             "0.20, 0.70"]
+    assert rows["ours label"][1:8] == ["–"] * 6 + ["–, –"]
     assert rows["ours label"][8] == ("APPEND failed after 40 messages: boom; "
                                      "SELECT or FETCH failed: x |")
 
 
 def test_without_dovecot_there_are_numbers_but_no_ratios() -> None:
-    summary = {"pymap-dict": Summary("pymap", 10.0, 1.0, 0.5, 0.1)}
+    summary = {"pymap-dict": Summary("pymap", 10.0, 1.0, 0.5, 0.1, 0.3)}
     row = table(summary).splitlines()[2].split(" | ")
-    assert row[1:8] == ["10", "–", "1.0", "–", "0.500", "–", "0.100"]
+    assert row[1:8] == ["10", "–", "1.0", "–", "0.500", "–", "0.10, 0.30"]
 
 
 def test_the_aim_is_compared_for_our_fetch_only() -> None:
@@ -119,3 +136,22 @@ def test_a_server_that_is_not_there_is_skipped_with_the_reason(monkeypatch) -> N
     assert skipped == {"dovecot": imap_servers.NO_DOVECOT, "pymap-dict": imap_servers.NO_PYMAP,
                        "ours": imap_servers.NO_IMAPD}
     assert "apt-get install dovecot-imapd" in skipped["dovecot"]
+
+
+
+def test_a_process_trees_cpu_counts_its_children_and_their_children() -> None:
+    burn = "sum(range(20_000_000)); print('burnt', flush=True); import time; time.sleep(60)"
+    # Its own session, so that one killpg stops the grandchild too.
+    with subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                           f"subprocess.run([sys.executable, '-c', {burn!r}])"],
+                          stdout=subprocess.PIPE, text=True, start_new_session=True) as child:
+        try:
+            ready, _, _ = select.select([child.stdout], [], [], 60)
+            assert ready and child.stdout is not None and child.stdout.readline() == "burnt\n"
+            grandchild_cpu = tree_cpu_seconds(child.pid)
+            assert grandchild_cpu >= 0.1  # the grandchild's burn, under the child
+            assert tree_cpu_seconds(os.getpid()) >= grandchild_cpu + time.process_time() - 0.05
+        finally:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(10)
+    assert tree_cpu_seconds(2**22 + 1) == 0  # no such process
