@@ -146,8 +146,9 @@ def test_a_process_trees_cpu_counts_its_children_and_their_children() -> None:
                            f"subprocess.run([sys.executable, '-c', {burn!r}])"],
                           stdout=subprocess.PIPE, text=True, start_new_session=True) as child:
         try:
+            assert child.stdout is not None
             ready, _, _ = select.select([child.stdout], [], [], 60)
-            assert ready and child.stdout is not None and child.stdout.readline() == "burnt\n"
+            assert ready and child.stdout.readline() == "burnt\n"
             grandchild_cpu = tree_cpu_seconds(child.pid)
             assert grandchild_cpu >= 0.1  # the grandchild's burn, under the child
             assert tree_cpu_seconds(os.getpid()) >= grandchild_cpu + time.process_time() - 0.05
