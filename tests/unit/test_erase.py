@@ -35,7 +35,7 @@ def test_erase_removes_every_row_of_the_user_and_nothing_else():
     assert outbound.pending(client) == []
     assert not accounts.verify_password(client, "bob", PASSWORD)
     for other in ("bob.x", "bo"):
-        assert len(erase.user_rows(client, other)) == 5
+        assert len(erase.user_rows(client, other)) == 6  # drive, file, mail, mailidx, msg, sessions
         assert accounts.verify_password(client, other, PASSWORD)
 
 

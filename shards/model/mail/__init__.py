@@ -25,6 +25,9 @@ on one shard)::
     row {user}/msg:<msg_id>
         raw                     the message as received (any size)
         hdr                     its header block (absent when over 64 KiB)
+    row {user}/mailidx          the word index (:mod:`.index`)
+        w:<token>:<msg_id>      empty: the message holds a word that is <token>
+        t:<msg_id>              its tokens (present: indexed); backfill, done
 
 Special folders have fixed ids: :data:`INBOX` 1, :data:`SENT` 2, :data:`DRAFTS` 3,
 :data:`TRASH` 4, :data:`JUNK` 5; user folders from 6, never reused.  Names are
@@ -45,12 +48,16 @@ API (``from shards.model import mail``):
   UNCHANGEDSINCE), :func:`expunge`, :func:`move`, :func:`copy` (both answer a
   :class:`Transfer` for COPYUID), :func:`changes_since` (None: reload the folder),
   :func:`expire_trash`;
+- search (:mod:`.search`, :mod:`.index`): :func:`search` (a :class:`Query` of sender,
+  to, subject, body/text words, dates: :class:`Found` UIDs), :func:`matching_ids`
+  (IMAP's SEARCH narrows with it), :func:`backfill_index` (index what was stored
+  before the index; bounded, call again while it answers True);
 - :func:`ensure_current` (:mod:`.migrate`); :func:`usage`.
 
 Records are :class:`Record`, folders :class:`Folder` (frozen; ``version`` is the
 cell's when read).  Errors (:mod:`shards.model.errors`): :class:`NoSuchFolder`,
 :class:`FolderExists`, :class:`BadFolderName`, :class:`FolderRefused`,
-:class:`BadFlag` (all :class:`MailError`, each also Refused or NotFound), and
+:class:`BadFlag`, :class:`BadQuery` (all :class:`MailError`, each also Refused or NotFound), and
 :class:`~shards.model.errors.MailboxFull` (OverLimit).  docs/data-model.md,
 "Mailbox", has the costs and the migration.
 """
@@ -73,6 +80,7 @@ from .folders import (
     status,
 )
 from .headers import ParsedHeaders, header_block, parse_headers
+from .index import backfill as backfill_index
 from .layout import (
     ANSWERED,
     DELETED,
@@ -108,6 +116,7 @@ from .messages import (
 from .migrate import ensure_current
 from .moves import Transfer, copy, expire_trash, move
 from .reads import usage as _usage
+from .search import BadQuery, Found, Query, matching_ids, search
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
@@ -121,11 +130,12 @@ def usage(client: KeyValueStore, user: str) -> int:
 
 __all__ = [
     "ANSWERED", "DELETED", "DELIMITER", "DRAFT", "DRAFTS", "FLAGGED", "INBOX", "JUNK", "SEEN",
-    "SENT", "TRASH", "BadFlag", "BadFolderName", "Changes", "Delivered", "FlagMode",
-    "FlagResult", "Folder", "FolderExists", "FolderRefused", "MailError", "NoSuchFolder",
-    "ParsedHeaders", "Record", "Transfer", "append", "changes_since", "copy", "create_folder",
+    "SENT", "TRASH", "BadFlag", "BadFolderName", "BadQuery", "Changes", "Delivered", "FlagMode",
+    "FlagResult", "Folder", "FolderExists", "FolderRefused", "Found", "MailError",
+    "NoSuchFolder", "ParsedHeaders", "Query", "Record", "Transfer", "append", "backfill_index",
+    "changes_since", "copy", "create_folder",
     "dedup_column", "delete_folder", "deliver", "ensure_current", "expire_trash", "expunge",
     "find_folder", "folder_id", "get_folder", "get_raw", "get_record", "header_block",
     "header_blocks", "is_message_id", "list_folder", "list_folders", "list_newest", "locate",
-    "mailbox_row", "message_row", "move", "new_message_id", "parse_headers", "raw_stream",
-    "rename_folder", "set_subscribed", "status", "store_flags", "usage"]
+    "mailbox_row", "matching_ids", "message_row", "move", "new_message_id", "parse_headers", "raw_stream",
+    "rename_folder", "search", "set_subscribed", "status", "store_flags", "usage"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+from .index import unindex
 from .layout import (
     ATTEMPTS,
     BATCH,
@@ -174,6 +175,7 @@ def expunge(client: KeyValueStore, user: str, fid: int, uids: Iterable[int]) -> 
                         partial(_expunge_batch, client, user, fid, batch), ATTEMPTS)
         for record in gone:
             delete_raw(client, user, record.id)
+        unindex(client, user, [record.id for record in gone])  # best effort: searches filter
         removed += [record.uid for record in gone]
     return removed
 

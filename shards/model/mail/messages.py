@@ -20,6 +20,7 @@ from raftkv.interface import MAX_CELLS, Cell
 
 from ..errors import MailboxFull, NoSuchFolder
 from .headers import blank_line_end, header_block, parse_headers
+from .index import index_message, unindex
 from .layout import (
     ATTEMPTS,
     DEDUP_PREFIX,
@@ -129,6 +130,7 @@ def _store(client: KeyValueStore, user: str, raw: bytes, fid: int, flags: tuple[
         raise MailboxFull(user)
     msg_id = new_message_id()
     write_raw(client, user, msg_id, raw)
+    index_message(client, user, msg_id, raw, headers)  # before it is listed: a listed one is
     arrived = time.time()
     state: list[tuple[Cell | None, ...]] = [first]
 
@@ -136,7 +138,7 @@ def _store(client: KeyValueStore, user: str, raw: bytes, fid: int, flags: tuple[
         folder_cell, usage_cell, dedup_cell = state.pop() if state else \
             _read_state(client, user, fid, keys)
         if dedup_col is not None and dedup_cell is not None:
-            delete_raw(client, user, msg_id)  # a concurrent delivery of it won
+            discard(client, user, msg_id)  # a concurrent delivery of it won
             return _duplicate(client, user, dedup_cell)
         folder = None if folder_cell is None else folder_from_cell(fid, folder_cell.value,
                                                                    folder_cell.version)
@@ -170,7 +172,7 @@ def _store(client: KeyValueStore, user: str, raw: bytes, fid: int, flags: tuple[
         return retrying(f"the mailbox of {user}", attempt, ATTEMPTS)
     except (MailboxFull, NoSuchFolder, ConditionFailed):
         # Surely not listed.  (After an unknown outcome the bytes stay: they may be listed.)
-        delete_raw(client, user, msg_id)
+        discard(client, user, msg_id)
         raise
 
 
@@ -209,6 +211,12 @@ def write_raw(client: KeyValueStore, user: str, msg_id: str, raw: bytes) -> None
 def delete_raw(client: KeyValueStore, user: str, msg_id: str) -> None:
     """Delete a message's bytes (after its record is gone: nothing lists them then)."""
     client.mutate_row(message_row(user, msg_id), [], [("delete", RAW_COL), ("delete", HEADER_COL)])
+
+
+def discard(client: KeyValueStore, user: str, msg_id: str) -> None:
+    """Delete a message's bytes and its words (it was never listed, or is no longer)."""
+    delete_raw(client, user, msg_id)
+    unindex(client, user, [msg_id])
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -305,6 +313,6 @@ def raw_stream(client: KeyValueStore, user: str, msg_id: str) -> tuple[int, Iter
     return client.get_stream(message_row(user, msg_id), RAW_COL)
 
 
-__all__ = ["Delivered", "append", "dedup_column", "deliver", "delete_raw", "get_raw",
+__all__ = ["Delivered", "append", "dedup_column", "deliver", "delete_raw", "discard", "get_raw",
            "get_record", "header_blocks", "list_folder", "list_newest", "locate", "raw_stream",
            "write_raw"]

@@ -20,6 +20,7 @@ from raftkv.errors import ConditionFailed
 
 from ..errors import FolderRefused, MailboxFull, NoSuchFolder
 from .changes import expunge, fitting, in_batches
+from .index import index_copy
 from .layout import (
     ATTEMPTS,
     BATCH,
@@ -41,7 +42,7 @@ from .layout import (
     record_prefix,
     retrying,
 )
-from .messages import delete_raw
+from .messages import discard
 from .migrate import ensure_current
 from .reads import folder_and_records, need_folder, records_of, usage_of
 
@@ -148,10 +149,10 @@ def copy(client: KeyValueStore, user: str, src: int, uids: Iterable[int], dst: i
             except (MailboxFull, NoSuchFolder, ConditionFailed):
                 # Surely not listed.  (After an unknown outcome the bytes stay: they may be.)
                 for msg_id in copies.values():
-                    delete_raw(client, user, msg_id)
+                    discard(client, user, msg_id)
                 raise
             for uid in set(copies) - set(copied):  # its source went away during the attempts
-                delete_raw(client, user, copies[uid])
+                discard(client, user, copies[uid])
             mapping.update(copied)
     return Transfer(_uidvalidity(client, user, dst), dict(sorted(mapping.items())))
 
@@ -176,6 +177,7 @@ def _copy_batch(client: KeyValueStore, user: str, src: int, uids: list[int], dst
             if copy_id is None:
                 continue  # its bytes are gone: expunged while we read
             copies[record.uid] = copy_id
+            index_copy(client, user, record.id, copy_id)  # before it is listed
         arrived = _arrive(record, target, src, now, msg_id=copies[record.uid])
         conditions.append(("version", record_col(src, record.uid), record.version))
         mutations += [("put", record_col(dst, arrived.uid), pack(arrived.fields())),
