@@ -13,7 +13,9 @@ each:
 * **STORE**, **COPY**, **MOVE** are one :func:`~shards.model.mail.store_flags`,
   :func:`~shards.model.mail.copy` or :func:`~shards.model.mail.move` each;
   COPY and MOVE answer COPYUID from the model's UID map (RFC 4315).
-* **SEARCH** walks the session's copy, reading header blocks a window at a time.
+* **SEARCH** walks the session's copy, reading header blocks a window at a time;
+  BODY and TEXT are answered from the mailbox's word index first (:mod:`imapd.search`),
+  so no body is read for them.
 
 LIST marks the special folders with their RFC 6154 attribute (``\\Sent``,
 ``\\Drafts``, ``\\Trash``, ``\\Junk``).
@@ -30,7 +32,7 @@ from pymap.backend.session import BaseSession
 from pymap.exceptions import MailboxNotFound, MailboxReadOnly, ResponseError
 from pymap.flags import FlagOp
 from pymap.parsing.response.code import AppendUid, CopyUid
-from pymap.parsing.specials import FetchRequirement
+from pymap.parsing.specials import FetchRequirement, SequenceSet
 from pymap.parsing.specials.flag import Seen
 from pymap.search import SearchCriteriaSet, SearchParams
 
@@ -41,12 +43,13 @@ from shards.readonly import READ_ONLY_MESSAGE
 from .errors import StoreRefusal
 from .mailbox import MailboxData, MailboxSet
 from .message import ContentLoader, Message
+from .search import rewrite
 
 if TYPE_CHECKING:
     from pymap.concurrent import Event
     from pymap.config import IMAPConfig
     from pymap.parsing.message import AppendMessage
-    from pymap.parsing.specials import SearchKey, SequenceSet
+    from pymap.parsing.specials import SearchKey
     from pymap.parsing.specials.flag import Flag
     from pymap.selected import SelectedMailbox
 
@@ -152,6 +155,17 @@ class Session(BaseSession[Message]):
     async def search_mailbox(self, selected: SelectedMailbox, keys: frozenset[SearchKey]
                              ) -> tuple[Iterable[tuple[int, Message]], SelectedMailbox]:
         mbx = await self._get_selected(selected)
+        folder = {msg.record.id: msg.uid for _, msg in selected.messages.get_all(
+            SequenceSet.all()) if isinstance(msg, Message)}
+
+        async def lookup(words: list[str]) -> set[int]:
+            (ids, complete), _stale = await self._calls.read(
+                mail.matching_ids, self.owner, words, list(folder))
+            if not complete:
+                log.info("SEARCH of %s: the index's answer was cut at its bounds", self.owner)
+            return {folder[msg_id] for msg_id in ids if msg_id in folder}
+
+        keys = await rewrite(keys, lookup)
         requirement = FetchRequirement.reduce(key.requirement for key in keys)
         search = SearchCriteriaSet(keys, SearchParams(
             selected, disabled=self.config.disable_search_keys))
