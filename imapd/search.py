@@ -9,7 +9,7 @@ pymap then matches the rewritten keys, loading content only where another key
 needs it.  So the words match as the index matches them: each word of the
 string must begin a word of the message's From, To, Cc, Subject or text (decoded
 from its transfer encoding and charset), in any order, not a substring of the
-raw bytes (docs/imap.md, "Search").  A string the index cannot answer (a word
+raw bytes (docs/imap.md, "The backend on the mail model").  A string the index cannot answer (a word
 of one character) is left to pymap's own matching.
 """
 
