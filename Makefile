@@ -24,8 +24,10 @@ PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; prin
 # Debian packages the suite drives as real peers: dnsmasq (MX records), swaks
 # (an SMTP client), Chromium (Playwright's browser; never `playwright install`),
 # wapiti (the web scanner of tests/hostile/test_scanner.py), prometheus (its promtool
-# checks every process's metrics, and the server scrapes a live cloud: tests/integration/test_metrics.py).
-SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus
+# checks every process's metrics, and the server scrapes a live cloud: tests/integration/test_metrics.py),
+# and real mail clients against imapd: isync (mbsync, tests/integration/test_imap_mbsync.py) and
+# neomutt, driven in tmux (tests/integration/test_imap_neomutt.py).
+SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus isync neomutt tmux
 
 # The same for the benchmarks' peers (bench/README.md): etcd for bench.kv, wrk for
 # bench.portal, Dovecot for bench.imap.  Each bench runs its own private instance; on a

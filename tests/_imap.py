@@ -102,3 +102,22 @@ def response_code(data: list[Any], name: str) -> list[str] | None:
         if match:
             return match.group(1).split()
     return None
+
+
+def ok(answer: tuple[str, list[Any]]) -> list[Any]:
+    """The data of an imaplib answer that must be OK."""
+    assert answer[0] == "OK", answer
+    return answer[1]
+
+
+def sample_message(subject: str, body: str = "hello", *, message_id: str | None = None,
+                   size: int = 0) -> bytes:
+    """A small RFC 5322 message with its own Message-ID (padded to ``size`` bytes if given)."""
+    message_id = message_id or f"<{secrets.token_hex(8)}@example.org>"
+    raw = (f"From: bob@example.org\r\nTo: someone@raftcloud.test\r\nSubject: {subject}\r\n"
+           f"Message-ID: {message_id}\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n"
+           f"{body}\r\n").encode()
+    if size > len(raw):
+        line = b"x" * 76 + b"\r\n"
+        raw += line * ((size - len(raw)) // len(line))
+    return raw
