@@ -410,3 +410,49 @@ def test_a_client_killed_mid_append_stores_nothing(store, imapd, cut):
     subjects = [r.subject for r in mail.list_folder(store, user, mail.INBOX)]
     assert subjects == ["already there", "afterwards"]
     assert mail.usage(store, user) == usage + len(afterwards)
+
+
+def uid_set(text: str) -> set[int]:
+    """The UIDs of an IMAP sequence set such as ``1:3,7``."""
+    uids: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        uids.update(range(int(low), int(high or low) + 1))
+    return uids
+
+
+def test_two_clients_moving_the_same_messages_each_get_their_own(store, imapd):
+    """Both move every message at once, one to Other, one to Third: each message lands in
+    one folder, and the COPYUID answers of the two name disjoint sets of UIDs."""
+    user = new_user(store, "both")
+    ids = racing_mailbox(store, imapd, user, count=12)
+    start = threading.Barrier(2, timeout=30)
+    claimed: dict[str, set[int]] = {"Other": set(), "Third": set()}
+
+    def mover(target: str) -> None:
+        connection = logged_in(imapd, user)
+        try:
+            ok(connection.select("INBOX"))
+            start.wait()
+            for uid in sorted(ids):
+                answer = ok(connection._simple_command("UID", "MOVE", str(uid), target))
+                copied = response_code(answer, "COPYUID") or response_code(
+                    connection.untagged_responses.pop("OK", []), "COPYUID")
+                if copied:
+                    claimed[target].update(uid_set(copied[1]))
+        finally:
+            close(connection)
+
+    threads = [threading.Thread(target=mover, args=(t,)) for t in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(t.is_alive() for t in threads)
+    print({folder: sorted(uids) for folder, uids in claimed.items()})
+    assert not claimed["Other"] & claimed["Third"], "both were told they moved one message"
+    assert claimed["Other"] | claimed["Third"] == set(ids)
+    census = mailbox_census(store, user)
+    for uid, message_id in ids.items():
+        [(folder, _uid)] = census[message_id]
+        assert uid in claimed[folder], f"{uid} is in {folder}, whose client did not move it"
