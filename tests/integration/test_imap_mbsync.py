@@ -6,9 +6,9 @@ the server answered for but did not keep.  Each test writes its own mbsyncrc (ST
 on the plain port, trusting the test's self-signed certificate by CertificateFile),
 syncs, changes one side, syncs again and looks at both sides.
 
-The webmail on main has no "move to folder" action (only delete, which expunges), so
-the move a webmail user would make is done with the model's ``mail.move`` on the real
-store, as the portal would call it.
+The webmail on main has no "move to folder" action (only delete, which expunges; that
+one is driven through the portal), so the move a webmail user would make is done with
+the model's ``mail.move`` on the real store, as the portal would call it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from pathlib import Path
 import pytest
 
 from deploy.tls import ensure_certificate
+from portal import PortalConfig, create_app
 from shards.model import accounts, mail
 
 from .._imap import connect, hostport, inprocess_imapd, ok, sample_message
-from .._portal import PASSWORD
+from .._portal import PASSWORD, logged_in, post
 
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(shutil.which("mbsync") is None,
@@ -291,4 +292,33 @@ def test_a_folder_made_in_the_maildir_is_created_on_the_server(mbsync, client):
     assert folder is not None
     assert [r.message_id for r in mail.list_folder(client, mbsync.user, folder.id)] == \
         [mail.parse_headers(raw).message_id]
+    assert_a_sync_changes_nothing(mbsync, client)
+
+
+@pytest.fixture(scope="module")
+def portal(kv_cluster):
+    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-mbsync",
+                          addr="127.0.0.1:9", background=False)
+    app = create_app(config, client_factory=kv_cluster.client)
+    yield app
+    app.close()
+
+
+def test_deletions_on_either_side_are_expunged_on_the_other(mbsync, client, portal):
+    ids = fill(client, mbsync.user)
+    mbsync.sync()
+    gone_here, gone_there, kept = ids["INBOX"]
+    set_maildir_flags(in_maildir(mbsync.inbox)[gone_here], "ST")  # Maildir's "trashed"
+    record = server_message_ids(client, mbsync.user, mail.INBOX)[gone_there]
+    usage = mail.usage(client, mbsync.user)
+    http = logged_in(portal, mbsync.user)
+    deleted = post(http, f"/mail/{record.id}/delete", {"confirm": "yes"},
+                   f"/mail/{record.id}/delete")
+    assert deleted.status_code == 303  # the webmail's delete: for good, no Trash yet
+    mbsync.sync()
+
+    assert sorted(in_maildir(mbsync.inbox)) == [kept]
+    remote = server_message_ids(client, mbsync.user, mail.INBOX)
+    assert sorted(remote) == [kept]
+    assert mail.usage(client, mbsync.user) < usage - record.size  # both sizes given back
     assert_a_sync_changes_nothing(mbsync, client)
