@@ -45,6 +45,7 @@ from .auth import AuthViews
 from .cache import LISTING_ITEMS, ROWS_CHARS, ListingCache
 from .compose import ComposeViews
 from .config import PortalConfig
+from .drafts import DraftViews
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
 from .drive_select import DriveSelectViews
@@ -54,6 +55,9 @@ from .failover import WORKER_CSP, WORKER_PATH, page_policy, worker_script
 from .heartbeat import Background
 from .load import LoadCounter
 from .mail import MailViews
+from .mailactions import MailActionViews
+from .mailfolders import MailFolderViews
+from .mailsearch import MailSearchViews
 from .messageview import MessageViewCache
 from .pages import (
     COUNT_PARAM,
@@ -102,7 +106,8 @@ _ANONYMOUS_POSTS = frozenset({"signup", "login", "login_code", "logout"})
 ANONYMOUS_FORM_LIMIT = 64 * 1024
 # Endpoints whose body limit depends on the user (the drive's quota, a
 # message's size): set before the CSRF check reads the body.
-_BODY_LIMITS = {"drive_upload": "upload_limit", "mail_compose": "compose_limit"}
+_BODY_LIMITS = {"drive_upload": "upload_limit", "mail_compose": "compose_limit",
+                "mail_draft_save": "compose_limit"}
 # The running request's view of the store (portal.pagestore), made on its first use
 # (a page that needs no store makes no client): a list of none or one.
 _page_store: contextvars.ContextVar[list[PageStore] | None] = contextvars.ContextVar(
@@ -143,7 +148,8 @@ class Request(BaseRequest):
 
 
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, MailViews,
-             ComposeViews, AdminViews, AdminUserViews, ExportViews):
+             MailFolderViews, MailActionViews, DraftViews, MailSearchViews, ComposeViews,
+             AdminViews, AdminUserViews, ExportViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -214,12 +220,26 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
                  methods=get_post),
             Rule("/mail", endpoint="mail", methods=get),
             Rule("/mail/compose", endpoint="mail_compose", methods=get_post),
+            Rule("/mail/drafts/save", endpoint="mail_draft_save", methods=post),
+            Rule("/mail/search", endpoint="mail_search", methods=get),
+            Rule("/mail/folders/new", endpoint="mail_folder_new", methods=post),
+            Rule("/mail/trash/empty", endpoint="mail_empty_trash", methods=get_post),
+            Rule("/mail/f/<int(max=999999):fid>", endpoint="mail_folder", methods=get),
+            Rule("/mail/f/<int(max=999999):fid>/act", endpoint="mail_folder_act", methods=post),
+            Rule("/mail/f/<int(max=999999):fid>/star", endpoint="mail_folder_star",
+                 methods=post),
+            Rule("/mail/f/<int(max=999999):fid>/rename", endpoint="mail_folder_rename",
+                 methods=post),
+            Rule("/mail/f/<int(max=999999):fid>/delete", endpoint="mail_folder_delete",
+                 methods=get_post),
             Rule("/mail/<msg_id>", endpoint="mail_message", methods=get),
             Rule("/mail/<msg_id>/html", endpoint="mail_html", methods=get),
             Rule("/mail/<msg_id>/reply", endpoint="mail_reply", methods=get),
             Rule("/mail/<msg_id>/forward", endpoint="mail_forward", methods=get),
             Rule("/mail/<msg_id>/part/<int:index>", endpoint="mail_part", methods=get),
             Rule("/mail/<msg_id>/delete", endpoint="mail_delete", methods=get_post),
+            Rule("/mail/<msg_id>/star", endpoint="mail_message_star", methods=post),
+            Rule("/mail/<msg_id>/move", endpoint="mail_message_move", methods=post),
             Rule("/admin", endpoint="admin", methods=get),
             Rule("/admin/data", endpoint="admin_data", methods=get),
             Rule("/admin/nodes/<name>/<any(disable, restart):action>", endpoint="admin_node",

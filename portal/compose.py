@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import logging
 import re
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
@@ -20,18 +21,27 @@ from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from raftkv.errors import OverLimit
+from raftkv.errors import OverLimit, RaftKVError
 from shards.model import accounts, mailbox, outbound, sendlimit
 
 from .auth import current_user, login_required
 from .errors import http_message, http_status
 from .filenames import content_disposition, plain_filename
 from .mail import HEADER_CHARS, displayable, message_body, parse_message
-from .pages import with_notice
+from .pages import PAGE_SCRIPT_HASH, _subresource_hash, with_notice
 
 if TYPE_CHECKING:
     from .app import Portal, Request
 
+# The compose page runs the page script and static/mail.js (saving drafts while the user
+# writes: portal.drafts), each by its hash, and the latter posts back here.
+MAIL_SCRIPT = "/static/mail.js"
+MAIL_SCRIPT_HASH = _subresource_hash("mail.js")
+COMPOSE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; worker-src 'self'; "
+               f"script-src '{PAGE_SCRIPT_HASH}' '{MAIL_SCRIPT_HASH}'; "
+               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+AUTOSAVE_SECONDS = 10  # static/mail.js saves a changed draft this often
+log = logging.getLogger("portal.compose")
 MAX_MESSAGE = 25 * 1024 * 1024   # as smtpd accepts
 MAX_RECIPIENTS = 100
 # The multipart framing and the small fields around a message's text and files.
@@ -118,15 +128,27 @@ class ComposeViews:
         """The compose form; with an ``error``, a 400 unless ``status`` says otherwise."""
         defaults: dict[str, Any] = {"to": "", "cc": "", "subject": "", "body": "", "forward_of": "",
                     "in_reply_to": "", "forwarded": [], "error": None,
-                    "send_note": self.send_limits.note(),
-                    "message_id": self._form_message_id(request)}
+                    "send_note": self.send_limits.note(), "draft": "",
+                    "message_id": self._form_message_id(request),
+                    "mail_script": MAIL_SCRIPT, "mail_script_hash": MAIL_SCRIPT_HASH,
+                    "autosave": AUTOSAVE_SECONDS, "here_page": "compose"}
         if status is None:
             status = 400 if fields.get("error") else 200
-        return self.render(request, "compose.html", **{**defaults, **fields}, status=status)
+        if not mailbox.is_message_id(str(fields.get("draft", ""))):
+            fields["draft"] = ""
+        context = {**defaults, **fields}
+        if context["forward_of"] or context["in_reply_to"]:
+            context["here_page"] = None  # a reply's form is not the Compose button's page
+        response = self.mail_page(request, "compose.html", folder_id=None, **context,
+                                  status=status)
+        response.headers["Content-Security-Policy"] = self.failover_policy(COMPOSE_CSP)
+        return response
 
     @login_required
     def on_mail_compose(self: Portal, request: Request) -> Response:
         if request.method != "POST":
+            if "draft" in request.args:
+                return self.draft_form(request, request.args["draft"])
             return self._form(request, to=request.args.get("to", "")[:HEADER_CHARS])
         form = request.form
         try:
@@ -141,7 +163,8 @@ class ComposeViews:
             return self._form(request, error=exc.description, to=form.get("to", ""),
                               cc=form.get("cc", ""), subject=form.get("subject", ""),
                               body=form.get("body", ""), forward_of=form.get("forward_of", ""),
-                              in_reply_to=form.get("in_reply_to", ""))
+                              in_reply_to=form.get("in_reply_to", ""),
+                              draft=form.get("draft", ""))
         raw = message.as_bytes()
         if len(raw) > MAX_MESSAGE:
             raise RequestEntityTooLarge(TOO_BIG)
@@ -152,7 +175,11 @@ class ComposeViews:
             return self._form(request, status=http_status(exc),
                               error=f"Not sent: {http_message(exc)}", **{
                 name: form.get(name, "") for name in ("to", "cc", "subject", "body",
-                                                      "forward_of", "in_reply_to")})
+                                                      "forward_of", "in_reply_to", "draft")})
+        try:
+            self.drop_draft(user, form.get("draft", ""))  # sent: the draft has done its work
+        except RaftKVError as exc:  # sent all the same; the draft stays for the user to delete
+            log.warning("draft of %s not deleted after sending: %r", user, exc)
         return redirect(with_notice("/mail?folder=sent", "sent"), 303)
 
     @functools.cached_property

@@ -8,7 +8,8 @@ in the background, because the store may still be electing leaders when
 gunicorn boots, and a worker blocked on it would miss its own heartbeat to
 the gunicorn arbiter and be killed.  A third thread, started when first
 needed, finishes the clean-up of deleted folder trees too big to finish
-within the request that deleted them.
+within the request that deleted them.  A fourth sweeps the mail that was moved
+to Trash 30 days ago out of the mailboxes (:class:`TrashSweeper`), a bounded bit at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.background import UNTIL_WOKEN, BackgroundLoop
 from raftkv.errors import RaftKVError, Refused
-from shards.model import accounts, drive, registry
+from shards.model import accounts, drive, mail, registry
 from shards.model.errors import UserExists
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Background:
         self._heartbeat: registry.Heartbeat | None = None
         self._bootstrap: AdminBootstrap | None = None
         self._purger = DrivePurger(portal, interval=interval)
+        self._sweeper: TrashSweeper | None = None
 
     def ensure_running(self) -> None:
         """Start the threads unless they already run in this process (cheap; called per request)."""
@@ -69,6 +71,7 @@ class Background:
                 return
             # A forked child inherits this object but not its threads.
             self._pid = os.getpid()
+            self._sweeper = TrashSweeper(self.portal).start()
             if self.portal.config.admin_password is not None:
                 self._bootstrap = AdminBootstrap(self.portal, interval=self.interval).start()
             if self.portal.config.addr:
@@ -90,8 +93,8 @@ class Background:
     def stop(self) -> None:
         """Stop the threads (tests); a worker's daemon threads simply die with it."""
         with self._lock:
-            loops = (self._heartbeat, self._bootstrap, self._purger)
-            self._heartbeat = self._bootstrap = None
+            loops = (self._heartbeat, self._bootstrap, self._purger, self._sweeper)
+            self._heartbeat = self._bootstrap = self._sweeper = None
             self._purger = DrivePurger(self.portal, interval=self.interval)  # for a later start
             self._pid = 0
         for loop in loops:
@@ -147,3 +150,63 @@ class DrivePurger(BackgroundLoop):
                 self._users.add(user)
             return None  # the next try after the interval
         return 0.0  # the next user at once
+
+
+class TrashSweeper(BackgroundLoop):
+    """Deletes for good the mail moved to Trash more than 30 days ago
+    (:func:`shards.model.mail.expire_trash`), walking every account.
+
+    There is no list of users with a Trash: accounts are rows ``user/<name>`` on every
+    shard.  Each step reads at most :data:`USERS_PER_STEP` of them from one shard
+    (one ``scan``) and gives each mailbox one bounded pass (a read of its oldest Trash
+    records, and one expunge of those due); the walk goes on from there at the next
+    step, shard after shard, and starts again when it has been round.  So the work per
+    step is bounded whatever the cluster's size, and a mailbox is visited every
+    (accounts / USERS_PER_STEP) * interval seconds: with 100,000 accounts and one step
+    a minute, about every 33 hours: well within a day of the 30 days.  Every frontend
+    process runs one; two sweeping the same mailbox is harmless (the expunge is
+    conditioned on the records it read), only duplicated work.
+    """
+
+    USERS_PER_STEP = 50
+    INTERVAL = 60.0
+    _ACCOUNTS = accounts.account_row("")  # "user/"
+
+    def __init__(self, portal: Portal, *, interval: float = INTERVAL) -> None:
+        super().__init__("portal-trash-sweep", interval, first_delay=interval)
+        self.portal = portal
+        self.shard = 0
+        self.after = self._start()
+        self.swept = 0  # mailboxes given a pass (tests, the log)
+
+    @classmethod
+    def _start(cls) -> str:
+        # Just below every "user/..." row (a scan starts after its row).
+        return cls._ACCOUNTS[:-1] + chr(ord(cls._ACCOUNTS[-1]) - 1) + "\U0010ffff"
+
+    def step(self) -> float | None:
+        client = self.portal.client()
+        try:
+            rows = client.scan(self.shard, self.after, limit=self.USERS_PER_STEP)
+        except RaftKVError as exc:
+            log.warning("trash sweep of shard %d: %s: %s; retrying", self.shard,
+                        type(exc).__name__, exc)
+            return None
+        users = [row[len(self._ACCOUNTS):] for row, _cells in rows
+                 if row.startswith(self._ACCOUNTS)]
+        for user in users:
+            if self.stopping:
+                return None
+            try:
+                mail.expire_trash(client, user)
+                self.swept += 1
+            except RaftKVError as exc:  # that mailbox's group is down, say: the next round
+                log.warning("trash sweep of %s: %s: %s", user, type(exc).__name__, exc)
+            except ValueError:  # a row name that is no mailbox's user
+                continue
+        if len(users) == len(rows) == self.USERS_PER_STEP:
+            self.after = rows[-1][0]
+        else:  # past this shard's accounts: the next shard, from its first
+            self.shard = (self.shard + 1) % max(1, self.portal.config.cluster.shards)
+            self.after = self._start()
+        return None

@@ -1,4 +1,4 @@
-"""Reading mail: a folder's messages (inbox, sent), one message, delete.
+"""Reading mail: one message, its HTML part and its attachments' names.
 
 Messages are stored raw (RFC 5322) by :mod:`shards.model.mailbox`; this
 module only parses them for display.  A plain-text part is shown escaped.  An
@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import email
 import email.policy
-from dataclasses import replace
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, cast
 
 import nh3
 from markupsafe import Markup, escape
 from werkzeug.exceptions import NotFound
-from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
 from raftkv.errors import ReadOnly
 from raftkv.interface import Unchanged
-from shards.model import mailbox
+from shards.model import mail, mailbox
+from shards.model.mail.layout import record_col
 
 from . import mailhtml, readmarks
 from .auth import current_user, login_required
 from .filenames import plain_filename
+from .mailfolders import NavFolder, folder_list
 from .messageview import MessageView
-from .pages import PAGE_SCRIPT_SRC, with_notice
+from .pages import PAGE_SCRIPT_SRC
 from .pagestore import together
 
 if TYPE_CHECKING:
@@ -48,17 +48,10 @@ MAIL_CSP = ("default-src 'none'; style-src 'self'; img-src 'none'; frame-src 'se
 _HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "picture", "source", "video", "audio", "track",
                                  "map", "area"}
 _URL_SCHEMES = {"http", "https", "mailto"}
-PAGE_SIZE = 25            # messages per page of a folder, newest first
 HEADER_CHARS = 998        # RFC 5322's line limit: longer header values are cut for display
 BODY_CHARS = 1024 * 1024  # a page shows at most this much text; the rest is summarised
 # Control characters other than tab and newline mean nothing on a page (NUL least of all).
 _CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10)) | {127: None}
-
-
-def _message_id(request: Request, name: str) -> str:
-    """A paging link's message id (a GET parameter), or "" if it is not one."""
-    value = request.args.get(name, "")
-    return value if mailbox.is_message_id(value) else ""
 
 
 def displayable(text: str, limit: int) -> str:
@@ -131,6 +124,14 @@ def attachments(message: EmailMessage) -> list[dict[str, Any]]:
 SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date")
 
 
+def _record_hint(request: Request, user: str) -> list[Key]:
+    """The record a folder page's link names (``?at=<folder id>.<uid>``), if well formed."""
+    fid, dot, uid = request.args.get("at", "").partition(".")
+    if not (dot and fid.isdigit() and uid.isdigit() and len(fid) <= 6 and len(uid) <= 10):
+        return []
+    return [(mail.mailbox_row(user), record_col(int(fid), int(uid)))]
+
+
 def message_view(raw: bytes) -> MessageView:
     """What the mail view shows of a stored message: parsed, decoded and sanitised."""
     message = parse_message(raw)
@@ -155,33 +156,6 @@ def message_keys(user: str, msg_id: str) -> tuple[Key, Key]:
 class MailViews:
     """Mixin of :class:`portal.app.Portal`: the webmail pages."""
 
-    @login_required
-    def on_mail(self: Portal, request: Request) -> Response:
-        """A page of a mail folder, newest first: one ``get_row`` with a limit from the
-        message the link names (ids sort by arrival), never the whole mailbox."""
-        user = current_user(request)
-        folder = "sent" if request.args.get("folder") == "sent" else "inbox"
-        older, newer = _message_id(request, "older"), _message_id(request, "newer")
-        page = mailbox.list_page(self.client(), user, folder, older_than=older,
-                                 newer_than=newer, limit=PAGE_SIZE)
-        if newer and not page.more:  # "newer" reached the newest: that is the first page
-            return redirect("/mail" + ("?folder=sent" if folder == "sent" else ""), 303)
-        messages = page.messages
-        marked = self.read_marks.pending(user)
-        if marked:
-            messages = [replace(m, unread=False) if m.id in marked else m for m in messages]
-        # A page covers the ids from where it was asked to where its read stopped
-        # (page.resume, which may lie past its last message when the folder is rare
-        # among the mail): each link reads on from one of those ends.
-        if newer:
-            newer_link: str | None = page.resume
-            older_link: str | None = messages[-1].id if messages else newer
-        else:
-            newer_link = (messages[0].id if messages else older) if older else None
-            older_link = page.resume if page.more else None
-        return self.render(request, "mail.html", folder=folder, messages=messages,
-                           newer=newer_link, older=older_link)
-
     def cells_mail_message(self, user: str, msg_id: str) -> list[Key]:
         """The message's metadata, confirmed with the session (portal.pagestore), and its
         raw cell, named by the version of the view this worker keeps of it
@@ -200,9 +174,17 @@ class MailViews:
     cells_mail_html = cells_mail_message
 
     def _read_view(self, request: Request, msg_id: str, *, mark_read: bool
-                   ) -> tuple[MessageView, str]:
-        """The message's view (this worker's, if the store confirms it) and its folder;
-        with ``mark_read``, a GET marks it read."""
+                   ) -> tuple[MessageView, mailbox.MessageSummary | None, Key | None,
+                              list[NavFolder]]:
+        """The message's view (this worker's, if the store confirms it), its summary
+        (its folder, UID and flags) if its record was read with the page, the key of its
+        record, and (the reader, ``mark_read``) the folder list; with ``mark_read``, a
+        GET marks it read.
+
+        The record is where the pointer says; a worker that has not seen the pointer
+        reads the record the link names (``?at=<folder>.<uid>``, as the folder pages
+        write it) with the pointer, in the same round trip, and uses it only if the
+        pointer agrees: two round trips, the session's and this one."""
         portal = cast("Portal", self)
         user = current_user(request)
         if not mailbox.is_message_id(msg_id):
@@ -212,9 +194,17 @@ class MailViews:
         known = portal.message_views.version(user, msg_id)
         # Both were read with the session when this worker knew whose it is; else
         # they are read now, together (one round trip), and only then.
-        reads = [*([lambda: client.confirm([meta_key])] if meta_key not in client.found else []),
+        hint = _record_hint(request, user)
+        folders: list[NavFolder] = []
+
+        def read_folders() -> None:
+            folders.extend(folder_list(client, user))
+
+        reads = [*([lambda: client.confirm([meta_key, *hint])] if meta_key not in client.found
+                   else []),
                  *([lambda: client.read_probed(raw_key, known)]
-                   if raw_key not in client.probed else [])]
+                   if raw_key not in client.probed else []),
+                 *([read_folders] if mark_read else [])]
         if reads:
             together(*reads)
         meta, raw = client.found.get(meta_key), client.read_probed(raw_key, known)
@@ -226,9 +216,9 @@ class MailViews:
         if meta is None or (view is None and (raw is None or isinstance(raw, Unchanged))):
             raise NotFound("There is no such message in your mailbox.")
         # The metadata cell points to the message's record (its folder, its flags).
-        folder, unread = self._folder_and_unread(client, user, msg_id, meta.value)
+        summary, record_key = self._record_read(client, user, msg_id, meta.value)
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
-        if (mark_read and request.method == "GET" and unread
+        if (mark_read and request.method == "GET" and (summary is None or summary.unread)
                 and not client.lost(mailbox.mailbox_row(user))
                 and not portal.read_marks.note(user, msg_id)):
             try:
@@ -239,35 +229,50 @@ class MailViews:
             assert raw is not None and not isinstance(raw, Unchanged)
             view = message_view(raw.value)
             portal.message_views.put(user, msg_id, raw.version, view)
-        return view, folder
+        return view, summary, record_key, folders
 
     @staticmethod
-    def _folder_and_unread(client: PageStore, user: str, msg_id: str,
-                           pointer: bytes) -> tuple[str, bool]:
-        """The message's folder, and whether it may be unread, from its pointer and its
-        record: the record as read with the session when this worker knew the pointer
-        (cells_mail_message). Else it is not read on the request (a third round trip on
-        a fresh worker): the folder is the pointer's, and the read mark is noted anyway,
-        its writer skips a message already read."""
+    def _record_read(client: PageStore, user: str, msg_id: str, pointer: bytes
+                     ) -> tuple[mailbox.MessageSummary | None, Key | None]:
+        """The message's summary from its record as read with the session, when this
+        worker knew the pointer (cells_mail_message), and the record's key.  Else the
+        summary is None: the read mark is noted anyway (its writer skips a message
+        already read), and the reader reads the record after that (a third round trip,
+        on a worker that had not seen this message)."""
         record_key = mailbox.record_key(user, pointer)
         if record_key is None:  # a mailbox not migrated yet, or garbage
             summary = mailbox.get_summary(client, user, msg_id)
         elif record_key in client.found:
             summary = mailbox.summary_in(msg_id, record_key, client.found[record_key])
         else:
-            return mailbox.pointer_folder(pointer), True
+            return None, record_key
         if summary is None:
             raise NotFound("There is no such message in your mailbox.")
-        return summary.folder, summary.unread
+        return summary, record_key
 
     @login_required
     def on_mail_message(self: Portal, request: Request, msg_id: str) -> Response:
         """A message: its HTML part in a sandboxed frame (``?view=plain``: its plain part;
-        ``?images=1``: the frame asked with remote images), else its plain part."""
-        view, folder = self._read_view(request, msg_id, mark_read=True)
+        ``?images=1``: the frame asked with remote images), else its plain part; its
+        star, the folders it can move to, and delete (into Trash; in Trash, for good)."""
+        view, summary, record_key, folders = self._read_view(request, msg_id, mark_read=True)
+        flagged: bool | None = None if summary is None else summary.flagged
+        if summary is None and record_key is not None:
+            # Opened without a link's hint on a worker that had not seen its pointer: its
+            # folder and UID are the pointer's; its star is not known without a third
+            # round trip, so the star button toggles ("on=toggle").
+            fid, uid = (int(n) for n in record_key[1].split(":")[1:])
+            summary = mailbox.MessageSummary(id=msg_id, sender="", subject="", date=0.0,
+                                             unread=False, size=0, folder="", fid=fid, uid=uid)
+        if summary is None:
+            raise NotFound("There is no such message in your mailbox.")
         show = "plain" if view.html is None or (
             request.args.get("view") == "plain" and view.text is not None) else "html"
-        response = self.render(request, "message.html", msg_id=msg_id, folder=folder,
+        response = self.render(request, "message.html", msg_id=msg_id, message=summary,
+                               flagged=flagged,
+                               folders=folders, folder_id=summary.fid,
+                               targets=[f for f in folders
+                                        if f.id not in (summary.fid, mail.TRASH)],
                                show=show, images=request.args.get("images") == "1",
                                sandbox=mailhtml.SANDBOX, **view.context())
         response.headers["Content-Security-Policy"] = self.failover_policy(MAIL_CSP)
@@ -277,7 +282,7 @@ class MailViews:
     def on_mail_html(self: Portal, request: Request, msg_id: str) -> Response:
         """The HTML part as the frame's own page, under a policy that runs no script and
         loads remote images only with ``?images=1`` (docs/security.md, "HTML mail")."""
-        view, _folder = self._read_view(request, msg_id, mark_read=False)
+        view, _summary, _key, _folders = self._read_view(request, msg_id, mark_read=False)
         if view.html is None:
             raise NotFound("This message has no HTML part.")
         response = Response(mailhtml.frame_document(view.html), mimetype="text/html")
@@ -287,18 +292,3 @@ class MailViews:
         response.headers["X-Frame-Options"] = "SAMEORIGIN"
         response.headers["Cache-Control"] = "private, no-cache"
         return response
-
-    @login_required
-    def on_mail_delete(self: Portal, request: Request, msg_id: str) -> Response:
-        """There is no trash yet: a delete is for good, so it asks first (a GET, or a POST
-        without ``confirm=yes``)."""
-        user = current_user(request)
-        if request.method != "POST" or request.form.get("confirm") != "yes":
-            summary = mailbox.get_summary(self.client(), user, msg_id)
-            if summary is None:
-                raise NotFound("There is no such message in your mailbox.")
-            return self.render(request, "mail_delete.html", message=summary)
-        self.message_views.forget(user, msg_id)  # only to free its memory
-        if not mailbox.delete_message(self.client(), user, msg_id):
-            raise NotFound("There is no such message in your mailbox.")
-        return redirect(with_notice("/mail", "mail-deleted"), 303)

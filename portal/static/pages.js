@@ -42,6 +42,7 @@
   if (url.searchParams.has("done") && window.history.replaceState) {
     url.searchParams.delete("done");
     url.searchParams.delete("n");
+    url.searchParams.delete("undo");  // the webmail's undo: offered once, after the action
     window.history.replaceState(null, "", url.pathname + url.search + url.hash);
   }
   var notice = document.getElementById("notice");

@@ -30,6 +30,7 @@ from . import mail
 from .errors import MailboxFull
 from .mail.headers import ParsedHeaders, header_value, parse_headers
 from .mail.layout import (
+    FLAGGED,
     POINTER_PREFIX,
     RAW_COL,
     ROLE_IDS,
@@ -92,6 +93,10 @@ class MessageSummary:
     folder: str           # "inbox", "sent", ... ("#<id>" for a folder of the user's own)
     message_id: str = ""  # the Message-ID header, for replies (In-Reply-To)
     to: str = ""          # the To header as displayed (Sent lists it; older mail has "")
+    fid: int = 0          # the folder's id and the message's UID in it (the webmail's forms)
+    uid: int = 0
+    flagged: bool = False  # \\Flagged: starred
+    origin: int | None = None  # in Trash: the folder it came from (restore)
 
 
 def summary(record: Record) -> MessageSummary:
@@ -99,10 +104,13 @@ def summary(record: Record) -> MessageSummary:
     return MessageSummary(id=record.id, sender=record.sender, subject=record.subject,
                           date=record.date, unread=SEEN not in record.flags, size=record.size,
                           folder=ROLES.get(record.fid, f"#{record.fid}"),
-                          message_id=record.message_id, to=record.to)
+                          message_id=record.message_id, to=record.to, fid=record.fid,
+                          uid=record.uid, flagged=FLAGGED in record.flags, origin=record.origin)
 
 
-def _folder_id(folder: str) -> int:
+def _folder_id(folder: str | int) -> int:
+    if isinstance(folder, int):
+        return folder  # a folder's id (special or the user's own)
     fid = ROLE_IDS.get(folder)
     if fid is None:
         raise ValueError(f"unknown folder {folder!r}: one of {', '.join(FOLDERS)}")
@@ -174,7 +182,7 @@ class MessagePage:
     resume: str   # with ``more``: the id to read on from in that direction ("" otherwise)
 
 
-def list_page(client: KeyValueStore, user: str, folder: str = "inbox", *, older_than: str = "",
+def list_page(client: KeyValueStore, user: str, folder: str | int = "inbox", *, older_than: str = "",
               newer_than: str = "", limit: int) -> MessagePage:
     """Up to ``limit`` messages of one folder, newest first, without reading the others.
 

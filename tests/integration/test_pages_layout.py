@@ -62,6 +62,8 @@ class Walker:
     message_id: str
     held_id: str  # an upload held on a name clash (the drive's question)
     html_message_id: str  # HTML with a plain part: the sandboxed frame and its switch
+    mail_folder_id: str  # a mail folder of the user's own, "Projects"
+    draft_id: str  # a saved draft
 
 
 def _href_id(page, selector: str) -> str:
@@ -119,6 +121,21 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     page.goto("/mail")
     message_id = _href_id(page, f'td > a:text-is("{SUBJECT}")')
     html_message_id = _href_id(page, f'td > a:text-is("{HTML_SUBJECT}")')
+    # A folder of the user's own, a draft, and a message in Trash: their pages are walked.
+    page.click("details.new-folder summary")
+    submit(page, 'form[action="/mail/folders/new"]', name="Projects")
+    mail_folder_id = page.url.split("/mail/f/")[1].split("?")[0]
+    _send(page, address, "Old news", "Nothing to see.")
+    page.goto("/mail")
+    page.click('td > a:text-is("Old news")')
+    page.click("nav.toolbar button:text-is('Delete')")
+    page.wait_for_load_state()
+    page.goto("/mail/compose")
+    page.locator('form.compose [name="to"]').fill(address)
+    page.locator('form.compose [name="subject"]').fill("Half a thought")
+    page.click("button:text('Save draft')")
+    page.wait_for_load_state()
+    draft_id = page.locator('input[name="draft"]').get_attribute("value")
     user_state = context.storage_state()
     context.close()
 
@@ -130,7 +147,7 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     admin_state = admin.storage_state()
     admin.close()
     return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id,
-                  html_message_id)
+                  html_message_id, mail_folder_id, draft_id)
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -143,6 +160,11 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("message-html-plain", "user", f"/mail/{w.html_message_id}?view=plain"),
         ("reply", "user", f"/mail/{w.message_id}/reply"),
         ("message-delete", "user", f"/mail/{w.message_id}/delete"),
+        ("mail-folder", "user", f"/mail/f/{w.mail_folder_id}"),
+        ("mail-folder-delete", "user", f"/mail/f/{w.mail_folder_id}/delete"),
+        ("drafts", "user", "/mail/f/3"), ("draft", "user", f"/mail/compose?draft={w.draft_id}"),
+        ("trash", "user", "/mail/f/4"), ("empty-trash", "user", "/mail/trash/empty"),
+        ("mail-search", "user", "/mail/search?q=lunch"),
         ("drive", "user", "/drive"), ("drive-folder", "user", f"/drive/d/{w.folder_id}"),
         ("drive-move", "user", f"/drive/{w.file_id}/move"),
         ("drive-delete-file", "user", f"/drive/{w.file_id}/delete"),
@@ -260,10 +282,12 @@ def test_every_action_says_what_it_did(cloud, browser, tmp_path):
     note("sent")
     page.goto("/mail")
     page.click('td > a:text-is("to myself")')
-    page.click("a:text('Delete')")
-    page.click("button:text('Delete the message')")
+    page.click("nav.toolbar button:text-is('Delete')")  # into Trash: the notice offers an undo
     page.wait_for_load_state()
-    note("mail deleted")
+    note("mail trashed")
+    page.click("form.undo button:text-is('Undo')")
+    page.wait_for_load_state()
+    note("mail restored")
     page.goto("/password")
     submit(page, "main form", old=PASSWORD, new=PASSWORD + "!", new2=PASSWORD + "!")
     note("password changed")
@@ -275,7 +299,8 @@ def test_every_action_says_what_it_did(cloud, browser, tmp_path):
     expected = {"signed up": "Welcome! Your account is ready.", "folder created": "Folder created.",
                 "uploaded": "Uploaded.", "renamed": "Renamed.", "moved": "Moved.",
                 "deleted": "Deleted for good.", "sent": "Your message has been sent.",
-                "mail deleted": "The message has been deleted for good.",
+                "mail trashed": "Moved to Trash.",
+                "mail restored": "The message is back where it was.",
                 "password changed": "Your password has been changed.",
                 "logged out": "You have been logged out."}
     wrong = {action: said.get(action) for action, text in expected.items()

@@ -165,9 +165,15 @@ def test_inbox_lists_and_shows_mail_escaped(app, kv_cluster):
     assert "<p>ok" in frame.text and "<script>" not in frame.text
     assert 'class="unread"' not in http.get("/mail").text
 
-    question = post(http, f"/mail/{plain_id}/delete", {}, "/mail")  # asked, nothing deleted
+    question = post(http, f"/mail/{plain_id}/delete", {}, "/mail")  # asked, nothing moved
+    assert question.status_code == 200 and "Move this message to Trash?" in question.text
+    with kv_cluster.client() as client:
+        assert mailbox.get_summary(client, name, plain_id).folder == "inbox"
+        moved = post(http, f"/mail/{plain_id}/delete", {"confirm": "yes"}, "/mail")
+        assert moved.status_code == 303 and "undo=" in moved.headers["Location"]
+        assert mailbox.get_summary(client, name, plain_id).folder == "trash"  # undoable
+    question = post(http, f"/mail/{plain_id}/delete", {}, "/mail")  # in Trash: for good?
     assert question.status_code == 200 and "for good?" in question.text
-    assert http.get(f"/mail/{plain_id}").status_code == 200
     assert post(http, f"/mail/{plain_id}/delete", {"confirm": "yes"}, "/mail").status_code == 303
     assert http.get(f"/mail/{plain_id}").status_code == 404
 

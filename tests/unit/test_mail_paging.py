@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from portal import mail
+from portal import mailfolders
 from shards.model import accounts, mailbox
 
 from .._memstore import MemClient
@@ -49,21 +49,21 @@ def http(store):
 
 
 def _link(page: str, rel: str) -> str | None:
-    found = re.search(rf'href="(/mail\?folder=sent&amp;(?:older|newer)=[^"]+)" rel="{rel}"', page)
+    found = re.search(rf'href="(/mail/f/2\?(?:older|newer)=[^"]+)" rel="{rel}"', page)
     return html.unescape(found.group(1)) if found else None
 
 
 def _subjects(page: str) -> list[str]:
-    return re.findall(r'<a href="/mail/[0-9a-f-]+">(sent \d+|got \d+)</a>', page)
+    return re.findall(r'<a href="/mail/[0-9a-f-]+\?at=\d+\.\d+">(sent \d+|got \d+)</a>', page)
 
 
 def test_a_page_of_a_rare_folder_reads_only_that_folder(store):
     store.ops.clear()
-    page = mailbox.list_page(store, "bob", "sent", limit=mail.PAGE_SIZE)
+    page = mailbox.list_page(store, "bob", "sent", limit=mailfolders.PAGE_SIZE)
     assert [m.subject for m in page.messages] == [f"sent {p}" for p in SENT_AT[::-1][:25]]
     assert page.more and page.resume == page.messages[-1].id
     assert [op for op, _row in store.ops] == ["get_row"]
-    rest = mailbox.list_page(store, "bob", "sent", older_than=page.resume, limit=mail.PAGE_SIZE)
+    rest = mailbox.list_page(store, "bob", "sent", older_than=page.resume, limit=mailfolders.PAGE_SIZE)
     assert [m.subject for m in rest.messages] == [f"sent {p}" for p in SENT_AT[::-1][25:50]]
     newer = mailbox.list_page(store, "bob", "sent", newer_than=rest.messages[0].id, limit=10)
     assert [m.subject for m in newer.messages] == [m.subject for m in page.messages[-10:]]
@@ -109,7 +109,7 @@ def test_every_sent_message_is_reachable_by_older_links_and_back_by_newer(http):
         assert url is not None, "a page that is not the first links to newer mail"
         response = http.get(url)
         if response.status_code == 303:  # the newest reached: the first page
-            assert response.headers["Location"].endswith("/mail?folder=sent")
+            assert response.headers["Location"].endswith("/mail/f/2")
             back = _subjects(http.get(response.headers["Location"]).text) + back
             break
         back = _subjects(response.text) + back
