@@ -177,7 +177,9 @@ class TrashSweeper(BackgroundLoop):
         self.portal = portal
         self.shard = 0
         self.after = self._start()
-        self.swept = 0  # mailboxes given a pass (tests, the log)
+        self.swept = 0  # mailboxes given a pass
+        self.last_step: list[str] = []  # the users of the last step's (tests)
+        self.clock = time.time  # what "now" is to the 30 days (tests move it on)
 
     @classmethod
     def _start(cls) -> str:
@@ -194,11 +196,12 @@ class TrashSweeper(BackgroundLoop):
             return None
         users = [row[len(self._ACCOUNTS):] for row, _cells in rows
                  if row.startswith(self._ACCOUNTS)]
+        self.last_step = users
         for user in users:
             if self.stopping:
                 return None
             try:
-                mail.expire_trash(client, user)
+                mail.expire_trash(client, user, now=self.clock())
                 self.swept += 1
             except RaftKVError as exc:  # that mailbox's group is down, say: the next round
                 log.warning("trash sweep of %s: %s: %s", user, type(exc).__name__, exc)
