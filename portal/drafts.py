@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 
 FORWARD_HEADER = "X-Raftcloud-Forward-Of"  # a forward's original, re-attached when sent
 TEXT_FIELDS = ("to", "cc", "subject", "body", "in_reply_to", "forward_of")
+TYPED_HEADER = "X-Raftcloud-Draft-{}"  # To and Cc as typed, finished or not
+
+
+def _parses(text: str) -> bool:
+    """Whether a To/Cc field is finished: every part an address."""
+    pairs = email.utils.getaddresses([text])
+    return bool(pairs) and all("@" in address and address.rpartition("@")[0]
+                               for _name, address in pairs)
 
 
 def draft_bytes(fields: dict[str, str], sender: str, message_id: str) -> bytes:
@@ -47,9 +55,15 @@ def draft_bytes(fields: dict[str, str], sender: str, message_id: str) -> bytes:
     message = EmailMessage()
     try:
         message["From"] = sender
-        for name, header in (("to", "To"), ("cc", "Cc"), ("subject", "Subject")):
+        for name, header in (("to", "To"), ("cc", "Cc")):
             if fields.get(name):
-                message[header] = fields[name]
+                # As typed (an address half written would come back quoted from To), and
+                # as To for the mail clients that show Drafts, when it parses.
+                message[TYPED_HEADER.format(header)] = fields[name]
+                if _parses(fields[name]):
+                    message[header] = fields[name]
+        if fields.get("subject"):
+            message["Subject"] = fields["subject"]
         message["Date"] = email.utils.formatdate(localtime=True)
         message["Message-ID"] = message_id
         if fields.get("in_reply_to"):
@@ -75,7 +89,8 @@ def draft_fields(raw: bytes) -> dict[str, str]:
             text = content if isinstance(content, str) else ""
         except (LookupError, ValueError):
             text = ""
-    fields = {name: displayable(str(message.get(header) or ""), HEADER_CHARS)
+    fields = {name: displayable(str(message.get(TYPED_HEADER.format(header))
+                                    or message.get(header) or ""), HEADER_CHARS)
               for name, header in (("to", "To"), ("cc", "Cc"), ("subject", "Subject"),
                                    ("in_reply_to", "In-Reply-To"))}
     forward = str(message.get(FORWARD_HEADER) or "")

@@ -1,0 +1,131 @@
+"""The webmail's folders in process on the in-memory store (tests._memstore: the real state
+machine): the folder list's order and nesting, the search box's stand-in, drafts as
+messages, the Trash sweep's walk over every shard, and hostile form fields."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from portal.drafts import draft_bytes, draft_fields
+from portal.heartbeat import TrashSweeper
+from portal.mailfolders import folder_list, uid_list
+from portal.mailsearch import header_search, parse_query
+from shards.model import accounts, mail, mailbox
+
+from .._memstore import MemClient
+from .._portal import csrf_of, logged_in, unit_portal
+
+
+@pytest.fixture
+def store():
+    store = MemClient()
+    accounts.create_user(store, "bob", "correct horse battery")
+    return store
+
+
+@pytest.fixture
+def http(store):
+    app = unit_portal(store)
+    yield logged_in(app, "bob")
+    app.close()
+
+
+def _deliver(store, subject: str, sender: str = "ann@example.test", user: str = "bob") -> str:
+    return mailbox.deliver(store, user, f"From: {sender}\r\nSubject: {subject}\r\n\r\nx".encode())
+
+
+def test_the_folder_list_orders_specials_then_nests_the_users_own(store):
+    _deliver(store, "one")
+    for name in ("b", "a/x/deep", "a", "a b", "a/y"):
+        mail.create_folder(store, "bob", name)
+    shown = [(f.label, f.depth) for f in folder_list(store, "bob")]
+    assert shown == [("Inbox", 0), ("Sent", 0), ("Drafts", 0), ("Junk", 0), ("Trash", 0),
+                     ("a", 0), ("x/deep", 1), ("y", 1), ("a b", 0), ("b", 0)]
+    assert folder_list(store, "bob")[0].unread == 1
+
+
+def test_the_search_query_and_its_stand_in(store):
+    assert parse_query('from:zoe "team lunch" subject:"q 3"') == {
+        "sender": "zoe", "subject": "q 3", "text": "team lunch"}
+    assert parse_query('"open') == {"text": '"open'}
+    _deliver(store, "Team lunch", "Zoe <zoe@example.test>")
+    _deliver(store, "invoice")
+    found, partial = header_search(store, "bob", [mail.INBOX], {"text": "LUNCH"})
+    assert [r.subject for r in found] == ["Team lunch"] and not partial
+    found, _ = header_search(store, "bob", [mail.INBOX], {"sender": "zoe", "text": "invoice"})
+    assert found == []
+
+
+def test_a_draft_round_trips_through_a_message():
+    raw = draft_bytes({"to": "half an addr", "subject": "plan", "body": "line 1\nline 2",
+                       "in_reply_to": "<a@b>", "forward_of": "../../etc"},
+                      "bob@raftcloud.test", "<x1@raftcloud.test>")
+    fields = draft_fields(raw)
+    assert fields["to"] == "half an addr" and fields["subject"] == "plan"
+    assert fields["body"].replace("\r\n", "\n").rstrip("\n") == "line 1\nline 2"
+    assert fields["forward_of"] == "" and fields["message_id"] == "<x1@raftcloud.test>"
+    with pytest.raises(Exception, match="not allowed"):
+        draft_bytes({"subject": "a\nBcc: x@y"}, "bob@raftcloud.test", "<x2@raftcloud.test>")
+
+
+def test_undo_ids_are_numbers_or_nothing():
+    assert uid_list("3,4,15", 100) == [3, 4, 15]
+    for bad in ("", "3,,4", "-1", "1e3", "3;4", "9" * 11, ",".join(["1"] * 2000)):
+        assert uid_list(bad, 100) == [], bad
+
+
+def test_the_trash_sweep_walks_every_shard_and_takes_only_old_mail(store):
+    users = [f"u{n}" for n in range(12)]
+    for user in users:
+        accounts.create_user(store, user, "correct horse battery")
+        old = _deliver(store, "old", user=user)
+        mail.move(store, user, mail.INBOX, [mail.locate(store, user, old).uid], mail.TRASH)
+    portal = SimpleNamespace(client=lambda: store,
+                             config=SimpleNamespace(cluster=SimpleNamespace(
+                                 shards=store.store.shard_count)))
+    sweeper = TrashSweeper(portal, interval=3600)  # type: ignore[arg-type]
+    sweeper.USERS_PER_STEP = 3  # several steps a shard: the walk resumes within one
+    now = time.time()
+    sweeper.clock = lambda: now + 31 * 86400
+    seen: set[str] = set()
+    for _ in range(4 * store.store.shard_count + 20):
+        sweeper.step()
+        seen.update(sweeper.last_step)
+    assert seen >= {"bob", *users}
+    assert all(mail.list_newest(store, user, mail.TRASH, limit=None) == [] for user in users)
+
+
+def test_the_sweep_leaves_mail_trashed_lately(store):
+    msg_id = _deliver(store, "recent")
+    mail.move(store, "bob", mail.INBOX, [mail.locate(store, "bob", msg_id).uid], mail.TRASH)
+    portal = SimpleNamespace(client=lambda: store,
+                             config=SimpleNamespace(cluster=SimpleNamespace(
+                                 shards=store.store.shard_count)))
+    sweeper = TrashSweeper(portal, interval=3600)  # type: ignore[arg-type]
+    sweeper.clock = lambda: time.time() + 29 * 86400
+    for _ in range(2 * store.store.shard_count + 2):
+        sweeper.step()
+    assert mail.locate(store, "bob", msg_id).fid == mail.TRASH
+
+
+@pytest.mark.parametrize("path, data, status", [
+    ("/mail/f/1/act", {"action": "trash", "uid": ["../1"]}, 404),
+    ("/mail/f/1/act", {"action": "trash", "uid": ["1" * 12]}, 404),
+    ("/mail/f/1/act", {"action": "move", "to": "x", "uid": ["1"]}, 400),
+    ("/mail/f/1/act", {"action": "restore", "uid": ["1"]}, 400),  # only in Trash
+    ("/mail/f/1/star", {"star": "<b>"}, 404),
+    ("/mail/folders/new", {"name": "x", "parent": "abc"}, 400),
+    ("/mail/folders/new", {"name": "x", "parent": "999"}, 404),
+    ("/mail/folders/new", {"name": "a\x00b"}, 400),
+    ("/mail/f/3/rename", {"name": "Mine"}, 400),
+    ("/mail/notanid/star", {"on": "1"}, 404),
+    ("/mail/notanid/move", {"to": "1"}, 404),
+])
+def test_hostile_fields_get_a_clear_answer(store, http, path, data, status):
+    _deliver(store, "target")
+    response = http.post(path, data={"csrf": csrf_of(http, "/mail"), **data})
+    assert response.status_code == status, response.text
+    assert "Traceback" not in response.text
