@@ -124,6 +124,14 @@ def attachments(message: EmailMessage) -> list[dict[str, Any]]:
 SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date")
 
 
+def _place(record_key: Key | None) -> tuple[int, int] | None:
+    """(folder id, UID) of a record's key (``u:<fid>:<uid>``)."""
+    if record_key is None:
+        return None
+    _, fid, uid = record_key[1].split(":")
+    return int(fid), int(uid)
+
+
 def _record_hint(request: Request, user: str) -> list[Key]:
     """The record a folder page's link names (``?at=<folder id>.<uid>``), if well formed."""
     fid, dot, uid = request.args.get("at", "").partition(".")
@@ -220,9 +228,9 @@ class MailViews:
         # A HEAD request does not mark mail read; nor does a read-only group take writes.
         if (mark_read and request.method == "GET" and (summary is None or summary.unread)
                 and not client.lost(mailbox.mailbox_row(user))
-                and not portal.read_marks.note(user, msg_id)):
+                and not portal.read_marks.note(user, msg_id, _place(record_key))):
             try:
-                readmarks.write(client, user, msg_id)
+                readmarks.write(client, user, msg_id, _place(record_key))
             except ReadOnly:
                 pass  # read-only (shards.readonly): the message shows, still unread
         if view is None:
@@ -261,7 +269,7 @@ class MailViews:
             # Opened without a link's hint on a worker that had not seen its pointer: its
             # folder and UID are the pointer's; its star is not known without a third
             # round trip, so the star button toggles ("on=toggle").
-            fid, uid = (int(n) for n in record_key[1].split(":")[1:])
+            fid, uid = _place(record_key) or (0, 0)
             summary = mailbox.MessageSummary(id=msg_id, sender="", subject="", date=0.0,
                                              unread=False, size=0, folder="", fid=fid, uid=uid)
         if summary is None:

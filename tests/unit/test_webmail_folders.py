@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from portal import readmarks
 from portal.drafts import draft_bytes, draft_fields
 from portal.heartbeat import TrashSweeper
 from portal.mailfolders import folder_list, uid_list
@@ -129,3 +130,17 @@ def test_hostile_fields_get_a_clear_answer(store, http, path, data, status):
     response = http.post(path, data={"csrf": csrf_of(http, "/mail"), **data})
     assert response.status_code == status, response.text
     assert "Traceback" not in response.text
+
+
+def test_a_read_mark_goes_to_the_record_the_page_read_or_follows_a_move(store):
+    first, second = _deliver(store, "one"), _deliver(store, "two")
+    where = mail.locate(store, "bob", first)
+    store.ops.clear()
+    readmarks.write(store, "bob", first, (where.fid, where.uid))
+    assert [op for op, _row in store.ops] == ["get_cells", "mutate_row"]  # no pointer lookup
+    assert mail.locate(store, "bob", first).seen
+    stale = mail.locate(store, "bob", second)
+    mail.move(store, "bob", mail.INBOX, [stale.uid], mail.JUNK)  # moved after the page read it
+    readmarks.write(store, "bob", second, (stale.fid, stale.uid))
+    moved = mail.locate(store, "bob", second)
+    assert moved.fid == mail.JUNK and moved.seen
