@@ -17,7 +17,7 @@ from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
 from portal.pagestore import READER_PREFIX as HELPERS  # a page's concurrent reads' threads
-from shards.model import accounts, mailbox
+from shards.model import accounts, mail, mailbox
 
 from .._portal import PASSWORD, logged_in, new_folder, signed_up, unique, upload
 from .._roundtrips import RoundTripCounter, sequential
@@ -49,6 +49,10 @@ def pages(kv_cluster):
         upload(http, "deep.txt", b"deep", folder=third)
         with kv_cluster.client() as client:
             msg_id = mailbox.deliver(client, name, b"From: a@b.test\r\nSubject: hi\r\n\r\nbody\r\n")
+            work = mail.create_folder(client, name, "Work").id
+            other = mailbox.deliver(client, name, b"From: a@b.test\r\nSubject: yo\r\n\r\nbody\r\n")
+            mail.move(client, name, mail.INBOX, [mail.locate(client, name, other).uid], work)
+            filed = mail.locate(client, name, other)
             admin = unique("rtadmin")
             accounts.create_user(client, admin, PASSWORD, admin=True)
         admin_sid = logged_in(setup, admin).get_cookie("sid").value
@@ -59,6 +63,8 @@ def pages(kv_cluster):
     return {
         "inbox": (user_sid, "/mail"),
         "mail view": (user_sid, f"/mail/{msg_id}"),
+        "mail folder": (user_sid, f"/mail/f/{work}"),
+        "mail view from its folder": (user_sid, f"/mail/{other}?at={filed.fid}.{filed.uid}"),
         "drive root": (user_sid, "/drive"),
         "subfolder three deep": (user_sid, f"/drive/d/{third}"),
         "account": (user_sid, "/account"),
@@ -66,7 +72,8 @@ def pages(kv_cluster):
     }
 
 
-@pytest.mark.parametrize("page", ["inbox", "mail view", "drive root", "subfolder three deep",
+@pytest.mark.parametrize("page", ["inbox", "mail view", "mail folder",
+                                  "mail view from its folder", "drive root", "subfolder three deep",
                                   "account", "admin"])
 def test_a_page_makes_at_most_two_sequential_round_trips(kv_cluster, pages, page):
     sid, url = pages[page]
