@@ -76,14 +76,15 @@ def _with_undo(url: str, trash_uids: list[int]) -> str:
     return f"{url}{sep}undo={','.join(map(str, trash_uids))}"
 
 
-def trash_records(client: KeyValueStore, user: str, uids: list[int]) -> list[mail.Record]:
-    """The Trash records of ``uids`` that exist: one ``get_cells``."""
+def records_at(client: KeyValueStore, user: str, fid: int, uids: list[int]
+               ) -> list[mail.Record]:
+    """The records of folder ``fid`` at ``uids`` that exist, in that order: one
+    ``get_cells`` (per 256)."""
     row = mail.mailbox_row(user)
-    cells = read_cells(client, [(row, record_col(mail.TRASH, uid)) for uid in uids])
+    cells = read_cells(client, [(row, record_col(fid, uid)) for uid in uids])
     found = []
     for uid, cell in zip(uids, cells, strict=True):
-        record = None if cell is None else record_from_cell(mail.TRASH, uid, cell.value,
-                                                            cell.version)
+        record = None if cell is None else record_from_cell(fid, uid, cell.value, cell.version)
         if record is not None:
             found.append(record)
     return found
@@ -92,7 +93,7 @@ def trash_records(client: KeyValueStore, user: str, uids: list[int]) -> list[mai
 def restore(client: KeyValueStore, user: str, uids: list[int]) -> int:
     """Move Trash's ``uids`` back where each came from (the Inbox if that folder is gone,
     or it came from nowhere we know); how many moved."""
-    records = trash_records(client, user, uids)
+    records = records_at(client, user, mail.TRASH, uids)
     folders = {f.id for f in mail.list_folders(client, user)}
     by_origin: dict[int, list[int]] = defaultdict(list)
     for record in records:
@@ -137,7 +138,7 @@ class MailActionViews:
                 return redirect(counted(_back(fid, request), "mail-restored", count), 303)
             if action == "forever" and fid == mail.TRASH:
                 if request.form.get("confirm") != "yes":
-                    records = trash_records(client, user, uids)
+                    records = records_at(client, user, mail.TRASH, uids)
                     return self.mail_page(request, "mail_delete.html", folder_id=fid,
                                           messages=[mailbox.summary(r) for r in records],
                                           uids=uids)

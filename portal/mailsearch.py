@@ -1,31 +1,29 @@
 """The webmail's search box: ``/mail/search?q=<words>`` (``&f=<folder id>``: one folder).
 
-The search belongs to the mail model (issue 19: an index kept with the messages,
-so a query does not read every body).  The page calls
-``shards.model.mail.search`` when the model has it, with this signature::
-
-    search(client, user, folder: int | None, *, text: str = "", sender: str = "",
-           to: str = "", subject: str = "", body: str = "", since: float | None = None,
-           before: float | None = None, limit: int = 50) -> list[Record]
-
-(``folder`` None: every folder; ``text`` matches any of from, to, subject and body;
-records newest first.)  Until it exists, the page searches the records' own
-headers (from, to, subject) newest first, at most :data:`SCAN_RECORDS` records in
-all: a box that works, not the search the issue asks for.  The query's words
-``from:x``, ``to:x`` and ``subject:x`` narrow it to one header (quotes keep spaces).
+The search is the mail model's (:func:`shards.model.mail.search`: header terms from
+the records, words from the index kept with the messages, so no body is read for a
+query).  The box takes words, searched in the index (sender, recipients, subject and
+text alike: each must begin a word of the message), and narrowing words:
+``from:x``, ``to:x`` (To or Cc), ``subject:x``, ``body:x``, ``after:YYYY-MM-DD`` and
+``before:YYYY-MM-DD`` (quotes keep spaces).  Without a folder every folder is
+searched, one :func:`~shards.model.mail.search` each; the page shows the newest
+:data:`RESULTS` matches, their records read in one ``get_cells`` a folder.
 """
 
 from __future__ import annotations
 
+import calendar
 import shlex
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import NotFound
 
 from shards.model import mail, mailbox
 
 from .auth import current_user, login_required
+from .errors import http_message
+from .mailactions import records_at
 from .mailfolders import folder_list
 
 if TYPE_CHECKING:
@@ -36,66 +34,65 @@ if TYPE_CHECKING:
     from .app import Portal, Request
 
 RESULTS = 50           # messages a search shows
-SCAN_RECORDS = 2000    # records the header-only search reads at most, all folders together
-SCAN_BATCH = 250       # records a read
 MAX_QUERY = 200        # characters
-_FIELDS = {"from": "sender", "to": "to", "subject": "subject"}
+_FIELDS = {"from": "sender", "to": "to", "subject": "subject", "body": "body"}
+_DATES = {"after": "since", "since": "since", "before": "before"}
 
 
-def parse_query(query: str) -> dict[str, str]:
-    """The search's fields from the box: ``from:``, ``to:``, ``subject:`` words, the rest
-    as ``text`` (lower-cased for matching)."""
+def _day(text: str) -> float | None:
     try:
-        words = shlex.split(query)
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%d")))
+    except ValueError:
+        return None
+
+
+def parse_query(query: str) -> mail.Query:
+    """The model's query from the box's text (see the module docstring).
+
+    :raises BadQuery: a date that is not YYYY-MM-DD.
+    """
+    try:
+        parts = shlex.split(query)
     except ValueError:  # an unbalanced quote: take the words as they are
-        words = query.split()
-    fields: dict[str, str] = {}
+        parts = query.split()
+    terms: dict[str, str] = {}
+    dates: dict[str, float] = {}
     rest = []
-    for word in words:
-        name, colon, value = word.partition(":")
-        if colon and name.lower() in _FIELDS and value:
-            fields[_FIELDS[name.lower()]] = value
+    for part in parts:
+        name, colon, value = part.partition(":")
+        key = name.lower()
+        if colon and value and key in _FIELDS:
+            terms[_FIELDS[key]] = f"{terms[_FIELDS[key]]} {value}" if _FIELDS[key] in terms \
+                else value
+        elif colon and value and key in _DATES:
+            day = _day(value)
+            if day is None:
+                raise mail.BadQuery(f"Write dates as YYYY-MM-DD: {value!r} is not one.")
+            dates[_DATES[key]] = day
         else:
-            rest.append(word)
+            rest.append(part)
     if rest:
-        fields["text"] = " ".join(rest)
-    return fields
+        terms["text"] = " ".join(rest)
+    return mail.Query(sender=terms.get("sender"), to=terms.get("to"),
+                      subject=terms.get("subject"), body=terms.get("body"),
+                      text=terms.get("text"), since=dates.get("since"),
+                      before=dates.get("before"))
 
 
-def _matches(record: mail.Record, fields: dict[str, str]) -> bool:
-    for name in ("sender", "to", "subject"):
-        if name in fields and fields[name].casefold() not in getattr(record, name).casefold():
-            return False
-    text = fields.get("text", "").casefold()
-    return not text or any(text in value.casefold()
-                           for value in (record.sender, record.to, record.cc, record.subject))
-
-
-def header_search(client: KeyValueStore, user: str, folders: list[int], fields: dict[str, str],
-                  limit: int = RESULTS) -> tuple[list[mail.Record], bool]:
-    """The stand-in search: records whose headers match, newest first per folder; and
-    whether it stopped at :data:`SCAN_RECORDS` before reading every record."""
+def search_folders(client: KeyValueStore, user: str, folders: list[int], query: mail.Query,
+                   limit: int = RESULTS) -> tuple[list[mail.Record], bool]:
+    """The newest ``limit`` records matching ``query`` in ``folders`` (newest first in
+    each, the folders in order), and whether every answer was complete."""
     found: list[mail.Record] = []
-    budget = SCAN_RECORDS
+    complete = True
     for fid in folders:
-        before: int | None = None
-        while budget > 0 and len(found) < limit:
-            records = mail.list_newest(client, user, fid, before=before,
-                                       limit=min(SCAN_BATCH, budget))
-            budget -= len(records)
-            found += [r for r in records if _matches(r, fields)]
-            if len(records) < SCAN_BATCH:
-                break
-            before = records[-1].uid
-        if budget <= 0 or len(found) >= limit:
-            return found[:limit], budget <= 0
-    return found[:limit], False
-
-
-def model_search() -> Callable[..., list[mail.Record]] | None:
-    """The model's search, once it is there (see the module's docstring)."""
-    found: Any = getattr(mail, "search", None)
-    return found if callable(found) else None
+        if len(found) >= limit:
+            break
+        answer = mail.search(client, user, fid, query)
+        complete = complete and answer.complete
+        newest = sorted(answer.uids, reverse=True)[:limit - len(found)]
+        found += records_at(client, user, fid, newest)
+    return found, complete
 
 
 class MailSearchViews:
@@ -104,24 +101,24 @@ class MailSearchViews:
     @login_required
     def on_mail_search(self: Portal, request: Request) -> Response:
         user, client = current_user(request), self.client()
-        query = request.args.get("q", "")[:MAX_QUERY].strip()
+        text = request.args.get("q", "")[:MAX_QUERY].strip()
         folders = folder_list(client, user)
         chosen = request.args.get("f", "")
         fid = int(chosen) if chosen.isdigit() and len(chosen) <= 6 else None
         if fid is not None and fid not in {f.id for f in folders}:
             raise NotFound("There is no such folder in your mailbox.")
         results: list[mail.Record] = []
-        partial = False
-        fields = parse_query(query) if query else {}
-        if fields:
-            search = model_search()
-            if search is not None:
-                results = search(client, user, fid, limit=RESULTS, **fields)
-            else:
-                results, partial = header_search(
-                    client, user, [fid] if fid is not None else [f.id for f in folders], fields)
+        complete, error = True, None
+        if text:
+            try:
+                results, complete = search_folders(
+                    client, user, [fid] if fid is not None else [f.id for f in folders],
+                    parse_query(text))
+            except mail.BadQuery as exc:
+                error = http_message(exc)
         names = {f.id: f.name for f in folders}
-        return self.render(request, "mail_search.html", folders=folders, folder_id=fid,
-                           q=query, messages=[mailbox.summary(r) for r in results],
-                           names=names, partial=partial, searched=bool(fields),
+        return self.render(request, "mail_search.html", status=400 if error else 200,
+                           folders=folders, folder_id=fid, q=text, error=error,
+                           messages=[mailbox.summary(r) for r in results], names=names,
+                           partial=not complete, searched=bool(text),
                            folder_name=names.get(fid) if fid is not None else None)

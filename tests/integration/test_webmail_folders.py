@@ -226,16 +226,19 @@ def test_drafts_are_saved_replaced_opened_and_gone_once_sent(client, person, peo
     assert header.status_code == 400
 
 
-def test_the_search_box_finds_by_sender_recipient_and_subject(client, person):
+def test_the_search_box_finds_by_words_sender_and_subject(client, person):
     _deliver(client, person, "invoice march", sender="Billing <bills@shop.test>")
     _deliver(client, person, "lunch", sender="Zoe <zoe@example.test>")
     found = person.http.get("/mail/search?q=invoice").text
     assert "invoice march" in found and "lunch" not in found and "1 message found" in found
+    assert "lunch" in person.http.get("/mail/search?q=hello+from:zoe").text  # a body word too
     by_sender = person.http.get("/mail/search?q=from:zoe").text
     assert "lunch" in by_sender and "invoice" not in by_sender
     assert "Nothing found" in person.http.get("/mail/search?q=from:nobody").text
     assert "Nothing found" in person.http.get("/mail/search?q=lunch&f=2").text  # not in Sent
     assert person.http.get("/mail/search?q=lunch&f=999").status_code == 404
+    refused = person.http.get("/mail/search?q=a")  # a word too short for the index
+    assert refused.status_code == 400 and 'role="alert"' in refused.text
     assert person.http.get("/mail/search?q=%22unbalanced").status_code == 200
     assert 'role="search"' in person.http.get("/mail").text  # the box is on every mail page
 

@@ -13,7 +13,7 @@ from portal import readmarks
 from portal.drafts import draft_bytes, draft_fields
 from portal.heartbeat import TrashSweeper
 from portal.mailfolders import folder_list, uid_list
-from portal.mailsearch import header_search, parse_query
+from portal.mailsearch import parse_query, search_folders
 from shards.model import accounts, mail, mailbox
 
 from .._memstore import MemClient
@@ -48,15 +48,18 @@ def test_the_folder_list_orders_specials_then_nests_the_users_own(store):
     assert folder_list(store, "bob")[0].unread == 1
 
 
-def test_the_search_query_and_its_stand_in(store):
-    assert parse_query('from:zoe "team lunch" subject:"q 3"') == {
-        "sender": "zoe", "subject": "q 3", "text": "team lunch"}
-    assert parse_query('"open') == {"text": '"open'}
+def test_the_search_box_reads_into_the_models_query(store):
+    assert parse_query('from:zoe "team lunch" subject:"q 3" after:2026-01-02') == mail.Query(
+        sender="zoe", subject="q 3", text="team lunch", since=1767312000.0)
+    assert parse_query('"open') == mail.Query(text='"open')
+    with pytest.raises(mail.BadQuery):
+        parse_query("before:yesterday")
     _deliver(store, "Team lunch", "Zoe <zoe@example.test>")
     _deliver(store, "invoice")
-    found, partial = header_search(store, "bob", [mail.INBOX], {"text": "LUNCH"})
-    assert [r.subject for r in found] == ["Team lunch"] and not partial
-    found, _ = header_search(store, "bob", [mail.INBOX], {"sender": "zoe", "text": "invoice"})
+    found, complete = search_folders(store, "bob", [mail.INBOX, mail.SENT],
+                                     parse_query("LUNCH"))
+    assert [r.subject for r in found] == ["Team lunch"] and complete
+    found, _ = search_folders(store, "bob", [mail.INBOX], parse_query("from:zoe invoice"))
     assert found == []
 
 
