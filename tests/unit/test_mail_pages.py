@@ -151,9 +151,10 @@ def test_sent_lists_whom_each_message_went_to(http, store):
     mailbox.deliver(store, "carol", b"From: carol@raftcloud.test\r\nTo: Bob <bob@example.org>\r\n"
                     b"Subject: lunch\r\n\r\nnoon?\r\n", folder="sent", unread=False)
     page = http.get("/mail?folder=sent").text
-    assert "<th>To</th>" in page and '<td class="sender">Bob &lt;bob@example.org&gt;</td>' in page
+    assert '<th class="who">To</th>' in page
+    assert '<td class="sender">Bob &lt;bob@example.org&gt;</td>' in page
     mailbox.deliver(store, "carol", _raw(plain="hi", html=None))
-    assert "<th>From</th>" in http.get("/mail").text
+    assert '<th class="who">From</th>' in http.get("/mail").text
 
 
 def test_a_compose_form_sent_twice_sends_one_message(http, store):
