@@ -67,7 +67,8 @@ class Walker:
 
 
 def _href_id(page, selector: str) -> str:
-    return (page.locator(selector).first.get_attribute("href") or "").rstrip("/").split("/")[-1]
+    href = (page.locator(selector).first.get_attribute("href") or "").split("?")[0]
+    return href.rstrip("/").split("/")[-1]
 
 
 def _signup(page, name: str) -> None:
