@@ -189,10 +189,12 @@ class MailViews:
         record, and (the reader, ``mark_read``) the folder list; with ``mark_read``, a
         GET marks it read.
 
-        The record is where the pointer says; a worker that has not seen the pointer
-        reads the record the link names (``?at=<folder>.<uid>``, as the folder pages
-        write it) with the pointer, in the same round trip, and uses it only if the
-        pointer agrees: two round trips, the session's and this one."""
+        The record is where the pointer says: read with the session when this worker
+        knew the pointer, else beside the folder list once the pointer is in.  A worker
+        that has not read the pointer with the session reads the record the link names
+        (``?at=<folder>.<uid>``, as the folder pages write it) with the pointer, in the
+        same round trip, and uses it only if the pointer agrees: two round trips, the
+        session's and this one."""
         portal = cast("Portal", self)
         user = current_user(request)
         if not mailbox.is_message_id(msg_id):
@@ -208,8 +210,15 @@ class MailViews:
         def read_folders() -> None:
             folders.extend(folder_list(client, user))
 
+        if meta_key in client.found:
+            # The pointer came with the session: its record, unless it came too, is read
+            # beside the folder list (the reader shows its star).
+            pointer = client.found[meta_key]
+            where = None if pointer is None else mailbox.record_key(user, pointer.value)
+            hint = [where] if mark_read and where is not None and where not in client.found \
+                else []
         reads = [*([lambda: client.confirm([meta_key, *hint])] if meta_key not in client.found
-                   else []),
+                   else [lambda: client.confirm(hint)] if hint else []),
                  *([lambda: client.read_probed(raw_key, known)]
                    if raw_key not in client.probed else []),
                  *([read_folders] if mark_read else [])]

@@ -61,8 +61,11 @@ def test_the_folder_list_counts_unread_mail_and_opening_marks_it_read(client, pe
         time.sleep(0.05)
     page = person.http.get("/mail").text
     assert _counts(page)["Inbox"] == 2 and page.count('<tr class="unread">') == 2
+    mailbox.deliver(client, person.name, f"From: {person.address}\r\nTo: Bo <bo@example.test>"
+                    "\r\nSubject: out\r\n\r\nx".encode(), folder="sent", unread=False)
     sent = person.http.get("/mail/f/2").text
     assert '<th class="who">To</th>' in sent and '<th class="who">From</th>' not in sent
+    assert '<td class="sender">Bo &lt;bo@example.test&gt;</td>' in sent
     assert person.http.get("/mail/f/999").status_code == 404
 
 

@@ -147,3 +147,14 @@ def test_a_read_mark_goes_to_the_record_the_page_read_or_follows_a_move(store):
     readmarks.write(store, "bob", second, (stale.fid, stale.uid))
     moved = mail.locate(store, "bob", second)
     assert moved.fid == mail.JUNK and moved.seen
+
+
+def test_the_reader_shows_the_star_with_or_without_the_links_hint(store, http):
+    msg_id = _deliver(store, "shiny")
+    record = mail.locate(store, "bob", msg_id)
+    mail.store_flags(store, "bob", mail.INBOX, [record.uid], [mail.FLAGGED])
+    http.get("/mail")  # the worker knows whose session it is: the pointer comes with it
+    for path in (f"/mail/{msg_id}", f"/mail/{msg_id}?at={record.fid}.{record.uid}",
+                 f"/mail/{msg_id}?at=1.999999"):  # a stale hint: the pointer wins
+        page = http.get(path).text
+        assert "★ Starred" in page and 'name="on" value="0"' in page, path
