@@ -338,14 +338,23 @@ def test_nothing_is_deleted_for_good_without_a_question(walker, browser, tmp_pat
     assert page.locator("h1").inner_text() == f"Delete “{LONG_NAME}” for good?"
     page.goto("/drive")
     assert row(page, LONG_NAME).count() == 1
-    # A message: asked, cancelled, still there.
+    # A message: into Trash at once (the notice offers an undo); for good only after the
+    # question, which Cancel leaves; then restored, as the walk found it.
     page.goto(f"/mail/{walker.message_id}")
-    page.click("a:text('Delete')")
+    page.click("nav.toolbar button:text-is('Delete')")
+    page.wait_for_load_state()
+    page.goto(f"/mail/{walker.message_id}")
+    page.click("nav.toolbar a:text-is('Delete forever')")
     page.wait_for_load_state()
     assert page.locator("h1").inner_text() == "Delete this message for good?"
+    assert "cannot be undone" in page.locator(".question").inner_text()
     page.click("a:text('Cancel')")
     page.wait_for_load_state()
     assert page.locator("h1").inner_text() == SUBJECT
+    page.click("nav.toolbar button:text-is('Restore')")
+    page.wait_for_load_state()
+    page.goto("/mail")
+    assert page.locator(f'td > a:text-is("{SUBJECT}")').count() == 1
     context.close()
 
 
