@@ -6,9 +6,8 @@ the server answered for but did not keep.  Each test writes its own mbsyncrc (ST
 on the plain port, trusting the test's self-signed certificate by CertificateFile),
 syncs, changes one side, syncs again and looks at both sides.
 
-The webmail on main has no "move to folder" action (only delete, which expunges; that
-one is driven through the portal), so the move a webmail user would make is done with
-the model's ``mail.move`` on the real store, as the portal would call it.
+The webmail's move is the model's ``mail.move`` on the real store, as the portal calls
+it; its delete (into Trash, then for good from Trash) is driven through the portal.
 """
 
 from __future__ import annotations
@@ -312,9 +311,11 @@ def test_deletions_on_either_side_are_expunged_on_the_other(mbsync, client, port
     record = server_message_ids(client, mbsync.user, mail.INBOX)[gone_there]
     usage = mail.usage(client, mbsync.user)
     http = logged_in(portal, mbsync.user)
-    deleted = post(http, f"/mail/{record.id}/delete", {"confirm": "yes"},
-                   f"/mail/{record.id}/delete")
-    assert deleted.status_code == 303  # the webmail's delete: for good, no Trash yet
+    for step in ("Inbox: into Trash", "Trash: for good"):  # the webmail's two deletes
+        deleted = post(http, f"/mail/{record.id}/delete", {"confirm": "yes"},
+                       f"/mail/{record.id}/delete")
+        assert deleted.status_code == 303, step
+    assert mail.locate(client, mbsync.user, record.id) is None
     mbsync.sync()
 
     assert sorted(in_maildir(mbsync.inbox)) == [kept]

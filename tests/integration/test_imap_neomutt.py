@@ -193,8 +193,8 @@ def test_read_flag_and_save_to_another_folder_shows_in_the_webmail(imapd, portal
     http = logged_in(portal, user)
     inbox = http.get("/mail")
     assert inbox.status_code == 200
-    rows = re.findall(r"<tr( class=\"unread\")?>\s*<td class=\"sender\">.*?</td>\s*"
-                      r"<td class=\"subject\"><a href=\"/mail/([^\"]+)\">([^<]*)</a>",
+    rows = re.findall(r"<tr( class=\"unread\")?>\s*<td class=\"pick-cell\">.*?"
+                      r"<td class=\"subject\"><a href=\"/mail/([^\"?]+)[^\"]*\">([^<]*)</a>",
                       inbox.text, re.S)
     assert {subject: bool(unread) for unread, _id, subject in rows} == \
         {"first untouched": True, "second to keep": False}
