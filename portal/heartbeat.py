@@ -154,7 +154,9 @@ class DrivePurger(BackgroundLoop):
 
 class TrashSweeper(BackgroundLoop):
     """Deletes for good the mail moved to Trash more than 30 days ago
-    (:func:`shards.model.mail.expire_trash`), walking every account.
+    (:func:`shards.model.mail.expire_trash`), walking every account; on the way, it
+    indexes a little more of a mailbox stored before the search index
+    (:func:`shards.model.mail.backfill_index`).
 
     There is no list of users with a Trash: accounts are rows ``user/<name>`` on every
     shard.  Each step reads at most :data:`USERS_PER_STEP` of them from one shard
@@ -169,6 +171,7 @@ class TrashSweeper(BackgroundLoop):
     """
 
     USERS_PER_STEP = 50
+    BACKFILLS_PER_VISIT = 3  # calls of the search index's backfill per mailbox and visit
     INTERVAL = 60.0
     _ACCOUNTS = accounts.account_row("")  # "user/"
 
@@ -202,6 +205,11 @@ class TrashSweeper(BackgroundLoop):
                 return None
             try:
                 mail.expire_trash(client, user, now=self.clock())
+                # Mail stored before the word index gets indexed a bounded bit per visit
+                # (until then, search reads those messages' bodies, at most 200 a search).
+                for _ in range(self.BACKFILLS_PER_VISIT):
+                    if not mail.backfill_index(client, user):
+                        break
                 self.swept += 1
             except RaftKVError as exc:  # that mailbox's group is down, say: the next round
                 log.warning("trash sweep of %s: %s: %s", user, type(exc).__name__, exc)

@@ -115,6 +115,24 @@ def test_the_sweep_leaves_mail_trashed_lately(store):
     assert mail.locate(store, "bob", msg_id).fid == mail.TRASH
 
 
+def test_the_sweep_indexes_mail_stored_before_the_index(store):
+    msg_id = mailbox.deliver(store, "bob", b"From: ann@example.test\r\nSubject: s\r\n\r\n"
+                                           b"quetzalcoatl\r\n")
+    index = mail.index.index_row("bob")
+    for column in store.get_row(index):  # as if it had been stored before the index
+        store.delete(index, column)
+    assert store.get(index, f"t:{msg_id}") is None  # unindexed: search would read its body
+    portal = SimpleNamespace(client=lambda: store,
+                             config=SimpleNamespace(cluster=SimpleNamespace(
+                                 shards=store.store.shard_count)))
+    sweeper = TrashSweeper(portal, interval=3600)  # type: ignore[arg-type]
+    for _ in range(2 * store.store.shard_count + 2):
+        sweeper.step()
+    assert store.get(index, f"t:{msg_id}") is not None
+    found = mail.search(store, "bob", mail.INBOX, mail.Query(body="quetzal"))
+    assert found.complete and found.uids == [mail.locate(store, "bob", msg_id).uid]
+
+
 @pytest.mark.parametrize("path, data, status", [
     ("/mail/f/1/act", {"action": "trash", "uid": ["../1"]}, 404),
     ("/mail/f/1/act", {"action": "trash", "uid": ["1" * 12]}, 404),
