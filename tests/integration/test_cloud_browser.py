@@ -130,9 +130,9 @@ def test_mail_and_drive_through_the_balancer_in_a_real_browser(cloud, tmp_path):
             assert alice.locator("ul.attachments >> text=report.pdf").count() == 1
             _open(alice, "Re: Quarterly report")
             assert "Thanks, looks good." in alice.content()
-            alice.click("nav.toolbar >> a:text('Delete')")
-            alice.click("button:text('Delete the message')")
+            alice.click("nav.toolbar >> button:text('Delete')")  # into Trash, undoable
             alice.wait_for_load_state()
+            assert "Moved to Trash" in alice.content()
             assert "Re: Quarterly report" not in alice.content()
             alice.click("text=Sent")
             assert "Quarterly report" in alice.content()
