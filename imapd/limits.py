@@ -14,32 +14,18 @@ time bounds are the connection's: :mod:`imapd.connection`).
   cannot lock the users out.
 
 smtpd has the same rules for SMTP (``smtpd/limits.py``); the two apps do not
-import each other, so the few lines are kept twice.
+import each other, so the rule for who counts as one client lives below them
+(:func:`shards.peers.address_key`); the gate itself is still kept in each.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from typing import Any, Protocol
 
+from shards.peers import address_key  # noqa: F401 - re-exported for imapd.server
+
 from .settings import ImapLimits
-
-IPV6_PREFIX = 56  # bits of an IPv6 address counted as one client (an end site's allocation)
-
-
-def address_key(peer: Any) -> str:
-    """The key a client is counted under: its IP address, an IPv6 /56 as one."""
-    host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-    try:
-        ip = ipaddress.ip_address(str(host).partition("%")[0])
-    except ValueError:
-        return str(host)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
-    return str(ip)
 
 
 class Evictable(Protocol):

@@ -31,7 +31,6 @@ extra keys of the cluster file's ``[smtpd]`` table, parsed here.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiosmtpd.smtp import SMTP, syntax
 
 from raftkv.errors import ConfigError
+from shards.peers import address_key  # noqa: F401 - re-exported: callers count connections by it
 
 from .metrics import SESSIONS
 
@@ -88,21 +88,8 @@ class SessionLimits:
         return limits
 
 
-IPV6_PREFIX = 56  # bits of an IPv6 address counted as one client (an end site's allocation)
 
 
-def address_key(peer: Any) -> str:
-    """The key a client is counted under: its IP address, an IPv6 /56 as one."""
-    host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-    try:
-        ip = ipaddress.ip_address(str(host).partition("%")[0])
-    except ValueError:
-        return str(host)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
-    return str(ip)
 
 
 class ConnectionGate:
