@@ -140,10 +140,17 @@ class MailFolderViews:
         client = portal.client()
         older, newer = _message_id(request, "older"), _message_id(request, "newer")
         # The folder list and the page at the same time: one round trip after the session's.
-        folders, page = together(
-            lambda: folder_list(client, user),
-            lambda: mailbox.list_page(client, user, fid, older_than=older, newer_than=newer,
-                                      limit=PAGE_SIZE))
+        # Beside them, the usage cell says whether old mail code (a rolling upgrade) wrote
+        # this mailbox: then its cells are folded in and the page read again.
+        def read() -> list[Any]:
+            return together(
+                lambda: folder_list(client, user),
+                lambda: mailbox.list_page(client, user, fid, older_than=older,
+                                          newer_than=newer, limit=PAGE_SIZE),
+                lambda: mail.fold_old_writes(client, user))
+        folders, page, folded = read()
+        if folded:
+            folders, page, _ = read()
         here = find_nav(folders, fid)
         if newer and not page.more:  # "newer" reached the newest: that is the first page
             return redirect(here.url, 303)

@@ -205,15 +205,24 @@ def test_idle_outlives_a_store_that_does_not_answer_for_a_moment(store, session,
     failing = {"left": 3}
     real_get = store.get
 
+    real_get_cells = store.get_cells
+
     def flaky_get(row, col, **kwargs):
         if col.startswith("f:") and failing["left"] > 0:
             failing["left"] -= 1
             raise UnavailableError("no leader just now")
         return real_get(row, col, **kwargs)
 
+    def flaky_get_cells(cells, **kwargs):  # a folder is read with its usage cell
+        if any(col.startswith("f:") for _, col in cells) and failing["left"] > 0:
+            failing["left"] -= 1
+            raise UnavailableError("no leader just now")
+        return real_get_cells(cells, **kwargs)
+
     async def idle():
         _, selected = await session.select_mailbox("INBOX")
         monkeypatch.setattr(store, "get", flaky_get)
+        monkeypatch.setattr(store, "get_cells", flaky_get_cells)
         done = SimpleNamespace(is_set=lambda: False, wait=lambda timeout: asyncio.sleep(timeout))
         rounds = [await session.check_mailbox(selected, wait_on=done) for _ in range(3)]
         mail.deliver(store, USER, message(7))

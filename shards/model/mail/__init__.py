@@ -52,7 +52,9 @@ API (``from shards.model import mail``):
   to, subject, body/text words, dates: :class:`Found` UIDs), :func:`matching_ids`
   (IMAP's SEARCH narrows with it), :func:`backfill_index` (index what was stored
   before the index; bounded, call again while it answers True);
-- :func:`ensure_current` (:mod:`.migrate`); :func:`usage`.
+- :func:`ensure_current` (:mod:`.migrate`); :func:`usage`;
+- old mail code beside the new (:mod:`.strays`): :func:`fold_old_writes`; the folder
+  reads (:func:`get_folder`, :func:`changes_since`) and :func:`locate` repair on the way.
 
 Records are :class:`Record`, folders :class:`Folder` (frozen; ``version`` is the
 cell's when read).  Errors (:mod:`shards.model.errors`): :class:`NoSuchFolder`,
@@ -67,6 +69,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import BadFlag, BadFolderName, FolderExists, FolderRefused, MailError, NoSuchFolder
+from . import strays as _strays
 from .changes import Changes, FlagMode, FlagResult, changes_since, expunge, store_flags
 from .folders import (
     create_folder,
@@ -122,6 +125,15 @@ if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
 
+def fold_old_writes(client: KeyValueStore, user: str) -> bool:
+    """Fold in what old mail code (before layout 2, a rolling upgrade) wrote into
+    ``user``'s mailbox, if its usage cell says it did (one ``get`` when it did not);
+    whether it looked (then listings read before may miss what it folded)."""
+    if not ensure_current(client, user, create=False):
+        return False
+    return _strays.check_now(client, user)
+
+
 def usage(client: KeyValueStore, user: str) -> int:
     """Bytes of every message in ``user``'s mailbox, every folder (Trash too)."""
     ensure_current(client, user, create=False)
@@ -135,7 +147,7 @@ __all__ = [
     "NoSuchFolder", "ParsedHeaders", "Query", "Record", "Transfer", "append", "backfill_index",
     "changes_since", "copy", "create_folder",
     "dedup_column", "delete_folder", "deliver", "ensure_current", "expire_trash", "expunge",
-    "find_folder", "folder_id", "get_folder", "get_raw", "get_record", "header_block",
+    "find_folder", "fold_old_writes", "folder_id", "get_folder", "get_raw", "get_record", "header_block",
     "header_blocks", "is_message_id", "list_folder", "list_folders", "list_newest", "locate",
     "mailbox_row", "matching_ids", "message_row", "move", "new_message_id", "parse_headers", "raw_stream",
     "rename_folder", "search", "set_subscribed", "status", "store_flags", "usage"]

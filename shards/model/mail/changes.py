@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+from ..errors import NoSuchFolder
 from .index import unindex
 from .layout import (
     ATTEMPTS,
@@ -32,6 +33,7 @@ from .layout import (
     mailbox_row,
     normalise_flags,
     pack,
+    pack_usage,
     packed_size,
     pointer_col,
     record_col,
@@ -41,7 +43,8 @@ from .layout import (
 )
 from .messages import delete_raw
 from .migrate import ensure_current
-from .reads import folder_and_records, need_folder, read_cells, usage_of
+from .reads import folder_and_records, is_clean, read_cells, usage_of
+from .strays import folder_checked
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation
@@ -194,7 +197,8 @@ def _expunge_batch(client: KeyValueStore, user: str, fid: int, uids: list[int]) 
         edit.change(record.uid, "expunge")
         edit.count(-1, 0 if record.seen else -1)
         used -= record.size
-    mutations += [*edit.all_mutations(), ("put", USAGE_COL, pack(max(0, used)))]
+    mutations += [*edit.all_mutations(),
+                  ("put", USAGE_COL, pack_usage(max(0, used), clean=is_clean(usage_cell)))]
     client.mutate_row(mailbox_row(user), conditions, mutations)
     return list(records.values())
 
@@ -208,7 +212,9 @@ def changes_since(client: KeyValueStore, user: str, fid: int, modseq: int) -> Ch
     :raises NoSuchFolder: the folder is gone.
     """
     ensure_current(client, user)
-    folder = need_folder(client, user, fid)
+    folder = folder_checked(client, user, fid)  # with usage: old mail code's mark (.strays)
+    if folder is None:
+        raise NoSuchFolder("There is no such folder (deleted meanwhile?).")
     since = max(modseq, 1)  # a folder starts at mod-sequence 1; every later one is logged
     if since >= folder.modseq:
         return Changes(folder.modseq, [], [])

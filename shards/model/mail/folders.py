@@ -44,6 +44,7 @@ from .layout import (
 from .migrate import current_folders, ensure_current, repair
 from .reads import get_folder as read_folder
 from .reads import need_folder
+from .strays import folder_checked
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation
@@ -76,7 +77,7 @@ def list_folders(client: KeyValueStore, user: str) -> list[Folder]:
 def get_folder(client: KeyValueStore, user: str, fid: int) -> Folder | None:
     """Folder ``fid`` from its cell alone, or None: IMAP STATUS, the webmail's counts."""
     ensure_current(client, user)
-    folder = read_folder(client, user, fid)
+    folder = folder_checked(client, user, fid)  # with usage: old mail code's mark (.strays)
     if folder is None and fid in SPECIAL_NAMES:
         repair(client, user)
         folder = read_folder(client, user, fid)

@@ -149,6 +149,26 @@ def unpack_int(value: bytes) -> int | None:
     return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
+# The usage cell's two spellings of one count.  Code of layout 2 writes it as msgpack's
+# signed 64-bit form, which old code (before layout 2) reads as the same int but never
+# writes (msgpack spells a non-negative int in its shortest unsigned form): a usage cell
+# in the short form says an old smtpd or portal wrote this mailbox since it was last
+# checked (:mod:`.strays`).
+_CLEAN_USAGE = b"\xd3"
+
+
+def pack_usage(used: int, *, clean: bool) -> bytes:
+    """The usage cell's value: ``clean`` in the form only layout 2 writes, else as old code
+    would (a mark that stray old-layout cells may be waiting to be folded in)."""
+    return _CLEAN_USAGE + used.to_bytes(8, "big", signed=True) if clean else pack(used)
+
+
+def usage_clean(value: bytes | None) -> bool:
+    """Whether a usage cell's value (None: no cell) was last written by layout-2 code that
+    had found no old writer's mark (:func:`pack_usage`)."""
+    return value is None or (len(value) == 9 and value.startswith(_CLEAN_USAGE))
+
+
 def unpack_pointer(value: bytes) -> tuple[int, int] | None:
     """``(fid, uid)`` of an ``m:`` cell; None for an old-layout dict or garbage."""
     pointer = unpack(value)

@@ -42,13 +42,16 @@ from .layout import (
     new_message_id,
     normalise_flags,
     pack,
+    pack_usage,
     pointer_col,
     record_col,
     record_prefix,
     retrying,
+    unpack_pointer,
 )
 from .migrate import ensure_current, repair
-from .reads import locate_pointer, read_cells, record_at, records_of, usage_of
+from .reads import is_clean, read_cells, record_at, records_of, usage_of
+from .strays import repair_pointer
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation
@@ -160,7 +163,8 @@ def _store(client: KeyValueStore, user: str, raw: bytes, fid: int, flags: tuple[
         mutations: list[Mutation] = [
             ("put", record_col(fid, uid), pack(record.fields())),
             ("put", pointer_col(msg_id), pack([fid, uid])),
-            *edit.all_mutations(), ("put", USAGE_COL, pack(used + len(raw)))]
+            *edit.all_mutations(),
+            ("put", USAGE_COL, pack_usage(used + len(raw), clean=is_clean(usage_cell)))]
         if dedup_col is not None:
             conditions.append(("absent", dedup_col))
             mutations.append(("put", dedup_col, msg_id.encode("ascii")))
@@ -232,7 +236,12 @@ def locate(client: KeyValueStore, user: str, msg_id: str) -> Record | None:
     """Where message ``msg_id`` is now (its pointer, then its record), or None."""
     if not is_message_id(msg_id) or not ensure_current(client, user, create=False):
         return None
-    where = locate_pointer(client, user, msg_id)
+    row = mailbox_row(user)
+    cell = client.get(row, pointer_col(msg_id))
+    if cell is not None and unpack_pointer(cell.value) is None \
+            and repair_pointer(client, user, msg_id):  # old mail code's cell (.strays)
+        cell = client.get(row, pointer_col(msg_id))
+    where = None if cell is None else unpack_pointer(cell.value)
     if where is None:
         return None
     record = record_at(client, user, *where)

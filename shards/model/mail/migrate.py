@@ -27,9 +27,9 @@ from .layout import (
     INBOX,
     LAYOUT_VERSION,
     POINTER_PREFIX,
+    ROLE_IDS,
     ROLES,
     SEEN,
-    SENT,
     SPECIAL_NAMES,
     VERSION_COL,
     Folder,
@@ -149,17 +149,17 @@ def convert_some(client: KeyValueStore, user: str, after: str = "") -> str | Non
     while True:
         cells = client.get_row(row, prefix=POINTER_PREFIX, after=after, limit=SCAN)
         old = [(column, cell) for column, cell in cells.items()
-               if isinstance(unpack(cell.value), dict)]
+               if old_metadata(cell.value) is not None]
         if old:
-            batch = [column for column, _ in _batch(old)]
-            _convert(client, user, batch)
+            batch = [column for column, _ in old_batch(old)]
+            convert(client, user, batch)
             return batch[-1]
         if len(cells) < SCAN:
             return None
         after = next(reversed(cells))
 
 
-def _batch(old: list[tuple[str, Cell]]) -> list[tuple[str, Cell]]:
+def old_batch(old: list[tuple[str, Cell]]) -> list[tuple[str, Cell]]:
     """The first old cells that fit one mutation (:data:`BATCH`, :data:`BATCH_BYTES`)."""
     taken: list[tuple[str, Cell]] = []
     size = 0
@@ -171,26 +171,38 @@ def _batch(old: list[tuple[str, Cell]]) -> list[tuple[str, Cell]]:
     return taken
 
 
-def _convert(client: KeyValueStore, user: str, columns: list[str]) -> None:
+def old_metadata(value: bytes) -> dict[str, Any] | None:
+    """The metadata dict of an ``m:`` cell written by old code's delivery, or None: a
+    pointer, garbage, or a dict of "unread" alone (an old read mark over a pointer:
+    the old code's ``{**dict, "unread": False}`` of a value that is no dict)."""
+    meta = unpack(value)
+    return meta if isinstance(meta, dict) and set(meta) - {"unread"} else None
+
+
+def convert(client: KeyValueStore, user: str, columns: list[str]) -> None:
+    """Turn the old ``m:`` cells ``columns`` (one mutation's worth, :func:`old_batch`) into
+    records in their folders and pointers; those no longer old are left alone.  Also how
+    :mod:`.strays` folds in what old code delivered into a mailbox of layout 2."""
     row = mailbox_row(user)
 
     def attempt() -> None:
-        keys = [(row, folder_col(INBOX)), (row, folder_col(SENT)), *((row, c) for c in columns)]
+        keys = [*((row, folder_col(fid)) for fid in ROLES), *((row, c) for c in columns)]
         cells = read_cells(client, keys)
         edits: dict[int, FolderEdit] = {}
-        for fid, cell in ((INBOX, cells[0]), (SENT, cells[1])):
+        for fid, cell in zip(ROLES, cells, strict=False):
             folder = None if cell is None else folder_from_cell(fid, cell.value, cell.version)
             if folder is None:
                 raise RuntimeError(f"special folder {fid} of {user} missing during migration")
             edits[fid] = FolderEdit(folder)
         conditions: list[Condition] = []
         mutations: list[Mutation] = []
-        for column, cell in zip(columns, cells[2:], strict=True):
-            meta = None if cell is None else unpack(cell.value)
-            if cell is None or not isinstance(meta, dict):
+        for column, cell in zip(columns, cells[len(ROLES):], strict=True):
+            meta = None if cell is None else old_metadata(cell.value)
+            if cell is None or meta is None:
                 continue  # converted by another process, or deleted, since the scan
             msg_id = column[len(POINTER_PREFIX):]
-            edit = edits[SENT if meta.get("folder") == "sent" else INBOX]
+            # Old code knew "inbox" and "sent" (and took any role); anything else: INBOX.
+            edit = edits[ROLE_IDS.get(str(meta.get("folder", "")), INBOX)]
             record = _record_of(msg_id, meta, edit)
             conditions.append(("version", column, cell.version))
             mutations += [("put", record_col(record.fid, record.uid), pack(record.fields())),

@@ -37,6 +37,7 @@ from .layout import (
     message_row,
     new_message_id,
     pack,
+    pack_usage,
     pointer_col,
     record_col,
     record_prefix,
@@ -44,7 +45,7 @@ from .layout import (
 )
 from .messages import discard
 from .migrate import ensure_current
-from .reads import folder_and_records, need_folder, records_of, usage_of
+from .reads import folder_and_records, is_clean, need_folder, records_of, usage_of
 
 if TYPE_CHECKING:
     from raftkv.interface import Cell, Condition, KeyValueStore, Mutation
@@ -184,7 +185,8 @@ def _copy_batch(client: KeyValueStore, user: str, src: int, uids: list[int], dst
                       ("put", pointer_col(arrived.id), pack([dst, arrived.uid]))]
         copied[record.uid] = arrived.uid
     if copied:
-        mutations += [*target.all_mutations(), ("put", USAGE_COL, pack(used + adding))]
+        mutations += [*target.all_mutations(),
+                      ("put", USAGE_COL, pack_usage(used + adding, clean=is_clean(usage_cell)))]
         client.mutate_row(mailbox_row(user), conditions, mutations)
     return copied, rest
 

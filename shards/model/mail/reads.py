@@ -29,6 +29,7 @@ from .layout import (
     unpack,
     unpack_int,
     unpack_pointer,
+    usage_clean,
 )
 
 if TYPE_CHECKING:
@@ -144,6 +145,12 @@ def usage_of(client: KeyValueStore, user: str, cell: Cell | None) -> tuple[int, 
         if isinstance(size, int) and size > 0 and column.count(":") == 2:
             total += size
     return total, 0 if cell is None else cell.version
+
+
+def is_clean(usage_cell: Cell | None) -> bool:
+    """Whether the usage cell as read bears no old writer's mark (:mod:`.strays`): a write
+    of it keeps the mark it found, so only a look for strays removes it."""
+    return usage_clean(None if usage_cell is None else usage_cell.value)
 
 
 def usage(client: KeyValueStore, user: str) -> tuple[int, int]:
