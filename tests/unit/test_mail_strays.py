@@ -10,6 +10,7 @@ import threading
 import msgpack
 import pytest
 
+from raftkv.errors import ReadOnly
 from shards.model import mail, mailbox
 from shards.model.mail import index, layout, migrate, strays
 
@@ -226,3 +227,21 @@ def test_the_webmail_listing_notices_an_old_delivery():
     assert mail.fold_old_writes(client, user) is True
     page = mailbox.list_page(client, user, "inbox", limit=10)
     assert [m.id for m in page.messages] == [stray, before[1].id, before[0].id]
+
+
+def test_a_read_only_group_shows_its_folder_and_folds_later():
+    client, user, _ = _migrated(1)
+    stray = old.deliver(client, user, _raw(80))
+    real = client.mutate_row
+
+    def refused(*args, **kwargs):
+        raise ReadOnly("the group lost its majority")
+
+    client.mutate_row = refused
+    try:
+        assert mail.get_folder(client, user, mail.INBOX).exists == 1
+        assert mail.fold_old_writes(client, user) is False
+    finally:
+        client.mutate_row = real
+    assert mail.get_folder(client, user, mail.INBOX).exists == 2
+    assert mail.locate(client, user, stray) is not None

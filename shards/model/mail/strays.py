@@ -39,7 +39,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from raftkv.errors import ConditionFailed, RaftKVError
+from raftkv.errors import ConditionFailed, RaftKVError, ReadOnly
 from raftkv.interface import MAX_CELLS
 
 from .index import index_message, read_head, unindex
@@ -85,7 +85,10 @@ def check(client: KeyValueStore, user: str, usage_cell: Cell | None) -> bool:
     whether it did (then what was read beside the cell may be stale)."""
     if usage_clean(None if usage_cell is None else usage_cell.value):
         return False
-    fold(client, user)
+    try:
+        fold(client, user)
+    except ReadOnly:
+        return False  # the group lost its majority: its stale reads show what is there
     return True
 
 
@@ -186,6 +189,13 @@ def repair_pointer(client: KeyValueStore, user: str, msg_id: str) -> bool:
     """Message ``msg_id``'s ``m:`` cell is not a pointer (:func:`~.messages.locate` met
     it): fold it in if it is an old delivery, else put the pointer back on the record
     with its id (found by a scan of the records).  Whether there was anything to repair."""
+    try:
+        return _repair_pointer(client, user, msg_id)
+    except ReadOnly:
+        return False  # the group lost its majority: the message waits for its repair
+
+
+def _repair_pointer(client: KeyValueStore, user: str, msg_id: str) -> bool:
     row = mailbox_row(user)
     cell = client.get(row, pointer_col(msg_id))
     if cell is None or unpack_pointer(cell.value) is not None:
