@@ -3,14 +3,16 @@
 Before layout 2 a message was one ``m:<msg_id>`` cell holding its metadata (a
 dict with "folder" and "unread").  Migration turns each into a record in its
 folder (``u:``) and the ``m:`` cell into a pointer to it: an ``m:`` cell holding
-a dict is how an unconverted message is told apart.  Messages are converted
+a metadata dict is how an unconverted message is told apart (:func:`old_metadata`).  Messages are converted
 oldest first (message ids sort by arrival), so UIDs follow arrival.  Each batch
 is one ``mutate_row`` conditioned on the version of every old cell it converts
 and of the folders it adds to: two processes migrating at once, or a message
 deleted by an old frontend meanwhile, make a batch fail and be read again,
 never convert a message twice.  ``v`` is written last, so a migration cut short
 is finished by whoever calls :func:`ensure_current` next; until then nothing
-else writes (every entry point migrates first).
+new writes (every entry point migrates first).  Old code still running beside
+the new (a rolling upgrade) may write old cells afterwards: :mod:`.strays` folds
+them in with :func:`convert`.
 """
 
 from __future__ import annotations
