@@ -48,7 +48,9 @@ counter ``{<name>}/login`` column ``code-failures``; the address counter is
 ``login-addr/<addr>`` column ``failures``; signups per
 address ``signup-addr/<addr>`` column ``count``.  IPv6 addresses count per /64,
 which is what one customer usually holds, and their /48 counter is
-``login-net/<prefix>/48`` column ``failures``.
+``login-net/<prefix>/48`` column ``failures``.  Share links: misses per address
+``link-miss/<addr>`` column ``count`` (``link`` rule), wrong passwords per link
+``share/<link hash>`` column ``failures`` (``pair`` rule, beside the link's lookup cell).
 
 Settings: the cluster file's ``[auth]`` table (:meth:`Limits.from_table`).
 """
@@ -72,7 +74,9 @@ if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
 __all__ = ["Limits", "Rule", "Verdict", "account_key", "address_key", "check_code",
-           "check_password", "code_key", "network_key", "pair_key", "signup_key", "take_signup_slot"]
+           "check_link_password", "check_password", "code_key", "count_link_miss",
+           "link_miss_key", "link_miss_wait", "link_password_key", "network_key", "pair_key",
+           "signup_key", "take_signup_slot"]
 
 # CPUT rounds an attempt tries before it gives up; giving up refuses the
 # attempt (it is one of many at the same instant on the same counter).
@@ -81,7 +85,7 @@ _EXPIRY_SLACK = 60.0  # seconds a counter outlives its window and wait: clocks d
 _CONTENDED_WAIT = 1.0
 
 Key = tuple[str, str]
-_RULES = ("address", "network", "pair", "account", "signup", "code")
+_RULES = ("address", "network", "pair", "account", "signup", "code", "link")
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,16 @@ class Limits:
     account: Rule = Rule(free=50, window=3600.0, delay=3600.0, max_delay=3600.0)
     signup: Rule = Rule(free=5, window=3600.0, delay=3600.0, max_delay=3600.0)
     code: Rule = Rule(free=10, window=900.0, delay=60.0, max_delay=3600.0)
+    # Share links (shards.model.drive.shares) opened from one address that open nothing.
+    link: Rule = Rule(free=20, window=3600.0, delay=10.0, max_delay=3600.0)
     failures_per_connection: int = 3  # failed AUTH commands before smtpd closes with 421
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> Limits:
         """Limits from the cluster file's ``[auth]`` table; absent keys keep their defaults.
 
-        ``address``, ``network``, ``pair``, ``account``, ``signup`` and ``code`` are tables of ``free``,
+        ``address``, ``network``, ``pair``, ``account``, ``signup``, ``code`` and ``link`` are tables
+        of ``free``,
         ``window``, ``delay`` and ``max_delay``; ``failures_per_connection`` a number.
 
         :raises ConfigError: an unknown key or a value that cannot work.
@@ -213,6 +220,16 @@ def address_key(addr: str) -> Key:
 def code_key(name: str) -> Key:
     """The counter of two-factor codes tried on one account, from any login or page."""
     return f"{{{name}}}/login", "code-failures"
+
+
+def link_miss_key(addr: str) -> Key:
+    """The counter of share links tried from one address that open nothing."""
+    return f"link-miss/{_address(addr)}", "count"
+
+
+def link_password_key(link_hash: str) -> Key:
+    """The counter of wrong passwords on one share link, from anywhere (beside its lookup)."""
+    return f"share/{link_hash}", "failures"
 
 
 def signup_key(addr: str) -> Key:
@@ -392,3 +409,55 @@ def take_signup_slot(client: KeyValueStore, address: str, limits: Limits, *,
     now = time.time() if now is None else now
     slot = _take(client, signup_key(address), limits.signup, now)
     return 0.0 if isinstance(slot, _Slot) else slot
+
+
+def link_miss_wait(client: KeyValueStore, address: str, *, now: float | None = None) -> float:
+    """Seconds ``address`` must wait before trying another share link (0: go ahead).
+
+    Read before a link is looked up, so an address that guessed too often is
+    refused without a lookup; only misses are counted (:func:`count_link_miss`).
+    """
+    now = time.time() if now is None else now
+    cell = client.get(*link_miss_key(address))
+    until = _state(cell.value if cell else None)[2]
+    return max(0.0, until - now)
+
+
+def count_link_miss(client: KeyValueStore, address: str, limits: Limits, *,
+                    now: float | None = None) -> float:
+    """Count a share link from ``address`` that opened nothing: 0, or the seconds to wait
+    when the address was refused meanwhile (the miss is then not counted)."""
+    now = time.time() if now is None else now
+    slot = _take(client, link_miss_key(address), limits.link, now)
+    return 0.0 if isinstance(slot, _Slot) else slot
+
+
+def check_link_password(client: KeyValueStore, link_hash: str, address: str, limits: Limits,
+                        verify: Callable[[], bool], *, now: float | None = None) -> Verdict:
+    """Check a share link's password as :func:`check_password` checks an account's.
+
+    The same address counters as every login (so guessing link passwords and
+    account passwords from one address share one budget), and the link's own
+    counter with the ``pair`` rule in place of the account's: a link's
+    password guessed from many addresses slows down, and the owner's account
+    is never locked by it.
+    """
+    now = time.time() if now is None else now
+    counters = [(address_key(address), limits.address)]
+    network = network_key(address)
+    if network is not None:
+        counters.append((network, limits.network))
+    counters.append((link_password_key(link_hash), limits.pair))
+    taken: list[_Slot] = []
+    for key, rule in counters:
+        slot = _take(client, key, rule, now)
+        if not isinstance(slot, _Slot):
+            for earlier in reversed(taken):
+                _give_back(client, earlier)
+            return Verdict(right=False, retry_after=slot)
+        taken.append(slot)
+    if not verify():
+        return Verdict(right=False)
+    for slot in taken:
+        _give_back(client, slot)
+    return Verdict(right=True)
