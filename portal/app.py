@@ -49,6 +49,7 @@ from .drafts import DraftViews
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
 from .drive_select import DriveSelectViews
+from .drive_shares import DriveShareViews
 from .errors import RETRY_AFTER, http_error
 from .export import ExportViews
 from .failover import WORKER_CSP, WORKER_PATH, page_policy, worker_script
@@ -72,6 +73,7 @@ from .pages import (
 from .pagestore import CellCache, PageStore
 from .readmarks import ReadMarks
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
+from .share_pages import SharePageViews, TokenConverter
 from .sizes import human_size
 
 if TYPE_CHECKING:
@@ -93,7 +95,9 @@ FORM_EXPIRED = ("This form has expired or did not come from this site. "
                 "Go back, reload the page and try again.")
 # Endpoints that must not touch sessions: the balancer probes /healthz once a
 # second and should neither read the store for a session nor get cookies.
-_SESSIONLESS = frozenset({"healthz", "failover_worker"})
+# Share links' pages (portal.share_pages) are anonymous: no session read, no cookie set.
+_SESSIONLESS = frozenset({"healthz", "failover_worker", "share_open", "share_folder",
+                          "share_file", "share_zip", "share_folder_zip", "share_unlock"})
 # Headers every answer carries, pages and static files alike.
 SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                     ("Referrer-Policy", "same-origin"))
@@ -149,7 +153,7 @@ class Request(BaseRequest):
 
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, MailViews,
              MailFolderViews, MailActionViews, DraftViews, MailSearchViews, ComposeViews,
-             AdminViews, AdminUserViews, ExportViews):
+             AdminViews, AdminUserViews, ExportViews, DriveShareViews, SharePageViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -205,6 +209,17 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/drive/mkdir", endpoint="drive_mkdir", methods=post),
             Rule("/drive/select", endpoint="drive_select", methods=get_post),
             Rule("/drive/held", endpoint="drive_held", methods=get_post),
+            Rule("/drive/shares", endpoint="drive_shares", methods=get),
+            Rule("/drive/shares/new", endpoint="drive_share_new", methods=get_post),
+            Rule("/drive/shares/revoke", endpoint="drive_share_revoke", methods=post),
+            Rule("/drive/search", endpoint="drive_search", methods=get),
+            Rule("/s/<token:token>", endpoint="share_open", methods=get),
+            Rule("/s/<token:token>/zip", endpoint="share_zip", methods=get),
+            Rule("/s/<token:token>/unlock", endpoint="share_unlock", methods=post),
+            Rule("/s/<token:token>/d/<folder:folder_id>", endpoint="share_folder", methods=get),
+            Rule("/s/<token:token>/d/<folder:folder_id>/zip", endpoint="share_folder_zip",
+                 methods=get),
+            Rule("/s/<token:token>/f/<file:file_id>", endpoint="share_file", methods=get),
             Rule("/drive/d/<folder:folder_id>", endpoint="drive_folder", methods=get),
             Rule("/drive/d/<folder:folder_id>/zip", endpoint="drive_zip", methods=get),
             Rule("/drive/d/<folder:folder_id>/rename", endpoint="drive_folder_rename",
@@ -254,7 +269,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/healthz", endpoint="healthz", methods=get),
             Rule(WORKER_PATH, endpoint="failover_worker", methods=get),
         ], strict_slashes=True, converters={"file": FileIdConverter,
-                                            "folder": FolderIdConverter})
+                                            "folder": FolderIdConverter,
+                                            "token": TokenConverter})
 
     def client(self) -> PageStore:
         """The store as the running request sees it (:mod:`.pagestore`): the cells it

@@ -355,9 +355,15 @@ class _Sink:
 
 def zip_stream(client: KeyValueStore, user: str, folder_id: str) -> Iterator[bytes]:
     """The files below a folder as a stored (uncompressed) ZIP64 archive, chunk by chunk."""
+    return zip_files(client, user, drive.walk_files(client, user, folder_id))
+
+
+def zip_files(client: KeyValueStore, user: str,
+              files: Iterable[tuple[str, drive.Item]]) -> Iterator[bytes]:
+    """``(path in the archive, file)`` of ``user`` as a stored ZIP64 archive, chunk by chunk."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
-        for path, item in drive.walk_files(client, user, folder_id):
+        for path, item in files:
             try:
                 _, _, chunks = drive.open_file(client, user, item.id)
             except drive.NoSuchItem:

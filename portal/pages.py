@@ -29,6 +29,7 @@ NOTICES: dict[str, str] = {
     "uploaded": "Uploaded.",
     "upload-cancelled": "Upload cancelled; nothing was stored.",
     "folder-created": "Folder created.",
+    "share-revoked": "Link revoked: it opens nothing any more.",
     "renamed": "Renamed.",
     "moved": "Moved.",
     "deleted": "Deleted for good.",

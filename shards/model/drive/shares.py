@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from raftkv.errors import Refused
+
 from ..errors import DriveError, NoSuchItem
 from .reads import all_folders, get_file, get_folder
 from .records import FILE, FOLDER, MAX_DEPTH, ROOT, Item, drive_row, index_col, is_id, pack, unpack
@@ -65,7 +67,7 @@ _KINDS = {"f": FILE, "d": FOLDER}
 _hasher = PasswordHasher()  # argon2id with the library's defaults, as account passwords
 
 
-class TooManyShares(DriveError):
+class TooManyShares(DriveError, Refused):
     """The user holds :data:`MAX_SHARES` links already."""
 
 
