@@ -183,6 +183,12 @@ def test_a_shared_file_is_that_file_only(app, frontend):
     assert stranger.get(f"{link}/f/{ids['a.txt']}")[2] == content["a.txt"]
     for path in (f"{link}/f/{ids['plan.txt']}", f"{link}/d/{ids['docs']}", f"{link}/zip"):
         assert stranger.get(path)[0] == 404, path
+    status, headers, data = stranger.request("HEAD", f"{link}/f/{ids['a.txt']}")
+    assert status == 200 and headers["content-length"] == "3000" and data == b""
+    # The owner opening their own link sees the stranger's page: no session, no cookie.
+    mine = http.get(link)
+    assert mine.status_code == 200 and "Log out" not in mine.text
+    assert "Set-Cookie" not in mine.headers
 
 
 def test_the_owner_lists_and_revokes_links(app, frontend):

@@ -23,6 +23,7 @@ import pytest
 
 import shards
 from raftkv.cluster import load_cluster
+from shards.model.drive import FILE, FOLDER, ROOT, shares
 
 from .._mail import inprocess_smtpd, send_html
 from .test_portal_browser import PASSWORD, artifacts, browser, cloud, row, submit
@@ -64,6 +65,7 @@ class Walker:
     html_message_id: str  # HTML with a plain part: the sandboxed frame and its switch
     mail_folder_id: str  # a mail folder of the user's own, "Projects"
     draft_id: str  # a saved draft
+    shares: dict[str, str]  # share links' paths: the whole drive, the file, one with a password
 
 
 def _href_id(page, selector: str) -> str:
@@ -119,6 +121,11 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     with shards.Client(cluster) as client, inprocess_smtpd(cluster, client) as smtpd:
         send_html(smtpd.inbound, address, HTML_SUBJECT, HTML_MAIL,
                   plain="December news: our winter opening hours start on the 15th.")
+        links = {"share-drive": (FOLDER, ROOT, ""), "share-file": (FILE, file_id, ""),
+                 "share-password": (FOLDER, folder_id, "a password")}
+        share_paths = {page: "/s/" + shares.create_share(client, name, kind, item,
+                                                         password=password)[0]
+                       for page, (kind, item, password) in links.items()}
     page.goto("/mail")
     message_id = _href_id(page, f'td > a:text-is("{SUBJECT}")')
     html_message_id = _href_id(page, f'td > a:text-is("{HTML_SUBJECT}")')
@@ -148,7 +155,7 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     admin_state = admin.storage_state()
     admin.close()
     return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id,
-                  html_message_id, mail_folder_id, draft_id)
+                  html_message_id, mail_folder_id, draft_id, share_paths)
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -175,6 +182,11 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
          f"/drive/select?action=delete&item=file:{w.file_id}&item=folder:{w.folder_id}"),
         ("drive-move-many", "user",
          f"/drive/select?action=move&item=file:{w.file_id}&item=folder:{w.folder_id}"),
+        ("drive-search", "user", "/drive/search?q=holiday"),
+        ("drive-shares", "user", "/drive/shares"),
+        ("drive-share-new", "user", f"/drive/shares/new?item=f:{w.file_id}"),
+        *((page, None, path) for page, path in w.shares.items()),
+        ("not-found-share", None, "/s/" + "A" * 43),
         ("password", "user", "/password"), ("security", "user", "/account"),
         ("account-delete", "user", "/account/delete"),
         ("not-found", "user", "/no/such/page"), ("not-found-anonymous", None, "/no/such/page"),
@@ -219,7 +231,8 @@ def test_every_page_fits_the_screen_and_passes_axe(walker, browser, size):
             page = pages[who]
             response = page.goto(path)
             assert response is not None and response.status == (
-                404 if name.startswith("not-found") else 200), (name, response and response.status)
+                404 if name.startswith("not-found") else 401 if name == "share-password"
+                else 200), (name, response and response.status)
             page.wait_for_load_state("load")
             if who == "user":  # the header: who is signed in, and Log out, on the screen
                 for label, part in (("the address", page.locator("header .who")),

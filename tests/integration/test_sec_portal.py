@@ -42,7 +42,8 @@ CONF = "python:portal.gunicorn_conf"
 SLOW_EXAMPLES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # Values for the URL parts of the POST routes (ids of nothing: CSRF is judged first).
 SAMPLE_VALUES = {"folder_id": "0" * 24, "file_id": "0" * 24, "msg_id": "0" * 24,
-                 "name": "web1", "action": "restart", "index": 0, "fid": 1}
+                 "name": "web1", "action": "restart", "index": 0, "fid": 1,
+                 "token": "A" * 43}
 _SHARED: dict[str, HTTPClient] = {}  # the hypothesis tests' one signed-in browser
 
 
