@@ -57,7 +57,7 @@ ZIP_BYTES = 4 << 30         # bytes of files in one shared folder's .zip
 COOKIE = "share_unlock"
 FORM_LIMIT = 16 * 1024      # bytes of the password form's body
 # No script at all, nothing remote; forms only back to us.
-SHARE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+SHARE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
              "frame-ancestors 'none'; base-uri 'none'")
 # A user's file, served for download only: should a browser render it anyway, it is
 # sandboxed (an opaque origin without script), and never sniffed (nosniff: portal.app).
@@ -106,7 +106,8 @@ def share_view(view: View) -> View:
         try:
             response = view(self, request, token, **values)
         except Locked as locked:
-            response = self.share_render("share_password.html", status=401, token=token,
+            # 200, as the login form: a page asking for a password is not an error.
+            response = self.share_render("share_password.html", token=token,
                                          form=self.unlock_form(locked.share.hash),
                                          next=request.path, error=None)
         except HTTPException as exc:

@@ -231,8 +231,7 @@ def test_every_page_fits_the_screen_and_passes_axe(walker, browser, size):
             page = pages[who]
             response = page.goto(path)
             assert response is not None and response.status == (
-                404 if name.startswith("not-found") else 401 if name == "share-password"
-                else 200), (name, response and response.status)
+                404 if name.startswith("not-found") else 200), (name, response and response.status)
             page.wait_for_load_state("load")
             if who == "user":  # the header: who is signed in, and Log out, on the screen
                 for label, part in (("the address", page.locator("header .who")),
