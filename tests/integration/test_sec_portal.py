@@ -149,7 +149,8 @@ def test_compose_fields_are_never_a_500(app, client, fields, filename, ctype):
 
 
 PAGES = ["/", "/mail", "/mail/compose", "/drive", "/drive/d/root", "/password", "/login",
-         "/signup", "/account", "/mail/" + "0" * 24, "/mail/x/reply", "/drive/d/root/zip"]
+         "/signup", "/account", "/mail/" + "0" * 24, "/mail/x/reply", "/drive/d/root/zip",
+         "/drive/search", "/drive/shares", "/drive/shares/new", "/s/" + "A" * 43 + "/d/root"]
 QUERY = st.binary(max_size=60) | st.lists(st.sampled_from(
     [b"folder=", b"page=", b"sort=", b"order=", b"to=", b"next=", b"all=", b"%zz", b"%ff",
      b"-1", b"99999999999999999999", b"\x00", b"&", b"=", b"sent", b"name"]), max_size=12).map(
@@ -165,7 +166,8 @@ def test_any_query_string_on_a_page_is_never_a_500(app, client, path, query):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=SLOW_EXAMPLES)
-@given(path=st.sampled_from(["/drive/mkdir", "/mail/compose", "/logout"]),
+@given(path=st.sampled_from(["/drive/mkdir", "/mail/compose", "/logout", "/drive/shares/new",
+                             "/s/" + "A" * 43 + "/unlock"]),
        ctype=st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data",
                               "multipart/form-data; boundary=b", "text/plain", "",
                               "application/x-www-form-urlencoded; charset=bogus"]),
