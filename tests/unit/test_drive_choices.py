@@ -95,9 +95,10 @@ def test_replace_swaps_the_file_the_user_saw_and_no_other(http, store):
     done = answer(http, held, "replace")
     assert done.status_code == 303
     ids = entries(http)
-    assert set(ids) == {"a.txt"} and ids["a.txt"] != old
-    assert http.get(f"/drive/{ids['a.txt']}").data == b"second"
-    assert http.get(f"/drive/{old}").status_code == 404
+    assert set(ids) == {"a.txt"} and ids["a.txt"] == old  # the same file, a new version
+    assert http.get(f"/drive/{old}").data == b"second"
+    assert b"first" in b"".join(  # the old bytes are its newest earlier version
+        drive.open_version(store, "dana", old, drive.list_versions(store, "dana", old)[1][0].content)[2])
 
 
 def test_a_cancelled_clash_leaves_nothing(http, store):

@@ -75,18 +75,20 @@ def test_keep_both_takes_the_next_free_name(client):
         drive.keep_both(client, USER, held.item.id, quota=QUOTA)
 
 
-def test_replace_is_one_mutation_and_frees_the_old_bytes(client):
+def test_replace_is_one_mutation_and_keeps_the_old_bytes_as_a_version(client):
     old = put(client, ROOT, "a.txt", b"old old old")
     held = hold(client, ROOT, "a.txt", b"new")
     before = client.mutations
     placed = drive.replace_file(client, USER, held.item.id, quota=QUOTA)
-    assert client.mutations - before == 1  # the swap; then the old bytes' deletes
+    assert client.mutations - before == 1  # the swap, nothing else
     assert names(client, ROOT) == ["a.txt"]
-    assert content(client, placed.id) == b"new"
-    assert drive.get_file(client, USER, old.id) is None
-    assert client.get(drive.content_row(USER, old.id), drive.DATA_COL) is None
-    assert drive.usage(client, USER) == 3
+    assert placed.id == old.id and content(client, placed.id) == b"new"
+    _, versions = drive.list_versions(client, USER, old.id)
+    assert [v.size for v in versions] == [11]
+    assert client.get(drive.content_row(USER, old.id), drive.DATA_COL) is not None
+    assert drive.usage(client, USER) == 14  # versions count
     assert drive.pending(client, USER) == []
+    assert client.get(drive.drive_row(USER), f"h:{held.item.id}") is None
 
 
 def test_replace_refuses_a_file_changed_since_the_question(client):
@@ -100,7 +102,7 @@ def test_replace_refuses_a_file_changed_since_the_question(client):
     assert drive.get_held(client, USER, held.item.id)  # still waiting for an answer
     # Asked again (the question now shows the file as it is), Replace holds.
     placed = drive.replace_file(client, USER, held.item.id, quota=QUOTA)
-    assert content(client, placed.id) == b"new" and drive.get_file(client, USER, old.id) is None
+    assert content(client, placed.id) == b"new" and placed.id == old.id
 
 
 def test_a_folder_is_never_replaced(client):

@@ -13,10 +13,15 @@ touches::
         i:<file_id>                 file index: {p: parent id, n: name, size, ctype, created, modified}
         d:<folder_id>               folder index: {p: parent id, n: name, created, modified}
         q:used                      bytes of file content the user holds (quota)
-        t:<id>                      clean-up marker: a deleted file's bytes or a deleted tree
+        t:<id>                      clean-up marker: a deleted file's bytes and versions, a
+                                    deleted tree, or one dropped version's bytes (.contents)
         h:<file_id>                 an upload held on a name clash until the user answers (.held)
+        v:<file_id>/<content_id>    an earlier version of a file: {size, ctype, modified, at} (.versions)
+        x:<id>                      an item in the Trash: what it was, where from, when (.trash)
     row {<user>}/file:<file_id>
-        data                        the bytes (the store makes big values blobs)
+        data                        the bytes (the store makes big values blobs); a file's
+                                    current bytes are in the row of its index's ``c``
+                                    (absent: its own id), each version's in its own
 
 The root folder is :data:`ROOT`; it has a header but no entry and no index.
 Names are column keys, so "a name is free" is the condition ``absent`` on
@@ -37,14 +42,24 @@ stays cheap to keep in Raft.
 
 Modules: :mod:`.records` (layout, record formats), :mod:`.reads`, :mod:`.changes`
 (each change one ``mutate_row``), :mod:`.many` (moves and deletes of several),
-:mod:`.held` (uploads held on a name clash) and :mod:`.cleanup`; the errors are in
+:mod:`.held` (uploads held on a name clash), :mod:`.trash`, :mod:`.versions`,
+:mod:`.contents` (bytes and versions dropped for good) and :mod:`.cleanup`; the errors are in
 :mod:`shards.model.errors`.  Callers use the names exported here
 (``from shards.model import drive``).
 """
 
 from ..errors import BadMove, BadName, DriveError, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
-from .changes import create_folder, delete_file, delete_folder, move, rename, store_file
+from .changes import (
+    create_folder,
+    delete_file,
+    delete_folder,
+    move,
+    put_content,
+    rename,
+    store_file,
+)
 from .cleanup import pending, purge
+from .contents import Content, Version
 from .held import (
     Changed,
     Held,
@@ -91,6 +106,27 @@ from .records import (
     is_id,
     new_id,
 )
+from .trash import (
+    TRASH_DAYS,
+    Restored,
+    Trashed,
+    delete_forever,
+    empty_trash,
+    get_trashed,
+    list_trash,
+    restore,
+    sweep,
+    trash,
+    trash_many,
+)
+from .versions import (
+    MAX_VERSIONS,
+    get_version,
+    list_versions,
+    open_version,
+    overwrite,
+    restore_version,
+)
 
 __all__ = ["BATCH", "Changed", "Held", "copy_name", "delete_many", "drop_held", "drop_stale", "get_held",
            "hold_file", "keep_both", "move_many", "read_items", "replace_file",
@@ -101,4 +137,7 @@ __all__ = ["BATCH", "Changed", "Held", "copy_name", "delete_many", "drop_held", 
            "folder_path", "folder_version", "folders_from", "get_file", "get_folder",
            "header_col", "index_col", "is_id", "list_folder", "move", "new_id", "open_file",
            "path_in", "pending", "purge", "rename", "store_file", "usage", "usage_of",
-           "walk_files"]
+           "walk_files", "Content", "Version", "put_content", "TRASH_DAYS", "Restored",
+           "Trashed", "delete_forever", "empty_trash", "get_trashed", "list_trash", "restore",
+           "sweep", "trash", "trash_many", "MAX_VERSIONS", "get_version", "list_versions",
+           "open_version", "overwrite", "restore_version"]

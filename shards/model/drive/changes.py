@@ -12,9 +12,10 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from raftkv.errors import ConditionFailed, RaftKVError, Timeout
+from raftkv.errors import ConditionFailed, Timeout
 
 from ..errors import BadMove, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
+from .contents import drop_unlinked, file_marker, finish_file
 from .reads import all_folders, folder_path, get_file, get_folder, path_in, usage_cell
 from .records import (
     ATTEMPTS,
@@ -169,10 +170,7 @@ def put_content(client: KeyValueStore, user: str, stream: Readable, *, size: int
 
 
 def _drop_content(client: KeyValueStore, user: str, file_id: str) -> None:
-    try:
-        client.delete(content_row(user, file_id), DATA_COL)
-    except RaftKVError:
-        pass  # unreachable bytes; nothing points at them
+    drop_unlinked(client, user, file_id)
 
 
 def _link_file(client: KeyValueStore, user: str, item: Item, path: list[Item], quota: int,
@@ -284,7 +282,8 @@ def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: s
 
 
 def delete_file(client: KeyValueStore, user: str, file_id: str, *, now: float | None = None) -> Item:
-    """Remove a file: its name and quota share at once, then its bytes.
+    """Remove a file for good (not into the Trash: :mod:`.trash`): its name and quota
+    share at once, then its bytes and its earlier versions (:func:`.contents.finish_file`).
 
     A ``t:`` marker covers the moment between the two steps, so bytes of a
     file deleted by a frontend that then crashed are found and dropped later.
@@ -299,7 +298,7 @@ def delete_file(client: KeyValueStore, user: str, file_id: str, *, now: float | 
         mutations: list[Mutation] = [("delete", entry_col(item.parent, item.name)),
                      ("delete", index_col(FILE, file_id)),
                      ("put", header_col(item.parent), pack({"modified": now})),
-                     ("put", marker_col(file_id), pack({"k": "f", "at": now})),
+                     ("put", marker_col(file_id), file_marker(item.content_id, now)),
                      ("put", USAGE_COL, pack(max(0, used - item.size)))]
         try:
             client.mutate_row(row, conditions, mutations)
@@ -308,8 +307,7 @@ def delete_file(client: KeyValueStore, user: str, file_id: str, *, now: float | 
             continue
     else:
         raise ConditionFailed("the file kept changing; try again")
-    client.delete(content_row(user, file_id), DATA_COL)
-    client.delete(row, marker_col(file_id))
+    finish_file(client, user, file_id, item.content_id)
     return item
 
 

@@ -18,20 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.errors import ConditionFailed
 
+from .contents import MARK_CONTENT, MARK_FILE, MARK_FOLDER, drop_bytes, file_marker, finish_file
 from .held import drop_stale
-from .reads import list_folder, usage_cell
+from .reads import get_file, list_folder, usage_cell
 from .records import (
     ATTEMPTS,
-    DATA_COL,
     FILE,
     FOLDER,
     USAGE_COL,
     Item,
-    content_row,
     drive_row,
     entry_col,
     header_col,
     index_col,
+    marker_col,
     pack,
     unpack,
 )
@@ -46,12 +46,19 @@ MAX_STEPS = 100_000   # a bound on one purge's loop, whatever happens concurrent
 
 
 def pending(client: KeyValueStore, user: str) -> list[tuple[str, str]]:
-    """``(id, "f" | "d")`` of every deleted file or folder whose clean-up is unfinished."""
+    """``(id, "f" | "d" | "c")`` of every deleted file, folder or dropped version whose
+    clean-up is unfinished (see :mod:`.contents` for the kinds)."""
+    return [(item_id, kind) for item_id, kind, _ in _markers(client, user)]
+
+
+def _markers(client: KeyValueStore, user: str) -> list[tuple[str, str, str]]:
     found = []
     for column, cell in client.get_row(drive_row(user), prefix="t:").items():
         record = unpack(cell.value)
-        kind = record.get("k") if isinstance(record, dict) else None
-        found.append((column[2:], kind if kind in ("f", "d") else "f"))
+        record = record if isinstance(record, dict) else {}
+        kind = record.get("k")
+        found.append((column[2:], kind if kind in (MARK_FILE, MARK_FOLDER, MARK_CONTENT)
+                      else MARK_FILE, str(record.get("c", ""))))
     return found
 
 
@@ -64,9 +71,11 @@ def purge(client: KeyValueStore, user: str, *, deadline: float | None = None) ->
     """
     row = drive_row(user)
     drop_stale(client, user)  # uploads held on a name clash that nobody answered
-    for item_id, kind in pending(client, user):
-        if kind == "f":
-            client.delete(content_row(user, item_id), DATA_COL)
+    for item_id, kind, content_id in _markers(client, user):
+        if kind == MARK_FILE:
+            finish_file(client, user, item_id, content_id)  # bytes, versions, marker
+        elif kind == MARK_CONTENT:
+            drop_bytes(client, user, item_id)
         elif not _purge_tree(client, user, item_id, deadline):
             return False
         client.delete(row, f"t:{item_id}")
@@ -113,20 +122,29 @@ def _purge_tree(client: KeyValueStore, user: str, top: str, deadline: float | No
 
 
 def _remove_files(client: KeyValueStore, user: str, files: Sequence[Item]) -> None:
-    """Drop the bytes, then the names and the quota share, of up to :data:`BATCH` files."""
+    """Unlink up to :data:`BATCH` files for good, as :func:`.changes.delete_file` does
+    (names, quota share and a ``t:`` marker each in one mutation), then drop their bytes
+    and versions (:func:`.contents.finish_file`)."""
+    now = time.time()
+    content = {}
     for item in files:
-        client.delete(content_row(user, item.id), DATA_COL)
+        found = get_file(client, user, item.id)
+        content[item.id] = found.content_id if found is not None else item.id
     freed = sum(item.size for item in files)
     mutations: list[tuple[Any, ...]] = []
     for item in files:
         mutations += [("delete", entry_col(item.parent, item.name)),
-                      ("delete", index_col(FILE, item.id))]
+                      ("delete", index_col(FILE, item.id)),
+                      ("put", marker_col(item.id), file_marker(content[item.id], now))]
     for _ in range(ATTEMPTS):
         used, version = usage_cell(client, user)
         try:
             client.mutate_row(drive_row(user), [("version", USAGE_COL, version)],
                               [*mutations, ("put", USAGE_COL, pack(max(0, used - freed)))])
-            return
+            break
         except ConditionFailed:
             continue
-    raise ConditionFailed("the quota kept changing; try again")
+    else:
+        raise ConditionFailed("the quota kept changing; try again")
+    for item in files:
+        finish_file(client, user, item.id, content[item.id])

@@ -7,7 +7,8 @@ held the name then (its id and index version: what the question shows).  The
 answer is one ``mutate_row`` each way:
 
 - keep both: link it under the next free name, ``name (1).ext``, ``name (2).ext``...;
-- replace: unlink the old file and link the new one under its name, conditioned
+- replace: the upload becomes the old file's new content (the file keeps its id; its
+  bytes until then become its newest earlier version, :mod:`.versions`), conditioned
   on the old file's index version being the one the user was shown, so a file
   changed since the question is never overwritten (:class:`Changed`).
 
@@ -26,6 +27,7 @@ from raftkv.errors import ConditionFailed
 
 from ..errors import NameTaken, NoSuchItem
 from .changes import over_quota, put_content
+from .contents import Content
 from .reads import folder_path, usage_cell
 from .records import (
     ATTEMPTS,
@@ -40,11 +42,11 @@ from .records import (
     index_col,
     item_from_entry,
     link,
-    marker_col,
     pack,
     path_conditions,
     unpack,
 )
+from .versions import Changed, overwrite_with
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation, Readable
@@ -53,11 +55,6 @@ HELD_PREFIX = "h:"
 HELD_TTL = 3600.0    # seconds a held upload waits for an answer before clean-up drops it
 MAX_COPIES = 1000    # "name (1000).ext" is the last name keep-both tries
 _COPY = re.compile(r" \((\d+)\)$")
-
-
-class Changed(NameTaken):
-    """The file a replace would overwrite changed (or went) since the user was asked
-    (a conflict, as a name taken is)."""
 
 
 @dataclass(frozen=True)
@@ -173,13 +170,14 @@ def keep_both(client: KeyValueStore, user: str, file_id: str, *, quota: int,
 
 def replace_file(client: KeyValueStore, user: str, file_id: str, *, quota: int,
                  now: float | None = None) -> Item:
-    """Put a held upload in the place of the file it clashed with: one ``mutate_row``,
-    conditioned on that file being as the user saw it when asked.
+    """Make a held upload the new content of the file it clashed with: one ``mutate_row``
+    (:func:`.versions.overwrite_with`), conditioned on that file being as the user saw
+    it when asked.  The file keeps its id; what it held becomes its newest earlier
+    version (docs/data-model.md, "Drive").
 
     :raises Changed: the old file was changed, moved, renamed or deleted meanwhile
         (the upload stays held: ask again); a folder is never replaced.
     """
-    now = time.time() if now is None else now
     row = drive_row(user)
     for _ in range(ATTEMPTS):
         held = get_held(client, user, file_id)
@@ -187,37 +185,25 @@ def replace_file(client: KeyValueStore, user: str, file_id: str, *, quota: int,
         if held.other_is_folder or not held.other_id:
             raise Changed(f"{item.name!r} is a folder here, or free now: keep both instead.")
         entry = client.get(row, entry_col(item.parent, item.name))
-        index = client.get(row, index_col(FILE, held.other_id))
         current = None if entry is None else item_from_entry(entry_col(item.parent, item.name),
                                                              entry)
-        if (current is None or current.id != held.other_id or index is None
-                or index.version != held.other_version):
+        if current is None or current.id != held.other_id:
             _ask_again(client, user, held)
             raise Changed(f"{item.name!r} has changed since you were asked; choose again.")
-        used, used_version = usage_cell(client, user)
-        after = max(0, used - current.size) + item.size
-        if after > quota:
-            raise over_quota(max(0, used - current.size), item.size, quota)
-        placed = replace(item, created=now, modified=now)
         path = folder_path(client, user, item.parent)
-        conditions: list[Condition] = [("version", held_col(file_id), held.version),
-                                       ("version", index_col(FILE, held.other_id),
-                                        held.other_version),
-                                       ("version", USAGE_COL, used_version),
-                                       *path_conditions(path)]
-        mutations: list[Mutation] = [("delete", index_col(FILE, held.other_id)),
-                                     ("put", marker_col(held.other_id),
-                                      pack({"k": "f", "at": now})),
-                                     *link(placed, now), ("delete", held_col(file_id)),
-                                     ("put", USAGE_COL, pack(after))]
         try:
-            versions = client.mutate_row(row, conditions, mutations)
+            return overwrite_with(
+                client, user, held.other_id, Content(file_id, item.size, item.ctype),
+                quota=quota, expect=held.other_version, now=now,
+                conditions=[("version", held_col(file_id), held.version),
+                            *path_conditions(path)],
+                mutations=[("delete", held_col(file_id))])
+        except Changed:
+            _ask_again(client, user, held)
+            raise Changed(f"{item.name!r} has changed since you were asked; choose again."
+                          ) from None
         except ConditionFailed:
             continue
-        # The old bytes, then their marker (a crash between leaves the marker for purge).
-        client.delete(content_row(user, held.other_id), DATA_COL)
-        client.delete(row, marker_col(held.other_id))
-        return replace(placed, version=versions.get(index_col(FILE, file_id), 0))
     raise ConditionFailed("the folder kept changing; try again")
 
 

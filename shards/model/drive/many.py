@@ -17,16 +17,15 @@ from raftkv.errors import ConditionFailed
 
 from ..errors import BadMove, NameTaken, NoSuchItem, TooDeep
 from .changes import _height
+from .contents import file_marker, finish_file
 from .reads import all_folders, get_file, get_folder, path_in, usage_cell
 from .records import (
     ATTEMPTS,
-    DATA_COL,
     FILE,
     MAX_DEPTH,
     ROOT,
     USAGE_COL,
     Item,
-    content_row,
     drive_row,
     entry_col,
     header_col,
@@ -136,7 +135,8 @@ def delete_many(client: KeyValueStore, user: str, refs: Sequence[tuple[str, str]
                           ("delete", index_col(item.kind, item.id)),
                           ("put", header_col(item.parent), pack({"modified": now})),
                           ("put", marker_col(item.id),
-                           pack({"k": "d" if item.is_folder else "f", "at": now}))]
+                           pack({"k": "d", "at": now}) if item.is_folder
+                           else file_marker(item.content_id, now))]
         try:
             client.mutate_row(row, conditions, mutations)
             break
@@ -146,8 +146,7 @@ def delete_many(client: KeyValueStore, user: str, refs: Sequence[tuple[str, str]
         raise ConditionFailed("the items kept changing; try again")
     for item in items:
         if not item.is_folder:
-            client.delete(content_row(user, item.id), DATA_COL)
-            client.delete(row, marker_col(item.id))
+            finish_file(client, user, item.id, item.content_id)
     return items
 
 

@@ -162,7 +162,7 @@ def open_file(client: KeyValueStore, user: str, file_id: str) -> tuple[Item, int
     item = get_file(client, user, file_id)
     if item is None:
         raise NoSuchItem("There is no such file in your drive.")
-    found = client.get_stream(content_row(user, file_id), DATA_COL)
+    found = client.get_stream(content_row(user, item.content_id), DATA_COL)
     if found is None:
         raise NoSuchItem("The file's contents are missing; it may have just been deleted.")
     return item, found[0], found[1]

@@ -42,6 +42,13 @@ class Item:
     created: float = 0.0
     modified: float = 0.0
     version: int = 0                        # its index cell's version (0: root, or from a listing)
+    content: str = ""                       # the id of the row holding its bytes ("": its own id)
+
+    @property
+    def content_id(self) -> str:
+        """Whose ``file:`` row holds the current bytes: the file's own id until it is
+        overwritten (:mod:`.versions`), then the id of the upload that replaced them."""
+        return self.content or self.id
 
     @property
     def is_folder(self) -> bool:
@@ -132,7 +139,8 @@ def item_from_index(kind: str, item_id: str, cell: Cell) -> Item | None:
                 parent=str(record.get("p", "")), size=int(record.get("size", 0)),
                 ctype=str(record.get("ctype", "application/octet-stream")),
                 created=float(record.get("created", 0.0)),
-                modified=float(record.get("modified", 0.0)), version=cell.version)
+                modified=float(record.get("modified", 0.0)), version=cell.version,
+                content=str(record.get("c", "")))
 
 
 def item_from_entry(column: str, cell: Cell) -> Item | None:
@@ -160,6 +168,8 @@ def index_value(item: Item) -> bytes:
                               "modified": item.modified}
     if item.kind == FILE:
         record.update(size=item.size, ctype=item.ctype)
+        if item.content and item.content != item.id:
+            record["c"] = item.content
     return pack(record)
 
 
