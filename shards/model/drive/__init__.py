@@ -61,7 +61,6 @@ from .changes import (
 from .cleanup import pending, purge
 from .contents import Content, Version
 from .held import (
-    Changed,
     Held,
     copy_name,
     drop_held,
@@ -121,6 +120,7 @@ from .trash import (
 )
 from .versions import (
     MAX_VERSIONS,
+    Changed,
     get_version,
     list_versions,
     open_version,

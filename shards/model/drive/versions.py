@@ -78,12 +78,14 @@ def overwrite(client: KeyValueStore, user: str, file_id: str, content: Content, 
     dropped.
     """
     try:
-        return overwrite_with(client, user, file_id, content, quota=quota, expect=expect,
-                              now=now)
+        item, dropped = _overwrite(client, user, file_id, content, quota=quota, expect=expect,
+                                   now=now)
     except BaseException as exc:
         if not isinstance(exc, Timeout):
             drop_unlinked(client, user, content.id)
         raise
+    _finish_drops(client, user, dropped)  # the new bytes are the file's now, whatever happens
+    return item
 
 
 def overwrite_with(client: KeyValueStore, user: str, file_id: str, content: Content, *,
@@ -92,6 +94,16 @@ def overwrite_with(client: KeyValueStore, user: str, file_id: str, content: Cont
                    ) -> Item:
     """:func:`overwrite`, with more conditions and mutations in the same step (the held
     upload's, :func:`.held.replace_file`); the new bytes stay as they are on failure."""
+    item, dropped = _overwrite(client, user, file_id, content, quota=quota, expect=expect,
+                               now=now, conditions=conditions, mutations=mutations)
+    _finish_drops(client, user, dropped)
+    return item
+
+
+def _overwrite(client: KeyValueStore, user: str, file_id: str, content: Content, *,
+               quota: int, expect: int | None, now: float | None = None,
+               conditions: Sequence[Condition] = (), mutations: Sequence[Mutation] = ()
+               ) -> tuple[Item, Sequence[Version]]:
     now = time.time() if now is None else now
     for _ in range(ATTEMPTS):
         item = get_file(client, user, file_id)
@@ -120,8 +132,7 @@ def overwrite_with(client: KeyValueStore, user: str, file_id: str, content: Cont
                 if current is None or current.version != expect:
                     raise Changed(f"{item.name!r} has changed since you saw it.") from None
             continue
-        _finish_drops(client, user, dropped)
-        return replace(new, version=versions_after.get(index_col(FILE, file_id), 0))
+        return replace(new, version=versions_after.get(index_col(FILE, file_id), 0)), dropped
     raise ConditionFailed("the file kept changing; try again")
 
 
