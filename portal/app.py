@@ -50,6 +50,7 @@ from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
 from .drive_select import DriveSelectViews
 from .drive_shares import DriveShareViews
+from .drive_trash import DriveTrashViews
 from .errors import RETRY_AFTER, http_error
 from .export import ExportViews
 from .failover import WORKER_CSP, WORKER_PATH, page_policy, worker_script
@@ -153,7 +154,8 @@ class Request(BaseRequest):
 
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, MailViews,
              MailFolderViews, MailActionViews, DraftViews, MailSearchViews, ComposeViews,
-             AdminViews, AdminUserViews, ExportViews, DriveShareViews, SharePageViews):
+             AdminViews, AdminUserViews, ExportViews, DriveShareViews, SharePageViews,
+             DriveTrashViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -220,6 +222,15 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/s/<token:token>/d/<folder:folder_id>/zip", endpoint="share_folder_zip",
                  methods=get),
             Rule("/s/<token:token>/f/<file:file_id>", endpoint="share_file", methods=get),
+            Rule("/drive/trash", endpoint="drive_trash", methods=get),
+            Rule("/drive/trash/restore", endpoint="drive_trash_restore", methods=post),
+            Rule("/drive/trash/delete", endpoint="drive_trash_delete", methods=get_post),
+            Rule("/drive/trash/empty", endpoint="drive_trash_empty", methods=get_post),
+            Rule("/drive/<file:file_id>/versions", endpoint="drive_versions", methods=get),
+            Rule("/drive/<file:file_id>/versions/<file:content_id>",
+                 endpoint="drive_version_download", methods=get),
+            Rule("/drive/<file:file_id>/versions/<file:content_id>/restore",
+                 endpoint="drive_version_restore", methods=post),
             Rule("/drive/d/<folder:folder_id>", endpoint="drive_folder", methods=get),
             Rule("/drive/d/<folder:folder_id>/zip", endpoint="drive_zip", methods=get),
             Rule("/drive/d/<folder:folder_id>/rename", endpoint="drive_folder_rename",

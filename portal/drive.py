@@ -59,6 +59,12 @@ _SORTS = {"name": lambda i: (i.name.casefold(), i.name),
           "date": lambda i: (i.modified, i.name.casefold())}
 
 
+def undo_ids(value: str) -> list[str]:
+    """Ids from a notice's ``undo`` parameter (portal.drive_trash); [] for anything else."""
+    ids = value.split(",") if value else []
+    return ids if len(ids) <= 500 and all(drive.is_id(i) for i in ids) else []
+
+
 def counted(url: str, key: str, count: int) -> str:
     """``url`` with the notice for ``count`` things: "Moved." for one, "Moved 3 items." else."""
     return with_notice(url, key) if count == 1 else with_notice(url, f"{key}-n", count)
@@ -181,6 +187,7 @@ class DriveViews:
             items=items, rows=self.rows(request, user, folder_id, view, items, sort, order),
             sort=sort, order=order, after=view.after, before=view.before,
             used=view.used, quota=self.user_quota(user),
+            undo=undo_ids(request.args.get("undo", "")),
             free=max(0, self.user_quota(user) - view.used),
             drive_script=DRIVE_SCRIPT, drive_script_hash=DRIVE_SCRIPT_HASH)
         response.headers["Content-Security-Policy"] = self.failover_policy(DRIVE_CSP)

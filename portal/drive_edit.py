@@ -2,16 +2,14 @@
 
 Each change is one ``mutate_row`` in :mod:`shards.model.drive`, conditioned
 on the versions it read; a name clash is refused with the listing and a
-sentence saying why.  Every delete is for good, so each asks first (a GET, or a
-POST without ``confirm=yes``, shows the question); confirmed, a folder's tree
-is unlinked at once and its contents cleaned up right after (in the background
-when there is a lot of it).  Each change comes back with its notice
+sentence saying why.  A delete moves into the Trash (:mod:`.drive_trash`; one
+``mutate_row``, no byte moved) and comes back with an Undo; it still asks first (a
+GET, or a POST without ``confirm=yes``, shows the question).  Each change comes back with its notice
 (:mod:`.pages`).
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import NotFound
@@ -22,6 +20,7 @@ from shards.model.drive import FILE, FOLDER, ROOT
 
 from .auth import current_user, login_required
 from .drive import folder_url
+from .drive_trash import trash_and_undo
 from .filenames import BadFileName, check_filename
 from .pages import with_notice
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
     from .app import Portal, Request
 
-PURGE_IN_REQUEST = 5.0  # seconds of clean-up a delete does before handing the rest on
 
 
 def _location(self: Portal, user: str, kind: str, item_id: str) -> drive.Item:
@@ -107,8 +105,8 @@ class DriveEditViews:
             item = _location(self, user, FILE, file_id)
             return self.render(request, "drive_delete.html", item=item,
                                back=folder_url(item.parent))
-        item = drive.delete_file(self.client(), user, file_id)
-        return redirect(with_notice(folder_url(item.parent), "deleted"), 303)
+        item = _location(self, user, FILE, file_id)
+        return trash_and_undo(self, request, [(FILE, file_id)], item.parent)
 
     @login_required
     def on_drive_folder_delete(self: Portal, request: Request, folder_id: str) -> Response:
@@ -123,9 +121,4 @@ class DriveEditViews:
             return self.render(request, "drive_delete.html", item=folder,
                                files=files, folders=len(listing.items) - files,
                                back=folder_url(folder.parent))
-        drive.delete_folder(client, user, folder_id)
-        # The tree is gone for the user now; its contents go next, any
-        # leftovers (a crash, a huge tree) with the next clean-up.
-        if not drive.purge(client, user, deadline=time.monotonic() + PURGE_IN_REQUEST):
-            self.background.purge_later(user)
-        return redirect(with_notice(folder_url(folder.parent), "deleted"), 303)
+        return trash_and_undo(self, request, [(FOLDER, folder_id)], folder.parent)

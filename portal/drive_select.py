@@ -16,7 +16,6 @@ question page or from static/drive.js, one file at a time.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import BadRequest, NotFound
@@ -27,7 +26,7 @@ from shards.model.drive import FILE, FOLDER, ROOT
 
 from .auth import current_user, login_required
 from .drive import counted, folder_url, json_answer, wants_json
-from .drive_edit import PURGE_IN_REQUEST
+from .drive_trash import trash_and_undo
 from .errors import http_message, http_status
 from .pages import with_notice
 
@@ -109,18 +108,7 @@ class DriveSelectViews:
 
     def _delete_selected(self: Portal, request: Request, user: str, folder_id: str,
                          refs: list[tuple[str, str]]) -> Response:
-        client = self.client()
-        done = 0
-        for batch in _batches(refs):
-            try:
-                done += len(drive.delete_many(client, user, batch))
-            except drive.DriveError as exc:
-                note = f" ({done} deleted before this.)" if done else ""
-                return self.drive_refusal(request, folder_id, exc, note)
-        if any(kind == FOLDER for kind, _ in refs) and not drive.purge(
-                client, user, deadline=time.monotonic() + PURGE_IN_REQUEST):
-            self.background.purge_later(user)  # as a single folder's delete does
-        return redirect(counted(folder_url(folder_id), "deleted", done), 303)
+        return trash_and_undo(self, request, refs, folder_id)  # each batch one mutation
 
     def _move_question(self: Portal, request: Request, user: str, folder_id: str,
                        items: list[drive.Item]) -> Response:

@@ -147,13 +147,18 @@ def test_several_move_and_go_at_once_and_delete_asks_first(http):
     chosen = [f"file:{inside['x.txt']}", f"folder:{sub}"]
     ask = post(http, "/drive/select", {"action": "delete", "folder": target, "item": chosen},
                "/drive")
-    assert ask.status_code == 200 and "Delete 2 items for good?" in ask.text
+    assert ask.status_code == 200 and "Move 2 items to Trash?" in ask.text
     assert "“x.txt”, 5 bytes" in ask.text and "Folder “sub” and everything inside it" in ask.text
     assert set(entries(http, target)) == {"x.txt", "y.txt", "sub"}  # asked, nothing gone yet
     gone = post(http, "/drive/select", {"action": "delete", "folder": target, "item": chosen,
                                         "confirm": "yes"}, "/drive")
-    assert gone.location.endswith("done=deleted-n&n=2")
+    assert gone.location.endswith(f"done=trashed-n&n=2&undo={chosen[0][5:]},{sub}")
     assert set(entries(http, target)) == {"y.txt"}
+    page = http.get(gone.location).text
+    assert notice(page) == "Moved 2 items to Trash." and 'action="/drive/trash/restore"' in page
+    undone = post(http, "/drive/trash/restore", {"item": [chosen[0][5:], sub]}, "/drive")
+    assert undone.location.endswith(f"/drive/d/{target}?done=restored-n&n=2")
+    assert set(entries(http, target)) == {"x.txt", "y.txt", "sub"}
 
 
 def test_the_drive_script_runs_by_its_hash_only(http):
