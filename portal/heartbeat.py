@@ -154,7 +154,8 @@ class DrivePurger(BackgroundLoop):
 
 class TrashSweeper(BackgroundLoop):
     """Deletes for good the mail moved to Trash more than 30 days ago
-    (:func:`shards.model.mail.expire_trash`), walking every account; on the way, it
+    (:func:`shards.model.mail.expire_trash`) and the drive's items trashed as long ago
+    (:func:`shards.model.drive.sweep`), walking every account; on the way, it
     indexes a little more of a mailbox stored before the search index
     (:func:`shards.model.mail.backfill_index`).
 
@@ -171,6 +172,7 @@ class TrashSweeper(BackgroundLoop):
     """
 
     USERS_PER_STEP = 50
+    DRIVE_PURGE_SECONDS = 1.0  # clean-up after the drive's sweep, per user and visit
     BACKFILLS_PER_VISIT = 3  # calls of the search index's backfill per mailbox and visit
     INTERVAL = 60.0
     _ACCOUNTS = accounts.account_row("")  # "user/"
@@ -183,6 +185,13 @@ class TrashSweeper(BackgroundLoop):
         self.swept = 0  # mailboxes given a pass
         self.last_step: list[str] = []  # the users of the last step's (tests)
         self.clock = time.time  # what "now" is to the 30 days (tests move it on)
+
+    def sweep_drive(self, client: Any, user: str) -> None:
+        """The drive's Trash: at most :data:`shards.model.drive.trash.SWEEP_PER_VISIT`
+        items trashed 30 days ago go for good, then a bounded bit of the clean-up they
+        (or an earlier visit, or a crashed request) left (the rest at the next visit)."""
+        if drive.sweep(client, user, now=self.clock()) or drive.pending(client, user):
+            drive.purge(client, user, deadline=time.monotonic() + self.DRIVE_PURGE_SECONDS)
 
     @classmethod
     def _start(cls) -> str:
@@ -205,6 +214,7 @@ class TrashSweeper(BackgroundLoop):
                 return None
             try:
                 mail.expire_trash(client, user, now=self.clock())
+                self.sweep_drive(client, user)
                 # Mail stored before the word index gets indexed a bounded bit per visit
                 # (until then, search reads those messages' bodies, at most 200 a search).
                 for _ in range(self.BACKFILLS_PER_VISIT):
