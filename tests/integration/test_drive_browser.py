@@ -214,11 +214,11 @@ def test_ticked_rows_move_and_go_together(page):
     assert page.locator("#selected-count").inner_text() == "2 selected"
     page.click("button:text('Delete selected')")
     page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == "Delete 2 items for good?"
+    assert page.locator("h1").inner_text() == "Move 2 items to Trash?"
     assert page.locator("ul.going li").all_inner_texts() == ["“a.txt”, 1 byte", "“b.txt”, 1 byte"]
-    page.click("button:text('Delete 2 items')")
+    page.click("button:text('Move 2 items to Trash')")
     page.wait_for_load_state()
-    assert _notice(page) == "Deleted 2 items for good."
+    assert _notice(page) == "Moved 2 items to Trash."
     assert _names(page) == set()
     page.goto("/drive")
     assert _names(page) == {"Archive", "c.txt"}

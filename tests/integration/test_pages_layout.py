@@ -66,6 +66,8 @@ class Walker:
     mail_folder_id: str  # a mail folder of the user's own, "Projects"
     draft_id: str  # a saved draft
     shares: dict[str, str]  # share links' paths: the whole drive, the file, one with a password
+    trashed_id: str  # a file in the drive's Trash
+    versioned_id: str  # a file replaced once: one earlier version
 
 
 def _href_id(page, selector: str) -> str:
@@ -114,6 +116,30 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
         const answer = await fetch("/drive/upload", {method: "POST", body: form,
                                                      headers: {Accept: "application/json"}});
         return (await answer.json()).clashes[0].held; }""", LONG_NAME)
+    # A file replaced once (its versions page) and one in the Trash (the Trash's pages).
+    page.evaluate("""async () => {
+        const send = async (name, body) => {
+            const form = new FormData(document.getElementById("upload-form"));
+            form.set("file", new File([body], name));
+            const answer = await fetch("/drive/upload", {method: "POST", body: form,
+                                                         headers: {Accept: "application/json"}});
+            return answer.json(); };
+        await send("old notes.txt", "old");
+        await send("plan.txt", "first plan");
+        const held = (await send("plan.txt", "second plan")).clashes[0].held;
+        const form = new FormData();
+        form.set("csrf", document.querySelector("#upload-form [name=csrf]").value);
+        form.set("folder", "root");
+        form.set("held", held);
+        form.set("choice-" + held, "replace");
+        await fetch("/drive/held", {method: "POST", body: form,
+                                    headers: {Accept: "application/json"}}); }""")
+    page.goto("/drive")
+    versioned_id = _href_id(page, 'td > a:text-is("plan.txt")')
+    trashed_id = _href_id(page, 'td > a:text-is("old notes.txt")')
+    page.goto(f"/drive/{trashed_id}/delete")
+    page.click("button:text('Move the file to Trash')")
+    page.wait_for_load_state()
     address = page.locator("header .who").inner_text()
     _send(page, address, SUBJECT, "Shall we meet at noon?\n\nThere is a new place by the river "
           "that does soup and bread, and they open early.")
@@ -155,7 +181,8 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     admin_state = admin.storage_state()
     admin.close()
     return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id,
-                  html_message_id, mail_folder_id, draft_id, share_paths)
+                  html_message_id, mail_folder_id, draft_id, share_paths, trashed_id,
+                  versioned_id)
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -187,6 +214,10 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("drive-share-new", "user", f"/drive/shares/new?item=f:{w.file_id}"),
         *((page, None, path) for page, path in w.shares.items()),
         ("not-found-share", None, "/s/" + "A" * 43),
+        ("drive-trash", "user", "/drive/trash"),
+        ("drive-trash-delete", "user", f"/drive/trash/delete?item={w.trashed_id}"),
+        ("drive-trash-empty", "user", "/drive/trash/empty"),
+        ("drive-versions", "user", f"/drive/{w.versioned_id}/versions"),
         ("password", "user", "/password"), ("security", "user", "/account"),
         ("account-delete", "user", "/account/delete"),
         ("not-found", "user", "/no/such/page"), ("not-found-anonymous", None, "/no/such/page"),
@@ -288,9 +319,20 @@ def test_every_action_says_what_it_did(cloud, browser, tmp_path):
     page.wait_for_load_state()
     note("moved")
     row(page, "list.txt").locator("a:text('Delete')").click()
-    page.click("button:text('Delete the file')")
+    page.click("button:text('Move the file to Trash')")
     page.wait_for_load_state()
-    note("deleted")
+    note("trashed")
+    page.click("form.undo button:text-is('Undo')")  # the notice's undo puts it back
+    page.wait_for_load_state()
+    note("restored")
+    row(page, "list.txt").locator("a:text('Delete')").click()
+    page.click("button:text('Move the file to Trash')")
+    page.wait_for_load_state()
+    page.goto("/drive/trash")
+    page.click("a:text('Empty trash')")
+    page.click("button:text('Empty trash')")
+    page.wait_for_load_state()
+    note("trash emptied")
     _send(page, address, "to myself", "hello")
     note("sent")
     page.goto("/mail")
@@ -311,7 +353,9 @@ def test_every_action_says_what_it_did(cloud, browser, tmp_path):
 
     expected = {"signed up": "Welcome! Your account is ready.", "folder created": "Folder created.",
                 "uploaded": "Uploaded.", "renamed": "Renamed.", "moved": "Moved.",
-                "deleted": "Deleted for good.", "sent": "Your message has been sent.",
+                "trashed": "Moved to Trash.", "restored": "Restored.",
+                "trash emptied": "The Trash is empty; everything in it was deleted for good.",
+                "sent": "Your message has been sent.",
                 "mail trashed": "Moved to Trash.",
                 "mail restored": "The message is back where it was.",
                 "password changed": "Your password has been changed.",
@@ -333,23 +377,38 @@ def test_nothing_is_deleted_for_good_without_a_question(walker, browser, tmp_pat
     # A folder with something in it: the question says what goes; Cancel keeps it all.
     row(page, "Holiday photos").locator("a:text('Delete')").click()
     page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == "Delete “Holiday photos” for good?"
+    assert page.locator("h1").inner_text() == "Move “Holiday photos” to Trash?"
     assert "1 file and 0 folders" in page.locator(".question").inner_text()
-    assert "cannot be undone" in page.locator(".question").inner_text()
+    assert "restore it from the Trash" in page.locator(".question").inner_text()
     page.click("a:text('Cancel')")
     page.wait_for_load_state()
     assert row(page, "Holiday photos").count() == 1
     # A file, and a form posted without the answer (an old page): the question again.
     page.goto(f"/drive/{walker.file_id}/delete")
-    assert page.locator("h1").inner_text() == f"Delete “{LONG_NAME}” for good?"
+    assert page.locator("h1").inner_text() == f"Move “{LONG_NAME}” to Trash?"
     with page.expect_response(lambda r: r.request.method == "POST") as posted:
         page.evaluate("""() => { const f = document.querySelector('.question form');
                                  f.querySelector('[name=confirm]').remove(); f.submit(); }""")
     assert posted.value.status == 200
     page.wait_for_load_state()
-    assert page.locator("h1").inner_text() == f"Delete “{LONG_NAME}” for good?"
+    assert page.locator("h1").inner_text() == f"Move “{LONG_NAME}” to Trash?"
     page.goto("/drive")
     assert row(page, LONG_NAME).count() == 1
+    # In the drive's Trash, for good only after the question, which Cancel leaves.
+    page.goto("/drive/trash")
+    page.locator("tr", has_text="old notes.txt").locator("a:text('Delete forever')").click()
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Delete “old notes.txt” forever?"
+    assert "cannot be undone" in page.locator(".question").inner_text()
+    page.click("a:text('Cancel')")
+    page.wait_for_load_state()
+    assert page.locator("tr", has_text="old notes.txt").count() == 1
+    page.click("a:text('Empty trash')")
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Empty the Trash?"
+    page.click("a:text('Cancel')")
+    page.wait_for_load_state()
+    assert page.locator("tr", has_text="old notes.txt").count() == 1
     # A message: into Trash at once (the notice offers an undo); for good only after the
     # question, which Cancel leaves; then restored, as the walk found it.
     page.goto(f"/mail/{walker.message_id}")

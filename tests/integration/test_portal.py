@@ -109,7 +109,7 @@ def test_upload_download_round_trip(app):
     assert head.headers["Content-Length"] == str(len(content))
 
     question = post(http, f"/drive/{file_id}/delete", {}, "/drive")  # asked, nothing deleted
-    assert question.status_code == 200 and "for good?" in question.text and file_ids(http)
+    assert question.status_code == 200 and "to Trash?" in question.text and file_ids(http)
     assert post(http, f"/drive/{file_id}/delete", {"confirm": "yes"}, "/drive").status_code == 303
     assert file_ids(http) == []
     assert http.get(f"/drive/{file_id}").status_code == 404

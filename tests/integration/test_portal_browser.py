@@ -181,11 +181,11 @@ def test_a_users_day_in_a_real_browser(cloud, browser, tmp_path):
     page.wait_for_load_state()
     assert "1 file and 0 folders" in page.content()
     shot(page, "delete-question")
-    page.click("button:text('Delete the folder and its contents')")
+    page.click("button:text('Move the folder and its contents to Trash')")
     page.wait_for_load_state()
     assert row(page, "2024").count() == 0
     row(page, "renamed.bin").locator("a:text('Delete')").click()
-    page.click("button:text('Delete the file')")
+    page.click("button:text('Move the file to Trash')")
     page.wait_for_load_state()
     assert "This folder is empty" in page.content()
     shot(page, "after-deletes")

@@ -153,7 +153,8 @@ def test_name_clashes_and_impossible_moves_are_refused_clearly(app):
     assert set(entries(http)) == {"outer", "a.txt", "b.txt"}
 
 
-def test_a_non_empty_folder_asks_before_deleting_its_tree(app, kv_cluster):
+def test_a_non_empty_folder_asks_before_trashing_its_tree_and_empty_trash_frees_it(app,
+                                                                                  kv_cluster):
     http, user = signed_up(app)
     top = new_folder(http, "top")
     sub = new_folder(http, "sub", top)
@@ -161,20 +162,22 @@ def test_a_non_empty_folder_asks_before_deleting_its_tree(app, kv_cluster):
     upload(http, "y.bin", os.urandom(3000), folder=top)
     ids = {**entries(http, top), **entries(http, sub)}
     question = post(http, f"/drive/d/{top}/delete", {})
-    assert question.status_code == 200 and "for good?" in question.text
+    assert question.status_code == 200 and "to Trash?" in question.text
     assert "1 file and 1 folder" in question.text
     assert "top" in entries(http)  # nothing deleted yet
     done = post(http, f"/drive/d/{top}/delete", {"confirm": "yes"})
-    assert done.status_code == 303 and done.headers["Location"] == "/drive?done=deleted"
+    assert done.status_code == 303 and done.headers["Location"] == f"/drive?done=trashed&undo={top}"
     assert entries(http) == {}
-    for path in (f"/drive/d/{top}", f"/drive/d/{sub}", f"/drive/{ids['x.bin']}",
-                 f"/drive/{ids['y.bin']}"):
+    for path in (f"/drive/d/{top}", f"/drive/d/{sub}", f"/drive/{ids['y.bin']}"):
         assert http.get(path).status_code == 404
+    with kv_cluster.client() as client:
+        assert drive.usage(client, user) == 5000  # the Trash counts
+    assert post(http, "/drive/trash/empty", {"confirm": "yes"}, "/drive/trash").status_code == 303
     with kv_cluster.client() as client:
         assert drive.usage(client, user) == 0
         assert client.get(drive.content_row(user, ids["x.bin"]), "data") is None
     empty = new_folder(http, "empty")
-    asked = post(http, f"/drive/d/{empty}/delete", {})  # empty, and still asked: it is for good
+    asked = post(http, f"/drive/d/{empty}/delete", {})  # empty, and still asked
     assert asked.status_code == 200 and "This folder is empty." in asked.text
     assert post(http, f"/drive/d/{empty}/delete", {"confirm": "yes"}).status_code == 303
     assert entries(http) == {}

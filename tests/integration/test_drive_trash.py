@@ -1,0 +1,289 @@
+"""The drive's Trash and versions through the pages of real frontends (issue 20).
+
+Two gunicorn frontends on a store of its own (two groups and the config group, so a
+user's shard can move): a delete goes into the Trash with an Undo, another frontend
+lists and restores it, a Replace keeps the old file as a version that either frontend
+serves and restores; then the same survives a restart of every process, and a move of
+the user's shard to the other group.  Every request goes to loopback and has a timeout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from raftkv.cluster import CONFIG_GROUP_ID
+from shards.config import Config
+from shards.migrate import Migrator
+from shards.model import drive
+
+from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from ..cluster import KVCluster, running
+
+pytestmark = pytest.mark.cluster
+
+CONF = "python:portal.gunicorn_conf"
+PASSWORD = "password-123"
+_ID = "[0-9a-f]{24}"
+
+
+class Browser:
+    """One keep-alive connection to a frontend and the session cookie."""
+
+    def __init__(self, addr: str, sid: str = "") -> None:
+        host, port = addr.rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.sid = sid
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(headers or {})
+        if self.sid:
+            headers["Cookie"] = f"sid={self.sid}"
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        match = re.match(r"sid=([^;]+)", response.headers.get("Set-Cookie", ""))
+        if match:
+            self.sid = match.group(1)
+        return response.status, dict(response.headers), data
+
+    def page(self, path: str) -> str:
+        status, _, data = self.request("GET", path)
+        assert status == 200, (path, status, data[:500])
+        return data.decode()
+
+    def csrf(self, path: str) -> str:
+        return re.search(r'name="csrf" value="([0-9a-f]+)"', self.page(path)).group(1)
+
+    def post(self, path: str, fields: dict[str, str] | list[tuple[str, str]],
+             form_page: str) -> tuple[int, str]:
+        pairs = list(fields.items()) if isinstance(fields, dict) else list(fields)
+        body = urlencode([("csrf", self.csrf(form_page)), *pairs])
+        status, headers, _ = self.request(
+            "POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        return status, headers.get("Location", "")
+
+    def upload(self, name: str, content: bytes, folder: str = "root") -> tuple[int, str]:
+        boundary = secrets.token_hex(16)
+        form_page = "/drive" if folder == "root" else f"/drive/d/{folder}"
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+                 f"{self.csrf(form_page)}\r\n",
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="folder"\r\n\r\n'
+                 f"{folder}\r\n",
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                 f'filename="{name}"\r\nContent-Type: text/plain\r\n\r\n']
+        body = "".join(parts).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        status, _, data = self.request(
+            "POST", "/drive/upload", body,
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return status, data.decode()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Frontends:
+    """Two gunicorn frontends on one store; stopped and started again as a verb."""
+
+    def __init__(self, kv: KVCluster, root: Path) -> None:
+        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+        config = root / "cluster.toml"
+        config.write_text(kv.path.read_text() + "".join(
+            f'\n[[frontend]]\nname = "fe-t{i}"\nlisten = "{addr}"\n'
+            for i, addr in enumerate(self.addrs, 1)))
+        self.procs = [Proc(f"fe-t{i}", python_cmd(
+            "gunicorn", "-c", CONF, "--bind", addr, "--workers", "1", "--threads", "4",
+            "portal:create_app()"), root, env={
+                "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": f"fe-t{i}",
+                "RAFTCLOUD_SECRET_FILE": str(kv.root / "secret")})
+            for i, addr in enumerate(self.addrs, 1)]
+
+    def start(self) -> None:
+        for proc, addr in zip(self.procs, self.addrs, strict=True):
+            proc.start()
+            wait_for(lambda a=addr: port_open(a), 30, f"{proc.name} to listen")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(proc.log()[-3000:] for proc in self.procs)
+
+
+@pytest.fixture(scope="module")
+def kv(tmp_path_factory) -> Iterator[KVCluster]:
+    root = tmp_path_factory.mktemp("drivetrash")
+    with running(KVCluster(root / "kv", groups=2, config_group=True)) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def web(kv, tmp_path_factory) -> Iterator[Frontends]:
+    frontends = Frontends(kv, tmp_path_factory.mktemp("frontends"))
+    frontends.start()
+    try:
+        yield frontends
+    except BaseException:
+        print(frontends.logs())
+        raise
+    finally:
+        frontends.stop()
+
+
+@contextmanager
+def browsers(web: Frontends, user: str, *, signup: bool = False
+             ) -> Iterator[tuple[Browser, Browser]]:
+    """The user (signed up first) signed in on web1 and, with the same session, on web2."""
+    one = Browser(web.addrs[0])
+    try:
+        if signup:
+            status, _ = one.post("/signup", {"username": user, "password": PASSWORD,
+                                             "password2": PASSWORD}, "/signup")
+        else:
+            status, _ = one.post("/login", {"username": user, "password": PASSWORD}, "/login")
+        assert status == 303
+        two = Browser(web.addrs[1], one.sid)
+        try:
+            yield one, two
+        finally:
+            two.close()
+    finally:
+        one.close()
+
+
+def entries(browser: Browser, folder: str = "root") -> dict[str, str]:
+    page = browser.page("/drive" if folder == "root" else f"/drive/d/{folder}")
+    return {name: href.rsplit("/", 1)[1] for href, name in
+            re.findall(rf'<a href="(/drive/(?:d/)?{_ID})"[^>]*>([^<]*)</a>', page)}
+
+
+def download(browser: Browser, path: str) -> bytes:
+    status, headers, data = browser.request("GET", path)
+    assert status == 200 and headers["Content-Disposition"].startswith("attachment"), status
+    return data
+
+
+def replace(browser: Browser, name: str, content: bytes, folder: str = "root") -> None:
+    status, page = browser.upload(name, content, folder)
+    assert status == 409, status
+    (held,) = re.findall(rf'name="held" value="({_ID})"', page)
+    status, _ = browser.post("/drive/held", {"held": held, "folder": folder,
+                                             f"choice-{held}": "replace"}, "/drive")
+    assert status == 303
+
+
+def versions(browser: Browser, file_id: str) -> tuple[list[str], str]:
+    page = browser.page(f"/drive/{file_id}/versions")
+    return (re.findall(rf'href="/drive/{file_id}/versions/({_ID})"', page),
+            re.search(r'name="expect" value="(\d+)"', page).group(1))
+
+
+def prepared(one: Browser) -> dict[str, str]:
+    """docs/a.txt in the Trash, docs/b.txt replaced twice: what the checks look for."""
+    status, _ = one.post("/drive/mkdir", {"name": "docs", "folder": "root"}, "/drive")
+    assert status == 303
+    docs = entries(one)["docs"]
+    for name, content in (("a.txt", b"alpha"), ("b.txt", b"bravo-1")):
+        assert one.upload(name, content, docs)[0] == 303
+    ids = entries(one, docs)
+    status, location = one.post(f"/drive/{ids['a.txt']}/delete", {"confirm": "yes"}, "/drive")
+    assert status == 303 and location.endswith(f"done=trashed&undo={ids['a.txt']}")
+    replace(one, "b.txt", b"bravo-2", docs)
+    replace(one, "b.txt", b"bravo-3", docs)
+    return {"docs": docs, **ids}
+
+
+def check_and_restore(browser: Browser, ids: dict[str, str]) -> None:
+    """Everything of :func:`prepared` as it was, then restored through the pages."""
+    trash = browser.page("/drive/trash")
+    assert "a.txt" in trash and "Drive / docs" in trash
+    found, expect = versions(browser, ids["b.txt"])
+    assert [download(browser, f"/drive/{ids['b.txt']}/versions/{v}") for v in found] == [
+        b"bravo-2", b"bravo-1"]
+    status, location = browser.post("/drive/trash/restore", {"item": ids["a.txt"]},
+                                    "/drive/trash")
+    assert status == 303 and location.endswith(f"/drive/d/{ids['docs']}?done=restored")
+    assert download(browser, f"/drive/{ids['a.txt']}") == b"alpha"
+    status, _ = browser.post(f"/drive/{ids['b.txt']}/versions/{found[1]}/restore",
+                             {"expect": expect}, f"/drive/{ids['b.txt']}/versions")
+    assert status == 303
+    assert download(browser, f"/drive/{ids['b.txt']}") == b"bravo-1"
+    assert entries(browser, ids["docs"]) == {"a.txt": ids["a.txt"], "b.txt": ids["b.txt"]}
+
+
+def test_trash_undo_and_versions_across_two_frontends(web, kv):
+    user = f"tr{secrets.token_hex(3)}"
+    with browsers(web, user, signup=True) as (one, two):
+        ids = prepared(one)
+        assert "a.txt" not in entries(two, ids["docs"])
+        # The Undo of web1's notice, posted to web2.
+        status, location = two.post("/drive/trash/restore", {"item": ids["a.txt"]},
+                                    f"/drive/d/{ids['docs']}")
+        assert status == 303 and location.endswith("done=restored")
+        assert set(entries(one, ids["docs"])) == {"a.txt", "b.txt"}
+        # Delete on web2, a name clash, restore on web1: renamed, and said so.
+        two.post(f"/drive/{ids['a.txt']}/delete", {"confirm": "yes"}, "/drive")
+        assert one.upload("a.txt", b"other", ids["docs"])[0] == 303
+        status, location = one.post("/drive/trash/restore", {"item": ids["a.txt"]},
+                                    "/drive/trash")
+        assert location.endswith("done=restored-renamed")
+        assert set(entries(two, ids["docs"])) == {"a.txt", "a (1).txt", "b.txt"}
+        # Versions: two kept, newest first, on either frontend.
+        found, _ = versions(two, ids["b.txt"])
+        assert [download(one, f"/drive/{ids['b.txt']}/versions/{v}") for v in found] == [
+            b"bravo-2", b"bravo-1"]
+        # Empty trash, after its question, leaves nothing behind in the store.
+        two.post(f"/drive/d/{ids['docs']}/delete", {"confirm": "yes"}, "/drive")
+        assert "Empty the Trash?" in one.page("/drive/trash/empty")
+        status, location = one.post("/drive/trash/empty", {"confirm": "yes"}, "/drive/trash")
+        assert location.endswith("done=trash-emptied")
+    with kv.client() as store:
+        wait_for(lambda: drive.pending(store, user) == [], 30, "the clean-up")
+        assert drive.usage(store, user) == 0 and drive.list_trash(store, user) == []
+        assert store.get_row(drive.drive_row(user), prefix="v:") == {}
+
+
+def test_restore_after_a_restart_of_every_process(web, kv):
+    user = f"rs{secrets.token_hex(3)}"
+    with browsers(web, user, signup=True) as (one, _):
+        ids = prepared(one)
+    web.stop()
+    for name in kv.procs:  # every replica, the config group's too, at once
+        kv.kill(name)
+    kv.start()
+    for group in [CONFIG_GROUP_ID, *(g.id for g in kv.cluster.groups)]:
+        kv.leader(group, timeout=30)
+    web.start()
+    with browsers(web, user) as (_, two):
+        check_and_restore(two, ids)
+
+
+def test_restore_after_the_users_shard_moved(web, kv):
+    user = f"mv{secrets.token_hex(3)}"
+    with browsers(web, user, signup=True) as (one, _):
+        ids = prepared(one)
+    with kv.client() as store:
+        migrator = Migrator(store)
+        shard = store.shard_of(drive.drive_row(user))
+        home = migrator.current().owners[shard]
+        away = 2 if home == 1 else 1
+
+        def moved(config: Config) -> Config:
+            owners = list(config.owners)
+            owners[shard] = away
+            return Config(config.num + 1, tuple(owners), dict(config.groups))
+        migrator.reconfigure(moved)
+        store.refresh()
+        assert store.shard_map.group_of(shard) == away
+    with browsers(web, user) as (one, two):
+        check_and_restore(one, ids)
+        assert set(entries(two, ids["docs"])) == {"a.txt", "b.txt"}
