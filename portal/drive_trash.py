@@ -150,8 +150,10 @@ class DriveTrashViews:
                 return redirect("/drive/trash", 303)
             return self.render(request, "drive_trash_confirm.html", items=items[:SHOWN],
                                total=len(items), empty=True, back="/drive/trash")
-        drive.empty_trash(client, user, limit=EMPTY_IN_REQUEST)
+        done = drive.empty_trash(client, user, limit=EMPTY_IN_REQUEST)
         purge_soon(self, user)
+        if done >= EMPTY_IN_REQUEST and drive.list_trash(client, user):  # a bound per request
+            return redirect(with_notice("/drive/trash", "trash-emptied-part", done), 303)
         return redirect(with_notice("/drive/trash", "trash-emptied"), 303)
 
     @login_required

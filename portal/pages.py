@@ -61,6 +61,7 @@ NOTICES: dict[str, str] = {
     "restored-n": "Restored {n} items.",
     "trash-deleted": "Deleted for good.",
     "trash-deleted-n": "Deleted {n} items for good.",
+    "trash-emptied-part": "Deleted {n} items for good; empty the Trash again for the rest.",
     "mail-deleted-n": "Deleted {n} messages for good.",
     "mail-trashed-n": "Moved {n} messages to Trash.",
     "mail-moved-n": "Moved {n} messages.",

@@ -158,3 +158,18 @@ def test_the_frontends_sweep_empties_the_drives_old_trash_a_bounded_bit_a_visit(
         sweeper.step()
         seen.update(sweeper.last_step)
     assert "fred" in seen and len(drive.list_trash(store, "fred")) == 1
+
+
+def test_empty_trash_is_bounded_per_request_and_says_so(http, store, monkeypatch):
+    import portal.drive_trash
+
+    monkeypatch.setattr(portal.drive_trash, "EMPTY_IN_REQUEST", 2)
+    for n in range(3):
+        upload(http, f"{n}.txt", b"x")
+    for file_id in entries(http).values():
+        post(http, f"/drive/{file_id}/delete", {"confirm": "yes"}, "/drive")
+    part = post(http, "/drive/trash/empty", {"confirm": "yes"}, "/drive/trash")
+    assert part.location.endswith("done=trash-emptied-part&n=2")
+    assert len(drive.list_trash(store, "fred")) == 1
+    rest = post(http, "/drive/trash/empty", {"confirm": "yes"}, "/drive/trash")
+    assert rest.location.endswith("done=trash-emptied") and drive.list_trash(store, "fred") == []
