@@ -69,7 +69,7 @@ WARN_AFTER = 20             # failed passes at one shard before it is worth a wa
 
 
 # One row of an ``export_shard`` page, as the wire carries it:
-# ``[row, [[col, version, value, is_blob], ...]]``.
+# ``[row, [[col, version, value, is_blob(, expiry)], ...]]``.
 ExportedRow = list[Any]
 
 
@@ -291,7 +291,7 @@ class Reconfigurer(BackgroundLoop):
     def _chunks_of(self, src: raftkv.Client, batch: list[ExportedRow]) -> Iterator[str]:
         """The names of every chunk (index and data) of the batch's blob cells."""
         for row, cells in batch:
-            for col, _version, value, is_blob in cells:
+            for col, _version, value, is_blob, *_expiry in cells:  # an expiring cell has 5
                 if not is_blob:
                     continue
                 try:
