@@ -305,10 +305,9 @@ class DriveViews:
     @login_required
     def on_drive_download(self: Portal, request: Request, file_id: str) -> Response:
         user = current_user(request)
+        # Reachable by a path: a file below a folder in the Trash is not served.
+        item = drive.live_file(self.client(), user, file_id)
         if request.method == "HEAD":  # the index knows the size: no need to open the bytes
-            item = drive.get_file(self.client(), user, file_id)
-            if item is None:
-                raise drive.NoSuchItem("There is no such file in your drive.")
             size, chunks = item.size, None
         else:
             item, size, chunks = drive.open_file(self.client(), user, file_id)

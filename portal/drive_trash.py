@@ -158,6 +158,7 @@ class DriveTrashViews:
 
     @login_required
     def on_drive_versions(self: Portal, request: Request, file_id: str) -> Response:
+        drive.live_file(self.client(), current_user(request), file_id)  # not in the Trash
         item, versions = drive.list_versions(self.client(), current_user(request), file_id)
         return self.render(request, "drive_versions.html", item=item, versions=versions,
                            keep=drive.MAX_VERSIONS, back=folder_url(item.parent))
@@ -166,9 +167,7 @@ class DriveTrashViews:
     def on_drive_version_download(self: Portal, request: Request, file_id: str,
                                   content_id: str) -> Response:
         user, client = current_user(request), self.client()
-        item = drive.get_file(client, user, file_id)
-        if item is None:
-            raise drive.NoSuchItem("There is no such file in your drive.")
+        item = drive.live_file(client, user, file_id)
         if request.method == "HEAD":
             version = drive.get_version(client, user, file_id, content_id)
             size, chunks = version.size, None

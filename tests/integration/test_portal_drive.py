@@ -168,7 +168,8 @@ def test_a_non_empty_folder_asks_before_trashing_its_tree_and_empty_trash_frees_
     done = post(http, f"/drive/d/{top}/delete", {"confirm": "yes"})
     assert done.status_code == 303 and done.headers["Location"] == f"/drive?done=trashed&undo={top}"
     assert entries(http) == {}
-    for path in (f"/drive/d/{top}", f"/drive/d/{sub}", f"/drive/{ids['y.bin']}"):
+    for path in (f"/drive/d/{top}", f"/drive/d/{sub}", f"/drive/{ids['x.bin']}",
+                 f"/drive/{ids['y.bin']}"):  # in the Trash: reachable by no path
         assert http.get(path).status_code == 404
     with kv_cluster.client() as client:
         assert drive.usage(client, user) == 5000  # the Trash counts

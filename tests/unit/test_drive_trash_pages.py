@@ -173,3 +173,16 @@ def test_empty_trash_is_bounded_per_request_and_says_so(http, store, monkeypatch
     assert len(drive.list_trash(store, "fred")) == 1
     rest = post(http, "/drive/trash/empty", {"confirm": "yes"}, "/drive/trash")
     assert rest.location.endswith("done=trash-emptied") and drive.list_trash(store, "fred") == []
+
+
+def test_a_file_below_a_trashed_folder_is_not_served(http):
+    docs = new_folder(http, "docs")
+    deep = new_folder(http, "deep", docs)
+    upload(http, "in.txt", b"inside", folder=deep)
+    file_id = entries(http, deep)["in.txt"]
+    assert http.get(f"/drive/{file_id}").data == b"inside"
+    post(http, f"/drive/d/{docs}/delete", {"confirm": "yes"}, "/drive")
+    for path in (f"/drive/{file_id}", f"/drive/{file_id}/versions"):
+        assert http.get(path).status_code == 404 and http.head(path).status_code == 404
+    post(http, "/drive/trash/restore", {"item": docs}, "/drive/trash")
+    assert http.get(f"/drive/{file_id}").data == b"inside"

@@ -154,6 +154,20 @@ def usage(client: KeyValueStore, user: str) -> int:
     return usage_cell(client, user)[0]
 
 
+def live_file(client: KeyValueStore, user: str, file_id: str) -> Item:
+    """The file ``file_id`` if a path from the top folder reaches it: not below a folder
+    in the Trash or deleted (whose files keep their index cells until clean-up).  One
+    more read than :func:`get_file`: the folder index.
+
+    :raises NoSuchItem: no such file, or none reachable.
+    """
+    item = get_file(client, user, file_id)
+    if item is None or (item.parent != ROOT
+                        and path_in(all_folders(client, user), item.parent) is None):
+        raise NoSuchItem("There is no such file in your drive.")
+    return item
+
+
 def open_file(client: KeyValueStore, user: str, file_id: str) -> tuple[Item, int, Iterator[bytes]]:
     """A file and its bytes, fetched lazily: ``(item, size, chunks)``.
 
