@@ -9,7 +9,10 @@ it, and only as much as they need:
   the ``hdr`` cells the model keeps apart from the bodies, fetched by
   :class:`ContentLoader` for a window of :data:`HEADER_WINDOW` messages at a
   time (one ``get_cells`` a window): a client listing 10,000 messages costs
-  tens of round trips, not 10,000, and holds one window in memory.
+  tens of round trips, not 10,000, and holds one window in memory.  pymap
+  asks for the whole message for ``BODY.PEEK[HEADER...]``; the FETCH's own
+  attributes say what it needs (:func:`_needed`).  Only the header of a block
+  is parsed (:func:`_header_only`).
 * **RFC822.SIZE** is the record's size; pymap would read the whole message
   for it (its parser counts a size as content), so a FETCH whose only
   content attribute is a size is served from the record.
@@ -20,14 +23,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pymap.context import current_command
 from pymap.message import BaseLoadedMessage, BaseMessage
-from pymap.mime import MessageBody, MessageContent
+from pymap.mime import MessageBody, MessageContent, MessageHeader
 from pymap.parsing.command.select import FetchCommand
-from pymap.parsing.specials import FetchRequirement, Flag
+from pymap.parsing.specials import FetchAttribute, FetchRequirement, Flag
 
 from shards.model import mail
 
@@ -40,6 +44,15 @@ log = logging.getLogger(__name__)
 
 HEADER_WINDOW = 200  # header blocks read at once for a FETCH or SEARCH over many messages
 _SIZE_ONLY = {b"RFC822.SIZE"}  # content attributes the record alone answers
+_BODY_SECTIONS = {b"BODY", b"BODY.PEEK"}
+_HEADER_SPECIFIERS = {b"HEADER", b"HEADER.FIELDS", b"HEADER.FIELDS.NOT"}  # header block only
+# The FETCH command whose need this connection worked out last, and that need
+# (pymap sets current_command in the connection's task, so this is per connection too).
+# One empty body for every header-only message: making one parses a default Content-Type
+# (a fifth of a header FETCH's time), and nothing changes a body once made.
+_EMPTY_BODY = MessageBody.empty()
+_fetch_need: ContextVar[tuple[Any, FetchRequirement] | None] = ContextVar("fetch_need",
+                                                                          default=None)
 
 
 def flags_of(record: mail.Record) -> frozenset[Flag]:
@@ -104,10 +117,7 @@ class Message(BaseMessage):
             if requirement & FetchRequirement.BODY:
                 content = _parsed(await self._loader.raw(self.record.id))
             elif requirement & FetchRequirement.HEADER:
-                block = await self._loader.header(self.record.id)
-                parsed = _parsed(block)
-                if parsed is not None and block is not None:
-                    content = MessageContent(block, parsed.header, MessageBody.empty())
+                content = _header_only(await self._loader.header(self.record.id))
         return LoadedMessage(self, requirement, content)
 
 
@@ -122,8 +132,14 @@ class LoadedMessage(BaseLoadedMessage):
 
 
 def _needed(requirement: FetchRequirement) -> FetchRequirement:
-    """``requirement`` without the body when the FETCH being answered needs the body only
-    for sizes (which the record has)."""
+    """What the FETCH being answered really needs loaded, given what pymap asks for.
+
+    pymap asks for more than it needs twice: ``BODY.PEEK[HEADER...]`` counts as
+    the whole message (its ``FetchAttribute.requirement`` tests for ``BODY`` only,
+    pymap 0.36.7), so a client listing a folder would read every message whole,
+    one round trip each; and a size counts as content, which the record has.
+    So a FETCH's need is worked out here from its attributes, once per command.
+    """
     if not requirement & FetchRequirement.BODY:
         return requirement
     try:
@@ -132,12 +148,43 @@ def _needed(requirement: FetchRequirement) -> FetchRequirement:
         return requirement
     if not isinstance(command, FetchCommand):
         return requirement
-    content = [a for a in command.attributes if a.requirement & FetchRequirement.BODY]
-    if content and all(a.value in _SIZE_ONLY and a.section is None for a in content):
-        others = FetchRequirement.reduce(a.requirement for a in command.attributes
-                                         if a not in content)
-        return others | FetchRequirement.METADATA
-    return requirement
+    known = _fetch_need.get()
+    if known is None or known[0] is not command:
+        known = (command, FetchRequirement.reduce(
+            _attribute_need(a) for a in command.attributes) | FetchRequirement.METADATA)
+        _fetch_need.set(known)
+    return requirement & known[1]
+
+
+def _attribute_need(attribute: FetchAttribute) -> FetchRequirement:
+    section = attribute.section
+    if attribute.value in _SIZE_ONLY and section is None:
+        return FetchRequirement.METADATA
+    if (attribute.value in _BODY_SECTIONS and section is not None and not section.parts
+            and section.specifier in _HEADER_SPECIFIERS):
+        return FetchRequirement.HEADER
+    return attribute.requirement
+
+
+def _header_only(block: bytes | None) -> MessageContent | None:
+    """A header block as a message without a body, only its header parsed.
+
+    pymap's ``MessageContent.parse`` would also parse the block's Content-Type
+    (for the body's structure), two thirds of its time on a usual header, for a
+    body that is not there.  So this takes the header steps of that parse, which
+    are pymap's internals: pymap is pinned (setup.cfg), and a unit test compares
+    the result with the public parse's header.
+    """
+    if block is None:
+        return None
+    try:
+        lines = MessageContent._find_lines(block)
+        header_lines, _body_lines = MessageContent._split_lines(block, lines)
+        header = MessageHeader._parse(block, memoryview(block), header_lines)
+    except (RecursionError, ValueError, IndexError, LookupError) as exc:
+        log.warning("a message's header could not be parsed: %s", type(exc).__name__)
+        return None
+    return MessageContent(block, header, _EMPTY_BODY)
 
 
 def _parsed(data: bytes | None) -> MessageContent | None:
