@@ -12,7 +12,8 @@ asks :func:`shards.model.mail.changes_since` for what changed after it (one
 read of the folder cell when nothing did) and hands pymap the changed records
 and expunged UIDs, from which pymap makes the untagged EXISTS, EXPUNGE and
 FETCH responses.  When the log no longer reaches back (a session asleep for
-more than 1,000 changes) the whole folder is read again.
+more than 1,000 changes) the whole folder is read again.  SELECT starts from
+the process's copy of the folder's records when it has one (:mod:`imapd.cache`).
 
 **IDLE** polls the folder's cell every ``idle_poll`` seconds (0.5 s): one small
 read; a change of its mod-sequence -- a delivery by any smtpd, a flag set by
@@ -40,6 +41,7 @@ from pymap.selected import SelectedSet
 
 from shards.model import mail
 
+from .cache import FolderRecords, applied
 from .message import ContentLoader, Message
 from .metrics import APPEND_BYTES
 
@@ -82,9 +84,11 @@ class MailboxData(MailboxDataInterface[Message]):
     """
 
     def __init__(self, calls: StoreCalls, user: str, folder: mail.Folder, *, stale: bool,
-                 loader: ContentLoader, quota: int | None, idle_poll: float) -> None:
+                 loader: ContentLoader, quota: int | None, idle_poll: float,
+                 folders: FolderRecords) -> None:
         self._calls, self._user, self.folder = calls, user, folder
         self._stale, self._loader, self._quota = stale, loader, quota
+        self._folders = folders
         self._idle_poll = idle_poll
         self._selected_set = SelectedSet()
 
@@ -143,12 +147,35 @@ class MailboxData(MailboxDataInterface[Message]):
     async def _load_all(self, selected: SelectedMailbox) -> None:
         # The folder cell first: a change made while the records are read is then
         # newer than the mod-sequence kept, and the next update reports it (again).
-        folder, _ = await self._calls.read(mail.get_folder, self._user, self.fid)
+        folder, stale = await self._calls.read(mail.get_folder, self._user, self.fid)
         if folder is None:
             raise KeyError(self.fid)
-        records, _ = await self._calls.read(mail.list_folder, self._user, self.fid)
+        records = await self._records(folder, stale)
         selected.set_messages([self.message(r) for r in records])
         selected.mod_sequence = folder.modseq
+
+    async def _records(self, folder: mail.Folder, stale: bool) -> tuple[mail.Record, ...]:
+        """Every record of ``folder``: the process's copy brought up to date when it has
+        one (:mod:`imapd.cache`), else read whole."""
+        kept = self._folders.get(self._user, folder)
+        if kept is not None:
+            modseq, records = kept
+            if modseq == folder.modseq:
+                return records
+            changes, stale_changes = await self._calls.read(mail.changes_since, self._user,
+                                                            self.fid, modseq)
+            if changes is not None:
+                records = applied(records, changes)
+                if not (stale or stale_changes):
+                    self._folders.put(self._user, folder, changes.modseq, records)
+                return records
+        listed, stale_list = await self._calls.read(mail.list_folder, self._user, self.fid)
+        records = tuple(listed)
+        if stale or stale_list:
+            self._folders.drop(self._user, folder.id)
+        else:
+            self._folders.put(self._user, folder, folder.modseq, records)
+        return records
 
     async def _wait(self, seen: int, done: Event) -> None:
         """Until the folder's mod-sequence passes ``seen``, ``done`` is set, or a round ends."""
@@ -234,9 +261,10 @@ class MailboxSet(MailboxSetInterface[MailboxData]):
     """The user's folders (see the module docstring)."""
 
     def __init__(self, calls: StoreCalls, user: str, *, loader: ContentLoader,
-                 quota: int | None, idle_poll: float) -> None:
+                 quota: int | None, idle_poll: float, folders: FolderRecords) -> None:
         self._calls, self._user, self._loader = calls, user, loader
         self._quota, self._idle_poll = quota, idle_poll
+        self._folders = folders
         self.stale = False  # the last folder read was stale (read-only service)
 
     @property
@@ -246,7 +274,8 @@ class MailboxSet(MailboxSetInterface[MailboxData]):
     def _data(self, folder: mail.Folder, stale: bool) -> MailboxData:
         self.stale = stale
         return MailboxData(self._calls, self._user, folder, stale=stale, loader=self._loader,
-                           quota=self._quota, idle_poll=self._idle_poll)
+                           quota=self._quota, idle_poll=self._idle_poll,
+                           folders=self._folders)
 
     async def folders(self) -> list[mail.Folder]:
         folders, _ = await self._calls.read(mail.list_folders, self._user)

@@ -36,6 +36,7 @@ from shards.model.registry import Heartbeat
 from shards.readonly import fallback_for
 from shards.service import run_service
 
+from .cache import FolderRecords
 from .config import ImapConfig
 from .connection import BoundedConnection, Hangup
 from .limits import ConnectionGate, address_key
@@ -155,6 +156,7 @@ class ImapServer:
         self.calls = StoreCalls(self.reads)
         quota = mailbox.quota_setting(cluster.table("mail"))
         app_key = cluster.derive_key(APP_PASSWORD_KEY)  # as the portal's and smtpd's
+        folders = FolderRecords()  # selected folders' records, shared by both listeners
         self.listeners: list[Listener] = []
         for addr, implicit in ((s.listen, False), (s.listen_tls, True)):
             if not addr:
@@ -164,7 +166,7 @@ class ImapServer:
                 continue
             config = ImapConfig(s, tls=tls, implicit_tls=implicit)
             login = Login(self.calls, auth_limits, app_key, session_factory(
-                config, self.calls, quota=quota, idle_poll=s.idle_poll))
+                config, self.calls, quota=quota, idle_poll=s.idle_poll, folders=folders))
             self.listeners.append(Listener(addr, config, login,
                                            auth_limits.failures_per_connection,
                                            tls if implicit else None))

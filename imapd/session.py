@@ -40,6 +40,7 @@ from raftkv.errors import RaftKVError
 from shards.model import mail
 from shards.readonly import READ_ONLY_MESSAGE
 
+from .cache import FolderRecords
 from .errors import StoreRefusal
 from .mailbox import MailboxData, MailboxSet
 from .message import ContentLoader, Message
@@ -62,14 +63,16 @@ class Session(BaseSession[Message]):
     """The session of ``owner`` (see the module docstring)."""
 
     def __init__(self, owner: str, config: IMAPConfig, calls: StoreCalls, *,
-                 quota: int | None, idle_poll: float) -> None:
+                 quota: int | None, idle_poll: float, folders: FolderRecords | None = None
+                 ) -> None:
         super().__init__(owner)
         self._config = config
         self._calls = calls
         self._idle_poll = idle_poll
         self.loader = ContentLoader(calls, owner)
         self._mailbox_set = MailboxSet(calls, owner, loader=self.loader, quota=quota,
-                                       idle_poll=idle_poll)
+                                       idle_poll=idle_poll,
+                                       folders=FolderRecords() if folders is None else folders)
 
     @property
     def config(self) -> IMAPConfig:
@@ -225,12 +228,16 @@ class Session(BaseSession[Message]):
 
 
 def session_factory(config: IMAPConfig, calls: StoreCalls, *, quota: int | None,
-                    idle_poll: float) -> Callable[[str], AbstractAsyncContextManager[Session]]:
-    """What :class:`imapd.login.Login` opens for a user who logged in."""
+                    idle_poll: float, folders: FolderRecords
+                    ) -> Callable[[str], AbstractAsyncContextManager[Session]]:
+    """What :class:`imapd.login.Login` opens for a user who logged in.
+
+    :param folders: the process's copy of selected folders, shared by its sessions.
+    """
 
     @asynccontextmanager
     async def new_session(owner: str) -> AsyncIterator[Session]:
         await calls.write(mail.ensure_current, owner)  # migrate an old mailbox first
-        yield Session(owner, config, calls, quota=quota, idle_poll=idle_poll)
+        yield Session(owner, config, calls, quota=quota, idle_poll=idle_poll, folders=folders)
 
     return new_session
