@@ -132,7 +132,16 @@ class Session(BaseSession[Message]):
             raise MailboxNotFound(name, try_create=True) from exc
         if mbx.readonly:
             raise self._read_only(mbx, name)
-        return await super().append_messages(name, messages, selected)
+        # pymap's append_messages, on the folder just read: pymap's own reads it again,
+        # a round trip more per APPEND.
+        dest_selected = self._pick_selected(selected, mbx)
+        uids: list[int] = []
+        for append_msg in messages:
+            msg = await mbx.append(append_msg, recent=not dest_selected)
+            if dest_selected:
+                dest_selected.session_flags.add_recent(msg.uid)
+            uids.append(msg.uid)
+        return AppendUid(mbx.uid_validity, uids), await self._load_updates(selected, mbx)
 
     async def expunge_mailbox(self, selected: SelectedMailbox,
                               uid_set: SequenceSet | None = None) -> SelectedMailbox:

@@ -1,9 +1,10 @@
-"""What a FETCH of many messages costs imapd: what it reads, parses and writes (issue 19).
+"""What FETCH and APPEND cost imapd: what they read, parse and write (issue 19).
 
 A header FETCH reads header blocks a window at a time and never a whole
 message, even where pymap asks for the whole message (``BODY.PEEK[HEADER...]``);
 only the header of a block is parsed, to the same result as pymap's own parse;
-and a reply goes to the socket in pieces, not a write per FETCH item.
+and a reply goes to the socket in pieces, not a write per FETCH item.  An
+APPEND looks its folder up once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from pymap.context import current_command
 from pymap.mime import MessageContent
 from pymap.parsing.command.select import FetchCommand
+from pymap.parsing.message import AppendMessage
 from pymap.parsing.response import ResponseOk
 from pymap.parsing.response.specials import FetchResponse
 from pymap.parsing.specials import FetchAttribute, FetchRequirement, SequenceSet
@@ -140,3 +142,20 @@ def test_a_reply_of_many_items_is_written_in_pieces_of_bounded_size(monkeypatch)
     assert whole.count(b" FETCH ()\r\n") == 1000
     assert 3 <= len(writes) <= len(whole) // 4096 + 2
     assert all(len(w) < 4096 + 100 for w in writes)
+
+
+def test_an_append_looks_its_folder_up_once(store, session, monkeypatch):
+    lookups: list[str] = []
+    real = store.get_row
+
+    def get_row(row, **kwargs):
+        lookups.append(kwargs.get("prefix", ""))
+        return real(row, **kwargs)
+
+    archive = mail.create_folder(store, USER, "Archive")
+    monkeypatch.setattr(store, "get_row", get_row)
+    append_uid, _ = asyncio.run(session.append_messages("Archive", [AppendMessage(message(500))]))
+    assert lookups.count("f") == 1  # the folders (find_folder), once
+    assert list(append_uid.uids) == [1]
+    assert mail.get_raw(store, USER, mail.list_folder(store, USER, archive.id)[0].id) == \
+        message(500)
