@@ -47,11 +47,11 @@ HEADER_WINDOW = 200  # header blocks read at once for a FETCH or SEARCH over man
 _SIZE_ONLY = {b"RFC822.SIZE"}  # content attributes the record alone answers
 _BODY_SECTIONS = {b"BODY", b"BODY.PEEK"}
 _HEADER_SPECIFIERS = {b"HEADER", b"HEADER.FIELDS", b"HEADER.FIELDS.NOT"}  # header block only
-# The FETCH command whose need this connection worked out last, and that need
-# (pymap sets current_command in the connection's task, so this is per connection too).
 # One empty body for every header-only message: making one parses a default Content-Type
 # (a fifth of a header FETCH's time), and nothing changes a body once made.
 _EMPTY_BODY = MessageBody.empty()
+# The FETCH command whose need this connection worked out last, and that need
+# (pymap sets current_command in the connection's task, so this is per connection too).
 _fetch_need: ContextVar[tuple[Any, FetchRequirement] | None] = ContextVar("fetch_need",
                                                                           default=None)
 
