@@ -17,7 +17,9 @@ of that folder reads the folder cell, and
 
 Records are immutable and every change to one bumps its folder's mod-sequence,
 so a kept copy is never wrong, only behind, and the change log brings it
-forward.  A copy read while the user's group had lost its majority (stale) is
+forward.  A copy ahead of the folder's mod-sequence is another folder's (an
+account erased and made again within a second has the same UIDVALIDITY) and
+is not used.  A copy read while the user's group had lost its majority (stale) is
 not kept.  The cache is bounded in records over all folders (:data:`MAX_RECORDS`,
 about half a KiB each); the least recently selected folders go first, and a
 folder larger than the whole bound is not kept.  It is used from the event

@@ -158,7 +158,7 @@ class MailboxData(MailboxDataInterface[Message]):
         """Every record of ``folder``: the process's copy brought up to date when it has
         one (:mod:`imapd.cache`), else read whole."""
         kept = self._folders.get(self._user, folder)
-        if kept is not None:
+        if kept is not None and kept[0] <= folder.modseq:  # (above: another folder's history)
             modseq, records = kept
             if modseq == folder.modseq:
                 return records

@@ -173,3 +173,12 @@ def _folder(fid: int) -> mail.Folder:
 def _records(folder: mail.Folder, count: int) -> tuple[mail.Record, ...]:
     return tuple(mail.Record(fid=folder.id, uid=uid, id=f"{uid:020d}-{'0' * 16}", flags=(),
                              modseq=uid, date=0.0, size=1) for uid in range(1, count + 1))
+
+
+def test_a_copy_ahead_of_the_folder_is_not_used(store, calls, folders):
+    # An account erased and made again within a second gets the same UIDVALIDITY
+    # (next_uidvalidity counts seconds) and starts its mod-sequences anew.
+    select(calls, folders)
+    inbox = mail.get_folder(store, USER, mail.INBOX)
+    folders.put(USER, inbox, inbox.modseq + 50, ())
+    assert select(calls, folders) == truth(store)
