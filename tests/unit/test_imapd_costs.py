@@ -10,6 +10,8 @@ APPEND looks its folder up once.
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -142,6 +144,36 @@ def test_a_reply_of_many_items_is_written_in_pieces_of_bounded_size(monkeypatch)
     assert whole.count(b" FETCH ()\r\n") == 1000
     assert 3 <= len(writes) <= len(whole) // 4096 + 2
     assert all(len(w) < 4096 + 100 for w in writes)
+
+
+class StuckWriter(CountingWriter):
+    """A client that stopped reading: the socket never drains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transport = self
+        self.aborted = False
+
+    async def drain(self) -> None:
+        await asyncio.Event().wait()
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_patience_per_piece(monkeypatch):
+    monkeypatch.setattr(connection, "WRITE_BATCH", 4096)
+    conn = object.__new__(connection.BoundedConnection)
+    conn.writer = StuckWriter()  # type: ignore[assignment]
+    conn.limits = replace(ImapLimits(), literal_timeout=0.3)
+    reply = ResponseOk(b"a1", b"FETCH completed.")
+    for seq in range(1, 10_001):
+        reply.add_untagged(FetchResponse(seq, []))
+    started = time.monotonic()
+    asyncio.run(conn.write_response(reply))
+    assert conn.writer.aborted and time.monotonic() - started < 5
+    assert len(conn.writer.writes) == 1  # the first piece; nothing more was made
+    assert len(conn.writer.writes[0]) < 4096 + 100
 
 
 def test_an_append_looks_its_folder_up_once(store, session, monkeypatch):
