@@ -45,6 +45,8 @@ from .auth import AuthViews
 from .cache import LISTING_ITEMS, ROWS_CHARS, ListingCache
 from .compose import ComposeViews
 from .config import PortalConfig
+from .dav import MOUNT as DAV_MOUNT
+from .dav import DavDoor
 from .drafts import DraftViews
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
@@ -186,6 +188,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
         self.jinja.globals["folder_url"] = folder_url
         self._wsgi: WSGIApplication = SharedDataMiddleware(self.wsgi_app,
                                                            {"/static": STATIC_DIR})
+        self.dav = DavDoor(self)  # WebDAV at /dav/ (portal.dav): no sessions, no CSRF
         get, post, get_post = ["GET"], ["POST"], ["GET", "POST"]
         self.url_map = Map([
             Rule("/", endpoint="index", methods=get),
@@ -516,6 +519,10 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
                 headers.append(("Content-Security-Policy", self.csp))
             return start_response(status, headers, exc_info)
 
+        path = environ.get("PATH_INFO", "")
+        if path == DAV_MOUNT or path.startswith(DAV_MOUNT + "/"):
+            self.start()
+            return self.dav(environ, with_security_headers)
         app_iter = self._wsgi(environ, with_security_headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             # Our views drop the body of a HEAD answer themselves; the static

@@ -25,3 +25,16 @@ HTTP_SECONDS = Histogram("portal_http_request_seconds", "From the request's head
 def observe(route: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(route, str(status)).inc()
     HTTP_SECONDS.labels(route).observe(seconds)
+
+# The WebDAV door (portal.dav): by method (a fixed set; others count as "other") and status.
+DAV_REQUESTS = Counter("portal_dav_requests", "WebDAV requests answered, by method and "
+                       "status code.", ["method", "status"])
+DAV_BYTES = Counter("portal_dav_bytes", "Bytes of WebDAV request bodies read (in) and "
+                    "answers sent (out).", ["direction"])
+
+
+def observe_dav(method: str, status: int, bytes_in: int, bytes_out: int, seconds: float) -> None:
+    DAV_REQUESTS.labels(method, str(status)).inc()
+    DAV_BYTES.labels("in").inc(bytes_in)
+    DAV_BYTES.labels("out").inc(bytes_out)
+    observe("dav", status, seconds)

@@ -240,8 +240,10 @@ def _height(folders: dict[str, Item], folder_id: str) -> int:
 
 
 def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: str, *,
-         now: float | None = None) -> Item:
-    """Move a file or folder (keeping its name) into another folder: one ``mutate_row``.
+         name: str | None = None, now: float | None = None) -> Item:
+    """Move a file or folder into another folder: one ``mutate_row``.
+
+    It keeps its name unless ``name`` is given (WebDAV's MOVE renames and moves at once).
 
     :raises NameTaken: the target folder holds that name already.
     :raises BadMove: a folder into itself or below itself.
@@ -249,12 +251,15 @@ def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: s
     :raises TooDeep: the move would nest folders too deeply.
     """
     now = time.time() if now is None else now
+    name = None if name is None else check_name(name)
     for _ in range(ATTEMPTS):
         item = _get_item(client, user, kind, item_id)
         if item.id == ROOT:
             raise BadMove("The top folder of your drive cannot be moved.")
+        new_name = item.name if name is None else name
         if item.parent == target_id:
-            return item
+            return item if new_name == item.name else rename(client, user, kind, item_id,
+                                                             new_name, now=now)
         folders = all_folders(client, user)
         target_path = path_in(folders, target_id)
         source_path = path_in(folders, item.parent)
@@ -265,10 +270,10 @@ def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: s
                 raise BadMove("A folder cannot be moved into itself or one of its subfolders.")
             if len(target_path) + _height(folders, item_id) > MAX_DEPTH:
                 raise TooDeep(f"Folders can be nested at most {MAX_DEPTH} deep.")
-        moved = replace(item, parent=target_id)
+        moved = replace(item, parent=target_id, name=new_name)
         seen = {f.id: f for f in (*target_path, *source_path)}
         conditions: list[Condition] = [("version", index_col(kind, item_id), item.version),
-                      ("absent", entry_col(target_id, item.name)),
+                      ("absent", entry_col(target_id, new_name)),
                       *path_conditions(list(seen.values()))]
         mutations: list[Mutation] = [("delete", entry_col(item.parent, item.name)),
                      ("put", header_col(item.parent), pack({"modified": now})), *link(moved, now)]
@@ -276,8 +281,8 @@ def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: s
             versions = client.mutate_row(drive_row(user), conditions, mutations)
             return replace(moved, version=versions.get(index_col(kind, item_id), 0))
         except ConditionFailed:
-            if _name_taken(client, user, target_id, item.name, item_id):
-                raise _taken(item.name) from None
+            if _name_taken(client, user, target_id, new_name, item_id):
+                raise _taken(new_name) from None
     raise ConditionFailed("the folders kept changing; try again")
 
 

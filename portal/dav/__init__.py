@@ -1,0 +1,14 @@
+"""WebDAV at ``/dav/`` (portal layer): the signed-in user's drive for file managers,
+sync tools and phones, served by WsgiDAV on :mod:`shards.model.drive`.
+
+Modules: :mod:`.door` (sign-in, bounds, refusals; mounts WsgiDAV),
+:mod:`.credentials` (HTTP Basic with app passwords, remembered per worker),
+:mod:`.paths` (paths to items, errors to DAV answers), :mod:`.resources` (the
+provider: folders and files), :mod:`.writing` (PUT and COPY of bytes).
+docs/dav.md describes the door.
+"""
+
+from .door import MOUNT as MOUNT
+from .door import DavDoor as DavDoor
+
+__all__ = ["MOUNT", "DavDoor"]

@@ -1,0 +1,353 @@
+"""WsgiDAV's resources on the drive model: a folder is a collection, a file a non-collection.
+
+Every change is one of the model's (:mod:`shards.model.drive`): MKCOL is
+``create_folder``, DELETE ``delete_file`` / ``delete_folder`` (one mutation; a
+tree's contents go by the model's clean-up), MOVE ``move`` (one ``mutate_row``,
+renaming and moving at once).  PUT reads the request body straight into the
+store (:mod:`.writing`); GET streams the bytes out chunk by chunk.  COPY makes
+new items: folders with ``create_folder``, files by streaming their bytes into a
+new file -- the model keeps one bytes row per file and drops it when that file
+goes, so two files cannot share one blob.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_PRECONDITION_FAILED, DAVError
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+from wsgidav.lock_man.lock_manager import LockManager
+from wsgidav.lock_man.lock_storage import LockStorageDict
+from wsgidav.prop_man.property_manager import PropertyManager
+
+from shards.model import drive
+from shards.model.drive.records import content_row, drive_row, entry_col, header_col
+
+from ..drive import download_type
+from .paths import USER_KEY, Found, forget, found_entry, resolve, segments, store_errors
+from .writing import Upload, copy_file
+
+if TYPE_CHECKING:
+    from .door import DavDoor
+
+MAX_USERS = 1024  # users whose in-memory locks and properties one worker keeps
+# The request's user, for the per-user managers (set by the door around a request).
+current_user: contextvars.ContextVar[str] = contextvars.ContextVar("dav_user", default="")
+
+
+class BlobReader:
+    """A file's bytes as WsgiDAV reads them: ``read(n)``, and ``seek`` forward for a range.
+
+    Chunks come from the store one at a time (never the whole file); a seek skips
+    chunks up to the range's start.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._pos = 0
+
+    def _fill(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self._buffer += chunk
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < self._pos:
+            raise OSError("only forward seeks from the start")
+        while self._pos + len(self._buffer) < offset:
+            self._pos += len(self._buffer)  # all of it lies before the range
+            self._buffer = b""
+            if not self._fill():
+                break
+        skip = min(offset - self._pos, len(self._buffer))
+        self._buffer, self._pos = self._buffer[skip:], self._pos + skip
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or len(self._buffer) < size) and self._fill():
+            pass
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _child(path: str, name: str) -> str:
+    return path.rstrip("/") + "/" + name
+
+
+class _Drive:
+    """What folder and file resources share: the door, the user, the found item."""
+
+    provider: DriveProvider
+    environ: dict[str, Any]
+    path: str
+    remove_all_properties: Any  # WsgiDAV's, on the resource classes this is mixed into
+    remove_all_locks: Any
+
+    def _setup(self, found: Found | None) -> None:
+        self.door: DavDoor = self.provider.door
+        self.user: str = self.environ[USER_KEY]
+        self.found = found
+
+    @property
+    def item(self) -> drive.Item:
+        if self.found is None:
+            raise DAVError(HTTP_PRECONDITION_FAILED, "It is not there (any more).")
+        return self.found.item
+
+    def client(self) -> Any:
+        return self.door.client()
+
+    def get_creation_date(self) -> float | None:
+        return self.item.created or None
+
+    def get_last_modified(self) -> float | None:
+        return self.item.modified or None
+
+    def get_display_name(self) -> str:
+        return self.item.name
+
+    def _destination(self, dest_path: str) -> tuple[Found, str]:
+        """The folder a COPY or MOVE goes into and the name it takes there."""
+        names = segments(dest_path)
+        if not names:
+            raise DAVError(HTTP_FORBIDDEN, "The top folder cannot be replaced.")
+        parent = resolve(self.client(), self.user, "/".join(names[:-1]))
+        if parent is None or not parent.item.is_folder:
+            raise DAVError(409, "The destination's folder does not exist.")
+        return parent, self.door.checked_name(names[-1])
+
+    def _still(self) -> None:
+        """Just before a change conditioned on what the request's If headers saw: the
+        entry has not changed since (a client never overwrites what it did not see)."""
+        found = self.item
+        with store_errors():
+            cell = self.client().get(drive_row(self.user), entry_col(found.parent, found.name))
+        now = None if cell is None else found_entry(found.parent, found.name, cell)
+        if now is None or self.found is None or now.etag != self.found.etag:
+            raise DAVError(HTTP_PRECONDITION_FAILED, "It changed since it was read.")
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> list[Any]:
+        """A move and a rename at once, files and whole trees alike: one ``mutate_row``."""
+        parent, name = self._destination(dest_path)
+        self._still()
+        with store_errors():
+            drive.move(self.client(), self.user, self.item.kind, self.item.id, parent.item.id,
+                       name=name)
+        forget(self.environ)
+        return []
+
+    def delete(self) -> None:
+        self._still()
+        with store_errors():
+            if self.item.is_folder:
+                drive.delete_folder(self.client(), self.user, self.item.id)
+            else:
+                drive.delete_file(self.client(), self.user, self.item.id)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+        forget(self.environ)
+
+
+class FolderResource(_Drive, DAVCollection):
+    """A folder of the drive (the root for ``/``)."""
+
+    def __init__(self, provider: DriveProvider, path: str, environ: dict[str, Any],
+                 found: Found) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self.provider = provider
+        self._setup(found)
+
+    def get_member_names(self) -> list[str]:
+        return [member.name for member in self.get_member_list()]
+
+    def get_member(self, name: str) -> FileResource | FolderResource | None:
+        return self.provider.get_resource_inst(_child(self.path, name), self.environ)
+
+    def get_member_list(self) -> list[Any]:
+        """The folder's entries from one read of its columns (never a lookup per member)."""
+        folder = self.item.id
+        with store_errors():
+            cells = self.client().get_row(drive_row(self.user), prefix=header_col(folder))
+        members: list[Any] = []
+        for column, cell in cells.items():
+            name = column[len(header_col(folder)):]
+            found = found_entry(folder, name, cell) if name else None
+            if found is not None:
+                members.append(self.provider.make(_child(self.path, name), self.environ,
+                                                  found))
+        return members
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+    def create_collection(self, name: str) -> None:
+        with store_errors():
+            drive.create_folder(self.client(), self.user, self.item.id,
+                                self.door.checked_name(name))
+        forget(self.environ)
+
+    def create_empty_resource(self, name: str) -> FileResource:
+        """A file about to be written (PUT), or an empty one (LOCK on an unmapped URL)."""
+        resource = FileResource(self.provider, _child(self.path, name), self.environ, None,
+                                parent=self.item, name=self.door.checked_name(name))
+        if self.environ.get("REQUEST_METHOD") == "LOCK":
+            resource.store_empty()
+        return resource
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        """COPY of one folder (its members are WsgiDAV's next steps): make it, or keep
+        the one there (a copy over a folder merges, RFC 4918 §9.8.4)."""
+        parent, name = self._destination(dest_path)
+        with store_errors():
+            existing = resolve(self.client(), self.user, dest_path)
+            if existing is None:
+                drive.create_folder(self.client(), self.user, parent.item.id, name)
+        forget(self.environ)
+
+
+class FileResource(_Drive, DAVNonCollection):
+    """A file of the drive, or one being created by a PUT (``found`` None)."""
+
+    def __init__(self, provider: DriveProvider, path: str, environ: dict[str, Any],
+                 found: Found | None, *, parent: drive.Item | None = None,
+                 name: str = "") -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self.provider = provider
+        self._setup(found)
+        self._parent = parent if found is None else None
+        self._name = name
+        self._upload: Upload | None = None
+
+    def get_content_length(self) -> int:
+        return self.item.size if self.found else 0
+
+    def get_content_type(self) -> str:
+        return download_type(self.item) if self.found else "application/octet-stream"
+
+    def get_etag(self) -> str | None:
+        return self.found.etag if self.found else None
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> BlobReader:
+        with store_errors():
+            got = self.client().get_stream(content_row(self.user, self.item.id), drive.DATA_COL)
+        if got is None:
+            raise DAVError(404, "The file's contents are gone; it was just deleted.")
+        return BlobReader(got[1])
+
+    def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
+        # Never rendered on our origin: a user's HTML file is not a page of ours.
+        if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            response_headers.append(("Content-Security-Policy", "sandbox"))
+
+    def store_empty(self) -> None:
+        self.begin_write(content_type=None, empty=True)
+        self.end_write(with_errors=False)
+
+    def begin_write(self, *, content_type: str | None = None, empty: bool = False) -> Any:
+        """Store the request's body (read here, from the WSGI input, as it arrives); the
+        sink returned takes what WsgiDAV then finds left of it, which is nothing."""
+        parent = self._parent if self.found is None else None
+        self._upload = Upload(self.door, self.user, self.environ, found=self.found,
+                              parent=parent, name=self._name, content_type=content_type)
+        self._upload.store(empty=empty)
+        return self._upload
+
+    def end_write(self, *, with_errors: bool) -> None:
+        if self._upload is not None:
+            self.found = self._upload.finish(failed=with_errors)
+        forget(self.environ)
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        """COPY of one file: its bytes streamed into a new file there (over the file
+        there, if any: WsgiDAV has checked Overwrite)."""
+        parent, name = self._destination(dest_path)
+        copy_file(self.door, self.user, self.item, parent.item, name,
+                  resolve(self.client(), self.user, dest_path))
+        forget(self.environ)
+
+
+class _Managers:
+    """WsgiDAV's in-memory lock and property managers, one pair per user (they key
+    by path, and every user has a "/"): a bounded LRU, per worker process."""
+
+    def __init__(self, size: int = MAX_USERS) -> None:
+        self._size = size
+        self._pairs: OrderedDict[str, tuple[LockManager, PropertyManager]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, user: str) -> tuple[LockManager, PropertyManager]:
+        with self._lock:
+            pair = self._pairs.get(user)
+            if pair is None:
+                pair = self._pairs[user] = (LockManager(LockStorageDict()), PropertyManager())
+            self._pairs.move_to_end(user)
+            while len(self._pairs) > self._size:
+                self._pairs.popitem(last=False)
+            return pair
+
+
+class DriveProvider(DAVProvider):
+    """The signed-in user's drive as WsgiDAV's one share."""
+
+    def __init__(self, door: DavDoor) -> None:
+        self._managers = _Managers()
+        super().__init__()
+        self.door = door
+
+    # WsgiDAV sets and reads these attributes; ours answer for the request's user.
+    @property
+    def lock_manager(self) -> LockManager | None:
+        user = current_user.get()
+        return self._managers.of(user)[0] if user else None
+
+    @lock_manager.setter
+    def lock_manager(self, value: Any) -> None:
+        pass
+
+    @property
+    def prop_manager(self) -> PropertyManager | None:
+        user = current_user.get()
+        return self._managers.of(user)[1] if user else None
+
+    @prop_manager.setter
+    def prop_manager(self, value: Any) -> None:
+        pass
+
+    def is_readonly(self) -> bool:
+        return False
+
+    def make(self, path: str, environ: dict[str, Any],
+             found: Found) -> FolderResource | FileResource:
+        if found.item.is_folder:
+            return FolderResource(self, path, environ, found)
+        return FileResource(self, path, environ, found)
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]
+                          ) -> FolderResource | FileResource | None:
+        with store_errors():
+            found = resolve(self.door.client(), environ[USER_KEY], path, environ)
+        return None if found is None else self.make(path, environ, found)

@@ -1,0 +1,188 @@
+"""PUT and COPY of files: bytes streamed into the store, then linked in one mutation.
+
+A PUT's body is read from the WSGI input while it arrives and goes straight into
+the new file's row (``drive.store_file``, or ``drive.hold_file`` when a file of
+that name is there): never whole in memory, never spooled.  Both the drive's
+file-size limit and what the quota leaves bound it; a Content-Length that
+cannot fit was refused before (:mod:`.door`).
+
+Replacing a file is the web page's "Replace" (``drive.held``): the new bytes are
+held, then one ``mutate_row`` unlinks the old file and links the new one,
+conditioned on the old file's index version.  The version the hold recorded is
+only used if the entry is still the one the request's If headers were checked
+against, so a PUT never overwrites a file newer than the one the client saw.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wsgidav.dav_error import HTTP_PRECONDITION_FAILED, HTTP_REQUEST_ENTITY_TOO_LARGE, DAVError
+
+from shards.model import drive
+from shards.model.drive.records import content_row, drive_row, entry_col
+
+from ..drive import safe_ctype
+from .paths import Found, found_entry, store_errors
+
+if TYPE_CHECKING:
+    from raftkv.interface import KeyValueStore
+
+    from .door import DavDoor
+
+
+class _Body:
+    """The request body, at most ``limit`` bytes of it (then a 413)."""
+
+    def __init__(self, stream: Any, length: int | None, limit: int) -> None:
+        self._stream, self._left, self._limit = stream, length, limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left is not None:
+            size = self._left if size < 0 else min(size, self._left)
+            if size == 0:
+                return b""
+        data: bytes = self._stream.read(size)
+        self.count += len(data)
+        if self._left is not None:
+            self._left -= len(data)
+        if self.count > self._limit:
+            raise DAVError(HTTP_REQUEST_ENTITY_TOO_LARGE,
+                           f"A file can be at most {self._limit:,} bytes here.")
+        return data
+
+
+def _length(environ: dict[str, Any]) -> int | None:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+class Upload:
+    """One PUT: :meth:`store` reads and links the body; WsgiDAV then writes what is left
+    of the input (nothing) to it and calls :meth:`finish`."""
+
+    def __init__(self, door: DavDoor, user: str, environ: dict[str, Any], *,
+                 found: Found | None, parent: drive.Item | None, name: str,
+                 content_type: str | None) -> None:
+        self._door, self._user, self._environ = door, user, environ
+        self._found, self._parent, self._name = found, parent, name
+        self._ctype = safe_ctype((content_type or "").split(";")[0].strip() or None)
+        self.stored: Found | None = None
+
+    def store(self, *, empty: bool = False) -> None:
+        length = 0 if empty else _length(self._environ)
+        stream = self._environ["wsgi.input"] if not empty else None
+        body = _Body(stream, length, self._door.max_file)
+        client, quota = self._door.client(), self._door.quota(self._user)
+        with store_errors():
+            if self._found is None:
+                assert self._parent is not None
+                try:
+                    item = drive.store_file(client, self._user, self._parent.id, self._name,
+                                            body, quota=quota, size=length, ctype=self._ctype)
+                    self.stored = _entry(client, self._user, item)
+                    return
+                except drive.NameTaken:
+                    if self._environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*":
+                        raise DAVError(HTTP_PRECONDITION_FAILED,
+                                       "Something of that name was made meanwhile.") from None
+                    if body.count:  # its bytes were read already: they cannot be read again
+                        raise
+                    self._found = _current(client, self._user, self._parent.id, self._name)
+                    if self._found is None or self._found.item.is_folder:
+                        raise
+            self.stored = replace_file(client, self._user, self._found, body, quota=quota,
+                                       ctype=self._ctype)
+
+    def write(self, data: bytes) -> None:
+        if data:  # store() read the input to its end; WsgiDAV finds nothing left
+            raise DAVError(HTTP_REQUEST_ENTITY_TOO_LARGE, "More body than announced.")
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def close(self) -> None:
+        pass
+
+    def finish(self, *, failed: bool) -> Found | None:
+        return self.stored
+
+
+def _current(client: KeyValueStore, user: str, folder_id: str, name: str) -> Found | None:
+    cell = client.get(drive_row(user), entry_col(folder_id, name))
+    return None if cell is None else found_entry(folder_id, name, cell)
+
+
+def _entry(client: KeyValueStore, user: str, item: drive.Item) -> Found | None:
+    return _current(client, user, item.parent, item.name)
+
+
+def replace_file(client: KeyValueStore, user: str, old: Found, stream: Any, *, quota: int,
+                 ctype: str) -> Found | None:
+    """New contents for the file ``old``: hold them, then swap them in -- only if the entry
+    is still ``old`` (else 412, the held bytes dropped).  Nothing changes on a failure."""
+    item = old.item
+    held = drive.hold_file(client, user, item.parent, item.name, stream, quota=quota,
+                           ctype=ctype)
+    try:
+        now = _current(client, user, item.parent, item.name)
+        if (now is None or now.etag != old.etag or held.other_id != item.id):
+            raise DAVError(HTTP_PRECONDITION_FAILED, "The file changed while it was written.")
+        try:
+            placed = drive.replace_file(client, user, held.item.id, quota=quota)
+        except drive.Changed:
+            raise DAVError(HTTP_PRECONDITION_FAILED,
+                           "The file changed while it was written.") from None
+    except BaseException:
+        drive.drop_held(client, user, held.item.id)
+        raise
+    return _entry(client, user, placed)
+
+
+def copy_file(door: DavDoor, user: str, item: drive.Item, folder: drive.Item, name: str,
+              existing: Found | None) -> None:
+    """COPY of one file to ``folder``/``name``: its bytes streamed into a new file (the
+    model's files each own their bytes row, dropped with the file: nothing to share)."""
+    client, quota = door.client(), door.quota(user)
+    with store_errors():
+        got = client.get_stream(content_row(user, item.id), drive.DATA_COL)
+        if got is None:
+            raise drive.NoSuchItem("The file's contents are gone; it was just deleted.")
+        size, chunks = got
+        source = _Chunks(chunks)
+        try:
+            if existing is not None and not existing.item.is_folder:
+                replace_file(client, user, existing, source, quota=quota, ctype=item.ctype)
+                return
+            if existing is not None:
+                drive.delete_folder(client, user, existing.item.id)
+            drive.store_file(client, user, folder.id, name, source, quota=quota, size=size,
+                             ctype=item.ctype)
+        finally:
+            source.close()
+
+
+class _Chunks:
+    """A chunk iterator as a stream to read from."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks, self._buffer = chunks, b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        size = len(self._buffer) if size < 0 else size
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,125 @@
+"""The WebDAV door (portal.dav) on the in-memory store: methods, ETags, bounds, sign-in."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from werkzeug.test import Client as HTTPClient
+
+from portal.dav.credentials import Remembered, basic_credentials
+from shards.model import accounts, drive
+
+from .._memstore import MemClient
+from .._portal import PASSWORD, unique
+
+PROPFIND_BODY = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/>'
+                 b'</D:prop></D:propfind>')
+
+
+@pytest.fixture
+def store() -> MemClient:
+    return MemClient()
+
+
+@pytest.fixture
+def user(store: MemClient) -> str:
+    name = unique()
+    accounts.create_user(store, name, PASSWORD)
+    return name
+
+
+def basic(user: str, password: str = PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+def dav(app, user):
+    http = HTTPClient(app)
+
+    def call(method: str, path: str, **kwargs):
+        headers = {**basic(user), **kwargs.pop("headers", {})}
+        return http.open(path, method=method, headers=headers, **kwargs)
+    return call
+
+
+def test_put_get_propfind_etag(dav, store, user):
+    assert dav("MKCOL", "/dav/docs").status_code == 201
+    put = dav("PUT", "/dav/docs/a.txt", data=b"hello world")
+    assert put.status_code == 201
+    etag = put.headers["ETag"]
+    got = dav("GET", "/dav/docs/a.txt")
+    assert got.status_code == 200 and got.data == b"hello world"
+    assert got.headers["ETag"] == etag
+    ranged = dav("GET", "/dav/docs/a.txt", headers={"Range": "bytes=6-"})
+    assert ranged.status_code == 206 and ranged.data == b"world"
+    listing = dav("PROPFIND", "/dav/docs/", data=PROPFIND_BODY, headers={"Depth": "1"})
+    assert listing.status_code == 207 and etag.strip('"').encode() in listing.data
+    # A stale If-Match never overwrites the newer file.
+    assert dav("PUT", "/dav/docs/a.txt", data=b"v2", headers={"If-Match": etag}).status_code == 204
+    assert dav("PUT", "/dav/docs/a.txt", data=b"v3",
+               headers={"If-Match": etag}).status_code == 412
+    assert dav("GET", "/dav/docs/a.txt").data == b"v2"
+    assert dav("PUT", "/dav/docs/a.txt", data=b"v3",
+               headers={"If-None-Match": "*"}).status_code == 412
+    assert drive.usage(store, user) == 2
+
+
+def test_move_is_one_rename_and_copy_makes_new_files(dav, store, user):
+    dav("MKCOL", "/dav/a")
+    dav("MKCOL", "/dav/b")
+    dav("PUT", "/dav/a/x.txt", data=b"x" * 100)
+    host = "http://localhost"
+    moved = dav("MOVE", "/dav/a/x.txt", headers={"Destination": f"{host}/dav/b/y.txt"})
+    assert moved.status_code == 201
+    assert dav("GET", "/dav/b/y.txt").data == b"x" * 100
+    assert dav("GET", "/dav/a/x.txt").status_code == 404
+    copied = dav("COPY", "/dav/b/", headers={"Destination": f"{host}/dav/c/"})
+    assert copied.status_code == 201
+    assert dav("GET", "/dav/c/y.txt").data == b"x" * 100
+    assert drive.usage(store, user) == 200
+    assert dav("COPY", "/dav/b/y.txt", headers={"Destination": f"{host}/dav/c/y.txt",
+                                                  "Overwrite": "F"}).status_code == 412
+    assert dav("DELETE", "/dav/c/").status_code == 204
+    assert dav("PROPFIND", "/dav/c/", headers={"Depth": "0"}).status_code == 404
+
+
+def test_refusals(dav, app, user):
+    assert dav("PROPFIND", "/dav/", headers={"Depth": "infinity"}).status_code == 403
+    assert b"propfind-finite-depth" in dav("PROPFIND", "/dav/").data
+    claimed = {"CONTENT_LENGTH": str(100 << 30)}  # the test client would set the real length
+    assert dav("PUT", "/dav/big", environ_overrides=claimed).status_code == 413
+    assert dav("PROPFIND", "/dav/", headers={"Depth": "0"},
+               data=b"x" * (1024 * 1024 + 1)).status_code == 413
+    assert dav("PUT", "/dav/a%01b", data=b"x").status_code == 400
+    assert dav("GET", "/dav/a/%2e%2e/b").status_code == 400
+    assert dav("GET", "/dav/a%2fb").status_code == 400
+    laughs = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+              b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+              b'<D:propfind xmlns:D="DAV:"><D:prop><D:x>&b;</D:x></D:prop></D:propfind>')
+    assert dav("PROPFIND", "/dav/", data=laughs, headers={"Depth": "0"}).status_code == 400
+    anonymous = HTTPClient(app).open("/dav/", method="PROPFIND", headers={"Depth": "0"})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith('Basic realm="raftcloud"')
+    wrong = HTTPClient(app).open("/dav/", method="PROPFIND",
+                                 headers={"Depth": "0", **basic(user, "wrong")})
+    assert wrong.status_code == 401
+
+
+def test_remembered_is_bounded_and_expires():
+    cache = Remembered(size=2, ttl=10)
+    cache.put("a", "p", 0)
+    cache.put("b", "p", 0)
+    cache.put("c", "p", 0)
+    assert len(cache) == 2 and not cache.get("a", "p", 1) and cache.get("c", "p", 1)
+    assert not cache.get("c", "p", 11)
+    assert not cache.get("b", "other", 1)
+
+
+def test_basic_credentials_parsing():
+    token = base64.b64encode(b"Alice:pa:ss").decode()
+    assert basic_credentials(f"Basic {token}") == ("alice", "pa:ss")
+    assert basic_credentials("Basic !!!") is None
+    assert basic_credentials("Bearer x") is None
+    assert basic_credentials("Basic " + "A" * 2000) is None
