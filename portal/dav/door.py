@@ -92,6 +92,8 @@ def checked_path(environ: WSGIEnvironment) -> str:
             raise Refusal("400 Bad Request", "Paths cannot contain '.' or '..' segments.")
         if "\\" in text:
             raise Refusal("400 Bad Request", "Paths cannot contain backslashes.")
+    if "#" in raw:  # a fragment is the client's own; sent, it is a broken request
+        raise Refusal("400 Bad Request", "A request URI cannot carry a fragment ('#').")
     if _RAW_TRICKS.search(raw.partition("?")[0]) or _RAW_TRICKS.search(
             environ.get("HTTP_DESTINATION", "")):
         raise Refusal("400 Bad Request", "Escaped separators or dots are not allowed in paths.")

@@ -152,7 +152,23 @@ class _Drive:
             drive.move(self.client(), self.user, self.item.kind, self.item.id, parent.item.id,
                        name=name)
         forget(self.environ)
+        props = self.provider.prop_manager
+        if props is not None:  # dead properties go with the item
+            target = resolve(self.client(), self.user, dest_path, self.environ)
+            if target is not None:
+                props.move_properties(self.get_ref_url(),
+                                      self.provider.make(dest_path, self.environ,
+                                                         target).get_ref_url(),
+                                      with_children=True, environ=self.environ)
         return []
+
+    def _copy_properties(self, dest_path: str) -> None:
+        props = self.provider.prop_manager
+        target = resolve(self.client(), self.user, dest_path, self.environ)
+        if props is not None and target is not None:
+            props.copy_properties(self.get_ref_url(),
+                                  self.provider.make(dest_path, self.environ,
+                                                     target).get_ref_url(), self.environ)
 
     def delete(self) -> None:
         self._still()
@@ -221,6 +237,7 @@ class FolderResource(_Drive, DAVCollection):
             if existing is None:
                 drive.create_folder(self.client(), self.user, parent.item.id, name)
         forget(self.environ)
+        self._copy_properties(dest_path)
 
 
 class FileResource(_Drive, DAVNonCollection):
@@ -288,6 +305,7 @@ class FileResource(_Drive, DAVNonCollection):
         copy_file(self.door, self.user, self.item, parent.item, name,
                   resolve(self.client(), self.user, dest_path))
         forget(self.environ)
+        self._copy_properties(dest_path)
 
 
 class _Managers:

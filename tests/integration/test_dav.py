@@ -1,0 +1,150 @@
+"""WebDAV at /dav/ of a real frontend (gunicorn, the shared 3-replica store): Debian's
+litmus suites, and curl sessions for If-Match conflicts, ranges and sign-in."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pyotp
+import pytest
+
+from shards.model import accounts, apppasswords, twofactor
+
+from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+
+pytestmark = pytest.mark.cluster
+
+CONF = "python:portal.gunicorn_conf"
+PASSWORD = "password-123"
+SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
+# What each suite must pass; props and locks run on WsgiDAV's in-memory managers here.
+SUITES = {"basic": 16, "copymove": 13, "props": 30, "locks": 41, "http": 4}
+
+
+@pytest.fixture(scope="module")
+def frontend(kv_cluster, tmp_path_factory) -> Iterator[str]:
+    """A frontend as deployed: gunicorn, one worker (WsgiDAV's in-memory locks are per
+    process until the store-kept ones are wired in), four threads."""
+    root = tmp_path_factory.mktemp("dav")
+    addr = f"127.0.0.1:{free_port()}"
+    config = root / "cluster.toml"
+    config.write_text(kv_cluster.path.read_text()
+                      + f'\n[[frontend]]\nname = "fe-dav"\nlisten = "{addr}"\n')
+    proc = Proc("fe-dav", python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers", "1",
+                                     "--threads", "4", "portal:create_app()"), root, env={
+        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-dav",
+        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
+    proc.start()
+    try:
+        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+        yield addr
+    except BaseException:
+        print(proc.log())
+        raise
+    finally:
+        proc.stop()
+
+
+def new_user(client) -> str:
+    name = f"dav{secrets.token_hex(4)}"
+    accounts.create_user(client, name, PASSWORD)
+    return name
+
+
+def app_password(kv_cluster, client, user: str) -> str:
+    key = kv_cluster.cluster.derive_key(apppasswords.KEY_PURPOSE)
+    return apppasswords.create(client, user, "laptop", key)
+
+
+def curl(*args: str, user: str | None = None, password: str = PASSWORD) -> tuple[int, str, bytes]:
+    """One curl call: (status, response headers, body)."""
+    auth = ["-u", f"{user}:{password}"] if user else []
+    done = subprocess.run(["curl", "-sS", "--max-time", "30", "-D", "-", "-o", "/dev/stdout",
+                           *auth, *args], capture_output=True, timeout=60, check=True)
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, head.decode("latin-1"), body
+
+
+@pytest.mark.skipif(shutil.which("litmus") is None, reason="Debian's litmus is not installed")
+def test_litmus_suites(frontend, client):
+    """Each suite on its own (litmus stops at the first failing one): every test passes,
+    with no warning."""
+    user = new_user(client)
+    results, warnings = {}, []
+    for suite in SUITES:
+        done = subprocess.run(["litmus", f"http://{frontend}/dav/", user, PASSWORD],
+                              env={"TESTS": suite, "PATH": "/usr/bin:/bin",
+                                   "HTCHECKER": ""},
+                              capture_output=True, text=True, timeout=300)
+        print(done.stdout)
+        warnings += [line for line in done.stdout.splitlines() if "WARNING" in line]
+        for name, run, passed, failed in SUMMARY.findall(done.stdout):
+            results[name] = (int(run), int(passed), int(failed))
+    print("litmus:", results, "warnings:", warnings)
+    for suite, count in SUITES.items():
+        assert results.get(suite) == (count, count, 0), (suite, results.get(suite))
+    assert warnings == []
+
+
+def test_if_match_conflict_and_ranges(frontend, client):
+    user = new_user(client)
+    base = f"http://{frontend}/dav"
+    status, head, _ = curl("-X", "PUT", "--data-binary", "first version", f"{base}/notes.txt",
+                           user=user)
+    assert status == 201
+    etag = re.search(r"(?i)^etag: (\"[^\"]+\")", head, re.M).group(1)
+    status, head, _ = curl("-X", "PUT", "--data-binary", "second", "-H", f"If-Match: {etag}",
+                           f"{base}/notes.txt", user=user)
+    assert status == 204
+    # Another client still holding the first ETag must not overwrite the newer file.
+    status, _, _ = curl("-X", "PUT", "--data-binary", "lost update", "-H", f"If-Match: {etag}",
+                        f"{base}/notes.txt", user=user)
+    assert status == 412
+    status, _, _ = curl("-X", "DELETE", "-H", f"If-Match: {etag}", f"{base}/notes.txt",
+                        user=user)
+    assert status == 412
+    status, _, body = curl(f"{base}/notes.txt", user=user)
+    assert status == 200 and body == b"second"
+    status, _, _ = curl("-X", "PUT", "--data-binary", "x", "-H", "If-None-Match: *",
+                        f"{base}/notes.txt", user=user)
+    assert status == 412
+    big = bytes(range(256)) * 4096  # 1 MiB: several of the store's chunks
+    put = subprocess.run(["curl", "-sS", "--max-time", "30", "-u", f"{user}:{PASSWORD}", "-o",
+                          "/dev/null", "-w", "%{http_code}", "-T", "-", f"{base}/big.bin"],
+                         input=big, capture_output=True, timeout=60, check=True)
+    assert put.stdout == b"201"
+    for first, last in ((0, 9), (70000, 70099), (len(big) - 10, len(big) - 1)):
+        status, head, body = curl("-r", f"{first}-{last}", f"{base}/big.bin", user=user)
+        assert status == 206 and body == big[first:last + 1]
+        assert f"content-range: bytes {first}-{last}/{len(big)}" in head.lower()
+
+
+def test_basic_sign_in_app_password_and_two_factor(frontend, client, kv_cluster):
+    user = new_user(client)
+    base = f"http://{frontend}/dav/"
+    secret = app_password(kv_cluster, client, user)
+    propfind = ["-X", "PROPFIND", "-H", "Depth: 0", base]
+    assert curl(*propfind, user=user, password=secret)[0] == 207
+    assert curl(*propfind, user=user, password=PASSWORD)[0] == 207  # no 2FA: both work
+    status, head, _ = curl(*propfind, user=user, password="wrong password")
+    assert status == 401 and 'basic realm="raftcloud"' in head.lower()
+    status, head, _ = curl(*propfind)
+    assert status == 401 and "www-authenticate" in head.lower()
+    enrol = twofactor.begin_enrolment(client, user)
+    twofactor.confirm_enrolment(client, user, pyotp.TOTP(enrol).now())
+    # With two-factor sign-in on only app passwords: also one not remembered yet.
+    other = new_user(client)
+    twofactor.confirm_enrolment(client, other, pyotp.TOTP(
+        twofactor.begin_enrolment(client, other)).now())
+    status, _, body = curl(*propfind, user=other, password=PASSWORD)
+    assert status == 401 and b"app password" in body
+    other_secret = app_password(kv_cluster, client, other)
+    assert curl(*propfind, user=other, password=other_secret)[0] == 207
+    accounts.set_disabled(client, other, True)
+    fresh = app_password(kv_cluster, client, other)  # not remembered: checked, refused
+    assert curl(*propfind, user=other, password=fresh)[0] == 401
