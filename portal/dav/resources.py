@@ -97,6 +97,7 @@ class _Drive:
     path: str
     remove_all_properties: Any  # WsgiDAV's, on the resource classes this is mixed into
     remove_all_locks: Any
+    get_ref_url: Any
 
     def _setup(self, found: Found | None) -> None:
         self.door: DavDoor = self.provider.door
