@@ -19,7 +19,7 @@ import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
@@ -92,6 +92,8 @@ def checked_path(environ: WSGIEnvironment) -> str:
             raise Refusal("400 Bad Request", "Paths cannot contain '.' or '..' segments.")
         if "\\" in text:
             raise Refusal("400 Bad Request", "Paths cannot contain backslashes.")
+    if destination and not urlsplit(destination).path.startswith(MOUNT + "/"):
+        raise Refusal("400 Bad Request", f"A Destination must be below {MOUNT}/.")
     if "#" in raw:  # a fragment is the client's own; sent, it is a broken request
         raise Refusal("400 Bad Request", "A request URI cannot carry a fragment ('#').")
     if _RAW_TRICKS.search(raw.partition("?")[0]) or _RAW_TRICKS.search(
