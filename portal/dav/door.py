@@ -169,25 +169,26 @@ class DavDoor:
 
     def _serve(self, environ: WSGIEnvironment, start_response: StartResponse,
                method: str) -> Iterator[bytes]:
-        try:
-            path = checked_path(environ)
-            user = self._sign_in(environ)
-            self._check_request(environ, method, user)
-        except Refusal as refusal:
-            yield from _answer(start_response, refusal.status, refusal.text, refusal.headers,
-                               refusal.ctype)
-            return
-        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + MOUNT
-        environ["PATH_INFO"] = environ["PATH_INFO"][len(MOUNT):] or "/"
-        environ[USER_KEY] = environ["wsgidav.auth.user_name"] = user
-        environ["wsgidav.auth.realm"] = REALM
-        del path
-        token = current_user.set(user)
-        try:
-            with observing():
+        # The whole request, sign-in included, reads stale and has its writes refused at
+        # once while the user's group has lost its majority (shards.readonly).
+        with observing():
+            try:
+                checked_path(environ)
+                user = self._sign_in(environ)
+                self._check_request(environ, method, user)
+            except Refusal as refusal:
+                yield from _answer(start_response, refusal.status, refusal.text,
+                                   refusal.headers, refusal.ctype)
+                return
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + MOUNT
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(MOUNT):] or "/"
+            environ[USER_KEY] = environ["wsgidav.auth.user_name"] = user
+            environ["wsgidav.auth.realm"] = REALM
+            token = current_user.set(user)
+            try:
                 yield from self.app(environ, start_response)
-        finally:
-            current_user.reset(token)
+            finally:
+                current_user.reset(token)
 
     def _sign_in(self, environ: WSGIEnvironment) -> str:
         address = environ.get("REMOTE_ADDR") or "?"
