@@ -159,11 +159,13 @@ class DavDoor:
             return start_response(status_line, headers, exc_info)
 
         began, sent = time.perf_counter(), 0
+        self.portal.load.enter()  # in flight until the last byte (the balancer's choice)
         try:
             for chunk in self._serve(environ, recording, method):
                 sent += len(chunk)
                 yield chunk
         finally:
+            self.portal.load.leave()
             metrics.observe_dav(label, int(status[0]), counted_in.count, sent,
                                 time.perf_counter() - began)
 
