@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
+from prometheus_client import REGISTRY
 from werkzeug.test import Client as HTTPClient
 
 from portal.dav.credentials import Remembered, basic_credentials
-from shards.model import accounts, drive
+from shards.model import accounts, drive, quota
 
 from .._memstore import MemClient
 from .._portal import PASSWORD, unique
@@ -123,3 +125,34 @@ def test_basic_credentials_parsing():
     assert basic_credentials("Basic !!!") is None
     assert basic_credentials("Bearer x") is None
     assert basic_credentials("Basic " + "A" * 2000) is None
+
+
+def test_quota_refuses_early_and_while_reading(dav, store, user):
+    quota.set_limit(store, user, 1000)
+    assert dav("PUT", "/dav/a.bin", data=b"x" * 600).status_code == 201
+    early = dav("PUT", "/dav/b.bin", environ_overrides={"CONTENT_LENGTH": "600"})
+    assert early.status_code == 507 and b"does not fit" in early.data
+    # Chunked: no length to refuse early by; cut off once past what the quota leaves.
+    late = dav("PUT", "/dav/c.bin", input_stream=io.BytesIO(b"y" * 600),
+               headers={"Transfer-Encoding": "chunked"})
+    assert late.status_code == 507
+    assert dav("GET", "/dav/c.bin").status_code == 404
+    assert drive.usage(store, user) == 600
+
+
+def test_metrics_count_methods_statuses_and_bytes(dav):
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+    before = (sample("portal_dav_requests_total", method="PUT", status="201"),
+              sample("portal_dav_bytes_total", direction="in"),
+              sample("portal_dav_bytes_total", direction="out"),
+              sample("portal_dav_requests_total", method="other", status="405"))
+    dav("PUT", "/dav/m.bin", data=b"z" * 5000)
+    assert dav("GET", "/dav/m.bin").data == b"z" * 5000
+    dav("BREW", "/dav/")
+    after = (sample("portal_dav_requests_total", method="PUT", status="201"),
+             sample("portal_dav_bytes_total", direction="in"),
+             sample("portal_dav_bytes_total", direction="out"),
+             sample("portal_dav_requests_total", method="other", status="405"))
+    assert after[0] == before[0] + 1 and after[3] == before[3] + 1
+    assert after[1] >= before[1] + 5000 and after[2] >= before[2] + 5000
