@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
+from wsgidav.util import read_timeout_value_header
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from raftkv.errors import RaftKVError
@@ -49,6 +50,7 @@ MOUNT = "/dav"
 REALM = "raftcloud"
 MAX_XML_BODY = 1024 * 1024  # bytes of a PROPFIND, PROPPATCH or LOCK body
 BLOCK = 64 * 1024           # bytes WsgiDAV reads and sends at a time
+MAX_LOCK_SECONDS = 3600     # the longest a lock is granted for (WsgiDAV's own cap is a month)
 WRITES = frozenset({"PUT", "DELETE", "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"})
 METHODS = frozenset({"OPTIONS", "GET", "HEAD", "PROPFIND"}) | WRITES | {"POST"}
 # A path as the client wrote it may not hide a separator or a dot-segment in escapes.
@@ -224,6 +226,8 @@ class DavDoor:
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip() not in (
                 "0", "1"):
             raise Refusal("403 Forbidden", FINITE_DEPTH, ctype='application/xml; charset="utf-8"')
+        if method == "LOCK":
+            environ["HTTP_TIMEOUT"] = lock_timeout(environ.get("HTTP_TIMEOUT", ""))
         if method == "PUT":
             self._check_put(environ, user)
         elif method != "GET":
@@ -247,6 +251,16 @@ class DavDoor:
                 raise Refusal("507 Insufficient Storage",
                               f"This file ({length:,} bytes) does not fit: {max(0, free):,} "
                               "bytes of your quota are left.")
+
+
+def lock_timeout(asked: str) -> str:
+    """The Timeout a LOCK gets: what it asked for, at most :data:`MAX_LOCK_SECONDS`
+    ("Infinite", a year, or nothing: the most).  A client holding a lock refreshes it;
+    one that went away must not keep a file locked for a month."""
+    seconds = read_timeout_value_header(asked) if asked else None
+    if seconds is None or seconds <= 0:
+        seconds = MAX_LOCK_SECONDS
+    return f"Second-{min(seconds, MAX_LOCK_SECONDS)}"
 
 
 def _read_small_body(environ: WSGIEnvironment) -> None:

@@ -10,6 +10,7 @@ credentials, and PROPFIND bodies of 10 MB (announced and chunked): each a clear
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 import pytest
@@ -138,3 +139,21 @@ def test_unbounded_depth_and_unknown_methods(cloud, attacker):
     assert b"propfind-finite-depth" in answer
     _refused(dav(cloud, "TRACE", "/dav/", attacker), 405)
     _refused(dav(cloud, "SEARCH", "/dav/", attacker), 405)
+
+
+@pytest.mark.parametrize("timeout", ["Second-31536000", "Infinite", "Second-99999999999999999999",
+                                     "Infinite, Second-4100000000", "Second-x"])
+def test_lock_with_a_year_long_timeout(cloud, attacker, timeout):
+    assert _raw.status_of(dav(cloud, "PUT", "/dav/locked.txt", attacker, body=b"x")) in (201, 204)
+    body = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
+            b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
+            b"<D:owner>probe</D:owner></D:lockinfo>")
+    answer = dav(cloud, "LOCK", "/dav/locked.txt", attacker, {"Timeout": timeout,
+                                                               "Content-Type": "application/xml"},
+                 body)
+    assert _raw.status_of(answer) == 200, answer[:400]
+    granted = re.search(rb"<[^>]*timeout>Second-(\d+)<", answer)
+    assert granted and int(granted.group(1)) <= 3600, answer[-600:]
+    token = _raw.headers_of(answer)["lock-token"]
+    assert _raw.status_of(dav(cloud, "UNLOCK", "/dav/locked.txt", attacker,
+                              {"Lock-Token": token})) == 204

@@ -148,3 +148,45 @@ def test_basic_sign_in_app_password_and_two_factor(frontend, client, kv_cluster)
     accounts.set_disabled(client, other, True)
     fresh = app_password(kv_cluster, client, other)  # not remembered: checked, refused
     assert curl(*propfind, user=other, password=fresh)[0] == 401
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="Debian's rclone is not installed")
+def test_rclone_sync_both_ways(frontend, client, kv_cluster, tmp_path):
+    """A nested tree synced up, changed, synced back: byte-identical both ways, and a
+    second sync in a row has nothing to do."""
+    user = new_user(client)
+    secret = app_password(kv_cluster, client, user)
+    obscured = subprocess.run(["rclone", "obscure", secret], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    remote = f":webdav,url='http://{frontend}/dav/',vendor=other,user={user},pass={obscured}:tree"
+
+    def rclone(*args: str) -> str:
+        done = subprocess.run(["rclone", "--config", str(tmp_path / "none.conf"), "-v",
+                               "--stats-one-line", "--stats", "0", "--low-level-retries", "1",
+                               "--retries", "1", *args], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    up, down = tmp_path / "up", tmp_path / "down"
+    for i in range(60):
+        path = up / f"d{i % 4}" / f"e{i % 3}" / f"f{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(secrets.token_bytes(100 + i * 997))
+    rclone("sync", str(up), remote)
+    rclone("sync", remote, str(down))
+    assert _tree(down) == _tree(up)
+    (up / "d0" / "e1" / "f4.bin").write_bytes(b"changed")
+    (up / "d1" / "e2" / "f5.bin").unlink()
+    (up / "d3" / "new.txt").write_bytes(b"new")
+    rclone("sync", str(up), remote)
+    rclone("sync", remote, str(down))
+    assert _tree(down) == _tree(up)
+    for source, target in ((str(up), remote), (remote, str(down))):
+        again = rclone("sync", source, target)
+        assert "There was nothing to transfer" in again, again[-2000:]
+        assert "Deleted" not in again and "Copied" not in again, again[-2000:]
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
