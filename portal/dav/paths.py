@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from raftkv.interface import Cell, KeyValueStore
 
 USER_KEY = "raftcloud.dav.user"      # environ: the signed-in user
-_MEMO_KEY = "raftcloud.dav.resolved"  # environ: path -> Found | None, until a write
+_MEMO_KEY = "raftcloud.dav.resolved"  # environ: path names -> Found | None, until a write
 HTTP_INSUFFICIENT_STORAGE = 507
 
 
@@ -66,20 +66,27 @@ def found_entry(folder_id: str, name: str, cell: Cell) -> Found | None:
 def resolve(client: KeyValueStore, user: str, path: str,
             environ: dict[str, object] | None = None) -> Found | None:
     """The item at ``path`` in ``user``'s drive, or None (a name missing on the way, or a
-    file where a folder should be)."""
-    memo: dict[str, Found | None] = {}
+    file where a folder should be).  With ``environ``, every folder on the way is kept
+    for the request too (WsgiDAV asks for a path's parent right after the path)."""
+    memo: dict[tuple[str, ...], Found | None] = {}
     if environ is not None:
-        memo = cast("dict[str, Found | None]", environ.setdefault(_MEMO_KEY, {}))
-        if path in memo:
-            return memo[path]
+        memo = cast("dict[tuple[str, ...], Found | None]", environ.setdefault(_MEMO_KEY, {}))
+    names = tuple(segments(path))
+    if names in memo:
+        return memo[names]
     found: Found | None = Found(root_item(), 0)
-    for name in segments(path):
+    for depth, name in enumerate(names, 1):
+        known = names[:depth]
+        if known in memo:
+            found = memo[known]
+            continue
         if found is None or not found.item.is_folder or len(name.encode()) > 255:
             found = None
-            break
-        cell = client.get(drive.drive_row(user), entry_col(found.item.id, name))
-        found = None if cell is None else found_entry(found.item.id, name, cell)
-    memo[path] = found
+        else:
+            cell = client.get(drive.drive_row(user), entry_col(found.item.id, name))
+            found = None if cell is None else found_entry(found.item.id, name, cell)
+        memo[known] = found
+    memo[names] = found
     return found
 
 
