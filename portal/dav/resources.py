@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_PRECONDITION_FAILED, DAVError
@@ -29,7 +28,7 @@ from shards.model.drive.records import content_row, drive_row, entry_col, header
 
 from ..drive import download_type
 from .paths import USER_KEY, Found, forget, found_entry, resolve, segments, store_errors
-from .writing import Upload, copy_file
+from .writing import ChunkReader, Upload, copy_file
 
 if TYPE_CHECKING:
     from .door import DavDoor
@@ -37,52 +36,6 @@ if TYPE_CHECKING:
 MAX_USERS = 1024  # users whose in-memory locks and properties one worker keeps
 # The request's user, for the per-user managers (set by the door around a request).
 current_user: contextvars.ContextVar[str] = contextvars.ContextVar("dav_user", default="")
-
-
-class BlobReader:
-    """A file's bytes as WsgiDAV reads them: ``read(n)``, and ``seek`` forward for a range.
-
-    Chunks come from the store one at a time (never the whole file); a seek skips
-    chunks up to the range's start.
-    """
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-        self._pos = 0
-
-    def _fill(self) -> bool:
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return False
-        self._buffer += chunk
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset < self._pos:
-            raise OSError("only forward seeks from the start")
-        while self._pos + len(self._buffer) < offset:
-            self._pos += len(self._buffer)  # all of it lies before the range
-            self._buffer = b""
-            if not self._fill():
-                break
-        skip = min(offset - self._pos, len(self._buffer))
-        self._buffer, self._pos = self._buffer[skip:], self._pos + skip
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        while (size < 0 or len(self._buffer) < size) and self._fill():
-            pass
-        if size < 0:
-            size = len(self._buffer)
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        self._pos += len(data)
-        return data
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def _child(path: str, name: str) -> str:
@@ -269,12 +222,12 @@ class FileResource(_Drive, DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
-    def get_content(self) -> BlobReader:
+    def get_content(self) -> ChunkReader:
         with store_errors():
             got = self.client().get_stream(content_row(self.user, self.item.id), drive.DATA_COL)
         if got is None:
             raise DAVError(404, "The file's contents are gone; it was just deleted.")
-        return BlobReader(got[1])
+        return ChunkReader(got[1])
 
     def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
         # Never rendered on our origin: a user's HTML file is not a page of ours.

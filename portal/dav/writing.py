@@ -15,6 +15,7 @@ against, so a PUT never overwrites a file newer than the one the client saw.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from wsgidav.dav_error import HTTP_PRECONDITION_FAILED, HTTP_REQUEST_ENTITY_TOO_LARGE, DAVError
@@ -153,7 +154,7 @@ def copy_file(door: DavDoor, user: str, item: drive.Item, folder: drive.Item, na
         if got is None:
             raise drive.NoSuchItem("The file's contents are gone; it was just deleted.")
         size, chunks = got
-        source = _Chunks(chunks)
+        source = ChunkReader(chunks)
         try:
             if existing is not None and not existing.item.is_folder:
                 replace_file(client, user, existing, source, quota=quota, ctype=item.ctype)
@@ -166,21 +167,52 @@ def copy_file(door: DavDoor, user: str, item: drive.Item, folder: drive.Item, na
             source.close()
 
 
-class _Chunks:
-    """A chunk iterator as a stream to read from."""
+class ChunkReader:
+    """A file's bytes as a stream: ``read(n)``, and ``seek`` forward (a range's start).
 
-    def __init__(self, chunks: Any) -> None:
-        self._chunks, self._buffer = chunks, b""
+    Chunks come from the store one at a time (never the whole file); a read copies
+    only the bytes it returns, and a seek skips chunks up to the offset.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._chunk = b""
+        self._at = 0   # read up to here in the current chunk
+        self._pos = 0  # read up to here in the file
+
+    def _next(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self._chunk, self._at = chunk, 0
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < self._pos:
+            raise OSError("only forward seeks from the start")
+        while self._pos < offset:
+            left = len(self._chunk) - self._at
+            if not left:
+                if not self._next():
+                    break
+                continue
+            step = min(left, offset - self._pos)
+            self._at, self._pos = self._at + step, self._pos + step
+        return self._pos
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        size = len(self._buffer) if size < 0 else size
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+        parts: list[bytes] = []
+        while size:
+            left = len(self._chunk) - self._at
+            if not left:
+                if not self._next():
+                    break
+                continue
+            take = left if size < 0 else min(left, size)
+            parts.append(self._chunk[self._at:self._at + take])
+            self._at, self._pos = self._at + take, self._pos + take
+            size = size if size < 0 else size - take
+        return b"".join(parts)
 
     def close(self) -> None:
         close = getattr(self._chunks, "close", None)

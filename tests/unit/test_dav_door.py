@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 from werkzeug.test import Client as HTTPClient
 
 from portal.dav.credentials import Remembered, basic_credentials
+from portal.dav.writing import ChunkReader
 from shards.model import accounts, drive, quota
 
 from .._memstore import MemClient
@@ -156,3 +157,15 @@ def test_metrics_count_methods_statuses_and_bytes(dav):
              sample("portal_dav_requests_total", method="other", status="405"))
     assert after[0] == before[0] + 1 and after[3] == before[3] + 1
     assert after[1] >= before[1] + 5000 and after[2] >= before[2] + 5000
+
+
+@pytest.mark.parametrize("start", [0, 1, 6, 7, 13, 19, 20, 25])
+def test_chunk_reader_seeks_and_reads_across_chunks(start):
+    data = bytes(range(20))
+    parts = [data[0:7], data[7:7], data[7:13], data[13:20]]
+    reader = ChunkReader(iter(parts))
+    assert reader.seek(start) == min(start, 20)
+    assert reader.read(4) + reader.read(-1) == data[start:]
+    assert reader.read(5) == b""
+    with pytest.raises(OSError):
+        reader.seek(0)
