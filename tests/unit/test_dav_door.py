@@ -169,3 +169,28 @@ def test_chunk_reader_seeks_and_reads_across_chunks(start):
     assert reader.read(5) == b""
     with pytest.raises(OSError):
         reader.seek(0)
+
+
+LOCKINFO = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
+            b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
+            b"</D:lockinfo>")
+
+
+def test_a_folder_with_a_locked_member_is_not_deleted(dav, app, store, user):
+    dav("MKCOL", "/dav/f")
+    dav("PUT", "/dav/f/x.txt", data=b"x")
+    locked = dav("LOCK", "/dav/f/x.txt", data=LOCKINFO, headers={"Timeout": "Second-60"})
+    assert locked.status_code == 200
+    token = locked.headers["Lock-Token"]
+    assert dav("DELETE", "/dav/f/").status_code == 423
+    assert dav("GET", "/dav/f/x.txt").data == b"x"
+    # Another user's tree has its own locks: the same path is free there.
+    other = unique()
+    accounts.create_user(store, other, PASSWORD)
+    theirs = HTTPClient(app)
+    for method, path, body in (("MKCOL", "/dav/f", b""), ("PUT", "/dav/f/x.txt", b"y")):
+        assert theirs.open(path, method=method, data=body, headers=basic(other)).status_code == 201
+    assert theirs.open("/dav/f/", method="DELETE", headers=basic(other)).status_code == 204
+    assert dav("UNLOCK", "/dav/f/x.txt", headers={"Lock-Token": token}).status_code == 204
+    assert dav("DELETE", "/dav/f/").status_code == 204
+    assert dav("PROPFIND", "/dav/f/", headers={"Depth": "0"}).status_code == 404
