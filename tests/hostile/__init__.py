@@ -47,6 +47,12 @@ The doors, one module each:
   UTF-8, NUL; as atoms, strings and literals) which make no folder, an
   overlong and an endless line, a drip-fed line, a silent client before
   login, 21 connections from one address, garbage before login.
+* ``test_dav.py``: the WebDAV door at ``/dav/``: traversal in every form in the
+  path and the Destination (``..``, ``%2e%2e``, ``%2f``, ``%5c``, overlong UTF-8,
+  NUL), a PROPFIND and a PROPPATCH body with a billion-laughs entity, a PUT
+  claiming 100 GB, control characters in names (PUT, MKCOL, MOVE), no or broken
+  Basic credentials, 10 MB PROPFIND bodies (announced and chunked), infinite
+  depth, unknown methods, LOCKs asking for a year or forever.
 * ``test_mime.py``: scripts and event handlers in HTML mail, scripts in
   subjects (plain and encoded words), malformed MIME, a 1 MB header line,
   bare LF, NUL, an attachment named ``../``: stored as received, shown inert.
