@@ -71,7 +71,7 @@ def curl(*args: str, user: str | None = None, password: str = PASSWORD) -> tuple
 
 
 @pytest.mark.skipif(shutil.which("litmus") is None, reason="Debian's litmus is not installed")
-def test_litmus_suites(frontend, client):
+def test_litmus_suites(frontend, client, tmp_path):
     """Each suite on its own (litmus stops at the first failing one): every test passes,
     with no warning."""
     user = new_user(client)
@@ -80,7 +80,8 @@ def test_litmus_suites(frontend, client):
         done = subprocess.run(["litmus", f"http://{frontend}/dav/", user, PASSWORD],
                               env={"TESTS": suite, "PATH": "/usr/bin:/bin",
                                    "HTCHECKER": ""},
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)  # litmus writes debug.log and child.log here
         print(done.stdout)
         warnings += [line for line in done.stdout.splitlines() if "WARNING" in line]
         for name, run, passed, failed in SUMMARY.findall(done.stdout):
