@@ -12,12 +12,13 @@ answers, inside the request's read-state so reads may fall back to stale ones.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -162,17 +163,24 @@ class DavDoor:
 
         began, sent = time.perf_counter(), 0
         self.portal.load.enter()  # in flight until the last byte (the balancer's choice)
+        # The request's read-state and user are context variables set inside _serve,
+        # which yields to the server between chunks: each step runs in a context of its
+        # own, so nothing of them is left in the server thread's context meanwhile, nor
+        # after an answer the server did not read to its end.
+        steps = self._serve(environ, recording, method)
+        context = contextvars.copy_context()
         try:
-            for chunk in self._serve(environ, recording, method):
+            while (chunk := context.run(next, steps, None)) is not None:
                 sent += len(chunk)
                 yield chunk
         finally:
+            context.run(steps.close)
             self.portal.load.leave()
             metrics.observe_dav(label, int(status[0]), counted_in.count, sent,
                                 time.perf_counter() - began)
 
     def _serve(self, environ: WSGIEnvironment, start_response: StartResponse,
-               method: str) -> Iterator[bytes]:
+               method: str) -> Generator[bytes, None, None]:
         # The whole request, sign-in included, reads stale and has its writes refused at
         # once while the user's group has lost its majority (shards.readonly).
         with observing():

@@ -10,8 +10,10 @@ from prometheus_client import REGISTRY
 from werkzeug.test import Client as HTTPClient
 
 from portal.dav.credentials import Remembered, basic_credentials
+from portal.dav.resources import current_user
 from portal.dav.writing import ChunkReader
 from shards.model import accounts, drive, quota
+from shards.readonly import read_state
 
 from .._memstore import MemClient
 from .._portal import PASSWORD, unique
@@ -194,3 +196,12 @@ def test_a_folder_with_a_locked_member_is_not_deleted(dav, app, store, user):
     assert dav("UNLOCK", "/dav/f/x.txt", headers={"Lock-Token": token}).status_code == 204
     assert dav("DELETE", "/dav/f/").status_code == 204
     assert dav("PROPFIND", "/dav/f/", headers={"Depth": "0"}).status_code == 404
+
+
+def test_no_request_state_is_left_in_the_callers_context(dav):
+    dav("PUT", "/dav/s.txt", data=b"s" * 10)
+    unread = dav("GET", "/dav/s.txt")  # streamed: its body is never read
+    assert unread.status_code == 200
+    assert read_state() is None and current_user.get() == ""
+    unread.close()
+    assert read_state() is None
