@@ -1,10 +1,10 @@
 """WsgiDAV's resources on the drive model: a folder is a collection, a file a non-collection.
 
 Every change is one of the model's (:mod:`shards.model.drive`): MKCOL is
-``create_folder``, DELETE ``delete_file`` / ``delete_folder`` (one mutation; a
-tree's contents go by the model's clean-up), MOVE ``move`` (one ``mutate_row``,
-renaming and moving at once).  PUT reads the request body straight into the
-store (:mod:`.writing`); GET streams the bytes out chunk by chunk.  COPY makes
+``create_folder``, DELETE ``trash`` (one mutation into the Trash, as the web
+page's delete), MOVE ``move`` (one ``mutate_row``, renaming and moving at once).
+PUT reads the request body straight into the store (:mod:`.writing`); GET streams
+the bytes out chunk by chunk.  COPY makes
 new items: folders with ``create_folder``, files by streaming their bytes into a
 new file -- the model keeps one bytes row per file and drops it when that file
 goes, so two files cannot share one blob.
@@ -24,7 +24,7 @@ from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.prop_man.property_manager import PropertyManager
 
 from shards.model import drive
-from shards.model.drive.records import content_row, drive_row, entry_col, header_col
+from shards.model.drive.records import drive_row, entry_col, header_col
 
 from ..drive import download_type
 from .paths import USER_KEY, Found, forget, found_entry, resolve, segments, store_errors
@@ -95,6 +95,19 @@ class _Drive:
         if now is None or self.found is None or now.etag != self.found.etag:
             raise DAVError(HTTP_PRECONDITION_FAILED, "It changed since it was read.")
 
+    def expected_version(self) -> int:
+        """The item's index version as the request's If headers saw it (for the model's
+        ``expect``); 412 if it changed.  The index is read first: if the entry (written
+        with it) is unchanged after, that version is the one the client saw."""
+        item = self.item
+        with store_errors():
+            index = (drive.get_folder if item.is_folder else drive.get_file)(
+                self.client(), self.user, item.id)
+        if index is None:
+            raise DAVError(HTTP_PRECONDITION_FAILED, "It is not there (any more).")
+        self._still()
+        return index.version
+
     def support_recursive_move(self, dest_path: str) -> bool:
         return True
 
@@ -125,12 +138,11 @@ class _Drive:
                                                      target).get_ref_url(), self.environ)
 
     def delete(self) -> None:
-        self._still()
+        """Into the Trash (one mutation, no bytes copied), as the web page's delete."""
+        expect = self.expected_version()
         with store_errors():
-            if self.item.is_folder:
-                drive.delete_folder(self.client(), self.user, self.item.id)
-            else:
-                drive.delete_file(self.client(), self.user, self.item.id)
+            drive.trash(self.client(), self.user, self.item.id, kind=self.item.kind,
+                        expect=expect)
         self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
         forget(self.environ)
@@ -236,11 +248,10 @@ class FileResource(_Drive, DAVNonCollection):
         return True
 
     def get_content(self) -> ChunkReader:
+        # The index names the row of the file's current bytes (an entry does not).
         with store_errors():
-            got = self.client().get_stream(content_row(self.user, self.item.id), drive.DATA_COL)
-        if got is None:
-            raise DAVError(404, "The file's contents are gone; it was just deleted.")
-        return ChunkReader(got[1])
+            _, _, chunks = drive.open_file(self.client(), self.user, self.item.id)
+        return ChunkReader(chunks)
 
     def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
         # Never rendered on our origin: a user's HTML file is not a page of ours.

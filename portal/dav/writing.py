@@ -1,16 +1,16 @@
 """PUT and COPY of files: bytes streamed into the store, then linked in one mutation.
 
 A PUT's body is read from the WSGI input while it arrives and goes straight into
-the new file's row (``drive.store_file``, or ``drive.hold_file`` when a file of
-that name is there): never whole in memory, never spooled.  Both the drive's
-file-size limit and what the quota leaves bound it; a Content-Length that
-cannot fit was refused before (:mod:`.door`).
+the new bytes' row (``drive.store_file``, or ``drive.put_content`` over a file):
+never whole in memory, never spooled.  Both the drive's file-size limit and what
+the quota leaves bound it; a Content-Length that cannot fit was refused before
+(:mod:`.door`).
 
-Replacing a file is the web page's "Replace" (``drive.held``): the new bytes are
-held, then one ``mutate_row`` unlinks the old file and links the new one,
-conditioned on the old file's index version.  The version the hold recorded is
-only used if the entry is still the one the request's If headers were checked
-against, so a PUT never overwrites a file newer than the one the client saw.
+Replacing a file stores the new bytes first, then makes them the file's current ones
+in one ``mutate_row`` (``drive.overwrite``): the file keeps its id, and what it held
+becomes its newest earlier version.  That mutation is conditioned on the index version
+read before the entry was found unchanged -- the entry the request's If headers were
+checked against -- so a PUT never overwrites a file newer than the one the client saw.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from wsgidav.dav_error import HTTP_PRECONDITION_FAILED, HTTP_REQUEST_ENTITY_TOO_LARGE, DAVError
 
 from shards.model import drive
-from shards.model.drive.records import content_row, drive_row, entry_col
+from shards.model.drive.contents import drop_unlinked
+from shards.model.drive.records import drive_row, entry_col
 
 from ..drive import safe_ctype
 from .paths import Found, found_entry, store_errors
@@ -95,7 +96,7 @@ class Upload:
                     self._found = _current(client, self._user, self._parent.id, self._name)
                     if self._found is None or self._found.item.is_folder:
                         raise
-            self.stored = replace_file(client, self._user, self._found, body, quota=quota,
+            self.stored = overwrite_file(client, self._user, self._found, body, quota=quota,
                                        ctype=self._ctype)
 
     def write(self, data: bytes) -> None:
@@ -122,25 +123,26 @@ def _entry(client: KeyValueStore, user: str, item: drive.Item) -> Found | None:
     return _current(client, user, item.parent, item.name)
 
 
-def replace_file(client: KeyValueStore, user: str, old: Found, stream: Any, *, quota: int,
+def overwrite_file(client: KeyValueStore, user: str, old: Found, stream: Any, *, quota: int,
                  ctype: str) -> Found | None:
-    """New contents for the file ``old``: hold them, then swap them in -- only if the entry
-    is still ``old`` (else 412, the held bytes dropped).  Nothing changes on a failure."""
+    """New contents for the file ``old``: the bytes stored first, then made its current
+    ones in one mutation (``drive.overwrite``: the file keeps its id, what it held becomes
+    its newest earlier version) -- only if it is still ``old`` (else 412, the new bytes
+    dropped)."""
     item = old.item
-    held = drive.hold_file(client, user, item.parent, item.name, stream, quota=quota,
-                           ctype=ctype)
+    content_id, count = drive.put_content(client, user, stream, size=None, quota=quota)
+    content = drive.Content(content_id, count, ctype)
+    index = drive.get_file(client, user, item.id)
+    now = _current(client, user, item.parent, item.name)
+    if index is None or now is None or now.etag != old.etag:
+        drop_unlinked(client, user, content_id)
+        raise DAVError(HTTP_PRECONDITION_FAILED, "The file changed while it was written.")
     try:
-        now = _current(client, user, item.parent, item.name)
-        if (now is None or now.etag != old.etag or held.other_id != item.id):
-            raise DAVError(HTTP_PRECONDITION_FAILED, "The file changed while it was written.")
-        try:
-            placed = drive.replace_file(client, user, held.item.id, quota=quota)
-        except drive.Changed:
-            raise DAVError(HTTP_PRECONDITION_FAILED,
-                           "The file changed while it was written.") from None
-    except BaseException:
-        drive.drop_held(client, user, held.item.id)
-        raise
+        placed = drive.overwrite(client, user, item.id, content, quota=quota,
+                                 expect=index.version)
+    except drive.Changed:
+        raise DAVError(HTTP_PRECONDITION_FAILED,
+                       "The file changed while it was written.") from None
     return _entry(client, user, placed)
 
 
@@ -150,17 +152,14 @@ def copy_file(door: DavDoor, user: str, item: drive.Item, folder: drive.Item, na
     model's files each own their bytes row, dropped with the file: nothing to share)."""
     client, quota = door.client(), door.quota(user)
     with store_errors():
-        got = client.get_stream(content_row(user, item.id), drive.DATA_COL)
-        if got is None:
-            raise drive.NoSuchItem("The file's contents are gone; it was just deleted.")
-        size, chunks = got
+        _, size, chunks = drive.open_file(client, user, item.id)
         source = ChunkReader(chunks)
         try:
             if existing is not None and not existing.item.is_folder:
-                replace_file(client, user, existing, source, quota=quota, ctype=item.ctype)
+                overwrite_file(client, user, existing, source, quota=quota, ctype=item.ctype)
                 return
             if existing is not None:
-                drive.delete_folder(client, user, existing.item.id)
+                drive.trash(client, user, existing.item.id, kind=drive.FOLDER)
             drive.store_file(client, user, folder.id, name, source, quota=quota, size=size,
                              ctype=item.ctype)
         finally:

@@ -68,7 +68,9 @@ def test_put_get_propfind_etag(dav, store, user):
     assert dav("GET", "/dav/docs/a.txt").data == b"v2"
     assert dav("PUT", "/dav/docs/a.txt", data=b"v3",
                headers={"If-None-Match": "*"}).status_code == 412
-    assert drive.usage(store, user) == 2
+    assert drive.usage(store, user) == 2 + len(b"hello world")  # the earlier version counts
+    assert [v.size for v in drive.list_versions(store, user,
+                                                etag.strip('"').split("-")[0])[1]] == [11]
 
 
 def test_move_is_one_rename_and_copy_makes_new_files(dav, store, user):
@@ -205,3 +207,13 @@ def test_no_request_state_is_left_in_the_callers_context(dav):
     assert read_state() is None and current_user.get() == ""
     unread.close()
     assert read_state() is None
+
+
+def test_delete_goes_to_the_trash_and_honours_if_match(dav, store, user):
+    put = dav("PUT", "/dav/t.txt", data=b"trash me")
+    etag = put.headers["ETag"]
+    dav("PUT", "/dav/t.txt", data=b"newer")
+    assert dav("DELETE", "/dav/t.txt", headers={"If-Match": etag}).status_code == 412
+    assert dav("DELETE", "/dav/t.txt").status_code == 204
+    assert dav("GET", "/dav/t.txt").status_code == 404
+    assert [t.item.name for t in drive.list_trash(store, user)] == ["t.txt"]
