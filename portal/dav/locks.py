@@ -38,6 +38,7 @@ from wsgidav.dav_error import (
     PRECONDITION_CODE_LockConflict,
     PRECONDITION_CODE_LockTokenMismatch,
 )
+from wsgidav.mw.base_mw import BaseMiddleware
 
 from raftkv.errors import ConditionFailed
 from shards.model import davlocks
@@ -72,14 +73,15 @@ def current_user() -> str:
     return user
 
 
-class UserScope:
+class UserScope(BaseMiddleware):
     """WSGI middleware for WsgiDAV's ``middleware_stack``, placed after the
     authenticator: runs the rest of the request, its response body included (WsgiDAV
     handles a request while its body is iterated), in the scope of the user the
     authenticator checked.  A request without one gets no scope (and no lock)."""
 
-    def __init__(self, wsgidav_app: object, next_app: WsgiApp, config: object) -> None:
-        self.next_app = next_app
+    def __init__(self, wsgidav_app: object, next_app: WsgiApp, config: dict[str, Any]) -> None:
+        super().__init__(wsgidav_app, next_app, config)
+        self.next_app: WsgiApp = next_app
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         user = environ.get(AUTH_USER)
