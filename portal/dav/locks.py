@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wsgidav.dav_error import (
@@ -46,8 +47,25 @@ from shards.model import davlocks
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
 
+# A user who holds at most this many locks has them read once per request.
+FEW_LOCKS = 32
+
+
+@dataclass
+class _Scope:
+    """One request's user, and their locks as read once by this request (None: not yet,
+    or too many to keep).  A request's own lock changes drop the copy; another frontend's
+    change during the request is seen by the next request, and never by the conflict
+    check of a create, which reads the store (shards.model.davlocks.create)."""
+
+    user: str
+    locks: list[davlocks.Lock] | None = None
+    loaded: bool = False
+
+
 # The user whose locks this request reads and writes; set by user_scope for one request.
-_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("dav_lock_user", default=None)
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("dav_lock_scope",
+                                                                       default=None)
 # Where WsgiDAV's HTTPAuthenticator leaves the name it checked.
 AUTH_USER = "wsgidav.auth.user_name"
 
@@ -58,19 +76,26 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 @contextmanager
 def user_scope(user: str) -> Iterator[None]:
     """Within this block, lock storage calls of this thread work on ``user``'s locks."""
-    token = _user.set(user)
-    try:
+    with _entered(_Scope(user)):
         yield
-    finally:
-        _user.reset(token)
 
 
 def current_user() -> str:
     """The user of the enclosing :func:`user_scope`; a 500 outside one (a wiring fault)."""
-    user = _user.get()
-    if not user:
+    return _current().user
+
+
+def _current() -> _Scope:
+    scope = _scope.get()
+    if scope is None or not scope.user:
         raise DAVError(HTTP_INTERNAL_ERROR, "lock storage used outside a user scope")
-    return user
+    return scope
+
+
+def _changed() -> None:
+    """This request changed the user's locks: its copy of them is out of date."""
+    scope = _current()
+    scope.locks, scope.loaded = None, False
 
 
 class UserScope(BaseMiddleware):
@@ -93,12 +118,13 @@ class UserScope(BaseMiddleware):
 def scoped(user: str, app: WsgiApp, environ: dict[str, Any],
            start_response: StartResponse) -> Iterator[bytes]:
     """Call ``app`` and iterate its answer with :func:`user_scope` around each step."""
-    with user_scope(user):
+    scope = _Scope(user)
+    with _entered(scope):
         body = app(environ, start_response)
     iterator = iter(body)
     try:
         while True:
-            with user_scope(user):
+            with _entered(scope):
                 try:
                     chunk = next(iterator)
                 except StopIteration:
@@ -107,8 +133,17 @@ def scoped(user: str, app: WsgiApp, environ: dict[str, Any],
     finally:
         close = getattr(body, "close", None)
         if close is not None:
-            with user_scope(user):
+            with _entered(scope):
                 close()
+
+
+@contextmanager
+def _entered(scope: _Scope) -> Iterator[None]:
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 class StoreLockStorage:
@@ -137,6 +172,7 @@ class StoreLockStorage:
         """Remove every lock of the current user."""
         with _mapped():
             davlocks.clear(self._client, current_user())
+        _changed()
 
     def get(self, token: str) -> dict[str, Any] | None:
         """The live lock with ``token``, or None (expired locks are gone)."""
@@ -155,27 +191,43 @@ class StoreLockStorage:
                 self._client, current_user(), path, scope=lock.get("scope", ""),
                 depth=lock.get("depth", ""), owner=lock.get("owner") or b"",
                 principal=str(lock.get("principal", "")), timeout=_seconds(lock.get("timeout")))
+        _changed()
         lock.update(as_dict(made))
         return lock
 
     def refresh(self, token: str, *, timeout: float | None) -> dict[str, Any]:
         """A new timeout (capped) for a live lock; 412 if it expired or was released."""
         with _mapped():
-            return as_dict(davlocks.refresh(self._client, current_user(), token,
-                                            _seconds(timeout)))
+            made = davlocks.refresh(self._client, current_user(), token, _seconds(timeout))
+        _changed()
+        return as_dict(made)
 
     def delete(self, token: str) -> bool:
         """Remove the lock; True if it was live."""
         with _mapped():
-            return davlocks.delete(self._client, current_user(), token)
+            deleted = davlocks.delete(self._client, current_user(), token)
+        _changed()
+        return deleted
 
     def get_lock_list(self, path: str, *, include_root: bool, include_children: bool,
                       token_only: bool) -> list[Any]:
-        """The live locks on ``path`` and/or below it (tokens only if ``token_only``)."""
+        """The live locks on ``path`` and/or below it (tokens only if ``token_only``).
+
+        WsgiDAV asks this for every parent of a path it writes and for every member a
+        PROPFIND lists; a user with few locks has them read once per request.
+        """
+        scope = _current()
         with _mapped():
-            locks = davlocks.locks_at(self._client, current_user(), path,
-                                      include_root=include_root,
-                                      include_children=include_children)
+            if not scope.loaded:
+                scope.locks = davlocks.every_lock(self._client, scope.user, limit=FEW_LOCKS)
+                scope.loaded = True
+            if scope.locks is not None:
+                locks = davlocks.select(scope.locks, path, include_root=include_root,
+                                        include_children=include_children)
+            else:
+                locks = davlocks.locks_at(self._client, scope.user, path,
+                                          include_root=include_root,
+                                          include_children=include_children)
         return [lock.token for lock in locks] if token_only else [as_dict(x) for x in locks]
 
 

@@ -172,6 +172,27 @@ def locks_at(client: KeyValueStore, user: str, path: str, *, include_root: bool 
     return found
 
 
+def every_lock(client: KeyValueStore, user: str, *, limit: int,
+               now: float | None = None) -> list[Lock] | None:
+    """All of the user's live locks in one ``get_row``, or None if the row holds more
+    than ``limit`` (live or not): a request that asks about many paths reads them once."""
+    cells = client.get_row(lock_row(user), "l:", limit=limit + 1)
+    if len(cells) > limit:
+        return None
+    return _parse(cells, clock() if now is None else now)
+
+
+def select(locks: list[Lock], path: str, *, include_root: bool, include_children: bool,
+           now: float | None = None) -> list[Lock]:
+    """Of ``locks``, the live ones :func:`locks_at` would answer for ``path``."""
+    path = normalize(path)
+    now = clock() if now is None else now
+    below = "/" if path == "/" else path + "/"
+    return [lock for lock in locks if lock.expire >= now and (
+        (include_root and lock.root == path)
+        or (include_children and lock.root != path and lock.root.startswith(below)))]
+
+
 def _on(client: KeyValueStore, user: str, path: str, now: float) -> list[Lock]:
     return _parse(client.get_row(lock_row(user), f"l:{path}\x00"), now)
 

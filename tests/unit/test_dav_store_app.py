@@ -27,6 +27,7 @@ def test_a_lock_taken_through_web1_holds_on_web2_until_unlocked_there(frontends)
     locked = web1.lock("/dav/f.txt", Timeout="Second-600")
     assert locked.status_code == 200
     token = locked.headers["Lock-Token"]
+    assert token[1:-1].encode() in locked.data          # its own lockdiscovery shows it
     assert web2.request("PUT", "/dav/f.txt", b"other").status_code == 423
     assert web2.request("PUT", "/dav/f.txt", b"mine", If=f"({token})").status_code == 204
     assert web2.lock("/dav/f.txt").status_code == 423

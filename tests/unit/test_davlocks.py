@@ -10,6 +10,7 @@ import pytest
 from wsgidav.dav_error import DAVError
 from wsgidav.lock_man.lock_manager import LockManager
 
+from portal.dav import locks
 from portal.dav.locks import StoreLockStorage, UserScope, current_user, scoped, user_scope
 from shards.model import davlocks
 
@@ -128,6 +129,30 @@ def test_outside_a_user_scope_the_storage_refuses_instead_of_guessing(client):
     assert _status(lambda: storage.get("opaquelocktoken:x")) == 500
     with pytest.raises(DAVError):
         current_user()
+
+
+def test_one_request_reads_a_few_locks_once_and_many_locks_path_by_path(client, clock,
+                                                                         monkeypatch):
+    storage = StoreLockStorage(client)
+    with user_scope("alice"):
+        storage.create("/dav/a/b", _lock(""))
+    with user_scope("alice"):           # a PUT's check walks every parent: one read
+        before = len(client.ops)
+        found = [storage.get_lock_list(path, include_root=True, include_children=False,
+                                       token_only=True)
+                 for path in ("/dav/a/b/c", "/dav/a/b", "/dav/a", "/dav", "/")]
+        assert [len(tokens) for tokens in found] == [0, 1, 0, 0, 0]
+        assert len(client.ops) == before + 1
+        made = storage.create("/dav/a/b/c", _lock(""))    # its own change is seen at once
+        assert storage.get_lock_list("/dav/a/b/c", include_root=True, include_children=False,
+                                     token_only=True) == [made["token"]]
+    monkeypatch.setattr(locks, "FEW_LOCKS", 1)
+    with user_scope("alice"):           # too many to keep: one read per question
+        before = len(client.ops)
+        found = [storage.get_lock_list(path, include_root=True, include_children=True,
+                                       token_only=True) for path in ("/dav/a/b", "/dav/z")]
+        assert [len(tokens) for tokens in found] == [2, 0]
+        assert len(client.ops) == before + 1 + 4
 
 
 # -- two frontends ---------------------------------------------------------------------------
