@@ -9,26 +9,29 @@ the rest of the account)::
         t:<token>               msgpack {p: path, x: expire}: a lock found by its token
         l:<path>\\x00<token>     msgpack lock record: the locks *on* a path are the
                                 prefix ``l:<path>\\x00``, the locks *below* it ``l:<path>/``
+        l:~<sha256>\\x00<token>  the same for a root too long for a column key (over
+                                :data:`MAX_INDEXED` bytes), found by its hash
         x:<expire>:<token>      the path: the locks in expiry order (the lazy purge)
 
 A path is what WebDAV names (the lock root, as the client's URL names it).  Every
 change is **one** ``mutate_row`` conditioned on the version of ``n`` read before
-anything else, and puts ``n`` again: changes of one user's locks are serialised
-without a lock, so a create re-checks the conflicts it read (two frontends locking
-one path exclusively end with one lock and a :class:`LockConflict`), and the count
-stays exact under the cap.  Expired locks are hidden on every read; each change also
+anything else, and puts ``n`` again (deletes it at zero): changes of one user's locks
+are serialised without a lock, so a create re-checks the conflicts it read (two
+frontends locking one path exclusively end with one lock and a :class:`LockConflict`),
+and the count stays exact under the cap.  Expired locks are hidden on every read; each change also
 deletes up to :data:`PURGE_BATCH` of the oldest expired ones (``x:`` sorts by expiry),
 so expired locks never outnumber the cap for long and never hold its room.
 
 Bounds: a timeout is at most :data:`MAX_TIMEOUT` (an infinite or a year-long request
 gets the cap), at most :data:`MAX_LOCKS` locks per user, paths of at most
-:data:`MAX_PATH` characters and owner XML of at most :data:`MAX_OWNER` bytes (a change
-stays far below a Raft entry's 32 KiB).
+:data:`MAX_PATH` bytes and owner XML of at most :data:`MAX_OWNER` bytes (a change
+stays under a Raft entry's 32 KiB).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 import time
 import uuid
@@ -48,7 +51,8 @@ if TYPE_CHECKING:
 MAX_TIMEOUT = 3600.0      # seconds: "Infinite" and longer requests get this
 MIN_TIMEOUT = 1.0         # seconds: a zero or tiny timeout becomes this
 MAX_LOCKS = 1000          # live locks per user
-MAX_PATH = 1024           # characters of a lock root
+MAX_PATH = 4096           # bytes of a lock root (UTF-8): a URL path, quoted
+MAX_INDEXED = 380         # bytes of a root kept in its column (row and column keys stop at 498)
 MAX_OWNER = 2048          # bytes of the <owner> XML a client sends
 PURGE_BATCH = 8           # expired locks deleted by one change (about 1.1 KiB of columns each)
 ATTEMPTS = 10             # re-reads when another change of the same user's locks won
@@ -56,6 +60,7 @@ SCOPES = ("exclusive", "shared")
 DEPTHS = ("0", "infinity")
 _TOKEN_PREFIX = "opaquelocktoken:"
 _COUNT = "n"
+_LONG = "~"               # l:~<hash>: a long root (sorts apart from roots, which begin "/")
 # The time every call without ``now`` reads (tests move it; the store's clock plays no part).
 clock = time.time
 
@@ -109,8 +114,8 @@ def normalize(path: str) -> str:
     if not isinstance(path, str):
         raise BadLock("A lock path must be text.")
     path = "/" + path.strip("/")
-    if len(path) > MAX_PATH:
-        raise BadLock(f"A lock path can be at most {MAX_PATH} characters long.")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        raise BadLock(f"A lock path can be at most {MAX_PATH} bytes long.")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
         raise BadLock("A lock path cannot contain control characters.")
     return path
@@ -161,8 +166,12 @@ def get(client: KeyValueStore, user: str, token: str, *, now: float | None = Non
 def locks_at(client: KeyValueStore, user: str, path: str, *, include_root: bool = True,
              include_children: bool = False, now: float | None = None) -> list[Lock]:
     """The live locks on ``path`` (``include_root``) and on paths below it
-    (``include_children``): one ``get_row`` each, whatever else the user holds."""
-    path = normalize(path)
+    (``include_children``): one ``get_row`` each (two below a path, to see long roots),
+    whatever else the user holds.  A path no lock can name has none on or below it."""
+    try:
+        path = normalize(path)
+    except BadLock:
+        return []
     now = clock() if now is None else now
     found = []
     if include_root:
@@ -185,7 +194,10 @@ def every_lock(client: KeyValueStore, user: str, *, limit: int,
 def select(locks: list[Lock], path: str, *, include_root: bool, include_children: bool,
            now: float | None = None) -> list[Lock]:
     """Of ``locks``, the live ones :func:`locks_at` would answer for ``path``."""
-    path = normalize(path)
+    try:
+        path = normalize(path)
+    except BadLock:
+        return []
     now = clock() if now is None else now
     below = "/" if path == "/" else path + "/"
     return [lock for lock in locks if lock.expire >= now and (
@@ -194,20 +206,25 @@ def select(locks: list[Lock], path: str, *, include_root: bool, include_children
 
 
 def _on(client: KeyValueStore, user: str, path: str, now: float) -> list[Lock]:
-    return _parse(client.get_row(lock_row(user), f"l:{path}\x00"), now)
+    cells = client.get_row(lock_row(user), f"l:{_key(path)}\x00")
+    return [lock for lock in _parse(cells, now) if lock.root == path]
 
 
 def _below(client: KeyValueStore, user: str, path: str, now: float) -> list[Lock]:
-    prefix = "l:/" if path == "/" else f"l:{path}/"
-    cells = client.get_row(lock_row(user), prefix)
-    return [lock for lock in _parse(cells, now) if lock.root != path]
+    cells: dict[str, Cell] = {}
+    if _key(path) == path:          # below a long path, every root is long too
+        cells.update(client.get_row(lock_row(user), "l:/" if path == "/" else f"l:{path}/"))
+    cells.update(client.get_row(lock_row(user), f"l:{_LONG}"))
+    below = "/" if path == "/" else path + "/"
+    return [lock for lock in _parse(cells, now)
+            if lock.root != path and lock.root.startswith(below)]
 
 
 def _parse(cells: dict[str, Cell], now: float) -> list[Lock]:
     found = []
     for column, cell in cells.items():
-        path, _, token = column[2:].partition("\x00")
-        lock = _live(_lock_from(path, token, cell.value), now)
+        key, _, token = column[2:].partition("\x00")
+        lock = _live(_lock_from(key, token, cell.value), now)
         if lock is not None:
             found.append(lock)
     return found
@@ -369,7 +386,7 @@ def _expired(client: KeyValueStore, user: str, now: float) -> tuple[list[Mutatio
 
 
 def _put(lock: Lock) -> list[Mutation]:
-    record = {"scope": lock.scope, "depth": lock.depth, "owner": lock.owner,
+    record = {"root": lock.root, "scope": lock.scope, "depth": lock.depth, "owner": lock.owner,
               "principal": lock.principal, "timeout": lock.timeout, "expire": lock.expire}
     return [("put", _token_col(lock.token), _pack({"p": lock.root, "x": lock.expire})),
             ("put", _path_col(lock.root, lock.token), _pack(record)),
@@ -390,8 +407,14 @@ def _token_col(token: str) -> str:
     return f"t:{token}"
 
 
+def _key(path: str) -> str:
+    """How a root appears in its column: itself, or ``~`` and its hash when too long."""
+    raw = path.encode("utf-8", "surrogatepass")
+    return path if len(raw) <= MAX_INDEXED else _LONG + hashlib.sha256(raw).hexdigest()
+
+
 def _path_col(path: str, token: str) -> str:
-    return f"l:{path}\x00{token}"
+    return f"l:{_key(path)}\x00{token}"
 
 
 def _expiry_col(expire: float, token: str) -> str:
@@ -410,7 +433,8 @@ def _lock_from(path: str, token: str, value: bytes) -> Lock | None:
     record = _unpack(value)
     if not isinstance(record, dict):
         return None
-    return Lock(token=token, root=path, scope=str(record.get("scope")),
+    root = record.get("root")
+    return Lock(token=token, root=root if isinstance(root, str) else path, scope=str(record.get("scope")),
                 depth=str(record.get("depth")), owner=bytes(record.get("owner") or b""),
                 principal=str(record.get("principal")),
                 timeout=float(record.get("timeout", 0.0)), expire=float(record.get("expire", 0.0)))

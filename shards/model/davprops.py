@@ -17,7 +17,7 @@ different items never conflict.  Copying or clearing an item's properties is a
 entry's 32 KiB), each leaving the header true.  Properties of an item deleted elsewhere
 (the web page) stay until :func:`purge_orphans` finds its id gone from the drive.
 
-Bounds: names of at most :data:`MAX_NAME` characters in Clark notation, values of at
+Bounds: names of at most :data:`MAX_NAME` bytes in Clark notation, values of at
 most :data:`MAX_VALUE` bytes, :data:`MAX_PROPS` properties and :data:`MAX_ITEM_BYTES`
 bytes of values per item.
 """
@@ -39,7 +39,8 @@ from .drive.records import FILE, FOLDER, ROOT, drive_row, index_col, is_id
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation
 
-MAX_NAME = 256                # characters of a property name, "{namespace}local"
+MAX_NAME = 256                # bytes (UTF-8) of a property name, "{namespace}local"; with
+                              # the item id it stays inside the store's 498-byte cell keys
 MAX_VALUE = 16 * 1024         # bytes of one value (larger cells would become blobs)
 MAX_PROPS = 100               # properties per item
 MAX_ITEM_BYTES = 256 * 1024   # bytes of all of an item's values
@@ -73,8 +74,8 @@ def props_row(user: str) -> str:
 
 def check_name(name: str) -> str:
     """``name`` if it can name a dead property here, else :class:`BadProperty`."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-        raise BadProperty(f"A property name must have 1 to {MAX_NAME} characters.")
+    if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        raise BadProperty(f"A property name must have 1 to {MAX_NAME} bytes.")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) or not _NAME.fullmatch(name):
         raise BadProperty("A property name must be {namespace}name without control characters.")
     return name

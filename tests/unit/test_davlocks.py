@@ -152,7 +152,7 @@ def test_one_request_reads_a_few_locks_once_and_many_locks_path_by_path(client, 
         found = [storage.get_lock_list(path, include_root=True, include_children=True,
                                        token_only=True) for path in ("/dav/a/b", "/dav/z")]
         assert [len(tokens) for tokens in found] == [2, 0]
-        assert len(client.ops) == before + 1 + 4
+        assert len(client.ops) == before + 1 + 2 * 3   # on: one read; below: two
 
 
 # -- two frontends ---------------------------------------------------------------------------
@@ -298,12 +298,51 @@ def test_at_most_max_locks_per_user_then_a_clear_refusal(client, clock, monkeypa
         StoreLockStorage(client).create("/dav/f0", _lock("", principal="bob"))
 
 
-@pytest.mark.parametrize("path", ["/dav/a\x00b", "/dav/\x1b[31m", "/dav/" + "x" * 2000])
-def test_a_path_a_lock_cannot_name_is_a_bad_request(client, clock, path):
+@pytest.mark.parametrize("path", ["/dav/a\x00b", "/dav/\x1b[31m", "/dav/" + "x" * 5000])
+def test_a_path_a_lock_cannot_name_is_a_bad_request_and_has_no_locks(client, clock, path):
     with user_scope("alice"):
         assert _status(lambda: StoreLockStorage(client).create(path, _lock(""))) == 400
-        assert _status(lambda: StoreLockStorage(client).get_lock_list(
-            path, include_root=True, include_children=True, token_only=True)) == 400
+        assert StoreLockStorage(client).get_lock_list(
+            path, include_root=True, include_children=True, token_only=True) == []
+        assert davlocks.locks_at(client, "alice", path, include_children=True) == []
+
+
+def test_a_root_too_long_for_a_column_key_is_found_by_its_hash(client, clock):
+    """URL paths of non-Latin names are long (each letter is six or nine characters
+    quoted); the store's keys stop near 500 bytes."""
+    deep = "/dav/" + "/".join(["%D0%9E%D1%82%D1%87%D1%91%D1%82"] * 20)      # 624 characters
+    short, long = deep.rsplit("/", 15)[0], deep.rsplit("/", 5)[0]          # 159 and 469
+    manager = _manager(client)
+    with user_scope("alice"):
+        lock = _acquire(manager, deep + "/a.odt", depth="infinity")
+        assert [x["token"] for x in manager.get_url_lock_list(deep + "/a.odt")] == [lock["token"]]
+        assert manager.get_lock(lock["token"])["root"] == deep + "/a.odt"
+        # Seen from above (a MOVE of the tree), and from below (a write inside it).
+        for above in ("/", "/dav", short, long, deep):
+            assert _status(lambda a=above: manager.check_write_permission(
+                url=a, depth="infinity", token_list=[], principal="alice")) == 423
+            assert davlocks.locks_at(client, "alice", above, include_root=False,
+                                     include_children=True)[0].root == deep + "/a.odt"
+        assert _status(lambda: manager.check_write_permission(
+            url=deep + "/a.odt/x", depth="0", token_list=[], principal="alice")) == 423
+        assert _status(lambda: _acquire(manager, deep + "/a.odt")) == 423
+        manager.check_write_permission(url=deep + "/b.odt", depth="0", token_list=[],
+                                       principal="alice")
+        manager.release(lock["token"])
+        assert manager.get_url_lock_list(deep + "/a.odt") == []
+    assert client.get_row(davlocks.lock_row("alice")) == {}
+
+
+def test_the_longest_user_name_and_roots_either_side_of_the_column_limit_fit_the_store(client,
+                                                                                     clock):
+    user = "u" * 32                      # the longest account name
+    for size in (davlocks.MAX_INDEXED, davlocks.MAX_INDEXED + 1, davlocks.MAX_PATH):
+        path = "/dav/" + "é" * ((size - 5) // 2) + "x" * ((size - 5) % 2)
+        assert len(path.encode()) == size
+        lock = davlocks.create(client, user, path, scope="exclusive", depth="0", owner=b"",
+                               principal=user, timeout=60)
+        assert davlocks.locks_at(client, user, path) == [lock]
+        assert davlocks.delete(client, user, lock.token)
 
 
 def test_an_oversized_owner_or_unknown_scope_is_a_bad_request(client, clock):

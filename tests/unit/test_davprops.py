@@ -169,8 +169,17 @@ def test_an_item_s_values_are_bounded_in_total(client, tree, monkeypatch):
     davprops.write(client, "alice", tree["/docs"], "{urn:x}c", value)
 
 
-@pytest.mark.parametrize("name", ["", "{urn:x}" + "n" * 300, "{urn:x}a\x00b", "{urn:x}a b",
-                                  "{urn:{x}}a", "{urn:x}", "{urn:x}a/../b", "\x1b[31m"])
+def test_the_longest_name_fits_the_store_beside_the_longest_user_name(client):
+    user = "u" * 32
+    name = "{urn:x}" + "é" * ((davprops.MAX_NAME - 7) // 2)
+    assert len(name.encode()) >= davprops.MAX_NAME - 1
+    davprops.write(client, user, ROOT, name, b"<v/>")
+    assert davprops.read_all(client, user, ROOT) == {name: b"<v/>"}
+
+
+@pytest.mark.parametrize("name", ["", "{urn:x}" + "n" * 300, "{urn:x}" + "é" * 200,
+                                  "{urn:x}a\x00b", "{urn:x}a b", "{urn:{x}}a", "{urn:x}",
+                                  "{urn:x}a/../b", "\x1b[31m"])
 def test_names_that_are_not_clark_notation_are_refused_with_403(client, tree, name):
     pm = StorePropertyManager(client)
     assert _status(lambda: pm.write_property("/dav/docs", name, b"<v/>", dry_run=True,
