@@ -4,8 +4,9 @@ sync tools and phones, served by WsgiDAV on :mod:`shards.model.drive`.
 Modules: :mod:`.door` (sign-in, bounds, refusals; mounts WsgiDAV),
 :mod:`.credentials` (HTTP Basic with app passwords, remembered per worker),
 :mod:`.paths` (paths to items, errors to DAV answers), :mod:`.resources` (the
-provider: folders and files), :mod:`.writing` (PUT and COPY of bytes), :mod:`.locks` and :mod:`.props` (WsgiDAV's
-lock storage and property manager, kept in the store).
+provider: folders and files), :mod:`.writing` (PUT and COPY of bytes),
+:mod:`.locks` and :mod:`.props` (WsgiDAV's lock storage and property manager, kept in
+the store).
 docs/dav.md describes the door.
 """
 
