@@ -74,6 +74,7 @@ from .pages import (
     time_tag,
 )
 from .pagestore import CellCache, PageStore
+from .previews import PreviewViews, has_thumbnail, inline_type, thumb_url
 from .readmarks import ReadMarks
 from .sessions import COOKIE, Session, SessionStore, check_csrf, csrf_token, index_row
 from .share_pages import SharePageViews, TokenConverter
@@ -154,8 +155,8 @@ class Request(BaseRequest):
             raise BadRequest("The request body could not be read.") from None
 
 
-class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, MailViews,
-             MailFolderViews, MailActionViews, DraftViews, MailSearchViews, ComposeViews,
+class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, PreviewViews,
+             MailViews, MailFolderViews, MailActionViews, DraftViews, MailSearchViews, ComposeViews,
              AdminViews, AdminUserViews, ExportViews, DriveShareViews, SharePageViews,
              DriveTrashViews):
     """The portal app; one instance per worker process, shared by its threads."""
@@ -186,6 +187,8 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
         self.jinja.filters["maildate"] = mail_date
         self.jinja.filters["size"] = human_size
         self.jinja.globals["folder_url"] = folder_url
+        self.jinja.globals.update(has_thumbnail=has_thumbnail, thumb_url=thumb_url,
+                                  inline_type=inline_type)  # the drive's previews
         self._wsgi: WSGIApplication = SharedDataMiddleware(self.wsgi_app,
                                                            {"/static": STATIC_DIR})
         self.dav = DavDoor(self)  # WebDAV at /dav/ (portal.dav): no sessions, no CSRF
@@ -243,6 +246,9 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/drive/d/<folder:folder_id>/delete", endpoint="drive_folder_delete",
                  methods=get_post),
             Rule("/drive/<file:file_id>", endpoint="drive_download", methods=get),
+            Rule("/drive/<file:file_id>/view", endpoint="drive_view", methods=get),
+            Rule("/drive/<file:file_id>/inline", endpoint="drive_inline", methods=get),
+            Rule("/drive/<file:file_id>/thumb", endpoint="drive_thumb", methods=get),
             Rule("/drive/<file:file_id>/rename", endpoint="drive_file_rename", methods=post),
             Rule("/drive/<file:file_id>/move", endpoint="drive_file_move", methods=get_post),
             Rule("/drive/<file:file_id>/delete", endpoint="drive_file_delete",

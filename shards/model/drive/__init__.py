@@ -22,6 +22,7 @@ touches::
         data                        the bytes (the store makes big values blobs); a file's
                                     current bytes are in the row of its index's ``c``
                                     (absent: its own id), each version's in its own
+        thumb                       an image's thumbnail, made on first view (.thumbs)
 
 The root folder is :data:`ROOT`; it has a header but no entry and no index.
 Names are column keys, so "a name is free" is the condition ``absent`` on
@@ -106,6 +107,7 @@ from .records import (
     is_id,
     new_id,
 )
+from .thumbs import THUMB_COL, Thumb, file_and_thumb, save_thumb
 from .trash import (
     TRASH_DAYS,
     Restored,
@@ -141,4 +143,5 @@ __all__ = ["BATCH", "Changed", "Held", "copy_name", "delete_many", "drop_held", 
            "walk_files", "live_file", "Content", "Version", "put_content", "TRASH_DAYS", "Restored",
            "Trashed", "delete_forever", "empty_trash", "get_trashed", "list_trash", "restore",
            "sweep", "trash", "trash_many", "MAX_VERSIONS", "get_version", "list_versions",
-           "open_version", "overwrite", "restore_version"]
+           "open_version", "overwrite", "restore_version", "THUMB_COL", "Thumb",
+           "file_and_thumb", "save_thumb"]
