@@ -13,8 +13,16 @@ Three URLs per file, all within the logged-in user's own rows:
     tab of its own the document runs nothing and has an origin of its own), framed only
     by our pages, and byte ranges so that video seeks.
 ``/drive/<id>/view``
-    Our page around it: ``<img>``, ``<video>``, ``<audio>``, or a sandboxed ``<iframe>``
-    for text and PDF.  A file of any other type gets its name and a download button.
+    Our page around it: ``<img>``, ``<video>``, ``<audio>``, a sandboxed ``<iframe>`` for
+    text, an ``<object>`` for PDF.  A file of any other type gets its name and a download
+    button.
+
+PDF is the one exception to the frame's ``sandbox`` attribute: Chromium shows no PDF in a
+sandboxed frame at all (any ``sandbox`` value, tested), so the PDF is an ``<object>``, and
+its document is sandboxed by the bytes' own CSP.  Chromium's PDF viewer runs a PDF's own
+JavaScript in its PDF engine (PDFium), in the viewer's own process, not on our origin: it
+can show an alert box, and it reaches nothing of our pages (docs/security.md, "Drive
+previews").
 """
 
 from __future__ import annotations
@@ -63,8 +71,8 @@ INLINE_CSP = ("sandbox; default-src 'none'; img-src 'self'; media-src 'self'; "
               "style-src 'unsafe-inline'; frame-ancestors 'self'")
 THUMB_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
 VIEW_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; media-src 'self'; "
-            "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
-            f"worker-src 'self'; {PAGE_SCRIPT_SRC}")
+            "frame-src 'self'; object-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+            f"base-uri 'none'; worker-src 'self'; {PAGE_SCRIPT_SRC}")
 # Our own generic picture, for a file without a thumbnail: not a user's bytes.
 ICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 48 48" width="48" height="48">'
         b'<rect x="5" y="9" width="38" height="30" rx="3" fill="#eef1f6" stroke="#8a94a6" '
