@@ -16,10 +16,12 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from PIL import Image
 
 import shards
 from raftkv.cluster import load_cluster
@@ -68,6 +70,7 @@ class Walker:
     shares: dict[str, str]  # share links' paths: the whole drive, the file, one with a password
     trashed_id: str  # a file in the drive's Trash
     versioned_id: str  # a file replaced once: one earlier version
+    image_id: str = ""  # a photo: its thumbnail in the listing, its viewer page
 
 
 def _href_id(page, selector: str) -> str:
@@ -109,6 +112,10 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     source.write_bytes(os.urandom(150_000))
     _upload(page, source)
     file_id = _href_id(page, f'td > a:text-is("{LONG_NAME}")')
+    photo = source.with_name("beach.jpg")
+    photo.write_bytes(_photo_bytes())
+    _upload(page, photo)
+    image_id = _href_id(page, 'td > a:text-is("beach.jpg")')
     folder_id = _href_id(page, 'td > a:text-is("Holiday photos")')
     held_id = page.evaluate("""async name => {  // the same name again: held, and asked about
         const form = new FormData(document.getElementById("upload-form"));
@@ -182,7 +189,13 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     admin.close()
     return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id,
                   html_message_id, mail_folder_id, draft_id, share_paths, trashed_id,
-                  versioned_id)
+                  versioned_id, image_id)
+
+
+def _photo_bytes() -> bytes:
+    out = BytesIO()
+    Image.linear_gradient("L").resize((900, 600)).convert("RGB").save(out, "JPEG")
+    return out.getvalue()
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -202,6 +215,7 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("mail-search", "user", "/mail/search?q=lunch"),
         ("drive", "user", "/drive"), ("drive-folder", "user", f"/drive/d/{w.folder_id}"),
         ("drive-move", "user", f"/drive/{w.file_id}/move"),
+        ("drive-view-image", "user", f"/drive/{w.image_id}/view"),
         ("drive-delete-file", "user", f"/drive/{w.file_id}/delete"),
         ("drive-delete-folder", "user", f"/drive/d/{w.folder_id}/delete"),
         ("drive-clash", "user", f"/drive/held?folder=root&held={w.held_id}"),
