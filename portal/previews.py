@@ -190,8 +190,9 @@ class PreviewViews:
         if item is None:
             raise drive.NoSuchItem("There is no such file in your drive.")
         shown = inline_type(item)
-        # An image's shape, from its thumbnail when there is one: the page keeps its room.
-        shape = (thumb.width, thumb.height) if thumb and thumb.ok and thumb.fits(item) else None
+        # An image's size, known from its thumbnail when there is one: the page keeps its room.
+        shape = ((thumb.source_width, thumb.source_height)
+                 if thumb and thumb.ok and thumb.fits(item) and thumb.source_width else None)
         response = self.render(request, "drive_view.html", item=item,
                                kind=shown[0] if shown else None, shape=shape,
                                back=folder_url(item.parent))

@@ -40,7 +40,7 @@ class Busy(Exception):
 def made_from(chunks: Iterator[bytes], *, timeout: float = thumbnailer.WALL_SECONDS
               ) -> dict[str, object]:
     """What the child answers for the bytes ``chunks`` yields: ``{"ok": True, "w", "h",
-    "t", "b"}`` or ``{"ok": False, "why"}``.  A child that dies, overruns its limits or
+    "t", "b", "ow", "oh"}`` or ``{"ok": False, "why"}``.  A child that dies, overruns its limits or
     its time answers ``ok: False`` too.  A failure to read the store is raised, not
     answered: it says nothing about the file.
 
@@ -114,7 +114,9 @@ def thumb_of(item: drive.Item, answer: dict[str, object]) -> drive.Thumb:
     if answer.get("ok") and isinstance(data, bytes) and data:
         return drive.Thumb(size=item.size, modified=item.modified, data=data,
                            ctype=str(answer.get("t", "image/webp")),
-                           width=_int(answer.get("w")), height=_int(answer.get("h")))
+                           width=_int(answer.get("w")), height=_int(answer.get("h")),
+                           source_width=_int(answer.get("ow")),
+                           source_height=_int(answer.get("oh")))
     return drive.Thumb(size=item.size, modified=item.modified,
                        why=str(answer.get("why", "no thumbnail")))
 

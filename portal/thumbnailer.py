@@ -50,6 +50,8 @@ class Thumbnail:
     width: int
     height: int
     ctype: str = "image/webp"
+    source_width: int = 0   # the image's own size, as shown (after its EXIF orientation)
+    source_height: int = 0
 
 
 def make_thumbnail(data: bytes) -> Thumbnail:
@@ -68,6 +70,7 @@ def make_thumbnail(data: bytes) -> Thumbnail:
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+                shown = _shown_size(image)
                 if image.format == "JPEG":
                     # Decode at 1/2..1/8 scale straight from the DCT: a 12 MP photo in ms.
                     image.draft("RGB", (BOX * 2, BOX * 2))
@@ -79,7 +82,18 @@ def make_thumbnail(data: bytes) -> Thumbnail:
             Image.UnidentifiedImageError) as exc:
         # Pillow reports broken and truncated files through all of these.
         raise NotAThumbnail(f"the image cannot be read ({type(exc).__name__})") from None
-    return _encode(small)
+    thumb = _encode(small)
+    return Thumbnail(thumb.data, thumb.width, thumb.height, thumb.ctype, *shown)
+
+
+def _shown_size(image: object) -> tuple[int, int]:
+    """The image's size as it is shown: turned a quarter by EXIF orientations 5 to 8."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        return 0, 0
+    width, height = image.size
+    return (height, width) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (width, height)
 
 
 def _small(image: object) -> object:
@@ -124,7 +138,7 @@ def _limit_self() -> None:
 def main() -> int:
     """Run as a child process: image bytes on stdin, one msgpack answer on stdout.
 
-    The answer is ``{"ok": true, "w", "h", "t", "b"}`` or ``{"ok": false, "why"}``.
+    The answer is ``{"ok": true, "w", "h", "t", "b", "ow", "oh"}`` or ``{"ok": false, "why"}``.
     """
     import msgpack
 
@@ -133,7 +147,7 @@ def main() -> int:
     try:
         thumb = make_thumbnail(data)
         answer = {"ok": True, "w": thumb.width, "h": thumb.height, "t": thumb.ctype,
-                  "b": thumb.data}
+                  "b": thumb.data, "ow": thumb.source_width, "oh": thumb.source_height}
     except NotAThumbnail as exc:
         answer = {"ok": False, "why": str(exc)}
     sys.stdout.buffer.write(msgpack.packb(answer, use_bin_type=True))

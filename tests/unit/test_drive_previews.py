@@ -68,7 +68,7 @@ def test_a_thumbnail_is_made_on_first_request_and_then_read(portal, runs):
     assert again.data == first.data and len(runs) == 1
     assert store.get(drive.content_row("bob", file_id), drive.THUMB_COL) == cell
     view = http.get(f"/drive/{file_id}/view").text  # the image keeps its room on the page
-    assert f'src="/drive/{file_id}/inline"' in view and 'width="256" height="171"' in view
+    assert f'src="/drive/{file_id}/inline"' in view and 'width="900" height="600"' in view
 
 
 def test_a_hostile_or_false_image_gets_the_icon_once(portal, runs):

@@ -40,6 +40,7 @@ def test_a_thumbnail_fits_the_box_keeps_the_shape_and_is_small(width, height):
     assert image.format == "WEBP" and thumb.ctype == "image/webp"
     assert (image.width, image.height) == (thumb.width, thumb.height)
     assert max(image.size) == min(BOX, max(width, height))  # never enlarged
+    assert (thumb.source_width, thumb.source_height) == (width, height)
     assert abs(image.width / image.height - width / height) < 0.05
     assert len(thumb.data) <= MAX_THUMB
 
@@ -72,6 +73,7 @@ def test_the_exif_orientation_is_applied_and_no_metadata_is_kept():
     data = _photo(800, 400, exif=exif.tobytes(), comment=b"secret note")
     thumb = make_thumbnail(data)
     assert (thumb.width, thumb.height) == (128, 256)  # stored landscape, shown portrait
+    assert (thumb.source_width, thumb.source_height) == (400, 800)
     image = _opened(thumb.data)
     assert not image.getexif() and "exif" not in image.info and "icc_profile" not in image.info
     assert b"Camera maker" not in thumb.data and b"secret note" not in thumb.data

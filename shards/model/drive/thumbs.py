@@ -52,6 +52,8 @@ class Thumb:
     ctype: str = "image/webp"
     width: int = 0
     height: int = 0
+    source_width: int = 0   # the image's own size (for the viewer page's room)
+    source_height: int = 0
     why: str = ""       # why there is none
     version: int = 0    # the thumb cell's own version (0: not stored)
 
@@ -67,7 +69,8 @@ class Thumb:
 def thumb_value(thumb: Thumb) -> bytes:
     record: dict[str, object] = {"size": thumb.size, "m": thumb.modified}
     if thumb.ok:
-        record.update(b=thumb.data, t=thumb.ctype, w=thumb.width, h=thumb.height)
+        record.update(b=thumb.data, t=thumb.ctype, w=thumb.width, h=thumb.height,
+                      ow=thumb.source_width, oh=thumb.source_height)
     else:
         record["why"] = thumb.why
     return pack(record)
@@ -81,7 +84,8 @@ def thumb_from(value: bytes, version: int) -> Thumb | None:
         return Thumb(size=int(record["size"]),
                      modified=float(record["m"]), data=bytes(record.get("b", b"")),
                      ctype=str(record.get("t", "image/webp")), width=int(record.get("w", 0)),
-                     height=int(record.get("h", 0)), why=str(record.get("why", "")),
+                     height=int(record.get("h", 0)), source_width=int(record.get("ow", 0)),
+                     source_height=int(record.get("oh", 0)), why=str(record.get("why", "")),
                      version=version)
     except (KeyError, TypeError, ValueError):
         return None
