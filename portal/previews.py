@@ -27,6 +27,7 @@ previews").
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ from .pages import PAGE_SCRIPT_SRC
 
 if TYPE_CHECKING:
     from .app import Portal, Request
+
+log = logging.getLogger("portal.previews")
 
 # The types served inline, each as itself; the kind says how the viewer page embeds it.
 INLINE_TYPES = {
@@ -174,7 +177,10 @@ def make_thumb(self: Portal, user: str, item: drive.Item, seen: int) -> drive.Th
     """
     client = self.client()
     item, _, chunks = drive.open_file(client, user, item.id)
-    thumb = thumbjobs.thumb_of(item, thumbjobs.made_from(chunks))
+    answer = thumbjobs.made_from(chunks)
+    thumb = thumbjobs.thumb_of(item, answer)
+    if answer.get("retry"):
+        return thumb  # the thumbnailer's own failure: not remembered against the file
     try:
         return drive.save_thumb(client, user, item.id, thumb, seen)
     except RaftKVError:
@@ -242,8 +248,11 @@ class PreviewViews:
                 thumb = make_thumb(self, user, item, seen)
             except thumbjobs.Busy:
                 return _icon("no-store")  # not remembered: the next listing asks again
-        if not thumb.ok:
-            return _icon("private, max-age=3600")
+            except OSError:
+                log.exception("the thumbnailer could not be started")
+                return _icon("no-store")
+        if not thumb.ok:  # a failure not stored (the thumbnailer's own) is asked again
+            return _icon("private, max-age=3600" if thumb.version else "no-store")
         return Response(thumb.data, mimetype=thumb.ctype, headers={
             "Cache-Control": "private, max-age=86400",  # its URL changes with the content
             "Content-Security-Policy": THUMB_CSP})

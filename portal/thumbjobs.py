@@ -41,17 +41,23 @@ def made_from(chunks: Iterator[bytes], *, timeout: float = thumbnailer.WALL_SECO
               ) -> dict[str, object]:
     """What the child answers for the bytes ``chunks`` yields: ``{"ok": True, "w", "h",
     "t", "b", "ow", "oh"}`` or ``{"ok": False, "why"}``.  A child that dies, overruns its limits or
-    its time answers ``ok: False`` too.  A failure to read the store is raised, not
-    answered: it says nothing about the file.
+    its time answers ``ok: False`` too; one that fails by itself (an exit status of its
+    own) also says ``"retry": True``: that is no reason to give up on the file.  A
+    failure to read the store is raised, not answered: it says nothing about the file.
 
     :raises Busy: no slot came free in time.
     """
-    if not _slots.acquire(timeout=SLOT_WAIT):
-        raise Busy()
     try:
-        return _run(chunks, timeout)
+        if not _slots.acquire(timeout=SLOT_WAIT):
+            raise Busy()
+        try:
+            return _run(chunks, timeout)
+        finally:
+            _slots.release()
     finally:
-        _slots.release()
+        close = getattr(chunks, "close", None)  # the store's reads ahead stop here
+        if close is not None:
+            close()
 
 
 def _run(chunks: Iterator[bytes], timeout: float) -> dict[str, object]:
@@ -79,9 +85,6 @@ def _run(chunks: Iterator[bytes], timeout: float) -> dict[str, object]:
         child.wait()
     finally:
         timer.cancel()
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
         if child.poll() is None:
             child.kill()
             child.wait()
@@ -95,10 +98,16 @@ def _run(chunks: Iterator[bytes], timeout: float) -> dict[str, object]:
 
 
 def _parsed(answer: bytes, status: int) -> dict[str, object]:
-    if status != 0:
-        # Killed: by the timer (SIGKILL), its CPU limit (SIGXCPU) or a crash.
-        log.info("thumbnailer exited with status %s", status)
+    if status < 0:
+        # Killed by a signal: the timer (SIGKILL), its CPU limit (SIGXCPU) or a crash in
+        # a decoder -- the file's doing, so the failure is kept.
+        log.info("thumbnailer killed by signal %s", -status)
         return {"ok": False, "why": "the image took too long or too much memory to read"}
+    if status > 0:
+        # It failed by itself (Pillow missing, a bug of ours): not the file's fault, so
+        # nothing is kept, and the next view tries again.
+        log.error("thumbnailer failed with exit status %s", status)
+        return {"ok": False, "why": "the thumbnailer failed", "retry": True}
     try:
         parsed = msgpack.unpackb(answer, raw=False)
     except (ValueError, msgpack.UnpackException):

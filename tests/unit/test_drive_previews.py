@@ -172,3 +172,29 @@ def test_two_makers_racing_store_one_thumbnail():
     assert drive.save_thumb(store, "bob", item.id, stale, 0).version == 0  # not stored
     newer = drive.save_thumb(store, "bob", item.id, stale, kept.version)  # replaces the old
     assert newer.version > kept.version and not newer.fits(item)
+
+
+def test_a_broken_thumbnailer_is_not_held_against_the_file(portal, monkeypatch, tmp_path):
+    store, http = portal
+    file_id = _put(http, "beach.jpg", _jpeg(), "image/jpeg")
+    failing = tmp_path / "failing.py"
+    failing.write_text("raise SystemExit(3)\n")  # as Pillow missing would end it
+    monkeypatch.setattr(thumbjobs, "SCRIPT", str(failing))
+    icon = http.get(f"/drive/{file_id}/thumb")
+    assert icon.mimetype == "image/svg+xml" and icon.headers["Cache-Control"] == "no-store"
+    assert store.get(drive.content_row("bob", file_id), drive.THUMB_COL) is None
+    monkeypatch.setattr(thumbjobs.sys, "executable", str(tmp_path / "no-such-python"))
+    unstartable = http.get(f"/drive/{file_id}/thumb")
+    assert unstartable.status_code == 200 and unstartable.headers["Cache-Control"] == "no-store"
+    monkeypatch.undo()
+    assert http.get(f"/drive/{file_id}/thumb").mimetype == "image/webp"  # fixed: made now
+
+
+@pytest.mark.parametrize("asked", ["bytes=abc", "bytes=5-2", "lines=0-4", "bytes=" + "1" * 5000,
+                                   "bytes=0-1," * 200, "bytes=\x00-\x01"])
+def test_a_malformed_range_gets_the_whole_file(portal, asked):
+    _, http = portal
+    file_id = _put(http, "song.mp3", b"0123456789", "audio/mpeg")
+    answer = http.get(f"/drive/{file_id}/inline", headers={"Range": asked})
+    assert answer.status_code in (200, 416) and (answer.status_code == 416 or
+                                                 answer.data == b"0123456789")
