@@ -10,6 +10,7 @@ import re
 import pytest
 
 from portal import previews, thumbjobs
+from raftkv.errors import ReadOnly
 from shards.model import accounts, drive
 
 from .._memstore import MemClient
@@ -198,3 +199,28 @@ def test_a_malformed_range_gets_the_whole_file(portal, asked):
     answer = http.get(f"/drive/{file_id}/inline", headers={"Range": asked})
     assert answer.status_code in (200, 416) and (answer.status_code == 416 or
                                                  answer.data == b"0123456789")
+
+
+class _RefusingThumbs(MemClient):
+    """A store whose user's group refuses writes of thumbnails (read-only mode)."""
+
+    refuse = False
+
+    def mutate_row(self, row, conditions, mutations, **kwargs):  # type: ignore[no-untyped-def]
+        if self.refuse and any(m[1] == drive.THUMB_COL for m in mutations):
+            raise ReadOnly("the group has lost its majority")
+        return super().mutate_row(row, conditions, mutations, **kwargs)
+
+
+def test_a_thumbnail_is_shown_but_not_kept_while_writes_are_refused(runs):
+    store = _RefusingThumbs()
+    accounts.create_user(store, "bob", PASSWORD)
+    http = logged_in(unit_portal(store), "bob")
+    file_id = _put(http, "beach.jpg", _jpeg(), "image/jpeg")
+    store.refuse = True
+    shown = http.get(f"/drive/{file_id}/thumb")
+    assert shown.status_code == 200 and shown.mimetype == "image/webp"
+    assert store.get(drive.content_row("bob", file_id), drive.THUMB_COL) is None
+    store.refuse = False
+    http.get(f"/drive/{file_id}/thumb")
+    assert len(runs) == 2 and store.get(drive.content_row("bob", file_id), drive.THUMB_COL)
