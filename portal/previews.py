@@ -163,10 +163,9 @@ def byte_range(request: Request, item: drive.Item) -> tuple[int, int] | None:
 
 
 def _own_file(self: Portal, request: Request, file_id: str) -> drive.Item:
-    item = drive.get_file(self.client(), current_user(request), file_id)
-    if item is None:
-        raise drive.NoSuchItem("There is no such file in your drive.")
-    return item
+    """The user's file, if reachable by a path (not below a folder in the Trash), as the
+    download serves it."""
+    return drive.live_file(self.client(), current_user(request), file_id)
 
 
 def make_thumb(self: Portal, user: str, item: drive.Item, seen: int) -> drive.Thumb:
@@ -192,9 +191,8 @@ class PreviewViews:
 
     @login_required
     def on_drive_view(self: Portal, request: Request, file_id: str) -> Response:
-        item, thumb, _ = drive.file_and_thumb(self.client(), current_user(request), file_id)
-        if item is None:
-            raise drive.NoSuchItem("There is no such file in your drive.")
+        item = _own_file(self, request, file_id)
+        thumb = drive.file_and_thumb(self.client(), current_user(request), file_id)[1]
         shown = inline_type(item)
         # An image's size, known from its thumbnail when there is one: the page keeps its room.
         shape = ((thumb.source_width, thumb.source_height)
@@ -226,8 +224,8 @@ class PreviewViews:
         if span:
             response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{item.size}"
         if request.method != "HEAD" and stop > start:
-            found = self.client().get_stream(drive.content_row(current_user(request), file_id),
-                                             drive.DATA_COL)
+            found = self.client().get_stream(
+                drive.content_row(current_user(request), item.content_id), drive.DATA_COL)
             if found is None:
                 raise drive.NoSuchItem("The file's contents are missing; it may have just "
                                        "been deleted.")

@@ -121,12 +121,13 @@ def thumb_of(item: drive.Item, answer: dict[str, object]) -> drive.Thumb:
     """The record to store for ``item`` from the child's ``answer``."""
     data = answer.get("b")
     if answer.get("ok") and isinstance(data, bytes) and data:
-        return drive.Thumb(size=item.size, modified=item.modified, data=data,
+        return drive.Thumb(size=item.size, modified=item.modified, content=item.content_id,
+                           data=data,
                            ctype=str(answer.get("t", "image/webp")),
                            width=_int(answer.get("w")), height=_int(answer.get("h")),
                            source_width=_int(answer.get("ow")),
                            source_height=_int(answer.get("oh")))
-    return drive.Thumb(size=item.size, modified=item.modified,
+    return drive.Thumb(size=item.size, modified=item.modified, content=item.content_id,
                        why=str(answer.get("why", "no thumbnail")))
 
 

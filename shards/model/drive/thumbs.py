@@ -2,8 +2,8 @@
 
 Made lazily, the first time a page asks for it, by whichever frontend gets that request
 (the pixels are the portal's business: :mod:`portal.thumbnailer`); this module only keeps
-it.  The record says which content it was made of: the size and modification time the
-file's index showed, read *before* the bytes, so content that changes during or after
+it.  The record says which content it was made of: the content row, size and
+modification time the file's index showed, read *before* the bytes, so content that changes during or after
 the making gets a new index that no longer matches, and the thumbnail is made again.
 It is written with one ``mutate_row`` conditioned on the thumbnail cell being as read
 (absent, or the outdated record), so two frontends racing to make it write once.
@@ -48,6 +48,7 @@ class Thumb:
 
     size: int           # the file's size and modified time when it was made
     modified: float
+    content: str = ""   # the id of the row whose bytes it was made from (Item.content_id)
     data: bytes = b""   # the thumbnail's bytes; empty: the file has no thumbnail
     ctype: str = "image/webp"
     width: int = 0
@@ -63,11 +64,12 @@ class Thumb:
 
     def fits(self, item: Item) -> bool:
         """True if made of the content ``item`` (as read from the index) has now."""
-        return self.size == item.size and self.modified == item.modified
+        return (self.content, self.size, self.modified) == (item.content_id, item.size,
+                                                            item.modified)
 
 
 def thumb_value(thumb: Thumb) -> bytes:
-    record: dict[str, object] = {"size": thumb.size, "m": thumb.modified}
+    record: dict[str, object] = {"size": thumb.size, "m": thumb.modified, "c": thumb.content}
     if thumb.ok:
         record.update(b=thumb.data, t=thumb.ctype, w=thumb.width, h=thumb.height,
                       ow=thumb.source_width, oh=thumb.source_height)
@@ -81,8 +83,8 @@ def thumb_from(value: bytes, version: int) -> Thumb | None:
     if not isinstance(record, dict):
         return None
     try:
-        return Thumb(size=int(record["size"]),
-                     modified=float(record["m"]), data=bytes(record.get("b", b"")),
+        return Thumb(size=int(record["size"]), modified=float(record["m"]),
+                     content=str(record.get("c", "")), data=bytes(record.get("b", b"")),
                      ctype=str(record.get("t", "image/webp")), width=int(record.get("w", 0)),
                      height=int(record.get("h", 0)), source_width=int(record.get("ow", 0)),
                      source_height=int(record.get("oh", 0)), why=str(record.get("why", "")),
@@ -124,7 +126,8 @@ def save_thumb(client: KeyValueStore, user: str, file_id: str, thumb: Thumb,
     except ConditionFailed:
         cell = client.get(row, THUMB_COL)
         other = None if cell is None else thumb_from(cell.value, cell.version)
-        if other is not None and (other.size, other.modified) == (thumb.size, thumb.modified):
+        if other is not None and (other.content, other.size, other.modified) == (
+                thumb.content, thumb.size, thumb.modified):
             return other  # a racing frontend made it from the same bytes
         return thumb
     return replace(thumb, version=versions.get(THUMB_COL, 0))
