@@ -224,3 +224,18 @@ def test_a_thumbnail_is_shown_but_not_kept_while_writes_are_refused(runs):
     store.refuse = False
     http.get(f"/drive/{file_id}/thumb")
     assert len(runs) == 2 and store.get(drive.content_row("bob", file_id), drive.THUMB_COL)
+
+
+def test_an_overwritten_file_gets_a_new_thumbnail_and_its_new_bytes_inline(portal, runs):
+    store, http = portal
+    file_id = _put(http, "beach.jpg", _jpeg(900, 600), "image/jpeg")
+    first = http.get(f"/drive/{file_id}/thumb").data
+    newer = _jpeg(300, 600)
+    content_id, size = drive.put_content(store, "bob", io.BytesIO(newer), size=len(newer),
+                                         quota=1 << 30)
+    drive.overwrite(store, "bob", file_id, drive.Content(content_id, size, "image/jpeg"),
+                    quota=1 << 30)
+    second = http.get(f"/drive/{file_id}/thumb").data
+    assert second != first and Image.open(io.BytesIO(second)).size == (128, 256)
+    assert len(runs) == 2
+    assert http.get(f"/drive/{file_id}/inline").data == newer
