@@ -158,8 +158,11 @@ class Rclone:
                  "--low-level-retries", "1", "--contimeout", "10s", "--timeout", "120s")
         return cls(binary, env, flags, time_limit)
 
-    def run(self, *args: str) -> tuple[dict[str, Any], float, float]:
-        """``rclone *args``: its final stats, the wall seconds, and its CPU seconds."""
+    def run(self, *args: str) -> Call:
+        """``rclone *args``, checked: no error in its exit status or its stats.
+
+        :raises StepError: it failed or took longer than ``time_limit``.
+        """
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         try:
@@ -175,7 +178,17 @@ class Rclone:
         if done.returncode != 0 or stats.get("errors"):
             raise StepError(f"rclone {args[0]} exited {done.returncode}: "
                             f"{_errors(done.stderr)}"[:600])
-        return stats, seconds, cpu
+        return Call(stats, seconds, cpu, done.stdout)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one rclone call did."""
+
+    stats: dict[str, Any]   # its last JSON stats line: transfers, deletes, checks, errors ...
+    seconds: float          # wall time
+    cpu_s: float            # rclone's own CPU time (user + system)
+    out: str                # its standard output (listings)
 
 
 def _last_stats(log: str) -> dict[str, Any]:
@@ -218,13 +231,10 @@ def step(rclone: Rclone, server: Server, data: Data, workload: str, remote: str,
     local = data.small if kind == "small" else data.large
     target = f"{server.key}:{remote}/{kind}"
     served = tree_cpu_seconds(server.pid)
-    if direction == "up":
-        stats, seconds, cpu = rclone.run("copy", str(local), target)
-    else:
-        stats, seconds, cpu = rclone.run("copy", target, str(down))
+    call = rclone.run("copy", *((str(local), target) if direction == "up" else (target, str(down))))
     server_cpu = tree_cpu_seconds(server.pid) - served
-    if stats.get("transfers") != tree.files:
-        raise StepError(f"rclone moved {stats.get('transfers')} file(s), not {tree.files}")
+    if call.stats.get("transfers") != tree.files:
+        raise StepError(f"rclone moved {call.stats.get('transfers')} file(s), not {tree.files}")
     if direction == "down":
         got = tree_of(down)
         shutil.rmtree(down)
@@ -232,8 +242,8 @@ def step(rclone: Rclone, server: Server, data: Data, workload: str, remote: str,
             raise StepError(f"the files came back different: {got.files} file(s), {got.size:,} "
                             f"bytes, digest {got.digest[:12]}, not {tree.files}, {tree.size:,}, "
                             f"{tree.digest[:12]}")
-    return {"workload": workload, "seconds": seconds, "files": tree.files, "bytes": tree.size,
-            "client_cpu_s": cpu, "server_cpu_s": server_cpu}
+    return {"workload": workload, "seconds": call.seconds, "files": tree.files,
+            "bytes": tree.size, "client_cpu_s": call.cpu_s, "server_cpu_s": server_cpu}
 
 
 def measure_all(rclone: Rclone, servers: list[Server], data: Data, root: Path, repeats: int,
