@@ -27,13 +27,15 @@ PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; prin
 # checks every process's metrics, and the server scrapes a live cloud: tests/integration/test_metrics.py),
 # and real mail clients against imapd: isync (mbsync, tests/integration/test_imap_mbsync.py) and
 # neomutt, driven in tmux (tests/integration/test_imap_neomutt.py); litmus and curl against
-# the WebDAV door (tests/integration/test_dav.py).
-SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus isync neomutt tmux litmus curl
+# the WebDAV door (tests/integration/test_dav.py), and rclone syncing a tree through it
+# (tests/integration/test_dav_rclone.py).
+SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus isync neomutt tmux litmus curl rclone
 
 # The same for the benchmarks' peers (bench/README.md): etcd for bench.kv, wrk for
-# bench.portal, Dovecot for bench.imap.  Each bench runs its own private instance; on a
-# machine with systemd, installing dovecot-imapd also starts the system's Dovecot, unused.
-BENCH_PACKAGES = etcd-server wrk dovecot-imapd
+# bench.portal, Dovecot for bench.imap, Apache's mod_dav and rclone for bench.dav.  Each
+# bench runs its own private instance; on a machine with systemd, installing dovecot-imapd
+# or apache2 also starts the system's server, unused.
+BENCH_PACKAGES = etcd-server wrk dovecot-imapd apache2 rclone
 
 # $(call install_missing,PACKAGES): apt-get the ones dpkg does not know, as root only.
 define install_missing

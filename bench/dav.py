@@ -1,7 +1,7 @@
 """Our WebDAV door beside Apache's mod_dav, through rclone: many small files and one large one.
 
     python -m bench.dav [--files 1000] [--large-size 1GiB] [--repeats 3] [--only apache,ours]
-                        [--transfers 4] [--seed 20] [--time-limit 1800] [--json]
+                        [--transfers 4] [--clients 1] [--seed 20] [--time-limit 1800] [--json]
 
 Starts each server on a loopback port (:mod:`bench.dav_servers`): Debian's
 Apache 2 with ``mod_dav_fs`` on a directory under the bench's temporary
@@ -15,6 +15,11 @@ the servers taking turns at going first:
   folders two deep, the bytes made from ``--seed``) to a new folder;
 * ``small-down``: ``rclone copy`` of that folder to a new local one;
 * ``large-up`` and ``large-down``: the same with one file of ``--large-size``.
+
+rclone 1.60's WebDAV client waits 10 ms between the starts of its requests
+(its pacer), so one rclone makes at most about 100 a second, whatever the
+server: ``--clients N`` copies the small files with N rclone processes at once,
+each its share of the top folders, to see past that.
 
 Each step is timed whole (rclone's start, listings and checks included, as a
 user waits for them) and checked: rclone's count of transferred files, no
@@ -40,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,22 +169,37 @@ class Rclone:
 
         :raises StepError: it failed or took longer than ``time_limit``.
         """
+        return self.run_all([args])
+
+    def run_all(self, calls: list[tuple[str, ...]]) -> Call:
+        """Several rclone processes at once, one per ``calls`` entry, each checked as
+        :meth:`run` checks one: their stats summed, the wall time until the last ended."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
+        with ThreadPoolExecutor(len(calls)) as pool:
+            done = list(pool.map(self._one, calls))
+        seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stats: dict[str, Any] = {}
+        for one in done:
+            for key, value in one.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    stats[key] = stats.get(key, 0) + value
+        return Call(stats, seconds, after.ru_utime + after.ru_stime - before.ru_utime
+                    - before.ru_stime, "".join(one.get("out", "") for one in done))
+
+    def _one(self, args: tuple[str, ...]) -> dict[str, Any]:
         try:
             done = subprocess.run([self.binary, *args, *self.flags], env=self.env,
                                   capture_output=True, text=True, timeout=self.time_limit)
         except subprocess.TimeoutExpired:
             raise StepError(f"rclone {args[0]} took more than --time-limit "
                             f"({self.time_limit:g} s)") from None
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         stats = _last_stats(done.stderr)
         if done.returncode != 0 or stats.get("errors"):
             raise StepError(f"rclone {args[0]} exited {done.returncode}: "
                             f"{_errors(done.stderr)}"[:600])
-        return Call(stats, seconds, cpu, done.stdout)
+        return {**stats, "out": done.stdout}
 
 
 @dataclass(frozen=True)
@@ -224,14 +245,21 @@ class Data:
 
 
 def step(rclone: Rclone, server: Server, data: Data, workload: str, remote: str,
-         down: Path) -> dict[str, Any]:
-    """One timed rclone copy of ``workload``, checked; the numbers of it."""
+         down: Path, clients: int = 1) -> dict[str, Any]:
+    """One timed copy of ``workload``, checked; the numbers of it.  The small files go by
+    ``clients`` rclone processes at once, each copying its share of the top folders."""
     kind, direction = workload.split("-")
     tree = data.trees[kind]
     local = data.small if kind == "small" else data.large
     target = f"{server.key}:{remote}/{kind}"
+    ends = (str(local), target) if direction == "up" else (target, str(down))
+    folders = sorted(p.name for p in local.iterdir()) if kind == "small" else []
+    shares = [folders[c::clients] for c in range(min(clients, len(folders)))]
+    calls: list[tuple[str, ...]] = [("copy", *ends)]
+    if len(shares) > 1:
+        calls = [("copy", *ends, *(f"--include=/{f}/**" for f in share)) for share in shares]
     served = tree_cpu_seconds(server.pid)
-    call = rclone.run("copy", *((str(local), target) if direction == "up" else (target, str(down))))
+    call = rclone.run_all(calls)
     server_cpu = tree_cpu_seconds(server.pid) - served
     if call.stats.get("transfers") != tree.files:
         raise StepError(f"rclone moved {call.stats.get('transfers')} file(s), not {tree.files}")
@@ -247,8 +275,8 @@ def step(rclone: Rclone, server: Server, data: Data, workload: str, remote: str,
 
 
 def measure_all(rclone: Rclone, servers: list[Server], data: Data, root: Path, repeats: int,
-                workloads: tuple[str, ...],
-                failed: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+                workloads: tuple[str, ...], failed: dict[str, dict[str, str]],
+                clients: int = 1) -> list[dict[str, Any]]:
     """``repeats`` rounds of every workload on every server, the servers taking turns at going
     first; what a server fails is recorded in ``failed`` and skipped from then on."""
     runs: list[dict[str, Any]] = []
@@ -262,7 +290,7 @@ def measure_all(rclone: Rclone, servers: list[Server], data: Data, root: Path, r
                     mine.setdefault(workload, f"skipped: {NEEDS.get(workload)} failed")
                     continue
                 try:
-                    result = step(rclone, server, data, workload, remote, root / "down")
+                    result = step(rclone, server, data, workload, remote, root / "down", clients)
                 except StepError as exc:
                     mine[workload] = f"run {run + 1}: {exc}"
                     click.echo(f"run {run + 1}/{repeats} {server.key:6} {workload}: {exc}", err=True)
@@ -411,14 +439,17 @@ def make_data(root: Path, files: int, large: int, seed: int) -> Data:
               help="The servers to measure, comma-separated.")
 @click.option("--transfers", default=4, show_default=True, type=click.IntRange(1, 64),
               help="rclone's parallel transfers (its default is 4).")
+@click.option("--clients", default=1, show_default=True, type=click.IntRange(1, 10),
+              help="rclone processes copying the small files at once, each its share of the "
+              "10 top folders (one rclone's WebDAV client makes at most ~100 requests/s).")
 @click.option("--seed", default=20, show_default=True, type=int,
               help="Makes the files: the same seed, the same bytes.")
 @click.option("--time-limit", default=1800.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Seconds one rclone call may take before it is stopped and reported.")
 @click.option("--json", "as_json", is_flag=True, help="Print every number as JSON instead.")
-def main(files: int, large_size: int, repeats: int, only: list[str], transfers: int, seed: int,
-         time_limit: float, as_json: bool) -> None:
+def main(files: int, large_size: int, repeats: int, only: list[str], transfers: int,
+         clients: int, seed: int, time_limit: float, as_json: bool) -> None:
     """Copy small files and one large file up and down through WebDAV, with rclone, on
     Apache's mod_dav and on ours."""
     stop_cleanly_on_sigterm()
@@ -440,22 +471,24 @@ def main(files: int, large_size: int, repeats: int, only: list[str], transfers: 
                                                        failed.items()}}.items()))
         data = make_data(root / "data", files, large_size, seed)
         rclone = Rclone.for_servers(binary, root, servers, transfers, time_limit)
-        runs = measure_all(rclone, servers, data, root, repeats, WORKLOADS, failed)
+        runs = measure_all(rclone, servers, data, root, repeats, WORKLOADS, failed, clients)
     failed = {k: v for k, v in failed.items() if v}
     summary = summarize(servers, runs, WORKLOADS, failed)
     if as_json:
         click.echo(json.dumps({
             "files": files, "small_bytes": data.trees["small"].size, "large_size": large_size,
-            "repeats": repeats, "seed": seed, "transfers": transfers, "skipped": skipped,
+            "repeats": repeats, "seed": seed, "transfers": transfers, "clients": clients,
+            "skipped": skipped,
             "failed": failed, "runs": runs,
             "summary": {k: {w: asdict(s) for w, s in rows.items()}
                         for k, rows in summary.items()}}, indent=2))
     else:
         click.echo(table(summary))
+        by = "" if clients == 1 else f" ({clients} at once for the small files)"
         click.echo(f"\n{files:,} small files ({data.trees['small'].size / 1e6:,.1f} MB, seed "
                    f"{seed}) and one file of {large_size:,} bytes, each copied up to a new "
                    f"folder and down to a new local one by `rclone copy --transfers "
-                   f"{transfers}`: median of {repeats} round(s), rclone's start, listings and "
+                   f"{transfers}`{by}: median of {repeats} round(s), rclone's start, listings and "
                    "checks included.  × Apache: the rate over Apache's (below 1 is slower).  "
                    "Every download was compared with what went up (names and a digest).")
         for line in aim_lines(summary, files, large_size):
