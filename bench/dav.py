@@ -223,16 +223,18 @@ def _last_stats(log: str) -> dict[str, Any]:
 
 
 def _errors(log: str) -> str:
-    found = []
+    """The first error rclone logged (it repeats it in its summary lines), or else what it
+    printed that is not JSON (a failure before logging began), or else the log's end."""
+    plain = []
     for line in log.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
-            found.append(line)
+            plain.append(line)
             continue
         if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
-            found.append(f"{entry.get('object', '')}: {entry.get('msg', '')}".strip(": "))
-    return "; ".join(dict.fromkeys(found)) or log[-300:]
+            return f"{entry.get('object', '')}: {entry.get('msg', '')}".strip(": ")
+    return "; ".join(plain) or log[-300:]
 
 
 @dataclass(frozen=True)

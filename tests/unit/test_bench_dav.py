@@ -91,9 +91,11 @@ def test_rclones_last_stats_and_its_errors_are_read_from_its_json_log():
         "not json at all",
         json.dumps({"level": "error", "msg": "Failed to copy: 413", "object": "a/b.bin"}),
         json.dumps({"level": "info", "msg": "y", "stats": {"transfers": 4, "errors": 1}}),
+        json.dumps({"level": "error", "msg": "Attempt 1/1 failed with 1 errors"}),
     ])
     assert _last_stats(log) == {"transfers": 4, "errors": 1}
-    assert _errors(log) == "not json at all; a/b.bin: Failed to copy: 413"
+    assert _errors(log) == "a/b.bin: Failed to copy: 413"
+    assert _errors("Failed to create file system\nusage") == "Failed to create file system; usage"
     assert _last_stats("") == {}
 
 
