@@ -233,8 +233,14 @@ def _errors(log: str) -> str:
             plain.append(line)
             continue
         if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
-            return f"{entry.get('object', '')}: {entry.get('msg', '')}".strip(": ")
-    return "; ".join(plain) or log[-300:]
+            return _one_line(f"{entry.get('object', '')}: {entry.get('msg', '')}").strip(": ")
+    return _one_line("; ".join(plain) or log[-300:])
+
+
+def _one_line(text: str) -> str:
+    """An error fit for a table cell: a server's HTML error page as its words, on one line."""
+    text = re.sub(r"(?is)<!DOCTYPE[^>]*>|<(head|style|script)\b.*?</\1>|<[^>]+>", " ", text)
+    return " ".join(text.split()).replace("|", "/")
 
 
 @dataclass(frozen=True)
@@ -384,11 +390,14 @@ def aim_lines(summary: dict[str, dict[str, Summary]], files: int, large: int) ->
             out.append(f"{head} not measured.")
             continue
         met = all(v is not None and v >= aim for v in got.values())
+        troubled = any(summary[k][f"{kind}-{d}"].problems for k in summary for d in ("up", "down")
+                       if f"{kind}-{d}" in summary[k])
         this, usual = ((f"{large:,} bytes", large == 1 << 30) if kind == "large"
                        else (f"{files:,} files", files == 1000))
         note = "" if usual else f" (the aim is for {full}; this run: {this})"
         out.append(f"{head} up {got['up']:.2f}×, down {got['down']:.2f}×, "
-                   f"{'met' if met else '**missed**'}{note}.")
+                   f"{'met' if met else '**missed**'}{note}"
+                   f"{' (some rounds failed: see problems)' if troubled else ''}.")
     return out
 
 

@@ -96,6 +96,11 @@ def test_rclones_last_stats_and_its_errors_are_read_from_its_json_log():
     assert _last_stats(log) == {"transfers": 4, "errors": 1}
     assert _errors(log) == "a/b.bin: Failed to copy: 413"
     assert _errors("Failed to create file system\nusage") == "Failed to create file system; usage"
+    page = ("<!DOCTYPE HTML PUBLIC '-//W3C//DTD HTML 4.01//EN'>\n<html><head>\n<title>409 "
+            "Conflict</title>\n</head><body>\n<h1>409 Conflict</h1>\n<p>Changed | at once.</p>"
+            "\n</body></html>: 409 Conflict")
+    assert _errors(json.dumps({"level": "error", "object": "f.bin", "msg": page})) == (
+        "f.bin: 409 Conflict Changed / at once. : 409 Conflict")
     assert _last_stats("") == {}
 
 
@@ -131,9 +136,10 @@ def test_the_aims_say_met_missed_or_not_measured():
     assert large.endswith("not measured.")
     assert small == ("Aim (issue 20): small files at ≥ 0.3× Apache's files/s: up 0.50×, "
                      "down 0.25×, **missed**.")
-    summary["ours"]["large-down"] = row(12)
+    summary["ours"]["large-down"] = Summary("x", "w", 12, problems=["run 2: failed"])
     large, small = aim_lines(summary, 50, 1 << 20)
     assert large.startswith("Aim (issue 20): large files at ≥ 0.5× Apache's MB/s: up 0.67×, "
-                            "down 0.83×, met (the aim is for 1 GiB; this run: 1,048,576 bytes)")
+                            "down 0.83×, met (the aim is for 1 GiB; this run: 1,048,576 bytes) "
+                            "(some rounds failed: see problems).")
     assert small.endswith("(the aim is for 1,000 files; this run: 50 files).")
 
