@@ -66,9 +66,10 @@ def test_the_bench_copies_every_file_up_and_back_identically_on_each_server(serv
 def test_the_table_names_each_server_and_a_step_past_its_time_is_reported(servers: str) -> None:
     """(That each of the three moved its share and no more is the bench's own check: the
     transfers summed over them must equal the files, and each download's digest match.)"""
-    # Three rclone processes at once for the small files, each its share of the folders.
+    # Three rclone processes at once for the small files, each its share of the folders; ours
+    # asked for even where it is missing, to be left out with the reason.
     run = bench("--files", "40", "--large-size", "64KiB", "--repeats", "1", "--clients", "3",
-                "--only", servers)
+                "--only", "apache,ours")
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| server | workload | median s | files/s | MB/s | × Apache |")
