@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from raftkv.errors import ConditionFailed, Timeout
 
 from ..errors import BadMove, NameTaken, NoSuchItem, QuotaExceeded, TooDeep
+from ..retry import attempts
 from .contents import drop_unlinked, file_marker, finish_file
 from .reads import all_folders, folder_path, get_file, get_folder, path_in, usage_cell
 from .records import (
@@ -70,7 +71,7 @@ def create_folder(client: KeyValueStore, user: str, parent_id: str, name: str, *
     now = time.time() if now is None else now
     folder = Item(id=new_id(), kind=FOLDER, name=name, parent=parent_id, created=now,
                   modified=now)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         path = folder_path(client, user, parent_id)
         if len(path) > MAX_DEPTH:
             raise TooDeep(f"Folders can be nested at most {MAX_DEPTH} deep.")
@@ -175,7 +176,7 @@ def _drop_content(client: KeyValueStore, user: str, file_id: str) -> None:
 
 def _link_file(client: KeyValueStore, user: str, item: Item, path: list[Item], quota: int,
                now: float) -> Item:
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         used, used_version = usage_cell(client, user)
         if used + item.size > quota:
             raise over_quota(used, item.size, quota)
@@ -208,7 +209,7 @@ def rename(client: KeyValueStore, user: str, kind: str, item_id: str, new_name: 
     """
     new_name = check_name(new_name)
     now = time.time() if now is None else now
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         item = _get_item(client, user, kind, item_id)
         if item.id == ROOT:
             raise BadMove("The top folder of your drive cannot be renamed.")
@@ -252,7 +253,7 @@ def move(client: KeyValueStore, user: str, kind: str, item_id: str, target_id: s
     """
     now = time.time() if now is None else now
     name = None if name is None else check_name(name)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         item = _get_item(client, user, kind, item_id)
         if item.id == ROOT:
             raise BadMove("The top folder of your drive cannot be moved.")
@@ -295,7 +296,7 @@ def delete_file(client: KeyValueStore, user: str, file_id: str, *, now: float | 
     """
     now = time.time() if now is None else now
     row = drive_row(user)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         item = _get_item(client, user, FILE, file_id)
         used, used_version = usage_cell(client, user)
         conditions: list[Condition] = [("version", index_col(FILE, file_id), item.version),
@@ -325,7 +326,7 @@ def delete_folder(client: KeyValueStore, user: str, folder_id: str, *,
     guided by the ``t:`` marker left here.
     """
     now = time.time() if now is None else now
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         folder = _get_item(client, user, FOLDER, folder_id)
         if folder.id == ROOT:
             raise BadMove("The top folder of your drive cannot be deleted.")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.errors import ConditionFailed
 
+from ..retry import attempts
 from .contents import MARK_CONTENT, MARK_FILE, MARK_FOLDER, drop_bytes, file_marker, finish_file
 from .held import drop_stale
 from .reads import get_file, list_folder, usage_cell
@@ -136,7 +137,7 @@ def _remove_files(client: KeyValueStore, user: str, files: Sequence[Item]) -> No
         mutations += [("delete", entry_col(item.parent, item.name)),
                       ("delete", index_col(FILE, item.id)),
                       ("put", marker_col(item.id), file_marker(content[item.id], now))]
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         used, version = usage_cell(client, user)
         try:
             client.mutate_row(drive_row(user), [("version", USAGE_COL, version)],

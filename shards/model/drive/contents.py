@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from raftkv.errors import ConditionFailed, RaftKVError
 
+from ..retry import attempts
 from .reads import usage_cell
 from .records import ATTEMPTS, DATA_COL, USAGE_COL, content_row, drive_row, marker_col, pack, unpack
 
@@ -102,7 +103,7 @@ def finish_file(client: KeyValueStore, user: str, file_id: str, content_id: str 
     row = drive_row(user)
     for content in {content_id or file_id, file_id}:
         drop_bytes(client, user, content)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         versions = read_versions(client, user, file_id)
         if not versions:
             break

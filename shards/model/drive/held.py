@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from raftkv.errors import ConditionFailed
 
 from ..errors import NameTaken, NoSuchItem
+from ..retry import attempts
 from .changes import over_quota, put_content
 from .contents import Content
 from .reads import folder_path, usage_cell
@@ -143,7 +144,7 @@ def keep_both(client: KeyValueStore, user: str, file_id: str, *, quota: int,
     """Link a held upload under its own name if free, else the next free ``name (n).ext``."""
     now = time.time() if now is None else now
     row = drive_row(user)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         held = get_held(client, user, file_id)
         item = held.item
         name = item.name
@@ -179,7 +180,7 @@ def replace_file(client: KeyValueStore, user: str, file_id: str, *, quota: int,
         (the upload stays held: ask again); a folder is never replaced.
     """
     row = drive_row(user)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         held = get_held(client, user, file_id)
         item = held.item
         if held.other_is_folder or not held.other_id:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from raftkv.errors import ConditionFailed
 
 from ..errors import BadMove, NameTaken, NoSuchItem, TooDeep
+from ..retry import attempts
 from .changes import _height
 from .contents import file_marker, finish_file
 from .reads import all_folders, get_file, get_folder, path_in, usage_cell
@@ -70,7 +71,7 @@ def move_many(client: KeyValueStore, user: str, refs: Sequence[tuple[str, str]],
     if len(refs) > BATCH:
         raise ValueError(f"at most {BATCH} items per batch")
     now = time.time() if now is None else now
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         items = [i for i in read_items(client, user, refs) if i.parent != target_id]
         if not items:
             return []
@@ -123,7 +124,7 @@ def delete_many(client: KeyValueStore, user: str, refs: Sequence[tuple[str, str]
         raise ValueError(f"at most {BATCH} items per batch")
     now = time.time() if now is None else now
     row = drive_row(user)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         items = read_items(client, user, refs)
         used, used_version = usage_cell(client, user)
         freed = sum(i.size for i in items if not i.is_folder)

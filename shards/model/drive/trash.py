@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from raftkv.errors import ConditionFailed
 
 from ..errors import NoSuchItem, TooDeep
+from ..retry import attempts
 from .changes import _height
 from .contents import MARK_FOLDER, file_marker, finish_file
 from .held import free_name
@@ -167,7 +168,7 @@ def trash_many(client: KeyValueStore, user: str, refs: Sequence[tuple[str, str]]
     if len(refs) > BATCH:
         raise ValueError(f"at most {BATCH} items per batch")
     now = time.time() if now is None else now
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         items = read_items(client, user, refs)
         folders = all_folders(client, user)
         conditions: list[Condition] = []
@@ -203,7 +204,7 @@ def restore(client: KeyValueStore, user: str, item_id: str, *,
     """
     now = time.time() if now is None else now
     row = drive_row(user)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         found = get_trashed(client, user, item_id)
         item = found.item
         folders = all_folders(client, user)
@@ -248,7 +249,7 @@ def delete_forever(client: KeyValueStore, user: str, item_ids: Sequence[str], *,
         raise ValueError(f"at most {BATCH} items per batch")
     now = time.time() if now is None else now
     row = drive_row(user)
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         found = []
         for item_id in dict.fromkeys(item_ids):
             try:

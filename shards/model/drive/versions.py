@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from raftkv.errors import ConditionFailed, Timeout
 
 from ..errors import NameTaken, NoSuchItem
+from ..retry import attempts
 from .changes import over_quota
 from .contents import (
     MARK_CONTENT,
@@ -105,7 +106,7 @@ def _overwrite(client: KeyValueStore, user: str, file_id: str, content: Content,
                conditions: Sequence[Condition] = (), mutations: Sequence[Mutation] = ()
                ) -> tuple[Item, Sequence[Version]]:
     now = time.time() if now is None else now
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         item = get_file(client, user, file_id)
         if item is None:
             raise NoSuchItem("There is no such file in your drive.")
@@ -197,7 +198,7 @@ def restore_version(client: KeyValueStore, user: str, file_id: str, content_id: 
     :raises Changed: the file changed meanwhile.  :raises NoSuchItem: no such version.
     """
     now = time.time() if now is None else now
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         version = get_version(client, user, file_id, content_id)
         item = get_file(client, user, file_id)
         if item is None:
