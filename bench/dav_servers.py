@@ -42,6 +42,7 @@ MODULES = ("mpm_event", "authn_core", "authn_file", "authz_core", "authz_user", 
            "dav", "dav_fs")
 FRONTEND_WORKERS, FRONTEND_THREADS = 2, 8   # a [[frontend]]'s defaults (deploy/processes.py)
 OWN_QUOTA = 1 << 40            # the bench user's drive quota: the default (1 GiB) holds no run
+OWN_MAX_FILE = 16 << 30        # [web] max_upload: the default (256 MiB) refuses the 1 GiB file
 NO_APACHE = ("apache2 with mod_dav_fs not found (apt-get install apache2; the bench uses "
              "its own config, not the system's)")
 NO_DAV = ("portal.dav is not importable here (the WebDAV door is not in this tree yet): "
@@ -178,7 +179,8 @@ def start_ours(stack: ExitStack, root: Path) -> Server:
 
     port = free_port()
     extra = (f'\n[[frontend]]\nname = "web1"\nlisten = "127.0.0.1:{port}"\n'
-             f"workers = {FRONTEND_WORKERS}\nthreads = {FRONTEND_THREADS}\n")
+             f"workers = {FRONTEND_WORKERS}\nthreads = {FRONTEND_THREADS}\n"
+             f"\n[web]\nmax_upload = {OWN_MAX_FILE}\n")
     try:
         launcher, config, _data = stack.enter_context(launched(root, extra))
     except (AssertionError, TimeoutError) as exc:

@@ -54,7 +54,7 @@ class PortalConfig:
     admin_password: str | None = None    # create site.admin_user with it if absent
     session_ttl: float = 7 * 24 * 3600   # seconds a login lasts
     session_idle: float = 2 * 24 * 3600  # seconds without a request after which a login ends
-    max_upload: int = 256 * 1024 * 1024  # largest request body; above it a 413 page
+    max_upload: int = 256 * 1024 * 1024  # largest request body or file ([web] max_upload): 413
     scheme: str = "http"                 # how browsers reach us: "https" makes cookies Secure
     cookie_domain: str | None = None     # Domain of the session cookie (frontends on several hosts)
     trusted_proxies: tuple[str, ...] = ()  # addresses/CIDRs whose X-Forwarded-* we believe
@@ -180,6 +180,10 @@ def web_settings(table: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list):
                 raise ConfigError("web.trusted_proxies must be a list of addresses or networks")
             settings["trusted_proxies"] = tuple(_string(key, item) for item in value)
+        elif key == "max_upload":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+                raise ConfigError("web.max_upload must be a number of bytes (at least 1024)")
+            settings["max_upload"] = value
         elif key in ("session_ttl", "session_idle"):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"web.{key} must be a positive number of seconds")

@@ -1,4 +1,4 @@
-"""The cluster file's ``[web]`` table: scheme, cookie domain, trusted proxies."""
+"""The cluster file's ``[web]`` table: scheme, cookie domain, trusted proxies, upload size."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def test_all_keys_are_parsed():
     assert config.trusted_proxies == ("10.0.0.1", "192.168.0.0/16", "::1")
 
 
+def test_the_largest_upload_is_set_in_bytes():
+    assert _config().max_upload == 256 * 1024 * 1024
+    assert _config(max_upload=4 << 30).max_upload == 4 << 30
+
+
 @pytest.mark.parametrize("web", [
     {"schem": "https"},                        # a typo must not silently mean "http"
     {"scheme": "ftp"},
@@ -45,6 +50,9 @@ def test_all_keys_are_parsed():
     {"trusted_proxies": ["10.0.0.300"]},
     {"trusted_proxies": ["proxy.example.org"]},
     {"trusted_proxies": [10]},
+    {"max_upload": "1G"},                      # bytes, not a size with a unit
+    {"max_upload": 512},
+    {"max_upload": True},
 ])
 def test_bad_web_tables_are_refused(web):
     with pytest.raises(ConfigError):
