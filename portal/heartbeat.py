@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv.background import UNTIL_WOKEN, BackgroundLoop
 from raftkv.errors import RaftKVError, Refused
-from shards.model import accounts, drive, mail, registry
+from shards.model import accounts, davprops, drive, mail, registry
 from shards.model.errors import UserExists
 
 if TYPE_CHECKING:
@@ -189,9 +189,16 @@ class TrashSweeper(BackgroundLoop):
     def sweep_drive(self, client: Any, user: str) -> None:
         """The drive's Trash: at most :data:`shards.model.drive.trash.SWEEP_PER_VISIT`
         items trashed 30 days ago go for good, then a bounded bit of the clean-up they
-        (or an earlier visit, or a crashed request) left (the rest at the next visit)."""
+        (or an earlier visit, or a crashed request) left (the rest at the next visit), and
+        the WebDAV properties of items no longer in the drive."""
+        deadline = time.monotonic() + self.DRIVE_PURGE_SECONDS
         if drive.sweep(client, user, now=self.clock()) or drive.pending(client, user):
-            drive.purge(client, user, deadline=time.monotonic() + self.DRIVE_PURGE_SECONDS)
+            drive.purge(client, user, deadline=deadline)
+        # WebDAV dead properties stay with a trashed item (a restore brings them back);
+        # those of items gone for good, by any way, go here (one read when there are none).
+        after = davprops.purge_orphans(client, user)
+        while after is not None and time.monotonic() < deadline:
+            after = davprops.purge_orphans(client, user, after=after)
 
     @classmethod
     def _start(cls) -> str:

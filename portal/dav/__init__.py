@@ -10,7 +10,7 @@ the store).
 docs/dav.md describes the door.
 """
 
-from .door import MOUNT as MOUNT
 from .door import DavDoor as DavDoor
+from .paths import MOUNT as MOUNT
 
 __all__ = ["MOUNT", "DavDoor"]

@@ -7,7 +7,9 @@ read before parsing; PUT bounded by the file-size limit and what the quota
 leaves, refused from its Content-Length when it cannot fit), no PROPFIND of
 unbounded depth, and no write while the user's group is read-only
 (:mod:`shards.readonly`).  Then WsgiDAV (:mod:`.resources` on the drive model)
-answers, inside the request's read-state so reads may fall back to stale ones.
+answers, inside the request's read-state so reads may fall back to stale ones, with
+its locks (:mod:`.locks`) and dead properties (:mod:`.props`) kept in the store, so
+every frontend and worker sees the same ones.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Generator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 from wsgidav.error_printer import ErrorPrinter
@@ -35,19 +37,21 @@ from .. import metrics
 from ..errors import RETRY_AFTER, http_message
 from ..filenames import BadFileName, check_filename
 from .credentials import Authenticator
-from .paths import USER_KEY
-from .resources import DriveProvider, current_user
+from .locks import StoreLockStorage, scoped
+from .paths import MOUNT, USER_KEY
+from .props import StorePropertyManager
+from .resources import DriveProvider
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from raftkv.interface import KeyValueStore
     from shards.readonly import ReadOnlyFallback
 
     from ..app import Portal
 
 log = logging.getLogger("portal.dav")
 
-MOUNT = "/dav"
 REALM = "raftcloud"
 MAX_XML_BODY = 1024 * 1024  # bytes of a PROPFIND, PROPPATCH or LOCK body
 BLOCK = 64 * 1024           # bytes WsgiDAV reads and sends at a time
@@ -105,6 +109,18 @@ def checked_path(environ: WSGIEnvironment) -> str:
     return path[len(MOUNT):] or "/"
 
 
+class _WorkerStore:
+    """The store client of the process at hand (:meth:`Portal.worker_client`) for the lock
+    storage and property manager, which WsgiDAV keeps from start-up: gunicorn may fork
+    the workers after the door is made, and a client must not cross a fork."""
+
+    def __init__(self, portal: Portal) -> None:
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._portal.worker_client(), name)
+
+
 class DavDoor:
     """The WSGI app behind ``/dav/``; one per portal (per worker process)."""
 
@@ -113,6 +129,7 @@ class DavDoor:
         self.max_file = portal.config.max_upload
         self.authenticator = Authenticator(portal.auth_limits, portal.app_password_key)
         self.provider = DriveProvider(self)
+        store = cast("KeyValueStore", _WorkerStore(portal))
         self.app = WsgiDAVApp({
             "provider_mapping": {"/": self.provider},
             "mount_path": MOUNT,
@@ -120,10 +137,10 @@ class DavDoor:
             "middleware_stack": [ErrorPrinter, RequestResolver],
             "http_authenticator": {"domain_controller": None},
             "simple_dc": {"user_mapping": {"*": True}},
-            # In-memory until the store-kept ones are wired in (docs/dav.md), one set per
-            # user (resources.DriveProvider), so nothing of one user reaches another.
-            "lock_storage": True,
-            "property_manager": True,
+            # In the store, per user: the locks by URL (the request's user is the scope
+            # _serve sets), the properties by drive item id (the provider resolves).
+            "lock_storage": StoreLockStorage(store),
+            "property_manager": StorePropertyManager(store, self.provider.item_at),
             "block_size": BLOCK,
             "verbose": 1,
             "logging": {"enable": False},
@@ -196,11 +213,8 @@ class DavDoor:
             environ["PATH_INFO"] = environ["PATH_INFO"][len(MOUNT):] or "/"
             environ[USER_KEY] = environ["wsgidav.auth.user_name"] = user
             environ["wsgidav.auth.realm"] = REALM
-            token = current_user.set(user)
-            try:
-                yield from self.app(environ, start_response)
-            finally:
-                current_user.reset(token)
+            # The lock storage works on this user's locks only (portal.dav.locks).
+            yield from scoped(user, self.app, environ, start_response)
 
     def _sign_in(self, environ: WSGIEnvironment) -> str:
         address = environ.get("REMOTE_ADDR") or "?"

@@ -33,6 +33,7 @@ from ..errors import RETRY_AFTER, http_answer, http_message, retry_after
 if TYPE_CHECKING:
     from raftkv.interface import Cell, KeyValueStore
 
+MOUNT = "/dav"                       # where the door is: WsgiDAV's URLs start with it
 USER_KEY = "raftcloud.dav.user"      # environ: the signed-in user
 _MEMO_KEY = "raftcloud.dav.resolved"  # environ: path names -> Found | None, until a write
 HTTP_INSUFFICIENT_STORAGE = 507

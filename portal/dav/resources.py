@@ -12,16 +12,11 @@ goes, so two files cannot share one blob.
 
 from __future__ import annotations
 
-import contextvars
-import threading
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_PRECONDITION_FAILED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
-from wsgidav.lock_man.lock_manager import LockManager
-from wsgidav.lock_man.lock_storage import LockStorageDict
-from wsgidav.prop_man.property_manager import PropertyManager
 
 from shards.model import drive
 from shards.model.drive.records import drive_row, entry_col, header_col
@@ -32,10 +27,6 @@ from .writing import ChunkReader, Upload, copy_file
 
 if TYPE_CHECKING:
     from .door import DavDoor
-
-MAX_USERS = 1024  # users whose in-memory locks and properties one worker keeps
-# The request's user, for the per-user managers (set by the door around a request).
-current_user: contextvars.ContextVar[str] = contextvars.ContextVar("dav_user", default="")
 
 
 def _child(path: str, name: str) -> str:
@@ -48,8 +39,7 @@ class _Drive:
     provider: DriveProvider
     environ: dict[str, Any]
     path: str
-    remove_all_properties: Any  # WsgiDAV's, on the resource classes this is mixed into
-    remove_all_locks: Any
+    remove_all_locks: Any  # WsgiDAV's, on the resource classes this is mixed into
     get_ref_url: Any
 
     def _setup(self, found: Found | None) -> None:
@@ -118,18 +108,14 @@ class _Drive:
         with store_errors():
             drive.move(self.client(), self.user, self.item.kind, self.item.id, parent.item.id,
                        name=name)
+        # Dead properties are kept by item id (portal.dav.props): they go along.  A
+        # destination it replaced went into the Trash first (WsgiDAV deletes it), and
+        # its properties with it.
         forget(self.environ)
-        props = self.provider.prop_manager
-        if props is not None:  # dead properties go with the item
-            target = resolve(self.client(), self.user, dest_path, self.environ)
-            if target is not None:
-                props.move_properties(self.get_ref_url(),
-                                      self.provider.make(dest_path, self.environ,
-                                                         target).get_ref_url(),
-                                      with_children=True, environ=self.environ)
         return []
 
     def _copy_properties(self, dest_path: str) -> None:
+        """The copy (made by now) gets the source's dead properties."""
         props = self.provider.prop_manager
         target = resolve(self.client(), self.user, dest_path, self.environ)
         if props is not None and target is not None:
@@ -138,12 +124,16 @@ class _Drive:
                                                      target).get_ref_url(), self.environ)
 
     def delete(self) -> None:
-        """Into the Trash (one mutation, no bytes copied), as the web page's delete."""
+        """Into the Trash (one mutation, no bytes copied), as the web page's delete.
+
+        Dead properties stay with the trashed item's id, so a restore from the Trash
+        brings them back; once the item leaves the Trash for good they are orphans,
+        which the frontends' Trash sweep removes (portal.heartbeat).  Locks are by
+        URL: those on the path and below are released with it."""
         expect = self.expected_version()
         with store_errors():
             drive.trash(self.client(), self.user, self.item.id, kind=self.item.kind,
                         expect=expect)
-        self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
         forget(self.environ)
 
@@ -286,52 +276,27 @@ class FileResource(_Drive, DAVNonCollection):
         self._copy_properties(dest_path)
 
 
-class _Managers:
-    """WsgiDAV's in-memory lock and property managers, one pair per user (they key
-    by path, and every user has a "/"): a bounded LRU, per worker process."""
-
-    def __init__(self, size: int = MAX_USERS) -> None:
-        self._size = size
-        self._pairs: OrderedDict[str, tuple[LockManager, PropertyManager]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def of(self, user: str) -> tuple[LockManager, PropertyManager]:
-        with self._lock:
-            pair = self._pairs.get(user)
-            if pair is None:
-                pair = self._pairs[user] = (LockManager(LockStorageDict()), PropertyManager())
-            self._pairs.move_to_end(user)
-            while len(self._pairs) > self._size:
-                self._pairs.popitem(last=False)
-            return pair
-
-
 class DriveProvider(DAVProvider):
     """The signed-in user's drive as WsgiDAV's one share."""
 
     def __init__(self, door: DavDoor) -> None:
-        self._managers = _Managers()
         super().__init__()
         self.door = door
 
-    # WsgiDAV sets and reads these attributes; ours answer for the request's user.
-    @property
-    def lock_manager(self) -> LockManager | None:
-        user = current_user.get()
-        return self._managers.of(user)[0] if user else None
-
-    @lock_manager.setter
-    def lock_manager(self, value: Any) -> None:
-        pass
-
-    @property
-    def prop_manager(self) -> PropertyManager | None:
-        user = current_user.get()
-        return self._managers.of(user)[1] if user else None
-
-    @prop_manager.setter
-    def prop_manager(self, value: Any) -> None:
-        pass
+    def item_at(self, norm_url: str, environ: dict[str, Any]) -> tuple[str, str] | None:
+        """The property manager's resolver (portal.dav.props): a WsgiDAV ref URL (the
+        percent-encoded path below the mount, as the lock manager keys locks too) to
+        (owner, item id) of the signed-in user's drive, by the request's own lookups."""
+        user = environ.get(USER_KEY)
+        try:
+            path = unquote(norm_url, errors="strict")
+        except UnicodeDecodeError:
+            return None
+        if not user or not path.startswith("/"):
+            return None
+        with store_errors():
+            found = resolve(self.door.client(), user, path, environ)
+        return None if found is None else (user, found.item.id)
 
     def is_readonly(self) -> bool:
         return False

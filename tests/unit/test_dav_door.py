@@ -8,9 +8,10 @@ import io
 import pytest
 from prometheus_client import REGISTRY
 from werkzeug.test import Client as HTTPClient
+from wsgidav.dav_error import DAVError
 
+from portal.dav import locks
 from portal.dav.credentials import Remembered, basic_credentials
-from portal.dav.resources import current_user
 from portal.dav.writing import ChunkReader
 from shards.model import accounts, drive, quota
 from shards.readonly import read_state
@@ -204,7 +205,9 @@ def test_no_request_state_is_left_in_the_callers_context(dav):
     dav("PUT", "/dav/s.txt", data=b"s" * 10)
     unread = dav("GET", "/dav/s.txt")  # streamed: its body is never read
     assert unread.status_code == 200
-    assert read_state() is None and current_user.get() == ""
+    assert read_state() is None
+    with pytest.raises(DAVError):  # no user's lock scope left behind either
+        locks.current_user()
     unread.close()
     assert read_state() is None
 
