@@ -26,10 +26,10 @@ PYTHON_DIRS = $$(for v in python3.12 python3.13; do $$v -c 'import os, sys; prin
 # wapiti (the web scanner of tests/hostile/test_scanner.py), prometheus (its promtool
 # checks every process's metrics, and the server scrapes a live cloud: tests/integration/test_metrics.py),
 # and real mail clients against imapd: isync (mbsync, tests/integration/test_imap_mbsync.py) and
-# neomutt, driven in tmux (tests/integration/test_imap_neomutt.py); litmus and curl against
-# the WebDAV door (tests/integration/test_dav.py), and rclone syncing a tree through it
+# neomutt, driven in tmux (tests/integration/test_imap_neomutt.py); litmus, cadaver and curl
+# against the WebDAV door (tests/integration/test_dav.py), and rclone syncing a tree through it
 # (tests/integration/test_dav_rclone.py).
-SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus isync neomutt tmux litmus curl rclone
+SYSTEM_PACKAGES = dnsmasq-base swaks chromium wapiti prometheus isync neomutt tmux litmus curl cadaver rclone
 
 # The same for the benchmarks' peers (bench/README.md): etcd for bench.kv, wrk for
 # bench.portal, Dovecot for bench.imap, Apache's mod_dav and rclone for bench.dav.  Each

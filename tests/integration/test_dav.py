@@ -1,5 +1,6 @@
-"""WebDAV at /dav/ of a real frontend (gunicorn, the shared 3-replica store): Debian's
-litmus suites, and curl sessions for If-Match conflicts, ranges and sign-in."""
+"""WebDAV at /dav/ of real frontends (gunicorn, the shared 3-replica store): Debian's
+litmus suites, cadaver and curl across two frontends (locks and dead properties are
+the store's), curl sessions for If-Match conflicts, ranges and sign-in, and rclone."""
 
 from __future__ import annotations
 
@@ -21,32 +22,46 @@ pytestmark = pytest.mark.cluster
 CONF = "python:portal.gunicorn_conf"
 PASSWORD = "password-123"
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
-# What each suite must pass; props and locks run on WsgiDAV's in-memory managers here.
+# What each suite must pass, its locks and properties in the store (two workers).
 SUITES = {"basic": 16, "copymove": 13, "props": 30, "locks": 41, "http": 4}
 
 
 @pytest.fixture(scope="module")
-def frontend(kv_cluster, tmp_path_factory) -> Iterator[str]:
-    """A frontend as deployed: gunicorn, one worker (WsgiDAV's in-memory locks are per
-    process until the store-kept ones are wired in), four threads."""
+def frontends(kv_cluster, tmp_path_factory) -> Iterator[list[str]]:
+    """Two frontends as deployed (gunicorn, four threads a worker) on the shared store:
+    the first with two workers, so consecutive requests of one client (litmus) land on
+    either, and locks and properties must be the store's to hold."""
     root = tmp_path_factory.mktemp("dav")
-    addr = f"127.0.0.1:{free_port()}"
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text()
-                      + f'\n[[frontend]]\nname = "fe-dav"\nlisten = "{addr}"\n')
-    proc = Proc("fe-dav", python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers", "1",
-                                     "--threads", "4", "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-dav",
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
+    config.write_text(kv_cluster.path.read_text() + "".join(
+        f'\n[[frontend]]\nname = "fe-dav{i}"\nlisten = "{addr}"\n'
+        for i, addr in enumerate(addrs)))
+    procs = [Proc(f"fe-dav{i}", python_cmd(
+        "gunicorn", "-c", CONF, "--bind", addr, "--workers", str(2 - i), "--threads", "4",
+        "portal:create_app()"), root, env={
+            "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": f"fe-dav{i}",
+            "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
+        for i, addr in enumerate(addrs)]
     try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
-        yield addr
+        for proc in procs:
+            proc.start()
+        for addr in addrs:
+            wait_for(lambda addr=addr: port_open(addr), 30, "gunicorn to listen")
+        yield addrs
     except BaseException:
-        print(proc.log())
+        for proc in procs:
+            print(proc.log())
         raise
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def frontend(frontends) -> str:
+    """The frontend with two workers."""
+    return frontends[0]
 
 
 def new_user(client) -> str:
@@ -90,6 +105,49 @@ def test_litmus_suites(frontend, client, tmp_path):
     for suite, count in SUITES.items():
         assert results.get(suite) == (count, count, 0), (suite, results.get(suite))
     assert warnings == []
+
+
+def cadaver(home, addr: str, *commands: str) -> str:
+    """One scripted cadaver session (commands on stdin, credentials from ``home``'s
+    .netrc): what it printed."""
+    done = subprocess.run(["cadaver", f"http://{addr}/dav/"], input="\n".join(
+        [*commands, "quit", ""]), env={"HOME": str(home), "PATH": "/usr/bin:/bin",
+                                       "TERM": "dumb"},
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("cadaver") is None, reason="Debian's cadaver is not installed")
+def test_a_lock_and_a_property_hold_across_frontends(frontends, client, tmp_path):
+    """cadaver locks a file and sets a property through frontend 1; through frontend 2,
+    curl cannot write it without the lock's token, can with it, and unlocks it, and
+    cadaver reads the property."""
+    one, two = frontends
+    user = new_user(client)
+    home = tmp_path / "home"
+    home.mkdir()
+    netrc = home / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1\nlogin {user}\npassword {PASSWORD}\n")  # both
+    netrc.chmod(0o600)
+    base2 = f"http://{two}/dav"
+    assert curl("-X", "PUT", "--data-binary", "first", f"http://{one}/dav/f.txt",
+                user=user)[0] == 201
+    said = cadaver(home, one, "lock f.txt", "propset f.txt colour blue-green",
+                   "discover f.txt")
+    tokens = set(re.findall(r"opaquelocktoken:[0-9a-f-]+", said))
+    assert len(tokens) == 1, said
+    token = tokens.pop()
+    put = ["-X", "PUT", "--data-binary"]
+    assert curl(*put, "not mine", f"{base2}/f.txt", user=user)[0] == 423
+    assert curl(*put, "mine", "-H", f"If: (<{token}>)", f"{base2}/f.txt", user=user)[0] == 204
+    assert curl(f"{base2}/f.txt", user=user)[2] == b"mine"
+    said = cadaver(home, two, "propget f.txt colour")
+    assert "blue-green" in said, said
+    assert curl("-X", "UNLOCK", "-H", f"Lock-Token: <{token}>", f"{base2}/f.txt",
+                user=user)[0] == 204
+    assert curl(*put, "free", f"http://{one}/dav/f.txt", user=user)[0] == 204
+    assert "opaquelocktoken" not in cadaver(home, one, "discover f.txt")
 
 
 def test_if_match_conflict_and_ranges(frontend, client):
