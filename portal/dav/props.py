@@ -20,7 +20,6 @@ Plugged in with WsgiDAV's config::
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,9 @@ from wsgidav.dav_error import (
 
 from raftkv.errors import ConditionFailed
 from shards.model import davprops
-from shards.model.drive.records import MAX_DEPTH, ROOT, drive_row, entry_col, item_from_entry
+from shards.model.drive.records import MAX_DEPTH
+
+from .paths import resolve, segments
 
 if TYPE_CHECKING:
     from raftkv.interface import KeyValueStore
@@ -52,7 +53,9 @@ Resolve = Callable[[str, dict[str, Any]], Item | None]
 
 class DriveResolver:
     """Maps ``<share>/<path>`` (a WsgiDAV ref URL, percent-encoded) to an item of the
-    authenticated user's own drive: one ``get`` of the entry cell per level."""
+    authenticated user's own drive, by the door's walk (:func:`.paths.resolve`: one
+    ``get`` of the entry cell per level).  The door itself resolves with its provider's
+    ``item_at``, which keeps what the request found; this is for other WsgiDAV apps."""
 
     def __init__(self, client: KeyValueStore, share: str = "/dav") -> None:
         self._client = client
@@ -66,18 +69,11 @@ class DriveResolver:
             return None
         if not user or not (path == self._share or path.startswith(self._share + "/")):
             return None
-        names = [unicodedata.normalize("NFC", n) for n in path[len(self._share):].split("/") if n]
+        names = segments(path[len(self._share):])
         if len(names) > MAX_DEPTH + 1:
             return None
-        item_id = ROOT
-        for name in names:
-            column = entry_col(item_id, name)
-            cell = self._client.get(drive_row(str(user)), column)
-            item = None if cell is None else item_from_entry(column, cell)
-            if item is None:
-                return None
-            item_id = item.id
-        return str(user), item_id
+        found = resolve(self._client, str(user), "/".join(names))
+        return None if found is None else (str(user), found.item.id)
 
 
 class StorePropertyManager:
