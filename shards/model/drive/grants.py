@@ -42,7 +42,7 @@ from .records import FOLDER, ROOT, Item, drive_row, is_id, pack, unpack
 from .shares import Share, resolve
 
 if TYPE_CHECKING:
-    from raftkv.interface import KeyValueStore
+    from raftkv.interface import Condition, KeyValueStore
 
 __all__ = ["MAX_PER_FOLDER", "MAX_PER_RECIPIENT", "READ", "WRITE", "Access", "Grant",
            "NotAllowed", "TooManyGrants", "access", "folder_grants", "grant", "grants_row",
@@ -134,6 +134,7 @@ def grant(client: KeyValueStore, owner: str, folder_id: str, recipient: str, mod
     now = time.time() if now is None else now
     column = _grant_col(folder_id, recipient)
     existing = client.get(grants_row(owner), column)
+    condition: Condition
     if existing is None:
         if len(client.get_row(grants_row(owner), f"g:{folder_id}/",
                               limit=MAX_PER_FOLDER)) >= MAX_PER_FOLDER:
@@ -218,7 +219,8 @@ def shared_with(client: KeyValueStore, recipient: str) -> list[tuple[Grant, Item
         if decoded is None:
             client.delete(sharedwithme_row(recipient), column)  # a pointer left by a crash
             continue
-        record = unpack(folder_cell.value) if getattr(folder_cell, "value", None) else None
+        folder_value = getattr(folder_cell, "value", None)
+        record = unpack(folder_value) if folder_value is not None else None
         if fid == ROOT:
             item = Item(id=ROOT, kind=FOLDER, name="", parent="")
         elif isinstance(record, dict):
