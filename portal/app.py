@@ -51,6 +51,7 @@ from .drafts import DraftViews
 from .drive import DriveViews, FileIdConverter, FolderIdConverter, folder_url
 from .drive_edit import DriveEditViews
 from .drive_select import DriveSelectViews
+from .drive_sharedwith import DriveSharedWithViews, UserConverter
 from .drive_shares import DriveShareViews
 from .drive_trash import DriveTrashViews
 from .errors import RETRY_AFTER, http_error
@@ -115,7 +116,7 @@ ANONYMOUS_FORM_LIMIT = 64 * 1024
 # Endpoints whose body limit depends on the user (the drive's quota, a
 # message's size): set before the CSRF check reads the body.
 _BODY_LIMITS = {"drive_upload": "upload_limit", "mail_compose": "compose_limit",
-                "mail_draft_save": "compose_limit"}
+                "mail_draft_save": "compose_limit", "drive_with_upload": "shared_upload_limit"}
 # The running request's view of the store (portal.pagestore), made on its first use
 # (a page that needs no store makes no client): a list of none or one.
 _page_store: contextvars.ContextVar[list[PageStore] | None] = contextvars.ContextVar(
@@ -158,7 +159,7 @@ class Request(BaseRequest):
 class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectViews, PreviewViews,
              MailViews, MailFolderViews, MailActionViews, DraftViews, MailSearchViews, ComposeViews,
              AdminViews, AdminUserViews, ExportViews, DriveShareViews, SharePageViews,
-             DriveTrashViews):
+             DriveTrashViews, DriveSharedWithViews):
     """The portal app; one instance per worker process, shared by its threads."""
 
     def __init__(self, config: PortalConfig, client_factory: Callable[[], Client]) -> None:
@@ -221,6 +222,23 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule("/drive/shares/new", endpoint="drive_share_new", methods=get_post),
             Rule("/drive/shares/revoke", endpoint="drive_share_revoke", methods=post),
             Rule("/drive/search", endpoint="drive_search", methods=get),
+            Rule("/drive/with", endpoint="drive_with", methods=get),
+            Rule("/drive/with/<user:owner>/<folder:shared_id>", endpoint="drive_with_open",
+                 methods=get),
+            Rule("/drive/with/<user:owner>/<folder:shared_id>/d/<folder:folder_id>",
+                 endpoint="drive_with_folder", methods=get),
+            Rule("/drive/with/<user:owner>/<folder:shared_id>/d/<folder:folder_id>/zip",
+                 endpoint="drive_with_zip", methods=get),
+            Rule("/drive/with/<user:owner>/<folder:shared_id>/f/<file:file_id>",
+                 endpoint="drive_with_file", methods=get),
+            *(Rule(f"/drive/with/<user:owner>/<folder:shared_id>/{action}",
+                   endpoint=f"drive_with_{action}", methods=post)
+              for action in ("upload", "mkdir", "rename", "move", "delete", "leave")),
+            Rule("/drive/d/<folder:folder_id>/sharing", endpoint="drive_sharing", methods=get),
+            Rule("/drive/d/<folder:folder_id>/sharing/add", endpoint="drive_sharing_add",
+                 methods=post),
+            Rule("/drive/d/<folder:folder_id>/sharing/revoke", endpoint="drive_sharing_revoke",
+                 methods=post),
             Rule("/s/<token:token>", endpoint="share_open", methods=get),
             Rule("/s/<token:token>/zip", endpoint="share_zip", methods=get),
             Rule("/s/<token:token>/unlock", endpoint="share_unlock", methods=post),
@@ -290,7 +308,7 @@ class Portal(AuthViews, AccountViews, DriveViews, DriveEditViews, DriveSelectVie
             Rule(WORKER_PATH, endpoint="failover_worker", methods=get),
         ], strict_slashes=True, converters={"file": FileIdConverter,
                                             "folder": FolderIdConverter,
-                                            "token": TokenConverter})
+                                            "token": TokenConverter, "user": UserConverter})
 
     def client(self) -> PageStore:
         """The store as the running request sees it (:mod:`.pagestore`): the cells it

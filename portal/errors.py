@@ -26,6 +26,7 @@ from raftkv.errors import (
     TooLarge,
     UnavailableError,
 )
+from shards.model.drive.grants import NotAllowed
 from shards.model.errors import (
     CannotDelete,
     MailboxFull,
@@ -57,6 +58,7 @@ HTTP_TABLE: tuple[tuple[type[RaftKVError], HttpAnswer], ...] = (
     (NotFound, HttpAnswer(404)),
     (NameTaken, HttpAnswer(409)),
     (CannotDelete, HttpAnswer(403)),
+    (NotAllowed, HttpAnswer(403)),  # a recipient's mode (shards.model.drive.grants)
     (QuotaExceeded, HttpAnswer(413)),
     # Shown on the compose form again, which answers 400 for any reason not to send.
     (MailboxFull, HttpAnswer(400)),
