@@ -12,9 +12,10 @@ reader's zone, and the keyboard reaches the main actions with a visible focus
 
 from __future__ import annotations
 
+import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
@@ -25,7 +26,8 @@ from PIL import Image
 
 import shards
 from raftkv.cluster import load_cluster
-from shards.model.drive import FILE, FOLDER, ROOT, shares
+from shards.model import accounts, drive
+from shards.model.drive import FILE, FOLDER, ROOT, grants, shares
 
 from .._mail import inprocess_smtpd, send_html
 from .test_portal_browser import PASSWORD, artifacts, browser, cloud, row, submit
@@ -71,6 +73,7 @@ class Walker:
     trashed_id: str  # a file in the drive's Trash
     versioned_id: str  # a file replaced once: one earlier version
     image_id: str = ""  # a photo: its thumbnail in the listing, its viewer page
+    shared_with: dict[str, str] = field(default_factory=dict)  # the "Shared with me" pages
 
 
 def _href_id(page, selector: str) -> str:
@@ -159,6 +162,7 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
         share_paths = {page: "/s/" + shares.create_share(client, name, kind, item,
                                                          password=password)[0]
                        for page, (kind, item, password) in links.items()}
+        shared_with = _share_with(client, name, folder_id)
     page.goto("/mail")
     message_id = _href_id(page, f'td > a:text-is("{SUBJECT}")')
     html_message_id = _href_id(page, f'td > a:text-is("{HTML_SUBJECT}")')
@@ -189,13 +193,28 @@ def walker(cloud, browser, tmp_path_factory) -> Walker:
     admin.close()
     return Walker(base, name, user_state, admin_state, file_id, folder_id, message_id, held_id,
                   html_message_id, mail_folder_id, draft_id, share_paths, trashed_id,
-                  versioned_id, image_id)
+                  versioned_id, image_id, shared_with)
 
 
 def _photo_bytes() -> bytes:
     out = BytesIO()
     Image.linear_gradient("L").resize((900, 600)).convert("RGB").save(out, "JPEG")
     return out.getvalue()
+
+
+def _share_with(client, name: str, folder_id: str) -> dict[str, str]:
+    """Another account shares a folder with the walker, read-write (every action shows),
+    and the walker shares "Holiday photos" with it (the Sharing page has a row)."""
+    other = f"{name}o"
+    accounts.create_user(client, other, PASSWORD)
+    team = drive.create_folder(client, other, ROOT, "Team plans")
+    drive.create_folder(client, other, team.id, "Budgets")
+    drive.store_file(client, other, team.id, "A long and descriptive name for a plan.txt",
+                     io.BytesIO(b"the plan"), size=8, quota=1 << 20)
+    grants.grant(client, other, team.id, name, grants.WRITE)
+    grants.grant(client, name, folder_id, other, grants.READ)
+    return {"drive-sharing": f"/drive/d/{folder_id}/sharing", "drive-with": "/drive/with",
+            "drive-with-folder": f"/drive/with/{other}/{team.id}"}
 
 
 def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
@@ -226,6 +245,7 @@ def _pages(w: Walker) -> list[tuple[str, str | None, str]]:
         ("drive-search", "user", "/drive/search?q=holiday"),
         ("drive-shares", "user", "/drive/shares"),
         ("drive-share-new", "user", f"/drive/shares/new?item=f:{w.file_id}"),
+        *((page, "user", path) for page, path in w.shared_with.items()),
         *((page, None, path) for page, path in w.shares.items()),
         ("not-found-share", None, "/s/" + "A" * 43),
         ("drive-trash", "user", "/drive/trash"),

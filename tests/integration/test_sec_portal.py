@@ -43,7 +43,7 @@ SLOW_EXAMPLES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # Values for the URL parts of the POST routes (ids of nothing: CSRF is judged first).
 SAMPLE_VALUES = {"folder_id": "0" * 24, "file_id": "0" * 24, "msg_id": "0" * 24,
                  "content_id": "1" * 24, "name": "web1", "action": "restart", "index": 0,
-                 "fid": 1, "token": "A" * 43}
+                 "fid": 1, "token": "A" * 43, "owner": "someone", "shared_id": "root"}
 _SHARED: dict[str, HTTPClient] = {}  # the hypothesis tests' one signed-in browser
 
 
@@ -103,7 +103,8 @@ def test_the_scanners_token_is_a_403_on_every_post_route(app, client):
     paths = _post_paths(app)
     assert {"/login", "/signup", "/logout", "/mail/compose", "/drive/upload",
             "/drive/trash/restore", "/drive/trash/delete", "/drive/trash/empty",
-            f"/drive/{'0' * 24}/versions/{'1' * 24}/restore"} <= set(paths)
+            f"/drive/{'0' * 24}/versions/{'1' * 24}/restore",
+            "/drive/with/someone/root/upload", f"/drive/d/{'0' * 24}/sharing/add"} <= set(paths)
     for path in paths:
         answer = http.post(path, data={"csrf": _csrf(http) + "¿'\"(", "name": "x"})
         assert answer.status_code == 403, (path, answer.status_code)
@@ -154,7 +155,8 @@ PAGES = ["/", "/mail", "/mail/compose", "/drive", "/drive/d/root", "/password", 
          "/signup", "/account", "/mail/" + "0" * 24, "/mail/x/reply", "/drive/d/root/zip",
          "/drive/search", "/drive/shares", "/drive/shares/new", "/s/" + "A" * 43 + "/d/root",
          "/drive/trash", "/drive/trash/delete", "/drive/trash/empty",
-         "/drive/" + "0" * 24 + "/versions"]
+         "/drive/" + "0" * 24 + "/versions",
+         "/drive/with", "/drive/with/someone/root", "/drive/d/root/sharing"]
 QUERY = st.binary(max_size=60) | st.lists(st.sampled_from(
     [b"folder=", b"page=", b"sort=", b"order=", b"to=", b"next=", b"all=", b"%zz", b"%ff",
      b"-1", b"99999999999999999999", b"\x00", b"&", b"=", b"sent", b"name", b"item=",
