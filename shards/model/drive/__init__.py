@@ -44,7 +44,8 @@ stays cheap to keep in Raft.
 Modules: :mod:`.records` (layout, record formats), :mod:`.reads`, :mod:`.changes`
 (each change one ``mutate_row``), :mod:`.many` (moves and deletes of several),
 :mod:`.held` (uploads held on a name clash), :mod:`.trash`, :mod:`.versions`,
-:mod:`.contents` (bytes and versions dropped for good) and :mod:`.cleanup`; the errors are in
+:mod:`.contents` (bytes and versions dropped for good) and :mod:`.cleanup`; share links are
+:mod:`.shares`, folders shared with named users :mod:`.grants`; the errors are in
 :mod:`shards.model.errors`.  Callers use the names exported here
 (``from shards.model import drive``).
 """
