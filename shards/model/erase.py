@@ -41,6 +41,7 @@ from raftkv.errors import ConditionFailed
 
 from . import accounts, outbound
 from .accounts import ACCOUNT_COL, account_row, valid_username
+from .drive import grants
 from .errors import CannotDelete
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ def erase_account(client: ShardedStore, user: str, *, domains: Iterable[str],
     :raises CannotDelete: ``user`` is an administrator.
     """
     mark_deleting(client, user, now=now)
+    # Folders others share with the user: their grants live in the owners' rows, and a
+    # later account of this name must not find them.
+    grants.leave_all(client, user)
     sweep_user_rows(client, user, keep=frozenset(keep_rows))
     drop_outbound(client, [f"{user}@{domain}" for domain in domains], now=now)
     end_sessions()

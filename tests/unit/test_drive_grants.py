@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from shards.model import drive
+from shards.model import accounts, drive, erase
 from shards.model.drive import FILE, FOLDER, ROOT, grants
 from shards.model.errors import NoSuchItem
 
@@ -141,3 +141,24 @@ def test_move_targets_are_the_shared_tree_only(client):
     t = tree(client)
     names = [names for _, names in grants.within(client, OWNER, t["docs"].id)]
     assert names == [[], ["work"]]
+
+
+def test_deleting_the_recipients_account_takes_their_grants_from_the_owners_rows(client):
+    t = tree(client)
+    grants.grant(client, OWNER, t["docs"].id, BOB, grants.WRITE)
+    grants.grant(client, OWNER, t["work"].id, BOB, grants.READ)
+    grants.grant(client, OWNER, t["docs"].id, EVE, grants.READ)
+    assert grants.leave_all(client, BOB) == 2
+    assert [g.recipient for g in grants.folder_grants(client, OWNER, t["docs"].id)] == [EVE]
+    assert grants.folder_grants(client, OWNER, t["work"].id) == []
+    with pytest.raises(NoSuchItem):  # a new account of the same name finds nothing
+        grants.access(client, BOB, OWNER, t["docs"].id, FOLDER, t["docs"].id)
+
+
+def test_erasing_an_account_leaves_what_was_shared_with_it(client):
+
+    t = tree(client)
+    accounts.create_user(client, BOB, "a long password")
+    grants.grant(client, OWNER, t["docs"].id, BOB, grants.READ)
+    erase.erase_account(client, BOB, domains=["example.test"], end_sessions=lambda: None)
+    assert grants.folder_grants(client, OWNER, t["docs"].id) == []

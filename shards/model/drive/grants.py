@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from raftkv.errors import ConditionFailed, Refused
+from raftkv.errors import ConditionFailed, RaftKVError, Refused
 
 from ..errors import DriveError, NoSuchItem
 from .reads import all_folders, get_folder, path_in
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_PER_FOLDER", "MAX_PER_RECIPIENT", "READ", "WRITE", "Access", "Grant",
            "NotAllowed", "TooManyGrants", "access", "folder_grants", "grant", "grants_row",
-           "leave", "revoke", "shared_folders", "shared_with", "sharedwithme_row", "within"]
+           "leave", "leave_all", "revoke", "shared_folders", "shared_with", "sharedwithme_row", "within"]
 
 READ, WRITE = "r", "w"
 MAX_PER_FOLDER = 100       # people one folder is shared with (the Sharing page reads them at once)
@@ -172,6 +172,18 @@ def leave(client: KeyValueStore, recipient: str, owner: str, folder_id: str) -> 
     return revoke(client, owner, folder_id, recipient)
 
 
+def leave_all(client: KeyValueStore, recipient: str) -> int:
+    """Give up every folder shared with ``recipient`` (deleting their account): otherwise a
+    later account of the same name would find the grants.  Returns how many were left."""
+    pointers = client.get_row(sharedwithme_row(recipient), limit=MAX_PER_RECIPIENT)
+    for column in pointers:
+        owner, _, folder_id = column.partition("/")
+        if owner and (folder_id == ROOT or is_id(folder_id)):
+            client.delete(grants_row(owner), _grant_col(folder_id, recipient))
+        client.delete(sharedwithme_row(recipient), column)
+    return len(pointers)
+
+
 def folder_grants(client: KeyValueStore, owner: str, folder_id: str) -> list[Grant]:
     """Who ``owner``'s folder is shared with, by name (the Sharing page)."""
     prefix = f"g:{folder_id}/"
@@ -217,7 +229,10 @@ def shared_with(client: KeyValueStore, recipient: str) -> list[tuple[Grant, Item
         decoded = None if value is None else _decode(owner, fid, recipient, value,
                                                      getattr(grant_cell, "version", 0))
         if decoded is None:
-            client.delete(sharedwithme_row(recipient), column)  # a pointer left by a crash
+            try:  # a pointer left by a crash: tidied, best effort (a GET must not fail on it)
+                client.delete(sharedwithme_row(recipient), column)
+            except RaftKVError:
+                pass
             continue
         folder_value = getattr(folder_cell, "value", None)
         record = unpack(folder_value) if folder_value is not None else None
