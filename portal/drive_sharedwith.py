@@ -8,15 +8,14 @@ the next request) and then walks the item's parents up to the shared folder;
 anything else is a 404, as for a stranger.  A recipient's change is made by
 the drive's own functions on the owner's drive row, after the grant's mode was
 checked (read-only: 403); uploads count against the owner's quota, since the
-bytes are the owner's.  A recipient cannot share the folder on (the share
-pages act on the signed-in user's own drive only), nor rename, move or delete
-the shared folder itself.
+bytes are the owner's, and a delete moves the item into the owner's Trash.  A
+recipient cannot share the folder on (the share pages act on the signed-in user's
+own drive only), nor rename, move or delete the shared folder itself.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import BadRequest, NotFound
@@ -285,18 +284,14 @@ class DriveSharedWithViews:
     @login_required
     def on_drive_with_delete(self: Portal, request: Request, owner: str,
                              shared_id: str) -> Response:
+        """Into the *owner's* Trash, as the owner's own delete: the owner can restore it."""
         got = self.form_item(request, owner, shared_id)
-        client = self.client()
         try:
-            if got.item.is_folder:
-                drive.delete_folder(client, owner, got.item.id)
-                if not drive.purge(client, owner, deadline=time.monotonic() + 5.0):
-                    self.background.purge_later(owner)
-            else:
-                drive.delete_file(client, owner, got.item.id)
+            drive.trash(self.client(), owner, got.item.id, kind=got.item.kind)
         except drive.DriveError as exc:
             return self.with_refusal(request, owner, shared_id, got.item.parent, exc)
-        return redirect(with_notice(with_url(owner, shared_id, got.item.parent), "deleted"), 303)
+        return redirect(with_notice(with_url(owner, shared_id, got.item.parent),
+                                    "shared-trashed"), 303)
 
     @login_required
     def on_drive_with_leave(self: Portal, request: Request, owner: str,

@@ -33,6 +33,7 @@ NOTICES: dict[str, str] = {
     "shared-with": "Shared. They find it under \u201cShared with me\u201d in their drive.",
     "sharing-revoked": "Access removed: the folder opens nothing for them any more.",
     "shared-left": "You left that shared folder.",
+    "shared-trashed": "Moved to its owner\u2019s Trash (they can restore it).",
     "renamed": "Renamed.",
     "moved": "Moved.",
     "deleted": "Deleted for good.",

@@ -6,7 +6,8 @@ but every write is a 403; a read-write one uploads, makes folders, renames,
 moves and deletes inside (the owner sees it, the bytes count on the owner's
 quota); nothing outside the shared tree is reachable by id (404); a revoke on
 one frontend stops the very next request on the other; a stranger sees nothing;
-the recipient can leave, and cannot share on or delete the shared folder itself.
+the recipient can leave, and cannot share on or delete the shared folder itself;
+what they delete goes to the owner's Trash.
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ def test_read_write_changes_inside_in_the_owners_drive(client, fe1, fe2):
     listing = {i.name: i for i in drive.list_folder(client, owner_name, ids["work"]).items}
     assert set(listing) == {"plan.txt", "new.txt", "b.txt"}
     assert bob.post(f"{base}/delete", {"item": f"f:{listing['plan.txt'].id}"})[0] == 303
+    # Into the owner's Trash, as the owner's own delete: restorable.
+    assert [t.item.name for t in drive.list_trash(client, owner_name)] == ["plan.txt"]
     assert {i.name for i in drive.list_folder(client, owner_name, ids["docs"]).items} == {
         "work", "made"}
     # The owner sees Bob's file on their own page, from the other frontend.
