@@ -162,3 +162,15 @@ def test_erasing_an_account_leaves_what_was_shared_with_it(client):
     grants.grant(client, OWNER, t["docs"].id, BOB, grants.READ)
     erase.erase_account(client, BOB, domains=["example.test"], end_sessions=lambda: None)
     assert grants.folder_grants(client, OWNER, t["docs"].id) == []
+
+
+def test_granted_is_the_check_for_walking_down_by_names(client):
+    t = tree(client)
+    with pytest.raises(NoSuchItem):
+        grants.granted(client, BOB, OWNER, t["docs"].id)
+    grants.grant(client, OWNER, t["docs"].id, BOB, grants.READ)
+    assert grants.granted(client, BOB, OWNER, t["docs"].id).mode == grants.READ
+    with pytest.raises(grants.NotAllowed):
+        grants.granted(client, BOB, OWNER, t["docs"].id, write=True)
+    with pytest.raises(NoSuchItem):
+        grants.granted(client, BOB, OWNER, "../x")

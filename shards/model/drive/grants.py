@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_PER_FOLDER", "MAX_PER_RECIPIENT", "READ", "WRITE", "Access", "Grant",
            "NotAllowed", "TooManyGrants", "access", "folder_grants", "grant", "grants_row",
-           "leave", "leave_all", "revoke", "shared_folders", "shared_with", "sharedwithme_row", "within"]
+           "granted", "leave", "leave_all", "revoke", "shared_folders", "shared_with",
+           "sharedwithme_row", "within"]
 
 READ, WRITE = "r", "w"
 MAX_PER_FOLDER = 100       # people one folder is shared with (the Sharing page reads them at once)
@@ -247,25 +248,39 @@ def shared_with(client: KeyValueStore, recipient: str) -> list[tuple[Grant, Item
     return sorted(found, key=lambda gi: (gi[0].owner, gi[1].name.casefold()))
 
 
-def access(client: KeyValueStore, recipient: str, owner: str, folder_id: str, kind: str,
-           item_id: str, *, write: bool = False) -> Access:
-    """Check ``recipient``'s grant on ``owner``'s folder, then that ``item_id`` is
-    inside it, walking parents up (as share links do).  Read on every call: a revoked
-    grant opens nothing from the next request on.
+def granted(client: KeyValueStore, recipient: str, owner: str, folder_id: str, *,
+            write: bool = False) -> Grant:
+    """``recipient``'s grant on ``owner``'s folder, read now (never cached: a revoked
+    grant opens nothing from the next call on).  For callers that reach items by
+    walking *down* from the shared folder by names (WebDAV paths), this is the whole
+    check; callers given an id use :func:`access`.
 
-    :raises NoSuchItem: no grant, or the item is not inside the shared folder.
-    :raises NotAllowed: ``write`` and the grant is read-only.
+    :raises NoSuchItem: no such grant.  :raises NotAllowed: ``write`` on a read-only one.
     """
-    gone = NoSuchItem("There is no such item in this shared folder.")
     if folder_id != ROOT and not is_id(folder_id):
-        raise gone
+        raise NoSuchItem("There is no such shared folder.")
     cell = client.get(grants_row(owner), _grant_col(folder_id, recipient))
     found = None if cell is None else _decode(owner, folder_id, recipient, cell.value,
                                               cell.version)
     if found is None:
-        raise gone
+        raise NoSuchItem("There is no such shared folder.")
     if write and not found.writable:
         raise NotAllowed("This folder is shared with you read-only.")
+    return found
+
+
+def access(client: KeyValueStore, recipient: str, owner: str, folder_id: str, kind: str,
+           item_id: str, *, write: bool = False) -> Access:
+    """Check ``recipient``'s grant on ``owner``'s folder (:func:`granted`), then that
+    ``item_id`` is inside it, walking parents up (as share links do).
+
+    :raises NoSuchItem: no grant, or the item is not inside the shared folder.
+    :raises NotAllowed: ``write`` and the grant is read-only.
+    """
+    try:
+        found = granted(client, recipient, owner, folder_id, write=write)
+    except NoSuchItem:
+        raise NoSuchItem("There is no such item in this shared folder.") from None
     share = Share(hash="", owner=owner, item_id=folder_id, kind=FOLDER, created=found.created)
     item, path = resolve(client, share, kind, item_id)
     return Access(found, item, path)
