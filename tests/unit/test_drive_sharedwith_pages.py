@@ -67,6 +67,8 @@ def test_read_write_changes_the_owners_drive_on_the_owners_quota():
     before = drive.usage(store, owner_name)
     assert upload(bob, base, docs.id, "up.txt", b"from bob").status_code == 303
     assert drive.usage(store, owner_name) == before + 8 and drive.usage(store, bob_name) == 0
+    again = upload(bob, base, docs.id, "up.txt", b"other")  # a name taken: said, not replaced
+    assert again.status_code == 409 and "already something named" in again.text
     assert post(bob, f"{base}/rename", {"item": f"f:{a.id}", "name": "b.txt"}, base
                 ).status_code == 303
     assert post(bob, f"{base}/delete", {"item": f"d:{docs.id}"}, base).status_code == 403
