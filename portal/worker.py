@@ -252,11 +252,13 @@ class HeadReadingWorker(ThreadWorker):
         self.enqueue_req(_Conn(self.cfg, sock, addr, listener.getsockname(), self.limits))
 
     def _evict_one(self) -> bool:
-        """Close a lingering connection, else the oldest that waits for a head, else the
-        oldest idle one."""
-        if self.lingering:
-            self._close_lingering(next(iter(self.lingering)))
-            return True
+        """Close the oldest connection that waits for a head, else the oldest idle one,
+        else a lingering one.
+
+        Lingering ones go last: their answer is sent but maybe not yet read, and
+        closing a socket with the peer's bytes unread sends a reset that makes the
+        peer drop that answer (a quick client answered during a burst of slow heads
+        got "connection reset" instead of its page)."""
         if self.heads:
             self._drop(next(iter(self.heads)), BUSY)
             return True
@@ -265,6 +267,9 @@ class HeadReadingWorker(ThreadWorker):
             self._unregister(conn)
             self.nr_conns -= 1
             conn.close()
+            return True
+        if self.lingering:
+            self._close_lingering(next(iter(self.lingering)))
             return True
         return False
 
