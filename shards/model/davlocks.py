@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +43,7 @@ import msgpack
 from raftkv.errors import ConditionFailed, OverLimit, Refused
 
 from .errors import NotFound
+from .retry import attempts
 
 if TYPE_CHECKING:
     from raftkv.interface import Cell, KeyValueStore, Mutation
@@ -345,7 +345,7 @@ def _change[T](client: KeyValueStore, user: str,
     mutation conditioned on ``n``'s version, with a purge of expired locks; re-read and
     retry when another change of this user's locks landed first."""
     row = lock_row(user)
-    for attempt in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         stamp = clock() if now is None else now
         cell = client.get(row, _COUNT)
         version = 0 if cell is None else cell.version
@@ -363,7 +363,7 @@ def _change[T](client: KeyValueStore, user: str,
             client.mutate_row(row, [("version", _COUNT, version)], [*purge, *mutations, last])
             return result
         except ConditionFailed:
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+            continue  # attempts() pauses a random, growing time before the next try
     raise ConditionFailed("the locks kept changing")
 
 
