@@ -15,7 +15,8 @@ absent), which it puts again, so the caps hold under concurrent PROPPATCHes; cha
 different items never conflict.  Copying or clearing an item's properties is a
 **resumable sequence** of such mutations (at most :data:`BATCH_BYTES` each, under a Raft
 entry's 32 KiB), each leaving the header true.  Properties of an item deleted elsewhere
-(the web page) stay until :func:`purge_orphans` finds its id gone from the drive.
+(the web page) stay until :func:`purge_orphans` finds its id gone from the drive (an
+item in the Trash is not gone: a restore brings its properties back).
 
 Bounds: names of at most :data:`MAX_NAME` bytes in Clark notation, values of at
 most :data:`MAX_VALUE` bytes, :data:`MAX_PROPS` properties and :data:`MAX_ITEM_BYTES`
@@ -35,6 +36,7 @@ from raftkv.errors import ConditionFailed, OverLimit, Refused
 from raftkv.interface import Cell
 
 from .drive.records import FILE, FOLDER, ROOT, drive_row, index_col, is_id
+from .drive.trash import trash_col
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation
@@ -46,7 +48,8 @@ MAX_PROPS = 100               # properties per item
 MAX_ITEM_BYTES = 256 * 1024   # bytes of all of an item's values
 BATCH_BYTES = 24 * 1024       # bytes of columns and values one copy or clear step writes
 ATTEMPTS = 10                 # re-reads when another change of the same item landed first
-ORPHAN_PAGE = 100             # headers one purge_orphans call reads
+ORPHAN_PAGE = 80              # headers one purge_orphans call reads: it looks up
+                              # three cells of each in one get_cells (at most 256)
 # Clark notation: an optional {namespace} (no braces or blanks), then a local name.
 _NAME = re.compile(r"(\{[^{}\s]*\})?[^{}\s/]+")
 
@@ -216,14 +219,20 @@ def copy_all(client: KeyValueStore, user: str, src_id: str, dst_user: str, dst_i
 
 def purge_orphans(client: KeyValueStore, user: str, *, after: str = "") -> str | None:
     """Remove the properties of up to :data:`ORPHAN_PAGE` items no longer in the drive,
-    from the item id ``after``; the id to go on from, or None at the end."""
+    from the item id ``after``; the id to go on from, or None at the end.
+
+    An item in the Trash is still the drive's: trashing it deletes its index cell and
+    records it in ``x:<id>`` instead (:mod:`.drive.trash`), and a restore brings its
+    properties back, so that cell keeps them too.  Items below a trashed folder keep
+    their index cells until the folder is gone for good."""
     row = props_row(user)
     headers = client.get_row(row, "h:", after=f"h:{after}" if after else "", limit=ORPHAN_PAGE)
     ids = [column[2:] for column in headers if column[2:] != ROOT]
-    cells = [(drive_row(user), index_col(kind, item_id)) for item_id in ids for kind in (FILE, FOLDER)]
+    cells = [(drive_row(user), column) for item_id in ids for column in
+             (index_col(FILE, item_id), index_col(FOLDER, item_id), trash_col(item_id))]
     found = client.get_cells(cells) if cells else []
     for i, item_id in enumerate(ids):
-        if found[2 * i] is None and found[2 * i + 1] is None:
+        if all(cell is None for cell in found[3 * i:3 * i + 3]):
             remove_all(client, user, item_id)
     return ids[-1] if len(headers) == ORPHAN_PAGE and ids else None
 

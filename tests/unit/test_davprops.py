@@ -230,3 +230,40 @@ def test_properties_of_items_deleted_elsewhere_are_purged(client, tree):
     assert davprops.read_all(client, "alice", tree["/docs/a.txt"]) == {}
     assert davprops.read_all(client, "alice", tree["/other"]) == {"{urn:x}a": b"<a/>"}
     assert davprops.read_all(client, "alice", ROOT) == {"{urn:x}a": b"<a/>"}
+
+
+def test_properties_of_items_in_the_trash_stay_until_they_leave_it(client, tree):
+    """A trashed item has no index cell, only its Trash record: the sweep keeps its
+    properties (a restore brings them back), and drops them once it is gone for good."""
+    for path in ("/docs/a.txt", "/other", "/docs/sub"):
+        davprops.write(client, "alice", tree[path], "{urn:x}a", b"<a/>")
+    drive.trash(client, "alice", tree["/docs/a.txt"])                 # WebDAV's DELETE
+    drive.trash(client, "alice", tree["/other"], kind=drive.FOLDER)
+    drive.trash(client, "alice", tree["/docs"], kind=drive.FOLDER)    # /docs/sub below it
+    assert davprops.purge_orphans(client, "alice") is None
+    for path in ("/docs/a.txt", "/other", "/docs/sub"):
+        assert davprops.read_all(client, "alice", tree[path]) == {"{urn:x}a": b"<a/>"}, path
+    drive.restore(client, "alice", tree["/docs/a.txt"])
+    drive.delete_forever(client, "alice", [tree["/other"]])
+    drive.purge(client, "alice")
+    assert davprops.purge_orphans(client, "alice") is None
+    assert davprops.read_all(client, "alice", tree["/docs/a.txt"]) == {"{urn:x}a": b"<a/>"}
+    assert davprops.read_all(client, "alice", tree["/other"]) == {}
+    assert davprops.read_all(client, "alice", tree["/docs/sub"]) == {"{urn:x}a": b"<a/>"}
+
+
+def test_a_full_page_of_orphans_is_read_in_one_get_cells(client):
+    """Three drive cells per item with properties (file, folder, Trash) stay within the
+    store's cap on one get_cells; the walk goes on page by page."""
+    ids = [drive.create_folder(client, "alice", ROOT, f"f{i:03}").id
+           for i in range(davprops.ORPHAN_PAGE + 5)]
+    for item_id in ids:
+        davprops.write(client, "alice", item_id, "{urn:x}a", b"<a/>")
+    gone = sorted(ids)[-1]
+    drive.trash(client, "alice", gone, kind=drive.FOLDER)
+    drive.delete_forever(client, "alice", [gone])
+    after = davprops.purge_orphans(client, "alice")
+    assert after is not None
+    assert davprops.purge_orphans(client, "alice", after=after) is None
+    assert davprops.read_all(client, "alice", gone) == {}
+    assert davprops.read_all(client, "alice", ids[0]) == {"{urn:x}a": b"<a/>"}
