@@ -1,28 +1,33 @@
-"""The drive's Trash and versions through the pages of real frontends (issue 20).
+"""The drive's Trash and versions through the pages and WebDAV of real frontends (issue 20).
 
 Two gunicorn frontends on a store of its own (two groups and the config group, so a
 user's shard can move): a delete goes into the Trash with an Undo, another frontend
 lists and restores it, a Replace keeps the old file as a version that either frontend
 serves and restores; then the same survives a restart of every process, and a move of
-the user's shard to the other group.  Every request goes to loopback and has a timeout.
+the user's shard to the other group.  Through WebDAV, a PUT over a file keeps versions
+and a DELETE trashes files and trees; after a shard move and a restart of every
+process, what the pages restore is what WebDAV serves, with new ETags.  Every request
+goes to loopback and has a timeout.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import re
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
 
 from raftkv.cluster import CONFIG_GROUP_ID
 from shards.config import Config
 from shards.migrate import Migrator
-from shards.model import drive
+from shards.model import apppasswords, davprops, drive
 
 from .._procs import Proc, free_port, port_open, python_cmd, wait_for
 from ..cluster import KVCluster, running
@@ -220,6 +225,34 @@ def check_and_restore(browser: Browser, ids: dict[str, str]) -> None:
     assert entries(browser, ids["docs"]) == {"a.txt": ids["a.txt"], "b.txt": ids["b.txt"]}
 
 
+def restart_everything(web: Frontends, kv: KVCluster) -> None:
+    """Stop the frontends, kill every replica (the config group's too) at once, start all."""
+    web.stop()
+    for name in kv.procs:
+        kv.kill(name)
+    kv.start()
+    for group in [CONFIG_GROUP_ID, *(g.id for g in kv.cluster.groups)]:
+        kv.leader(group, timeout=30)
+    web.start()
+
+
+def move_shard(kv: KVCluster, user: str) -> None:
+    """Move the shard of the user's drive to the other group."""
+    with kv.client() as store:
+        migrator = Migrator(store)
+        shard = store.shard_of(drive.drive_row(user))
+        home = migrator.current().owners[shard]
+        away = 2 if home == 1 else 1
+
+        def moved(config: Config) -> Config:
+            owners = list(config.owners)
+            owners[shard] = away
+            return Config(config.num + 1, tuple(owners), dict(config.groups))
+        migrator.reconfigure(moved)
+        store.refresh()
+        assert store.shard_map.group_of(shard) == away
+
+
 def test_trash_undo_and_versions_across_two_frontends(web, kv):
     user = f"tr{secrets.token_hex(3)}"
     with browsers(web, user, signup=True) as (one, two):
@@ -256,13 +289,7 @@ def test_restore_after_a_restart_of_every_process(web, kv):
     user = f"rs{secrets.token_hex(3)}"
     with browsers(web, user, signup=True) as (one, _):
         ids = prepared(one)
-    web.stop()
-    for name in kv.procs:  # every replica, the config group's too, at once
-        kv.kill(name)
-    kv.start()
-    for group in [CONFIG_GROUP_ID, *(g.id for g in kv.cluster.groups)]:
-        kv.leader(group, timeout=30)
-    web.start()
+    restart_everything(web, kv)
     with browsers(web, user) as (_, two):
         check_and_restore(two, ids)
 
@@ -271,19 +298,147 @@ def test_restore_after_the_users_shard_moved(web, kv):
     user = f"mv{secrets.token_hex(3)}"
     with browsers(web, user, signup=True) as (one, _):
         ids = prepared(one)
-    with kv.client() as store:
-        migrator = Migrator(store)
-        shard = store.shard_of(drive.drive_row(user))
-        home = migrator.current().owners[shard]
-        away = 2 if home == 1 else 1
-
-        def moved(config: Config) -> Config:
-            owners = list(config.owners)
-            owners[shard] = away
-            return Config(config.num + 1, tuple(owners), dict(config.groups))
-        migrator.reconfigure(moved)
-        store.refresh()
-        assert store.shard_map.group_of(shard) == away
+    move_shard(kv, user)
     with browsers(web, user) as (one, two):
         check_and_restore(one, ids)
         assert set(entries(two, ids["docs"])) == {"a.txt", "b.txt"}
+
+
+# ---- The same through WebDAV --------------------------------------------------------
+
+PROPFIND = (b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop>'
+            b'<getetag/><resourcetype/></prop></propfind>')
+COLOUR = (b'<?xml version="1.0" encoding="utf-8"?><propertyupdate xmlns="DAV:" '
+          b'xmlns:x="urn:x"><set><prop><x:colour>teal</x:colour></prop></set></propertyupdate>')
+
+
+class Dav(Browser):
+    """WebDAV on one keep-alive connection, signed in with HTTP Basic (an app password)."""
+
+    def __init__(self, addr: str, user: str, password: str) -> None:
+        super().__init__(addr)
+        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def dav(self, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        return self.request(method, "/dav" + quote(path),
+                            body, {"Authorization": self.auth, **(headers or {})})
+
+    def get(self, path: str) -> bytes:
+        status, _, data = self.dav("GET", path)
+        assert status == 200, (path, status, data[:300])
+        return data
+
+    def put(self, path: str, content: bytes, if_match: str = "") -> int:
+        return self.dav("PUT", path, content, {"If-Match": if_match} if if_match else {})[0]
+
+    def etag(self, path: str) -> str:
+        status, headers, _ = self.dav("HEAD", path)
+        assert status == 200, (path, status)
+        return headers["ETag"]
+
+    def members(self, folder: str) -> set[str]:
+        """The names PROPFIND (depth 1) lists in a folder (``/`` for the top)."""
+        status, _, data = self.dav("PROPFIND", folder, PROPFIND, {"Depth": "1"})
+        assert status == 207, (folder, status, data[:300])
+        hrefs = [unquote(h.text or "").rstrip("/")
+                 for h in ET.fromstring(data).iter("{DAV:}href")]
+        return {h.rsplit("/", 1)[1] for h in hrefs if h != ("/dav" + folder).rstrip("/")}
+
+    def colour(self, path: str) -> str | None:
+        body = (b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:" '
+                b'xmlns:x="urn:x"><prop><x:colour/></prop></propfind>')
+        status, _, data = self.dav("PROPFIND", path, body, {"Depth": "0"})
+        assert status == 207, (path, status)
+        return ET.fromstring(data).findtext(".//{DAV:}propstat/{DAV:}prop/{urn:x}colour")
+
+
+def trashed_ids(browser: Browser) -> dict[str, str]:
+    """The Trash page's items: name -> id (from each Restore button)."""
+    return {name: item for item, name in re.findall(
+        rf'name="item" value="({_ID})">\s*<button[^>]*aria-label="Restore ([^"]*)"',
+        browser.page("/drive/trash"))}
+
+
+def dav_prepared(dav: Dav) -> dict[str, str]:
+    """Through WebDAV: /docs/b.txt put over twice, /docs/a.txt (with a dead property)
+    and the tree /tree deleted, /docs/c.txt deleted and put again; the ETags seen."""
+    for folder in ("/docs", "/tree", "/tree/sub"):
+        assert dav.dav("MKCOL", folder)[0] == 201
+    for path, content in (("/docs/a.txt", b"alpha"), ("/docs/b.txt", b"bravo-1"),
+                          ("/docs/c.txt", b"charlie-old"), ("/tree/top.txt", b"top"),
+                          ("/tree/sub/deep.txt", b"deep")):
+        assert dav.put(path, content) == 201, path
+    assert dav.put("/docs/b.txt", b"bravo-2") == 204
+    assert dav.put("/docs/b.txt", b"bravo-3", if_match=dav.etag("/docs/b.txt")) == 204
+    assert dav.dav("PROPPATCH", "/docs/a.txt", COLOUR)[0] == 207
+    etags = {"a": dav.etag("/docs/a.txt"), "b": dav.etag("/docs/b.txt")}
+    for path in ("/docs/a.txt", "/tree", "/docs/c.txt"):
+        assert dav.dav("DELETE", path)[0] == 204, path
+    assert dav.put("/docs/c.txt", b"charlie-new") == 201
+    # Gone from every WebDAV listing (the Trash is the web page's, not a DAV folder).
+    assert dav.members("/") == {"docs"}
+    assert dav.members("/docs") == {"b.txt", "c.txt"}
+    assert dav.dav("GET", "/docs/a.txt")[0] == 404 and dav.dav("GET", "/tree/top.txt")[0] == 404
+    return etags
+
+
+def test_dav_trash_and_versions_across_a_shard_move_and_a_restart(web, kv):
+    user = f"dv{secrets.token_hex(3)}"
+    with browsers(web, user, signup=True) as (one, _), kv.client() as store:
+        password = apppasswords.create(store, user, "laptop",
+                                       kv.cluster.derive_key(apppasswords.KEY_PURPOSE))
+        dav = Dav(web.addrs[0], user, password)
+        try:
+            etags = dav_prepared(dav)
+        finally:
+            dav.close()
+        # The web page sees what WebDAV did: three items in the Trash, two versions.
+        trash = one.page("/drive/trash")
+        assert "Folder “tree”" in trash and trash.count("from Drive / docs") == 2
+        docs = entries(one)["docs"]
+        b_id = entries(one, docs)["b.txt"]
+        found, _ = versions(one, b_id)
+        assert [download(one, f"/drive/{b_id}/versions/{v}") for v in found] == [
+            b"bravo-2", b"bravo-1"]
+        # What the frontends' Trash sweep does when it comes by: a.txt's property stays.
+        assert davprops.purge_orphans(store, user) is None
+    move_shard(kv, user)
+    restart_everything(web, kv)
+    with browsers(web, user) as (one, _):
+        ids = trashed_ids(one)
+        assert set(ids) == {"a.txt", "tree", "c.txt"}
+        for name, said in (("a.txt", "done=restored"), ("tree", "done=restored"),
+                           ("c.txt", "done=restored-renamed")):
+            status, location = one.post("/drive/trash/restore", {"item": ids[name]},
+                                        "/drive/trash")
+            assert status == 303 and location.endswith(said), (name, location)
+        found, expect = versions(one, b_id)
+        status, _ = one.post(f"/drive/{b_id}/versions/{found[1]}/restore",
+                             {"expect": expect}, f"/drive/{b_id}/versions")
+        assert status == 303
+        dav = Dav(web.addrs[1], user, password)
+        try:
+            assert dav.members("/") == {"docs", "tree"}
+            assert dav.members("/docs") == {"a.txt", "b.txt", "c.txt", "c (1).txt"}
+            assert dav.members("/tree") == {"sub", "top.txt"}
+            assert dav.members("/tree/sub") == {"deep.txt"}
+            assert {path: dav.get(path) for path in (
+                "/docs/a.txt", "/docs/b.txt", "/docs/c.txt", "/docs/c (1).txt",
+                "/tree/top.txt", "/tree/sub/deep.txt")} == {
+                "/docs/a.txt": b"alpha", "/docs/b.txt": b"bravo-1",
+                "/docs/c.txt": b"charlie-new", "/docs/c (1).txt": b"charlie-old",
+                "/tree/top.txt": b"top", "/tree/sub/deep.txt": b"deep"}
+            assert dav.colour("/docs/a.txt") == "teal"  # its property came back with it
+            assert dav.etag("/docs/a.txt") != etags["a"]
+            # The restored version is new contents: a client holding the old ETag loses.
+            now = dav.etag("/docs/b.txt")
+            assert now != etags["b"]
+            assert dav.put("/docs/b.txt", b"stale", if_match=etags["b"]) == 412
+            assert dav.get("/docs/b.txt") == b"bravo-1"
+            assert dav.put("/docs/b.txt", b"bravo-4", if_match=now) == 204
+        finally:
+            dav.close()
+        found, _ = versions(one, b_id)
+        assert [download(one, f"/drive/{b_id}/versions/{v}") for v in found] == [
+            b"bravo-1", b"bravo-3", b"bravo-2"]
