@@ -208,9 +208,9 @@ class PageStore:
              consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
         return self.store.scan(shard, after_row, limit, consistency=consistency)
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> tuple[int, Iterator[bytes]] | None:
-        return self.store.get_stream(row, col, consistency=consistency)
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
+        return self.store.get_stream(row, col, consistency=consistency, offset=offset)
 
     def get_into(self, row: str, col: str, out: BinaryIO, *,
                  consistency: Consistency = "linearizable") -> int | None:

@@ -121,19 +121,17 @@ def _icon(cache: str) -> Response:
         "Cache-Control": cache, "Content-Security-Policy": THUMB_CSP})
 
 
-def _ranged(chunks: Iterator[bytes], start: int, stop: int) -> Iterator[bytes]:
-    """The bytes ``[start, stop)`` of what ``chunks`` yields; the store's iterator is
-    closed when done or when the client goes away.  The chunks before ``start`` are
-    still fetched: the store reads a value from its beginning."""
-    position = 0
+def _ranged(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
+    """The first ``length`` bytes of what ``chunks`` yields (the store's chunks from the
+    range's start on); the store's iterator is closed when done or when the client
+    goes away."""
     try:
         for chunk in chunks:
-            end = position + len(chunk)
-            if end > start:
-                yield chunk[max(0, start - position):stop - position]
-            position = end
-            if position >= stop:
+            if len(chunk) >= length:
+                yield chunk[:length]
                 return
+            yield chunk
+            length -= len(chunk)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
@@ -225,11 +223,12 @@ class PreviewViews:
             response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{item.size}"
         if request.method != "HEAD" and stop > start:
             found = self.client().get_stream(
-                drive.content_row(current_user(request), item.content_id), drive.DATA_COL)
+                drive.content_row(current_user(request), item.content_id), drive.DATA_COL,
+                offset=start)
             if found is None:
                 raise drive.NoSuchItem("The file's contents are missing; it may have just "
                                        "been deleted.")
-            response.response = _ranged(found[1], start, stop)
+            response.response = _ranged(found[1], stop - start)
         return response
 
     @login_required

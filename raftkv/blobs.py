@@ -309,11 +309,15 @@ def read_index(data: bytes) -> list[str]:
     return [data[i:i + DIGEST_SIZE].hex() for i in range(0, len(data), DIGEST_SIZE)]
 
 
-def data_chunks(manifest: Manifest, load: Callable[[str], bytes]) -> Iterator[str]:
-    """The value's chunk names in order; ``load(name)`` fetches an index chunk when needed."""
-    yield from manifest.chunks
-    for name in manifest.index:
-        yield from read_index(load(name))
+def data_chunks(manifest: Manifest, load: Callable[[str], bytes], first: int = 0
+                ) -> Iterator[str]:
+    """The value's chunk names in order from chunk number ``first``; ``load(name)``
+    fetches an index chunk when needed (only those from the one listing ``first`` on)."""
+    yield from manifest.chunks[first:]
+    start, skip = divmod(first, INDEX_FANOUT)
+    for name in manifest.index[start:]:
+        yield from read_index(load(name))[skip:]
+        skip = 0
 
 
 def read_manifest(manifest: bytes) -> tuple[int, list[str]]:

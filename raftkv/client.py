@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, BinaryIO
 
-from .blobs import data_chunks, manifest_of, parse_manifest
+from .blobs import CHUNK_SIZE, data_chunks, manifest_of, parse_manifest
 from .client_backup import BackupCalls
 from .client_upkeep import UpkeepCalls
 from .connection import Connection
@@ -57,7 +57,15 @@ from .interface import (
 )
 from .operations import unknown_operation
 from .store import MAX_TTL
-from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty, Upload, read_ahead, read_full
+from .transfer import (
+    READ_AHEAD,
+    UPLOAD_LEASE,
+    ReplicaPenalty,
+    Upload,
+    read_ahead,
+    read_full,
+    skip_bytes,
+)
 
 INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
 ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request id)
@@ -305,10 +313,14 @@ class Client(UpkeepCalls, BackupCalls):
             self._penalty.failed(addr)
         raise UnavailableError(f"no replica could serve chunk {name[:12]}")
 
-    def _chunks(self, manifest: bytes) -> tuple[int, Iterator[bytes]]:
+    def _chunks(self, manifest: bytes, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        """``(size, chunks)`` of a blob, the chunks from byte ``offset`` on: the chunks
+        before the one holding it are never fetched (a range, a seek, a resumed copy)."""
         parsed = parse_manifest(manifest)
-        names = data_chunks(parsed, self.fetch_chunk)
-        return parsed.size, read_ahead(self._fetch_pool, names, self.fetch_chunk)
+        first, skip = divmod(min(offset, parsed.size), CHUNK_SIZE)
+        names = data_chunks(parsed, self.fetch_chunk, first)
+        chunks = read_ahead(self._fetch_pool, names, self.fetch_chunk)
+        return parsed.size, (skip_bytes(chunks, skip) if skip else chunks)
 
     def _cell(self, result: dict[str, Any]) -> Cell | None:
         if not result.get("found"):
@@ -353,15 +365,19 @@ class Client(UpkeepCalls, BackupCalls):
             **expiry})["version"]
         return version
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> tuple[int, Iterator[bytes]] | None:
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
         """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
 
-        A few chunks are fetched ahead of the consumer, each verified against
-        its hash; a chunk that a replica lacks or holds corrupt comes from another.
-        ``consistency="stale"`` reads the cell (a manifest) from any one replica.
+        ``size`` is the whole value's; the chunks start at byte ``offset`` (past the
+        end: none), and what lies before it is not fetched.  A few chunks are fetched
+        ahead of the consumer, each verified against its hash; a chunk that a replica
+        lacks or holds corrupt comes from another.  ``consistency="stale"`` reads the
+        cell (a manifest) from any one replica.
         """
-        found = self._stream(row, col, consistency)
+        if offset < 0:
+            raise ValueError("an offset is 0 or more")
+        found = self._stream(row, col, consistency, offset)
         return None if found is None else found[:2]
 
     def get_into(self, row: str, col: str, out: BinaryIO, *,
@@ -374,14 +390,16 @@ class Client(UpkeepCalls, BackupCalls):
             out.write(chunk)
         return found[2]
 
-    def _stream(self, row: str, col: str, consistency: Consistency
+    def _stream(self, row: str, col: str, consistency: Consistency, offset: int = 0
                 ) -> tuple[int, Iterator[bytes], int] | None:
         result = self._read({"op": "get", "row": row, "col": col}, consistency)
         if not result.get("found"):
             return None
         if result.get("blob"):
-            return (*self._chunks(result["value"]), result["version"])
-        return len(result["value"]), iter([result["value"]]), result["version"]
+            return (*self._chunks(result["value"], offset), result["version"])
+        value: bytes = result["value"]
+        rest = value[offset:] if offset else value
+        return len(value), iter([rest] if rest else []), result["version"]
 
     def delete(self, row: str, col: str) -> bool:
         """Delete a cell; True if it existed."""

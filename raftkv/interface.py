@@ -99,10 +99,12 @@ class KeyValueStore(Protocol):
         """
         ...
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> tuple[int, Iterator[bytes]] | None:
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
         """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
-        ``"stale"`` may read the cell from one replica (the chunks come from any)."""
+        ``size`` is the whole value's; the chunks start at byte ``offset`` (a range:
+        nothing before it is fetched).  ``"stale"`` may read the cell from one replica
+        (the chunks come from any)."""
         ...
 
     def get_into(self, row: str, col: str, out: BinaryIO, *,

@@ -260,6 +260,20 @@ def read_ahead(pool: ThreadPoolExecutor, names: Iterable[str],
             future.cancel()
 
 
+def skip_bytes(chunks: Iterator[bytes], skip: int) -> Iterator[bytes]:
+    """``chunks`` without their first ``skip`` bytes (closing it when closed itself)."""
+    try:
+        for chunk in chunks:
+            if skip:
+                chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+            if chunk:
+                yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
 class ReplicaPenalty:
     """Replicas that recently failed to serve a chunk are asked last for a while."""
 

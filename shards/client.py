@@ -140,9 +140,10 @@ class Client:
             return group.put_stream(row, col, rewindable, ttl=ttl)
         return self._on_row(row, attempt)
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> tuple[int, Iterator[bytes]] | None:
-        return self._on_row(row, lambda g: g.get_stream(row, col, consistency=consistency))
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
+        return self._on_row(row, lambda g: g.get_stream(row, col, consistency=consistency,
+                                                        offset=offset))
 
     def get_into(self, row: str, col: str, out: BinaryIO, *,
                  consistency: Consistency = "linearizable") -> int | None:

@@ -329,13 +329,13 @@ class ReadOnlyFallback:
                           lambda s: s.scan(shard, after_row, limit),
                           lambda s: s.scan(shard, after_row, limit, consistency="stale"))
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> tuple[int, Iterator[bytes]] | None:
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
         # Only the cell (a manifest) is read through the log; chunks come from any replica.
         if consistency == "stale":
-            return self.store.get_stream(row, col, consistency="stale")
-        return self._read(self._gid(row), lambda s: s.get_stream(row, col),
-                          lambda s: s.get_stream(row, col, consistency="stale"))
+            return self.store.get_stream(row, col, consistency="stale", offset=offset)
+        return self._read(self._gid(row), lambda s: s.get_stream(row, col, offset=offset),
+                          lambda s: s.get_stream(row, col, consistency="stale", offset=offset))
 
     def get_into(self, row: str, col: str, out: BinaryIO, *,
                  consistency: Consistency = "linearizable") -> int | None:

@@ -72,13 +72,13 @@ class MemClient:
                                           "value": b"".join(parts), **ttl_field(ttl)},
                            True)["version"]
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> tuple[int, Iterator[bytes]] | None:
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
         result = self._apply("get_stream", {"op": "get", "row": row, "col": col}, False)
         if not result["found"]:
             return None
         value = result["value"]
-        return len(value), iter([value[i:i + 4096] for i in range(0, len(value), 4096)])
+        return len(value), iter([value[i:i + 4096] for i in range(offset, len(value), 4096)])
 
     def get_into(self, row: str, col: str, out: BinaryIO, *,
                  consistency: Consistency = "linearizable") -> int | None:

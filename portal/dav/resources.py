@@ -12,6 +12,7 @@ goes, so two files cannot share one blob.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -238,10 +239,14 @@ class FileResource(_Drive, DAVNonCollection):
         return True
 
     def get_content(self) -> ChunkReader:
-        # The index names the row of the file's current bytes (an entry does not).
-        with store_errors():
-            _, _, chunks = drive.open_file(self.client(), self.user, self.item.id)
-        return ChunkReader(chunks)
+        # Opened at the first read, from the range's start (WsgiDAV seeks first).  The
+        # index names the row of the file's current bytes (an entry does not).
+        client, user, file_id = self.client(), self.user, self.item.id
+
+        def open_at(offset: int) -> Iterator[bytes]:
+            with store_errors():
+                return drive.open_file(client, user, file_id, offset=offset)[2]
+        return ChunkReader(open_at)
 
     def finalize_headers(self, environ: dict[str, Any], response_headers: list[Any]) -> None:
         # Never rendered on our origin: a user's HTML file is not a page of ours.

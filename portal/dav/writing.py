@@ -15,7 +15,7 @@ checked against -- so a PUT never overwrites a file newer than the one the clien
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from wsgidav.dav_error import HTTP_PRECONDITION_FAILED, HTTP_REQUEST_ENTITY_TOO_LARGE, DAVError
@@ -153,7 +153,8 @@ def copy_file(door: DavDoor, user: str, item: drive.Item, folder: drive.Item, na
     client, quota = door.client(), door.quota(user)
     with store_errors():
         _, size, chunks = drive.open_file(client, user, item.id)
-        source = ChunkReader(chunks)
+        source = ChunkReader(lambda offset: drive.open_file(client, user, item.id,
+                                                            offset=offset)[2], opened=chunks)
         try:
             if existing is not None and not existing.item.is_folder:
                 overwrite_file(client, user, existing, source, quota=quota, ctype=item.ctype)
@@ -170,16 +171,24 @@ class ChunkReader:
     """A file's bytes as a stream: ``read(n)``, and ``seek`` forward (a range's start).
 
     Chunks come from the store one at a time (never the whole file); a read copies
-    only the bytes it returns, and a seek skips chunks up to the offset.
+    only the bytes it returns.  ``open_at(offset)`` gives the file's chunks from a byte
+    on: it is called at the first read, or at a seek past the chunk in hand, so a range
+    near the end of a large file fetches nothing before it (a client downloading in
+    several ranges at once costs what one download does).  ``opened``: the chunks from
+    the start, already open.
     """
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
+    def __init__(self, open_at: Callable[[int], Iterator[bytes]], *,
+                 opened: Iterator[bytes] | None = None) -> None:
+        self._open_at = open_at
+        self._chunks = opened
         self._chunk = b""
         self._at = 0   # read up to here in the current chunk
         self._pos = 0  # read up to here in the file
 
     def _next(self) -> bool:
+        if self._chunks is None:
+            self._chunks = self._open_at(self._pos)
         chunk = next(self._chunks, None)
         if chunk is None:
             return False
@@ -189,14 +198,13 @@ class ChunkReader:
     def seek(self, offset: int, whence: int = 0) -> int:
         if whence != 0 or offset < self._pos:
             raise OSError("only forward seeks from the start")
-        while self._pos < offset:
-            left = len(self._chunk) - self._at
-            if not left:
-                if not self._next():
-                    break
-                continue
-            step = min(left, offset - self._pos)
-            self._at, self._pos = self._at + step, self._pos + step
+        left = len(self._chunk) - self._at
+        if offset - self._pos <= left:
+            self._at += offset - self._pos
+        else:  # past what is in hand: the store starts there
+            self.close()
+            self._chunks, self._chunk, self._at = None, b"", 0
+        self._pos = offset
         return self._pos
 
     def read(self, size: int = -1) -> bytes:
@@ -211,6 +219,8 @@ class ChunkReader:
             parts.append(self._chunk[self._at:self._at + take])
             self._at, self._pos = self._at + take, self._pos + take
             size = size if size < 0 else size - take
+        if len(parts) == 1:
+            return parts[0]
         return b"".join(parts)
 
     def close(self) -> None:

@@ -92,6 +92,19 @@ def test_10mb_random_value_round_trips_byte_for_byte_every_way(kv_cluster) -> No
         assert client.get("{blob}/ten", "v") == (data, version)
         size, chunks = client.get_stream("{blob}/ten", "v")
         assert size == len(data) and b"".join(chunks) == data
+        # From an offset: the chunks before the one holding it are never fetched.
+        group, fetched = client.group_for("{blob}/ten"), []
+        fetch = group.fetch_chunk
+        group.fetch_chunk = lambda name, addrs=None: fetched.append(name) or fetch(name, addrs)
+        try:
+            for offset in (1, CHUNK_SIZE - 1, CHUNK_SIZE, 9 * CHUNK_SIZE + 7, len(data),
+                           len(data) + 9):
+                fetched.clear()
+                size, chunks = client.get_stream("{blob}/ten", "v", offset=offset)
+                assert size == len(data) and b"".join(chunks) == data[offset:], offset
+                assert len(fetched) == len(range(min(offset, len(data)) // CHUNK_SIZE, 11))
+        finally:
+            del group.fetch_chunk
         out = io.BytesIO()
         assert client.get_into("{blob}/ten", "v", out) == version
         assert out.getvalue() == data

@@ -27,6 +27,7 @@ from raftkv.cluster import BlobSettings
 from raftkv.errors import ProtocolError
 from raftkv.repair import BlobKeeper
 from raftkv.store import Store
+from raftkv.transfer import skip_bytes
 from tests._memstore import intents_of
 
 
@@ -56,6 +57,42 @@ def test_a_large_manifest_lists_index_chunks_that_list_the_chunks(monkeypatch) -
     assert list(parsed.index) == list(stored)
     assert list(data_chunks(parsed, stored.__getitem__)) == [d.hex() for d in digests]
     assert len(manifest) < 1000
+
+
+def test_the_chunks_from_a_given_one_load_only_the_index_chunks_they_need(monkeypatch) -> None:
+    monkeypatch.setattr(blobs, "INDEX_FANOUT", 3)
+    digests = [digest(i) for i in range(blobs.MAX_DIRECT_CHUNKS + 4)]
+    manifest, index = make_manifest(12345, digests)
+    parsed = parse_manifest(manifest)
+    stored = {hashlib.sha256(c).hexdigest(): c for c in index}
+    loaded: list[str] = []
+
+    def load(name: str) -> bytes:
+        loaded.append(name)
+        return stored[name]
+    for first in (0, 1, 3, 4, 40, len(digests) - 1, len(digests), len(digests) + 5):
+        loaded.clear()
+        assert list(data_chunks(parsed, load, first)) == [d.hex() for d in digests[first:]]
+        assert loaded == list(parsed.index)[first // 3:], first
+    small = parse_manifest(make_manifest(100, [digest(1), digest(2)])[0])
+    assert list(data_chunks(small, lambda name: pytest.fail("no index"), 1)) == [digest(2).hex()]
+
+
+@pytest.mark.parametrize("skip", [0, 1, 4, 5, 9, 12])
+def test_skipping_bytes_trims_the_first_chunks_and_closes_the_source(skip: int) -> None:
+    closed = []
+
+    def source():
+        try:
+            yield from (b"abcd", b"", b"efghi", b"jk")
+        finally:
+            closed.append(True)
+    assert b"".join(skip_bytes(source(), skip)) == b"abcdefghijk"[skip:]
+    assert all(skip_bytes(source(), skip)), "no empty chunk is yielded"
+    stream = skip_bytes(source(), skip)
+    next(stream, None)
+    stream.close()
+    assert closed[-1]
 
 
 def test_manifests_are_a_function_of_the_value(monkeypatch) -> None:

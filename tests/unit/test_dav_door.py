@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 
 import pytest
 from prometheus_client import REGISTRY
@@ -168,12 +169,52 @@ def test_metrics_count_methods_statuses_and_bytes(dav):
 def test_chunk_reader_seeks_and_reads_across_chunks(start):
     data = bytes(range(20))
     parts = [data[0:7], data[7:7], data[7:13], data[13:20]]
-    reader = ChunkReader(iter(parts))
-    assert reader.seek(start) == min(start, 20)
+    opened: list[int] = []
+
+    def open_at(offset: int):
+        # As the store does: the chunks from the one holding ``offset``, the first trimmed.
+        opened.append(offset)
+        at = 0
+        for part in parts:
+            if at + len(part) > offset:
+                yield part[max(0, offset - at):]
+            at += len(part)
+    reader = ChunkReader(open_at)
+    assert reader.seek(start) == start
     assert reader.read(4) + reader.read(-1) == data[start:]
     assert reader.read(5) == b""
+    assert opened == [start], "opened once, at the range's start"
     with pytest.raises(OSError):
         reader.seek(0)
+
+
+def test_a_range_is_read_from_its_start_in_the_store(dav, store, monkeypatch):
+    data = os.urandom(100_000)
+    assert dav("PUT", "/dav/big.bin", data=data).status_code == 201
+    offsets: list[int] = []
+    get_stream = store.get_stream
+
+    def recording(row, col, **kwargs):
+        offsets.append(kwargs.get("offset", 0))
+        return get_stream(row, col, **kwargs)
+    monkeypatch.setattr(store, "get_stream", recording)
+    got = dav("GET", "/dav/big.bin", headers={"Range": "bytes=90000-90009"})
+    assert got.status_code == 206 and got.data == data[90000:90010]
+    assert offsets == [90000]
+    assert dav("GET", "/dav/big.bin").data == data and offsets[-1] == 0
+
+
+def test_chunk_reader_seeks_within_the_chunk_in_hand_without_reopening():
+    opened: list[int] = []
+
+    def open_at(offset: int):
+        opened.append(offset)
+        return iter([b"abcdefgh"[offset:]])
+    reader = ChunkReader(open_at, opened=iter([b"abcdefgh"]))
+    assert reader.read(2) == b"ab"
+    assert reader.seek(5) == 5 and reader.read(2) == b"fg"
+    assert opened == []
+    assert reader.seek(8) == 8 and reader.read() == b""
 
 
 LOCKINFO = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'

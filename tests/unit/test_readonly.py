@@ -52,10 +52,10 @@ class TwoGroups(MemClient):
             self._check(row, consistency)
         return super().get_cells(cells, known=known, consistency=consistency)
 
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable"
-                   ) -> Any:
+    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
+                   offset: int = 0) -> Any:
         self._check(row, consistency)
-        return super().get_stream(row, col)
+        return super().get_stream(row, col, offset=offset)
 
     def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
         if self.group_of_shard(self.shard_of(row)) in self.down:

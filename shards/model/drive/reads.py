@@ -168,15 +168,17 @@ def live_file(client: KeyValueStore, user: str, file_id: str) -> Item:
     return item
 
 
-def open_file(client: KeyValueStore, user: str, file_id: str) -> tuple[Item, int, Iterator[bytes]]:
-    """A file and its bytes, fetched lazily: ``(item, size, chunks)``.
+def open_file(client: KeyValueStore, user: str, file_id: str, *, offset: int = 0
+              ) -> tuple[Item, int, Iterator[bytes]]:
+    """A file and its bytes, fetched lazily: ``(item, size, chunks)``, the chunks from
+    byte ``offset`` on (nothing before it is read) and ``size`` the whole file's.
 
     :raises NoSuchItem: no such file, or its bytes are gone (deleted meanwhile).
     """
     item = get_file(client, user, file_id)
     if item is None:
         raise NoSuchItem("There is no such file in your drive.")
-    found = client.get_stream(content_row(user, item.content_id), DATA_COL)
+    found = client.get_stream(content_row(user, item.content_id), DATA_COL, offset=offset)
     if found is None:
         raise NoSuchItem("The file's contents are missing; it may have just been deleted.")
     return item, found[0], found[1]
