@@ -69,25 +69,34 @@ def resolve(client: KeyValueStore, user: str, path: str,
     """The item at ``path`` in ``user``'s drive, or None (a name missing on the way, or a
     file where a folder should be).  With ``environ``, every folder on the way is kept
     for the request too (WsgiDAV asks for a path's parent right after the path)."""
+    return descend(client, user, Found(root_item(), 0), tuple(segments(path)), environ)
+
+
+def descend(client: KeyValueStore, user: str, start: Found, names: tuple[str, ...],
+            environ: dict[str, object] | None = None, *,
+            known: tuple[str, ...] = ()) -> Found | None:
+    """The item ``names`` below the folder ``start`` of ``user``'s drive, one entry cell
+    per name, or None.  ``known`` is the start's own names in the request's paths (the
+    memo's keys: a folder shared with the user is walked from there, portal.dav.shared)."""
     memo: dict[tuple[str, ...], Found | None] = {}
     if environ is not None:
         memo = cast("dict[tuple[str, ...], Found | None]", environ.setdefault(_MEMO_KEY, {}))
-    names = tuple(segments(path))
-    if names in memo:
-        return memo[names]
-    found: Found | None = Found(root_item(), 0)
-    for depth, name in enumerate(names, 1):
-        known = names[:depth]
-        if known in memo:
-            found = memo[known]
+    full = known + names
+    if full in memo:
+        return memo[full]
+    found: Found | None = start
+    for depth in range(len(known) + 1, len(full) + 1):
+        name, key = full[depth - 1], full[:depth]
+        if key in memo:
+            found = memo[key]
             continue
         if found is None or not found.item.is_folder or len(name.encode()) > 255:
             found = None
         else:
             cell = client.get(drive.drive_row(user), entry_col(found.item.id, name))
             found = None if cell is None else found_entry(found.item.id, name, cell)
-        memo[known] = found
-    memo[names] = found
+        memo[key] = found
+    memo[full] = found
     return found
 
 
