@@ -24,6 +24,7 @@ from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
+from wsgidav.dav_error import DAVError, get_http_status_string
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.util import read_timeout_value_header
@@ -41,6 +42,7 @@ from .locks import StoreLockStorage, scoped
 from .paths import MOUNT, USER_KEY
 from .props import StorePropertyManager
 from .resources import DriveProvider
+from .shared import SHARED, RequestMounts, owner_at
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -213,8 +215,10 @@ class DavDoor:
             environ["PATH_INFO"] = environ["PATH_INFO"][len(MOUNT):] or "/"
             environ[USER_KEY] = environ["wsgidav.auth.user_name"] = user
             environ["wsgidav.auth.realm"] = REALM
-            # The lock storage works on this user's locks only (portal.dav.locks).
-            yield from scoped(user, self.app, environ, start_response)
+            # The lock storage works on this user's locks only (portal.dav.locks), and on
+            # the owners' of the folders shared with them, at those folders' paths.
+            yield from scoped(user, self.app, environ, start_response,
+                              RequestMounts(self.client(), environ))
 
     def _sign_in(self, environ: WSGIEnvironment) -> str:
         address = environ.get("REMOTE_ADDR") or "?"
@@ -242,7 +246,14 @@ class DavDoor:
         if method not in METHODS:
             raise Refusal("405 Method Not Allowed", "That method is not supported here.",
                           [("Allow", ", ".join(sorted(METHODS)))])
-        if method in WRITES and self.client().lost(drive.drive_row(user)):
+        path = checked_path(environ)
+        if method in WRITES and path.strip("/") == SHARED and method != "UNLOCK":
+            # WsgiDAV would say 405 to a PUT or MKCOL there; the provider refuses the rest.
+            raise Refusal("403 Forbidden", f"{SHARED} lists the folders others share with "
+                          "you; it changes when they share or stop sharing, not here.")
+        owner = self._owner(environ, user, path) if method in WRITES else user
+        if method in WRITES and any(self.client().lost(drive.drive_row(who))
+                                    for who in {user, owner}):
             raise Refusal("503 Service Unavailable", READ_ONLY_MESSAGE,
                           [("Retry-After", str(RETRY_AFTER))])
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip() not in (
@@ -251,9 +262,18 @@ class DavDoor:
         if method == "LOCK":
             environ["HTTP_TIMEOUT"] = lock_timeout(environ.get("HTTP_TIMEOUT", ""))
         if method == "PUT":
-            self._check_put(environ, user)
+            self._check_put(environ, owner)
         elif method != "GET":
             _read_small_body(environ)
+
+    def _owner(self, environ: WSGIEnvironment, user: str, path: str) -> str:
+        """Whose drive a write to ``path`` changes (a folder shared with ``user``: its owner's)."""
+        environ[USER_KEY] = user
+        try:
+            return owner_at(self.client(), user, path, environ)
+        except DAVError as exc:
+            raise Refusal(get_http_status_string(exc), str(exc.context_info or exc),
+                          exc.add_headers or ()) from None
 
     def _check_put(self, environ: WSGIEnvironment, user: str) -> None:
         try:

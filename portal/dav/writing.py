@@ -147,13 +147,16 @@ def overwrite_file(client: KeyValueStore, user: str, old: Found, stream: Any, *,
 
 
 def copy_file(door: DavDoor, user: str, item: drive.Item, folder: drive.Item, name: str,
-              existing: Found | None) -> None:
-    """COPY of one file to ``folder``/``name``: its bytes streamed into a new file (the
-    model's files each own their bytes row, dropped with the file: nothing to share)."""
+              existing: Found | None, *, source_user: str | None = None) -> None:
+    """COPY of one file to ``folder``/``name`` of ``user``'s drive: its bytes streamed into
+    a new file (the model's files each own their bytes row, dropped with the file: nothing
+    to share).  ``source_user``: the drive ``item`` is in, when not ``user``'s (a folder
+    shared with the user, portal.dav.shared); the copy fills ``user``'s quota."""
     client, quota = door.client(), door.quota(user)
     with store_errors():
-        _, size, chunks = drive.open_file(client, user, item.id)
-        source = ChunkReader(lambda offset: drive.open_file(client, user, item.id,
+        source_user = source_user or user
+        _, size, chunks = drive.open_file(client, source_user, item.id)
+        source = ChunkReader(lambda offset: drive.open_file(client, source_user, item.id,
                                                             offset=offset)[2], opened=chunks)
         try:
             if existing is not None and not existing.item.is_folder:
