@@ -240,3 +240,18 @@ def test_an_own_shared_with_me_is_reached_by_its_alias(store, portals):
                 Destination=f"{HOST}/dav/renamed").status_code == 201
     assert [i.name for i in drive.list_folder(store, user, ROOT).items] == ["renamed"]
     assert call("GET", f"/dav/{quote(MINE)}/kept.txt").status_code == 404
+
+
+def test_a_lock_in_a_folder_named_beyond_ascii_is_unlocked_through_either_path(store, portals):
+    alice, bob = person(store), person(store)
+    folder = drive.create_folder(store, alice, ROOT, "Fotos é 写真")
+    put(store, alice, folder.id, "ü.txt", b"u")
+    grants.grant(store, alice, folder.id, bob, grants.WRITE)
+    as_alice, as_bob = dav(portals[0], alice), dav(portals[1], bob)
+    theirs = f"{TOP}/{quote(f'Fotos é 写真 ({alice})')}/{quote('ü.txt')}"
+    token = as_bob("LOCK", theirs, LOCKINFO).headers["Lock-Token"]
+    own = f"/dav/{quote('Fotos é 写真')}/{quote('ü.txt')}"
+    assert as_alice("PUT", own, b"x").status_code == 423
+    assert as_bob("PUT", theirs, b"y").status_code == 423  # his lock needs his token too
+    assert as_bob("UNLOCK", theirs, Lock_Token=token).status_code == 204
+    assert as_alice("PUT", own, b"x").status_code == 204
