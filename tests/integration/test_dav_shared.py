@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from bench.dav import Rclone
+from bench.dav import Rclone, StepError
 from bench.dav_servers import Server
 from shards.model import drive
 
@@ -193,5 +193,7 @@ def test_rclone_lists_and_copies_a_shared_folder(shared, fe2, tmp_path: Path):
     rclone.run("copy", str(up), f"{remote}/up")
     assert rclone.run("lsf", f"{remote}/up").out.split("\n")[0] == "from rclone.bin"
     read_only = f"dav:Shared with me/photos ({shared['alice_name']})"
-    with pytest.raises(Exception, match="403|Forbidden|rclone copy"):
+    with pytest.raises(StepError):
         rclone.run("copy", str(up), read_only)
+    assert [i.name for i in drive.list_folder(shared["client"], shared["alice_name"],
+                                              shared["ids"]["photos"]).items] == ["p.bin"]
