@@ -6,7 +6,7 @@ Modules: :mod:`.door` (sign-in, bounds, refusals; mounts WsgiDAV),
 :mod:`.paths` (paths to items, errors to DAV answers), :mod:`.resources` (the
 provider: folders and files), :mod:`.writing` (PUT and COPY of bytes),
 :mod:`.locks` and :mod:`.props` (WsgiDAV's lock storage and property manager, kept in
-the store).
+the store), :mod:`.shared` (the folders shared with the user, under "Shared with me").
 docs/dav.md describes the door.
 """
 
