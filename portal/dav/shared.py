@@ -81,15 +81,6 @@ class Located:
     found: Found | None       # None: the virtual /Shared with me/ itself
     tree: Tree | None = None  # set: in (or at) a folder shared with the user
 
-    @property
-    def virtual(self) -> bool:
-        return self.found is None
-
-    @property
-    def at_tree_root(self) -> bool:
-        return (self.tree is not None and self.found is not None
-                and self.found.item.id == self.tree.folder.item.id)
-
 
 def tree_names(shared: list[tuple[grants.Grant, drive.Item]]) -> dict[str, tuple[grants.Grant,
                                                                               drive.Item]]:
