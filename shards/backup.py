@@ -32,7 +32,13 @@ from raftkv import diskkeys
 from raftkv.backupfile import BackupCell, BackupWriter, GroupHeader
 from raftkv.blobs import parse_manifest, read_index
 from raftkv.cluster import CONFIG_GROUP_ID
-from raftkv.errors import Busy, ConfigurationPending, RaftKVError, UnavailableError
+from raftkv.errors import (
+    Busy,
+    ConfigurationPending,
+    OverLimit,
+    RaftKVError,
+    UnavailableError,
+)
 
 from .client import Client
 from .config import ConfigStore
@@ -78,7 +84,10 @@ def save_backup(client: Client, path: Path, *,
             started = time.monotonic()
             try:
                 opened = _cut(client, groups, token, pool)
-            except (_TryAgain, Busy, ConfigurationPending, UnavailableError) as exc:
+            except (_TryAgain, Busy, ConfigurationPending, UnavailableError, OverLimit) as exc:
+                # OverLimit: a group refused the freeze because it cannot yet tell that
+                # every replica speaks the Raft format freezes need -- a replica down or
+                # just reconnected has not said its hello again; that passes.
                 progress(f"attempt {attempt}: {exc}; trying again")
                 time.sleep(RETRY_PAUSE)
                 continue

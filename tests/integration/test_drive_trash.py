@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote, urlencode
 
 import pytest
 
+from portal.dav.shared import SHARED
 from raftkv.cluster import CONFIG_GROUP_ID
 from shards.config import Config
 from shards.migrate import Migrator
@@ -377,7 +378,7 @@ def dav_prepared(dav: Dav) -> dict[str, str]:
         assert dav.dav("DELETE", path)[0] == 204, path
     assert dav.put("/docs/c.txt", b"charlie-new") == 201
     # Gone from every WebDAV listing (the Trash is the web page's, not a DAV folder).
-    assert dav.members("/") == {"docs"}
+    assert dav.members("/") == {"docs", SHARED}
     assert dav.members("/docs") == {"b.txt", "c.txt"}
     assert dav.dav("GET", "/docs/a.txt")[0] == 404 and dav.dav("GET", "/tree/top.txt")[0] == 404
     return etags
@@ -419,7 +420,7 @@ def test_dav_trash_and_versions_across_a_shard_move_and_a_restart(web, kv):
         assert status == 303
         dav = Dav(web.addrs[1], user, password)
         try:
-            assert dav.members("/") == {"docs", "tree"}
+            assert dav.members("/") == {"docs", "tree", SHARED}
             assert dav.members("/docs") == {"a.txt", "b.txt", "c.txt", "c (1).txt"}
             assert dav.members("/tree") == {"sub", "top.txt"}
             assert dav.members("/tree/sub") == {"deep.txt"}
