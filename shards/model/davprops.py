@@ -25,9 +25,7 @@ bytes of values per item.
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -37,6 +35,7 @@ from raftkv.interface import Cell
 
 from .drive.records import FILE, FOLDER, ROOT, drive_row, index_col, is_id
 from .drive.trash import trash_col
+from .retry import attempts, pause
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, KeyValueStore, Mutation
@@ -124,7 +123,7 @@ def write(client: KeyValueStore, user: str, item_id: str, name: str, value: byte
     changes = {**(pending or {}), name: len(value)}
     if len(changes) > MAX_PROPS:
         raise TooManyProperties(f"An item can have at most {MAX_PROPS} properties.")
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         header, olds = _read(client, user, item_id, list(changes))
         count, size = _counts(header)
         for changed, new in changes.items():
@@ -155,7 +154,7 @@ def remove(client: KeyValueStore, user: str, item_id: str, name: str, *,
     check_name(name)
     if dry_run:
         return
-    for _ in range(ATTEMPTS):
+    for _ in attempts(ATTEMPTS):
         header, olds = _read(client, user, item_id, [name])
         old = olds[name]
         if old is None:
@@ -170,6 +169,9 @@ def remove(client: KeyValueStore, user: str, item_id: str, name: str, *,
 def remove_all(client: KeyValueStore, user: str, item_id: str) -> None:
     """Remove every property of the item, a bounded batch per mutation, the header last."""
     check_item(item_id)
+    failed = 0
+    # Not attempts(): a round that commits its batch goes on to the next at once; only a
+    # round another change beat pauses, longer after each such round.
     for _ in range(MAX_PROPS + ATTEMPTS):
         header = client.get(props_row(user), _header(item_id))
         names = read_all(client, user, item_id)
@@ -184,8 +186,10 @@ def remove_all(client: KeyValueStore, user: str, item_id: str) -> None:
             batch.append(("delete", _col(item_id, name)))
             used += len(name) + 64
             count, size = count - 1, size - len(value)
-        _commit(client, user, item_id, header, batch,
-                0 if len(batch) == len(names) else max(count, 0), max(size, 0))
+        if not _commit(client, user, item_id, header, batch,
+                       0 if len(batch) == len(names) else max(count, 0), max(size, 0)):
+            failed += 1
+            pause(failed)
     raise ConditionFailed("the properties kept changing")
 
 
@@ -202,7 +206,7 @@ def copy_all(client: KeyValueStore, user: str, src_id: str, dst_user: str, dst_i
             name, value = items.pop(0)
             batch[name] = value
             used += len(name) + len(value)
-        for _ in range(ATTEMPTS):
+        for _ in attempts(ATTEMPTS):
             header, olds = _read(client, dst_user, dst_id, list(batch))
             count, size = _counts(header)
             for name, value in batch.items():
@@ -250,7 +254,7 @@ def _read(client: KeyValueStore, user: str, item_id: str,
 def _commit(client: KeyValueStore, user: str, item_id: str, header: Cell | None,
             mutations: list[Mutation], count: int, size: int) -> bool:
     """Apply ``mutations`` and the new header as one mutation conditioned on the header
-    read; False (after a short random pause) when another change landed first."""
+    read; False when another change landed first (the caller pauses: :mod:`.retry`)."""
     head = _header(item_id)
     conditions: list[Condition] = [("version", head, 0 if header is None else header.version)]
     last: Mutation = (("delete", head) if count <= 0
@@ -259,7 +263,6 @@ def _commit(client: KeyValueStore, user: str, item_id: str, header: Cell | None,
         client.mutate_row(props_row(user), conditions, [*mutations, last])
         return True
     except ConditionFailed:
-        time.sleep(random.uniform(0, 0.01))
         return False
 
 

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Iterator
 
-__all__ = ["attempts"]
+__all__ = ["attempts", "pause"]
 
 FIRST_PAUSE = 0.004  # seconds: the bound of the first pause; it doubles each round
 LONGEST_PAUSE = 0.1  # no single pause is longer than this
@@ -30,5 +30,15 @@ def attempts(count: int) -> Iterator[int]:
     """
     for n in range(count):
         if n:
-            time.sleep(random.uniform(0, min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (n - 1))))
+            pause(n)
         yield n
+
+
+def pause(failed: int) -> None:
+    """Sleep before the try that follows ``failed`` failed ones (``failed`` >= 1): a random
+    time below ``min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (failed - 1))``.
+
+    For a loop that cannot be written with :func:`attempts` because not every round is a
+    retry (one that goes on to its next batch after a success, say).
+    """
+    time.sleep(random.uniform(0, min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (failed - 1))))

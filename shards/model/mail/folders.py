@@ -12,12 +12,12 @@ Changes within a folder (messages arriving, flags) touch only its own cell.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from raftkv.errors import ConditionFailed
 
 from ..errors import BadFolderName, FolderExists, FolderRefused, NoSuchFolder
+from ..retry import pause
 from .changes import expunge
 from .layout import (
     ATTEMPTS,
@@ -212,7 +212,7 @@ def delete_folder(client: KeyValueStore, user: str, fid: int) -> None:
             contended += 1
             if contended >= ATTEMPTS:
                 raise
-            time.sleep(0.002 * min(contended, 10))
+            pause(contended)  # a round that expunged goes on at once: only a lost one waits
     _clear_log(client, user, fid)
 
 

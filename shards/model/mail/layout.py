@@ -7,7 +7,6 @@ sleeps between the attempts its caller makes.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import secrets
 import time
@@ -21,6 +20,7 @@ import msgpack
 from raftkv.errors import ConditionFailed
 
 from ..errors import BadFlag, BadFolderName
+from ..retry import attempts as tries
 
 if TYPE_CHECKING:
     from raftkv.interface import Condition, Mutation
@@ -393,11 +393,11 @@ class FolderEdit:
 
 def retrying[T](what: str, attempt: Callable[[], T], attempts: int = ATTEMPTS) -> T:
     """``attempt()`` until it does not raise ConditionFailed (it re-reads what it depends on),
-    with a short random pause between tries; at most ``attempts`` times."""
-    for n in range(attempts):
+    with the drive's jittered back-off between tries (:func:`..retry.attempts`); at most
+    ``attempts`` times."""
+    for _ in tries(attempts):
         try:
             return attempt()
         except ConditionFailed:
-            if n + 1 < attempts:
-                time.sleep(random.uniform(0, 0.002 * min(n + 1, 10)))
+            continue  # tries() pauses a random, growing time before the next one
     raise ConditionFailed(f"{what} kept changing")
