@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import threading
+from types import SimpleNamespace
 
-from shards.model import drive
+from shards.model import drive, retry
 from shards.model.drive import ROOT
 from shards.model.drive.reads import usage_cell
 
@@ -55,3 +56,14 @@ def test_a_burst_of_uploads_into_one_folder_all_link() -> None:
     listed = drive.list_folder(client, USER, ROOT).items
     assert sorted(i.name for i in listed) == sorted(f"photo {n}.jpg" for n in range(WRITERS))
     assert usage_cell(client, USER)[0] == sum(range(1, WRITERS + 1))
+
+
+def test_the_pauses_double_up_to_the_longest_and_come_only_between_tries(monkeypatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(retry, "time", SimpleNamespace(sleep=slept.append))
+    monkeypatch.setattr(retry, "random", SimpleNamespace(uniform=lambda low, high: high))
+    assert list(retry.attempts(8)) == list(range(8))
+    assert slept == [0.004, 0.008, 0.016, 0.032, 0.064, 0.1, 0.1]
+    slept.clear()
+    retry.pause(3)  # what a loop that also goes on after a success calls after its 3rd loss
+    assert slept == [0.016]
