@@ -13,7 +13,6 @@ what they delete goes to the owner's Trash.
 from __future__ import annotations
 
 import html
-import http.client
 import io
 import re
 import secrets
@@ -26,34 +25,17 @@ import pytest
 from shards.model import accounts, drive
 from shards.model.drive import ROOT, grants
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._frontend import Answer, CookieClient, running_frontend
 
 pytestmark = pytest.mark.cluster
 
-CONF = "python:portal.gunicorn_conf"
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
 def _frontend(kv_cluster, tmp_path_factory, name: str) -> Iterator[str]:
-    root = tmp_path_factory.mktemp(name)
-    addr = f"127.0.0.1:{free_port()}"
-    config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text()
-                      + f'\n[[frontend]]\nname = "{name}"\nlisten = "{addr}"\n')
-    proc = Proc(name, python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers", "1",
-                                 "--threads", "4", "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": name,
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+    with running_frontend(kv_cluster, tmp_path_factory.mktemp(name), name) as (addr, _):
         yield addr
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -66,45 +48,19 @@ def fe2(kv_cluster, tmp_path_factory) -> Iterator[str]:
     yield from _frontend(kv_cluster, tmp_path_factory, "fe-with-2")
 
 
-class Browser:
-    """One person's cookies on one frontend, over plain HTTP/1.1 (no redirects followed)."""
-
-    def __init__(self, addr: str) -> None:
-        self.addr = addr
-        self.cookies: dict[str, str] = {}
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                ctype: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        host, port = self.addr.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-        if ctype:
-            headers["Content-Type"] = ctype
-        try:
-            conn.request(method, path, body, headers)
-            answer = conn.getresponse()
-            data = answer.read()
-            for cookie in answer.headers.get_all("Set-Cookie") or []:
-                name, _, rest = cookie.partition("=")
-                self.cookies[name] = rest.split(";", 1)[0]
-            return answer.status, {k.lower(): v for k, v in answer.getheaders()}, data
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        return self.request("GET", path)
+class Browser(CookieClient):
+    """One person's cookies on one frontend: forms with the page's CSRF token, uploads."""
 
     def csrf(self) -> str:
         match = _CSRF.search(self.get("/")[2].decode())
         assert match, "no CSRF token"
         return match.group(1)
 
-    def post(self, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def post(self, path: str, fields: dict[str, str]) -> Answer:
         body = urlencode({"csrf": self.csrf(), **fields}).encode()
         return self.request("POST", path, body, "application/x-www-form-urlencoded")
 
-    def upload(self, path: str, folder: str, name: str,
-               content: bytes) -> tuple[int, dict[str, str], bytes]:
+    def upload(self, path: str, folder: str, name: str, content: bytes) -> Answer:
         boundary = uuid.uuid4().hex
         parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
                  .encode() for k, v in (("csrf", self.csrf()), ("folder", folder))]

@@ -21,11 +21,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._frontend import frontend_table, gunicorn, running_frontend, serving
+from .._procs import free_port, wait_for
 
 pytestmark = pytest.mark.cluster
 
-CONF = "python:portal.gunicorn_conf"
 ADMIN_PASSWORD = "admin-password-1"  # the shared kv_cluster has one admin: test_portal.py makes it first
 
 
@@ -69,25 +69,10 @@ class Browser:
 @pytest.fixture(scope="module")
 def frontend(kv_cluster, tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("frontend")
-    addr = f"127.0.0.1:{free_port()}"
-    config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text()
-                      + f'\n[[frontend]]\nname = "fe-g"\nlisten = "{addr}"\n')
     (root / "admin.password").write_text(ADMIN_PASSWORD)
-    proc = Proc("fe-g", python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers", "1",
-                                   "--threads", "4", "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-g",
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret"),
-        "RAFTCLOUD_ADMIN_PASSWORD_FILE": str(root / "admin.password")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+    with running_frontend(kv_cluster, root, "fe-g", env={
+            "RAFTCLOUD_ADMIN_PASSWORD_FILE": str(root / "admin.password")}) as (addr, _):
         yield addr
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -228,27 +213,13 @@ def frontends(kv_cluster, tmp_path_factory) -> Iterator[tuple[str, str]]:
     addrs = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     config = root / "cluster.toml"
     config.write_text(kv_cluster.path.read_text() + "".join(
-        f'\n[[frontend]]\nname = "fe-{n}"\nlisten = "{addr}"\n' for n, addr in zip("ab", addrs, strict=True)))
-    procs = []
-    for name, addr, workers, env in (("fe-a", addrs[0], "2", {}),
-                                     ("fe-b", addrs[1], "1",
-                                      {"RAFTCLOUD_DRIVE_QUOTA": str(FRONTEND_QUOTA)})):
-        procs.append(Proc(name, python_cmd(
-            "gunicorn", "-c", CONF, "--bind", addr, "--workers", workers, "--threads", "4",
-            "portal:create_app()"), root, env={
-            "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": name,
-            "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret"), **env}).start())
-    try:
-        for addr in addrs:
-            wait_for(lambda a=addr: port_open(a), 30, "gunicorn to listen")
+        frontend_table(f"fe-{n}", addr) for n, addr in zip("ab", addrs, strict=True)))
+    secret = kv_cluster.root / "secret"
+    fe_a = gunicorn("fe-a", addrs[0], config, secret, root, workers=2)
+    fe_b = gunicorn("fe-b", addrs[1], config, secret, root,
+                    env={"RAFTCLOUD_DRIVE_QUOTA": str(FRONTEND_QUOTA)})
+    with serving([(fe_a, addrs[0]), (fe_b, addrs[1])]):
         yield addrs[0], addrs[1]
-    except BaseException:
-        for proc in procs:
-            print(proc.log())
-        raise
-    finally:
-        for proc in procs:
-            proc.stop()
 
 
 def test_healthz_reports_every_workers_load(frontends):

@@ -30,9 +30,9 @@ from balancer.server import Balancer
 from deploy.launcher import _serve_control
 from deploy.procs import Supervisor
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._frontend import GUNICORN_CONF, gunicorn, serving
+from .._procs import Proc, free_port, python_cmd, wait_for
 from .test_balancer_redirect import FakeFrontend
-from .test_portal_gunicorn import CONF
 
 pytestmark = pytest.mark.cluster
 
@@ -152,21 +152,11 @@ max_connections = {MAX_CONNECTIONS}
 min_rate = {MIN_RATE}
 trusted_proxies = ["{PROXY}"]
 """)
-    proc = Proc("fe-slow", python_cmd("gunicorn", "-c", str(CONF), "--bind", addr, "--workers",
-                                      "1", "--threads", "4", "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-slow",
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+    proc = gunicorn("fe-slow", addr, config, kv_cluster.root / "secret", root)
+    with serving([(proc, addr)]):
         wait_for(lambda: answers_quickly(addr, "/healthz", within=5).status == 200, 30,
                  "the frontend to answer")
         yield addr
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
 
 
 def test_frontend_answers_while_slow_heads_hang_and_cuts_them_at_the_deadline(frontend):
@@ -271,19 +261,12 @@ def download_frontend(kv_cluster, root: Path, web: str) -> Iterator[tuple[str, i
     config = root / "cluster.toml"
     config.write_text(kv_cluster.path.read_text() + f"\n[web]\n{web}\n")
     proc = Proc("fe-download", python_cmd(
-        "gunicorn", "-c", str(CONF), "--bind", addr, "--workers", "1", "--threads", "2",
+        "gunicorn", "-c", GUNICORN_CONF, "--bind", addr, "--workers", "1", "--threads", "2",
         "--chdir", str(Path(__file__).parent), "_download_app:app"), root, env={
         "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+    with serving([(proc, addr)]):
         host, port = addr.rsplit(":", 1)
         yield host, int(port)
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
 
 
 def read_download(host: str, port: int, pause: float, within: float) -> tuple[int, bool]:
