@@ -9,6 +9,8 @@ from pathlib import Path
 
 import shards
 from raftkv.cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster
+from shards.config import Config
+from shards.migrate import Migrator
 
 from ._procs import NO_DNS, SECRET, Proc, free_port, port_open, python_cmd, wait_for
 from .netns import NetnsLab
@@ -120,8 +122,35 @@ class KVCluster:
                 return leaders[0] if len(leaders) == 1 else None
             return wait_for(find, timeout, f"a leader in group {group}", interval=0.1)
 
+    def restart_all(self) -> None:
+        """Kill every replica (the config group's too) at once, start them all again, and
+        wait for every group's leader."""
+        for name in self.procs:
+            self.kill(name)
+        self.start()
+        groups = [g.id for g in self.cluster.groups]
+        for group in ([CONFIG_GROUP_ID] if self.cluster.config_group else []) + groups:
+            self.leader(group, timeout=30)
+
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()}" for n, p in self.procs.items())
+
+
+def move_shard(store: shards.Client, row: str) -> None:
+    """Move the shard holding ``row`` to another of the two storage groups (a cluster with
+    a config group), through a new configuration, as an operator's move would."""
+    migrator = Migrator(store)
+    shard = store.shard_of(row)
+    home = migrator.current().owners[shard]
+    away = 2 if home == 1 else 1
+
+    def moved(config: Config) -> Config:
+        owners = list(config.owners)
+        owners[shard] = away
+        return Config(config.num + 1, tuple(owners), dict(config.groups))
+    migrator.reconfigure(moved)
+    store.refresh()
+    assert store.shard_map.group_of(shard) == away
 
 
 @contextmanager

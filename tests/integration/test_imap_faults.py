@@ -24,14 +24,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from raftkv.cluster import CONFIG_GROUP_ID
-from shards.config import Config
-from shards.migrate import Migrator
 from shards.model import accounts, mail
 
 from .._imap import connect, hostport, inprocess_imapd, ok, response_code, sample_message
 from .._portal import PASSWORD
-from ..cluster import KVCluster, running
+from ..cluster import KVCluster, move_shard, running
 
 pytestmark = pytest.mark.cluster
 
@@ -144,11 +141,7 @@ def test_uids_survive_a_restart_of_every_process(kv, tmp_path):
         with imap_server(kv, store, tmp_path) as settings:
             before = filled(store, settings, user)
             assert sorted(before["INBOX"][1]) == [1, 3, 4, 5]
-    for name in kv.procs:  # every replica, the config group's too, at once
-        kv.kill(name)
-    kv.start()
-    for group in [CONFIG_GROUP_ID, *(g.id for g in kv.cluster.groups)]:
-        kv.leader(group, timeout=30)
+    kv.restart_all()  # every replica, the config group's too, at once
     with kv.client() as store, imap_server(kv, store, tmp_path) as settings:
         assert_same_uids_and_next_is_new(settings, user, before)
 
@@ -156,18 +149,7 @@ def test_uids_survive_a_restart_of_every_process(kv, tmp_path):
 def test_uids_survive_a_move_of_the_users_shard(kv, store, imapd):
     user = new_user(store, "moved")
     before = filled(store, imapd, user)
-    migrator = Migrator(store)
-    shard = store.shard_of(mail.mailbox_row(user))
-    home = migrator.current().owners[shard]
-    away = 2 if home == 1 else 1
-
-    def moved(config: Config) -> Config:
-        owners = list(config.owners)
-        owners[shard] = away
-        return Config(config.num + 1, tuple(owners), dict(config.groups))
-    migrator.reconfigure(moved)
-    store.refresh()
-    assert store.shard_map.group_of(shard) == away
+    move_shard(store, mail.mailbox_row(user))
     assert_same_uids_and_next_is_new(imapd, user, before)
 
 
