@@ -88,12 +88,6 @@ class _SourcedIMAP4(imaplib.IMAP4):
                                         source_address=(self._source, 0) if self._source else None)
 
 
-def fresh_address() -> str:
-    """A loopback address no other test uses (Linux answers on all of 127/8)."""
-    return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(250) + 1}." \
-           f"{secrets.randbelow(250) + 1}"
-
-
 def response_code(data: list[Any], name: str) -> list[str] | None:
     """The arguments of response code ``[NAME ...]`` in an imaplib answer, if present."""
     for item in data:

@@ -1,10 +1,15 @@
-"""Helpers for portal tests driven by werkzeug's test client: sign up, forms, uploads."""
+"""Helpers for portal tests driven by werkzeug's test client: a portal on a store, sign up,
+forms, uploads."""
 
 from __future__ import annotations
 
 import io
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import escape
 from werkzeug.datastructures import FileStorage
@@ -13,6 +18,12 @@ from werkzeug.test import encode_multipart
 
 from portal import PortalConfig, create_app
 from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
+from shards.model import accounts, apppasswords
+
+from .cluster import KVCluster, running
+
+if TYPE_CHECKING:
+    from portal.app import Portal
 
 ADMIN_PASSWORD = "admin-password-1"  # the shared kv_cluster's admin: the first app to start makes it
 PASSWORD = "correct horse battery"
@@ -30,6 +41,32 @@ def unit_config() -> PortalConfig:
 def unit_portal(store, config: PortalConfig | None = None):
     """A portal whose every worker uses ``store`` (the in-memory store of unit tests)."""
     return create_app(config or unit_config(), client_factory=lambda: store)
+
+
+@contextmanager
+def store_portal(kv: KVCluster, frontend: str, *, cluster: ClusterConfig | None = None,
+                 **settings: Any) -> Iterator[Portal]:
+    """A portal in this process on the real store of ``kv`` (for werkzeug's test client),
+    closed at the end; ``cluster``: settings of its own instead of ``kv``'s (other tables)."""
+    config = PortalConfig(cluster=cluster or kv.cluster, frontend=frontend, **settings)
+    portal = create_app(config, client_factory=kv.client)
+    yield portal
+    portal.close()
+
+
+@contextmanager
+def store_with_admin(root: Path, name: str, password: str) -> Iterator[KVCluster]:
+    """A store of its own (one group of three replicas) with the admin account ``name``."""
+    with running(KVCluster(root)) as cluster:
+        with cluster.client() as client:
+            accounts.create_user(client, name, password, admin=True)
+        yield cluster
+
+
+def app_password(client, cluster: ClusterConfig, user: str, label: str) -> str:
+    """A new app password of ``user`` (for WebDAV, IMAP, SMTP), made in the store directly."""
+    return apppasswords.create(client, user, label,
+                               cluster.derive_key(apppasswords.KEY_PURPOSE))
 
 
 def unique(prefix: str = "u") -> str:

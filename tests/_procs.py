@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -43,6 +44,12 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def fresh_address() -> str:
+    """A loopback address no other test uses (Linux answers on all of 127/8)."""
+    return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(250) + 1}." \
+           f"{secrets.randbelow(250) + 1}"
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

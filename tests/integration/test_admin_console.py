@@ -21,12 +21,11 @@ import msgpack
 import pytest
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from shards.model import accounts, outbound
 from smtpd.outbound import OutboundConfig, OutboundWorker
 
 from .._mail import local_dns
-from .._portal import PASSWORD, csrf_of, logged_in, post, upload
+from .._portal import PASSWORD, csrf_of, logged_in, post, store_portal, store_with_admin, upload
 from .._procs import free_port
 from ..cluster import KVCluster
 
@@ -39,23 +38,14 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Iterator[KVCluster]:
-    cluster = KVCluster(Path(tmp_path_factory.mktemp("console")))
-    cluster.start()
-    try:
-        cluster.leader()
-        with cluster.client() as client:
-            accounts.create_user(client, ADMIN, ADMIN_PASSWORD, admin=True)
+    with store_with_admin(tmp_path_factory.mktemp("console"), ADMIN, ADMIN_PASSWORD) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def app(store):
-    portal = create_app(PortalConfig(cluster=store.cluster, frontend="fe-console",
-                                     background=False), client_factory=store.client)
-    yield portal
-    portal.close()
+    with store_portal(store, "fe-console", background=False) as portal:
+        yield portal
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from shards.model import mailbox
 
-from .._portal import new_folder, signed_up, upload
+from .._portal import new_folder, signed_up, store_portal, upload
 
 pytestmark = pytest.mark.cluster
 
@@ -30,10 +29,8 @@ MBOX_URL = "/account/export/mail.mbox"
 
 @pytest.fixture(scope="module")
 def app(kv_cluster):
-    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-export", background=False)
-    portal = create_app(config, client_factory=kv_cluster.client)
-    yield portal
-    portal.close()
+    with store_portal(kv_cluster, "fe-export", background=False) as portal:
+        yield portal
 
 
 def message(sender: str, to: str, subject: str, body: str, *, crlf: bool = False) -> bytes:

@@ -21,19 +21,18 @@ import pytest
 from werkzeug.test import Client as HTTPClient
 
 from portal import PortalConfig, create_app
-from shards.model import accounts, apppasswords, mail, registry, twofactor
+from shards.model import accounts, mail, registry, twofactor
 
 from .._imap import (
     client_tls,
     connect,
-    fresh_address,
     hostport,
     inprocess_imapd,
     response_code,
 )
 from .._mail import inprocess_smtpd, loopback_submission, with_tables
-from .._portal import csrf_of
-from .._procs import wait_for
+from .._portal import app_password, csrf_of
+from .._procs import fresh_address, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -187,17 +186,16 @@ def test_three_failures_on_one_connection_close_it(imapd, user):
 def test_app_passwords_with_two_factor_and_disabled_accounts(cluster, client, imapd, user):
     secret = twofactor.begin_enrolment(client, user)
     twofactor.confirm_enrolment(client, user, pyotp.TOTP(secret).now())
-    app_password = apppasswords.create(client, user, "Thunderbird",
-                                       cluster.derive_key(apppasswords.KEY_PURPOSE))
+    password = app_password(client, cluster, user, "Thunderbird")
     connection = connect(imapd, source=fresh_address())
     with pytest.raises(imaplib.IMAP4.error, match="use an app password"):
         connection.login(user, PASSWORD)  # the account password alone would skip the code
-    assert ok(connection.login(user, app_password))
+    assert ok(connection.login(user, password))
     connection.logout()
     accounts.set_disabled(client, user, True)
     connection = connect(imapd, source=fresh_address())
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
-        connection.login(user, app_password)
+        connection.login(user, password)
     connection.logout()
 
 

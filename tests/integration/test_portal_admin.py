@@ -14,7 +14,6 @@ import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from werkzeug.test import Client as HTTPClient
@@ -23,7 +22,7 @@ from deploy.launcher import control_token
 from portal import PortalConfig, create_app
 from shards.model import accounts
 
-from .._portal import logged_in, post, signed_up
+from .._portal import logged_in, post, signed_up, store_with_admin
 from .._procs import free_port, wait_for
 from ..cluster import KVCluster
 
@@ -78,15 +77,8 @@ class FakeSupervisor:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Iterator[KVCluster]:
-    cluster = KVCluster(Path(tmp_path_factory.mktemp("admin")))
-    cluster.start()
-    try:
-        cluster.leader()
-        with cluster.client() as client:
-            accounts.create_user(client, ADMIN, ADMIN_PASSWORD, admin=True)
+    with store_with_admin(tmp_path_factory.mktemp("admin"), ADMIN, ADMIN_PASSWORD) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ chosen per test, so the limiter's counters of one test never meet another's.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import re
 import secrets
 import smtplib
@@ -19,10 +18,9 @@ import smtplib
 import pyotp
 import pytest
 
-from portal import PortalConfig, create_app
-
-from .._mail import loopback_submission
-from .._portal import PASSWORD, post, signed_up
+from .._mail import loopback_submission, with_tables
+from .._portal import PASSWORD, post, signed_up, store_portal
+from .._procs import fresh_address
 
 pytestmark = pytest.mark.cluster
 
@@ -32,26 +30,16 @@ NEW_PASSWORD = re.compile(r'<code class="app-password">([a-z0-9 ]+)</code>')
 REVOKE_ID = re.compile(r'name="id" value="([0-9a-f]+)"')
 
 
-def fresh_address() -> str:
-    """A loopback address no other test uses (Linux answers on all of 127/8)."""
-    return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(250) + 1}." \
-           f"{secrets.randbelow(250) + 1}"
-
-
 @pytest.fixture(scope="module")
 def cluster(kv_cluster):
     # On top of the session's [auth]: every signup here comes from 127.0.0.1.
-    auth_table = {**kv_cluster.cluster.table("auth"), **AUTH}
-    return dataclasses.replace(kv_cluster.cluster, tables={**kv_cluster.cluster.tables,
-                                                           "auth": auth_table})
+    return with_tables(kv_cluster.cluster, auth=AUTH)
 
 
 @pytest.fixture(scope="module")
 def app(kv_cluster, cluster):
-    config = PortalConfig(cluster=cluster, frontend="fe-sec-apppw", background=False)
-    portal = create_app(config, client_factory=kv_cluster.client)
-    yield portal
-    portal.close()
+    with store_portal(kv_cluster, "fe-sec-apppw", cluster=cluster, background=False) as portal:
+        yield portal
 
 
 @pytest.fixture(scope="module")

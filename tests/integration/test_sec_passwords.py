@@ -10,8 +10,6 @@ never meet another's.
 from __future__ import annotations
 
 import base64
-import dataclasses
-import secrets
 import smtplib
 import threading
 from collections import Counter
@@ -22,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from shards.model import accounts
 
-from .._mail import loopback_submission
-from .._portal import PASSWORD, csrf_of, unique
+from .._mail import loopback_submission, with_tables
+from .._portal import PASSWORD, csrf_of, store_portal, unique
+from .._procs import fresh_address
 
 pytestmark = pytest.mark.cluster
 
@@ -38,24 +36,16 @@ AUTH = {"address": {"free": 8, "window": 3600, "delay": 60, "max_delay": 600},
         "failures_per_connection": 3}
 
 
-def fresh_address() -> str:
-    """A loopback address no other test uses (Linux answers on all of 127/8)."""
-    return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(250) + 1}." \
-           f"{secrets.randbelow(250) + 1}"
-
-
 @pytest.fixture(scope="module")
 def cluster(kv_cluster):
-    return dataclasses.replace(kv_cluster.cluster, tables={**kv_cluster.cluster.tables,
-                                                           "auth": AUTH})
+    return with_tables(kv_cluster.cluster, auth=AUTH)  # every limit of the session's, set
 
 
 @pytest.fixture(scope="module")
 def app(kv_cluster, cluster):
-    config = PortalConfig(cluster=cluster, frontend="fe-sec-passwords", background=False)
-    portal = create_app(config, client_factory=kv_cluster.client)
-    yield portal
-    portal.close()
+    with store_portal(kv_cluster, "fe-sec-passwords", cluster=cluster,
+                      background=False) as portal:
+        yield portal
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ import secrets
 import pytest
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from shards.model import accounts, mailbox, outbound
+
+from .._portal import ADMIN_PASSWORD, store_portal
 
 pytestmark = pytest.mark.cluster
 
@@ -25,11 +26,9 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def app(kv_cluster):
-    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-mail", addr="127.0.0.1:9",
-                          admin_password="admin-password-1", heartbeat_interval=5)
-    portal = create_app(config, client_factory=kv_cluster.client)
-    yield portal
-    portal.close()
+    with store_portal(kv_cluster, "fe-mail", addr="127.0.0.1:9", admin_password=ADMIN_PASSWORD,
+                      heartbeat_interval=5) as portal:
+        yield portal
 
 
 def _csrf(http: HTTPClient, path: str) -> str:
