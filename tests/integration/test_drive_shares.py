@@ -11,7 +11,6 @@ path, and the time of a search over 10,000 items.
 
 from __future__ import annotations
 
-import http.client
 import io
 import os
 import re
@@ -22,48 +21,27 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from portal import PortalConfig, create_app
 from shards.model import drive, ratelimit
 from shards.model.drive import FILE, ROOT, records, search, shares
 
-from .._portal import entries, new_folder, post, signed_up, upload
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._frontend import CookieClient, running_frontend
+from .._portal import entries, new_folder, post, signed_up, store_portal, upload
 
 pytestmark = pytest.mark.cluster
-
-CONF = "python:portal.gunicorn_conf"
 
 
 @pytest.fixture(scope="module")
 def app(kv_cluster):
-    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-shares", background=False)
-    portal = create_app(config, client_factory=kv_cluster.client)
-    yield portal
-    portal.close()
+    with store_portal(kv_cluster, "fe-shares", background=False) as portal:
+        yield portal
 
 
 @pytest.fixture(scope="module")
 def frontend(kv_cluster, tmp_path_factory) -> Iterator[str]:
     """A gunicorn frontend on the same store: where strangers open the links."""
     root = tmp_path_factory.mktemp("fe-shares")
-    addr = f"127.0.0.1:{free_port()}"
-    config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text()
-                      + f'\n[[frontend]]\nname = "fe-shares-g"\nlisten = "{addr}"\n')
-    proc = Proc("fe-shares-g", python_cmd("gunicorn", "-c", CONF, "--bind", addr,
-                                          "--workers", "1", "--threads", "4",
-                                          "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-shares-g",
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+    with running_frontend(kv_cluster, root, "fe-shares-g") as (addr, _):
         yield addr
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -74,34 +52,8 @@ def forget_misses(client):
     client.delete(*ratelimit.link_miss_key("127.0.0.1"))
 
 
-class Stranger:
+class Stranger(CookieClient):
     """Someone holding a link, on the gunicorn frontend: no cookie but a link's own."""
-
-    def __init__(self, addr: str) -> None:
-        self.addr = addr
-        self.cookies: dict[str, str] = {}
-
-    def request(self, method: str, path: str, body: str | None = None
-                ) -> tuple[int, dict[str, str], bytes]:
-        host, port = self.addr.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} \
-            if self.cookies else {}
-        if body is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            conn.request(method, path, body, headers)
-            answer = conn.getresponse()
-            data = answer.read()
-            for cookie in answer.headers.get_all("Set-Cookie") or []:
-                name, _, rest = cookie.partition("=")
-                self.cookies[name] = rest.split(";", 1)[0]
-            return answer.status, {k.lower(): v for k, v in answer.getheaders()}, data
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        return self.request("GET", path)
 
 
 def make_link(http, item: str, **fields) -> str:

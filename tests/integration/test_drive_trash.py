@@ -25,17 +25,15 @@ from urllib.parse import quote, unquote, urlencode
 import pytest
 
 from portal.dav.shared import SHARED
-from raftkv.cluster import CONFIG_GROUP_ID
-from shards.config import Config
-from shards.migrate import Migrator
-from shards.model import apppasswords, davprops, drive
+from shards.model import davprops, drive
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
-from ..cluster import KVCluster, running
+from .._frontend import frontend_table, gunicorn
+from .._portal import app_password
+from .._procs import free_port, port_open, wait_for
+from ..cluster import KVCluster, move_shard, running
 
 pytestmark = pytest.mark.cluster
 
-CONF = "python:portal.gunicorn_conf"
 PASSWORD = "password-123"
 _ID = "[0-9a-f]{24}"
 
@@ -103,14 +101,9 @@ class Frontends:
         self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
         config = root / "cluster.toml"
         config.write_text(kv.path.read_text() + "".join(
-            f'\n[[frontend]]\nname = "fe-t{i}"\nlisten = "{addr}"\n'
-            for i, addr in enumerate(self.addrs, 1)))
-        self.procs = [Proc(f"fe-t{i}", python_cmd(
-            "gunicorn", "-c", CONF, "--bind", addr, "--workers", "1", "--threads", "4",
-            "portal:create_app()"), root, env={
-                "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": f"fe-t{i}",
-                "RAFTCLOUD_SECRET_FILE": str(kv.root / "secret")})
-            for i, addr in enumerate(self.addrs, 1)]
+            frontend_table(f"fe-t{i}", addr) for i, addr in enumerate(self.addrs, 1)))
+        self.procs = [gunicorn(f"fe-t{i}", addr, config, kv.root / "secret", root)
+                      for i, addr in enumerate(self.addrs, 1)]
 
     def start(self) -> None:
         for proc, addr in zip(self.procs, self.addrs, strict=True):
@@ -229,29 +222,14 @@ def check_and_restore(browser: Browser, ids: dict[str, str]) -> None:
 def restart_everything(web: Frontends, kv: KVCluster) -> None:
     """Stop the frontends, kill every replica (the config group's too) at once, start all."""
     web.stop()
-    for name in kv.procs:
-        kv.kill(name)
-    kv.start()
-    for group in [CONFIG_GROUP_ID, *(g.id for g in kv.cluster.groups)]:
-        kv.leader(group, timeout=30)
+    kv.restart_all()
     web.start()
 
 
-def move_shard(kv: KVCluster, user: str) -> None:
+def move_drive(kv: KVCluster, user: str) -> None:
     """Move the shard of the user's drive to the other group."""
     with kv.client() as store:
-        migrator = Migrator(store)
-        shard = store.shard_of(drive.drive_row(user))
-        home = migrator.current().owners[shard]
-        away = 2 if home == 1 else 1
-
-        def moved(config: Config) -> Config:
-            owners = list(config.owners)
-            owners[shard] = away
-            return Config(config.num + 1, tuple(owners), dict(config.groups))
-        migrator.reconfigure(moved)
-        store.refresh()
-        assert store.shard_map.group_of(shard) == away
+        move_shard(store, drive.drive_row(user))
 
 
 def test_trash_undo_and_versions_across_two_frontends(web, kv):
@@ -299,7 +277,7 @@ def test_restore_after_the_users_shard_moved(web, kv):
     user = f"mv{secrets.token_hex(3)}"
     with browsers(web, user, signup=True) as (one, _):
         ids = prepared(one)
-    move_shard(kv, user)
+    move_drive(kv, user)
     with browsers(web, user) as (one, two):
         check_and_restore(one, ids)
         assert set(entries(two, ids["docs"])) == {"a.txt", "b.txt"}
@@ -387,8 +365,7 @@ def dav_prepared(dav: Dav) -> dict[str, str]:
 def test_dav_trash_and_versions_across_a_shard_move_and_a_restart(web, kv):
     user = f"dv{secrets.token_hex(3)}"
     with browsers(web, user, signup=True) as (one, _), kv.client() as store:
-        password = apppasswords.create(store, user, "laptop",
-                                       kv.cluster.derive_key(apppasswords.KEY_PURPOSE))
+        password = app_password(store, kv.cluster, user, "laptop")
         dav = Dav(web.addrs[0], user, password)
         try:
             etags = dav_prepared(dav)
@@ -404,7 +381,7 @@ def test_dav_trash_and_versions_across_a_shard_move_and_a_restart(web, kv):
             b"bravo-2", b"bravo-1"]
         # What the frontends' Trash sweep does when it comes by: a.txt's property stays.
         assert davprops.purge_orphans(store, user) is None
-    move_shard(kv, user)
+    move_drive(kv, user)
     restart_everything(web, kv)
     with browsers(web, user) as (one, _):
         ids = trashed_ids(one)

@@ -27,18 +27,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
 from portal.app import CSP
 from shards.model import accounts, mailbox, outbound
 
+from .._frontend import running_frontend
 from .._mail import inprocess_smtpd
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._portal import ADMIN_PASSWORD, store_portal
+from .._procs import Proc, free_port
 
 pytestmark = pytest.mark.cluster
 
 PASSWORD = "correct horse battery"
 MiB = 1024 * 1024
-CONF = "python:portal.gunicorn_conf"
 SLOW_EXAMPLES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # Values for the URL parts of the POST routes (ids of nothing: CSRF is judged first).
 SAMPLE_VALUES = {"folder_id": "0" * 24, "file_id": "0" * 24, "msg_id": "0" * 24,
@@ -49,11 +49,9 @@ _SHARED: dict[str, HTTPClient] = {}  # the hypothesis tests' one signed-in brows
 
 @pytest.fixture(scope="module")
 def app(kv_cluster):
-    config = PortalConfig(cluster=kv_cluster.cluster, frontend="fe-sec", addr="127.0.0.1:9",
-                          admin_password="admin-password-1", heartbeat_interval=5)
-    portal = create_app(config, client_factory=kv_cluster.client)
-    yield portal
-    portal.close()
+    with store_portal(kv_cluster, "fe-sec", addr="127.0.0.1:9", admin_password=ADMIN_PASSWORD,
+                      heartbeat_interval=5) as portal:
+        yield portal
 
 
 def _csrf(http: HTTPClient, path: str = "/") -> str:
@@ -239,25 +237,8 @@ def test_a_forged_from_on_the_submission_port_is_replaced_by_the_users_own(kv_cl
 
 @pytest.fixture(scope="module")
 def frontend(kv_cluster, tmp_path_factory) -> Iterator[tuple[str, Proc]]:
-    root = tmp_path_factory.mktemp("fe-sec")
-    addr = f"127.0.0.1:{free_port()}"
-    config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text()
-                      + f'\n[[frontend]]\nname = "fe-sec-g"\nlisten = "{addr}"\n')
-    proc = Proc("fe-sec-g", python_cmd("gunicorn", "-c", CONF, "--bind", addr,
-                                       "--workers", "1", "--threads", "4",
-                                       "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-sec-g",
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
-        yield addr, proc
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
+    with running_frontend(kv_cluster, tmp_path_factory.mktemp("fe-sec"), "fe-sec-g") as started:
+        yield started
 
 
 class Wire:
