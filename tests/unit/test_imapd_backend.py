@@ -20,37 +20,25 @@ from pymap.parsing.command.select import FetchCommand
 from pymap.parsing.specials import FetchAttribute, FetchRequirement, SequenceSet
 from pymap.parsing.specials.flag import Flag, Seen
 
-from imapd.config import ImapConfig
-from imapd.session import Session
-from imapd.settings import ImapdSettings
-from imapd.store import StoreCalls
 from raftkv.errors import UnavailableError
 from shards.model import mail
 
+from .._imapunit import USER, mailbox, new_session, store_calls
+from .._imapunit import numbered as message
 from .._memstore import MemClient
 
-USER = "alice"
 pytestmark = pytest.mark.timeout(60)
-
-
-def message(n: int) -> bytes:
-    return (f"From: sender{n}@example.org\r\nTo: {USER}@raftcloud.test\r\n"
-            f"Subject: number {n}\r\nMessage-ID: <{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
 
 
 @pytest.fixture
 def store() -> MemClient:
-    client = MemClient()
-    mail.ensure_current(client, USER)
-    return client
+    return mailbox()
 
 
 @pytest.fixture
 def session(store: MemClient):
-    calls = StoreCalls(store, threads=4)
-    yield Session(USER, ImapConfig(ImapdSettings(), tls=None), calls, quota=None,
-                  idle_poll=0.05)
-    calls.close()
+    with store_calls(store) as calls:
+        yield new_session(calls)
 
 
 def run(coroutine: Any) -> Any:

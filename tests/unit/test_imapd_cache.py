@@ -14,31 +14,20 @@ import pytest
 from pymap.parsing.specials import SequenceSet
 
 from imapd.cache import FolderRecords, applied
-from imapd.config import ImapConfig
-from imapd.session import Session
-from imapd.settings import ImapdSettings
 from imapd.store import StoreCalls
 from shards.model import mail
 from shards.model.mail import layout
 
+from .._imapunit import USER, mailbox, new_session, store_calls
+from .._imapunit import numbered as message
 from .._memstore import MemClient
 
-USER = "alice"
 pytestmark = pytest.mark.timeout(60)
-
-
-def message(n: int) -> bytes:
-    return (f"From: sender{n}@example.org\r\nTo: {USER}@raftcloud.test\r\n"
-            f"Subject: number {n}\r\nMessage-ID: <{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
 
 
 @pytest.fixture
 def store() -> MemClient:
-    client = MemClient()
-    mail.ensure_current(client, USER)
-    for n in range(40):
-        mail.deliver(client, USER, message(n))
-    return client
+    return mailbox(40)
 
 
 @pytest.fixture
@@ -48,16 +37,14 @@ def folders() -> FolderRecords:
 
 @pytest.fixture
 def calls(store: MemClient):
-    calls = StoreCalls(store, threads=4)
-    yield calls
-    calls.close()
+    with store_calls(store) as calls:
+        yield calls
 
 
 def select(calls: StoreCalls, folders: FolderRecords, name: str = "INBOX"
            ) -> dict[int, tuple[frozenset[bytes], str]]:
     """SELECT ``name`` in a new session, as a new connection does: UID -> (flags, id)."""
-    session = Session(USER, ImapConfig(ImapdSettings(), tls=None), calls, quota=None,
-                      idle_poll=0.05, folders=folders)
+    session = new_session(calls, folders=folders)
 
     async def run():
         _, selected = await session.select_mailbox(name)

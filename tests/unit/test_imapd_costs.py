@@ -25,40 +25,28 @@ from pymap.parsing.specials import FetchAttribute, FetchRequirement, SequenceSet
 from pymap.parsing.specials.fetchattr import FetchPartial
 
 from imapd import connection
-from imapd.config import ImapConfig
 from imapd.message import _header_only
 from imapd.session import Session
-from imapd.settings import ImapdSettings, ImapLimits
-from imapd.store import StoreCalls
+from imapd.settings import ImapLimits
 from shards.model import mail
 
+from .._imapunit import USER, mailbox, new_session, store_calls
+from .._imapunit import numbered as message
 from .._memstore import MemClient
 
-USER = "alice"
 pytestmark = pytest.mark.timeout(60)
 HEADER_FIELDS = FetchAttribute.Section((), b"HEADER.FIELDS", frozenset([b"SUBJECT", b"FROM"]))
 
 
-def message(n: int) -> bytes:
-    return (f"From: sender{n}@example.org\r\nTo: {USER}@raftcloud.test\r\n"
-            f"Subject: number {n}\r\nMessage-ID: <{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
-
-
 @pytest.fixture
 def store() -> MemClient:
-    client = MemClient()
-    mail.ensure_current(client, USER)
-    for n in range(300):
-        mail.deliver(client, USER, message(n))
-    return client
+    return mailbox(300)
 
 
 @pytest.fixture
 def session(store: MemClient):
-    calls = StoreCalls(store, threads=4)
-    yield Session(USER, ImapConfig(ImapdSettings(), tls=None), calls, quota=None,
-                  idle_poll=0.05)
-    calls.close()
+    with store_calls(store) as calls:
+        yield new_session(calls)
 
 
 def fetch(session: Session, attributes: list[FetchAttribute]) -> list[Any]:
