@@ -162,6 +162,21 @@ class MemClient:
         return [row for m, row in self.ops if m == method]
 
 
+class CountingClient(MemClient):
+    """A :class:`MemClient` that counts the ``mutate_row`` calls that succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mutations = 0
+
+    def mutate_row(self, row: str, conditions: Sequence[Condition],
+                   mutations: Sequence[Mutation], *,
+                   ttl: float | None = None) -> dict[str, int]:
+        versions = super().mutate_row(row, conditions, mutations, ttl=ttl)
+        self.mutations += 1
+        return versions
+
+
 def _cell(value: bytes, version: int, stale: bool) -> Cell:
     return StaleCell(value, version) if stale else Cell(value, version)
 

@@ -3,14 +3,13 @@ the two rows and their order, the access check by walking parents, modes, bounds
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from shards.model import accounts, drive, erase
 from shards.model.drive import FILE, FOLDER, ROOT, grants
 from shards.model.errors import NoSuchItem
 
+from .._drive import small_tree, stored
 from .._memstore import MemClient
 
 OWNER, BOB, EVE = "alice", "bob", "eve"
@@ -22,18 +21,11 @@ def client() -> MemClient:
 
 
 def put_file(client, parent: str, name: str, content: bytes = b"hello"):
-    return drive.store_file(client, OWNER, parent, name, io.BytesIO(content), size=len(content),
-                            quota=1 << 20, ctype="text/plain")
+    return stored(client, OWNER, parent, name, content, ctype="text/plain")
 
 
 def tree(client):
-    """docs/{a.txt, work/{plan.txt}} and private/secret.txt"""
-    docs = drive.create_folder(client, OWNER, ROOT, "docs")
-    work = drive.create_folder(client, OWNER, docs.id, "work")
-    private = drive.create_folder(client, OWNER, ROOT, "private")
-    return {"docs": docs, "work": work, "private": private,
-            "a": put_file(client, docs.id, "a.txt"), "plan": put_file(client, work.id, "plan.txt"),
-            "secret": put_file(client, private.id, "secret.txt")}
+    return small_tree(client, OWNER)
 
 
 def test_a_grant_is_the_owners_cell_and_the_recipients_pointer(client):

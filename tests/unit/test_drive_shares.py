@@ -3,7 +3,6 @@ machine, without sockets; and the limiter's counters for links (shards.model.rat
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
@@ -12,6 +11,7 @@ from shards.model import drive, ratelimit
 from shards.model.drive import FILE, FOLDER, ROOT, search, shares
 from shards.model.errors import NoSuchItem
 
+from .._drive import small_tree, stored
 from .._memstore import MemClient
 
 USER = "alice"
@@ -23,18 +23,11 @@ def client() -> MemClient:
 
 
 def put_file(client, parent: str, name: str, content: bytes = b"hello", user: str = USER):
-    return drive.store_file(client, user, parent, name, io.BytesIO(content), size=len(content),
-                            quota=1 << 20, ctype="text/plain")
+    return stored(client, user, parent, name, content, ctype="text/plain")
 
 
 def tree(client):
-    """docs/{a.txt, work/{plan.txt}} and private/secret.txt"""
-    docs = drive.create_folder(client, USER, ROOT, "docs")
-    work = drive.create_folder(client, USER, docs.id, "work")
-    private = drive.create_folder(client, USER, ROOT, "private")
-    return {"docs": docs, "work": work, "private": private,
-            "a": put_file(client, docs.id, "a.txt"), "plan": put_file(client, work.id, "plan.txt"),
-            "secret": put_file(client, private.id, "secret.txt")}
+    return small_tree(client, USER)
 
 
 # -- share links -----------------------------------------------------------------------------

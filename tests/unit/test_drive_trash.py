@@ -10,34 +10,21 @@ import pytest
 from shards.model import drive
 from shards.model.drive import FILE, FOLDER, ROOT
 
-from .._memstore import MemClient, shards_of
+from .._drive import stored
+from .._memstore import CountingClient, shards_of
 
 USER = "erin"
 QUOTA = 1 << 20
 DAY = 86400.0
 
 
-class Counting(MemClient):
-    """Counts mutate_row calls that succeed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mutations = 0
-
-    def mutate_row(self, row, conditions, mutations, **kwargs):  # type: ignore[no-untyped-def]
-        versions = super().mutate_row(row, conditions, mutations, **kwargs)
-        self.mutations += 1
-        return versions
-
-
 @pytest.fixture
-def client() -> Counting:
-    return Counting()
+def client() -> CountingClient:
+    return CountingClient()
 
 
 def put(client, parent: str, name: str, content: bytes = b"hello") -> drive.Item:
-    return drive.store_file(client, USER, parent, name, io.BytesIO(content), size=len(content),
-                            quota=QUOTA)
+    return stored(client, USER, parent, name, content, quota=QUOTA)
 
 
 def names(client, folder: str = ROOT) -> list[str]:
