@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -193,6 +193,46 @@ def whole_cloud_extra(*, frontends: int = 2, workers: int = 1, threads: int = 4)
                   f'line_timeout = 5.0\n')
     tables.append(f'[balancer]\nname = "balancer"\nlisten = "127.0.0.1:{free_port()}"\n')
     return "\n" + "\n".join(tables)
+
+
+class Hosts:
+    """A cloud of several hosts from one cluster file: one ``raftcloud up --host H`` each,
+    with its data directory (and an admin password file in it) under ``root``."""
+
+    def __init__(self, root: Path, config: Path, hosts: Sequence[str],
+                 prefix: Callable[[str], list[str]] = lambda host: []) -> None:
+        """``prefix(host)``: what runs a command on that host (a namespace's ``ip netns exec``)."""
+        self.root = root
+        self.launchers: dict[str, Proc] = {}
+        for host in hosts:
+            data = root / host
+            data.mkdir()
+            (data / "admin.password").write_text("admin-password-1")
+            self.launchers[host] = Proc(host, prefix(host) + python_cmd(
+                "deploy.launcher", "up", "--config", str(config), "--data-dir", str(data),
+                "--host", host), root)
+
+    def start(self, host: str | None = None) -> None:
+        """Start every host's launcher (or ``host``'s) and wait until each says it is ready."""
+        chosen = {name: proc for name, proc in self.launchers.items() if host in (None, name)}
+        for proc in chosen.values():
+            proc.start()
+        for name, proc in chosen.items():
+            wait_for(lambda p=proc: "raftcloud is ready" in p.log() or not p.alive, 120,
+                     f"host {name}")
+            assert proc.alive, proc.log()
+
+    def stop(self) -> None:
+        for proc in self.launchers.values():
+            proc.stop(timeout=30)
+
+    def logs(self) -> str:
+        out = []
+        for host, proc in self.launchers.items():
+            out.append(f"=== {host}\n{proc.log()}")
+            for log in sorted((self.root / host / "logs").glob("*.log")):
+                out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
+        return "\n".join(out)
 
 
 @contextmanager

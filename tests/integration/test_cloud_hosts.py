@@ -32,7 +32,8 @@ from raftkv.cluster import load_cluster
 from shards.control import control_addresses
 
 from .._http import Browser
-from .._procs import NO_DNS, SECRET, Proc, python_cmd, wait_for
+from .._procs import NO_DNS, SECRET, wait_for
+from ..cluster import Hosts
 from ..netns import NetnsLab
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -66,9 +67,9 @@ def _cluster_file(ip: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-class Cloud:
+class Cloud(Hosts):
     def __init__(self, root: Path, lab: NetnsLab | None) -> None:
-        self.root, self.lab = root, lab
+        self.lab = lab
         if lab is not None:
             self.ns = dict(zip(HOSTS, lab.hosts, strict=True))
             self.ip = {h: lab.address(self.ns[h]) for h in HOSTS}
@@ -79,25 +80,8 @@ class Cloud:
         self.config = root / "cluster.toml"
         self.config.write_text(_cluster_file(self.ip))
         self.cluster = load_cluster(self.config)
-        self.launchers: dict[str, Proc] = {}
-        for host in HOSTS:
-            data = root / host
-            data.mkdir()
-            (data / "admin.password").write_text("admin-password-1")
-            prefix = lab.exec_prefix(self.ns[host]) if lab else []
-            self.launchers[host] = Proc(host, prefix + python_cmd(
-                "deploy.launcher", "up", "--config", str(self.config), "--data-dir", str(data),
-                "--host", host), root)
-
-    def start(self, host: str | None = None) -> None:
-        for name, proc in self.launchers.items():
-            if host in (None, name):
-                proc.start()
-        for name, proc in self.launchers.items():
-            if host in (None, name):
-                wait_for(lambda p=proc: "raftcloud is ready" in p.log() or not p.alive, 120,
-                         f"host {name}")
-                assert proc.alive, proc.log()
+        super().__init__(root, self.config, HOSTS,
+                         lambda host: lab.exec_prefix(self.ns[host]) if lab else [])
 
     def kill_host(self, host: str) -> None:
         """The machine dies: every process on it, at once."""
@@ -135,17 +119,6 @@ class Cloud:
             for pid in self._host_processes(host):
                 os.killpg(pid, signal.SIGCONT)
 
-    def stop(self) -> None:
-        for proc in self.launchers.values():
-            proc.stop(timeout=30)
-
-    def logs(self) -> str:
-        out = []
-        for host in HOSTS:
-            out.append(f"=== {host}\n{self.launchers[host].log()}")
-            for log in sorted((self.root / host / "logs").glob("*.log")):
-                out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
-        return "\n".join(out)
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .._procs import SECRET, Proc, python_cmd, wait_for
+from .._procs import SECRET, wait_for
+from ..cluster import Hosts
 from ..netns import NetnsLab
 from .test_portal_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, artifacts
 
@@ -109,11 +110,11 @@ def _cluster_file(ip: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-class Lab:
+class Lab(Hosts):
     """The four hosts, one launcher each."""
 
     def __init__(self, root: Path, lab: NetnsLab) -> None:
-        self.root, self.lab = root, lab
+        self.lab = lab
         self.ns = dict(zip(HOSTS, lab.hosts, strict=True))
         self.ip = {h: lab.address(self.ns[h]) for h in HOSTS}
         lab.name_hosts({name: self.ns[host] for name, host in NAMES.items()})
@@ -122,22 +123,7 @@ class Lab:
         self.ca_spki = make_test_ca(root / "tls", list(NAMES))
         config = root / "cluster.toml"
         config.write_text(_cluster_file(self.ip))
-        self.launchers: dict[str, Proc] = {}
-        for host in HOSTS:
-            data = root / host
-            data.mkdir()
-            (data / "admin.password").write_text("admin-password-1")
-            self.launchers[host] = Proc(host, lab.exec_prefix(self.ns[host]) + python_cmd(
-                "deploy.launcher", "up", "--config", str(config), "--data-dir", str(data),
-                "--host", host), root)
-
-    def start(self) -> None:
-        for proc in self.launchers.values():
-            proc.start()
-        for name, proc in self.launchers.items():
-            wait_for(lambda p=proc: "raftcloud is ready" in p.log() or not p.alive, 120,
-                     f"host {name}")
-            assert proc.alive, proc.log()
+        super().__init__(root, config, HOSTS, lambda host: lab.exec_prefix(self.ns[host]))
 
     def kill_host(self, host: str) -> None:
         """The machine dies: every process on it at once (its address stays: connections
@@ -161,17 +147,6 @@ class Lab:
                                text=True, timeout=10).stdout for h in HOSTS]
         return "\n".join(out)
 
-    def stop(self) -> None:
-        for proc in self.launchers.values():
-            proc.stop(timeout=30)
-
-    def logs(self) -> str:
-        out = []
-        for host in HOSTS:
-            out.append(f"=== {host}\n{self.launchers[host].log()}")
-            for log in sorted((self.root / host / "logs").glob("*.log")):
-                out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
-        return "\n".join(out)
 
 
 @pytest.fixture
