@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from markupsafe import escape
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import Client as HTTPClient
@@ -30,12 +31,21 @@ PASSWORD = "correct horse battery"
 _ID = r"[0-9a-f]{24}"
 
 
-def unit_config() -> PortalConfig:
-    """A portal's settings for unit tests: one group (never dialled), no background threads."""
+UNIT_SECRET = b"s" * 32  # the cluster secret of unit_config()
+
+
+def unit_config(**settings: Any) -> PortalConfig:
+    """A portal's settings for unit tests: one group (never dialled), no background threads,
+    and ``settings`` (other PortalConfig fields)."""
     replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
     cluster = ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                            secret=b"s" * 32)
-    return PortalConfig(cluster=cluster, frontend="fe-unit", background=False)
+                            secret=UNIT_SECRET)
+    return PortalConfig(cluster=cluster, frontend="fe-unit", background=False, **settings)
+
+
+def no_store():
+    """A portal's client factory for pages that must not touch the store: the test fails."""
+    pytest.fail("the portal touched the store")
 
 
 def unit_portal(store, config: PortalConfig | None = None):

@@ -10,34 +10,23 @@ from __future__ import annotations
 import pytest
 from werkzeug.test import Client as HTTPClient
 
-from portal import PortalConfig, create_app
+from portal import create_app
 from portal.app import CSP
 from portal.auth import safe_next
 from portal.errors import http_error
 from portal.filenames import BadFileName, check_filename, content_disposition
 from portal.mail import message_body, parse_message, sanitize_html
 from portal.sessions import check_csrf, csrf_token, new_sid
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from raftkv.errors import ConditionFailed, NoLeader, OutcomeUnknown, ProtocolError, TooLarge
 from shards.model.accounts import valid_username
 
-SECRET = b"s" * 32
-
-
-def _cluster() -> ClusterConfig:
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    return ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                         secret=SECRET)
-
-
-def _no_store():
-    pytest.fail("the portal touched the store")
+from .._portal import UNIT_SECRET as SECRET
+from .._portal import no_store, unit_config
 
 
 @pytest.fixture
 def app():
-    config = PortalConfig(cluster=_cluster(), frontend="fe-unit", background=False)
-    return create_app(config, client_factory=_no_store)
+    return create_app(unit_config(), client_factory=no_store)
 
 
 @pytest.fixture
@@ -166,9 +155,7 @@ def test_pages_need_login(app):
 
 
 def test_too_large_body_is_a_413_page():
-    config = PortalConfig(cluster=_cluster(), frontend="fe-unit", background=False,
-                          max_upload=2048)
-    http = HTTPClient(create_app(config, client_factory=_no_store))
+    http = HTTPClient(create_app(unit_config(max_upload=2048), client_factory=no_store))
     http.get("/")  # a session cookie: a POST without one is refused before its body is read
     response = http.post("/login", data={"username": "a", "password": "x" * 5000})
     assert response.status_code == 413 and "<html" in response.text

@@ -18,32 +18,21 @@ from hypothesis import strategies as st
 from werkzeug.test import Client as HTTPClient
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from portal import PortalConfig, create_app
+from portal import create_app
 from portal.app import CSP
 from portal.sessions import check_csrf, csrf_token, new_sid
-from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from shards.model import accounts
 
 from .._memstore import MemClient
+from .._portal import UNIT_SECRET as SECRET
+from .._portal import no_store, unit_config
 
-SECRET = b"s" * 32
 MiB = 1024 * 1024
 ANONYMOUS_POSTS = ("/login", "/signup", "/logout")
 
 
-def _cluster() -> ClusterConfig:
-    replica = ReplicaConfig(name="g1a", group=1, raft="127.0.0.1:1", client="127.0.0.1:2")
-    return ClusterConfig(name="unit", groups=(GroupConfig(id=1, replicas=(replica,)),),
-                         secret=SECRET)
-
-
-def _no_store():
-    pytest.fail("the portal touched the store")
-
-
-def _app(client_factory=_no_store, **config):
-    return create_app(PortalConfig(cluster=_cluster(), frontend="fe-unit", background=False,
-                                   **config), client_factory=client_factory)
+def _app(client_factory=no_store, **config):
+    return create_app(unit_config(**config), client_factory=client_factory)
 
 
 @pytest.fixture(scope="module")
