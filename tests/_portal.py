@@ -60,8 +60,10 @@ def store_portal(kv: KVCluster, frontend: str, *, cluster: ClusterConfig | None 
     closed at the end; ``cluster``: settings of its own instead of ``kv``'s (other tables)."""
     config = PortalConfig(cluster=cluster or kv.cluster, frontend=frontend, **settings)
     portal = create_app(config, client_factory=kv.client)
-    yield portal
-    portal.close()
+    try:
+        yield portal
+    finally:
+        portal.close()
 
 
 @contextmanager
