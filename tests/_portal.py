@@ -110,6 +110,13 @@ def logged_in(app, name: str, password: str = PASSWORD, **client_args) -> HTTPCl
     return http
 
 
+def notice(page: str) -> str:
+    """The text of the notice a page shows after an action (the drive's "Moved to the Trash")."""
+    match = re.search(r'<div id="notice"[^>]*>([^<]*)</div>', page)
+    assert match, "no notice on the page"
+    return match.group(1)
+
+
 def folder_page(folder: str) -> str:
     return "/drive" if folder == "root" else f"/drive/d/{folder}"
 

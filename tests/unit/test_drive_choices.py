@@ -19,7 +19,7 @@ from portal.sizes import human_size
 from shards.model import accounts, drive
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, csrf_of, entries, logged_in, new_folder, post, upload
+from .._portal import PASSWORD, csrf_of, entries, logged_in, new_folder, notice, post, upload
 
 SCRIPT = Path(__file__).resolve().parents[2] / "portal" / "static" / "drive.js"
 _HELD = re.compile(r'name="held" value="([0-9a-f]{24})"')
@@ -35,10 +35,6 @@ def store() -> MemClient:
 @pytest.fixture
 def http(app) -> HTTPClient:
     return logged_in(app, "dana")
-
-
-def notice(page: str) -> str:
-    return re.search(r'<div id="notice"[^>]*>([^<]*)</div>', page).group(1)
 
 
 def answer(http: HTTPClient, held: str, choice: str):

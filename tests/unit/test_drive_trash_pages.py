@@ -13,7 +13,7 @@ from werkzeug.test import Client as HTTPClient
 from shards.model import accounts, drive
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, entries, logged_in, new_folder, post, upload
+from .._portal import PASSWORD, entries, logged_in, new_folder, notice, post, upload
 
 _ID = "[0-9a-f]{24}"
 DAY = 86400.0
@@ -29,10 +29,6 @@ def store() -> MemClient:
 @pytest.fixture
 def http(app) -> HTTPClient:
     return logged_in(app, "fred")
-
-
-def notice(page: str) -> str:
-    return re.search(r'<div id="notice"[^>]*>([^<]*)</div>', page).group(1)
 
 
 def test_delete_goes_to_trash_with_an_undo_and_the_undo_puts_it_back(http):

@@ -19,7 +19,7 @@ from portal import mailfolders
 from shards.model import accounts, mailbox
 
 from .._memstore import MemClient
-from .._portal import PASSWORD, logged_in, unit_portal
+from .._portal import PASSWORD, logged_in
 
 RECEIVED = 300
 # Arrival positions among all 360: sent mail is one message in six.
@@ -42,10 +42,8 @@ def store() -> MemClient:
 
 
 @pytest.fixture
-def http(store):
-    app = unit_portal(store)
-    yield logged_in(app, "bob")
-    app.close()
+def http(app):
+    return logged_in(app, "bob")  # app: the conftest's portal over this module's store
 
 
 def _link(page: str, rel: str) -> str | None:

@@ -17,7 +17,7 @@ from portal.mailsearch import parse_query, search_folders
 from shards.model import accounts, mail, mailbox
 
 from .._memstore import MemClient
-from .._portal import csrf_of, logged_in, unit_portal
+from .._portal import csrf_of, logged_in
 
 
 @pytest.fixture
@@ -28,10 +28,8 @@ def store():
 
 
 @pytest.fixture
-def http(store):
-    app = unit_portal(store)
-    yield logged_in(app, "bob")
-    app.close()
+def http(app):
+    return logged_in(app, "bob")  # app: the conftest's portal over this module's store
 
 
 def _deliver(store, subject: str, sender: str = "ann@example.test", user: str = "bob") -> str:
