@@ -8,6 +8,14 @@ Each connection is pymap's command loop (:mod:`imapd.connection`,
 a bounded pool of threads (:mod:`imapd.store`).  The process registers itself
 in the node registry, heartbeats, serves its metrics when the launcher asks,
 and stops cleanly on SIGTERM or SIGINT.
+
+Connections (:class:`shards.peers.ConnectionGate`, smtpd's rule too): at most
+``max_connections_per_address`` per client address (an IPv6 /56 counts as one);
+one more gets ``* BYE`` and is closed before any greeting.  At
+``max_connections`` per listener the oldest connection that has not logged in
+is told ``* BYE`` and closed to make room; a newcomer is refused only when
+every connection is logged in, so strangers holding connections open cannot
+lock the users out.  Each connection's time bounds are :mod:`imapd.connection`'s.
 """
 
 from __future__ import annotations
@@ -33,13 +41,13 @@ from shards.model import mailbox
 from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
 from shards.model.ratelimit import Limits
 from shards.model.registry import Heartbeat
+from shards.peers import ConnectionGate, address_key, tls_context
 from shards.readonly import fallback_for
 from shards.service import run_service
 
 from .cache import FolderRecords
 from .config import ImapConfig
 from .connection import BoundedConnection, Hangup
-from .limits import ConnectionGate, address_key
 from .login import Login
 from .metrics import CLOSED, OPEN, SESSIONS
 from .session import session_factory
@@ -209,15 +217,6 @@ class ImapServer:
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(START_TIMEOUT)
-
-
-def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    """The listeners' server context, from PEM files (None without a cert)."""
-    if not cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key or None)
-    return context
 
 
 @click.command()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, cast
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiosmtpd.smtp import SMTP, syntax
 
 from raftkv.errors import ConfigError
-from shards.peers import address_key  # noqa: F401 - re-exported: callers count connections by it
+from shards.peers import ConnectionGate, address_key
 
 from .metrics import SESSIONS
 
@@ -92,50 +91,6 @@ class SessionLimits:
 
 
 
-class ConnectionGate:
-    """Open connections of one listener, in total and per client address.
-
-    Used only from the listener's event loop thread, so it needs no lock.
-    Sessions are kept in the order they arrived, so the oldest idle one is
-    the first found.
-    """
-
-    def __init__(self, limits: SessionLimits) -> None:
-        self.limits = limits
-        self._per_address: Counter[str] = Counter()
-        self._sessions: dict[Any, str] = {}   # session -> key, oldest first
-
-    @property
-    def total(self) -> int:
-        return len(self._sessions)
-
-    def enter(self, key: str, session: Any) -> bool:
-        """Count a new connection from ``key``; False (nothing counted) when it may not come in.
-
-        At the listener's cap the oldest session whose ``evictable()`` is true
-        is evicted (its ``evict()`` is called and it is no longer counted).
-        """
-        if self._per_address[key] >= self.limits.max_connections_per_address:
-            return False
-        if self.total >= self.limits.max_connections:
-            idle = next((s for s in self._sessions if s.evictable()), None)
-            if idle is None:
-                return False
-            self.leave(idle)
-            idle.evict()
-        self._sessions[session] = key
-        self._per_address[key] += 1
-        return True
-
-    def leave(self, session: Any) -> None:
-        key = self._sessions.pop(session, None)
-        if key is None:
-            return
-        self._per_address[key] -= 1
-        if self._per_address[key] <= 0:
-            del self._per_address[key]
-
-
 # The mixin's methods extend SMTP's through super(): mypy checks them against SMTP.
 if TYPE_CHECKING:
     _SessionBase = SMTP
@@ -153,7 +108,7 @@ class BoundedSession(_SessionBase):
     stays as it is.
     """
 
-    def __init__(self, *args: Any, gate: ConnectionGate | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, gate: ConnectionGate[SessionLimits] | None = None, **kwargs: Any) -> None:
         gate = gate or ConnectionGate(SessionLimits())
         kwargs.setdefault("timeout", gate.limits.command_timeout)
         super().__init__(*args, **kwargs)

@@ -32,6 +32,7 @@ from shards.model.apppasswords import KEY_PURPOSE as APP_PASSWORD_KEY
 from shards.model.dkimkeys import KEY_PURPOSE as DKIM_KEY
 from shards.model.ratelimit import Limits
 from shards.model.registry import Heartbeat
+from shards.peers import ConnectionGate, tls_context
 from shards.readonly import fallback_for
 from shards.service import run_service
 
@@ -39,7 +40,7 @@ from .authcheck import AuthSettings
 from .authdns import make_resolver
 from .dkimsign import Signer
 from .handler import InboundConfig, InboundHandler
-from .limits import BoundedSession, ConnectionGate
+from .limits import BoundedSession
 from .outbound import OutboundConfig, OutboundWorker
 from .settings import SmtpdSettings
 from .submission import Authenticator, AuthFailureCap, SubmissionHandler
@@ -195,15 +196,6 @@ class _Controller(Controller):
 
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    """The submission port's server context, from PEM files (None without a cert)."""
-    if not cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key or None)
-    return context
 
 
 @click.command()

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy.tls import ensure_certificate
-from imapd.server import ImapServer, tls_context
+from imapd.server import ImapServer
 from imapd.settings import ImapdSettings
 from raftkv.cluster import ClusterConfig
+from shards.peers import tls_context
 
 from ._mail import with_tables
 from ._procs import free_port

@@ -13,9 +13,10 @@ from aiosmtpd.smtp import Envelope, Session
 from raftkv.cluster import ClusterConfig, GroupConfig, ReplicaConfig
 from raftkv.errors import ConfigError
 from shards.model import accounts, mailbox, outbound, sendlimit
+from shards.peers import ConnectionGate, address_key
 from smtpd import handler, replies
 from smtpd.handler import InboundConfig, trusted_relays
-from smtpd.limits import ConnectionGate, SessionLimits, address_key
+from smtpd.limits import SessionLimits
 from smtpd.outbound import public_address
 from smtpd.settings import SmtpdSettings
 
