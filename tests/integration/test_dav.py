@@ -1,6 +1,7 @@
 """WebDAV at /dav/ of real frontends (gunicorn, the shared 3-replica store): Debian's
 litmus suites, cadaver and curl across two frontends (locks and dead properties are
-the store's), curl sessions for If-Match conflicts, ranges and sign-in, and rclone."""
+the store's), curl sessions for If-Match conflicts, ranges and sign-in (rclone:
+test_dav_rclone.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pyotp
 import pytest
 
-from shards.model import accounts, apppasswords, twofactor
+from shards.model import accounts, twofactor
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._frontend import running_frontend
+from .._portal import app_password
 
 pytestmark = pytest.mark.cluster
 
-CONF = "python:portal.gunicorn_conf"
 PASSWORD = "password-123"
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
 # What each suite must pass, its locks and properties in the store (two workers).
@@ -31,31 +33,10 @@ def frontends(kv_cluster, tmp_path_factory) -> Iterator[list[str]]:
     """Two frontends as deployed (gunicorn, four threads a worker) on the shared store:
     the first with two workers, so consecutive requests of one client (litmus) land on
     either, and locks and properties must be the store's to hold."""
-    root = tmp_path_factory.mktemp("dav")
-    addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text() + "".join(
-        f'\n[[frontend]]\nname = "fe-dav{i}"\nlisten = "{addr}"\n'
-        for i, addr in enumerate(addrs)))
-    procs = [Proc(f"fe-dav{i}", python_cmd(
-        "gunicorn", "-c", CONF, "--bind", addr, "--workers", str(2 - i), "--threads", "4",
-        "portal:create_app()"), root, env={
-            "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": f"fe-dav{i}",
-            "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-        for i, addr in enumerate(addrs)]
-    try:
-        for proc in procs:
-            proc.start()
-        for addr in addrs:
-            wait_for(lambda addr=addr: port_open(addr), 30, "gunicorn to listen")
-        yield addrs
-    except BaseException:
-        for proc in procs:
-            print(proc.log())
-        raise
-    finally:
-        for proc in procs:
-            proc.stop()
+    with ExitStack() as stack:
+        yield [stack.enter_context(running_frontend(
+            kv_cluster, tmp_path_factory.mktemp(f"dav{i}"), f"fe-dav{i}", workers=2 - i))[0]
+            for i in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +49,6 @@ def new_user(client) -> str:
     name = f"dav{secrets.token_hex(4)}"
     accounts.create_user(client, name, PASSWORD)
     return name
-
-
-def app_password(kv_cluster, client, user: str) -> str:
-    key = kv_cluster.cluster.derive_key(apppasswords.KEY_PURPOSE)
-    return apppasswords.create(client, user, "laptop", key)
 
 
 def curl(*args: str, user: str | None = None, password: str = PASSWORD) -> tuple[int, str, bytes]:
@@ -186,7 +162,7 @@ def test_if_match_conflict_and_ranges(frontend, client):
 def test_basic_sign_in_app_password_and_two_factor(frontend, client, kv_cluster):
     user = new_user(client)
     base = f"http://{frontend}/dav/"
-    secret = app_password(kv_cluster, client, user)
+    secret = app_password(client, kv_cluster.cluster, user, "laptop")
     propfind = ["-X", "PROPFIND", "-H", "Depth: 0", base]
     assert curl(*propfind, user=user, password=secret)[0] == 207
     assert curl(*propfind, user=user, password=PASSWORD)[0] == 207  # no 2FA: both work
@@ -202,50 +178,8 @@ def test_basic_sign_in_app_password_and_two_factor(frontend, client, kv_cluster)
         twofactor.begin_enrolment(client, other)).now())
     status, _, body = curl(*propfind, user=other, password=PASSWORD)
     assert status == 401 and b"app password" in body
-    other_secret = app_password(kv_cluster, client, other)
+    other_secret = app_password(client, kv_cluster.cluster, other, "laptop")
     assert curl(*propfind, user=other, password=other_secret)[0] == 207
     accounts.set_disabled(client, other, True)
-    fresh = app_password(kv_cluster, client, other)  # not remembered: checked, refused
+    fresh = app_password(client, kv_cluster.cluster, other, "laptop")  # not remembered: checked, refused
     assert curl(*propfind, user=other, password=fresh)[0] == 401
-
-
-@pytest.mark.skipif(shutil.which("rclone") is None, reason="Debian's rclone is not installed")
-def test_rclone_sync_both_ways(frontend, client, kv_cluster, tmp_path):
-    """A nested tree synced up, changed, synced back: byte-identical both ways, and a
-    second sync in a row has nothing to do."""
-    user = new_user(client)
-    secret = app_password(kv_cluster, client, user)
-    obscured = subprocess.run(["rclone", "obscure", secret], capture_output=True, text=True,
-                              check=True, timeout=30).stdout.strip()
-    remote = f":webdav,url='http://{frontend}/dav/',vendor=other,user={user},pass={obscured}:tree"
-
-    def rclone(*args: str) -> str:
-        done = subprocess.run(["rclone", "--config", str(tmp_path / "none.conf"), "-v",
-                               "--stats-one-line", "--stats", "0", "--low-level-retries", "1",
-                               "--retries", "1", *args], capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stderr
-
-    up, down = tmp_path / "up", tmp_path / "down"
-    for i in range(60):
-        path = up / f"d{i % 4}" / f"e{i % 3}" / f"f{i}.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secrets.token_bytes(100 + i * 997))
-    rclone("sync", str(up), remote)
-    rclone("sync", remote, str(down))
-    assert _tree(down) == _tree(up)
-    (up / "d0" / "e1" / "f4.bin").write_bytes(b"changed")
-    (up / "d1" / "e2" / "f5.bin").unlink()
-    (up / "d3" / "new.txt").write_bytes(b"new")
-    rclone("sync", str(up), remote)
-    rclone("sync", remote, str(down))
-    assert _tree(down) == _tree(up)
-    for source, target in ((str(up), remote), (remote, str(down))):
-        again = rclone("sync", source, target)
-        assert "There was nothing to transfer" in again, again[-2000:]
-        assert "Deleted" not in again and "Copied" not in again, again[-2000:]
-
-
-def _tree(root) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}

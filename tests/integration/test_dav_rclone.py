@@ -16,9 +16,10 @@ import pytest
 
 from bench.dav import Rclone, tree_of
 from bench.dav_servers import Server
-from shards.model import accounts, apppasswords
+from shards.model import accounts
 
-from .._procs import Proc, free_port, port_open, python_cmd, wait_for
+from .._frontend import running_frontend
+from .._portal import app_password
 
 pytestmark = [
     pytest.mark.cluster,
@@ -28,7 +29,6 @@ pytestmark = [
                        reason="portal.dav is not importable: no WebDAV door in this tree yet"),
 ]
 
-CONF = "python:portal.gunicorn_conf"
 FILES = 500
 RCLONE_TIME_LIMIT = 300.0   # seconds one rclone call may take
 
@@ -37,24 +37,9 @@ RCLONE_TIME_LIMIT = 300.0   # seconds one rclone call may take
 def frontend(kv_cluster, tmp_path_factory) -> Iterator[str]:
     """A frontend as deployed: gunicorn, two workers (so requests of one sync land on both),
     four threads each."""
-    root = tmp_path_factory.mktemp("dav-rclone")
-    addr = f"127.0.0.1:{free_port()}"
-    config = root / "cluster.toml"
-    config.write_text(kv_cluster.path.read_text()
-                      + f'\n[[frontend]]\nname = "fe-rclone"\nlisten = "{addr}"\n')
-    proc = Proc("fe-rclone", python_cmd("gunicorn", "-c", CONF, "--bind", addr, "--workers", "2",
-                                        "--threads", "4", "portal:create_app()"), root, env={
-        "RAFTCLOUD_CONFIG": str(config), "RAFTCLOUD_FRONTEND": "fe-rclone",
-        "RAFTCLOUD_SECRET_FILE": str(kv_cluster.root / "secret")})
-    proc.start()
-    try:
-        wait_for(lambda: port_open(addr), 30, "gunicorn to listen")
+    with running_frontend(kv_cluster, tmp_path_factory.mktemp("dav-rclone"), "fe-rclone",
+                          workers=2) as (addr, _):
         yield addr
-    except BaseException:
-        print(proc.log())
-        raise
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -62,8 +47,7 @@ def rclone(frontend, kv_cluster, client, tmp_path) -> Rclone:
     """rclone with a remote ``dav:`` for a new user, signed in with their app password."""
     user = f"rc{secrets.token_hex(4)}"
     accounts.create_user(client, user, f"pw {secrets.token_hex(8)}")
-    password = apppasswords.create(client, user, "rclone",
-                                   kv_cluster.cluster.derive_key(apppasswords.KEY_PURPOSE))
+    password = app_password(client, kv_cluster.cluster, user, "rclone")
     server = Server("dav", "ours", f"http://{frontend}/dav/", user, password, pid=0)
     binary = shutil.which("rclone")
     assert binary is not None
