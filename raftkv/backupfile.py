@@ -42,11 +42,11 @@ import msgpack
 
 from . import diskkeys
 from .blobs import CHUNK_SIZE, parse_manifest
+from .cells import MAX_CELL_KEY
 from .cluster import derive_key
 from .errors import ProtocolError
 from .files import PRIVATE_FILE, fsync_dir
 from .keys import shard_of
-from .store import MAX_CELL_KEY
 
 MAGIC = b"RAFTKV-BACKUP\n\x00\x01"
 FORMAT = 1

@@ -26,6 +26,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, BinaryIO
 
 from .blobs import CHUNK_SIZE, data_chunks, manifest_of, parse_manifest
+from .cells import MAX_TTL
 from .client_backup import BackupCalls
 from .client_upkeep import UpkeepCalls
 from .connection import Connection
@@ -56,7 +57,6 @@ from .interface import (
     Unchanged,
 )
 from .operations import unknown_operation
-from .store import MAX_TTL
 from .transfer import (
     READ_AHEAD,
     UPLOAD_LEASE,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .cells import EXPIRE_CELLS
 from .errors import ProtocolError
-from .store import EXPIRE_CELLS
 
 
 class UpkeepCalls:

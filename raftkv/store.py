@@ -8,9 +8,10 @@ the store's own.
 Data model (docs/data-model.md): row -> column -> cell, grouped by shard.  A
 cell is a version, a value, whether the value is a blob manifest (the chunks
 live beside Raft, see :mod:`raftkv.blobs`) and, for a cell that expires, its
-expiry.  Each shard keeps its own version counter; every write sets the cell's
-version to the counter's next value, so a cell's versions grow strictly
-through deletes, re-creates and shard moves.
+expiry.  This module is the path every command takes; what each does is in the
+store's mixins: the cell operations and versions (:mod:`raftkv.cells`), upload
+intents (:mod:`raftkv.intents`), paged reads (:mod:`raftkv.pagereads`), shard
+ownership (:mod:`raftkv.ownership`) and a backup's freeze (:mod:`raftkv.freezing`).
 
 The table lives in LMDB (:mod:`raftkv.statedb`, laid out by
 :mod:`raftkv.tables`): the entries of one pass of the engine are applied in
@@ -19,13 +20,6 @@ one's Raft index, so the store on disk is always
 exactly some prefix of the log, and an entry at or below that index is never
 applied twice (a restart replays the journal from the last snapshot; see
 docs/state-on-disk.md).  Reads from other threads each see the last commit.
-
-Upload intents (docs/store-promises.md, "Blobs"): before a client sends a
-blob's chunks it registers their names under an upload id (``intent``); the
-intent lives until a lease runs out (``expire_intents``, issued by the leader)
-or until the cell that references the chunks is written with ``upload=<id>``,
-which removes the intent in the same step.  The garbage collector treats the
-chunks of cells and of live intents as live.
 
 Time: every log entry carries its time, stamped by the leader's server before
 the entry enters the log (:meth:`Store.apply_entry`); the store keeps the
@@ -52,10 +46,15 @@ from typing import Any
 import lmdb
 
 from . import diskkeys
+from .cells import EXPIRE_CELLS as EXPIRE_CELLS  # re-exported: named as the store's limits
+from .cells import MAX_CELL_KEY as MAX_CELL_KEY
+from .cells import MAX_TTL as MAX_TTL
+from .cells import CellOperations, KeyTooLong, Result, error
 from .diskkeys import CellValue
 from .formats import NO_COMMANDS, TIMED_ENTRIES, UNTIMED_ENTRIES
 from .freezing import FREEZE_META, BackupFreeze
-from .keys import DEFAULT_SHARDS, shard_of
+from .intents import UploadIntents
+from .keys import DEFAULT_SHARDS
 from .operations import HANDLER_PREFIX, Kind, Operation, bind_handlers, unknown_operation
 from .ownership import ShardOwnership
 from .pagereads import PageReads
@@ -63,35 +62,18 @@ from .statedb import StateDB
 from .tables import U64, Tables
 from .transactions import EntryTransactions
 
-Result = dict[str, Any]
 Bound = tuple[Operation, Callable[["Store", Result], Result]]  # a registry line, its Store method
 MAX_SESSIONS = 10_000       # clients remembered for exactly-once; the idlest one goes first
 MAX_RESULTS_PER_CLIENT = 4096  # a client pipelining further than this must wait for answers
-MAX_INTENTS = 10_000        # uploads in progress at once, per group
-MAX_INTENT_CHUNKS = 70_000  # chunks one upload may name: 64 GiB of value plus its index
-MAX_LEASE = 86_400.0        # seconds an intent may live without renewal
-MAX_TTL = 10 * 365 * 86_400.0  # seconds a cell may be given to live (ten years)
-EXPIRE_CELLS = 1000         # expired cells one expire_cells command removes at most
-EXPIRE_LOOKS = 10 * EXPIRE_CELLS  # index entries it looks at, at most (others' cells wait)
-DIGEST_SIZE = 32
 # Writes that check everything before their one write: no child transaction needed
 # (see _all_or_nothing); a child costs about a third of a put's time in the store.
 CHECK_THEN_WRITE = frozenset({"put", "cput", "delete"})
-# LMDB's keys are at most 511 bytes, and a cell's key also sits behind an
-# expiry (8 bytes) in the expiry index.
-MAX_CELL_KEY = 511 - diskkeys.EXPIRY.size
 
 
-class KeyTooLong(ValueError):
-    """A row and column too long for a key of the store (refused the same way everywhere)."""
-
-
-def error(name: str, message: str, **fields: Any) -> Result:
-    """A result that the server turns into the named :mod:`raftkv.errors` exception."""
-    return {"error": name, "message": message, **fields}
-
-
-class Store(EntryTransactions, ShardOwnership, BackupFreeze, PageReads):
+# The order of the mixins matters: the transactions' ``_t`` comes first, and the cell
+# operations' ``live`` and ``_cell`` before the placeholders of the mixins after them.
+class Store(EntryTransactions, CellOperations, UploadIntents, ShardOwnership, BackupFreeze,
+            PageReads):
     """The table of one Raft group."""
 
     def __init__(self, shards: int = DEFAULT_SHARDS, *, managed: bool = False,
@@ -188,6 +170,19 @@ class Store(EntryTransactions, ShardOwnership, BackupFreeze, PageReads):
     def _advance(self, now: object) -> None:
         if isinstance(now, (int, float)) and math.isfinite(now) and now > self.clock:
             self.clock = float(now)
+
+    def _tick(self, c: dict[str, Any]) -> float:
+        """The group's clock; a command of an entry without a time (entries of the
+        older format, whose ``now`` the leader wrote; tests that drive the store
+        directly) moves it with its own ``now`` first.  In an entry that carries
+        its time, a ``now`` came from the client and is ignored: a client must not
+        move the clock, which would expire every session and upload at once."""
+        if "now" in c and not self._entry_timed:
+            now = c["now"]
+            if not isinstance(now, (int, float)) or not math.isfinite(now):
+                raise TypeError("now must be a finite number")
+            self._advance(now)
+        return self.clock
 
     def apply(self, command: dict[str, Any]) -> Result:
         """Apply one command; never raises for bad input, answers an error result instead.
@@ -296,10 +291,6 @@ class Store(EntryTransactions, ShardOwnership, BackupFreeze, PageReads):
         self._t.delete_intent(upload)
         return result
 
-    def _end_intent(self, upload: object) -> None:
-        if isinstance(upload, int) and 0 <= upload < U64:
-            self._t.delete_intent(upload)
-
     def _dispatch(self, bound: Bound, command: dict[str, Any]) -> Result:
         if not isinstance(command.get("row", ""), str) or not isinstance(command.get("col", ""), str):
             return error("ProtocolError", "row and column must be strings")
@@ -314,203 +305,13 @@ class Store(EntryTransactions, ShardOwnership, BackupFreeze, PageReads):
         except (KeyError, TypeError, ValueError, OverflowError, UnicodeError) as exc:
             return error("ProtocolError", f"malformed {operation.name} request: {exc!r}")
 
-    # -- helpers ------------------------------------------------------------
-
-    def _key(self, row: str, col: str) -> bytes:
-        if not isinstance(row, str) or not isinstance(col, str):
-            raise TypeError("row and column must be strings")
-        key = diskkeys.cell_key(shard_of(row, self.shard_count), row, col)
-        if len(key) > MAX_CELL_KEY:
-            raise KeyTooLong(f"a row and column may be at most {MAX_CELL_KEY - 5} bytes together")
-        return key
-
-    def _next_version(self, row: str) -> int:
-        shard = shard_of(row, self.shard_count)
-        version = self.counters.get(shard, 0) + 1
-        self.counters[shard] = version
-        self._counters_dirty = True
-        return version
-
-    def live(self, cell: CellValue) -> bool:
-        """Whether ``cell`` has not expired on the group's clock (every read asks)."""
-        return cell.expires is None or cell.expires > self.clock
-
-    def _cell(self, row: str, col: str) -> CellValue | None:
-        """The live cell at (row, col): an expired one is absent to reads and conditions."""
-        cell = self._t.cell(self._key(row, col))
-        return cell if cell is None or self.live(cell) else None
-
-    def _expires(self, c: dict[str, Any]) -> float | None:
-        """When cells this command puts expire: its ``ttl`` after the entry's time."""
-        ttl = c.get("ttl")
-        if ttl is None:
-            return None
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (
-                math.isfinite(ttl) and ttl > 0):
-            raise ValueError("ttl is a positive number of seconds")
-        return self.clock + min(float(ttl), MAX_TTL)
-
-    def _write(self, row: str, col: str, value: bytes, is_blob: bool,
-               expires: float | None = None) -> int:
-        if not isinstance(value, bytes):
-            raise TypeError("value must be bytes")
-        key = self._key(row, col)
-        version = self._next_version(row)
-        self._t.put_cell(key, CellValue(version, value, bool(is_blob), expires))
-        return version
-
-    def _erase(self, row: str, col: str) -> bool:
-        if self._t.delete_cell(self._key(row, col)) is None:
-            return False
-        # The counter still moves, so a re-created cell gets a larger version
-        # than anything a reader may have cached before the delete.
-        self._next_version(row)
-        return True
-
-    @staticmethod
-    def _cell_result(cell: CellValue | None) -> Result:
-        if cell is None:
-            return {"found": False}
-        return {"found": True, "version": cell.version, "value": cell.value, "blob": cell.is_blob}
-
-    # -- operations ---------------------------------------------------------
+    # -- the barrier ----------------------------------------------------------
 
     def _op_noop(self, command: dict[str, Any]) -> Result:
         # Through the log, a barrier: once a replica's own count reaches this
         # number, its state holds everything committed before the noop.
         return {"applied": self._applied}
 
-    def _op_get(self, c: dict[str, Any]) -> Result:
-        return self._cell_result(self._cell(c["row"], c["col"]))
-
-    def _op_put(self, c: dict[str, Any]) -> Result:
-        return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False),
-                                       self._expires(c))}
-
-    def _op_delete(self, c: dict[str, Any]) -> Result:
-        existed = self._cell(c["row"], c["col"]) is not None
-        self._erase(c["row"], c["col"])  # an expired cell goes too, but did not exist
-        return {"deleted": existed}
-
-    def _op_cput(self, c: dict[str, Any]) -> Result:
-        cell = self._cell(c["row"], c["col"])
-        current = cell.version if cell else 0
-        if "if_version" in c:
-            holds = current == c["if_version"]
-        else:
-            # By value: None means "absent"; a blob cell compares its manifest,
-            # which the client computed from the old value the same way.
-            old = c["old"]
-            holds = (cell is None) if old is None else (cell is not None and cell.value == old)
-        if not holds:
-            return error("ConditionFailed", "the cell changed", version=current)
-        return {"version": self._write(c["row"], c["col"], c["value"], c.get("blob", False),
-                                       self._expires(c))}
-
-    def _op_mutate_row(self, c: dict[str, Any]) -> Result:
-        row = c["row"]
-        for condition in c["conditions"]:
-            kind, col = condition[0], condition[1]
-            cell = self._cell(row, col)
-            current = cell.version if cell else 0
-            if kind == "version":
-                holds = current == condition[2]
-            elif kind == "absent":
-                holds = cell is None
-            elif kind == "value":
-                holds = cell is not None and cell.value == condition[2]
-            else:
-                return error("ProtocolError", f"unknown condition {kind!r}")
-            if not holds:
-                return error("ConditionFailed", f"condition on {col!r} failed",
-                             version=current, column=col)
-        mutations = c["mutations"]
-        for mutation in mutations:  # validate all before changing anything: atomic
-            if mutation[0] not in ("put", "delete") or not isinstance(mutation[1], str):
-                return error("ProtocolError", f"malformed mutation {mutation[:2]!r}")
-            if mutation[0] == "put" and not isinstance(mutation[2], bytes):
-                return error("ProtocolError", "a put mutation needs a bytes value")
-        expires = self._expires(c)
-        versions: dict[str, int] = {}
-        for mutation in mutations:
-            if mutation[0] == "put":
-                is_blob = len(mutation) > 3 and bool(mutation[3])
-                versions[mutation[1]] = self._write(row, mutation[1], mutation[2], is_blob,
-                                                    expires)
-            else:
-                self._erase(row, mutation[1])
-        return {"versions": versions}
-
-    def _op_expire_cells(self, c: dict[str, Any]) -> Result:
-        """Remove up to ``limit`` expired cells, earliest expiry first (then by key).
-
-        Which cells go depends only on the state, so every replica removes the
-        same ones.  Cells of a shard being moved out are left to the drop; those
-        of any other shard not served here wait until it is.
-        """
-        limit = min(int(c.get("limit") or EXPIRE_CELLS), EXPIRE_CELLS)
-        due: list[bytes] = []
-        looked = 0
-        for _expires, key in self._t.due(self.clock):
-            if len(due) >= limit or looked >= EXPIRE_LOOKS:
-                break
-            looked += 1
-            shard = diskkeys.SHARD.unpack_from(key)[0]
-            if self.owned is not None and shard not in self.owned:
-                continue
-            due.append(key)
-        for key in due:  # not while the index is being walked
-            self._t.delete_cell(key)
-            self._next_version(diskkeys.decode_cell_key(key).row)
-        return {"expired": len(due), "more": len(due) == limit or looked >= EXPIRE_LOOKS}
-
-    def _tick(self, c: dict[str, Any]) -> float:
-        """The group's clock; a command of an entry without a time (entries of the
-        older format, whose ``now`` the leader wrote; tests that drive the store
-        directly) moves it with its own ``now`` first.  In an entry that carries
-        its time, a ``now`` came from the client and is ignored: a client must not
-        move the clock, which would expire every session and upload at once."""
-        if "now" in c and not self._entry_timed:
-            now = c["now"]
-            if not isinstance(now, (int, float)) or not math.isfinite(now):
-                raise TypeError("now must be a finite number")
-            self._advance(now)
-        return self.clock
-
-    def _op_intent(self, c: dict[str, Any]) -> Result:
-        upload, digests = c["upload"], c.get("digests", [])
-        if not isinstance(upload, int) or not isinstance(digests, list) or not all(
-                isinstance(d, bytes) and len(d) == DIGEST_SIZE for d in digests):
-            raise TypeError("an intent needs an integer upload id and 32-byte digests")
-        lease = float(c["lease"])
-        if not math.isfinite(lease):
-            raise ValueError("a lease is a finite number of seconds")
-        lease = min(max(lease, 0.1), MAX_LEASE)
-        now = self._tick(c)
-        current = self._t.intent(upload)
-        if current is None and not c.get("new"):
-            return error("UploadExpired", "the upload's intent expired: upload again")
-        if current is None and self._t.count("intents") >= MAX_INTENTS:
-            return error("UnavailableError", "too many uploads in progress")
-        chunks = current[1] if current else []
-        if len(chunks) + len(digests) > MAX_INTENT_CHUNKS:
-            return error("TooLarge", f"an upload may name at most {MAX_INTENT_CHUNKS} chunks")
-        chunks.extend(digests)
-        self._t.put_intent(upload, now + lease, chunks)
-        return {"expires": now + lease}
-
-    def _op_intent_end(self, c: dict[str, Any]) -> Result:
-        upload = c["upload"]
-        if not isinstance(upload, int):
-            raise TypeError("an upload id is an integer")
-        return {"ended": self._t.delete_intent(upload)}
-
-    def _op_expire_intents(self, c: dict[str, Any]) -> Result:
-        now = self._tick(c)
-        expired = [upload for upload, expires, _ in self._t.intents() if expires < now]
-        for upload in expired:
-            self._t.delete_intent(upload)
-        return {"expired": len(expired)}
 
     # -- whole states -------------------------------------------------------
 
