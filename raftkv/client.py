@@ -5,35 +5,35 @@
 * Every write carries ``(client id, sequence number)`` fixed before the first
   try: a retry reuses them, so the group applies a write exactly once.  A write
   whose deadline passes raises :class:`~raftkv.errors.OutcomeUnknown`.
-* Values above :data:`INLINE_LIMIT` become content-addressed blobs: chunks go to
-  every replica in parallel, and the cell (a manifest) is written once a majority
-  holds each chunk (:mod:`raftkv.transfer`).  Readers get the bytes back, never
-  the manifest; :meth:`Client.put_stream`, :meth:`Client.get_stream` and
-  :meth:`Client.get_into` move values of any size without holding them whole.
+
+This module holds that: the connections to the replicas, the session's sequence
+numbers, the tries at the leader and the stale reads.  The calls are the mixins':
+the cell API (:mod:`raftkv.client_cells`), values of any size as blobs
+(:mod:`raftkv.client_blobs`), the group's upkeep (:mod:`raftkv.client_upkeep`)
+and backups (:mod:`raftkv.client_backup`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, BinaryIO
+from typing import Any
 
-from .blobs import CHUNK_SIZE, data_chunks, manifest_of, parse_manifest
-from .cells import MAX_TTL
 from .client_backup import BackupCalls
+from .client_blobs import INLINE_LIMIT as INLINE_LIMIT  # re-exported: tests and bench import it here
+from .client_blobs import BlobCalls
+from .client_cells import CellCalls
+from .client_cells import cells_request as cells_request  # re-exported: shards, the test store
+from .client_cells import ttl_field as ttl_field
 from .client_upkeep import UpkeepCalls
-from .connection import Connection
+from .connection import ATTEMPT_TIMEOUT, Connection
 from .errors import (
     AuthenticationFailed,
     ClientClosed,
-    ConditionFailed,
     ConfigError,
     Frozen,
     NotLeader,
@@ -41,34 +41,12 @@ from .errors import (
     ProtocolError,
     RaftKVError,
     Timeout,
-    TooLarge,
     UnavailableError,
-    UploadExpired,
     from_wire,
 )
-from .interface import (
-    MAX_CELLS,
-    Cell,
-    Condition,
-    Consistency,
-    Mutation,
-    Readable,
-    StaleCell,
-    Unchanged,
-)
-from .operations import unknown_operation
-from .transfer import (
-    READ_AHEAD,
-    UPLOAD_LEASE,
-    ReplicaPenalty,
-    Upload,
-    read_ahead,
-    read_full,
-    skip_bytes,
-)
+from .interface import Consistency
+from .transfer import READ_AHEAD, UPLOAD_LEASE, ReplicaPenalty
 
-INLINE_LIMIT = 16 * 1024   # larger values are stored as blobs, beside Raft
-ATTEMPT_TIMEOUT = 3.0      # one try at one replica; then the next (same request id)
 FROZEN_PAUSE = 0.01        # seconds between tries of a write a backup's freeze refused
 
 
@@ -98,7 +76,9 @@ class _Session:
             return (min(self._outstanding) if self._outstanding else self._next) - 1
 
 
-class Client(UpkeepCalls, BackupCalls):
+# BlobCalls before CellCalls: the cell calls' placeholders for the blob calls' methods
+# must not hide them.
+class Client(BlobCalls, CellCalls, UpkeepCalls, BackupCalls):
     """Talk to one group of replicas.
 
     :param addrs: the client ports (``host:port``) of the group's replicas.
@@ -250,328 +230,6 @@ class Client(UpkeepCalls, BackupCalls):
             last = from_wire(result)
         raise last
 
-    # -- values and blobs -------------------------------------------------
-
-    def _write_values(self, values: Sequence[bytes | Readable],
-                      build: Callable[[list[tuple[bytes, bool]]], dict[str, Any]]) -> dict[str, Any]:
-        """Store ``values`` (bytes or streams) and send ``build([(stored, is_blob), ...])``.
-
-        Small bytes go inline; anything else becomes a blob under one upload
-        intent, which the write retires.
-        """
-        inline = [(v, False) for v in values if isinstance(v, bytes) and len(v) <= INLINE_LIMIT]
-        if len(inline) == len(values):
-            return self._call(build(inline), write=True)
-        with Upload(self, self.upload_lease) as upload:
-            try:
-                stored = [self._store(upload, v) for v in values]
-                request = build(stored)
-                if upload.registered:  # streams may turn out small: then nothing was uploaded
-                    request["upload"] = upload.id
-                return self._call(request, write=True)
-            except (ConditionFailed, UploadExpired):
-                raise  # the group has already dropped the intent
-            except BaseException:
-                upload.abandon()
-                raise
-
-    @staticmethod
-    def _store(upload: Upload, value: bytes | Readable) -> tuple[bytes, bool]:
-        if isinstance(value, bytes):
-            if len(value) <= INLINE_LIMIT:
-                return value, False
-            return upload.write(io.BytesIO(value)), True
-        first = read_full(value, INLINE_LIMIT + 1)
-        if len(first) <= INLINE_LIMIT:
-            return first, False
-        return upload.write(_Prefixed(first, value)), True
-
-    def put_chunk(self, name: str, data: bytes) -> None:
-        """Store one chunk on every replica; return once a majority has it on disk."""
-        stored, last = 0, "no replica tried"
-        for addr in self.addrs:
-            try:
-                self._send_to(addr, {"op": "blob_put", "name": name, "data": data},
-                              self.timeout)
-                stored += 1
-            except UnavailableError as exc:
-                last = str(exc)
-        if stored < len(self.addrs) // 2 + 1:
-            raise UnavailableError(f"chunk {name[:12]} stored on {stored} replicas: {last}")
-
-    def fetch_chunk(self, name: str, addrs: Sequence[str] | None = None) -> bytes:
-        """One chunk, verified, from the first of ``addrs`` (default: the group) that has it."""
-        for addr in self._penalty.order(tuple(addrs or self.addrs), name):
-            try:
-                result = self._send_to(addr, {"op": "blob_get", "name": name}, ATTEMPT_TIMEOUT)
-            except UnavailableError:
-                self._penalty.failed(addr)
-                continue
-            data: bytes = result.get("data", b"")
-            if result.get("found") and hashlib.sha256(data).hexdigest() == name:
-                return data
-            self._penalty.failed(addr)
-        raise UnavailableError(f"no replica could serve chunk {name[:12]}")
-
-    def _chunks(self, manifest: bytes, offset: int = 0) -> tuple[int, Iterator[bytes]]:
-        """``(size, chunks)`` of a blob, the chunks from byte ``offset`` on: the chunks
-        before the one holding it are never fetched (a range, a seek, a resumed copy)."""
-        parsed = parse_manifest(manifest)
-        first, skip = divmod(min(offset, parsed.size), CHUNK_SIZE)
-        names = data_chunks(parsed, self.fetch_chunk, first)
-        chunks = read_ahead(self._fetch_pool, names, self.fetch_chunk)
-        return parsed.size, (skip_bytes(chunks, skip) if skip else chunks)
-
-    def _cell(self, result: dict[str, Any]) -> Cell | None:
-        if not result.get("found"):
-            return None
-        return self._full_cell(result["version"], result["value"], bool(result.get("blob")),
-                               bool(result.get("stale")))
-
-    def _full_cell(self, version: int, value: bytes, blob: bool, stale: bool) -> Cell:
-        """A cell as a read answered it: a blob's bytes fetched (its value is the manifest)."""
-        if blob:
-            value = b"".join(self._chunks(value)[1])
-        return StaleCell(value, version) if stale else Cell(value, version)
-
-    # -- the API ----------------------------------------------------------
-
-    def get(self, row: str, col: str, *,
-            consistency: Consistency = "linearizable") -> Cell | None:
-        """The cell at (row, col), or None.
-
-        ``consistency="stale"`` reads any one replica that answers (it works
-        with a single replica alive) and returns a :class:`StaleCell`.
-        """
-        return self._cell(self._read({"op": "get", "row": row, "col": col}, consistency))
-
-    def put(self, row: str, col: str, value: bytes, *, ttl: float | None = None) -> int:
-        """Store a value of any size; returns the cell's new version.
-
-        ``ttl``: the cell expires this many seconds after the write, on the
-        group's clock (reads then find it absent); without, it never does.
-        """
-        return self.put_stream(row, col, value, ttl=ttl)
-
-    def put_stream(self, row: str, col: str, stream: Readable | bytes, *,
-                   ttl: float | None = None) -> int:
-        """Store what ``stream.read()`` yields until EOF, never holding it whole.
-
-        :raises UploadExpired: the upload stalled for longer than its lease.
-        """
-        expiry = ttl_field(ttl)
-        version: int = self._write_values([stream], lambda s: {
-            "op": "put", "row": row, "col": col, "value": s[0][0], "blob": s[0][1],
-            **expiry})["version"]
-        return version
-
-    def get_stream(self, row: str, col: str, *, consistency: Consistency = "linearizable",
-                   offset: int = 0) -> tuple[int, Iterator[bytes]] | None:
-        """``(size, chunks)`` of the value at (row, col), fetched lazily; or None.
-
-        ``size`` is the whole value's; the chunks start at byte ``offset`` (past the
-        end: none), and what lies before it is not fetched.  A few chunks are fetched
-        ahead of the consumer, each verified against its hash; a chunk that a replica
-        lacks or holds corrupt comes from another.  ``consistency="stale"`` reads the
-        cell (a manifest) from any one replica.
-        """
-        if offset < 0:
-            raise ValueError("an offset is 0 or more")
-        found = self._stream(row, col, consistency, offset)
-        return None if found is None else found[:2]
-
-    def get_into(self, row: str, col: str, out: BinaryIO, *,
-                 consistency: Consistency = "linearizable") -> int | None:
-        """Write the value at (row, col) into ``out``; its version, or None if absent."""
-        found = self._stream(row, col, consistency)
-        if found is None:
-            return None
-        for chunk in found[1]:
-            out.write(chunk)
-        return found[2]
-
-    def _stream(self, row: str, col: str, consistency: Consistency, offset: int = 0
-                ) -> tuple[int, Iterator[bytes], int] | None:
-        result = self._read({"op": "get", "row": row, "col": col}, consistency)
-        if not result.get("found"):
-            return None
-        if result.get("blob"):
-            return (*self._chunks(result["value"], offset), result["version"])
-        value: bytes = result["value"]
-        rest = value[offset:] if offset else value
-        return len(value), iter([rest] if rest else []), result["version"]
-
-    def delete(self, row: str, col: str) -> bool:
-        """Delete a cell; True if it existed."""
-        deleted: bool = self._call({"op": "delete", "row": row, "col": col},
-                                   write=True)["deleted"]
-        return deleted
-
-    def cput(self, row: str, col: str, new: bytes, *, old: bytes | None = None,
-             if_version: int | None = None, ttl: float | None = None) -> int:
-        """Store ``new`` only if the cell still holds ``old`` (None: absent) or ``if_version``.
-
-        An expired cell is absent.  ``ttl`` as for :meth:`put`.
-        :raises ConditionFailed: with the cell's current version (0 if absent).
-        """
-        condition: dict[str, Any] = ({"if_version": if_version} if if_version is not None else
-                                     {"old": None if old is None else self._comparable(old)})
-        expiry = ttl_field(ttl)
-        version: int = self._write_values([new], lambda s: {
-            "op": "cput", "row": row, "col": col, "value": s[0][0], "blob": s[0][1],
-            **condition, **expiry})["version"]
-        return version
-
-    @staticmethod
-    def _comparable(value: bytes) -> bytes:
-        """What a cell holding ``value`` stores: the bytes, or the (deterministic) manifest."""
-        return value if len(value) <= INLINE_LIMIT else manifest_of(value)
-
-    def mutate_row(self, row: str, conditions: Sequence[Condition],
-                   mutations: Sequence[Mutation], *,
-                   ttl: float | None = None) -> dict[str, int]:
-        """Apply ``mutations`` to one row atomically if every condition holds.
-
-        Conditions: ``("version", col, n)``, ``("absent", col)``, ``("value", col, bytes)``;
-        an expired cell is absent.
-        Mutations: ``("put", col, value)``, ``("delete", col)``.  ``ttl`` (as for
-        :meth:`put`) applies to every cell the call puts.
-        """
-        expiry = ttl_field(ttl)
-        conds = [[c[0], c[1], self._comparable(c[2])] if c[0] == "value" else list(c)
-                 for c in conditions]
-        values = [m[2] for m in mutations if m[0] == "put"]
-
-        def build(stored: list[tuple[bytes, bool]]) -> dict[str, Any]:
-            pending = iter(stored)
-            muts = [["put", m[1], *next(pending)] if m[0] == "put" else list(m)
-                    for m in mutations]
-            return {"op": "mutate_row", "row": row, "conditions": conds, "mutations": muts,
-                    **expiry}
-        versions: dict[str, int] = self._write_values(values, build)["versions"]
-        return versions
-
-    def get_cells(self, cells: Sequence[tuple[str, str]], *, known: Sequence[int] | None = None,
-                  consistency: Consistency = "linearizable") -> list[Cell | Unchanged | None]:
-        """Cells of any rows of this group in one request, answered from one state of the
-        store (linearizable: by the leader without a log entry, as :meth:`get`).
-
-        ``known[i]``, the version the caller holds of cell ``i`` (0: none), makes the
-        answer :class:`Unchanged` while the cell still has it: no value comes back.
-        A replica of a release without ``get_cells`` is read cell by cell instead.
-        :raises TooLarge: more than :data:`~raftkv.interface.MAX_CELLS` cells.
-        :raises WrongShard: one of the rows' shards is not served here.
-        """
-        request = cells_request(cells, known)
-        if not request:
-            return []
-        try:
-            result = self._read({"op": "get_cells", "cells": request}, consistency)
-        except (ProtocolError, TooLarge) as exc:
-            # A replica of a release without get_cells; or, while a group's reads go
-            # through the log (an upgrade in progress), a request above the entry cap
-            # (long names).  Cell by cell, each answer is the same (and a cell's own
-            # TooLarge, a key too long, is raised by its get).
-            if isinstance(exc, ProtocolError) and str(exc) != unknown_operation("get_cells"):
-                raise
-            return [self._cell_if_changed(row, col, version, consistency)
-                    for row, col, version in request]
-        stale = bool(result.get("stale"))
-        return [self._decoded(answer, stale) for answer in result["cells"]]
-
-    def _decoded(self, answer: list[Any] | None, stale: bool) -> Cell | Unchanged | None:
-        """One cell of a ``get_cells`` answer: a blob's bytes are fetched as :meth:`get` does."""
-        if answer is None:
-            return None
-        if len(answer) == 1:
-            return Unchanged(answer[0], stale)
-        version, value, blob = answer
-        return self._full_cell(version, value, blob, stale)
-
-    def _cell_if_changed(self, row: str, col: str, known: int,
-                         consistency: Consistency) -> Cell | Unchanged | None:
-        """``get_cells``' answer for one cell, from a ``get`` (replicas that predate it)."""
-        result = self._read({"op": "get", "row": row, "col": col}, consistency)
-        if result.get("found") and 0 < known == result["version"]:
-            return Unchanged(known, bool(result.get("stale")))
-        return self._cell(result)
-
-    def get_row(self, row: str, prefix: str = "", *, after: str = "", limit: int | None = None,
-                reverse: bool = False,
-                consistency: Consistency = "linearizable") -> dict[str, Cell]:
-        """The cells of ``row`` whose column starts with ``prefix`` (large values included),
-        in column order, or descending with ``reverse``: those after ``after`` (before it
-        with ``reverse``; ``""`` then starts at the last column), ``limit`` at most.
-
-        The replica reads each page straight off its table's key range; pages of at
-        most :data:`~raftkv.pagereads.MAX_ROW_CELLS_RETURNED` follow one another until
-        ``limit`` is reached or the range ends (each page is one read: a row that
-        changes meanwhile may show cells of two moments).
-        """
-        if limit is not None and limit < 0:
-            raise ValueError("limit is a number of cells, 0 or more")
-        cells: dict[str, Cell] = {}
-        for col, version, value, blob, stale in self._row_pages(row, prefix, after, limit,
-                                                                reverse, consistency):
-            cells[col] = self._full_cell(version, value, blob, stale)
-        return cells
-
-    def _row_pages(self, row: str, prefix: str, after: str, limit: int | None, reverse: bool,
-                   consistency: Consistency) -> Iterator[tuple[str, int, bytes, bool, bool]]:
-        """``(column, version, value, is_blob, stale)`` of the cells ``get_row`` returns."""
-        taken = 0
-        while limit is None or taken < limit:
-            request: dict[str, Any] = {"op": "get_row", "row": row, "prefix": prefix,
-                                       "after": after}
-            if limit is not None:
-                request["limit"] = limit - taken
-            if reverse:
-                request["reverse"] = True
-            result = self._read(request, consistency)
-            if reverse and not result.get("reverse"):
-                # A replica that predates reverse pages ignored it and paged forward.
-                yield from self._reversed_here(row, prefix, after,
-                                               None if limit is None else limit - taken,
-                                               consistency)
-                return
-            stale = bool(result.get("stale"))
-            for col, version, value, blob in result["cells"]:
-                yield col, version, value, blob, stale
-                after = col
-                taken += 1
-            if not result.get("more"):
-                return
-
-    def _reversed_here(self, row: str, prefix: str, before: str, limit: int | None,
-                       consistency: Consistency) -> Iterator[tuple[str, int, bytes, bool, bool]]:
-        """A reverse page from forward pages: every column under ``prefix`` read, the
-        last ``limit`` before ``before`` kept (during an upgrade only)."""
-        found = [cell for cell in self._row_pages(row, prefix, "", None, False, consistency)
-                 if not before or cell[0] < before]
-        found.reverse()
-        yield from found if limit is None else found[:limit]
-
-    def scan(self, shard: int, after_row: str = "", limit: int = 10, *,
-             consistency: Consistency = "linearizable") -> list[tuple[str, dict[str, Cell]]]:
-        """Up to ``limit`` rows of ``shard`` after ``after_row``; large values summarised.
-
-        A blob's cell holds its manifest here, not its bytes: a browser of raw
-        data should not pull gigabytes.  :func:`raftkv.blobs.read_manifest` reads it.
-        A row carries at most 1000 cells or about 1 MiB of values (``get_row``
-        reads all of it).  Fewer than ``limit`` rows come back only at the shard's
-        end: a replica's answer that stopped at its byte budget is followed by the next.
-        """
-        rows: list[tuple[str, dict[str, Cell]]] = []
-        while len(rows) < limit:
-            result = self._read({"op": "scan", "shard": shard, "after": after_row,
-                                 "limit": limit - len(rows), "pages": True}, consistency)
-            rows.extend((row, {col: Cell(value, version) for col, version, value, _blob in cells})
-                        for row, cells in result["rows"])
-            if not result.get("more") or not result["rows"]:
-                return rows
-            after_row = rows[-1][0]
-        return rows
-
     def status(self) -> list[dict[str, Any]]:
         """Each replica's status; ``alive`` is False for one that did not answer."""
         def one(addr: str) -> dict[str, Any]:
@@ -596,46 +254,3 @@ class Client(UpkeepCalls, BackupCalls):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def cells_request(cells: Sequence[tuple[str, str]], known: Sequence[int] | None
-                  ) -> list[list[Any]]:
-    """``get_cells``' cells as sent: ``[row, column, known version (0: none)]`` each.
-
-    :raises TooLarge: more than :data:`~raftkv.interface.MAX_CELLS`.
-    :raises ValueError: ``known`` does not give one version per cell.
-    """
-    if len(cells) > MAX_CELLS:
-        raise TooLarge(f"get_cells reads at most {MAX_CELLS} cells at once, not {len(cells)}: "
-                       "split the call")
-    versions = [0] * len(cells) if known is None else list(known)
-    if len(versions) != len(cells) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in versions):
-        raise ValueError("known gives one version (an int, 0: none) per cell")
-    return [[row, col, version] for (row, col), version in zip(cells, versions, strict=True)]
-
-
-def ttl_field(ttl: float | None) -> dict[str, float]:
-    """The ``ttl`` field of a write: none for a permanent cell."""
-    if ttl is None:
-        return {}
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (
-            math.isfinite(ttl) and ttl > 0):
-        raise ValueError("ttl is a positive number of seconds")
-    return {"ttl": min(float(ttl), MAX_TTL)}
-
-
-class _Prefixed(io.RawIOBase):
-    """``first`` followed by the rest of ``stream``."""
-
-    def __init__(self, first: bytes, stream: Readable) -> None:
-        self._first = first
-        self._stream = stream
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._first:
-            if size is None or size < 0:
-                size = len(self._first)
-            out, self._first = self._first[:size], self._first[size:]
-            return out
-        return self._stream.read(-1 if size is None else size)

@@ -20,6 +20,7 @@ from .cluster import split_addr
 from .errors import AuthenticationFailed, ProtocolError, UnavailableError
 
 CONNECT_TIMEOUT = 2.0
+ATTEMPT_TIMEOUT = 3.0      # a client's one try at one replica; then the next (same request id)
 # A send that makes no progress for this long fails the connection (a paused or
 # wedged replica), instead of blocking its sender forever.
 SEND_STALL_TIMEOUT = 10.0
