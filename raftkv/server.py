@@ -1,24 +1,20 @@
 """``raftkv-node``: one replica's process -- the client port in front of a :class:`Replica`.
 
-Requests arrive pipelined over authenticated connections (:mod:`raftkv.protocol`).
+Requests arrive pipelined over authenticated connections (:mod:`raftkv.protocol`,
+served by :mod:`raftkv.serving`, which bounds what a connection may cost).
 Writes go through the Raft log; linearizable reads of the table are answered by
 the leader from its store once it has confirmed it still leads (ReadIndex,
 raftkv/node/read_index.py), or through the log while fewer than a majority of
 the group speak that (an upgrade in progress).  Every answer is linearizable; a
 replica that is not the leader answers ``NotLeader`` with a hint.  Requests that
 arrive together are packed into one Raft entry up to the entry cap (group
-commit): while batches are in flight, new requests queue up and leave together.
-Blob chunks are stored and served beside Raft (:mod:`raftkv.blobs`), a few at a
-time so that a node's memory stays bounded whatever the traffic, and kept complete
-and free of garbage by a :class:`~raftkv.repair.BlobKeeper`.
+commit, :mod:`raftkv.group_commit`).  Blob chunks are stored and served beside
+Raft (:mod:`raftkv.services`, :mod:`raftkv.blobs`), and kept complete and free of
+garbage by a :class:`~raftkv.repair.BlobKeeper`.
 
-The port stays open to everyone who knows the secret, and costs a stranger's
-connections little: at most :data:`MAX_HANDSHAKING` connections may be in their
-handshake at once (a new one pushes out the oldest), each for at most
-:data:`~raftkv.protocol.HANDSHAKE_TIMEOUT`; a begun frame must be whole within
-:data:`~raftkv.protocol.FRAME_TIMEOUT`; beyond ``[store] max_connections`` a new
-connection is closed at once.  Idle client connections stay: clients keep theirs.
-What a replica writes to disk is readable by its own user only.
+This module holds the replica's process: its settings, the server that sends each
+request where it is answered (``handle``), and the command line.  What a replica
+writes to disk is readable by its own user only.
 """
 
 from __future__ import annotations
@@ -27,78 +23,32 @@ import asyncio
 import logging
 import os
 import signal
-import struct
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import click
-import msgpack
 from prometheus_client import REGISTRY
 
-from . import formats, protocol
 from .answers import Handover
 from .backup_offers import Offers
 from .blobs import BlobStore
 from .cluster import CONFIG_GROUP_ID, ClusterConfig, load_cluster, split_addr
-from .errors import (
-    ConfigError,
-    NotLeader,
-    OutcomeUnknown,
-    OverLimit,
-    ProtocolError,
-    RaftKVError,
-    TooLarge,
-    UnavailableError,
-)
+from .errors import ConfigError, NotLeader, ProtocolError, RaftKVError, UnavailableError
 from .expiry import EXPIRY_INTERVAL, CellExpirer
+from .group_commit import GroupCommit
 from .logs import setup_logging
 from .metrics import serve_from_env
-from .node import ENTRY_CAP, Replica, ReplicaConfig
-from .operations import (
-    HANDLER_PREFIX,
-    OPERATIONS,
-    Kind,
-    Operation,
-    bind_handlers,
-    unknown_operation,
-)
+from .node import Replica, ReplicaConfig
+from .operations import HANDLER_PREFIX, OPERATIONS, Kind, Operation, bind_handlers, unknown_operation
 from .repair import BlobKeeper
-from .replica_metrics import (
-    BATCH_COMMANDS,
-    REQUESTS,
-    ReplicaCollector,
-)
+from .replica_metrics import ReplicaCollector
 from .services import ReplicaServices
+from .serving import MAX_BLOB_OPS, READ_BUFFER, ConnectionServing
+from .serving import MAX_HANDSHAKING as MAX_HANDSHAKING  # re-exported: the port's limit, tested
 
 log = logging.getLogger("raftkv.server")
-
-MAX_IN_FLIGHT_BATCHES = 4        # Raft entries a leader has appended but not yet seen applied
-MAX_REQUESTS_PER_CONNECTION = 2048
-# Chunk reads and writes in progress on this node at once, over all connections.
-# A connection whose next frame is a chunk op waits here before it reads further,
-# so a node holds a few megabytes of chunks, not whatever its clients send.
-MAX_BLOB_OPS = 8
-# pysyncobj never fails an entry appended by a leader that was then cut off
-# until that index is applied or overwritten (docs/engine-fixes.md, "Commands that
-# never get an answer"): give up on it after this long, answer "outcome unknown", and
-# free its slot.
-BATCH_TIMEOUT = 10.0
-# How often a new leader's server looks again whether it may write: it waits until
-# the leader has applied every entry of earlier terms (a round trip to a majority),
-# or until it is no longer the leader (at most LEADER_FALLBACK without a majority).
-FORMAT_RECHECK = 0.005
-_ARRAY_OVERHEAD = 5              # msgpack array header of the batch
-_TIME_SIZE = 9                   # the entry's time, first in the batch: a msgpack float64
-# Connections in their handshake at once; a new one pushes the oldest out, so
-# a flood of strangers cannot keep a client or peer with the secret from joining.
-MAX_HANDSHAKING = 128
-# A connection's read buffer before reading pauses (frames above it are still
-# read whole): what a stranger's bytes can cost before the handshake refuses them.
-READ_BUFFER = 64 * 1024
-REPORT_INTERVAL = 10.0           # seconds between two warnings about refused connections
 
 
 @dataclass(frozen=True)
@@ -128,15 +78,7 @@ class StoreSettings:
         return settings
 
 
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-class NodeServer(ReplicaServices):
+class NodeServer(ConnectionServing, GroupCommit, ReplicaServices):
     """Serves one replica's client port."""
 
     def __init__(self, cluster: ClusterConfig, name: str, data_dir: Path) -> None:
@@ -168,127 +110,12 @@ class NodeServer(ReplicaServices):
                                  cluster.secret, cluster.blobs, self.replica.is_leader)
         self.expirer = CellExpirer(group.client_addrs, cluster.secret, self.replica.is_leader,
                                    interval=self.settings.expiry_interval)
-        self._blob_slots: asyncio.Semaphore | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._handshaking: dict[asyncio.StreamWriter, None] = {}  # oldest first
-        self._over_cap = _Report("closed connections at the connection cap")
-        self._refused = _Report("refused connections that did not complete the handshake")
-        # (packed command, the oldest Raft format it may be written in, its answer)
-        self._pending: list[tuple[bytes, int, asyncio.Future[dict[str, Any]]]] = []
-        self._in_flight = 0
-        self._recheck: asyncio.TimerHandle | None = None  # a flush waiting for the entry format
-        self._stamped = 0.0  # the time of the last entry this server appended
+        self._init_connections()
+        self._init_group_commit()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handover: Handover | None = None  # the tick thread's calls into the loop
         self.backup_offers = Offers()  # frozen states held open for backups
         self._watching_offers: asyncio.TimerHandle | None = None
-
-    # -- group commit -----------------------------------------------------
-
-    def _submit(self, command: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        assert self._loop is not None
-        if command.get("op") in formats.COMMAND_TIME_OPS:
-            # Read by replicas of Raft format 1, whose entries carry no time (and
-            # ignored in a timed entry); never a client's own.
-            command["now"] = self._stamp()
-        packed = msgpack.packb(command, use_bin_type=True)
-        if len(packed) + _ARRAY_OVERHEAD + _TIME_SIZE > ENTRY_CAP:
-            raise TooLarge(f"request of {len(packed)} bytes is above the {ENTRY_CAP}-byte entry cap")
-        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._pending.append((packed, formats.raft_format_needed(command), future))
-        self._flush()
-        return future
-
-    def _flush(self) -> None:
-        while self._pending and self._in_flight < MAX_IN_FLIGHT_BATCHES:
-            entry_format = self.replica.entry_format()
-            if entry_format is None:
-                self._flush_later()  # a new leader: earlier terms' entries still to apply
-                return
-            self._refuse_newer(entry_format)
-            timed = entry_format >= formats.TIMED_ENTRIES
-            size, count = _ARRAY_OVERHEAD + (_TIME_SIZE if timed else 0), 0
-            for packed, _, _ in self._pending:
-                if size + len(packed) > ENTRY_CAP:
-                    break
-                size += len(packed)
-                count += 1
-            if count == 0:
-                return  # every pending command was refused
-            batch, self._pending = self._pending[:count], self._pending[count:]
-            BATCH_COMMANDS.observe(count)
-            head = _array_header(count + 1) + self._entry_time() if timed else _array_header(count)
-            entry = head + b"".join(p for p, _, _ in batch)
-            self._in_flight += 1
-            self.replica.submit(entry, self._on_raft_thread(_Batch([f for _, _, f in batch])))
-
-    def _flush_later(self) -> None:
-        """Flush again shortly: the leader decides the entry format once it has applied
-        the entries of earlier terms (raftkv.node, ``entry_format``).  A replica that
-        stops leading meanwhile decides at once, and the engine answers NotLeader."""
-        if self._recheck is None:
-            assert self._loop is not None
-            self._recheck = self._loop.call_later(FORMAT_RECHECK, self._recheck_format)
-
-    def _recheck_format(self) -> None:
-        self._recheck = None
-        self._flush()
-
-    def _refuse_newer(self, entry_format: int) -> None:
-        """Answer the pending commands that ``entry_format`` cannot carry: mid-upgrade,
-        a replica on the old code would not apply them as the others do."""
-        if all(needed <= entry_format for _, needed, _ in self._pending):
-            return
-        kept = []
-        for packed, needed, future in self._pending:
-            if needed <= entry_format:
-                kept.append((packed, needed, future))
-            elif not future.done():
-                # Not applied; not UnavailableError, which clients retry at once until
-                # their deadline and then report as an unknown outcome.
-                future.set_exception(OverLimit(
-                    f"the group writes Raft format {entry_format} until every replica runs "
-                    f"code of format {needed} or later (an upgrade in progress): retry later"))
-        self._pending = kept
-
-    def _entry_time(self) -> bytes:
-        """The time every replica applies this entry at (raftkv.store, "Time"): the
-        leader's clock, but never before an entry appended or applied earlier."""
-        return _FLOAT64.pack(0xcb, self._stamp())
-
-    def _stamp(self) -> float:
-        self._stamped = max(time.time(), self._stamped, self.replica.store.clock)
-        return self._stamped
-
-    def _on_raft_thread(self, batch: _Batch) -> Any:
-        """The callback pysyncobj runs on its tick thread: hand the results to our loop."""
-        loop, handover = self._loop, self._handover
-        assert loop is not None and handover is not None
-        batch.expiry = loop.call_later(
-            BATCH_TIMEOUT, self._batch_done, batch, None,
-            OutcomeUnknown("the entry was appended but not committed in time"))
-
-        def done(results: list[dict[str, Any]] | None, err: RaftKVError | None) -> None:
-            handover.call(self._batch_done, batch, results, err)
-        return done
-
-    def _batch_done(self, batch: _Batch, results: list[dict[str, Any]] | None,
-                    err: RaftKVError | None) -> None:
-        if batch.settled:
-            return  # expired earlier; the engine's late answer changes nothing
-        batch.settled = True
-        if batch.expiry is not None:
-            batch.expiry.cancel()
-        self._in_flight -= 1
-        for i, future in enumerate(batch.futures):
-            if future.done():
-                continue
-            if err is not None:
-                future.set_exception(self._with_client_hint(err))
-            else:
-                assert results is not None
-                future.set_result(results[i])
-        self._flush()
 
     def _with_client_hint(self, err: RaftKVError) -> RaftKVError:
         if isinstance(err, NotLeader) and err.leader is not None:
@@ -369,102 +196,6 @@ class NodeServer(ReplicaServices):
                 "shards_served": None if store.owned is None else len(store.owned),
                 "shards_incoming": len(store.incoming), "shards_frozen": len(store.frozen)}
 
-    # -- connections ------------------------------------------------------
-
-    async def serve_connection(self, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        if len(self._open) >= self.settings.max_connections:
-            self._over_cap.note(peer)
-            writer.transport.abort()
-            return
-        self._open.add(writer)
-        try:
-            channel = await self._authenticate(reader, writer, peer)
-            if channel is not None:
-                await self._serve_requests(reader, writer, channel, peer)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._open.discard(writer)
-            writer.close()
-
-    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            peer: Any) -> protocol.Channel | None:
-        """The handshake, within its deadline and under the handshake cap; None when refused."""
-        self._handshaking[writer] = None
-        if len(self._handshaking) > MAX_HANDSHAKING:
-            oldest = next(iter(self._handshaking))
-            del self._handshaking[oldest]
-            oldest.transport.abort()  # its handshake fails at once and ends its task
-        sealed = self.settings.encryption == "always" or not (
-            isinstance(peer, tuple) and protocol.is_loopback(peer[0]))
-        try:
-            return await protocol.server_handshake(reader, writer, self.secret, sealed=sealed)
-        except (ProtocolError, OSError) as exc:
-            self._refused.note(f"{peer}: {exc}")
-            return None
-        finally:
-            self._handshaking.pop(writer, None)
-
-    async def _serve_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                              channel: protocol.Channel, peer: Any) -> None:
-        slots = asyncio.Semaphore(MAX_REQUESTS_PER_CONNECTION)
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                try:
-                    request = await protocol.read_frame_async(reader, channel)
-                except ProtocolError as exc:
-                    log.warning("malformed frame from %s: %s", peer, exc)
-                    _send(writer, channel, (protocol.encode({"id": None, **exc.to_wire()}),))
-                    break
-                if request is None:
-                    break
-                await slots.acquire()
-                operation = OPERATIONS.get(op) if isinstance(op := request.get("op"), str) else None
-                blob_slots = self._blob_slots if operation is not None and operation.chunk else None
-                if blob_slots is not None:
-                    await blob_slots.acquire()
-                task = asyncio.create_task(
-                    self._answer(request, writer, channel, slots, blob_slots))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        finally:
-            for task in tasks:
-                task.cancel()
-
-    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter,
-                      channel: protocol.Channel, slots: asyncio.Semaphore,
-                      blob_slots: asyncio.Semaphore | None) -> None:
-        request_id = request.pop("id", None)
-        op = request.get("op")
-        began = time.perf_counter()
-        try:
-            try:
-                answer = {"id": request_id, "ok": await self.handle(request)}
-            except RaftKVError as exc:
-                answer = {"id": request_id, **exc.to_wire()}
-            except Exception:
-                log.exception("internal error on %r", op)
-                answer = {"id": request_id, "error": "RaftKVError", "message": "internal error"}
-            finally:
-                slots.release()
-            _observe(op, answer, time.perf_counter() - began)
-            del request  # a chunk's bytes, for blob_put: free them before waiting to send
-            payload = answer["ok"].get("data") if op in _PAYLOAD_OPS and "ok" in answer else None
-            if isinstance(payload, bytes) and payload:
-                answer["ok"]["data"] = protocol.PAYLOAD
-                _send(writer, channel, protocol.encode_parts(answer, payload))
-            else:
-                _send(writer, channel, (protocol.encode(answer),))
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            if blob_slots is not None:
-                blob_slots.release()
-
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._handover = Handover(self._loop)
@@ -492,56 +223,6 @@ class NodeServer(ReplicaServices):
 _SERVED: dict[str, tuple[Operation, Callable[[NodeServer, dict[str, Any]],
                                              Awaitable[dict[str, Any]]]]] = \
     bind_handlers(NodeServer, HANDLER_PREFIX, (Kind.NODE,))
-_PAYLOAD_OPS = frozenset({"blob_get", "snapshot_read"})  # answers sent without copying their bytes
-_FLOAT64 = struct.Struct(">Bd")  # msgpack's float 64: 0xcb, then the IEEE double
-
-
-def _send(writer: asyncio.StreamWriter, channel: protocol.Channel, frame: Sequence[bytes]) -> None:
-    """Put one frame on the wire, sealed if the channel is: no await in between,
-    so frames are sealed in the order they are sent."""
-    parts = channel.seal(frame)
-    if len(parts) == 1:
-        writer.write(parts[0])
-    else:
-        writer.writelines(parts)
-
-
-class _Report:
-    """A warning that a flood would repeat for every connection: logged at most once
-    per :data:`REPORT_INTERVAL`, with how many it stands for."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._count = 0
-        self._next = 0.0
-
-    def note(self, detail: object) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now >= self._next:
-            log.warning("%s: %d since the last report (latest: %s)", self.what, self._count, detail)
-            self._count = 0
-            self._next = now + REPORT_INTERVAL
-
-
-class _Batch:
-    """The requests of one Raft entry, settled once: by the engine or by expiry."""
-
-    __slots__ = ("expiry", "futures", "settled")
-
-    def __init__(self, futures: list[asyncio.Future[dict[str, Any]]]) -> None:
-        self.futures = futures
-        self.settled = False
-        self.expiry: asyncio.TimerHandle | None = None
-
-
-def _observe(op: object, answer: dict[str, Any], seconds: float) -> None:
-    """One request's metrics (raftkv/replica_metrics.py): labelled by the operation's
-    registered name and the error's class name only, so a client cannot mint labels."""
-    name = op if isinstance(op, str) and op in OPERATIONS else "unknown"
-    REQUESTS.observe(name, answer.get("error", "ok"), seconds)
-
-
 class Companion(Protocol):
     """A thread that runs beside a replica (a higher layer's, e.g. shards' reconfigurer);
     a :class:`raftkv.background.BackgroundLoop` is one (what they return is not used)."""
