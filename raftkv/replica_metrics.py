@@ -102,7 +102,7 @@ BLOB_BYTES_SERVED = Total()
 # (name, help, tally) of the tallied histograms
 TALLIES = (
     ("raftkv_fsync_seconds", "One sync round of the journal: the fsync of every segment "
-     "written before it began (raftkv/node/journal.py).", FSYNC_SECONDS),
+     "written before it began (raftkv/node/journal_syncer.py).", FSYNC_SECONDS),
     ("raftkv_apply_seconds", "Applying one Raft log entry (all its commands) to the store, "
      "decoding included.", APPLY_SECONDS),
     ("raftkv_batch_commands", "Commands carried by one Raft entry (the server's group "

@@ -31,7 +31,7 @@ ACK_WAITS_PER_GAP = 0.008
 
 
 class _SyncsOffTheTickThread(_EngineBase):
-    """The journal's syncer (raftkv/node/journal.py) wakes the tick thread when a round
+    """The journal's syncer (raftkv/node/journal_syncer.py) wakes the tick thread when a round
     ends while something waits for it (held acknowledgements, the leader's count), so it
     goes on at once rather than at the next heartbeat; a round nobody waits for wakes
     nothing (a tick per write cost the leader's CPU).  A failed fsync stops the replica,

@@ -32,7 +32,7 @@ NOT_LOOPS = {
     "raftkv/connection.py": 1,  # a connection's reader, blocked on its socket
     "raftkv/snapshots.py": 2,   # one snapshot being written, and LMDB copying into it: run once
     "raftkv/snapshot_pull.py": 1,  # one snapshot being pulled: runs once, to its end
-    "raftkv/node/journal.py": 1,  # the journal's syncer, blocked until a sync is asked for
+    "raftkv/node/journal_syncer.py": 1,  # the journal's syncer, blocked until a sync is asked for
     "balancer/server.py": 1,    # serve_forever
     "deploy/launcher.py": 1,    # serve_forever (the control API)
     "raftkv/metrics.py": 1,     # serve_forever (GET /metrics)

@@ -1,4 +1,4 @@
-"""The journal's syncer (raftkv/node/journal.py): ``synced_index``, syncs asked for and run
+"""The journal's syncer (raftkv/node/journal_syncer.py): ``synced_index``, syncs asked for and run
 on a thread of their own, and what compaction, a cut or a clear during a sync do to it
 (docs/engine-fixes.md, "The journal").  Real files; only ``os.fsync`` is watched, and
 held where a test needs a sync to be under way."""
