@@ -36,12 +36,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import msgpack
+from typing import TYPE_CHECKING
 
 from raftkv.errors import ConditionFailed, OverLimit, Refused
 
+from .codec import pack as _pack
+from .codec import unpack as _unpack
 from .errors import NotFound
 from .retry import attempts
 
@@ -448,13 +448,3 @@ def _int(value: bytes) -> int:
     number = _unpack(value)
     return number if isinstance(number, int) else 0
 
-
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _unpack(value: bytes) -> Any:
-    try:
-        return msgpack.unpackb(value, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None

@@ -26,13 +26,13 @@ bytes of values per item.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
-
-import msgpack
+from typing import TYPE_CHECKING
 
 from raftkv.errors import ConditionFailed, OverLimit, Refused
 from raftkv.interface import Cell
 
+from .codec import pack as _pack
+from .codec import unpack as _unpack
 from .drive.records import FILE, FOLDER, ROOT, drive_row, index_col, is_id
 from .drive.trash import trash_col
 from .retry import attempts, pause
@@ -284,13 +284,3 @@ def _col(item_id: str, name: str) -> str:
 def _header(item_id: str) -> str:
     return f"h:{item_id}"
 
-
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _unpack(value: bytes) -> Any:
-    try:
-        return msgpack.unpackb(value, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None

@@ -9,8 +9,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+# The model's one codec, re-exported: the drive's and the mailbox's modules take it from here.
+from ..codec import pack as pack
+from ..codec import unpack as unpack
 from ..errors import BadName
 
 if TYPE_CHECKING:
@@ -114,17 +115,6 @@ def check_name(name: str) -> str:
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise BadName(f"A name can be at most {MAX_NAME_BYTES} bytes long.")
     return name
-
-
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def unpack(value: bytes) -> Any:
-    try:
-        return msgpack.unpackb(value, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None
 
 
 def root_item() -> Item:

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from raftkv.errors import ConditionFailed
 
+# The model's one codec, re-exported: the drive's and the mailbox's modules take it from here.
+from ..codec import pack as pack
+from ..codec import unpack as unpack
 from ..errors import BadFlag, BadFolderName
 from ..retry import attempts as tries
 
@@ -130,18 +131,6 @@ def is_message_id(msg_id: str) -> bool:
 
 
 # -- cells --------------------------------------------------------------------------------
-
-
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def unpack(value: bytes) -> Any:
-    """A cell's msgpack value, or None if it is not msgpack."""
-    try:
-        return msgpack.unpackb(value, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None
 
 
 def unpack_int(value: bytes) -> int | None:
