@@ -158,16 +158,12 @@ def owner_path(client: KeyValueStore, tree: Tree, environ: dict[str, Any]) -> st
     locks on one item are kept under one key (portal.dav.locks)."""
     memo = environ.setdefault(_OWNER_PATHS, {})
     if tree.key not in memo:
-        names: list[str] = []
-        item = tree.folder.item
-        with store_errors():
-            while item.id != ROOT and len(names) <= drive.MAX_DEPTH:
-                names.append(item.name)
-                parent = drive.get_folder(client, tree.owner, item.parent)
-                if parent is None:
-                    raise DAVError(HTTP_NOT_FOUND, "The shared folder is not there any more.")
-                item = parent
-        names.reverse()
+        with store_errors():  # one read of the owner's folder index, whatever the depth
+            try:
+                crumbs = drive.folder_path(client, tree.owner, tree.folder.item.id)
+            except drive.NoSuchItem:
+                raise DAVError(HTTP_NOT_FOUND, "The shared folder is not there any more.") from None
+        names = [item.name for item in crumbs[1:]]
         if names and names[0] == SHARED:
             names[0] = MINE  # the owner reaches her own "Shared with me" by its alias
         memo[tree.key] = quote("/" + "/".join(names)) if names else ""
